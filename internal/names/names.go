@@ -1,0 +1,92 @@
+// Package names holds the rules for project names that both daemons apply.
+// opusd checks a name before it records a project; opus-privd checks it again,
+// on its own, before it derives a path or a user name from it. A valid name is
+// at once a DNS label (it becomes NAME<suffix>), part of a Linux user name
+// ("opus-NAME", at most 32 bytes) and safe as a path element.
+package names
+
+import (
+	"fmt"
+	"strings"
+)
+
+// MaxProject is the longest project name: "opus-" plus the name must fit in
+// the 32 bytes useradd allows, with room to spare.
+const MaxProject = 24
+
+// UserPrefix starts the name of every Linux user Opus creates.
+const UserPrefix = "opus-"
+
+// reserved are names a project may not take because they would shadow a
+// Python module the rendered project needs, or confuse a reader of the host
+// (a user called opus-root).
+var reserved = map[string]bool{
+	"django": true, "os": true, "sys": true, "site": true, "test": true,
+	"tests": true, "opus": true, "opusd": true, "privd": true, "root": true,
+	"admin": true, "static": true, "media": true, "manage": true,
+	"wsgi": true, "settings": true, "urls": true, "apache": true,
+	"apache2": true, "www": true, "json": true, "re": true, "io": true,
+	"time": true, "string": true, "types": true, "code": true, "data": true,
+	"secrets": true, "logging": true, "email": true, "http": true,
+	"html": true, "random": true, "socket": true, "select": true,
+	"signal": true, "abc": true, "ast": true, "copy": true, "math": true,
+	"pathlib": true, "typing": true, "collections": true, "functools": true,
+}
+
+// keywords are Python's keywords and soft keywords.
+var keywords = map[string]bool{
+	"false": true, "none": true, "true": true, "and": true, "as": true,
+	"assert": true, "async": true, "await": true, "break": true,
+	"class": true, "continue": true, "def": true, "del": true, "elif": true,
+	"else": true, "except": true, "finally": true, "for": true,
+	"from": true, "global": true, "if": true, "import": true, "in": true,
+	"is": true, "lambda": true, "nonlocal": true, "not": true, "or": true,
+	"pass": true, "raise": true, "return": true, "try": true,
+	"while": true, "with": true, "yield": true, "match": true,
+	"case": true, "type": true,
+}
+
+// IsPythonKeyword reports whether s is a Python keyword (in lower case, as
+// names here are).
+func IsPythonKeyword(s string) bool { return keywords[strings.ToLower(s)] }
+
+// ValidateProject says why name is not a valid project name, or returns nil.
+// The message names the rule, so it can go to the user as it is.
+func ValidateProject(name string) error {
+	if name == "" {
+		return fmt.Errorf("project name is empty; use 1 to %d lowercase letters and digits, starting with a letter", MaxProject)
+	}
+	if len(name) > MaxProject {
+		return fmt.Errorf("project name %q is %d characters long; at most %d are allowed", trunc(name), len(name), MaxProject)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z':
+		case c >= '0' && c <= '9':
+			if i == 0 {
+				return fmt.Errorf("project name %q starts with a digit; it must start with a lowercase letter", name)
+			}
+		default:
+			return fmt.Errorf("project name %q contains %q; only lowercase letters a-z and digits 0-9 are allowed", trunc(name), rune(c))
+		}
+	}
+	if keywords[name] {
+		return fmt.Errorf("project name %q is a Python keyword; choose another name", name)
+	}
+	if reserved[name] {
+		return fmt.Errorf("project name %q is reserved; choose another name", name)
+	}
+	return nil
+}
+
+// User returns the Linux user name of a project. It does not validate.
+func User(project string) string { return UserPrefix + project }
+
+func trunc(s string) string {
+	const max = 48
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}

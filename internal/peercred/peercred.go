@@ -1,0 +1,171 @@
+// Package peercred attaches the kernel's account of who is on the other end
+// of a Unix socket (SO_PEERCRED) to a gRPC connection, once, at the handshake.
+// Handlers read it back with FromContext; nothing else in Opus decides who a
+// caller is. Both daemons use it: opus-privd to serve only the opus uid,
+// opusd to know which user owns what.
+package peercred
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// Cred is the identity of a socket peer as the kernel recorded it when the
+// peer connected.
+type Cred struct {
+	UID uint32
+	GID uint32
+	PID int32
+}
+
+// AuthInfo is the gRPC AuthInfo carrying a peer's credentials.
+type AuthInfo struct {
+	credentials.CommonAuthInfo
+	Cred Cred
+}
+
+// AuthType implements credentials.AuthInfo.
+func (AuthInfo) AuthType() string { return "peercred" }
+
+// ErrNoCred means a context carries no peer credentials: the connection did
+// not come through these transport credentials.
+var ErrNoCred = errors.New("no peer credentials on this connection")
+
+// FromContext returns the credentials of the peer of a gRPC call.
+func FromContext(ctx context.Context) (Cred, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return Cred{}, ErrNoCred
+	}
+	ai, ok := p.AuthInfo.(AuthInfo)
+	if !ok {
+		return Cred{}, ErrNoCred
+	}
+	return ai.Cred, nil
+}
+
+// Of returns the credentials of the process at the other end of conn, which
+// must be a Unix socket connection.
+func Of(conn net.Conn) (Cred, error) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return Cred{}, fmt.Errorf("peer credentials: %T is not a Unix socket", conn)
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return Cred{}, fmt.Errorf("peer credentials: %w", err)
+	}
+	var (
+		ucred  *unix.Ucred
+		sysErr error
+	)
+	if err := raw.Control(func(fd uintptr) {
+		ucred, sysErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return Cred{}, fmt.Errorf("peer credentials: %w", err)
+	}
+	if sysErr != nil {
+		return Cred{}, fmt.Errorf("peer credentials: SO_PEERCRED: %w", sysErr)
+	}
+	return Cred{UID: ucred.Uid, GID: ucred.Gid, PID: ucred.Pid}, nil
+}
+
+// transport implements credentials.TransportCredentials over Unix sockets.
+type transport struct {
+	// wantServerUID, when non-nil, is the uid a client insists the server
+	// runs as (opusd checks that privd is root, so a socket planted by
+	// someone else is not believed).
+	wantServerUID *uint32
+}
+
+// Server returns transport credentials for a gRPC server on a Unix socket:
+// each connection's AuthInfo carries the peer's credentials, and a
+// connection whose credentials cannot be read is refused.
+func Server() credentials.TransportCredentials { return transport{} }
+
+// Client returns transport credentials for a gRPC client on a Unix socket.
+// The server's credentials are attached too.
+func Client() credentials.TransportCredentials { return transport{} }
+
+// ClientExpecting is Client, refusing a server that does not run as uid.
+func ClientExpecting(uid uint32) credentials.TransportCredentials {
+	return transport{wantServerUID: &uid}
+}
+
+func (t transport) ClientHandshake(_ context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	c, err := Of(conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	if t.wantServerUID != nil && c.UID != *t.wantServerUID {
+		return nil, nil, fmt.Errorf("server on %s runs as uid %d, want uid %d", conn.RemoteAddr(), c.UID, *t.wantServerUID)
+	}
+	return conn, authInfo(c), nil
+}
+
+func (transport) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	c, err := Of(conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, authInfo(c), nil
+}
+
+func authInfo(c Cred) AuthInfo {
+	return AuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}, Cred: c}
+}
+
+func (transport) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "peercred"}
+}
+
+func (t transport) Clone() credentials.TransportCredentials { return t }
+
+// OverrideServerName is part of the interface and has no meaning here.
+func (transport) OverrideServerName(string) error { return nil }
+
+// Listen listens on a Unix socket at path with the given mode, group-owned
+// by gid (or left alone when gid < 0). A stale socket from a previous run is
+// removed; any other kind of file at path is an error, so a misconfigured
+// path never deletes a regular file. The socket is created under a tight
+// umask so it is never reachable with looser permissions.
+func Listen(path string, mode fs.FileMode, gid int) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen %s: a file that is not a socket is in the way", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("listen %s: remove stale socket: %w", path, err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("listen %s: chown to gid %d: %w", path, gid, err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen %s: chmod: %w", path, err)
+	}
+	return l, nil
+}
