@@ -1,0 +1,181 @@
+// Package config is the host configuration both daemons read: one file
+// (default /etc/opus/opus.conf) so that opusd and opus-privd cannot disagree
+// about where projects live, which suffix names them or which ports Apache
+// serves. The format is sshd_config-like: "key value" per line, '#' starts a
+// comment. Flags of either daemon may override single values.
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// DefaultPath is where the daemons look for the configuration.
+const DefaultPath = "/etc/opus/opus.conf"
+
+// Apache modes.
+const (
+	// ApacheManaged is an Apache instance privd starts itself from a
+	// generated httpd.conf with its own ServerRoot and ports.
+	ApacheManaged = "managed"
+	// ApacheSystem is Debian's own apache2 driven by apache2ctl.
+	ApacheSystem = "system"
+)
+
+// Config is the host configuration.
+type Config struct {
+	// BaseDir holds opusd's state and the project trees.
+	BaseDir string
+	// RunDir holds both sockets.
+	RunDir string
+	// OpusUser is the user opusd runs as; the only uid privd serves.
+	OpusUser string
+	// AdminGroup's members may see and change every project.
+	AdminGroup string
+	// ServerSuffix is appended to a project name to make its host name.
+	ServerSuffix string
+	// ApacheMode is ApacheManaged or ApacheSystem.
+	ApacheMode string
+	// ApacheDir is the managed instance's ServerRoot, or in system mode the
+	// directory of vhosts the main config includes.
+	ApacheDir string
+	// HTTPPort and HTTPSPort are Apache's ports for project vhosts.
+	HTTPPort, HTTPSPort int
+	// Python is the interpreter for manage.py (the one mod_wsgi embeds).
+	Python string
+	// WSGIProcesses and WSGIThreads size each project's daemon group.
+	WSGIProcesses, WSGIThreads int
+}
+
+// Default returns the configuration used when no file says otherwise.
+func Default() Config {
+	return Config{
+		BaseDir:       "/var/lib/opus",
+		RunDir:        "/run/opus",
+		OpusUser:      "opus",
+		AdminGroup:    "opus-admin",
+		ServerSuffix:  ".opus.localhost",
+		ApacheMode:    ApacheManaged,
+		ApacheDir:     "/var/lib/opus-apache",
+		HTTPPort:      8080,
+		HTTPSPort:     8443,
+		Python:        "/usr/bin/python3",
+		WSGIProcesses: 1,
+		WSGIThreads:   10,
+	}
+}
+
+// OpusdSocket is the path of opusd's public socket.
+func (c Config) OpusdSocket() string { return filepath.Join(c.RunDir, "opusd.sock") }
+
+// PrivdSocket is the path of opus-privd's socket.
+func (c Config) PrivdSocket() string { return filepath.Join(c.RunDir, "privd.sock") }
+
+// ServerName is a project's virtual host name.
+func (c Config) ServerName(project string) string { return project + c.ServerSuffix }
+
+// Load reads path over the defaults. A missing file is not an error when
+// optional is true (the daemons run on defaults alone).
+func Load(path string, optional bool) (Config, error) {
+	c := Default()
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && optional {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	if err := c.Parse(f, path); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Parse applies "key value" lines from r; name is used in error messages.
+func (c *Config) Parse(r io.Reader, name string) error {
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, value, _ := strings.Cut(line, " ")
+		value = strings.TrimSpace(value)
+		if err := c.Set(key, value); err != nil {
+			return fmt.Errorf("%s:%d: %w", name, n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("config %s: %w", name, err)
+	}
+	return c.Validate()
+}
+
+// Set sets one key.
+func (c *Config) Set(key, value string) error {
+	str := map[string]*string{
+		"base_dir": &c.BaseDir, "run_dir": &c.RunDir, "opus_user": &c.OpusUser,
+		"admin_group": &c.AdminGroup, "server_suffix": &c.ServerSuffix,
+		"apache_mode": &c.ApacheMode, "apache_dir": &c.ApacheDir, "python": &c.Python,
+	}
+	num := map[string]*int{
+		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort,
+		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
+	}
+	if p, ok := str[key]; ok {
+		*p = value
+		return nil
+	}
+	if p, ok := num[key]; ok {
+		v, err := strconv.Atoi(value)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a number", key, value)
+		}
+		*p = v
+		return nil
+	}
+	return fmt.Errorf("unknown key %q", key)
+}
+
+// Validate checks the configuration as a whole.
+func (c Config) Validate() error {
+	for k, p := range map[string]string{"base_dir": c.BaseDir, "run_dir": c.RunDir, "apache_dir": c.ApacheDir, "python": c.Python} {
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+			return fmt.Errorf("%s: %q must be a clean absolute path", k, p)
+		}
+	}
+	if c.ApacheMode != ApacheManaged && c.ApacheMode != ApacheSystem {
+		return fmt.Errorf("apache_mode: %q is neither %q nor %q", c.ApacheMode, ApacheManaged, ApacheSystem)
+	}
+	for k, p := range map[string]int{"http_port": c.HTTPPort, "https_port": c.HTTPSPort} {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("%s: %d is not a TCP port", k, p)
+		}
+	}
+	if c.HTTPPort == c.HTTPSPort {
+		return fmt.Errorf("http_port and https_port are both %d", c.HTTPPort)
+	}
+	if c.WSGIProcesses < 1 || c.WSGIProcesses > 32 || c.WSGIThreads < 1 || c.WSGIThreads > 100 {
+		return fmt.Errorf("wsgi_processes must be 1-32 and wsgi_threads 1-100")
+	}
+	if !strings.HasPrefix(c.ServerSuffix, ".") || len(c.ServerSuffix) < 2 {
+		return fmt.Errorf("server_suffix: %q must start with a dot, like .opus.example.com", c.ServerSuffix)
+	}
+	for _, r := range c.ServerSuffix[1:] {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return fmt.Errorf("server_suffix: %q may hold only a-z, 0-9, '-' and '.'", c.ServerSuffix)
+		}
+	}
+	if c.OpusUser == "" || c.OpusUser == "root" {
+		return fmt.Errorf("opus_user: %q must name an unprivileged user", c.OpusUser)
+	}
+	return nil
+}
