@@ -1,0 +1,79 @@
+# Opus build, test and install. Run as root on Debian 12 for the end-to-end
+# tests and the demo; everything else works as any user.
+
+GO        ?= go
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+BIN       := bin
+BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
+CMDS      := opusd opus-privd opusctl
+GOTESTFLAGS ?=
+
+.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench install uninstall clean
+
+all: build
+
+## build: compile the three binaries into bin/
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+## deps: install the Debian packages the tests and the demo need (root only; no-op when present)
+deps:
+	@scripts/deps.sh
+
+## test: the whole suite — what the README promises and CI runs
+test: deps lint build
+	$(GO) test $(GOTESTFLAGS) -count=1 -timeout 20m ./...
+
+## unit: only the tests that need neither root nor Apache
+unit:
+	$(GO) test -short -count=1 ./...
+
+## e2e: only the end-to-end tests (root, real Apache)
+e2e: build
+	$(GO) test -count=1 -timeout 20m -v ./e2e/...
+
+## lint: gofmt, go vet, buf lint, and generated code in sync with the protos
+lint: fmt-check vet proto-check
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+## proto: regenerate Go from the protos with pinned generators (no system protoc)
+proto:
+	cd proto && $(BUF) lint && $(BUF) generate
+
+## proto-check: fail when regenerating would change a committed file
+proto-check: proto
+	@git diff --exit-code -- proto/ || { echo "generated code is out of date: run 'make proto' and commit"; exit 1; }
+
+## ci: what .ci/run calls
+ci: test
+
+## demo: deploy the sample project on the embedded defaults and print its URL
+demo: deps build
+	@scripts/demo.sh
+
+## demo-stop: stop what the demo started and remove its project
+demo-stop:
+	@scripts/demo.sh stop
+
+## bench: benchmarks (root, real Apache)
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./e2e/...
+
+## install: binaries, units, default config, the opus user and groups (PREFIX, DESTDIR)
+install: build
+	@scripts/install.sh install
+
+## uninstall: reverse install
+uninstall:
+	@scripts/install.sh uninstall
+
+clean:
+	rm -rf $(BIN)

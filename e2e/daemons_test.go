@@ -1,0 +1,324 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// passwdLine returns the /etc/passwd line of user name, or "".
+func passwdLine(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, name+":") {
+			return l
+		}
+	}
+	return ""
+}
+
+// fileState is what a refusal test checks did not change.
+type fileState struct {
+	uid, gid uint32
+	mode     fs.FileMode
+	sum      [32]byte
+}
+
+func stateOf(t *testing.T, path string) fileState {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	s := fileState{uid: st.Uid, gid: st.Gid, mode: fi.Mode()}
+	if fi.Mode().IsRegular() {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.sum = sha256.Sum256(data)
+	}
+	return s
+}
+
+func hostState(t *testing.T) [32]byte {
+	t.Helper()
+	var b bytes.Buffer
+	for _, f := range []string{"/etc/passwd", "/etc/group", "/etc/shadow"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return sha256.Sum256(b.Bytes())
+}
+
+// checkOwner asserts path's owner, group and permission bits.
+func checkOwner(t *testing.T, path string, uid, gid uint32, perm fs.FileMode) {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != uid || st.Gid != gid || fi.Mode().Perm() != perm {
+		t.Errorf("%s: owner %d:%d mode %#o, want %d:%d %#o", path, st.Uid, st.Gid, fi.Mode().Perm(), uid, gid, perm)
+	}
+}
+
+func projectIDs(t *testing.T, name string) (uint32, uint32) {
+	t.Helper()
+	uid, gid, err := lookupIDs("opus-" + name)
+	if err != nil {
+		t.Fatalf("project user: %v", err)
+	}
+	return uid, gid
+}
+
+// TestCreateShowListDestroy is the daemon pair's whole life of a project:
+// the user appears with the marker, the tree gets the policy, and destroy
+// leaves nothing.
+func TestCreateShowListDestroy(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	h.mustCtl(t, 0, "create", name)
+
+	line := passwdLine(t, "opus-"+name)
+	if line == "" {
+		t.Fatalf("user opus-%s is not in /etc/passwd", name)
+	}
+	f := strings.Split(line, ":")
+	if f[4] != "Opus project "+name || f[6] != "/usr/sbin/nologin" {
+		t.Errorf("passwd line %q: want GECOS %q and shell /usr/sbin/nologin", line, "Opus project "+name)
+	}
+	if exists(f[5]) && f[5] != filepath.Join(h.cfg.BaseDir, "projects", name) {
+		t.Errorf("home %q is not the project root", f[5])
+	}
+
+	puid, pgid := projectIDs(t, name)
+	rootDir := filepath.Join(h.cfg.BaseDir, "projects", name)
+	checkOwner(t, rootDir, h.opusUID, pgid, 0o751)
+	checkOwner(t, filepath.Join(rootDir, "code"), h.opusUID, pgid, 0o751)
+	checkOwner(t, filepath.Join(rootDir, "secrets"), puid, h.opusGID, 0o770)
+	checkOwner(t, filepath.Join(rootDir, "data"), puid, h.opusGID, 0o770)
+	checkOwner(t, filepath.Join(rootDir, "static"), h.opusUID, pgid, 0o775)
+
+	if out := h.mustCtl(t, 0, "ls"); !strings.Contains(out, name) {
+		t.Errorf("ls does not list %s:\n%s", name, out)
+	}
+	var p struct {
+		Name  string `json:"name"`
+		Phase string `json:"phase"`
+	}
+	if err := json.Unmarshal([]byte(h.mustCtl(t, 0, "show", name, "-o", "json")), &p); err != nil {
+		t.Fatalf("show -o json: %v", err)
+	}
+	if p.Name != name || p.Phase != "PHASE_READY" {
+		t.Errorf("show: name %q phase %q, want %q PHASE_READY", p.Name, p.Phase, name)
+	}
+
+	h.mustCtl(t, 0, "destroy", name, "--yes")
+	if l := passwdLine(t, "opus-"+name); l != "" {
+		t.Errorf("user still there after destroy: %s", l)
+	}
+	if _, err := user.LookupGroup("opus-" + name); err == nil {
+		t.Errorf("group opus-%s still there after destroy", name)
+	}
+	if exists(rootDir) {
+		t.Errorf("project tree %s still there after destroy", rootDir)
+	}
+	if r := h.ctl(t, 0, "", "show", name); r.code == 0 {
+		t.Errorf("show after destroy succeeded:\n%s", r.out)
+	}
+}
+
+// TestOwnersSeeOnlyTheirOwn: a project of one uid is invisible to and
+// unchangeable by another non-admin uid, and visible to root.
+func TestOwnersSeeOnlyTheirOwn(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	h.mustCtl(t, h.otherID, "create", name)
+
+	if out := h.mustCtl(t, h.otherID, "ls"); !strings.Contains(out, name) {
+		t.Errorf("owner's ls lacks %s:\n%s", name, out)
+	}
+	const nobody = 65534
+	if out := h.mustCtl(t, nobody, "ls"); strings.Contains(out, name) {
+		t.Errorf("nobody's ls shows %s:\n%s", name, out)
+	}
+	if r := h.ctl(t, nobody, "", "show", name); r.code == 0 || strings.Contains(r.out, name) {
+		t.Errorf("nobody can show %s (exit %d)", name, r.code)
+	}
+	before := hostState(t)
+	if r := h.ctl(t, nobody, "", "destroy", name, "--yes"); r.code == 0 {
+		t.Errorf("nobody destroyed %s", name)
+	}
+	if hostState(t) != before || passwdLine(t, "opus-"+name) == "" {
+		t.Errorf("host changed after a refused destroy")
+	}
+	if out := h.mustCtl(t, 0, "ls"); !strings.Contains(out, name) {
+		t.Errorf("root's ls lacks %s:\n%s", name, out)
+	}
+	var p struct {
+		OwnerUID uint32 `json:"ownerUid"`
+	}
+	if err := json.Unmarshal([]byte(h.mustCtl(t, 0, "show", name, "-o", "json")), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.OwnerUID != h.otherID {
+		t.Errorf("owner uid %d, want %d", p.OwnerUID, h.otherID)
+	}
+	h.mustCtl(t, h.otherID, "destroy", name, "--yes")
+}
+
+// TestPrivdServesOnlyOpus: every uid but the configured opus uid, root
+// included, is refused before any handler runs, and nothing changes.
+func TestPrivdServesOnlyOpus(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	sock := h.cfg.PrivdSocket()
+	before := hostState(t)
+
+	// The socket's own mode keeps nobody out at connect time.
+	ans := asUID(t, 65534, 65534, privdCall{Socket: sock, Method: "EnsureUser", Project: name})
+	if ans.Code == "OK" {
+		t.Fatalf("nobody got through to privd")
+	}
+	// With the socket opened to everyone, peer credentials still refuse.
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(sock, fi.Mode().Perm())
+	for _, c := range []struct {
+		uid, gid uint32
+	}{{65534, 65534}, {h.otherID, h.otherID}, {0, 0}} {
+		for _, m := range []string{"EnsureUser", "SecureTree", "RemoveTree", "DeleteUser"} {
+			ans := asUID(t, c.uid, c.gid, privdCall{Socket: sock, Method: m, Project: name})
+			if ans.Code != "PermissionDenied" {
+				t.Errorf("uid %d %s: %s %s, want PermissionDenied", c.uid, m, ans.Code, ans.Message)
+			}
+		}
+	}
+	if hostState(t) != before {
+		t.Errorf("users or groups changed after refused calls")
+	}
+	if exists(filepath.Join(h.cfg.BaseDir, "projects", name)) {
+		t.Errorf("a project tree appeared after refused calls")
+	}
+}
+
+// TestPrivdRefusesBadNamesAndForeignUsers: invalid names are refused, and
+// privd will not delete a user it did not make.
+func TestPrivdRefusesBadNamesAndForeignUsers(t *testing.T) {
+	h := needHost(t)
+	sock := h.cfg.PrivdSocket()
+	before := hostState(t)
+	for _, bad := range []string{"../x", "Root", "a b", strings.Repeat("a", 40), "", "x\ny", "é"} {
+		for _, m := range []string{"EnsureUser", "DeleteUser", "SecureTree", "RemoveTree"} {
+			ans := asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: m, Project: bad})
+			if ans.Code != "InvalidArgument" {
+				t.Errorf("%s(%q): %s %s, want InvalidArgument", m, bad, ans.Code, ans.Message)
+			}
+		}
+	}
+	if hostState(t) != before {
+		t.Fatalf("users or groups changed after refused names")
+	}
+
+	// A user that looks like Opus's but was made by hand.
+	name := h.newProject(t)
+	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "opus-"+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = run("userdel", "opus-"+name) })
+	before = hostState(t)
+	ans := asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: "DeleteUser", Project: name})
+	if ans.Code != "FailedPrecondition" && ans.Code != "PermissionDenied" {
+		t.Errorf("DeleteUser of a hand-made user: %s %s, want FailedPrecondition", ans.Code, ans.Message)
+	}
+	if passwdLine(t, "opus-"+name) == "" || hostState(t) != before {
+		t.Errorf("the hand-made user opus-%s was changed", name)
+	}
+	ans = asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: "EnsureUser", Project: name})
+	if ans.Code == "OK" {
+		t.Errorf("EnsureUser adopted a hand-made user")
+	}
+}
+
+// runAs runs a shell command as a project's user.
+func runAs(t *testing.T, uid, gid uint32, script string) {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as uid %d: %s: %v\n%s", uid, script, err, out)
+	}
+}
+
+// TestTreeAttacks: what a project's user plants in its tree can neither
+// make privd change files outside it nor survive a destroy.
+func TestTreeAttacks(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	h.mustCtl(t, 0, "create", name)
+	puid, pgid := projectIDs(t, name)
+	rootDir := filepath.Join(h.cfg.BaseDir, "projects", name)
+	data := filepath.Join(rootDir, "data")
+
+	// The project user plants links and files of its own.
+	runAs(t, puid, pgid, fmt.Sprintf("ln -s /etc/shadow %[1]s/shadow && ln -s /etc %[1]s/etc && mkfifo %[1]s/fifo && mkdir -p %[1]s/own/deep && echo x > %[1]s/own/deep/f", data))
+	// A hard link to a file outside the tree (root can make one anywhere).
+	outside := filepath.Join(root, "outside-"+name)
+	if err := os.WriteFile(outside, []byte("outside"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(outside)
+	if err := os.Link(outside, filepath.Join(data, "hard")); err != nil {
+		t.Fatal(err)
+	}
+	shadow, etc, out := stateOf(t, "/etc/shadow"), stateOf(t, "/etc"), stateOf(t, outside)
+
+	ans := asUID(t, h.opusUID, h.opusGID, privdCall{Socket: h.cfg.PrivdSocket(), Method: "SecureTree", Project: name})
+	if ans.Code != "OK" {
+		t.Fatalf("SecureTree: %s %s", ans.Code, ans.Message)
+	}
+	for _, want := range []string{"data/shadow", "data/etc", "data/fifo", "data/hard"} {
+		if !contains(ans.Refusals, want) {
+			t.Errorf("SecureTree did not report %s; refusals: %v", want, ans.Refusals)
+		}
+	}
+	if stateOf(t, "/etc/shadow") != shadow || stateOf(t, "/etc") != etc || stateOf(t, outside) != out {
+		t.Fatalf("a file outside the tree changed")
+	}
+
+	h.mustCtl(t, 0, "destroy", name, "--yes")
+	if exists(rootDir) {
+		t.Errorf("tree %s survived destroy", rootDir)
+	}
+	if stateOf(t, "/etc/shadow") != shadow || stateOf(t, "/etc") != etc || !exists("/etc/passwd") {
+		t.Errorf("destroy changed /etc")
+	}
+	if got := stateOf(t, outside); got.uid != out.uid || got.mode != out.mode || got.sum != out.sum {
+		t.Errorf("destroy changed the hard-linked outside file")
+	}
+}

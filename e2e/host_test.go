@@ -1,0 +1,392 @@
+// Package e2e holds Opus's end-to-end tests: they build the three binaries,
+// start opus-privd (root) and opusd (as a dedicated unprivileged user) on
+// temporary sockets, state and a managed Apache on free ports, and drive them
+// with opusctl exactly as a user would. They need root, Apache + mod_wsgi and
+// Debian's Django; without root they skip with a message.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/config"
+)
+
+// Fixed names, so a run killed halfway is cleaned up by the next one.
+const (
+	root       = "/tmp/opus-e2e"
+	daemonUser = "opuse2e"  // opusd runs as this user
+	adminGroup = "opuse2eadm"
+	otherUser  = "opuse2eb" // a second, unprivileged client
+	projPrefix = "e"        // every test project is "e" + 6 random letters
+)
+
+// host is one running Opus: both daemons and their managed Apache.
+type host struct {
+	bin     string // directory with opusd, opus-privd, opusctl
+	conf    string // config file both daemons read
+	cfg     config.Config
+	privd   *exec.Cmd
+	opusd   *exec.Cmd
+	logs    string
+	opusUID uint32
+	opusGID uint32
+	otherID uint32
+}
+
+var (
+	shared     *host
+	sharedErr  error
+	sharedOnce sync.Once
+	skipReason string
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(runHelper())
+	}
+	switch {
+	case os.Geteuid() != 0:
+		skipReason = "end-to-end tests need root (they create users and start Apache); run `make test` as root"
+	case !exists("/usr/sbin/apache2") || !exists("/usr/lib/apache2/modules/mod_wsgi.so"):
+		skipReason = "end-to-end tests need apache2 and libapache2-mod-wsgi-py3 (run `make deps` as root)"
+	case exec.Command("/usr/bin/python3", "-c", "import django").Run() != nil:
+		skipReason = "end-to-end tests need python3-django for /usr/bin/python3 (run `make deps` as root)"
+	}
+	if skipReason != "" {
+		fmt.Fprintln(os.Stderr, "e2e: skipping:", skipReason)
+		os.Exit(m.Run())
+	}
+	cleanStale()
+	code := m.Run()
+	if shared != nil {
+		shared.stop()
+	}
+	cleanStale()
+	os.Exit(code)
+}
+
+// needHost returns the shared running host, starting it on first use.
+func needHost(t *testing.T) *host {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	sharedOnce.Do(func() { shared, sharedErr = startHost() })
+	if sharedErr != nil {
+		t.Fatalf("starting opus: %v", sharedErr)
+	}
+	return shared
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// cleanStale removes what a killed earlier run may have left: daemons and
+// Apache started from root, the project users and the test users.
+func cleanStale() {
+	if data, err := os.ReadFile(filepath.Join(root, "apache", "run", "httpd.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 1 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	killMatching(root)
+	time.Sleep(100 * time.Millisecond)
+	if f, err := os.Open("/etc/passwd"); err == nil {
+		sc := bufio.NewScanner(f)
+		var stale []string
+		for sc.Scan() {
+			fields := strings.Split(sc.Text(), ":")
+			if len(fields) > 4 && strings.HasPrefix(fields[0], "opus-"+projPrefix) && strings.HasPrefix(fields[4], "Opus project") {
+				stale = append(stale, fields[0])
+			}
+		}
+		f.Close()
+		for _, u := range stale {
+			_ = exec.Command("userdel", u).Run()
+			_ = exec.Command("groupdel", u).Run()
+		}
+	}
+	for _, u := range []string{daemonUser, otherUser} {
+		if _, err := user.Lookup(u); err == nil {
+			_ = exec.Command("userdel", u).Run()
+		}
+		if _, err := user.LookupGroup(u); err == nil {
+			_ = exec.Command("groupdel", u).Run()
+		}
+	}
+	if _, err := user.LookupGroup(adminGroup); err == nil {
+		_ = exec.Command("groupdel", adminGroup).Run()
+	}
+	_ = os.RemoveAll(root)
+}
+
+// killMatching kills every process whose command line mentions s.
+func killMatching(s string) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmd, []byte(s)) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lookupIDs(name string) (uint32, uint32, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uint32(uid), uint32(gid), nil
+}
+
+func startHost() (*host, error) {
+	h := &host{bin: filepath.Join(root, "bin"), logs: filepath.Join(root, "logs")}
+	for _, d := range []string{root, h.bin, h.logs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// Build the binaries the way users get them.
+	build := exec.Command("go", "build", "-o", h.bin+"/", "../cmd/opusd", "../cmd/opus-privd", "../cmd/opusctl")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	if err := run("groupadd", "--system", adminGroup); err != nil {
+		return nil, err
+	}
+	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", daemonUser); err != nil {
+		return nil, err
+	}
+	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", otherUser); err != nil {
+		return nil, err
+	}
+	var err error
+	if h.opusUID, h.opusGID, err = lookupIDs(daemonUser); err != nil {
+		return nil, err
+	}
+	if h.otherID, _, err = lookupIDs(otherUser); err != nil {
+		return nil, err
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	httpsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg := config.Default()
+	cfg.BaseDir = filepath.Join(root, "base")
+	cfg.RunDir = filepath.Join(root, "run")
+	cfg.OpusUser = daemonUser
+	cfg.AdminGroup = adminGroup
+	cfg.ApacheDir = filepath.Join(root, "apache")
+	cfg.HTTPPort, cfg.HTTPSPort = httpPort, httpsPort
+	h.cfg = cfg
+	conf := fmt.Sprintf("# written by the e2e tests\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\n",
+		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python)
+	h.conf = filepath.Join(root, "opus.conf")
+	if err := os.WriteFile(h.conf, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	// The directories a package install would make: the run dir is
+	// root-owned and traversable; the base dir belongs to the opus user.
+	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.BaseDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(cfg.BaseDir, int(h.opusUID), int(h.opusGID)); err != nil {
+		return nil, err
+	}
+	if err := h.startPrivd(); err != nil {
+		h.stop()
+		return nil, err
+	}
+	if err := h.startOpusd(); err != nil {
+		h.stop()
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *host) startPrivd() error {
+	log, err := os.OpenFile(filepath.Join(h.logs, "privd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	h.privd = exec.Command(filepath.Join(h.bin, "opus-privd"), "--config", h.conf)
+	h.privd.Stdout, h.privd.Stderr = log, log
+	if err := h.privd.Start(); err != nil {
+		return err
+	}
+	return waitSocket(h.cfg.PrivdSocket(), h.privd)
+}
+
+func (h *host) startOpusd() error {
+	log, err := os.OpenFile(filepath.Join(h.logs, "opusd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	h.opusd = exec.Command(filepath.Join(h.bin, "opusd"), "--config", h.conf)
+	h.opusd.Stdout, h.opusd.Stderr = log, log
+	h.opusd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: h.opusUID, Gid: h.opusGID, Groups: []uint32{}}}
+	if err := h.opusd.Start(); err != nil {
+		return err
+	}
+	return waitSocket(h.cfg.OpusdSocket(), h.opusd)
+}
+
+// waitSocket waits until something accepts connections on path, or cmd exits.
+func waitSocket(path string, cmd *exec.Cmd) error {
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			// cmd.Wait now belongs to the goroutine; keep its result.
+			go func() { <-exited }()
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("%s exited before listening on %s: %v", cmd.Path, path, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not listen on %s within 20s", cmd.Path, path)
+}
+
+func (h *host) stop() {
+	for _, c := range []*exec.Cmd{h.opusd, h.privd} {
+		if c != nil && c.Process != nil {
+			_ = c.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	time.Sleep(time.Second)
+	for _, c := range []*exec.Cmd{h.opusd, h.privd} {
+		if c != nil && c.Process != nil {
+			_ = c.Process.Kill()
+		}
+	}
+}
+
+// dumpLogs prints the daemons' logs into a failing test's output.
+func (h *host) dumpLogs(t *testing.T) {
+	t.Helper()
+	if !t.Failed() {
+		return
+	}
+	for _, f := range []string{"privd.log", "opusd.log"} {
+		data, _ := os.ReadFile(filepath.Join(h.logs, f))
+		if len(data) > 8000 {
+			data = data[len(data)-8000:]
+		}
+		t.Logf("--- %s (tail) ---\n%s", f, data)
+	}
+}
+
+// result is what one opusctl run did.
+type result struct {
+	out, err string
+	code     int
+}
+
+// ctl runs opusctl as uid (0 = root) with args and optional stdin.
+func (h *host) ctl(t *testing.T, uid uint32, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(h.bin, "opusctl"), append([]string{"--socket", h.cfg.OpusdSocket()}, args...)...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/"}
+	if uid != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	}
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{out: out.String(), err: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("opusctl %v: %v", args, err)
+	}
+	t.Logf("opusctl %s (uid %d) → exit %d\n%s%s", strings.Join(args, " "), uid, r.code, r.out, r.err)
+	return r
+}
+
+// mustCtl is ctl that fails the test on a non-zero exit.
+func (h *host) mustCtl(t *testing.T, uid uint32, args ...string) string {
+	t.Helper()
+	r := h.ctl(t, uid, "", args...)
+	if r.code != 0 {
+		h.dumpLogs(t)
+		t.Fatalf("opusctl %v failed (exit %d): %s", args, r.code, r.err)
+	}
+	return r.out
+}
+
+// newProject returns a fresh project name and registers a cleanup that
+// destroys it if the test left it behind.
+func (h *host) newProject(t *testing.T) string {
+	t.Helper()
+	const letters = "abcdefghijklmnopqrstuvwxyz"
+	b := []byte(projPrefix)
+	for i := 0; i < 6; i++ {
+		b = append(b, letters[rand.IntN(len(letters))])
+	}
+	name := string(b)
+	t.Cleanup(func() {
+		if _, err := user.Lookup("opus-" + name); err == nil || exists(filepath.Join(h.cfg.BaseDir, "projects", name)) {
+			h.ctl(t, 0, "", "destroy", name, "--yes")
+		}
+		h.dumpLogs(t)
+	})
+	return name
+}

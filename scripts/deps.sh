@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs the Debian packages Opus's tests and demo need, once.
+set -eu
+pkgs="apache2 libapache2-mod-wsgi-py3 python3-django git curl ca-certificates"
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "missing packages:$missing (run as root, or: apt-get install$missing)" >&2
+	exit 1
+fi
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# Debian starts its own apache2 on port 80 when installed with a service
+# manager; Opus's managed Apache does not need it.
