@@ -1,0 +1,86 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name, in, wantErr string
+		check            func(Config) bool
+	}{
+		{name: "empty is defaults", in: "", check: func(c Config) bool { return c == Default() }},
+		{name: "comments and values", in: "# x\nbase_dir /srv/opus\nhttp_port 80\nhttps_port 443\n", check: func(c Config) bool {
+			return c.BaseDir == "/srv/opus" && c.HTTPPort == 80 && c.HTTPSPort == 443
+		}},
+		{name: "unknown key", in: "bogus 1\n", wantErr: `:1: unknown key "bogus"`},
+		{name: "bad number", in: "http_port eighty\n", wantErr: "not a number"},
+		{name: "relative path", in: "base_dir var/lib\n", wantErr: "clean absolute path"},
+		{name: "unclean path", in: "base_dir /var/../etc\n", wantErr: "clean absolute path"},
+		{name: "bad mode", in: "apache_mode nginx\n", wantErr: "apache_mode"},
+		{name: "same ports", in: "http_port 8443\n", wantErr: "both 8443"},
+		{name: "suffix without dot", in: "server_suffix example.com\n", wantErr: "start with a dot"},
+		{name: "suffix injection", in: "server_suffix .a\"b\n", wantErr: "may hold only"},
+		{name: "root opus user", in: "opus_user root\n", wantErr: "unprivileged"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			err := c.Parse(strings.NewReader(tt.in), "test.conf")
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !tt.check(c) {
+				t.Fatalf("err = %v, config %+v", err, c)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.conf")
+	if c, err := Load(missing, true); err != nil || c != Default() {
+		t.Fatalf("optional missing file: %v", err)
+	}
+	if _, err := Load(missing, false); err == nil {
+		t.Fatal("required missing file: no error")
+	}
+	p := filepath.Join(t.TempDir(), "opus.conf")
+	if err := os.WriteFile(p, []byte("server_suffix .opus.example.com\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p, false)
+	if err != nil || c.ServerName("blog") != "blog.opus.example.com" {
+		t.Fatalf("Load: %v %q", err, c.ServerName("blog"))
+	}
+}
+
+// TestShippedConfig keeps the documented default config in step with the
+// code: uncommenting every line must give exactly the defaults.
+func TestShippedConfig(t *testing.T) {
+	data, err := os.ReadFile("../../systemd/opus.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	n := 0
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "#") && len(l) > 1 && l[1] != ' ' {
+			b.WriteString(l[1:] + "\n")
+			n++
+		}
+	}
+	c := Default()
+	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
+		t.Fatal(err)
+	}
+	if c != Default() || n != 12 {
+		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
+	}
+}
