@@ -1,0 +1,323 @@
+// Package account creates and deletes the Linux system user of a project
+// ("opus-NAME" with a group of the same name) with the real shadow-utils
+// tools. Opus writes a marker into the GECOS field when it creates a user and
+// refuses to touch any user that does not carry exactly that marker, so a
+// compromised caller can never make privd delete or adopt a user Opus did
+// not make.
+package account
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/names"
+)
+
+// ErrNotOurs means a user or group of the project's name exists but Opus did
+// not make it (its GECOS is not the project's marker).
+var ErrNotOurs = errors.New("not made by Opus")
+
+// ErrNoUser means the project has no user.
+var ErrNoUser = errors.New("no such user")
+
+// Marker is the GECOS field Opus writes for project's user. It contains no
+// comma or colon, so it survives /etc/passwd round trips unchanged.
+func Marker(project string) string { return "Opus project " + project }
+
+// User is a project's Linux user as /etc/passwd records it.
+type User struct {
+	Name  string
+	UID   uint32
+	GID   uint32
+	GECOS string
+	Home  string
+	Shell string
+}
+
+// Tool paths and limits. They are fixed rather than looked up on PATH so that
+// privd never runs whatever happens to be first on its PATH.
+const (
+	useradd  = "/usr/sbin/useradd"
+	userdel  = "/usr/sbin/userdel"
+	groupdel = "/usr/sbin/groupdel"
+	shell    = "/usr/sbin/nologin"
+
+	// toolTimeout bounds each useradd/userdel/groupdel run.
+	toolTimeout = 30 * time.Second
+	// maxToolOutput bounds what is kept of a tool's stdout and stderr.
+	maxToolOutput = 16 << 10
+	// maxDBSize bounds how much of /etc/passwd or /etc/group is read.
+	maxDBSize = 64 << 20
+)
+
+// Accounts manages project users. The zero value is not usable; set BaseDir.
+type Accounts struct {
+	// BaseDir is privd's configured base directory; a user's home is its
+	// project's root under it (mod_wsgi needs home= to exist).
+	BaseDir string
+	// PasswdPath and GroupPath default to /etc/passwd and /etc/group.
+	PasswdPath, GroupPath string
+
+	// mu serializes changes: shadow-utils lock the databases themselves, but
+	// a second concurrent useradd fails instead of waiting.
+	mu sync.Mutex
+}
+
+func (a *Accounts) passwd() string {
+	if a.PasswdPath != "" {
+		return a.PasswdPath
+	}
+	return "/etc/passwd"
+}
+
+func (a *Accounts) group() string {
+	if a.GroupPath != "" {
+		return a.GroupPath
+	}
+	return "/etc/group"
+}
+
+// LookupUser returns project's user. It returns an error wrapping ErrNoUser
+// when there is none and ErrNotOurs when the user exists without the marker
+// (or is uid 0).
+func (a *Accounts) LookupUser(project string) (User, error) {
+	if err := names.ValidateProject(project); err != nil {
+		return User{}, err
+	}
+	name := names.User(project)
+	u, ok, err := lookupPasswd(a.passwd(), name)
+	if err != nil {
+		return User{}, err
+	}
+	if !ok {
+		return User{}, fmt.Errorf("user %s: %w", name, ErrNoUser)
+	}
+	if err := checkOurs(u, project); err != nil {
+		return User{}, err
+	}
+	return u, nil
+}
+
+func checkOurs(u User, project string) error {
+	if u.GECOS != Marker(project) {
+		return fmt.Errorf("user %s (uid %d) has GECOS %q, not %q: %w", u.Name, u.UID, u.GECOS, Marker(project), ErrNotOurs)
+	}
+	if u.UID == 0 || u.GID == 0 {
+		return fmt.Errorf("user %s has uid %d gid %d: %w", u.Name, u.UID, u.GID, ErrNotOurs)
+	}
+	return nil
+}
+
+// EnsureUser creates project's user and group, or returns the existing user
+// if Opus made it. created reports whether this call made it.
+func (a *Accounts) EnsureUser(ctx context.Context, project string) (u User, created bool, err error) {
+	if err := names.ValidateProject(project); err != nil {
+		return User{}, false, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u, err = a.LookupUser(project)
+	if err == nil {
+		return u, false, nil
+	}
+	if !errors.Is(err, ErrNoUser) {
+		return User{}, false, fmt.Errorf("ensure user: %w", err)
+	}
+	name := names.User(project)
+	home := layout.For(a.BaseDir, project).Root
+	if err := run(ctx, useradd, "--system", "--no-create-home", "--home-dir", home,
+		"--shell", shell, "--comment", Marker(project), "--user-group", "--", name); err != nil {
+		return User{}, false, fmt.Errorf("ensure user %s: %w", name, err)
+	}
+	u, err = a.LookupUser(project)
+	if err != nil {
+		return User{}, false, fmt.Errorf("ensure user %s: after useradd: %w", name, err)
+	}
+	return u, true, nil
+}
+
+// DeleteUser deletes project's user and its group. An absent user is not an
+// error (deleted is false); a user without the marker is refused with an
+// error wrapping ErrNotOurs and left alone.
+func (a *Accounts) DeleteUser(ctx context.Context, project string) (deleted bool, err error) {
+	if err := names.ValidateProject(project); err != nil {
+		return false, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	name := names.User(project)
+	u, err := a.LookupUser(project)
+	switch {
+	case errors.Is(err, ErrNoUser):
+		// A group of this name without the user is left alone: groups carry
+		// no marker, so nothing proves Opus made it.
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("delete user: %w", err)
+	}
+	if err := run(ctx, userdel, "--", name); err != nil {
+		return false, fmt.Errorf("delete user %s: %w", name, err)
+	}
+	// userdel removes the user's private group itself when USERGROUPS_ENAB
+	// is set; make sure of it either way.
+	if err := a.removeGroup(ctx, name, u.GID); err != nil {
+		return true, fmt.Errorf("delete user %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// removeGroup deletes group name if it still exists after userdel, has gid
+// wantGID (the deleted user's primary group), no members and is no other
+// user's primary group; otherwise it is left in place and reported.
+func (a *Accounts) removeGroup(ctx context.Context, name string, wantGID uint32) error {
+	gid, members, ok, err := lookupGroup(a.group(), name)
+	if err != nil || !ok {
+		return err
+	}
+	inUse, err := primaryGroupInUse(a.passwd(), gid)
+	if err != nil {
+		return err
+	}
+	if gid != wantGID || members != "" || inUse {
+		return fmt.Errorf("group %s (gid %d, members %q) is not the user's private group; left in place: %w", name, gid, members, ErrNotOurs)
+	}
+	if err := run(ctx, groupdel, "--", name); err != nil {
+		return fmt.Errorf("delete group %s: %w", name, err)
+	}
+	return nil
+}
+
+// run runs a shadow-utils tool with a timeout, a fixed environment and
+// bounded output; a failure carries the tool's stderr.
+func run(ctx context.Context, tool string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+	cmd.Stdin = nil
+	var out, errOut limitedBuffer
+	out.max, errOut.max = maxToolOutput, maxToolOutput
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(errOut.String())
+		if msg == "" {
+			msg = strings.TrimSpace(out.String())
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s %s: %w (%v): %s", tool, strings.Join(args, " "), ctx.Err(), err, msg)
+		}
+		return fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, msg)
+	}
+	return nil
+}
+
+// limitedBuffer keeps the first max bytes written to it and discards the
+// rest, so a misbehaving tool cannot make privd hold unbounded output.
+type limitedBuffer struct {
+	buf bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.buf.Len(); room > 0 {
+		if len(p) > room {
+			b.buf.Write(p[:room])
+		} else {
+			b.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) String() string { return b.buf.String() }
+
+// lookupPasswd finds name in a passwd(5) file.
+func lookupPasswd(path, name string) (User, bool, error) {
+	var found User
+	ok := false
+	err := scanDB(path, 7, func(f []string) bool {
+		if f[0] != name {
+			return true
+		}
+		uid, err1 := strconv.ParseUint(f[2], 10, 32)
+		gid, err2 := strconv.ParseUint(f[3], 10, 32)
+		if err1 != nil || err2 != nil {
+			return true
+		}
+		found = User{Name: f[0], UID: uint32(uid), GID: uint32(gid), GECOS: f[4], Home: f[5], Shell: f[6]}
+		ok = true
+		return false
+	})
+	return found, ok, err
+}
+
+// primaryGroupInUse reports whether any user has gid as primary group.
+func primaryGroupInUse(path string, gid uint32) (bool, error) {
+	want := strconv.FormatUint(uint64(gid), 10)
+	inUse := false
+	err := scanDB(path, 7, func(f []string) bool {
+		if f[3] == want {
+			inUse = true
+			return false
+		}
+		return true
+	})
+	return inUse, err
+}
+
+// lookupGroup finds name in a group(5) file.
+func lookupGroup(path, name string) (gid uint32, members string, ok bool, err error) {
+	err = scanDB(path, 4, func(f []string) bool {
+		if f[0] != name {
+			return true
+		}
+		g, perr := strconv.ParseUint(f[2], 10, 32)
+		if perr != nil {
+			return true
+		}
+		gid, members, ok = uint32(g), f[3], true
+		return false
+	})
+	return gid, members, ok, err
+}
+
+// scanDB calls fn with the colon-separated fields of every line of path
+// that has exactly n fields, until fn returns false.
+func scanDB(path string, n int, fn func([]string) bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(io.LimitReader(f, maxDBSize))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Split(line, ":")
+		if len(fields) != n {
+			continue
+		}
+		if !fn(fields) {
+			return nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,419 @@
+// Package apache is opus-privd's control of Apache: it renders a project's
+// virtual host from validated structured fields, installs it together with
+// the project's TLS key and certificate, configtests every change and rolls
+// back a change Apache refuses, and coalesces graceful restarts. Two modes
+// share one Control interface: a managed instance privd starts itself from a
+// generated httpd.conf, and Debian's system Apache driven by apache2ctl.
+package apache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/config"
+)
+
+// Control is one Apache instance as privd drives it. Sites calls it with its
+// own lock held, so implementations need not serialise calls themselves.
+type Control interface {
+	// ConfigTest checks the whole configuration; the error carries Apache's
+	// own message.
+	ConfigTest(ctx context.Context) error
+	// Graceful gracefully restarts Apache after a configtest, starting it
+	// when it is down (started is then true). pid is the master's pid.
+	Graceful(ctx context.Context) (pid int, started bool, err error)
+	// Stop stops Apache (for tests and shutdown of the managed instance).
+	Stop(ctx context.Context) error
+}
+
+// Paths are the directories privd keeps under ApacheDir, in both modes.
+type Paths struct {
+	// Dir is ApacheDir: the managed ServerRoot, or in system mode the
+	// directory the main config includes vhosts from.
+	Dir string
+}
+
+// Sites is the directory of rendered vhosts, one NAME.conf per project.
+func (p Paths) Sites() string { return filepath.Join(p.Dir, "sites") }
+
+// TLS is privd's own key and certificate directory (root only).
+func (p Paths) TLS() string { return filepath.Join(p.Dir, "tls") }
+
+// Logs holds the managed error log and every project's error log. Apache
+// opens logs as root, so they never live in a project's tree.
+func (p Paths) Logs() string { return filepath.Join(p.Dir, "logs") }
+
+// Run holds the pid file, WSGI sockets and other runtime files.
+func (p Paths) Run() string { return filepath.Join(p.Dir, "run") }
+
+// Vhost is the path of a project's vhost file.
+func (p Paths) Vhost(project string) string { return filepath.Join(p.Sites(), project+".conf") }
+
+// Cert is the path of a project's certificate (leaf then chain).
+func (p Paths) Cert(project string) string { return filepath.Join(p.TLS(), project+".crt") }
+
+// Key is the path of a project's private key (root:root 0600).
+func (p Paths) Key(project string) string { return filepath.Join(p.TLS(), project+".key") }
+
+// ErrorLog is the path of a project's own error log.
+func (p Paths) ErrorLog(project string) string {
+	return filepath.Join(p.Logs(), project+".error.log")
+}
+
+// IncludeLine is the one line an administrator adds to Debian's Apache
+// configuration (for example /etc/apache2/conf-available/opus.conf, then
+// a2enconf opus) so the system Apache serves Opus's vhosts.
+func (p Paths) IncludeLine() string {
+	return "IncludeOptional " + filepath.Join(p.Sites(), "*.conf")
+}
+
+// ensureDirs creates privd's directories with their fixed modes.
+func (p Paths) ensureDirs() error {
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{p.Dir, 0o755}, {p.Sites(), 0o755}, {p.TLS(), 0o700}, {p.Logs(), 0o750}, {p.Run(), 0o755}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return fmt.Errorf("apache: create %s: %w", d.path, err)
+		}
+		// MkdirAll leaves an existing directory's mode alone; the key
+		// directory must be root-only whatever happened before.
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return fmt.Errorf("apache: chmod %s: %w", d.path, err)
+		}
+	}
+	return nil
+}
+
+// New returns the Control for cfg.ApacheMode.
+func New(cfg config.Config) (Control, error) {
+	switch cfg.ApacheMode {
+	case config.ApacheManaged:
+		return NewManaged(cfg), nil
+	case config.ApacheSystem:
+		return NewSystem(cfg), nil
+	}
+	return nil, fmt.Errorf("apache: unknown mode %q", cfg.ApacheMode)
+}
+
+// cmdTimeout bounds every Apache subprocess.
+const cmdTimeout = 60 * time.Second
+
+// maxOutput bounds what we keep of a subprocess's output.
+const maxOutput = 64 << 10
+
+// apacheEnv is the fixed environment of every Apache subprocess: privd's
+// own environment is not passed on to Apache and its mod_wsgi daemons.
+var apacheEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+
+// run runs an Apache command with a timeout and returns its bounded,
+// combined output.
+func run(ctx context.Context, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = apacheEnv
+	var out tailBuffer
+	out.max = maxOutput
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// "-k start" forks the daemon; should it keep our pipe open, do not
+	// wait for it forever.
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	text := strings.TrimSpace(out.String())
+	if err != nil {
+		return text, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, text)
+	}
+	return text, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.buf) }
+
+// Managed is an Apache instance privd runs itself, with ServerRoot ApacheDir
+// and its own ports, configured by a generated httpd.conf.
+type Managed struct {
+	Paths
+	// Binary is Debian's apache2 binary.
+	Binary string
+	// HTTPPort and HTTPSPort are the ports the instance listens on.
+	HTTPPort, HTTPSPort int
+	// ServerSuffix names the catch-all vhost's certificate.
+	ServerSuffix string
+}
+
+// NewManaged returns the managed instance described by cfg.
+func NewManaged(cfg config.Config) *Managed {
+	return &Managed{
+		Paths:        Paths{Dir: cfg.ApacheDir},
+		Binary:       "/usr/sbin/apache2",
+		HTTPPort:     cfg.HTTPPort,
+		HTTPSPort:    cfg.HTTPSPort,
+		ServerSuffix: cfg.ServerSuffix,
+	}
+}
+
+// ConfPath is the generated main configuration.
+func (m *Managed) ConfPath() string { return filepath.Join(m.Dir, "httpd.conf") }
+
+// PidFile is where the master writes its pid.
+func (m *Managed) PidFile() string { return filepath.Join(m.Run(), "httpd.pid") }
+
+func (m *Managed) args(extra ...string) []string {
+	return append([]string{"-d", m.Dir, "-f", m.ConfPath()}, extra...)
+}
+
+// Prepare creates the directories, the catch-all certificate and httpd.conf.
+// ConfigTest and Graceful call it, so a fresh ApacheDir just works.
+func (m *Managed) Prepare() error {
+	if err := checkConfPath(m.Dir); err != nil {
+		return err
+	}
+	if err := m.ensureDirs(); err != nil {
+		return err
+	}
+	if err := ensureDefaultCert(m.TLS(), "default"+m.ServerSuffix); err != nil {
+		return err
+	}
+	conf, err := m.renderMain()
+	if err != nil {
+		return err
+	}
+	if _, err := writeIfChanged(m.ConfPath(), conf, 0o644); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ConfigTest runs "apache2 -t" on the generated configuration.
+func (m *Managed) ConfigTest(ctx context.Context) error {
+	if err := m.Prepare(); err != nil {
+		return err
+	}
+	if _, err := run(ctx, m.Binary, m.args("-t")...); err != nil {
+		return fmt.Errorf("apache configtest: %w", err)
+	}
+	return nil
+}
+
+// Running returns the master's pid when it is alive, or 0.
+func (m *Managed) Running() int {
+	b, err := os.ReadFile(m.PidFile())
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0
+	}
+	// The pid must still be our master, not a recycled pid: its command
+	// line names our httpd.conf.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte(m.ConfPath())) {
+		return 0
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err == nil {
+		// A zombie ("Z" after the command name) is not running.
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			return 0
+		}
+	}
+	return pid
+}
+
+// Graceful configtests, then gracefully restarts the master, or starts it
+// when it is down.
+func (m *Managed) Graceful(ctx context.Context) (int, bool, error) {
+	if err := m.ConfigTest(ctx); err != nil {
+		return 0, false, err
+	}
+	if pid := m.Running(); pid != 0 {
+		if _, err := run(ctx, m.Binary, m.args("-k", "graceful")...); err != nil {
+			return pid, false, fmt.Errorf("apache graceful: %w", err)
+		}
+		return pid, false, nil
+	}
+	// A stale pid file would make "-k start" believe Apache is running.
+	if err := os.Remove(m.PidFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, false, fmt.Errorf("apache: remove stale pid file: %w", err)
+	}
+	if _, err := run(ctx, m.Binary, m.args("-k", "start")...); err != nil {
+		return 0, false, fmt.Errorf("apache start: %w", err)
+	}
+	for {
+		if pid := m.Running(); pid != 0 {
+			return pid, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, fmt.Errorf("apache start: no master pid in %s: %w", m.PidFile(), ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops the master and waits until it is gone; it kills it if it does
+// not go within ctx.
+func (m *Managed) Stop(ctx context.Context) error {
+	pid := m.Running()
+	if pid == 0 {
+		return nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("apache stop: signal %d: %w", pid, err)
+	}
+	for m.Running() != 0 {
+		select {
+		case <-ctx.Done():
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			return fmt.Errorf("apache stop: master %d still running: %w", pid, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// System is Debian's own Apache, driven by apache2ctl. Its vhosts are the
+// files in Paths.Sites(), which the administrator includes with
+// Paths.IncludeLine().
+type System struct {
+	Paths
+	// Ctl is apache2ctl.
+	Ctl string
+	// PidFile is Debian's master pid file.
+	PidFile string
+	// EtcDir is Debian's configuration directory, searched by CheckInclude.
+	EtcDir string
+}
+
+// NewSystem returns the system Apache described by cfg.
+func NewSystem(cfg config.Config) *System {
+	return &System{
+		Paths:   Paths{Dir: cfg.ApacheDir},
+		Ctl:     "/usr/sbin/apache2ctl",
+		PidFile: "/run/apache2/apache2.pid",
+		EtcDir:  "/etc/apache2",
+	}
+}
+
+// ConfigTest runs "apache2ctl configtest".
+func (s *System) ConfigTest(ctx context.Context) error {
+	if err := s.ensureDirs(); err != nil {
+		return err
+	}
+	if _, err := run(ctx, s.Ctl, "configtest"); err != nil {
+		return fmt.Errorf("apache configtest: %w", err)
+	}
+	return nil
+}
+
+func (s *System) running() int {
+	b, err := os.ReadFile(s.PidFile)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 || syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
+}
+
+// Graceful configtests, then runs "apache2ctl graceful", or "apache2ctl
+// start" when Apache is down.
+func (s *System) Graceful(ctx context.Context) (int, bool, error) {
+	if err := s.ConfigTest(ctx); err != nil {
+		return 0, false, err
+	}
+	if pid := s.running(); pid != 0 {
+		if _, err := run(ctx, s.Ctl, "graceful"); err != nil {
+			return pid, false, fmt.Errorf("apache graceful: %w", err)
+		}
+		return pid, false, nil
+	}
+	if _, err := run(ctx, s.Ctl, "start"); err != nil {
+		return 0, false, fmt.Errorf("apache start: %w", err)
+	}
+	for {
+		if pid := s.running(); pid != 0 {
+			return pid, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, fmt.Errorf("apache start: no master pid in %s: %w", s.PidFile, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Stop runs "apache2ctl stop".
+func (s *System) Stop(ctx context.Context) error {
+	if _, err := run(ctx, s.Ctl, "stop"); err != nil {
+		return fmt.Errorf("apache stop: %w", err)
+	}
+	return nil
+}
+
+// CheckInclude reports whether Debian's configuration includes privd's vhost
+// directory, and says exactly which line to add when it does not. Without
+// it, vhosts privd installs would pass configtest but never be served.
+func (s *System) CheckInclude() error {
+	want := filepath.Join(s.Sites(), "*.conf")
+	found := false
+	err := filepath.WalkDir(s.EtcDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || found {
+			return err
+		}
+		if d.IsDir() || !(strings.HasSuffix(path, ".conf")) {
+			return nil
+		}
+		// Only files Apache reads: not *-available, which are not enabled.
+		rel, _ := filepath.Rel(s.EtcDir, path)
+		if strings.Contains(rel, "-available"+string(filepath.Separator)) {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 2 && (strings.EqualFold(f[0], "Include") || strings.EqualFold(f[0], "IncludeOptional")) &&
+				strings.Trim(f[1], `"`) == want {
+				found = true
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("apache: search %s for the Opus include: %w", s.EtcDir, err)
+	}
+	if !found {
+		return fmt.Errorf("apache: the system Apache does not include Opus's vhosts; add the line %q to an enabled file under %s (for example conf-available/opus.conf, then a2enconf opus)", s.IncludeLine(), s.EtcDir)
+	}
+	return nil
+}

@@ -1,0 +1,70 @@
+package apache
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opus-hosting/opus/internal/config"
+)
+
+func TestManagedConfGolden(t *testing.T) {
+	m := NewManaged(testConfig())
+	got, err := m.renderMain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", "httpd.conf.golden")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("httpd.conf differs from %s:\n%s", path, got)
+	}
+}
+
+func TestCheckInclude(t *testing.T) {
+	cfg := testConfig()
+	cfg.ApacheMode = config.ApacheSystem
+	cfg.ApacheDir = "/etc/apache2/opus-sites"
+	line := NewSystem(cfg).IncludeLine()
+	tests := []struct {
+		name  string
+		file  string // relative to the etc dir
+		text  string
+		found bool
+	}{
+		{"enabled conf", "conf-enabled/opus.conf", line + "\n", true},
+		{"main config, quoted, Include", "apache2.conf", "# x\nInclude \"/etc/apache2/opus-sites/sites/*.conf\"\n", true},
+		{"only available, not enabled", "conf-available/opus.conf", line + "\n", false},
+		{"commented out", "conf-enabled/opus.conf", "# " + line + "\n", false},
+		{"other directory", "conf-enabled/opus.conf", "IncludeOptional /etc/apache2/other/*.conf\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			etc := t.TempDir()
+			path := filepath.Join(etc, tt.file)
+			os.MkdirAll(filepath.Dir(path), 0o755)
+			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s := NewSystem(cfg)
+			s.EtcDir = etc
+			err := s.CheckInclude()
+			if tt.found && err != nil {
+				t.Fatalf("CheckInclude = %v, want found", err)
+			}
+			if !tt.found && (err == nil || !strings.Contains(err.Error(), line)) {
+				t.Fatalf("CheckInclude = %v, want an error quoting %q", err, line)
+			}
+		})
+	}
+}

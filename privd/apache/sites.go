@@ -1,0 +1,277 @@
+package apache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/names"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+)
+
+// DefaultReloadWindow is how long a graceful restart waits for others to
+// join it.
+const DefaultReloadWindow = 200 * time.Millisecond
+
+// TailLog bounds.
+const (
+	defaultTailLines = 100
+	maxTailLines     = 1000
+	maxTailBytes     = 1 << 20
+)
+
+// Sites installs and removes project vhosts with their TLS material and
+// reloads Apache. Its methods take and return privd's proto messages so the
+// gRPC service can call them directly.
+type Sites struct {
+	cfg    config.Config
+	ctl    Control
+	paths  Paths
+	log    *slog.Logger
+	now    func() time.Time
+	reload *Coalescer[*privdv1.ReloadApacheResponse]
+
+	// mu serialises every change to the vhost directory with configtests
+	// and gracefuls, so a configtest or graceful never sees another
+	// project's change before it was tested (or while it is rolled back).
+	mu sync.Mutex
+}
+
+// Options tune Sites; the zero value is the production setting.
+type Options struct {
+	// ReloadWindow is the coalescing window (DefaultReloadWindow if 0).
+	ReloadWindow time.Duration
+	// Logger receives structured logs (slog.Default() if nil).
+	Logger *slog.Logger
+}
+
+// NewSites returns Sites for cfg driving ctl (see New for the Control of
+// cfg.ApacheMode).
+func NewSites(cfg config.Config, ctl Control, opts Options) *Sites {
+	if opts.ReloadWindow == 0 {
+		opts.ReloadWindow = DefaultReloadWindow
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Sites{cfg: cfg, ctl: ctl, paths: Paths{Dir: cfg.ApacheDir}, log: opts.Logger, now: time.Now}
+	s.reload = &Coalescer[*privdv1.ReloadApacheResponse]{Window: opts.ReloadWindow, Fn: s.graceful}
+	return s
+}
+
+// Paths returns the directories and files Sites manages.
+func (s *Sites) Paths() Paths { return s.paths }
+
+type siteFile struct {
+	path    string
+	data    []byte
+	mode    os.FileMode
+	prev    []byte
+	existed bool
+}
+
+// Install validates the request, checks that key and certificate match,
+// then writes certificate, key and vhost atomically and configtests. When
+// Apache refuses the result, the previous files are restored (or the new
+// ones removed) and the error carries Apache's message. Nothing is written
+// when validation or the key check fails. It does not reload Apache.
+func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
+	site := Site{Project: req.GetProject(), Aliases: req.GetAliases(),
+		Processes: int(req.GetProcesses()), Threads: int(req.GetThreads())}
+	vhost, err := RenderVhost(s.cfg, site)
+	if err != nil {
+		return nil, fmt.Errorf("install site: %w", err)
+	}
+	cert, key, err := CheckPair(req.GetCertificatePem(), req.GetKeyPem(), s.now())
+	if err != nil {
+		return nil, fmt.Errorf("install site %s: %w", site.Project, err)
+	}
+	name := site.Project
+	files := []*siteFile{
+		{path: s.paths.Cert(name), data: cert, mode: 0o644},
+		{path: s.paths.Key(name), data: key, mode: 0o600},
+		{path: s.paths.Vhost(name), data: vhost, mode: 0o644},
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.paths.ensureDirs(); err != nil {
+		return nil, fmt.Errorf("install site %s: %w", name, err)
+	}
+	same := true
+	for _, f := range files {
+		f.prev, err = os.ReadFile(f.path)
+		switch {
+		case err == nil:
+			f.existed = true
+			if !bytes.Equal(f.prev, f.data) || !hasMode(f.path, f.mode) {
+				same = false
+			}
+		case errors.Is(err, os.ErrNotExist):
+			same = false
+		default:
+			return nil, fmt.Errorf("install site %s: read %s: %w", name, f.path, err)
+		}
+	}
+	if same {
+		return &privdv1.InstallSiteResponse{Changed: false}, nil
+	}
+	for i, f := range files {
+		if err := writeAtomic(f.path, f.data, f.mode); err != nil {
+			s.restore(name, files[:i])
+			return nil, fmt.Errorf("install site %s: %w", name, err)
+		}
+	}
+	if err := s.ctl.ConfigTest(ctx); err != nil {
+		s.restore(name, files)
+		s.log.Warn("vhost refused by configtest, rolled back", "project", name, "err", err)
+		return nil, fmt.Errorf("install site %s: rolled back: %w", name, err)
+	}
+	s.log.Info("site installed", "project", name, "aliases", len(site.Aliases))
+	return &privdv1.InstallSiteResponse{Changed: true}, nil
+}
+
+// restore puts back what files held before Install, in reverse order.
+func (s *Sites) restore(project string, files []*siteFile) {
+	for i := len(files) - 1; i >= 0; i-- {
+		f := files[i]
+		var err error
+		if f.existed {
+			err = writeAtomic(f.path, f.prev, f.mode)
+		} else if err = os.Remove(f.path); errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+		if err != nil {
+			s.log.Error("rollback failed", "project", project, "path", f.path, "err", err)
+		}
+	}
+}
+
+func hasMode(path string, mode os.FileMode) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().Perm() == mode
+}
+
+// Remove removes the project's vhost, key, certificate and error log, then
+// configtests. Removing an absent site succeeds with removed=false.
+func (s *Sites) Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error) {
+	name := req.GetProject()
+	if err := names.ValidateProject(name); err != nil {
+		return nil, fmt.Errorf("remove site: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	removed := false
+	// The vhost goes first: a vhost without its key would fail configtest.
+	for _, p := range []string{s.paths.Vhost(name), s.paths.Key(name), s.paths.Cert(name), s.paths.ErrorLog(name)} {
+		err := os.Remove(p)
+		switch {
+		case err == nil:
+			removed = true
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("remove site %s: %w", name, err)
+		}
+	}
+	if removed {
+		if err := s.ctl.ConfigTest(ctx); err != nil {
+			return nil, fmt.Errorf("remove site %s: removed, but configtest fails: %w", name, err)
+		}
+		s.log.Info("site removed", "project", name)
+	}
+	return &privdv1.RemoveSiteResponse{Removed: removed}, nil
+}
+
+// Reload gracefully restarts Apache, starting it when it is down; calls
+// within the reload window share one graceful restart.
+func (s *Sites) Reload(ctx context.Context, _ *privdv1.ReloadApacheRequest) (*privdv1.ReloadApacheResponse, error) {
+	resp, err := s.reload.Do(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reload apache: %w", err)
+	}
+	return resp, nil
+}
+
+func (s *Sites) graceful(ctx context.Context) (*privdv1.ReloadApacheResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pid, started, err := s.ctl.Graceful(ctx)
+	if err != nil {
+		s.log.Error("apache graceful failed", "err", err)
+		return nil, err
+	}
+	s.log.Info("apache reloaded", "master_pid", pid, "started", started)
+	return &privdv1.ReloadApacheResponse{Started: started, MasterPid: int32(pid)}, nil
+}
+
+// TailLog returns the last lines (0 means 100, at most 1000) of the
+// project's own error log, reading at most its last MiB. A project without
+// a log yet has no lines.
+func (s *Sites) TailLog(_ context.Context, req *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error) {
+	name := req.GetProject()
+	if err := names.ValidateProject(name); err != nil {
+		return nil, fmt.Errorf("tail log: %w", err)
+	}
+	n := int(req.GetLines())
+	switch {
+	case n < 0:
+		return nil, fmt.Errorf("tail log %s: lines %d is negative", name, n)
+	case n == 0:
+		n = defaultTailLines
+	case n > maxTailLines:
+		n = maxTailLines
+	}
+	lines, err := tailFile(s.paths.ErrorLog(name), n, maxTailBytes)
+	if err != nil {
+		return nil, fmt.Errorf("tail log %s: %w", name, err)
+	}
+	return &privdv1.TailLogResponse{Lines: lines}, nil
+}
+
+// tailFile returns the last n lines among the last limit bytes of path. A
+// line cut by that window is dropped rather than returned partial.
+func tailFile(path string, n int, limit int64) ([]string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return []string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	off := max(fi.Size()-limit, 0)
+	b, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	if err != nil {
+		return nil, err
+	}
+	if off > 0 {
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		} else {
+			b = nil
+		}
+	}
+	text := strings.TrimRight(string(b), "\n")
+	if text == "" {
+		return []string{}, nil
+	}
+	lines := strings.Split(text, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines, nil
+}

@@ -1,0 +1,269 @@
+package apache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/config"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+)
+
+func tempSites(t *testing.T) (*Sites, *fakeControl, config.Config) {
+	t.Helper()
+	cfg := testConfig()
+	dir := t.TempDir()
+	cfg.ApacheDir = filepath.Join(dir, "apache")
+	cfg.BaseDir = filepath.Join(dir, "base")
+	fake := &fakeControl{}
+	return NewSites(cfg, fake, Options{ReloadWindow: 10 * time.Millisecond}), fake, cfg
+}
+
+func installReq(t *testing.T, project string, aliases ...string) *privdv1.InstallSiteRequest {
+	t.Helper()
+	cert, key, err := SelfSigned(project+".opus.example.com", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &privdv1.InstallSiteRequest{Project: project, Aliases: aliases, CertificatePem: cert, KeyPem: key}
+}
+
+// snapshot returns every file under dir with its mode and content.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		fi, _ := d.Info()
+		m[p] = fmt.Sprintf("%v %x", fi.Mode(), b)
+		return nil
+	})
+	return m
+}
+
+func sameSnapshot(t *testing.T, before, after map[string]string) {
+	t.Helper()
+	if len(before) != len(after) {
+		t.Errorf("files changed: %d before, %d after", len(before), len(after))
+	}
+	for p, v := range before {
+		if after[p] != v {
+			t.Errorf("%s changed", p)
+		}
+	}
+}
+
+func TestInstallWritesAndIsIdempotent(t *testing.T) {
+	s, fake, _ := tempSites(t)
+	ctx := context.Background()
+	req := installReq(t, "blog", "www.blog.org")
+	r, err := s.Install(ctx, req)
+	if err != nil || !r.GetChanged() {
+		t.Fatalf("Install = %v, %v; want changed", r, err)
+	}
+	p := s.Paths()
+	for path, mode := range map[string]os.FileMode{p.Vhost("blog"): 0o644, p.Cert("blog"): 0o644, p.Key("blog"): 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != mode {
+			t.Errorf("%s has mode %v, want %v", path, fi.Mode().Perm(), mode)
+		}
+	}
+	if fi, _ := os.Stat(p.TLS()); fi.Mode().Perm() != 0o700 {
+		t.Errorf("tls dir mode %v, want 0700", fi.Mode().Perm())
+	}
+	vhost, _ := os.ReadFile(p.Vhost("blog"))
+	if !bytes.Contains(vhost, []byte("ServerAlias www.blog.org")) {
+		t.Errorf("vhost lacks the alias:\n%s", vhost)
+	}
+	before := snapshot(t, p.Dir)
+	r, err = s.Install(ctx, req)
+	if err != nil || r.GetChanged() {
+		t.Fatalf("second Install = %v, %v; want unchanged", r, err)
+	}
+	sameSnapshot(t, before, snapshot(t, p.Dir))
+	if tests, _ := fake.counts(); tests != 1 {
+		t.Errorf("%d configtests, want 1 (none for an unchanged site)", tests)
+	}
+	// A changed alias is a change.
+	req.Aliases = []string{"blog.org"}
+	if r, err = s.Install(ctx, req); err != nil || !r.GetChanged() {
+		t.Fatalf("Install with new alias = %v, %v; want changed", r, err)
+	}
+}
+
+func TestInstallRollsBack(t *testing.T) {
+	tests := []struct {
+		name     string
+		previous bool // a working site was installed before
+	}{{"new site removed", false}, {"previous site restored", true}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, fake, _ := tempSites(t)
+			ctx := context.Background()
+			if tt.previous {
+				if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := s.Paths().ensureDirs(); err != nil {
+				t.Fatal(err)
+			}
+			before := snapshot(t, s.Paths().Dir)
+			fake.testErr = errors.New("AH00526: Syntax error on line 3: Invalid command 'Bogus'")
+			_, err := s.Install(ctx, installReq(t, "blog", "new.example.com"))
+			if err == nil || !strings.Contains(err.Error(), "Invalid command 'Bogus'") || !strings.Contains(err.Error(), "rolled back") {
+				t.Fatalf("Install = %v, want the configtest error", err)
+			}
+			sameSnapshot(t, before, snapshot(t, s.Paths().Dir))
+		})
+	}
+}
+
+func TestInstallRefusesBeforeTouchingAnything(t *testing.T) {
+	_, otherKey, err := SelfSigned("x.example.com", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		mutate func(*privdv1.InstallSiteRequest)
+		want   string
+	}{
+		{"mismatched key", func(r *privdv1.InstallSiteRequest) { r.KeyPem = otherKey }, "do not form a pair"},
+		{"bad alias", func(r *privdv1.InstallSiteRequest) { r.Aliases = []string{"evil\nInclude /x"} }, "alias"},
+		{"bad project", func(r *privdv1.InstallSiteRequest) { r.Project = "../etc" }, "project name"},
+		{"too many threads", func(r *privdv1.InstallSiteRequest) { r.Threads = 1000 }, "threads"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, fake, _ := tempSites(t)
+			ctx := context.Background()
+			if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+				t.Fatal(err)
+			}
+			before := snapshot(t, s.Paths().Dir)
+			testsBefore, _ := fake.counts()
+			req := installReq(t, "blog", "changed.example.com")
+			tt.mutate(req)
+			if _, err := s.Install(ctx, req); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Install = %v, want error containing %q", err, tt.want)
+			}
+			sameSnapshot(t, before, snapshot(t, s.Paths().Dir))
+			if tests, _ := fake.counts(); tests != testsBefore {
+				t.Error("Apache was configtested for a refused request")
+			}
+		})
+	}
+}
+
+func TestRemove(t *testing.T) {
+	s, fake, _ := tempSites(t)
+	ctx := context.Background()
+	if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Install(ctx, installReq(t, "shop")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Remove(ctx, &privdv1.RemoveSiteRequest{Project: "blog"})
+	if err != nil || !r.GetRemoved() {
+		t.Fatalf("Remove = %v, %v", r, err)
+	}
+	p := s.Paths()
+	for _, f := range []string{p.Vhost("blog"), p.Cert("blog"), p.Key("blog")} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still exists", f)
+		}
+	}
+	if _, err := os.Stat(p.Vhost("shop")); err != nil {
+		t.Errorf("other project's vhost gone: %v", err)
+	}
+	tests, _ := fake.counts()
+	if r, err = s.Remove(ctx, &privdv1.RemoveSiteRequest{Project: "blog"}); err != nil || r.GetRemoved() {
+		t.Fatalf("second Remove = %v, %v; want removed=false", r, err)
+	}
+	if after, _ := fake.counts(); after != tests {
+		t.Error("removing an absent site ran configtest")
+	}
+	if _, err := s.Remove(ctx, &privdv1.RemoveSiteRequest{Project: "a/b"}); err == nil {
+		t.Error("Remove accepted a bad name")
+	}
+}
+
+func TestTailLog(t *testing.T) {
+	s, _, _ := tempSites(t)
+	ctx := context.Background()
+	if err := s.Paths().ensureDirs(); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for i := 1; i <= 1500; i++ {
+		fmt.Fprintf(&b, "line %d\n", i)
+	}
+	if err := os.WriteFile(s.Paths().ErrorLog("blog"), []byte(b.String()), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		project    string
+		lines      int32
+		wantN      int
+		wantLast   string
+		wantErr    bool
+		wantFirstN string
+	}{
+		{"blog", 0, 100, "line 1500", false, "line 1401"},
+		{"blog", 3, 3, "line 1500", false, "line 1498"},
+		{"blog", 5000, 1000, "line 1500", false, "line 501"},
+		{"blog", -1, 0, "", true, ""},
+		{"nolog", 10, 0, "", false, ""},
+		{"Bad", 10, 0, "", true, ""},
+	}
+	for _, tt := range tests {
+		r, err := s.TailLog(ctx, &privdv1.TailLogRequest{Project: tt.project, Lines: tt.lines})
+		if (err != nil) != tt.wantErr {
+			t.Errorf("TailLog(%s, %d) err = %v", tt.project, tt.lines, err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		l := r.GetLines()
+		if len(l) != tt.wantN {
+			t.Errorf("TailLog(%s, %d) = %d lines, want %d", tt.project, tt.lines, len(l), tt.wantN)
+			continue
+		}
+		if tt.wantN > 0 && (l[len(l)-1] != tt.wantLast || l[0] != tt.wantFirstN) {
+			t.Errorf("TailLog(%s, %d) = %q..%q", tt.project, tt.lines, l[0], l[len(l)-1])
+		}
+	}
+}
+
+func TestTailFileBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	// 300 lines of 100 bytes; read only the last 1000 bytes.
+	var b strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&b, "%-99d\n", i)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := tailFile(path, 1000, 1050)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 10 || !strings.HasPrefix(lines[0], "290 ") {
+		t.Errorf("got %d lines starting %q; want the 10 whole lines in the window", len(lines), lines[0])
+	}
+}

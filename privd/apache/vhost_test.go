@@ -1,0 +1,188 @@
+package apache
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opus-hosting/opus/internal/config"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+func testConfig() config.Config {
+	c := config.Default()
+	c.BaseDir = "/var/lib/opus"
+	c.ApacheDir = "/var/lib/opus-apache"
+	c.ServerSuffix = ".opus.example.com"
+	c.HTTPPort, c.HTTPSPort = 8080, 8443
+	return c
+}
+
+func TestValidateHostName(t *testing.T) {
+	long := strings.Repeat("a", 63)
+	tests := []struct {
+		alias string
+		ok    bool
+	}{
+		{"example.com", true},
+		{"www.example.com", true},
+		{"localhost", true},
+		{"a-b.c0", true},
+		{long + "." + long, true},
+		{strings.Repeat(long+".", 4)[:254], false}, // too long
+		{long + "a.com", false},                    // label of 64
+		{"", false},
+		{"Example.com", false},
+		{"-a.com", false},
+		{"a-.com", false},
+		{"a..com", false},
+		{".a.com", false},
+		{"a.com.", false},
+		{"*.example.com", false},
+		{"a.com\nInclude /etc/shadow", false},
+		{"a.com b.com", false},
+		{"a_b.com", false},
+		{"ex\u00e4mple.com", false},
+	}
+	for _, tt := range tests {
+		err := ValidateHostName(tt.alias)
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidateHostName(%q) = %v, want ok=%v", tt.alias, err, tt.ok)
+		}
+		if err != nil && tt.alias != "" && !strings.Contains(err.Error(), "alias") {
+			t.Errorf("error %q does not name the alias", err)
+		}
+	}
+}
+
+func TestRenderVhostGolden(t *testing.T) {
+	tests := []struct {
+		golden string
+		site   Site
+	}{
+		{"vhost_basic.golden", Site{Project: "blog"}},
+		{"vhost_aliases.golden", Site{Project: "shop2", Aliases: []string{"shop.example.org", "www.shop.example.org"}, Processes: 3, Threads: 15}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.golden, func(t *testing.T) {
+			got, err := RenderVhost(testConfig(), tt.site)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", tt.golden)
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("rendered vhost differs from %s:\n%s", path, got)
+			}
+		})
+	}
+}
+
+func TestRenderVhostRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		site Site
+		cfg  func(*config.Config)
+		want string
+	}{
+		{"bad project", Site{Project: "Blog"}, nil, "project name"},
+		{"reserved project", Site{Project: "admin"}, nil, "reserved"},
+		{"bad alias", Site{Project: "blog", Aliases: []string{"ok.com", "bad host"}}, nil, `"bad host"`},
+		{"duplicate alias", Site{Project: "blog", Aliases: []string{"a.com", "a.com"}}, nil, "twice"},
+		{"alias is server name", Site{Project: "blog", Aliases: []string{"blog.opus.example.com"}}, nil, "twice"},
+		{"too many aliases", Site{Project: "blog", Aliases: make([]string, MaxAliases+1)}, nil, "aliases"},
+		{"processes", Site{Project: "blog", Processes: MaxProcesses + 1}, nil, "processes"},
+		{"threads", Site{Project: "blog", Threads: MaxThreads + 1}, nil, "threads"},
+		{"space in base dir", Site{Project: "blog"}, func(c *config.Config) { c.BaseDir = "/var/lib/my opus" }, "configured path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			out, err := RenderVhost(cfg, tt.site)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("RenderVhost = %v, want error containing %q", err, tt.want)
+			}
+			if out != nil {
+				t.Errorf("output returned with an error: %q", out)
+			}
+		})
+	}
+}
+
+// allowedDirectives are the first words a rendered vhost line may start
+// with; anything else means a value escaped its field.
+var allowedDirectives = map[string]bool{
+	"#": true, "<VirtualHost": true, "</VirtualHost>": true, "ServerName": true,
+	"ServerAlias": true, "ErrorLog": true, "WSGIDaemonProcess": true,
+	"WSGIProcessGroup": true, "WSGIApplicationGroup": true, "WSGIScriptAlias": true,
+	"Alias": true, "<Directory": true, "</Directory>": true, "AllowOverride": true,
+	"Options": true, "Require": true, "<Files": true, "</Files>": true,
+	"SSLEngine": true, "SSLCertificateFile": true, "SSLCertificateKeyFile": true,
+}
+
+func FuzzRenderVhost(f *testing.F) {
+	f.Add("blog", "www.example.com", "example.org", uint8(1), uint8(10))
+	f.Add("shop2", "a\nInclude /etc/shadow", "", uint8(0), uint8(0))
+	f.Add("x", "a.b.c", "d-e.f", uint8(32), uint8(100))
+	f.Add("blog", "x.com\r\nLoadModule", "\"", uint8(2), uint8(2))
+	f.Fuzz(func(t *testing.T, project, a1, a2 string, procs, threads uint8) {
+		var aliases []string
+		for _, a := range []string{a1, a2} {
+			if a != "" {
+				aliases = append(aliases, a)
+			}
+		}
+		site := Site{Project: project, Aliases: aliases, Processes: int(procs), Threads: int(threads)}
+		out, err := RenderVhost(testConfig(), site)
+		if err != nil {
+			return
+		}
+		if bytes.ContainsAny(out, "\r\x00\"'\\|`$;") {
+			t.Fatalf("rendered vhost holds a forbidden character:\n%s", out)
+		}
+		counts := map[string]int{}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) == 0 {
+				continue
+			}
+			if !allowedDirectives[f[0]] {
+				t.Fatalf("line %q starts with an unexpected directive:\n%s", sc.Text(), out)
+			}
+			counts[f[0]]++
+			if f[0] == "ServerAlias" && len(f)-1 != len(aliases) {
+				t.Fatalf("ServerAlias has %d names, want %d: %q", len(f)-1, len(aliases), sc.Text())
+			}
+		}
+		want := map[string]int{"<VirtualHost": 2, "WSGIDaemonProcess": 1, "ServerName": 2, "#": 1,
+			"SSLEngine": 1, "WSGIScriptAlias": 2, "<Directory": 4}
+		if len(aliases) > 0 {
+			want["ServerAlias"] = 2
+		}
+		for d, n := range want {
+			if counts[d] != n {
+				t.Fatalf("%d %s lines, want %d:\n%s", counts[d], d, n, out)
+			}
+		}
+		if counts["ServerAlias"] != want["ServerAlias"] {
+			t.Fatalf("%d ServerAlias lines, want %d", counts["ServerAlias"], want["ServerAlias"])
+		}
+	})
+}

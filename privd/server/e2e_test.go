@@ -1,0 +1,378 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/privd/account"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+)
+
+// The test binary doubles as an unprivileged client: run with helperEnv
+// set, it calls every method on the socket and prints the codes as JSON.
+const (
+	helperEnv    = "OPUS_PRIVD_TEST_CLIENT_SOCKET"
+	helperProj   = "OPUS_PRIVD_TEST_CLIENT_PROJECTS"
+	testPrefix   = "tp"
+	decoyPrefix  = "tx"
+	decoyGECOS   = "Opus test decoy"
+	nobodyUID    = 65534
+	nobodyGID    = 65534
+	clientTimout = 20 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	if sock := os.Getenv(helperEnv); sock != "" {
+		os.Exit(clientMain(sock, strings.Split(os.Getenv(helperProj), ",")))
+	}
+	os.Exit(m.Run())
+}
+
+// clientResult is what the helper client reports.
+type clientResult struct {
+	UID   int
+	Codes map[string]string
+}
+
+func clientMain(sock string, projects []string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimout)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(peercred.Client()))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer conn.Close()
+	c := privdv1.NewPrivdClient(conn)
+	existing, fresh := projects[0], projects[1]
+	res := clientResult{UID: os.Getuid(), Codes: map[string]string{}}
+	rec := func(name string, err error) { res.Codes[name] = status.Code(err).String() }
+	_, err = c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: fresh})
+	rec("EnsureUser", err)
+	_, err = c.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: existing})
+	rec("DeleteUser", err)
+	_, err = c.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: existing})
+	rec("SecureTree", err)
+	_, err = c.RemoveTree(ctx, &privdv1.RemoveTreeRequest{Project: existing})
+	rec("RemoveTree", err)
+	_, err = c.RunManage(ctx, &privdv1.RunManageRequest{Project: existing, Commands: []privdv1.ManageCommand{privdv1.ManageCommand_MANAGE_COMMAND_CHECK}})
+	rec("RunManage", err)
+	_, err = c.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: existing, CertificatePem: validCert, KeyPem: validCert})
+	rec("InstallSite", err)
+	_, err = c.RemoveSite(ctx, &privdv1.RemoveSiteRequest{Project: existing})
+	rec("RemoveSite", err)
+	_, err = c.ReloadApache(ctx, &privdv1.ReloadApacheRequest{})
+	rec("ReloadApache", err)
+	_, err = c.TailLog(ctx, &privdv1.TailLogRequest{Project: existing})
+	rec("TailLog", err)
+	err = conn.Invoke(ctx, "/opus.privd.v1.Privd/Exec", &privdv1.ReloadApacheRequest{}, &privdv1.ReloadApacheResponse{})
+	rec("Exec", err)
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return 2
+	}
+	return 0
+}
+
+func randomProject(t *testing.T, prefix string) string {
+	t.Helper()
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	return prefix + string(b)
+}
+
+// cleanStale removes test users a killed run left behind.
+func cleanStale(t *testing.T) {
+	t.Helper()
+	data, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) != 7 {
+			continue
+		}
+		project, ok := strings.CutPrefix(f[0], names.UserPrefix)
+		if !ok {
+			continue
+		}
+		if (strings.HasPrefix(project, testPrefix) && f[4] == account.Marker(project)) ||
+			(strings.HasPrefix(project, decoyPrefix) && f[4] == decoyGECOS) {
+			if out, err := exec.Command("/usr/sbin/userdel", f[0]).CombinedOutput(); err != nil {
+				t.Logf("remove stale %s: %v: %s", f[0], err, out)
+			}
+		}
+	}
+}
+
+// startServer serves a real privd service on a real Unix socket in a
+// directory nobody can reach, and returns the socket path.
+func startServer(t *testing.T, cfg Config) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "privd-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// Reachable by nobody on purpose: the refusal under test must be the
+	// interceptor's, not the file mode's.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "privd.sock")
+	l, err := peercred.Listen(sock, 0o666, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	g := New(cfg).GRPC()
+	go g.Serve(l)
+	t.Cleanup(g.Stop)
+	return sock
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func dial(t *testing.T, sock string) privdv1.PrivdClient {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(peercred.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return privdv1.NewPrivdClient(conn)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: serves privd on a real socket, creates users, drops a client to nobody")
+	}
+}
+
+// hostState is what must not change when a call is refused: the
+// passwd/group lines of the users the projects would have, and the tree
+// under base. (Whole files are not compared: other tests on this host may
+// add their own users meanwhile.)
+func hostState(t *testing.T, base string, projects ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, f := range []string{"/etc/passwd", "/etc/group"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			for _, p := range projects {
+				if strings.HasPrefix(line, names.User(p)+":") {
+					fmt.Fprintln(&b, line)
+				}
+			}
+		}
+	}
+	filepath.Walk(base, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			st := fi.Sys().(*syscall.Stat_t)
+			fmt.Fprintf(&b, "%s %v %d %d\n", p, fi.Mode(), st.Uid, st.Gid)
+		}
+		return nil
+	})
+	return b.String()
+}
+
+// TestNobodyIsRefused runs a client as nobody against a real socket: every
+// method (and an unknown one) is PermissionDenied, and the host is as it
+// was: the existing user and tree survive, no user or tree was created.
+func TestNobodyIsRefused(t *testing.T) {
+	needRoot(t)
+	cleanStale(t)
+	base := t.TempDir()
+	acc := &account.Accounts{BaseDir: base}
+	existing, fresh := randomProject(t, testPrefix), randomProject(t, testPrefix)
+	ctx := context.Background()
+	if _, _, err := acc.EnsureUser(ctx, existing); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { acc.DeleteUser(context.Background(), existing) })
+	t.Cleanup(func() { acc.DeleteUser(context.Background(), fresh) })
+	if err := os.MkdirAll(filepath.Join(layout.For(base, existing).Code, "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	sock := startServer(t, Config{OpusUID: uint32(os.Geteuid()), BaseDir: base, Accounts: acc, Sites: rec, Manager: rec})
+
+	// Copy the test binary where nobody may execute it.
+	bin := filepath.Join(filepath.Dir(sock), "client")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, self, bin)
+
+	before := hostState(t, base, existing, fresh)
+	cctx, cancel := context.WithTimeout(ctx, 2*clientTimout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, bin)
+	cmd.Env = []string{helperEnv + "=" + sock, helperProj + "=" + existing + "," + fresh}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyGID}}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("client as nobody: %v: %s", err, stderr.String())
+	}
+	var res clientResult
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("client output %q: %v", stdout.String(), err)
+	}
+	if res.UID != nobodyUID {
+		t.Fatalf("client ran as uid %d, want %d", res.UID, nobodyUID)
+	}
+	if len(res.Codes) != len(allowed)+1 {
+		t.Errorf("client reported %d calls, want %d", len(res.Codes), len(allowed)+1)
+	}
+	for m, code := range res.Codes {
+		if code != codes.PermissionDenied.String() {
+			t.Errorf("%s as nobody: %s, want PermissionDenied", m, code)
+		}
+	}
+	if after := hostState(t, base, existing, fresh); after != before {
+		t.Errorf("host changed by refused calls:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if len(rec.calls) != 0 {
+		t.Errorf("dependencies reached: %v", rec.calls)
+	}
+	if _, err := acc.LookupUser(existing); err != nil {
+		t.Errorf("existing user: %v", err)
+	}
+	if _, err := acc.LookupUser(fresh); err == nil {
+		t.Errorf("user %s was created for nobody", fresh)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOverSocket drives the real service as the allowed uid: invalid
+// requests change nothing; the user and tree life cycle works; a user Opus
+// did not make is refused and survives.
+func TestOverSocket(t *testing.T) {
+	needRoot(t)
+	cleanStale(t)
+	base := t.TempDir()
+	acc := &account.Accounts{BaseDir: base}
+	sock := startServer(t, Config{OpusUID: uint32(os.Geteuid()), OpusGID: 0, BaseDir: base, Accounts: acc})
+	c := dial(t, sock)
+	ctx := context.Background()
+
+	t.Run("invalid requests change nothing", func(t *testing.T) {
+		before := hostState(t, base, badNames...)
+		for i, tc := range invalidRequests(c) {
+			err := tc.call(ctx)
+			if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), tc.field+":") {
+				t.Errorf("case %d (%s): %v; want InvalidArgument naming %s", i, tc.field, err, tc.field)
+			}
+		}
+		if after := hostState(t, base, badNames...); after != before {
+			t.Errorf("host changed by invalid calls")
+		}
+	})
+
+	t.Run("life cycle", func(t *testing.T) {
+		project := randomProject(t, testPrefix)
+		t.Cleanup(func() { acc.DeleteUser(context.Background(), project) })
+		eu, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project})
+		if err != nil || !eu.Created || eu.User != names.User(project) || eu.Uid == 0 {
+			t.Fatalf("EnsureUser = %v, %v", eu, err)
+		}
+		st, err := c.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: project})
+		if err != nil || st.Secured != 5 || len(st.Refusals) != 0 {
+			t.Fatalf("SecureTree = %v, %v; want 5 secured", st, err)
+		}
+		var sys syscall.Stat_t
+		if err := syscall.Stat(layout.For(base, project).Data, &sys); err != nil || sys.Uid != eu.Uid || sys.Mode&0o7777 != 0o770 {
+			t.Errorf("data dir: uid %d mode %#o (%v); want uid %d mode 0770", sys.Uid, sys.Mode&0o7777, err, eu.Uid)
+		}
+		rt, err := c.RemoveTree(ctx, &privdv1.RemoveTreeRequest{Project: project})
+		if err != nil || rt.Removed != 5 {
+			t.Errorf("RemoveTree = %v, %v; want 5 removed", rt, err)
+		}
+		du, err := c.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: project})
+		if err != nil || !du.Deleted {
+			t.Errorf("DeleteUser = %v, %v", du, err)
+		}
+		if _, err := c.ReloadApache(ctx, &privdv1.ReloadApacheRequest{}); status.Code(err) != codes.Unavailable {
+			t.Errorf("ReloadApache without Sites: %v, want Unavailable", err)
+		}
+	})
+
+	t.Run("user not made by Opus", func(t *testing.T) {
+		project := randomProject(t, decoyPrefix)
+		name := names.User(project)
+		if out, err := exec.Command("/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+			"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd decoy: %v: %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("/usr/sbin/userdel", name).Run() })
+		before := hostState(t, base, project)
+		if before == "" {
+			t.Fatal("decoy user not found")
+		}
+		if _, err := c.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("DeleteUser(decoy) = %v, want FailedPrecondition", err)
+		}
+		if _, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("EnsureUser(decoy) = %v, want FailedPrecondition", err)
+		}
+		if _, err := c.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("SecureTree(decoy) = %v, want FailedPrecondition", err)
+		}
+		if after := hostState(t, base, project); after != before {
+			t.Errorf("host changed by refused calls")
+		}
+	})
+}

@@ -1,0 +1,323 @@
+// Package server is opus-privd's gRPC service: the only door into the root
+// daemon. Every call passes, in this order, an authorization check on the
+// socket's peer credentials (only the configured opus uid), an allowlist of
+// method names (default deny), and validation of every request field, before
+// a handler derives anything from it. Errors are mapped to gRPC codes here,
+// once.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/privd/account"
+	"github.com/opus-hosting/opus/privd/tree"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+)
+
+// Sites installs and removes virtual hosts and drives Apache. privd/apache's
+// *Sites implements it. Requests reach it already validated by this package
+// (names, bounds); it may validate further. An error that carries a gRPC
+// status (status.Error) keeps its code; any other error becomes Internal.
+type Sites interface {
+	// Install renders and installs the project's vhost, key and
+	// certificate and configtests them; it does not reload Apache.
+	Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error)
+	// Remove removes the project's vhost, key and certificate.
+	Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error)
+	// Reload gracefully restarts Apache (coalesced), starting it if down.
+	Reload(ctx context.Context, req *privdv1.ReloadApacheRequest) (*privdv1.ReloadApacheResponse, error)
+	// TailLog returns the last lines of the project's error log.
+	TailLog(ctx context.Context, req *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error)
+}
+
+// Manager runs whitelisted manage.py commands as the project's user.
+// privd/manage's *Runner implements it. The server has already checked that
+// the project's user exists and was made by Opus before Run is called.
+// Errors map as for Sites.
+type Manager interface {
+	Run(ctx context.Context, req *privdv1.RunManageRequest) (*privdv1.RunManageResponse, error)
+}
+
+// Config is what the service needs.
+type Config struct {
+	// OpusUID is the only peer uid served; OpusGID is the opus group the
+	// file policy assigns.
+	OpusUID, OpusGID uint32
+	// BaseDir is privd's configured base directory (project trees).
+	BaseDir string
+	// Accounts manages project users; required.
+	Accounts *account.Accounts
+	// Sites and Manager may be nil: their calls then fail with Unavailable.
+	Sites   Sites
+	Manager Manager
+	// Logger receives structured logs (slog.Default() if nil).
+	Logger *slog.Logger
+}
+
+// Server implements privdv1.PrivdServer.
+type Server struct {
+	privdv1.UnimplementedPrivdServer
+	cfg Config
+	log *slog.Logger
+}
+
+// allowed is privd's whole surface: full method names that may be served.
+// Anything not in it is refused, whatever is registered. A test keeps it
+// equal to the service descriptor.
+var allowed = map[string]bool{
+	"/opus.privd.v1.Privd/EnsureUser":   true,
+	"/opus.privd.v1.Privd/DeleteUser":   true,
+	"/opus.privd.v1.Privd/SecureTree":   true,
+	"/opus.privd.v1.Privd/RemoveTree":   true,
+	"/opus.privd.v1.Privd/RunManage":    true,
+	"/opus.privd.v1.Privd/InstallSite":  true,
+	"/opus.privd.v1.Privd/RemoveSite":   true,
+	"/opus.privd.v1.Privd/ReloadApache": true,
+	"/opus.privd.v1.Privd/TailLog":      true,
+}
+
+// New returns the service for cfg.
+func New(cfg Config) *Server {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{cfg: cfg, log: log}
+}
+
+// GRPC returns a gRPC server with peer-credential transport credentials,
+// the authorization interceptors and this service registered. Serve it on a
+// Unix socket listener.
+func (s *Server) GRPC(opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{
+		grpc.Creds(peercred.Server()),
+		grpc.ChainUnaryInterceptor(s.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(s.StreamInterceptor()),
+		// Unknown methods still go through the stream interceptor (so the
+		// caller is authorized first), then get Unimplemented.
+		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+			return status.Error(codes.Unimplemented, "not a privd method")
+		}),
+	}, opts...)
+	g := grpc.NewServer(opts...)
+	privdv1.RegisterPrivdServer(g, s)
+	return g
+}
+
+// authorize refuses every caller but the opus uid, then every method not in
+// the allowlist. It runs before any handler.
+func (s *Server) authorize(ctx context.Context, method string) error {
+	cred, err := peercred.FromContext(ctx)
+	if err != nil {
+		s.log.Warn("refused call without peer credentials", "method", method, "err", err)
+		return status.Error(codes.PermissionDenied, "no peer credentials")
+	}
+	if cred.UID != s.cfg.OpusUID {
+		s.log.Warn("refused call from unauthorized peer", "uid", cred.UID, "pid", cred.PID, "method", method)
+		return status.Errorf(codes.PermissionDenied, "uid %d may not call privd", cred.UID)
+	}
+	if !allowed[method] {
+		s.log.Warn("refused method not in allowlist", "uid", cred.UID, "pid", cred.PID, "method", method)
+		return status.Errorf(codes.Unimplemented, "method %s is not served", method)
+	}
+	return nil
+}
+
+// UnaryInterceptor authorizes each unary call and logs its outcome (never
+// its request: it may hold a password or a key).
+func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := s.authorize(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		attrs := []any{"method", info.FullMethod, "code", status.Code(err).String(), "duration", time.Since(start)}
+		if p, ok := req.(interface{ GetProject() string }); ok {
+			attrs = append(attrs, "project", p.GetProject())
+		}
+		if err != nil {
+			s.log.Warn("call failed", append(attrs, "err", err)...)
+		} else {
+			s.log.Info("call", attrs...)
+		}
+		return resp, err
+	}
+}
+
+// StreamInterceptor authorizes each streaming call. privd has no streaming
+// methods; this guards unknown methods and any added later.
+func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+// toStatus maps an error to a gRPC status, once, for every handler.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
+	}
+	var c codes.Code
+	switch {
+	case errors.Is(err, account.ErrNotOurs), errors.Is(err, account.ErrNoUser):
+		c = codes.FailedPrecondition
+	case errors.Is(err, tree.ErrLimit):
+		c = codes.ResourceExhausted
+	case errors.Is(err, context.DeadlineExceeded):
+		c = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		c = codes.Canceled
+	default:
+		c = codes.Internal
+	}
+	return status.Error(c, err.Error())
+}
+
+// EnsureUser implements privdv1.PrivdServer.
+func (s *Server) EnsureUser(ctx context.Context, req *privdv1.EnsureUserRequest) (*privdv1.EnsureUserResponse, error) {
+	if err := validateProject(req.GetProject()); err != nil {
+		return nil, err
+	}
+	u, created, err := s.cfg.Accounts.EnsureUser(ctx, req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &privdv1.EnsureUserResponse{User: u.Name, Uid: u.UID, Gid: u.GID, Created: created}, nil
+}
+
+// DeleteUser implements privdv1.PrivdServer.
+func (s *Server) DeleteUser(ctx context.Context, req *privdv1.DeleteUserRequest) (*privdv1.DeleteUserResponse, error) {
+	if err := validateProject(req.GetProject()); err != nil {
+		return nil, err
+	}
+	deleted, err := s.cfg.Accounts.DeleteUser(ctx, req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &privdv1.DeleteUserResponse{Deleted: deleted}, nil
+}
+
+// SecureTree implements privdv1.PrivdServer. The project's user must exist
+// and be Opus's (FailedPrecondition otherwise): its ids come from there,
+// never from the request.
+func (s *Server) SecureTree(ctx context.Context, req *privdv1.SecureTreeRequest) (*privdv1.SecureTreeResponse, error) {
+	if err := validateProject(req.GetProject()); err != nil {
+		return nil, err
+	}
+	u, err := s.cfg.Accounts.LookupUser(req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	res, err := tree.SecureTree(ctx, s.cfg.BaseDir, req.GetProject(), tree.Owners{
+		OpusUID: s.cfg.OpusUID, OpusGID: s.cfg.OpusGID, ProjectUID: u.UID, ProjectGID: u.GID})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &privdv1.SecureTreeResponse{Secured: res.Secured}
+	for _, r := range res.Refusals {
+		resp.Refusals = append(resp.Refusals, &privdv1.Refusal{Path: r.Path, Reason: r.Reason})
+	}
+	if len(res.Refusals) > 0 {
+		s.log.Warn("secure tree refused entries", "project", req.GetProject(), "refusals", len(res.Refusals), "first", res.Refusals[0].Path)
+	}
+	return resp, nil
+}
+
+// RemoveTree implements privdv1.PrivdServer.
+func (s *Server) RemoveTree(ctx context.Context, req *privdv1.RemoveTreeRequest) (*privdv1.RemoveTreeResponse, error) {
+	if err := validateProject(req.GetProject()); err != nil {
+		return nil, err
+	}
+	n, err := tree.RemoveTree(ctx, s.cfg.BaseDir, req.GetProject())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &privdv1.RemoveTreeResponse{Removed: n}, nil
+}
+
+// RunManage implements privdv1.PrivdServer. The project's user must exist
+// and be Opus's before anything runs as it.
+func (s *Server) RunManage(ctx context.Context, req *privdv1.RunManageRequest) (*privdv1.RunManageResponse, error) {
+	if err := validateRunManage(req); err != nil {
+		return nil, err
+	}
+	if s.cfg.Manager == nil {
+		return nil, status.Error(codes.Unavailable, "manage.py runner is not configured in this privd")
+	}
+	if _, err := s.cfg.Accounts.LookupUser(req.GetProject()); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := s.cfg.Manager.Run(ctx, req)
+	return resp, toStatus(err)
+}
+
+// InstallSite implements privdv1.PrivdServer.
+func (s *Server) InstallSite(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
+	if err := validateInstallSite(req); err != nil {
+		return nil, err
+	}
+	if s.cfg.Sites == nil {
+		return nil, errNoSites
+	}
+	resp, err := s.cfg.Sites.Install(ctx, req)
+	return resp, toStatus(err)
+}
+
+// RemoveSite implements privdv1.PrivdServer.
+func (s *Server) RemoveSite(ctx context.Context, req *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error) {
+	if err := validateProject(req.GetProject()); err != nil {
+		return nil, err
+	}
+	if s.cfg.Sites == nil {
+		return nil, errNoSites
+	}
+	resp, err := s.cfg.Sites.Remove(ctx, req)
+	return resp, toStatus(err)
+}
+
+// ReloadApache implements privdv1.PrivdServer.
+func (s *Server) ReloadApache(ctx context.Context, req *privdv1.ReloadApacheRequest) (*privdv1.ReloadApacheResponse, error) {
+	if s.cfg.Sites == nil {
+		return nil, errNoSites
+	}
+	resp, err := s.cfg.Sites.Reload(ctx, req)
+	return resp, toStatus(err)
+}
+
+// TailLog implements privdv1.PrivdServer.
+func (s *Server) TailLog(ctx context.Context, req *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error) {
+	if err := validateTailLog(req); err != nil {
+		return nil, err
+	}
+	if s.cfg.Sites == nil {
+		return nil, errNoSites
+	}
+	resp, err := s.cfg.Sites.TailLog(ctx, req)
+	return resp, toStatus(err)
+}
+
+var errNoSites = status.Error(codes.Unavailable, "Apache control is not configured in this privd")
+
+// validateProject checks the project field of any request.
+func validateProject(p string) error {
+	if err := names.ValidateProject(p); err != nil {
+		return status.Errorf(codes.InvalidArgument, "project: %v", err)
+	}
+	return nil
+}

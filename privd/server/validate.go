@@ -1,0 +1,152 @@
+package server
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+)
+
+// Bounds on request fields. privd checks them itself, whatever opusd did.
+const (
+	maxAliases     = 32
+	maxHostName    = 253
+	maxLabel       = 63
+	maxProcesses   = 32
+	maxThreads     = 100
+	maxPEM         = 64 << 10
+	maxCommands    = 8
+	maxUsername    = 150
+	maxEmail       = 254
+	maxPassword    = 4096
+	maxMigrateArg  = 100
+	maxTailLogLine = 1000
+)
+
+func invalid(field, format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, "%s: %s", field, fmt.Sprintf(format, args...))
+}
+
+// validHostName says why h is not a lowercase DNS host name, or "".
+func validHostName(h string) string {
+	if h == "" {
+		return "is empty"
+	}
+	if len(h) > maxHostName {
+		return fmt.Sprintf("is %d characters long; at most %d are allowed", len(h), maxHostName)
+	}
+	label := 0
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			label++
+		case c == '-':
+			if label == 0 || i+1 == len(h) || h[i+1] == '.' {
+				return fmt.Sprintf("%q has a label starting or ending with '-'", h)
+			}
+			label++
+		case c == '.':
+			if label == 0 {
+				return fmt.Sprintf("%q has an empty label", h)
+			}
+			label = 0
+			continue
+		default:
+			return fmt.Sprintf("%q contains %q; only a-z, 0-9, '-' and '.' are allowed", h, rune(c))
+		}
+		if label > maxLabel {
+			return fmt.Sprintf("%q has a label longer than %d characters", h, maxLabel)
+		}
+	}
+	if label == 0 {
+		return fmt.Sprintf("%q ends with an empty label", h)
+	}
+	return ""
+}
+
+func validateInstallSite(req *privdv1.InstallSiteRequest) error {
+	if err := validateProject(req.GetProject()); err != nil {
+		return err
+	}
+	if n := len(req.GetAliases()); n > maxAliases {
+		return invalid("aliases", "%d given; at most %d are allowed", n, maxAliases)
+	}
+	for i, a := range req.GetAliases() {
+		if why := validHostName(a); why != "" {
+			return invalid(fmt.Sprintf("aliases[%d]", i), "%s", why)
+		}
+	}
+	if p := req.GetProcesses(); p > maxProcesses {
+		return invalid("processes", "%d; at most %d", p, maxProcesses)
+	}
+	if t := req.GetThreads(); t > maxThreads {
+		return invalid("threads", "%d; at most %d", t, maxThreads)
+	}
+	if n := len(req.GetCertificatePem()); n == 0 || n > maxPEM {
+		return invalid("certificate_pem", "is %d bytes; want 1 to %d", n, maxPEM)
+	}
+	if n := len(req.GetKeyPem()); n == 0 || n > maxPEM {
+		return invalid("key_pem", "is %d bytes; want 1 to %d", n, maxPEM)
+	}
+	return nil
+}
+
+func validateRunManage(req *privdv1.RunManageRequest) error {
+	if err := validateProject(req.GetProject()); err != nil {
+		return err
+	}
+	cmds := req.GetCommands()
+	if len(cmds) == 0 || len(cmds) > maxCommands {
+		return invalid("commands", "%d given; want 1 to %d", len(cmds), maxCommands)
+	}
+	superuser := false
+	for i, c := range cmds {
+		switch c {
+		case privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE, privdv1.ManageCommand_MANAGE_COMMAND_CHECK,
+			privdv1.ManageCommand_MANAGE_COMMAND_COLLECTSTATIC:
+		case privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER:
+			superuser = true
+		default:
+			return invalid(fmt.Sprintf("commands[%d]", i), "%v is not an allowed command", c)
+		}
+	}
+	if n := len(req.GetSuperuserUsername()); n > maxUsername*4 { // runes may take 4 bytes
+		return invalid("superuser_username", "is %d bytes long", n)
+	}
+	if n := len(req.GetSuperuserEmail()); n > maxEmail {
+		return invalid("superuser_email", "is %d bytes long; at most %d", n, maxEmail)
+	}
+	if n := len(req.GetSuperuserPassword()); n > maxPassword {
+		return invalid("superuser_password", "is %d bytes long; at most %d", n, maxPassword)
+	}
+	if superuser && (req.GetSuperuserUsername() == "" || req.GetSuperuserPassword() == "") {
+		return invalid("superuser_username", "CREATESUPERUSER needs superuser_username and superuser_password")
+	}
+	for field, v := range map[string]string{"migrate_app": req.GetMigrateApp(), "migrate_target": req.GetMigrateTarget()} {
+		if len(v) > maxMigrateArg {
+			return invalid(field, "is %d bytes long; at most %d", len(v), maxMigrateArg)
+		}
+		for _, r := range v {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_') {
+				return invalid(field, "%q contains %q; only letters, digits and '_' are allowed", v, r)
+			}
+		}
+	}
+	if req.GetMigrateTarget() != "" && req.GetMigrateApp() == "" {
+		return invalid("migrate_target", "needs migrate_app")
+	}
+	return nil
+}
+
+func validateTailLog(req *privdv1.TailLogRequest) error {
+	if err := validateProject(req.GetProject()); err != nil {
+		return err
+	}
+	if n := req.GetLines(); n < 0 || n > maxTailLogLine {
+		return invalid("lines", "%d; want 0 (for 100) to %d", n, maxTailLogLine)
+	}
+	return nil
+}
