@@ -10,7 +10,7 @@ import (
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name, in, wantErr string
-		check            func(Config) bool
+		check             func(Config) bool
 	}{
 		{name: "empty is defaults", in: "", check: func(c Config) bool { return c == Default() }},
 		{name: "comments and values", in: "# x\nbase_dir /srv/opus\nhttp_port 80\nhttps_port 443\n", check: func(c Config) bool {
