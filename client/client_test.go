@@ -1,0 +1,302 @@
+package client_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/client"
+	"github.com/opus-hosting/opus/client/fakeopus"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+func dial(t *testing.T, fake *fakeopus.Server) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, fake.Socket)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestDialMissingSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "nothing.sock")
+	_, err := client.Dial(context.Background(), sock)
+	if err == nil {
+		t.Fatal("Dial of a missing socket succeeded")
+	}
+	if !strings.Contains(err.Error(), sock) || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("error %q should name the socket and the reason", err)
+	}
+}
+
+// The caller's identity must come from the socket, and the helpers must
+// reach the server with what they were given.
+func TestHelpersUseRealPeerCredentials(t *testing.T) {
+	fake := fakeopus.Start(t)
+	c := dial(t, fake)
+	ctx := testCtx(t)
+
+	op, err := c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tblog", Apps: []*opusv1.AppSpec{{Name: "polls", Source: client.GitSource("https://example.com/polls.git", "v1")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Wait(ctx, op.GetId(), nil); err != nil {
+		t.Fatal(err)
+	}
+	calls := fake.CallsOf("CreateProject")
+	if len(calls) != 1 || calls[0].UID != uint32(os.Getuid()) {
+		t.Fatalf("CreateProject calls = %+v, want one from uid %d", calls, os.Getuid())
+	}
+	ps, err := c.ListProjects(ctx)
+	if err != nil || len(ps) != 1 || ps[0].GetOwnerUid() != uint32(os.Getuid()) || ps[0].GetPhase() != opusv1.Phase_PHASE_READY {
+		t.Fatalf("ListProjects = %v, %v; want one READY project owned by us", ps, err)
+	}
+	ops, err := c.ListOperations(ctx, "tblog", 5)
+	if err != nil || len(ops) != 1 || ops[0].GetId() != op.GetId() {
+		t.Fatalf("ListOperations = %v, %v", ops, err)
+	}
+	lines, err := c.GetLogs(ctx, "tblog", 2)
+	if err != nil || len(lines) != 2 {
+		t.Fatalf("GetLogs = %v, %v; want 2 lines", lines, err)
+	}
+	_, err = c.GetProject(ctx, "tnope")
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("GetProject of a missing project: %v, want NotFound", err)
+	}
+}
+
+func TestUploadDir(t *testing.T) {
+	fake := fakeopus.Start(t)
+	c := dial(t, fake)
+	dir := t.TempDir()
+	files := map[string]string{
+		"__init__.py":          "",
+		"views.py":             "def index(request): pass\n",
+		"templates/blog/a.txt": strings.Repeat("x", 600<<10), // spans several chunks
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	digest, err := c.UploadDir(testCtx(t), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(digest, "sha256:") {
+		t.Fatalf("digest %q", digest)
+	}
+	info := fake.CallsOf("UploadSource")
+	if len(info) != 1 {
+		t.Fatalf("%d uploads", len(info))
+	}
+	meta := info[0].Req.(*opusv1.UploadSourceRequest).GetInfo()
+	archive := fake.Upload(digest)
+	if meta.GetOrigin() != dir || meta.GetSize() != int64(len(archive)) {
+		t.Errorf("UploadInfo = %v, want origin %s and size %d", meta, dir, len(archive))
+	}
+	got := map[string]string{}
+	zr, err := gzip.NewReader(bytes.NewReader(archive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			b, _ := io.ReadAll(tr)
+			got[strings.TrimPrefix(h.Name, "./")] = string(b)
+		}
+	}
+	for name, body := range files {
+		if got[name] != body {
+			t.Errorf("archive entry %s: got %d bytes, want %d", name, len(got[name]), len(body))
+		}
+	}
+}
+
+func TestUploadDirRefuses(t *testing.T) {
+	tests := []struct {
+		name    string
+		make    func(t *testing.T) string
+		wantErr string
+	}{
+		{name: "a file", wantErr: "not a directory", make: func(t *testing.T) string {
+			f := filepath.Join(t.TempDir(), "f")
+			if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}},
+		{name: "a missing directory", wantErr: "no such file", make: func(t *testing.T) string {
+			return filepath.Join(t.TempDir(), "none")
+		}},
+		{name: "a symlink inside", wantErr: "symlink", make: func(t *testing.T) string {
+			d := t.TempDir()
+			if err := os.Symlink("/etc/passwd", filepath.Join(d, "passwd")); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := fakeopus.Start(t)
+			c := dial(t, fake)
+			_, err := c.UploadDir(testCtx(t), tc.make(t))
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.wantErr) {
+				t.Fatalf("UploadDir = %v, want an error containing %q", err, tc.wantErr)
+			}
+			if n := len(fake.CallsOf("UploadSource")); n != 0 {
+				t.Fatalf("%d uploads reached the server", n)
+			}
+		})
+	}
+}
+
+func TestWait(t *testing.T) {
+	tests := []struct {
+		name       string
+		setup      func(*fakeopus.Server)
+		during     func(*fakeopus.Server) // runs while waiting
+		wantState  opusv1.OperationState
+		wantOpErr  string // substring of an *OperationError
+		minWatches int
+		minResumes int // GetOperation calls
+	}{
+		{name: "succeeds", wantState: opusv1.OperationState_OPERATION_STATE_SUCCEEDED, minWatches: 1},
+		{
+			name:      "failed op is an OperationError",
+			setup:     func(s *fakeopus.Server) { s.FailAt("twait", "migrate") },
+			wantState: opusv1.OperationState_OPERATION_STATE_FAILED,
+			wantOpErr: "step migrate: exit status 1",
+		},
+		{
+			name: "broken streams are resumed",
+			setup: func(s *fakeopus.Server) {
+				s.StepDelay = 100 * time.Millisecond
+				s.BreakWatches(2)
+			},
+			wantState:  opusv1.OperationState_OPERATION_STATE_SUCCEEDED,
+			minWatches: 3,
+			minResumes: 2,
+		},
+		{
+			name:  "opusd restart is survived",
+			setup: func(s *fakeopus.Server) { s.StepDelay = 40 * time.Millisecond },
+			during: func(s *fakeopus.Server) {
+				time.Sleep(60 * time.Millisecond)
+				s.Stop()
+				time.Sleep(300 * time.Millisecond)
+				if err := s.Serve(); err != nil {
+					panic(err)
+				}
+			},
+			wantState:  opusv1.OperationState_OPERATION_STATE_SUCCEEDED,
+			minWatches: 1,
+			minResumes: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := fakeopus.Start(t)
+			if tc.setup != nil {
+				tc.setup(fake)
+			}
+			c := dial(t, fake)
+			ctx := testCtx(t)
+			op, err := c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "twait"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.during != nil {
+				go tc.during(fake)
+			}
+			var seen []opusv1.OperationState
+			final, err := c.Wait(ctx, op.GetId(), func(o *opusv1.Operation) { seen = append(seen, o.GetState()) })
+			if final.GetState() != tc.wantState {
+				t.Fatalf("final state %v (err %v), want %v", final.GetState(), err, tc.wantState)
+			}
+			if tc.wantOpErr != "" {
+				var oe *client.OperationError
+				if !errors.As(err, &oe) || oe.Op.GetId() != op.GetId() || !strings.Contains(err.Error(), tc.wantOpErr) {
+					t.Fatalf("err = %v, want *OperationError containing %q", err, tc.wantOpErr)
+				}
+			} else if err != nil {
+				t.Fatalf("Wait: %v", err)
+			}
+			if len(seen) == 0 || seen[len(seen)-1] != tc.wantState {
+				t.Errorf("progress saw %v; the last must be %v", seen, tc.wantState)
+			}
+			if !sort.SliceIsSorted(seen, func(i, j int) bool { return seen[i] < seen[j] }) {
+				t.Errorf("progress went backwards: %v", seen)
+			}
+			if n := len(fake.CallsOf("WatchOperation")); n < tc.minWatches {
+				t.Errorf("%d WatchOperation calls, want at least %d", n, tc.minWatches)
+			}
+			if n := len(fake.CallsOf("GetOperation")); n < tc.minResumes {
+				t.Errorf("%d GetOperation calls, want at least %d", n, tc.minResumes)
+			}
+		})
+	}
+}
+
+func TestWaitUnknownOperationIsNotRetried(t *testing.T) {
+	fake := fakeopus.Start(t)
+	c := dial(t, fake)
+	_, err := c.Wait(testCtx(t), "op-404", nil)
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("Wait(unknown) = %v, want NotFound", err)
+	}
+	if n := len(fake.CallsOf("WatchOperation")); n != 1 {
+		t.Fatalf("%d watch calls, want exactly 1 (no retry on NotFound)", n)
+	}
+}
+
+func TestWaitGivesUpWhenContextEnds(t *testing.T) {
+	fake := fakeopus.Start(t)
+	fake.StepDelay = 200 * time.Millisecond
+	c := dial(t, fake)
+	op, err := c.CreateProject(testCtx(t), &opusv1.CreateProjectRequest{Name: "tslow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = c.Wait(ctx, op.GetId(), nil)
+	if err == nil || status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait past its deadline = %v, want a deadline error", err)
+	}
+}

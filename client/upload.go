@@ -1,0 +1,108 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/source/pack"
+)
+
+// chunkSize is the size of each UploadSource message: well under gRPC's
+// default 4 MiB message limit.
+const chunkSize = 256 << 10
+
+// UploadDir packs the directory dir (tar.gz, with the caller's own rights:
+// opusd never reads a caller's path) and uploads it. Packing is
+// unprivd/source/pack, the code opusd itself uses, so both sides agree on
+// the format and the rules (symlinks and special files are refused,
+// __pycache__ and .git left out); it needs only the standard library. It returns the digest
+// to name in UploadedSource.
+func (c *Client) UploadDir(ctx context.Context, dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("upload %s: %w", dir, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("upload: %w", err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("upload %s: not a directory", dir)
+	}
+	// Pack into an unlinked temporary file first: the first message carries
+	// the archive's size, so opusd can refuse an oversized upload at once,
+	// and a packing error is found before anything is sent.
+	tmp, err := os.CreateTemp("", "opus-upload-*.tar.gz")
+	if err != nil {
+		return "", fmt.Errorf("upload %s: %w", dir, err)
+	}
+	defer tmp.Close()
+	if err := os.Remove(tmp.Name()); err != nil {
+		return "", fmt.Errorf("upload %s: %w", dir, err)
+	}
+	if err := pack.Pack(ctx, abs, tmp); err != nil {
+		return "", fmt.Errorf("pack %s: %w", dir, err)
+	}
+	size, err := tmp.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return "", fmt.Errorf("upload %s: %w", dir, err)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return "", fmt.Errorf("upload %s: %w", dir, err)
+	}
+	return c.UploadArchive(ctx, abs, tmp, size)
+}
+
+// UploadArchive uploads an archive (tar, optionally gzipped) read from r;
+// origin is informational and size may be 0 when unknown. It returns the
+// digest to name in UploadedSource.
+func (c *Client) UploadArchive(ctx context.Context, origin string, r io.Reader, size int64) (string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream if we give up half way
+	stream, err := c.rpc.UploadSource(ctx)
+	if err != nil {
+		return "", err
+	}
+	send := func(req *opusv1.UploadSourceRequest) error {
+		if err := stream.Send(req); err != nil {
+			// On a broken send the real reason is in the status that
+			// CloseAndRecv returns (for example "archive too large").
+			if errors.Is(err, io.EOF) {
+				_, err = stream.CloseAndRecv()
+			}
+			return err
+		}
+		return nil
+	}
+	if err := send(&opusv1.UploadSourceRequest{Part: &opusv1.UploadSourceRequest_Info{Info: &opusv1.UploadInfo{Origin: origin, Size: size}}}); err != nil {
+		return "", err
+	}
+	buf := make([]byte, chunkSize)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			// Send keeps a reference only until it returns; copy anyway so
+			// reuse of buf can never race with marshalling.
+			chunk := append([]byte(nil), buf[:n]...)
+			if err := send(&opusv1.UploadSourceRequest{Part: &opusv1.UploadSourceRequest_Chunk{Chunk: chunk}}); err != nil {
+				return "", err
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return "", fmt.Errorf("read archive of %s: %w", origin, rerr)
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return "", err
+	}
+	return resp.GetDigest(), nil
+}

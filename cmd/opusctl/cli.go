@@ -1,0 +1,402 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/client"
+	"github.com/opus-hosting/opus/internal/config"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the server refused, an operation failed, I/O failed
+	exitUsage = 2 // the command line is wrong
+)
+
+// env is everything opusctl touches outside itself, so the whole command
+// tree runs in-process in tests: standard streams (a terminal when they are
+// an *os.File on one), the environment and how to reach opusd.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	dial           func(ctx context.Context, socket string) (*client.Client, error)
+}
+
+// usageError is a mistake on the command line: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// run executes one opusctl command line and returns the exit code. Errors
+// go to stderr as "opusctl: MESSAGE", with the server's own message for a
+// gRPC error.
+func run(ctx context.Context, args []string, e env) int {
+	cmd := newRootCommand(e)
+	cmd.SetArgs(args)
+	failed, err := cmd.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(e.stderr, "opusctl: %s\n", errorMessage(err))
+	if isUsage(err) {
+		path := "opusctl"
+		if failed != nil {
+			path = failed.CommandPath()
+		}
+		fmt.Fprintf(e.stderr, "Run '%s --help' for usage.\n", path)
+		return exitUsage
+	}
+	return exitError
+}
+
+// isUsage reports whether err is a command-line mistake, including the
+// ones cobra makes itself.
+func isUsage(err error) bool {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "required flag"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// errorMessage is err for a person: a gRPC status anywhere in the chain is
+// replaced by its message alone (no "rpc error: code = ... desc =").
+func errorMessage(err error) string {
+	var se interface {
+		error
+		GRPCStatus() *status.Status
+	}
+	if errors.As(err, &se) {
+		return strings.Replace(err.Error(), se.Error(), se.GRPCStatus().Message(), 1)
+	}
+	return err.Error()
+}
+
+// cli holds the global flags and env for the commands.
+type cli struct {
+	env
+	socket  string
+	output  string
+	wait    bool
+	noWait  bool
+	timeout time.Duration
+}
+
+// terminal returns the file descriptor of x when it is a terminal.
+func terminal(x any) (int, bool) {
+	f, ok := x.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return -1, false
+	}
+	return int(f.Fd()), true
+}
+
+// newRootCommand builds the whole command tree on e.
+func newRootCommand(e env) *cobra.Command {
+	c := &cli{env: e}
+	defSocket := e.getenv(client.SocketEnv)
+	if defSocket == "" {
+		defSocket = config.Default().OpusdSocket()
+	}
+	root := &cobra.Command{
+		Use:   "opusctl",
+		Short: "Deploy and manage Django projects on this host",
+		Long: `opusctl talks to opusd, which deploys Django projects onto Apache and
+mod_wsgi: each project gets its own Linux user, mod_wsgi daemon, secrets, TLS
+certificate and virtual host NAME<suffix>.
+
+You are who your Unix user is: opusd reads your uid from its socket, so there
+is nothing to log in to. You see and change your own projects; members of the
+admin group and root see all.
+
+Changes (create, destroy, apps, cert) return an operation; opusctl follows it
+and shows each step until it ends, unless --no-wait is given, in which case it
+prints the operation id for 'opusctl wait'. An operation that fails leaves the
+project's previous working state serving and makes opusctl exit with status 1.
+Exit status 2 means the command line was wrong.`,
+		Example: `  opusctl create blog --app ./polls --admin --superuser admin --superuser-email me@example.com
+  opusctl ls
+  opusctl show blog -o json
+  opusctl apps update blog polls v1.3
+  opusctl destroy blog --yes`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if c.output != outputTable && c.output != outputJSON {
+				return usagef("--output must be %q or %q, not %q", outputTable, outputJSON, c.output)
+			}
+			if c.timeout < 0 {
+				return usagef("--timeout must not be negative")
+			}
+			return nil
+		},
+	}
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.SetIn(e.stdin)
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&c.socket, "socket", defSocket, "path of opusd's socket; $"+client.SocketEnv+" sets the default")
+	pf.StringVarP(&c.output, "output", "o", outputTable, "output format of read commands and of the final operation: table or json")
+	pf.BoolVar(&c.wait, "wait", true, "follow a change until its operation ends, showing each step")
+	pf.BoolVar(&c.noWait, "no-wait", false, "do not follow a change: print its operation id and return at once")
+	pf.DurationVar(&c.timeout, "timeout", 15*time.Minute, "give up after this long (0 means never); an operation goes on in opusd regardless")
+
+	root.AddCommand(
+		c.createCommand(),
+		c.lsCommand(),
+		c.showCommand(),
+		c.destroyCommand(),
+		c.waitCommand(),
+		c.opsCommand(),
+		c.logsCommand(),
+		c.appsCommand(),
+		c.certCommand(),
+		c.completionCommand(root),
+		c.versionCommand(),
+	)
+	// Every positional-argument mistake is a usage error.
+	var wrapArgs func(*cobra.Command)
+	wrapArgs = func(cmd *cobra.Command) {
+		if check := cmd.Args; check != nil {
+			cmd.Args = func(cmd *cobra.Command, args []string) error {
+				if err := check(cmd, args); err != nil {
+					return usageError{err}
+				}
+				return nil
+			}
+		}
+		for _, sub := range cmd.Commands() {
+			wrapArgs(sub)
+		}
+	}
+	wrapArgs(root)
+	return root
+}
+
+// connect dials opusd under the command's context with --timeout applied.
+// The caller must call the returned cancel and close the client.
+func (c *cli) connect(cmd *cobra.Command) (context.Context, *client.Client, context.CancelFunc, error) {
+	ctx := cmd.Context()
+	cancel := context.CancelFunc(func() {})
+	if c.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+	}
+	cl, err := c.dial(ctx, c.socket)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, cl, func() { cl.Close(); cancel() }, nil
+}
+
+// shouldWait says whether a change is followed to its end.
+func (c *cli) shouldWait() bool { return c.wait && !c.noWait }
+
+// progressOut is where progress goes: stdout, except with -o json, where
+// stdout carries only the JSON.
+func (c *cli) progressOut() io.Writer {
+	if c.output == outputJSON {
+		return c.stderr
+	}
+	return c.stdout
+}
+
+// change runs a mutation: start it, then follow the operation (or print
+// its id with --no-wait). showURLs prints the project's URLs at the end.
+func (c *cli) change(ctx context.Context, cl *client.Client, title string, showURLs bool, start func() (*opusv1.Operation, error)) error {
+	op, err := start()
+	if err != nil {
+		return err
+	}
+	if !c.shouldWait() {
+		if c.output == outputJSON {
+			return writeJSON(c.stdout, op)
+		}
+		_, err := fmt.Fprintln(c.stdout, op.GetId())
+		return err
+	}
+	return c.follow(ctx, cl, op, title, showURLs)
+}
+
+// follow shows an operation's progress until it ends.
+func (c *cli) follow(ctx context.Context, cl *client.Client, op *opusv1.Operation, title string, showURLs bool) error {
+	w := c.progressOut()
+	_, tty := terminal(w)
+	fmt.Fprintf(w, "%s (operation %s)\n", title, op.GetId())
+	p := newProgress(w, tty)
+	final, err := cl.Wait(ctx, op.GetId(), p.update)
+	p.close()
+	if err != nil {
+		var oe *client.OperationError
+		if errors.As(err, &oe) {
+			if c.output == outputJSON {
+				writeJSON(c.stdout, final)
+			}
+			return err
+		}
+		if status.Code(err) == codes.NotFound && op.GetKind() == opusv1.OperationKind_OPERATION_KIND_DELETE {
+			// opusd may forget a delete operation together with its
+			// project; the project being gone is the success.
+			if _, perr := cl.GetProject(ctx, op.GetProject()); status.Code(perr) == codes.NotFound {
+				fmt.Fprintf(c.stdout, "Project %s is destroyed.\n", op.GetProject())
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("stopped waiting for operation %s, which goes on in opusd; follow it with 'opusctl wait %s': %w", op.GetId(), op.GetId(), ctx.Err())
+		}
+		return err
+	}
+	if c.output == outputJSON {
+		return writeJSON(c.stdout, final)
+	}
+	if !showURLs {
+		fmt.Fprintf(c.stdout, "Done in %s.\n", opDuration(final))
+		return nil
+	}
+	proj, err := cl.GetProject(ctx, final.GetProject())
+	if err != nil {
+		return fmt.Errorf("operation %s succeeded, but reading project %s failed: %w", final.GetId(), final.GetProject(), err)
+	}
+	fmt.Fprintf(c.stdout, "Project %s is %s (%s).", proj.GetName(), strings.ToLower(phaseName(proj.GetPhase())), opDuration(final))
+	if len(proj.GetUrls()) > 0 {
+		fmt.Fprint(c.stdout, " It answers at:")
+	}
+	fmt.Fprintln(c.stdout)
+	for _, u := range proj.GetUrls() {
+		fmt.Fprintf(c.stdout, "  %s\n", u)
+	}
+	return nil
+}
+
+func opDuration(op *opusv1.Operation) string {
+	if op.GetCreateTime() == nil || op.GetEndTime() == nil {
+		return "-"
+	}
+	return formatElapsed(op.GetEndTime().AsTime().Sub(op.GetCreateTime().AsTime()))
+}
+
+// completeProjects offers the caller's project names for completion.
+func (c *cli) completeProjects(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+	defer cancel()
+	cl, err := c.dial(ctx, c.socket)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	defer cl.Close()
+	ps, err := cl.ListProjects(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.GetName())
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+func (c *cli) completionCommand(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "completion bash|zsh|fish",
+		Short: "Print a shell completion script",
+		Long: `completion prints a script that makes your shell complete opusctl's
+commands, flags and (by asking opusd) your project names.`,
+		Example: `  # bash, for this session:
+  source <(opusctl completion bash)
+  # bash, for good:
+  opusctl completion bash > /etc/bash_completion.d/opusctl
+  # zsh:
+  opusctl completion zsh > "${fpath[1]}/_opusctl"
+  # fish:
+  opusctl completion fish > ~/.config/fish/completions/opusctl.fish`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"bash", "zsh", "fish"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(c.stdout, true)
+			case "zsh":
+				return root.GenZshCompletion(c.stdout)
+			case "fish":
+				return root.GenFishCompletion(c.stdout, true)
+			}
+			return usagef("unknown shell %q; choose bash, zsh or fish", args[0])
+		},
+	}
+}
+
+func (c *cli) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print opusctl's version",
+		Long:    "version prints the version of this opusctl binary and the Go release it was built with.",
+		Example: "  opusctl version",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := version
+			bi, ok := debug.ReadBuildInfo()
+			if v == "" && ok {
+				v = bi.Main.Version
+			}
+			if v == "" {
+				v = "(devel)"
+			}
+			goVersion := "unknown"
+			if ok {
+				goVersion = bi.GoVersion
+			}
+			_, err := fmt.Fprintf(c.stdout, "opusctl %s (%s)\n", v, goVersion)
+			return err
+		},
+	}
+}
+
+// requireFlags returns a usage error naming the flags of names that are
+// not set.
+func requireFlags(fs *pflag.FlagSet, names ...string) error {
+	var missing []string
+	for _, n := range names {
+		if !fs.Changed(n) {
+			missing = append(missing, "--"+n)
+		}
+	}
+	if len(missing) > 0 {
+		return usagef("%s must be given", strings.Join(missing, " and "))
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/opus-hosting/opus/client"
+	"github.com/opus-hosting/opus/internal/names"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+// maxPassword bounds a password read from stdin.
+const maxPassword = 1024
+
+func (c *cli) createCommand() *cobra.Command {
+	var (
+		apps          []string
+		admin         bool
+		superuser     string
+		email         string
+		passwordStdin bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME [--app [APP=]SRC[@REF]]...",
+		Short: "Create and deploy a project",
+		Long: `create records a new project owned by you and deploys it: a Linux user,
+the rendered Django project with its apps, migrations, an optional Django
+superuser, a self-signed TLS certificate and a virtual host NAME<suffix>.
+At the end it prints the URLs where the project answers.
+
+NAME is 1 to 24 lowercase letters and digits, starting with a letter.
+
+` + sourceHelp + `
+
+The superuser's password is never taken from the command line (where other
+users could read it): on a terminal you are prompted for it without echo;
+otherwise pipe it in and pass --superuser-password-stdin.`,
+		Example: `  # an app from a local directory (uploaded) and one from git at a tag:
+  opusctl create blog --app ./polls --app https://git.example.com/news.git@v2.1
+  # name the app explicitly, mount /admin/ and create a superuser (prompted):
+  opusctl create blog --app polls=./src/polls --admin --superuser admin --superuser-email me@example.com
+  # non-interactive:
+  printf '%s\n' "$PW" | opusctl create blog --app ./polls --admin \
+      --superuser admin --superuser-email me@example.com --superuser-password-stdin`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := names.ValidateProject(name); err != nil {
+				return usageError{err}
+			}
+			srcs, err := parseSources(apps)
+			if err != nil {
+				return err
+			}
+			if email != "" && superuser == "" {
+				return usagef("--superuser-email needs --superuser")
+			}
+			if passwordStdin && superuser == "" {
+				return usagef("--superuser-password-stdin needs --superuser")
+			}
+			req := &opusv1.CreateProjectRequest{Name: name, Admin: admin}
+			if superuser != "" {
+				pw, err := c.readPassword(passwordStdin, superuser)
+				if err != nil {
+					return err
+				}
+				req.Superuser = &opusv1.Superuser{Username: superuser, Email: email, Password: pw}
+			}
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			for _, s := range srcs {
+				spec, err := c.appSpec(ctx, cl, s)
+				if err != nil {
+					return err
+				}
+				req.Apps = append(req.Apps, spec)
+			}
+			return c.change(ctx, cl, "Creating project "+name, true, func() (*opusv1.Operation, error) {
+				return cl.CreateProject(ctx, req)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&apps, "app", nil, "an app to deploy, as [APP=]SRC[@REF] (repeatable; see SRC above)")
+	f.BoolVar(&admin, "admin", false, "mount Django's admin at /admin/")
+	f.StringVar(&superuser, "superuser", "", "create a Django superuser with this user name on first deploy")
+	f.StringVar(&email, "superuser-email", "", "the superuser's e-mail address")
+	f.BoolVar(&passwordStdin, "superuser-password-stdin", false, "read the superuser's password from the first line of stdin instead of prompting")
+	return cmd
+}
+
+// parseSources parses every --app, refusing two apps of one name.
+func parseSources(args []string) ([]appSource, error) {
+	var out []appSource
+	seen := map[string]bool{}
+	for _, a := range args {
+		s, err := parseSource(a, os.Stat)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if seen[s.name] {
+			return nil, usagef("two apps are named %q; name one with --app NAME=SRC", s.name)
+		}
+		seen[s.name] = true
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// appSpec turns a parsed source into an AppSpec, uploading a plain
+// directory first.
+func (c *cli) appSpec(ctx context.Context, cl *client.Client, s appSource) (*opusv1.AppSpec, error) {
+	if s.git {
+		return &opusv1.AppSpec{Name: s.name, Source: client.GitSource(s.location, s.ref)}, nil
+	}
+	fmt.Fprintf(c.progressOut(), "Uploading %s from %s\n", s.name, s.location)
+	digest, err := cl.UploadDir(ctx, s.location)
+	if err != nil {
+		return nil, fmt.Errorf("upload app %s: %w", s.name, err)
+	}
+	return &opusv1.AppSpec{Name: s.name, Source: client.UploadedSource(digest, s.location)}, nil
+}
+
+// readPassword gets the superuser's password: from the first line of stdin
+// with --superuser-password-stdin, else by a prompt without echo on the
+// terminal, asked twice. It never comes from argv.
+func (c *cli) readPassword(fromStdin bool, user string) (string, error) {
+	if fromStdin {
+		line, err := bufio.NewReader(io.LimitReader(c.stdin, maxPassword+1)).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", fmt.Errorf("read password from stdin: %w", err)
+		}
+		if len(line) > maxPassword {
+			return "", fmt.Errorf("the password on stdin is longer than %d bytes", maxPassword)
+		}
+		pw := strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return "", usagef("--superuser-password-stdin: stdin holds no password")
+		}
+		return pw, nil
+	}
+	fd, ok := terminal(c.stdin)
+	if !ok {
+		return "", usagef("--superuser %s needs a password: run on a terminal to be prompted, or pipe it in with --superuser-password-stdin", user)
+	}
+	ask := func(prompt string) (string, error) {
+		fmt.Fprint(c.stderr, prompt)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(c.stderr)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		return string(b), nil
+	}
+	pw, err := ask(fmt.Sprintf("Password for superuser %s: ", user))
+	if err != nil {
+		return "", err
+	}
+	if pw == "" {
+		return "", fmt.Errorf("the superuser's password must not be empty")
+	}
+	again, err := ask("Repeat the password: ")
+	if err != nil {
+		return "", err
+	}
+	if again != pw {
+		return "", fmt.Errorf("the passwords do not match")
+	}
+	return pw, nil
+}

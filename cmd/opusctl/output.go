@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+// Output formats of -o.
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+// writeJSON writes m as multi-line JSON with proto field names and every
+// field present. protojson deliberately varies its whitespace between
+// builds; re-indenting with encoding/json makes the output stable, so
+// scripts and diffs can rely on it.
+func writeJSON(w io.Writer, m proto.Message) error {
+	raw, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, "", "  "); err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	out.WriteByte('\n')
+	_, err = w.Write(out.Bytes())
+	return err
+}
+
+// newTable returns a tabwriter for aligned columns.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+}
+
+// userName returns the login name of uid, or the number when unknown.
+func userName(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username
+	}
+	return id
+}
+
+// phaseName is "READY", "FAILED", ...
+func phaseName(p opusv1.Phase) string { return strings.TrimPrefix(p.String(), "PHASE_") }
+
+// opStateName is "SUCCEEDED", "FAILED", ...
+func opStateName(s opusv1.OperationState) string {
+	return strings.TrimPrefix(s.String(), "OPERATION_STATE_")
+}
+
+// opKindName is "create", "add_app", ...
+func opKindName(k opusv1.OperationKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "OPERATION_KIND_"))
+}
+
+// formatTime is a local time, or "-" when unset.
+func formatTime(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().Local().Format("2006-01-02 15:04:05")
+}
+
+// orDash keeps empty table cells visible.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// sourceString describes an app source for people.
+func sourceString(src *opusv1.AppSource) string {
+	switch k := src.GetKind().(type) {
+	case *opusv1.AppSource_Git:
+		return k.Git.GetUrl()
+	case *opusv1.AppSource_Upload:
+		return "upload " + orDash(k.Upload.GetOrigin())
+	}
+	return "-"
+}
+
+// shortCommit shortens a git commit to 12 characters and a digest to
+// "sha256:" plus 12.
+func shortCommit(s string) string {
+	const n = 12
+	if rest, ok := strings.CutPrefix(s, "sha256:"); ok {
+		if len(rest) > n {
+			rest = rest[:n]
+		}
+		return "sha256:" + rest
+	}
+	if len(s) > n {
+		return s[:n]
+	}
+	return orDash(s)
+}
+
+// primaryURL picks the URL to show in a one-line listing: https first.
+func primaryURL(urls []string) string {
+	for _, u := range urls {
+		if strings.HasPrefix(u, "https://") {
+			return u
+		}
+	}
+	if len(urls) > 0 {
+		return urls[0]
+	}
+	return "-"
+}
+
+func writeProjectTable(w io.Writer, ps []*opusv1.Project) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "NAME\tOWNER\tPHASE\tAPPS\tURL")
+	for _, p := range ps {
+		var apps []string
+		for _, a := range p.GetApps() {
+			apps = append(apps, a.GetName())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.GetName(), userName(p.GetOwnerUid()), phaseName(p.GetPhase()), orDash(strings.Join(apps, ",")), primaryURL(p.GetUrls()))
+	}
+	return tw.Flush()
+}
+
+func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
+	tw := newTable(w)
+	yesNo := map[bool]string{true: "yes", false: "no"}
+	cert := orDash(p.GetCertificate())
+	if na := p.GetCertificateNotAfter(); na != nil {
+		cert += " (until " + formatTime(na) + ")"
+	}
+	rows := [][2]string{
+		{"Name", p.GetName()},
+		{"Owner", fmt.Sprintf("%s (uid %d)", userName(p.GetOwnerUid()), p.GetOwnerUid())},
+		{"Phase", phaseName(p.GetPhase())},
+		{"Server name", orDash(p.GetServerName())},
+		{"System user", orDash(p.GetSystemUser())},
+		{"URLs", orDash(strings.Join(p.GetUrls(), " "))},
+		{"Admin", yesNo[p.GetAdmin()]},
+		{"Superuser", orDash(p.GetSuperuserName())},
+		{"Certificate", cert},
+		{"Generation", fmt.Sprintf("%d (observed %d)", p.GetGeneration(), p.GetObservedGeneration())},
+		{"Created", formatTime(p.GetCreateTime())},
+		{"Updated", formatTime(p.GetUpdateTime())},
+		{"Last error", orDash(oneLine(p.GetLastError()))},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Apps:")
+	if len(p.GetApps()) == 0 {
+		fmt.Fprintln(w, "  (none)")
+		return nil
+	}
+	return writeAppTable(w, p.GetApps(), "  ")
+}
+
+func writeAppTable(w io.Writer, apps []*opusv1.App, indent string) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "%sNAME\tSOURCE\tREF\tCOMMIT\n", indent)
+	for _, a := range apps {
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", indent, a.GetName(), sourceString(a.GetSource()), orDash(shortCommit(a.GetRequestedRef())), shortCommit(a.GetResolvedCommit()))
+	}
+	return tw.Flush()
+}
+
+func writeOperationTable(w io.Writer, ops []*opusv1.Operation) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tKIND\tSTATE\tSTARTED\tDURATION\tERROR")
+	for _, op := range ops {
+		dur := "-"
+		if op.GetCreateTime() != nil && op.GetEndTime() != nil {
+			dur = formatElapsed(op.GetEndTime().AsTime().Sub(op.GetCreateTime().AsTime()))
+		} else if op.GetCreateTime() != nil {
+			dur = formatElapsed(time.Since(op.GetCreateTime().AsTime())) + "…"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", op.GetId(), opKindName(op.GetKind()), opStateName(op.GetState()), formatTime(op.GetCreateTime()), dur, orDash(oneLine(op.GetError())))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+func (c *cli) lsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List projects",
+		Long: `ls lists your projects (every project, for an admin) with their owner,
+phase, apps and main URL. With -o json it prints opusd's ListProjects answer.`,
+		Example: `  opusctl ls
+  opusctl ls -o json | jq -r '.projects[].name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := cl.RPC().ListProjects(ctx, &opusv1.ListProjectsRequest{})
+			if err != nil {
+				return err
+			}
+			if c.output == outputJSON {
+				return writeJSON(c.stdout, resp)
+			}
+			if len(resp.GetProjects()) == 0 {
+				_, err := fmt.Fprintln(c.stdout, "No projects. Create one with: opusctl create NAME --app DIR")
+				return err
+			}
+			return writeProjectTable(c.stdout, resp.GetProjects())
+		},
+	}
+}
+
+func (c *cli) showCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a project in detail",
+		Long: `show prints every field of a project: owner, phase, host and system user
+names, URLs, admin and superuser, certificate, generations, times, the last
+error, and each app with its source, requested ref and deployed commit.`,
+		Example: `  opusctl show blog
+  opusctl show blog -o json`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeProjects,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			p, err := cl.GetProject(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if c.output == outputJSON {
+				return writeJSON(c.stdout, p)
+			}
+			return writeProjectDetail(c.stdout, p)
+		},
+	}
+}
+
+func (c *cli) destroyCommand() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "destroy NAME",
+		Short: "Tear a project down and forget it",
+		Long: `destroy removes a project entirely: its virtual host, certificate, files,
+database, data and Linux user. This cannot be undone.
+
+On a terminal you are asked to type the project's name to confirm. Without a
+terminal (scripts, CI) --yes is required, so that nothing is destroyed by a
+command that was not meant for it.`,
+		Example: `  opusctl destroy blog
+  opusctl destroy blog --yes --no-wait`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeProjects,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if !yes {
+				if _, ok := terminal(c.stdin); !ok {
+					return usagef("refusing to destroy %s without confirmation: stdin is not a terminal; pass --yes", name)
+				}
+				fmt.Fprintf(c.stderr, "This destroys project %s with all its data. Type the name to confirm: ", name)
+				line, _ := bufio.NewReader(c.stdin).ReadString('\n')
+				if strings.TrimSpace(line) != name {
+					return fmt.Errorf("not confirmed; project %s is left as it is", name)
+				}
+			}
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			return c.change(ctx, cl, "Destroying project "+name, false, func() (*opusv1.Operation, error) {
+				return cl.DeleteProject(ctx, name)
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation (required without a terminal)")
+	return cmd
+}
+
+func (c *cli) waitCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "wait OP",
+		Short: "Follow an operation until it ends",
+		Long: `wait follows operation OP (as printed by --no-wait or 'opusctl ops'),
+showing its steps, and exits with status 1 if it failed. It survives an
+opusd restart: it picks the operation up again where it is.`,
+		Example: `  op=$(opusctl create blog --app ./polls --no-wait)
+  opusctl wait "$op"`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			op, err := cl.GetOperation(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			title := fmt.Sprintf("Operation %s of project %s", opKindName(op.GetKind()), op.GetProject())
+			showURLs := op.GetKind() != opusv1.OperationKind_OPERATION_KIND_DELETE
+			return c.follow(ctx, cl, op, title, showURLs)
+		},
+	}
+}
+
+func (c *cli) opsCommand() *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "ops NAME",
+		Short: "List a project's recent operations",
+		Long: `ops lists a project's recent operations, newest first, with their kind,
+state, start time, duration and error.`,
+		Example: `  opusctl ops blog
+  opusctl ops blog --limit 5 -o json`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeProjects,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit < 0 || limit > 1000 {
+				return usagef("--limit must be 0 to 1000")
+			}
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := cl.RPC().ListOperations(ctx, &opusv1.ListOperationsRequest{Project: args[0], Limit: int32(limit)})
+			if err != nil {
+				return err
+			}
+			if c.output == outputJSON {
+				return writeJSON(c.stdout, resp)
+			}
+			return writeOperationTable(c.stdout, resp.GetOperations())
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many operations (0: the server's default, 20)")
+	return cmd
+}
+
+func (c *cli) logsCommand() *cobra.Command {
+	var lines int
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print a project's recent error log lines",
+		Long: `logs prints the last lines of the project's own Apache and mod_wsgi error
+log: tracebacks of the Django code, failed requests, daemon restarts.`,
+		Example: `  opusctl logs blog
+  opusctl logs blog -n 500`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeProjects,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if lines < 0 || lines > 1000 {
+				return usagef("-n must be 0 to 1000")
+			}
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := cl.RPC().GetLogs(ctx, &opusv1.GetLogsRequest{Project: args[0], Lines: int32(lines)})
+			if err != nil {
+				return err
+			}
+			if c.output == outputJSON {
+				return writeJSON(c.stdout, resp)
+			}
+			for _, l := range resp.GetLines() {
+				if _, err := fmt.Fprintln(c.stdout, l); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVarP(&lines, "lines", "n", 0, "how many of the last lines (0: the server's default, 100; at most 1000)")
+	return cmd
+}

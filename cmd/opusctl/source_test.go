@@ -1,0 +1,116 @@
+package main
+
+import (
+	"io/fs"
+	"strings"
+	"testing"
+	"testing/fstest"
+)
+
+// fakeFS is a stat over an in-memory tree rooted at "/".
+func fakeFS() statFunc {
+	m := fstest.MapFS{
+		"srv/polls/__init__.py":     {Data: []byte{}},
+		"srv/repo/.git/HEAD":        {Data: []byte("ref: refs/heads/main\n")},
+		"srv/repo/app.py":           {Data: []byte{}},
+		"srv/bare.git/HEAD":         {Data: []byte("ref: refs/heads/main\n")},
+		"srv/bare.git/objects/x":    {Data: []byte{}},
+		"srv/bare.git/refs/heads/m": {Data: []byte{}},
+		"srv/at@home/__init__.py":   {Data: []byte{}},
+		"srv/file.txt":              {Data: []byte("x")},
+	}
+	return func(name string) (fs.FileInfo, error) {
+		if !strings.HasPrefix(name, "/") {
+			return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
+		}
+		name = strings.TrimPrefix(name, "/")
+		if name == "" {
+			name = "."
+		}
+		return fs.Stat(m, name)
+	}
+}
+
+func TestParseSource(t *testing.T) {
+	tests := []struct {
+		arg     string
+		want    appSource
+		wantErr string
+	}{
+		{arg: "/srv/polls", want: appSource{name: "polls", location: "/srv/polls"}},
+		{arg: "blog=/srv/polls", want: appSource{name: "blog", location: "/srv/polls"}},
+		{arg: "/srv/polls@v1", wantErr: "plain directory"},
+		{arg: "/srv/repo", want: appSource{name: "repo", git: true, location: "/srv/repo"}},
+		{arg: "/srv/repo@feature/x", want: appSource{name: "repo", git: true, location: "/srv/repo", ref: "feature/x"}},
+		{arg: "/srv/bare.git@v2", want: appSource{name: "bare.git", git: true, location: "/srv/bare.git", ref: "v2"}},
+		{arg: "/srv/at@home", want: appSource{name: "at@home", location: "/srv/at@home"}},
+		{arg: "/srv/missing", wantErr: "file does not exist"},
+		{arg: "/srv/file.txt", wantErr: "not a directory"},
+		{arg: "https://git.example.com/me/news.git", want: appSource{name: "news", git: true, location: "https://git.example.com/me/news.git"}},
+		{arg: "https://git.example.com/me/news.git@v1.2", want: appSource{name: "news", git: true, location: "https://git.example.com/me/news.git", ref: "v1.2"}},
+		{arg: "ssh://git@host:2222/srv/news@main", want: appSource{name: "news", git: true, location: "ssh://git@host:2222/srv/news", ref: "main"}},
+		{arg: "git@github.com:me/news.git", want: appSource{name: "news", git: true, location: "git@github.com:me/news.git"}},
+		{arg: "git@github.com:me/news.git@release/1", want: appSource{name: "news", git: true, location: "git@github.com:me/news.git", ref: "release/1"}},
+		{arg: "host:news", want: appSource{name: "news", git: true, location: "host:news"}},
+		{arg: "n2=file:///srv/repo@abc123", want: appSource{name: "n2", git: true, location: "file:///srv/repo", ref: "abc123"}},
+		{arg: "https://example.com/", wantErr: "cannot tell an app name"},
+		{arg: "https://example.com/news.git@", wantErr: "empty @REF"},
+		{arg: "x=", wantErr: "is empty"},
+		{arg: "", wantErr: "is empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.arg, func(t *testing.T) {
+			got, err := parseSource(tc.arg, fakeFS())
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("parseSource(%q) = %+v, %v; want error %q", tc.arg, got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("parseSource(%q) = %+v, %v; want %+v", tc.arg, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLooksLikeSource(t *testing.T) {
+	tests := []struct {
+		arg  string
+		want bool
+	}{
+		{"v1.2", false}, {"main", false}, {"feature/x", false}, {"0123abc", false},
+		{"./polls", true}, {"/srv/polls", true}, {"../x", true}, {".", true},
+		{"https://e.com/x.git", true}, {"git@h:x.git", true}, {"app=/srv/polls", true},
+		{"/srv/polls@v1", true},
+	}
+	for _, tc := range tests {
+		if got := looksLikeSource(tc.arg, fakeFS()); got != tc.want {
+			t.Errorf("looksLikeSource(%q) = %v, want %v", tc.arg, got, tc.want)
+		}
+	}
+}
+
+// FuzzParseSource checks that any argument either parses into a complete
+// source or is refused, and never panics.
+func FuzzParseSource(f *testing.F) {
+	for _, s := range []string{"/srv/polls", "a=/srv/repo@v1", "git@h:x.git@m", "https://h/x@y", "ssh://u@h:1/p", "@", "=@", "a=", "h:", "://", "/srv/at@home@x"} {
+		f.Add(s)
+	}
+	stat := fakeFS()
+	f.Fuzz(func(t *testing.T, arg string) {
+		src, err := parseSource(arg, stat)
+		if err != nil {
+			return
+		}
+		if src.location == "" || src.name == "" {
+			t.Fatalf("parseSource(%q) = %+v: empty location or name", arg, src)
+		}
+		if !src.git && src.ref != "" {
+			t.Fatalf("parseSource(%q) = %+v: an upload with a ref", arg, src)
+		}
+		if !strings.Contains(arg, src.location) && src.git {
+			t.Fatalf("parseSource(%q) = %+v: location not from the argument", arg, src)
+		}
+	})
+}
