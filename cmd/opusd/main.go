@@ -1,0 +1,225 @@
+// Command opusd is the unprivileged Opus daemon: it serves the opus.v1.Opus
+// API on a Unix socket any local user may connect to (identity is the
+// socket's peer uid), keeps state in a bbolt file, and reconciles projects
+// through opus-privd. It runs as the opus user; it never needs root.
+//
+// This is a thin main: flags and configuration, the listener (systemd
+// socket activation or its own socket), the gRPC server, sd_notify and
+// signals. Everything else lives in unprivd/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/peercred"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/reconcile"
+	"github.com/opus-hosting/opus/unprivd/service"
+	"github.com/opus-hosting/opus/unprivd/source"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// shutdownGrace is how long steps in flight may run after SIGTERM before
+// they are cancelled (and resumed at the next start).
+const shutdownGrace = 30 * time.Second
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "opusd:", err)
+		os.Exit(1)
+	}
+}
+
+type flags struct {
+	config, socket, stateDir, privdSocket, adminGroup, serverSuffix, logLevel string
+}
+
+func run() error {
+	def := config.Default()
+	var f flags
+	fs := flag.NewFlagSet("opusd", flag.ContinueOnError)
+	fs.StringVar(&f.config, "config", config.DefaultPath, "configuration file (a missing file means defaults)")
+	fs.StringVar(&f.socket, "socket", def.OpusdSocket(), "Unix socket to serve the Opus API on, unless systemd passes one (config run_dir)")
+	fs.StringVar(&f.stateDir, "state-dir", def.BaseDir, "base directory: state file opusd.db, uploads in sources/, git cache in git/, project trees in projects/ (config base_dir)")
+	fs.StringVar(&f.privdSocket, "privd-socket", def.PrivdSocket(), "opus-privd's Unix socket (config run_dir)")
+	fs.StringVar(&f.adminGroup, "admin-group", def.AdminGroup, "group whose members may see and change every project (config admin_group)")
+	fs.StringVar(&f.serverSuffix, "server-suffix", def.ServerSuffix, "suffix making a project's host name (config server_suffix)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: opusd [flags]\n\nServes the Opus API and deploys projects through opus-privd.\nFlags override the configuration file.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	cfg, err := config.Load(f.config, true)
+	if err != nil {
+		return err
+	}
+	// Flags given on the command line win over the file.
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if set["state-dir"] {
+		cfg.BaseDir = f.stateDir
+	}
+	if set["admin-group"] {
+		cfg.AdminGroup = f.adminGroup
+	}
+	if set["server-suffix"] {
+		cfg.ServerSuffix = f.serverSuffix
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	socket, privdSocket := cfg.OpusdSocket(), cfg.PrivdSocket()
+	if set["socket"] {
+		socket = f.socket
+	}
+	if set["privd-socket"] {
+		privdSocket = f.privdSocket
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	if err := os.MkdirAll(cfg.BaseDir, 0o751); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.BaseDir, "opusd.db"), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	uploads, err := source.NewStore(filepath.Join(cfg.BaseDir, "sources"), source.DefaultLimits)
+	if err != nil {
+		return err
+	}
+
+	// privd must run as root: a socket someone else planted is not believed.
+	privdConn, err := grpc.NewClient("unix://"+privdSocket, grpc.WithTransportCredentials(peercred.ClientExpecting(0)))
+	if err != nil {
+		return fmt.Errorf("privd client %s: %w", privdSocket, err)
+	}
+	defer privdConn.Close()
+	privd := privdv1.NewPrivdClient(privdConn)
+
+	rec := reconcile.New(st, privd, reconcile.Options{BaseDir: cfg.BaseDir, Logger: log})
+	svc, err := service.New(service.Config{
+		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
+		Uploads: uploads, ValidateAppName: source.ValidateAppName,
+		ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
+		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	lis, err := listener(socket)
+	if err != nil {
+		return err
+	}
+	g := grpc.NewServer(append(svc.ServerOptions(), grpc.Creds(peercred.Server()))...)
+	svc.Register(g)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+
+	// Step work is not cut off by the signal: Stop gives it a grace period.
+	if err := rec.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- g.Serve(lis) }()
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY", "err", err)
+	}
+	log.Info("opusd serving", "socket", lis.Addr().String(), "state", st.Path(), "privd", privdSocket, "admin_group", cfg.AdminGroup)
+
+	var failure error
+	select {
+	case <-ctx.Done():
+		log.Info("opusd stopping")
+	case failure = <-serveErr:
+		log.Error("serve", "err", failure)
+	}
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	hs.Shutdown()
+	// Stop accepting, let in-flight calls end (watchers are cut off by
+	// Stop after a short wait), then let the reconciler finish its steps.
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		g.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := rec.Stop(sctx); err != nil {
+		log.Warn("reconciler stopped with steps cut short; they run again at next start", "err", err)
+	}
+	log.Info("opusd stopped")
+	return failure
+}
+
+// listener returns the socket systemd passed (socket activation), or
+// listens on path, mode 0666: any local user may connect; identity is
+// checked per call from the peer credentials.
+func listener(path string) (net.Listener, error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("systemd socket activation: %w", err)
+	}
+	var got []net.Listener
+	for _, l := range ls {
+		if l != nil {
+			got = append(got, l)
+		}
+	}
+	switch len(got) {
+	case 0:
+		return peercred.Listen(path, 0o666, -1)
+	case 1:
+		if !strings.HasPrefix(got[0].Addr().Network(), "unix") {
+			return nil, fmt.Errorf("systemd passed a %s socket; opusd serves only Unix sockets (peer credentials are its authentication)", got[0].Addr().Network())
+		}
+		return got[0], nil
+	default:
+		return nil, fmt.Errorf("systemd passed %d sockets; opusd expects one", len(got))
+	}
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/opus-hosting/opus/internal/peercred"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("OPUSD_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestDaemon runs the real opusd (this test binary in main mode) as an
+// unprivileged user against a privd socket that is absent: it must come up
+// SERVING, accept a project, report privd unreachable in the operation, and
+// exit cleanly on SIGTERM; a second start sees the state of the first.
+func TestDaemon(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs opusd as nobody to prove it works unprivileged")
+	}
+	const nobody = 65534
+	dir, err := os.MkdirTemp("", "opusd-main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	state := filepath.Join(dir, "state")
+	os.Mkdir(state, 0o755)
+	if err := os.Chown(state, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "run")
+	os.Mkdir(run, 0o755)
+	os.Chown(run, nobody, nobody)
+	self, _ := os.Executable()
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "opusd")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(run, "opusd.sock")
+
+	start := func() (*exec.Cmd, *bytes.Buffer) {
+		cmd := exec.Command(bin, "--config", filepath.Join(dir, "absent.conf"), "--state-dir", state, "--socket", sock,
+			"--privd-socket", filepath.Join(run, "privd.sock"), "--server-suffix", ".opus.test", "--log-level", "debug")
+		cmd.Env = []string{"OPUSD_TEST_MAIN=1"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, NoSetGroups: true}}
+		var logs bytes.Buffer
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd, &logs
+	}
+	stopAndWait := func(cmd *exec.Cmd, logs *bytes.Buffer) {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("opusd exit: %v\n%s", err, logs)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("opusd did not exit on SIGTERM\n%s", logs)
+		}
+	}
+	dial := func() (*grpc.ClientConn, opusv1.OpusClient) {
+		cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(peercred.Client()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cc, opusv1.NewOpusClient(cc)
+	}
+	waitServing := func(cc *grpc.ClientConn, logs *bytes.Buffer) {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+			cancel()
+			if err == nil && res.Status == healthpb.HealthCheckResponse_SERVING {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("opusd not serving: %v\n%s", err, logs)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	cmd, logs := start()
+	cc, cl := dial()
+	defer cc.Close()
+	waitServing(cc, logs)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	op, err := cl.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "daemon1"})
+	if err != nil {
+		t.Fatalf("CreateProject: %v\n%s", err, logs)
+	}
+	w, err := cl.WatchOperation(ctx, &opusv1.WatchOperationRequest{Id: op.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *opusv1.Operation
+	for {
+		got, err := w.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("watch: %v\n%s", err, logs)
+		}
+		last = got
+	}
+	if last.State != opusv1.OperationState_OPERATION_STATE_FAILED || !strings.Contains(last.Error, "opus-privd is not reachable") {
+		t.Fatalf("operation without privd = %v", last)
+	}
+	fi, err := os.Stat(filepath.Join(state, "opusd.db"))
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != nobody {
+		t.Fatalf("state file: %v %v", fi, err)
+	}
+	stopAndWait(cmd, logs)
+	if !strings.Contains(logs.String(), "opusd stopped") {
+		t.Fatalf("no clean stop in log:\n%s", logs)
+	}
+
+	// A second opusd sees the first one's project.
+	cmd, logs = start()
+	cc2, cl2 := dial()
+	defer cc2.Close()
+	waitServing(cc2, logs)
+	// The project is root's (root made the call); the new opusd retries
+	// the failed deploy on start with a RECONCILE operation.
+	p, err := cl2.GetProject(ctx, &opusv1.GetProjectRequest{Name: "daemon1"})
+	if err != nil || p.OwnerUid != 0 || p.ServerName != "daemon1.opus.test" {
+		t.Fatalf("after restart: %v, %v\n%s", p, err, logs)
+	}
+	for {
+		ops, err := cl2.ListOperations(ctx, &opusv1.ListOperationsRequest{Project: "daemon1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := ops.Operations[0]; o.Kind == opusv1.OperationKind_OPERATION_KIND_RECONCILE && o.State == opusv1.OperationState_OPERATION_STATE_FAILED {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no retry on restart: %v\n%s", ops, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopAndWait(cmd, logs)
+}
+
+func TestHelpListsFlags(t *testing.T) {
+	self, _ := os.Executable()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self, "--help")
+	cmd.Env = []string{"OPUSD_TEST_MAIN=1"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("--help: %v\n%s", err, out)
+	}
+	for _, f := range []string{"-config", "-socket", "-state-dir", "-privd-socket", "-admin-group", "-server-suffix", "-log-level", "/etc/opus/opus.conf"} {
+		if !bytes.Contains(out, []byte(f)) {
+			t.Errorf("--help lacks %s:\n%s", f, out)
+		}
+	}
+}

@@ -1,0 +1,492 @@
+// Package reconcile drives the host toward each project's committed spec.
+//
+// API calls only commit a new spec (and a PENDING operation) in the store and
+// Kick the reconciler. The reconciler runs an ordered list of idempotent steps
+// per project, recording each step's start, end, state and message in the
+// project's open operations as it goes, so WatchOperation shows progress.
+// Projects are worked on one run at a time each (a Kick during a run queues
+// exactly one more run), different projects in parallel up to a bound.
+//
+// Because the spec is committed before any work and every step is
+// idempotent, a crash at any point is repaired by running the steps again:
+// Start enqueues every project that is behind its spec, being deleted, or has
+// an unfinished operation (one left RUNNING by a killed opusd is resumed).
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/layout"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// Clock tells the time of steps and operations; tests use a fake one.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Options configures a Reconciler.
+type Options struct {
+	// BaseDir holds the project trees (see package layout).
+	BaseDir string
+	// Concurrency bounds how many projects are worked on at once; 0 means 4.
+	Concurrency int
+	// Clock defaults to the system clock.
+	Clock Clock
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Deploy and Teardown replace the step lists (tests); nil means
+	// DeploySteps() and TeardownSteps().
+	Deploy, Teardown []Step
+}
+
+// Reconciler drives projects toward their spec. Make one with New.
+type Reconciler struct {
+	st       *store.Store
+	privd    privdv1.PrivdClient
+	opt      Options
+	log      *slog.Logger
+	deploy   []Step
+	teardown []Step
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    []string
+	queued   map[string]bool
+	running  map[string]bool
+	dirty    map[string]bool
+	started  bool
+	stopping bool
+
+	// hard is the context of privd calls and file work; Stop cancels it
+	// when its grace period runs out.
+	hard       context.Context
+	cancelHard context.CancelFunc
+	workers    sync.WaitGroup
+}
+
+// New returns a Reconciler over st that asks privd for privileged work. It
+// does nothing until Start.
+func New(st *store.Store, privd privdv1.PrivdClient, opt Options) *Reconciler {
+	if opt.Concurrency <= 0 {
+		opt.Concurrency = 4
+	}
+	if opt.Clock == nil {
+		opt.Clock = systemClock{}
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	r := &Reconciler{
+		st: st, privd: privd, opt: opt, log: opt.Logger,
+		deploy: opt.Deploy, teardown: opt.Teardown,
+		queued: map[string]bool{}, running: map[string]bool{}, dirty: map[string]bool{},
+	}
+	if r.deploy == nil {
+		r.deploy = DeploySteps()
+	}
+	if r.teardown == nil {
+		r.teardown = TeardownSteps()
+	}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+// Start starts the workers and enqueues every project that needs work:
+// behind its spec, being deleted, or with an unfinished operation. Step
+// work runs under ctx; cancelling it aborts steps at once (prefer Stop).
+func (r *Reconciler) Start(ctx context.Context) error {
+	r.mu.Lock()
+	if r.started {
+		r.mu.Unlock()
+		return errors.New("reconciler already started")
+	}
+	r.started = true
+	r.hard, r.cancelHard = context.WithCancel(ctx)
+	r.mu.Unlock()
+
+	var todo []string
+	err := r.st.View(ctx, func(tx *store.Tx) error {
+		ps, err := tx.Projects()
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			need := p.Deleting || p.Status.ObservedGeneration < p.Generation
+			if !need {
+				ops, err := tx.Operations(p.Name, 0)
+				if err != nil {
+					return err
+				}
+				for _, op := range ops {
+					if !op.State.Final() {
+						need = true
+						break
+					}
+				}
+			}
+			if need {
+				todo = append(todo, p.Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.cancelHard()
+		return fmt.Errorf("reconciler start: %w", err)
+	}
+	for i := 0; i < r.opt.Concurrency; i++ {
+		r.workers.Add(1)
+		go r.worker()
+	}
+	go func() {
+		<-r.hard.Done()
+		r.mu.Lock()
+		r.stopping = true
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	}()
+	for _, name := range todo {
+		r.log.Info("reconcile on start", "project", name)
+		r.Kick(name)
+	}
+	return nil
+}
+
+// Kick asks for a run of project name. A run already going on for it is
+// followed by one more; Kicks while queued coalesce.
+func (r *Reconciler) Kick(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopping {
+		return
+	}
+	if r.running[name] {
+		r.dirty[name] = true
+		return
+	}
+	if r.queued[name] {
+		return
+	}
+	r.queued[name] = true
+	r.queue = append(r.queue, name)
+	r.cond.Signal()
+}
+
+// Stop stops taking work, lets the steps in flight finish, and returns
+// when every worker is done. If ctx ends first, the steps in flight are
+// cancelled; their operations stay RUNNING and are resumed by the next
+// Start.
+func (r *Reconciler) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	if !r.started {
+		r.mu.Unlock()
+		return nil
+	}
+	r.stopping = true
+	r.cond.Broadcast()
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { r.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+		r.cancelHard()
+		return nil
+	case <-ctx.Done():
+		r.cancelHard()
+		<-done
+		return fmt.Errorf("reconciler stop: steps cancelled: %w", ctx.Err())
+	}
+}
+
+func (r *Reconciler) isStopping() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopping
+}
+
+func (r *Reconciler) worker() {
+	defer r.workers.Done()
+	for {
+		r.mu.Lock()
+		for len(r.queue) == 0 && !r.stopping {
+			r.cond.Wait()
+		}
+		if r.stopping {
+			r.mu.Unlock()
+			return
+		}
+		name := r.queue[0]
+		r.queue = r.queue[1:]
+		delete(r.queued, name)
+		r.running[name] = true
+		r.mu.Unlock()
+
+		r.run(name)
+
+		r.mu.Lock()
+		delete(r.running, name)
+		if r.dirty[name] {
+			delete(r.dirty, name)
+			if !r.queued[name] && !r.stopping {
+				r.queued[name] = true
+				r.queue = append(r.queue, name)
+				r.cond.Signal()
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+// Task is one run over one project, handed to every step.
+type Task struct {
+	// Project is the record as it was when the run began; steps that change
+	// the status use Update, which also refreshes this copy.
+	Project *store.Project
+	// Layout is the project's tree under the base directory.
+	Layout layout.Project
+	// Privd is the root daemon.
+	Privd privdv1.PrivdClient
+	// Clock is the reconciler's clock.
+	Clock Clock
+	// Log carries the project and operation.
+	Log *slog.Logger
+	st  *store.Store
+}
+
+// Update applies fn to the stored project in one transaction and refreshes
+// t.Project. Steps use it to record status (resolved commits, the system
+// user) and to clear secrets once used (the superuser's password).
+func (t *Task) Update(ctx context.Context, fn func(*store.Project)) error {
+	p, err := t.st.UpdateProject(context.WithoutCancel(ctx), t.Project.Name, func(p *store.Project) error {
+		fn(p)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record status: %w", err)
+	}
+	t.Project = p
+	return nil
+}
+
+// claim prepares a run: it decides whether project name needs one, and
+// marks its open operations RUNNING (creating a RECONCILE or DELETE
+// operation when none is open). It returns nil when there is nothing to do.
+func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, ids []string, err error) {
+	err = r.st.Update(ctx, func(tx *store.Tx) error {
+		p, err = tx.Project(name)
+		if errors.Is(err, store.ErrNotFound) {
+			p = nil
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ops, err := tx.Operations(name, 0)
+		if err != nil {
+			return err
+		}
+		var open []*store.Operation
+		for _, op := range ops {
+			if op.State.Final() {
+				continue
+			}
+			if p.Deleting && op.Kind != store.OpDelete {
+				// Work toward a spec that is going away is moot.
+				op.State, op.Error, op.EndTime = store.OpFailed, fmt.Sprintf("cancelled: project %s is being deleted", name), r.opt.Clock.Now()
+				if err := tx.PutOperation(op); err != nil {
+					return err
+				}
+				continue
+			}
+			open = append(open, op)
+		}
+		if len(open) == 0 && !p.Deleting && p.Status.ObservedGeneration >= p.Generation {
+			p = nil
+			return nil
+		}
+		if len(open) == 0 {
+			kind := store.OpReconcile
+			if p.Deleting {
+				kind = store.OpDelete
+			}
+			op, err := tx.NewOperation(p, kind, p.OwnerUID)
+			if err != nil {
+				return err
+			}
+			open = append(open, op)
+		}
+		now := r.opt.Clock.Now()
+		for _, op := range open {
+			if op.State == store.OpRunning {
+				// Left RUNNING by an opusd that stopped mid-run: every step
+				// runs again, which is safe because each is idempotent.
+				op.Steps = []store.Step{{Name: "resume", State: store.StepDone, StartTime: now, EndTime: now,
+					Message: "opusd stopped during this operation; running every step again"}}
+			}
+			op.State = store.OpRunning
+			if err := tx.PutOperation(op); err != nil {
+				return err
+			}
+			ids = append(ids, op.ID)
+		}
+		if p.Deleting {
+			p.Status.Phase = store.PhaseDeleting
+		} else {
+			p.Status.Phase = store.PhaseDeploying
+		}
+		return tx.PutProject(p)
+	})
+	return p, ids, err
+}
+
+// record applies fn to every operation of the run in one transaction.
+func (r *Reconciler) record(ctx context.Context, ids []string, fn func(*store.Operation)) error {
+	return r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		for _, id := range ids {
+			op, err := tx.Operation(id)
+			if err != nil {
+				return err
+			}
+			fn(op)
+			if err := tx.PutOperation(op); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// run does one reconcile of project name.
+func (r *Reconciler) run(name string) {
+	ctx := r.hard
+	log := r.log.With("project", name)
+	p, ids, err := r.claim(ctx, name)
+	if err != nil {
+		log.Error("reconcile: claim", "err", err)
+		return
+	}
+	if p == nil {
+		return
+	}
+	gen := p.Generation
+	steps := r.deploy
+	if p.Deleting {
+		steps = r.teardown
+	}
+	log = log.With("operations", ids, "generation", gen, "deleting", p.Deleting)
+	log.Info("reconcile begins")
+	t := &Task{Project: p, Layout: layout.For(r.opt.BaseDir, name), Privd: r.privd, Clock: r.opt.Clock, Log: log, st: r.st}
+
+	for _, step := range steps {
+		if r.isStopping() {
+			log.Info("reconcile interrupted by shutdown before step", "step", step.Name)
+			return
+		}
+		start := r.opt.Clock.Now()
+		if err := r.record(ctx, ids, func(op *store.Operation) {
+			op.Steps = append(op.Steps, store.Step{Name: step.Name, State: store.StepRunning, StartTime: start})
+		}); err != nil {
+			log.Error("reconcile: record step", "step", step.Name, "err", err)
+			return
+		}
+		msg, err := step.Run(ctx, t)
+		end := r.opt.Clock.Now()
+		if err != nil && ctx.Err() != nil {
+			// Shutdown cut the step short: leave the operation RUNNING for
+			// the next start to resume.
+			r.record(ctx, ids, func(op *store.Operation) {
+				setLastStep(op, store.StepFailed, end, "interrupted by opusd shutdown; runs again at next start")
+			})
+			log.Warn("reconcile step interrupted by shutdown", "step", step.Name, "err", err)
+			return
+		}
+		if err != nil {
+			r.fail(ctx, log, t, ids, step.Name, end, err)
+			return
+		}
+		r.record(ctx, ids, func(op *store.Operation) { setLastStep(op, store.StepDone, end, msg) })
+		log.Info("reconcile step done", "step", step.Name, "message", msg, "took", end.Sub(start))
+	}
+	r.succeed(ctx, log, t, ids, gen)
+}
+
+func setLastStep(op *store.Operation, state store.StepState, end time.Time, msg string) {
+	if n := len(op.Steps); n > 0 {
+		op.Steps[n-1].State, op.Steps[n-1].EndTime, op.Steps[n-1].Message = state, end, msg
+	}
+}
+
+// fail records a failed step: the operations fail with the step's error,
+// the project's phase becomes FAILED with last_error; what the host had is
+// left as it was (observed_generation does not move).
+func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []string, step string, end time.Time, stepErr error) {
+	text := fmt.Sprintf("step %s: %v", step, stepErr)
+	log.Error("reconcile step failed", "step", step, "err", stepErr)
+	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		for _, id := range ids {
+			op, err := tx.Operation(id)
+			if err != nil {
+				return err
+			}
+			setLastStep(op, store.StepFailed, end, stepErr.Error())
+			op.State, op.Error, op.EndTime = store.OpFailed, text, end
+			if err := tx.PutOperation(op); err != nil {
+				return err
+			}
+		}
+		p, err := tx.Project(t.Project.Name)
+		if err != nil {
+			return err
+		}
+		p.Status.Phase, p.Status.LastError = store.PhaseFailed, text
+		return tx.PutProject(p)
+	})
+	if err != nil {
+		log.Error("reconcile: record failure", "err", err)
+	}
+}
+
+// succeed finishes a run: a deployed project is READY at generation gen; a
+// torn-down one is forgotten (its teardown operations are kept so their
+// watchers see them end).
+func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids []string, gen int64) {
+	end := r.opt.Clock.Now()
+	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		for _, id := range ids {
+			op, err := tx.Operation(id)
+			if err != nil {
+				return err
+			}
+			op.State, op.EndTime = store.OpSucceeded, end
+			if err := tx.PutOperation(op); err != nil {
+				return err
+			}
+		}
+		p, err := tx.Project(t.Project.Name)
+		if err != nil {
+			return err
+		}
+		if t.Project.Deleting {
+			return tx.DeleteProject(p.Name, ids...)
+		}
+		p.Status.ObservedGeneration, p.Status.LastError = gen, ""
+		if !p.Deleting {
+			p.Status.Phase = store.PhaseReady
+		}
+		return tx.PutProject(p)
+	})
+	if err != nil {
+		log.Error("reconcile: record success", "err", err)
+		return
+	}
+	log.Info("reconcile done")
+}

@@ -1,0 +1,183 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// Step is one idempotent piece of a reconcile: running it again after it
+// succeeded, or after a crash halfway through it, must be safe. Run returns
+// a short note for the operation, or the error that fails the run.
+type Step struct {
+	Name string
+	Run  func(ctx context.Context, t *Task) (string, error)
+}
+
+// DeploySteps is the ordered chain toward a project's spec. The full chain
+// (DESIGN.md) is user → directories → sources → render → secure → migrate →
+// superuser → certificate → vhost → reload → health check; the later steps
+// slot into this list in that order.
+func DeploySteps() []Step {
+	return []Step{
+		{Name: "user", Run: stepUser},
+		{Name: "directories", Run: stepDirectories},
+		// sources, render: before secure, so what they write is secured.
+		{Name: "secure", Run: stepSecure},
+		// migrate, superuser, certificate, vhost, reload, health check.
+	}
+}
+
+// TeardownSteps is the chain toward "absent", the deploy chain in reverse.
+// After the last step the project's record is deleted.
+func TeardownSteps() []Step {
+	return []Step{
+		// reload goes here, once vhosts are installed by the deploy chain.
+		{Name: "site", Run: stepRemoveSite},
+		{Name: "tree", Run: stepRemoveTree},
+		{Name: "user", Run: stepDeleteUser},
+	}
+}
+
+// privdErr turns a privd call's error into text a project owner can act on.
+func privdErr(call string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("privd %s: %w", call, err)
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return fmt.Errorf("privd %s: the privileged daemon opus-privd is not reachable (%s); the host administrator must start it", call, st.Message())
+	case codes.Canceled, codes.DeadlineExceeded:
+		return fmt.Errorf("privd %s: %w", call, err)
+	}
+	return fmt.Errorf("privd %s: %s", call, st.Message())
+}
+
+func stepUser(ctx context.Context, t *Task) (string, error) {
+	res, err := t.Privd.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: t.Project.Name})
+	if err != nil {
+		return "", privdErr("EnsureUser", err)
+	}
+	if err := t.Update(ctx, func(p *store.Project) {
+		p.Status.SystemUser, p.Status.UID, p.Status.GID = res.GetUser(), res.GetUid(), res.GetGid()
+	}); err != nil {
+		return "", err
+	}
+	if res.GetCreated() {
+		return fmt.Sprintf("created user %s (uid %d)", res.GetUser(), res.GetUid()), nil
+	}
+	return fmt.Sprintf("user %s (uid %d) exists", res.GetUser(), res.GetUid()), nil
+}
+
+// stepDirectories creates the project's tree as the opus user. Modes are
+// set only on directories this call creates: once privd has secured the
+// tree, secrets/ and data/ belong to the project user (group opus, 0770),
+// where opusd can still create files but not chmod the directory.
+func stepDirectories(ctx context.Context, t *Task) (string, error) {
+	l := t.Layout
+	dirs := []struct {
+		path string
+		mode fs.FileMode
+	}{
+		{filepath.Dir(l.Root), 0o751}, // layout.ProjectsDir
+		{l.Root, 0o751},
+		{l.Code, 0o751},
+		{l.Secrets, 0o770},
+		{l.Data, 0o770},
+		{l.Static, 0o775},
+	}
+	var made []string
+	for _, d := range dirs {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		fi, err := os.Lstat(d.path)
+		if err == nil {
+			if !fi.IsDir() {
+				// Lstat: a symlink here is refused, never followed.
+				return "", fmt.Errorf("%s exists and is not a directory (%s); remove it", d.path, fi.Mode().Type())
+			}
+			continue
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("directories: %w", err)
+		}
+		if err := os.Mkdir(d.path, d.mode); err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("directories: %w", err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return "", fmt.Errorf("directories: %w", err)
+		}
+		made = append(made, d.path)
+	}
+	if len(made) == 0 {
+		return "directories exist", nil
+	}
+	return fmt.Sprintf("created %d directories under %s", len(made), l.Root), nil
+}
+
+// stepSecure has privd apply the file policy. Entries privd refused (links,
+// devices, hard-linked files) do not fail the run: they are left untouched
+// and reported in the step's message so the owner can remove them.
+func stepSecure(ctx context.Context, t *Task) (string, error) {
+	res, err := t.Privd.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: t.Project.Name})
+	if err != nil {
+		return "", privdErr("SecureTree", err)
+	}
+	msg := fmt.Sprintf("secured %d entries", res.GetSecured())
+	if rs := res.GetRefusals(); len(rs) > 0 {
+		const show = 5
+		var parts []string
+		for i, r := range rs {
+			if i == show {
+				parts = append(parts, fmt.Sprintf("and %d more", len(rs)-show))
+				break
+			}
+			parts = append(parts, fmt.Sprintf("%s (%s)", r.GetPath(), r.GetReason()))
+		}
+		msg += fmt.Sprintf("; warning: left %d entries untouched: %s", len(rs), strings.Join(parts, ", "))
+		t.Log.Warn("secure: refusals", "count", len(rs))
+	}
+	return msg, nil
+}
+
+func stepRemoveSite(ctx context.Context, t *Task) (string, error) {
+	res, err := t.Privd.RemoveSite(ctx, &privdv1.RemoveSiteRequest{Project: t.Project.Name})
+	if err != nil {
+		return "", privdErr("RemoveSite", err)
+	}
+	if res.GetRemoved() {
+		return "virtual host removed", nil
+	}
+	return "no virtual host", nil
+}
+
+func stepRemoveTree(ctx context.Context, t *Task) (string, error) {
+	res, err := t.Privd.RemoveTree(ctx, &privdv1.RemoveTreeRequest{Project: t.Project.Name})
+	if err != nil {
+		return "", privdErr("RemoveTree", err)
+	}
+	return fmt.Sprintf("removed %d entries", res.GetRemoved()), nil
+}
+
+func stepDeleteUser(ctx context.Context, t *Task) (string, error) {
+	res, err := t.Privd.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: t.Project.Name})
+	if err != nil {
+		return "", privdErr("DeleteUser", err)
+	}
+	if res.GetDeleted() {
+		return "user deleted", nil
+	}
+	return "no user", nil
+}

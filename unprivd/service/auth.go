@@ -1,0 +1,191 @@
+package service
+
+import (
+	"context"
+	"log/slog"
+	"os/user"
+	"slices"
+	"strconv"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/internal/peercred"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+// access is the rule a method is served under.
+type access int
+
+const (
+	// accessPublic: any local peer; the method touches no project (health
+	// checks, server reflection).
+	accessPublic access = iota + 1
+	// accessAnyLocal: any local uid; the handler scopes what it does to the
+	// caller (creates are owned by the caller, lists show only theirs).
+	accessAnyLocal
+	// accessOwnerOrAdmin: the handler loads the named project or operation
+	// and serves it only to its owner or an admin; to anyone else it does
+	// not exist (NotFound), so names of others' projects do not leak.
+	accessOwnerOrAdmin
+)
+
+func (a access) String() string {
+	switch a {
+	case accessPublic:
+		return "public"
+	case accessAnyLocal:
+		return "any-local"
+	case accessOwnerOrAdmin:
+		return "owner-or-admin"
+	}
+	return "deny"
+}
+
+// methodAccess is the one authorization table of opusd, keyed by full gRPC
+// method name. A method missing from it is refused before its handler runs
+// (default deny); a test checks that it lists exactly the served methods.
+var methodAccess = map[string]access{
+	opusv1.Opus_CreateProject_FullMethodName:  accessAnyLocal,
+	opusv1.Opus_ListProjects_FullMethodName:   accessAnyLocal,
+	opusv1.Opus_UploadSource_FullMethodName:   accessAnyLocal,
+	opusv1.Opus_GetProject_FullMethodName:     accessOwnerOrAdmin,
+	opusv1.Opus_DeleteProject_FullMethodName:  accessOwnerOrAdmin,
+	opusv1.Opus_AddApp_FullMethodName:         accessOwnerOrAdmin,
+	opusv1.Opus_RemoveApp_FullMethodName:      accessOwnerOrAdmin,
+	opusv1.Opus_UpdateApp_FullMethodName:      accessOwnerOrAdmin,
+	opusv1.Opus_SetCertificate_FullMethodName: accessOwnerOrAdmin,
+	opusv1.Opus_GetOperation_FullMethodName:   accessOwnerOrAdmin,
+	opusv1.Opus_WatchOperation_FullMethodName: accessOwnerOrAdmin,
+	opusv1.Opus_ListOperations_FullMethodName: accessOwnerOrAdmin,
+	opusv1.Opus_GetLogs_FullMethodName:        accessOwnerOrAdmin,
+
+	healthpb.Health_Check_FullMethodName: accessPublic,
+	healthpb.Health_List_FullMethodName:  accessPublic,
+	healthpb.Health_Watch_FullMethodName: accessPublic,
+
+	reflectionv1.ServerReflection_ServerReflectionInfo_FullMethodName:      accessPublic,
+	reflectionv1alpha.ServerReflection_ServerReflectionInfo_FullMethodName: accessPublic,
+}
+
+// Admins says who may see and change every project.
+type Admins interface {
+	IsAdmin(uid uint32) bool
+}
+
+// GroupAdmins makes uid 0 and the members of Group admins. Membership is
+// read from the user and group databases (os/user), primary group
+// included, at each call, so a change to the group takes effect without a
+// restart.
+type GroupAdmins struct {
+	Group string
+}
+
+// IsAdmin implements Admins.
+func (g GroupAdmins) IsAdmin(uid uint32) bool {
+	if uid == 0 {
+		return true
+	}
+	if g.Group == "" {
+		return false
+	}
+	grp, err := user.LookupGroup(g.Group)
+	if err != nil {
+		return false
+	}
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
+		return false
+	}
+	if u.Gid == grp.Gid {
+		return true
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return false
+	}
+	return slices.Contains(ids, grp.Gid)
+}
+
+// caller is who is calling, decided once per call by the interceptor.
+type caller struct {
+	uid   uint32
+	admin bool
+}
+
+type callerKey struct{}
+
+// callerFrom returns the caller the interceptor attached; a handler reached
+// without it refuses (default deny).
+func callerFrom(ctx context.Context) (caller, error) {
+	c, ok := ctx.Value(callerKey{}).(caller)
+	if !ok {
+		return caller{}, status.Error(codes.Unauthenticated, "no caller identity on this call")
+	}
+	return c, nil
+}
+
+// may reports whether c may see a project or operation owned by owner.
+func (c caller) may(owner uint32) bool { return c.admin || c.uid == owner }
+
+// authorize applies the table to one call and returns the context handlers
+// run with.
+func (s *Service) authorize(ctx context.Context, method string) (context.Context, error) {
+	cred, err := peercred.FromContext(ctx)
+	if err != nil {
+		s.log.Warn("refused: no peer credentials", "method", method)
+		return nil, status.Error(codes.Unauthenticated, "opusd serves only local Unix socket connections")
+	}
+	rule, ok := methodAccess[method]
+	if !ok {
+		s.log.Warn("refused: method not in access table", "uid", cred.UID, "method", method)
+		return nil, status.Errorf(codes.PermissionDenied, "method %s is not served", method)
+	}
+	c := caller{uid: cred.UID}
+	if rule != accessPublic {
+		c.admin = s.admins.IsAdmin(cred.UID)
+	}
+	return context.WithValue(ctx, callerKey{}, c), nil
+}
+
+// UnaryInterceptor applies the access table to unary calls.
+func (s *Service) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := s.authorize(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamInterceptor applies the access table to streaming calls.
+func (s *Service) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := s.authorize(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		return handler(srv, &authedStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+type authedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (a *authedStream) Context() context.Context { return a.ctx }
+
+// refuse logs a refusal and returns the error the caller sees. For a
+// project or operation the caller may not see, that is NotFound, the same
+// as for one that does not exist.
+func (s *Service) refuse(ctx context.Context, c caller, method, project string, err error) error {
+	s.log.LogAttrs(ctx, slog.LevelWarn, "refused", slog.Uint64("uid", uint64(c.uid)),
+		slog.String("method", method), slog.String("project", project), slog.String("reason", status.Convert(err).Message()))
+	return err
+}

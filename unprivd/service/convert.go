@@ -1,0 +1,102 @@
+package service
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/opus-hosting/opus/internal/names"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+var phases = map[store.Phase]opusv1.Phase{
+	store.PhasePending: opusv1.Phase_PHASE_PENDING, store.PhaseDeploying: opusv1.Phase_PHASE_DEPLOYING,
+	store.PhaseReady: opusv1.Phase_PHASE_READY, store.PhaseFailed: opusv1.Phase_PHASE_FAILED,
+	store.PhaseDeleting: opusv1.Phase_PHASE_DELETING,
+}
+
+var opKinds = map[store.OpKind]opusv1.OperationKind{
+	store.OpCreate: opusv1.OperationKind_OPERATION_KIND_CREATE, store.OpDelete: opusv1.OperationKind_OPERATION_KIND_DELETE,
+	store.OpAddApp: opusv1.OperationKind_OPERATION_KIND_ADD_APP, store.OpRemoveApp: opusv1.OperationKind_OPERATION_KIND_REMOVE_APP,
+	store.OpUpdateApp: opusv1.OperationKind_OPERATION_KIND_UPDATE_APP, store.OpSetCertificate: opusv1.OperationKind_OPERATION_KIND_SET_CERTIFICATE,
+	store.OpReconcile: opusv1.OperationKind_OPERATION_KIND_RECONCILE,
+}
+
+var opStates = map[store.OpState]opusv1.OperationState{
+	store.OpPending: opusv1.OperationState_OPERATION_STATE_PENDING, store.OpRunning: opusv1.OperationState_OPERATION_STATE_RUNNING,
+	store.OpSucceeded: opusv1.OperationState_OPERATION_STATE_SUCCEEDED, store.OpFailed: opusv1.OperationState_OPERATION_STATE_FAILED,
+}
+
+var stepStates = map[store.StepState]opusv1.StepState{
+	store.StepRunning: opusv1.StepState_STEP_STATE_RUNNING, store.StepDone: opusv1.StepState_STEP_STATE_DONE,
+	store.StepFailed: opusv1.StepState_STEP_STATE_FAILED, store.StepSkipped: opusv1.StepState_STEP_STATE_SKIPPED,
+}
+
+func toOperation(op *store.Operation) *opusv1.Operation {
+	out := &opusv1.Operation{
+		Id: op.ID, Project: op.Project, Kind: opKinds[op.Kind], State: opStates[op.State],
+		Error: op.Error, CreateTime: ts(op.CreateTime), EndTime: ts(op.EndTime),
+		OwnerUid: op.OwnerUID, Generation: op.Generation,
+	}
+	for _, st := range op.Steps {
+		out.Steps = append(out.Steps, &opusv1.Step{Name: st.Name, State: stepStates[st.State],
+			StartTime: ts(st.StartTime), EndTime: ts(st.EndTime), Message: st.Message})
+	}
+	return out
+}
+
+func sameOperation(a, b *opusv1.Operation) bool { return proto.Equal(a, b) }
+
+func toSource(a store.AppSpec) *opusv1.AppSource {
+	switch {
+	case a.Git != nil:
+		return &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: a.Git.URL, Ref: a.Git.Ref}}}
+	case a.Upload != nil:
+		return &opusv1.AppSource{Kind: &opusv1.AppSource_Upload{Upload: &opusv1.UploadedSource{Digest: a.Upload.Digest, Origin: a.Upload.Origin}}}
+	}
+	return nil
+}
+
+// toProject renders a project for the API. The superuser's password and
+// the owner's key are never returned.
+func (s *Service) toProject(p *store.Project) *opusv1.Project {
+	host := p.Name + s.cfg.ServerSuffix
+	out := &opusv1.Project{
+		Name: p.Name, OwnerUid: p.OwnerUID, Phase: phases[p.Status.Phase], LastError: p.Status.LastError,
+		CreateTime: ts(p.CreateTime), UpdateTime: ts(p.UpdateTime),
+		Generation: p.Generation, ObservedGeneration: p.Status.ObservedGeneration,
+		Admin: p.Spec.Admin, ServerName: host, SystemUser: p.Status.SystemUser,
+		Certificate: p.Status.Certificate.Kind, CertificateNotAfter: ts(p.Status.Certificate.NotAfter),
+	}
+	if out.SystemUser == "" {
+		out.SystemUser = names.User(p.Name)
+	}
+	if p.Spec.Superuser != nil {
+		out.SuperuserName = p.Spec.Superuser.Username
+	}
+	if s.cfg.HTTPPort > 0 {
+		out.Urls = append(out.Urls, fmt.Sprintf("http://%s:%d/", host, s.cfg.HTTPPort))
+	}
+	if s.cfg.HTTPSPort > 0 {
+		out.Urls = append(out.Urls, fmt.Sprintf("https://%s:%d/", host, s.cfg.HTTPSPort))
+	}
+	for _, a := range p.Spec.Apps {
+		st := p.Status.Apps[a.Name]
+		app := &opusv1.App{Name: a.Name, Source: toSource(a), RequestedRef: a.RequestedRef(), ResolvedCommit: st.ResolvedCommit}
+		for _, r := range st.Revisions {
+			app.Revisions = append(app.Revisions, &opusv1.Revision{RequestedRef: r.RequestedRef, Resolved: r.Resolved, Time: ts(r.Time), ByUid: r.ByUID})
+		}
+		out.Apps = append(out.Apps, app)
+	}
+	return out
+}

@@ -1,0 +1,468 @@
+// Package service is opusd's public gRPC API (opus.v1.Opus).
+//
+// Who calls is decided only by the Unix socket's peer credentials
+// (internal/peercred), once per call, by the interceptors; what they may do
+// is decided by one default-deny table (methodAccess) plus the owner-or-admin
+// check on the project or operation a call names. A project that is not the
+// caller's is NotFound to them, as if it did not exist; the one exception is
+// CreateProject over a taken name, which must say AlreadyExists.
+//
+// Mutations only commit the new spec (generation+1) and a PENDING operation
+// in one store transaction, kick the reconciler, and return the operation;
+// the reconciler does the work. Errors become gRPC codes here, once, with
+// messages a user can act on.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/internal/cert"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// Uploads is the content-addressed store of uploaded app archives
+// (implemented by unprivd/source.Store).
+type Uploads interface {
+	// Put stores the archive read from r and returns its digest
+	// ("sha256:<hex>") and size.
+	Put(ctx context.Context, r io.Reader) (digest string, size int64, err error)
+	// Has reports whether an archive of that digest is stored.
+	Has(digest string) bool
+}
+
+// Kicker starts a reconcile of a project (implemented by
+// unprivd/reconcile.Reconciler).
+type Kicker interface {
+	Kick(name string)
+}
+
+// DefaultMaxUpload caps an uploaded archive when Config.MaxUpload is 0.
+const DefaultMaxUpload = 256 << 20
+
+// Config wires a Service.
+type Config struct {
+	Store      *store.Store
+	Privd      privdv1.PrivdClient
+	Reconciler Kicker
+	Admins     Admins
+	// Uploads may be nil: UploadSource is then Unimplemented and no upload
+	// digest is accepted.
+	Uploads Uploads
+	// ValidateAppName checks an app name (source.ValidateAppName); nil
+	// uses a local rule: a lowercase Python identifier.
+	ValidateAppName func(string) error
+	// ServerSuffix, HTTPPort and HTTPSPort make a project's URLs.
+	ServerSuffix        string
+	HTTPPort, HTTPSPort int
+	// MaxUpload caps one uploaded archive in bytes; 0 means
+	// DefaultMaxUpload.
+	MaxUpload int64
+	// Now defaults to time.Now (certificate validity checks).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Service implements opusv1.OpusServer.
+type Service struct {
+	opusv1.UnimplementedOpusServer
+	st              *store.Store
+	privd           privdv1.PrivdClient
+	kick            Kicker
+	admins          Admins
+	uploads         Uploads
+	validateAppName func(string) error
+	cfg             Config
+	log             *slog.Logger
+}
+
+// New returns a Service. Store, Privd, Reconciler and Admins are required.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Privd == nil || cfg.Reconciler == nil || cfg.Admins == nil {
+		return nil, errors.New("service: Store, Privd, Reconciler and Admins are required")
+	}
+	if cfg.MaxUpload <= 0 {
+		cfg.MaxUpload = DefaultMaxUpload
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ValidateAppName == nil {
+		cfg.ValidateAppName = validateAppNameLocal
+	}
+	return &Service{
+		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cfg.Admins, uploads: cfg.Uploads,
+		validateAppName: cfg.ValidateAppName, cfg: cfg, log: cfg.Logger,
+	}, nil
+}
+
+// Register registers the Opus service on g. g must have been made with
+// the interceptors of this Service (see ServerOptions).
+func (s *Service) Register(g *grpc.Server) { opusv1.RegisterOpusServer(g, s) }
+
+// ServerOptions are the options a grpc.Server serving this Service needs:
+// the interceptors applying the access table.
+func (s *Service) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(s.StreamInterceptor()),
+	}
+}
+
+// storeErr maps an unexpected store error: context errors keep their
+// meaning; anything else is logged and reported as internal.
+func (s *Service) storeErr(ctx context.Context, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "call cancelled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "call deadline exceeded")
+	}
+	s.log.ErrorContext(ctx, "state store", "err", err)
+	return status.Error(codes.Internal, "opusd could not read or write its state; see opusd's log")
+}
+
+func notFound(project string) error {
+	return status.Errorf(codes.NotFound, "project %q not found", project)
+}
+
+// visibleProject loads project name for c, inside tx. Not existing and not
+// visible are the same NotFound.
+func (s *Service) visibleProject(ctx context.Context, tx *store.Tx, c caller, method, name string) (*store.Project, error) {
+	p, err := tx.Project(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !c.may(p.OwnerUID) {
+		return nil, s.refuse(ctx, c, method, name, notFound(name))
+	}
+	return p, nil
+}
+
+// CreateProject records a new project owned by the caller.
+func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRequest) (*opusv1.Operation, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateProject("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	spec := store.Spec{Admin: req.GetAdmin()}
+	seen := map[string]bool{}
+	for i, a := range req.GetApps() {
+		field := fmt.Sprintf("apps[%d]", i)
+		app, err := s.appSpec(c, field, a)
+		if err != nil {
+			return nil, err
+		}
+		if seen[app.Name] {
+			return nil, invalid(field+".name", "app %q is listed twice", app.Name)
+		}
+		seen[app.Name] = true
+		spec.Apps = append(spec.Apps, app)
+	}
+	if su := req.GetSuperuser(); su != nil {
+		if err := validateSuperuser(su); err != nil {
+			return nil, err
+		}
+		spec.Superuser = &store.Superuser{Username: su.GetUsername(), Email: su.GetEmail(), Password: su.GetPassword()}
+	}
+	var op *store.Operation
+	err = s.st.Update(ctx, func(tx *store.Tx) error {
+		p := &store.Project{Name: req.GetName(), OwnerUID: c.uid, Spec: spec, Generation: 1,
+			Status: store.Status{Phase: store.PhasePending}}
+		if err := tx.CreateProject(p); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return status.Errorf(codes.AlreadyExists, "project %q already exists; choose another name", req.GetName())
+			}
+			return err
+		}
+		op, err = tx.NewOperation(p, store.OpCreate, c.uid)
+		return err
+	})
+	if err != nil {
+		return nil, s.storeErr(ctx, err)
+	}
+	s.log.InfoContext(ctx, "project created", "project", req.GetName(), "uid", c.uid, "operation", op.ID)
+	s.kick.Kick(req.GetName())
+	return toOperation(op), nil
+}
+
+// GetProject returns one project the caller may see.
+func (s *Service) GetProject(ctx context.Context, req *opusv1.GetProjectRequest) (*opusv1.Project, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateProject("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	var p *store.Project
+	err = s.st.View(ctx, func(tx *store.Tx) (err error) {
+		p, err = s.visibleProject(ctx, tx, c, opusv1.Opus_GetProject_FullMethodName, req.GetName())
+		return err
+	})
+	if err != nil {
+		return nil, s.storeErr(ctx, err)
+	}
+	return s.toProject(p), nil
+}
+
+// ListProjects returns the caller's projects, or all of them for an admin.
+func (s *Service) ListProjects(ctx context.Context, _ *opusv1.ListProjectsRequest) (*opusv1.ListProjectsResponse, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := s.st.ListProjects(ctx)
+	if err != nil {
+		return nil, s.storeErr(ctx, err)
+	}
+	res := &opusv1.ListProjectsResponse{}
+	for _, p := range ps {
+		if c.may(p.OwnerUID) {
+			res.Projects = append(res.Projects, s.toProject(p))
+		}
+	}
+	return res, nil
+}
+
+// mutate commits a change to project name's spec and a new operation in
+// one transaction, then kicks the reconciler.
+func (s *Service) mutate(ctx context.Context, method, name string, kind store.OpKind, fn func(c caller, p *store.Project) error) (*opusv1.Operation, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var op *store.Operation
+	err = s.st.Update(ctx, func(tx *store.Tx) error {
+		p, err := s.visibleProject(ctx, tx, c, method, name)
+		if err != nil {
+			return err
+		}
+		if p.Deleting {
+			return status.Errorf(codes.FailedPrecondition, "project %q is being deleted", name)
+		}
+		if err := fn(c, p); err != nil {
+			return err
+		}
+		p.Generation++
+		if err := tx.PutProject(p); err != nil {
+			return err
+		}
+		op, err = tx.NewOperation(p, kind, c.uid)
+		return err
+	})
+	if err != nil {
+		return nil, s.storeErr(ctx, err)
+	}
+	s.log.InfoContext(ctx, "project changed", "project", name, "uid", c.uid, "kind", kind, "operation", op.ID, "generation", op.Generation)
+	s.kick.Kick(name)
+	return toOperation(op), nil
+}
+
+// DeleteProject marks a project for teardown. Asking again while a
+// teardown runs returns that teardown's operation; asking again after one
+// failed starts another.
+func (s *Service) DeleteProject(ctx context.Context, req *opusv1.DeleteProjectRequest) (*opusv1.Operation, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name := req.GetName()
+	if err := validateProject("name", name); err != nil {
+		return nil, err
+	}
+	var op *store.Operation
+	err = s.st.Update(ctx, func(tx *store.Tx) error {
+		p, err := s.visibleProject(ctx, tx, c, opusv1.Opus_DeleteProject_FullMethodName, name)
+		if err != nil {
+			return err
+		}
+		if p.Deleting {
+			ops, err := tx.Operations(name, 0)
+			if err != nil {
+				return err
+			}
+			for _, o := range ops {
+				if o.Kind == store.OpDelete && !o.State.Final() {
+					op = o
+					return nil
+				}
+			}
+		}
+		p.Deleting = true
+		p.Generation++
+		p.Status.Phase = store.PhaseDeleting
+		if err := tx.PutProject(p); err != nil {
+			return err
+		}
+		op, err = tx.NewOperation(p, store.OpDelete, c.uid)
+		return err
+	})
+	if err != nil {
+		return nil, s.storeErr(ctx, err)
+	}
+	s.log.InfoContext(ctx, "project delete requested", "project", name, "uid", c.uid, "operation", op.ID)
+	s.kick.Kick(name)
+	return toOperation(op), nil
+}
+
+// AddApp adds an app to a project.
+func (s *Service) AddApp(ctx context.Context, req *opusv1.AddAppRequest) (*opusv1.Operation, error) {
+	if err := validateProject("project", req.GetProject()); err != nil {
+		return nil, err
+	}
+	return s.mutate(ctx, opusv1.Opus_AddApp_FullMethodName, req.GetProject(), store.OpAddApp, func(c caller, p *store.Project) error {
+		app, err := s.appSpec(c, "app", req.GetApp())
+		if err != nil {
+			return err
+		}
+		if p.Spec.App(app.Name) != nil {
+			return status.Errorf(codes.AlreadyExists, "project %q already has an app %q; use UpdateApp to change its source", p.Name, app.Name)
+		}
+		p.Spec.Apps = append(p.Spec.Apps, app)
+		p.Spec.DropAppData = removeString(p.Spec.DropAppData, app.Name)
+		return nil
+	})
+}
+
+// RemoveApp takes an app out of a project.
+func (s *Service) RemoveApp(ctx context.Context, req *opusv1.RemoveAppRequest) (*opusv1.Operation, error) {
+	if err := validateProject("project", req.GetProject()); err != nil {
+		return nil, err
+	}
+	if err := s.validateAppName(req.GetApp()); err != nil {
+		return nil, invalid("app", "%v", err)
+	}
+	return s.mutate(ctx, opusv1.Opus_RemoveApp_FullMethodName, req.GetProject(), store.OpRemoveApp, func(c caller, p *store.Project) error {
+		if p.Spec.App(req.GetApp()) == nil {
+			return status.Errorf(codes.NotFound, "project %q has no app %q", p.Name, req.GetApp())
+		}
+		var apps []store.AppSpec
+		for _, a := range p.Spec.Apps {
+			if a.Name != req.GetApp() {
+				apps = append(apps, a)
+			}
+		}
+		p.Spec.Apps = apps
+		if req.GetDropData() {
+			p.Spec.DropAppData = append(removeString(p.Spec.DropAppData, req.GetApp()), req.GetApp())
+		}
+		return nil
+	})
+}
+
+// UpdateApp moves an app to another source.
+func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (*opusv1.Operation, error) {
+	if err := validateProject("project", req.GetProject()); err != nil {
+		return nil, err
+	}
+	if err := s.validateAppName(req.GetApp()); err != nil {
+		return nil, invalid("app", "%v", err)
+	}
+	return s.mutate(ctx, opusv1.Opus_UpdateApp_FullMethodName, req.GetProject(), store.OpUpdateApp, func(c caller, p *store.Project) error {
+		a := p.Spec.App(req.GetApp())
+		if a == nil {
+			return status.Errorf(codes.NotFound, "project %q has no app %q; use AddApp to add it", p.Name, req.GetApp())
+		}
+		src, err := s.source(c, "source", req.GetSource())
+		if err != nil {
+			return err
+		}
+		src.Name = a.Name
+		*a = src
+		return nil
+	})
+}
+
+// SetCertificate records the owner's certificate and key after checking
+// they parse, match, are valid now and name the project's host.
+func (s *Service) SetCertificate(ctx context.Context, req *opusv1.SetCertificateRequest) (*opusv1.Operation, error) {
+	if err := validateProject("project", req.GetProject()); err != nil {
+		return nil, err
+	}
+	if len(req.GetCertificatePem()) == 0 {
+		return nil, invalid("certificate_pem", "is empty")
+	}
+	if len(req.GetKeyPem()) == 0 {
+		return nil, invalid("key_pem", "is empty")
+	}
+	leaf, err := cert.Check(req.GetCertificatePem(), req.GetKeyPem(), s.cfg.Now())
+	if err != nil {
+		return nil, invalid("certificate_pem", "%v", err)
+	}
+	host := req.GetProject() + s.cfg.ServerSuffix
+	if err := leaf.VerifyHostname(host); err != nil {
+		return nil, invalid("certificate_pem", "the certificate is not valid for %s: %v", host, err)
+	}
+	return s.mutate(ctx, opusv1.Opus_SetCertificate_FullMethodName, req.GetProject(), store.OpSetCertificate, func(c caller, p *store.Project) error {
+		p.Spec.Certificate = &store.OwnerCertificate{CertificatePEM: req.GetCertificatePem(), KeyPEM: req.GetKeyPem()}
+		return nil
+	})
+}
+
+func removeString(list []string, s string) []string {
+	var out []string
+	for _, x := range list {
+		if x != s {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// GetLogs returns the project's recent Apache and mod_wsgi error lines.
+func (s *Service) GetLogs(ctx context.Context, req *opusv1.GetLogsRequest) (*opusv1.GetLogsResponse, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateProject("project", req.GetProject()); err != nil {
+		return nil, err
+	}
+	lines := req.GetLines()
+	if lines < 0 || lines > 1000 {
+		return nil, invalid("lines", "%d is out of range; ask for 0 (meaning 100) to 1000 lines", lines)
+	}
+	if lines == 0 {
+		lines = 100
+	}
+	err = s.st.View(ctx, func(tx *store.Tx) error {
+		_, err := s.visibleProject(ctx, tx, c, opusv1.Opus_GetLogs_FullMethodName, req.GetProject())
+		return err
+	})
+	if err != nil {
+		return nil, s.storeErr(ctx, err)
+	}
+	res, err := s.privd.TailLog(ctx, &privdv1.TailLogRequest{Project: req.GetProject(), Lines: lines})
+	if err != nil {
+		st := status.Convert(err)
+		if st.Code() == codes.Unavailable {
+			return nil, status.Errorf(codes.Unavailable, "logs: opus-privd is not reachable (%s); ask the host administrator", st.Message())
+		}
+		s.log.WarnContext(ctx, "privd TailLog", "project", req.GetProject(), "err", err)
+		return nil, status.Errorf(st.Code(), "logs: %s", st.Message())
+	}
+	return &opusv1.GetLogsResponse{Lines: res.GetLines()}, nil
+}

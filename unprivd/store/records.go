@@ -1,0 +1,211 @@
+package store
+
+import "time"
+
+// Project is a project's record: what its owner asked for (Spec, changed
+// only by API calls, each bumping Generation) and what is on the host
+// (Status, changed only by the reconciler).
+type Project struct {
+	Name     string `json:"name"`
+	OwnerUID uint32 `json:"owner_uid"`
+	Spec     Spec   `json:"spec"`
+	Status   Status `json:"status"`
+	// Generation counts changes to Spec; Status.ObservedGeneration is the
+	// one the host last reached.
+	Generation int64     `json:"generation"`
+	CreateTime time.Time `json:"create_time"`
+	UpdateTime time.Time `json:"update_time"`
+	// Deleting means the owner asked for the project to go: the reconciler
+	// tears it down and then removes this record.
+	Deleting bool `json:"deleting,omitempty"`
+}
+
+// Spec is the desired state of a project.
+type Spec struct {
+	Apps  []AppSpec `json:"apps,omitempty"`
+	Admin bool      `json:"admin,omitempty"`
+	// Superuser is created on first deploy; its Password is cleared once
+	// the superuser step has run, so it is kept no longer than needed.
+	Superuser *Superuser `json:"superuser,omitempty"`
+	// Certificate is the owner's own TLS certificate, or nil for a
+	// self-signed one.
+	Certificate *OwnerCertificate `json:"certificate,omitempty"`
+	// DropAppData names removed apps whose database tables the next
+	// reconcile drops ("migrate APP zero") before forgetting them.
+	DropAppData []string `json:"drop_app_data,omitempty"`
+}
+
+// App returns the app called name, or nil.
+func (s *Spec) App(name string) *AppSpec {
+	for i := range s.Apps {
+		if s.Apps[i].Name == name {
+			return &s.Apps[i]
+		}
+	}
+	return nil
+}
+
+// AppSpec is an app as the owner asks for it. Exactly one of Git and Upload
+// is set.
+type AppSpec struct {
+	Name   string        `json:"name"`
+	Git    *GitSource    `json:"git,omitempty"`
+	Upload *UploadSource `json:"upload,omitempty"`
+	// ByUID is the caller who last set this app's source.
+	ByUID uint32 `json:"by_uid"`
+}
+
+// RequestedRef is the git ref or the upload digest asked for.
+func (a AppSpec) RequestedRef() string {
+	switch {
+	case a.Git != nil:
+		return a.Git.Ref
+	case a.Upload != nil:
+		return a.Upload.Digest
+	}
+	return ""
+}
+
+// GitSource is an app cloned from a git repository.
+type GitSource struct {
+	URL string `json:"url"`
+	Ref string `json:"ref,omitempty"`
+}
+
+// UploadSource is an app from an uploaded archive.
+type UploadSource struct {
+	Digest string `json:"digest"`
+	Origin string `json:"origin,omitempty"`
+}
+
+// Superuser is the Django admin account to create.
+type Superuser struct {
+	Username string `json:"username"`
+	Email    string `json:"email,omitempty"`
+	Password string `json:"password,omitempty"`
+}
+
+// OwnerCertificate is a TLS certificate (leaf then chain) and its key as
+// PEM, given by the owner.
+type OwnerCertificate struct {
+	CertificatePEM []byte `json:"certificate_pem"`
+	KeyPEM         []byte `json:"key_pem"`
+}
+
+// Phase is where a project is in its life.
+type Phase string
+
+// Phases.
+const (
+	PhasePending   Phase = "PENDING"
+	PhaseDeploying Phase = "DEPLOYING"
+	PhaseReady     Phase = "READY"
+	PhaseFailed    Phase = "FAILED"
+	PhaseDeleting  Phase = "DELETING"
+)
+
+// Status is what the reconciler last found and did on the host.
+type Status struct {
+	Phase              Phase  `json:"phase"`
+	LastError          string `json:"last_error,omitempty"`
+	ObservedGeneration int64  `json:"observed_generation"`
+	// SystemUser, UID and GID are the project's Linux account.
+	SystemUser string `json:"system_user,omitempty"`
+	UID        uint32 `json:"uid,omitempty"`
+	GID        uint32 `json:"gid,omitempty"`
+	// Apps is per app name: what is deployed and its history.
+	Apps map[string]AppStatus `json:"apps,omitempty"`
+	// Certificate is the certificate in use.
+	Certificate CertificateStatus `json:"certificate"`
+}
+
+// AppStatus is an app as deployed.
+type AppStatus struct {
+	RequestedRef   string     `json:"requested_ref,omitempty"`
+	ResolvedCommit string     `json:"resolved_commit,omitempty"`
+	Revisions      []Revision `json:"revisions,omitempty"`
+}
+
+// Revision is one version an app has been at.
+type Revision struct {
+	RequestedRef string    `json:"requested_ref,omitempty"`
+	Resolved     string    `json:"resolved"`
+	Time         time.Time `json:"time"`
+	ByUID        uint32    `json:"by_uid"`
+}
+
+// CertificateStatus says which certificate is installed.
+type CertificateStatus struct {
+	// Kind is "self-signed" or "owner", empty before one is installed.
+	Kind     string    `json:"kind,omitempty"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// OpKind is what an operation does.
+type OpKind string
+
+// Operation kinds.
+const (
+	OpCreate         OpKind = "CREATE"
+	OpDelete         OpKind = "DELETE"
+	OpAddApp         OpKind = "ADD_APP"
+	OpRemoveApp      OpKind = "REMOVE_APP"
+	OpUpdateApp      OpKind = "UPDATE_APP"
+	OpSetCertificate OpKind = "SET_CERTIFICATE"
+	OpReconcile      OpKind = "RECONCILE"
+)
+
+// OpState is where an operation is.
+type OpState string
+
+// Operation states.
+const (
+	OpPending   OpState = "PENDING"
+	OpRunning   OpState = "RUNNING"
+	OpSucceeded OpState = "SUCCEEDED"
+	OpFailed    OpState = "FAILED"
+)
+
+// Final reports whether the state is one an operation never leaves.
+func (s OpState) Final() bool { return s == OpSucceeded || s == OpFailed }
+
+// StepState is where one step is.
+type StepState string
+
+// Step states.
+const (
+	StepRunning StepState = "RUNNING"
+	StepDone    StepState = "DONE"
+	StepFailed  StepState = "FAILED"
+	StepSkipped StepState = "SKIPPED"
+)
+
+// Operation is long work on a project, driven by the reconciler.
+type Operation struct {
+	ID      string  `json:"id"`
+	Project string  `json:"project"`
+	Kind    OpKind  `json:"kind"`
+	State   OpState `json:"state"`
+	Steps   []Step  `json:"steps,omitempty"`
+	Error   string  `json:"error,omitempty"`
+	// OwnerUID is the project's owner when the operation was made; it
+	// decides who may see the operation, even after the project is gone.
+	OwnerUID uint32 `json:"owner_uid"`
+	// RequestedBy is the uid of the caller who caused it.
+	RequestedBy uint32 `json:"requested_by"`
+	// Generation is the spec generation the operation drives to.
+	Generation int64     `json:"generation"`
+	CreateTime time.Time `json:"create_time"`
+	EndTime    time.Time `json:"end_time"`
+	// Seq orders a project's operations (see the project_ops bucket).
+	Seq uint64 `json:"seq"`
+}
+
+// Step is one reconcile step of an operation.
+type Step struct {
+	Name      string    `json:"name"`
+	State     StepState `json:"state"`
+	StartTime time.Time `json:"start_time"`
+	EndTime   time.Time `json:"end_time"`
+	Message   string    `json:"message,omitempty"`
+}

@@ -1,0 +1,521 @@
+// Package store is opusd's durable state: every project's spec and status and
+// every operation, in one bbolt file. It is the only package that imports
+// bbolt; everything else goes through Update and View.
+//
+// Schema (version 1). Every value is a JSON document of the Go types below.
+//
+//	bucket "meta"         key "schema_version" → decimal text "1". Checked on
+//	                      Open: a newer version is refused (a newer opusd
+//	                      wrote the file), an absent one is written.
+//	bucket "projects"     key project name → Project
+//	bucket "operations"   key operation id ("op-" + 32 hex digits) → Operation
+//	bucket "project_ops"  key "<project>/<seq>" → operation id, where seq is
+//	                      the operation's 20-digit zero-padded sequence number
+//	                      (monotonic over the file), so a reverse cursor scan
+//	                      of the prefix lists a project's operations newest
+//	                      first without reading any other project's.
+//
+// Writes use bbolt's default: the file is fsynced on every commit, so a call
+// that returned has survived a crash of opusd or the host. After a commit
+// that changed an operation, watchers of that operation are woken (see
+// Changed).
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout of the file this package reads and writes.
+const SchemaVersion = 1
+
+// MaxOperationsPerProject bounds the history kept per project: when a new
+// operation is recorded, the oldest finished ones beyond this are dropped.
+const MaxOperationsPerProject = 50
+
+var (
+	bucketMeta       = []byte("meta")
+	bucketProjects   = []byte("projects")
+	bucketOperations = []byte("operations")
+	bucketProjectOps = []byte("project_ops")
+	keySchema        = []byte("schema_version")
+)
+
+// ErrNotFound means the project or operation does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists means a project of that name already exists.
+var ErrExists = errors.New("already exists")
+
+// Store is an open state file. It is safe for concurrent use.
+type Store struct {
+	db    *bolt.DB
+	watch broadcaster
+	now   func() time.Time
+}
+
+// Options tunes Open. The zero value is the production default.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release
+	// the file lock; 0 means 2 seconds.
+	LockTimeout time.Duration
+	// Now is the clock stamping records; nil means time.Now.
+	Now func() time.Time
+}
+
+// Open opens (creating if needed) the state file at path, mode 0600, and
+// checks its schema version. It fails after the lock timeout when another
+// opusd holds the file.
+func Open(ctx context.Context, path string, opt Options) (*Store, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if opt.LockTimeout == 0 {
+		opt.LockTimeout = 2 * time.Second
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open state %s: locked by another process (is another opusd running?): %w", path, err)
+		}
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keySchema); v != nil {
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n < 1 {
+				return fmt.Errorf("schema_version %q is not a version number", v)
+			}
+			if n > SchemaVersion {
+				return fmt.Errorf("schema version %d was written by a newer opusd; this one understands version %d: run the newer opusd or restore a backup", n, SchemaVersion)
+			}
+		} else if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+			return err
+		}
+		for _, b := range [][]byte{bucketProjects, bucketOperations, bucketProjectOps} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	return &Store{db: db, now: opt.Now}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(func(btx *bolt.Tx) error {
+		return fn(&Tx{tx: btx, s: s})
+	})
+}
+
+// Update runs fn in one read-write transaction: everything fn does is
+// committed (and fsynced) together, or nothing is when fn returns an error.
+// Writers are serialized, so a read-modify-write inside fn never loses a
+// concurrent update. Watchers of changed operations are woken after commit.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var touched []string
+	err := s.db.Update(func(btx *bolt.Tx) error {
+		tx := &Tx{tx: btx, s: s, writable: true}
+		if err := fn(tx); err != nil {
+			return err
+		}
+		touched = tx.touched
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range touched {
+		s.watch.fire(id)
+	}
+	return nil
+}
+
+// Changed returns a channel closed at the next commit that changes
+// operation id, and a release function to call when no longer waiting.
+// Take the channel before reading the operation, so no change is missed.
+func (s *Store) Changed(id string) (<-chan struct{}, func()) { return s.watch.subscribe(id) }
+
+// GetProject returns one project.
+func (s *Store) GetProject(ctx context.Context, name string) (*Project, error) {
+	var p *Project
+	err := s.View(ctx, func(tx *Tx) (err error) { p, err = tx.Project(name); return err })
+	return p, err
+}
+
+// ListProjects returns every project, by name.
+func (s *Store) ListProjects(ctx context.Context) ([]*Project, error) {
+	var ps []*Project
+	err := s.View(ctx, func(tx *Tx) (err error) { ps, err = tx.Projects(); return err })
+	return ps, err
+}
+
+// UpdateProject applies fn to project name and stores the result, in one
+// transaction. It returns the stored project.
+func (s *Store) UpdateProject(ctx context.Context, name string, fn func(*Project) error) (*Project, error) {
+	var p *Project
+	err := s.Update(ctx, func(tx *Tx) error {
+		var err error
+		if p, err = tx.Project(name); err != nil {
+			return err
+		}
+		if err := fn(p); err != nil {
+			return err
+		}
+		return tx.PutProject(p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// GetOperation returns one operation.
+func (s *Store) GetOperation(ctx context.Context, id string) (*Operation, error) {
+	var op *Operation
+	err := s.View(ctx, func(tx *Tx) (err error) { op, err = tx.Operation(id); return err })
+	return op, err
+}
+
+// UpdateOperation applies fn to operation id and stores the result in one
+// transaction.
+func (s *Store) UpdateOperation(ctx context.Context, id string, fn func(*Operation) error) (*Operation, error) {
+	var op *Operation
+	err := s.Update(ctx, func(tx *Tx) error {
+		var err error
+		if op, err = tx.Operation(id); err != nil {
+			return err
+		}
+		if err := fn(op); err != nil {
+			return err
+		}
+		return tx.PutOperation(op)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return op, nil
+}
+
+// ListOperations returns up to limit operations of project, newest first.
+func (s *Store) ListOperations(ctx context.Context, project string, limit int) ([]*Operation, error) {
+	var ops []*Operation
+	err := s.View(ctx, func(tx *Tx) (err error) { ops, err = tx.Operations(project, limit); return err })
+	return ops, err
+}
+
+// Tx is one transaction. It must not be used after the function it was
+// passed to returns.
+type Tx struct {
+	tx       *bolt.Tx
+	s        *Store
+	writable bool
+	touched  []string
+}
+
+// Now is the store's clock, for stamping records inside a transaction.
+func (tx *Tx) Now() time.Time { return tx.s.now() }
+
+// Project returns project name, or an error wrapping ErrNotFound.
+func (tx *Tx) Project(name string) (*Project, error) {
+	v := tx.tx.Bucket(bucketProjects).Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
+	}
+	p := new(Project)
+	if err := json.Unmarshal(v, p); err != nil {
+		return nil, fmt.Errorf("project %q: corrupt record: %w", name, err)
+	}
+	return p, nil
+}
+
+// Projects returns every project, ordered by name.
+func (tx *Tx) Projects() ([]*Project, error) {
+	var ps []*Project
+	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
+		p := new(Project)
+		if err := json.Unmarshal(v, p); err != nil {
+			return fmt.Errorf("project %q: corrupt record: %w", k, err)
+		}
+		ps = append(ps, p)
+		return nil
+	})
+	return ps, err
+}
+
+// CreateProject stores a new project; it fails with ErrExists when the name
+// is taken. CreateTime and UpdateTime are stamped.
+func (tx *Tx) CreateProject(p *Project) error {
+	if tx.tx.Bucket(bucketProjects).Get([]byte(p.Name)) != nil {
+		return fmt.Errorf("project %q: %w", p.Name, ErrExists)
+	}
+	now := tx.Now()
+	p.CreateTime, p.UpdateTime = now, now
+	return tx.put(bucketProjects, p.Name, p)
+}
+
+// PutProject stores p over its previous record, stamping UpdateTime.
+func (tx *Tx) PutProject(p *Project) error {
+	if p.Name == "" {
+		return errors.New("store: project without a name")
+	}
+	p.UpdateTime = tx.Now()
+	return tx.put(bucketProjects, p.Name, p)
+}
+
+// DeleteProject removes project name and its operation history, except the
+// operations listed in keep (the teardown's own, so their watchers still
+// see them finish). A name reused later starts with an empty history.
+func (tx *Tx) DeleteProject(name string, keep ...string) error {
+	b := tx.tx.Bucket(bucketProjects)
+	if b.Get([]byte(name)) == nil {
+		return fmt.Errorf("project %q: %w", name, ErrNotFound)
+	}
+	if err := b.Delete([]byte(name)); err != nil {
+		return err
+	}
+	kept := map[string]bool{}
+	for _, id := range keep {
+		kept[id] = true
+	}
+	idx := tx.tx.Bucket(bucketProjectOps)
+	prefix := []byte(name + "/")
+	var keys [][]byte
+	c := idx.Cursor()
+	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+		if !kept[string(v)] {
+			if err := tx.tx.Bucket(bucketOperations).Delete(v); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range keys {
+		if err := idx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Operation returns operation id, or an error wrapping ErrNotFound.
+func (tx *Tx) Operation(id string) (*Operation, error) {
+	v := tx.tx.Bucket(bucketOperations).Get([]byte(id))
+	if v == nil {
+		return nil, fmt.Errorf("operation %q: %w", id, ErrNotFound)
+	}
+	op := new(Operation)
+	if err := json.Unmarshal(v, op); err != nil {
+		return nil, fmt.Errorf("operation %q: corrupt record: %w", id, err)
+	}
+	return op, nil
+}
+
+// NewOperation records a new PENDING operation on project (which must
+// exist) owned by the project's owner, driving to the project's current
+// generation. requestedBy is the uid of the caller who asked.
+func (tx *Tx) NewOperation(p *Project, kind OpKind, requestedBy uint32) (*Operation, error) {
+	id, err := newOpID()
+	if err != nil {
+		return nil, err
+	}
+	seq, err := tx.tx.Bucket(bucketOperations).NextSequence()
+	if err != nil {
+		return nil, err
+	}
+	op := &Operation{
+		ID: id, Project: p.Name, Kind: kind, State: OpPending,
+		CreateTime: tx.Now(), OwnerUID: p.OwnerUID, RequestedBy: requestedBy,
+		Generation: p.Generation, Seq: seq,
+	}
+	if err := tx.tx.Bucket(bucketProjectOps).Put(indexKey(p.Name, seq), []byte(id)); err != nil {
+		return nil, err
+	}
+	if err := tx.PutOperation(op); err != nil {
+		return nil, err
+	}
+	return op, tx.prune(p.Name)
+}
+
+// PutOperation stores op over its previous record.
+func (tx *Tx) PutOperation(op *Operation) error {
+	if err := tx.put(bucketOperations, op.ID, op); err != nil {
+		return err
+	}
+	tx.touched = append(tx.touched, op.ID)
+	return nil
+}
+
+// Operations returns up to limit operations of project, newest first;
+// limit <= 0 means all.
+func (tx *Tx) Operations(project string, limit int) ([]*Operation, error) {
+	prefix := []byte(project + "/")
+	var ops []*Operation
+	c := tx.tx.Bucket(bucketProjectOps).Cursor()
+	// Seek to just past the prefix's range and walk back.
+	end := append(append([]byte(nil), prefix[:len(prefix)-1]...), '/'+1)
+	k, v := c.Seek(end)
+	if k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	for ; k != nil && hasPrefix(k, prefix); k, v = c.Prev() {
+		op, err := tx.Operation(string(v))
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, op)
+		if limit > 0 && len(ops) >= limit {
+			break
+		}
+	}
+	return ops, nil
+}
+
+// prune drops the oldest finished operations of project beyond
+// MaxOperationsPerProject.
+func (tx *Tx) prune(project string) error {
+	prefix := []byte(project + "/")
+	idx := tx.tx.Bucket(bucketProjectOps)
+	ops := tx.tx.Bucket(bucketOperations)
+	var n int
+	c := idx.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+		n++
+	}
+	var drop [][2][]byte
+	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix) && n-len(drop) > MaxOperationsPerProject; k, v = c.Next() {
+		op, err := tx.Operation(string(v))
+		if err != nil {
+			return err
+		}
+		if op.State.Final() {
+			drop = append(drop, [2][]byte{append([]byte(nil), k...), append([]byte(nil), v...)})
+		}
+	}
+	for _, d := range drop {
+		if err := idx.Delete(d[0]); err != nil {
+			return err
+		}
+		if err := ops.Delete(d[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (tx *Tx) put(bucket []byte, key string, v any) error {
+	if !tx.writable {
+		return errors.New("store: write in a read-only transaction")
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("store: encode %s %q: %w", bucket, key, err)
+	}
+	return tx.tx.Bucket(bucket).Put([]byte(key), data)
+}
+
+func indexKey(project string, seq uint64) []byte {
+	return fmt.Appendf(nil, "%s/%020d", project, seq)
+}
+
+func hasPrefix(k, prefix []byte) bool {
+	return len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
+}
+
+// newOpID returns "op-" and 16 random bytes in hex: unguessable, so knowing
+// an id grants nothing (access is still checked by owner).
+func newOpID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("operation id: %w", err)
+	}
+	return "op-" + hex.EncodeToString(b[:]), nil
+}
+
+// broadcaster wakes the watchers of an operation after a commit changed
+// it. One channel per watched id, closed (and forgotten) on change.
+type broadcaster struct {
+	mu   sync.Mutex
+	subs map[string]*watchEntry
+}
+
+type watchEntry struct {
+	ch   chan struct{}
+	refs int
+}
+
+func (b *broadcaster) subscribe(id string) (<-chan struct{}, func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.subs == nil {
+		b.subs = map[string]*watchEntry{}
+	}
+	e := b.subs[id]
+	if e == nil {
+		e = &watchEntry{ch: make(chan struct{})}
+		b.subs[id] = e
+	}
+	e.refs++
+	var once sync.Once
+	return e.ch, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			e.refs--
+			if e.refs == 0 && b.subs[id] == e {
+				delete(b.subs, id)
+			}
+		})
+	}
+}
+
+func (b *broadcaster) fire(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.subs[id]; e != nil {
+		close(e.ch)
+		delete(b.subs, id)
+	}
+}
+
+// watchers reports how many ids have waiting watchers (for tests).
+func (b *broadcaster) watchers() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs)
+}
