@@ -29,6 +29,8 @@ type privdCall struct {
 	Socket  string `json:"socket"`
 	Method  string `json:"method"`
 	Project string `json:"project"`
+	Cert    string `json:"cert,omitempty"`
+	Key     string `json:"key,omitempty"`
 }
 
 type privdAnswer struct {
@@ -70,6 +72,8 @@ func callPrivd(c privdCall) privdAnswer {
 		for _, ref := range r.GetRefusals() {
 			ans.Refusals = append(ans.Refusals, ref.GetPath()+": "+ref.GetReason())
 		}
+	case "InstallSite":
+		_, err = pc.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: c.Project, Processes: 1, Threads: 1, CertificatePem: []byte(c.Cert), KeyPem: []byte(c.Key)})
 	case "RemoveTree":
 		_, err = pc.RemoveTree(ctx, &privdv1.RemoveTreeRequest{Project: c.Project})
 	default:

@@ -30,7 +30,7 @@ import (
 // Fixed names, so a run killed halfway is cleaned up by the next one.
 const (
 	root       = "/tmp/opus-e2e"
-	daemonUser = "opuse2e"  // opusd runs as this user
+	daemonUser = "opuse2e" // opusd runs as this user
 	adminGroup = "opuse2eadm"
 	otherUser  = "opuse2eb" // a second, unprivileged client
 	projPrefix = "e"        // every test project is "e" + 6 random letters
