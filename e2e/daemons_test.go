@@ -176,7 +176,7 @@ func TestOwnersSeeOnlyTheirOwn(t *testing.T) {
 		t.Errorf("root's ls lacks %s:\n%s", name, out)
 	}
 	var p struct {
-		OwnerUID uint32 `json:"ownerUid"`
+		OwnerUID uint32 `json:"owner_uid"`
 	}
 	if err := json.Unmarshal([]byte(h.mustCtl(t, 0, "show", name, "-o", "json")), &p); err != nil {
 		t.Fatal(err)
@@ -315,8 +315,18 @@ func TestTreeAttacks(t *testing.T) {
 	if exists(rootDir) {
 		t.Errorf("tree %s survived destroy", rootDir)
 	}
-	if stateOf(t, "/etc/shadow") != shadow || stateOf(t, "/etc") != etc || !exists("/etc/passwd") {
-		t.Errorf("destroy changed /etc")
+	// userdel rewrites /etc/shadow's content; its owner and mode, and /etc's,
+	// must stay.
+	for _, c := range []struct {
+		path string
+		was  fileState
+	}{{"/etc/shadow", shadow}, {"/etc", etc}} {
+		if got := stateOf(t, c.path); got.uid != c.was.uid || got.gid != c.was.gid || got.mode != c.was.mode {
+			t.Errorf("destroy changed %s: %+v, was %+v", c.path, got, c.was)
+		}
+	}
+	if !exists("/etc/passwd") {
+		t.Errorf("destroy removed /etc/passwd")
 	}
 	if got := stateOf(t, outside); got.uid != out.uid || got.mode != out.mode || got.sum != out.sum {
 		t.Errorf("destroy changed the hard-linked outside file")

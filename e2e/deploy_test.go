@@ -174,7 +174,7 @@ func TestDeployTwoProjects(t *testing.T) {
 	var p struct {
 		Apps []struct {
 			Name           string `json:"name"`
-			ResolvedCommit string `json:"resolvedCommit"`
+			ResolvedCommit string `json:"resolved_commit"`
 		} `json:"apps"`
 	}
 	if err := json.Unmarshal([]byte(h.mustCtl(t, 0, "show", a, "-o", "json")), &p); err != nil {
@@ -284,7 +284,7 @@ func TestBrokenAppsFailAlone(t *testing.T) {
 		}
 		var p struct {
 			Phase     string `json:"phase"`
-			LastError string `json:"lastError"`
+			LastError string `json:"last_error"`
 		}
 		if err := json.Unmarshal([]byte(h.mustCtl(t, 0, "show", name, "-o", "json")), &p); err != nil {
 			t.Fatal(err)

@@ -230,9 +230,16 @@ func startHost() (*host, error) {
 	if err := os.WriteFile(h.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	// The directories a package install would make: the run dir is
-	// root-owned and traversable; the base dir belongs to the opus user.
-	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
+	// The directories a package install would make. The base dir belongs
+	// to the opus user. In the run dir opusd creates its own socket there, privd its own: root-owned,
+	// group opus may add entries (as with systemd's RuntimeDirectory).
+	if err := os.MkdirAll(cfg.RunDir, 0o775); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(cfg.RunDir, 0, int(h.opusGID)); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(cfg.RunDir, 0o775); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.BaseDir, 0o755); err != nil {
@@ -262,7 +269,19 @@ func (h *host) startPrivd() error {
 	if err := h.privd.Start(); err != nil {
 		return err
 	}
-	return waitSocket(h.cfg.PrivdSocket(), h.privd)
+	return h.withLog(waitSocket(h.cfg.PrivdSocket(), h.privd), "privd.log")
+}
+
+// withLog adds the tail of a daemon's log to a start-up error.
+func (h *host) withLog(err error, name string) error {
+	if err == nil {
+		return nil
+	}
+	data, _ := os.ReadFile(filepath.Join(h.logs, name))
+	if len(data) > 4000 {
+		data = data[len(data)-4000:]
+	}
+	return fmt.Errorf("%w\n--- %s ---\n%s", err, name, data)
 }
 
 func (h *host) startOpusd() error {
@@ -276,7 +295,7 @@ func (h *host) startOpusd() error {
 	if err := h.opusd.Start(); err != nil {
 		return err
 	}
-	return waitSocket(h.cfg.OpusdSocket(), h.opusd)
+	return h.withLog(waitSocket(h.cfg.OpusdSocket(), h.opusd), "opusd.log")
 }
 
 // waitSocket waits until something accepts connections on path, or cmd exits.

@@ -15,7 +15,7 @@ mkdir -p "$LOG"
 getent group opus-admin >/dev/null || groupadd --system opus-admin
 getent passwd opus >/dev/null || useradd --system --no-create-home --home-dir /var/lib/opus --shell /usr/sbin/nologin --user-group opus
 install -d -o opus -g opus -m 0755 /var/lib/opus
-install -d -o root -g root -m 0755 /run/opus
+install -d -o root -g opus -m 0775 /run/opus
 
 running() { [ -S "$1" ] && "$BIN/opusctl" --socket /run/opus/opusd.sock ls >/dev/null 2>&1; }
 
