@@ -2,19 +2,14 @@ package apache
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"text/template"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/cert"
 )
 
 // modulesDir is where Debian installs Apache's modules.
@@ -90,7 +85,7 @@ func ensureDefaultCert(dir, host string) error {
 	if _, err := tlsPair(crt, key); err == nil {
 		return nil
 	}
-	certPEM, keyPEM, err := SelfSigned(host, 10*365*24*time.Hour)
+	certPEM, keyPEM, err := cert.SelfSigned([]string{host}, time.Now(), 10*365*24*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -99,42 +94,6 @@ func ensureDefaultCert(dir, host string) error {
 	}
 	_, err = writeIfChanged(crt, certPEM, 0o644)
 	return err
-}
-
-// SelfSigned makes an ECDSA P-256 leaf certificate (CA:FALSE, SAN = host)
-// and its key, PEM encoded. privd uses it for the catch-all vhost; tests use
-// it for projects.
-func SelfSigned(host string, valid time.Duration) (certPEM, keyPEM []byte, err error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("apache: generate key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, nil, fmt.Errorf("apache: serial: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: host},
-		DNSNames:              []string{host},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(valid),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("apache: create certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("apache: marshal key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // writeIfChanged writes data to path atomically (temp file in the same

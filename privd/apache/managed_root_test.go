@@ -248,7 +248,7 @@ func TestManagedApache(t *testing.T) {
 	pid := r.GetMasterPid()
 
 	host := cfg.ServerName(project)
-	certPEM, keyPEM, err := SelfSigned(host, 24*time.Hour)
+	certPEM, keyPEM, err := selfSigned(host, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +357,7 @@ func TestManagedApache(t *testing.T) {
 	})
 
 	t.Run("mismatched key refused before Apache is touched", func(t *testing.T) {
-		_, otherKey, err := SelfSigned(host, time.Hour)
+		_, otherKey, err := selfSigned(host, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

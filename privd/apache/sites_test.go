@@ -27,7 +27,7 @@ func tempSites(t *testing.T) (*Sites, *fakeControl, config.Config) {
 
 func installReq(t *testing.T, project string, aliases ...string) *privdv1.InstallSiteRequest {
 	t.Helper()
-	cert, key, err := SelfSigned(project+".opus.example.com", 24*time.Hour)
+	cert, key, err := selfSigned(project+".opus.example.com", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestInstallRollsBack(t *testing.T) {
 }
 
 func TestInstallRefusesBeforeTouchingAnything(t *testing.T) {
-	_, otherKey, err := SelfSigned("x.example.com", time.Hour)
+	_, otherKey, err := selfSigned("x.example.com", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

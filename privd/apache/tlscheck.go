@@ -7,12 +7,8 @@ import (
 	"fmt"
 	"os"
 	"time"
-)
 
-// Bounds on what a caller may hand privd as TLS material.
-const (
-	maxCertPEM = 64 << 10
-	maxKeyPEM  = 16 << 10
+	"github.com/opus-hosting/opus/internal/cert"
 )
 
 // CheckPair checks that keyPEM is the private key of the first certificate in
@@ -22,36 +18,25 @@ const (
 // project's bad key from taking down every site. It returns the pair
 // re-encoded from the parsed DER (certificates, then a PKCS#8 key), so that
 // nothing but what was checked reaches the disk.
-func CheckPair(certPEM, keyPEM []byte, now time.Time) (cert, key []byte, err error) {
+func CheckPair(certPEM, keyPEM []byte, now time.Time) (certOut, keyOut []byte, err error) {
 	if len(certPEM) == 0 || len(keyPEM) == 0 {
 		return nil, nil, fmt.Errorf("tls: certificate and key are both required")
 	}
-	if len(certPEM) > maxCertPEM || len(keyPEM) > maxKeyPEM {
-		return nil, nil, fmt.Errorf("tls: certificate (%d bytes, at most %d) or key (%d bytes, at most %d) too large",
-			len(certPEM), maxCertPEM, len(keyPEM), maxKeyPEM)
+	if _, err := cert.Check(certPEM, keyPEM, now); err != nil {
+		return nil, nil, fmt.Errorf("tls: %w", err)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tls: key and certificate do not form a pair: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return nil, nil, fmt.Errorf("tls: parse leaf certificate: %w", err)
-	}
-	if now.After(leaf.NotAfter) {
-		return nil, nil, fmt.Errorf("tls: certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if now.Before(leaf.NotBefore) {
-		return nil, nil, fmt.Errorf("tls: certificate is not valid before %s", leaf.NotBefore.UTC().Format(time.RFC3339))
-	}
 	for _, der := range pair.Certificate {
-		cert = append(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		certOut = append(certOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tls: encode key: %w", err)
 	}
-	return cert, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+	return certOut, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // tlsPair checks an installed pair on disk.
