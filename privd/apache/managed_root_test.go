@@ -366,7 +366,7 @@ func TestManagedApache(t *testing.T) {
 		delete(before, filepath.Join(managed.Logs(), "error.log"))
 		tests, gracefuls := ctl.counts()
 		bad := &privdv1.InstallSiteRequest{Project: project, Aliases: []string{"new.example.com"}, CertificatePem: certPEM, KeyPem: otherKey}
-		if _, err := sites.Install(ctx, bad); err == nil || !strings.Contains(err.Error(), "do not form a pair") {
+		if _, err := sites.Install(ctx, bad); err == nil || !strings.Contains(err.Error(), "does not match") {
 			t.Fatalf("Install with a mismatched key = %v", err)
 		}
 		after := snapshot(t, managed.Dir)

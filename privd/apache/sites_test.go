@@ -140,7 +140,7 @@ func TestInstallRefusesBeforeTouchingAnything(t *testing.T) {
 		mutate func(*privdv1.InstallSiteRequest)
 		want   string
 	}{
-		{"mismatched key", func(r *privdv1.InstallSiteRequest) { r.KeyPem = otherKey }, "do not form a pair"},
+		{"mismatched key", func(r *privdv1.InstallSiteRequest) { r.KeyPem = otherKey }, "does not match"},
 		{"bad alias", func(r *privdv1.InstallSiteRequest) { r.Aliases = []string{"evil\nInclude /x"} }, "alias"},
 		{"bad project", func(r *privdv1.InstallSiteRequest) { r.Project = "../etc" }, "project name"},
 		{"too many threads", func(r *privdv1.InstallSiteRequest) { r.Threads = 1000 }, "threads"},
