@@ -72,6 +72,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: skipping:", skipReason)
 		os.Exit(m.Run())
 	}
+	// One run at a time: the names below are fixed so that a killed run is
+	// cleaned up by the next, which also means two runs would fight.
+	lock, err := os.OpenFile(root+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err == nil {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: lock:", err)
+		os.Exit(1)
+	}
 	cleanStale()
 	code := m.Run()
 	if shared != nil {
