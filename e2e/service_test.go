@@ -183,8 +183,10 @@ func TestServiceGrpcurl(t *testing.T) {
 		h.mustCtl(t, h.otherID, "create", name)
 		type listing struct {
 			Projects []struct {
-				Name     string
-				OwnerUID uint32 `json:"owner_uid"`
+				Name string
+				// grpcurl prints protojson's lowerCamelCase names
+				// (opusctl -o json uses the proto names instead).
+				OwnerUID uint32 `json:"ownerUid"`
 			}
 		}
 		// owner is the project's owner as grpcurl as uid sees it; found

@@ -12,6 +12,13 @@ sbin="$DESTDIR$PREFIX/sbin"
 units="$DESTDIR$UNITDIR"
 conf="$DESTDIR/etc/opus"
 doc="$DESTDIR$PREFIX/share/doc/opus"
+# systemd wants absolute ExecStart= paths, so PREFIX must be absolute.
+case "$PREFIX" in
+/*) ;;
+*) echo "$0: PREFIX must be an absolute path, not '$PREFIX'" >&2; exit 2 ;;
+esac
+# PREFIX goes into a sed replacement: escape what sed would interpret there.
+prefix_sed=$(printf '%s\n' "$PREFIX" | sed 's/[\\|&]/\\&/g')
 
 case "${1:-install}" in
 install)
@@ -20,7 +27,7 @@ install)
 	install -m 0755 bin/opusd "$sbin/opusd"
 	install -m 0755 bin/opus-privd "$sbin/opus-privd"
 	for u in opusd.service opusd.socket opus-privd.service opus-privd.socket; do
-		sed "s|/usr/local/|$PREFIX/|g" "systemd/$u" >"$units/$u"
+		sed "s|/usr/local/|$prefix_sed/|g" "systemd/$u" >"$units/$u"
 		chmod 0644 "$units/$u"
 	done
 	[ -f "$conf/opus.conf" ] || install -m 0644 systemd/opus.conf "$conf/opus.conf"
