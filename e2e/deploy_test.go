@@ -91,7 +91,7 @@ type prober struct {
 
 func probe(t *testing.T, url, want string) *prober {
 	p := &prober{stop: make(chan struct{})}
-	c := client()
+	c := webClient()
 	p.done.Add(1)
 	go func() {
 		defer p.done.Done()
@@ -151,7 +151,7 @@ func TestDeployTwoProjects(t *testing.T) {
 		t.FailNow()
 	}
 
-	c := client()
+	c := webClient()
 	for _, n := range []string{a, b} {
 		for _, scheme := range []string{"http", "https"} {
 			mustGet(t, c, h.url(n, scheme, "/hello/"), "Hello from Opus")
@@ -159,7 +159,7 @@ func TestDeployTwoProjects(t *testing.T) {
 		}
 		mustGet(t, c, h.url(n, "http", "/admin/login/"), "csrfmiddlewaretoken")
 	}
-	adminLogin(t, client(), h.url(a, "https", ""), "admin", adminPassword)
+	adminLogin(t, webClient(), h.url(a, "https", ""), "admin", adminPassword)
 
 	// The project's certificate names its host.
 	leaf, err := tlsDial(h, a)
@@ -343,5 +343,5 @@ func TestMismatchedCertificateRefused(t *testing.T) {
 	if h.apachePid(t) != pid {
 		t.Errorf("Apache master pid changed from %d to %d", pid, h.apachePid(t))
 	}
-	mustGet(t, client(), h.url(name, "https", "/hello/"), "Hello from Opus")
+	mustGet(t, webClient(), h.url(name, "https", "/hello/"), "Hello from Opus")
 }

@@ -22,7 +22,7 @@ import (
 // client returns an HTTP client that sends every host name to loopback, as
 // *.localhost resolves, and trusts any certificate (the tests check the
 // certificate themselves where it matters).
-func client() *http.Client {
+func webClient() *http.Client {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -73,11 +73,14 @@ type gitApp struct {
 
 func newGitApp(t *testing.T, name, text string) *gitApp {
 	t.Helper()
-	dir := filepath.Join(root, "git", name+strconv.FormatInt(time.Now().UnixNano(), 36))
+	// The repository directory is called name: opusctl names a git app
+	// after the last element of its URL, and the tests request /<name>/.
+	parent := filepath.Join(root, "git", strconv.FormatInt(time.Now().UnixNano(), 36))
+	dir := filepath.Join(parent, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { os.RemoveAll(parent) })
 	g := &gitApp{dir: dir, name: name}
 	g.git(t, "init", "-q", "-b", "main")
 	g.write(t, "__init__.py", "")

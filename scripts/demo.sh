@@ -17,14 +17,47 @@ getent passwd opus >/dev/null || useradd --system --no-create-home --home-dir /v
 install -d -o opus -g opus -m 0755 /var/lib/opus
 install -d -o root -g opus -m 0775 /run/opus
 
+PRIVD_PID=/run/opus/demo-privd.pid
+OPUSD_PID=/run/opus/demo-opusd.pid
+APACHE_PID=/var/lib/opus-apache/run/httpd.pid
+
 running() { [ -S "$1" ] && "$BIN/opusctl" --socket /run/opus/opusd.sock ls >/dev/null 2>&1; }
 
-start() {
-	if ! pgrep -x opus-privd >/dev/null; then
-		nohup "$BIN/opus-privd" >>"$LOG/privd.log" 2>&1 &
+# alive PIDFILE NAME: the pid in PIDFILE is a live process whose command
+# line mentions NAME (a recycled pid is not ours). Processes are only ever
+# found by the pid the demo recorded, never by name: other Opus daemons
+# (the end-to-end tests', an installed one) may run on this host.
+alive() {
+	[ -f "$1" ] || return 1
+	pid=$(cat "$1")
+	[ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$2"
+}
+
+# end PIDFILE NAME: SIGTERM the recorded process and wait (up to 30 s)
+# until it is gone.
+end() {
+	if alive "$1" "$2"; then
+		pid=$(cat "$1")
+		kill "$pid" 2>/dev/null || true
+		i=0
+		while [ -d "/proc/$pid" ] && [ $i -lt 300 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		[ ! -d "/proc/$pid" ] || echo "demo: $2 (pid $pid) did not stop" >&2
 	fi
-	if ! pgrep -x opusd >/dev/null; then
+	rm -f "$1"
+}
+
+start() {
+	if ! alive "$PRIVD_PID" opus-privd; then
+		nohup "$BIN/opus-privd" >>"$LOG/privd.log" 2>&1 &
+		echo $! >"$PRIVD_PID"
+	fi
+	if ! alive "$OPUSD_PID" opusd; then
+		# setpriv execs opusd: $! is opusd's pid.
 		nohup setpriv --reuid opus --regid opus --clear-groups "$BIN/opusd" >>"$LOG/opusd.log" 2>&1 &
+		echo $! >"$OPUSD_PID"
 	fi
 	i=0
 	until running /run/opus/opusd.sock; do
@@ -36,13 +69,13 @@ start() {
 
 stop() {
 	if running /run/opus/opusd.sock; then
-		"$BIN/opusctl" destroy "$PROJECT" --yes 2>/dev/null || true
+		"$BIN/opusctl" destroy "$PROJECT" --yes || echo "demo: destroying $PROJECT failed; see $LOG/opusd.log" >&2
 	fi
-	pkill -x opusd 2>/dev/null || true
-	pkill -x opus-privd 2>/dev/null || true
-	if [ -f /var/lib/opus-apache/run/httpd.pid ]; then
-		kill "$(cat /var/lib/opus-apache/run/httpd.pid)" 2>/dev/null || true
-	fi
+	end "$OPUSD_PID" opusd
+	end "$PRIVD_PID" opus-privd
+	# The managed Apache outlives privd; its master stops the mod_wsgi
+	# daemons and workers with it.
+	end "$APACHE_PID" /var/lib/opus-apache/httpd.conf
 	echo "demo stopped"
 }
 

@@ -135,7 +135,17 @@ func run() error {
 	defer privdConn.Close()
 	privd := privdv1.NewPrivdClient(privdConn)
 
-	rec := reconcile.New(st, privd, reconcile.Options{BaseDir: cfg.BaseDir, Logger: log})
+	gitCache := filepath.Join(cfg.BaseDir, "git")
+	if err := os.MkdirAll(gitCache, 0o750); err != nil {
+		return fmt.Errorf("git cache: %w", err)
+	}
+	rec := reconcile.New(st, privd, reconcile.Options{
+		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
+		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
+		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads,
+		Uploads: uploads, Git: &source.Git{CacheDir: gitCache},
+		Logger: log,
+	})
 	svc, err := service.New(service.Config{
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
 		Uploads: uploads, ValidateAppName: source.ValidateAppName,

@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,10 +35,52 @@ type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
+// Uploads unpacks stored app archives (implemented by source.Store).
+type Uploads interface {
+	// Extract unpacks the archive digest into dest, which must not exist.
+	Extract(ctx context.Context, digest, dest string) error
+}
+
+// Fetcher fetches git sources (implemented by *source.Git).
+type Fetcher interface {
+	// Fetch writes the tree of ref in the repository at url into dest,
+	// which must not exist, and returns the full commit hash.
+	Fetch(ctx context.Context, url, ref string, allowLocal bool, dest string) (string, error)
+}
+
+// Defaults of Options.
+const (
+	// DefaultHealthTimeout bounds the health check: a fresh mod_wsgi
+	// daemon imports Django and the apps before it answers.
+	DefaultHealthTimeout = 30 * time.Second
+	// selfSignedValidity is how long a self-signed certificate is made for.
+	selfSignedValidity = 365 * 24 * time.Hour
+	// renewBefore is how long before expiry a self-signed certificate is
+	// replaced.
+	renewBefore = 30 * 24 * time.Hour
+)
+
 // Options configures a Reconciler.
 type Options struct {
-	// BaseDir holds the project trees (see package layout).
+	// BaseDir holds the project trees (see package layout), and opusd's
+	// copies of self-signed certificates in BaseDir/tls.
 	BaseDir string
+	// ServerSuffix makes a project's host name (NAME + suffix).
+	ServerSuffix string
+	// HTTPPort and HTTPSPort are Apache's ports for project vhosts.
+	HTTPPort, HTTPSPort int
+	// WSGIProcesses and WSGIThreads size each project's mod_wsgi daemon
+	// group; 0 lets privd use its configured default.
+	WSGIProcesses, WSGIThreads int
+	// Uploads unpacks uploaded app archives; nil refuses upload apps.
+	Uploads Uploads
+	// Git fetches git apps; nil refuses git apps.
+	Git Fetcher
+	// HealthAddr is where the health check connects (host:port); empty
+	// means 127.0.0.1:HTTPPort.
+	HealthAddr string
+	// HealthTimeout bounds the health check; 0 means DefaultHealthTimeout.
+	HealthTimeout time.Duration
 	// Concurrency bounds how many projects are worked on at once; 0 means 4.
 	Concurrency int
 	// Clock defaults to the system clock.
@@ -84,6 +128,12 @@ func New(st *store.Store, privd privdv1.PrivdClient, opt Options) *Reconciler {
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
+	}
+	if opt.HealthAddr == "" {
+		opt.HealthAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(opt.HTTPPort))
+	}
+	if opt.HealthTimeout <= 0 {
+		opt.HealthTimeout = DefaultHealthTimeout
 	}
 	r := &Reconciler{
 		st: st, privd: privd, opt: opt, log: opt.Logger,
@@ -260,7 +310,19 @@ type Task struct {
 	// Log carries the project and operation.
 	Log *slog.Logger
 	st  *store.Store
+	opt *Options
+
+	// What earlier steps of this run found, for later ones.
+	codeChanged  bool   // sources or render wrote something
+	certPEM      []byte // certificate step → vhost step
+	keyPEM       []byte
+	vhostChanged bool // vhost step → reload step
+	reloaded     bool // reload step ran a graceful restart
+	siteRemoved  bool // teardown: the vhost was removed
 }
+
+// ServerName is the project's virtual host name.
+func (t *Task) ServerName() string { return t.Project.Name + t.opt.ServerSuffix }
 
 // Update applies fn to the stored project in one transaction and refreshes
 // t.Project. Steps use it to record status (resolved commits, the system
@@ -384,7 +446,7 @@ func (r *Reconciler) run(name string) {
 	}
 	log = log.With("operations", ids, "generation", gen, "deleting", p.Deleting)
 	log.Info("reconcile begins")
-	t := &Task{Project: p, Layout: layout.For(r.opt.BaseDir, name), Privd: r.privd, Clock: r.opt.Clock, Log: log, st: r.st}
+	t := &Task{Project: p, Layout: layout.For(r.opt.BaseDir, name), Privd: r.privd, Clock: r.opt.Clock, Log: log, st: r.st, opt: &r.opt}
 
 	for _, step := range steps {
 		if r.isStopping() {

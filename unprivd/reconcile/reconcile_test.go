@@ -5,21 +5,29 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
+
+// fakeUID is the project users' uid the fake hands out: no process on the
+// machine runs as it, so the teardown never waits for one.
+const fakeUID = 3999999
 
 // fakePrivd records calls and fails or blocks those it is told to.
 type fakePrivd struct {
@@ -33,18 +41,32 @@ type fakePrivd struct {
 	maxPer   int
 	total    int
 	maxTotal int
+
+	// manage answers RunManage (nil: every command succeeds); manageReqs
+	// records the requests.
+	manage     func(*privdv1.RunManageRequest) *privdv1.RunManageResponse
+	manageReqs []*privdv1.RunManageRequest
+	// sites holds the installed site per project, to answer changed as
+	// privd does.
+	sites map[string]*privdv1.InstallSiteRequest
+	// onReload runs on each ReloadApache (a test starts "Apache" there).
+	onReload func()
+	logLines []string
 }
 
 func newFake() *fakePrivd {
-	return &fakePrivd{fail: map[string]error{}, block: map[string]chan struct{}{}, inFlight: map[string]int{}}
+	return &fakePrivd{fail: map[string]error{}, block: map[string]chan struct{}{}, inFlight: map[string]int{},
+		sites: map[string]*privdv1.InstallSiteRequest{}}
 }
 
 func (f *fakePrivd) enter(ctx context.Context, method, project string) error {
 	f.mu.Lock()
-	f.calls = append(f.calls, method+" "+project)
+	f.calls = append(f.calls, strings.TrimSpace(method+" "+project))
 	f.inFlight[project]++
 	f.total++
-	f.maxPer = max(f.maxPer, f.inFlight[project])
+	if project != "" {
+		f.maxPer = max(f.maxPer, f.inFlight[project])
+	}
 	f.maxTotal = max(f.maxTotal, f.total)
 	err := f.fail[method]
 	ch := f.block[method]
@@ -85,7 +107,7 @@ func (f *fakePrivd) EnsureUser(ctx context.Context, in *privdv1.EnsureUserReques
 	if err := f.enter(ctx, "EnsureUser", in.Project); err != nil {
 		return nil, err
 	}
-	return &privdv1.EnsureUserResponse{User: "opus-" + in.Project, Uid: 900, Gid: 900, Created: true}, nil
+	return &privdv1.EnsureUserResponse{User: "opus-" + in.Project, Uid: fakeUID, Gid: fakeUID, Created: true}, nil
 }
 
 func (f *fakePrivd) DeleteUser(ctx context.Context, in *privdv1.DeleteUserRequest, _ ...grpc.CallOption) (*privdv1.DeleteUserResponse, error) {
@@ -112,11 +134,27 @@ func (f *fakePrivd) RemoveTree(ctx context.Context, in *privdv1.RemoveTreeReques
 }
 
 func (f *fakePrivd) RunManage(ctx context.Context, in *privdv1.RunManageRequest, _ ...grpc.CallOption) (*privdv1.RunManageResponse, error) {
-	return nil, f.enter(ctx, "RunManage", in.Project)
+	if err := f.enter(ctx, "RunManage", in.Project); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.manageReqs = append(f.manageReqs, proto.Clone(in).(*privdv1.RunManageRequest))
+	if f.manage != nil {
+		return f.manage(in), nil
+	}
+	return &privdv1.RunManageResponse{Output: "ok\n"}, nil
 }
 
 func (f *fakePrivd) InstallSite(ctx context.Context, in *privdv1.InstallSiteRequest, _ ...grpc.CallOption) (*privdv1.InstallSiteResponse, error) {
-	return nil, f.enter(ctx, "InstallSite", in.Project)
+	if err := f.enter(ctx, "InstallSite", in.Project); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	changed := f.sites[in.Project] == nil || !proto.Equal(f.sites[in.Project], in)
+	f.sites[in.Project] = proto.Clone(in).(*privdv1.InstallSiteRequest)
+	return &privdv1.InstallSiteResponse{Changed: changed}, nil
 }
 
 func (f *fakePrivd) RemoveSite(ctx context.Context, in *privdv1.RemoveSiteRequest, _ ...grpc.CallOption) (*privdv1.RemoveSiteResponse, error) {
@@ -127,11 +165,25 @@ func (f *fakePrivd) RemoveSite(ctx context.Context, in *privdv1.RemoveSiteReques
 }
 
 func (f *fakePrivd) ReloadApache(ctx context.Context, in *privdv1.ReloadApacheRequest, _ ...grpc.CallOption) (*privdv1.ReloadApacheResponse, error) {
-	return nil, f.enter(ctx, "ReloadApache", "")
+	if err := f.enter(ctx, "ReloadApache", ""); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	hook := f.onReload
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return &privdv1.ReloadApacheResponse{MasterPid: 4242}, nil
 }
 
 func (f *fakePrivd) TailLog(ctx context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
-	return nil, f.enter(ctx, "TailLog", in.Project)
+	if err := f.enter(ctx, "TailLog", in.Project); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &privdv1.TailLogResponse{Lines: f.logLines}, nil
 }
 
 // fakeClock advances one second per reading, so step times are ordered.
@@ -153,6 +205,37 @@ type env struct {
 	base  string
 	privd *fakePrivd
 	clock *fakeClock
+	git   *fakeGit
+	// web stands in for Apache: it answers the health check with status
+	// for the project's host name and 404 (the catch-all) for others.
+	web    *httptest.Server
+	status atomic.Int32
+	hosts  sync.Map // Host headers seen
+	// tweak adjusts the Options of start.
+	tweak func(*Options)
+}
+
+const testSuffix = ".opus.test"
+
+func (e *env) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	e.hosts.Store(r.Host, true)
+	if !strings.HasSuffix(r.Host, testSuffix) {
+		http.NotFound(w, r)
+		return
+	}
+	w.WriteHeader(int(e.status.Load()))
+}
+
+func (e *env) options(concurrency int) Options {
+	o := Options{BaseDir: e.base, Concurrency: concurrency, Clock: e.clock,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ServerSuffix: testSuffix, HTTPPort: 8080, HTTPSPort: 8443,
+		Uploads: fakeUploads{}, Git: e.git,
+		HealthAddr: e.web.Listener.Addr().String(), HealthTimeout: 2 * time.Second}
+	if e.tweak != nil {
+		e.tweak(&o)
+	}
+	return o
 }
 
 func newEnv(t *testing.T) *env {
@@ -164,8 +247,12 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &env{st: st, path: path, base: filepath.Join(dir, "base"), privd: newFake(),
-		clock: &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &env{st: st, path: path, base: filepath.Join(dir, "base"), privd: newFake(),
+		clock: &fakeClock{t: time.Now()}, git: &fakeGit{repos: map[string]map[string]fakeCommit{}}}
+	e.status.Store(http.StatusOK)
+	e.web = httptest.NewServer(http.HandlerFunc(e.serveHTTP))
+	t.Cleanup(e.web.Close)
+	return e
 }
 
 func (e *env) start(t *testing.T, concurrency int) *Reconciler {
@@ -173,8 +260,7 @@ func (e *env) start(t *testing.T, concurrency int) *Reconciler {
 	if err := os.MkdirAll(e.base, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r := New(e.st, e.privd, Options{BaseDir: e.base, Concurrency: concurrency, Clock: e.clock,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r := New(e.st, e.privd, e.options(concurrency))
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +344,23 @@ func (e *env) wait(t *testing.T, id string) *store.Operation {
 	}
 }
 
+// The step lists of a deploy and a teardown that went through.
+const (
+	deployedSteps = "user:DONE directories:DONE sources:DONE render:DONE secure:DONE migrate:DONE superuser:DONE certificate:DONE vhost:DONE reload:DONE health:DONE"
+	tornDownSteps = "site:DONE reload:DONE tree:DONE user:DONE forget:DONE"
+)
+
+// stepMessage returns the message of op's last step called name.
+func stepMessage(op *store.Operation, name string) string {
+	msg := ""
+	for _, s := range op.Steps {
+		if s.Name == name {
+			msg = s.Message
+		}
+	}
+	return msg
+}
+
 func stepNames(op *store.Operation) string {
 	var s []string
 	for _, st := range op.Steps {
@@ -275,7 +378,7 @@ func TestDeployOrderAndStatus(t *testing.T) {
 	if op.State != store.OpSucceeded {
 		t.Fatalf("op %s: %s", op.State, op.Error)
 	}
-	if got, want := stepNames(op), "user:DONE directories:DONE secure:DONE"; got != want {
+	if got, want := stepNames(op), deployedSteps; got != want {
 		t.Fatalf("steps = %q, want %q", got, want)
 	}
 	for i, s := range op.Steps {
@@ -283,11 +386,11 @@ func TestDeployOrderAndStatus(t *testing.T) {
 			t.Errorf("step %d = %+v: want times and a message", i, s)
 		}
 	}
-	if got, want := strings.Join(e.privd.callList(), ","), "EnsureUser blog,SecureTree blog"; got != want {
+	if got, want := strings.Join(e.privd.callList(), ","), "EnsureUser blog,SecureTree blog,RunManage blog,InstallSite blog,ReloadApache"; got != want {
 		t.Fatalf("privd calls = %q, want %q", got, want)
 	}
 	p, _ := e.st.GetProject(context.Background(), "blog")
-	if p.Status.Phase != store.PhaseReady || p.Status.ObservedGeneration != 1 || p.Status.SystemUser != "opus-blog" || p.Status.UID != 900 {
+	if p.Status.Phase != store.PhaseReady || p.Status.ObservedGeneration != 1 || p.Status.SystemUser != "opus-blog" || p.Status.UID != fakeUID {
 		t.Fatalf("status = %+v", p.Status)
 	}
 	l := layout.For(e.base, "blog")
@@ -345,7 +448,7 @@ func TestFailedStepKeepsPreviousState(t *testing.T) {
 	if op.State != store.OpFailed || !strings.Contains(op.Error, "step secure") || !strings.Contains(op.Error, "permission denied") {
 		t.Fatalf("op = %s %q", op.State, op.Error)
 	}
-	if got := stepNames(op); got != "user:DONE directories:DONE secure:FAILED" {
+	if got := stepNames(op); got != "user:DONE directories:DONE sources:DONE render:DONE secure:FAILED" {
 		t.Fatalf("steps = %q", got)
 	}
 	p, _ := e.st.GetProject(context.Background(), "wiki")
@@ -394,8 +497,8 @@ func TestSecureRefusalsAreWarnings(t *testing.T) {
 	id := e.create(t, "warn")
 	r.Kick("warn")
 	op := e.wait(t, id)
-	if op.State != store.OpSucceeded || !strings.Contains(op.Steps[2].Message, "code/evil (symlink)") {
-		t.Fatalf("op %s, secure message %q", op.State, op.Steps[2].Message)
+	if op.State != store.OpSucceeded || !strings.Contains(stepMessage(op, "secure"), "code/evil (symlink)") {
+		t.Fatalf("op %s, secure message %q", op.State, stepMessage(op, "secure"))
 	}
 }
 
@@ -431,10 +534,10 @@ func TestTeardown(t *testing.T) {
 	before := len(e.privd.callList())
 	r.Kick("gone")
 	op := e.wait(t, del)
-	if op.State != store.OpSucceeded || stepNames(op) != "site:DONE tree:DONE user:DONE" {
+	if op.State != store.OpSucceeded || stepNames(op) != tornDownSteps {
 		t.Fatalf("delete op %s %q: %s", op.State, op.Error, stepNames(op))
 	}
-	if got, want := strings.Join(e.privd.callList()[before:], ","), "RemoveSite gone,RemoveTree gone,DeleteUser gone"; got != want {
+	if got, want := strings.Join(e.privd.callList()[before:], ","), "RemoveSite gone,ReloadApache,RemoveTree gone,DeleteUser gone"; got != want {
 		t.Fatalf("teardown calls = %q, want %q", got, want)
 	}
 	if _, err := e.st.GetProject(context.Background(), "gone"); !errors.Is(err, store.ErrNotFound) {
@@ -480,7 +583,7 @@ func TestCrashRecovery(t *testing.T) {
 	// A fresh reconciler finishes it without being kicked.
 	e.start(t, 1)
 	op := e.wait(t, id)
-	if op.State != store.OpSucceeded || stepNames(op) != "resume:DONE user:DONE directories:DONE secure:DONE" {
+	if op.State != store.OpSucceeded || stepNames(op) != "resume:DONE "+deployedSteps {
 		t.Fatalf("resumed op %s %q: %s", op.State, op.Error, stepNames(op))
 	}
 	p, _ := e.st.GetProject(context.Background(), "crash")
@@ -509,7 +612,7 @@ func TestRecoveryOfDeletingProject(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := strings.Join(e.privd.callList(), ","); got != "RemoveSite half,RemoveTree half,DeleteUser half" {
+	if got := strings.Join(e.privd.callList(), ","); got != "RemoveSite half,ReloadApache,RemoveTree half,DeleteUser half" {
 		t.Fatalf("calls = %q", got)
 	}
 }

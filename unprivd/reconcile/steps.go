@@ -24,28 +24,37 @@ type Step struct {
 	Run  func(ctx context.Context, t *Task) (string, error)
 }
 
-// DeploySteps is the ordered chain toward a project's spec. The full chain
-// (DESIGN.md) is user → directories → sources → render → secure → migrate →
-// superuser → certificate → vhost → reload → health check; the later steps
-// slot into this list in that order.
+// DeploySteps is the ordered chain toward a project's spec (DESIGN.md):
+// user → directories → sources → render → secure → migrate → superuser →
+// certificate → vhost → reload → health. sources and render come before
+// secure so that everything they write gets the file policy.
 func DeploySteps() []Step {
 	return []Step{
 		{Name: "user", Run: stepUser},
 		{Name: "directories", Run: stepDirectories},
-		// sources, render: before secure, so what they write is secured.
+		{Name: "sources", Run: stepSources},
+		{Name: "render", Run: stepRender},
 		{Name: "secure", Run: stepSecure},
-		// migrate, superuser, certificate, vhost, reload, health check.
+		{Name: "migrate", Run: stepMigrate},
+		{Name: "superuser", Run: stepSuperuser},
+		{Name: "certificate", Run: stepCertificate},
+		{Name: "vhost", Run: stepVhost},
+		{Name: "reload", Run: stepReload},
+		{Name: "health", Run: stepHealth},
 	}
 }
 
-// TeardownSteps is the chain toward "absent", the deploy chain in reverse.
+// TeardownSteps is the chain toward "absent", the deploy chain in reverse:
+// the vhost goes and Apache reloads (which stops the project's mod_wsgi
+// daemon), then the tree, the user, and opusd's own certificate copy.
 // After the last step the project's record is deleted.
 func TeardownSteps() []Step {
 	return []Step{
-		// reload goes here, once vhosts are installed by the deploy chain.
 		{Name: "site", Run: stepRemoveSite},
+		{Name: "reload", Run: stepTeardownReload},
 		{Name: "tree", Run: stepRemoveTree},
 		{Name: "user", Run: stepDeleteUser},
+		{Name: "forget", Run: stepForget},
 	}
 }
 
@@ -158,6 +167,7 @@ func stepRemoveSite(ctx context.Context, t *Task) (string, error) {
 		return "", privdErr("RemoveSite", err)
 	}
 	if res.GetRemoved() {
+		t.siteRemoved = true
 		return "virtual host removed", nil
 	}
 	return "no virtual host", nil
@@ -171,7 +181,13 @@ func stepRemoveTree(ctx context.Context, t *Task) (string, error) {
 	return fmt.Sprintf("removed %d entries", res.GetRemoved()), nil
 }
 
+// stepDeleteUser deletes the project's user once none of its processes
+// are left: after the reload the mod_wsgi daemon takes a moment to exit,
+// and userdel refuses a user that still runs something.
 func stepDeleteUser(ctx context.Context, t *Task) (string, error) {
+	if n := waitNoProcesses(ctx, t.Project.Status.UID); n > 0 {
+		t.Log.Warn("project user still has processes; trying to delete it anyway", "processes", n)
+	}
 	res, err := t.Privd.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: t.Project.Name})
 	if err != nil {
 		return "", privdErr("DeleteUser", err)

@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,6 +168,18 @@ func (f *fakePrivd) SecureTree(context.Context, *privdv1.SecureTreeRequest, ...g
 	return &privdv1.SecureTreeResponse{Secured: 1}, nil
 }
 
+func (f *fakePrivd) RunManage(context.Context, *privdv1.RunManageRequest, ...grpc.CallOption) (*privdv1.RunManageResponse, error) {
+	return &privdv1.RunManageResponse{Output: "ok\n"}, nil
+}
+
+func (f *fakePrivd) InstallSite(context.Context, *privdv1.InstallSiteRequest, ...grpc.CallOption) (*privdv1.InstallSiteResponse, error) {
+	return &privdv1.InstallSiteResponse{Changed: true}, nil
+}
+
+func (f *fakePrivd) ReloadApache(context.Context, *privdv1.ReloadApacheRequest, ...grpc.CallOption) (*privdv1.ReloadApacheResponse, error) {
+	return &privdv1.ReloadApacheResponse{MasterPid: 1}, nil
+}
+
 // fakeUploads keeps archives in memory by their sha256.
 type fakeUploads struct {
 	mu   sync.Mutex
@@ -256,7 +270,11 @@ func startServer(t *testing.T, o serverOpt) *server {
 	if o.reconciler {
 		base := filepath.Join(dir, "base")
 		os.Mkdir(base, 0o755)
-		r := reconcile.New(st, s.privd, reconcile.Options{BaseDir: base, Logger: log})
+		// Apache's stand-in answers the health check.
+		web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		t.Cleanup(web.Close)
+		r := reconcile.New(st, s.privd, reconcile.Options{BaseDir: base, Logger: log,
+			ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, HealthAddr: web.Listener.Addr().String()})
 		if err := r.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -604,11 +622,15 @@ func TestEndToEndWithReconciler(t *testing.T) {
 		}
 		last = got
 	}
-	if last.State != opusv1.OperationState_OPERATION_STATE_SUCCEEDED || len(last.Steps) != 3 {
+	if last.State != opusv1.OperationState_OPERATION_STATE_SUCCEEDED || len(last.Steps) != len(reconcile.DeploySteps()) {
 		t.Fatalf("final = %v", last)
 	}
 	p, _ := s.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "full"})
 	if p.Phase != opusv1.Phase_PHASE_READY || p.ObservedGeneration != 1 {
+		t.Fatalf("project = %v", p)
+	}
+	if p.Certificate != reconcile.CertSelfSigned || p.CertificateNotAfter == nil || !p.CertificateNotAfter.AsTime().After(time.Now()) ||
+		strings.Join(p.Urls, " ") != "http://full.opus.test:8080/ https://full.opus.test:8443/" || p.ServerName != "full.opus.test" {
 		t.Fatalf("project = %v", p)
 	}
 }

@@ -59,6 +59,9 @@ func validateDigest(d string) error {
 	return nil
 }
 
+// helperRE matches git's "<transport>::<address>" remote helper syntax.
+var helperRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*::`)
+
 var scpLikeRE = regexp.MustCompile(`^([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[^/].*$|^([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:/.+$`)
 
 // validateGitURL checks a git URL. It returns (local, err): local is true
@@ -72,6 +75,11 @@ func validateGitURL(raw string) (local bool, err error) {
 		return false, fmt.Errorf("git url is longer than 2048 bytes")
 	case strings.HasPrefix(raw, "-"):
 		return false, fmt.Errorf("git url %q starts with '-'", trunc(raw))
+	case helperRE.MatchString(raw):
+		// Said before anything else: "ext::" runs a command, whatever
+		// else is wrong with the URL.
+		return false, fmt.Errorf("git url %q uses the remote transport helper %q, which is not allowed (it could run commands); use https://, ssh://, git:// or user@host:path",
+			trunc(raw), strings.SplitN(raw, "::", 2)[0]+"::")
 	}
 	for _, r := range raw {
 		if unicode.IsControl(r) || unicode.IsSpace(r) {

@@ -37,6 +37,11 @@ func TestValidateGitURL(t *testing.T) {
 			t.Errorf("validateGitURL(%q) = %v, %v; want ok=%v local=%v", tc.url, local, err, tc.ok, tc.local)
 		}
 	}
+	for _, helper := range []string{"ext::sh -c touch% /tmp/pwned", "fd::17", "EXT::x"} {
+		if _, err := validateGitURL(helper); err == nil || !strings.Contains(err.Error(), "transport helper") {
+			t.Errorf("validateGitURL(%q) = %v; want a refusal naming the transport helper", helper, err)
+		}
+	}
 }
 
 func FuzzValidateGitURL(f *testing.F) {

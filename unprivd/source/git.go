@@ -148,6 +148,7 @@ func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, de
 	if g.CacheDir == "" {
 		return "", errors.New("git: no cache directory configured")
 	}
+	useInProcessLocalTransport()
 	timeout := g.Timeout
 	if timeout <= 0 {
 		timeout = DefaultGitTimeout
@@ -286,7 +287,13 @@ func (f *fetcher) resolve(ctx context.Context, ref string) (*git.Repository, plu
 	}
 	if name != "" {
 		spec := config.RefSpec("+" + string(name) + ":" + string(name))
-		err := shallow.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{spec}, Depth: 1, Tags: git.NoTags, Force: true})
+		depth := 1
+		if isLocalURL(f.url) {
+			// The in-process local transport has no shallow support, and
+			// a local read gains nothing from it.
+			depth = 0
+		}
+		err := shallow.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{spec}, Depth: depth, Tags: git.NoTags, Force: true})
 		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 			return nil, plumbing.ZeroHash, fmt.Errorf("fetch %s: %w", name, err)
 		}

@@ -245,3 +245,26 @@ func TestGitBrokenCacheRecovers(t *testing.T) {
 		t.Fatalf("Fetch over a broken cache = %s, %v", c, err)
 	}
 }
+
+// TestGitLocalWithoutGitBinary: local repositories (bare or with a work
+// tree) are read in-process. go-git's default runs git-upload-pack, which
+// refuses repositories of another owner (safe.directory) — every admin's
+// repository, seen from opusd.
+func TestGitLocalWithoutGitBinary(t *testing.T) {
+	repo := testRepo(t)
+	v2 := gitRun(t, repo, "rev-parse", "v2")
+	bare := filepath.Join(t.TempDir(), "bare.git")
+	gitRun(t, repo, "clone", "-q", "--bare", repo, bare)
+	t.Setenv("PATH", "/nonexistent")
+	for _, url := range []string{repo, "file://" + repo, bare} {
+		g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache"), Timeout: time.Minute, MaxBytes: 10 << 20}
+		commit, err := g.Fetch(context.Background(), url, "main", true, filepath.Join(t.TempDir(), "app"))
+		if err != nil || commit != v2 {
+			t.Errorf("Fetch(%s) without git on PATH = %s, %v; want %s", url, commit, err, v2)
+		}
+	}
+	g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache"), Timeout: time.Minute}
+	if _, err := g.Fetch(context.Background(), t.TempDir(), "main", true, filepath.Join(t.TempDir(), "app")); err == nil {
+		t.Errorf("Fetch of a directory that is no repository succeeded")
+	}
+}

@@ -117,6 +117,9 @@ type Status struct {
 	Apps map[string]AppStatus `json:"apps,omitempty"`
 	// Certificate is the certificate in use.
 	Certificate CertificateStatus `json:"certificate"`
+	// Superuser is the user name of the Django superuser the superuser
+	// step created, empty before.
+	Superuser string `json:"superuser,omitempty"`
 }
 
 // AppStatus is an app as deployed.

@@ -1,0 +1,170 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/cert"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// Certificate kinds recorded in the status.
+const (
+	CertSelfSigned = "self-signed"
+	CertOwner      = "owner"
+)
+
+// TLSDir is where opusd keeps its self-signed certificates and keys, so a
+// redeploy installs the same certificate (and Apache need not reload).
+func TLSDir(base string) string { return filepath.Join(base, "tls") }
+
+func certPaths(base, project string) (crt, key string) {
+	d := TLSDir(base)
+	return filepath.Join(d, project+".crt"), filepath.Join(d, project+".key")
+}
+
+// stepCertificate picks the certificate the vhost gets: the owner's when
+// set, else a self-signed one made once and kept until 30 days before it
+// expires.
+func stepCertificate(ctx context.Context, t *Task) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	now := t.Clock.Now()
+	host := t.ServerName()
+	var (
+		kind string
+		leaf *x509.Certificate
+		msg  string
+		err  error
+	)
+	if oc := t.Project.Spec.Certificate; oc != nil {
+		kind = CertOwner
+		leaf, err = cert.Check(oc.CertificatePEM, oc.KeyPEM, now)
+		if err != nil {
+			return "", fmt.Errorf("the owner's certificate: %w", err)
+		}
+		t.certPEM, t.keyPEM = oc.CertificatePEM, oc.KeyPEM
+		msg = "owner's certificate"
+	} else {
+		kind = CertSelfSigned
+		leaf, msg, err = selfSigned(t, host, now)
+		if err != nil {
+			return "", err
+		}
+	}
+	msg += fmt.Sprintf(" for %s, valid until %s", host, leaf.NotAfter.UTC().Format(time.DateOnly))
+	cur := t.Project.Status.Certificate
+	if cur.Kind != kind || !cur.NotAfter.Equal(leaf.NotAfter) {
+		if err := t.Update(ctx, func(p *store.Project) {
+			p.Status.Certificate = store.CertificateStatus{Kind: kind, NotAfter: leaf.NotAfter}
+		}); err != nil {
+			return "", err
+		}
+	}
+	return msg, nil
+}
+
+// selfSigned loads the kept self-signed pair of the project, or makes and
+// keeps a new one when there is none, it does not fit the host name, or
+// it expires within renewBefore.
+func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string, error) {
+	crtPath, keyPath := certPaths(t.opt.BaseDir, t.Project.Name)
+	crt, err1 := os.ReadFile(crtPath)
+	key, err2 := os.ReadFile(keyPath)
+	why := "made a self-signed certificate"
+	if err1 == nil && err2 == nil {
+		leaf, err := cert.Check(crt, key, now)
+		switch {
+		case err != nil:
+			why = fmt.Sprintf("replaced the kept self-signed certificate (%v)", err)
+		case leaf.VerifyHostname(host) != nil:
+			why = "replaced the kept self-signed certificate (another host name)"
+		case leaf.NotAfter.Sub(now) < renewBefore:
+			why = "renewed the self-signed certificate (expiring)"
+		default:
+			t.certPEM, t.keyPEM = crt, key
+			return leaf, "kept self-signed certificate", nil
+		}
+	} else {
+		for _, err := range []error{err1, err2} {
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, "", fmt.Errorf("self-signed certificate: %w", err)
+			}
+		}
+	}
+	crt, key, err := cert.SelfSigned([]string{host}, now, selfSignedValidity)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.MkdirAll(TLSDir(t.opt.BaseDir), 0o700); err != nil {
+		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	// The key first: a certificate without its key is never kept.
+	if err := writeFileAtomic(keyPath, key, 0o600); err != nil {
+		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	if err := writeFileAtomic(crtPath, crt, 0o600); err != nil {
+		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	leaf, err := cert.Check(crt, key, now)
+	if err != nil {
+		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
+	}
+	t.certPEM, t.keyPEM = crt, key
+	return leaf, why, nil
+}
+
+// writeFileAtomic replaces path with data (temporary file, fsync, rename).
+func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// stepForget removes opusd's own copy of the project's self-signed
+// certificate and key: the last trace of a project outside its record.
+func stepForget(ctx context.Context, t *Task) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	crt, key := certPaths(t.opt.BaseDir, t.Project.Name)
+	n := 0
+	for _, p := range []string{key, crt} {
+		err := os.Remove(p)
+		switch {
+		case err == nil:
+			n++
+		case !errors.Is(err, fs.ErrNotExist):
+			return "", fmt.Errorf("forget: %w", err)
+		}
+	}
+	if n == 0 {
+		return "no certificate kept", nil
+	}
+	return "removed the kept certificate and key", nil
+}
