@@ -32,6 +32,9 @@ const (
 	// and serves it only to its owner or an admin; to anyone else it does
 	// not exist (NotFound), so names of others' projects do not leak.
 	accessOwnerOrAdmin
+	// accessAdmin: root or a member of the admin group only; refused in
+	// the interceptor before the handler runs.
+	accessAdmin
 )
 
 func (a access) String() string {
@@ -42,6 +45,8 @@ func (a access) String() string {
 		return "any-local"
 	case accessOwnerOrAdmin:
 		return "owner-or-admin"
+	case accessAdmin:
+		return "admin"
 	}
 	return "deny"
 }
@@ -63,6 +68,13 @@ var methodAccess = map[string]access{
 	opusv1.Opus_WatchOperation_FullMethodName: accessOwnerOrAdmin,
 	opusv1.Opus_ListOperations_FullMethodName: accessOwnerOrAdmin,
 	opusv1.Opus_GetLogs_FullMethodName:        accessOwnerOrAdmin,
+	opusv1.Opus_UpdateSettings_FullMethodName: accessOwnerOrAdmin,
+
+	opusv1.Opus_CreateLoginLink_FullMethodName:       accessAnyLocal,
+	opusv1.Opus_SetConsolePassword_FullMethodName:    accessAnyLocal,
+	opusv1.Opus_CheckHost_FullMethodName:             accessAdmin,
+	opusv1.Opus_ListConsoleAccounts_FullMethodName:   accessAdmin,
+	opusv1.Opus_DisableConsoleAccount_FullMethodName: accessAdmin,
 
 	healthpb.Health_Check_FullMethodName: accessPublic,
 	healthpb.Health_List_FullMethodName:  accessPublic,
@@ -148,6 +160,10 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 	c := caller{uid: cred.UID}
 	if rule != accessPublic {
 		c.admin = s.admins.IsAdmin(cred.UID)
+	}
+	if rule == accessAdmin && !c.admin {
+		s.log.Warn("refused: admins only", "uid", cred.UID, "method", method)
+		return nil, status.Errorf(codes.PermissionDenied, "only root and members of the admin group may call %s", method)
 	}
 	return context.WithValue(ctx, callerKey{}, c), nil
 }

@@ -758,8 +758,12 @@ type Project struct {
 	// "owner") and until when.
 	Certificate         string                 `protobuf:"bytes,15,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	CertificateNotAfter *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=certificate_not_after,json=certificateNotAfter,proto3" json:"certificate_not_after,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// settings are the owner-level settings in effect.
+	Settings *Settings `protobuf:"bytes,17,opt,name=settings,proto3" json:"settings,omitempty"`
+	// database is the project's database (its password is never returned).
+	Database      *Database `protobuf:"bytes,18,opt,name=database,proto3" json:"database,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Project) Reset() {
@@ -904,6 +908,196 @@ func (x *Project) GetCertificateNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Project) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *Project) GetDatabase() *Database {
+	if x != nil {
+		return x.Database
+	}
+	return nil
+}
+
+// Settings are a project's owner-level settings. Values are data: they are
+// written to the project's JSON configuration, never into Python or Apache
+// configuration text.
+type Settings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// debug turns Django's DEBUG on.
+	Debug bool `protobuf:"varint,1,opt,name=debug,proto3" json:"debug,omitempty"`
+	// admin mounts Django's admin at /admin/.
+	Admin bool `protobuf:"varint,2,opt,name=admin,proto3" json:"admin,omitempty"`
+	// hosts are extra host names served besides NAME<suffix> (ServerAlias,
+	// ALLOWED_HOSTS and certificate names).
+	Hosts []string `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// env are environment variables for the app (NAME: [A-Z][A-Z0-9_]*).
+	Env           map[string]string `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_opus_v1_opus_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Settings) GetDebug() bool {
+	if x != nil {
+		return x.Debug
+	}
+	return false
+}
+
+func (x *Settings) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
+func (x *Settings) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *Settings) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+// Database says where a project keeps its data.
+type Database struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// engine is "sqlite" (the default) or "postgresql".
+	Engine string `protobuf:"bytes,1,opt,name=engine,proto3" json:"engine,omitempty"`
+	// host, port, name and user of a PostgreSQL database; empty with
+	// provision set, when Opus creates a role and a database itself.
+	Host string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	Port int32  `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	User string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	// password is write-only: kept in the project's secrets, never returned.
+	Password string `protobuf:"bytes,6,opt,name=password,proto3" json:"password,omitempty"`
+	// provision asks Opus to create (and on destroy drop) a role and a
+	// database for the project; opusd must be configured with a PostgreSQL
+	// admin connection.
+	Provision     bool `protobuf:"varint,7,opt,name=provision,proto3" json:"provision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Database) Reset() {
+	*x = Database{}
+	mi := &file_opus_v1_opus_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Database) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Database) ProtoMessage() {}
+
+func (x *Database) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Database.ProtoReflect.Descriptor instead.
+func (*Database) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Database) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
+func (x *Database) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *Database) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Database) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Database) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Database) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *Database) GetProvision() bool {
+	if x != nil {
+		return x.Provision
+	}
+	return false
+}
+
 type CreateProjectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is the project name: lowercase letters, digits and underscores,
@@ -913,14 +1107,18 @@ type CreateProjectRequest struct {
 	// admin mounts Django's admin at /admin/.
 	Admin bool `protobuf:"varint,3,opt,name=admin,proto3" json:"admin,omitempty"`
 	// superuser, when set, is created on first deploy.
-	Superuser     *Superuser `protobuf:"bytes,4,opt,name=superuser,proto3" json:"superuser,omitempty"`
+	Superuser *Superuser `protobuf:"bytes,4,opt,name=superuser,proto3" json:"superuser,omitempty"`
+	// database defaults to sqlite in the project's data directory.
+	Database *Database `protobuf:"bytes,5,opt,name=database,proto3" json:"database,omitempty"`
+	// settings are the initial owner-level settings (admin above wins).
+	Settings      *Settings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateProjectRequest) Reset() {
 	*x = CreateProjectRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[8]
+	mi := &file_opus_v1_opus_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1130,7 @@ func (x *CreateProjectRequest) String() string {
 func (*CreateProjectRequest) ProtoMessage() {}
 
 func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[8]
+	mi := &file_opus_v1_opus_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1143,7 @@ func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProjectRequest.ProtoReflect.Descriptor instead.
 func (*CreateProjectRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{8}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateProjectRequest) GetName() string {
@@ -976,6 +1174,20 @@ func (x *CreateProjectRequest) GetSuperuser() *Superuser {
 	return nil
 }
 
+func (x *CreateProjectRequest) GetDatabase() *Database {
+	if x != nil {
+		return x.Database
+	}
+	return nil
+}
+
+func (x *CreateProjectRequest) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 type GetProjectRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -985,7 +1197,7 @@ type GetProjectRequest struct {
 
 func (x *GetProjectRequest) Reset() {
 	*x = GetProjectRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[9]
+	mi := &file_opus_v1_opus_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1209,7 @@ func (x *GetProjectRequest) String() string {
 func (*GetProjectRequest) ProtoMessage() {}
 
 func (x *GetProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[9]
+	mi := &file_opus_v1_opus_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1222,7 @@ func (x *GetProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectRequest.ProtoReflect.Descriptor instead.
 func (*GetProjectRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{9}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetProjectRequest) GetName() string {
@@ -1028,7 +1240,7 @@ type ListProjectsRequest struct {
 
 func (x *ListProjectsRequest) Reset() {
 	*x = ListProjectsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[10]
+	mi := &file_opus_v1_opus_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1252,7 @@ func (x *ListProjectsRequest) String() string {
 func (*ListProjectsRequest) ProtoMessage() {}
 
 func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[10]
+	mi := &file_opus_v1_opus_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1265,7 @@ func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{10}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{12}
 }
 
 type ListProjectsResponse struct {
@@ -1065,7 +1277,7 @@ type ListProjectsResponse struct {
 
 func (x *ListProjectsResponse) Reset() {
 	*x = ListProjectsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[11]
+	mi := &file_opus_v1_opus_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1289,7 @@ func (x *ListProjectsResponse) String() string {
 func (*ListProjectsResponse) ProtoMessage() {}
 
 func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[11]
+	mi := &file_opus_v1_opus_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1302,7 @@ func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{11}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListProjectsResponse) GetProjects() []*Project {
@@ -1109,7 +1321,7 @@ type DeleteProjectRequest struct {
 
 func (x *DeleteProjectRequest) Reset() {
 	*x = DeleteProjectRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[12]
+	mi := &file_opus_v1_opus_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1333,7 @@ func (x *DeleteProjectRequest) String() string {
 func (*DeleteProjectRequest) ProtoMessage() {}
 
 func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[12]
+	mi := &file_opus_v1_opus_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1346,7 @@ func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProjectRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{12}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteProjectRequest) GetName() string {
@@ -1154,7 +1366,7 @@ type AddAppRequest struct {
 
 func (x *AddAppRequest) Reset() {
 	*x = AddAppRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[13]
+	mi := &file_opus_v1_opus_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1378,7 @@ func (x *AddAppRequest) String() string {
 func (*AddAppRequest) ProtoMessage() {}
 
 func (x *AddAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[13]
+	mi := &file_opus_v1_opus_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1391,7 @@ func (x *AddAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddAppRequest.ProtoReflect.Descriptor instead.
 func (*AddAppRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{13}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddAppRequest) GetProject() string {
@@ -1208,7 +1420,7 @@ type RemoveAppRequest struct {
 
 func (x *RemoveAppRequest) Reset() {
 	*x = RemoveAppRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[14]
+	mi := &file_opus_v1_opus_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1432,7 @@ func (x *RemoveAppRequest) String() string {
 func (*RemoveAppRequest) ProtoMessage() {}
 
 func (x *RemoveAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[14]
+	mi := &file_opus_v1_opus_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1445,7 @@ func (x *RemoveAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveAppRequest.ProtoReflect.Descriptor instead.
 func (*RemoveAppRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{14}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveAppRequest) GetProject() string {
@@ -1263,14 +1475,17 @@ type UpdateAppRequest struct {
 	App     string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
 	// source replaces the app's source (same kind or another); for a git app
 	// only the ref usually changes.
-	Source        *AppSource `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Source *AppSource `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// rollback moves the app back to the revision before its current one
+	// (source must then be empty).
+	Rollback      bool `protobuf:"varint,4,opt,name=rollback,proto3" json:"rollback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateAppRequest) Reset() {
 	*x = UpdateAppRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[15]
+	mi := &file_opus_v1_opus_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1497,7 @@ func (x *UpdateAppRequest) String() string {
 func (*UpdateAppRequest) ProtoMessage() {}
 
 func (x *UpdateAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[15]
+	mi := &file_opus_v1_opus_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1510,7 @@ func (x *UpdateAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAppRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAppRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{15}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateAppRequest) GetProject() string {
@@ -1319,6 +1534,13 @@ func (x *UpdateAppRequest) GetSource() *AppSource {
 	return nil
 }
 
+func (x *UpdateAppRequest) GetRollback() bool {
+	if x != nil {
+		return x.Rollback
+	}
+	return false
+}
+
 type SetCertificateRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -1332,7 +1554,7 @@ type SetCertificateRequest struct {
 
 func (x *SetCertificateRequest) Reset() {
 	*x = SetCertificateRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[16]
+	mi := &file_opus_v1_opus_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1566,7 @@ func (x *SetCertificateRequest) String() string {
 func (*SetCertificateRequest) ProtoMessage() {}
 
 func (x *SetCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[16]
+	mi := &file_opus_v1_opus_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1579,7 @@ func (x *SetCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SetCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{16}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetCertificateRequest) GetProject() string {
@@ -1394,7 +1616,7 @@ type UploadSourceRequest struct {
 
 func (x *UploadSourceRequest) Reset() {
 	*x = UploadSourceRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[17]
+	mi := &file_opus_v1_opus_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1628,7 @@ func (x *UploadSourceRequest) String() string {
 func (*UploadSourceRequest) ProtoMessage() {}
 
 func (x *UploadSourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[17]
+	mi := &file_opus_v1_opus_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1641,7 @@ func (x *UploadSourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSourceRequest.ProtoReflect.Descriptor instead.
 func (*UploadSourceRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{17}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UploadSourceRequest) GetPart() isUploadSourceRequest_Part {
@@ -1476,7 +1698,7 @@ type UploadInfo struct {
 
 func (x *UploadInfo) Reset() {
 	*x = UploadInfo{}
-	mi := &file_opus_v1_opus_proto_msgTypes[18]
+	mi := &file_opus_v1_opus_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1710,7 @@ func (x *UploadInfo) String() string {
 func (*UploadInfo) ProtoMessage() {}
 
 func (x *UploadInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[18]
+	mi := &file_opus_v1_opus_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1723,7 @@ func (x *UploadInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadInfo.ProtoReflect.Descriptor instead.
 func (*UploadInfo) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{18}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UploadInfo) GetOrigin() string {
@@ -1528,7 +1750,7 @@ type UploadSourceResponse struct {
 
 func (x *UploadSourceResponse) Reset() {
 	*x = UploadSourceResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[19]
+	mi := &file_opus_v1_opus_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1762,7 @@ func (x *UploadSourceResponse) String() string {
 func (*UploadSourceResponse) ProtoMessage() {}
 
 func (x *UploadSourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[19]
+	mi := &file_opus_v1_opus_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1775,7 @@ func (x *UploadSourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSourceResponse.ProtoReflect.Descriptor instead.
 func (*UploadSourceResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{19}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UploadSourceResponse) GetDigest() string {
@@ -1585,7 +1807,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_opus_v1_opus_proto_msgTypes[20]
+	mi := &file_opus_v1_opus_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1819,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[20]
+	mi := &file_opus_v1_opus_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1832,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{20}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Step) GetName() string {
@@ -1669,7 +1891,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_opus_v1_opus_proto_msgTypes[21]
+	mi := &file_opus_v1_opus_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1903,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[21]
+	mi := &file_opus_v1_opus_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1916,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{21}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Operation) GetId() string {
@@ -1776,7 +1998,7 @@ type GetOperationRequest struct {
 
 func (x *GetOperationRequest) Reset() {
 	*x = GetOperationRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[22]
+	mi := &file_opus_v1_opus_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +2010,7 @@ func (x *GetOperationRequest) String() string {
 func (*GetOperationRequest) ProtoMessage() {}
 
 func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[22]
+	mi := &file_opus_v1_opus_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +2023,7 @@ func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperationRequest.ProtoReflect.Descriptor instead.
 func (*GetOperationRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{22}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetOperationRequest) GetId() string {
@@ -1820,7 +2042,7 @@ type WatchOperationRequest struct {
 
 func (x *WatchOperationRequest) Reset() {
 	*x = WatchOperationRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[23]
+	mi := &file_opus_v1_opus_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2054,7 @@ func (x *WatchOperationRequest) String() string {
 func (*WatchOperationRequest) ProtoMessage() {}
 
 func (x *WatchOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[23]
+	mi := &file_opus_v1_opus_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2067,7 @@ func (x *WatchOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchOperationRequest.ProtoReflect.Descriptor instead.
 func (*WatchOperationRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{23}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchOperationRequest) GetId() string {
@@ -1866,7 +2088,7 @@ type ListOperationsRequest struct {
 
 func (x *ListOperationsRequest) Reset() {
 	*x = ListOperationsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[24]
+	mi := &file_opus_v1_opus_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2100,7 @@ func (x *ListOperationsRequest) String() string {
 func (*ListOperationsRequest) ProtoMessage() {}
 
 func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[24]
+	mi := &file_opus_v1_opus_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2113,7 @@ func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsRequest.ProtoReflect.Descriptor instead.
 func (*ListOperationsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{24}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListOperationsRequest) GetProject() string {
@@ -1917,7 +2139,7 @@ type ListOperationsResponse struct {
 
 func (x *ListOperationsResponse) Reset() {
 	*x = ListOperationsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[25]
+	mi := &file_opus_v1_opus_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2151,7 @@ func (x *ListOperationsResponse) String() string {
 func (*ListOperationsResponse) ProtoMessage() {}
 
 func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[25]
+	mi := &file_opus_v1_opus_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2164,7 @@ func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsResponse.ProtoReflect.Descriptor instead.
 func (*ListOperationsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{25}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListOperationsResponse) GetOperations() []*Operation {
@@ -1963,7 +2185,7 @@ type GetLogsRequest struct {
 
 func (x *GetLogsRequest) Reset() {
 	*x = GetLogsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[26]
+	mi := &file_opus_v1_opus_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2197,7 @@ func (x *GetLogsRequest) String() string {
 func (*GetLogsRequest) ProtoMessage() {}
 
 func (x *GetLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[26]
+	mi := &file_opus_v1_opus_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2210,7 @@ func (x *GetLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetLogsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{26}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetLogsRequest) GetProject() string {
@@ -2014,7 +2236,7 @@ type GetLogsResponse struct {
 
 func (x *GetLogsResponse) Reset() {
 	*x = GetLogsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[27]
+	mi := &file_opus_v1_opus_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2248,7 @@ func (x *GetLogsResponse) String() string {
 func (*GetLogsResponse) ProtoMessage() {}
 
 func (x *GetLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[27]
+	mi := &file_opus_v1_opus_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2261,7 @@ func (x *GetLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetLogsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{27}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetLogsResponse) GetLines() []string {
@@ -2047,6 +2269,637 @@ func (x *GetLogsResponse) GetLines() []string {
 		return x.Lines
 	}
 	return nil
+}
+
+type UpdateSettingsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// set maps keys to new values. Keys: "debug" and "admin" (true/false),
+	// "hosts" (comma-separated host names, replacing the list), and
+	// "env.NAME" (an environment variable).
+	Set map[string]string `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// unset removes keys: "hosts" or "env.NAME" (debug/admin go back to off).
+	Unset         []string `protobuf:"bytes,3,rep,name=unset,proto3" json:"unset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSettingsRequest) Reset() {
+	*x = UpdateSettingsRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UpdateSettingsRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *UpdateSettingsRequest) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *UpdateSettingsRequest) GetUnset() []string {
+	if x != nil {
+		return x.Unset
+	}
+	return nil
+}
+
+type CheckHostRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckHostRequest) Reset() {
+	*x = CheckHostRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckHostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckHostRequest) ProtoMessage() {}
+
+func (x *CheckHostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckHostRequest.ProtoReflect.Descriptor instead.
+func (*CheckHostRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{31}
+}
+
+// Drift is one difference between the store and the host.
+type Drift struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is what drifted: "user", "vhost", "directory", "certificate".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// project is the project it concerns, if any.
+	Project string `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
+	// detail says what is wrong and what Opus would do about it.
+	Detail        string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Drift) Reset() {
+	*x = Drift{}
+	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Drift) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Drift) ProtoMessage() {}
+
+func (x *Drift) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Drift.ProtoReflect.Descriptor instead.
+func (*Drift) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Drift) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Drift) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *Drift) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type CheckHostResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Drift []*Drift               `protobuf:"bytes,1,rep,name=drift,proto3" json:"drift,omitempty"`
+	// checked counts the projects compared.
+	Checked       int32 `protobuf:"varint,2,opt,name=checked,proto3" json:"checked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckHostResponse) Reset() {
+	*x = CheckHostResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckHostResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckHostResponse) ProtoMessage() {}
+
+func (x *CheckHostResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckHostResponse.ProtoReflect.Descriptor instead.
+func (*CheckHostResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CheckHostResponse) GetDrift() []*Drift {
+	if x != nil {
+		return x.Drift
+	}
+	return nil
+}
+
+func (x *CheckHostResponse) GetChecked() int32 {
+	if x != nil {
+		return x.Checked
+	}
+	return 0
+}
+
+type CreateLoginLinkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLoginLinkRequest) Reset() {
+	*x = CreateLoginLinkRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLoginLinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLoginLinkRequest) ProtoMessage() {}
+
+func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLoginLinkRequest.ProtoReflect.Descriptor instead.
+func (*CreateLoginLinkRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{34}
+}
+
+type CreateLoginLinkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLoginLinkResponse) Reset() {
+	*x = CreateLoginLinkResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLoginLinkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLoginLinkResponse) ProtoMessage() {}
+
+func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLoginLinkResponse.ProtoReflect.Descriptor instead.
+func (*CreateLoginLinkResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CreateLoginLinkResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CreateLoginLinkResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+type SetConsolePasswordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Password      string                 `protobuf:"bytes,1,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConsolePasswordRequest) Reset() {
+	*x = SetConsolePasswordRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConsolePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConsolePasswordRequest) ProtoMessage() {}
+
+func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConsolePasswordRequest.ProtoReflect.Descriptor instead.
+func (*SetConsolePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SetConsolePasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type SetConsolePasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConsolePasswordResponse) Reset() {
+	*x = SetConsolePasswordResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConsolePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConsolePasswordResponse) ProtoMessage() {}
+
+func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConsolePasswordResponse.ProtoReflect.Descriptor instead.
+func (*SetConsolePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{37}
+}
+
+type ListConsoleAccountsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsoleAccountsRequest) Reset() {
+	*x = ListConsoleAccountsRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsoleAccountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsoleAccountsRequest) ProtoMessage() {}
+
+func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsoleAccountsRequest.ProtoReflect.Descriptor instead.
+func (*ListConsoleAccountsRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{38}
+}
+
+// ConsoleAccount is a Unix user's web console account.
+type ConsoleAccount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	HasPassword   bool                   `protobuf:"varint,3,opt,name=has_password,json=hasPassword,proto3" json:"has_password,omitempty"`
+	Disabled      bool                   `protobuf:"varint,4,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	LastSignIn    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_sign_in,json=lastSignIn,proto3" json:"last_sign_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsoleAccount) Reset() {
+	*x = ConsoleAccount{}
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsoleAccount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsoleAccount) ProtoMessage() {}
+
+func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsoleAccount.ProtoReflect.Descriptor instead.
+func (*ConsoleAccount) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ConsoleAccount) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *ConsoleAccount) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ConsoleAccount) GetHasPassword() bool {
+	if x != nil {
+		return x.HasPassword
+	}
+	return false
+}
+
+func (x *ConsoleAccount) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *ConsoleAccount) GetLastSignIn() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSignIn
+	}
+	return nil
+}
+
+type ListConsoleAccountsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accounts      []*ConsoleAccount      `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConsoleAccountsResponse) Reset() {
+	*x = ListConsoleAccountsResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConsoleAccountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConsoleAccountsResponse) ProtoMessage() {}
+
+func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConsoleAccountsResponse.ProtoReflect.Descriptor instead.
+func (*ListConsoleAccountsResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListConsoleAccountsResponse) GetAccounts() []*ConsoleAccount {
+	if x != nil {
+		return x.Accounts
+	}
+	return nil
+}
+
+type DisableConsoleAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Uid   uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	// enable re-enables a disabled account instead.
+	Enable        bool `protobuf:"varint,2,opt,name=enable,proto3" json:"enable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableConsoleAccountRequest) Reset() {
+	*x = DisableConsoleAccountRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableConsoleAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableConsoleAccountRequest) ProtoMessage() {}
+
+func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableConsoleAccountRequest.ProtoReflect.Descriptor instead.
+func (*DisableConsoleAccountRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *DisableConsoleAccountRequest) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *DisableConsoleAccountRequest) GetEnable() bool {
+	if x != nil {
+		return x.Enable
+	}
+	return false
+}
+
+type DisableConsoleAccountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableConsoleAccountResponse) Reset() {
+	*x = DisableConsoleAccountResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableConsoleAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableConsoleAccountResponse) ProtoMessage() {}
+
+func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableConsoleAccountResponse.ProtoReflect.Descriptor instead.
+func (*DisableConsoleAccountResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
 }
 
 var File_opus_v1_opus_proto protoreflect.FileDescriptor
@@ -2081,7 +2934,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\tSuperuser\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xf1\x04\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xcf\x05\n" +
 	"\aProject\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12 \n" +
@@ -2106,12 +2959,32 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\vsystem_user\x18\x0e \x01(\tR\n" +
 	"systemUser\x12 \n" +
 	"\vcertificate\x18\x0f \x01(\tR\vcertificate\x12N\n" +
-	"\x15certificate_not_after\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\"\x98\x01\n" +
+	"\x15certificate_not_after\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x12-\n" +
+	"\bsettings\x18\x11 \x01(\v2\x11.opus.v1.SettingsR\bsettings\x12-\n" +
+	"\bdatabase\x18\x12 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\"\xb2\x01\n" +
+	"\bSettings\x12\x14\n" +
+	"\x05debug\x18\x01 \x01(\bR\x05debug\x12\x14\n" +
+	"\x05admin\x18\x02 \x01(\bR\x05admin\x12\x14\n" +
+	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12,\n" +
+	"\x03env\x18\x04 \x03(\v2\x1a.opus.v1.Settings.EnvEntryR\x03env\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x01\n" +
+	"\bDatabase\x12\x16\n" +
+	"\x06engine\x18\x01 \x01(\tR\x06engine\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\x05R\x04port\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x06 \x01(\tR\bpassword\x12\x1c\n" +
+	"\tprovision\x18\a \x01(\bR\tprovision\"\xf6\x01\n" +
 	"\x14CreateProjectRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
 	"\x04apps\x18\x02 \x03(\v2\x10.opus.v1.AppSpecR\x04apps\x12\x14\n" +
 	"\x05admin\x18\x03 \x01(\bR\x05admin\x120\n" +
-	"\tsuperuser\x18\x04 \x01(\v2\x12.opus.v1.SuperuserR\tsuperuser\"'\n" +
+	"\tsuperuser\x18\x04 \x01(\v2\x12.opus.v1.SuperuserR\tsuperuser\x12-\n" +
+	"\bdatabase\x18\x05 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\x12-\n" +
+	"\bsettings\x18\x06 \x01(\v2\x11.opus.v1.SettingsR\bsettings\"'\n" +
 	"\x11GetProjectRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
 	"\x13ListProjectsRequest\"D\n" +
@@ -2125,11 +2998,12 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x10RemoveAppRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1b\n" +
-	"\tdrop_data\x18\x03 \x01(\bR\bdropData\"j\n" +
+	"\tdrop_data\x18\x03 \x01(\bR\bdropData\"\x86\x01\n" +
 	"\x10UpdateAppRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12*\n" +
-	"\x06source\x18\x03 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"s\n" +
+	"\x06source\x18\x03 \x01(\v2\x12.opus.v1.AppSourceR\x06source\x12\x1a\n" +
+	"\brollback\x18\x04 \x01(\bR\brollback\"s\n" +
 	"\x15SetCertificateRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\fR\x0ecertificatePem\x12\x17\n" +
@@ -2182,7 +3056,44 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
 	"\x05lines\x18\x02 \x01(\x05R\x05lines\"'\n" +
 	"\x0fGetLogsResponse\x12\x14\n" +
-	"\x05lines\x18\x01 \x03(\tR\x05lines*}\n" +
+	"\x05lines\x18\x01 \x03(\tR\x05lines\"\xba\x01\n" +
+	"\x15UpdateSettingsRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x129\n" +
+	"\x03set\x18\x02 \x03(\v2'.opus.v1.UpdateSettingsRequest.SetEntryR\x03set\x12\x14\n" +
+	"\x05unset\x18\x03 \x03(\tR\x05unset\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
+	"\x10CheckHostRequest\"M\n" +
+	"\x05Drift\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\aproject\x18\x02 \x01(\tR\aproject\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"S\n" +
+	"\x11CheckHostResponse\x12$\n" +
+	"\x05drift\x18\x01 \x03(\v2\x0e.opus.v1.DriftR\x05drift\x12\x18\n" +
+	"\achecked\x18\x02 \x01(\x05R\achecked\"\x18\n" +
+	"\x16CreateLoginLinkRequest\"h\n" +
+	"\x17CreateLoginLinkResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"7\n" +
+	"\x19SetConsolePasswordRequest\x12\x1a\n" +
+	"\bpassword\x18\x01 \x01(\tR\bpassword\"\x1c\n" +
+	"\x1aSetConsolePasswordResponse\"\x1c\n" +
+	"\x1aListConsoleAccountsRequest\"\xb3\x01\n" +
+	"\x0eConsoleAccount\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12!\n" +
+	"\fhas_password\x18\x03 \x01(\bR\vhasPassword\x12\x1a\n" +
+	"\bdisabled\x18\x04 \x01(\bR\bdisabled\x12<\n" +
+	"\flast_sign_in\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastSignIn\"R\n" +
+	"\x1bListConsoleAccountsResponse\x123\n" +
+	"\baccounts\x18\x01 \x03(\v2\x17.opus.v1.ConsoleAccountR\baccounts\"H\n" +
+	"\x1cDisableConsoleAccountRequest\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x16\n" +
+	"\x06enable\x18\x02 \x01(\bR\x06enable\"\x1f\n" +
+	"\x1dDisableConsoleAccountResponse*}\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPHASE_PENDING\x10\x01\x12\x13\n" +
@@ -2210,7 +3121,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x01\x12\x13\n" +
 	"\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\xf5\x06\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xfe\n" +
+	"\n" +
 	"\x04Opus\x12B\n" +
 	"\rCreateProject\x12\x1d.opus.v1.CreateProjectRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\n" +
@@ -2225,7 +3137,13 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\fGetOperation\x12\x1c.opus.v1.GetOperationRequest\x1a\x12.opus.v1.Operation\x12F\n" +
 	"\x0eWatchOperation\x12\x1e.opus.v1.WatchOperationRequest\x1a\x12.opus.v1.Operation0\x01\x12Q\n" +
 	"\x0eListOperations\x12\x1e.opus.v1.ListOperationsRequest\x1a\x1f.opus.v1.ListOperationsResponse\x12<\n" +
-	"\aGetLogs\x12\x17.opus.v1.GetLogsRequest\x1a\x18.opus.v1.GetLogsResponseB3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
+	"\aGetLogs\x12\x17.opus.v1.GetLogsRequest\x1a\x18.opus.v1.GetLogsResponse\x12D\n" +
+	"\x0eUpdateSettings\x12\x1e.opus.v1.UpdateSettingsRequest\x1a\x12.opus.v1.Operation\x12B\n" +
+	"\tCheckHost\x12\x19.opus.v1.CheckHostRequest\x1a\x1a.opus.v1.CheckHostResponse\x12T\n" +
+	"\x0fCreateLoginLink\x12\x1f.opus.v1.CreateLoginLinkRequest\x1a .opus.v1.CreateLoginLinkResponse\x12]\n" +
+	"\x12SetConsolePassword\x12\".opus.v1.SetConsolePasswordRequest\x1a#.opus.v1.SetConsolePasswordResponse\x12`\n" +
+	"\x13ListConsoleAccounts\x12#.opus.v1.ListConsoleAccountsRequest\x1a$.opus.v1.ListConsoleAccountsResponse\x12f\n" +
+	"\x15DisableConsoleAccount\x12%.opus.v1.DisableConsoleAccountRequest\x1a&.opus.v1.DisableConsoleAccountResponseB3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
 
 var (
 	file_opus_v1_opus_proto_rawDescOnce sync.Once
@@ -2240,100 +3158,139 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_opus_v1_opus_proto_goTypes = []any{
-	(Phase)(0),                     // 0: opus.v1.Phase
-	(OperationKind)(0),             // 1: opus.v1.OperationKind
-	(OperationState)(0),            // 2: opus.v1.OperationState
-	(StepState)(0),                 // 3: opus.v1.StepState
-	(*GitSource)(nil),              // 4: opus.v1.GitSource
-	(*UploadedSource)(nil),         // 5: opus.v1.UploadedSource
-	(*AppSource)(nil),              // 6: opus.v1.AppSource
-	(*AppSpec)(nil),                // 7: opus.v1.AppSpec
-	(*Revision)(nil),               // 8: opus.v1.Revision
-	(*App)(nil),                    // 9: opus.v1.App
-	(*Superuser)(nil),              // 10: opus.v1.Superuser
-	(*Project)(nil),                // 11: opus.v1.Project
-	(*CreateProjectRequest)(nil),   // 12: opus.v1.CreateProjectRequest
-	(*GetProjectRequest)(nil),      // 13: opus.v1.GetProjectRequest
-	(*ListProjectsRequest)(nil),    // 14: opus.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),   // 15: opus.v1.ListProjectsResponse
-	(*DeleteProjectRequest)(nil),   // 16: opus.v1.DeleteProjectRequest
-	(*AddAppRequest)(nil),          // 17: opus.v1.AddAppRequest
-	(*RemoveAppRequest)(nil),       // 18: opus.v1.RemoveAppRequest
-	(*UpdateAppRequest)(nil),       // 19: opus.v1.UpdateAppRequest
-	(*SetCertificateRequest)(nil),  // 20: opus.v1.SetCertificateRequest
-	(*UploadSourceRequest)(nil),    // 21: opus.v1.UploadSourceRequest
-	(*UploadInfo)(nil),             // 22: opus.v1.UploadInfo
-	(*UploadSourceResponse)(nil),   // 23: opus.v1.UploadSourceResponse
-	(*Step)(nil),                   // 24: opus.v1.Step
-	(*Operation)(nil),              // 25: opus.v1.Operation
-	(*GetOperationRequest)(nil),    // 26: opus.v1.GetOperationRequest
-	(*WatchOperationRequest)(nil),  // 27: opus.v1.WatchOperationRequest
-	(*ListOperationsRequest)(nil),  // 28: opus.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil), // 29: opus.v1.ListOperationsResponse
-	(*GetLogsRequest)(nil),         // 30: opus.v1.GetLogsRequest
-	(*GetLogsResponse)(nil),        // 31: opus.v1.GetLogsResponse
-	(*timestamppb.Timestamp)(nil),  // 32: google.protobuf.Timestamp
+	(Phase)(0),                            // 0: opus.v1.Phase
+	(OperationKind)(0),                    // 1: opus.v1.OperationKind
+	(OperationState)(0),                   // 2: opus.v1.OperationState
+	(StepState)(0),                        // 3: opus.v1.StepState
+	(*GitSource)(nil),                     // 4: opus.v1.GitSource
+	(*UploadedSource)(nil),                // 5: opus.v1.UploadedSource
+	(*AppSource)(nil),                     // 6: opus.v1.AppSource
+	(*AppSpec)(nil),                       // 7: opus.v1.AppSpec
+	(*Revision)(nil),                      // 8: opus.v1.Revision
+	(*App)(nil),                           // 9: opus.v1.App
+	(*Superuser)(nil),                     // 10: opus.v1.Superuser
+	(*Project)(nil),                       // 11: opus.v1.Project
+	(*Settings)(nil),                      // 12: opus.v1.Settings
+	(*Database)(nil),                      // 13: opus.v1.Database
+	(*CreateProjectRequest)(nil),          // 14: opus.v1.CreateProjectRequest
+	(*GetProjectRequest)(nil),             // 15: opus.v1.GetProjectRequest
+	(*ListProjectsRequest)(nil),           // 16: opus.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),          // 17: opus.v1.ListProjectsResponse
+	(*DeleteProjectRequest)(nil),          // 18: opus.v1.DeleteProjectRequest
+	(*AddAppRequest)(nil),                 // 19: opus.v1.AddAppRequest
+	(*RemoveAppRequest)(nil),              // 20: opus.v1.RemoveAppRequest
+	(*UpdateAppRequest)(nil),              // 21: opus.v1.UpdateAppRequest
+	(*SetCertificateRequest)(nil),         // 22: opus.v1.SetCertificateRequest
+	(*UploadSourceRequest)(nil),           // 23: opus.v1.UploadSourceRequest
+	(*UploadInfo)(nil),                    // 24: opus.v1.UploadInfo
+	(*UploadSourceResponse)(nil),          // 25: opus.v1.UploadSourceResponse
+	(*Step)(nil),                          // 26: opus.v1.Step
+	(*Operation)(nil),                     // 27: opus.v1.Operation
+	(*GetOperationRequest)(nil),           // 28: opus.v1.GetOperationRequest
+	(*WatchOperationRequest)(nil),         // 29: opus.v1.WatchOperationRequest
+	(*ListOperationsRequest)(nil),         // 30: opus.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),        // 31: opus.v1.ListOperationsResponse
+	(*GetLogsRequest)(nil),                // 32: opus.v1.GetLogsRequest
+	(*GetLogsResponse)(nil),               // 33: opus.v1.GetLogsResponse
+	(*UpdateSettingsRequest)(nil),         // 34: opus.v1.UpdateSettingsRequest
+	(*CheckHostRequest)(nil),              // 35: opus.v1.CheckHostRequest
+	(*Drift)(nil),                         // 36: opus.v1.Drift
+	(*CheckHostResponse)(nil),             // 37: opus.v1.CheckHostResponse
+	(*CreateLoginLinkRequest)(nil),        // 38: opus.v1.CreateLoginLinkRequest
+	(*CreateLoginLinkResponse)(nil),       // 39: opus.v1.CreateLoginLinkResponse
+	(*SetConsolePasswordRequest)(nil),     // 40: opus.v1.SetConsolePasswordRequest
+	(*SetConsolePasswordResponse)(nil),    // 41: opus.v1.SetConsolePasswordResponse
+	(*ListConsoleAccountsRequest)(nil),    // 42: opus.v1.ListConsoleAccountsRequest
+	(*ConsoleAccount)(nil),                // 43: opus.v1.ConsoleAccount
+	(*ListConsoleAccountsResponse)(nil),   // 44: opus.v1.ListConsoleAccountsResponse
+	(*DisableConsoleAccountRequest)(nil),  // 45: opus.v1.DisableConsoleAccountRequest
+	(*DisableConsoleAccountResponse)(nil), // 46: opus.v1.DisableConsoleAccountResponse
+	nil,                                   // 47: opus.v1.Settings.EnvEntry
+	nil,                                   // 48: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 49: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	32, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	49, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	32, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	32, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	32, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
-	7,  // 11: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
-	10, // 12: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
-	11, // 13: opus.v1.ListProjectsResponse.projects:type_name -> opus.v1.Project
-	7,  // 14: opus.v1.AddAppRequest.app:type_name -> opus.v1.AppSpec
-	6,  // 15: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
-	22, // 16: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
-	3,  // 17: opus.v1.Step.state:type_name -> opus.v1.StepState
-	32, // 18: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	32, // 19: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 20: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
-	2,  // 21: opus.v1.Operation.state:type_name -> opus.v1.OperationState
-	24, // 22: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	32, // 23: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	32, // 24: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	25, // 25: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	12, // 26: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
-	13, // 27: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
-	14, // 28: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
-	16, // 29: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
-	17, // 30: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
-	18, // 31: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
-	19, // 32: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
-	20, // 33: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
-	21, // 34: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
-	26, // 35: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
-	27, // 36: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
-	28, // 37: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
-	30, // 38: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
-	25, // 39: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 40: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	15, // 41: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	25, // 42: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	25, // 43: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	25, // 44: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	25, // 45: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	25, // 46: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	23, // 47: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	25, // 48: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	25, // 49: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	29, // 50: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	31, // 51: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	39, // [39:52] is the sub-list for method output_type
-	26, // [26:39] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	49, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	49, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	49, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	12, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
+	13, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
+	47, // 13: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	7,  // 14: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
+	10, // 15: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
+	13, // 16: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
+	12, // 17: opus.v1.CreateProjectRequest.settings:type_name -> opus.v1.Settings
+	11, // 18: opus.v1.ListProjectsResponse.projects:type_name -> opus.v1.Project
+	7,  // 19: opus.v1.AddAppRequest.app:type_name -> opus.v1.AppSpec
+	6,  // 20: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
+	24, // 21: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
+	3,  // 22: opus.v1.Step.state:type_name -> opus.v1.StepState
+	49, // 23: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	49, // 24: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 25: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
+	2,  // 26: opus.v1.Operation.state:type_name -> opus.v1.OperationState
+	26, // 27: opus.v1.Operation.steps:type_name -> opus.v1.Step
+	49, // 28: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	49, // 29: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	27, // 30: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
+	48, // 31: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	36, // 32: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
+	49, // 33: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	49, // 34: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	43, // 35: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
+	14, // 36: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
+	15, // 37: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
+	16, // 38: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
+	18, // 39: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
+	19, // 40: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
+	20, // 41: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
+	21, // 42: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
+	22, // 43: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
+	23, // 44: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
+	28, // 45: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
+	29, // 46: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
+	30, // 47: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
+	32, // 48: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
+	34, // 49: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
+	35, // 50: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
+	38, // 51: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
+	40, // 52: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
+	42, // 53: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
+	45, // 54: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
+	27, // 55: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 56: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	17, // 57: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	27, // 58: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	27, // 59: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	27, // 60: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	27, // 61: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	27, // 62: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	25, // 63: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	27, // 64: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	27, // 65: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	31, // 66: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	33, // 67: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	27, // 68: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	37, // 69: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	39, // 70: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	41, // 71: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	44, // 72: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	46, // 73: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	55, // [55:74] is the sub-list for method output_type
+	36, // [36:55] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_opus_v1_opus_proto_init() }
@@ -2345,7 +3302,7 @@ func file_opus_v1_opus_proto_init() {
 		(*AppSource_Git)(nil),
 		(*AppSource_Upload)(nil),
 	}
-	file_opus_v1_opus_proto_msgTypes[17].OneofWrappers = []any{
+	file_opus_v1_opus_proto_msgTypes[19].OneofWrappers = []any{
 		(*UploadSourceRequest_Info)(nil),
 		(*UploadSourceRequest_Chunk)(nil),
 	}
@@ -2355,7 +3312,7 @@ func file_opus_v1_opus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   28,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,19 +24,25 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Opus_CreateProject_FullMethodName  = "/opus.v1.Opus/CreateProject"
-	Opus_GetProject_FullMethodName     = "/opus.v1.Opus/GetProject"
-	Opus_ListProjects_FullMethodName   = "/opus.v1.Opus/ListProjects"
-	Opus_DeleteProject_FullMethodName  = "/opus.v1.Opus/DeleteProject"
-	Opus_AddApp_FullMethodName         = "/opus.v1.Opus/AddApp"
-	Opus_RemoveApp_FullMethodName      = "/opus.v1.Opus/RemoveApp"
-	Opus_UpdateApp_FullMethodName      = "/opus.v1.Opus/UpdateApp"
-	Opus_SetCertificate_FullMethodName = "/opus.v1.Opus/SetCertificate"
-	Opus_UploadSource_FullMethodName   = "/opus.v1.Opus/UploadSource"
-	Opus_GetOperation_FullMethodName   = "/opus.v1.Opus/GetOperation"
-	Opus_WatchOperation_FullMethodName = "/opus.v1.Opus/WatchOperation"
-	Opus_ListOperations_FullMethodName = "/opus.v1.Opus/ListOperations"
-	Opus_GetLogs_FullMethodName        = "/opus.v1.Opus/GetLogs"
+	Opus_CreateProject_FullMethodName         = "/opus.v1.Opus/CreateProject"
+	Opus_GetProject_FullMethodName            = "/opus.v1.Opus/GetProject"
+	Opus_ListProjects_FullMethodName          = "/opus.v1.Opus/ListProjects"
+	Opus_DeleteProject_FullMethodName         = "/opus.v1.Opus/DeleteProject"
+	Opus_AddApp_FullMethodName                = "/opus.v1.Opus/AddApp"
+	Opus_RemoveApp_FullMethodName             = "/opus.v1.Opus/RemoveApp"
+	Opus_UpdateApp_FullMethodName             = "/opus.v1.Opus/UpdateApp"
+	Opus_SetCertificate_FullMethodName        = "/opus.v1.Opus/SetCertificate"
+	Opus_UploadSource_FullMethodName          = "/opus.v1.Opus/UploadSource"
+	Opus_GetOperation_FullMethodName          = "/opus.v1.Opus/GetOperation"
+	Opus_WatchOperation_FullMethodName        = "/opus.v1.Opus/WatchOperation"
+	Opus_ListOperations_FullMethodName        = "/opus.v1.Opus/ListOperations"
+	Opus_GetLogs_FullMethodName               = "/opus.v1.Opus/GetLogs"
+	Opus_UpdateSettings_FullMethodName        = "/opus.v1.Opus/UpdateSettings"
+	Opus_CheckHost_FullMethodName             = "/opus.v1.Opus/CheckHost"
+	Opus_CreateLoginLink_FullMethodName       = "/opus.v1.Opus/CreateLoginLink"
+	Opus_SetConsolePassword_FullMethodName    = "/opus.v1.Opus/SetConsolePassword"
+	Opus_ListConsoleAccounts_FullMethodName   = "/opus.v1.Opus/ListConsoleAccounts"
+	Opus_DisableConsoleAccount_FullMethodName = "/opus.v1.Opus/DisableConsoleAccount"
 )
 
 // OpusClient is the client API for Opus service.
@@ -77,6 +83,22 @@ type OpusClient interface {
 	ListOperations(ctx context.Context, in *ListOperationsRequest, opts ...grpc.CallOption) (*ListOperationsResponse, error)
 	// GetLogs returns the project's recent Apache and mod_wsgi error lines.
 	GetLogs(ctx context.Context, in *GetLogsRequest, opts ...grpc.CallOption) (*GetLogsResponse, error)
+	// UpdateSettings changes owner-level settings (DEBUG, extra host names,
+	// environment variables, admin on/off) and applies them.
+	UpdateSettings(ctx context.Context, in *UpdateSettingsRequest, opts ...grpc.CallOption) (*Operation, error)
+	// CheckHost compares the store with the host (users with the Opus marker,
+	// virtual hosts, project directories) and reports drift. Admins only.
+	CheckHost(ctx context.Context, in *CheckHostRequest, opts ...grpc.CallOption) (*CheckHostResponse, error)
+	// CreateLoginLink returns a single-use link that signs the caller in to
+	// the web console; it expires within minutes.
+	CreateLoginLink(ctx context.Context, in *CreateLoginLinkRequest, opts ...grpc.CallOption) (*CreateLoginLinkResponse, error)
+	// SetConsolePassword sets the caller's own web console password.
+	SetConsolePassword(ctx context.Context, in *SetConsolePasswordRequest, opts ...grpc.CallOption) (*SetConsolePasswordResponse, error)
+	// ListConsoleAccounts lists web console accounts. Admins only.
+	ListConsoleAccounts(ctx context.Context, in *ListConsoleAccountsRequest, opts ...grpc.CallOption) (*ListConsoleAccountsResponse, error)
+	// DisableConsoleAccount disables (or re-enables) a console account.
+	// Admins only.
+	DisableConsoleAccount(ctx context.Context, in *DisableConsoleAccountRequest, opts ...grpc.CallOption) (*DisableConsoleAccountResponse, error)
 }
 
 type opusClient struct {
@@ -229,6 +251,66 @@ func (c *opusClient) GetLogs(ctx context.Context, in *GetLogsRequest, opts ...gr
 	return out, nil
 }
 
+func (c *opusClient) UpdateSettings(ctx context.Context, in *UpdateSettingsRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, Opus_UpdateSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *opusClient) CheckHost(ctx context.Context, in *CheckHostRequest, opts ...grpc.CallOption) (*CheckHostResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckHostResponse)
+	err := c.cc.Invoke(ctx, Opus_CheckHost_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *opusClient) CreateLoginLink(ctx context.Context, in *CreateLoginLinkRequest, opts ...grpc.CallOption) (*CreateLoginLinkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateLoginLinkResponse)
+	err := c.cc.Invoke(ctx, Opus_CreateLoginLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *opusClient) SetConsolePassword(ctx context.Context, in *SetConsolePasswordRequest, opts ...grpc.CallOption) (*SetConsolePasswordResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetConsolePasswordResponse)
+	err := c.cc.Invoke(ctx, Opus_SetConsolePassword_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *opusClient) ListConsoleAccounts(ctx context.Context, in *ListConsoleAccountsRequest, opts ...grpc.CallOption) (*ListConsoleAccountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConsoleAccountsResponse)
+	err := c.cc.Invoke(ctx, Opus_ListConsoleAccounts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *opusClient) DisableConsoleAccount(ctx context.Context, in *DisableConsoleAccountRequest, opts ...grpc.CallOption) (*DisableConsoleAccountResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisableConsoleAccountResponse)
+	err := c.cc.Invoke(ctx, Opus_DisableConsoleAccount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OpusServer is the server API for Opus service.
 // All implementations must embed UnimplementedOpusServer
 // for forward compatibility.
@@ -267,6 +349,22 @@ type OpusServer interface {
 	ListOperations(context.Context, *ListOperationsRequest) (*ListOperationsResponse, error)
 	// GetLogs returns the project's recent Apache and mod_wsgi error lines.
 	GetLogs(context.Context, *GetLogsRequest) (*GetLogsResponse, error)
+	// UpdateSettings changes owner-level settings (DEBUG, extra host names,
+	// environment variables, admin on/off) and applies them.
+	UpdateSettings(context.Context, *UpdateSettingsRequest) (*Operation, error)
+	// CheckHost compares the store with the host (users with the Opus marker,
+	// virtual hosts, project directories) and reports drift. Admins only.
+	CheckHost(context.Context, *CheckHostRequest) (*CheckHostResponse, error)
+	// CreateLoginLink returns a single-use link that signs the caller in to
+	// the web console; it expires within minutes.
+	CreateLoginLink(context.Context, *CreateLoginLinkRequest) (*CreateLoginLinkResponse, error)
+	// SetConsolePassword sets the caller's own web console password.
+	SetConsolePassword(context.Context, *SetConsolePasswordRequest) (*SetConsolePasswordResponse, error)
+	// ListConsoleAccounts lists web console accounts. Admins only.
+	ListConsoleAccounts(context.Context, *ListConsoleAccountsRequest) (*ListConsoleAccountsResponse, error)
+	// DisableConsoleAccount disables (or re-enables) a console account.
+	// Admins only.
+	DisableConsoleAccount(context.Context, *DisableConsoleAccountRequest) (*DisableConsoleAccountResponse, error)
 	mustEmbedUnimplementedOpusServer()
 }
 
@@ -315,6 +413,24 @@ func (UnimplementedOpusServer) ListOperations(context.Context, *ListOperationsRe
 }
 func (UnimplementedOpusServer) GetLogs(context.Context, *GetLogsRequest) (*GetLogsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetLogs not implemented")
+}
+func (UnimplementedOpusServer) UpdateSettings(context.Context, *UpdateSettingsRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateSettings not implemented")
+}
+func (UnimplementedOpusServer) CheckHost(context.Context, *CheckHostRequest) (*CheckHostResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckHost not implemented")
+}
+func (UnimplementedOpusServer) CreateLoginLink(context.Context, *CreateLoginLinkRequest) (*CreateLoginLinkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateLoginLink not implemented")
+}
+func (UnimplementedOpusServer) SetConsolePassword(context.Context, *SetConsolePasswordRequest) (*SetConsolePasswordResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetConsolePassword not implemented")
+}
+func (UnimplementedOpusServer) ListConsoleAccounts(context.Context, *ListConsoleAccountsRequest) (*ListConsoleAccountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConsoleAccounts not implemented")
+}
+func (UnimplementedOpusServer) DisableConsoleAccount(context.Context, *DisableConsoleAccountRequest) (*DisableConsoleAccountResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisableConsoleAccount not implemented")
 }
 func (UnimplementedOpusServer) mustEmbedUnimplementedOpusServer() {}
 func (UnimplementedOpusServer) testEmbeddedByValue()              {}
@@ -553,6 +669,114 @@ func _Opus_GetLogs_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Opus_UpdateSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).UpdateSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_UpdateSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).UpdateSettings(ctx, req.(*UpdateSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Opus_CheckHost_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckHostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).CheckHost(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_CheckHost_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).CheckHost(ctx, req.(*CheckHostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Opus_CreateLoginLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateLoginLinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).CreateLoginLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_CreateLoginLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).CreateLoginLink(ctx, req.(*CreateLoginLinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Opus_SetConsolePassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetConsolePasswordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).SetConsolePassword(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_SetConsolePassword_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).SetConsolePassword(ctx, req.(*SetConsolePasswordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Opus_ListConsoleAccounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConsoleAccountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).ListConsoleAccounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_ListConsoleAccounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).ListConsoleAccounts(ctx, req.(*ListConsoleAccountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Opus_DisableConsoleAccount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisableConsoleAccountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).DisableConsoleAccount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_DisableConsoleAccount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).DisableConsoleAccount(ctx, req.(*DisableConsoleAccountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Opus_ServiceDesc is the grpc.ServiceDesc for Opus service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -603,6 +827,30 @@ var Opus_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetLogs",
 			Handler:    _Opus_GetLogs_Handler,
+		},
+		{
+			MethodName: "UpdateSettings",
+			Handler:    _Opus_UpdateSettings_Handler,
+		},
+		{
+			MethodName: "CheckHost",
+			Handler:    _Opus_CheckHost_Handler,
+		},
+		{
+			MethodName: "CreateLoginLink",
+			Handler:    _Opus_CreateLoginLink_Handler,
+		},
+		{
+			MethodName: "SetConsolePassword",
+			Handler:    _Opus_SetConsolePassword_Handler,
+		},
+		{
+			MethodName: "ListConsoleAccounts",
+			Handler:    _Opus_ListConsoleAccounts_Handler,
+		},
+		{
+			MethodName: "DisableConsoleAccount",
+			Handler:    _Opus_DisableConsoleAccount_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
