@@ -9,7 +9,7 @@ BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 CMDS      := opusd opus-privd opusctl
 GOTESTFLAGS ?=
 
-.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench install uninstall clean
+.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench stress install uninstall clean
 
 all: build
 
@@ -63,9 +63,17 @@ demo: deps build
 demo-stop:
 	@scripts/demo.sh stop
 
-## bench: benchmarks (root, real Apache)
+## bench: benchmarks on the real stack (root; the e2e harness's managed Apache on its own ports).
+## Prints a table and writes bench.json + bench.txt; see docs/performance.md. BENCH selects, e.g. BENCH=Deploy
+BENCH ?= .
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 ./e2e/...
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -count=1 -timeout 30m ./e2e/ -args -bench.out=$(CURDIR)/bench.json
+	@echo; cat bench.txt
+
+## stress: only the crash matrix (opusd killed after each step, privd and Apache deaths)
+## and the 50-client load test (root, real Apache); `make test` runs them too
+stress: build
+	$(GO) test -count=1 -timeout 20m -v -run '^(TestReleaseHasNoFaultHook|TestCrash.*|TestPrivdDiesMidCall|TestApacheDies|TestLoad)$$' ./e2e/
 
 ## install: binaries, units, default config, the opus user and groups (PREFIX, DESTDIR)
 install: build

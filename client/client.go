@@ -189,6 +189,19 @@ func (c *Client) UpdateApp(ctx context.Context, project, app string, src *opusv1
 	return c.rpc.UpdateApp(ctx, &opusv1.UpdateAppRequest{Project: project, App: app, Source: src})
 }
 
+// RollbackApp starts moving an app back to its previous revision (or, when
+// an update of it failed, to the revision deployed).
+func (c *Client) RollbackApp(ctx context.Context, project, app string) (*opusv1.Operation, error) {
+	return c.rpc.UpdateApp(ctx, &opusv1.UpdateAppRequest{Project: project, App: app, Rollback: true})
+}
+
+// UpdateSettings starts changing a project's owner-level settings: set
+// maps keys ("debug", "admin", "hosts", "env.NAME") to values, unset
+// removes keys.
+func (c *Client) UpdateSettings(ctx context.Context, project string, set map[string]string, unset []string) (*opusv1.Operation, error) {
+	return c.rpc.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: project, Set: set, Unset: unset})
+}
+
 // SetCertificate starts installing the owner's own certificate (leaf then
 // chain, PEM) and key (PEM).
 func (c *Client) SetCertificate(ctx context.Context, project string, certPEM, keyPEM []byte) (*opusv1.Operation, error) {

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,7 @@ type host struct {
 	opusUID uint32
 	opusGID uint32
 	otherID uint32
+	webAddr string // the web console's HOST:PORT (opusd --web-addr)
 }
 
 var (
@@ -88,6 +90,9 @@ func TestMain(m *testing.M) {
 		shared.stop()
 	}
 	cleanStale()
+	// Keep the lock's file alive to the end: once unreachable, its
+	// finalizer would close the descriptor and release the lock mid-run.
+	runtime.KeepAlive(lock)
 	os.Exit(code)
 }
 
@@ -233,6 +238,11 @@ func startHost() (*host, error) {
 	cfg.AdminGroup = adminGroup
 	cfg.ApacheDir = filepath.Join(root, "apache")
 	cfg.HTTPPort, cfg.HTTPSPort = httpPort, httpsPort
+	webPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	h.webAddr = fmt.Sprintf("127.0.0.1:%d", webPort)
 	h.cfg = cfg
 	conf := fmt.Sprintf("# written by the e2e tests\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\n",
 		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python)
@@ -299,7 +309,7 @@ func (h *host) startOpusd() error {
 	if err != nil {
 		return err
 	}
-	h.opusd = exec.Command(filepath.Join(h.bin, "opusd"), "--config", h.conf)
+	h.opusd = exec.Command(filepath.Join(h.bin, "opusd"), "--config", h.conf, "--web-addr", h.webAddr)
 	h.opusd.Stdout, h.opusd.Stderr = log, log
 	h.opusd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: h.opusUID, Gid: h.opusGID, Groups: []uint32{}}}
 	if err := h.opusd.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/opus-hosting/opus/client"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
 // projectsOnDisk lists the project trees under the base directory.
@@ -257,4 +259,132 @@ func TestHostileApps(t *testing.T) {
 	if hostState(t) != before {
 		t.Errorf("users changed after refused apps")
 	}
+}
+
+// craftTree commits, on top of g's main, a tree that git itself would
+// never write: g's files plus one raw entry (mode, kind, name) whose object
+// is a tree holding evil.py (kind "tree") or a blob (kind "blob").
+func (g *gitApp) craftTree(t *testing.T, mode, kind, name string) {
+	t.Helper()
+	hashObject := func(stdin string) string {
+		cmd := exec.Command("git", "hash-object", "-w", "--stdin")
+		cmd.Dir, cmd.Stdin = g.dir, strings.NewReader(stdin)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("git hash-object: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	mktree := func(entries string) string {
+		cmd := exec.Command("git", "mktree")
+		cmd.Dir, cmd.Stdin = g.dir, strings.NewReader(entries)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git mktree: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	blob := hashObject("open('/tmp/opus-e2e-pwned', 'w')\n")
+	obj := blob
+	if kind == "tree" {
+		obj = mktree("100644 blob " + blob + "\tevil.py\n")
+	}
+	tree := mktree(g.git(t, "ls-tree", "HEAD") + "\n" + mode + " " + kind + " " + obj + "\t" + name + "\n")
+	commit := g.git(t, "commit-tree", tree, "-p", "HEAD", "-m", "crafted "+name)
+	g.git(t, "update-ref", "refs/heads/main", commit)
+}
+
+// TestHostileGitTrees: repositories crafted with git's plumbing to hold
+// entries that would write outside the app (".."), into a git directory
+// (".git") or onto the app itself (".") fail the operation with the
+// offending path named, and no file of theirs lands anywhere.
+func TestHostileGitTrees(t *testing.T) {
+	h := needHost(t)
+	for _, tt := range []struct {
+		mode, kind, name, want string
+	}{
+		{"040000", "tree", "..", `".."`},
+		{"100644", "blob", "..", `".."`},
+		{"040000", "tree", ".git", ".git"},
+		{"040000", "tree", ".", `"."`},
+	} {
+		g := newGitApp(t, "crafted", "never")
+		g.craftTree(t, tt.mode, tt.kind, tt.name)
+		name := h.newProject(t)
+		r := h.ctl(t, 0, "", "create", name, "--app", g.dir+"@main")
+		if r.code == 0 || !strings.Contains(r.err+r.out, tt.want) {
+			t.Errorf("create with a %s entry %q: exit %d, want a failure naming %s:\n%s%s", tt.kind, tt.name, r.code, tt.want, r.out, r.err)
+		}
+		filepath.Walk(h.cfg.BaseDir, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Name() == "evil.py" {
+				t.Errorf("a crafted entry %q was written: %s", tt.name, p)
+			}
+			return nil
+		})
+		if exists("/tmp/opus-e2e-pwned") {
+			t.Errorf("crafted code ran")
+		}
+		h.mustCtl(t, 0, "destroy", name, "--yes")
+	}
+}
+
+// TestHostileSettings: settings that would inject Apache directives, reach
+// the dynamic loader or Python's start-up, or are no setting at all are
+// refused with InvalidArgument naming the problem, and neither the
+// project's spec nor its vhost changes; another user's project is
+// NotFound to them.
+func TestHostileSettings(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	h.mustCtl(t, 0, "create", name)
+	c := h.rootClient(t)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	vhost := filepath.Join(h.cfg.ApacheDir, "sites", name+".conf")
+	before := stateOf(t, vhost)
+	p0, err := c.GetProject(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		set  map[string]string
+		want string
+	}{
+		{map[string]string{"hosts": "a b.example.com"}, "contains"},
+		{map[string]string{"hosts": "ok.example.com\nInclude /etc/shadow"}, "contains"},
+		{map[string]string{"hosts": `x.example.com" evil`}, "contains"},
+		{map[string]string{"hosts": "someone" + h.cfg.ServerSuffix}, "belongs to an Opus project"},
+		{map[string]string{"hosts": "-x.example.com"}, "'-'"},
+		{map[string]string{"hosts": "a..example.com"}, "empty label"},
+		{map[string]string{"env.LD_PRELOAD": "/tmp/evil.so"}, "LD_PRELOAD"},
+		{map[string]string{"env.PYTHONPATH": "/tmp"}, "PYTHONPATH"},
+		{map[string]string{"env.DJANGO_SETTINGS_MODULE": "evil"}, "DJANGO_SETTINGS_MODULE"},
+		{map[string]string{"env.lower": "x"}, "lower"},
+		{map[string]string{"env.A B": "x"}, "A B"},
+		{map[string]string{"debug": "maybe"}, "debug"},
+		{map[string]string{"wsgi.user": "root"}, "wsgi.user"},
+	} {
+		_, err := c.RPC().UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: name, Set: tt.set})
+		st := status.Convert(err)
+		if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.want) {
+			t.Errorf("settings %q: %v %q; want InvalidArgument mentioning %q", tt.set, st.Code(), st.Message(), tt.want)
+		}
+	}
+	// Someone else's project does not exist for them.
+	ans := h.ctl(t, h.otherID, "", "show", name)
+	if ans.code == 0 || !strings.Contains(ans.err, "not found") {
+		t.Errorf("show of root's project as another user: exit %d %q", ans.code, ans.err)
+	}
+	p1, err := c.GetProject(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p1.GetGeneration() != p0.GetGeneration() {
+		t.Errorf("refused settings moved the generation from %d to %d", p0.GetGeneration(), p1.GetGeneration())
+	}
+	if stateOf(t, vhost) != before {
+		t.Errorf("the vhost changed after refused settings")
+	}
+	h.mustCtl(t, 0, "destroy", name, "--yes")
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The README's main command (make demo): starts opus-privd, opusd and the
 # managed Apache on the embedded defaults, deploys the sample project from
-# examples/, prints its URLs and shows a request answered by it.
+# examples/, prints its URLs and shows a request answered by it, and turns
+# on the web console (printing its URL and a one-time login link).
 #   scripts/demo.sh        deploy (again) and show
 #   scripts/demo.sh stop   destroy the sample project and stop everything
 set -eu
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 BIN=$(pwd)/bin
 LOG=/var/log/opus
 PROJECT=${PROJECT:-demo}
+WEB_ADDR=${WEB_ADDR:-127.0.0.1:8444}
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates users and starts Apache)" >&2; exit 1; }
 
 mkdir -p "$LOG"
@@ -56,7 +58,7 @@ start() {
 	fi
 	if ! alive "$OPUSD_PID" opusd; then
 		# setpriv execs opusd: $! is opusd's pid.
-		nohup setpriv --reuid opus --regid opus --clear-groups "$BIN/opusd" >>"$LOG/opusd.log" 2>&1 &
+		nohup setpriv --reuid opus --regid opus --clear-groups "$BIN/opusd" --web-addr "$WEB_ADDR" >>"$LOG/opusd.log" 2>&1 &
 		echo $! >"$OPUSD_PID"
 	fi
 	i=0
@@ -99,3 +101,11 @@ echo "GET ${url}hello/"
 curl -sS --max-time 10 "${url}hello/"
 echo
 echo "Open ${url} (and /admin/); stop with: make demo-stop"
+echo
+echo "Web console: https://$WEB_ADDR/ (self-signed certificate)"
+if link=$("$BIN/opusctl" web login 2>/dev/null); then
+	echo "Sign in as root with this one-time link (5 minutes): $link"
+else
+	echo "(this opusd runs without the console: make demo-stop, then make demo)"
+fi
+echo "Any user signs in as themselves with: opusctl web login"

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Installs the Debian packages Opus's tests and demo need, once.
+# Installs the Debian packages Opus's tests and demo need, once
+# (chromium: the web console's end-to-end test drives it headless).
 set -eu
-pkgs="apache2 libapache2-mod-wsgi-py3 python3-django git curl ca-certificates"
+pkgs="apache2 libapache2-mod-wsgi-py3 python3-django python3-psycopg2 postgresql git curl ca-certificates chromium"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

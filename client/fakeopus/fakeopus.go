@@ -15,6 +15,7 @@ import (
 	"io"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -424,12 +425,70 @@ func (s *Server) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (*
 	}
 	for i, a := range p.Apps {
 		if a.Name == req.GetApp() {
+			if req.GetRollback() {
+				// The fake keeps no history: a rollback only starts an
+				// operation.
+				p.Generation++
+				return s.startOpLocked(p.Name, opusv1.OperationKind_OPERATION_KIND_UPDATE_APP, uid), nil
+			}
 			p.Apps[i] = appFromSpec(&opusv1.AppSpec{Name: a.Name, Source: req.GetSource()})
 			p.Generation++
 			return s.startOpLocked(p.Name, opusv1.OperationKind_OPERATION_KIND_UPDATE_APP, uid), nil
 		}
 	}
 	return nil, status.Errorf(codes.NotFound, "project %q has no app %q", p.Name, req.GetApp())
+}
+
+// UpdateSettings implements opusv1.OpusServer. It applies the keys
+// loosely (opusd validates them for real): debug and admin take "true",
+// hosts a comma-separated list, env.NAME any value; other keys are
+// InvalidArgument.
+func (s *Server) UpdateSettings(ctx context.Context, req *opusv1.UpdateSettingsRequest) (*opusv1.Operation, error) {
+	uid := s.record(ctx, "UpdateSettings", req)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.visibleLocked(req.GetProject(), uid)
+	if err != nil {
+		return nil, err
+	}
+	set := proto.Clone(p.GetSettings()).(*opusv1.Settings)
+	if set == nil {
+		set = &opusv1.Settings{}
+	}
+	if set.Env == nil {
+		set.Env = map[string]string{}
+	}
+	for _, k := range req.GetUnset() {
+		switch {
+		case k == "debug":
+			set.Debug = false
+		case k == "admin":
+			set.Admin = false
+		case k == "hosts":
+			set.Hosts = nil
+		case strings.HasPrefix(k, "env."):
+			delete(set.Env, strings.TrimPrefix(k, "env."))
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "unset: unknown setting %q", k)
+		}
+	}
+	for k, v := range req.GetSet() {
+		switch {
+		case k == "debug":
+			set.Debug = v == "true"
+		case k == "admin":
+			set.Admin = v == "true"
+		case k == "hosts":
+			set.Hosts = strings.Split(v, ",")
+		case strings.HasPrefix(k, "env."):
+			set.Env[strings.TrimPrefix(k, "env.")] = v
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "set: unknown setting %q", k)
+		}
+	}
+	p.Settings, p.Admin = set, set.Admin
+	p.Generation++
+	return s.startOpLocked(p.Name, opusv1.OperationKind_OPERATION_KIND_RECONCILE, uid), nil
 }
 
 // SetCertificate implements opusv1.OpusServer.

@@ -20,13 +20,14 @@ if it fails, the project's previous working state keeps serving.
 		Example: `  opusctl apps ls blog
   opusctl apps add blog https://git.example.com/news.git@main
   opusctl apps update blog news v2.0
+  opusctl apps rollback blog news
   opusctl apps rm blog news --drop-data`,
 		Args: cobra.NoArgs,
 		// Runnable, so that an unknown subcommand is a usage error (Args
 		// applies) instead of a silent help page.
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(c.appsAddCommand(), c.appsRmCommand(), c.appsUpdateCommand(), c.appsLsCommand())
+	cmd.AddCommand(c.appsAddCommand(), c.appsRmCommand(), c.appsUpdateCommand(), c.appsRollbackCommand(), c.appsLsCommand())
 	return cmd
 }
 

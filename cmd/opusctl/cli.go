@@ -137,7 +137,7 @@ You are who your Unix user is: opusd reads your uid from its socket, so there
 is nothing to log in to. You see and change your own projects; members of the
 admin group and root see all.
 
-Changes (create, destroy, apps, cert) return an operation; opusctl follows it
+Changes (create, destroy, apps, set, cert) return an operation; opusctl follows it
 and shows each step until it ends, unless --no-wait is given, in which case it
 prints the operation id for 'opusctl wait'. An operation that fails leaves the
 project's previous working state serving and makes opusctl exit with status 1.
@@ -146,6 +146,8 @@ Exit status 2 means the command line was wrong.`,
   opusctl ls
   opusctl show blog -o json
   opusctl apps update blog polls v1.3
+  opusctl apps rollback blog polls
+  opusctl set blog debug=true hosts=www.example.com
   opusctl destroy blog --yes`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -181,7 +183,10 @@ Exit status 2 means the command line was wrong.`,
 		c.opsCommand(),
 		c.logsCommand(),
 		c.appsCommand(),
+		c.setCommand(),
 		c.certCommand(),
+		c.webCommand(),
+		c.doctorCommand(),
 		c.completionCommand(root),
 		c.versionCommand(),
 	)

@@ -26,6 +26,8 @@ func (c *cli) createCommand() *cobra.Command {
 		superuser     string
 		email         string
 		passwordStdin bool
+		database      string
+		dbPassword    string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME [--app [APP=]SRC[@REF]]...",
@@ -41,7 +43,9 @@ NAME is 1 to 24 lowercase letters and digits, starting with a letter.
 
 The superuser's password is never taken from the command line (where other
 users could read it): on a terminal you are prompted for it without echo;
-otherwise pipe it in and pass --superuser-password-stdin.`,
+otherwise pipe it in and pass --superuser-password-stdin.
+
+` + databaseHelp,
 		Example: `  # an app from a local directory (uploaded) and one from git at a tag:
   opusctl create blog --app ./polls --app https://git.example.com/news.git@v2.1
   # name the app explicitly, mount /admin/ and create a superuser (prompted):
@@ -66,6 +70,19 @@ otherwise pipe it in and pass --superuser-password-stdin.`,
 				return usagef("--superuser-password-stdin needs --superuser")
 			}
 			req := &opusv1.CreateProjectRequest{Name: name, Admin: admin}
+			if dbPassword != "" && database == "" {
+				return usagef("--database-password-file needs --database")
+			}
+			if database != "" {
+				if req.Database, err = parseDatabase(database); err != nil {
+					return err
+				}
+				if dbPassword != "" {
+					if req.Database.Password, err = readDatabasePassword(dbPassword); err != nil {
+						return err
+					}
+				}
+			}
 			if superuser != "" {
 				pw, err := c.readPassword(passwordStdin, superuser)
 				if err != nil {
@@ -96,6 +113,8 @@ otherwise pipe it in and pass --superuser-password-stdin.`,
 	f.StringVar(&superuser, "superuser", "", "create a Django superuser with this user name on first deploy")
 	f.StringVar(&email, "superuser-email", "", "the superuser's e-mail address")
 	f.BoolVar(&passwordStdin, "superuser-password-stdin", false, "read the superuser's password from the first line of stdin instead of prompting")
+	f.StringVar(&database, "database", "", "keep the data in this PostgreSQL database: postgresql://USER@HOST[:PORT]/NAME (default: SQLite)")
+	f.StringVar(&dbPassword, "database-password-file", "", "read the --database role's password from the first line of this file")
 	return cmd
 }
 

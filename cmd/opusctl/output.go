@@ -166,12 +166,50 @@ func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if s := p.GetSettings(); s != nil {
+		if err := writeSettings(w, s); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintln(w, "Apps:")
 	if len(p.GetApps()) == 0 {
 		fmt.Fprintln(w, "  (none)")
 		return nil
 	}
-	return writeAppTable(w, p.GetApps(), "  ")
+	if err := writeAppTable(w, p.GetApps(), "  "); err != nil {
+		return err
+	}
+	return writeRevisions(w, p.GetApps())
+}
+
+// writeRevisions lists each app's revisions, newest first: what was asked
+// for, the commit or digest deployed, when and by whom.
+func writeRevisions(w io.Writer, apps []*opusv1.App) error {
+	tw := newTable(w)
+	any := false
+	for _, a := range apps {
+		revs := a.GetRevisions()
+		if len(revs) == 0 {
+			continue
+		}
+		if !any {
+			fmt.Fprintln(tw, "Revisions:")
+			fmt.Fprintln(tw, "  APP\t#\tREF\tCOMMIT\tDEPLOYED\tBY")
+			any = true
+		}
+		for i := len(revs) - 1; i >= 0; i-- {
+			r := revs[i]
+			cur := ""
+			if i == len(revs)-1 {
+				cur = " (current)"
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s%s\t%s\t%s\n", a.GetName(), i+1, orDash(shortCommit(r.GetRequestedRef())), shortCommit(r.GetResolved()), cur, formatTime(r.GetTime()), userName(r.GetByUid()))
+		}
+	}
+	if !any {
+		return nil
+	}
+	return tw.Flush()
 }
 
 func writeAppTable(w io.Writer, apps []*opusv1.App, indent string) error {

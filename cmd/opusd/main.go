@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -32,10 +33,12 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/drift"
 	"github.com/opus-hosting/opus/unprivd/reconcile"
 	"github.com/opus-hosting/opus/unprivd/service"
 	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
+	"github.com/opus-hosting/opus/unprivd/web"
 )
 
 // shutdownGrace is how long steps in flight may run after SIGTERM before
@@ -50,7 +53,7 @@ func main() {
 }
 
 type flags struct {
-	config, socket, stateDir, privdSocket, adminGroup, serverSuffix, logLevel string
+	config, socket, stateDir, privdSocket, adminGroup, serverSuffix, logLevel, webAddr string
 }
 
 func run() error {
@@ -64,6 +67,7 @@ func run() error {
 	fs.StringVar(&f.adminGroup, "admin-group", def.AdminGroup, "group whose members may see and change every project (config admin_group)")
 	fs.StringVar(&f.serverSuffix, "server-suffix", def.ServerSuffix, "suffix making a project's host name (config server_suffix)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.webAddr, "web-addr", "", "HOST:PORT to serve the web console on over HTTPS (for example 127.0.0.1:8444; certificate in BASE/web/); empty: no console")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: opusd [flags]\n\nServes the Opus API and deploys projects through opus-privd.\nFlags override the configuration file.\n\n")
 		fs.PrintDefaults()
@@ -146,11 +150,24 @@ func run() error {
 		Uploads: uploads, Git: &source.Git{CacheDir: gitCache},
 		Logger: log,
 	})
+	// The web console, off unless --web-addr: HTTPS with its own
+	// self-signed certificate under BASE/web/.
+	var (
+		webLis     net.Listener
+		consoleURL string
+	)
+	if f.webAddr != "" {
+		if webLis, consoleURL, err = web.Listen(f.webAddr, filepath.Join(cfg.BaseDir, "web"), time.Now()); err != nil {
+			return err
+		}
+		defer webLis.Close()
+	}
 	svc, err := service.New(service.Config{
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
 		Uploads: uploads, ValidateAppName: source.ValidateAppName,
 		ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
-		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log,
+		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: consoleURL,
+		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: filepath.Join(cfg.ApacheDir, "sites")},
 	})
 	if err != nil {
 		return err
@@ -173,8 +190,29 @@ func run() error {
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- g.Serve(lis) }()
+	// The console calls this same gRPC server (same interceptors and
+	// access table) as the signed-in uid, over an in-process listener.
+	var (
+		webSrv  *http.Server
+		console *web.Console
+	)
+	if webLis != nil {
+		inproc := peercred.NewInProcess()
+		go g.Serve(inproc)
+		if console, err = web.New(web.Config{Store: st, Listener: inproc, Logger: log}); err != nil {
+			return err
+		}
+		webSrv = &http.Server{Handler: console, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		go func() {
+			if err := webSrv.Serve(webLis); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("web console: %w", err)
+			}
+		}()
+		log.Info("web console serving", "url", consoleURL)
+	}
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY", "err", err)
 	}
@@ -189,6 +227,11 @@ func run() error {
 	}
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	hs.Shutdown()
+	if webSrv != nil {
+		// Live-progress streams would hold a graceful shutdown open.
+		webSrv.Close()
+		console.Close()
+	}
 	// Stop accepting, let in-flight calls end (watchers are cut off by
 	// Stop after a short wait), then let the reconciler finish its steps.
 	stopped := make(chan struct{})

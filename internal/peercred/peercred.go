@@ -3,6 +3,12 @@
 // Handlers read it back with FromContext; nothing else in Opus decides who a
 // caller is. Both daemons use it: opus-privd to serve only the opus uid,
 // opusd to know which user owns what.
+//
+// The one other source of identity is an InProcess listener: a connection
+// dialed on it inside opusd carries the uid its dialer names (opusd's web
+// console, after it has signed that user in), so the console calls the same
+// gRPC server, interceptors and access table as a socket caller. Only this
+// package can make such a connection; a socket connection never is one.
 package peercred
 
 import (
@@ -103,7 +109,7 @@ func ClientExpecting(uid uint32) credentials.TransportCredentials {
 }
 
 func (t transport) ClientHandshake(_ context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	c, err := Of(conn)
+	c, err := credOf(conn)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -114,11 +120,20 @@ func (t transport) ClientHandshake(_ context.Context, _ string, conn net.Conn) (
 }
 
 func (transport) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	c, err := Of(conn)
+	c, err := credOf(conn)
 	if err != nil {
 		return nil, nil, err
 	}
 	return conn, authInfo(c), nil
+}
+
+// credOf is the identity at the other end of conn: the one an in-process
+// connection (InProcess) was made with, or else the kernel's SO_PEERCRED.
+func credOf(conn net.Conn) (Cred, error) {
+	if cc, ok := conn.(credCarrier); ok {
+		return cc.peerCred(), nil
+	}
+	return Of(conn)
 }
 
 func authInfo(c Cred) AuthInfo {

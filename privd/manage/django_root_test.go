@@ -301,3 +301,50 @@ func TestRunIdentityEnvTimeout(t *testing.T) {
 		t.Errorf("processes of the project user left after timeout: %s", out)
 	}
 }
+
+// countingManage stands in for manage.py: it reports the process it runs
+// in and fails with exit code 3 on "collectstatic".
+const countingManage = `import os, sys
+print('ran %s in pid=%d' % (sys.argv[1], os.getpid()))
+if sys.argv[1] == 'collectstatic':
+    sys.exit(3)
+`
+
+// TestRunOneProcess: every command of one request runs in the same Python
+// process, in order, and the run stops at the first failure, naming it.
+func TestRunOneProcess(t *testing.T) {
+	base := setup(t)
+	tp := newProject(t, base)
+	tp.write(t, "manage.py", countingManage)
+	r := &Runner{Base: base, Python: "/usr/bin/python3", Timeout: time.Minute}
+
+	resp, err := r.Run(context.Background(), &privdv1.RunManageRequest{Project: tp.name,
+		Commands: []privdv1.ManageCommand{check, migrate, check}})
+	if err != nil || resp.GetFailedCommand() != 0 {
+		t.Fatalf("Run = %v, %v", resp, err)
+	}
+	var pids []string
+	for _, l := range strings.Split(resp.GetOutput(), "\n") {
+		if _, pid, ok := strings.Cut(l, " in pid="); ok {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) != 3 || pids[0] != pids[1] || pids[1] != pids[2] {
+		t.Errorf("want 3 commands in one process, got pids %q in:\n%s", pids, resp.GetOutput())
+	}
+	if i, j := strings.Index(resp.GetOutput(), "ran migrate"), strings.LastIndex(resp.GetOutput(), "ran check"); i < 0 || j < i {
+		t.Errorf("commands out of order:\n%s", resp.GetOutput())
+	}
+
+	resp, err = r.Run(context.Background(), &privdv1.RunManageRequest{Project: tp.name,
+		Commands: []privdv1.ManageCommand{check, static, migrate}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetFailedCommand() != static || resp.GetExitCode() != 3 {
+		t.Errorf("failing collectstatic = %v", resp)
+	}
+	if strings.Contains(resp.GetOutput(), "ran migrate") {
+		t.Errorf("ran the command after the failed one:\n%s", resp.GetOutput())
+	}
+}

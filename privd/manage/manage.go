@@ -1,16 +1,20 @@
 // Package manage runs the few manage.py commands opus-privd allows, as the
 // project's own user, with the configured interpreter, a fixed environment,
-// a timeout and bounded output. Commands come from privd's enum only; every
+// a timeout and bounded output. All commands of one request run in a single
+// Python process (a fixed driver embedded here), so a deploy pays the
+// interpreter start and django.setup() once, not once per command. Commands come from privd's enum only; every
 // argument is validated here, and the superuser password travels in the
 // child's environment, never on its argv and never in a log.
 package manage
 
 import (
-	"bytes"
 	"context"
+	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"os/user"
 	"strconv"
@@ -198,9 +202,10 @@ func Env(p layout.Project) []string {
 }
 
 // Run validates the whole request, then runs its commands in order as the
-// project's user, stopping at the first failure. A command that fails is
-// reported in the response (failed_command, exit_code, output), not as an
-// error; errors are for refused requests and for failures to start.
+// project's user in ONE Python process (the embedded driver), stopping at
+// the first failure. A command that fails is reported in the response
+// (failed_command, exit_code, output), not as an error; errors are for
+// refused requests and for failures to start.
 func (r *Runner) Run(ctx context.Context, req *privdv1.RunManageRequest) (*privdv1.RunManageResponse, error) {
 	name := req.GetProject()
 	if err := names.ValidateProject(name); err != nil {
@@ -210,12 +215,14 @@ func (r *Runner) Run(ctx context.Context, req *privdv1.RunManageRequest) (*privd
 		return nil, fmt.Errorf("run manage %s: no commands", name)
 	}
 	argvs := make([][]string, len(req.GetCommands()))
+	superuser := false
 	for i, c := range req.GetCommands() {
 		a, err := Argv(c, req)
 		if err != nil {
 			return nil, fmt.Errorf("run manage %s: %w", name, err)
 		}
 		argvs[i] = a
+		superuser = superuser || c == privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER
 	}
 	cred, err := r.credential(name)
 	if err != nil {
@@ -233,32 +240,33 @@ func (r *Runner) Run(ctx context.Context, req *privdv1.RunManageRequest) (*privd
 	}
 
 	p := layout.For(r.Base, name)
+	env := Env(p)
+	if superuser {
+		// The driver takes it out of its environment at once and sets it
+		// again only while createsuperuser runs.
+		env = append(env, "DJANGO_SUPERUSER_PASSWORD="+req.GetSuperuserPassword())
+	}
 	out := &tail{max: MaxOutput}
+	start := time.Now()
+	st, err := r.runDriver(ctx, p, cred, argvs, env, out)
+	if err != nil {
+		return nil, fmt.Errorf("run manage %s: %w", name, err)
+	}
 	resp := &privdv1.RunManageResponse{}
-	for i, c := range req.GetCommands() {
-		env := Env(p)
-		if c == privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER {
-			env = append(env, "DJANGO_SUPERUSER_PASSWORD="+req.GetSuperuserPassword())
+	words := make([]string, len(argvs))
+	for i, a := range argvs {
+		words[i] = a[0]
+	}
+	if st.failed >= 0 {
+		resp.FailedCommand, resp.ExitCode = req.GetCommands()[st.failed], int32(st.code)
+		if ctx.Err() != nil {
+			fmt.Fprintf(out, "\nopus-privd: %s stopped: %v\n", argvs[st.failed][0], ctx.Err())
 		}
-		start := time.Now()
-		mark := out.total()
-		code, err := r.runOne(ctx, p, cred, argvs[i], env, out)
-		if code != 0 && c == privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER && alreadyExists(out.since(mark)) {
-			// An existing superuser of that name is what we wanted.
-			code, err = 0, nil
-		}
-		log.Info("manage.py", "project", name, "command", argvs[i][0], "exit_code", code,
+		log.Info("manage.py", "project", name, "commands", strings.Join(words, ","), "failed", argvs[st.failed][0],
+			"exit_code", st.code, "duration", time.Since(start).Round(time.Millisecond))
+	} else {
+		log.Info("manage.py", "project", name, "commands", strings.Join(words, ","), "exit_code", 0,
 			"duration", time.Since(start).Round(time.Millisecond))
-		if err != nil && code == 0 {
-			return nil, fmt.Errorf("run manage %s %s: %w", name, argvs[i][0], err)
-		}
-		if code != 0 {
-			resp.FailedCommand, resp.ExitCode = c, int32(code)
-			if ctx.Err() != nil {
-				fmt.Fprintf(out, "\nopus-privd: %s stopped: %v\n", argvs[i][0], ctx.Err())
-			}
-			break
-		}
 	}
 	resp.Output = redact(out.String(), req.GetSuperuserPassword())
 	return resp, nil
@@ -286,38 +294,99 @@ func (r *Runner) credential(project string) (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
 }
 
-// runOne runs one manage.py command. It returns the exit code (-1 when the
-// child did not exit normally, for example on timeout) and an error when
-// the child could not be run at all (then the code is 0) or did not exit
-// normally.
-func (r *Runner) runOne(ctx context.Context, p layout.Project, cred *syscall.Credential, args, env []string, out *tail) (int, error) {
-	cmd := exec.CommandContext(ctx, r.Python, append([]string{p.Manage()}, args...)...)
+// driverSource is the fixed Python program that runs several manage.py
+// commands in one interpreter; see driver.py for its protocol.
+//
+//go:embed driver.py
+var driverSource string
+
+// driverStatusMax bounds what privd reads of the driver's progress file
+// (a few short lines; the project's code could write anything there).
+const driverStatusMax = 4 << 10
+
+// driverResult is what the driver's progress lines and exit said.
+type driverResult struct {
+	failed int // index of the failed command, -1 when all succeeded
+	code   int // its exit code; -1 when the process was killed
+}
+
+// runDriver runs the commands argvs through the driver in one Python
+// process as the project's user. It returns an error only when the
+// process could not be run at all.
+func (r *Runner) runDriver(ctx context.Context, p layout.Project, cred *syscall.Credential, argvs [][]string, env []string, out *tail) (driverResult, error) {
+	list, err := json.Marshal(argvs)
+	if err != nil {
+		return driverResult{}, fmt.Errorf("encode commands: %w", err)
+	}
+	// Progress goes to an unlinked file rather than a pipe: a grandchild
+	// keeping a pipe open could never block privd on it.
+	status, err := os.CreateTemp("", "opus-manage-status-")
+	if err != nil {
+		return driverResult{}, fmt.Errorf("progress file: %w", err)
+	}
+	os.Remove(status.Name())
+	defer status.Close()
+	if err := status.Chown(int(cred.Uid), int(cred.Gid)); err != nil {
+		return driverResult{}, fmt.Errorf("progress file: %w", err)
+	}
+
+	cmd := exec.CommandContext(ctx, r.Python, "-c", driverSource, p.Manage(), string(list))
 	cmd.Dir = p.Code
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = []*os.File{status} // fd 3 in the child
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
 	// Kill the whole session, not just Python: manage.py may have children.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
+	runErr := cmd.Run()
+	code := 0
 	var exit *exec.ExitError
 	switch {
-	case err == nil:
-		return 0, nil
-	case errors.As(err, &exit):
-		if code := exit.ExitCode(); code > 0 {
-			return code, nil
-		}
-		return -1, err
+	case runErr == nil:
+	case errors.As(runErr, &exit):
+		code = exit.ExitCode() // -1 when killed by a signal
 	default:
-		return 0, err
+		return driverResult{}, fmt.Errorf("start %s: %w", r.Python, runErr)
 	}
+	buf := make([]byte, driverStatusMax)
+	n, _ := status.ReadAt(buf, 0)
+	return parseStatus(string(buf[:n]), code, len(argvs)), nil
 }
 
-// alreadyExists recognises createsuperuser's "username is taken" failure
-// (Django 3.2: "Error: That username is already taken.").
-func alreadyExists(output string) bool {
-	return strings.Contains(output, "already taken") || strings.Contains(output, "already exists")
+// parseStatus decides from the driver's progress lines and its exit code
+// which command failed. The failed command is the last one started; when
+// none started (Python or Django failed before) it is the first.
+func parseStatus(lines string, code, commands int) driverResult {
+	running, lastDone, lastCode := -1, -1, 0
+	for _, l := range strings.Split(lines, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 2 && f[0] == "start":
+			if i, err := strconv.Atoi(f[1]); err == nil && i >= 0 && i < commands {
+				running = i
+			}
+		case len(f) == 3 && f[0] == "done":
+			i, err1 := strconv.Atoi(f[1])
+			c, err2 := strconv.Atoi(f[2])
+			if err1 == nil && err2 == nil && i >= 0 && i < commands {
+				lastDone, lastCode = i, c
+			}
+		}
+	}
+	if code == 0 && lastDone == commands-1 && lastCode == 0 {
+		return driverResult{failed: -1}
+	}
+	failed := max(running, 0)
+	if code == 0 {
+		// Exited 0 without finishing (or reporting) every command: the
+		// driver never does that, so something else ended it early.
+		code = 1
+		if lastDone == failed && lastCode != 0 {
+			code = lastCode
+		}
+	}
+	return driverResult{failed: failed, code: code}
 }
 
 // redact removes the password from output, should any code print it. Short
@@ -332,39 +401,19 @@ func redact(output, password string) string {
 
 // tail keeps the last max bytes written to it; stdout and stderr share it.
 type tail struct {
-	mu    sync.Mutex
-	max   int
-	buf   []byte
-	wrote int64
+	mu  sync.Mutex
+	max int
+	buf []byte
 }
 
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.wrote += int64(len(p))
 	t.buf = append(t.buf, p...)
 	if len(t.buf) > t.max {
 		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
 	}
 	return len(p), nil
-}
-
-func (t *tail) total() int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.wrote
-}
-
-// since returns what was written after total() returned mark, as far as
-// it is still kept.
-func (t *tail) since(mark int64) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := t.wrote - mark
-	if n > int64(len(t.buf)) {
-		n = int64(len(t.buf))
-	}
-	return string(bytes.Clone(t.buf[int64(len(t.buf))-n:]))
 }
 
 func (t *tail) String() string {

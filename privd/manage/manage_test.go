@@ -118,13 +118,9 @@ func TestRunRefuses(t *testing.T) {
 func TestTailAndRedact(t *testing.T) {
 	tl := &tail{max: 10}
 	tl.Write([]byte("0123456789"))
-	mark := tl.total()
 	tl.Write([]byte("abcdef"))
 	if got := tl.String(); got != "6789abcdef" {
 		t.Errorf("tail = %q", got)
-	}
-	if got := tl.since(mark); got != "abcdef" {
-		t.Errorf("since = %q", got)
 	}
 	tests := []struct{ out, pw, want string }{
 		{"x hunter22 y", "hunter22", "x [redacted] y"},
@@ -173,6 +169,56 @@ func FuzzArgvMigrate(f *testing.F) {
 		}
 		if argv[0] != "migrate" || argv[len(argv)-1] != "--noinput" || len(argv) > 4 {
 			t.Fatalf("argv %q", argv)
+		}
+	})
+}
+
+func TestParseStatus(t *testing.T) {
+	tests := []struct {
+		name         string
+		lines        string
+		code, cmds   int
+		failed, want int
+	}{
+		{"all done", "start 0\ndone 0 0\nstart 1\ndone 1 0\n", 0, 2, -1, 0},
+		{"second fails", "start 0\ndone 0 0\nstart 1\ndone 1 3\n", 3, 3, 1, 3},
+		{"killed while running", "start 0\ndone 0 0\nstart 1\n", -1, 2, 1, -1},
+		{"died before the first", "", 1, 2, 0, 1},
+		{"exit 0 without finishing", "start 0\ndone 0 0\n", 0, 2, 0, 1},
+		{"exit 0 but a command failed", "start 0\ndone 0 2\n", 0, 2, 0, 2},
+		{"garbage and out of range ignored", "start 9\nstart x\ndone 7 0\nstart 0\n", -1, 2, 0, -1},
+		{"truncated line", "start 0\ndone 0 0\nsta", 0, 1, -1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := parseStatus(tt.lines, tt.code, tt.cmds)
+			if got.failed != tt.failed || (tt.failed >= 0 && got.code != tt.want) {
+				t.Errorf("parseStatus = %+v, want failed %d code %d", got, tt.failed, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzParseStatus: whatever the project's code writes to the progress
+// file, the result names a real command or none, and a failure never has
+// exit code 0.
+func FuzzParseStatus(f *testing.F) {
+	f.Add("start 0\ndone 0 0\n", 0, 1)
+	f.Add("start 1\n", -1, 2)
+	f.Add("done 5 0\nstart -1\n", 1, 3)
+	f.Fuzz(func(t *testing.T, lines string, code, cmds int) {
+		if cmds < 1 || cmds > 8 {
+			return
+		}
+		got := parseStatus(lines, code, cmds)
+		if got.failed < -1 || got.failed >= cmds {
+			t.Fatalf("failed index %d out of range for %d commands", got.failed, cmds)
+		}
+		if got.failed >= 0 && got.code == 0 {
+			t.Fatalf("failure with exit code 0: %+v", got)
+		}
+		if got.failed == -1 && code != 0 {
+			t.Fatalf("success reported for exit code %d", code)
 		}
 	})
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // Health check and teardown timing.
@@ -37,6 +38,7 @@ func stepVhost(ctx context.Context, t *Task) (string, error) {
 	}
 	res, err := t.Privd.InstallSite(ctx, &privdv1.InstallSiteRequest{
 		Project:   t.Project.Name,
+		Aliases:   t.Project.Spec.Settings.Hosts,
 		Processes: uint32(t.opt.WSGIProcesses), Threads: uint32(t.opt.WSGIThreads),
 		CertificatePem: t.certPEM, KeyPem: t.keyPEM,
 	})
@@ -45,6 +47,10 @@ func stepVhost(ctx context.Context, t *Task) (string, error) {
 	}
 	t.vhostChanged = res.GetChanged()
 	if t.vhostChanged {
+		// Recorded, so that a crash before the reload step still reloads.
+		if err := t.Update(ctx, func(p *store.Project) { p.Status.ReloadPending = true }); err != nil {
+			return "", err
+		}
 		return "virtual host " + t.ServerName() + " installed", nil
 	}
 	return "virtual host unchanged", nil
@@ -57,12 +63,15 @@ func stepVhost(ctx context.Context, t *Task) (string, error) {
 // its WSGI script (mod_wsgi restarts a daemon whose script changed).
 func stepReload(ctx context.Context, t *Task) (string, error) {
 	up := apacheUp(ctx, t)
-	if t.vhostChanged || !up {
+	if t.vhostChanged || t.Project.Status.ReloadPending || !up {
 		res, err := t.Privd.ReloadApache(ctx, &privdv1.ReloadApacheRequest{})
 		if err != nil {
 			return "", privdErr("ReloadApache", err)
 		}
 		t.reloaded = true
+		if err := t.Update(ctx, func(p *store.Project) { p.Status.ReloadPending = false }); err != nil {
+			return "", err
+		}
 		if res.GetStarted() {
 			return fmt.Sprintf("started Apache (master pid %d)", res.GetMasterPid()), nil
 		}

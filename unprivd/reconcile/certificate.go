@@ -72,9 +72,10 @@ func stepCertificate(ctx context.Context, t *Task) (string, error) {
 }
 
 // selfSigned loads the kept self-signed pair of the project, or makes and
-// keeps a new one when there is none, it does not fit the host name, or
-// it expires within renewBefore.
+// keeps a new one when there is none, it does not name exactly the host
+// and the owner's extra host names, or it expires within renewBefore.
 func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string, error) {
+	names := append([]string{host}, t.Project.Spec.Settings.Hosts...)
 	crtPath, keyPath := certPaths(t.opt.BaseDir, t.Project.Name)
 	crt, err1 := os.ReadFile(crtPath)
 	key, err2 := os.ReadFile(keyPath)
@@ -84,8 +85,8 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 		switch {
 		case err != nil:
 			why = fmt.Sprintf("replaced the kept self-signed certificate (%v)", err)
-		case leaf.VerifyHostname(host) != nil:
-			why = "replaced the kept self-signed certificate (another host name)"
+		case leaf.VerifyHostname(host) != nil || !sameNames(leaf.DNSNames, names):
+			why = "replaced the kept self-signed certificate (other host names)"
 		case leaf.NotAfter.Sub(now) < renewBefore:
 			why = "renewed the self-signed certificate (expiring)"
 		default:
@@ -99,7 +100,7 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 			}
 		}
 	}
-	crt, key, err := cert.SelfSigned([]string{host}, now, selfSignedValidity)
+	crt, key, err := cert.SelfSigned(names, now, selfSignedValidity)
 	if err != nil {
 		return nil, "", err
 	}
@@ -119,6 +120,24 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 	}
 	t.certPEM, t.keyPEM = crt, key
 	return leaf, why, nil
+}
+
+// sameNames reports whether a and b hold the same names, in any order.
+func sameNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := map[string]int{}
+	for _, n := range a {
+		set[n]++
+	}
+	for _, n := range b {
+		if set[n] == 0 {
+			return false
+		}
+		set[n]--
+	}
+	return true
 }
 
 // writeFileAtomic replaces path with data (temporary file, fsync, rename).

@@ -3,9 +3,12 @@ package reconcile
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/django"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -70,15 +73,63 @@ func stepMigrate(ctx context.Context, t *Task) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	msg := "check, migrate and collectstatic passed"
-	if drop := t.Project.Spec.DropAppData; len(drop) > 0 {
-		// "migrate APP zero" needs the app still installed, but the app
-		// has already left INSTALLED_APPS and the code directory by now;
-		// doing it right means a render with the app kept for one more
-		// migrate. Until then the tables are kept, and the owner is told.
-		msg += fmt.Sprintf("; note: dropping the tables of removed apps is not supported yet, the data of %s is kept", strings.Join(drop, ", "))
+	return "check, migrate and collectstatic passed", nil
+}
+
+// stepDropData drops the tables of removed apps whose owner asked for it
+// (Spec.DropAppData). "migrate APP zero" needs the app still installed, so
+// this runs before the sources and render steps take it out: the code
+// directory and opus.json still have it. Apps dealt with leave
+// DropAppData (a status-like change: the generation does not move), so a
+// later run never drops the tables of an app added again.
+func stepDropData(ctx context.Context, t *Task) (string, error) {
+	drop := t.Project.Spec.DropAppData
+	if len(drop) == 0 {
+		return "no app data to drop", nil
 	}
-	return msg, nil
+	installed, err := django.InstalledApps(t.Layout.Code)
+	if err != nil {
+		return "", err
+	}
+	var done, notes []string
+	for _, app := range drop {
+		if t.Project.Spec.App(app) != nil {
+			// Added back since: its data stays.
+			done = append(done, app)
+			continue
+		}
+		if !slices.Contains(installed, app) || !isDir(filepath.Join(t.Layout.Code, app)) {
+			done = append(done, app)
+			notes = append(notes, app+" is not installed: no tables to drop")
+			continue
+		}
+		res, err := runManage(ctx, t, &privdv1.RunManageRequest{
+			Commands:   []privdv1.ManageCommand{privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE},
+			MigrateApp: app, MigrateTarget: "zero",
+		})
+		if err != nil {
+			if res != nil && strings.Contains(res.GetOutput(), "does not have migrations") {
+				done = append(done, app)
+				notes = append(notes, app+" has no migrations: no tables to drop")
+				continue
+			}
+			return "", fmt.Errorf("drop the tables of %s: %w", app, err)
+		}
+		done = append(done, app)
+		notes = append(notes, "dropped the tables of "+app)
+	}
+	if err := t.Update(ctx, func(p *store.Project) {
+		var keep []string
+		for _, a := range p.Spec.DropAppData {
+			if !slices.Contains(done, a) {
+				keep = append(keep, a)
+			}
+		}
+		p.Spec.DropAppData = keep
+	}); err != nil {
+		return "", err
+	}
+	return strings.Join(notes, "; "), nil
 }
 
 // stepSuperuser creates the Django superuser once, then forgets its

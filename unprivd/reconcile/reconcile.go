@@ -48,6 +48,11 @@ type Fetcher interface {
 	Fetch(ctx context.Context, url, ref string, allowLocal bool, dest string) (string, error)
 }
 
+// afterStep runs after each step is done and recorded. It does nothing:
+// only a test build (tag faultinject, fault_inject.go) sets it, to kill
+// opusd right there and prove that a restart repairs the crash.
+var afterStep = func(deleting bool, step string) {}
+
 // Defaults of Options.
 const (
 	// DefaultHealthTimeout bounds the health check: a fresh mod_wsgi
@@ -319,6 +324,9 @@ type Task struct {
 	vhostChanged bool // vhost step → reload step
 	reloaded     bool // reload step ran a graceful restart
 	siteRemoved  bool // teardown: the vhost was removed
+	// live is what the run changed in the code directory: put back when
+	// it fails, committed to the status when it succeeds (restore.go).
+	live liveChange
 }
 
 // ServerName is the project's virtual host name.
@@ -472,12 +480,15 @@ func (r *Reconciler) run(name string) {
 			return
 		}
 		if err != nil {
+			err = t.restore(ctx, err)
 			r.fail(ctx, log, t, ids, step.Name, end, err)
 			return
 		}
 		r.record(ctx, ids, func(op *store.Operation) { setLastStep(op, store.StepDone, end, msg) })
 		log.Info("reconcile step done", "step", step.Name, "message", msg, "took", end.Sub(start))
+		afterStep(p.Deleting, step.Name)
 	}
+	t.finish()
 	r.succeed(ctx, log, t, ids, gen)
 }
 
@@ -540,6 +551,7 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 		if t.Project.Deleting {
 			return tx.DeleteProject(p.Name, ids...)
 		}
+		t.commitApplied(p)
 		p.Status.ObservedGeneration, p.Status.LastError = gen, ""
 		if !p.Deleting {
 			p.Status.Phase = store.PhaseReady

@@ -2,9 +2,7 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +17,10 @@ import (
 // source.ValidateApp, and swapped in only when it differs from what is
 // deployed, so a bad source never replaces a good app and an unchanged one
 // is not rewritten (mod_wsgi and Python see the same files). Apps no
-// longer in the spec lose their code directory.
+// longer in the spec leave code/. Replaced and removed trees are kept
+// aside (code/.<app>.old) until the run ends, so a failed run can put
+// them back (restore.go); what was deployed is recorded in the status
+// only when the run succeeds.
 func stepSources(ctx context.Context, t *Task) (string, error) {
 	code := t.Layout.Code
 	if err := cleanScratch(code); err != nil {
@@ -77,6 +78,7 @@ func materialize(ctx context.Context, t *Task, app store.AppSpec) (string, error
 	case app.Upload != nil:
 		resolved = app.Upload.Digest
 		if exists && resolved == prev.ResolvedCommit {
+			t.apply(app, resolved)
 			return fmt.Sprintf("%s unchanged (%s)", app.Name, short(resolved)), nil
 		}
 		if t.opt.Uploads == nil {
@@ -101,6 +103,7 @@ func materialize(ctx context.Context, t *Task, app store.AppSpec) (string, error
 			if err := os.RemoveAll(staged); err != nil {
 				return "", fmt.Errorf("app %s: %w", app.Name, err)
 			}
+			t.apply(app, resolved)
 			return fmt.Sprintf("%s unchanged at %s", app.Name, short(resolved)), nil
 		}
 	default:
@@ -110,53 +113,46 @@ func materialize(ctx context.Context, t *Task, app store.AppSpec) (string, error
 		os.RemoveAll(staged)
 		return "", err
 	}
-	if err := swapDir(staged, dir); err != nil {
+	if err := t.swapIn(app.Name, staged, dir); err != nil {
 		return "", fmt.Errorf("app %s: %w", app.Name, err)
 	}
 	t.codeChanged = true
-	err := t.Update(ctx, func(p *store.Project) {
-		if p.Status.Apps == nil {
-			p.Status.Apps = map[string]store.AppStatus{}
-		}
-		st := p.Status.Apps[app.Name]
-		st.RequestedRef = app.RequestedRef()
-		if st.ResolvedCommit != resolved {
-			st.ResolvedCommit = resolved
-			st.Revisions = append(st.Revisions, store.Revision{
-				RequestedRef: app.RequestedRef(), Resolved: resolved, Time: t.Clock.Now(), ByUID: app.ByUID})
-		}
-		p.Status.Apps[app.Name] = st
-	})
-	if err != nil {
-		return "", err
-	}
+	t.apply(app, resolved)
 	if prev.ResolvedCommit == "" {
 		return fmt.Sprintf("%s at %s", app.Name, short(resolved)), nil
 	}
 	return fmt.Sprintf("%s %s → %s", app.Name, short(prev.ResolvedCommit), short(resolved)), nil
 }
 
-// swapDir puts staged in place of dir: the old tree is renamed aside
-// first, so dir always holds a complete tree, then removed.
-func swapDir(staged, dir string) error {
-	old := filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".old")
-	if err := os.RemoveAll(old); err != nil {
+// apply notes what the run deployed for app, for the status on success.
+func (t *Task) apply(app store.AppSpec, resolved string) {
+	if t.live.applied == nil {
+		t.live.applied = map[string]applied{}
+	}
+	a := applied{requested: app.RequestedRef(), resolved: resolved, by: app.ByUID}
+	if app.Git != nil {
+		a.url = app.Git.URL
+	}
+	t.live.applied[app.Name] = a
+}
+
+// swapIn puts staged in place of dir. The previous tree is renamed aside
+// first, so dir always holds a complete tree, and kept until the run ends
+// (see liveChange): a failed run puts it back. The change is journaled
+// before it is made.
+func (t *Task) swapIn(app, staged, dir string) error {
+	if err := t.noteApp(app, isDir(dir)); err != nil {
 		return err
 	}
-	hadOld := false
-	if err := os.Rename(dir, old); err == nil {
-		hadOld = true
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	old, err := keepAside(dir)
+	if err != nil {
 		return err
 	}
 	if err := os.Rename(staged, dir); err != nil {
-		if hadOld {
+		if old != "" {
 			os.Rename(old, dir)
 		}
 		return err
-	}
-	if hadOld {
-		return os.RemoveAll(old)
 	}
 	return nil
 }
@@ -179,26 +175,18 @@ func removeStaleApps(ctx context.Context, t *Task) ([]string, error) {
 		if !e.IsDir() || want[n] || n == layout.PackageName || source.ValidateAppName(n) != nil {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(t.Layout.Code, n)); err != nil {
+		// Kept aside until the run succeeds: a failed run puts it back.
+		if err := t.noteApp(n, true); err != nil {
+			return nil, err
+		}
+		if _, err := keepAside(filepath.Join(t.Layout.Code, n)); err != nil {
 			return nil, fmt.Errorf("sources: remove app %s: %w", n, err)
 		}
 		gone = append(gone, n)
 	}
-	var stale []string
 	for n := range t.Project.Status.Apps {
 		if !want[n] {
-			stale = append(stale, n)
-		}
-	}
-	if len(stale) > 0 {
-		if err := t.Update(ctx, func(p *store.Project) {
-			for _, n := range stale {
-				if p.Spec.App(n) == nil {
-					delete(p.Status.Apps, n)
-				}
-			}
-		}); err != nil {
-			return nil, err
+			t.live.gone = append(t.live.gone, n)
 		}
 	}
 	if len(gone) == 0 {

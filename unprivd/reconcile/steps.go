@@ -25,13 +25,18 @@ type Step struct {
 }
 
 // DeploySteps is the ordered chain toward a project's spec (DESIGN.md):
-// user → directories → sources → render → secure → migrate → superuser →
-// certificate → vhost → reload → health. sources and render come before
-// secure so that everything they write gets the file policy.
+// user → directories → recover (undo an interrupted run) → data (drop
+// removed apps' tables) → sources → render → secure → migrate →
+// superuser → certificate → vhost → reload → health. sources and render
+// come before secure so that everything they write gets the file policy;
+// drop data comes before them because it needs removed apps still
+// installed.
 func DeploySteps() []Step {
 	return []Step{
 		{Name: "user", Run: stepUser},
 		{Name: "directories", Run: stepDirectories},
+		{Name: "recover", Run: stepRecover},
+		{Name: "data", Run: stepDropData},
 		{Name: "sources", Run: stepSources},
 		{Name: "render", Run: stepRender},
 		{Name: "secure", Run: stepSecure},

@@ -30,6 +30,9 @@ var opKinds = map[store.OpKind]opusv1.OperationKind{
 	store.OpAddApp: opusv1.OperationKind_OPERATION_KIND_ADD_APP, store.OpRemoveApp: opusv1.OperationKind_OPERATION_KIND_REMOVE_APP,
 	store.OpUpdateApp: opusv1.OperationKind_OPERATION_KIND_UPDATE_APP, store.OpSetCertificate: opusv1.OperationKind_OPERATION_KIND_SET_CERTIFICATE,
 	store.OpReconcile: opusv1.OperationKind_OPERATION_KIND_RECONCILE,
+	// opus.v1 has no kind of its own for a settings change: it is a
+	// reconcile toward the changed spec.
+	store.OpUpdateSettings: opusv1.OperationKind_OPERATION_KIND_RECONCILE,
 }
 
 var opStates = map[store.OpState]opusv1.OperationState{
@@ -77,6 +80,7 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 		Generation: p.Generation, ObservedGeneration: p.Status.ObservedGeneration,
 		Admin: p.Spec.Admin, ServerName: host, SystemUser: p.Status.SystemUser,
 		Certificate: p.Status.Certificate.Kind, CertificateNotAfter: ts(p.Status.Certificate.NotAfter),
+		Settings: toSettings(p), Database: toDatabase(p.Spec.Database),
 	}
 	if out.SystemUser == "" {
 		out.SystemUser = names.User(p.Name)

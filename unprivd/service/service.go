@@ -68,6 +68,12 @@ type Config struct {
 	// MaxUpload caps one uploaded archive in bytes; 0 means
 	// DefaultMaxUpload.
 	MaxUpload int64
+	// ConsoleURL is the web console's base URL (https://HOST:PORT), for
+	// login links; empty when the console is off (see console.go).
+	ConsoleURL string
+	// HostCheck compares the store with the host for CheckHost (see
+	// checkhost.go); nil makes CheckHost Unimplemented.
+	HostCheck HostChecker
 	// Now defaults to time.Now (certificate validity checks).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -187,8 +193,20 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 		}
 		spec.Superuser = &store.Superuser{Username: su.GetUsername(), Email: su.GetEmail(), Password: su.GetPassword()}
 	}
+	spec.Settings, err = settingsFromProto(req.GetSettings(), req.GetName()+s.cfg.ServerSuffix, s.cfg.ServerSuffix)
+	if err != nil {
+		return nil, err
+	}
+	// The admin flag of the request wins; the one of settings only adds.
+	spec.Admin = spec.Admin || req.GetSettings().GetAdmin()
+	if spec.Database, err = databaseFromProto(req.GetDatabase()); err != nil {
+		return nil, err
+	}
 	var op *store.Operation
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
+		if err := hostsTaken(tx, req.GetName(), spec.Settings.Hosts); err != nil {
+			return err
+		}
 		p := &store.Project{Name: req.GetName(), OwnerUID: c.uid, Spec: spec, Generation: 1,
 			Status: store.Status{Phase: store.PhasePending}}
 		if err := tx.CreateProject(p); err != nil {
@@ -250,6 +268,12 @@ func (s *Service) ListProjects(ctx context.Context, _ *opusv1.ListProjectsReques
 // mutate commits a change to project name's spec and a new operation in
 // one transaction, then kicks the reconciler.
 func (s *Service) mutate(ctx context.Context, method, name string, kind store.OpKind, fn func(c caller, p *store.Project) error) (*opusv1.Operation, error) {
+	return s.mutateTx(ctx, method, name, kind, func(_ *store.Tx, c caller, p *store.Project) error { return fn(c, p) })
+}
+
+// mutateTx is mutate for changes that also read other records of the
+// same transaction.
+func (s *Service) mutateTx(ctx context.Context, method, name string, kind store.OpKind, fn func(tx *store.Tx, c caller, p *store.Project) error) (*opusv1.Operation, error) {
 	c, err := callerFrom(ctx)
 	if err != nil {
 		return nil, err
@@ -263,7 +287,7 @@ func (s *Service) mutate(ctx context.Context, method, name string, kind store.Op
 		if p.Deleting {
 			return status.Errorf(codes.FailedPrecondition, "project %q is being deleted", name)
 		}
-		if err := fn(c, p); err != nil {
+		if err := fn(tx, c, p); err != nil {
 			return err
 		}
 		p.Generation++
@@ -385,6 +409,17 @@ func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (
 		a := p.Spec.App(req.GetApp())
 		if a == nil {
 			return status.Errorf(codes.NotFound, "project %q has no app %q; use AddApp to add it", p.Name, req.GetApp())
+		}
+		if req.GetRollback() {
+			if req.GetSource() != nil {
+				return invalid("source", "must be empty with rollback: a rollback goes to the app's previous revision")
+			}
+			src, err := s.rollbackSource(c, p, *a)
+			if err != nil {
+				return err
+			}
+			*a = src
+			return nil
 		}
 		src, err := s.source(c, "source", req.GetSource())
 		if err != nil {

@@ -33,6 +33,38 @@ type Spec struct {
 	// DropAppData names removed apps whose database tables the next
 	// reconcile drops ("migrate APP zero") before forgetting them.
 	DropAppData []string `json:"drop_app_data,omitempty"`
+	// Settings are the owner-level settings (Admin above is the admin
+	// switch of the API's Settings).
+	Settings Settings `json:"settings"`
+	// Database is an external database given by its connection
+	// parameters; nil means SQLite in the project's data directory.
+	Database *Database `json:"database,omitempty"`
+}
+
+// Database is a PostgreSQL database the owner gave by its connection
+// parameters.
+type Database struct {
+	Engine string `json:"engine"`
+	Host   string `json:"host,omitempty"`
+	Port   int    `json:"port,omitempty"`
+	Name   string `json:"name"`
+	User   string `json:"user,omitempty"`
+	// Password is kept here (the store is opusd's alone) so every render
+	// can write it to the project's secrets; the API never returns it.
+	Password string `json:"password,omitempty"`
+}
+
+// Settings are a project's owner-level settings. They reach the host only
+// as data: JSON that settings.py reads, and structured fields of privd's
+// InstallSite (ServerAlias names privd validates again).
+type Settings struct {
+	// Debug turns Django's DEBUG on.
+	Debug bool `json:"debug,omitempty"`
+	// Hosts are extra host names: ServerAlias, ALLOWED_HOSTS and names
+	// of the self-signed certificate.
+	Hosts []string `json:"hosts,omitempty"`
+	// Env are environment variables for the app.
+	Env map[string]string `json:"env,omitempty"`
 }
 
 // App returns the app called name, or nil.
@@ -120,17 +152,28 @@ type Status struct {
 	// Superuser is the user name of the Django superuser the superuser
 	// step created, empty before.
 	Superuser string `json:"superuser,omitempty"`
+	// ReloadPending says a changed vhost is installed that Apache has not
+	// loaded yet: set when the vhost step changes it, cleared after the
+	// graceful restart, so a crash between the two still reloads.
+	ReloadPending bool `json:"reload_pending,omitempty"`
 }
 
-// AppStatus is an app as deployed.
+// AppStatus is an app as deployed: what the last successful run applied.
+// A failed run does not change it (its code is put back), so it is also
+// what a failed run restores.
 type AppStatus struct {
 	RequestedRef   string     `json:"requested_ref,omitempty"`
 	ResolvedCommit string     `json:"resolved_commit,omitempty"`
 	Revisions      []Revision `json:"revisions,omitempty"`
 }
 
-// Revision is one version an app has been at.
+// Revision is one version an app has been at: a run that deployed it
+// succeeded.
 type Revision struct {
+	// URL is the git repository it came from (empty for an upload), so a
+	// rollback finds the commit even after the app moved to another
+	// repository.
+	URL          string    `json:"url,omitempty"`
 	RequestedRef string    `json:"requested_ref,omitempty"`
 	Resolved     string    `json:"resolved"`
 	Time         time.Time `json:"time"`
@@ -155,6 +198,7 @@ const (
 	OpRemoveApp      OpKind = "REMOVE_APP"
 	OpUpdateApp      OpKind = "UPDATE_APP"
 	OpSetCertificate OpKind = "SET_CERTIFICATE"
+	OpUpdateSettings OpKind = "UPDATE_SETTINGS"
 	OpReconcile      OpKind = "RECONCILE"
 )
 

@@ -15,6 +15,18 @@
 //	                      of the prefix lists a project's operations newest
 //	                      first without reading any other project's.
 //
+// The web console's buckets (console.go) are made on their first write and
+// need no version bump: an older opusd never opens them, and a file
+// without them reads as "no accounts, links or sessions".
+//
+//	bucket "console_accounts" key uid (decimal) → ConsoleAccount (argon2id
+//	                      password hash, disabled flag, last sign-in)
+//	bucket "console_links"    key hex SHA-256 of a login link token →
+//	                      LoginLink; deleted when used or expired
+//	bucket "console_sessions" key hex SHA-256 of a session id →
+//	                      ConsoleSession; deleted at sign-out or expiry
+//	                      (tokens themselves are never stored)
+//
 // Writes use bbolt's default: the file is fsynced on every commit, so a call
 // that returned has survived a crash of opusd or the host. After a commit
 // that changed an operation, watchers of that operation are woken (see

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+// errDrift makes doctor exit with status 1 after it printed the drift.
+var errDrift = errors.New("the host has drifted from opusd's state (see above)")
+
+func (c *cli) doctorCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "doctor",
+		Short: "Check that the host matches opusd's state (admins)",
+		Long: `doctor asks opusd to compare its state with the host: project users that
+carry the Opus marker, virtual hosts in opus-privd's site directory, project
+directories and opusd's certificates. It prints every difference (a leftover
+no project owns, or a part a deployed project lacks) and exits with status 1
+when there is any, 0 when the host is clean. Only root and members of the
+admin group may run it.`,
+		Example: `  sudo opusctl doctor
+  opusctl doctor -o json | jq '.drift[]'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := cl.RPC().CheckHost(ctx, &opusv1.CheckHostRequest{})
+			if err != nil {
+				return err
+			}
+			if c.output == outputJSON {
+				if err := writeJSON(c.stdout, resp); err != nil {
+					return err
+				}
+			} else if len(resp.GetDrift()) == 0 {
+				fmt.Fprintf(c.stdout, "No drift: the host matches opusd's state (%d projects checked).\n", resp.GetChecked())
+			} else {
+				w := newTable(c.stdout)
+				fmt.Fprintln(w, "KIND\tPROJECT\tDETAIL")
+				for _, d := range resp.GetDrift() {
+					fmt.Fprintf(w, "%s\t%s\t%s\n", d.GetKind(), orDash(d.GetProject()), d.GetDetail())
+				}
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "%d differences (%d projects checked).\n", len(resp.GetDrift()), resp.GetChecked())
+			}
+			if len(resp.GetDrift()) > 0 {
+				return errDrift
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opus-hosting/opus/client/fakeopus"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+func TestSetCommand(t *testing.T) {
+	s := fakeopus.Start(t)
+	seedProjects(s)
+	r := runCLI(t, s.Socket, "", "set", "talpha", "debug=true", "env.GREETING=\"; import os #", "hosts=a.example,b.example", "--unset", "env.OLD")
+	if r.code != 0 {
+		t.Fatalf("set: %+v", r)
+	}
+	flat := strings.Join(strings.Fields(r.stdout), " ")
+	for _, want := range []string{"Changing the settings of talpha (operation", "step reload: done", "debug on", "hosts a.example,b.example", `env.GREETING "\"; import os #"`} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("set output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	calls := s.CallsOf("UpdateSettings")
+	if len(calls) != 1 {
+		t.Fatalf("UpdateSettings calls: %v", calls)
+	}
+	req := calls[0].Req.(*opusv1.UpdateSettingsRequest)
+	if req.GetProject() != "talpha" || req.GetSet()["env.GREETING"] != `"; import os #` || req.GetSet()["debug"] != "true" ||
+		len(req.GetUnset()) != 1 || req.GetUnset()[0] != "env.OLD" {
+		t.Errorf("request %v", req)
+	}
+	// show lists the settings.
+	if r := runCLI(t, s.Socket, "", "show", "talpha"); !strings.Contains(r.stdout, "Settings:") || !strings.Contains(r.stdout, "env.GREETING") {
+		t.Errorf("show:\n%s", r.stdout)
+	}
+
+	for _, bad := range [][]string{
+		{"set", "talpha"},
+		{"set", "talpha", "debug"},
+		{"set", "talpha", "=x"},
+		{"set", "talpha", "debug=true", "debug=false"},
+		{"set"},
+	} {
+		if r := runCLI(t, s.Socket, "", bad...); r.code != exitUsage {
+			t.Errorf("%v: exit %d, want %d: %s", bad, r.code, exitUsage, r.stderr)
+		}
+	}
+	if r := runCLI(t, s.Socket, "", "set", "talpha", "nosuch=1"); r.code != exitError || !strings.Contains(r.stderr, "unknown setting") {
+		t.Errorf("unknown key: %+v", r)
+	}
+	if n := len(s.CallsOf("UpdateSettings")); n != 2 {
+		t.Errorf("usage errors reached opusd: %d calls", n)
+	}
+}
+
+func TestAppsRollbackCommand(t *testing.T) {
+	s := fakeopus.Start(t)
+	seedProjects(s)
+	r := runCLI(t, s.Socket, "", "apps", "rollback", "talpha", "news")
+	if r.code != 0 || !strings.Contains(r.stdout, "Rolling back app news of talpha") || !strings.Contains(r.stdout, "step sources: done") {
+		t.Fatalf("rollback: %+v", r)
+	}
+	calls := s.CallsOf("UpdateApp")
+	if len(calls) != 1 {
+		t.Fatalf("UpdateApp calls: %v", calls)
+	}
+	if req := calls[0].Req.(*opusv1.UpdateAppRequest); !req.GetRollback() || req.GetSource() != nil || req.GetApp() != "news" {
+		t.Errorf("request %v", req)
+	}
+	if r := runCLI(t, s.Socket, "", "apps", "rollback", "talpha"); r.code != exitUsage {
+		t.Errorf("rollback without APP: %+v", r)
+	}
+}
+
+func TestShowRevisions(t *testing.T) {
+	s := fakeopus.Start(t)
+	seedProjects(s)
+	p := s.Project("talpha")
+	p.Apps[0].Revisions = []*opusv1.Revision{
+		{RequestedRef: "v1", Resolved: "1111111111111111111111111111111111111111"},
+		{RequestedRef: "v2", Resolved: "2222222222222222222222222222222222222222"},
+	}
+	s.AddProject(p)
+	r := runCLI(t, s.Socket, "", "show", "talpha")
+	i1, i2 := strings.Index(r.stdout, "111111111111"), strings.Index(r.stdout, "222222222222 (current)")
+	if r.code != 0 || !strings.Contains(r.stdout, "Revisions:") || i1 < 0 || i2 < 0 || i2 > i1 {
+		t.Errorf("show does not list the revisions newest first:\n%s", r.stdout)
+	}
+}
+
+func TestParseDatabase(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want string // "user@host:port/name", or "" for a usage error
+	}{
+		{"postgresql://blog@db.example.com:5433/blogdb", "blog@db.example.com:5433/blogdb"},
+		{"postgres://blog@127.0.0.1/blog", "blog@127.0.0.1:0/blog"},
+		{"postgresql://blog:secret@db/blog", ""},
+		{"mysql://blog@db/blog", ""},
+		{"postgresql://db/blog", ""},
+		{"postgresql://blog@db/", ""},
+		{"postgresql://blog@db:99999/blog", ""},
+		{"postgresql://blog@db/blog?sslmode=disable", ""},
+	} {
+		db, err := parseDatabase(tc.raw)
+		if tc.want == "" {
+			if err == nil || !isUsage(err) {
+				t.Errorf("parseDatabase(%q) = %v, %v; want a usage error", tc.raw, db, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("parseDatabase(%q): %v", tc.raw, err)
+			continue
+		}
+		if got := fmt.Sprintf("%s@%s:%d/%s", db.GetUser(), db.GetHost(), db.GetPort(), db.GetName()); got != tc.want || db.GetEngine() != "postgresql" {
+			t.Errorf("parseDatabase(%q) = %s (%s), want %s", tc.raw, got, db.GetEngine(), tc.want)
+		}
+	}
+}
+
+func TestCreateWithDatabase(t *testing.T) {
+	s := fakeopus.Start(t)
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte("s3cret-db\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, s.Socket, "", "create", "tpg", "--database", "postgresql://tpg@127.0.0.1:5432/tpg", "--database-password-file", pwFile)
+	if r.code != 0 || strings.Contains(r.stdout+r.stderr, "s3cret") {
+		t.Fatalf("create: %+v", r)
+	}
+	req := s.CallsOf("CreateProject")[0].Req.(*opusv1.CreateProjectRequest)
+	if db := req.GetDatabase(); db.GetName() != "tpg" || db.GetPassword() != "s3cret-db" || db.GetPort() != 5432 {
+		t.Errorf("database %v", db)
+	}
+	if r := runCLI(t, s.Socket, "", "create", "tpg2", "--database-password-file", pwFile); r.code != exitUsage {
+		t.Errorf("password file without --database: %+v", r)
+	}
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+func (c *cli) setCommand() *cobra.Command {
+	var unset []string
+	cmd := &cobra.Command{
+		Use:   "set NAME [KEY=VALUE ...] [--unset KEY ...]",
+		Short: "Change a project's settings",
+		Long: `set changes owner-level settings of project NAME and applies them with a
+reload of the project's own daemon (a change of host names also reloads
+Apache, since the virtual host changes). Keys:
+
+  debug=true|false     Django's DEBUG
+  admin=true|false     Django's admin at /admin/
+  hosts=a.example,b.example
+                       extra host names (ServerAlias, ALLOWED_HOSTS and
+                       names of the self-signed certificate); replaces the list
+  env.NAME=VALUE       an environment variable of the app (NAME in
+                       uppercase letters, digits and '_')
+
+Values are data: they are never written into Python or Apache configuration,
+and anything that is not a valid value (a host name with a space or a newline,
+a debug value other than true/false) is refused. --unset removes a key
+(debug and admin go back to off).`,
+		Example: `  opusctl set blog debug=true
+  opusctl set blog hosts=blog.example.com,www.blog.example.com
+  opusctl set blog env.API_URL=https://api.example.com --unset env.OLD
+  opusctl set blog --unset hosts`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: c.completeProjects,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set := map[string]string{}
+			for _, kv := range args[1:] {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usagef("%q is not KEY=VALUE", kv)
+				}
+				if _, dup := set[k]; dup {
+					return usagef("%s is given twice", k)
+				}
+				set[k] = v
+			}
+			if len(set) == 0 && len(unset) == 0 {
+				return usagef("nothing to change: give KEY=VALUE or --unset KEY")
+			}
+			ctx, cl, done, err := c.connect(cmd)
+			if err != nil {
+				return err
+			}
+			defer done()
+			name := args[0]
+			err = c.change(ctx, cl, fmt.Sprintf("Changing the settings of %s", name), false, func() (*opusv1.Operation, error) {
+				return cl.UpdateSettings(ctx, name, set, unset)
+			})
+			if err != nil || !c.shouldWait() || c.output == outputJSON {
+				return err
+			}
+			p, err := cl.GetProject(ctx, name)
+			if err != nil {
+				return fmt.Errorf("the settings were applied, but reading project %s failed: %w", name, err)
+			}
+			return writeSettings(c.stdout, p.GetSettings())
+		},
+	}
+	cmd.Flags().StringArrayVar(&unset, "unset", nil, "remove a setting (repeatable): debug, admin, hosts or env.NAME")
+	return cmd
+}
+
+// writeSettings prints settings for people, one per line.
+func writeSettings(w io.Writer, s *opusv1.Settings) error {
+	tw := newTable(w)
+	yesNo := map[bool]string{true: "on", false: "off"}
+	fmt.Fprintln(tw, "Settings:")
+	fmt.Fprintf(tw, "  debug\t%s\n", yesNo[s.GetDebug()])
+	fmt.Fprintf(tw, "  admin\t%s\n", yesNo[s.GetAdmin()])
+	fmt.Fprintf(tw, "  hosts\t%s\n", orDash(strings.Join(s.GetHosts(), ",")))
+	names := make([]string, 0, len(s.GetEnv()))
+	for k := range s.GetEnv() {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		// %q: a value with a newline or a quote shows as the one value
+		// it is.
+		fmt.Fprintf(tw, "  env.%s\t%q\n", k, s.GetEnv()[k])
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,127 @@
+# Shared by floor.sh and seed.sh: setup, timing, the vhost, the graceful
+# restart, the first request, and cleanup. Sourced, not run.
+#
+# Both scripts take the managed Apache that the e2e harness (or
+# `make demo`) started: APACHE_DIR (its ServerRoot, holding httpd.conf,
+# sites/ and run/httpd.pid), HTTP_PORT, HTTPS_PORT and WORK (a scratch
+# directory). They print "step NAME SECONDS" lines and "total SECONDS"
+# for the timed part, then clean up everything they made (user, files,
+# vhost) — also when interrupted.
+set -eu
+
+: "${APACHE_DIR:?APACHE_DIR: the managed Apache ServerRoot}"
+: "${HTTP_PORT:?HTTP_PORT}"
+: "${HTTPS_PORT:?HTTPS_PORT}"
+: "${WORK:?WORK: a scratch directory}"
+PYTHON=${PYTHON:-/usr/bin/python3}
+EXAMPLES=${EXAMPLES:-$(cd "$(dirname "$0")/../../examples" && pwd)}
+PASSWORD=${PASSWORD:-correct-horse-battery-9}
+
+# The project name starts with "e" and the user carries the "Opus project"
+# marker, so the e2e harness's stale cleanup also removes a killed run's.
+NAME=${NAME:-e$(tr -dc a-z </dev/urandom | head -c 6)}
+USER_NAME=opus-$NAME
+HOST=$NAME.bench.localhost
+DIR=$WORK/$NAME
+CODE=$DIR/code
+VHOST=$APACHE_DIR/sites/$NAME.conf
+
+now() { date +%s.%N; }
+T0=$(now)
+LAST=$T0
+# step NAME: prints how long since the previous step ended.
+step() {
+	local t
+	t=$(now)
+	awk -v a="$LAST" -v b="$t" -v n="$1" 'BEGIN { printf "step %s %.3f\n", n, b - a }'
+	LAST=$t
+}
+total() { awk -v a="$T0" -v b="$(now)" 'BEGIN { printf "total %.3f\n", b - a }'; }
+
+graceful() { apache2 -d "$APACHE_DIR" -f "$APACHE_DIR/httpd.conf" -k graceful; }
+
+cleanup() {
+	set +e
+	if [ -e "$VHOST" ]; then
+		rm -f "$VHOST"
+		graceful
+	fi
+	# The mod_wsgi daemon leaves after the graceful; userdel refuses a
+	# user that still runs something.
+	if id "$USER_NAME" >/dev/null 2>&1; then
+		for _ in $(seq 100); do pgrep -u "$USER_NAME" >/dev/null || break; sleep 0.1; done
+		pkill -KILL -u "$USER_NAME" 2>/dev/null
+		userdel "$USER_NAME" 2>/dev/null
+		getent group "$USER_NAME" >/dev/null && groupdel "$USER_NAME" 2>/dev/null
+	fi
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+make_user() {
+	useradd --system --no-create-home --shell /usr/sbin/nologin --user-group \
+		--comment "Opus project bench $NAME" "$USER_NAME"
+	mkdir -p "$CODE" "$DIR/data" "$DIR/static"
+}
+
+# as_user CMD...: run as the project user with a fixed environment, like
+# opus-privd runs manage.py.
+as_user() {
+	setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --clear-groups \
+		env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$DIR" PYTHONDONTWRITEBYTECODE=1 \
+		DJANGO_SETTINGS_MODULE=benchsite.settings DJANGO_SUPERUSER_PASSWORD="$PASSWORD" \
+		sh -c 'cd "$0" && exec "$@"' "$CODE" "$@"
+}
+
+# secure: code readable by the project; data and static written by it,
+# static read by Apache's workers.
+secure() {
+	chown -R "root:$USER_NAME" "$DIR"
+	chmod -R u=rwX,g=rX,o=rX "$DIR"
+	chown -R "$USER_NAME:$USER_NAME" "$DIR/data" "$DIR/static"
+	chmod 0770 "$DIR/data"
+}
+
+# write_vhost WSGI_SCRIPT: the same daemon-mode vhost opus-privd renders.
+write_vhost() {
+	local wsgi=$1 common
+	common="    ServerName $HOST
+    WSGIProcessGroup $NAME
+    WSGIApplicationGroup %{GLOBAL}
+    WSGIScriptAlias / $wsgi process-group=$NAME application-group=%{GLOBAL}
+    Alias /static/ $DIR/static/
+    <Directory $(dirname "$wsgi")>
+        AllowOverride None
+        Require all granted
+    </Directory>
+    <Directory $DIR/static>
+        AllowOverride None
+        Require all granted
+    </Directory>"
+	cat >"$VHOST" <<VH
+<VirtualHost *:$HTTP_PORT>
+    WSGIDaemonProcess $NAME user=$USER_NAME group=$USER_NAME home=$DIR processes=1 threads=10 display-name=%{GROUP} python-path=$CODE lang=C.UTF-8 locale=C.UTF-8
+$common
+</VirtualHost>
+<VirtualHost *:$HTTPS_PORT>
+    SSLEngine on
+    SSLCertificateFile $DIR/tls.crt
+    SSLCertificateKeyFile $DIR/tls.key
+$common
+</VirtualHost>
+VH
+}
+
+# first_200 PATH: request until the project answers 200 (the graceful
+# restart is asynchronous), for at most 30 s.
+first_200() {
+	local code
+	for _ in $(seq 600); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" "http://127.0.0.1:$HTTP_PORT$1" || true)
+		[ "$code" = 200 ] && return 0
+		sleep 0.05
+	done
+	echo "no 200 from http://$HOST:$HTTP_PORT$1 (last: $code)" >&2
+	return 1
+}

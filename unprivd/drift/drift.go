@@ -1,0 +1,251 @@
+// Package drift compares what opusd's store says exists with what is on the
+// host, and reports every difference: a project user, virtual host, project
+// directory or certificate that no project owns (an orphan a crash or a hand
+// edit left behind), and a deployed project missing one of them.
+//
+// It only reads: /etc/passwd, privd's vhost directory (world-readable), and
+// opusd's own base directory. Fixing drift is the reconciler's job (or the
+// administrator's, for orphans); this package says what is wrong.
+package drift
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/privd/account"
+)
+
+// Kinds of drift, as the API reports them.
+const (
+	KindUser        = "user"
+	KindVhost       = "vhost"
+	KindDirectory   = "directory"
+	KindCertificate = "certificate"
+)
+
+// maxPasswd bounds how much of the passwd file is read.
+const maxPasswd = 64 << 20
+
+// Finding is one difference between the store and the host.
+type Finding struct {
+	// Kind is one of the Kind constants.
+	Kind string
+	// Project is the project concerned ("" for a file that names none).
+	Project string
+	// Detail says what is wrong and what to do about it.
+	Detail string
+}
+
+// Project is what the store says about one project.
+type Project struct {
+	Name string
+	// Deployed means the host must hold all of the project now: its last
+	// run succeeded, it is at its spec and it is not being deleted. A
+	// project in flight or failed may lack parts without that being drift.
+	Deployed bool
+}
+
+// Host is where to look.
+type Host struct {
+	// BaseDir is opusd's base directory (projects/ and tls/ under it).
+	BaseDir string
+	// SitesDir is privd's virtual host directory, NAME.conf per project.
+	SitesDir string
+	// PasswdPath defaults to /etc/passwd.
+	PasswdPath string
+}
+
+// Check returns the drift between the host and the store. It calls
+// projects twice, before and after looking at the host, and reports an
+// orphan only when neither answer has its project, and a missing part only
+// when both call the project deployed: a create or destroy running
+// meanwhile is not drift.
+func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Project, error)) (findings []Finding, checked int, err error) {
+	before, err := projects(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("drift: read the store: %w", err)
+	}
+	users, err := h.markedUsers()
+	if err != nil {
+		return nil, 0, err
+	}
+	vhosts, strays, err := h.listNames(h.SitesDir, ".conf")
+	if err != nil {
+		return nil, 0, err
+	}
+	dirs, dirStrays, err := h.listNames(layout.ProjectsDir(h.BaseDir), "")
+	if err != nil {
+		return nil, 0, err
+	}
+	certs := map[string]bool{}
+	var certStrays []string
+	for _, ext := range []string{".crt", ".key"} {
+		got, s, err := h.listNames(filepath.Join(h.BaseDir, "tls"), ext)
+		if err != nil {
+			return nil, 0, err
+		}
+		for n := range got {
+			certs[n] = true
+		}
+		certStrays = append(certStrays, s...)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	after, err := projects(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("drift: read the store: %w", err)
+	}
+
+	known := map[string]bool{}
+	deployed := map[string]int{}
+	for _, ps := range [][]Project{before, after} {
+		for _, p := range ps {
+			known[p.Name] = true
+			if p.Deployed {
+				deployed[p.Name]++
+			}
+		}
+	}
+	add := func(kind, project, format string, args ...any) {
+		findings = append(findings, Finding{Kind: kind, Project: project, Detail: fmt.Sprintf(format, args...)})
+	}
+
+	for name, uid := range users {
+		if !known[name] {
+			add(KindUser, name, "user %s (uid %d) carries the Opus marker but no project %s is in the store; delete it (userdel %s) once it runs nothing", names.User(name), uid, name, names.User(name))
+		}
+	}
+	for name := range vhosts {
+		if !known[name] {
+			add(KindVhost, name, "virtual host %s belongs to no project; opus-privd's RemoveSite or removing the file and a graceful restart fixes it", filepath.Join(h.SitesDir, name+".conf"))
+		}
+	}
+	for _, f := range strays {
+		add(KindVhost, "", "%s is in opus-privd's virtual host directory but names no valid project", filepath.Join(h.SitesDir, f))
+	}
+	for name := range dirs {
+		if !known[name] {
+			add(KindDirectory, name, "project directory %s belongs to no project; remove it", filepath.Join(layout.ProjectsDir(h.BaseDir), name))
+		}
+	}
+	for _, f := range dirStrays {
+		add(KindDirectory, "", "%s is not a project directory (its name is no valid project name)", filepath.Join(layout.ProjectsDir(h.BaseDir), f))
+	}
+	for name := range certs {
+		if !known[name] {
+			add(KindCertificate, name, "certificate or key of %s in %s belongs to no project; remove it", name, filepath.Join(h.BaseDir, "tls"))
+		}
+	}
+	for _, f := range certStrays {
+		add(KindCertificate, "", "%s in %s names no valid project", f, filepath.Join(h.BaseDir, "tls"))
+	}
+	for name, n := range deployed {
+		if n < 2 {
+			continue
+		}
+		const fix = "; the next reconcile of the project restores it"
+		if _, ok := users[name]; !ok {
+			add(KindUser, name, "project %s is deployed but its user %s with the Opus marker is missing%s", name, names.User(name), fix)
+		}
+		if !vhosts[name] {
+			add(KindVhost, name, "project %s is deployed but its virtual host %s is missing%s", name, filepath.Join(h.SitesDir, name+".conf"), fix)
+		}
+		if !dirs[name] {
+			add(KindDirectory, name, "project %s is deployed but its directory %s is missing%s", name, layout.For(h.BaseDir, name).Root, fix)
+		}
+	}
+	sort.Slice(findings, func(i, j int) bool {
+		a, b := findings[i], findings[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		if a.Project != b.Project {
+			return a.Project < b.Project
+		}
+		return a.Detail < b.Detail
+	})
+	return findings, len(known), nil
+}
+
+// markedUsers returns the users that carry Opus's marker for their own
+// project name, by project, with their uid. A user with the prefix but
+// without the marker is not Opus's, and not drift: privd refuses to touch it.
+func (h Host) markedUsers() (map[string]uint32, error) {
+	path := h.PasswdPath
+	if path == "" {
+		path = "/etc/passwd"
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("drift: %w", err)
+	}
+	defer f.Close()
+	users := map[string]uint32{}
+	sc := bufio.NewScanner(io.LimitReader(f, maxPasswd))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), ":")
+		if len(fields) < 7 || !strings.HasPrefix(fields[0], names.UserPrefix) {
+			continue
+		}
+		project := strings.TrimPrefix(fields[0], names.UserPrefix)
+		if names.ValidateProject(project) != nil || fields[4] != account.Marker(project) {
+			continue
+		}
+		var uid uint32
+		fmt.Sscan(fields[2], &uid)
+		users[project] = uid
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("drift: read %s: %w", path, err)
+	}
+	return users, nil
+}
+
+// listNames returns the project names of the entries of dir that end in
+// ext (all entries when ext is ""), and the entries that name no valid
+// project. Dot files are another writer's temporary files and are skipped;
+// a missing directory is empty.
+func (h Host) listNames(dir, ext string) (map[string]bool, []string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]bool{}, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("drift: %w", err)
+	}
+	got := map[string]bool{}
+	var strays []string
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, ".") {
+			continue
+		}
+		if ext != "" {
+			if !strings.HasSuffix(n, ext) {
+				if ext == ".conf" {
+					strays = append(strays, n)
+				}
+				continue
+			}
+			n = strings.TrimSuffix(n, ext)
+		}
+		if names.ValidateProject(n) != nil {
+			strays = append(strays, e.Name())
+			continue
+		}
+		got[n] = true
+	}
+	return got, strays, nil
+}

@@ -1,0 +1,151 @@
+package drift
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// fakeHost lays out a host: users in a passwd file, vhosts, project
+// directories and certificates.
+type fakeHost struct {
+	users  []string // passwd lines
+	vhosts []string // file names in the sites dir
+	dirs   []string // entries of BASE/projects
+	certs  []string // file names in BASE/tls
+}
+
+func (f fakeHost) make(t *testing.T) Host {
+	t.Helper()
+	root := t.TempDir()
+	h := Host{BaseDir: filepath.Join(root, "base"), SitesDir: filepath.Join(root, "apache", "sites"), PasswdPath: filepath.Join(root, "passwd")}
+	write := func(p, data string) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(h.PasswdPath, "root:x:0:0:root:/root:/bin/bash\n"+strings.Join(f.users, "\n")+"\n")
+	for _, v := range f.vhosts {
+		write(filepath.Join(h.SitesDir, v), "<VirtualHost *:80>\n</VirtualHost>\n")
+	}
+	for _, d := range f.dirs {
+		if err := os.MkdirAll(filepath.Join(h.BaseDir, "projects", d, "code"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range f.certs {
+		write(filepath.Join(h.BaseDir, "tls", c), "PEM")
+	}
+	return h
+}
+
+func user(project string) string {
+	return "opus-" + project + ":x:990:990:Opus project " + project + ":/srv/opus/projects/" + project + ":/usr/sbin/nologin"
+}
+
+// whole is everything a deployed project has on the host.
+func whole(p string) fakeHost {
+	return fakeHost{users: []string{user(p)}, vhosts: []string{p + ".conf"}, dirs: []string{p}, certs: []string{p + ".crt", p + ".key"}}
+}
+
+func merge(hs ...fakeHost) fakeHost {
+	var m fakeHost
+	for _, h := range hs {
+		m.users = append(m.users, h.users...)
+		m.vhosts = append(m.vhosts, h.vhosts...)
+		m.dirs = append(m.dirs, h.dirs...)
+		m.certs = append(m.certs, h.certs...)
+	}
+	return m
+}
+
+type found struct{ kind, project string }
+
+func TestCheck(t *testing.T) {
+	deployed := func(names ...string) []Project {
+		var ps []Project
+		for _, n := range names {
+			ps = append(ps, Project{Name: n, Deployed: true})
+		}
+		return ps
+	}
+	tests := []struct {
+		name          string
+		host          fakeHost
+		before, after []Project
+		want          []found
+	}{
+		{"clean empty host", fakeHost{}, nil, nil, nil},
+		{"clean deployed projects", merge(whole("blog"), whole("shop")), deployed("blog", "shop"), deployed("blog", "shop"), nil},
+		{"project in flight lacks parts", fakeHost{users: []string{user("blog")}}, []Project{{Name: "blog"}}, []Project{{Name: "blog"}}, nil},
+		{"orphans of every kind", whole("gone"), nil, nil,
+			[]found{{KindCertificate, "gone"}, {KindDirectory, "gone"}, {KindUser, "gone"}, {KindVhost, "gone"}}},
+		{"deployed project missing everything but its record", fakeHost{}, deployed("blog"), deployed("blog"),
+			[]found{{KindDirectory, "blog"}, {KindUser, "blog"}, {KindVhost, "blog"}}},
+		{"a user without the marker is not Opus's", fakeHost{users: []string{"opus-x:x:991:991:someone else:/:/bin/sh", "opus-y:x:992:992:Opus project z:/:/bin/sh"}}, nil, nil, nil},
+		{"files naming no project", fakeHost{vhosts: []string{"000-default.conf", "notes.txt", ".blog.conf.tmp123"}, dirs: []string{"Bad-Name"}, certs: []string{"x-y.crt"}}, nil, nil,
+			[]found{{KindCertificate, ""}, {KindDirectory, ""}, {KindVhost, ""}, {KindVhost, ""}}},
+		{"created during the check is no orphan", whole("new"), nil, []Project{{Name: "new"}}, nil},
+		{"destroyed during the check is not missing", fakeHost{}, deployed("old"), nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.host.make(t)
+			calls := 0
+			got, checked, err := h.Check(context.Background(), func(context.Context) ([]Project, error) {
+				calls++
+				if calls == 1 {
+					return tt.before, nil
+				}
+				return tt.after, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kinds []found
+			for _, f := range got {
+				kinds = append(kinds, found{f.Kind, f.Project})
+				if f.Detail == "" {
+					t.Errorf("finding %+v has no detail", f)
+				}
+			}
+			if !reflect.DeepEqual(kinds, tt.want) {
+				t.Errorf("findings %+v, want %+v", got, tt.want)
+			}
+			if calls != 2 {
+				t.Errorf("store read %d times, want 2", calls)
+			}
+			names := map[string]bool{}
+			for _, p := range append(tt.before, tt.after...) {
+				names[p.Name] = true
+			}
+			if checked != len(names) {
+				t.Errorf("checked %d, want %d", checked, len(names))
+			}
+		})
+	}
+}
+
+func TestCheckStoreError(t *testing.T) {
+	h := fakeHost{}.make(t)
+	boom := errors.New("boom")
+	_, _, err := h.Check(context.Background(), func(context.Context) ([]Project, error) { return nil, boom })
+	if !errors.Is(err, boom) {
+		t.Errorf("err = %v, want %v wrapped", err, boom)
+	}
+}
+
+func TestCheckUnreadablePasswd(t *testing.T) {
+	h := fakeHost{}.make(t)
+	h.PasswdPath = filepath.Join(t.TempDir(), "missing")
+	if _, _, err := h.Check(context.Background(), func(context.Context) ([]Project, error) { return nil, nil }); err == nil {
+		t.Error("a missing passwd file was not an error")
+	}
+}

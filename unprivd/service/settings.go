@@ -1,0 +1,295 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// Bounds of owner-level settings.
+const (
+	maxHosts       = 20 // privd accepts 32 aliases; keep room
+	maxEnv         = 64
+	maxEnvValue    = 4096
+	maxHostNameLen = 253
+	maxLabelLen    = 63
+)
+
+// Settings keys of UpdateSettingsRequest.
+const (
+	keyDebug     = "debug"
+	keyAdmin     = "admin"
+	keyHosts     = "hosts"
+	keyEnvPrefix = "env."
+)
+
+var envNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,127}$`)
+
+// validateHostName says why h is not a host name Opus serves as an alias:
+// lowercase DNS labels of a-z, 0-9 and '-' (privd checks the same again
+// before it writes a ServerAlias). Anything else — spaces, newlines,
+// quotes, an Apache directive — is refused, never escaped.
+func validateHostName(h string) error {
+	if h == "" {
+		return fmt.Errorf("host name is empty")
+	}
+	if len(h) > maxHostNameLen {
+		return fmt.Errorf("host name %q is longer than %d characters", trunc(h), maxHostNameLen)
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" {
+			return fmt.Errorf("host name %q has an empty label", trunc(h))
+		}
+		if len(label) > maxLabelLen {
+			return fmt.Errorf("host name %q has a label longer than %d characters", trunc(h), maxLabelLen)
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("host name %q has a label starting or ending with '-'", trunc(h))
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return fmt.Errorf("host name %q contains %q; only lowercase a-z, 0-9, '-' and '.' are allowed", trunc(h), r)
+			}
+		}
+	}
+	return nil
+}
+
+// validateEnvName says why name may not be an environment variable of an
+// app: Python's, the dynamic loader's and Django's own variables would
+// change how the project starts.
+func validateEnvName(name string) error {
+	if !envNameRE.MatchString(name) {
+		return fmt.Errorf("environment variable name %q is not allowed; use uppercase letters, digits and underscores, starting with a letter", trunc(name))
+	}
+	if strings.HasPrefix(name, "PYTHON") || strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DJANGO_") || strings.HasPrefix(name, "MOD_WSGI") || name == "PATH" || name == "HOME" {
+		return fmt.Errorf("environment variable %q would change how Python, Django or mod_wsgi starts; it is not allowed", name)
+	}
+	return nil
+}
+
+// validateEnvValue: any text is stored inertly (it only ever passes
+// through encoding/json into os.environ), so only what JSON or the
+// environment cannot carry is refused.
+func validateEnvValue(name, v string) error {
+	if len(v) > maxEnvValue {
+		return fmt.Errorf("environment variable %s: value is longer than %d bytes", name, maxEnvValue)
+	}
+	if strings.ContainsRune(v, 0) {
+		return fmt.Errorf("environment variable %s: value contains a NUL byte", name)
+	}
+	if !utf8.ValidString(v) {
+		return fmt.Errorf("environment variable %s: value is not valid UTF-8", name)
+	}
+	return nil
+}
+
+// parseBool reads an on/off setting. Only these exact words: a value with
+// anything more (spaces, a newline and a directive) is refused.
+func parseBool(key, v string) (bool, error) {
+	switch v {
+	case "true", "on", "yes", "1":
+		return true, nil
+	case "false", "off", "no", "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s: %q is not true or false", key, trunc(v))
+}
+
+// parseHosts reads a comma-separated list of host names (an empty value
+// clears the list). serverName is the project's own name, which is not an
+// alias of itself; names under the server suffix belong to Opus projects
+// and may not be claimed.
+func parseHosts(v, serverName, suffix string) ([]string, error) {
+	var hosts []string
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	for _, h := range strings.Split(v, ",") {
+		h = strings.ToLower(strings.Trim(h, " "))
+		if err := validateHostName(h); err != nil {
+			return nil, fmt.Errorf("hosts: %v", err)
+		}
+		if h == serverName {
+			return nil, fmt.Errorf("hosts: %q is the project's own name; list only extra names", h)
+		}
+		if suffix != "" && strings.HasSuffix(h, suffix) {
+			return nil, fmt.Errorf("hosts: %q is under %s, where every name belongs to an Opus project", h, suffix)
+		}
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) > maxHosts {
+		return nil, fmt.Errorf("hosts: %d given; at most %d are allowed", len(hosts), maxHosts)
+	}
+	return hosts, nil
+}
+
+// applySettings applies an UpdateSettingsRequest's set and unset to the
+// settings of project p (whose server name is serverName). It changes p
+// only when everything is valid; errors name the key at fault.
+func applySettings(p *store.Project, set map[string]string, unset []string, serverName, suffix string) error {
+	next := p.Spec.Settings
+	next.Hosts = slices.Clone(next.Hosts)
+	next.Env = maps.Clone(next.Env)
+	admin := p.Spec.Admin
+	if len(set) == 0 && len(unset) == 0 {
+		return invalid("set", "nothing to change: give set or unset")
+	}
+	for _, k := range unset {
+		if _, ok := set[k]; ok {
+			return invalid("unset", "%q is both set and unset", trunc(k))
+		}
+		switch {
+		case k == keyDebug:
+			next.Debug = false
+		case k == keyAdmin:
+			admin = false
+		case k == keyHosts:
+			next.Hosts = nil
+		case strings.HasPrefix(k, keyEnvPrefix):
+			name := strings.TrimPrefix(k, keyEnvPrefix)
+			if err := validateEnvName(name); err != nil {
+				return invalid("unset", "%v", err)
+			}
+			delete(next.Env, name)
+		default:
+			return invalid("unset", "unknown setting %q; settings are debug, admin, hosts and env.NAME", trunc(k))
+		}
+	}
+	// Sorted, so that the first error is the same on every call.
+	keys := slices.Sorted(maps.Keys(set))
+	for _, k := range keys {
+		v := set[k]
+		var err error
+		switch {
+		case k == keyDebug:
+			next.Debug, err = parseBool(k, v)
+		case k == keyAdmin:
+			admin, err = parseBool(k, v)
+		case k == keyHosts:
+			next.Hosts, err = parseHosts(v, serverName, suffix)
+		case strings.HasPrefix(k, keyEnvPrefix):
+			name := strings.TrimPrefix(k, keyEnvPrefix)
+			if err = validateEnvName(name); err == nil {
+				err = validateEnvValue(name, v)
+			}
+			if err == nil {
+				if next.Env == nil {
+					next.Env = map[string]string{}
+				}
+				next.Env[name] = v
+			}
+		default:
+			err = fmt.Errorf("unknown setting %q; settings are debug, admin, hosts and env.NAME", trunc(k))
+		}
+		if err != nil {
+			return invalid("set", "%v", err)
+		}
+	}
+	if len(next.Env) > maxEnv {
+		return invalid("set", "%d environment variables; at most %d are allowed", len(next.Env), maxEnv)
+	}
+	if len(next.Env) == 0 {
+		next.Env = nil
+	}
+	p.Spec.Settings, p.Spec.Admin = next, admin
+	return nil
+}
+
+// settingsFromProto validates the initial settings of a CreateProject.
+func settingsFromProto(s *opusv1.Settings, serverName, suffix string) (store.Settings, error) {
+	var out store.Settings
+	if s == nil {
+		return out, nil
+	}
+	out.Debug = s.GetDebug()
+	if len(s.GetHosts()) > 0 {
+		hosts, err := parseHosts(strings.Join(s.GetHosts(), ","), serverName, suffix)
+		if err != nil {
+			return out, invalid("settings", "%v", err)
+		}
+		out.Hosts = hosts
+	}
+	if len(s.GetEnv()) > maxEnv {
+		return out, invalid("settings.env", "%d environment variables; at most %d are allowed", len(s.GetEnv()), maxEnv)
+	}
+	for k, v := range s.GetEnv() {
+		if err := validateEnvName(k); err != nil {
+			return out, invalid("settings.env", "%v", err)
+		}
+		if err := validateEnvValue(k, v); err != nil {
+			return out, invalid("settings.env", "%v", err)
+		}
+		if out.Env == nil {
+			out.Env = map[string]string{}
+		}
+		out.Env[k] = v
+	}
+	return out, nil
+}
+
+// toSettings renders settings for the API.
+func toSettings(p *store.Project) *opusv1.Settings {
+	s := p.Spec.Settings
+	return &opusv1.Settings{Debug: s.Debug, Admin: p.Spec.Admin, Hosts: slices.Clone(s.Hosts), Env: maps.Clone(s.Env)}
+}
+
+// hostsTaken returns an error when another project already serves one of
+// hosts as an alias: Apache would answer for the name with whichever
+// vhost comes first, so a name is one project's only.
+func hostsTaken(tx *store.Tx, project string, hosts []string) error {
+	if len(hosts) == 0 {
+		return nil
+	}
+	ps, err := tx.Projects()
+	if err != nil {
+		return err
+	}
+	for _, other := range ps {
+		if other.Name == project {
+			continue
+		}
+		for _, h := range hosts {
+			if slices.Contains(other.Spec.Settings.Hosts, h) {
+				return status.Errorf(codes.AlreadyExists, "hosts: %q is already a host name of another project", h)
+			}
+		}
+	}
+	return nil
+}
+
+// UpdateSettings changes owner-level settings and applies them. Values
+// are checked here and reach the host only as data (see store.Settings).
+func (s *Service) UpdateSettings(ctx context.Context, req *opusv1.UpdateSettingsRequest) (*opusv1.Operation, error) {
+	if err := validateProject("project", req.GetProject()); err != nil {
+		return nil, err
+	}
+	if n := len(req.GetSet()) + len(req.GetUnset()); n > 2*maxEnv {
+		return nil, invalid("set", "%d changes in one call; at most %d are allowed", n, 2*maxEnv)
+	}
+	server := req.GetProject() + s.cfg.ServerSuffix
+	// Validate before taking the store's write lock; applied again on the
+	// stored record inside the transaction.
+	probe := &store.Project{Name: req.GetProject()}
+	if err := applySettings(probe, req.GetSet(), req.GetUnset(), server, s.cfg.ServerSuffix); err != nil {
+		return nil, err
+	}
+	return s.mutateTx(ctx, opusv1.Opus_UpdateSettings_FullMethodName, req.GetProject(), store.OpUpdateSettings, func(tx *store.Tx, c caller, p *store.Project) error {
+		if err := applySettings(p, req.GetSet(), req.GetUnset(), server, s.cfg.ServerSuffix); err != nil {
+			return err
+		}
+		return hostsTaken(tx, p.Name, p.Spec.Settings.Hosts)
+	})
+}

@@ -1,0 +1,268 @@
+package service
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+const testServer, testSfx = "blog.opus.test", ".opus.test"
+
+func TestApplySettings(t *testing.T) {
+	base := store.Settings{Hosts: []string{"old.example.com"}, Env: map[string]string{"KEEP": "1"}}
+	for _, tc := range []struct {
+		name  string
+		set   map[string]string
+		unset []string
+		want  store.Settings
+		admin bool
+		err   string // substring of the refusal; "" means accepted
+	}{
+		{name: "debug on", set: map[string]string{"debug": "true"}, want: store.Settings{Debug: true, Hosts: base.Hosts, Env: base.Env}},
+		{name: "admin on", set: map[string]string{"admin": "yes"}, want: base, admin: true},
+		{name: "hosts replace and normalize", set: map[string]string{"hosts": "A.example.com, b.example.com,a.example.com"},
+			want: store.Settings{Hosts: []string{"a.example.com", "b.example.com"}, Env: base.Env}},
+		{name: "hosts cleared", set: map[string]string{"hosts": ""}, want: store.Settings{Env: base.Env}},
+		{name: "env python-looking value is data", set: map[string]string{"env.GREETING": `"; import os #`},
+			want: store.Settings{Hosts: base.Hosts, Env: map[string]string{"KEEP": "1", "GREETING": `"; import os #`}}},
+		{name: "env newline value is data", set: map[string]string{"env.X": "a\nInclude /etc/shadow"},
+			want: store.Settings{Hosts: base.Hosts, Env: map[string]string{"KEEP": "1", "X": "a\nInclude /etc/shadow"}}},
+		{name: "unset", unset: []string{"hosts", "env.KEEP", "debug"}, want: store.Settings{}},
+		{name: "nothing", err: "nothing to change"},
+		{name: "debug with directive", set: map[string]string{"debug": "yes\nInclude x"}, err: "debug"},
+		{name: "debug word", set: map[string]string{"debug": "maybe"}, err: "not true or false"},
+		{name: "admin spaces", set: map[string]string{"admin": " true"}, err: "admin"},
+		{name: "hosts newline", set: map[string]string{"hosts": "a.example\nInclude /etc/shadow"}, err: "only lowercase"},
+		{name: "hosts directive", set: map[string]string{"hosts": "Include /etc/shadow"}, err: "hosts"},
+		{name: "hosts quote", set: map[string]string{"hosts": `a.example"`}, err: "hosts"},
+		{name: "hosts wildcard", set: map[string]string{"hosts": "*.example.com"}, err: "hosts"},
+		{name: "hosts empty label", set: map[string]string{"hosts": "a..example"}, err: "empty label"},
+		{name: "hosts dash", set: map[string]string{"hosts": "-a.example"}, err: "'-'"},
+		{name: "hosts own name", set: map[string]string{"hosts": testServer}, err: "own name"},
+		{name: "hosts other project", set: map[string]string{"hosts": "shop" + testSfx}, err: "belongs to an Opus project"},
+		{name: "hosts too many", set: map[string]string{"hosts": strings.Repeat("x.example,", 20) + strings.Join(manyHosts(21), ",")}, err: "at most"},
+		{name: "hosts long label", set: map[string]string{"hosts": strings.Repeat("a", 64) + ".example"}, err: "longer than 63"},
+		{name: "env lowercase", set: map[string]string{"env.path": "x"}, err: "not allowed"},
+		{name: "env python", set: map[string]string{"env.PYTHONPATH": "/tmp"}, err: "PYTHONPATH"},
+		{name: "env loader", set: map[string]string{"env.LD_PRELOAD": "/tmp/x.so"}, err: "LD_PRELOAD"},
+		{name: "env django settings", set: map[string]string{"env.DJANGO_SETTINGS_MODULE": "evil"}, err: "DJANGO_SETTINGS_MODULE"},
+		{name: "env nul", set: map[string]string{"env.X": "a\x00b"}, err: "NUL"},
+		{name: "env bad utf8", set: map[string]string{"env.X": "\xff"}, err: "UTF-8"},
+		{name: "env too long", set: map[string]string{"env.X": strings.Repeat("x", maxEnvValue+1)}, err: "longer than"},
+		{name: "unknown key", set: map[string]string{"secret_key": "x"}, err: "unknown setting"},
+		{name: "unknown unset", unset: []string{"database"}, err: "unknown setting"},
+		{name: "set and unset", set: map[string]string{"debug": "true"}, unset: []string{"debug"}, err: "both set and unset"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &store.Project{Name: "blog", Spec: store.Spec{Settings: store.Settings{Hosts: slices.Clone(base.Hosts), Env: maps.Clone(base.Env)}}}
+			err := applySettings(p, tc.set, tc.unset, testServer, testSfx)
+			if tc.err != "" {
+				if err == nil || status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want InvalidArgument with %q", err, tc.err)
+				}
+				if p.Spec.Admin || p.Spec.Settings.Debug || !slices.Equal(p.Spec.Settings.Hosts, base.Hosts) || !maps.Equal(p.Spec.Settings.Env, base.Env) {
+					t.Fatalf("a refused change changed the settings: %+v", p.Spec)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := p.Spec.Settings
+			if got.Debug != tc.want.Debug || !slices.Equal(got.Hosts, tc.want.Hosts) || !maps.Equal(got.Env, tc.want.Env) || p.Spec.Admin != tc.admin {
+				t.Fatalf("settings = %+v admin %v, want %+v admin %v", got, p.Spec.Admin, tc.want, tc.admin)
+			}
+		})
+	}
+}
+
+func manyHosts(n int) []string {
+	var hs []string
+	for i := range n {
+		hs = append(hs, "h"+strings.Repeat("x", i+1)+".example")
+	}
+	return hs
+}
+
+// FuzzApplySettings: whatever is accepted is only data: host names of
+// a-z, 0-9, '-' and '.', exact on/off words, env names of the allowed
+// shape with the value stored exactly as given.
+func FuzzApplySettings(f *testing.F) {
+	for _, s := range [][2]string{{"hosts", "a.example.com"}, {"hosts", "a.example\nInclude /etc/shadow"}, {"debug", "yes\nInclude x"},
+		{"env.GREETING", `"; import os #`}, {"env.X", "\x00"}, {"admin", "true"}, {"hosts", "A.B,c"}, {"env.PYTHONPATH", "x"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, key, value string) {
+		p := &store.Project{Name: "blog"}
+		if err := applySettings(p, map[string]string{key: value}, nil, testServer, testSfx); err != nil {
+			if p.Spec.Settings.Debug || p.Spec.Admin || len(p.Spec.Settings.Hosts) != 0 || len(p.Spec.Settings.Env) != 0 {
+				t.Fatalf("refused %q=%q changed the settings", key, value)
+			}
+			return
+		}
+		for _, h := range p.Spec.Settings.Hosts {
+			if strings.Trim(h, "abcdefghijklmnopqrstuvwxyz0123456789-.") != "" || h == "" || strings.HasSuffix(h, testSfx) {
+				t.Fatalf("host %q accepted", h)
+			}
+		}
+		switch {
+		case key == "debug" || key == "admin":
+			if !slices.Contains([]string{"true", "false", "on", "off", "yes", "no", "1", "0"}, value) {
+				t.Fatalf("%s=%q accepted", key, value)
+			}
+		case strings.HasPrefix(key, "env."):
+			name := strings.TrimPrefix(key, "env.")
+			if validateEnvName(name) != nil || p.Spec.Settings.Env[name] != value || strings.ContainsRune(value, 0) {
+				t.Fatalf("env %q=%q stored as %q", name, value, p.Spec.Settings.Env[name])
+			}
+		case key != "hosts":
+			t.Fatalf("unknown key %q accepted", key)
+		}
+	})
+}
+
+func FuzzValidateHostName(f *testing.F) {
+	for _, s := range []string{"a.example.com", "", "-a", "a-", "a..b", "A.b", "a b", "Include /etc/shadow", "x\ny"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if validateHostName(s) != nil {
+			return
+		}
+		if s == "" || len(s) > maxHostNameLen || strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") != "" ||
+			strings.Contains(s, "..") || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.HasPrefix(s, "-") {
+			t.Fatalf("host %q accepted", s)
+		}
+	})
+}
+
+func TestUpdateSettingsRPC(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	for _, n := range []string{"blog", "shop"} {
+		if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op, err := s.client.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: "blog",
+		Set: map[string]string{"debug": "true", "hosts": "www.blog.example", "env.API": "https://x", "admin": "on"}})
+	if err != nil || op.Generation != 2 {
+		t.Fatalf("UpdateSettings = %v, %v", op, err)
+	}
+	p, err := s.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "blog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := p.GetSettings(); !st.GetDebug() || !st.GetAdmin() || !p.GetAdmin() || !slices.Equal(st.GetHosts(), []string{"www.blog.example"}) || st.GetEnv()["API"] != "https://x" {
+		t.Fatalf("settings = %v", st)
+	}
+	kicks := len(s.kicker.list())
+	for _, tc := range []struct {
+		project string
+		set     map[string]string
+		unset   []string
+		code    codes.Code
+	}{
+		{"blog", map[string]string{"hosts": "a\nInclude /etc/shadow"}, nil, codes.InvalidArgument},
+		{"blog", map[string]string{"debug": "yes\nInclude x"}, nil, codes.InvalidArgument},
+		{"blog", nil, nil, codes.InvalidArgument},
+		{"shop", map[string]string{"hosts": "www.blog.example"}, nil, codes.AlreadyExists},
+		{"nope", map[string]string{"debug": "true"}, nil, codes.NotFound},
+		{"Bad", map[string]string{"debug": "true"}, nil, codes.InvalidArgument},
+	} {
+		if _, err := s.client.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: tc.project, Set: tc.set, Unset: tc.unset}); code(err) != tc.code {
+			t.Errorf("UpdateSettings(%s, %q) = %v, want %v", tc.project, tc.set, err, tc.code)
+		}
+	}
+	if got := len(s.kicker.list()); got != kicks {
+		t.Errorf("refused changes kicked the reconciler")
+	}
+	for n, gen := range map[string]int64{"blog": 2, "shop": 1} {
+		if rec, _ := s.st.GetProject(ctx, n); rec.Generation != gen || (n == "shop" && len(rec.Spec.Settings.Hosts) != 0) {
+			t.Errorf("%s after refusals: gen %d, settings %+v", n, rec.Generation, rec.Spec.Settings)
+		}
+	}
+	// Initial settings of CreateProject are checked the same way.
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "news", Settings: &opusv1.Settings{Hosts: []string{"x\nInclude y"}}}); code(err) != codes.InvalidArgument {
+		t.Errorf("create with a bad host = %v", err)
+	}
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "news", Database: &opusv1.Database{Engine: "postgresql", Provision: true}}); code(err) != codes.Unimplemented {
+		t.Errorf("create with a provisioned postgresql = %v", err)
+	}
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "news", Settings: &opusv1.Settings{Debug: true, Env: map[string]string{"A": "b"}, Admin: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := s.st.GetProject(ctx, "news"); !rec.Spec.Settings.Debug || rec.Spec.Settings.Env["A"] != "b" || !rec.Spec.Admin {
+		t.Errorf("create settings stored as %+v admin %v", rec.Spec.Settings, rec.Spec.Admin)
+	}
+}
+
+func TestRollback(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	const repo = "https://example.com/blog.git"
+	c1, c2 := strings.Repeat("1", 40), strings.Repeat("2", 40)
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "roll", Apps: []*opusv1.AppSpec{gitApp("blog", repo)}}); err != nil {
+		t.Fatal(err)
+	}
+	rollback := func() error {
+		_, err := s.client.UpdateApp(ctx, &opusv1.UpdateAppRequest{Project: "roll", App: "blog", Rollback: true})
+		return err
+	}
+	if err := rollback(); code(err) != codes.FailedPrecondition {
+		t.Fatalf("rollback without revisions = %v", err)
+	}
+	// As the reconciler records them: v1 then main deployed.
+	setStatus := func(ref string, revs ...store.Revision) {
+		_, err := s.st.UpdateProject(ctx, "roll", func(p *store.Project) error {
+			p.Spec.App("blog").Git.Ref = ref
+			p.Status.Apps = map[string]store.AppStatus{"blog": {RequestedRef: revs[len(revs)-1].RequestedRef, ResolvedCommit: revs[len(revs)-1].Resolved, Revisions: revs}}
+			p.Status.ObservedGeneration = p.Generation
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r1 := store.Revision{URL: repo, RequestedRef: "v1", Resolved: c1, Time: time.Now()}
+	r2 := store.Revision{URL: repo, RequestedRef: "main", Resolved: c2, Time: time.Now()}
+	setStatus("v1", r1)
+	if err := rollback(); code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "only one revision") {
+		t.Fatalf("rollback with one revision = %v", err)
+	}
+	setStatus("main", r1, r2)
+	if _, err := s.client.UpdateApp(ctx, &opusv1.UpdateAppRequest{Project: "roll", App: "blog", Rollback: true, Source: gitApp("", repo).Source}); code(err) != codes.InvalidArgument {
+		t.Fatalf("rollback with a source = %v", err)
+	}
+	if err := rollback(); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := s.st.GetProject(ctx, "roll")
+	if g := rec.Spec.App("blog").Git; g.URL != repo || g.Ref != c1 {
+		t.Fatalf("after rollback the spec asks for %+v, want %s at %s", g, repo, c1)
+	}
+	// An update that failed (spec ahead of the deployed revision): the
+	// rollback goes back to what is deployed.
+	setStatus("v3", r1, r2)
+	if err := rollback(); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ = s.st.GetProject(ctx, "roll")
+	if g := rec.Spec.App("blog").Git; g.Ref != c2 {
+		t.Fatalf("rollback of a failed update asks for %s, want the deployed %s", g.Ref, c2)
+	}
+	// A local repository in the history stays an admin's privilege.
+	setStatus("main", store.Revision{URL: "/srv/git/blog", RequestedRef: "v1", Resolved: c1}, r2)
+	if err := rollback(); code(err) != codes.PermissionDenied {
+		t.Fatalf("rollback to a local repository as a non-admin = %v", err)
+	}
+}

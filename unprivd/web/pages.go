@@ -1,0 +1,592 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/user"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// page is what every template gets.
+type page struct {
+	Title string
+	User  *viewer
+	// Errors are the API's messages by form field ("name", "app0",
+	// "add.url", ...); "" is the form as a whole.
+	Errors map[string]string
+	Form   map[string]string
+	// Page-specific.
+	Projects  []*opusv1.Project
+	Project   *opusv1.Project
+	Ops       []*opusv1.Operation
+	Op        *opusv1.Operation
+	Logs      []string
+	LogsError string
+	Message   string
+	AppRows   []int
+}
+
+func (c *Console) render(w http.ResponseWriter, code int, name string, p *page) {
+	var b strings.Builder
+	if err := c.pages[name].ExecuteTemplate(&b, "layout", p); err != nil {
+		c.log.Error("console: render", "page", name, "err", err)
+		http.Error(w, "the console could not render this page; see opusd's log", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	io.WriteString(w, b.String())
+}
+
+// apiError renders a failed API call that has no form to go back to:
+// NotFound is a 404 page with the API's own message, and so on.
+func (c *Console) apiError(w http.ResponseWriter, r *http.Request, err error) {
+	st := status.Convert(err)
+	code := httpCode(st.Code())
+	c.render(w, code, "error", &page{Title: http.StatusText(code), User: viewerFrom(r), Message: st.Message()})
+}
+
+func httpCode(c codes.Code) int {
+	switch c {
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists, codes.OutOfRange:
+		return http.StatusUnprocessableEntity
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// apiFieldRE is the "field: message" form of the service's InvalidArgument
+// errors.
+var apiFieldRE = regexp.MustCompile(`^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): `)
+
+// fieldOf maps the request field an API error names to a form field,
+// through m (request field prefix → form field); the whole form ("") when
+// none matches.
+func fieldOf(err error, m map[string]string) (string, string) {
+	msg := status.Convert(err).Message()
+	f := apiFieldRE.FindStringSubmatch(msg)
+	if f != nil {
+		// The longest matching prefix wins.
+		best, bestLen := "", -1
+		for prefix, field := range m {
+			if (f[1] == prefix || strings.HasPrefix(f[1], prefix+".") || strings.HasPrefix(f[1], prefix+"[")) && len(prefix) > bestLen {
+				best, bestLen = field, len(prefix)
+			}
+		}
+		if bestLen >= 0 {
+			return best, msg
+		}
+	}
+	return "", msg
+}
+
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
+	if _, err := c.session(r); err == nil {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	c.renderLogin(w, r, http.StatusOK, "", "")
+}
+
+// renderLogin shows the sign-in form with a fresh double-submit token.
+func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, code int, userField, msg string) {
+	tok, err := store.NewToken()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: preCookie, Value: tok, Path: "/", MaxAge: 3600, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	p := &page{Title: "Sign in", Form: map[string]string{"user": userField, "csrf": tok}}
+	if msg != "" {
+		p.Errors = map[string]string{"": msg}
+	}
+	c.render(w, code, "login", p)
+}
+
+// loginPassword signs in with a user name (or uid) and console password.
+// Failures are rate-limited per user and per client address, and logged.
+func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	ck, err := r.Cookie(preCookie)
+	if !sameOrigin(r) || err != nil || ck.Value == "" || r.PostForm.Get("csrf") != ck.Value {
+		c.log.Warn("console: sign-in form without a valid CSRF token refused", "remote", remoteAddr(r))
+		http.Error(w, "the form's CSRF token is missing or wrong: reload the sign-in page", http.StatusForbidden)
+		return
+	}
+	name := strings.TrimSpace(r.PostForm.Get("user"))
+	pw := r.PostForm.Get("password")
+	now := time.Now()
+	addrKey, userKey := "addr:"+remoteAddr(r), "user:"+name
+	if !c.fails.allowed(addrKey, maxFailAddr, now) || !c.fails.allowed(userKey, maxFailUser, now) {
+		c.log.Warn("console: sign-in refused: too many failures", "user", name, "remote", remoteAddr(r))
+		c.renderLogin(w, r, http.StatusTooManyRequests, name, "Too many failed sign-ins; wait a few minutes, or use a login link (opusctl web login).")
+		return
+	}
+	uid, ok := c.checkPassword(r, name, pw)
+	if !ok {
+		c.fails.fail(addrKey, now)
+		c.fails.fail(userKey, now)
+		c.log.Warn("console: sign-in failed", "user", name, "remote", remoteAddr(r))
+		c.renderLogin(w, r, http.StatusUnauthorized, name, "Wrong user or password, or no console password set (opusctl web passwd).")
+		return
+	}
+	if err := c.startSession(w, r, uid); err != nil {
+		c.renderLogin(w, r, http.StatusForbidden, name, err.Error())
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: preCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// checkPassword looks name up (a login name or a uid) and checks pw
+// against the account's hash. A missing user or account still costs a
+// hash, so timing does not tell which names exist.
+func (c *Console) checkPassword(r *http.Request, name, pw string) (uint32, bool) {
+	var uid uint32 = 1<<32 - 1
+	if u, err := user.Lookup(name); err == nil {
+		if n, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
+			uid = uint32(n)
+		}
+	} else if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+		uid = uint32(n)
+	}
+	dummy := dummyHash()
+	hash := dummy
+	var disabled bool
+	_ = c.st.View(r.Context(), func(tx *store.Tx) error {
+		if a, err := tx.ConsoleAccount(uid); err == nil && a.PasswordHash != "" {
+			hash, disabled = a.PasswordHash, a.Disabled
+		}
+		return nil
+	})
+	ok, err := store.CheckPassword(hash, pw)
+	if err != nil || !ok || hash == dummy || disabled || pw == "" {
+		return 0, false
+	}
+	return uid, true
+}
+
+// dummyHash is checked against when there is no account, to cost the
+// same. It is made on first use, not at start-up: argon2id's 64 MiB would
+// otherwise be most of the memory of an opusd whose console is never used.
+var dummyHash = sync.OnceValue(func() string {
+	h, err := store.HashPassword("no account has this password")
+	if err != nil {
+		panic(err)
+	}
+	return h
+})
+
+// loginLink signs in with a one-time link from "opusctl web login".
+func (c *Console) loginLink(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	addrKey := "addr:" + remoteAddr(r)
+	if !c.fails.allowed(addrKey, maxFailAddr, now) {
+		c.log.Warn("console: login link refused: too many failures", "remote", remoteAddr(r))
+		c.renderLogin(w, r, http.StatusTooManyRequests, "", "Too many failed sign-ins; wait a few minutes.")
+		return
+	}
+	tok := r.URL.Query().Get("t")
+	var l *store.LoginLink
+	err := c.st.Update(r.Context(), func(tx *store.Tx) (err error) {
+		if len(tok) > 100 {
+			return store.ErrNotFound
+		}
+		l, err = tx.TakeLoginLink(tok)
+		return err
+	})
+	if err != nil {
+		c.fails.fail(addrKey, now)
+		c.log.Warn("console: login link refused", "reason", err, "remote", remoteAddr(r))
+		c.renderLogin(w, r, http.StatusUnauthorized, "", "This login link is unknown, used or expired; run opusctl web login for a new one.")
+		return
+	}
+	if err := c.startSession(w, r, l.UID); err != nil {
+		c.renderLogin(w, r, http.StatusForbidden, "", err.Error())
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	if err := c.st.Update(r.Context(), func(tx *store.Tx) error { return tx.DeleteConsoleSession(v.sessionID) }); err != nil {
+		c.log.Error("console: sign out", "err", err)
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	c.log.Info("console: signed out", "uid", v.UID)
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+func (c *Console) projectsPage(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	res, err := v.rpc.ListProjects(r.Context(), &opusv1.ListProjectsRequest{})
+	if err != nil {
+		c.apiError(w, r, err)
+		return
+	}
+	c.render(w, http.StatusOK, "projects", &page{Title: "Projects", User: v, Projects: res.GetProjects()})
+}
+
+// newAppRows is how many app rows the create form has (no script adds
+// rows; more apps are added on the project page).
+const newAppRows = 3
+
+func (c *Console) newPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, http.StatusOK, "new", &page{Title: "New project", User: viewerFrom(r), Form: map[string]string{"admin": "on"}, AppRows: rows()})
+}
+
+func rows() []int {
+	out := make([]int, newAppRows)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// gitAppSpec makes an app from a form's git URL, ref and optional name;
+// the name defaults to the URL's last element without ".git", as opusctl
+// does.
+func gitAppSpec(rawURL, ref, name string) *opusv1.AppSpec {
+	rawURL, ref, name = strings.TrimSpace(rawURL), strings.TrimSpace(ref), strings.TrimSpace(name)
+	if name == "" {
+		name = strings.TrimSuffix(path.Base(strings.TrimRight(rawURL, "/")), ".git")
+	}
+	return &opusv1.AppSpec{Name: name, Source: &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: rawURL, Ref: ref}}}}
+}
+
+func formMap(r *http.Request) map[string]string {
+	m := map[string]string{}
+	for k, v := range r.PostForm {
+		if k != "csrf" && len(v) > 0 {
+			m[k] = v[0]
+		}
+	}
+	return m
+}
+
+func (c *Console) createProject(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	f := r.PostForm
+	req := &opusv1.CreateProjectRequest{Name: strings.TrimSpace(f.Get("name")), Admin: f.Get("admin") == "on"}
+	fields := map[string]string{"name": "name", "apps": ""}
+	for i := range newAppRows {
+		u := f.Get(fmt.Sprintf("url%d", i))
+		if strings.TrimSpace(u) == "" {
+			continue
+		}
+		fields[fmt.Sprintf("apps[%d]", len(req.Apps))] = fmt.Sprintf("app%d", i)
+		req.Apps = append(req.Apps, gitAppSpec(u, f.Get(fmt.Sprintf("ref%d", i)), f.Get(fmt.Sprintf("app%d", i))))
+	}
+	op, err := v.rpc.CreateProject(r.Context(), req)
+	if err != nil {
+		field, msg := fieldOf(err, fields)
+		c.render(w, httpCode(status.Code(err)), "new", &page{Title: "New project", User: v, Form: formMap(r), AppRows: rows(),
+			Errors: map[string]string{field: msg}})
+		return
+	}
+	http.Redirect(w, r, "/ops/"+op.GetId(), http.StatusSeeOther)
+}
+
+// projectPage shows a project: apps, settings, operations, logs, forms.
+func (c *Console) projectPage(w http.ResponseWriter, r *http.Request) {
+	c.renderProject(w, r, http.StatusOK, nil)
+}
+
+func (c *Console) renderProject(w http.ResponseWriter, r *http.Request, code int, errs map[string]string) {
+	v := viewerFrom(r)
+	name := r.PathValue("name")
+	p, err := v.rpc.GetProject(r.Context(), &opusv1.GetProjectRequest{Name: name})
+	if err != nil {
+		c.apiError(w, r, err)
+		return
+	}
+	pg := &page{Title: p.GetName(), User: v, Project: p, Errors: errs, Form: map[string]string{}}
+	if code != http.StatusOK {
+		pg.Form = formMap(r)
+	}
+	if ops, err := v.rpc.ListOperations(r.Context(), &opusv1.ListOperationsRequest{Project: name, Limit: 10}); err == nil {
+		pg.Ops = ops.GetOperations()
+	}
+	logs, err := v.rpc.GetLogs(r.Context(), &opusv1.GetLogsRequest{Project: name, Lines: 50})
+	if err != nil {
+		pg.LogsError = status.Convert(err).Message()
+	} else {
+		pg.Logs = logs.GetLines()
+	}
+	c.render(w, code, "project", pg)
+}
+
+// mutated follows up a project form: on success to the operation's live
+// page, on failure back to the project page with the API's message next
+// to the field it concerns (form.field, through fields).
+func (c *Console) mutated(w http.ResponseWriter, r *http.Request, op *opusv1.Operation, err error, form string, fields map[string]string) {
+	if err != nil {
+		field, msg := fieldOf(err, fields)
+		if field == "" {
+			field = form
+		} else {
+			field = form + "." + field
+		}
+		code := httpCode(status.Code(err))
+		if status.Code(err) == codes.NotFound && strings.HasPrefix(msg, "project ") {
+			c.apiError(w, r, err)
+			return
+		}
+		c.renderProject(w, r, code, map[string]string{field: msg})
+		return
+	}
+	http.Redirect(w, r, "/ops/"+op.GetId(), http.StatusSeeOther)
+}
+
+func (c *Console) addApp(w http.ResponseWriter, r *http.Request) {
+	v, f := viewerFrom(r), r.PostForm
+	op, err := v.rpc.AddApp(r.Context(), &opusv1.AddAppRequest{Project: r.PathValue("name"), App: gitAppSpec(f.Get("url"), f.Get("ref"), f.Get("app"))})
+	c.mutated(w, r, op, err, "add", map[string]string{"app.name": "app", "app.source": "url", "app.source.git.ref": "ref", "app": "url"})
+}
+
+func (c *Console) updateApp(w http.ResponseWriter, r *http.Request) {
+	v, f := viewerFrom(r), r.PostForm
+	app := r.PathValue("app")
+	spec := gitAppSpec(f.Get("url"), f.Get("ref"), app)
+	op, err := v.rpc.UpdateApp(r.Context(), &opusv1.UpdateAppRequest{Project: r.PathValue("name"), App: app, Source: spec.GetSource()})
+	c.mutated(w, r, op, err, "update-"+app, map[string]string{"source": "url", "source.git.ref": "ref", "app": ""})
+}
+
+func (c *Console) rollbackApp(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	app := r.PathValue("app")
+	op, err := v.rpc.UpdateApp(r.Context(), &opusv1.UpdateAppRequest{Project: r.PathValue("name"), App: app, Rollback: true})
+	c.mutated(w, r, op, err, "update-"+app, nil)
+}
+
+func (c *Console) removeApp(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	app := r.PathValue("app")
+	op, err := v.rpc.RemoveApp(r.Context(), &opusv1.RemoveAppRequest{Project: r.PathValue("name"), App: app, DropData: r.PostForm.Get("drop_data") == "on"})
+	c.mutated(w, r, op, err, "remove-"+app, nil)
+}
+
+// updateSettings turns the settings form into UpdateSettings' set/unset:
+// every field is sent, so the form is the whole truth; env variables
+// missing from the text are unset.
+func (c *Console) updateSettings(w http.ResponseWriter, r *http.Request) {
+	v, f := viewerFrom(r), r.PostForm
+	name := r.PathValue("name")
+	req := &opusv1.UpdateSettingsRequest{Project: name, Set: map[string]string{
+		"debug": strconv.FormatBool(f.Get("debug") == "on"),
+		"admin": strconv.FormatBool(f.Get("admin") == "on"),
+	}}
+	if hosts := strings.Join(strings.Fields(strings.ReplaceAll(f.Get("hosts"), ",", " ")), ","); hosts != "" {
+		req.Set["hosts"] = hosts
+	} else {
+		req.Unset = append(req.Unset, "hosts")
+	}
+	env := map[string]bool{}
+	for i, line := range strings.Split(f.Get("env"), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, val, ok := strings.Cut(line, "=")
+		if !ok {
+			c.renderProject(w, r, http.StatusUnprocessableEntity, map[string]string{"settings.env": fmt.Sprintf("line %d: write NAME=VALUE", i+1)})
+			return
+		}
+		req.Set["env."+strings.TrimSpace(k)] = val
+		env[strings.TrimSpace(k)] = true
+	}
+	if p, err := v.rpc.GetProject(r.Context(), &opusv1.GetProjectRequest{Name: name}); err == nil {
+		for k := range p.GetSettings().GetEnv() {
+			if !env[k] {
+				req.Unset = append(req.Unset, "env."+k)
+			}
+		}
+	}
+	op, err := v.rpc.UpdateSettings(r.Context(), req)
+	if err != nil && status.Code(err) != codes.NotFound {
+		c.renderProject(w, r, httpCode(status.Code(err)), map[string]string{settingsField(err): status.Convert(err).Message()})
+		return
+	}
+	c.mutated(w, r, op, err, "settings", nil)
+}
+
+// settingsField places an UpdateSettings error: its messages name the
+// setting ("set: hosts: ...", "set: environment variable ..."), not a
+// request field of its own.
+func settingsField(err error) string {
+	msg := strings.TrimPrefix(strings.TrimPrefix(status.Convert(err).Message(), "set: "), "unset: ")
+	switch {
+	case strings.HasPrefix(msg, "hosts"):
+		return "settings.hosts"
+	case strings.HasPrefix(msg, "environment variable"), strings.HasPrefix(msg, "settings.env"):
+		return "settings.env"
+	}
+	return "settings"
+}
+
+func (c *Console) destroy(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	name := r.PathValue("name")
+	if r.PostForm.Get("confirm") != name {
+		c.renderProject(w, r, http.StatusUnprocessableEntity, map[string]string{"destroy.confirm": fmt.Sprintf("type %q to confirm", name)})
+		return
+	}
+	op, err := v.rpc.DeleteProject(r.Context(), &opusv1.DeleteProjectRequest{Name: name})
+	c.mutated(w, r, op, err, "destroy", nil)
+}
+
+// operationPage shows an operation's steps; once it is final, the
+// project's URLs. Without script it refreshes itself until final.
+func (c *Console) operationPage(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	op, err := v.rpc.GetOperation(r.Context(), &opusv1.GetOperationRequest{Id: r.PathValue("id")})
+	if err != nil {
+		c.apiError(w, r, err)
+		return
+	}
+	pg := &page{Title: "Operation " + op.GetId(), User: v, Op: op}
+	if opFinal(op) {
+		if p, err := v.rpc.GetProject(r.Context(), &opusv1.GetProjectRequest{Name: op.GetProject()}); err == nil {
+			pg.Project = p
+		}
+	}
+	c.render(w, http.StatusOK, "operation", pg)
+}
+
+// operationEvents streams the operation as server-sent events, one JSON
+// Operation per change, ending when it is final.
+func (c *Console) operationEvents(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	stream, err := v.rpc.WatchOperation(r.Context(), &opusv1.WatchOperationRequest{Id: r.PathValue("id")})
+	if err != nil {
+		c.apiError(w, r, err)
+		return
+	}
+	first := true
+	for {
+		op, err := stream.Recv()
+		if err != nil {
+			if first {
+				c.apiError(w, r, err)
+			} else if !errors.Is(err, io.EOF) {
+				fmt.Fprintf(w, "event: failure\ndata: %s\n\n", strings.ReplaceAll(status.Convert(err).Message(), "\n", " "))
+				fl.Flush()
+			}
+			return
+		}
+		if first {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			first = false
+		}
+		data, err := protojson.Marshal(op)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(w, "data: %s\n\n", data)
+		fl.Flush()
+	}
+}
+
+// Template helpers.
+
+func phaseName(p opusv1.Phase) string {
+	return strings.ToLower(strings.TrimPrefix(p.String(), "PHASE_"))
+}
+
+func opKindName(k opusv1.OperationKind) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(k.String(), "OPERATION_KIND_")), "_", " ")
+}
+
+func opStateName(s opusv1.OperationState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "OPERATION_STATE_"))
+}
+
+func stepStateName(s opusv1.StepState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STEP_STATE_"))
+}
+
+func opFinal(op *opusv1.Operation) bool {
+	s := op.GetState()
+	return s == opusv1.OperationState_OPERATION_STATE_SUCCEEDED || s == opusv1.OperationState_OPERATION_STATE_FAILED
+}
+
+func when(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return ""
+	}
+	return t.AsTime().UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// took is the duration between two times, for steps and operations.
+func took(start, end *timestamppb.Timestamp) string {
+	if start == nil || end == nil {
+		return ""
+	}
+	d := end.AsTime().Sub(start.AsTime())
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+func shortCommit(s string) string {
+	if len(s) > 12 && !strings.HasPrefix(s, "sha256:") {
+		return s[:12]
+	}
+	if len(s) > 19 {
+		return s[:19]
+	}
+	return s
+}
+
+func gitURL(a *opusv1.App) string { return a.GetSource().GetGit().GetUrl() }
+
+func envText(s *opusv1.Settings) string {
+	var keys []string
+	for k := range s.GetEnv() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s\n", k, s.GetEnv()[k])
+	}
+	return b.String()
+}
+
+func hostsText(s *opusv1.Settings) string { return strings.Join(s.GetHosts(), ", ") }

@@ -1,0 +1,376 @@
+// Package web is opusd's web console: people deploy and manage their
+// projects in a browser, each seeing only their own (admins see all).
+//
+// There is no second permission path. The console only signs people in
+// (a one-time link from "opusctl web login", or the console password set
+// with "opusctl web passwd"); every page then calls opusd's own gRPC server
+// as the signed-in uid, through an in-process listener whose connections
+// carry that uid (internal/peercred.InProcess), so the service's
+// interceptors, access table and owner checks decide what the console may
+// show and do, as for opusctl.
+//
+// Browser safety: random session ids kept hashed in the store, cookies
+// HttpOnly, Secure, SameSite=Strict with the __Host- prefix, a per-session
+// CSRF token on every form, a Content-Security-Policy without inline
+// script, no Referer sent to other sites (login links carry a token; with
+// "same-origin" rather than "no-referrer" browsers still send the real
+// Origin on the console's own forms, which the console checks). Pages are
+// html/template with embedded assets and work without JavaScript; a small
+// script shows an operation's progress live from server-sent events
+// (WatchOperation).
+package web
+
+import (
+	"context"
+	"crypto/subtle"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/peercred"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/service"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Cookie names. __Host- makes the browser insist on Secure, Path=/ and no
+// Domain, so no other host (a project's vhost under the same suffix, say)
+// can set or read them.
+const (
+	sessionCookie = "__Host-opus_session"
+	preCookie     = "__Host-opus_signin" // double-submit CSRF token of the sign-in form
+)
+
+// DefaultSessionTTL is how long a console session lasts.
+const DefaultSessionTTL = 12 * time.Hour
+
+// Sign-in rate limits: failures within failWindow per user name and per
+// client address. Beyond them sign-in is refused until the window passes.
+const (
+	failWindow  = 10 * time.Minute
+	maxFailUser = 5
+	maxFailAddr = 20
+	maxFailKeys = 10000
+)
+
+// contentSecurityPolicy allows only the console's own script, style and
+// connections; no inline script or style, no framing.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// Config wires a Console.
+type Config struct {
+	// Store holds console accounts, login links and sessions.
+	Store *store.Store
+	// Listener is the in-process listener opusd's gRPC server serves; the
+	// console dials it as the signed-in uid.
+	Listener *peercred.InProcess
+	// SessionTTL defaults to DefaultSessionTTL.
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+}
+
+// Console is the web console's HTTP handler.
+type Console struct {
+	st    *store.Store
+	conns *conns
+	ttl   time.Duration
+	log   *slog.Logger
+	pages map[string]*template.Template
+	mux   *http.ServeMux
+	fails *limiter
+}
+
+// New returns a Console.
+func New(cfg Config) (*Console, error) {
+	if cfg.Store == nil || cfg.Listener == nil {
+		return nil, errors.New("web: Store and Listener are required")
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Console{st: cfg.Store, conns: newConns(cfg.Listener), ttl: cfg.SessionTTL, log: cfg.Logger,
+		fails: &limiter{m: map[string][]time.Time{}}}
+	if err := c.parseTemplates(); err != nil {
+		return nil, err
+	}
+	c.routes()
+	return c, nil
+}
+
+// Close closes the console's gRPC connections.
+func (c *Console) Close() error {
+	c.conns.closeAll()
+	return nil
+}
+
+// ServeHTTP implements http.Handler, adding the security headers every
+// answer carries.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+	c.mux.ServeHTTP(w, r)
+}
+
+func (c *Console) parseTemplates() error {
+	funcs := template.FuncMap{
+		"phase":     phaseName,
+		"opkind":    opKindName,
+		"opstate":   opStateName,
+		"stepstate": stepStateName,
+		"when":      when,
+		"took":      took,
+		"short":     shortCommit,
+		"username":  userName,
+		"final":     opFinal,
+		"gitURL":    gitURL,
+		"envText":   envText,
+		"hostsText": hostsText,
+	}
+	c.pages = map[string]*template.Template{}
+	for _, name := range []string{"login", "projects", "new", "project", "operation", "error"} {
+		t, err := template.New(name).Funcs(funcs).ParseFS(assets, "assets/layout.html", "assets/"+name+".html")
+		if err != nil {
+			return fmt.Errorf("web: template %s: %w", name, err)
+		}
+		c.pages[name] = t
+	}
+	return nil
+}
+
+func (c *Console) routes() {
+	m := http.NewServeMux()
+	static, _ := fs.Sub(assets, "assets/static")
+	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	m.HandleFunc("GET /login", c.loginPage)
+	m.HandleFunc("POST /login", c.loginPassword)
+	m.HandleFunc("GET "+service.LoginLinkPath, c.loginLink)
+	m.HandleFunc("POST /logout", c.signedIn(c.logout))
+	m.HandleFunc("GET /{$}", c.signedIn(c.projectsPage))
+	m.HandleFunc("GET /new", c.signedIn(c.newPage))
+	m.HandleFunc("POST /new", c.signedIn(c.createProject))
+	m.HandleFunc("GET /projects/{name}", c.signedIn(c.projectPage))
+	m.HandleFunc("POST /projects/{name}/apps", c.signedIn(c.addApp))
+	m.HandleFunc("POST /projects/{name}/apps/{app}/update", c.signedIn(c.updateApp))
+	m.HandleFunc("POST /projects/{name}/apps/{app}/rollback", c.signedIn(c.rollbackApp))
+	m.HandleFunc("POST /projects/{name}/apps/{app}/remove", c.signedIn(c.removeApp))
+	m.HandleFunc("POST /projects/{name}/settings", c.signedIn(c.updateSettings))
+	m.HandleFunc("POST /projects/{name}/destroy", c.signedIn(c.destroy))
+	m.HandleFunc("GET /ops/{id}", c.signedIn(c.operationPage))
+	m.HandleFunc("GET /ops/{id}/events", c.signedIn(c.operationEvents))
+	c.mux = m
+}
+
+// viewer is the signed-in person of a request.
+type viewer struct {
+	UID  uint32
+	Name string
+	CSRF string
+	// sessionID is the cookie value (never rendered).
+	sessionID string
+	rpc       opusv1.OpusClient
+}
+
+type viewerKey struct{}
+
+func viewerFrom(r *http.Request) *viewer { return r.Context().Value(viewerKey{}).(*viewer) }
+
+// signedIn wraps a handler that needs a session. Without a live one, a
+// page request is sent to the sign-in page and anything else refused. A
+// POST must carry the session's CSRF token in the form field "csrf".
+func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := c.session(r)
+		if err != nil {
+			if ck, cerr := r.Cookie(sessionCookie); cerr == nil && ck.Value != "" {
+				c.log.Info("console: session refused", "reason", err, "remote", remoteAddr(r), "path", r.URL.Path)
+				http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+			}
+			if r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/events") {
+				http.Redirect(w, r, "/login", http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "not signed in (or the session expired): sign in again", http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost {
+			if !sameOrigin(r) {
+				c.log.Warn("console: cross-origin form refused", "uid", v.UID, "origin", r.Header.Get("Origin"), "path", r.URL.Path)
+				http.Error(w, "cross-origin request refused", http.StatusForbidden)
+				return
+			}
+			if err := r.ParseForm(); err != nil {
+				http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(v.CSRF)) != 1 {
+				c.log.Warn("console: form without a valid CSRF token refused", "uid", v.UID, "remote", remoteAddr(r), "path", r.URL.Path)
+				http.Error(w, "the form's CSRF token is missing or wrong: reload the page and try again", http.StatusForbidden)
+				return
+			}
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), viewerKey{}, v)))
+	}
+}
+
+// session returns the viewer of a request's session cookie.
+func (c *Console) session(r *http.Request) (*viewer, error) {
+	ck, err := r.Cookie(sessionCookie)
+	if err != nil || ck.Value == "" {
+		return nil, errors.New("no session cookie")
+	}
+	if len(ck.Value) > 100 {
+		return nil, errors.New("session cookie too long")
+	}
+	var s *store.ConsoleSession
+	var disabled bool
+	err = c.st.View(r.Context(), func(tx *store.Tx) (err error) {
+		if s, err = tx.ConsoleSession(ck.Value); err != nil {
+			return err
+		}
+		a, err := tx.ConsoleAccount(s.UID)
+		disabled = err != nil || a.Disabled
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if disabled {
+		return nil, fmt.Errorf("console account of uid %d is disabled", s.UID)
+	}
+	rpc, err := c.conns.client(s.UID)
+	if err != nil {
+		return nil, err
+	}
+	return &viewer{UID: s.UID, Name: userName(s.UID), CSRF: s.CSRF, sessionID: ck.Value, rpc: rpc}, nil
+}
+
+// startSession records a new session for uid and sets its cookie.
+func (c *Console) startSession(w http.ResponseWriter, r *http.Request, uid uint32) error {
+	id, err := store.NewToken()
+	if err != nil {
+		return err
+	}
+	csrf, err := store.NewToken()
+	if err != nil {
+		return err
+	}
+	err = c.st.Update(r.Context(), func(tx *store.Tx) error {
+		a, err := tx.EnsureConsoleAccount(uid)
+		if err != nil {
+			return err
+		}
+		if a.Disabled {
+			return errDisabled
+		}
+		a.LastSignIn = tx.Now()
+		if err := tx.PutConsoleAccount(a); err != nil {
+			return err
+		}
+		if err := tx.PruneConsole(); err != nil {
+			return err
+		}
+		return tx.PutConsoleSession(id, store.ConsoleSession{UID: uid, CSRF: csrf, CreateTime: tx.Now(), ExpireTime: tx.Now().Add(c.ttl)})
+	})
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", MaxAge: int(c.ttl / time.Second),
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	c.log.Info("console: signed in", "uid", uid, "remote", remoteAddr(r))
+	return nil
+}
+
+var errDisabled = errors.New("this console account is disabled; ask an admin")
+
+// sameOrigin refuses a POST whose Origin (when the browser sends one) is
+// not this console. CSRF tokens are the defence; this is a second one.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" || o == "null" {
+		return o == ""
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+func remoteAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// limiter counts recent sign-in failures per key.
+type limiter struct {
+	mu sync.Mutex
+	m  map[string][]time.Time
+}
+
+func (l *limiter) recent(key string, now time.Time) []time.Time {
+	var keep []time.Time
+	for _, t := range l.m[key] {
+		if now.Sub(t) < failWindow {
+			keep = append(keep, t)
+		}
+	}
+	if len(keep) == 0 {
+		delete(l.m, key)
+	} else {
+		l.m[key] = keep
+	}
+	return keep
+}
+
+// allowed reports whether key has fewer than max recent failures.
+func (l *limiter) allowed(key string, max int, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.recent(key, now)) < max
+}
+
+// fail records a failure of key; the map is bounded by dropping
+// everything past the window first, then (under a flood) starting over.
+func (l *limiter) fail(key string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.m) >= maxFailKeys {
+		for k := range l.m {
+			l.recent(k, now)
+		}
+		if len(l.m) >= maxFailKeys {
+			l.m = map[string][]time.Time{}
+		}
+	}
+	l.m[key] = append(l.recent(key, now), now)
+}
+
+// userName is uid's login name, or the number.
+func userName(uid uint32) string {
+	s := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(s); err == nil {
+		return u.Username
+	}
+	return "uid " + s
+}

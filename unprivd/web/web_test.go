@@ -1,0 +1,581 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/internal/peercred"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/service"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// Two ordinary uids and an admin (root), as the service's table sees them.
+const (
+	uidA = 61001
+	uidB = 61002
+)
+
+type admins map[uint32]bool
+
+func (a admins) IsAdmin(uid uint32) bool { return a[uid] }
+
+type noKick struct{}
+
+func (noKick) Kick(string) {}
+
+// privd answers TailLog only; the console's pages call nothing else of it.
+type privd struct{ privdv1.PrivdClient }
+
+func (privd) TailLog(_ context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
+	return &privdv1.TailLogResponse{Lines: []string{"[wsgi:error] " + in.Project + " said hello"}}, nil
+}
+
+// rig is a real service on a real gRPC server behind the console, over
+// the in-process listener, with the console on a TLS test server.
+type rig struct {
+	st  *store.Store
+	srv *httptest.Server
+	lis *peercred.InProcess
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "opusd.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
+	r := &rig{st: st, lis: peercred.NewInProcess()}
+	c, err := New(Config{Store: st, Listener: r.lis, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv = httptest.NewTLSServer(c)
+	t.Cleanup(r.srv.Close)
+	t.Cleanup(func() { c.Close() })
+	svc, err := service.New(service.Config{Store: st, Privd: privd{}, Reconciler: noKick{}, Admins: admins{0: true},
+		ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, ConsoleURL: r.srv.URL, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(append(svc.ServerOptions(), grpc.Creds(peercred.Server()))...)
+	svc.Register(g)
+	go g.Serve(r.lis)
+	t.Cleanup(g.Stop)
+	return r
+}
+
+// as is an Opus client acting as uid, the way opusctl is on the socket.
+func (r *rig) as(t *testing.T, uid uint32) opusv1.OpusClient {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///test",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return r.lis.DialAs(ctx, peercred.Cred{UID: uid})
+		}), grpc.WithTransportCredentials(peercred.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return opusv1.NewOpusClient(cc)
+}
+
+// browser is a cookie-keeping client that does not follow redirects.
+func (r *rig) browser() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	// srv.Client() is one shared client: copy it, each browser has its jar.
+	c := *r.srv.Client()
+	c.Jar = jar
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &c
+}
+
+type answer struct {
+	code     int
+	body     string
+	location string
+	header   http.Header
+}
+
+func do(t *testing.T, c *http.Client, method, u string, form url.Values) answer {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return answer{code: res.StatusCode, body: string(b), location: res.Header.Get("Location"), header: res.Header}
+}
+
+// signIn gets a login link as uid and follows it in a new browser.
+func (r *rig) signIn(t *testing.T, uid uint32) (*http.Client, string) {
+	t.Helper()
+	link, err := r.as(t, uid).CreateLoginLink(context.Background(), &opusv1.CreateLoginLinkRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(link.GetUrl(), r.srv.URL+service.LoginLinkPath+"?t=") {
+		t.Fatalf("link %q does not point at the console %s", link.GetUrl(), r.srv.URL)
+	}
+	b := r.browser()
+	a := do(t, b, "GET", link.GetUrl(), nil)
+	if a.code != http.StatusSeeOther || a.location != "/" {
+		t.Fatalf("login link: %d to %q: %.300s", a.code, a.location, a.body)
+	}
+	ck := a.header.Get("Set-Cookie")
+	for _, want := range []string{sessionCookie + "=", "HttpOnly", "Secure", "SameSite=Strict", "Path=/"} {
+		if !strings.Contains(ck, want) {
+			t.Errorf("session cookie %q lacks %s", ck, want)
+		}
+	}
+	return b, link.GetUrl()
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func csrfOf(t *testing.T, body string) string {
+	t.Helper()
+	m := csrfRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no CSRF token in %.300s", body)
+	}
+	return m[1]
+}
+
+func projectNames(t *testing.T, st *store.Store) []string {
+	t.Helper()
+	ps, err := st.ListProjects(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+func TestConsoleFlow(t *testing.T) {
+	r := newRig(t)
+	a, link := r.signIn(t, uidA)
+
+	// The link works once.
+	if ans := do(t, r.browser(), "GET", link, nil); ans.code != http.StatusUnauthorized || ans.header.Get("Set-Cookie") == "" || strings.Contains(ans.header.Get("Set-Cookie"), sessionCookie) {
+		t.Fatalf("used link again: %d, cookies %q", ans.code, ans.header.Get("Set-Cookie"))
+	}
+
+	home := do(t, a, "GET", r.srv.URL+"/", nil)
+	if home.code != 200 || !strings.Contains(home.body, `id="no-projects"`) {
+		t.Fatalf("home: %d %.300s", home.code, home.body)
+	}
+	// Every page: a CSP without inline script, and no inline script.
+	if csp := home.header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+		t.Errorf("CSP %q", csp)
+	}
+	if home.header.Get("Referrer-Policy") != "same-origin" {
+		t.Errorf("Referrer-Policy %q", home.header.Get("Referrer-Policy"))
+	}
+	csrf := csrfOf(t, home.body)
+
+	// A form without (or with a wrong) CSRF token is refused; nothing made.
+	for _, tok := range []string{"", "forged"} {
+		ans := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {tok}, "name": {"blog"}, "url0": {"https://example.com/blog.git"}})
+		if ans.code != http.StatusForbidden {
+			t.Fatalf("POST without CSRF token %q: %d", tok, ans.code)
+		}
+	}
+	if ps := projectNames(t, r.st); len(ps) != 0 {
+		t.Fatalf("refused forms created %v", ps)
+	}
+
+	// The API's error, next to the field it concerns; nothing made.
+	bad := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"Bad Name"}, "url0": {"https://example.com/blog.git"}})
+	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error">name: `).MatchString(bad.body) {
+		t.Fatalf("bad name: %d %.2000s", bad.code, bad.body)
+	}
+	badURL := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url1": {"ext::sh -c x"}, "app1": {"ext"}})
+	if badURL.code != http.StatusUnprocessableEntity || !strings.Contains(badURL.body, "remote transport helper") {
+		t.Fatalf("bad url: %d %.2000s", badURL.code, badURL.body)
+	}
+	if ps := projectNames(t, r.st); len(ps) != 0 {
+		t.Fatalf("invalid forms created %v", ps)
+	}
+
+	// Create through the form: owned by the signed-in uid.
+	ans := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url0": {"https://example.com/me/shop.git"}, "ref0": {"v1"}, "admin": {"on"}})
+	if ans.code != http.StatusSeeOther || !strings.HasPrefix(ans.location, "/ops/op-") {
+		t.Fatalf("create: %d %q %.500s", ans.code, ans.location, ans.body)
+	}
+	p, err := r.st.GetProject(context.Background(), "blog")
+	if err != nil || p.OwnerUID != uidA || !p.Spec.Admin || len(p.Spec.Apps) != 1 || p.Spec.Apps[0].Name != "shop" || p.Spec.Apps[0].Git.Ref != "v1" {
+		t.Fatalf("created project %+v %v", p, err)
+	}
+	opPage := do(t, a, "GET", r.srv.URL+ans.location, nil)
+	if opPage.code != 200 || !strings.Contains(opPage.body, `src="/static/console.js"`) || !strings.Contains(opPage.body, `<noscript><meta http-equiv="refresh"`) {
+		t.Fatalf("operation page: %d %.1000s", opPage.code, opPage.body)
+	}
+	if regexp.MustCompile(`<script(?:\s[^>]*)?>[^<]`).MatchString(opPage.body) {
+		t.Fatal("inline script on the operation page")
+	}
+
+	// Live progress: the event stream sends the operation as it changes
+	// and ends when it is final.
+	opID := strings.TrimPrefix(ans.location, "/ops/")
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		r.st.UpdateOperation(context.Background(), opID, func(op *store.Operation) error {
+			op.State = store.OpSucceeded
+			op.Steps = []store.Step{{Name: "user", State: store.StepDone}}
+			return nil
+		})
+	}()
+	ev := do(t, a, "GET", r.srv.URL+ans.location+"/events", nil)
+	if ev.code != 200 || ev.header.Get("Content-Type") != "text/event-stream" || strings.Count(ev.body, "data: ") < 2 || !strings.Contains(ev.body, `"OPERATION_STATE_SUCCEEDED"`) {
+		t.Fatalf("events: %d %q", ev.code, ev.body)
+	}
+	done := do(t, a, "GET", r.srv.URL+ans.location, nil)
+	if !strings.Contains(done.body, `id="done"`) || !strings.Contains(done.body, "https://blog.opus.test:8443/") || strings.Contains(done.body, "console.js") {
+		t.Fatalf("final operation page: %.2000s", done.body)
+	}
+
+	// The project page: apps, logs, forms with the token.
+	pp := do(t, a, "GET", r.srv.URL+"/projects/blog", nil)
+	for _, want := range []string{"https://example.com/me/shop.git", "blog said hello", `action="/projects/blog/destroy"`, `name="csrf" value="` + csrf} {
+		if pp.code != 200 || !strings.Contains(pp.body, want) {
+			t.Fatalf("project page lacks %q: %d %.3000s", want, pp.code, pp.body)
+		}
+	}
+	// Destroy needs the name typed; a wrong one changes nothing.
+	wrong := do(t, a, "POST", r.srv.URL+"/projects/blog/destroy", url.Values{"csrf": {csrf}, "confirm": {"blo"}})
+	if wrong.code != http.StatusUnprocessableEntity || !strings.Contains(wrong.body, `type &#34;blog&#34; to confirm`) {
+		t.Fatalf("destroy unconfirmed: %d %.300s", wrong.code, wrong.body)
+	}
+	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Deleting {
+		t.Fatal("unconfirmed destroy marked the project")
+	}
+	// Update the app's ref through the form.
+	up := do(t, a, "POST", r.srv.URL+"/projects/blog/apps/shop/update", url.Values{"csrf": {csrf}, "url": {"https://example.com/me/shop.git"}, "ref": {"v2"}})
+	if up.code != http.StatusSeeOther {
+		t.Fatalf("update: %d %.500s", up.code, up.body)
+	}
+	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Spec.Apps[0].Git.Ref != "v2" {
+		t.Fatalf("update did not change the ref: %+v", p.Spec.Apps[0])
+	}
+
+	// Roll back with no earlier revision: the API's refusal is shown on
+	// the app's card, and nothing changes.
+	rb := do(t, a, "POST", r.srv.URL+"/projects/blog/apps/shop/rollback", url.Values{"csrf": {csrf}})
+	if rb.code < 400 || !regexp.MustCompile(`<section class="card app" id="app-shop">(?s:.*?)<span class="error field-error">[^<]+</span>`).MatchString(rb.body) {
+		t.Fatalf("rollback without history: %d %.4000s", rb.code, rb.body)
+	}
+	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Spec.Apps[0].Git.Ref != "v2" {
+		t.Fatalf("refused rollback changed the app: %+v", p.Spec.Apps[0])
+	}
+
+	// Settings: applied through UpdateSettings; its refusals land next
+	// to the field they concern, and change nothing.
+	set := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}, "debug": {"on"}, "hosts": {"www.example.org"}, "env": {"GREETING=hi"}})
+	if set.code != http.StatusSeeOther {
+		t.Fatalf("settings: %d %.3000s", set.code, set.body)
+	}
+	got, err := r.as(t, uidA).GetProject(context.Background(), &opusv1.GetProjectRequest{Name: "blog"})
+	if err != nil || !got.GetSettings().GetDebug() || got.GetSettings().GetEnv()["GREETING"] != "hi" || len(got.GetSettings().GetHosts()) != 1 {
+		t.Fatalf("settings after the form: %v %v", got.GetSettings(), err)
+	}
+	badEnv := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}, "env": {"lower=x"}})
+	if badEnv.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</textarea></label><span class="error field-error">[^<]*environment variable`).MatchString(badEnv.body) {
+		t.Fatalf("bad env: %d %.4000s", badEnv.code, badEnv.body)
+	}
+	if again, _ := r.as(t, uidA).GetProject(context.Background(), &opusv1.GetProjectRequest{Name: "blog"}); !again.GetSettings().GetDebug() || again.GetGeneration() != got.GetGeneration() {
+		t.Fatalf("a refused settings form changed the project: %v", again.GetSettings())
+	}
+
+	// B sees none of A's projects, and A's project is not found for B.
+	b, _ := r.signIn(t, uidB)
+	bl := do(t, b, "GET", r.srv.URL+"/", nil)
+	if bl.code != 200 || strings.Contains(bl.body, "blog") {
+		t.Fatalf("B's list: %d %.500s", bl.code, bl.body)
+	}
+	bp := do(t, b, "GET", r.srv.URL+"/projects/blog", nil)
+	if bp.code != http.StatusNotFound || !strings.Contains(bp.body, `project &#34;blog&#34; not found`) {
+		t.Fatalf("B on A's project: %d %.500s", bp.code, bp.body)
+	}
+	bcsrf := csrfOf(t, bl.body)
+	bd := do(t, b, "POST", r.srv.URL+"/projects/blog/destroy", url.Values{"csrf": {bcsrf}, "confirm": {"blog"}})
+	if bd.code != http.StatusNotFound {
+		t.Fatalf("B destroying A's project: %d", bd.code)
+	}
+	if bo := do(t, b, "GET", r.srv.URL+ans.location, nil); bo.code != http.StatusNotFound {
+		t.Fatalf("B on A's operation: %d", bo.code)
+	}
+	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Deleting {
+		t.Fatal("B's destroy marked A's project")
+	}
+	// An admin sees every project, with its owner.
+	adm, _ := r.signIn(t, 0)
+	if al := do(t, adm, "GET", r.srv.URL+"/", nil); al.code != 200 || !strings.Contains(al.body, `href="/projects/blog"`) || !strings.Contains(al.body, "uid 61001") {
+		t.Fatalf("admin's list: %d %.2000s", al.code, al.body)
+	}
+
+	// A's token is not B's.
+	if x := do(t, b, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"bproj"}}); x.code != http.StatusForbidden {
+		t.Fatalf("B with A's CSRF token: %d", x.code)
+	}
+
+	// Sign-out ends the session on the server.
+	out := do(t, a, "POST", r.srv.URL+"/logout", url.Values{"csrf": {csrf}})
+	if out.code != http.StatusSeeOther {
+		t.Fatalf("logout: %d", out.code)
+	}
+	if x := do(t, a, "GET", r.srv.URL+"/", nil); x.code != http.StatusSeeOther || x.location != "/login" {
+		t.Fatalf("after logout: %d %q", x.code, x.location)
+	}
+}
+
+func TestSessionCookieRefused(t *testing.T) {
+	r := newRig(t)
+	a, _ := r.signIn(t, uidA)
+	u, _ := url.Parse(r.srv.URL)
+	var real string
+	for _, ck := range a.Jar.Cookies(u) {
+		if ck.Name == sessionCookie {
+			real = ck.Value
+		}
+	}
+	if real == "" {
+		t.Fatal("no session cookie kept")
+	}
+	// Expire A's session in the store.
+	if err := r.st.Update(context.Background(), func(tx *store.Tx) error {
+		s, err := tx.ConsoleSession(real)
+		if err != nil {
+			return err
+		}
+		s.ExpireTime = tx.Now().Add(-time.Second)
+		return tx.PutConsoleSession(real, *s)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range map[string]string{"expired": real, "garbage": "garbage", "long": strings.Repeat("x", 5000)} {
+		t.Run(name, func(t *testing.T) {
+			c := r.browser()
+			c.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: value}})
+			if x := do(t, c, "GET", r.srv.URL+"/", nil); x.code != http.StatusSeeOther || x.location != "/login" || strings.Contains(x.body, "projects") {
+				t.Fatalf("GET /: %d %q", x.code, x.location)
+			}
+			if x := do(t, c, "GET", r.srv.URL+"/ops/op-00000000000000000000000000000000/events", nil); x.code != http.StatusUnauthorized {
+				t.Fatalf("events: %d", x.code)
+			}
+			if x := do(t, c, "POST", r.srv.URL+"/new", url.Values{"csrf": {"x"}, "name": {"zz"}}); x.code != http.StatusUnauthorized {
+				t.Fatalf("POST: %d", x.code)
+			}
+		})
+	}
+	if ps := projectNames(t, r.st); len(ps) != 0 {
+		t.Fatalf("refused sessions created %v", ps)
+	}
+}
+
+func TestPasswordSignInAndRateLimit(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if _, err := r.as(t, 0).SetConsolePassword(ctx, &opusv1.SetConsolePasswordRequest{Password: "root console password"}); err != nil {
+		t.Fatal(err)
+	}
+	try := func(c *http.Client, user, pw string, withToken bool) answer {
+		t.Helper()
+		pg := do(t, c, "GET", r.srv.URL+"/login", nil)
+		tok := csrfOf(t, pg.body)
+		if !withToken {
+			tok = ""
+		}
+		return do(t, c, "POST", r.srv.URL+"/login", url.Values{"csrf": {tok}, "user": {user}, "password": {pw}})
+	}
+	c := r.browser()
+	if x := try(c, "root", "root console password", false); x.code != http.StatusForbidden {
+		t.Fatalf("sign-in without the form's token: %d", x.code)
+	}
+	if x := try(c, "root", "root console password", true); x.code != http.StatusSeeOther || x.location != "/" {
+		t.Fatalf("sign-in: %d %.300s", x.code, x.body)
+	}
+	if x := do(t, c, "GET", r.srv.URL+"/", nil); x.code != 200 {
+		t.Fatalf("after sign-in: %d", x.code)
+	}
+	// Unknown users and wrong passwords fail alike; five failures for a
+	// name lock it for a while, even with the right password.
+	c2 := r.browser()
+	if x := try(c2, "no-such-user-here", "whatever password", true); x.code != http.StatusUnauthorized {
+		t.Fatalf("unknown user: %d", x.code)
+	}
+	for i := range 5 {
+		if x := try(c2, "root", "wrong password", true); x.code != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d: %d", i, x.code)
+		}
+	}
+	if x := try(c2, "root", "root console password", true); x.code != http.StatusTooManyRequests {
+		t.Fatalf("right password after 5 failures: %d", x.code)
+	}
+	// A disabled account cannot sign in, and its open session ends.
+	if _, err := r.as(t, 0).DisableConsoleAccount(ctx, &opusv1.DisableConsoleAccountRequest{Uid: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if x := do(t, c, "GET", r.srv.URL+"/", nil); x.code != http.StatusSeeOther {
+		t.Fatalf("disabled account's session: %d", x.code)
+	}
+}
+
+func TestFieldOf(t *testing.T) {
+	m := map[string]string{"name": "name", "apps[0]": "app2", "app": "url", "app.source.git.ref": "ref"}
+	for _, tc := range []struct {
+		err   error
+		field string
+	}{
+		{status.Error(codes.InvalidArgument, "name: too long"), "name"},
+		{status.Error(codes.InvalidArgument, "apps[0].source.git.url: bad"), "app2"},
+		{status.Error(codes.InvalidArgument, "apps[1].name: bad"), ""},
+		{status.Error(codes.InvalidArgument, "app.source.git.ref: bad"), "ref"},
+		{status.Error(codes.InvalidArgument, "app.name: bad"), "url"},
+		{status.Error(codes.AlreadyExists, `project "x" already exists`), ""},
+		{errors.New("plain"), ""},
+	} {
+		if f, msg := fieldOf(tc.err, m); f != tc.field || msg == "" {
+			t.Errorf("fieldOf(%v) = %q, %q; want %q", tc.err, f, msg, tc.field)
+		}
+	}
+}
+
+func FuzzFieldOf(f *testing.F) {
+	f.Add("name: x")
+	f.Add("apps[12].source.git.url: ext::")
+	f.Add(": : :")
+	m := map[string]string{"name": "name", "apps[0]": "app0", "": "all"}
+	f.Fuzz(func(t *testing.T, msg string) {
+		field, got := fieldOf(status.Error(codes.InvalidArgument, msg), m)
+		if _, ok := m[field]; !ok && field != "" && field != "all" {
+			t.Fatalf("field %q not from the map", field)
+		}
+		_ = got
+	})
+}
+
+func TestGitAppSpec(t *testing.T) {
+	for _, tc := range []struct{ url, name, want string }{
+		{"https://example.com/me/shop.git", "", "shop"},
+		{"https://example.com/me/shop/", "", "shop"},
+		{" https://example.com/me/shop.git ", "store", "store"},
+		{"git@example.com:me/blog.git", "", "blog"},
+	} {
+		if got := gitAppSpec(tc.url, "v1", tc.name); got.GetName() != tc.want || got.GetSource().GetGit().GetUrl() != strings.TrimSpace(tc.url) {
+			t.Errorf("gitAppSpec(%q, %q) = %v", tc.url, tc.name, got)
+		}
+	}
+}
+
+// testLog sends the console's and service's log to the test's log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func TestListenMakesAndKeepsCertificate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "web")
+	now := time.Now()
+	l, base, err := Listen("127.0.0.1:0", dir, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, port, _ := net.SplitHostPort(l.Addr().String()); base != "https://127.0.0.1:"+port {
+		t.Fatalf("base URL %q", base)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "key.pem"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
+	}
+	first, _ := os.ReadFile(filepath.Join(dir, "cert.pem"))
+	l, _, err = Listen("127.0.0.1:0", dir, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	again, _ := os.ReadFile(filepath.Join(dir, "cert.pem"))
+	if string(first) != string(again) {
+		t.Fatal("a valid certificate was replaced")
+	}
+	// Near expiry: made again.
+	l, _, err = Listen("127.0.0.1:0", dir, now.Add(certValidity-certRenew/2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if renewed, _ := os.ReadFile(filepath.Join(dir, "cert.pem")); string(renewed) == string(first) {
+		t.Fatal("a certificate near expiry was kept")
+	}
+	for _, bad := range []string{"127.0.0.1", "nonsense"} {
+		if _, _, err := Listen(bad, dir, now); err == nil {
+			t.Errorf("Listen(%q) worked", bad)
+		}
+	}
+}
+
+// TestConnsBounded: one connection per uid, reused, and the least
+// recently used one closed beyond maxConns.
+func TestConnsBounded(t *testing.T) {
+	r := newRig(t)
+	c := newConns(r.lis)
+	defer c.closeAll()
+	for uid := uint32(1); uid <= maxConns; uid++ {
+		if _, err := c.client(uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := c.m[1].cc
+	time.Sleep(time.Millisecond)
+	if _, err := c.client(1); err != nil || c.m[1].cc != first {
+		t.Fatalf("uid 1's connection not reused: %v", err)
+	}
+	if _, err := c.client(maxConns + 1); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.m) != maxConns || c.m[2] != nil || c.m[1] == nil {
+		t.Fatalf("%d connections kept; uid 2 (least recent) kept: %v; uid 1 kept: %v", len(c.m), c.m[2] != nil, c.m[1] != nil)
+	}
+	// A new connection works through the real server.
+	cl, _ := c.client(maxConns + 1)
+	if _, err := cl.ListProjects(context.Background(), &opusv1.ListProjectsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
