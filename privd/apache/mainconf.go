@@ -39,6 +39,10 @@ Listen {{.HTTPSPort}} https
 SSLSessionCache shmcb:{{.Run}}/ssl_scache(512000)
 SSLProtocol all -SSLv3 -TLSv1 -TLSv1.1
 WSGISocketPrefix {{.Run}}/wsgi
+# A graceful restart (another project's vhost changed) restarts every
+# daemon; with a stable socket path, workers of the old generation still
+# reach the new daemons instead of failing the request.
+WSGISocketRotation Off
 WSGIRestrictEmbedded On
 <Directory />
     AllowOverride None
