@@ -357,4 +357,50 @@ func TestWebConsole(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("input[name=password]"), "a console password for the test"),
 		chromedp.Submit(chromedp.CSS("input[name=password]")),
 		chromedp.WaitVisible(chromedp.CSS("#projects")))
+
+	// Text the owner controls is shown escaped: an environment value
+	// holding a script tag (stored inertly) appears on the project page.
+	const tag = "<script>alert('opus')</script>"
+	h.mustCtl(t, uidA, "set", name, "env.OPUS_XSS="+tag)
+
+	// An admin (root) sees A's project, with the logged tag escaped, and
+	// can destroy it.
+	adm := consoleClient()
+	if a := consoleDo(t, adm, "GET", h.loginLink(t, 0), nil); a.code != http.StatusSeeOther {
+		t.Fatalf("root's login link: %d %q", a.code, a.location)
+	}
+	if al := consoleDo(t, adm, "GET", base+"/", nil); al.code != 200 || !strings.Contains(al.body, name) {
+		t.Fatalf("admin's list lacks %s: %d", name, al.code)
+	}
+	var page consoleAnswer
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		page = consoleDo(t, adm, "GET", base+"/projects/"+name, nil)
+		if strings.Contains(page.body, "&lt;script&gt;alert(") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if page.code != 200 || !strings.Contains(page.body, "&lt;script&gt;alert(") || strings.Contains(page.body, tag) {
+		t.Fatalf("admin's project page: %d; escaped tag shown: %v; raw tag present: %v",
+			page.code, strings.Contains(page.body, "&lt;script&gt;alert("), strings.Contains(page.body, tag))
+	}
+	acsrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page.body)
+	if acsrf == nil {
+		t.Fatal("no CSRF token on the admin's project page")
+	}
+	if d := consoleDo(t, adm, "POST", base+"/projects/"+name+"/destroy", url.Values{"csrf": {acsrf[1]}, "confirm": {name}}); d.code != http.StatusSeeOther {
+		t.Fatalf("admin destroying A's project: %d %.300s", d.code, d.body)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		if r := h.ctl(t, 0, "", "show", name); r.code != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("project %s still there 3 minutes after the admin destroyed it", name)
+		}
+	}
+	if passwdLine(t, "opus-"+name) != "" {
+		t.Errorf("user opus-%s survived the admin's destroy", name)
+	}
 }
