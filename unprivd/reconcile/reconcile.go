@@ -56,8 +56,10 @@ var afterStep = func(deleting bool, step string) {}
 // Defaults of Options.
 const (
 	// DefaultHealthTimeout bounds the health check: a fresh mod_wsgi
-	// daemon imports Django and the apps before it answers.
-	DefaultHealthTimeout = 30 * time.Second
+	// daemon imports Django and the apps before it answers, and on a busy
+	// host other projects' graceful restarts may restart it while it does
+	// (each one kills the daemon mid-start), so allow for several tries.
+	DefaultHealthTimeout = 90 * time.Second
 	// selfSignedValidity is how long a self-signed certificate is made for.
 	selfSignedValidity = 365 * 24 * time.Hour
 	// renewBefore is how long before expiry a self-signed certificate is
