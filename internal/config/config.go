@@ -52,6 +52,16 @@ type Config struct {
 	Python string
 	// WSGIProcesses and WSGIThreads size each project's daemon group.
 	WSGIProcesses, WSGIThreads int
+	// PostgresAdmin is the connection string (libpq key=value or URL form)
+	// opusd uses to create and drop a role and a database per project when
+	// an owner asks Opus to provision PostgreSQL. Empty means Opus does not
+	// provision databases. The role needs CREATEROLE and CREATEDB, nothing
+	// more; peer authentication over the local socket (as the opus user)
+	// keeps any password out of this file.
+	PostgresAdmin string
+	// GitMaxBytes bounds the bytes one git fetch may write into opusd's
+	// cache (objects, packs, refs); a repository past it is refused.
+	GitMaxBytes int
 }
 
 // Default returns the configuration used when no file says otherwise.
@@ -69,6 +79,7 @@ func Default() Config {
 		Python:        "/usr/bin/python3",
 		WSGIProcesses: 1,
 		WSGIThreads:   10,
+		GitMaxBytes:   256 << 20,
 	}
 }
 
@@ -125,10 +136,12 @@ func (c *Config) Set(key, value string) error {
 		"base_dir": &c.BaseDir, "run_dir": &c.RunDir, "opus_user": &c.OpusUser,
 		"admin_group": &c.AdminGroup, "server_suffix": &c.ServerSuffix,
 		"apache_mode": &c.ApacheMode, "apache_dir": &c.ApacheDir, "python": &c.Python,
+		"postgres_admin": &c.PostgresAdmin,
 	}
 	num := map[string]*int{
 		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort,
 		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
+		"git_max_bytes": &c.GitMaxBytes,
 	}
 	if p, ok := str[key]; ok {
 		*p = value
@@ -173,6 +186,9 @@ func (c Config) Validate() error {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
 			return fmt.Errorf("server_suffix: %q may hold only a-z, 0-9, '-' and '.'", c.ServerSuffix)
 		}
+	}
+	if c.GitMaxBytes < 1<<20 {
+		return fmt.Errorf("git_max_bytes: %d is below the least useful limit of 1 MiB (1048576)", c.GitMaxBytes)
 	}
 	if c.OpusUser == "" || c.OpusUser == "root" {
 		return fmt.Errorf("opus_user: %q must name an unprivileged user", c.OpusUser)

@@ -25,6 +25,11 @@ func TestParse(t *testing.T) {
 		{name: "suffix without dot", in: "server_suffix example.com\n", wantErr: "start with a dot"},
 		{name: "suffix injection", in: "server_suffix .a\"b\n", wantErr: "may hold only"},
 		{name: "root opus user", in: "opus_user root\n", wantErr: "unprivileged"},
+		{name: "postgres admin keeps its spaces", in: "postgres_admin host=/var/run/postgresql user=opus dbname=postgres\n", check: func(c Config) bool {
+			return c.PostgresAdmin == "host=/var/run/postgresql user=opus dbname=postgres"
+		}},
+		{name: "git limit", in: "git_max_bytes 2097152\n", check: func(c Config) bool { return c.GitMaxBytes == 2<<20 }},
+		{name: "git limit too small", in: "git_max_bytes 1000\n", wantErr: "git_max_bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,7 +85,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 12 {
+	if c != Default() || n != 14 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }
