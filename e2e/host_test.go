@@ -238,14 +238,17 @@ func startHost() (*host, error) {
 	cfg.AdminGroup = adminGroup
 	cfg.ApacheDir = filepath.Join(root, "apache")
 	cfg.HTTPPort, cfg.HTTPSPort = httpPort, httpsPort
+	// Small enough that the hostile-source test's oversized repository is
+	// cheap to build; every other test's repository is a few KiB.
+	cfg.GitMaxBytes = 8 << 20
 	webPort, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	h.webAddr = fmt.Sprintf("127.0.0.1:%d", webPort)
 	h.cfg = cfg
-	conf := fmt.Sprintf("# written by the e2e tests\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\n",
-		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python)
+	conf := fmt.Sprintf("# written by the e2e tests\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\ngit_max_bytes %d\n",
+		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python, cfg.GitMaxBytes)
 	h.conf = filepath.Join(root, "opus.conf")
 	if err := os.WriteFile(h.conf, []byte(conf), 0o644); err != nil {
 		return nil, err

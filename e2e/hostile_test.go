@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,23 +178,38 @@ func TestHostileArchives(t *testing.T) {
 	}
 }
 
-// TestHostileSources: transports other than git's own are refused at once;
-// a repository with a link leaving the tree, an app that is not a package
-// and an unreachable host fail the operation with a clear message, in
-// bounded time, and nothing outside the project is touched.
+// TestHostileSources: transports other than git's own, and a local
+// repository named by a non-admin, are refused at once with nothing
+// changed on the host; a repository with a link leaving the tree, an app
+// that is not a package, an unreachable host and plain http fail the
+// operation with a clear message, in bounded time, and nothing outside the
+// project is touched. (Path-traversal entries: TestHostileGitTrees; a
+// repository past the size limit: TestHostileGitSize.)
 func TestHostileSources(t *testing.T) {
 	h := needHost(t)
-	for _, tt := range []struct{ src, want string }{
-		{"ext::sh -c touch% /tmp/opus-e2e-pwned", "transport"},
-		{"fd::17", "transport"},
+	local := newGitApp(t, "mine", "never")
+	for _, tt := range []struct {
+		uid       uint32
+		src, want string
+	}{
+		{0, "ext::sh -c touch% /tmp/opus-e2e-pwned", "transport"},
+		{0, "fd::17", "transport"},
+		{0, "ftp://127.0.0.1:1/x.git", `"ftp" is not one of`},
+		{0, "http://127.0.0.1:1/x.git", "plain http"},
+		// Another user's files are no source for a non-admin: opusd
+		// would read them with its own rights.
+		{h.otherID, local.dir + "@main", "only admins"},
+		{h.otherID, "file://" + local.dir + "@main", "only admins"},
 	} {
 		name := h.newProject(t)
-		r := h.ctl(t, 0, "", "create", name, "--app", "evil="+tt.src)
-		if r.code == 0 || !strings.Contains(strings.ToLower(r.err), tt.want) {
+		before := hostState(t)
+		r := h.ctl(t, tt.uid, "", "create", name, "--app", "evil="+tt.src)
+		if r.code == 0 || !strings.Contains(strings.ToLower(r.err), strings.ToLower(tt.want)) {
 			t.Errorf("create with %q: exit %d %q, want a refusal mentioning %q", tt.src, r.code, r.err, tt.want)
 		}
-		if exists("/tmp/opus-e2e-pwned") || passwdLine(t, "opus-"+name) != "" {
-			t.Errorf("a refused source changed the host")
+		if exists("/tmp/opus-e2e-pwned") || passwdLine(t, "opus-"+name) != "" || hostState(t) != before ||
+			exists(filepath.Join(h.cfg.BaseDir, "projects", name)) {
+			t.Errorf("a refused source %q changed the host", tt.src)
 		}
 	}
 
@@ -224,6 +242,128 @@ func TestHostileSources(t *testing.T) {
 			t.Errorf("/etc/shadow changed: %+v, was %+v", got, shadow)
 		}
 		h.mustCtl(t, 0, "destroy", name, "--yes")
+	}
+}
+
+// hugeRepo makes a git app repository whose main holds an incompressible
+// blob of size bytes, so that its pack is at least that big.
+func hugeRepo(t *testing.T, name string, size int) *gitApp {
+	t.Helper()
+	g := newGitApp(t, name, "never")
+	blob := make([]byte, size)
+	if _, err := crand.Read(blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(g.dir, "big.bin"), blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g.git(t, "add", "-A")
+	g.git(t, "commit", "-q", "-m", "huge")
+	return g
+}
+
+// gitCacheLeftovers lists what a fetch of url left in opusd's git cache:
+// the URL's cache directory (none is made for a refused first fetch) and
+// any temporary file of an interrupted transfer anywhere in the cache.
+func (h *host) gitCacheLeftovers(t *testing.T, url string) []string {
+	t.Helper()
+	cache := filepath.Join(h.cfg.BaseDir, "git")
+	sum := sha256.Sum256([]byte(url))
+	var found []string
+	if key := filepath.Join(cache, hex.EncodeToString(sum[:])); exists(key) {
+		found = append(found, key)
+	}
+	filepath.Walk(cache, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && (strings.HasPrefix(fi.Name(), "tmp_") || strings.HasPrefix(fi.Name(), "._packed-refs")) {
+			found = append(found, p)
+		}
+		return nil
+	})
+	return found
+}
+
+// TestHostileGitSize: a repository past git_max_bytes (8 MiB in the e2e
+// configuration), whether in a new project or added to a live one, fails
+// the operation with a message naming the app, the limit and the key to
+// raise; no byte of it is left in the git cache or the project tree, the
+// vhost is not touched and a live project keeps serving what it had.
+func TestHostileGitSize(t *testing.T) {
+	h := needHost(t)
+	if h.cfg.GitMaxBytes != 8<<20 {
+		t.Fatalf("the e2e configuration sets git_max_bytes %d, this test needs 8 MiB", h.cfg.GitMaxBytes)
+	}
+	huge := hugeRepo(t, "huge", 9<<20)
+	wantMsg := []string{
+		"app huge:",
+		"the repository needs more than 8 MiB",
+		"git_max_bytes 8388608 in opusd's configuration",
+	}
+	for _, live := range []bool{false, true} {
+		name := h.newProject(t)
+		tiny := newGitApp(t, "tiny", "tiny still serves")
+		if live {
+			h.mustCtl(t, 0, "create", name, "--app", tiny.dir+"@main")
+		}
+		vhost := filepath.Join(h.cfg.ApacheDir, "sites", name+".conf")
+		var vhostBefore fileState
+		if live {
+			vhostBefore = stateOf(t, vhost)
+		}
+		users := hostState(t)
+		start := time.Now()
+		var r result
+		if live {
+			r = h.ctl(t, 0, "", "apps", "add", name, huge.dir+"@main")
+		} else {
+			r = h.ctl(t, 0, "", "create", name, "--app", huge.dir+"@main")
+		}
+		if r.code == 0 {
+			t.Errorf("live=%v: a repository past the size limit was deployed", live)
+		}
+		for _, w := range wantMsg {
+			if !strings.Contains(r.err+r.out, w) {
+				t.Errorf("live=%v: the failure does not say %q:\n%s%s", live, w, r.out, r.err)
+			}
+		}
+		if d := time.Since(start); d > 2*time.Minute {
+			t.Errorf("live=%v: the refusal took %v", live, d)
+		}
+		if l := h.gitCacheLeftovers(t, huge.dir); len(l) != 0 {
+			t.Errorf("live=%v: the refused fetch left data in the git cache: %v", live, l)
+		}
+		proj := filepath.Join(h.cfg.BaseDir, "projects", name)
+		filepath.Walk(proj, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && (fi.Name() == "big.bin" || strings.HasPrefix(fi.Name(), ".huge")) {
+				t.Errorf("live=%v: the refused app left %s", live, p)
+			}
+			return nil
+		})
+		if exists(filepath.Join(proj, "code", "huge")) {
+			t.Errorf("live=%v: the refused app's directory exists", live)
+		}
+		if live {
+			// A live project: nothing on the host moved and it still serves.
+			if hostState(t) != users {
+				t.Errorf("users changed after a refused app")
+			}
+			if stateOf(t, vhost) != vhostBefore {
+				t.Errorf("the vhost changed after a refused app")
+			}
+			mustGet(t, webClient(), h.url(name, "http", "/tiny/"), "tiny still serves")
+			out := h.mustCtl(t, 0, "show", name)
+			if !strings.Contains(out, "git_max_bytes") {
+				t.Errorf("show does not give the last error:\n%s", out)
+			}
+		} else if exists(vhost) {
+			// A new project stops at its sources: its user and empty
+			// tree wait for the owner to fix the spec or destroy it, but
+			// no site is installed for it.
+			t.Errorf("a project whose only app was refused got a vhost")
+		}
+		h.mustCtl(t, 0, "destroy", name, "--yes")
+		if passwdLine(t, "opus-"+name) != "" || exists(proj) {
+			t.Errorf("live=%v: destroy left the user or the tree", live)
+		}
 	}
 }
 

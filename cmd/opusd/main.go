@@ -147,7 +147,7 @@ func run() error {
 		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
 		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads,
-		Uploads: uploads, Git: &source.Git{CacheDir: gitCache},
+		Uploads: uploads, Git: &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)},
 		Logger: log,
 	})
 	// The web console, off unless --web-addr: HTTPS with its own

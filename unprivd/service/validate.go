@@ -101,9 +101,13 @@ func validateGitURL(raw string) (local bool, err error) {
 			return false, fmt.Errorf("git url %q: %v", trunc(raw), err)
 		}
 		switch u.Scheme {
-		case "https", "http", "ssh", "git":
+		case "https", "ssh", "git":
+		case "http":
+			// Refused here, not only by the fetcher, so that a create
+			// with such an app fails before anything is made on the host.
+			return false, fmt.Errorf("git url %q uses plain http, which anyone on the way could tamper with; use https://", trunc(raw))
 		default:
-			return false, fmt.Errorf("git url %q: scheme %q is not one of https, http, ssh, git", trunc(raw), u.Scheme)
+			return false, fmt.Errorf("git url %q: scheme %q is not one of https, ssh, git", trunc(raw), u.Scheme)
 		}
 		if u.Host == "" {
 			return false, fmt.Errorf("git url %q has no host", trunc(raw))

@@ -13,7 +13,7 @@ func TestValidateGitURL(t *testing.T) {
 		ok    bool
 	}{
 		{"https://github.com/a/b.git", false, true},
-		{"http://example.com/r", false, true},
+		{"http://example.com/r", false, false},
 		{"ssh://git@example.com/r.git", false, true},
 		{"git://example.com/r.git", false, true},
 		{"git@github.com:a/b.git", false, true},

@@ -171,10 +171,21 @@ func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, de
 		// start from nothing, once. Errors that are the remote's or the
 		// caller's (unreachable host, unknown ref) keep the cache.
 		if rmErr := os.RemoveAll(key); rmErr == nil {
+			cached = false
 			repo, hash, err = f.resolve(ctx, ref)
 		}
 	}
 	if err != nil {
+		// A failed fetch leaves nothing behind: go-git keeps the pack it
+		// was receiving in a temporary file when the transfer is cut (by
+		// the size limit, the time limit or the remote), so a repeated
+		// attempt would otherwise pile up to MaxBytes of dead data each
+		// time. A cache this fetch created holds nothing worth keeping.
+		if !cached {
+			os.RemoveAll(key)
+		} else {
+			removeTempFiles(key)
+		}
 		if ctx.Err() != nil && !errors.As(err, new(inputError)) {
 			return "", fmt.Errorf("git fetch %s: gave up after %v: %w", rawURL, timeout, err)
 		}
@@ -495,7 +506,32 @@ func writeCommit(ctx context.Context, repo *git.Repository, h plumbing.Hash, des
 	})
 }
 
+// removeTempFiles removes the temporary files go-git writes while it
+// receives a pack or rewrites packed refs ("tmp_pack_*", "tmp_obj_*",
+// "._packed-refs*") from both cache repositories under key; what
+// is left are only completed packs and refs.
+func removeTempFiles(key string) {
+	for _, kind := range []string{"shallow", "full"} {
+		for _, dir := range []string{filepath.Join(key, kind), filepath.Join(key, kind, "objects", "pack")} {
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				continue
+			}
+			for _, e := range ents {
+				if n := e.Name(); e.Type().IsRegular() && (strings.HasPrefix(n, "tmp_") || strings.HasPrefix(n, "._packed-refs")) {
+					os.Remove(filepath.Join(dir, n))
+				}
+			}
+		}
+	}
+}
+
 var errBudget = errors.New("fetch size limit reached")
+
+// GitMaxBytesKey is the opusd configuration key that sets Git.MaxBytes; the
+// size-limit error names it so that the message says how to allow a larger
+// repository.
+const GitMaxBytesKey = "git_max_bytes"
 
 // byteBudget counts the bytes written by one fetch.
 type byteBudget struct {
@@ -505,9 +541,19 @@ type byteBudget struct {
 
 func (b *byteBudget) add(n int) error {
 	if b.used.Add(int64(n)) > b.max {
-		return fmt.Errorf("%w: the repository needs more than %d bytes", errBudget, b.max)
+		return fmt.Errorf("%w: the repository needs more than %s, the most one fetch may write (%s %d in opusd's configuration; an administrator may raise it)",
+			errBudget, sizeText(b.max), GitMaxBytesKey, b.max)
 	}
 	return nil
+}
+
+// sizeText writes n bytes the way the configuration documents sizes: in
+// MiB when whole, else in bytes.
+func sizeText(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // countingFS is a billy filesystem whose files count writes against a

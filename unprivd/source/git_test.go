@@ -3,6 +3,8 @@ package source
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,5 +268,68 @@ func TestGitLocalWithoutGitBinary(t *testing.T) {
 	g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache"), Timeout: time.Minute}
 	if _, err := g.Fetch(context.Background(), t.TempDir(), "main", true, filepath.Join(t.TempDir(), "app")); err == nil {
 		t.Errorf("Fetch of a directory that is no repository succeeded")
+	}
+}
+
+// TestGitSizeLimitLeavesNothing: a fetch cut by the size limit says which
+// limit and which configuration key, and leaves no partial pack in the
+// cache: none at all when the fetch created the cache, and only the
+// earlier, complete data when the cache already existed.
+func TestGitSizeLimitLeavesNothing(t *testing.T) {
+	repo := testRepo(t)
+	gitRun(t, repo, "checkout", "-q", "-b", "big")
+	big := make([]byte, 3<<20)
+	if _, err := rand.Read(big); err != nil { // incompressible
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitRun(t, repo, "add", ".")
+	gitRun(t, repo, "commit", "-q", "-m", "big")
+	gitRun(t, repo, "checkout", "-q", "main")
+
+	leftovers := func(cache string) []string {
+		var found []string
+		filepath.Walk(cache, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && (strings.HasPrefix(fi.Name(), "tmp_") || strings.HasPrefix(fi.Name(), "._packed-refs")) {
+				found = append(found, p)
+			}
+			return nil
+		})
+		return found
+	}
+	const want = "the repository needs more than 2 MiB, the most one fetch may write (git_max_bytes 2097152 in opusd's configuration"
+	for _, warm := range []bool{false, true} {
+		cache := filepath.Join(t.TempDir(), "cache")
+		g := &Git{CacheDir: cache, Timeout: time.Minute, MaxBytes: 2 << 20}
+		if warm {
+			if _, err := g.Fetch(context.Background(), repo, "main", true, filepath.Join(t.TempDir(), "app")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, ref := range []string{"big", gitRun(t, repo, "rev-parse", "big")[:10]} {
+			dest := filepath.Join(t.TempDir(), "app")
+			_, err := g.Fetch(context.Background(), repo, ref, true, dest)
+			if !errors.Is(err, errBudget) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("warm=%v fetch %s = %v, want the size limit: %q", warm, ref, err, want)
+			}
+			if _, err := os.Stat(dest); err == nil {
+				t.Errorf("warm=%v: %s written", warm, dest)
+			}
+			if l := leftovers(cache); len(l) != 0 {
+				t.Errorf("warm=%v fetch %s left partial data: %v", warm, ref, l)
+			}
+			ents, _ := os.ReadDir(cache)
+			if !warm && len(ents) != 0 {
+				t.Errorf("a refused first fetch left a cache: %v", ents)
+			}
+		}
+		if warm {
+			// The complete earlier data still serves, and still fits.
+			if _, err := g.Fetch(context.Background(), repo, "main", true, filepath.Join(t.TempDir(), "app")); err != nil {
+				t.Errorf("main after a refused fetch: %v", err)
+			}
+		}
 	}
 }
