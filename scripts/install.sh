@@ -1,7 +1,14 @@
 #!/bin/sh
 # make install / make uninstall: binaries, units, the default config, and
-# (when installing onto this machine, DESTDIR empty, as root) the opus user
-# and the admin group. Reads PREFIX and DESTDIR from the environment.
+# (when installing onto this machine, DESTDIR empty, as root) the opus user,
+# the admin group and the state directory. Reads PREFIX and DESTDIR from the
+# environment.
+#
+# On this machine, install records in /etc/opus/.install-created each thing
+# it created (an account, a directory, the default config) the moment it
+# creates it, and uninstall removes only what that record names: an opus
+# user, admin group or /etc/opus the host had before `make install` (made by
+# the demo, a package, an admin) is never deleted by `make uninstall`.
 set -eu
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
@@ -12,6 +19,8 @@ sbin="$DESTDIR$PREFIX/sbin"
 units="$DESTDIR$UNITDIR"
 conf="$DESTDIR/etc/opus"
 doc="$DESTDIR$PREFIX/share/doc/opus"
+state=/var/lib/opus
+record="$conf/.install-created"
 # systemd wants absolute ExecStart= paths, so PREFIX must be absolute.
 case "$PREFIX" in
 /*) ;;
@@ -20,9 +29,17 @@ esac
 # PREFIX goes into a sed replacement: escape what sed would interpret there.
 prefix_sed=$(printf '%s\n' "$PREFIX" | sed 's/[\\|&]/\\&/g')
 
+# onhost: installing onto this machine as root (not into a DESTDIR tree).
+onhost() { [ -z "$DESTDIR" ] && [ "$(id -u)" = 0 ]; }
+# created WHAT: append WHAT to the record (host installs only).
+created() { if onhost; then echo "$1" >>"$record"; fi; }
+# recorded WHAT: the record says install created WHAT.
+recorded() { [ -f "$record" ] && grep -qxF "$1" "$record"; }
+
 case "${1:-install}" in
 install)
-	install -d "$bin" "$sbin" "$units" "$conf" "$doc"
+	[ -d "$conf" ] || { install -d "$conf"; created conf-dir; }
+	install -d "$bin" "$sbin" "$units" "$doc"
 	install -m 0755 bin/opusctl "$bin/opusctl"
 	install -m 0755 bin/opusd "$sbin/opusd"
 	install -m 0755 bin/opus-privd "$sbin/opus-privd"
@@ -30,12 +47,15 @@ install)
 		sed "s|/usr/local/|$prefix_sed/|g" "systemd/$u" >"$units/$u"
 		chmod 0644 "$units/$u"
 	done
-	[ -f "$conf/opus.conf" ] || install -m 0644 systemd/opus.conf "$conf/opus.conf"
+	[ -f "$conf/opus.conf" ] || { install -m 0644 systemd/opus.conf "$conf/opus.conf"; created conf; }
 	install -m 0644 README.md "$doc/README.md"
-	if [ -z "$DESTDIR" ] && [ "$(id -u)" = 0 ]; then
-		getent group opus-admin >/dev/null || groupadd --system opus-admin
-		getent passwd opus >/dev/null || useradd --system --no-create-home --home-dir /var/lib/opus --shell /usr/sbin/nologin --user-group opus
-		install -d -o opus -g opus -m 0755 /var/lib/opus
+	if onhost; then
+		getent group opus-admin >/dev/null || { groupadd --system opus-admin; created admin-group; }
+		getent passwd opus >/dev/null || {
+			useradd --system --no-create-home --home-dir "$state" --shell /usr/sbin/nologin --user-group opus
+			created user
+		}
+		[ -d "$state" ] || { install -d -o opus -g opus -m 0755 "$state"; created state-dir; }
 		command -v systemctl >/dev/null && [ -d /run/systemd/system ] && systemctl daemon-reload || true
 	fi
 	echo "installed into ${DESTDIR:-/} (PREFIX=$PREFIX)"
@@ -44,15 +64,35 @@ uninstall)
 	rm -f "$bin/opusctl" "$sbin/opusd" "$sbin/opus-privd"
 	for u in opusd.service opusd.socket opus-privd.service opus-privd.socket; do rm -f "$units/$u"; done
 	rm -rf "$doc"
-	# The config is the admin's; leave it unless it is still the default.
-	if [ -f "$conf/opus.conf" ] && cmp -s systemd/opus.conf "$conf/opus.conf"; then
-		rm -f "$conf/opus.conf"
-		rmdir "$conf" 2>/dev/null || true
-	fi
-	if [ -z "$DESTDIR" ] && [ "$(id -u)" = 0 ]; then
-		getent passwd opus >/dev/null && userdel opus || true
-		getent group opus >/dev/null && groupdel opus 2>/dev/null || true
-		getent group opus-admin >/dev/null && groupdel opus-admin || true
+	if onhost; then
+		# Only what install created; state a daemon wrote is kept.
+		if recorded state-dir; then
+			rmdir "$state" 2>/dev/null || echo "keeping $state: it holds Opus state (remove it by hand)" >&2
+		fi
+		if recorded user && getent passwd opus >/dev/null; then
+			userdel opus || echo "could not delete the opus user (is opusd still running?)" >&2
+		fi
+		if recorded user && getent group opus >/dev/null; then
+			groupdel opus || true
+		fi
+		if recorded admin-group && getent group opus-admin >/dev/null; then
+			groupdel opus-admin || echo "could not delete the opus-admin group" >&2
+		fi
+		# The config is the admin's; remove it only if install put it
+		# there and it is still the default.
+		if recorded conf && cmp -s systemd/opus.conf "$conf/opus.conf"; then
+			rm -f "$conf/opus.conf"
+		fi
+		dir_ours=no
+		recorded conf-dir && dir_ours=yes
+		rm -f "$record"
+		[ "$dir_ours" = no ] || rmdir "$conf" 2>/dev/null || true
+	else
+		# A DESTDIR tree is all install's: the config goes unless edited.
+		if [ -f "$conf/opus.conf" ] && cmp -s systemd/opus.conf "$conf/opus.conf"; then
+			rm -f "$conf/opus.conf"
+			rmdir "$conf" 2>/dev/null || true
+		fi
 	fi
 	echo "uninstalled from ${DESTDIR:-/}"
 	;;

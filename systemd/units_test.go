@@ -164,6 +164,10 @@ func TestUnitsHardening(t *testing.T) {
 		{"opusd.service", "Service", "Group", def.OpusUser, nil},
 		{"opusd.service", "Service", "ExecStart", "/usr/local/sbin/opusd --config " + config.DefaultPath, nil},
 		{"opusd.service", "Service", "NoNewPrivileges", "yes", nil},
+		// opusd pings at half of it (cmd/opusd/watchdog.go); a kill by the
+		// watchdog counts as a failure, so Restart= brings it back.
+		{"opusd.service", "Service", "WatchdogSec", "30s", nil},
+		{"opusd.service", "Service", "Restart", "on-failure", nil},
 		{"opusd.service", "Service", "ProtectSystem", "strict", nil},
 		{"opusd.service", "Service", "ReadWritePaths", def.BaseDir, nil},
 		{"opusd.service", "Service", "PrivateTmp", "yes", nil},
@@ -175,6 +179,8 @@ func TestUnitsHardening(t *testing.T) {
 		{"opusd.service", "Service", "MemoryDenyWriteExecute", "yes", nil},
 		{"opusd.service", "Service", "RestrictNamespaces", "yes", nil},
 		{"opusd.service", "Unit", "Requires", "", fields("opusd.socket opus-privd.socket")},
+		// At boot privd starts the managed Apache for installed sites.
+		{"opusd.service", "Unit", "Wants", "opus-privd.service", nil},
 		{"opusd.socket", "Socket", "ListenStream", def.OpusdSocket(), nil},
 		// Any local user may connect: identity is the peer uid, per call.
 		{"opusd.socket", "Socket", "SocketMode", "0666", nil},
@@ -350,6 +356,29 @@ func needMake(t *testing.T) {
 	}
 }
 
+// installLock is the lock e2e's TestInstallOnHost holds while it runs the
+// real `make install` onto this machine (the same path is spelled there).
+// Tests here running make take it too: their builds into bin/ would race
+// that one, and TestInstallTree's "no account appears on the host" check
+// would see the opus user that install creates.
+const installLock = "/tmp/opus-install.lock"
+
+// lockInstall holds installLock until the test ends. Without access to it
+// (not root) no host install can run either, so the test goes on unlocked.
+func lockInstall(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(installLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Logf("running without %s: %v", installLock, err)
+		return
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("lock %s: %v", installLock, err)
+	}
+	t.Cleanup(func() { f.Close() })
+}
+
 // makeRun runs `make TARGET DESTDIR=destdir PREFIX=prefix` in the checkout.
 func makeRun(t *testing.T, target, destdir, prefix string) string {
 	t.Helper()
@@ -371,6 +400,7 @@ func TestUnitsVerify(t *testing.T) {
 		t.Skip("needs systemd-analyze (Debian package systemd) to verify the units: ", err)
 	}
 	needMake(t)
+	lockInstall(t)
 	// The units pull in sysinit.target, sockets.target and friends: the
 	// temporary root gets a copy of the host's vendor units.
 	const vendor = "/usr/lib/systemd/system"
@@ -510,6 +540,7 @@ func files(t *testing.T, dir string) map[string]fs.FileMode {
 // created on the host.
 func TestInstallTree(t *testing.T) {
 	needMake(t)
+	lockInstall(t)
 	tests := []struct {
 		prefix string
 		// editConf: the admin edits /etc/opus/opus.conf after installing;

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -24,11 +25,13 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/journal"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/privd/account"
 	"github.com/opus-hosting/opus/privd/apache"
 	"github.com/opus-hosting/opus/privd/manage"
 	"github.com/opus-hosting/opus/privd/server"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
 // stopTimeout is how long in-flight calls get to finish on SIGTERM before
@@ -171,7 +174,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "opus-privd:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	log := slog.New(journal.ForDaemon("opus-privd", stderr, &slog.HandlerOptions{Level: o.logLevel}))
 	slog.SetDefault(log)
 	if err := serve(o, log); err != nil {
 		log.Error("opus-privd failed", "err", err)
@@ -205,10 +208,20 @@ func serve(o options, log *slog.Logger) error {
 	runner.Logger = log
 	// The privd packages meet only here; these assignments are the
 	// compile-time check that they fit the server's interfaces.
+	apacheSites := apache.NewSites(cfg, ctl, apache.Options{Logger: log})
 	var (
-		sites   server.Sites   = apache.NewSites(cfg, ctl, apache.Options{Logger: log})
+		sites   server.Sites   = apacheSites
 		manager server.Manager = runner
 	)
+	if sys, ok := ctl.(*apache.System); ok {
+		// Without the include, vhosts would pass configtest and never be
+		// served: refuse installs (not start-up, so removals and logs keep
+		// working) and say so now, not at the first deploy.
+		if err := sys.CheckInclude(); err != nil {
+			log.Error("InstallSite is refused until the system Apache includes Opus's vhosts", "err", err)
+		}
+		sites = apache.IncludeGuard{Sites: apacheSites, Check: sys.CheckInclude}
+	}
 	srv := server.New(server.Config{
 		OpusUID: uid, OpusGID: gid, BaseDir: cfg.BaseDir,
 		Accounts: &account.Accounts{BaseDir: cfg.BaseDir},
@@ -229,6 +242,9 @@ func serve(o options, log *slog.Logger) error {
 	}
 	log.Info("opus-privd ready", "opus_user", cfg.OpusUser, "opus_uid", uid, "base_dir", cfg.BaseDir,
 		"apache_mode", cfg.ApacheMode, "apache_dir", cfg.ApacheDir)
+	if m, ok := ctl.(*apache.Managed); ok {
+		go bringUpApache(m, apacheSites, log)
+	}
 
 	select {
 	case err := <-served:
@@ -249,4 +265,32 @@ func serve(o options, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// apacheStartTimeout bounds bringing the managed Apache up at start-up.
+const apacheStartTimeout = 2 * time.Minute
+
+// bringUpApache starts the managed Apache when it is down but has vhosts
+// to serve — after a reboot nothing else would start it until some
+// project changed. A running Apache is left alone: a graceful restart
+// would restart every project's mod_wsgi daemons for nothing. It goes
+// through Sites.Reload, so it is configtested and serialised with any
+// InstallSite that arrives meanwhile.
+func bringUpApache(m *apache.Managed, sites *apache.Sites, log *slog.Logger) {
+	if pid := m.Running(); pid != 0 {
+		log.Info("managed Apache already running", "master_pid", pid)
+		return
+	}
+	vhosts, err := filepath.Glob(filepath.Join(m.Sites(), "*.conf"))
+	if err != nil || len(vhosts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), apacheStartTimeout)
+	defer cancel()
+	res, err := sites.Reload(ctx, &privdv1.ReloadApacheRequest{})
+	if err != nil {
+		log.Error("could not start the managed Apache for the installed sites", "sites", len(vhosts), "err", err)
+		return
+	}
+	log.Info("started the managed Apache for the installed sites", "sites", len(vhosts), "master_pid", res.GetMasterPid(), "started", res.GetStarted())
 }

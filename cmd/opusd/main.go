@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/journal"
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/drift"
@@ -85,7 +86,7 @@ func run() error {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(journal.ForDaemon("opusd", os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
 	cfg, err := config.Load(f.config, true)
@@ -216,6 +217,7 @@ func run() error {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY", "err", err)
 	}
+	go watchdog(ctx, log, storeReadable(st), apiServing(lis.Addr().String()))
 	log.Info("opusd serving", "socket", lis.Addr().String(), "state", st.Path(), "privd", privdSocket, "admin_group", cfg.AdminGroup)
 
 	var failure error
