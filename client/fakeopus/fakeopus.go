@@ -488,7 +488,7 @@ func (s *Server) UpdateSettings(ctx context.Context, req *opusv1.UpdateSettingsR
 	}
 	p.Settings, p.Admin = set, set.Admin
 	p.Generation++
-	return s.startOpLocked(p.Name, opusv1.OperationKind_OPERATION_KIND_RECONCILE, uid), nil
+	return s.startOpLocked(p.Name, opusv1.OperationKind_OPERATION_KIND_UPDATE_SETTINGS, uid), nil
 }
 
 // SetCertificate implements opusv1.OpusServer.

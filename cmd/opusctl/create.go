@@ -113,7 +113,7 @@ otherwise pipe it in and pass --superuser-password-stdin.
 	f.StringVar(&superuser, "superuser", "", "create a Django superuser with this user name on first deploy")
 	f.StringVar(&email, "superuser-email", "", "the superuser's e-mail address")
 	f.BoolVar(&passwordStdin, "superuser-password-stdin", false, "read the superuser's password from the first line of stdin instead of prompting")
-	f.StringVar(&database, "database", "", "keep the data in this PostgreSQL database: postgresql://USER@HOST[:PORT]/NAME (default: SQLite)")
+	f.StringVar(&database, "database", "", "keep the data in PostgreSQL: postgresql://USER@HOST[:PORT]/NAME, or \"provision\" to have Opus make a database (default: SQLite)")
 	f.StringVar(&dbPassword, "database-password-file", "", "read the --database role's password from the first line of this file")
 	return cmd
 }

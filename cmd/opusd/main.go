@@ -35,6 +35,7 @@ import (
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/drift"
+	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/reconcile"
 	"github.com/opus-hosting/opus/unprivd/service"
 	"github.com/opus-hosting/opus/unprivd/source"
@@ -144,12 +145,27 @@ func run() error {
 	if err := os.MkdirAll(gitCache, 0o750); err != nil {
 		return fmt.Errorf("git cache: %w", err)
 	}
+	// PostgreSQL provisioning is on when postgres_admin is set.
+	var (
+		pgAdmin   reconcile.Provisioner
+		provision *service.Provisioning
+	)
+	if cfg.PostgresAdmin != "" {
+		a, err := postgres.New(cfg.PostgresAdmin)
+		if err != nil {
+			return err
+		}
+		pgAdmin = a
+		host, port := a.ProjectHost()
+		provision = &service.Provisioning{Host: host, Port: port}
+		log.Info("provisioning PostgreSQL for projects that ask", "admin", a.String())
+	}
 	rec := reconcile.New(st, privd, reconcile.Options{
 		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
 		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads,
 		Uploads: uploads, Git: &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)},
-		Logger: log,
+		Postgres: pgAdmin, Logger: log,
 	})
 	// The web console, off unless --web-addr: HTTPS with its own
 	// self-signed certificate under BASE/web/.
@@ -169,6 +185,7 @@ func run() error {
 		ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: consoleURL,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: filepath.Join(cfg.ApacheDir, "sites")},
+		Provision: provision,
 	})
 	if err != nil {
 		return err

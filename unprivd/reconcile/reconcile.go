@@ -83,6 +83,9 @@ type Options struct {
 	Uploads Uploads
 	// Git fetches git apps; nil refuses git apps.
 	Git Fetcher
+	// Postgres provisions PostgreSQL for projects that ask Opus to; nil
+	// fails such projects' runs (see database.go).
+	Postgres Provisioner
 	// HealthAddr is where the health check connects (host:port); empty
 	// means 127.0.0.1:HTTPPort.
 	HealthAddr string

@@ -346,8 +346,8 @@ func (e *env) wait(t *testing.T, id string) *store.Operation {
 
 // The step lists of a deploy and a teardown that went through.
 const (
-	deployedSteps = "user:DONE directories:DONE recover:DONE data:DONE sources:DONE render:DONE secure:DONE migrate:DONE superuser:DONE certificate:DONE vhost:DONE reload:DONE health:DONE"
-	tornDownSteps = "site:DONE reload:DONE tree:DONE user:DONE forget:DONE"
+	deployedSteps = "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:DONE migrate:DONE superuser:DONE certificate:DONE vhost:DONE reload:DONE health:DONE"
+	tornDownSteps = "site:DONE reload:DONE tree:DONE user:DONE database:DONE forget:DONE"
 )
 
 // stepMessage returns the message of op's last step called name.
@@ -448,7 +448,7 @@ func TestFailedStepKeepsPreviousState(t *testing.T) {
 	if op.State != store.OpFailed || !strings.Contains(op.Error, "step secure") || !strings.Contains(op.Error, "permission denied") {
 		t.Fatalf("op = %s %q", op.State, op.Error)
 	}
-	if got := stepNames(op); got != "user:DONE directories:DONE recover:DONE data:DONE sources:DONE render:DONE secure:FAILED" {
+	if got := stepNames(op); got != "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:FAILED" {
 		t.Fatalf("steps = %q", got)
 	}
 	p, _ := e.st.GetProject(context.Background(), "wiki")

@@ -25,7 +25,8 @@ type Step struct {
 }
 
 // DeploySteps is the ordered chain toward a project's spec (DESIGN.md):
-// user → directories → recover (undo an interrupted run) → data (drop
+// user → directories → database (a provisioned PostgreSQL, before
+// anything runs manage.py) → recover (undo an interrupted run) → data (drop
 // removed apps' tables) → sources → render → secure → migrate →
 // superuser → certificate → vhost → reload → health. sources and render
 // come before secure so that everything they write gets the file policy;
@@ -35,6 +36,7 @@ func DeploySteps() []Step {
 	return []Step{
 		{Name: "user", Run: stepUser},
 		{Name: "directories", Run: stepDirectories},
+		{Name: "database", Run: stepDatabase},
 		{Name: "recover", Run: stepRecover},
 		{Name: "data", Run: stepDropData},
 		{Name: "sources", Run: stepSources},
@@ -51,7 +53,8 @@ func DeploySteps() []Step {
 
 // TeardownSteps is the chain toward "absent", the deploy chain in reverse:
 // the vhost goes and Apache reloads (which stops the project's mod_wsgi
-// daemon), then the tree, the user, and opusd's own certificate copy.
+// daemon), then the tree, the user, a PostgreSQL database Opus
+// provisioned, and opusd's own certificate copy.
 // After the last step the project's record is deleted.
 func TeardownSteps() []Step {
 	return []Step{
@@ -59,6 +62,7 @@ func TeardownSteps() []Step {
 		{Name: "reload", Run: stepTeardownReload},
 		{Name: "tree", Run: stepRemoveTree},
 		{Name: "user", Run: stepDeleteUser},
+		{Name: "database", Run: stepDropDatabase},
 		{Name: "forget", Run: stepForget},
 	}
 }

@@ -29,10 +29,7 @@ var opKinds = map[store.OpKind]opusv1.OperationKind{
 	store.OpCreate: opusv1.OperationKind_OPERATION_KIND_CREATE, store.OpDelete: opusv1.OperationKind_OPERATION_KIND_DELETE,
 	store.OpAddApp: opusv1.OperationKind_OPERATION_KIND_ADD_APP, store.OpRemoveApp: opusv1.OperationKind_OPERATION_KIND_REMOVE_APP,
 	store.OpUpdateApp: opusv1.OperationKind_OPERATION_KIND_UPDATE_APP, store.OpSetCertificate: opusv1.OperationKind_OPERATION_KIND_SET_CERTIFICATE,
-	store.OpReconcile: opusv1.OperationKind_OPERATION_KIND_RECONCILE,
-	// opus.v1 has no kind of its own for a settings change: it is a
-	// reconcile toward the changed spec.
-	store.OpUpdateSettings: opusv1.OperationKind_OPERATION_KIND_RECONCILE,
+	store.OpReconcile: opusv1.OperationKind_OPERATION_KIND_RECONCILE, store.OpUpdateSettings: opusv1.OperationKind_OPERATION_KIND_UPDATE_SETTINGS,
 }
 
 var opStates = map[store.OpState]opusv1.OperationState{

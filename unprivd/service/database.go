@@ -1,6 +1,8 @@
 package service
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"net"
 	"regexp"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -25,10 +28,23 @@ var pgIdentRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 
 const maxDBPassword = 1024
 
-// databaseFromProto validates the database of a CreateProject: SQLite (nil)
-// or PostgreSQL given by its connection parameters. The values reach the
-// host only as JSON (opus.json, and the password in secrets.json).
-func databaseFromProto(db *opusv1.Database) (*store.Database, error) {
+// Provisioning is where the projects whose PostgreSQL Opus provisions
+// connect (opusd derives it from postgres_admin, see unprivd/postgres).
+type Provisioning struct {
+	// Host and Port of the server; Port 0 is libpq's default.
+	Host string
+	Port int
+}
+
+// provisionedPasswordBytes is the entropy of a generated database
+// password (hex-encoded in the secrets).
+const provisionedPasswordBytes = 32
+
+// databaseFromProto validates the database of a CreateProject: SQLite (nil),
+// PostgreSQL given by its connection parameters, or PostgreSQL that Opus
+// provisions for project (prov nil: provisioning is off). The values reach
+// the host only as JSON (opus.json, and the password in secrets.json).
+func databaseFromProto(db *opusv1.Database, project string, prov *Provisioning) (*store.Database, error) {
 	switch db.GetEngine() {
 	case "", engineSQLite:
 		if db.GetHost() != "" || db.GetName() != "" || db.GetUser() != "" || db.GetPassword() != "" || db.GetPort() != 0 || db.GetProvision() {
@@ -40,7 +56,7 @@ func databaseFromProto(db *opusv1.Database) (*store.Database, error) {
 		return nil, invalid("database.engine", "%q is not %q or %q", trunc(db.GetEngine()), engineSQLite, enginePostgreSQL)
 	}
 	if db.GetProvision() {
-		return nil, status.Error(codes.Unimplemented, "database.provision: Opus cannot create PostgreSQL databases on this host yet; create a database and a role yourself and give their connection parameters")
+		return provisionedDatabase(db, project, prov)
 	}
 	if !pgIdentRE.MatchString(db.GetName()) {
 		return nil, invalid("database.name", "%q is not a database name of letters, digits and '_' (at most 63, not starting with a digit)", trunc(db.GetName()))
@@ -64,11 +80,39 @@ func databaseFromProto(db *opusv1.Database) (*store.Database, error) {
 	return &store.Database{Engine: enginePostgreSQL, Host: host, Port: int(db.GetPort()), Name: db.GetName(), User: db.GetUser(), Password: pw}, nil
 }
 
+// provisionedDatabase is the spec of a database Opus provisions: role and
+// database are named after the project only (so nothing the caller sends
+// reaches SQL), the password is generated and kept like a given one.
+func provisionedDatabase(db *opusv1.Database, project string, prov *Provisioning) (*store.Database, error) {
+	for _, f := range []struct {
+		field string
+		set   bool
+	}{
+		{"database.host", db.GetHost() != ""}, {"database.port", db.GetPort() != 0},
+		{"database.name", db.GetName() != ""}, {"database.user", db.GetUser() != ""},
+		{"database.password", db.GetPassword() != ""},
+	} {
+		if f.set {
+			return nil, invalid(f.field, "must be empty with provision: Opus names the role and the database after the project and generates the password")
+		}
+	}
+	if prov == nil {
+		return nil, status.Error(codes.FailedPrecondition, "database.provision: this host does not provision PostgreSQL; the host administrator must set postgres_admin in opus.conf (a connection whose role has CREATEROLE and CREATEDB) and restart opusd, or give the database by its connection parameters")
+	}
+	role, name := postgres.Names(project)
+	b := make([]byte, provisionedPasswordBytes)
+	if _, err := rand.Read(b); err != nil {
+		return nil, status.Errorf(codes.Internal, "generate a database password: %v", err)
+	}
+	return &store.Database{Engine: enginePostgreSQL, Host: prov.Host, Port: prov.Port, Name: name, User: role,
+		Password: hex.EncodeToString(b), Provisioned: true}, nil
+}
+
 // toDatabase renders a project's database for the API, without its
 // password.
 func toDatabase(db *store.Database) *opusv1.Database {
 	if db == nil {
 		return &opusv1.Database{Engine: engineSQLite}
 	}
-	return &opusv1.Database{Engine: db.Engine, Host: db.Host, Port: int32(db.Port), Name: db.Name, User: db.User}
+	return &opusv1.Database{Engine: db.Engine, Host: db.Host, Port: int32(db.Port), Name: db.Name, User: db.User, Provision: db.Provisioned}
 }

@@ -32,7 +32,6 @@ func TestDatabaseFromProto(t *testing.T) {
 		{"local socket", pg(func(d *opusv1.Database) { d.Host, d.Port = "", 0 }), codes.OK, ""},
 		{"sqlite with parameters", &opusv1.Database{Engine: "sqlite", Name: "x"}, codes.InvalidArgument, "SQLite needs none"},
 		{"other engine", &opusv1.Database{Engine: "mysql"}, codes.InvalidArgument, "database.engine"},
-		{"provision", &opusv1.Database{Engine: "postgresql", Provision: true}, codes.Unimplemented, "provision"},
 		{"no name", pg(func(d *opusv1.Database) { d.Name = "" }), codes.InvalidArgument, "database.name"},
 		{"quoted name", pg(func(d *opusv1.Database) { d.Name = `a"; DROP` }), codes.InvalidArgument, "database.name"},
 		{"bad user", pg(func(d *opusv1.Database) { d.User = "a b" }), codes.InvalidArgument, "database.user"},
@@ -42,7 +41,7 @@ func TestDatabaseFromProto(t *testing.T) {
 		{"password nul", pg(func(d *opusv1.Database) { d.Password = "a\x00" }), codes.InvalidArgument, "database.password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := databaseFromProto(tc.db)
+			got, err := databaseFromProto(tc.db, "blog", &Provisioning{Host: "localhost", Port: 5432})
 			if status.Code(err) != tc.code || (err != nil && !strings.Contains(err.Error(), tc.msg)) {
 				t.Fatalf("err = %v, want %v with %q", err, tc.code, tc.msg)
 			}
@@ -57,6 +56,66 @@ func TestDatabaseFromProto(t *testing.T) {
 				t.Fatalf("sqlite stored as %+v", got)
 			}
 		})
+	}
+}
+
+func TestProvisionedDatabase(t *testing.T) {
+	prov := &Provisioning{Host: "localhost", Port: 5433}
+	for _, tc := range []struct {
+		name string
+		db   *opusv1.Database
+		prov *Provisioning
+		code codes.Code
+		msg  string
+	}{
+		{"provision", &opusv1.Database{Engine: "postgresql", Provision: true}, prov, codes.OK, ""},
+		{"not configured", &opusv1.Database{Engine: "postgresql", Provision: true}, nil, codes.FailedPrecondition, "postgres_admin"},
+		{"sqlite", &opusv1.Database{Engine: "sqlite", Provision: true}, prov, codes.InvalidArgument, "SQLite needs none"},
+		{"no engine", &opusv1.Database{Provision: true}, prov, codes.InvalidArgument, "SQLite needs none"},
+		{"host", &opusv1.Database{Engine: "postgresql", Provision: true, Host: "db"}, prov, codes.InvalidArgument, "database.host"},
+		{"port", &opusv1.Database{Engine: "postgresql", Provision: true, Port: 5432}, prov, codes.InvalidArgument, "database.port"},
+		{"name", &opusv1.Database{Engine: "postgresql", Provision: true, Name: "x"}, prov, codes.InvalidArgument, "database.name"},
+		{"user", &opusv1.Database{Engine: "postgresql", Provision: true, User: "postgres"}, prov, codes.InvalidArgument, "database.user"},
+		{"password", &opusv1.Database{Engine: "postgresql", Provision: true, Password: "x"}, prov, codes.InvalidArgument, "database.password"},
+		{"parameters and not configured", &opusv1.Database{Engine: "postgresql", Provision: true, Name: "x"}, nil, codes.InvalidArgument, "database.name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := databaseFromProto(tc.db, "blog", tc.prov)
+			if status.Code(err) != tc.code || (err != nil && !strings.Contains(err.Error(), tc.msg)) {
+				t.Fatalf("err = %v, want %v with %q", err, tc.code, tc.msg)
+			}
+			if err != nil {
+				if got != nil {
+					t.Fatalf("refused but returned %+v", got)
+				}
+				return
+			}
+			if got == nil || !got.Provisioned || got.Name != "opus_blog" || got.User != "opus_blog" || got.Host != "localhost" || got.Port != 5433 || len(got.Password) != 2*provisionedPasswordBytes {
+				t.Fatalf("stored %+v", got)
+			}
+			again, _ := databaseFromProto(tc.db, "blog", tc.prov)
+			if again.Password == got.Password {
+				t.Fatalf("two provisioned databases got the same password")
+			}
+		})
+	}
+}
+
+// TestProvisionRefusedChangesNothing: asking for provisioning on a host
+// without postgres_admin is FailedPrecondition and records no project.
+func TestProvisionRefusedChangesNothing(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	_, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "pgprov",
+		Database: &opusv1.Database{Engine: "postgresql", Provision: true}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "postgres_admin") {
+		t.Fatalf("err = %v, want FailedPrecondition naming postgres_admin", err)
+	}
+	if ps, err := s.client.ListProjects(ctx, &opusv1.ListProjectsRequest{}); err != nil || len(ps.GetProjects()) != 0 {
+		t.Fatalf("projects after a refusal: %v %v", ps, err)
+	}
+	if k := s.kicker.list(); len(k) != 0 {
+		t.Fatalf("the reconciler was kicked after a refusal: %v", k)
 	}
 }
 

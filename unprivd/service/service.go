@@ -74,6 +74,9 @@ type Config struct {
 	// HostCheck compares the store with the host for CheckHost (see
 	// checkhost.go); nil makes CheckHost Unimplemented.
 	HostCheck HostChecker
+	// Provision, when set, lets owners ask Opus to provision PostgreSQL
+	// (see database.go); nil refuses such requests.
+	Provision *Provisioning
 	// Now defaults to time.Now (certificate validity checks).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -199,7 +202,7 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 	}
 	// The admin flag of the request wins; the one of settings only adds.
 	spec.Admin = spec.Admin || req.GetSettings().GetAdmin()
-	if spec.Database, err = databaseFromProto(req.GetDatabase()); err != nil {
+	if spec.Database, err = databaseFromProto(req.GetDatabase(), req.GetName(), s.cfg.Provision); err != nil {
 		return nil, err
 	}
 	var op *store.Operation

@@ -155,8 +155,8 @@ func TestUpdateSettingsRPC(t *testing.T) {
 	}
 	op, err := s.client.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: "blog",
 		Set: map[string]string{"debug": "true", "hosts": "www.blog.example", "env.API": "https://x", "admin": "on"}})
-	if err != nil || op.Generation != 2 {
-		t.Fatalf("UpdateSettings = %v, %v", op, err)
+	if err != nil || op.Generation != 2 || op.Kind != opusv1.OperationKind_OPERATION_KIND_UPDATE_SETTINGS {
+		t.Fatalf("UpdateSettings = %v, %v; want an UPDATE_SETTINGS operation at generation 2", op, err)
 	}
 	p, err := s.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "blog"})
 	if err != nil {
@@ -195,8 +195,8 @@ func TestUpdateSettingsRPC(t *testing.T) {
 	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "news", Settings: &opusv1.Settings{Hosts: []string{"x\nInclude y"}}}); code(err) != codes.InvalidArgument {
 		t.Errorf("create with a bad host = %v", err)
 	}
-	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "news", Database: &opusv1.Database{Engine: "postgresql", Provision: true}}); code(err) != codes.Unimplemented {
-		t.Errorf("create with a provisioned postgresql = %v", err)
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "news", Database: &opusv1.Database{Engine: "postgresql", Provision: true}}); code(err) != codes.FailedPrecondition {
+		t.Errorf("create with a provisioned postgresql on a host without postgres_admin = %v", err)
 	}
 	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "news", Settings: &opusv1.Settings{Debug: true, Env: map[string]string{"A": "b"}, Admin: true}}); err != nil {
 		t.Fatal(err)

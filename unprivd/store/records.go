@@ -36,13 +36,14 @@ type Spec struct {
 	// Settings are the owner-level settings (Admin above is the admin
 	// switch of the API's Settings).
 	Settings Settings `json:"settings"`
-	// Database is an external database given by its connection
-	// parameters; nil means SQLite in the project's data directory.
+	// Database is a PostgreSQL database given by its connection
+	// parameters or provisioned by Opus; nil means SQLite in the
+	// project's data directory.
 	Database *Database `json:"database,omitempty"`
 }
 
 // Database is a PostgreSQL database the owner gave by its connection
-// parameters.
+// parameters, or one Opus provisioned for the project.
 type Database struct {
 	Engine string `json:"engine"`
 	Host   string `json:"host,omitempty"`
@@ -52,6 +53,10 @@ type Database struct {
 	// Password is kept here (the store is opusd's alone) so every render
 	// can write it to the project's secrets; the API never returns it.
 	Password string `json:"password,omitempty"`
+	// Provisioned says Opus created the role and the database (with a
+	// generated Password), so teardown drops them; a database given by
+	// its connection parameters is never dropped.
+	Provisioned bool `json:"provisioned,omitempty"`
 }
 
 // Settings are a project's owner-level settings. They reach the host only

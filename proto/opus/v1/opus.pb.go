@@ -103,6 +103,9 @@ const (
 	OperationKind_OPERATION_KIND_UPDATE_APP      OperationKind = 5
 	OperationKind_OPERATION_KIND_SET_CERTIFICATE OperationKind = 6
 	OperationKind_OPERATION_KIND_RECONCILE       OperationKind = 7
+	// UPDATE_SETTINGS is a change of the owner-level settings (older opusd
+	// reported it as RECONCILE).
+	OperationKind_OPERATION_KIND_UPDATE_SETTINGS OperationKind = 8
 )
 
 // Enum value maps for OperationKind.
@@ -116,6 +119,7 @@ var (
 		5: "OPERATION_KIND_UPDATE_APP",
 		6: "OPERATION_KIND_SET_CERTIFICATE",
 		7: "OPERATION_KIND_RECONCILE",
+		8: "OPERATION_KIND_UPDATE_SETTINGS",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":     0,
@@ -126,6 +130,7 @@ var (
 		"OPERATION_KIND_UPDATE_APP":      5,
 		"OPERATION_KIND_SET_CERTIFICATE": 6,
 		"OPERATION_KIND_RECONCILE":       7,
+		"OPERATION_KIND_UPDATE_SETTINGS": 8,
 	}
 )
 
@@ -3100,7 +3105,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x0fPHASE_DEPLOYING\x10\x02\x12\x0f\n" +
 	"\vPHASE_READY\x10\x03\x12\x10\n" +
 	"\fPHASE_FAILED\x10\x04\x12\x12\n" +
-	"\x0ePHASE_DELETING\x10\x05*\x81\x02\n" +
+	"\x0ePHASE_DELETING\x10\x05*\xa5\x02\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x19\n" +
@@ -3109,7 +3114,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x19OPERATION_KIND_REMOVE_APP\x10\x04\x12\x1d\n" +
 	"\x19OPERATION_KIND_UPDATE_APP\x10\x05\x12\"\n" +
 	"\x1eOPERATION_KIND_SET_CERTIFICATE\x10\x06\x12\x1c\n" +
-	"\x18OPERATION_KIND_RECONCILE\x10\a*\xa6\x01\n" +
+	"\x18OPERATION_KIND_RECONCILE\x10\a\x12\"\n" +
+	"\x1eOPERATION_KIND_UPDATE_SETTINGS\x10\b*\xa6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +
