@@ -6,6 +6,8 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -92,7 +94,10 @@ type Admins interface {
 // GroupAdmins makes uid 0 and the members of Group admins. Membership is
 // read from the user and group databases (os/user), primary group
 // included, at each call, so a change to the group takes effect without a
-// restart.
+// restart. A Service made by New asks it at most once per uid every
+// adminTTL (see adminCache): each answer reads /etc/passwd and all of
+// /etc/group, which on a host with a user and a group per project cost
+// more than the call it guards.
 type GroupAdmins struct {
 	Group string
 }
@@ -121,6 +126,63 @@ func (g GroupAdmins) IsAdmin(uid uint32) bool {
 		return false
 	}
 	return slices.Contains(ids, grp.Gid)
+}
+
+// adminTTL is how long a Service trusts an answer of GroupAdmins for one
+// uid. A change to the admin group reaches opusd within it; a process's
+// own supplementary groups do not change before its user logs in again
+// anyway.
+const adminTTL = 5 * time.Second
+
+// adminCacheMax bounds the uids remembered; when full, all are forgotten.
+const adminCacheMax = 1024
+
+// adminCache remembers the answers of an Admins that reads the user and
+// group databases, per uid, for adminTTL.
+type adminCache struct {
+	Admins
+	now func() time.Time
+
+	mu sync.Mutex
+	m  map[uint32]adminAnswer
+}
+
+type adminAnswer struct {
+	admin bool
+	until time.Time
+}
+
+// cacheAdmins puts an adminCache in front of a; only GroupAdmins needs
+// one (other implementations, such as tests' fakes, answer from memory).
+func cacheAdmins(a Admins, now func() time.Time) Admins {
+	if _, ok := a.(GroupAdmins); !ok {
+		return a
+	}
+	return &adminCache{Admins: a, now: now, m: make(map[uint32]adminAnswer)}
+}
+
+// IsAdmin implements Admins.
+func (c *adminCache) IsAdmin(uid uint32) bool {
+	if uid == 0 {
+		return true
+	}
+	now := c.now()
+	c.mu.Lock()
+	a, ok := c.m[uid]
+	c.mu.Unlock()
+	if ok && now.Before(a.until) {
+		return a.admin
+	}
+	// Asked without the lock: a slow lookup does not hold up other uids;
+	// two concurrent askers for one uid both ask, and agree.
+	admin := c.Admins.IsAdmin(uid)
+	c.mu.Lock()
+	if len(c.m) >= adminCacheMax {
+		clear(c.m)
+	}
+	c.m[uid] = adminAnswer{admin: admin, until: now.Add(adminTTL)}
+	c.mu.Unlock()
+	return admin
 }
 
 // caller is who is calling, decided once per call by the interceptor.

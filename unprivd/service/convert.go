@@ -1,7 +1,7 @@
 package service
 
 import (
-	"fmt"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -85,17 +85,28 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 	if p.Spec.Superuser != nil {
 		out.SuperuserName = p.Spec.Superuser.Username
 	}
+	// Built by concatenation, not fmt: this runs once per project of a
+	// list.
 	if s.cfg.HTTPPort > 0 {
-		out.Urls = append(out.Urls, fmt.Sprintf("http://%s:%d/", host, s.cfg.HTTPPort))
+		out.Urls = append(out.Urls, "http://"+host+":"+strconv.Itoa(s.cfg.HTTPPort)+"/")
 	}
 	if s.cfg.HTTPSPort > 0 {
-		out.Urls = append(out.Urls, fmt.Sprintf("https://%s:%d/", host, s.cfg.HTTPSPort))
+		out.Urls = append(out.Urls, "https://"+host+":"+strconv.Itoa(s.cfg.HTTPSPort)+"/")
+	}
+	if len(p.Spec.Apps) > 0 {
+		out.Apps = make([]*opusv1.App, 0, len(p.Spec.Apps))
 	}
 	for _, a := range p.Spec.Apps {
 		st := p.Status.Apps[a.Name]
 		app := &opusv1.App{Name: a.Name, Source: toSource(a), RequestedRef: a.RequestedRef(), ResolvedCommit: st.ResolvedCommit}
-		for _, r := range st.Revisions {
-			app.Revisions = append(app.Revisions, &opusv1.Revision{RequestedRef: r.RequestedRef, Resolved: r.Resolved, Time: ts(r.Time), ByUid: r.ByUID})
+		if len(st.Revisions) > 0 {
+			// One allocation for all of an app's revisions.
+			revs := make([]opusv1.Revision, len(st.Revisions))
+			app.Revisions = make([]*opusv1.Revision, len(st.Revisions))
+			for i, r := range st.Revisions {
+				revs[i].RequestedRef, revs[i].Resolved, revs[i].Time, revs[i].ByUid = r.RequestedRef, r.Resolved, ts(r.Time), r.ByUID
+				app.Revisions[i] = &revs[i]
+			}
 		}
 		out.Apps = append(out.Apps, app)
 	}

@@ -77,7 +77,8 @@ type Config struct {
 	// Provision, when set, lets owners ask Opus to provision PostgreSQL
 	// (see database.go); nil refuses such requests.
 	Provision *Provisioning
-	// Now defaults to time.Now (certificate validity checks).
+	// Now defaults to time.Now (certificate validity checks, and the age
+	// of remembered admin answers).
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -113,7 +114,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.ValidateAppName = validateAppNameLocal
 	}
 	return &Service{
-		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cfg.Admins, uploads: cfg.Uploads,
+		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
 		validateAppName: cfg.ValidateAppName, cfg: cfg, log: cfg.Logger,
 	}, nil
 }
@@ -155,6 +156,19 @@ func notFound(project string) error {
 // visible are the same NotFound.
 func (s *Service) visibleProject(ctx context.Context, tx *store.Tx, c caller, method, name string) (*store.Project, error) {
 	p, err := tx.Project(name)
+	return s.visible(ctx, c, method, name, p, err)
+}
+
+// visibleProjectForRead is visibleProject for handlers that only read:
+// the record may be shared (store.Tx.ProjectForRead) and must not be
+// changed.
+func (s *Service) visibleProjectForRead(ctx context.Context, tx *store.Tx, c caller, method, name string) (*store.Project, error) {
+	p, err := tx.ProjectForRead(name)
+	return s.visible(ctx, c, method, name, p, err)
+}
+
+// visible applies the owner-or-admin rule to a loaded project.
+func (s *Service) visible(ctx context.Context, c caller, method, name string, p *store.Project, err error) (*store.Project, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFound(name)
 	}
@@ -238,15 +252,19 @@ func (s *Service) GetProject(ctx context.Context, req *opusv1.GetProjectRequest)
 	if err := validateProject("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	var p *store.Project
-	err = s.st.View(ctx, func(tx *store.Tx) (err error) {
-		p, err = s.visibleProject(ctx, tx, c, opusv1.Opus_GetProject_FullMethodName, req.GetName())
-		return err
+	var out *opusv1.Project
+	err = s.st.View(ctx, func(tx *store.Tx) error {
+		p, err := s.visibleProjectForRead(ctx, tx, c, opusv1.Opus_GetProject_FullMethodName, req.GetName())
+		if err != nil {
+			return err
+		}
+		out = s.toProject(p)
+		return nil
 	})
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
-	return s.toProject(p), nil
+	return out, nil
 }
 
 // ListProjects returns the caller's projects, or all of them for an admin.
@@ -255,15 +273,25 @@ func (s *Service) ListProjects(ctx context.Context, _ *opusv1.ListProjectsReques
 	if err != nil {
 		return nil, err
 	}
-	ps, err := s.st.ListProjects(ctx)
+	res := &opusv1.ListProjectsResponse{}
+	err = s.st.View(ctx, func(tx *store.Tx) error {
+		// Shared records (ProjectsForRead): rendered, never changed.
+		ps, err := tx.ProjectsForRead()
+		if err != nil {
+			return err
+		}
+		if c.admin {
+			res.Projects = make([]*opusv1.Project, 0, len(ps))
+		}
+		for _, p := range ps {
+			if c.may(p.OwnerUID) {
+				res.Projects = append(res.Projects, s.toProject(p))
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
-	}
-	res := &opusv1.ListProjectsResponse{}
-	for _, p := range ps {
-		if c.may(p.OwnerUID) {
-			res.Projects = append(res.Projects, s.toProject(p))
-		}
 	}
 	return res, nil
 }

@@ -253,7 +253,7 @@ func hostsTaken(tx *store.Tx, project string, hosts []string) error {
 	if len(hosts) == 0 {
 		return nil
 	}
-	ps, err := tx.Projects()
+	ps, err := tx.ProjectsForRead()
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,11 @@
 //	                      ConsoleSession; deleted at sign-out or expiry
 //	                      (tokens themselves are never stored)
 //
+// Records are decoded from JSON on every read, except through
+// Tx.ProjectForRead and Tx.ProjectsForRead, which may hand out a record
+// decoded earlier from the very same bytes (a bounded, never stale cache:
+// cache.go) that the caller must treat as read-only.
+//
 // Writes use bbolt's default: the file is fsynced on every commit, so a call
 // that returned has survived a crash of opusd or the host. After a commit
 // that changed an operation, watchers of that operation are woken (see
@@ -42,6 +47,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -73,6 +79,11 @@ type Store struct {
 	db    *bolt.DB
 	watch broadcaster
 	now   func() time.Time
+	// cache holds records decoded for read-only use (cache.go).
+	cache decodeCache
+	// projects is how many projects the last full read found: the
+	// capacity of the next one's slice.
+	projects atomic.Int64
 }
 
 // Options tunes Open. The zero value is the production default.
@@ -158,18 +169,19 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var touched []string
+	var touched, written []string
 	err := s.db.Update(func(btx *bolt.Tx) error {
 		tx := &Tx{tx: btx, s: s, writable: true}
 		if err := fn(tx); err != nil {
 			return err
 		}
-		touched = tx.touched
+		touched, written = tx.touched, tx.written
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	s.cache.forget(written)
 	for _, id := range touched {
 		s.watch.fire(id)
 	}
@@ -256,36 +268,92 @@ type Tx struct {
 	s        *Store
 	writable bool
 	touched  []string
+	// written are the projects this transaction wrote or deleted, whose
+	// decode cache entries are dropped after commit.
+	written []string
 }
 
 // Now is the store's clock, for stamping records inside a transaction.
 func (tx *Tx) Now() time.Time { return tx.s.now() }
 
-// Project returns project name, or an error wrapping ErrNotFound.
+// Project returns project name, or an error wrapping ErrNotFound. The
+// record is the caller's own to change (and PutProject).
 func (tx *Tx) Project(name string) (*Project, error) {
 	v := tx.tx.Bucket(bucketProjects).Get([]byte(name))
 	if v == nil {
 		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
 	}
-	p := new(Project)
-	if err := json.Unmarshal(v, p); err != nil {
-		return nil, fmt.Errorf("project %q: corrupt record: %w", name, err)
-	}
-	return p, nil
+	return decodeProject([]byte(name), v)
 }
 
-// Projects returns every project, ordered by name.
+// Projects returns every project, ordered by name. The records are the
+// caller's own to change.
 func (tx *Tx) Projects() ([]*Project, error) {
-	var ps []*Project
+	ps := make([]*Project, 0, tx.s.projects.Load())
 	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
-		p := new(Project)
-		if err := json.Unmarshal(v, p); err != nil {
-			return fmt.Errorf("project %q: corrupt record: %w", k, err)
+		p, err := decodeProject(k, v)
+		if err != nil {
+			return err
 		}
 		ps = append(ps, p)
 		return nil
 	})
 	return ps, err
+}
+
+// ProjectForRead is Project for callers that only read, such as the API's
+// GetProject: the record may come from the store's decode cache and be
+// shared with other readers, so neither it nor anything it points to may
+// be modified or kept beyond the call; change a record only through
+// Project and PutProject.
+func (tx *Tx) ProjectForRead(name string) (*Project, error) {
+	k := []byte(name)
+	v := tx.tx.Bucket(bucketProjects).Get(k)
+	if v == nil {
+		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
+	}
+	return tx.cachedProject(k, v)
+}
+
+// ProjectsForRead is Projects for callers that only read, such as the
+// API's ListProjects; see ProjectForRead for what they may not do.
+func (tx *Tx) ProjectsForRead() ([]*Project, error) {
+	ps := make([]*Project, 0, tx.s.projects.Load())
+	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
+		p, err := tx.cachedProject(k, v)
+		if err != nil {
+			return err
+		}
+		ps = append(ps, p)
+		return nil
+	})
+	if err == nil && !tx.writable {
+		tx.s.projects.Store(int64(len(ps)))
+	}
+	return ps, err
+}
+
+// cachedProject decodes record v of project k through the decode cache.
+// Only read-only transactions fill it: a writable one may still roll back
+// (harmless, as entries are matched by their bytes, but a waste of room).
+func (tx *Tx) cachedProject(k, v []byte) (*Project, error) {
+	if p := tx.s.cache.get(k, v); p != nil {
+		return p, nil
+	}
+	p, err := decodeProject(k, v)
+	if err == nil && !tx.writable {
+		tx.s.cache.put(string(k), v, p)
+	}
+	return p, err
+}
+
+// decodeProject decodes the stored record v of project k.
+func decodeProject(k, v []byte) (*Project, error) {
+	p := new(Project)
+	if err := json.Unmarshal(v, p); err != nil {
+		return nil, fmt.Errorf("project %q: corrupt record: %w", k, err)
+	}
+	return p, nil
 }
 
 // CreateProject stores a new project; it fails with ErrExists when the name
@@ -296,6 +364,7 @@ func (tx *Tx) CreateProject(p *Project) error {
 	}
 	now := tx.Now()
 	p.CreateTime, p.UpdateTime = now, now
+	tx.written = append(tx.written, p.Name)
 	return tx.put(bucketProjects, p.Name, p)
 }
 
@@ -305,6 +374,7 @@ func (tx *Tx) PutProject(p *Project) error {
 		return errors.New("store: project without a name")
 	}
 	p.UpdateTime = tx.Now()
+	tx.written = append(tx.written, p.Name)
 	return tx.put(bucketProjects, p.Name, p)
 }
 
@@ -319,6 +389,7 @@ func (tx *Tx) DeleteProject(name string, keep ...string) error {
 	if err := b.Delete([]byte(name)); err != nil {
 		return err
 	}
+	tx.written = append(tx.written, name)
 	kept := map[string]bool{}
 	for _, id := range keep {
 		kept[id] = true
