@@ -6,25 +6,53 @@ import (
 	"time"
 )
 
-// Coalescer makes calls to Do that arrive within Window of the first one
-// share a single run of the function. A graceful restart restarts every
-// project's mod_wsgi daemons, so a burst of deploys must pay for it once.
+// Coalescer shares runs of a function (Apache's graceful restart) among the
+// callers of Do. A graceful restart restarts every project's mod_wsgi
+// daemons, so a burst of deploys must pay for it as few times as possible,
+// while a lone deploy must not wait for company.
 //
-// A caller that arrives while a run is already under way starts the next
-// batch: the running one may have read the configuration before that
-// caller's change was written.
+// The rule is leading edge, then hold:
+//
+//   - When no run is under way and the last one ended at least Window ago
+//     (idle), a caller starts a run at once, after only Lead (a few
+//     milliseconds, so that callers arriving together share it).
+//   - Otherwise the caller joins the next batch. That batch runs once the
+//     run under way has ended and Window has passed since; everyone who
+//     arrives until it starts shares it. So runs start at least Window
+//     apart, and a burst of requests spread over S seconds costs about
+//     1 + S/Window runs, not one per request.
+//   - A caller is only ever served by a run that starts after it called:
+//     one arriving while a run is under way waits for the next, because
+//     the running one may have read the configuration before that caller's
+//     change was written. Do returns only after that run has finished.
+//
+// Fn runs under its own context (bounded by Timeout): one caller giving up
+// must not fail the others, and the batch runs even if all gave up.
+//
+// Sites uses it with Window DefaultReloadWindow and Lead ReloadLead.
 type Coalescer[T any] struct {
-	// Window is how long the first caller of a batch waits for others.
+	// Window is the least time between the end of one run and the start
+	// of the next; requests within it are batched.
 	Window time.Duration
-	// Timeout bounds one run of Fn, which does not use any caller's
-	// context (one caller giving up must not fail the others).
+	// Lead is how long an idle Coalescer waits before it runs, for
+	// callers arriving at the same moment.
+	Lead time.Duration
+	// Timeout bounds one run of Fn (2 minutes if 0).
 	Timeout time.Duration
 	// Fn is the shared work.
 	Fn func(ctx context.Context) (T, error)
 
 	mu      sync.Mutex
-	pending *batch[T]
+	running bool      // a run of Fn is under way
+	pending *batch[T] // callers waiting for the next run, or nil
+	timer   bool      // the pending batch's start is scheduled
+	lastEnd time.Time // when the last run ended; zero before the first
 }
+
+// ReloadLead is the Lead of Apache's graceful restarts: long enough for
+// calls arriving together (the teardowns of a destroy-all) to share one,
+// short against a graceful restart's own ~0.1 s.
+const ReloadLead = 20 * time.Millisecond
 
 type batch[T any] struct {
 	done chan struct{}
@@ -32,16 +60,16 @@ type batch[T any] struct {
 	err  error
 }
 
-// Do joins the pending batch, or starts one, and returns its result. It
-// returns early with ctx's error if ctx ends first; the batch still runs.
+// Do has Fn run (or joins a batch that will run) and returns the result of
+// a run that started after Do was called. It returns early with ctx's
+// error if ctx ends first; the run still happens for the others.
 func (c *Coalescer[T]) Do(ctx context.Context) (T, error) {
 	c.mu.Lock()
-	b := c.pending
-	if b == nil {
-		b = &batch[T]{done: make(chan struct{})}
-		c.pending = b
-		go c.run(b)
+	if c.pending == nil {
+		c.pending = &batch[T]{done: make(chan struct{})}
 	}
+	b := c.pending
+	c.scheduleLocked()
 	c.mu.Unlock()
 	select {
 	case <-b.done:
@@ -52,17 +80,46 @@ func (c *Coalescer[T]) Do(ctx context.Context) (T, error) {
 	}
 }
 
-func (c *Coalescer[T]) run(b *batch[T]) {
-	time.Sleep(c.Window)
+// scheduleLocked arranges for the pending batch to start: after Lead when
+// idle, else once Window has passed since the last run ended. While a run
+// is under way there is nothing to do yet: its end schedules the batch.
+func (c *Coalescer[T]) scheduleLocked() {
+	if c.running || c.timer || c.pending == nil {
+		return
+	}
+	c.timer = true
+	wait := c.Lead
+	if !c.lastEnd.IsZero() {
+		wait = max(c.Window-time.Since(c.lastEnd), c.Lead)
+	}
+	time.AfterFunc(wait, c.fire)
+}
+
+// fire starts the pending batch; callers arriving from now on form the
+// next one.
+func (c *Coalescer[T]) fire() {
 	c.mu.Lock()
-	c.pending = nil // later callers form the next batch
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	c.timer = false
+	if b := c.pending; b != nil && !c.running {
+		c.pending = nil
+		c.running = true
+		go c.run(b)
+	}
+}
+
+func (c *Coalescer[T]) run(b *batch[T]) {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Minute
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	b.val, b.err = c.Fn(ctx)
+	cancel()
+	c.mu.Lock()
+	c.running = false
+	c.lastEnd = time.Now()
 	close(b.done)
+	c.scheduleLocked()
+	c.mu.Unlock()
 }

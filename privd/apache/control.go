@@ -1,7 +1,9 @@
 // Package apache is opus-privd's control of Apache: it renders a project's
 // virtual host from validated structured fields, installs it together with
 // the project's TLS key and certificate, configtests every change and rolls
-// back a change Apache refuses, and coalesces graceful restarts. Two modes
+// back a change Apache refuses, and coalesces graceful restarts (a lone
+// one runs at once; later ones within a window share the next: see
+// Coalescer, whose doc has the rule and why it is correct). Two modes
 // share one Control interface: a managed instance privd starts itself from a
 // generated httpd.conf, and Debian's system Apache driven by apache2ctl.
 package apache

@@ -17,9 +17,13 @@ import (
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
-// DefaultReloadWindow is how long a graceful restart waits for others to
-// join it.
-const DefaultReloadWindow = 200 * time.Millisecond
+// DefaultReloadWindow is the least time between two graceful restarts
+// (see Coalescer: a lone one runs at once, later ones within the window
+// share the next). About the time a restarted mod_wsgi daemon needs to
+// import Django, so that a graceful rarely kills daemons still starting.
+// opusd batches a burst of deploys itself (unprivd/reconcile's reload
+// gate); this window is privd's own guard against back-to-back restarts.
+const DefaultReloadWindow = time.Second
 
 // TailLog bounds.
 const (
@@ -63,7 +67,7 @@ func NewSites(cfg config.Config, ctl Control, opts Options) *Sites {
 		opts.Logger = slog.Default()
 	}
 	s := &Sites{cfg: cfg, ctl: ctl, paths: Paths{Dir: cfg.ApacheDir}, log: opts.Logger, now: time.Now}
-	s.reload = &Coalescer[*privdv1.ReloadApacheResponse]{Window: opts.ReloadWindow, Fn: s.graceful}
+	s.reload = &Coalescer[*privdv1.ReloadApacheResponse]{Window: opts.ReloadWindow, Lead: ReloadLead, Fn: s.graceful}
 	return s
 }
 
@@ -189,8 +193,9 @@ func (s *Sites) Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*pr
 	return &privdv1.RemoveSiteResponse{Removed: removed}, nil
 }
 
-// Reload gracefully restarts Apache, starting it when it is down; calls
-// within the reload window share one graceful restart.
+// Reload gracefully restarts Apache, starting it when it is down; it
+// returns once a graceful restart that began after the call is done.
+// Calls within the reload window share one graceful restart.
 func (s *Sites) Reload(ctx context.Context, _ *privdv1.ReloadApacheRequest) (*privdv1.ReloadApacheResponse, error) {
 	resp, err := s.reload.Do(ctx)
 	if err != nil {

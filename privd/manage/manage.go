@@ -36,6 +36,10 @@ const (
 	DefaultTimeout = 10 * time.Minute
 	// MaxOutput is how much of the combined output Run keeps (the tail).
 	MaxOutput = 64 << 10
+	// DefaultMaxParallel is how many Runs may have Python running at once;
+	// more wait their turn. Each is CPU-bound and holds Django in memory,
+	// so running more at once than this only makes all of them later.
+	DefaultMaxParallel = 4
 )
 
 // Field bounds.
@@ -58,6 +62,30 @@ type Runner struct {
 	Logger *slog.Logger
 	// LookupUser finds the project's user (user.Lookup if nil).
 	LookupUser func(name string) (*user.User, error)
+	// MaxParallel bounds the Runs whose Python runs at once
+	// (DefaultMaxParallel if 0). privd bounds it itself rather than
+	// trusting its caller to.
+	MaxParallel int
+
+	slotsOnce sync.Once
+	slots     chan struct{}
+}
+
+// acquire waits for a turn to run Python; release gives it back.
+func (r *Runner) acquire(ctx context.Context) (release func(), err error) {
+	r.slotsOnce.Do(func() {
+		n := r.MaxParallel
+		if n <= 0 {
+			n = DefaultMaxParallel
+		}
+		r.slots = make(chan struct{}, n)
+	})
+	select {
+	case r.slots <- struct{}{}:
+		return func() { <-r.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // New returns a Runner for cfg.
@@ -228,6 +256,12 @@ func (r *Runner) Run(ctx context.Context, req *privdv1.RunManageRequest) (*privd
 	if err != nil {
 		return nil, fmt.Errorf("run manage %s: %w", name, err)
 	}
+	// The timeout starts with the turn: waiting for one is not running.
+	release, err := r.acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("run manage %s: waiting for a turn: %w", name, err)
+	}
+	defer release()
 	timeout := r.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout

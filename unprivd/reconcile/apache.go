@@ -22,8 +22,15 @@ import (
 // Health check and teardown timing.
 const (
 	healthRequestTimeout = 10 * time.Second
-	healthInterval       = 300 * time.Millisecond
-	healthLogLines       = 20
+	// The health check asks again after healthInterval, growing by half
+	// each time up to healthIntervalMax: a graceful restart usually makes
+	// the vhost live within a few tens of milliseconds, and a request that
+	// reaches the project's daemon waits for Django's import by itself, so
+	// a long first interval is only latency; a project that takes long to
+	// start is asked less often.
+	healthInterval    = 50 * time.Millisecond
+	healthIntervalMax = time.Second
+	healthLogLines    = 20
 	// processWait bounds how long the teardown waits for the project's
 	// mod_wsgi daemon to exit after Apache dropped its vhost.
 	processWait = 30 * time.Second
@@ -62,9 +69,13 @@ func stepVhost(ctx context.Context, t *Task) (string, error) {
 // code or settings alone restarts just this project's daemon, by touching
 // its WSGI script (mod_wsgi restarts a daemon whose script changed).
 func stepReload(ctx context.Context, t *Task) (string, error) {
+	defer t.gate.leave(t.Project.Name)
 	up := apacheUp(ctx, t)
 	if t.vhostChanged || t.Project.Status.ReloadPending || !up {
-		res, err := t.Privd.ReloadApache(ctx, &privdv1.ReloadApacheRequest{})
+		// Through the gate: deploys of a burst share the graceful restart.
+		res, err := t.gate.reload(ctx, t.Project.Name, func(ctx context.Context) (*privdv1.ReloadApacheResponse, error) {
+			return t.Privd.ReloadApache(ctx, &privdv1.ReloadApacheRequest{})
+		})
 		if err != nil {
 			return "", privdErr("ReloadApache", err)
 		}
@@ -118,6 +129,7 @@ func stepHealth(ctx context.Context, t *Task) (string, error) {
 	start := time.Now()
 	deadline := start.Add(t.opt.HealthTimeout)
 	started := false
+	interval := healthInterval
 	var last string
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -152,8 +164,9 @@ func stepHealth(ctx context.Context, t *Task) (string, error) {
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
-		case <-time.After(healthInterval):
+		case <-time.After(interval):
 		}
+		interval = min(interval*3/2, healthIntervalMax)
 	}
 	msg := fmt.Sprintf("%s did not answer within %s; last answer: %s", shown, t.opt.HealthTimeout, last)
 	res, err := t.Privd.TailLog(ctx, &privdv1.TailLogRequest{Project: t.Project.Name, Lines: healthLogLines})

@@ -63,17 +63,65 @@ func runManage(ctx context.Context, t *Task, req *privdv1.RunManageRequest) (*pr
 
 // stepMigrate checks the project (which imports every URLconf, so a
 // SyntaxError in an app's urls.py surfaces here rather than as a 500),
-// applies migrations and collects static files.
+// applies migrations and collects static files; when a superuser is still
+// to be made, createsuperuser runs last in the same call. privd runs all
+// of a call's commands in one Python process, so a first deploy pays the
+// interpreter start and django.setup() once, as a hand-written deploy
+// would. createsuperuser comes last so that its failure leaves the
+// migrations and static files done: the superuser step reports it (the
+// owner sees the step that failed), and since the driver stops at the
+// first failing command, a failed migration never creates a superuser.
 func stepMigrate(ctx context.Context, t *Task) (string, error) {
-	_, err := runManage(ctx, t, &privdv1.RunManageRequest{Commands: []privdv1.ManageCommand{
+	req := &privdv1.RunManageRequest{Commands: []privdv1.ManageCommand{
 		privdv1.ManageCommand_MANAGE_COMMAND_CHECK,
 		privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE,
 		privdv1.ManageCommand_MANAGE_COMMAND_COLLECTSTATIC,
-	}})
+	}}
+	su := pendingSuperuser(t)
+	if su != nil {
+		req.Commands = append(req.Commands, privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER)
+		req.SuperuserUsername, req.SuperuserEmail, req.SuperuserPassword = su.Username, su.Email, su.Password
+	}
+	res, err := runManage(ctx, t, req)
 	if err != nil {
+		if su != nil && res.GetFailedCommand() == privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER {
+			t.superuserErr = err
+			return "check, migrate and collectstatic passed; createsuperuser failed (see the superuser step)", nil
+		}
 		return "", err
 	}
-	return "check, migrate and collectstatic passed", nil
+	if su == nil {
+		return "check, migrate and collectstatic passed", nil
+	}
+	if err := recordSuperuser(ctx, t, su.Username); err != nil {
+		return "", err
+	}
+	t.superuserMade = true
+	return "check, migrate, collectstatic and createsuperuser passed", nil
+}
+
+// pendingSuperuser returns the superuser still to be created, or nil:
+// none was asked for, or it was made (its password is then forgotten).
+func pendingSuperuser(t *Task) *store.Superuser {
+	su := t.Project.Spec.Superuser
+	if su == nil || su.Password == "" {
+		return nil
+	}
+	return su
+}
+
+// recordSuperuser forgets the password of the superuser just created and
+// notes it in the status. A status-like change: the generation does not
+// move. A crash before this runs leaves the password in the spec, so the
+// next run creates the superuser again, which privd's driver treats as
+// done when that user exists.
+func recordSuperuser(ctx context.Context, t *Task, username string) error {
+	return t.Update(ctx, func(p *store.Project) {
+		if p.Spec.Superuser != nil && p.Spec.Superuser.Username == username {
+			p.Spec.Superuser.Password = ""
+		}
+		p.Status.Superuser = username
+	})
 }
 
 // stepDropData drops the tables of removed apps whose owner asked for it
@@ -132,17 +180,22 @@ func stepDropData(ctx context.Context, t *Task) (string, error) {
 	return strings.Join(notes, "; "), nil
 }
 
-// stepSuperuser creates the Django superuser once, then forgets its
-// password: the spec keeps it no longer than needed. Clearing it is a
-// status-like change, so the generation does not move.
+// stepSuperuser reports the superuser. The migrate step normally created
+// it in its own Python process; this step says so, or fails with that
+// createsuperuser's error. It runs createsuperuser itself only when the
+// migrate step did not try (a step list without it, as in tests).
 func stepSuperuser(ctx context.Context, t *Task) (string, error) {
-	su := t.Project.Spec.Superuser
-	if su == nil {
+	switch su := t.Project.Spec.Superuser; {
+	case t.superuserErr != nil:
+		return "", t.superuserErr
+	case su == nil:
 		return "no superuser requested", nil
-	}
-	if su.Password == "" {
+	case t.superuserMade:
+		return fmt.Sprintf("superuser %s created", su.Username), nil
+	case su.Password == "":
 		return fmt.Sprintf("superuser %s exists", su.Username), nil
 	}
+	su := t.Project.Spec.Superuser
 	_, err := runManage(ctx, t, &privdv1.RunManageRequest{
 		Commands:          []privdv1.ManageCommand{privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER},
 		SuperuserUsername: su.Username, SuperuserEmail: su.Email, SuperuserPassword: su.Password,
@@ -150,12 +203,7 @@ func stepSuperuser(ctx context.Context, t *Task) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := t.Update(ctx, func(p *store.Project) {
-		if p.Spec.Superuser != nil && p.Spec.Superuser.Username == su.Username {
-			p.Spec.Superuser.Password = ""
-		}
-		p.Status.Superuser = su.Username
-	}); err != nil {
+	if err := recordSuperuser(ctx, t, su.Username); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("superuser %s created", su.Username), nil

@@ -91,7 +91,10 @@ type Options struct {
 	HealthAddr string
 	// HealthTimeout bounds the health check; 0 means DefaultHealthTimeout.
 	HealthTimeout time.Duration
-	// Concurrency bounds how many projects are worked on at once; 0 means 4.
+	// Concurrency bounds how many projects are worked on at once; 0 means
+	// 16. Most of a run is waiting (for privd, which bounds the Python
+	// processes it runs at once itself, and for Apache); the deploys of a
+	// burst that run together share a graceful restart (reloadgate.go).
 	Concurrency int
 	// Clock defaults to the system clock.
 	Clock Clock
@@ -110,6 +113,7 @@ type Reconciler struct {
 	log      *slog.Logger
 	deploy   []Step
 	teardown []Step
+	gate     *reloadGate
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -131,7 +135,7 @@ type Reconciler struct {
 // does nothing until Start.
 func New(st *store.Store, privd privdv1.PrivdClient, opt Options) *Reconciler {
 	if opt.Concurrency <= 0 {
-		opt.Concurrency = 4
+		opt.Concurrency = 16
 	}
 	if opt.Clock == nil {
 		opt.Clock = systemClock{}
@@ -147,7 +151,7 @@ func New(st *store.Store, privd privdv1.PrivdClient, opt Options) *Reconciler {
 	}
 	r := &Reconciler{
 		st: st, privd: privd, opt: opt, log: opt.Logger,
-		deploy: opt.Deploy, teardown: opt.Teardown,
+		deploy: opt.Deploy, teardown: opt.Teardown, gate: newReloadGate(maxReloadHold),
 		queued: map[string]bool{}, running: map[string]bool{}, dirty: map[string]bool{},
 	}
 	if r.deploy == nil {
@@ -332,6 +336,13 @@ type Task struct {
 	// live is what the run changed in the code directory: put back when
 	// it fails, committed to the status when it succeeds (restore.go).
 	live liveChange
+
+	// The migrate step runs createsuperuser in its Python process; the
+	// superuser step reports what came of it.
+	superuserMade bool  // it created the superuser
+	superuserErr  error // its createsuperuser failed
+
+	gate *reloadGate // the reload step's way to Apache (nil: straight to privd)
 }
 
 // ServerName is the project's virtual host name.
@@ -459,7 +470,11 @@ func (r *Reconciler) run(name string) {
 	}
 	log = log.With("operations", ids, "generation", gen, "deleting", p.Deleting)
 	log.Info("reconcile begins")
-	t := &Task{Project: p, Layout: layout.For(r.opt.BaseDir, name), Privd: r.privd, Clock: r.opt.Clock, Log: log, st: r.st, opt: &r.opt}
+	t := &Task{Project: p, Layout: layout.For(r.opt.BaseDir, name), Privd: r.privd, Clock: r.opt.Clock, Log: log, st: r.st, opt: &r.opt, gate: r.gate}
+	if !p.Deleting {
+		r.gate.approach(name)
+		defer r.gate.leave(name)
+	}
 
 	for _, step := range steps {
 		if r.isStopping() {

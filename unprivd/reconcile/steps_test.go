@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -392,6 +393,12 @@ func TestManageFailureCarriesPythonError(t *testing.T) {
 			if strings.Contains(strings.Join(e.privd.callList(), ","), "InstallSite") {
 				t.Errorf("a vhost was installed after %s failed", c.name)
 			}
+			// One Python process for the deploy, even when its last
+			// command (createsuperuser) fails: the superuser step reports
+			// that failure without running it again.
+			if n := len(e.privd.manageReqs); n != 1 {
+				t.Errorf("%d RunManage calls, want 1", n)
+			}
 		})
 	}
 }
@@ -403,7 +410,8 @@ func TestSuperuserOnceAndPasswordForgotten(t *testing.T) {
 	r := e.start(t, 1)
 	id := e.createSpec(t, "su", store.Spec{Admin: true, Superuser: &store.Superuser{Username: "admin", Email: "a@example.com", Password: "s3cret-pass"}})
 	r.Kick("su")
-	mustSucceed(t, e.wait(t, id))
+	op0 := e.wait(t, id)
+	mustSucceed(t, op0)
 	p := e.project(t, "su")
 	if p.Spec.Superuser == nil || p.Spec.Superuser.Password != "" || p.Spec.Superuser.Username != "admin" || p.Status.Superuser != "admin" {
 		t.Fatalf("after deploy: spec %+v status superuser %q", p.Spec.Superuser, p.Status.Superuser)
@@ -413,12 +421,21 @@ func TestSuperuserOnceAndPasswordForgotten(t *testing.T) {
 	}
 	var created []*privdv1.RunManageRequest
 	for _, req := range e.privd.manageReqs {
-		if len(req.Commands) == 1 && req.Commands[0] == privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER {
+		if slices.Contains(req.Commands, privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER) {
 			created = append(created, req)
 		}
 	}
 	if len(created) != 1 || created[0].SuperuserUsername != "admin" || created[0].SuperuserEmail != "a@example.com" || created[0].SuperuserPassword != "s3cret-pass" {
 		t.Fatalf("createsuperuser requests: %v", created)
+	}
+	// One Python process for the whole deploy: createsuperuser rides in
+	// the migrate step's call, after the commands it depends on.
+	if want := []privdv1.ManageCommand{privdv1.ManageCommand_MANAGE_COMMAND_CHECK, privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE,
+		privdv1.ManageCommand_MANAGE_COMMAND_COLLECTSTATIC, privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER}; len(e.privd.manageReqs) != 1 || !slices.Equal(created[0].Commands, want) {
+		t.Errorf("first deploy: %d RunManage calls, createsuperuser call %v; want one call %v", len(e.privd.manageReqs), created[0].Commands, want)
+	}
+	if msg := stepMessage(op0, "superuser"); msg != "superuser admin created" {
+		t.Errorf("first run: superuser step %q", msg)
 	}
 	id = e.change(t, "su", store.OpAddApp, func(*store.Spec) {})
 	r.Kick("su")
@@ -429,7 +446,7 @@ func TestSuperuserOnceAndPasswordForgotten(t *testing.T) {
 	}
 	n := 0
 	for _, req := range e.privd.manageReqs {
-		if req.Commands[0] == privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER {
+		if slices.Contains(req.Commands, privdv1.ManageCommand_MANAGE_COMMAND_CREATESUPERUSER) {
 			n++
 		}
 	}
