@@ -65,28 +65,44 @@ uninstall)
 	for u in opusd.service opusd.socket opus-privd.service opus-privd.socket; do rm -f "$units/$u"; done
 	rm -rf "$doc"
 	if onhost; then
-		# Only what install created; state a daemon wrote is kept.
-		if recorded state-dir; then
-			rmdir "$state" 2>/dev/null || echo "keeping $state: it holds Opus state (remove it by hand)" >&2
+		# Only what install created; state a daemon wrote is kept. What
+		# could not be removed stays in the record, so that a later
+		# uninstall tries again.
+		left=""
+		keep() { left="$left$1
+"; }
+		if recorded state-dir && [ -d "$state" ]; then
+			rmdir "$state" 2>/dev/null || { echo "keeping $state: it holds Opus state (remove it by hand, then run make uninstall again)" >&2; keep state-dir; }
 		fi
+		# The user goes only with its state: a uid-less /var/lib/opus
+		# (store, secrets, sources) would belong to whichever system
+		# user gets that uid next.
 		if recorded user && getent passwd opus >/dev/null; then
-			userdel opus || echo "could not delete the opus user (is opusd still running?)" >&2
+			if [ -d "$state" ]; then
+				echo "keeping the opus user: $state still exists and is its" >&2; keep user
+			elif ! userdel opus; then
+				echo "could not delete the opus user (is opusd still running?)" >&2; keep user
+			fi
 		fi
-		if recorded user && getent group opus >/dev/null; then
-			groupdel opus || true
+		if recorded user && ! getent passwd opus >/dev/null && getent group opus >/dev/null; then
+			groupdel opus || keep user
 		fi
 		if recorded admin-group && getent group opus-admin >/dev/null; then
-			groupdel opus-admin || echo "could not delete the opus-admin group" >&2
+			groupdel opus-admin || { echo "could not delete the opus-admin group" >&2; keep admin-group; }
 		fi
 		# The config is the admin's; remove it only if install put it
 		# there and it is still the default.
-		if recorded conf && cmp -s systemd/opus.conf "$conf/opus.conf"; then
-			rm -f "$conf/opus.conf"
+		if recorded conf && [ -f "$conf/opus.conf" ]; then
+			if cmp -s systemd/opus.conf "$conf/opus.conf"; then rm -f "$conf/opus.conf"; else keep conf; fi
 		fi
-		dir_ours=no
-		recorded conf-dir && dir_ours=yes
-		rm -f "$record"
-		[ "$dir_ours" = no ] || rmdir "$conf" 2>/dev/null || true
+		recorded conf-dir && keep conf-dir
+		if [ "$left" = "conf-dir
+" ] || [ -z "$left" ]; then
+			rm -f "$record"
+			[ -z "$left" ] || rmdir "$conf" 2>/dev/null || true
+		else
+			printf '%s' "$left" >"$record"
+		fi
 	else
 		# A DESTDIR tree is all install's: the config goes unless edited.
 		if [ -f "$conf/opus.conf" ] && cmp -s systemd/opus.conf "$conf/opus.conf"; then
