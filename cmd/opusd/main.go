@@ -159,6 +159,9 @@ func run() error {
 		host, port := a.ProjectHost()
 		provision = &service.Provisioning{Host: host, Port: port}
 		log.Info("provisioning PostgreSQL for projects that ask", "admin", a.String())
+		if a.PasswordInConfig() {
+			log.Warn("postgres_admin holds a password, and opus.conf is readable by every local user; use peer authentication over the local socket (see opus.conf)", "admin", a.String())
+		}
 	}
 	rec := reconcile.New(st, privd, reconcile.Options{
 		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,

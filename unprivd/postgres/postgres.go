@@ -9,6 +9,11 @@
 // comment in the same transaction that creates it, and a database counts as
 // Opus's only when that marked role owns it. Anything else of the same name
 // is refused by Ensure and left alone by Drop.
+//
+// The project's password never travels in a statement: Ensure sends the
+// SCRAM-SHA-256 verifier it computes (scram.go), because the server may
+// log statements (log_min_error_statement, log_statement=ddl) or keep them
+// (pg_stat_statements).
 package postgres
 
 import (
@@ -20,6 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DefaultTimeout bounds one Ensure or Drop, connection included, when
@@ -34,9 +40,9 @@ const marker = "made by Opus for project "
 // form Ensure and Drop accept, so a name can never need more than quoting.
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
-// passwordRE is the password alphabet: Ensure must write the password as a
-// SQL literal (CREATE ROLE takes no parameters), so it takes only
-// characters that mean nothing inside one.
+// passwordRE is the password alphabet: ASCII letters and digits, for which
+// SASLprep (RFC 4013), which SCRAM applies to the password, is the
+// identity, so scramVerifier needs no Unicode normalization.
 var passwordRE = regexp.MustCompile(`^[A-Za-z0-9]{16,128}$`)
 
 // Names returns the role and database name of a project: both
@@ -51,6 +57,8 @@ func Names(project string) (role, db string) {
 // it connects only while an operation runs.
 type Admin struct {
 	cfg *pgx.ConnConfig
+	// passwordInDSN: the connection string itself holds a password.
+	passwordInDSN bool
 	// Timeout bounds one Ensure or Drop; 0 means DefaultTimeout.
 	Timeout time.Duration
 }
@@ -70,8 +78,45 @@ func New(dsn string) (*Admin, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
-	return &Admin{cfg: cfg}, nil
+	// Project roles can create objects in the admin's database (the public
+	// schema before PostgreSQL 15, or where someone granted it): with only
+	// pg_catalog (and pg_temp last) on the path, none of them can shadow a
+	// function or table the admin session uses.
+	cfg.RuntimeParams["search_path"] = "pg_catalog, pg_temp"
+	return &Admin{cfg: cfg, passwordInDSN: dsnHasPassword(dsn)}, nil
 }
+
+// notAllowedRE finds the key pgconn names when a connection string has a
+// key outside ParseConfigOptions.ConnStringAllowedKeys.
+var notAllowedRE = regexp.MustCompile(`connection string key "([a-z_]+)" is not in ConnStringAllowedKeys`)
+
+// dsnHasPassword reports whether the connection string itself holds a
+// password (password=, or the URL's user:password@), as opposed to one
+// from PGPASSWORD or a .pgpass file. pgconn parses it: every key but
+// password is allowed as pgconn names it, until the string parses or
+// pgconn names password. pgconn checks the keys before reading any file.
+func dsnHasPassword(dsn string) bool {
+	var allowed []string
+	for range 100 {
+		_, err := pgconn.ParseConfigWithOptions(dsn, pgconn.ParseConfigOptions{ConnStringAllowedKeys: append([]string{"host"}, allowed...)})
+		if err == nil {
+			return false
+		}
+		m := notAllowedRE.FindStringSubmatch(err.Error())
+		if m == nil {
+			return false // not about keys: New reports a bad string
+		}
+		if m[1] == "password" {
+			return true
+		}
+		allowed = append(allowed, m[1])
+	}
+	return false
+}
+
+// PasswordInConfig reports whether the connection string holds a password,
+// which opusd warns about: opus.conf is readable by every local user.
+func (a *Admin) PasswordInConfig() bool { return a.passwordInDSN }
 
 // ProjectHost is where a provisioned project connects: the admin
 // connection's server. When that is a Unix socket directory the project
@@ -115,6 +160,20 @@ func checkNames(role, db string) error {
 	return nil
 }
 
+// projectOf is the project whose role Names made role, or "" when Names
+// cannot have made it. Drop gets only the role, and a role is Opus's only
+// when its comment is exactly the marker for this project.
+func projectOf(role string) string {
+	p, ok := strings.CutPrefix(role, "opus_")
+	if !ok || !identRE.MatchString(p) {
+		return ""
+	}
+	if r, _ := Names(p); r != role {
+		return ""
+	}
+	return p
+}
+
 // state is what the server has under a project's names.
 type state struct {
 	roleExists, roleMarked bool
@@ -122,7 +181,11 @@ type state struct {
 	dbOwner                string
 }
 
-func lookup(ctx context.Context, conn *pgx.Conn, role, db string) (state, error) {
+// lookup reads what the server has under role and db. The role counts as
+// Opus's only when its comment is exactly marker+project: a prefix match
+// would accept any comment that merely starts with the marker, such as a
+// hand-made one or one naming another project.
+func lookup(ctx context.Context, conn *pgx.Conn, project, role, db string) (state, error) {
 	var s state
 	var comment *string
 	err := conn.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1`, role).Scan(&comment)
@@ -132,7 +195,7 @@ func lookup(ctx context.Context, conn *pgx.Conn, role, db string) (state, error)
 		return s, fmt.Errorf("look up role %s: %w", role, err)
 	default:
 		s.roleExists = true
-		s.roleMarked = comment != nil && strings.HasPrefix(*comment, marker)
+		s.roleMarked = project != "" && comment != nil && *comment == marker+project
 	}
 	err = conn.QueryRow(ctx, `SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1`, db).Scan(&s.dbOwner)
 	switch {
@@ -155,6 +218,10 @@ func (a *Admin) Ensure(ctx context.Context, project, role, db, password string) 
 	if !identRE.MatchString(project) {
 		return "", fmt.Errorf("project name %q is not a plain identifier", project)
 	}
+	// Drop knows a role's project only by its name.
+	if wr, wd := Names(project); role != wr || db != wd {
+		return "", fmt.Errorf("role %s and database %s are not project %s's names (%s, %s)", role, db, project, wr, wd)
+	}
 	if !passwordRE.MatchString(password) {
 		return "", errors.New("the generated database password has an unexpected form")
 	}
@@ -164,12 +231,18 @@ func (a *Admin) Ensure(ctx context.Context, project, role, db, password string) 
 	}
 	defer cancel()
 	defer conn.Close(context.WithoutCancel(ctx))
-	s, err := lookup(ctx, conn, role, db)
+	s, err := lookup(ctx, conn, project, role, db)
 	if err != nil {
 		return "", err
 	}
 	r, d := pgx.Identifier{role}.Sanitize(), pgx.Identifier{db}.Sanitize()
-	pw := "'" + password + "'" // passwordRE: nothing to escape
+	// The verifier, never the password: statements may be logged. A fresh
+	// salt each time, as the server would do itself.
+	verifier, err := scramVerifier(password)
+	if err != nil {
+		return "", err
+	}
+	pw := "'" + verifier + "'" // base64, '$' and ':': nothing to escape
 	var did []string
 	switch {
 	case s.roleExists && !s.roleMarked:
@@ -237,7 +310,7 @@ func (a *Admin) Drop(ctx context.Context, role, db string) (string, error) {
 	}
 	defer cancel()
 	defer conn.Close(context.WithoutCancel(ctx))
-	s, err := lookup(ctx, conn, role, db)
+	s, err := lookup(ctx, conn, projectOf(role), role, db)
 	if err != nil {
 		return "", err
 	}
@@ -256,6 +329,9 @@ func (a *Admin) Drop(ctx context.Context, role, db string) (string, error) {
 	}
 	if s.roleExists {
 		if s.roleMarked {
+			if err := a.dropOwned(ctx, conn, role); err != nil {
+				return "", err
+			}
 			if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()); err != nil {
 				return "", fmt.Errorf("drop role %s: %w", role, err)
 			}
@@ -278,4 +354,44 @@ func (a *Admin) Drop(ctx context.Context, role, db string) (string, error) {
 		msg += "warning: left " + strings.Join(left, " and ") + " alone: Opus did not make it"
 	}
 	return msg, nil
+}
+
+// dropOwned drops what role owns, and revokes what was granted to it, in
+// every database where it has any (pg_shdepend), so DROP ROLE does not fail
+// and teardown retry forever. Project roles may CONNECT to postgres and
+// template1 (PUBLIC may), and create objects there where the public schema
+// lets them (PostgreSQL 14 and older) or someone granted it. The admin may
+// drop them as a member of the role (Ensure's GRANT). A database the admin
+// cannot connect to fails Drop with an error naming it.
+func (a *Admin) dropOwned(ctx context.Context, conn *pgx.Conn, role string) error {
+	q := "DROP OWNED BY " + pgx.Identifier{role}.Sanitize()
+	// The admin's own database first, always: cheap, and it covers the
+	// common case without a second connection.
+	if _, err := conn.Exec(ctx, q); err != nil {
+		return fmt.Errorf("drop what role %s owns in %s: %w", role, a.cfg.Database, err)
+	}
+	rows, err := conn.Query(ctx, `SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
+		WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)
+		AND d.datname <> current_database() ORDER BY 1`, role)
+	if err != nil {
+		return fmt.Errorf("find the databases where role %s owns objects: %w", role, err)
+	}
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("find the databases where role %s owns objects: %w", role, err)
+	}
+	for _, db := range dbs {
+		cfg := a.cfg.Copy()
+		cfg.Database = db
+		other, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("role %s owns objects in database %s, and the admin cannot connect there to drop them: %w", role, db, err)
+		}
+		_, err = other.Exec(ctx, q)
+		other.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return fmt.Errorf("drop what role %s owns in %s: %w", role, db, err)
+		}
+	}
+	return nil
 }

@@ -16,11 +16,15 @@ func TestNew(t *testing.T) {
 		host     string
 		port     int
 		noSecret string // must not appear in any error or String
+		password bool   // PasswordInConfig
 	}{
 		{dsn: "host=/var/run/postgresql user=opus dbname=postgres", ok: true, host: "localhost", port: 5432},
 		{dsn: "host=/var/run/postgresql port=5433 user=opus dbname=postgres", ok: true, host: "localhost", port: 5433},
-		{dsn: "host=db.example.com port=6432 user=opus password=hunter2 dbname=postgres", ok: true, host: "db.example.com", port: 6432, noSecret: "hunter2"},
-		{dsn: "postgresql://opus:hunter2@127.0.0.1:5432/postgres", ok: true, host: "127.0.0.1", port: 5432, noSecret: "hunter2"},
+		{dsn: "host=db.example.com port=6432 user=opus password=hunter2 dbname=postgres", ok: true, host: "db.example.com", port: 6432, noSecret: "hunter2", password: true},
+		{dsn: "postgresql://opus:hunter2@127.0.0.1:5432/postgres", ok: true, host: "127.0.0.1", port: 5432, noSecret: "hunter2", password: true},
+		{dsn: "postgresql://opus@127.0.0.1:5432/postgres?password=hunter2&sslmode=disable", ok: true, host: "127.0.0.1", port: 5432, noSecret: "hunter2", password: true},
+		{dsn: "host=127.0.0.1 user=opus dbname=password application_name=password sslmode=disable connect_timeout=5 options='-c x=1'", ok: true, host: "127.0.0.1", port: 5432},
+		{dsn: "postgresql://opus@127.0.0.1/postgres?sslmode=disable&application_name=opus", ok: true, host: "127.0.0.1", port: 5432},
 		{dsn: ""},
 		{dsn: "   "},
 		{dsn: "postgresql://opus:hunter2@127.0.0.1:notaport/postgres", noSecret: "hunter2"},
@@ -41,6 +45,9 @@ func TestNew(t *testing.T) {
 		}
 		if h, p := a.ProjectHost(); h != tc.host || p != tc.port {
 			t.Errorf("New(%q).ProjectHost() = %s:%d, want %s:%d", tc.dsn, h, p, tc.host, tc.port)
+		}
+		if a.PasswordInConfig() != tc.password {
+			t.Errorf("New(%q).PasswordInConfig() = %v, want %v", tc.dsn, a.PasswordInConfig(), tc.password)
 		}
 		if tc.noSecret != "" && strings.Contains(a.String(), tc.noSecret) {
 			t.Errorf("String() shows the password: %s", a)
@@ -71,6 +78,8 @@ func TestRefusedBeforeConnecting(t *testing.T) {
 		{"quote in password", "blog", "opus_blog", "opus_blog", "0123456789abcdef'; DROP", "password"},
 		{"short password", "blog", "opus_blog", "opus_blog", "abc", "password"},
 		{"quote in project", "b'log", "opus_blog", "opus_blog", pw, "project name"},
+		{"role of another project", "blog", "opus_blogs", "opus_blog", pw, "not project blog's names"},
+		{"database of another project", "blog", "opus_blog", "opus_blo", pw, "not project blog's names"},
 		{"valid gets to connect", "blog", "opus_blog", "opus_blog", pw, "connect"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,4 +117,21 @@ func FuzzNames(f *testing.F) {
 			t.Fatalf("project %q is valid but Ensure would refuse it in the marker", project)
 		}
 	})
+}
+
+// TestProjectOf: Drop finds a role's project only for names Names makes, so
+// the exact marker it compares is the one Ensure wrote.
+func TestProjectOf(t *testing.T) {
+	for _, tc := range []struct{ role, want string }{
+		{"opus_blog", "blog"},
+		{"opus_a1_b", "a1_b"},
+		{"opus_", ""},
+		{"blog", ""},
+		{"opus_Blog", ""},
+		{"xopus_blog", ""},
+	} {
+		if got := projectOf(tc.role); got != tc.want {
+			t.Errorf("projectOf(%q) = %q, want %q", tc.role, got, tc.want)
+		}
+	}
 }
