@@ -237,7 +237,7 @@ func run() error {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY", "err", err)
 	}
-	go watchdog(ctx, log, storeReadable(st), apiServing(lis.Addr().String()))
+	go watchdog(ctx, log, storeWorking(st, writeStallLimit), apiServing(lis.Addr().String()))
 	log.Info("opusd serving", "socket", lis.Addr().String(), "state", st.Path(), "privd", privdSocket, "admin_group", cfg.AdminGroup)
 
 	var failure error

@@ -27,6 +27,17 @@ type healthCheck struct {
 // fails or hangs means no ping: systemd then kills and restarts opusd
 // after WatchdogSec=, and the restarted opusd resumes its operations from
 // the store, which is the recovery the watchdog is for.
+//
+// What opusd's checks (storeWorking, apiServing) catch: a store whose
+// reads fail or hang, a write transaction in progress for longer than
+// writeStallLimit (a writer stuck in fsync on a dead disk, or an Update
+// whose function blocks: every later write queues behind it while reads
+// still work), and an API socket that does not answer the gRPC health
+// check. What they do NOT catch: a reconciler stuck in a slow step
+// (Apache, pip, a migration) outside any transaction, which looks the same
+// as a slow but healthy migration, so it is left to the steps' own
+// timeouts; and a wedged handler for other RPCs, as the health service
+// answers from memory and only proves the server accepts and serves calls.
 func watchdog(ctx context.Context, log *slog.Logger, checks ...healthCheck) {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {
@@ -75,16 +86,33 @@ func runChecks(ctx context.Context, limit time.Duration, checks []healthCheck) e
 	}()
 	select {
 	case err := <-done:
+		// A check that gave up because the time ran out hung just the same.
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("health checks did not finish within %s: %w", limit, err)
+		}
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("health checks did not finish within %s: %w", limit, ctx.Err())
 	}
 }
 
-// storeReadable: a read transaction on the state file goes through (bbolt
-// is not stuck behind a hung write or a dead disk).
-func storeReadable(st *store.Store) healthCheck {
+// writeStallLimit is how long a store write transaction may run before
+// opusd counts as hung. Healthy ones write a few small records and take
+// milliseconds (seconds on a very busy disk); a stalled one is caught at
+// the first check past the limit, so with WatchdogSec=30s (checks every
+// 15 s, the last ping at most 15 s before that check) systemd restarts
+// opusd 35-50 s after the write began. Any WatchdogSec works with it: the
+// limit only has to exceed the longest healthy write.
+const writeStallLimit = 20 * time.Second
+
+// storeWorking: no write transaction has been in progress for longer than
+// stallLimit, and a read transaction on the state file goes through. The
+// read alone proves little, since bbolt readers never wait for the writer.
+func storeWorking(st *store.Store, stallLimit time.Duration) healthCheck {
 	return healthCheck{name: "state store", check: func(ctx context.Context) error {
+		if d, stalled := st.WriteStalled(time.Now(), stallLimit); stalled {
+			return fmt.Errorf("a write transaction has been in progress for %s (limit %s): disk or writer stuck", d.Round(time.Millisecond), stallLimit)
+		}
 		return st.View(ctx, func(tx *store.Tx) error {
 			_, err := tx.Projects()
 			return err

@@ -84,6 +84,13 @@ type Store struct {
 	// projects is how many projects the last full read found: the
 	// capacity of the next one's slice.
 	projects atomic.Int64
+	// epoch is when the store was opened, with its monotonic clock
+	// reading; writeBegan is when the write transaction in progress took
+	// the writer lock, in nanoseconds since epoch (at least 1), or 0 when
+	// none is. Monotonic, so a wall-clock step (NTP at boot) cannot look
+	// like a stalled write. See WriteStalled.
+	epoch      time.Time
+	writeBegan atomic.Int64
 }
 
 // Options tunes Open. The zero value is the production default.
@@ -142,7 +149,7 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
-	return &Store{db: db, now: opt.Now}, nil
+	return &Store{db: db, now: opt.Now, epoch: time.Now()}, nil
 }
 
 // Close closes the file.
@@ -170,7 +177,20 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		return err
 	}
 	var touched, written []string
+	// The stamp is cleared only after bbolt's commit (and its fsync) or
+	// rollback returned, also when fn panics, and only if it is still
+	// this transaction's: the next writer may already have set its own.
+	var began int64
+	defer func() {
+		if began != 0 {
+			s.writeBegan.CompareAndSwap(began, 0)
+		}
+	}()
 	err := s.db.Update(func(btx *bolt.Tx) error {
+		// Set once the writer lock is held: writers queued behind this one
+		// are not themselves stalled.
+		began = max(int64(time.Since(s.epoch)), 1)
+		s.writeBegan.Store(began)
 		tx := &Tx{tx: btx, s: s, writable: true}
 		if err := fn(tx); err != nil {
 			return err
@@ -186,6 +206,25 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		s.watch.fire(id)
 	}
 	return nil
+}
+
+// WriteStalled reports how long, as of now, the write transaction in
+// progress has been running (from taking the writer lock through commit
+// and fsync, or rollback), and whether that is longer than limit. With no
+// write in progress it returns 0, false.
+//
+// It is for liveness checks: read transactions never wait for the writer,
+// so a writer stuck in fsync on a dead disk, or an Update whose function
+// blocks, leaves View working while every write queues behind it. now
+// should come from time.Now (its monotonic reading is what is compared);
+// tests pass a later time instead of sleeping.
+func (s *Store) WriteStalled(now time.Time, limit time.Duration) (time.Duration, bool) {
+	began := s.writeBegan.Load()
+	if began == 0 {
+		return 0, false
+	}
+	d := now.Sub(s.epoch) - time.Duration(began)
+	return d, d > limit
 }
 
 // Changed returns a channel closed at the next commit that changes
