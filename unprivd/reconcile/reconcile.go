@@ -471,7 +471,13 @@ func (r *Reconciler) run(name string) {
 	log = log.With("operations", ids, "generation", gen, "deleting", p.Deleting)
 	log.Info("reconcile begins")
 	t := &Task{Project: p, Layout: layout.For(r.opt.BaseDir, name), Privd: r.privd, Clock: r.opt.Clock, Log: log, st: r.st, opt: &r.opt, gate: r.gate}
-	if !p.Deleting {
+	// Only a project's first deploy counts as approaching the gate: it
+	// is sure to install a vhost, and it is what arrives in bursts. An
+	// update, a settings change or opusd's start-up pass over every
+	// project rarely needs a graceful restart, and counting them would
+	// hold other deploys' reloads for nothing. (They still pass the gate
+	// and share a batch when they do need one.)
+	if !p.Deleting && p.Status.ObservedGeneration == 0 {
 		r.gate.approach(name)
 		defer r.gate.leave(name)
 	}

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -189,5 +190,68 @@ func TestBurstSharesOneReload(t *testing.T) {
 	mustSucceed(t, e.wait(t, id))
 	if n := count("ReloadApache"); n != 2 {
 		t.Errorf("%d ReloadApache calls after a lone deploy, want 2", n)
+	}
+}
+
+// Only first deploys approach the gate: an update of a live project (or
+// opusd's start-up pass over every project) must not hold a new project's
+// graceful restart for the gate's whole hold.
+func TestOnlyFirstDeploysApproachTheGate(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(t, 4)
+	id := e.createSpec(t, "live", store.Spec{})
+	r.Kick("live")
+	mustSucceed(t, e.wait(t, id))
+
+	migrating := make(chan struct{})
+	e.privd.mu.Lock()
+	e.privd.block["RunManage"] = migrating
+	e.privd.mu.Unlock()
+	approaching := func() []string {
+		r.gate.mu.Lock()
+		defer r.gate.mu.Unlock()
+		var names []string
+		for n := range r.gate.approaching {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return names
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; calls %v", what, e.privd.callList())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	manageCalls := func() int {
+		n := 0
+		for _, c := range e.privd.callList() {
+			if strings.HasPrefix(c, "RunManage") {
+				n++
+			}
+		}
+		return n
+	}
+	upd := e.mutate(t, "live", store.OpReconcile)
+	r.Kick("live")
+	waitFor("the update's migration", func() bool { return manageCalls() == 2 })
+	if got := approaching(); len(got) != 0 {
+		t.Errorf("an update approaches the gate: %v", got)
+	}
+	fresh := e.createSpec(t, "fresh", store.Spec{})
+	r.Kick("fresh")
+	waitFor("the new project's migration", func() bool { return manageCalls() == 3 })
+	if got := approaching(); !slices.Equal(got, []string{"fresh"}) {
+		t.Errorf("approaching = %v, want [fresh]", got)
+	}
+	close(migrating)
+	mustSucceed(t, e.wait(t, upd))
+	mustSucceed(t, e.wait(t, fresh))
+	if got := approaching(); len(got) != 0 {
+		t.Errorf("after the runs, approaching = %v", got)
 	}
 }
