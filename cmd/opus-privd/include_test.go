@@ -24,17 +24,9 @@ func TestSystemModeWithoutInclude(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runs opus-privd")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("needs the go tool: ", err)
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "opus-privd")
+	dir, bin := buildPrivd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
 	// A fresh directory no Apache configuration on this host includes.
 	apacheDir := filepath.Join(dir, "vhosts")
 	cfg := config.Default()

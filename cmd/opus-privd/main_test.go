@@ -156,17 +156,9 @@ func TestDaemon(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runs opus-privd and creates a temporary opus user")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("needs the go tool: ", err)
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "opus-privd")
+	dir, bin := buildPrivd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
 	// The stand-in opus user is a marked test project user, so a killed
 	// run's leftover is recognisable; remove stale ones first.
 	acc := &account.Accounts{BaseDir: dir}
@@ -255,4 +247,22 @@ func cleanStale(t *testing.T, acc *account.Accounts) {
 			}
 		}
 	}
+}
+
+// buildPrivd builds this opus-privd into a fresh temporary directory and
+// returns both; it skips the test where there is no go tool.
+func buildPrivd(t *testing.T) (dir, bin string) {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("needs the go tool: ", err)
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "opus-privd")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	return dir, bin
 }
