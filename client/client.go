@@ -65,6 +65,9 @@ type options struct {
 	dialOpts []grpc.DialOption
 }
 
+// MaxResponseBytes bounds one answer from opusd the client accepts.
+const MaxResponseBytes = 64 << 20
+
 // WithDialOptions adds gRPC dial options (interceptors, for example). The
 // transport credentials are always peercred's and cannot be replaced.
 func WithDialOptions(opts ...grpc.DialOption) Option {
@@ -102,6 +105,10 @@ func Dial(ctx context.Context, socketPath string, opts ...Option) (*Client, erro
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
 			MinConnectTimeout: 5 * time.Second,
 		}),
+		// ListProjects answers with every visible project at once: for an
+		// admin on a large host (each project with its revision history,
+		// about 2 KB) gRPC's default 4 MiB would run out near 2,000.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes)),
 	}, o.dialOpts...)
 	// Last, so that nothing in opts can replace the peer credentials.
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(peercred.Client()))
