@@ -2,10 +2,19 @@ package manage
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/layout"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
 // TestRunnerTurns: at most MaxParallel holders of a turn at once; others
@@ -75,4 +84,102 @@ func TestRunnerTurnGivesUp(t *testing.T) {
 		}
 		release()
 	})
+}
+
+// TestRunTakesTurns drives Run itself with a stand-in interpreter (a shell
+// script run as nobody, reporting success on the driver's progress fd):
+// no more than MaxParallel of them run at once, and each one's timeout
+// starts with its turn —
+// six half-second runs one at a time take three seconds, past the
+// two-second timeout, and none is killed.
+func TestRunTakesTurns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs the stand-in interpreter as nobody")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("needs the nobody user: ", err)
+	}
+	tests := []struct {
+		name      string
+		max, runs int
+	}{
+		{"two at a time", 2, 6},
+		{"one at a time", 1, 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := t.TempDir()
+			// nobody must reach the code directory and the stand-in.
+			for d := base; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+				if err := os.Chmod(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			runs := filepath.Join(base, "running")
+			if err := os.MkdirAll(runs, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(runs, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			py := filepath.Join(base, "python")
+			script := "#!/bin/sh\n" +
+				"d=" + runs + "\n" +
+				"touch $d/$$; ls $d | wc -l >> $d/../counts\n" +
+				"sleep 0.5\n" +
+				"rm $d/$$\n" +
+				"printf 'start 0\\ndone 0 0\\n' >&3\n"
+			if err := os.WriteFile(py, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(base, "counts"), nil, 0o666); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(filepath.Join(base, "counts"), 0o666); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(layout.For(base, "turns").Code, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := &Runner{Base: base, Python: py, Timeout: 2 * time.Second, MaxParallel: tt.max,
+				LookupUser: func(string) (*user.User, error) { return nobody, nil }}
+			var wg sync.WaitGroup
+			errs := make(chan error, tt.runs)
+			for range tt.runs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					res, err := r.Run(context.Background(), &privdv1.RunManageRequest{Project: "turns",
+						Commands: []privdv1.ManageCommand{privdv1.ManageCommand_MANAGE_COMMAND_CHECK}})
+					if err == nil && res.GetFailedCommand() != privdv1.ManageCommand_MANAGE_COMMAND_UNSPECIFIED {
+						err = fmt.Errorf("failed: exit %d: %s", res.GetExitCode(), res.GetOutput())
+					}
+					errs <- err
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}
+			data, err := os.ReadFile(filepath.Join(base, "counts"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			most, n := 0, 0
+			for _, f := range strings.Fields(string(data)) {
+				c, err := strconv.Atoi(f)
+				if err != nil {
+					t.Fatalf("counts: %q", data)
+				}
+				most, n = max(most, c), n+1
+			}
+			if n != tt.runs || most > tt.max {
+				t.Errorf("%d runs, at most %d at once; want %d runs, at most %d", n, most, tt.runs, tt.max)
+			}
+		})
+	}
 }
