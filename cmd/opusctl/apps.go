@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/opus-hosting/opus/client"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -43,23 +45,15 @@ project as 'opusctl show -o json' does.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			p, err := cl.GetProject(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if c.output == outputJSON {
-				return writeJSON(c.stdout, p)
-			}
-			if len(p.GetApps()) == 0 {
-				_, err := fmt.Fprintf(c.stdout, "Project %s has no apps. Add one with: opusctl apps add %s SRC\n", p.GetName(), p.GetName())
-				return err
-			}
-			return writeAppTable(c.stdout, p.GetApps(), "")
+			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.Project, error) {
+				return cl.GetProject(ctx, args[0])
+			}, func(p *opusv1.Project) error {
+				if len(p.GetApps()) == 0 {
+					_, err := fmt.Fprintf(c.stdout, "Project %s has no apps. Add one with: opusctl apps add %s SRC\n", p.GetName(), p.GetName())
+					return err
+				}
+				return writeAppTable(c.stdout, p.GetApps(), "")
+			})
 		},
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/opus-hosting/opus/client"
 	"github.com/opus-hosting/opus/internal/config"
@@ -404,4 +405,22 @@ func requireFlags(fs *pflag.FlagSet, names ...string) error {
 		return usagef("%s must be given", strings.Join(missing, " and "))
 	}
 	return nil
+}
+
+// query is a read-only command's body: dial opusd, make one call and print
+// its answer, as JSON with -o json and through human otherwise.
+func query[R proto.Message](c *cli, cmd *cobra.Command, call func(context.Context, *client.Client) (R, error), human func(R) error) error {
+	ctx, cl, done, err := c.connect(cmd)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := call(ctx, cl)
+	if err != nil {
+		return err
+	}
+	if c.output == outputJSON {
+		return writeJSON(c.stdout, res)
+	}
+	return human(res)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,7 +17,8 @@ import (
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
-// maxPassword bounds a password read from stdin.
+// maxPassword bounds a password read from stdin (opusd refuses longer
+// ones anyway).
 const maxPassword = 1024
 
 func (c *cli) createCommand() *cobra.Command {
@@ -154,6 +156,27 @@ func (c *cli) appSpec(ctx context.Context, cl *client.Client, s appSource) (*opu
 // with --superuser-password-stdin, else by a prompt without echo on the
 // terminal, asked twice. It never comes from argv.
 func (c *cli) readPassword(fromStdin bool, user string) (string, error) {
+	return c.readSecret(fromStdin, passwordPrompt{
+		stdinFlag:  "--superuser-password-stdin",
+		noTerminal: fmt.Sprintf("--superuser %s needs a password: run on a terminal to be prompted, or pipe it in with --superuser-password-stdin", user),
+		ask:        fmt.Sprintf("Password for superuser %s: ", user),
+		again:      "Repeat the password: ",
+		emptyErr:   errors.New("the superuser's password must not be empty"),
+	})
+}
+
+// passwordPrompt says how readSecret asks for a password.
+type passwordPrompt struct {
+	stdinFlag  string // the flag that reads it from stdin, for messages
+	noTerminal string // what to do instead when stdin is no terminal
+	ask, again string // the two prompts
+	emptyErr   error  // the answer to an empty typed password; nil accepts it
+}
+
+// readSecret reads a password: the first line of stdin when fromStdin (at
+// most maxPassword bytes), else asked twice without echo on the terminal.
+// Never from argv, where other users could read it.
+func (c *cli) readSecret(fromStdin bool, p passwordPrompt) (string, error) {
 	if fromStdin {
 		line, err := bufio.NewReader(io.LimitReader(c.stdin, maxPassword+1)).ReadString('\n')
 		if err != nil && err != io.EOF {
@@ -164,13 +187,13 @@ func (c *cli) readPassword(fromStdin bool, user string) (string, error) {
 		}
 		pw := strings.TrimRight(line, "\r\n")
 		if pw == "" {
-			return "", usagef("--superuser-password-stdin: stdin holds no password")
+			return "", usagef("%s: stdin holds no password", p.stdinFlag)
 		}
 		return pw, nil
 	}
 	fd, ok := terminal(c.stdin)
 	if !ok {
-		return "", usagef("--superuser %s needs a password: run on a terminal to be prompted, or pipe it in with --superuser-password-stdin", user)
+		return "", usagef("%s", p.noTerminal)
 	}
 	ask := func(prompt string) (string, error) {
 		fmt.Fprint(c.stderr, prompt)
@@ -181,14 +204,14 @@ func (c *cli) readPassword(fromStdin bool, user string) (string, error) {
 		}
 		return string(b), nil
 	}
-	pw, err := ask(fmt.Sprintf("Password for superuser %s: ", user))
+	pw, err := ask(p.ask)
 	if err != nil {
 		return "", err
 	}
-	if pw == "" {
-		return "", fmt.Errorf("the superuser's password must not be empty")
+	if pw == "" && p.emptyErr != nil {
+		return "", p.emptyErr
 	}
-	again, err := ask("Repeat the password: ")
+	again, err := ask(p.again)
 	if err != nil {
 		return "", err
 	}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/opus-hosting/opus/client"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -21,23 +23,15 @@ phase, apps and main URL. With -o json it prints opusd's ListProjects answer.`,
   opusctl ls -o json | jq -r '.projects[].name'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.RPC().ListProjects(ctx, &opusv1.ListProjectsRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == outputJSON {
-				return writeJSON(c.stdout, resp)
-			}
-			if len(resp.GetProjects()) == 0 {
-				_, err := fmt.Fprintln(c.stdout, "No projects. Create one with: opusctl create NAME --app DIR")
-				return err
-			}
-			return writeProjectTable(c.stdout, resp.GetProjects())
+			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.ListProjectsResponse, error) {
+				return cl.RPC().ListProjects(ctx, &opusv1.ListProjectsRequest{})
+			}, func(resp *opusv1.ListProjectsResponse) error {
+				if len(resp.GetProjects()) == 0 {
+					_, err := fmt.Fprintln(c.stdout, "No projects. Create one with: opusctl create NAME --app DIR")
+					return err
+				}
+				return writeProjectTable(c.stdout, resp.GetProjects())
+			})
 		},
 	}
 }
@@ -54,19 +48,11 @@ error, and each app with its source, requested ref and deployed commit.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			p, err := cl.GetProject(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if c.output == outputJSON {
-				return writeJSON(c.stdout, p)
-			}
-			return writeProjectDetail(c.stdout, p)
+			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.Project, error) {
+				return cl.GetProject(ctx, args[0])
+			}, func(p *opusv1.Project) error {
+				return writeProjectDetail(c.stdout, p)
+			})
 		},
 	}
 }
@@ -154,19 +140,11 @@ state, start time, duration and error.`,
 			if limit < 0 || limit > 1000 {
 				return usagef("--limit must be 0 to 1000")
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.RPC().ListOperations(ctx, &opusv1.ListOperationsRequest{Project: args[0], Limit: int32(limit)})
-			if err != nil {
-				return err
-			}
-			if c.output == outputJSON {
-				return writeJSON(c.stdout, resp)
-			}
-			return writeOperationTable(c.stdout, resp.GetOperations())
+			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.ListOperationsResponse, error) {
+				return cl.RPC().ListOperations(ctx, &opusv1.ListOperationsRequest{Project: args[0], Limit: int32(limit)})
+			}, func(resp *opusv1.ListOperationsResponse) error {
+				return writeOperationTable(c.stdout, resp.GetOperations())
+			})
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many operations (0: the server's default, 20)")
@@ -188,24 +166,16 @@ log: tracebacks of the Django code, failed requests, daemon restarts.`,
 			if lines < 0 || lines > 1000 {
 				return usagef("-n must be 0 to 1000")
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.RPC().GetLogs(ctx, &opusv1.GetLogsRequest{Project: args[0], Lines: int32(lines)})
-			if err != nil {
-				return err
-			}
-			if c.output == outputJSON {
-				return writeJSON(c.stdout, resp)
-			}
-			for _, l := range resp.GetLines() {
-				if _, err := fmt.Fprintln(c.stdout, l); err != nil {
-					return err
+			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.GetLogsResponse, error) {
+				return cl.RPC().GetLogs(ctx, &opusv1.GetLogsRequest{Project: args[0], Lines: int32(lines)})
+			}, func(resp *opusv1.GetLogsResponse) error {
+				for _, l := range resp.GetLines() {
+					if _, err := fmt.Fprintln(c.stdout, l); err != nil {
+						return err
+					}
 				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cmd.Flags().IntVarP(&lines, "lines", "n", 0, "how many of the last lines (0: the server's default, 100; at most 1000)")

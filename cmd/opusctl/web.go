@@ -1,22 +1,16 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"fmt"
-	"io"
 	"os/user"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
+	"github.com/opus-hosting/opus/client"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
-
-// maxConsolePassword bounds a console password read from stdin (opusd
-// refuses longer ones anyway).
-const maxConsolePassword = 1024
 
 func (c *cli) webCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -43,21 +37,13 @@ yourself, do not share it.`,
   opusctl web login -o json   # the link and its expiry time`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			res, err := cl.RPC().CreateLoginLink(ctx, &opusv1.CreateLoginLinkRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == outputJSON {
-				return writeJSON(c.stdout, res)
-			}
-			fmt.Fprintln(c.stdout, res.GetUrl())
-			fmt.Fprintf(c.stderr, "Open this link to sign in (once, until %s).\n", formatTime(res.GetExpireTime()))
-			return nil
+			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.CreateLoginLinkResponse, error) {
+				return cl.RPC().CreateLoginLink(ctx, &opusv1.CreateLoginLinkRequest{})
+			}, func(res *opusv1.CreateLoginLinkResponse) error {
+				fmt.Fprintln(c.stdout, res.GetUrl())
+				fmt.Fprintf(c.stderr, "Open this link to sign in (once, until %s).\n", formatTime(res.GetExpireTime()))
+				return nil
+			})
 		},
 	}
 	var fromStdin bool
@@ -99,24 +85,16 @@ admin group may list them.`,
   opusctl web accounts -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			res, err := cl.RPC().ListConsoleAccounts(ctx, &opusv1.ListConsoleAccountsRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == outputJSON {
-				return writeJSON(c.stdout, res)
-			}
-			tw := newTable(c.stdout)
-			fmt.Fprintln(tw, "UID\tUSER\tPASSWORD\tDISABLED\tLAST SIGN-IN")
-			for _, a := range res.GetAccounts() {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", a.GetUid(), orDash(a.GetUser()), yesNo(a.GetHasPassword()), yesNo(a.GetDisabled()), formatTime(a.GetLastSignIn()))
-			}
-			return tw.Flush()
+			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.ListConsoleAccountsResponse, error) {
+				return cl.RPC().ListConsoleAccounts(ctx, &opusv1.ListConsoleAccountsRequest{})
+			}, func(res *opusv1.ListConsoleAccountsResponse) error {
+				tw := newTable(c.stdout)
+				fmt.Fprintln(tw, "UID\tUSER\tPASSWORD\tDISABLED\tLAST SIGN-IN")
+				for _, a := range res.GetAccounts() {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", a.GetUid(), orDash(a.GetUser()), yesNo(a.GetHasPassword()), yesNo(a.GetDisabled()), formatTime(a.GetLastSignIn()))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	var enable bool
@@ -181,43 +159,10 @@ func yesNo(b bool) string {
 // readConsolePassword reads the new console password: the first line of
 // stdin, or asked twice without echo on the terminal. Never from argv.
 func (c *cli) readConsolePassword(fromStdin bool) (string, error) {
-	if fromStdin {
-		line, err := bufio.NewReader(io.LimitReader(c.stdin, maxConsolePassword+1)).ReadString('\n')
-		if err != nil && err != io.EOF {
-			return "", fmt.Errorf("read password from stdin: %w", err)
-		}
-		if len(line) > maxConsolePassword {
-			return "", fmt.Errorf("the password on stdin is longer than %d bytes", maxConsolePassword)
-		}
-		pw := strings.TrimRight(line, "\r\n")
-		if pw == "" {
-			return "", usagef("--password-stdin: stdin holds no password")
-		}
-		return pw, nil
-	}
-	fd, ok := terminal(c.stdin)
-	if !ok {
-		return "", usagef("run on a terminal to be prompted, or pipe the password in with --password-stdin")
-	}
-	ask := func(prompt string) (string, error) {
-		fmt.Fprint(c.stderr, prompt)
-		b, err := term.ReadPassword(fd)
-		fmt.Fprintln(c.stderr)
-		if err != nil {
-			return "", fmt.Errorf("read password: %w", err)
-		}
-		return string(b), nil
-	}
-	pw, err := ask("New console password: ")
-	if err != nil {
-		return "", err
-	}
-	again, err := ask("Repeat it: ")
-	if err != nil {
-		return "", err
-	}
-	if again != pw {
-		return "", fmt.Errorf("the passwords do not match")
-	}
-	return pw, nil
+	return c.readSecret(fromStdin, passwordPrompt{
+		stdinFlag:  "--password-stdin",
+		noTerminal: "run on a terminal to be prompted, or pipe the password in with --password-stdin",
+		ask:        "New console password: ",
+		again:      "Repeat it: ",
+	})
 }
