@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/pgtest"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	pgadmin "github.com/opus-hosting/opus/unprivd/postgres"
 )
@@ -31,12 +32,7 @@ const pgPrefix = "opuse2e_"
 // psql runs SQL as the postgres superuser and returns its unaligned output.
 func psql(t *testing.T, db, sql string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-d", db, "-c", sql)
-	cmd.Dir = "/"
-	out, err := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
+	return pgtest.SQL(t, db, sql)
 }
 
 // postgres makes sure a local PostgreSQL cluster runs (starting it, and
@@ -44,32 +40,10 @@ func psql(t *testing.T, db, sql string) (string, error) {
 // the test when PostgreSQL or psycopg2 is missing.
 func postgres(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("pg_lsclusters"); err != nil {
-		t.Skip("needs postgresql (run `make deps` as root)")
-	}
 	if exec.Command("/usr/bin/python3", "-c", "import psycopg2").Run() != nil {
 		t.Skip("needs python3-psycopg2 for /usr/bin/python3 (run `make deps` as root)")
 	}
-	out, err := exec.Command("pg_lsclusters", "-h").Output()
-	if err != nil {
-		t.Fatalf("pg_lsclusters: %v", err)
-	}
-	var f []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if f = strings.Fields(l); len(f) >= 4 {
-			break
-		}
-	}
-	if len(f) < 4 {
-		t.Skip("no PostgreSQL cluster on this host")
-	}
-	ver, name, port, state := f[0], f[1], f[2], f[3]
-	if state != "online" {
-		if out, err := exec.Command("pg_ctlcluster", ver, name, "start").CombinedOutput(); err != nil {
-			t.Fatalf("start PostgreSQL %s/%s: %v\n%s", ver, name, err, out)
-		}
-		t.Cleanup(func() { exec.Command("pg_ctlcluster", ver, name, "stop").Run() })
-	}
+	port, _ := pgtest.Cluster(t)
 	// A killed earlier run's leftovers.
 	stale, _ := psql(t, "postgres", "SELECT datname FROM pg_database WHERE datname LIKE '"+pgPrefix+"%'")
 	for _, db := range strings.Fields(stale) {

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/opus-hosting/opus/internal/pgtest"
 )
 
 // liveProjectPrefix and liveAdminPrefix start the names the live tests
@@ -25,12 +26,7 @@ const (
 // superSQL runs SQL as the postgres superuser in database db.
 func superSQL(t *testing.T, db, sql string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-d", db, "-c", sql)
-	cmd.Dir = "/"
-	out, err := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
+	return pgtest.SQL(t, db, sql)
 }
 
 func mustSuperSQL(t *testing.T, db, sql string) string {
@@ -51,29 +47,7 @@ func liveCluster(t *testing.T) (port, logFile string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runs SQL as the postgres superuser on the host's cluster")
 	}
-	if _, err := exec.LookPath("pg_lsclusters"); err != nil {
-		t.Skip("needs postgresql (run `make deps` as root)")
-	}
-	out, err := exec.Command("pg_lsclusters", "-h").Output()
-	if err != nil {
-		t.Fatalf("pg_lsclusters: %v", err)
-	}
-	var f []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if f = strings.Fields(l); len(f) >= 7 {
-			break
-		}
-	}
-	if len(f) < 7 {
-		t.Skip("no PostgreSQL cluster on this host")
-	}
-	ver, name, port, state, logFile := f[0], f[1], f[2], f[3], f[6]
-	if state != "online" {
-		if out, err := exec.Command("pg_ctlcluster", ver, name, "start").CombinedOutput(); err != nil {
-			t.Fatalf("start PostgreSQL %s/%s: %v\n%s", ver, name, err, out)
-		}
-		t.Cleanup(func() { exec.Command("pg_ctlcluster", ver, name, "stop").Run() })
-	}
+	port, logFile = pgtest.Cluster(t)
 	liveCleanup(t)
 	t.Cleanup(func() { liveCleanup(t) })
 	return port, logFile
