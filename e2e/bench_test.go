@@ -233,7 +233,7 @@ func benchName() string {
 // track destroys name when the benchmark ends, should it still exist.
 func (e *benchEnv) track(b *testing.B, name string) {
 	b.Cleanup(func() {
-		if _, err := user.Lookup("opus-" + name); err == nil || exists(filepath.Join(e.h.cfg.BaseDir, "projects", name)) {
+		if _, err := user.Lookup(projUser(name)); err == nil || exists(filepath.Join(e.h.cfg.BaseDir, "projects", name)) {
 			_ = e.destroy(name)
 		}
 	})
@@ -493,7 +493,11 @@ func (e *benchEnv) script(name string) (map[string]float64, error) {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, "/bin/sh", filepath.Join("..", "scripts", "bench", name))
-	cmd.Env = append(os.Environ(), "APACHE_DIR="+e.h.cfg.ApacheDir, "WORK="+work, "NAME="+benchName(),
+	project := benchName()
+	if err := testRun.NoteAccount(projUser(project)); err != nil {
+		return nil, err
+	}
+	cmd.Env = append(os.Environ(), "APACHE_DIR="+e.h.cfg.ApacheDir, "WORK="+work, "NAME="+project, "USER_NAME="+projUser(project),
 		"HTTP_PORT="+strconv.Itoa(e.h.cfg.HTTPPort), "HTTPS_PORT="+strconv.Itoa(e.h.cfg.HTTPSPort), "PYTHON="+e.h.cfg.Python)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -919,7 +923,7 @@ func (s *stubPrivd) EnsureUser(_ context.Context, req *privdv1.EnsureUserRequest
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.uid++
-	return &privdv1.EnsureUserResponse{User: "opus-" + req.GetProject(), Uid: 70000 + s.uid, Gid: 70000 + s.uid, Created: true}, nil
+	return &privdv1.EnsureUserResponse{User: projUser(req.GetProject()), Uid: 70000 + s.uid, Gid: 70000 + s.uid, Created: true}, nil
 }
 func (s *stubPrivd) DeleteUser(context.Context, *privdv1.DeleteUserRequest) (*privdv1.DeleteUserResponse, error) {
 	return &privdv1.DeleteUserResponse{Deleted: true}, nil

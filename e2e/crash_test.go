@@ -291,7 +291,7 @@ func (h *host) checkDeployed(t *testing.T, name, app, want string) {
 	if p.GetPhase() != opusv1.Phase_PHASE_READY || p.GetObservedGeneration() != p.GetGeneration() {
 		t.Errorf("project %s: phase %v at generation %d of %d (%s)", name, p.GetPhase(), p.GetObservedGeneration(), p.GetGeneration(), p.GetLastError())
 	}
-	if passwdLine(t, "opus-"+name) == "" {
+	if passwdLine(t, projUser(name)) == "" {
 		t.Errorf("project %s has no user", name)
 	}
 	for _, f := range []string{filepath.Join(h.cfg.ApacheDir, "sites", name+".conf"), filepath.Join(h.cfg.BaseDir, "projects", name, "code", "wsgi.py"), filepath.Join(h.cfg.BaseDir, "tls", name+".crt")} {
@@ -314,7 +314,7 @@ func (h *host) checkGone(t *testing.T, name string) {
 	if _, err := c.GetProject(ctx, name); status.Code(err) != codes.NotFound {
 		t.Errorf("project %s after destroy: %v, want NotFound", name, err)
 	}
-	if passwdLine(t, "opus-"+name) != "" {
+	if passwdLine(t, projUser(name)) != "" {
 		t.Errorf("user opus-%s survived", name)
 	}
 	for _, f := range []string{

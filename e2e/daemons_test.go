@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,15 +56,32 @@ func stateOf(t *testing.T, path string) fileState {
 	return s
 }
 
+// hostState digests the accounts a refused call of this run could have
+// made: every passwd, group and shadow line whose name carries the run's
+// marker or whose id lies in the run's project uid range. Other accounts
+// are not the test's to judge: anything else on the host (`make demo`'s
+// stack, a real Opus) may add users meanwhile.
 func hostState(t *testing.T) [32]byte {
 	t.Helper()
 	var b bytes.Buffer
+	ids := testRun.UIDs()
 	for _, f := range []string{"/etc/passwd", "/etc/group", "/etc/shadow"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Write(data)
+		for _, line := range strings.Split(string(data), "\n") {
+			fields := strings.Split(line, ":")
+			mine := strings.HasPrefix(fields[0], "t"+testRun.ID)
+			if len(fields) > 2 && f != "/etc/shadow" {
+				if id, err := strconv.ParseUint(fields[2], 10, 32); err == nil && ids.Contains(uint32(id)) {
+					mine = true
+				}
+			}
+			if mine {
+				fmt.Fprintf(&b, "%s:%s\n", f, line)
+			}
+		}
 	}
 	return sha256.Sum256(b.Bytes())
 }
@@ -84,7 +102,7 @@ func checkOwner(t *testing.T, path string, uid, gid uint32, perm fs.FileMode) {
 
 func projectIDs(t *testing.T, name string) (uint32, uint32) {
 	t.Helper()
-	uid, gid, err := lookupIDs("opus-" + name)
+	uid, gid, err := lookupIDs(projUser(name))
 	if err != nil {
 		t.Fatalf("project user: %v", err)
 	}
@@ -99,7 +117,7 @@ func TestCreateShowListDestroy(t *testing.T) {
 	name := h.newProject(t)
 	h.mustCtl(t, 0, "create", name)
 
-	line := passwdLine(t, "opus-"+name)
+	line := passwdLine(t, projUser(name))
 	if line == "" {
 		t.Fatalf("user opus-%s is not in /etc/passwd", name)
 	}
@@ -134,10 +152,10 @@ func TestCreateShowListDestroy(t *testing.T) {
 	}
 
 	h.mustCtl(t, 0, "destroy", name, "--yes")
-	if l := passwdLine(t, "opus-"+name); l != "" {
+	if l := passwdLine(t, projUser(name)); l != "" {
 		t.Errorf("user still there after destroy: %s", l)
 	}
-	if _, err := user.LookupGroup("opus-" + name); err == nil {
+	if _, err := user.LookupGroup(projUser(name)); err == nil {
 		t.Errorf("group opus-%s still there after destroy", name)
 	}
 	if exists(rootDir) {
@@ -169,7 +187,7 @@ func TestOwnersSeeOnlyTheirOwn(t *testing.T) {
 	if r := h.ctl(t, nobody, "", "destroy", name, "--yes"); r.code == 0 {
 		t.Errorf("nobody destroyed %s", name)
 	}
-	if hostState(t) != before || passwdLine(t, "opus-"+name) == "" {
+	if hostState(t) != before || passwdLine(t, projUser(name)) == "" {
 		t.Errorf("host changed after a refused destroy")
 	}
 	if out := h.mustCtl(t, 0, "ls"); !strings.Contains(out, name) {
@@ -247,16 +265,16 @@ func TestPrivdRefusesBadNamesAndForeignUsers(t *testing.T) {
 
 	// A user that looks like Opus's but was made by hand.
 	name := h.newProject(t)
-	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "opus-"+name); err != nil {
+	if err := testRun.AddUser(projUser(name)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = run("userdel", "opus-"+name) })
+	t.Cleanup(func() { _ = run("userdel", projUser(name)) })
 	before = hostState(t)
 	ans := asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: "DeleteUser", Project: name})
 	if ans.Code != "FailedPrecondition" && ans.Code != "PermissionDenied" {
 		t.Errorf("DeleteUser of a hand-made user: %s %s, want FailedPrecondition", ans.Code, ans.Message)
 	}
-	if passwdLine(t, "opus-"+name) == "" || hostState(t) != before {
+	if passwdLine(t, projUser(name)) == "" || hostState(t) != before {
 		t.Errorf("the hand-made user opus-%s was changed", name)
 	}
 	ans = asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: "EnsureUser", Project: name})

@@ -242,7 +242,7 @@ func TestDeployTwoProjects(t *testing.T) {
 			t.Errorf("%s survived destroy", p)
 		}
 	}
-	if passwdLine(t, "opus-"+a) != "" {
+	if passwdLine(t, projUser(a)) != "" {
 		t.Errorf("user opus-%s survived destroy", a)
 	}
 	if code, _ := get(t, c, h.url(a, "http", "/hello/")); code == 200 {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opus-hosting/opus/internal/names"
 )
 
 // TestDoctorReportsDrift: on a clean host opusctl doctor reports nothing
@@ -22,8 +24,8 @@ func TestDoctorReportsDrift(t *testing.T) {
 	// The planted user has the test prefix and the marker, so a killed
 	// run's leftover is removed by the harness's stale cleanup.
 	orphan, stray := h.newProject(t), h.newProject(t)
-	user := "opus-" + orphan
-	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "--comment", "Opus project "+orphan, user); err != nil {
+	user := projUser(orphan)
+	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "--comment", names.Marker(orphan), user); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

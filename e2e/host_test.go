@@ -6,10 +6,10 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,16 +25,25 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/testrun"
 )
 
-// Fixed names, so a run killed halfway is cleaned up by the next one.
-const (
-	root       = "/tmp/opus-e2e"
-	daemonUser = "opuse2e" // opusd runs as this user
-	adminGroup = "opuse2eadm"
-	otherUser  = "opuse2eb" // a second, unprivileged client
-	projPrefix = "e"        // every test project is "e" + 6 random letters
+// Names unique to this run (internal/testrun): everything the tests make
+// on the host carries the run's id, so they touch nothing else — not a
+// real Opus, not `make demo`'s stack — and a killed run is cleaned up by
+// the next one.
+var (
+	testRun    *testrun.Run
+	root       string // the run's directory: every file the tests make is under it
+	daemonUser string // opusd runs as this user
+	adminGroup string
+	otherUser  string // a second, unprivileged client
+	projPrefix string // every test project is projPrefix + 3 random letters
 )
+
+// projUser is the Linux user of the test project name.
+func projUser(name string) string { return names.User(testRun.UserPrefix(), name) }
 
 // host is one running Opus: both daemons and their managed Apache.
 type host struct {
@@ -62,7 +70,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelper())
 	}
+	flag.Parse()
 	switch {
+	case testing.Short():
+		skipReason = "end-to-end tests create users and start daemons and Apache; -short (make unit) starts nothing"
 	case os.Geteuid() != 0:
 		skipReason = "end-to-end tests need root (they create users and start Apache); run `make test` as root"
 	case !exists("/usr/sbin/apache2") || !exists("/usr/lib/apache2/modules/mod_wsgi.so"):
@@ -74,25 +85,20 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: skipping:", skipReason)
 		os.Exit(m.Run())
 	}
-	// One run at a time: the names below are fixed so that a killed run is
-	// cleaned up by the next, which also means two runs would fight.
-	lock, err := os.OpenFile(root+".lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err == nil {
-		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: lock:", err)
+	var err error
+	if testRun, err = testrun.Start(dropDeadRunDatabases); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	cleanStale()
+	root = testRun.Dir
+	daemonUser, adminGroup, otherUser = testRun.Account("d"), testRun.Account("a"), testRun.Account("b")
+	projPrefix = "e" + testRun.ID
 	code := m.Run()
 	if shared != nil {
 		shared.stop()
 	}
-	cleanStale()
-	// Keep the lock's file alive to the end: once unreachable, its
-	// finalizer would close the descriptor and release the lock mid-run.
-	runtime.KeepAlive(lock)
+	dropRunDatabases(testRun.ID)
+	testRun.End()
 	os.Exit(code)
 }
 
@@ -110,45 +116,6 @@ func needHost(t *testing.T) *host {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// cleanStale removes what a killed earlier run may have left: daemons and
-// Apache started from root, the project users and the test users.
-func cleanStale() {
-	if data, err := os.ReadFile(filepath.Join(root, "apache", "run", "httpd.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 1 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	killMatching(root)
-	time.Sleep(100 * time.Millisecond)
-	if f, err := os.Open("/etc/passwd"); err == nil {
-		sc := bufio.NewScanner(f)
-		var stale []string
-		for sc.Scan() {
-			fields := strings.Split(sc.Text(), ":")
-			if len(fields) > 4 && strings.HasPrefix(fields[0], "opus-"+projPrefix) && strings.HasPrefix(fields[4], "Opus project") {
-				stale = append(stale, fields[0])
-			}
-		}
-		f.Close()
-		for _, u := range stale {
-			_ = exec.Command("userdel", u).Run()
-			_ = exec.Command("groupdel", u).Run()
-		}
-	}
-	for _, u := range []string{daemonUser, otherUser} {
-		if _, err := user.Lookup(u); err == nil {
-			_ = exec.Command("userdel", u).Run()
-		}
-		if _, err := user.LookupGroup(u); err == nil {
-			_ = exec.Command("groupdel", u).Run()
-		}
-	}
-	if _, err := user.LookupGroup(adminGroup); err == nil {
-		_ = exec.Command("groupdel", adminGroup).Run()
-	}
-	_ = os.RemoveAll(root)
-}
 
 // killMatching kills every process whose command line mentions s.
 func killMatching(s string) {
@@ -207,13 +174,13 @@ func startHost() (*host, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("go build: %w\n%s", err, out)
 	}
-	if err := run("groupadd", "--system", adminGroup); err != nil {
+	if err := testRun.AddGroup(adminGroup); err != nil {
 		return nil, err
 	}
-	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", daemonUser); err != nil {
+	if err := testRun.AddUser(daemonUser); err != nil {
 		return nil, err
 	}
-	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", otherUser); err != nil {
+	if err := testRun.AddUser(otherUser); err != nil {
 		return nil, err
 	}
 	var err error
@@ -241,14 +208,16 @@ func startHost() (*host, error) {
 	// Small enough that the hostile-source test's oversized repository is
 	// cheap to build; every other test's repository is a few KiB.
 	cfg.GitMaxBytes = 8 << 20
+	cfg.UserPrefix = testRun.UserPrefix()
+	cfg.ProjectUIDs = testRun.UIDs()
 	webPort, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	h.webAddr = fmt.Sprintf("127.0.0.1:%d", webPort)
 	h.cfg = cfg
-	conf := fmt.Sprintf("# written by the e2e tests\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\ngit_max_bytes %d\n",
-		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python, cfg.GitMaxBytes)
+	conf := fmt.Sprintf("# written by the e2e tests\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\ngit_max_bytes %d\nuser_prefix %s\nproject_uids %s\n",
+		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python, cfg.GitMaxBytes, cfg.UserPrefix, cfg.ProjectUIDs)
 	h.conf = filepath.Join(root, "opus.conf")
 	if err := os.WriteFile(h.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -414,18 +383,42 @@ func (h *host) mustCtl(t *testing.T, uid uint32, args ...string) string {
 	return r.out
 }
 
+// pwnedPath is where a hostile test's attack would leave its mark: in
+// /tmp, which every attacker can write, named by the run.
+func pwnedPath() string { return "/tmp/opus-test-pwned-" + testRun.ID }
+
+// addUser makes a plain user of the run, "t"+ID+role (testrun writes it
+// down first, so a killed run's user is removed by the next), deletes it
+// when the test ends, and returns its name and uid.
+func addUser(t *testing.T, role string) (string, uint32) {
+	t.Helper()
+	name := testRun.Account(role)
+	if err := testRun.AddUser(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("userdel", name).Run()
+		_ = exec.Command("groupdel", name).Run()
+	})
+	uid, _, err := lookupIDs(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name, uid
+}
+
 // newProject returns a fresh project name and registers a cleanup that
 // destroys it if the test left it behind.
 func (h *host) newProject(t *testing.T) string {
 	t.Helper()
 	const letters = "abcdefghijklmnopqrstuvwxyz"
 	b := []byte(projPrefix)
-	for i := 0; i < 6; i++ {
+	for i := 0; i < 3; i++ {
 		b = append(b, letters[rand.IntN(len(letters))])
 	}
 	name := string(b)
 	t.Cleanup(func() {
-		if _, err := user.Lookup("opus-" + name); err == nil || exists(filepath.Join(h.cfg.BaseDir, "projects", name)) {
+		if _, err := user.Lookup(projUser(name)); err == nil || exists(filepath.Join(h.cfg.BaseDir, "projects", name)) {
 			h.ctl(t, 0, "", "destroy", name, "--yes")
 		}
 		h.dumpLogs(t)

@@ -192,7 +192,7 @@ func TestHostileSources(t *testing.T) {
 		uid       uint32
 		src, want string
 	}{
-		{0, "ext::sh -c touch% /tmp/opus-e2e-pwned", "transport"},
+		{0, "ext::sh -c touch% "+pwnedPath(), "transport"},
 		{0, "fd::17", "transport"},
 		{0, "ftp://127.0.0.1:1/x.git", `"ftp" is not one of`},
 		{0, "http://127.0.0.1:1/x.git", "plain http"},
@@ -207,7 +207,7 @@ func TestHostileSources(t *testing.T) {
 		if r.code == 0 || !strings.Contains(strings.ToLower(r.err), strings.ToLower(tt.want)) {
 			t.Errorf("create with %q: exit %d %q, want a refusal mentioning %q", tt.src, r.code, r.err, tt.want)
 		}
-		if exists("/tmp/opus-e2e-pwned") || passwdLine(t, "opus-"+name) != "" || hostState(t) != before ||
+		if exists(pwnedPath()) || passwdLine(t, projUser(name)) != "" || hostState(t) != before ||
 			exists(filepath.Join(h.cfg.BaseDir, "projects", name)) {
 			t.Errorf("a refused source %q changed the host", tt.src)
 		}
@@ -361,7 +361,7 @@ func TestHostileGitSize(t *testing.T) {
 			t.Errorf("a project whose only app was refused got a vhost")
 		}
 		h.mustCtl(t, 0, "destroy", name, "--yes")
-		if passwdLine(t, "opus-"+name) != "" || exists(proj) {
+		if passwdLine(t, projUser(name)) != "" || exists(proj) {
 			t.Errorf("live=%v: destroy left the user or the tree", live)
 		}
 	}
@@ -392,7 +392,7 @@ func TestHostileApps(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.err, tt.want) {
 			t.Errorf("create %v: exit %d %q, want a refusal mentioning %q", tt.apps, r.code, r.err, tt.want)
 		}
-		if passwdLine(t, "opus-"+name) != "" {
+		if passwdLine(t, projUser(name)) != "" {
 			t.Errorf("refused create %v made a user", tt.apps)
 		}
 	}
@@ -424,7 +424,7 @@ func (g *gitApp) craftTree(t *testing.T, mode, kind, name string) {
 		}
 		return strings.TrimSpace(string(out))
 	}
-	blob := hashObject("open('/tmp/opus-e2e-pwned', 'w')\n")
+	blob := hashObject("open('" + pwnedPath() + "', 'w')\n")
 	obj := blob
 	if kind == "tree" {
 		obj = mktree("100644 blob " + blob + "\tevil.py\n")
@@ -461,7 +461,7 @@ func TestHostileGitTrees(t *testing.T) {
 			}
 			return nil
 		})
-		if exists("/tmp/opus-e2e-pwned") {
+		if exists(pwnedPath()) {
 			t.Errorf("crafted code ran")
 		}
 		h.mustCtl(t, 0, "destroy", name, "--yes")

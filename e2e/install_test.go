@@ -21,20 +21,21 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
-	"github.com/opus-hosting/opus/privd/account"
+	"github.com/opus-hosting/opus/internal/names"
 )
 
 // The install test's fixed names, so that a run killed halfway is found and
-// undone by the next one. Its project names are "i" + 6 letters.
+// undone by the next one (a host has one /usr/local: one install test at a
+// time, under /tmp/opus-install.lock). Its project is named and its user
+// prefixed by the e2e run, like every other test project.
 const (
 	installRoot   = "/tmp/opus-install-e2e"
 	installPrefix = "/usr/local" // the Makefile's default PREFIX
-	installProj   = "i"
 	// installState is written before `make install` and removed after
 	// `make uninstall`: finding it at start means a run was killed in
 	// between, and the host must be restored first.
 	installState = installRoot + "/before.json"
-	// installProject holds the name of the project the run deploys,
+	// installProject holds the user name of the project the run deploys,
 	// written before it is created, so that a later run deletes that
 	// project's user and no other.
 	installProject = installRoot + "/project"
@@ -341,11 +342,11 @@ func cleanInstallLeftovers(t *testing.T) {
 	}
 }
 
-// deleteProjectUser deletes project's user and group if Opus made them
+// deleteProjectUser deletes a project user and its group if Opus made them
 // (the GECOS marker says so).
-func deleteProjectUser(project string) {
-	u, err := user.Lookup("opus-" + project)
-	if err != nil || u.Name != account.Marker(project) {
+func deleteProjectUser(userName string) {
+	u, err := user.Lookup(userName)
+	if err != nil || !strings.HasPrefix(u.Name, names.Marker("")) {
 		return
 	}
 	_ = exec.Command("userdel", u.Username).Run()
@@ -433,7 +434,7 @@ func TestInstallOnHost(t *testing.T) {
 		}
 		d.stopApache(t)
 		if name != "" {
-			deleteProjectUser(name)
+			deleteProjectUser(projUser(name))
 		}
 		if !uninstalled {
 			makeTarget(t, "uninstall")
@@ -475,8 +476,9 @@ func TestInstallOnHost(t *testing.T) {
 	conf.Write(installed)
 	fmt.Fprintf(&conf, "\n# TestInstallOnHost: the installed settings above, on places of its own\n"+
 		"opus_user opus\nadmin_group opus-admin\napache_mode managed\nserver_suffix .opus.localhost\n"+
-		"base_dir %s\nrun_dir %s\napache_dir %s\nhttp_port %d\nhttps_port %d\n",
-		filepath.Join(installRoot, "base"), filepath.Join(installRoot, "run"), filepath.Join(installRoot, "apache"), httpPort, httpsPort)
+		"base_dir %s\nrun_dir %s\napache_dir %s\nhttp_port %d\nhttps_port %d\nuser_prefix %s\nproject_uids %s\n",
+		filepath.Join(installRoot, "base"), filepath.Join(installRoot, "run"), filepath.Join(installRoot, "apache"), httpPort, httpsPort,
+		testRun.UserPrefix(), testRun.UIDs())
 	d.conf = filepath.Join(installRoot, "opus.conf")
 	if err := os.WriteFile(d.conf, conf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
@@ -507,15 +509,15 @@ func TestInstallOnHost(t *testing.T) {
 	}
 
 	d.start(t)
-	name = installProj
-	for i := 0; i < 6; i++ {
+	name = projPrefix
+	for i := 0; i < 3; i++ {
 		name += string(rune('a' + rand.IntN(26)))
 	}
-	if err := os.WriteFile(installProject, []byte(name), 0o600); err != nil {
+	if err := os.WriteFile(installProject, []byte(projUser(name)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d.ctl(t, "create", name, "--app", "examples/hello")
-	pu, err := user.Lookup("opus-" + name)
+	pu, err := user.Lookup(projUser(name))
 	if err != nil {
 		t.Fatalf("deployed %s has no project user: %v", name, err)
 	}
@@ -550,8 +552,8 @@ func TestInstallOnHost(t *testing.T) {
 	}
 
 	d.ctl(t, "destroy", name, "--yes")
-	if _, err := user.Lookup("opus-" + name); err == nil {
-		t.Errorf("project user opus-%s still exists after destroy", name)
+	if _, err := user.Lookup(projUser(name)); err == nil {
+		t.Errorf("project user %s still exists after destroy", projUser(name))
 	}
 	if code, body := get(t, webClient(), url); code == 200 {
 		t.Errorf("GET %s after destroy: %d %.200q", url, code, body)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -27,8 +26,7 @@ import (
 // the default).
 const (
 	loadClients   = 50
-	loadUserPre   = "opuse2el" // + two digits; removed at start and end
-	loadDeployers = 10         // clients 0, 5, 10, ... create and destroy
+	loadDeployers = 10 // clients 0, 5, 10, ... create and destroy
 	loadDuration  = 40 * time.Second
 )
 
@@ -36,32 +34,6 @@ const (
 type loadClient struct {
 	name     string
 	uid, gid uint32
-}
-
-// removeLoadUsers deletes every user and group a load run made, also
-// those of a run that was killed.
-func removeLoadUsers() {
-	for _, db := range []string{"/etc/passwd", "/etc/group"} {
-		f, err := os.Open(db)
-		if err != nil {
-			continue
-		}
-		var names []string
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if n, _, ok := strings.Cut(sc.Text(), ":"); ok && strings.HasPrefix(n, loadUserPre) {
-				names = append(names, n)
-			}
-		}
-		f.Close()
-		for _, n := range names {
-			if db == "/etc/passwd" {
-				_ = exec.Command("userdel", n).Run()
-			} else {
-				_ = exec.Command("groupdel", n).Run()
-			}
-		}
-	}
 }
 
 // ctlAs runs opusctl as c without logging (the load test makes thousands
@@ -141,14 +113,9 @@ func TestLoad(t *testing.T) {
 	if s, err := strconv.Atoi(os.Getenv("OPUS_LOAD_SECONDS")); err == nil && s > 0 {
 		dur = time.Duration(s) * time.Second
 	}
-	removeLoadUsers()
-	t.Cleanup(removeLoadUsers)
 	clients := make([]loadClient, loadClients)
 	for i := range clients {
-		name := fmt.Sprintf("%s%02d", loadUserPre, i)
-		if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name); err != nil {
-			t.Fatal(err)
-		}
+		name, _ := addUser(t, fmt.Sprintf("l%02d", i))
 		u, err := user.Lookup(name)
 		if err != nil {
 			t.Fatal(err)

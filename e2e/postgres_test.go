@@ -25,9 +25,35 @@ import (
 	pgadmin "github.com/opus-hosting/opus/unprivd/postgres"
 )
 
-// pgPrefix starts the names of the roles and databases the tests make, so
-// a killed run's leftovers are found and dropped.
-const pgPrefix = "opuse2e_"
+// pgPrefix starts the names of the roles and databases the tests make by
+// hand; it holds the run's id (see dropRunDatabases).
+func pgPrefix() string { return "t" + testRun.ID + "_" }
+
+// dropRunDatabases drops the roles and databases run id made in the host's
+// PostgreSQL, when it runs: the tests' own (t<id>_...), the ones Opus
+// provisioned for the run's projects (opus_e<id>...) and the run's admin
+// role (its daemon user). Nothing else is looked at.
+func dropRunDatabases(id string) {
+	if !pgtest.Online() {
+		return
+	}
+	own := regexp.MustCompile(`^(t` + id + `_[a-z0-9_]+|opus_e` + id + `[a-z]{3})$`)
+	dbs, _ := pgtest.Query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 't"+id+"\\_%' OR datname LIKE 'opus\\_e"+id+"%'")
+	for _, db := range strings.Fields(dbs) {
+		if own.MatchString(db) {
+			pgtest.Query("postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+		}
+	}
+	roles, _ := pgtest.Query("postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE 't"+id+"%' OR rolname LIKE 'opus\\_e"+id+"%'")
+	for _, r := range strings.Fields(roles) {
+		if own.MatchString(r) || r == "t"+id+"d" {
+			pgtest.Query("postgres", "DROP ROLE IF EXISTS "+r)
+		}
+	}
+}
+
+// dropDeadRunDatabases is testrun's hook for a dead run.
+func dropDeadRunDatabases(id string) { dropRunDatabases(id) }
 
 // psql runs SQL as the postgres superuser and returns its unaligned output.
 func psql(t *testing.T, db, sql string) (string, error) {
@@ -44,15 +70,6 @@ func postgres(t *testing.T) string {
 		t.Skip("needs python3-psycopg2 for /usr/bin/python3 (run `make deps` as root)")
 	}
 	port, _ := pgtest.Cluster(t)
-	// A killed earlier run's leftovers.
-	stale, _ := psql(t, "postgres", "SELECT datname FROM pg_database WHERE datname LIKE '"+pgPrefix+"%'")
-	for _, db := range strings.Fields(stale) {
-		psql(t, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
-	}
-	stale, _ = psql(t, "postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE '"+pgPrefix+"%'")
-	for _, r := range strings.Fields(stale) {
-		psql(t, "postgres", "DROP ROLE IF EXISTS "+r)
-	}
 	return port
 }
 
@@ -64,7 +81,7 @@ func TestPostgreSQLByParameters(t *testing.T) {
 	h := needHost(t)
 	port := postgres(t)
 	name := h.newProject(t)
-	db := pgPrefix + name
+	db := pgPrefix() + name
 	b := make([]byte, 16)
 	rand.Read(b)
 	password := hex.EncodeToString(b)
@@ -122,26 +139,11 @@ func TestPostgreSQLByParameters(t *testing.T) {
 	}
 }
 
-// provisionedRE matches the role and database names Opus provisions for
-// the e2e projects ("opus_" + projPrefix + six letters), so a killed run's
-// leftovers are found and dropped.
-var provisionedRE = regexp.MustCompile(`^opus_` + projPrefix + `[a-z]{6}$`)
-
-// dropProvisioned drops what a provisioned e2e project left in PostgreSQL.
+// dropProvisioned drops what the run's provisioned projects left in
+// PostgreSQL.
 func dropProvisioned(t *testing.T) {
 	t.Helper()
-	dbs, _ := psql(t, "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'opus\\_"+projPrefix+"%'")
-	for _, db := range strings.Fields(dbs) {
-		if provisionedRE.MatchString(db) {
-			psql(t, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
-		}
-	}
-	roles, _ := psql(t, "postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE 'opus\\_"+projPrefix+"%'")
-	for _, r := range strings.Fields(roles) {
-		if provisionedRE.MatchString(r) {
-			psql(t, "postgres", "DROP ROLE IF EXISTS "+r)
-		}
-	}
+	dropRunDatabases(testRun.ID)
 }
 
 // pgExists reports whether PostgreSQL has a role and a database called
@@ -200,7 +202,7 @@ func TestPostgreSQLProvisioned(t *testing.T) {
 	if role, owner := pgExists(t, "opus_"+refused); role || owner != "" {
 		t.Errorf("a refused project got PostgreSQL objects: role %v, database owner %q", role, owner)
 	}
-	if _, err := user.Lookup("opus-" + refused); err == nil || exists(filepath.Join(h.cfg.BaseDir, "projects", refused)) {
+	if _, err := user.Lookup(projUser(refused)); err == nil || exists(filepath.Join(h.cfg.BaseDir, "projects", refused)) {
 		t.Errorf("a refused project got a user or a tree")
 	}
 
@@ -319,7 +321,7 @@ func TestPostgreSQLAdminRepairs(t *testing.T) {
 	}
 	port := postgres(t)
 	dropProvisioned(t)
-	adminRole := pgPrefix + "admin"
+	adminRole := pgPrefix() + "admin"
 	b := make([]byte, 16)
 	rand.Read(b)
 	adminPW := hex.EncodeToString(b)

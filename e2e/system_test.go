@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/testrun"
 )
 
 // Fixed paths of the system-mode test, so a killed run is cleaned up by the
@@ -26,13 +27,16 @@ import (
 // sysApacheDir) records which modules the test enabled, so only those are
 // disabled again, even by a later run after a kill.
 const (
-	sysRoot      = root + "/sys"
 	sysApacheDir = "/etc/apache2/opus-e2e"
 	sysConf      = "/etc/apache2/conf-enabled/opus-e2e.conf"
 	sysMods      = sysApacheDir + "/enabled-by-e2e"
 	sysCtl       = "/usr/sbin/apache2ctl"
 	sysPidFile   = "/run/apache2/apache2.pid"
 )
+
+// sysRoot holds the system-mode test's own files (its second opusd's
+// state and sockets).
+func sysRoot() string { return root + "/sys" }
 
 // sysCmd runs an administrator's command with a timeout.
 func sysCmd(name string, args ...string) (string, error) {
@@ -53,7 +57,7 @@ func sysCmd(name string, args ...string) (string, error) {
 
 // systemApachePids returns the pids of Debian's own apache2 processes: the
 // binary without "-f", so never the harness's managed instance, whose
-// command line names its own httpd.conf under /tmp/opus-e2e/apache.
+// command line names its own httpd.conf under the run's directory.
 func systemApachePids() []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
@@ -118,22 +122,11 @@ func cleanSystem(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	for _, v := range vhosts {
-		name := strings.TrimSuffix(filepath.Base(v), ".conf")
-		if !strings.HasPrefix(name, projPrefix) {
-			continue
-		}
-		for i := 0; i < 50 && len(wsgiDaemons(name)) > 0; i++ {
-			time.Sleep(100 * time.Millisecond)
-		}
-		killMatching("(wsgi:" + name + ")")
-		if passwdLine(t, "opus-"+name) != "" {
-			time.Sleep(200 * time.Millisecond)
-			if out, err := sysCmd("userdel", "opus-"+name); err != nil {
-				t.Errorf("remove stale user: %v %s", err, out)
-			}
-			_, _ = sysCmd("groupdel", "opus-"+name)
-		}
+	// A killed run's project users: once Apache no longer runs their
+	// daemons, testrun can delete them (it keeps a dead run's record
+	// until it could).
+	if len(vhosts) > 0 {
+		testrun.CleanDead(dropDeadRunDatabases)
 	}
 	if err := os.Remove(sysConf); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("remove %s: %v", sysConf, err)
@@ -154,16 +147,16 @@ func cleanSystem(t *testing.T) {
 // system mode, using the shared harness's binaries and daemon user.
 func startSystemHost(t *testing.T, shared *host) *host {
 	t.Helper()
-	h := &host{bin: shared.bin, logs: filepath.Join(sysRoot, "logs"), opusUID: shared.opusUID, opusGID: shared.opusGID, otherID: shared.otherID}
-	_ = os.RemoveAll(sysRoot)
-	for _, d := range []string{sysRoot, h.logs} {
+	h := &host{bin: shared.bin, logs: filepath.Join(sysRoot(), "logs"), opusUID: shared.opusUID, opusGID: shared.opusGID, otherID: shared.otherID}
+	_ = os.RemoveAll(sysRoot())
+	for _, d := range []string{sysRoot(), h.logs} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cfg := config.Default()
-	cfg.BaseDir = filepath.Join(sysRoot, "base")
-	cfg.RunDir = filepath.Join(sysRoot, "run")
+	cfg.BaseDir = filepath.Join(sysRoot(), "base")
+	cfg.RunDir = filepath.Join(sysRoot(), "run")
 	cfg.OpusUser = daemonUser
 	cfg.AdminGroup = adminGroup
 	cfg.ApacheMode = config.ApacheSystem
@@ -181,7 +174,7 @@ func startSystemHost(t *testing.T, shared *host) *host {
 	}
 	h.webAddr = fmt.Sprintf("127.0.0.1:%d", webPort)
 	h.cfg = cfg
-	h.conf = filepath.Join(sysRoot, "opus.conf")
+	h.conf = filepath.Join(sysRoot(), "opus.conf")
 	conf := fmt.Sprintf("# written by TestSystemApache\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\n",
 		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python)
 	if err := os.WriteFile(h.conf, []byte(conf), 0o644); err != nil {
@@ -215,6 +208,16 @@ func TestSystemApache(t *testing.T) {
 	if !exists(sysCtl) || !exists("/etc/apache2/envvars") {
 		t.Skip("needs Debian's apache2ctl and /etc/apache2/envvars")
 	}
+	// Debian's Apache is one per host: one system-mode test at a time,
+	// whatever run it belongs to.
+	lock, err := os.OpenFile("/tmp/opus-system-e2e.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("lock /tmp/opus-system-e2e.lock: %v", err)
+	}
 	// Leftovers of a killed run first; then refuse to touch an Apache that
 	// someone else runs.
 	cleanSystem(t)
@@ -233,9 +236,9 @@ func TestSystemApache(t *testing.T) {
 	h := startSystemHost(t, shared)
 	t.Cleanup(func() {
 		h.stop()
-		killMatching(sysRoot)
+		killMatching(sysRoot())
 		cleanSystem(t)
-		_ = os.RemoveAll(sysRoot)
+		_ = os.RemoveAll(sysRoot())
 		if after := modsEnabled(t); strings.Join(after, " ") != strings.Join(modsBefore, " ") {
 			t.Errorf("mods-enabled changed:\nbefore %v\nafter  %v", modsBefore, after)
 		}
@@ -339,7 +342,7 @@ func TestSystemApache(t *testing.T) {
 			t.Errorf("%s survived destroy", p)
 		}
 	}
-	if passwdLine(t, "opus-"+name) != "" {
+	if passwdLine(t, projUser(name)) != "" {
 		t.Errorf("user opus-%s survived destroy", name)
 	}
 	if code, _ := get(t, c, h.url(name, "http", "/hello/")); code == 200 {

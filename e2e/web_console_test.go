@@ -21,27 +21,15 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// consoleUser is a fresh unprivileged user for the web console test: the
-// console must work for a plain user, not only for root.
-const consoleUser = "opuse2ewa"
+// consoleUser() is the web console test's user (see newConsoleUser).
+func consoleUser() string { return testRun.Account("wa") }
 
-// newConsoleUser makes consoleUser (removing a leftover from a killed
-// run) and removes it at the end, after the test's projects are gone.
+// newConsoleUser makes a fresh unprivileged user for the web console test
+// (the console must work for a plain user, not only for root) and removes
+// it at the end, after the test's projects are gone.
 func newConsoleUser(t *testing.T) uint32 {
 	t.Helper()
-	_ = exec.Command("userdel", consoleUser).Run()
-	_ = exec.Command("groupdel", consoleUser).Run()
-	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", consoleUser); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = exec.Command("userdel", consoleUser).Run()
-		_ = exec.Command("groupdel", consoleUser).Run()
-	})
-	uid, _, err := lookupIDs(consoleUser)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, uid := addUser(t, "wa")
 	return uid
 }
 
@@ -230,8 +218,8 @@ func TestWebConsole(t *testing.T) {
 	// Sign in with a link: the browser lands on A's (empty) project list.
 	link := h.loginLink(t, uidA)
 	step(t, ctx, "sign in with the link", time.Minute, chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#no-projects")))
-	if who := text(t, ctx, ".who"); !strings.Contains(who, consoleUser) {
-		t.Fatalf("signed in as %q, want %s", who, consoleUser)
+	if who := text(t, ctx, ".who"); !strings.Contains(who, consoleUser()) {
+		t.Fatalf("signed in as %q, want %s", who, consoleUser())
 	}
 
 	// Create through the form and watch the steps finish live.
@@ -339,13 +327,13 @@ func TestWebConsole(t *testing.T) {
 	if r := h.ctl(t, h.otherID, "", "web", "accounts"); r.code != 1 || !strings.Contains(r.err, "admin") {
 		t.Fatalf("web accounts as B: %d %s", r.code, r.err)
 	}
-	if out := h.mustCtl(t, 0, "web", "accounts"); !strings.Contains(out, consoleUser) || !strings.Contains(out, strconv.Itoa(int(uidA))) {
-		t.Fatalf("web accounts does not list %s:\n%s", consoleUser, out)
+	if out := h.mustCtl(t, 0, "web", "accounts"); !strings.Contains(out, consoleUser()) || !strings.Contains(out, strconv.Itoa(int(uidA))) {
+		t.Fatalf("web accounts does not list %s:\n%s", consoleUser(), out)
 	}
-	h.mustCtl(t, 0, "web", "disable", consoleUser)
+	h.mustCtl(t, 0, "web", "disable", consoleUser())
 	step(t, ctx, "A after being disabled", time.Minute, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS("input[name=password]")))
 	shot(t, ctx, "login")
-	h.mustCtl(t, 0, "web", "disable", consoleUser, "--enable")
+	h.mustCtl(t, 0, "web", "disable", consoleUser(), "--enable")
 
 	// A password sign-in works once set.
 	if r := h.ctl(t, uidA, "a console password for the test\n", "web", "passwd", "--password-stdin"); r.code != 0 {
@@ -353,7 +341,7 @@ func TestWebConsole(t *testing.T) {
 	}
 	step(t, ctx, "sign in with the password", time.Minute,
 		chromedp.Navigate(base+"/login"),
-		chromedp.SendKeys(chromedp.CSS("input[name=user]"), consoleUser),
+		chromedp.SendKeys(chromedp.CSS("input[name=user]"), consoleUser()),
 		chromedp.SendKeys(chromedp.CSS("input[name=password]"), "a console password for the test"),
 		chromedp.Submit(chromedp.CSS("input[name=password]")),
 		chromedp.WaitVisible(chromedp.CSS("#projects")))
@@ -400,7 +388,7 @@ func TestWebConsole(t *testing.T) {
 			t.Fatalf("project %s still there 3 minutes after the admin destroyed it", name)
 		}
 	}
-	if passwdLine(t, "opus-"+name) != "" {
+	if passwdLine(t, projUser(name)) != "" {
 		t.Errorf("user opus-%s survived the admin's destroy", name)
 	}
 }

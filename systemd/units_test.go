@@ -779,7 +779,7 @@ func killMatching(s string) {
 // isTestProject says whether a user name is one of ours: "opus-s" and six
 // lowercase letters (the marker is checked by account.DeleteUser).
 func isTestProject(userName string) (string, bool) {
-	p, ok := strings.CutPrefix(userName, names.User(actProject))
+	p, ok := strings.CutPrefix(userName, names.User(names.DefaultUserPrefix, actProject))
 	if !ok || len(p) != 6 {
 		return "", false
 	}
@@ -984,7 +984,7 @@ func TestSocketActivation(t *testing.T) {
 	}
 
 	project := randomProject()
-	pu := names.User(project)
+	pu := names.User(names.DefaultUserPrefix, project)
 	t.Cleanup(func() {
 		_, _ = (&account.Accounts{BaseDir: cfg.BaseDir}).DeleteUser(context.Background(), project)
 	})
@@ -1027,13 +1027,13 @@ func TestSocketActivation(t *testing.T) {
 
 	// Root is refused, and nothing changes.
 	other := randomProject()
-	before := accountEntries(t, pu, names.User(other))
+	before := accountEntries(t, pu, names.User(names.DefaultUserPrefix, other))
 	for _, c := range []privdCall{{Socket: sock, Method: "EnsureUser", Project: other}, {Socket: sock, Method: "DeleteUser", Project: project}} {
 		if code, msg := callPrivd(ctx, c); code != codes.PermissionDenied {
 			t.Errorf("%s(%s) as root: %s %s, want PermissionDenied", c.Method, c.Project, code, msg)
 		}
 	}
-	if after := accountEntries(t, pu, names.User(other)); after != before || passwdEntry(t, names.User(other)) != nil || passwdEntry(t, pu) == nil {
+	if after := accountEntries(t, pu, names.User(names.DefaultUserPrefix, other)); after != before || passwdEntry(t, names.User(names.DefaultUserPrefix, other)) != nil || passwdEntry(t, pu) == nil {
 		t.Errorf("root's refused calls changed the user database:\nbefore:\n%safter:\n%s", before, after)
 	}
 

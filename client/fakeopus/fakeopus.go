@@ -327,7 +327,7 @@ func (s *Server) CreateProject(ctx context.Context, req *opusv1.CreateProjectReq
 		Urls:       []string{"http://" + server + ":8080/", "https://" + server + ":8443/"},
 		CreateTime: timestamppb.Now(), UpdateTime: timestamppb.Now(), Generation: 1,
 		Admin: req.GetAdmin(), SuperuserName: req.GetSuperuser().GetUsername(),
-		ServerName: server, SystemUser: names.User(req.GetName()), Certificate: "self-signed",
+		ServerName: server, SystemUser: names.User(names.DefaultUserPrefix, req.GetName()), Certificate: "self-signed",
 	}
 	for _, a := range req.GetApps() {
 		p.Apps = append(p.Apps, appFromSpec(a))

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/opus-hosting/opus/internal/names"
 )
 
 // DefaultPath is where the daemons look for the configuration.
@@ -62,6 +64,56 @@ type Config struct {
 	// GitMaxBytes bounds the bytes one git fetch may write into opusd's
 	// cache (objects, packs, refs); a repository past it is refused.
 	GitMaxBytes int
+	// UserPrefix starts the name of every project user ("opus-" makes
+	// opus-blog). Two Opus instances on one host (the end-to-end tests
+	// beside a real one, or two "hosts" of a cluster) use different
+	// prefixes, so neither can see the other's users as its own.
+	UserPrefix string
+	// ProjectUIDs is the range project uids and gids are allocated from.
+	// Opus owns it: opusd hands out each id once and never again, so a
+	// destroyed project's files (in /tmp, say) can never belong to
+	// another project; opus-privd refuses an id outside it.
+	ProjectUIDs UIDRange
+	// TLSSecurityLevel is OpenSSL's security level Apache serves project
+	// certificates at (rendered into each vhost, so it is what Apache
+	// enforces): a key or signature below it is refused when the
+	// certificate is given, before it could stop Apache.
+	TLSSecurityLevel int
+	// UploadQuota bounds the bytes of uploaded app archives one user may
+	// keep stored at once.
+	UploadQuota int64
+}
+
+// UIDRange is an inclusive range of uids (and the gids of the same
+// numbers).
+type UIDRange struct{ First, Last uint32 }
+
+// Contains reports whether id is in r.
+func (r UIDRange) Contains(id uint32) bool { return id >= r.First && id <= r.Last }
+
+// String is the range as opus.conf writes it, "FIRST-LAST".
+func (r UIDRange) String() string { return fmt.Sprintf("%d-%d", r.First, r.Last) }
+
+// ParseUIDRange reads "FIRST-LAST". Both ends must lie in 1000–2147483647
+// (no system ids, nothing a signed 32-bit id would turn negative), avoid
+// 65534 and 65535 (nobody and 16-bit -1), and span at least 10 ids.
+func ParseUIDRange(s string) (UIDRange, error) {
+	a, b, ok := strings.Cut(s, "-")
+	first, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 32)
+	last, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return UIDRange{}, fmt.Errorf("%q is not a range FIRST-LAST such as 70000-99999", s)
+	}
+	r := UIDRange{First: uint32(first), Last: uint32(last)}
+	switch {
+	case r.First < 1000 || r.Last > 1<<31-1:
+		return r, fmt.Errorf("%s: both ends must lie in 1000-2147483647", r)
+	case r.Last < r.First+9:
+		return r, fmt.Errorf("%s: the range must hold at least 10 ids", r)
+	case r.Contains(65534) || r.Contains(65535):
+		return r, fmt.Errorf("%s: the range must not hold 65534 (nobody) or 65535", r)
+	}
+	return r, nil
 }
 
 // Default returns the configuration used when no file says otherwise.
@@ -80,6 +132,12 @@ func Default() Config {
 		WSGIProcesses: 1,
 		WSGIThreads:   10,
 		GitMaxBytes:   256 << 20,
+		UserPrefix:    names.DefaultUserPrefix,
+		// systemd leaves 65536-524287 unused and Debian hands out
+		// subordinate ids from 100000: this stays clear of both.
+		ProjectUIDs:      UIDRange{First: 70000, Last: 99999},
+		TLSSecurityLevel: 2,
+		UploadQuota:      1 << 30,
 	}
 }
 
@@ -136,12 +194,28 @@ func (c *Config) Set(key, value string) error {
 		"base_dir": &c.BaseDir, "run_dir": &c.RunDir, "opus_user": &c.OpusUser,
 		"admin_group": &c.AdminGroup, "server_suffix": &c.ServerSuffix,
 		"apache_mode": &c.ApacheMode, "apache_dir": &c.ApacheDir, "python": &c.Python,
-		"postgres_admin": &c.PostgresAdmin,
+		"postgres_admin": &c.PostgresAdmin, "user_prefix": &c.UserPrefix,
 	}
 	num := map[string]*int{
 		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort,
 		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
-		"git_max_bytes": &c.GitMaxBytes,
+		"git_max_bytes": &c.GitMaxBytes, "tls_security_level": &c.TLSSecurityLevel,
+	}
+	switch key {
+	case "project_uids":
+		r, err := ParseUIDRange(value)
+		if err != nil {
+			return fmt.Errorf("project_uids: %w", err)
+		}
+		c.ProjectUIDs = r
+		return nil
+	case "upload_quota":
+		v, err := strconv.ParseInt(value, 10, 64)
+		if err != nil {
+			return fmt.Errorf("upload_quota: %q is not a number of bytes", value)
+		}
+		c.UploadQuota = v
+		return nil
 	}
 	if p, ok := str[key]; ok {
 		*p = value
@@ -192,6 +266,18 @@ func (c Config) Validate() error {
 	}
 	if c.OpusUser == "" || c.OpusUser == "root" {
 		return fmt.Errorf("opus_user: %q must name an unprivileged user", c.OpusUser)
+	}
+	if err := names.ValidateUserPrefix(c.UserPrefix); err != nil {
+		return fmt.Errorf("user_prefix: %w", err)
+	}
+	if _, err := ParseUIDRange(c.ProjectUIDs.String()); err != nil {
+		return fmt.Errorf("project_uids: %w", err)
+	}
+	if c.TLSSecurityLevel < 0 || c.TLSSecurityLevel > 5 {
+		return fmt.Errorf("tls_security_level: %d is not an OpenSSL security level (0-5; Debian's default is 2)", c.TLSSecurityLevel)
+	}
+	if c.UploadQuota < 1<<20 {
+		return fmt.Errorf("upload_quota: %d is below the least useful quota of 1 MiB (1048576)", c.UploadQuota)
 	}
 	return nil
 }

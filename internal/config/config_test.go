@@ -30,6 +30,22 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "git limit", in: "git_max_bytes 2097152\n", check: func(c Config) bool { return c.GitMaxBytes == 2<<20 }},
 		{name: "git limit too small", in: "git_max_bytes 1000\n", wantErr: "git_max_bytes"},
+		{name: "user prefix", in: "user_prefix tk3j9a-\n", check: func(c Config) bool { return c.UserPrefix == "tk3j9a-" }},
+		{name: "user prefix too long", in: "user_prefix abcdefghij-\n", wantErr: "user_prefix"},
+		{name: "user prefix without dash", in: "user_prefix opus\n", wantErr: "end with '-'"},
+		{name: "uid range", in: "project_uids 200000-299999\n", check: func(c Config) bool {
+			return c.ProjectUIDs == UIDRange{First: 200000, Last: 299999} && c.ProjectUIDs.Contains(200000) && !c.ProjectUIDs.Contains(300000)
+		}},
+		{name: "uid range not a range", in: "project_uids 5000\n", wantErr: "not a range"},
+		{name: "uid range of system ids", in: "project_uids 100-2000\n", wantErr: "1000-2147483647"},
+		{name: "uid range past signed ids", in: "project_uids 2147483000-2147483648\n", wantErr: "1000-2147483647"},
+		{name: "uid range too small", in: "project_uids 70000-70005\n", wantErr: "at least 10"},
+		{name: "uid range holding nobody", in: "project_uids 65000-66000\n", wantErr: "65534"},
+		{name: "uid range backwards", in: "project_uids 80000-70000\n", wantErr: "at least 10"},
+		{name: "tls level", in: "tls_security_level 3\n", check: func(c Config) bool { return c.TLSSecurityLevel == 3 }},
+		{name: "tls level out of range", in: "tls_security_level 6\n", wantErr: "tls_security_level"},
+		{name: "upload quota", in: "upload_quota 2097152\n", check: func(c Config) bool { return c.UploadQuota == 2<<20 }},
+		{name: "upload quota too small", in: "upload_quota 10\n", wantErr: "upload_quota"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,7 +101,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 14 {
+	if c != Default() || n != 18 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }

@@ -10,12 +10,16 @@ import (
 	"strings"
 )
 
-// MaxProject is the longest project name: "opus-" plus the name must fit in
-// the 32 bytes useradd allows, with room to spare.
+// MaxProject is the longest project name: a user prefix of at most
+// MaxUserPrefix bytes plus the name must fit in the 32 bytes useradd allows.
 const MaxProject = 24
 
-// UserPrefix starts the name of every Linux user Opus creates.
-const UserPrefix = "opus-"
+// DefaultUserPrefix starts the name of every Linux user Opus creates,
+// unless the host configuration names another (user_prefix).
+const DefaultUserPrefix = "opus-"
+
+// MaxUserPrefix is the longest user prefix.
+const MaxUserPrefix = 32 - MaxProject
 
 // reserved are names a project may not take because they would shadow a
 // Python module the rendered project needs, or confuse a reader of the host
@@ -80,8 +84,46 @@ func ValidateProject(name string) error {
 	return nil
 }
 
-// User returns the Linux user name of a project. It does not validate.
-func User(project string) string { return UserPrefix + project }
+// User returns the Linux user name of a project under prefix. It does not
+// validate.
+func User(prefix, project string) string { return prefix + project }
+
+// Marker is the GECOS field Opus writes for a project's user and the one
+// proof that Opus made it: privd touches no user without it. It contains
+// no comma or colon, so it survives /etc/passwd round trips unchanged.
+func Marker(project string) string { return "Opus project " + project }
+
+// ValidateUserPrefix says why p cannot start project user names, or
+// returns nil: 2 to MaxUserPrefix characters, a lowercase letter first,
+// then lowercase letters, digits and '-', ending with '-' (so that the
+// project name after it is unambiguous).
+func ValidateUserPrefix(p string) error {
+	if len(p) < 2 || len(p) > MaxUserPrefix {
+		return fmt.Errorf("%q must be 2 to %d characters long, like %q", trunc(p), MaxUserPrefix, DefaultUserPrefix)
+	}
+	if p[0] < 'a' || p[0] > 'z' {
+		return fmt.Errorf("%q must start with a lowercase letter", p)
+	}
+	for i := 1; i < len(p); i++ {
+		if c := p[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("%q contains %q; only a-z, 0-9 and '-' are allowed", p, rune(c))
+		}
+	}
+	if p[len(p)-1] != '-' {
+		return fmt.Errorf("%q must end with '-', like %q", p, DefaultUserPrefix)
+	}
+	return nil
+}
+
+// ProjectOfUser returns the project a user name under prefix belongs to,
+// if the rest of the name is a valid project name.
+func ProjectOfUser(prefix, user string) (string, bool) {
+	p, ok := strings.CutPrefix(user, prefix)
+	if !ok || ValidateProject(p) != nil {
+		return "", false
+	}
+	return p, true
+}
 
 func trunc(s string) string {
 	const max = 48

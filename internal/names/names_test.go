@@ -52,11 +52,52 @@ func FuzzValidateProject(f *testing.F) {
 		if ValidateProject(s) != nil {
 			return
 		}
-		if !utf8.ValidString(s) || len(s) == 0 || len(s) > MaxProject || len(User(s)) > 32 {
+		if !utf8.ValidString(s) || len(s) == 0 || len(s) > MaxProject || len(User(strings.Repeat("p", MaxUserPrefix-1)+"-", s)) > 32 {
 			t.Fatalf("accepted %q", s)
 		}
 		if strings.ContainsAny(s, "/.\x00\n -_") || s[0] < 'a' || s[0] > 'z' {
 			t.Fatalf("accepted unsafe %q", s)
 		}
 	})
+}
+
+func TestValidateUserPrefix(t *testing.T) {
+	for _, tt := range []struct {
+		in, wantErr string
+	}{
+		{"opus-", ""},
+		{"tk3j9a-", ""},
+		{"abcdefg-", ""},
+		{"abcdefgh-", "2 to 8"},
+		{"-", "2 to 8"},
+		{"opus", "end with '-'"},
+		{"9opus-", "start with a lowercase letter"},
+		{"Opus-", "start with a lowercase letter"},
+		{"op_us-", "contains '_'"},
+		{"op:s-", "contains ':'"},
+	} {
+		err := ValidateUserPrefix(tt.in)
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("ValidateUserPrefix(%q) = %v, want %q", tt.in, err, tt.wantErr)
+		}
+	}
+}
+
+func TestProjectOfUser(t *testing.T) {
+	for _, tt := range []struct {
+		prefix, user, want string
+		ok                 bool
+	}{
+		{"opus-", "opus-blog", "blog", true},
+		{"opus-", "opus-", "", false},
+		{"opus-", "opus-Blog", "", false},
+		{"opus-", "opus-admin", "", false}, // reserved: no project can have it
+		{"tabcde-", "opus-blog", "", false},
+		{"tabcde-", "tabcde-blog", "blog", true},
+	} {
+		got, ok := ProjectOfUser(tt.prefix, tt.user)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("ProjectOfUser(%q, %q) = %q, %v; want %q, %v", tt.prefix, tt.user, got, ok, tt.want, tt.ok)
+		}
+	}
 }

@@ -49,6 +49,26 @@ func Cluster(t testing.TB) (port, logFile string) {
 // unaligned output, trimmed.
 func SQL(t testing.TB, db, sql string) (string, error) {
 	t.Helper()
+	return Query(db, sql)
+}
+
+// Online reports whether the host's first PostgreSQL cluster runs; it
+// starts nothing.
+func Online() bool {
+	out, err := exec.Command("pg_lsclusters", "-h").Output()
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(l); len(f) >= 7 {
+			return f[3] == "online"
+		}
+	}
+	return false
+}
+
+// Query is SQL outside a test (clean-up in TestMain).
+func Query(db, sql string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-d", db, "-c", sql)

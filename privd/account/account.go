@@ -31,9 +31,9 @@ var ErrNotOurs = errors.New("not made by Opus")
 // ErrNoUser means the project has no user.
 var ErrNoUser = errors.New("no such user")
 
-// Marker is the GECOS field Opus writes for project's user. It contains no
-// comma or colon, so it survives /etc/passwd round trips unchanged.
-func Marker(project string) string { return "Opus project " + project }
+// Marker is the GECOS field Opus writes for project's user (see
+// names.Marker).
+func Marker(project string) string { return names.Marker(project) }
 
 // User is a project's Linux user as /etc/passwd records it.
 type User struct {
@@ -63,6 +63,9 @@ const (
 
 // Accounts manages project users. The zero value is not usable; set BaseDir.
 type Accounts struct {
+	// Prefix starts every project user's name (names.DefaultUserPrefix
+	// if empty).
+	Prefix string
 	// BaseDir is privd's configured base directory; a user's home is its
 	// project's root under it (mod_wsgi needs home= to exist).
 	BaseDir string
@@ -72,6 +75,14 @@ type Accounts struct {
 	// mu serializes changes: shadow-utils lock the databases themselves, but
 	// a second concurrent useradd fails instead of waiting.
 	mu sync.Mutex
+}
+
+// User returns the name of project's user.
+func (a *Accounts) User(project string) string {
+	if a.Prefix == "" {
+		return names.User(names.DefaultUserPrefix, project)
+	}
+	return names.User(a.Prefix, project)
 }
 
 func (a *Accounts) passwd() string {
@@ -95,7 +106,7 @@ func (a *Accounts) LookupUser(project string) (User, error) {
 	if err := names.ValidateProject(project); err != nil {
 		return User{}, err
 	}
-	name := names.User(project)
+	name := a.User(project)
 	u, ok, err := lookupPasswd(a.passwd(), name)
 	if err != nil {
 		return User{}, err
@@ -134,7 +145,7 @@ func (a *Accounts) EnsureUser(ctx context.Context, project string) (u User, crea
 	if !errors.Is(err, ErrNoUser) {
 		return User{}, false, fmt.Errorf("ensure user: %w", err)
 	}
-	name := names.User(project)
+	name := a.User(project)
 	home := layout.For(a.BaseDir, project).Root
 	if err := run(ctx, useradd, "--system", "--no-create-home", "--home-dir", home,
 		"--shell", shell, "--comment", Marker(project), "--user-group", "--", name); err != nil {
@@ -156,7 +167,7 @@ func (a *Accounts) DeleteUser(ctx context.Context, project string) (deleted bool
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	name := names.User(project)
+	name := a.User(project)
 	u, err := a.LookupUser(project)
 	switch {
 	case errors.Is(err, ErrNoUser):

@@ -54,7 +54,7 @@ func cleanStale(t *testing.T) {
 		if len(f) != 7 {
 			continue
 		}
-		project, ok := strings.CutPrefix(f[0], names.UserPrefix)
+		project, ok := strings.CutPrefix(f[0], names.DefaultUserPrefix)
 		if !ok {
 			continue
 		}
@@ -101,7 +101,7 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 	ctx := context.Background()
 	a := &Accounts{BaseDir: "/var/lib/opus-test"}
 	project := randomProject(t, testPrefix)
-	name := names.User(project)
+	name := names.User(names.DefaultUserPrefix, project)
 	t.Cleanup(func() { a.DeleteUser(context.Background(), project) })
 
 	u, created, err := a.EnsureUser(ctx, project)
@@ -153,7 +153,7 @@ func TestRefuseUnmarkedUser(t *testing.T) {
 	ctx := context.Background()
 	a := &Accounts{BaseDir: "/var/lib/opus-test"}
 	project := randomProject(t, decoyPrefix)
-	name := names.User(project)
+	name := names.User(names.DefaultUserPrefix, project)
 	if out, err := exec.Command(useradd, "--system", "--no-create-home", "--shell", shell,
 		"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
 		t.Fatalf("useradd decoy: %v: %s", err, out)
@@ -183,7 +183,7 @@ func TestInvalidProjectNames(t *testing.T) {
 	bad := []string{"", "../x", "Root", "a b", strings.Repeat("a", 40), "root", "x:y"}
 	before := map[string]string{}
 	for _, p := range bad {
-		before[p] = passwdLine(t, names.User(p))
+		before[p] = passwdLine(t, names.User(names.DefaultUserPrefix, p))
 	}
 	for _, p := range bad {
 		if _, _, err := a.EnsureUser(context.Background(), p); err == nil {
@@ -194,8 +194,8 @@ func TestInvalidProjectNames(t *testing.T) {
 		}
 	}
 	for _, p := range bad {
-		if after := passwdLine(t, names.User(p)); after != before[p] {
-			t.Errorf("user %s changed: %q -> %q", names.User(p), before[p], after)
+		if after := passwdLine(t, names.User(names.DefaultUserPrefix, p)); after != before[p] {
+			t.Errorf("user %s changed: %q -> %q", names.User(names.DefaultUserPrefix, p), before[p], after)
 		}
 	}
 }

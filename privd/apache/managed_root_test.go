@@ -117,7 +117,7 @@ func randSuffix() string {
 // createProjectUser makes a system user like privd's account package does.
 func createProjectUser(t *testing.T, project string) *user.User {
 	t.Helper()
-	name := names.User(project)
+	name := names.User(names.DefaultUserPrefix, project)
 	out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
 		"--shell", "/usr/sbin/nologin", "--comment", testGECOS+project, name).CombinedOutput()
 	if err != nil {

@@ -163,7 +163,7 @@ func RenderVhost(cfg config.Config, s Site) ([]byte, error) {
 	var b bytes.Buffer
 	err = vhostTemplate.Execute(&b, map[string]any{
 		"Name": s.Project, "ServerName": cfg.ServerName(s.Project), "Aliases": s.Aliases,
-		"User": names.User(s.Project), "HTTPPort": cfg.HTTPPort, "HTTPSPort": cfg.HTTPSPort,
+		"User": names.User(cfg.UserPrefix, s.Project), "HTTPPort": cfg.HTTPPort, "HTTPSPort": cfg.HTTPSPort,
 		"Processes": s.Processes, "Threads": s.Threads,
 		"Root": p.Root, "Code": p.Code, "Static": p.Static, "WSGI": p.WSGI(),
 		"Cert": ap.Cert(s.Project), "Key": ap.Key(s.Project), "ErrorLog": ap.ErrorLog(s.Project),

@@ -70,7 +70,7 @@ type testProject struct {
 func newProject(t *testing.T, base string) *testProject {
 	t.Helper()
 	name := randName()
-	uname := names.User(name)
+	uname := names.User(names.DefaultUserPrefix, name)
 	if out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
 		"--shell", "/usr/sbin/nologin", "--comment", testGECOS+name, uname).CombinedOutput(); err != nil {
 		t.Fatalf("useradd: %v: %s", err, out)

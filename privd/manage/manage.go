@@ -56,6 +56,9 @@ type Runner struct {
 	Base string
 	// Python is the interpreter (the one mod_wsgi embeds).
 	Python string
+	// UserPrefix starts project users' names (names.DefaultUserPrefix if
+	// empty).
+	UserPrefix string
 	// Timeout bounds one Run (DefaultTimeout if 0).
 	Timeout time.Duration
 	// Logger receives structured logs (slog.Default() if nil).
@@ -90,7 +93,7 @@ func (r *Runner) acquire(ctx context.Context) (release func(), err error) {
 
 // New returns a Runner for cfg.
 func New(cfg config.Config) *Runner {
-	return &Runner{Base: cfg.BaseDir, Python: cfg.Python}
+	return &Runner{Base: cfg.BaseDir, Python: cfg.Python, UserPrefix: cfg.UserPrefix}
 }
 
 // Argv returns the manage.py arguments (after the interpreter and the path
@@ -313,7 +316,11 @@ func (r *Runner) credential(project string) (*syscall.Credential, error) {
 	if lookup == nil {
 		lookup = user.Lookup
 	}
-	u, err := lookup(names.User(project))
+	prefix := r.UserPrefix
+	if prefix == "" {
+		prefix = names.DefaultUserPrefix
+	}
+	u, err := lookup(names.User(prefix, project))
 	if err != nil {
 		return nil, fmt.Errorf("project user: %w", err)
 	}

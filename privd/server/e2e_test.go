@@ -116,7 +116,7 @@ func cleanStale(t *testing.T) {
 		if len(f) != 7 {
 			continue
 		}
-		project, ok := strings.CutPrefix(f[0], names.UserPrefix)
+		project, ok := strings.CutPrefix(f[0], names.DefaultUserPrefix)
 		if !ok {
 			continue
 		}
@@ -193,7 +193,7 @@ func hostState(t *testing.T, base string, projects ...string) string {
 		}
 		for _, line := range strings.Split(string(data), "\n") {
 			for _, p := range projects {
-				if strings.HasPrefix(line, names.User(p)+":") {
+				if strings.HasPrefix(line, names.User(names.DefaultUserPrefix, p)+":") {
 					fmt.Fprintln(&b, line)
 				}
 			}
@@ -326,7 +326,7 @@ func TestOverSocket(t *testing.T) {
 		project := randomProject(t, testPrefix)
 		t.Cleanup(func() { acc.DeleteUser(context.Background(), project) })
 		eu, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project})
-		if err != nil || !eu.Created || eu.User != names.User(project) || eu.Uid == 0 {
+		if err != nil || !eu.Created || eu.User != names.User(names.DefaultUserPrefix, project) || eu.Uid == 0 {
 			t.Fatalf("EnsureUser = %v, %v", eu, err)
 		}
 		st, err := c.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: project})
@@ -352,7 +352,7 @@ func TestOverSocket(t *testing.T) {
 
 	t.Run("user not made by Opus", func(t *testing.T) {
 		project := randomProject(t, decoyPrefix)
-		name := names.User(project)
+		name := names.User(names.DefaultUserPrefix, project)
 		if out, err := exec.Command("/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
 			"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
 			t.Fatalf("useradd decoy: %v: %s", err, out)

@@ -17,10 +17,10 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 EXAMPLES=${EXAMPLES:-$(cd "$(dirname "$0")/../../examples" && pwd)}
 PASSWORD=${PASSWORD:-correct-horse-battery-9}
 
-# The project name starts with "e" and the user carries the "Opus project"
-# marker, so the e2e harness's stale cleanup also removes a killed run's.
+# The e2e harness passes NAME and USER_NAME from its run (and writes the
+# user down first), so that a killed run's user is removed by the next.
 NAME=${NAME:-e$(tr -dc a-z </dev/urandom | head -c 6)}
-USER_NAME=opus-$NAME
+USER_NAME=${USER_NAME:-opus-$NAME}
 HOST=$NAME.bench.localhost
 DIR=$WORK/$NAME
 CODE=$DIR/code

@@ -22,7 +22,6 @@ import (
 
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
-	"github.com/opus-hosting/opus/privd/account"
 )
 
 // Kinds of drift, as the API reports them.
@@ -63,6 +62,16 @@ type Host struct {
 	SitesDir string
 	// PasswdPath defaults to /etc/passwd.
 	PasswdPath string
+	// UserPrefix starts project users' names (names.DefaultUserPrefix if
+	// empty).
+	UserPrefix string
+}
+
+func (h Host) user(project string) string {
+	if h.UserPrefix == "" {
+		return names.User(names.DefaultUserPrefix, project)
+	}
+	return names.User(h.UserPrefix, project)
 }
 
 // Check returns the drift between the host and the store. It calls
@@ -123,7 +132,7 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 
 	for name, uid := range users {
 		if !known[name] {
-			add(KindUser, name, "user %s (uid %d) carries the Opus marker but no project %s is in the store; delete it (userdel %s) once it runs nothing", names.User(name), uid, name, names.User(name))
+			add(KindUser, name, "user %s (uid %d) carries the Opus marker but no project %s is in the store; delete it (userdel %s) once it runs nothing", h.user(name), uid, name, h.user(name))
 		}
 	}
 	for name := range vhosts {
@@ -156,7 +165,7 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 		}
 		const fix = "; the next reconcile of the project restores it"
 		if _, ok := users[name]; !ok {
-			add(KindUser, name, "project %s is deployed but its user %s with the Opus marker is missing%s", name, names.User(name), fix)
+			add(KindUser, name, "project %s is deployed but its user %s with the Opus marker is missing%s", name, h.user(name), fix)
 		}
 		if !vhosts[name] {
 			add(KindVhost, name, "project %s is deployed but its virtual host %s is missing%s", name, filepath.Join(h.SitesDir, name+".conf"), fix)
@@ -196,11 +205,11 @@ func (h Host) markedUsers() (map[string]uint32, error) {
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		fields := strings.Split(sc.Text(), ":")
-		if len(fields) < 7 || !strings.HasPrefix(fields[0], names.UserPrefix) {
+		if len(fields) < 7 {
 			continue
 		}
-		project := strings.TrimPrefix(fields[0], names.UserPrefix)
-		if names.ValidateProject(project) != nil || fields[4] != account.Marker(project) {
+		project, ok := names.ProjectOfUser(h.user(""), fields[0])
+		if !ok || fields[4] != names.Marker(project) {
 			continue
 		}
 		var uid uint32

@@ -77,6 +77,7 @@ var methodAccess = map[string]access{
 	opusv1.Opus_CheckHost_FullMethodName:             accessAdmin,
 	opusv1.Opus_ListConsoleAccounts_FullMethodName:   accessAdmin,
 	opusv1.Opus_DisableConsoleAccount_FullMethodName: accessAdmin,
+	opusv1.Opus_DeleteConsoleAccount_FullMethodName:  accessAdmin,
 
 	healthpb.Health_Check_FullMethodName: accessPublic,
 	healthpb.Health_List_FullMethodName:  accessPublic,

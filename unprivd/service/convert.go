@@ -80,7 +80,11 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 		Settings: toSettings(p), Database: toDatabase(p.Spec.Database),
 	}
 	if out.SystemUser == "" {
-		out.SystemUser = names.User(p.Name)
+		prefix := s.cfg.UserPrefix
+		if prefix == "" {
+			prefix = names.DefaultUserPrefix
+		}
+		out.SystemUser = names.User(prefix, p.Name)
 	}
 	if p.Spec.Superuser != nil {
 		out.SuperuserName = p.Spec.Superuser.Username

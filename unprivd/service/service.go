@@ -62,6 +62,9 @@ type Config struct {
 	// ValidateAppName checks an app name (source.ValidateAppName); nil
 	// uses a local rule: a lowercase Python identifier.
 	ValidateAppName func(string) error
+	// UserPrefix starts project users' names (names.DefaultUserPrefix if
+	// empty), shown before a project's user exists.
+	UserPrefix string
 	// ServerSuffix, HTTPPort and HTTPSPort make a project's URLs.
 	ServerSuffix        string
 	HTTPPort, HTTPSPort int

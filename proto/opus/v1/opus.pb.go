@@ -2907,6 +2907,86 @@ func (*DisableConsoleAccountResponse) Descriptor() ([]byte, []int) {
 	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
 }
 
+type DeleteConsoleAccountRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConsoleAccountRequest) Reset() {
+	*x = DeleteConsoleAccountRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConsoleAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConsoleAccountRequest) ProtoMessage() {}
+
+func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConsoleAccountRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConsoleAccountRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DeleteConsoleAccountRequest) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+type DeleteConsoleAccountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConsoleAccountResponse) Reset() {
+	*x = DeleteConsoleAccountResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConsoleAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConsoleAccountResponse) ProtoMessage() {}
+
+func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConsoleAccountResponse.ProtoReflect.Descriptor instead.
+func (*DeleteConsoleAccountResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
+}
+
 var File_opus_v1_opus_proto protoreflect.FileDescriptor
 
 const file_opus_v1_opus_proto_rawDesc = "" +
@@ -3098,7 +3178,10 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x1cDisableConsoleAccountRequest\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x16\n" +
 	"\x06enable\x18\x02 \x01(\bR\x06enable\"\x1f\n" +
-	"\x1dDisableConsoleAccountResponse*}\n" +
+	"\x1dDisableConsoleAccountResponse\"/\n" +
+	"\x1bDeleteConsoleAccountRequest\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\"\x1e\n" +
+	"\x1cDeleteConsoleAccountResponse*}\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPHASE_PENDING\x10\x01\x12\x13\n" +
@@ -3127,8 +3210,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x01\x12\x13\n" +
 	"\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\xfe\n" +
-	"\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xe3\v\n" +
 	"\x04Opus\x12B\n" +
 	"\rCreateProject\x12\x1d.opus.v1.CreateProjectRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\n" +
@@ -3149,7 +3231,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x0fCreateLoginLink\x12\x1f.opus.v1.CreateLoginLinkRequest\x1a .opus.v1.CreateLoginLinkResponse\x12]\n" +
 	"\x12SetConsolePassword\x12\".opus.v1.SetConsolePasswordRequest\x1a#.opus.v1.SetConsolePasswordResponse\x12`\n" +
 	"\x13ListConsoleAccounts\x12#.opus.v1.ListConsoleAccountsRequest\x1a$.opus.v1.ListConsoleAccountsResponse\x12f\n" +
-	"\x15DisableConsoleAccount\x12%.opus.v1.DisableConsoleAccountRequest\x1a&.opus.v1.DisableConsoleAccountResponseB3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
+	"\x15DisableConsoleAccount\x12%.opus.v1.DisableConsoleAccountRequest\x1a&.opus.v1.DisableConsoleAccountResponse\x12c\n" +
+	"\x14DeleteConsoleAccount\x12$.opus.v1.DeleteConsoleAccountRequest\x1a%.opus.v1.DeleteConsoleAccountResponseB3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
 
 var (
 	file_opus_v1_opus_proto_rawDescOnce sync.Once
@@ -3164,7 +3247,7 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_opus_v1_opus_proto_goTypes = []any{
 	(Phase)(0),                            // 0: opus.v1.Phase
 	(OperationKind)(0),                    // 1: opus.v1.OperationKind
@@ -3213,25 +3296,27 @@ var file_opus_v1_opus_proto_goTypes = []any{
 	(*ListConsoleAccountsResponse)(nil),   // 44: opus.v1.ListConsoleAccountsResponse
 	(*DisableConsoleAccountRequest)(nil),  // 45: opus.v1.DisableConsoleAccountRequest
 	(*DisableConsoleAccountResponse)(nil), // 46: opus.v1.DisableConsoleAccountResponse
-	nil,                                   // 47: opus.v1.Settings.EnvEntry
-	nil,                                   // 48: opus.v1.UpdateSettingsRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),         // 49: google.protobuf.Timestamp
+	(*DeleteConsoleAccountRequest)(nil),   // 47: opus.v1.DeleteConsoleAccountRequest
+	(*DeleteConsoleAccountResponse)(nil),  // 48: opus.v1.DeleteConsoleAccountResponse
+	nil,                                   // 49: opus.v1.Settings.EnvEntry
+	nil,                                   // 50: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 51: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	49, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	51, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	49, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	49, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	49, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	51, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	51, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	51, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
 	12, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
 	13, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
-	47, // 13: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	49, // 13: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
 	7,  // 14: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
 	10, // 15: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
 	13, // 16: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
@@ -3241,18 +3326,18 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	6,  // 20: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
 	24, // 21: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
 	3,  // 22: opus.v1.Step.state:type_name -> opus.v1.StepState
-	49, // 23: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	49, // 24: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	51, // 23: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	51, // 24: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 25: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
 	2,  // 26: opus.v1.Operation.state:type_name -> opus.v1.OperationState
 	26, // 27: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	49, // 28: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	49, // 29: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	51, // 28: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	51, // 29: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
 	27, // 30: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	48, // 31: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	50, // 31: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
 	36, // 32: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
-	49, // 33: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	49, // 34: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	51, // 33: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	51, // 34: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
 	43, // 35: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
 	14, // 36: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
 	15, // 37: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
@@ -3273,27 +3358,29 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	40, // 52: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
 	42, // 53: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
 	45, // 54: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
-	27, // 55: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 56: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	17, // 57: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	27, // 58: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	27, // 59: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	27, // 60: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	27, // 61: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	27, // 62: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	25, // 63: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	27, // 64: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	27, // 65: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	31, // 66: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	33, // 67: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	27, // 68: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	37, // 69: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	39, // 70: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	41, // 71: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	44, // 72: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	46, // 73: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	55, // [55:74] is the sub-list for method output_type
-	36, // [36:55] is the sub-list for method input_type
+	47, // 55: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
+	27, // 56: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 57: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	17, // 58: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	27, // 59: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	27, // 60: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	27, // 61: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	27, // 62: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	27, // 63: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	25, // 64: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	27, // 65: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	27, // 66: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	31, // 67: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	33, // 68: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	27, // 69: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	37, // 70: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	39, // 71: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	41, // 72: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	44, // 73: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	46, // 74: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	48, // 75: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	56, // [56:76] is the sub-list for method output_type
+	36, // [36:56] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -3318,7 +3405,7 @@ func file_opus_v1_opus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

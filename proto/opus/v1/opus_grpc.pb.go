@@ -43,6 +43,7 @@ const (
 	Opus_SetConsolePassword_FullMethodName    = "/opus.v1.Opus/SetConsolePassword"
 	Opus_ListConsoleAccounts_FullMethodName   = "/opus.v1.Opus/ListConsoleAccounts"
 	Opus_DisableConsoleAccount_FullMethodName = "/opus.v1.Opus/DisableConsoleAccount"
+	Opus_DeleteConsoleAccount_FullMethodName  = "/opus.v1.Opus/DeleteConsoleAccount"
 )
 
 // OpusClient is the client API for Opus service.
@@ -99,6 +100,9 @@ type OpusClient interface {
 	// DisableConsoleAccount disables (or re-enables) a console account.
 	// Admins only.
 	DisableConsoleAccount(ctx context.Context, in *DisableConsoleAccountRequest, opts ...grpc.CallOption) (*DisableConsoleAccountResponse, error)
+	// DeleteConsoleAccount deletes a console account: its password, login
+	// links and sessions. Admins only.
+	DeleteConsoleAccount(ctx context.Context, in *DeleteConsoleAccountRequest, opts ...grpc.CallOption) (*DeleteConsoleAccountResponse, error)
 }
 
 type opusClient struct {
@@ -311,6 +315,16 @@ func (c *opusClient) DisableConsoleAccount(ctx context.Context, in *DisableConso
 	return out, nil
 }
 
+func (c *opusClient) DeleteConsoleAccount(ctx context.Context, in *DeleteConsoleAccountRequest, opts ...grpc.CallOption) (*DeleteConsoleAccountResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteConsoleAccountResponse)
+	err := c.cc.Invoke(ctx, Opus_DeleteConsoleAccount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OpusServer is the server API for Opus service.
 // All implementations must embed UnimplementedOpusServer
 // for forward compatibility.
@@ -365,6 +379,9 @@ type OpusServer interface {
 	// DisableConsoleAccount disables (or re-enables) a console account.
 	// Admins only.
 	DisableConsoleAccount(context.Context, *DisableConsoleAccountRequest) (*DisableConsoleAccountResponse, error)
+	// DeleteConsoleAccount deletes a console account: its password, login
+	// links and sessions. Admins only.
+	DeleteConsoleAccount(context.Context, *DeleteConsoleAccountRequest) (*DeleteConsoleAccountResponse, error)
 	mustEmbedUnimplementedOpusServer()
 }
 
@@ -431,6 +448,9 @@ func (UnimplementedOpusServer) ListConsoleAccounts(context.Context, *ListConsole
 }
 func (UnimplementedOpusServer) DisableConsoleAccount(context.Context, *DisableConsoleAccountRequest) (*DisableConsoleAccountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DisableConsoleAccount not implemented")
+}
+func (UnimplementedOpusServer) DeleteConsoleAccount(context.Context, *DeleteConsoleAccountRequest) (*DeleteConsoleAccountResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteConsoleAccount not implemented")
 }
 func (UnimplementedOpusServer) mustEmbedUnimplementedOpusServer() {}
 func (UnimplementedOpusServer) testEmbeddedByValue()              {}
@@ -777,6 +797,24 @@ func _Opus_DisableConsoleAccount_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Opus_DeleteConsoleAccount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConsoleAccountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).DeleteConsoleAccount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_DeleteConsoleAccount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).DeleteConsoleAccount(ctx, req.(*DeleteConsoleAccountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Opus_ServiceDesc is the grpc.ServiceDesc for Opus service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -851,6 +889,10 @@ var Opus_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DisableConsoleAccount",
 			Handler:    _Opus_DisableConsoleAccount_Handler,
+		},
+		{
+			MethodName: "DeleteConsoleAccount",
+			Handler:    _Opus_DeleteConsoleAccount_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -91,8 +91,12 @@ func (ManageCommand) EnumDescriptor() ([]byte, []int) {
 }
 
 type EnsureUserRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// uid is the id (uid and gid) to create the user with, allocated by
+	// opusd from project_uids and never handed out again. It is ignored when
+	// the user exists.
+	Uid           uint32 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -132,6 +136,13 @@ func (x *EnsureUserRequest) GetProject() string {
 		return x.Project
 	}
 	return ""
+}
+
+func (x *EnsureUserRequest) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
 }
 
 type EnsureUserResponse struct {
@@ -1104,9 +1115,10 @@ var File_opus_privd_v1_privd_proto protoreflect.FileDescriptor
 
 const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\n" +
-	"\x19opus/privd/v1/privd.proto\x12\ropus.privd.v1\"-\n" +
+	"\x19opus/privd/v1/privd.proto\x12\ropus.privd.v1\"?\n" +
 	"\x11EnsureUserRequest\x12\x18\n" +
-	"\aproject\x18\x01 \x01(\tR\aproject\"f\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\"f\n" +
 	"\x12EnsureUserResponse\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +

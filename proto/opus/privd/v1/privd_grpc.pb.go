@@ -43,9 +43,11 @@ const (
 //
 // Privd is the privileged monitor. Nine calls, nothing else.
 type PrivdClient interface {
-	// EnsureUser creates the project's system user "opus-NAME" (no home,
-	// nologin shell, the Opus marker in GECOS) and its group, or returns the
-	// existing one if Opus made it. Idempotent.
+	// EnsureUser creates the project's system user "<user_prefix>NAME" (no
+	// home, nologin shell, the Opus marker in GECOS) and its group, with the
+	// uid and gid the request names, or returns the existing one if Opus made
+	// it. The id must lie in privd's project_uids range and belong to no
+	// user or group yet. Idempotent.
 	EnsureUser(ctx context.Context, in *EnsureUserRequest, opts ...grpc.CallOption) (*EnsureUserResponse, error)
 	// DeleteUser deletes the project's user and group; it refuses a user that
 	// does not carry the Opus marker. Deleting an absent user succeeds.
@@ -181,9 +183,11 @@ func (c *privdClient) TailLog(ctx context.Context, in *TailLogRequest, opts ...g
 //
 // Privd is the privileged monitor. Nine calls, nothing else.
 type PrivdServer interface {
-	// EnsureUser creates the project's system user "opus-NAME" (no home,
-	// nologin shell, the Opus marker in GECOS) and its group, or returns the
-	// existing one if Opus made it. Idempotent.
+	// EnsureUser creates the project's system user "<user_prefix>NAME" (no
+	// home, nologin shell, the Opus marker in GECOS) and its group, with the
+	// uid and gid the request names, or returns the existing one if Opus made
+	// it. The id must lie in privd's project_uids range and belong to no
+	// user or group yet. Idempotent.
 	EnsureUser(context.Context, *EnsureUserRequest) (*EnsureUserResponse, error)
 	// DeleteUser deletes the project's user and group; it refuses a user that
 	// does not carry the Opus marker. Deleting an absent user succeeds.

@@ -1,0 +1,394 @@
+// Package testrun gives a test binary that changes the host (users, groups,
+// files outside its temporary directories, processes) a marker unique to
+// its run, so that it creates, judges and deletes only what it made: a real
+// Opus, `make demo`'s stack or another package's tests may be running on
+// the same host at the same time.
+//
+// A run is a directory under Root named by its ID and a lock on it held for
+// the life of the test binary. Everything the run puts on the host is
+// either under that directory, or named by the run (user and group names
+// start with "t"+ID) and written down in the directory before it is made.
+// A run that was killed leaves its lock free: the next Start of any run
+// removes exactly what that run wrote down, kills only processes running
+// as its users or naming its directory, and nothing else.
+//
+// Like net/http/httptest, it is support code for tests only.
+package testrun
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/names"
+)
+
+// Root holds one directory per run.
+const Root = "/tmp/opus-test-runs"
+
+// record files in a run's directory.
+const (
+	lockFile     = "lock"
+	accountsFile = "accounts" // one user or group name per line, written before it is made
+	pathsFile    = "paths"    // paths outside the run directory the run made, likewise
+)
+
+// Run is one test binary's claim on the host.
+type Run struct {
+	// ID is 5 characters, a lowercase letter then lowercase letters and
+	// digits.
+	ID string
+	// Dir is the run's directory: keep everything the run makes under it.
+	Dir  string
+	lock *os.File
+}
+
+// Start removes what dead runs left (calling onDead with each dead run's id
+// first, for what only the caller knows how to find: databases, say), then
+// begins a new run. It needs root (it is for tests that create users or run
+// daemons as root).
+func Start(onDead ...func(id string)) (*Run, error) {
+	if err := os.MkdirAll(Root, 0o755); err != nil {
+		return nil, fmt.Errorf("testrun: %w", err)
+	}
+	// The directory tree must be traversable by the unprivileged users
+	// tests run daemons as.
+	if err := os.Chmod(Root, 0o755); err != nil {
+		return nil, fmt.Errorf("testrun: %w", err)
+	}
+	CleanDead(onDead...)
+	for range 10 {
+		id, err := newID()
+		if err != nil {
+			return nil, err
+		}
+		// The directory appears under its id already locked, so no other
+		// run's CleanDead can take it for a dead one.
+		tmp, err := os.MkdirTemp(Root, ".new-")
+		if err != nil {
+			return nil, fmt.Errorf("testrun: %w", err)
+		}
+		os.Chmod(tmp, 0o755)
+		lock, err := os.OpenFile(filepath.Join(tmp, lockFile), os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, 0o600)
+		if err == nil {
+			err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		}
+		if err != nil {
+			os.RemoveAll(tmp)
+			return nil, fmt.Errorf("testrun: lock %s: %w", tmp, err)
+		}
+		fmt.Fprintf(lock, "%d\n", os.Getpid())
+		dir := filepath.Join(Root, id)
+		// Rename onto an existing directory fails unless it is empty; a
+		// run's directory never is (it holds its lock file).
+		if err := os.Rename(tmp, dir); err != nil {
+			lock.Close()
+			os.RemoveAll(tmp)
+			continue
+		}
+		return &Run{ID: id, Dir: dir, lock: lock}, nil
+	}
+	return nil, errors.New("testrun: no free run id after 10 tries")
+}
+
+func newID() (string, error) {
+	const letters = "abcdefghijklmnopqrstuvwxyz"
+	const alnum = letters + "0123456789"
+	var b [5]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("testrun: %w", err)
+	}
+	id := []byte{letters[int(b[0])%len(letters)]}
+	for _, c := range b[1:] {
+		id = append(id, alnum[int(c)%len(alnum)])
+	}
+	return string(id), nil
+}
+
+// UserPrefix is the user_prefix of every Opus instance the run starts:
+// project users are "t"+ID+"-"+project.
+func (r *Run) UserPrefix() string { return "t" + r.ID + "-" }
+
+// Account returns the name of one of the run's own users or groups (the
+// daemon user, a client, an admin group): "t"+ID+role. role is a few
+// lowercase letters or digits.
+func (r *Run) Account(role string) string { return "t" + r.ID + role }
+
+// UIDs is a range of 1,000 project uids for the run's Opus instances, in a
+// part of the id space no default configuration uses, chosen by the run's
+// id so two runs rarely share one (privd refuses an id in use anyway).
+func (r *Run) UIDs() config.UIDRange {
+	h := fnv.New32a()
+	h.Write([]byte(r.ID))
+	first := 400000 + (h.Sum32()%100)*1000
+	return config.UIDRange{First: first, Last: first + 999}
+}
+
+// AddUser writes name down, then creates it as a system user without a
+// home and a login shell, with a group of the same name.
+func (r *Run) AddUser(name string) error {
+	if err := r.note(accountsFile, name); err != nil {
+		return err
+	}
+	return runTool("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name)
+}
+
+// AddGroup writes name down, then creates it as a system group.
+func (r *Run) AddGroup(name string) error {
+	if err := r.note(accountsFile, name); err != nil {
+		return err
+	}
+	return runTool("groupadd", "--system", name)
+}
+
+// NoteAccount writes down a user or group name (which must carry the run's
+// marker, see Account) that something other than AddUser is about to
+// make, so that it is removed with the run.
+func (r *Run) NoteAccount(name string) error {
+	if !belongs(r.ID, name) {
+		return fmt.Errorf("testrun: %q does not carry the run's marker t%s", name, r.ID)
+	}
+	return r.note(accountsFile, name)
+}
+
+// NotePath writes down a path outside Dir that the run is about to make,
+// so that it is removed when the run ends, or by the next run if this one
+// dies.
+func (r *Run) NotePath(path string) error { return r.note(pathsFile, path) }
+
+func (r *Run) note(file, line string) error {
+	if strings.ContainsAny(line, "\n\x00") || line == "" {
+		return fmt.Errorf("testrun: bad name %q", line)
+	}
+	f, err := os.OpenFile(filepath.Join(r.Dir, file), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("testrun: %w", err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintln(f, line); err != nil {
+		return fmt.Errorf("testrun: %w", err)
+	}
+	return f.Sync()
+}
+
+// Users returns the names of the users on the host that belong to the run:
+// the ones it wrote down, and project users under its prefix that carry
+// Opus's marker.
+func (r *Run) Users() []string { return runUsers(r.ID, r.Dir) }
+
+// End removes everything the run made and releases it.
+func (r *Run) End() {
+	clean(r.ID, r.Dir)
+	r.lock.Close()
+}
+
+// CleanDead removes what runs that are no longer alive left on the host,
+// calling onDead with each dead run's id first. A run is alive while its
+// lock is held.
+func CleanDead(onDead ...func(id string)) {
+	dead := func(id, dir string) {
+		for _, f := range onDead {
+			f(id)
+		}
+		clean(id, dir)
+	}
+	ents, err := os.ReadDir(Root)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		dir := filepath.Join(Root, e.Name())
+		if !e.IsDir() || !validID(e.Name()) {
+			continue
+		}
+		lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			// No lock file: the run died while starting, before it made
+			// anything but its directory.
+			if errors.Is(err, os.ErrNotExist) {
+				dead(e.Name(), dir)
+			}
+			continue
+		}
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			dead(e.Name(), dir)
+		}
+		lock.Close()
+	}
+}
+
+func validID(s string) bool {
+	if len(s) != 5 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// clean removes run id's processes, users, groups and paths, then its
+// directory.
+func clean(id, dir string) {
+	users := runUsers(id, dir)
+	uids := map[string]bool{}
+	for _, u := range users {
+		if f := passwdEntry(u); f != nil {
+			uids[f[2]] = true
+		}
+	}
+	// Processes first: userdel refuses a user that runs something, and a
+	// daemon of the run could otherwise recreate what is removed.
+	for range 3 {
+		if killRun(dir, uids) == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	kept := false
+	for _, u := range users {
+		if err := runTool("userdel", u); err != nil && passwdEntry(u) != nil {
+			// Still running something (a daemon a system Apache keeps
+			// respawning, say): keep the record, so a later run retries.
+			kept = true
+		}
+	}
+	for _, g := range readLines(filepath.Join(dir, accountsFile)) {
+		if groupExists(g) && belongs(id, g) {
+			runTool("groupdel", g)
+		}
+	}
+	for _, u := range users {
+		// A project user's private group, if userdel left it.
+		if groupExists(u) {
+			runTool("groupdel", u)
+		}
+	}
+	for _, p := range readLines(filepath.Join(dir, pathsFile)) {
+		if filepath.IsAbs(p) && filepath.Clean(p) == p && strings.Contains(p, id) {
+			os.RemoveAll(p)
+		}
+	}
+	if !kept {
+		os.RemoveAll(dir)
+	}
+}
+
+// belongs reports whether an account name carries run id's marker.
+func belongs(id, name string) bool { return strings.HasPrefix(name, "t"+id) }
+
+func runUsers(id, dir string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, u := range readLines(filepath.Join(dir, accountsFile)) {
+		if belongs(id, u) && passwdEntry(u) != nil && !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	prefix := "t" + id + "-"
+	for _, f := range passwdEntries() {
+		if p, ok := names.ProjectOfUser(prefix, f[0]); ok && f[4] == names.Marker(p) && !seen[f[0]] {
+			seen[f[0]] = true
+			out = append(out, f[0])
+		}
+	}
+	return out
+}
+
+// killRun SIGKILLs every process running as one of uids or whose command
+// line names dir, and returns how many it signalled.
+func killRun(dir string, uids map[string]bool) int {
+	ents, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		mine := false
+		if cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.Contains(cmd, []byte(dir)) {
+			mine = true
+		}
+		if !mine && len(uids) > 0 {
+			if st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status")); err == nil {
+				for _, line := range strings.Split(string(st), "\n") {
+					if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+						mine = uids[f[1]]
+						break
+					}
+				}
+			}
+		}
+		if mine && syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+func readLines(path string) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func passwdEntries() [][]string {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out [][]string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Split(sc.Text(), ":"); len(fs) == 7 {
+			out = append(out, fs)
+		}
+	}
+	return out
+}
+
+func passwdEntry(name string) []string {
+	for _, f := range passwdEntries() {
+		if f[0] == name {
+			return f
+		}
+	}
+	return nil
+}
+
+func groupExists(name string) bool {
+	data, err := os.ReadFile("/etc/group")
+	return err == nil && bytes.Contains(append([]byte("\n"), data...), []byte("\n"+name+":"))
+}
+
+func runTool(name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
