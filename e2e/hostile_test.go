@@ -192,7 +192,7 @@ func TestHostileSources(t *testing.T) {
 		uid       uint32
 		src, want string
 	}{
-		{0, "ext::sh -c touch% "+pwnedPath(), "transport"},
+		{0, "ext::sh -c touch% " + pwnedPath(), "transport"},
 		{0, "fd::17", "transport"},
 		{0, "ftp://127.0.0.1:1/x.git", `"ftp" is not one of`},
 		{0, "http://127.0.0.1:1/x.git", "plain http"},
