@@ -48,7 +48,7 @@ class HostileConfig(AppConfig):
         PROJECT_ROOT = Path(settings.PROJECT_ROOT)
 %s
 `, name, indent(attack, "        ")),
-		"urls.py": "from django.urls import path\n\nfrom . import views\n\nurlpatterns = [path(\"\", views.index)]\n",
+		"urls.py":  "from django.urls import path\n\nfrom . import views\n\nurlpatterns = [path(\"\", views.index)]\n",
 		"views.py": "from django.http import HttpResponse\n\n\ndef index(request):\n    return HttpResponse(\"hostile " + name + "\")\n",
 	}
 	for f, content := range files {
