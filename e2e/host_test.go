@@ -216,8 +216,7 @@ func startHost() (*host, error) {
 	}
 	h.webAddr = fmt.Sprintf("127.0.0.1:%d", webPort)
 	h.cfg = cfg
-	conf := fmt.Sprintf("# written by the e2e tests\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\ngit_max_bytes %d\nuser_prefix %s\nproject_uids %s\n",
-		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python, cfg.GitMaxBytes, cfg.UserPrefix, cfg.ProjectUIDs)
+	conf := "# written by the e2e tests\n" + cfg.Format()
 	h.conf = filepath.Join(root, "opus.conf")
 	if err := os.WriteFile(h.conf, []byte(conf), 0o644); err != nil {
 		return nil, err

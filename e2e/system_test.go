@@ -161,6 +161,8 @@ func startSystemHost(t *testing.T, shared *host) *host {
 	cfg.AdminGroup = adminGroup
 	cfg.ApacheMode = config.ApacheSystem
 	cfg.ApacheDir = sysApacheDir
+	cfg.UserPrefix = testRun.UserPrefix()
+	cfg.ProjectUIDs = testRun.UIDs()
 	var err error
 	if cfg.HTTPPort, err = freePort(); err != nil {
 		t.Fatal(err)
@@ -175,8 +177,7 @@ func startSystemHost(t *testing.T, shared *host) *host {
 	h.webAddr = fmt.Sprintf("127.0.0.1:%d", webPort)
 	h.cfg = cfg
 	h.conf = filepath.Join(sysRoot(), "opus.conf")
-	conf := fmt.Sprintf("# written by TestSystemApache\nbase_dir %s\nrun_dir %s\nopus_user %s\nadmin_group %s\nserver_suffix %s\napache_mode %s\napache_dir %s\nhttp_port %d\nhttps_port %d\npython %s\n",
-		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.AdminGroup, cfg.ServerSuffix, cfg.ApacheMode, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort, cfg.Python)
+	conf := "# written by TestSystemApache\n" + cfg.Format()
 	if err := os.WriteFile(h.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -188,6 +188,25 @@ func (c *Config) Parse(r io.Reader, name string) error {
 	return c.Validate()
 }
 
+// Format writes c as opus.conf text, every key, in the order of the
+// shipped file; Parse reads it back to c.
+func (c Config) Format() string {
+	var b strings.Builder
+	for _, kv := range [][2]any{
+		{"base_dir", c.BaseDir}, {"run_dir", c.RunDir}, {"opus_user", c.OpusUser},
+		{"admin_group", c.AdminGroup}, {"server_suffix", c.ServerSuffix},
+		{"apache_mode", c.ApacheMode}, {"apache_dir", c.ApacheDir},
+		{"http_port", c.HTTPPort}, {"https_port", c.HTTPSPort}, {"python", c.Python},
+		{"user_prefix", c.UserPrefix}, {"project_uids", c.ProjectUIDs},
+		{"tls_security_level", c.TLSSecurityLevel}, {"upload_quota", c.UploadQuota},
+		{"wsgi_processes", c.WSGIProcesses}, {"wsgi_threads", c.WSGIThreads},
+		{"git_max_bytes", c.GitMaxBytes}, {"postgres_admin", c.PostgresAdmin},
+	} {
+		fmt.Fprintf(&b, "%s %v\n", kv[0], kv[1])
+	}
+	return b.String()
+}
+
 // Set sets one key.
 func (c *Config) Set(key, value string) error {
 	str := map[string]*string{

@@ -82,6 +82,21 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// TestFormatRoundTrip: what Format writes, Parse reads back to the same
+// configuration (the tests write their hosts' opus.conf with it).
+func TestFormatRoundTrip(t *testing.T) {
+	c := Default()
+	c.BaseDir, c.UserPrefix, c.ProjectUIDs, c.HTTPPort = "/srv/o", "tab12-", UIDRange{First: 400000, Last: 409999}, 81
+	c.PostgresAdmin = "host=/var/run/postgresql user=opus dbname=postgres"
+	for _, want := range []Config{Default(), c} {
+		got := Default()
+		got.HTTPPort = 1
+		if err := got.Parse(strings.NewReader(want.Format()), "formatted"); err != nil || got != want {
+			t.Fatalf("Parse(Format(%+v)) = %+v, %v", want, got, err)
+		}
+	}
+}
+
 // TestShippedConfig keeps the documented default config in step with the
 // code: uncommenting every line must give exactly the defaults.
 func TestShippedConfig(t *testing.T) {
