@@ -224,7 +224,7 @@ func serve(o options, log *slog.Logger) error {
 	}
 	srv := server.New(server.Config{
 		OpusUID: uid, OpusGID: gid, BaseDir: cfg.BaseDir,
-		Accounts: &account.Accounts{BaseDir: cfg.BaseDir, Prefix: cfg.UserPrefix},
+		Accounts: &account.Accounts{BaseDir: cfg.BaseDir, Prefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Sites:    sites, Manager: manager, Logger: log,
 	})
 	l, err := listen(socket, gid, log)

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,14 +126,29 @@ func (r *Run) UserPrefix() string { return "t" + r.ID + "-" }
 // lowercase letters or digits.
 func (r *Run) Account(role string) string { return "t" + r.ID + role }
 
-// UIDs is a range of 1,000 project uids for the run's Opus instances, in a
-// part of the id space no default configuration uses, chosen by the run's
-// id so two runs rarely share one (privd refuses an id in use anyway).
+// UIDs is a range of 10,000 project uids for the run's Opus instances
+// (the load test alone makes hundreds of projects), in a part of the id
+// space no default configuration uses, chosen by the run's id so two runs
+// rarely share one (privd refuses an id in use anyway).
 func (r *Run) UIDs() config.UIDRange {
 	h := fnv.New32a()
 	h.Write([]byte(r.ID))
-	first := 400000 + (h.Sum32()%100)*1000
-	return config.UIDRange{First: first, Last: first + 999}
+	first := 400000 + (h.Sum32()%100)*10000
+	return config.UIDRange{First: first, Last: first + 9999}
+}
+
+// FreeID returns an id of r that no user and no group of the host has,
+// picked at random so that concurrent runs rarely meet (privd refuses an
+// id in use anyway).
+func FreeID(r config.UIDRange) (uint32, error) {
+	for range 100 {
+		id := r.First + uint32(mrand.IntN(int(r.Last-r.First+1)))
+		s := strconv.FormatUint(uint64(id), 10)
+		if exec.Command("getent", "passwd", s).Run() != nil && exec.Command("getent", "group", s).Run() != nil {
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("testrun: no free id in %s after 100 tries", r)
 }
 
 // AddUser writes name down, then creates it as a system user without a

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 )
@@ -30,6 +31,15 @@ var ErrNotOurs = errors.New("not made by Opus")
 
 // ErrNoUser means the project has no user.
 var ErrNoUser = errors.New("no such user")
+
+// ErrIDInUse means the id a new project user was to get is in use on the
+// host: by another user or group, or by processes still running as it.
+// The caller records it as taken and asks again with another.
+var ErrIDInUse = errors.New("id in use")
+
+// ErrIDOutOfRange means the id a new project user was to get lies outside
+// the configured project_uids.
+var ErrIDOutOfRange = errors.New("id outside project_uids")
 
 // Marker is the GECOS field Opus writes for project's user (see
 // names.Marker).
@@ -50,6 +60,7 @@ type User struct {
 const (
 	useradd  = "/usr/sbin/useradd"
 	userdel  = "/usr/sbin/userdel"
+	groupadd = "/usr/sbin/groupadd"
 	groupdel = "/usr/sbin/groupdel"
 	shell    = "/usr/sbin/nologin"
 
@@ -69,6 +80,11 @@ type Accounts struct {
 	// BaseDir is privd's configured base directory; a user's home is its
 	// project's root under it (mod_wsgi needs home= to exist).
 	BaseDir string
+	// UIDs is the configured project_uids: a new user's id must lie in it
+	// (config.Default's when zero).
+	UIDs config.UIDRange
+	// ProcDir is where processes are looked for (/proc if empty).
+	ProcDir string
 	// PasswdPath and GroupPath default to /etc/passwd and /etc/group.
 	PasswdPath, GroupPath string
 
@@ -130,9 +146,16 @@ func checkOurs(u User, project string) error {
 	return nil
 }
 
-// EnsureUser creates project's user and group, or returns the existing user
-// if Opus made it. created reports whether this call made it.
-func (a *Accounts) EnsureUser(ctx context.Context, project string) (u User, created bool, err error) {
+// EnsureUser creates project's user and its private group, both with id
+// uid, or returns the existing user if Opus made it (whatever its id: a
+// project made before ids were allocated keeps its own). created reports
+// whether this call made it.
+//
+// uid must lie in the configured range and be free on the host: no user
+// has it, no group has it as gid (but the project's own group left by an
+// interrupted earlier call), and no process runs as it. Otherwise the
+// error wraps ErrIDOutOfRange or ErrIDInUse and nothing is changed.
+func (a *Accounts) EnsureUser(ctx context.Context, project string, uid uint32) (u User, created bool, err error) {
 	if err := names.ValidateProject(project); err != nil {
 		return User{}, false, err
 	}
@@ -146,9 +169,31 @@ func (a *Accounts) EnsureUser(ctx context.Context, project string) (u User, crea
 		return User{}, false, fmt.Errorf("ensure user: %w", err)
 	}
 	name := a.User(project)
+	if ids := a.uids(); !ids.Contains(uid) {
+		return User{}, false, fmt.Errorf("ensure user %s: uid %d is outside project_uids %s: %w", name, uid, ids, ErrIDOutOfRange)
+	}
+	groupMade, err := a.checkFree(name, uid)
+	if err != nil {
+		return User{}, false, fmt.Errorf("ensure user %s: %w", name, err)
+	}
+	id := strconv.FormatUint(uint64(uid), 10)
+	if !groupMade {
+		if err := run(ctx, groupadd, "--gid", id, "--", name); err != nil {
+			return User{}, false, fmt.Errorf("ensure user %s: %w", name, err)
+		}
+	}
 	home := layout.For(a.BaseDir, project).Root
-	if err := run(ctx, useradd, "--system", "--no-create-home", "--home-dir", home,
-		"--shell", shell, "--comment", Marker(project), "--user-group", "--", name); err != nil {
+	// --system: no subordinate ids, no password ageing; --no-log-init:
+	// no lastlog/faillog records, which for a high uid would be a huge
+	// sparse file.
+	if err := run(ctx, useradd, "--system", "--uid", id, "--gid", id, "--no-create-home", "--no-log-init",
+		"--home-dir", home, "--shell", shell, "--comment", Marker(project), "--", name); err != nil {
+		// Leave the host as it was: the group this call made goes.
+		if !groupMade {
+			if gerr := run(context.WithoutCancel(ctx), groupdel, "--", name); gerr != nil {
+				err = fmt.Errorf("%w (and removing the group it made failed: %v)", err, gerr)
+			}
+		}
 		return User{}, false, fmt.Errorf("ensure user %s: %w", name, err)
 	}
 	u, err = a.LookupUser(project)
@@ -156,6 +201,91 @@ func (a *Accounts) EnsureUser(ctx context.Context, project string) (u User, crea
 		return User{}, false, fmt.Errorf("ensure user %s: after useradd: %w", name, err)
 	}
 	return u, true, nil
+}
+
+func (a *Accounts) uids() config.UIDRange {
+	if a.UIDs == (config.UIDRange{}) {
+		return config.Default().ProjectUIDs
+	}
+	return a.UIDs
+}
+
+// checkFree makes sure id is free for a new project user name and its
+// group. groupMade reports that the group already exists as an earlier,
+// interrupted call made it: named name, with gid id, no members, nobody's
+// primary group.
+func (a *Accounts) checkFree(name string, id uint32) (groupMade bool, err error) {
+	if owner, ok, err := uidOwner(a.passwd(), id); err != nil {
+		return false, err
+	} else if ok {
+		return false, fmt.Errorf("uid %d is already used by user %s: %w", id, owner, ErrIDInUse)
+	}
+	if inUse, err := primaryGroupInUse(a.passwd(), id); err != nil {
+		return false, err
+	} else if inUse {
+		return false, fmt.Errorf("gid %d is some user's primary group: %w", id, ErrIDInUse)
+	}
+	gname, members, ok, err := groupByGID(a.group(), id)
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		if gname != name || members != "" {
+			return false, fmt.Errorf("gid %d is already used by group %s: %w", id, gname, ErrIDInUse)
+		}
+		groupMade = true
+	} else if gid, _, exists, err := lookupGroup(a.group(), name); err != nil {
+		return false, err
+	} else if exists {
+		return false, fmt.Errorf("a group %s with gid %d exists, and groups carry no marker: nothing proves Opus made it; remove it (groupdel %s) if it is not in use: %w", name, gid, name, ErrNotOurs)
+	}
+	if pids := a.processesOf(id); len(pids) > 0 {
+		return false, fmt.Errorf("uid %d still runs processes (pids %v): %w", id, pids, ErrIDInUse)
+	}
+	return groupMade, nil
+}
+
+// maxProcScan bounds the processes looked at for a uid.
+const maxProcScan = 1 << 20
+
+// processesOf returns up to ten pids of processes whose real, effective
+// or saved uid is uid.
+func (a *Accounts) processesOf(uid uint32) []int {
+	dir := a.ProcDir
+	if dir == "" {
+		dir = "/proc"
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	defer d.Close()
+	ents, _ := d.Readdirnames(maxProcScan)
+	want := strconv.FormatUint(uint64(uid), 10)
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e)
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(dir + "/" + e + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 4 && f[0] == "Uid:" {
+				if f[1] == want || f[2] == want || f[3] == want {
+					pids = append(pids, pid)
+				}
+				break
+			}
+		}
+		if len(pids) == 10 {
+			break
+		}
+	}
+	return pids
 }
 
 // DeleteUser deletes project's user and its group. An absent user is not an
@@ -272,6 +402,32 @@ func lookupPasswd(path, name string) (User, bool, error) {
 		return false
 	})
 	return found, ok, err
+}
+
+// uidOwner returns the name of the user with uid in a passwd(5) file.
+func uidOwner(path string, uid uint32) (name string, ok bool, err error) {
+	want := strconv.FormatUint(uint64(uid), 10)
+	err = scanDB(path, 7, func(f []string) bool {
+		if f[2] == want {
+			name, ok = f[0], true
+			return false
+		}
+		return true
+	})
+	return name, ok, err
+}
+
+// groupByGID finds the group with gid in a group(5) file.
+func groupByGID(path string, gid uint32) (name, members string, ok bool, err error) {
+	want := strconv.FormatUint(uint64(gid), 10)
+	err = scanDB(path, 4, func(f []string) bool {
+		if f[2] == want {
+			name, members, ok = f[0], f[3], true
+			return false
+		}
+		return true
+	})
+	return name, members, ok, err
 }
 
 // primaryGroupInUse reports whether any user has gid as primary group.

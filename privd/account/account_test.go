@@ -104,7 +104,8 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 	name := names.User(names.DefaultUserPrefix, project)
 	t.Cleanup(func() { a.DeleteUser(context.Background(), project) })
 
-	u, created, err := a.EnsureUser(ctx, project)
+	uid := testUID(t)
+	u, created, err := a.EnsureUser(ctx, project, uid)
 	if err != nil || !created {
 		t.Fatalf("EnsureUser = %+v, %v, %v; want created", u, created, err)
 	}
@@ -114,8 +115,8 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 	if len(f) != 7 || f[0] != want[0] || f[4] != want[4] || f[5] != want[5] || f[6] != want[6] {
 		t.Errorf("/etc/passwd line %q, want name %s GECOS %q home %s shell %s", line, want[0], want[4], want[5], want[6])
 	}
-	if u.UID == 0 || u.UID >= 1000 {
-		t.Errorf("uid %d is not a system uid", u.UID)
+	if u.UID != uid || u.GID != uid {
+		t.Errorf("uid %d gid %d, want the %d asked for", u.UID, u.GID, uid)
 	}
 	if g := groupLine(t, name); !strings.HasPrefix(g, name+":x:") {
 		t.Errorf("group %s missing: %q", name, g)
@@ -124,7 +125,7 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 		t.Errorf("useradd created a home directory: %v", err)
 	}
 
-	u2, created, err := a.EnsureUser(ctx, project)
+	u2, created, err := a.EnsureUser(ctx, project, testUID(t))
 	if err != nil || created || u2 != u {
 		t.Errorf("second EnsureUser = %+v, %v, %v; want %+v, not created", u2, created, err, u)
 	}
@@ -164,7 +165,7 @@ func TestRefuseUnmarkedUser(t *testing.T) {
 	if deleted, err := a.DeleteUser(ctx, project); !errors.Is(err, ErrNotOurs) || deleted {
 		t.Errorf("DeleteUser(decoy) = %v, %v; want ErrNotOurs", deleted, err)
 	}
-	if _, _, err := a.EnsureUser(ctx, project); !errors.Is(err, ErrNotOurs) {
+	if _, _, err := a.EnsureUser(ctx, project, testUID(t)); !errors.Is(err, ErrNotOurs) {
 		t.Errorf("EnsureUser(decoy) = %v; want ErrNotOurs", err)
 	}
 	if _, err := a.LookupUser(project); !errors.Is(err, ErrNotOurs) {
@@ -186,7 +187,7 @@ func TestInvalidProjectNames(t *testing.T) {
 		before[p] = passwdLine(t, names.User(names.DefaultUserPrefix, p))
 	}
 	for _, p := range bad {
-		if _, _, err := a.EnsureUser(context.Background(), p); err == nil {
+		if _, _, err := a.EnsureUser(context.Background(), p, testUID(t)); err == nil {
 			t.Errorf("EnsureUser(%q) accepted", p)
 		}
 		if _, err := a.DeleteUser(context.Background(), p); err == nil {

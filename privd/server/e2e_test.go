@@ -66,7 +66,7 @@ func clientMain(sock string, projects []string) int {
 	existing, fresh := projects[0], projects[1]
 	res := clientResult{UID: os.Getuid(), Codes: map[string]string{}}
 	rec := func(name string, err error) { res.Codes[name] = status.Code(err).String() }
-	_, err = c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: fresh})
+	_, err = c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: fresh, Uid: 99999})
 	rec("EnsureUser", err)
 	_, err = c.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: existing})
 	rec("DeleteUser", err)
@@ -219,7 +219,7 @@ func TestNobodyIsRefused(t *testing.T) {
 	acc := &account.Accounts{BaseDir: base}
 	existing, fresh := randomProject(t, testPrefix), randomProject(t, testPrefix)
 	ctx := context.Background()
-	if _, _, err := acc.EnsureUser(ctx, existing); err != nil {
+	if _, _, err := acc.EnsureUser(ctx, existing, testUID(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { acc.DeleteUser(context.Background(), existing) })
@@ -325,7 +325,7 @@ func TestOverSocket(t *testing.T) {
 	t.Run("life cycle", func(t *testing.T) {
 		project := randomProject(t, testPrefix)
 		t.Cleanup(func() { acc.DeleteUser(context.Background(), project) })
-		eu, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project})
+		eu, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: testUID(t)})
 		if err != nil || !eu.Created || eu.User != names.User(names.DefaultUserPrefix, project) || eu.Uid == 0 {
 			t.Fatalf("EnsureUser = %v, %v", eu, err)
 		}
@@ -365,7 +365,7 @@ func TestOverSocket(t *testing.T) {
 		if _, err := c.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("DeleteUser(decoy) = %v, want FailedPrecondition", err)
 		}
-		if _, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
+		if _, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: testUID(t)}); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("EnsureUser(decoy) = %v, want FailedPrecondition", err)
 		}
 		if _, err := c.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {

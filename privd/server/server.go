@@ -177,6 +177,10 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, account.ErrNotOurs), errors.Is(err, account.ErrNoUser):
 		c = codes.FailedPrecondition
+	case errors.Is(err, account.ErrIDInUse):
+		c = codes.AlreadyExists
+	case errors.Is(err, account.ErrIDOutOfRange):
+		c = codes.InvalidArgument
 	case errors.Is(err, tree.ErrLimit):
 		c = codes.ResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):
@@ -194,7 +198,7 @@ func (s *Server) EnsureUser(ctx context.Context, req *privdv1.EnsureUserRequest)
 	if err := validateProject(req.GetProject()); err != nil {
 		return nil, err
 	}
-	u, created, err := s.cfg.Accounts.EnsureUser(ctx, req.GetProject())
+	u, created, err := s.cfg.Accounts.EnsureUser(ctx, req.GetProject(), req.GetUid())
 	if err != nil {
 		return nil, toStatus(err)
 	}

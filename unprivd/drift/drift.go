@@ -3,23 +3,28 @@
 // directory or certificate that no project owns (an orphan a crash or a hand
 // edit left behind), and a deployed project missing one of them.
 //
-// It only reads: /etc/passwd, privd's vhost directory (world-readable), and
-// opusd's own base directory. Fixing drift is the reconciler's job (or the
+// It also watches Opus's uid range (project_uids): an account in it that is
+// no project's, and processes or files in /tmp of an id of the range that no
+// project has now (what a destroyed project left behind).
+//
+// It only reads: /etc/passwd and /etc/group, privd's vhost directory
+// (world-readable), opusd's own base directory, /proc and the top level of
+// the shared temporary directories. Fixing drift is the reconciler's job (or the
 // administrator's, for orphans); this package says what is wrong.
 package drift
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 )
@@ -30,6 +35,11 @@ const (
 	KindVhost       = "vhost"
 	KindDirectory   = "directory"
 	KindCertificate = "certificate"
+	// KindUID is an account in project_uids that is no project's.
+	KindUID = "uid"
+	// KindLeftover is a process or file of a project uid that no project
+	// has now.
+	KindLeftover = "leftover"
 )
 
 // maxPasswd bounds how much of the passwd file is read.
@@ -65,6 +75,13 @@ type Host struct {
 	// UserPrefix starts project users' names (names.DefaultUserPrefix if
 	// empty).
 	UserPrefix string
+	// UIDs is project_uids; zero skips the checks of the range.
+	UIDs config.UIDRange
+	// GroupPath defaults to /etc/group; ProcDir to /proc; TempDirs to
+	// /tmp, /var/tmp and /dev/shm.
+	GroupPath string
+	ProcDir   string
+	TempDirs  []string
 }
 
 func (h Host) user(project string) string {
@@ -88,6 +105,11 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 	if err != nil {
 		return nil, 0, err
 	}
+	idFindings, err := h.checkIDs(users)
+	if err != nil {
+		return nil, 0, err
+	}
+	findings = append(findings, idFindings...)
 	vhosts, strays, err := h.listNames(h.SitesDir, ".conf")
 	if err != nil {
 		return nil, 0, err
@@ -191,35 +213,17 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 // project name, by project, with their uid. A user with the prefix but
 // without the marker is not Opus's, and not drift: privd refuses to touch it.
 func (h Host) markedUsers() (map[string]uint32, error) {
-	path := h.PasswdPath
-	if path == "" {
-		path = "/etc/passwd"
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("drift: %w", err)
-	}
-	defer f.Close()
 	users := map[string]uint32{}
-	sc := bufio.NewScanner(io.LimitReader(f, maxPasswd))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), ":")
-		if len(fields) < 7 {
-			continue
-		}
+	err := scanColon(h.passwdPath(), 7, func(fields []string) {
 		project, ok := names.ProjectOfUser(h.user(""), fields[0])
 		if !ok || fields[4] != names.Marker(project) {
-			continue
+			return
 		}
-		var uid uint32
-		fmt.Sscan(fields[2], &uid)
-		users[project] = uid
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("drift: read %s: %w", path, err)
-	}
-	return users, nil
+		if uid, err := strconv.ParseUint(fields[2], 10, 32); err == nil {
+			users[project] = uint32(uid)
+		}
+	})
+	return users, err
 }
 
 // listNames returns the project names of the entries of dir that end in

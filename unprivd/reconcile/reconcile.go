@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -76,6 +77,9 @@ type Options struct {
 	ServerSuffix string
 	// HTTPPort and HTTPSPort are Apache's ports for project vhosts.
 	HTTPPort, HTTPSPort int
+	// ProjectUIDs is the range project users' ids are allocated from
+	// (config.Default's when zero); see user.go.
+	ProjectUIDs config.UIDRange
 	// WSGIProcesses and WSGIThreads size each project's mod_wsgi daemon
 	// group; 0 lets privd use its configured default.
 	WSGIProcesses, WSGIThreads int

@@ -52,6 +52,10 @@ type fakePrivd struct {
 	// onReload runs on each ReloadApache (a test starts "Apache" there).
 	onReload func()
 	logLines []string
+	// uidReqs are the uids EnsureUser was asked for; takenUIDs are
+	// answered AlreadyExists, as privd answers an id in use.
+	uidReqs   []uint32
+	takenUIDs map[uint32]bool
 }
 
 func newFake() *fakePrivd {
@@ -106,6 +110,13 @@ func (f *fakePrivd) callList() []string {
 func (f *fakePrivd) EnsureUser(ctx context.Context, in *privdv1.EnsureUserRequest, _ ...grpc.CallOption) (*privdv1.EnsureUserResponse, error) {
 	if err := f.enter(ctx, "EnsureUser", in.Project); err != nil {
 		return nil, err
+	}
+	f.mu.Lock()
+	f.uidReqs = append(f.uidReqs, in.Uid)
+	taken := f.takenUIDs[in.Uid]
+	f.mu.Unlock()
+	if taken {
+		return nil, status.Errorf(codes.AlreadyExists, "uid %d is already used by user someone", in.Uid)
 	}
 	return &privdv1.EnsureUserResponse{User: "opus-" + in.Project, Uid: fakeUID, Gid: fakeUID, Created: true}, nil
 }

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
-	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // Step is one idempotent piece of a reconcile: running it again after it
@@ -80,22 +79,6 @@ func privdErr(call string, err error) error {
 		return fmt.Errorf("privd %s: %w", call, err)
 	}
 	return fmt.Errorf("privd %s: %s", call, st.Message())
-}
-
-func stepUser(ctx context.Context, t *Task) (string, error) {
-	res, err := t.Privd.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: t.Project.Name})
-	if err != nil {
-		return "", privdErr("EnsureUser", err)
-	}
-	if err := t.Update(ctx, func(p *store.Project) {
-		p.Status.SystemUser, p.Status.UID, p.Status.GID = res.GetUser(), res.GetUid(), res.GetGid()
-	}); err != nil {
-		return "", err
-	}
-	if res.GetCreated() {
-		return fmt.Sprintf("created user %s (uid %d)", res.GetUser(), res.GetUid()), nil
-	}
-	return fmt.Sprintf("user %s (uid %d) exists", res.GetUser(), res.GetUid()), nil
 }
 
 // stepDirectories creates the project's tree as the opus user. Modes are

@@ -146,7 +146,12 @@ type Status struct {
 	Phase              Phase  `json:"phase"`
 	LastError          string `json:"last_error,omitempty"`
 	ObservedGeneration int64  `json:"observed_generation"`
-	// SystemUser, UID and GID are the project's Linux account.
+	// AllocatedUID is the id opusd handed this project from project_uids
+	// (recorded in the uids bucket, never handed out again); its user is
+	// made with it. 0 until the user step allocated one.
+	AllocatedUID uint32 `json:"allocated_uid,omitempty"`
+	// SystemUser, UID and GID are the project's Linux account (a project
+	// made before ids were allocated keeps the uid it had).
 	SystemUser string `json:"system_user,omitempty"`
 	UID        uint32 `json:"uid,omitempty"`
 	GID        uint32 `json:"gid,omitempty"`

@@ -27,6 +27,11 @@
 //	                      ConsoleSession; deleted at sign-out or expiry
 //	                      (tokens themselves are never stored)
 //
+// Likewise the uid allocation bucket (uids.go), never pruned:
+//
+//	bucket "uids"         key uid, 10 zero-padded digits → UIDRecord (the
+//	                      project it went to, or why it was skipped)
+//
 // Records are decoded from JSON on every read, except through
 // Tx.ProjectForRead and Tx.ProjectsForRead, which may hand out a record
 // decoded earlier from the very same bytes (a bounded, never stale cache:

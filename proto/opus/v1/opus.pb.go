@@ -2379,7 +2379,9 @@ func (*CheckHostRequest) Descriptor() ([]byte, []int) {
 // Drift is one difference between the store and the host.
 type Drift struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// kind is what drifted: "user", "vhost", "directory", "certificate".
+	// kind is what drifted: "user", "vhost", "directory", "certificate",
+	// "uid" (an account in project_uids that is no project's) or "leftover"
+	// (processes or temporary files of a project uid no project has now).
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	// project is the project it concerns, if any.
 	Project string `protobuf:"bytes,2,opt,name=project,proto3" json:"project,omitempty"`
