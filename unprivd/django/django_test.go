@@ -239,3 +239,29 @@ func FuzzRender(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSecrets: whatever a tenant left in its secrets file, taking it
+// over either fails or yields a non-empty key that SecretsJSON writes back
+// as the same values.
+func FuzzParseSecrets(f *testing.F) {
+	for _, s := range []string{`{"secret_key": "k", "db_password": "p"}`, `{}`, `null`, `{"secret_key": 1}`, "\xff", `{"secret_key": "\u0000"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseSecrets(data)
+		if err != nil {
+			return
+		}
+		if s.SecretKey == "" {
+			t.Fatal("an empty key was accepted")
+		}
+		out, err := SecretsJSON(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseSecrets(out)
+		if err != nil || back != s {
+			t.Fatalf("round trip %+v → %q → %+v, %v", s, out, back, err)
+		}
+	})
+}
