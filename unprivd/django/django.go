@@ -3,8 +3,9 @@
 // django-admin, for Django 3.2 through 5.x. The Python files are fixed bytes
 // (see skeleton.go); the variable parts are written as JSON to
 // opus_project/opus.json and the project's secrets/secrets.json (see
-// SecretsJSON), which settings.py reads. Because values only ever pass through encoding/json, no
-// app name, host or environment value can inject Python.
+// SecretsJSON), which settings.py reads. Because values only ever pass
+// through encoding/json, no app name, host or environment value can inject
+// Python.
 package django
 
 import (
