@@ -2,9 +2,10 @@
 // manage.py, wsgi.py and the opus_project package — without running
 // django-admin, for Django 3.2 through 5.x. The Python files are fixed bytes
 // (see skeleton.go); the variable parts are written as JSON to
-// opus_project/opus.json and the project's secrets/secrets.json, which
-// settings.py reads. Because values only ever pass through encoding/json, no
-// app name, host or environment value can inject Python.
+// opus_project/opus.json and the project's secrets/secrets.json (see
+// SecretsJSON), which settings.py reads. Because values only ever pass
+// through encoding/json, no app name, host or environment value can inject
+// Python.
 package django
 
 import (
@@ -26,8 +27,8 @@ import (
 	"github.com/opus-hosting/opus/unprivd/source"
 )
 
-// Modes of what Render and WriteSecrets write; privd applies ownership and
-// the final policy later.
+// Modes of what Render writes; privd applies ownership and the final
+// policy later.
 const (
 	fileMode fs.FileMode = 0o640
 	dirMode  fs.FileMode = 0o750
@@ -235,23 +236,33 @@ func Render(codeDir string, cfg Config) (changed bool, err error) {
 // SecretsFile is the name of the secrets file in the secrets directory.
 const SecretsFile = "secrets.json"
 
-// WriteSecrets writes secretsDir/secrets.json (creating the directory if
-// missing), only when its content changes.
-func WriteSecrets(secretsDir string, s Secrets) error {
+// SecretsJSON is the content of the secrets file for s: what settings.py
+// reads. The file lives in a directory the project's user can write, so
+// opusd writes it (see package tenantdir) and never takes it back as the
+// truth: the values come from opusd's store.
+func SecretsJSON(s Secrets) ([]byte, error) {
 	if s.SecretKey == "" {
-		return errors.New("write secrets: the secret key is empty")
+		return nil, errors.New("secrets: the secret key is empty")
 	}
 	data, err := json.MarshalIndent(map[string]string{"secret_key": s.SecretKey, "db_password": s.DBPassword}, "", "  ")
 	if err != nil {
-		return fmt.Errorf("write secrets: %w", err)
+		return nil, fmt.Errorf("secrets: %w", err)
 	}
-	if err := os.MkdirAll(secretsDir, dirMode); err != nil {
-		return fmt.Errorf("write secrets: %w", err)
+	return append(data, '\n'), nil
+}
+
+// ParseSecrets reads the content of a secrets file as SecretsJSON makes it.
+// Its only use is taking over the secret key of a project made before
+// opusd kept the key itself; the caller reads data safely and bounded.
+func ParseSecrets(data []byte) (Secrets, error) {
+	var m map[string]string
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Secrets{}, fmt.Errorf("secrets: %w", err)
 	}
-	if _, err := writeIfChanged(filepath.Join(secretsDir, SecretsFile), append(data, '\n')); err != nil {
-		return fmt.Errorf("write secrets: %w", err)
+	if m["secret_key"] == "" {
+		return Secrets{}, errors.New("secrets: the secret key is empty")
 	}
-	return nil
+	return Secrets{SecretKey: m["secret_key"], DBPassword: m["db_password"]}, nil
 }
 
 // secretKeyChars is the alphabet of Django's get_random_secret_key.
@@ -273,7 +284,10 @@ func NewSecretKey() (string, error) {
 }
 
 // writeIfChanged replaces path with data atomically (temporary file in the
-// same directory, fsync, rename) unless it already holds exactly data.
+// same directory, fsync, rename) unless it already holds exactly data. It
+// reads path by name, so it is only for the code directory, which belongs
+// to opus and which the project's user cannot write; in a directory the
+// tenant writes, use package tenantdir.
 func writeIfChanged(path string, data []byte) (bool, error) {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return false, nil

@@ -1,7 +1,6 @@
 package django
 
 import (
-	"bytes"
 	"encoding/json"
 	"flag"
 	"os"
@@ -175,26 +174,25 @@ func TestSecrets(t *testing.T) {
 			t.Fatalf("key has %q", c)
 		}
 	}
-	dir := filepath.Join(t.TempDir(), "secrets")
-	if err := WriteSecrets(dir, Secrets{SecretKey: k1, DBPassword: `p"w\`}); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, SecretsFile))
+	data, err := SecretsJSON(Secrets{SecretKey: k1, DBPassword: `p"w\`})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got map[string]string
-	if err := json.Unmarshal(data, &got); err != nil || got["secret_key"] != k1 || got["db_password"] != `p"w\` {
+	if err := json.Unmarshal(data, &got); err != nil || got["secret_key"] != k1 || got["db_password"] != `p"w\` || len(got) != 2 {
 		t.Fatalf("secrets.json %s: %v", data, err)
 	}
-	if fi, _ := os.Stat(filepath.Join(dir, SecretsFile)); fi.Mode().Perm() != 0o640 {
-		t.Errorf("mode %v", fi.Mode().Perm())
+	back, err := ParseSecrets(data)
+	if err != nil || back != (Secrets{SecretKey: k1, DBPassword: `p"w\`}) {
+		t.Fatalf("ParseSecrets = %+v, %v", back, err)
 	}
-	if err := WriteSecrets(dir, Secrets{}); err == nil {
+	if _, err := SecretsJSON(Secrets{DBPassword: "x"}); err == nil {
 		t.Error("empty secret key accepted")
 	}
-	if after, _ := os.ReadFile(filepath.Join(dir, SecretsFile)); !bytes.Equal(after, data) {
-		t.Error("refused WriteSecrets changed the file")
+	for _, bad := range []string{``, `null`, `[]`, `{}`, `{"secret_key": ""}`, `{"secret_key": 1}`, `{"db_password": "x"}`, "\x00"} {
+		if s, err := ParseSecrets([]byte(bad)); err == nil {
+			t.Errorf("ParseSecrets(%q) = %+v, want an error", bad, s)
+		}
 	}
 }
 
@@ -238,6 +236,32 @@ func FuzzRender(f *testing.F) {
 			if string(s) != settingsPy {
 				t.Fatal("written settings.py differs")
 			}
+		}
+	})
+}
+
+// FuzzParseSecrets: whatever a tenant left in its secrets file, taking it
+// over either fails or yields a non-empty key that SecretsJSON writes back
+// as the same values.
+func FuzzParseSecrets(f *testing.F) {
+	for _, s := range []string{`{"secret_key": "k", "db_password": "p"}`, `{}`, `null`, `{"secret_key": 1}`, "\xff", `{"secret_key": "\u0000"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseSecrets(data)
+		if err != nil {
+			return
+		}
+		if s.SecretKey == "" {
+			t.Fatal("an empty key was accepted")
+		}
+		out, err := SecretsJSON(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseSecrets(out)
+		if err != nil || back != s {
+			t.Fatalf("round trip %+v → %q → %+v, %v", s, out, back, err)
 		}
 	})
 }

@@ -102,7 +102,14 @@ class Migration(migrations.Migration):
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteSecrets(filepath.Join(root, "secrets"), Secrets{SecretKey: key}); err != nil {
+	secrets, err := SecretsJSON(Secrets{SecretKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "secrets"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "secrets", SecretsFile), secrets, 0o640); err != nil {
 		t.Fatal(err)
 	}
 

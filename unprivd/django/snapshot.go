@@ -80,20 +80,3 @@ func InstalledApps(codeDir string) ([]string, error) {
 	}
 	return j.InstalledApps, nil
 }
-
-// ReadSecrets reads secretsDir/secrets.json as WriteSecrets wrote it. A
-// missing file is fs.ErrNotExist (wrapped).
-func ReadSecrets(secretsDir string) (Secrets, error) {
-	data, err := os.ReadFile(filepath.Join(secretsDir, SecretsFile))
-	if err != nil {
-		return Secrets{}, fmt.Errorf("read secrets: %w", err)
-	}
-	var m map[string]string
-	if err := json.Unmarshal(data, &m); err != nil {
-		return Secrets{}, fmt.Errorf("read secrets: %w", err)
-	}
-	if m["secret_key"] == "" {
-		return Secrets{}, errors.New("read secrets: the secret key is empty")
-	}
-	return Secrets{SecretKey: m["secret_key"], DBPassword: m["db_password"]}, nil
-}

@@ -2,13 +2,19 @@ package reconcile
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/opus-hosting/opus/unprivd/django"
 	"github.com/opus-hosting/opus/unprivd/source"
+	"github.com/opus-hosting/opus/unprivd/store"
+	"github.com/opus-hosting/opus/unprivd/tenantdir"
 )
 
 // djangoConfig is the variable part of the project's settings for t.
@@ -40,10 +46,8 @@ func djangoConfig(t *Task) django.Config {
 	return cfg
 }
 
-// stepRender writes the Django project skeleton and, once, the project's
-// secrets. The secret key is made only when no secrets file exists: a
-// redeploy never rotates it (that would log every user out and break
-// signed data).
+// stepRender writes the Django project skeleton and the project's secrets
+// file.
 func stepRender(ctx context.Context, t *Task) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -66,32 +70,105 @@ func stepRender(ctx context.Context, t *Task) (string, error) {
 		t.codeChanged = true
 		msg = "project files rendered"
 	}
+	note, err := writeSecrets(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	return msg + "; " + note, nil
+}
+
+// Bounds of the one read opusd makes in a project's secrets directory:
+// taking over the secret key of a project made before the store kept it.
+const (
+	importMaxBytes = 4 << 10
+	importTimeout  = 5 * time.Second
+)
+
+// secretsMode is the secrets file's mode until privd secures it.
+const secretsMode = 0o640
+
+// writeSecrets writes the project's secrets file from what the store says:
+// the secret key kept in the project's record (made once, never rotated)
+// and the database password of its spec. The secrets directory belongs to
+// the project's user, whose code may have put anything in place of the
+// file (a link to another project's secrets, a FIFO, a link to
+// /dev/zero), so the file is never read: it is replaced, every run, by a
+// new one renamed over whatever is there (package tenantdir). Whether the
+// content changed, which restarts the project's daemon, is what the store
+// says was written last.
+func writeSecrets(ctx context.Context, t *Task) (string, error) {
+	dir, err := tenantdir.Open(t.Layout.Secrets)
+	if err != nil {
+		return "", fmt.Errorf("secrets: %w", err)
+	}
+	defer dir.Close()
+	var notes []string
+	if t.Project.Secrets == nil || t.Project.Secrets.SecretKey == "" {
+		key, note, err := firstSecretKey(ctx, t, dir)
+		if err != nil {
+			return "", err
+		}
+		// Kept before it is written to the project: after a crash in
+		// between, the next run writes this key, never another.
+		if err := t.Update(ctx, func(p *store.Project) { p.Secrets = &store.Secrets{SecretKey: key} }); err != nil {
+			return "", err
+		}
+		notes = append(notes, note)
+	}
 	dbPassword := ""
 	if db := t.Project.Spec.Database; db != nil {
 		dbPassword = db.Password
 	}
-	cur, err := django.ReadSecrets(t.Layout.Secrets)
-	switch {
-	case err == nil:
-		if cur.DBPassword == dbPassword {
-			return msg + "; secrets kept", nil
-		}
-		cur.DBPassword = dbPassword
-		if err := django.WriteSecrets(t.Layout.Secrets, cur); err != nil {
-			return "", err
-		}
-		t.codeChanged = true
-		return msg + "; database password written to the secrets", nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("secrets: %w", err)
-	}
-	key, err := django.NewSecretKey()
+	data, err := django.SecretsJSON(django.Secrets{SecretKey: t.Project.Secrets.SecretKey, DBPassword: dbPassword})
 	if err != nil {
 		return "", err
 	}
-	if err := django.WriteSecrets(t.Layout.Secrets, django.Secrets{SecretKey: key, DBPassword: dbPassword}); err != nil {
-		return "", err
+	if err := dir.WriteFile(django.SecretsFile, data, secretsMode); err != nil {
+		return "", fmt.Errorf("secrets: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	written := hex.EncodeToString(sum[:])
+	if written == t.Project.Secrets.Written {
+		return strings.Join(append(notes, "secrets written, unchanged"), "; "), nil
 	}
 	t.codeChanged = true
-	return msg + "; new secret key written", nil
+	if err := t.Update(ctx, func(p *store.Project) {
+		if p.Secrets != nil {
+			p.Secrets.Written = written
+		}
+	}); err != nil {
+		return "", err
+	}
+	return strings.Join(append(notes, "secrets written, changed"), "; "), nil
+}
+
+// firstSecretKey is the secret key of a project the store keeps none for:
+// a new project's is new; a project made before opusd kept the key has it
+// only in its secrets file, which is read once, safely (beneath the held
+// directory, no link, regular file with one link, bounded in size and
+// time, never blocking). A file that cannot be taken over that way, for
+// whatever reason its tenant may have made, gives a new key, and says so.
+func firstSecretKey(ctx context.Context, t *Task, dir *tenantdir.Dir) (key, note string, err error) {
+	rctx, cancel := context.WithTimeout(ctx, importTimeout)
+	defer cancel()
+	data, err := dir.ReadFile(rctx, django.SecretsFile, importMaxBytes)
+	if err == nil {
+		var s django.Secrets
+		if s, err = django.ParseSecrets(data); err == nil {
+			t.Log.Info("secrets: took over the secret key of the existing secrets file")
+			return s.SecretKey, "took over the secret key of the existing secrets file", nil
+		}
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return "", "", cerr
+	}
+	key, kerr := django.NewSecretKey()
+	if kerr != nil {
+		return "", "", kerr
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return key, "new secret key", nil
+	}
+	t.Log.Warn("secrets: the existing secrets file was not taken over; made a new secret key", "err", err)
+	return key, fmt.Sprintf("warning: the existing secrets file was not taken over (%v); made a new secret key, so signed-in users must sign in again", err), nil
 }

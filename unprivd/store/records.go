@@ -18,6 +18,24 @@ type Project struct {
 	// Deleting means the owner asked for the project to go: the reconciler
 	// tears it down and then removes this record.
 	Deleting bool `json:"deleting,omitempty"`
+	// Secrets are the project's own secrets, kept here (the store is
+	// opusd's alone) as the truth that the render step writes to the
+	// project's secrets file and never reads back. Nil until the first
+	// render. The API never returns them.
+	Secrets *Secrets `json:"secrets,omitempty"`
+}
+
+// Secrets are a project's secrets that are neither asked for by its owner
+// (the database password is in Spec.Database) nor rotated.
+type Secrets struct {
+	// SecretKey is Django's SECRET_KEY, made once (or taken over once from
+	// a project made before opusd kept it) and never changed: a new one
+	// would log every user out and break signed data.
+	SecretKey string `json:"secret_key"`
+	// Written is the SHA-256 (hex) of the secrets file as last written to
+	// the project: a write whose content differs changes what the
+	// project's daemon must load, so it is restarted.
+	Written string `json:"written,omitempty"`
 }
 
 // Spec is the desired state of a project.
