@@ -184,6 +184,9 @@ func run(args []string, stderr io.Writer) int {
 }
 
 func serve(o options, log *slog.Logger) error {
+	if err := closeInheritedOnExec(); err != nil {
+		return err
+	}
 	cfg, err := loadConfig(o)
 	if err != nil {
 		return err

@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// strayFiles are the files behind the descriptors the harness leaves open
+// (not close-on-exec) in opus-privd, as fds 3 and 4. Two, because privd
+// gives manage.py its progress file as fd 3, which would hide a leaked
+// fd 3 there.
+func strayFiles() []string {
+	return []string{filepath.Join(root, "privd-stray-fd-3"), filepath.Join(root, "privd-stray-fd-4")}
+}
+
+// openStrayFiles opens the stray files for exec.Cmd.ExtraFiles.
+func openStrayFiles() ([]*os.File, error) {
+	var fs []*os.File
+	for _, p := range strayFiles() {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, 0o644)
+		if err != nil {
+			for _, o := range fs {
+				o.Close()
+			}
+			return nil, err
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
+}
+
+// fdListing is what the fd-listing app's ready() writes: the process's
+// command line and, per descriptor, where it points.
+type fdListing struct {
+	Argv []string          `json:"argv"`
+	FDs  map[string]string `json:"fds"`
+}
+
+// TestNoInheritedFDs: opus-privd was started with two stray descriptors
+// (see startPrivd); nothing it execs — manage.py as the project user, and
+// Apache, whose mod_wsgi daemon runs the tenant's code — has them. The
+// tenant's ready() lists /proc/self/fd in each. manage.py has nothing
+// beyond 0, 1, 2 but the progress file privd hands it on purpose.
+func TestNoInheritedFDs(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	app := hostileApp(t, "fdlist", `
+    import json
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink("/proc/self/fd/" + fd)
+        except OSError as e:
+            fds[fd] = "unreadable: " + str(e)
+    out = PROJECT_ROOT / "data" / ("fds-%d.json" % os.getpid())
+    out.write_text(json.dumps({"argv": sys.argv, "fds": fds}))
+`)
+	h.mustCtl(t, 0, "create", name, "--app", app)
+	// The mod_wsgi daemon imports the app at its first request.
+	mustGet(t, webClient(), h.url(name, "http", "/fdlist/"), "hostile fdlist")
+
+	files, err := filepath.Glob(filepath.Join(h.cfg.BaseDir, "projects", name, "data", "fds-*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := strayFiles()
+	var manage, daemon int
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l fdListing
+		if err := json.Unmarshal(b, &l); err != nil {
+			t.Fatalf("%s: %v: %q", f, err, b)
+		}
+		isManage := len(l.Argv) > 0 && strings.HasSuffix(l.Argv[0], "manage.py")
+		if isManage {
+			manage++
+		} else {
+			daemon++
+		}
+		for fd, target := range l.FDs {
+			for _, s := range stray {
+				if target == s {
+					t.Errorf("%v has privd's inherited descriptor as fd %s (%s)", l.Argv, fd, target)
+				}
+			}
+			n, err := strconv.Atoi(fd)
+			if err != nil {
+				t.Errorf("%v lists fd %q", l.Argv, fd)
+				continue
+			}
+			// In manage.py: 0-2, the progress file (fd 3), and the
+			// directory the listing itself read (closed by the time
+			// of readlink, or still pointing at /proc).
+			if isManage && n > 2 && !(n == 3 && strings.Contains(target, "opus-manage-status-")) &&
+				!strings.HasPrefix(target, "unreadable:") && !strings.HasPrefix(target, "/proc/") {
+				t.Errorf("manage.py (%v) has fd %d → %s, which privd did not mean to give it", l.Argv, n, target)
+			}
+		}
+		t.Logf("%v: %v", l.Argv, l.FDs)
+	}
+	if manage == 0 || daemon == 0 {
+		t.Fatalf("listings from %d manage.py runs and %d daemons (%v); want both", manage, daemon, files)
+	}
+	h.mustCtl(t, 0, "destroy", name, "--yes")
+}
