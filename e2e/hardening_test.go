@@ -1,12 +1,18 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // strayFiles are the files behind the descriptors the harness leaves open
@@ -109,4 +115,99 @@ func TestNoInheritedFDs(t *testing.T) {
 		t.Fatalf("listings from %d manage.py runs and %d daemons (%v); want both", manage, daemon, files)
 	}
 	h.mustCtl(t, 0, "destroy", name, "--yes")
+}
+
+// TestSecondPrivdRefused: an opus-privd started by mistake beside the
+// running one (same configuration, so the same socket) exits 1 at once
+// saying so, and disturbs nothing: the socket is still the running one's
+// (same inode), which still answers a new connection, and no account
+// changed.
+func TestSecondPrivdRefused(t *testing.T) {
+	h := needHost(t)
+	sock := h.cfg.PrivdSocket()
+	var before syscall.Stat_t
+	if err := syscall.Stat(sock, &before); err != nil {
+		t.Fatal(err)
+	}
+	accounts := hostState(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	second := exec.CommandContext(ctx, filepath.Join(h.bin, "opus-privd"), "--config", h.conf)
+	var out bytes.Buffer
+	second.Stdout, second.Stderr = &out, &out
+	second.WaitDelay = 5 * time.Second
+	err := second.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("second opus-privd: %v, want it to exit 1 by itself\n%s", err, out.String())
+	}
+	t.Logf("second opus-privd said:\n%s", out.String())
+	if !strings.Contains(out.String(), "another opus-privd is already serving "+sock) {
+		t.Errorf("second opus-privd does not say why it stopped:\n%s", out.String())
+	}
+
+	var after syscall.Stat_t
+	if err := syscall.Stat(sock, &after); err != nil || after.Ino != before.Ino || after.Dev != before.Dev {
+		t.Errorf("the socket was replaced: inode %d → %d (%v)", before.Ino, after.Ino, err)
+	}
+	if err := h.privd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the first opus-privd is gone: %v", err)
+	}
+	// A new connection to the socket path reaches a serving privd.
+	name := h.newProject(t)
+	if ans := asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: "RemoveTree", Project: name}); ans.Code != "OK" {
+		t.Errorf("privd call after the refused start: %s %s %s", ans.Code, ans.Message, ans.DialError)
+	}
+	if hostState(t) != accounts {
+		t.Errorf("users or groups changed")
+	}
+}
+
+// TestSecondOpusdRefused: the same for opusd. One with the same
+// configuration is stopped by the state store's lock; this one has its
+// own state directory and only the socket in common, which it must not
+// take: it exits 1 saying so, and the running opusd keeps the socket and
+// answers on a new connection.
+func TestSecondOpusdRefused(t *testing.T) {
+	h := needHost(t)
+	sock := h.cfg.OpusdSocket()
+	var before syscall.Stat_t
+	if err := syscall.Stat(sock, &before); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(root, "second-opusd-"+strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(state, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	if err := os.Chown(state, int(h.opusUID), int(h.opusGID)); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	second := exec.CommandContext(ctx, filepath.Join(h.bin, "opusd"), "--config", h.conf, "--state-dir", state)
+	second.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: h.opusUID, Gid: h.opusGID, Groups: []uint32{}}}
+	var out bytes.Buffer
+	second.Stdout, second.Stderr = &out, &out
+	second.WaitDelay = 5 * time.Second
+	err := second.Run()
+	t.Logf("second opusd said:\n%s", out.String())
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("second opusd: %v, want it to exit 1 by itself", err)
+	}
+	if !strings.Contains(out.String(), "another opusd is already serving "+sock) {
+		t.Errorf("second opusd does not say why it stopped")
+	}
+	var after syscall.Stat_t
+	if err := syscall.Stat(sock, &after); err != nil || after.Ino != before.Ino || after.Dev != before.Dev {
+		t.Errorf("the socket was replaced: inode %d → %d (%v)", before.Ino, after.Ino, err)
+	}
+	if err := h.opusd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the first opusd is gone: %v", err)
+	}
+	// opusctl dials anew: it must reach the running opusd.
+	h.mustCtl(t, 0, "ls")
 }
