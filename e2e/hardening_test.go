@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // strayFiles are the files behind the descriptors the harness leaves open
@@ -210,4 +212,119 @@ func TestSecondOpusdRefused(t *testing.T) {
 	}
 	// opusctl dials anew: it must reach the running opusd.
 	h.mustCtl(t, 0, "ls")
+}
+
+// terminalSafe says what in out a terminal would act on, other than line
+// breaks ("" when nothing).
+func terminalSafe(out string) string {
+	if !utf8.ValidString(out) {
+		return "bytes that are not UTF-8"
+	}
+	for _, r := range out {
+		if r != '\n' && !strconv.IsGraphic(r) {
+			return fmt.Sprintf("a raw %U", r)
+		}
+	}
+	return ""
+}
+
+// TestOutputEscapesTenantText: what a tenant controls reaches an admin's
+// terminal escaped. An upload's origin (the directory path opusctl sends,
+// here with an OSC title sequence and colours in it) in show and apps ls;
+// in logs, what the app's code writes to its stderr in its mod_wsgi
+// daemon, through sys.stderr and straight to fd 2: escapes, a carriage
+// return and erase-line followed by a forged Apache-style line, bidi
+// overrides, a C1 control, bytes that are not UTF-8; and a failing app's
+// message in the error opusctl prints, ops and show.
+func TestOutputEscapesTenantText(t *testing.T) {
+	h := needHost(t)
+	owner := h.otherID
+	name := h.newProject(t)
+	const forged = "[Tue Jan 01 00:00:00 2030] [core:crit] [pid 1] AH00000: FORGED"
+	app := hostileApp(t, "noisy", `
+    msg = "\x1b]0;pwned\x07\x1b[31m\x1b[2K\r`+forged+`-STDERR \u202eevil\u2066 \u009b2J\n"
+    sys.stderr.write(msg)
+    sys.stderr.flush()
+    os.write(2, b"\x1b[2K\r`+forged+`-FD\n")
+    os.write(2, b"\xff\xfe `+forged+`-BYTES\n")
+`)
+	// The origin is the absolute directory path opusctl uploads from.
+	escDir := filepath.Join(root, "esc-\x1b]0;pwned\x07\x1b[31m-"+strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(escDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(escDir) })
+	if err := os.CopyFS(filepath.Join(escDir, "noisy"), os.DirFS(app)); err != nil {
+		t.Fatal(err)
+	}
+	// Readable by the owner, who packs it with their own rights.
+	if err := filepath.Walk(escDir, func(p string, fi os.FileInfo, err error) error {
+		mode := os.FileMode(0o644)
+		if fi != nil && fi.IsDir() {
+			mode = 0o755
+		}
+		if err == nil {
+			err = os.Chmod(p, mode)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.mustCtl(t, owner, "create", name, "--app", filepath.Join(escDir, "noisy"))
+	// The daemon imports the app (and so writes) at its first request.
+	mustGet(t, webClient(), h.url(name, "http", "/noisy/"), "hostile noisy")
+
+	wantOrigin := `esc-\x1b]0;pwned\a\x1b[31m-`
+	for _, args := range [][]string{{"show", name}, {"apps", "ls", name}} {
+		out := h.mustCtl(t, 0, args...)
+		if bad := terminalSafe(out); bad != "" {
+			t.Errorf("opusctl %v prints %s:\n%q", args, bad, out)
+		}
+		if !strings.Contains(out, wantOrigin) {
+			t.Errorf("opusctl %v does not show the origin escaped (%s):\n%s", args, wantOrigin, out)
+		}
+	}
+	logs := h.mustCtl(t, 0, "logs", name)
+	if bad := terminalSafe(logs); bad != "" {
+		t.Errorf("opusctl logs prints %s:\n%q", bad, logs)
+	}
+	// Through sys.stderr, mod_wsgi hands each line to Apache, which
+	// escapes it itself (\x1b, \r as text); a write to fd 2 lands raw in
+	// the log, and opusctl escapes it. Either way the same text shows.
+	for _, want := range []string{
+		`\x1b[2K\r` + forged + `-STDERR`,
+		`\x1b[2K\r` + forged + `-FD`,
+		forged + `-BYTES`,
+	} {
+		found := false
+		for _, l := range strings.Split(logs, "\n") {
+			// Visibly escaped: the forged text sits after the escapes on
+			// a line of its own; it does not start one.
+			if strings.Contains(l, want) && !strings.HasPrefix(l, forged) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("opusctl logs does not show %q escaped:\n%s", want, logs)
+		}
+	}
+
+	// A failing app's message: the error opusctl prints, ops, show.
+	failing := hostileApp(t, "failing", `
+    raise RuntimeError("\x1b]0;pwned\x07\x1b[2K\r`+forged+`-ERROR \u202eevil")
+`)
+	r := h.ctl(t, 0, "", "apps", "add", name, failing)
+	if r.code == 0 {
+		t.Fatalf("adding an app that raises in ready() succeeded")
+	}
+	if bad := terminalSafe(r.out + r.err); bad != "" || !strings.Contains(r.err, `\x1b[2K\r`+forged+`-ERROR`) {
+		t.Errorf("opusctl apps add (failing) prints %s, or not the error escaped:\n%q", bad, r.out+r.err)
+	}
+	for _, args := range [][]string{{"ops", name}, {"show", name}} {
+		out := h.mustCtl(t, 0, args...)
+		if bad := terminalSafe(out); bad != "" {
+			t.Errorf("opusctl %v prints %s:\n%q", args, bad, out)
+		}
+	}
+	h.mustCtl(t, 0, "destroy", name, "--yes")
 }
