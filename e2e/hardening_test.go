@@ -119,43 +119,48 @@ func TestNoInheritedFDs(t *testing.T) {
 	h.mustCtl(t, 0, "destroy", name, "--yes")
 }
 
-// TestSecondPrivdRefused: an opus-privd started by mistake beside the
-// running one (same configuration, so the same socket) exits 1 at once
-// saying so, and disturbs nothing: the socket is still the running one's
-// (same inode), which still answers a new connection, and no account
-// changed.
-func TestSecondPrivdRefused(t *testing.T) {
-	h := needHost(t)
-	sock := h.cfg.PrivdSocket()
+// secondRefused runs second, a daemon started by mistake beside first on
+// the same socket, and checks that it exits 1 by itself saying
+// "another NAME is already serving SOCKET", and that it disturbed
+// nothing: the socket is the same inode, first still runs.
+func secondRefused(t *testing.T, daemon string, first, second *exec.Cmd, sock string) {
+	t.Helper()
 	var before syscall.Stat_t
 	if err := syscall.Stat(sock, &before); err != nil {
 		t.Fatal(err)
 	}
-	accounts := hostState(t)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	second := exec.CommandContext(ctx, filepath.Join(h.bin, "opus-privd"), "--config", h.conf)
 	var out bytes.Buffer
 	second.Stdout, second.Stderr = &out, &out
 	second.WaitDelay = 5 * time.Second
 	err := second.Run()
+	t.Logf("second %s said:\n%s", daemon, out.String())
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Errorf("second opus-privd: %v, want it to exit 1 by itself\n%s", err, out.String())
+		t.Errorf("second %s: %v, want it to exit 1 by itself", daemon, err)
 	}
-	t.Logf("second opus-privd said:\n%s", out.String())
-	if !strings.Contains(out.String(), "another opus-privd is already serving "+sock) {
-		t.Errorf("second opus-privd does not say why it stopped:\n%s", out.String())
+	if !strings.Contains(out.String(), "another "+daemon+" is already serving "+sock) {
+		t.Errorf("second %s does not say why it stopped", daemon)
 	}
-
 	var after syscall.Stat_t
 	if err := syscall.Stat(sock, &after); err != nil || after.Ino != before.Ino || after.Dev != before.Dev {
 		t.Errorf("the socket was replaced: inode %d → %d (%v)", before.Ino, after.Ino, err)
 	}
-	if err := h.privd.Process.Signal(syscall.Signal(0)); err != nil {
-		t.Errorf("the first opus-privd is gone: %v", err)
+	if err := first.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the first %s is gone: %v", daemon, err)
 	}
+}
+
+// TestSecondPrivdRefused: an opus-privd started by mistake beside the
+// running one (same configuration, so the same socket) exits 1 at once
+// saying so, and disturbs nothing: the socket is still the running one's,
+// which still answers a new connection, and no account changed.
+func TestSecondPrivdRefused(t *testing.T) {
+	h := needHost(t)
+	sock := h.cfg.PrivdSocket()
+	accounts := hostState(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	secondRefused(t, "opus-privd", h.privd, exec.CommandContext(ctx, filepath.Join(h.bin, "opus-privd"), "--config", h.conf), sock)
 	// A new connection to the socket path reaches a serving privd.
 	name := h.newProject(t)
 	if ans := asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: "RemoveTree", Project: name}); ans.Code != "OK" {
@@ -173,11 +178,6 @@ func TestSecondPrivdRefused(t *testing.T) {
 // answers on a new connection.
 func TestSecondOpusdRefused(t *testing.T) {
 	h := needHost(t)
-	sock := h.cfg.OpusdSocket()
-	var before syscall.Stat_t
-	if err := syscall.Stat(sock, &before); err != nil {
-		t.Fatal(err)
-	}
 	state := filepath.Join(root, "second-opusd-"+strconv.Itoa(os.Getpid()))
 	if err := os.MkdirAll(state, 0o750); err != nil {
 		t.Fatal(err)
@@ -186,30 +186,11 @@ func TestSecondOpusdRefused(t *testing.T) {
 	if err := os.Chown(state, int(h.opusUID), int(h.opusGID)); err != nil {
 		t.Fatal(err)
 	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	second := exec.CommandContext(ctx, filepath.Join(h.bin, "opusd"), "--config", h.conf, "--state-dir", state)
 	second.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: h.opusUID, Gid: h.opusGID, Groups: []uint32{}}}
-	var out bytes.Buffer
-	second.Stdout, second.Stderr = &out, &out
-	second.WaitDelay = 5 * time.Second
-	err := second.Run()
-	t.Logf("second opusd said:\n%s", out.String())
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Errorf("second opusd: %v, want it to exit 1 by itself", err)
-	}
-	if !strings.Contains(out.String(), "another opusd is already serving "+sock) {
-		t.Errorf("second opusd does not say why it stopped")
-	}
-	var after syscall.Stat_t
-	if err := syscall.Stat(sock, &after); err != nil || after.Ino != before.Ino || after.Dev != before.Dev {
-		t.Errorf("the socket was replaced: inode %d → %d (%v)", before.Ino, after.Ino, err)
-	}
-	if err := h.opusd.Process.Signal(syscall.Signal(0)); err != nil {
-		t.Errorf("the first opusd is gone: %v", err)
-	}
+	secondRefused(t, "opusd", h.opusd, second, h.cfg.OpusdSocket())
 	// opusctl dials anew: it must reach the running opusd.
 	h.mustCtl(t, 0, "ls")
 }

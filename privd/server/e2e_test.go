@@ -356,12 +356,7 @@ func TestOverSocket(t *testing.T) {
 
 	t.Run("user not made by Opus", func(t *testing.T) {
 		project := randomProject(t, decoyPrefix)
-		name := names.User(names.DefaultUserPrefix, project)
-		if out, err := exec.Command("/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-			"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd decoy: %v: %s", err, out)
-		}
-		t.Cleanup(func() { exec.Command("/usr/sbin/userdel", name).Run() })
+		addDecoy(t, project)
 		before := hostState(t, base, project)
 		if before == "" {
 			t.Fatal("decoy user not found")
@@ -379,6 +374,20 @@ func TestOverSocket(t *testing.T) {
 			t.Errorf("host changed by refused calls")
 		}
 	})
+}
+
+// addDecoy makes project's user by hand, without Opus's marker (as an
+// account that merely has the name would be), removed when the test ends,
+// and returns its name.
+func addDecoy(t *testing.T, project string) string {
+	t.Helper()
+	name := names.User(names.DefaultUserPrefix, project)
+	if out, err := exec.Command("/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+		"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd decoy: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("/usr/sbin/userdel", name).Run() })
+	return name
 }
 
 // TestInstallSiteNeedsOpusUser drives InstallSite over the real socket into
@@ -416,12 +425,7 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 	vhost := apache.Paths{Dir: cfg.ApacheDir}.Vhost
 
 	decoy := randomProject(t, decoyPrefix)
-	decoyUser := names.User(names.DefaultUserPrefix, decoy)
-	if out, err := exec.Command("/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-		"--comment", decoyGECOS, "--user-group", decoyUser).CombinedOutput(); err != nil {
-		t.Fatalf("useradd decoy: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("/usr/sbin/userdel", decoyUser).Run() })
+	decoyUser := addDecoy(t, decoy)
 	before := hostState(t, dir, decoy)
 	err := install(decoy)
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), decoyUser) {
