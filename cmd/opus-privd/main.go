@@ -188,7 +188,7 @@ func listen(socket string, opusGID uint32, log *slog.Logger) (net.Listener, *soc
 
 // lockSocket takes socket's lock, saying plainly when another privd holds it.
 func lockSocket(socket string) (*socklock.Lock, error) {
-	lock, err := socklock.Acquire(socket)
+	lock, err := socklock.Acquire(socket, socklock.DefaultWait)
 	if errors.Is(err, socklock.ErrHeld) {
 		return nil, fmt.Errorf("another opus-privd is already serving %s (%w); this one stops without touching it (stop the other one first, or give this one its own run_dir or --socket)", socket, err)
 	}

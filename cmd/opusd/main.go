@@ -296,7 +296,7 @@ func listener(path string) (net.Listener, *socklock.Lock, error) {
 	}
 	switch len(got) {
 	case 0:
-		lock, err := socklock.Acquire(path)
+		lock, err := socklock.Acquire(path, socklock.DefaultWait)
 		if errors.Is(err, socklock.ErrHeld) {
 			return nil, nil, fmt.Errorf("another opusd is already serving %s (%w); this one stops without touching it (stop the other one first, or give this one its own --socket)", path, err)
 		}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,8 +29,17 @@ import (
 // socket.
 var ErrHeld = errors.New("another process holds the lock")
 
-// maxPID bounds what is read of a lock file (a pid and a newline).
-const maxPID = 32
+// DefaultWait is how long a daemon waits for the lock at start-up: enough
+// for a predecessor that was just killed or stopped to finish exiting, short
+// enough that one started by mistake is refused at once.
+const DefaultWait = 2 * time.Second
+
+const (
+	// maxPID bounds what is read of a lock file (a pid and a newline).
+	maxPID = 32
+	// retryEvery is how often a held lock is tried again while waiting.
+	retryEvery = 50 * time.Millisecond
+)
 
 // Lock is a held lock on a socket path. It is kept by a raw descriptor, so
 // that it cannot be lost to a garbage-collected *os.File: it lasts until
@@ -42,16 +52,17 @@ type Lock struct {
 // Path returns the path of socket's lock file.
 func Path(socket string) string { return socket + ".lock" }
 
-// Acquire takes the lock of socket without waiting, creating the lock file
-// (and the socket's directory) if needed, and writes this process's pid
-// into it. When another process holds the lock, the error wraps ErrHeld
-// and names that process's pid when the file says it.
+// Acquire takes the lock of socket, creating the lock file (and the
+// socket's directory) if needed, and writes this process's pid into it.
+// When another process holds the lock for longer than wait (a predecessor
+// still exiting: its descriptors close only as it dies), the error wraps
+// ErrHeld and names that process's pid when the file says it.
 //
 // The lock file lives in a directory other users may be able to write, so
 // it is opened without following a link or opening a FIFO or device, and
 // refused unless it is a regular file with one link owned by this process's
 // user: a root daemon never truncates a file someone else put there.
-func Acquire(socket string) (*Lock, error) {
+func Acquire(socket string, wait time.Duration) (*Lock, error) {
 	path := Path(socket)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -61,7 +72,13 @@ func Acquire(socket string) (*Lock, error) {
 		return nil, err
 	}
 	l := &Lock{fd: fd, path: path}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	deadline := time.Now().Add(wait)
+	err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	for errors.Is(err, unix.EWOULDBLOCK) && time.Now().Before(deadline) {
+		time.Sleep(retryEvery)
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	}
+	if err != nil {
 		defer unix.Close(fd)
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			if pid := l.holder(); pid > 0 {

@@ -16,7 +16,7 @@ import (
 // lock file left behind by a dead holder does not get in the way.
 func TestOneHolder(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "run", "d.sock")
-	first, err := Acquire(sock)
+	first, err := Acquire(sock, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,14 +25,14 @@ func TestOneHolder(t *testing.T) {
 	}
 	// flock conflicts between two opens even within one process, so this
 	// is what a second daemon sees.
-	_, err = Acquire(sock)
+	_, err = Acquire(sock, 0)
 	if !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
 		t.Fatalf("second Acquire: %v, want ErrHeld naming pid %d", err, os.Getpid())
 	}
 	if err := first.Release(); err != nil {
 		t.Fatal(err)
 	}
-	second, err := Acquire(sock)
+	second, err := Acquire(sock, 0)
 	if err != nil {
 		t.Fatalf("Acquire after Release: %v", err)
 	}
@@ -40,6 +40,27 @@ func TestOneHolder(t *testing.T) {
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Acquire touched the socket path itself: %v", err)
 	}
+}
+
+// TestWaitsForAnExitingHolder: a holder that lets go within the wait (a
+// predecessor still exiting) does not make Acquire fail; one that does
+// not, does, after the wait.
+func TestWaitsForAnExitingHolder(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	first, err := Acquire(sock, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := Acquire(sock, 300*time.Millisecond); !errors.Is(err, ErrHeld) || time.Since(start) < 300*time.Millisecond {
+		t.Errorf("Acquire with a holder that stays: %v after %v, want ErrHeld after the wait", err, time.Since(start))
+	}
+	time.AfterFunc(200*time.Millisecond, func() { first.Release() })
+	second, err := Acquire(sock, 10*time.Second)
+	if err != nil {
+		t.Fatalf("Acquire while the holder lets go: %v", err)
+	}
+	second.Release()
 }
 
 // TestRefusesPlantedFiles: what someone else may have put at the lock
@@ -68,7 +89,7 @@ func TestRefusesPlantedFiles(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() {
-				l, err := Acquire(sock)
+				l, err := Acquire(sock, 0)
 				if err == nil {
 					l.Release()
 				}
@@ -102,7 +123,7 @@ func TestRefusesAnotherOwner(t *testing.T) {
 	if err := os.Chown(Path(sock), 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	if l, err := Acquire(sock); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+	if l, err := Acquire(sock, 0); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
 		l.Release()
 		t.Errorf("Acquire over nobody's file: %v", err)
 	}
