@@ -106,10 +106,11 @@ func newTable(w io.Writer) *tabwriter.Writer {
 // writeRow writes one table row: every cell made printable (so no value
 // can add a column or a row), the cells separated by tabs.
 func writeRow(w io.Writer, cells ...string) {
+	out := make([]string, len(cells))
 	for i, c := range cells {
-		cells[i] = printable(c)
+		out[i] = printable(c)
 	}
-	fmt.Fprintln(w, strings.Join(cells, "\t"))
+	fmt.Fprintln(w, strings.Join(out, "\t"))
 }
 
 // userName returns the login name of uid, or the number when unknown.
