@@ -14,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/cert"
 )
 
 // passwdLine returns the /etc/passwd line of user name, or "".
@@ -280,6 +283,23 @@ func TestPrivdRefusesBadNamesAndForeignUsers(t *testing.T) {
 	ans = asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: "EnsureUser", Project: name})
 	if ans.Code == "OK" {
 		t.Errorf("EnsureUser adopted a hand-made user")
+	}
+	// Nor will it install a vhost whose mod_wsgi daemon runs as that user.
+	crt, key, err := cert.SelfSigned([]string{name + h.cfg.ServerSuffix}, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans = asUID(t, h.opusUID, h.opusGID, privdCall{Socket: sock, Method: "InstallSite", Project: name, Cert: string(crt), Key: string(key)})
+	if ans.Code != "FailedPrecondition" {
+		t.Errorf("InstallSite for a hand-made user: %s %s, want FailedPrecondition", ans.Code, ans.Message)
+	}
+	for _, f := range []string{filepath.Join("sites", name+".conf"), filepath.Join("tls", name+".key"), filepath.Join("tls", name+".crt")} {
+		if exists(filepath.Join(h.cfg.ApacheDir, f)) {
+			t.Errorf("InstallSite for a hand-made user wrote %s", f)
+		}
+	}
+	if passwdLine(t, projUser(name)) == "" || hostState(t) != before {
+		t.Errorf("the hand-made user %s was changed", projUser(name))
 	}
 }
 

@@ -257,7 +257,18 @@ func (h *host) startPrivd() error {
 	}
 	h.privd = exec.Command(filepath.Join(h.bin, "opus-privd"), "--config", h.conf)
 	h.privd.Stdout, h.privd.Stderr = log, log
-	if err := h.privd.Start(); err != nil {
+	// Start privd as a careless parent would, with stray descriptors that
+	// are not close-on-exec: privd must not pass them on (TestNoInheritedFDs).
+	stray, err := openStrayFiles()
+	if err != nil {
+		return err
+	}
+	h.privd.ExtraFiles = stray
+	err = h.privd.Start()
+	for _, f := range stray {
+		f.Close()
+	}
+	if err != nil {
 		return err
 	}
 	return h.withLog(waitSocket(h.cfg.PrivdSocket(), h.privd), "privd.log")

@@ -1025,6 +1025,22 @@ func TestSocketActivation(t *testing.T) {
 	}
 	waitNote("READY=1")
 
+	// An opus-privd started by hand beside the activated one (same
+	// configuration, no socket passed) is refused and leaves the socket
+	// alone; the calls below show the activated one still serves.
+	second := exec.CommandContext(ctx, privdBin, "--config", conf)
+	second.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	secondOut := cappedBuffer{max: maxOutput}
+	second.Stdout, second.Stderr = &secondOut, &secondOut
+	second.WaitDelay = 5 * time.Second
+	var exit *exec.ExitError
+	if err := second.Run(); !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(secondOut.String(), "another opus-privd is already serving "+sock) {
+		t.Errorf("a second opus-privd beside the activated one: %v, want exit 1 saying another serves %s:\n%s", err, sock, secondOut.String())
+	}
+	if err := syscall.Stat(sock, &ist); err != nil || ist.Ino != inode {
+		t.Errorf("the second opus-privd replaced the activated socket (inode %d → %d, %v)", inode, ist.Ino, err)
+	}
+
 	// Root is refused, and nothing changes.
 	other := randomProject()
 	before := accountEntries(t, pu, names.User(names.DefaultUserPrefix, other))

@@ -27,6 +27,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/journal"
 	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/internal/socklock"
 	"github.com/opus-hosting/opus/privd/account"
 	"github.com/opus-hosting/opus/privd/apache"
 	"github.com/opus-hosting/opus/privd/manage"
@@ -141,28 +142,57 @@ func opusIDs(name string) (uid, gid uint32, err error) {
 }
 
 // listen uses the socket systemd passed, if any, else makes its own socket
-// that only root and the opus group can connect to.
-func listen(socket string, opusGID uint32, log *slog.Logger) (net.Listener, error) {
+// that only root and the opus group can connect to. Either way it first
+// takes the socket's lock (internal/socklock), held until privd exits: a
+// second privd started by mistake is refused before it can remove the
+// running one's socket and bind its own — also when the running one was
+// socket-activated and bound nothing itself.
+func listen(socket string, opusGID uint32, log *slog.Logger) (net.Listener, *socklock.Lock, error) {
 	ls, err := activation.Listeners()
 	if err != nil {
-		return nil, fmt.Errorf("systemd socket activation: %w", err)
+		return nil, nil, fmt.Errorf("systemd socket activation: %w", err)
 	}
 	if len(ls) > 0 {
 		if len(ls) != 1 || ls[0] == nil {
-			return nil, fmt.Errorf("systemd passed %d sockets; want one Unix socket", len(ls))
+			return nil, nil, fmt.Errorf("systemd passed %d sockets; want one Unix socket", len(ls))
 		}
 		if _, ok := ls[0].(*net.UnixListener); !ok {
-			return nil, fmt.Errorf("systemd passed a %T; want a Unix socket", ls[0])
+			return nil, nil, fmt.Errorf("systemd passed a %T; want a Unix socket", ls[0])
+		}
+		// The lock goes with the path actually served (the unit's
+		// ListenStream=), which a privd started by hand would bind.
+		path := socket
+		if addr := ls[0].Addr().String(); filepath.IsAbs(addr) {
+			path = addr
+		}
+		lock, err := lockSocket(path)
+		if err != nil {
+			ls[0].Close()
+			return nil, nil, err
 		}
 		log.Info("using socket from systemd", "addr", ls[0].Addr().String())
-		return ls[0], nil
+		return ls[0], lock, nil
+	}
+	lock, err := lockSocket(socket)
+	if err != nil {
+		return nil, nil, err
 	}
 	l, err := peercred.Listen(socket, 0o660, int(opusGID))
 	if err != nil {
-		return nil, err
+		lock.Release()
+		return nil, nil, err
 	}
 	log.Info("listening", "socket", socket)
-	return l, nil
+	return l, lock, nil
+}
+
+// lockSocket takes socket's lock, saying plainly when another privd holds it.
+func lockSocket(socket string) (*socklock.Lock, error) {
+	lock, err := socklock.Acquire(socket, socklock.DefaultWait)
+	if errors.Is(err, socklock.ErrHeld) {
+		return nil, fmt.Errorf("another opus-privd is already serving %s (%w); this one stops without touching it (stop the other one first, or give this one its own run_dir or --socket)", socket, err)
+	}
+	return lock, err
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -184,6 +214,9 @@ func run(args []string, stderr io.Writer) int {
 }
 
 func serve(o options, log *slog.Logger) error {
+	if err := closeInheritedOnExec(); err != nil {
+		return err
+	}
 	cfg, err := loadConfig(o)
 	if err != nil {
 		return err
@@ -227,10 +260,11 @@ func serve(o options, log *slog.Logger) error {
 		Accounts: &account.Accounts{BaseDir: cfg.BaseDir, Prefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Sites:    sites, Manager: manager, Logger: log,
 	})
-	l, err := listen(socket, gid, log)
+	l, lock, err := listen(socket, gid, log)
 	if err != nil {
 		return err
 	}
+	defer lock.Release()
 	g := srv.GRPC()
 
 	sigs := make(chan os.Signal, 1)

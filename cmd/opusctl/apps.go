@@ -49,7 +49,8 @@ project as 'opusctl show -o json' does.`,
 				return cl.GetProject(ctx, args[0])
 			}, func(p *opusv1.Project) error {
 				if len(p.GetApps()) == 0 {
-					_, err := fmt.Fprintf(c.stdout, "Project %s has no apps. Add one with: opusctl apps add %s SRC\n", p.GetName(), p.GetName())
+					name := printable(p.GetName())
+					_, err := fmt.Fprintf(c.stdout, "Project %s has no apps. Add one with: opusctl apps add %s SRC\n", name, name)
 					return err
 				}
 				return writeAppTable(c.stdout, p.GetApps(), "")

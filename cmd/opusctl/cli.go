@@ -60,7 +60,9 @@ func run(ctx context.Context, args []string, e env) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(e.stderr, "opusctl: %s\n", errorMessage(err))
+	// A server's message may carry what a tenant wrote (a failed
+	// migration's output, log lines): escaped, with its lines kept.
+	fmt.Fprintf(e.stderr, "opusctl: %s\n", printableLines(errorMessage(err)))
 	if isUsage(err) {
 		path := "opusctl"
 		if failed != nil {
@@ -249,7 +251,7 @@ func (c *cli) change(ctx context.Context, cl *client.Client, title string, showU
 		if c.output == outputJSON {
 			return writeJSON(c.stdout, op)
 		}
-		_, err := fmt.Fprintln(c.stdout, op.GetId())
+		_, err := fmt.Fprintln(c.stdout, printable(op.GetId()))
 		return err
 	}
 	return c.follow(ctx, cl, op, title, showURLs)
@@ -259,7 +261,7 @@ func (c *cli) change(ctx context.Context, cl *client.Client, title string, showU
 func (c *cli) follow(ctx context.Context, cl *client.Client, op *opusv1.Operation, title string, showURLs bool) error {
 	w := c.progressOut()
 	_, tty := terminal(w)
-	fmt.Fprintf(w, "%s (operation %s)\n", title, op.GetId())
+	fmt.Fprintf(w, "%s (operation %s)\n", printable(title), printable(op.GetId()))
 	p := newProgress(w, tty)
 	final, err := cl.Wait(ctx, op.GetId(), p.update)
 	p.close()
@@ -275,7 +277,7 @@ func (c *cli) follow(ctx context.Context, cl *client.Client, op *opusv1.Operatio
 			// opusd may forget a delete operation together with its
 			// project; the project being gone is the success.
 			if _, perr := cl.GetProject(ctx, op.GetProject()); status.Code(perr) == codes.NotFound {
-				fmt.Fprintf(c.stdout, "Project %s is destroyed.\n", op.GetProject())
+				fmt.Fprintf(c.stdout, "Project %s is destroyed.\n", printable(op.GetProject()))
 				return nil
 			}
 		}
@@ -295,13 +297,13 @@ func (c *cli) follow(ctx context.Context, cl *client.Client, op *opusv1.Operatio
 	if err != nil {
 		return fmt.Errorf("operation %s succeeded, but reading project %s failed: %w", final.GetId(), final.GetProject(), err)
 	}
-	fmt.Fprintf(c.stdout, "Project %s is %s (%s).", proj.GetName(), strings.ToLower(phaseName(proj.GetPhase())), opDuration(final))
+	fmt.Fprintf(c.stdout, "Project %s is %s (%s).", printable(proj.GetName()), strings.ToLower(phaseName(proj.GetPhase())), opDuration(final))
 	if len(proj.GetUrls()) > 0 {
 		fmt.Fprint(c.stdout, " It answers at:")
 	}
 	fmt.Fprintln(c.stdout)
 	for _, u := range proj.GetUrls() {
-		fmt.Fprintf(c.stdout, "  %s\n", u)
+		fmt.Fprintf(c.stdout, "  %s\n", printable(u))
 	}
 	return nil
 }

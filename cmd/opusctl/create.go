@@ -144,7 +144,7 @@ func (c *cli) appSpec(ctx context.Context, cl *client.Client, s appSource) (*opu
 	if s.git {
 		return &opusv1.AppSpec{Name: s.name, Source: client.GitSource(s.location, s.ref)}, nil
 	}
-	fmt.Fprintf(c.progressOut(), "Uploading %s from %s\n", s.name, s.location)
+	fmt.Fprintf(c.progressOut(), "Uploading %s from %s\n", printable(s.name), printable(s.location))
 	digest, err := cl.UploadDir(ctx, s.location)
 	if err != nil {
 		return nil, fmt.Errorf("upload app %s: %w", s.name, err)

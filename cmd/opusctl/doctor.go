@@ -43,9 +43,9 @@ admin group may run it.`,
 				fmt.Fprintf(c.stdout, "No drift: the host matches opusd's state (%d projects checked).\n", resp.GetChecked())
 			} else {
 				w := newTable(c.stdout)
-				fmt.Fprintln(w, "KIND\tPROJECT\tDETAIL")
+				writeRow(w, "KIND", "PROJECT", "DETAIL")
 				for _, d := range resp.GetDrift() {
-					fmt.Fprintf(w, "%s\t%s\t%s\n", d.GetKind(), orDash(d.GetProject()), d.GetDetail())
+					writeRow(w, d.GetKind(), orDash(d.GetProject()), d.GetDetail())
 				}
 				if err := w.Flush(); err != nil {
 					return err

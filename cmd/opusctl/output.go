@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -42,9 +43,74 @@ func writeJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
-// newTable returns a tabwriter for aligned columns.
+// printable returns s as it may safely reach a terminal. It is the one
+// escaping function of opusctl's human output: every string that came
+// from opusd (which passes on what tenants, their code and their logs
+// wrote: upload origins, error messages, log lines) goes through it on
+// its way out; -o json needs none (encoding/json escapes).
+//
+// Readable text — any graphic Unicode and spaces — is kept as it is.
+// Everything else is written as a visible Go-style escape: C0 controls
+// and DEL (\n, \r, \t, \x1b, \x7f), so a value can neither move the cursor,
+// recolour, retitle or clear the screen nor start what looks like a new
+// line or table cell; C1 controls (\u009b, a one-byte CSI to some
+// terminals; \u0085, a line break); line and paragraph separators; the
+// bidi embeddings, overrides and isolates (\u202a-\u202e,
+// \u2066-\u2069) and every other invisible format character, which
+// reorder or hide what a reader sees; and bytes that are not UTF-8 (\xff).
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !strconv.IsGraphic(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case strconv.IsGraphic(r):
+			b.WriteString(s[i : i+n])
+		default:
+			q := strconv.QuoteRune(r) // '\x1b', '\u202e', '\n'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// printableLines is printable for a message that is meant to span lines
+// (an error with a traceback or log lines in it): each line is escaped,
+// the line breaks between them are kept.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// newTable returns a tabwriter for aligned columns; write its rows with
+// writeRow.
 func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+}
+
+// writeRow writes one table row: every cell made printable (so no value
+// can add a column or a row), the cells separated by tabs.
+func writeRow(w io.Writer, cells ...string) {
+	out := make([]string, len(cells))
+	for i, c := range cells {
+		out[i] = printable(c)
+	}
+	fmt.Fprintln(w, strings.Join(out, "\t"))
 }
 
 // userName returns the login name of uid, or the number when unknown.
@@ -127,13 +193,13 @@ func primaryURL(urls []string) string {
 
 func writeProjectTable(w io.Writer, ps []*opusv1.Project) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tOWNER\tPHASE\tAPPS\tURL")
+	writeRow(tw, "NAME", "OWNER", "PHASE", "APPS", "URL")
 	for _, p := range ps {
 		var apps []string
 		for _, a := range p.GetApps() {
 			apps = append(apps, a.GetName())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.GetName(), userName(p.GetOwnerUid()), phaseName(p.GetPhase()), orDash(strings.Join(apps, ",")), primaryURL(p.GetUrls()))
+		writeRow(tw, p.GetName(), userName(p.GetOwnerUid()), phaseName(p.GetPhase()), orDash(strings.Join(apps, ",")), primaryURL(p.GetUrls()))
 	}
 	return tw.Flush()
 }
@@ -161,7 +227,7 @@ func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 		{"Last error", orDash(oneLine(p.GetLastError()))},
 	}
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+		writeRow(tw, r[0]+":", r[1])
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -193,8 +259,8 @@ func writeRevisions(w io.Writer, apps []*opusv1.App) error {
 			continue
 		}
 		if !any {
-			fmt.Fprintln(tw, "Revisions:")
-			fmt.Fprintln(tw, "  APP\t#\tREF\tCOMMIT\tDEPLOYED\tBY")
+			writeRow(tw, "Revisions:")
+			writeRow(tw, "  APP", "#", "REF", "COMMIT", "DEPLOYED", "BY")
 			any = true
 		}
 		for i := len(revs) - 1; i >= 0; i-- {
@@ -203,7 +269,7 @@ func writeRevisions(w io.Writer, apps []*opusv1.App) error {
 			if i == len(revs)-1 {
 				cur = " (current)"
 			}
-			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s%s\t%s\t%s\n", a.GetName(), i+1, orDash(shortCommit(r.GetRequestedRef())), shortCommit(r.GetResolved()), cur, formatTime(r.GetTime()), userName(r.GetByUid()))
+			writeRow(tw, "  "+a.GetName(), strconv.Itoa(i+1), orDash(shortCommit(r.GetRequestedRef())), shortCommit(r.GetResolved())+cur, formatTime(r.GetTime()), userName(r.GetByUid()))
 		}
 	}
 	if !any {
@@ -214,16 +280,16 @@ func writeRevisions(w io.Writer, apps []*opusv1.App) error {
 
 func writeAppTable(w io.Writer, apps []*opusv1.App, indent string) error {
 	tw := newTable(w)
-	fmt.Fprintf(tw, "%sNAME\tSOURCE\tREF\tCOMMIT\n", indent)
+	writeRow(tw, indent+"NAME", "SOURCE", "REF", "COMMIT")
 	for _, a := range apps {
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", indent, a.GetName(), sourceString(a.GetSource()), orDash(shortCommit(a.GetRequestedRef())), shortCommit(a.GetResolvedCommit()))
+		writeRow(tw, indent+a.GetName(), sourceString(a.GetSource()), orDash(shortCommit(a.GetRequestedRef())), shortCommit(a.GetResolvedCommit()))
 	}
 	return tw.Flush()
 }
 
 func writeOperationTable(w io.Writer, ops []*opusv1.Operation) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tKIND\tSTATE\tSTARTED\tDURATION\tERROR")
+	writeRow(tw, "ID", "KIND", "STATE", "STARTED", "DURATION", "ERROR")
 	for _, op := range ops {
 		dur := "-"
 		if op.GetCreateTime() != nil && op.GetEndTime() != nil {
@@ -231,7 +297,7 @@ func writeOperationTable(w io.Writer, ops []*opusv1.Operation) error {
 		} else if op.GetCreateTime() != nil {
 			dur = formatElapsed(time.Since(op.GetCreateTime().AsTime())) + "…"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", op.GetId(), opKindName(op.GetKind()), opStateName(op.GetState()), formatTime(op.GetCreateTime()), dur, orDash(oneLine(op.GetError())))
+		writeRow(tw, op.GetId(), opKindName(op.GetKind()), opStateName(op.GetState()), formatTime(op.GetCreateTime()), dur, orDash(oneLine(op.GetError())))
 	}
 	return tw.Flush()
 }

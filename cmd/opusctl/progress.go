@@ -111,7 +111,7 @@ func stepEnded(st opusv1.StepState) bool {
 // plainStepLine is a step as one line for non-terminals, for example
 // "step user: done (0.12s)".
 func plainStepLine(s *opusv1.Step) string {
-	line := "step " + s.GetName() + ": " + stepStateName(s.GetState())
+	line := "step " + printable(s.GetName()) + ": " + stepStateName(s.GetState())
 	if s.GetState() != opusv1.StepState_STEP_STATE_SKIPPED && s.GetStartTime() != nil && s.GetEndTime() != nil {
 		line += " (" + formatElapsed(s.GetEndTime().AsTime().Sub(s.GetStartTime().AsTime())) + ")"
 	}
@@ -166,7 +166,7 @@ func (p *progress) ttyStepLine(s *opusv1.Step, width int) string {
 	default:
 		icon = ansiDim + "·" + ansiReset
 	}
-	line := fmt.Sprintf("  %s %-*s %s", icon, width, s.GetName(), elapsed)
+	line := fmt.Sprintf("  %s %-*s %s", icon, width, printable(s.GetName()), elapsed)
 	if m := s.GetMessage(); m != "" {
 		line += "  " + oneLine(m)
 	}
@@ -190,18 +190,16 @@ func formatElapsed(d time.Duration) string {
 }
 
 // oneLine keeps a server message on one line, so it cannot break the
-// display (and cannot smuggle terminal escapes in).
+// display: line breaks and tabs become spaces, and anything else a
+// terminal would act on is escaped (printable).
 func oneLine(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r == '\n' || r == '\r' || r == '\t' {
 			return ' '
 		}
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
 		return r
 	}, s)
-	return strings.TrimSpace(s)
+	return printable(strings.TrimSpace(s))
 }
 
 // stepStateName is "done", "failed", ...

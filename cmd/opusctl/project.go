@@ -78,7 +78,7 @@ command that was not meant for it.`,
 				if _, ok := terminal(c.stdin); !ok {
 					return usagef("refusing to destroy %s without confirmation: stdin is not a terminal; pass --yes", name)
 				}
-				fmt.Fprintf(c.stderr, "This destroys project %s with all its data. Type the name to confirm: ", name)
+				fmt.Fprintf(c.stderr, "This destroys project %s with all its data. Type the name to confirm: ", printable(name))
 				line, _ := bufio.NewReader(c.stdin).ReadString('\n')
 				if strings.TrimSpace(line) != name {
 					return fmt.Errorf("not confirmed; project %s is left as it is", name)
@@ -169,8 +169,11 @@ log: tracebacks of the Django code, failed requests, daemon restarts.`,
 			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.GetLogsResponse, error) {
 				return cl.RPC().GetLogs(ctx, &opusv1.GetLogsRequest{Project: args[0], Lines: int32(lines)})
 			}, func(resp *opusv1.GetLogsResponse) error {
+				// A log line is whatever the project's code wrote:
+				// escaped, it can neither drive the terminal nor
+				// pass for more than the one line it is.
 				for _, l := range resp.GetLines() {
-					if _, err := fmt.Fprintln(c.stdout, l); err != nil {
+					if _, err := fmt.Fprintln(c.stdout, printable(l)); err != nil {
 						return err
 					}
 				}

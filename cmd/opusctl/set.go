@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -80,19 +81,19 @@ a debug value other than true/false) is refused. --unset removes a key
 func writeSettings(w io.Writer, s *opusv1.Settings) error {
 	tw := newTable(w)
 	yesNo := map[bool]string{true: "on", false: "off"}
-	fmt.Fprintln(tw, "Settings:")
-	fmt.Fprintf(tw, "  debug\t%s\n", yesNo[s.GetDebug()])
-	fmt.Fprintf(tw, "  admin\t%s\n", yesNo[s.GetAdmin()])
-	fmt.Fprintf(tw, "  hosts\t%s\n", orDash(strings.Join(s.GetHosts(), ",")))
+	writeRow(tw, "Settings:")
+	writeRow(tw, "  debug", yesNo[s.GetDebug()])
+	writeRow(tw, "  admin", yesNo[s.GetAdmin()])
+	writeRow(tw, "  hosts", orDash(strings.Join(s.GetHosts(), ",")))
 	names := make([]string, 0, len(s.GetEnv()))
 	for k := range s.GetEnv() {
 		names = append(names, k)
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		// %q: a value with a newline or a quote shows as the one value
-		// it is.
-		fmt.Fprintf(tw, "  env.%s\t%q\n", k, s.GetEnv()[k])
+		// Quoted: a value with a newline or a quote shows as the one
+		// value it is (strconv.Quote also escapes what printable does).
+		writeRow(tw, "  env."+k, strconv.Quote(s.GetEnv()[k]))
 	}
 	return tw.Flush()
 }

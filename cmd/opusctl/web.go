@@ -40,7 +40,7 @@ yourself, do not share it.`,
 			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.CreateLoginLinkResponse, error) {
 				return cl.RPC().CreateLoginLink(ctx, &opusv1.CreateLoginLinkRequest{})
 			}, func(res *opusv1.CreateLoginLinkResponse) error {
-				fmt.Fprintln(c.stdout, res.GetUrl())
+				fmt.Fprintln(c.stdout, printable(res.GetUrl()))
 				fmt.Fprintf(c.stderr, "Open this link to sign in (once, until %s).\n", formatTime(res.GetExpireTime()))
 				return nil
 			})
@@ -89,9 +89,9 @@ admin group may list them.`,
 				return cl.RPC().ListConsoleAccounts(ctx, &opusv1.ListConsoleAccountsRequest{})
 			}, func(res *opusv1.ListConsoleAccountsResponse) error {
 				tw := newTable(c.stdout)
-				fmt.Fprintln(tw, "UID\tUSER\tPASSWORD\tDISABLED\tLAST SIGN-IN")
+				writeRow(tw, "UID", "USER", "PASSWORD", "DISABLED", "LAST SIGN-IN")
 				for _, a := range res.GetAccounts() {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", a.GetUid(), orDash(a.GetUser()), yesNo(a.GetHasPassword()), yesNo(a.GetDisabled()), formatTime(a.GetLastSignIn()))
+					writeRow(tw, strconv.FormatUint(uint64(a.GetUid()), 10), orDash(a.GetUser()), yesNo(a.GetHasPassword()), yesNo(a.GetDisabled()), formatTime(a.GetLastSignIn()))
 				}
 				return tw.Flush()
 			})
@@ -124,7 +124,7 @@ It does not touch their projects or their use of opusctl.`,
 			if enable {
 				what = "enabled"
 			}
-			fmt.Fprintf(c.stderr, "Console account of %s (uid %d) %s.\n", userName(uid), uid, what)
+			fmt.Fprintf(c.stderr, "Console account of %s (uid %d) %s.\n", printable(userName(uid)), uid, what)
 			return nil
 		},
 	}

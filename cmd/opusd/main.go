@@ -33,6 +33,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/journal"
 	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/internal/socklock"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/drift"
 	"github.com/opus-hosting/opus/unprivd/postgres"
@@ -194,10 +195,11 @@ func run() error {
 		return err
 	}
 
-	lis, err := listener(socket)
+	lis, lock, err := listener(socket)
 	if err != nil {
 		return err
 	}
+	defer lock.Release()
 	g := grpc.NewServer(append(svc.ServerOptions(), grpc.Creds(peercred.Server()))...)
 	svc.Register(g)
 	hs := health.NewServer()
@@ -274,11 +276,17 @@ func run() error {
 
 // listener returns the socket systemd passed (socket activation), or
 // listens on path, mode 0666: any local user may connect; identity is
-// checked per call from the peer credentials.
-func listener(path string) (net.Listener, error) {
+// checked per call from the peer credentials. Before binding it takes the
+// socket's lock (internal/socklock), held until opusd exits, so a second
+// opusd started by mistake cannot remove the running one's socket and bind
+// its own. A socket-activated opusd binds nothing and takes no lock (its
+// socket's directory is systemd's, not the opus user's to write); a second
+// opusd with the same configuration is stopped before it gets near the
+// socket anyway, by the lock on the state store.
+func listener(path string) (net.Listener, *socklock.Lock, error) {
 	ls, err := activation.Listeners()
 	if err != nil {
-		return nil, fmt.Errorf("systemd socket activation: %w", err)
+		return nil, nil, fmt.Errorf("systemd socket activation: %w", err)
 	}
 	var got []net.Listener
 	for _, l := range ls {
@@ -288,13 +296,25 @@ func listener(path string) (net.Listener, error) {
 	}
 	switch len(got) {
 	case 0:
-		return peercred.Listen(path, 0o666, -1)
+		lock, err := socklock.Acquire(path, socklock.DefaultWait)
+		if errors.Is(err, socklock.ErrHeld) {
+			return nil, nil, fmt.Errorf("another opusd is already serving %s (%w); this one stops without touching it (stop the other one first, or give this one its own --socket)", path, err)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		l, err := peercred.Listen(path, 0o666, -1)
+		if err != nil {
+			lock.Release()
+			return nil, nil, err
+		}
+		return l, lock, nil
 	case 1:
 		if !strings.HasPrefix(got[0].Addr().Network(), "unix") {
-			return nil, fmt.Errorf("systemd passed a %s socket; opusd serves only Unix sockets (peer credentials are its authentication)", got[0].Addr().Network())
+			return nil, nil, fmt.Errorf("systemd passed a %s socket; opusd serves only Unix sockets (peer credentials are its authentication)", got[0].Addr().Network())
 		}
-		return got[0], nil
+		return got[0], nil, nil
 	default:
-		return nil, fmt.Errorf("systemd passed %d sockets; opusd expects one", len(got))
+		return nil, nil, fmt.Errorf("systemd passed %d sockets; opusd expects one", len(got))
 	}
 }

@@ -278,5 +278,10 @@ func tailFile(path string, n int, limit int64) ([]string, error) {
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
+	// The log holds whatever the project's code wrote to its stderr; a
+	// line that is not UTF-8 must not fail the reply (protobuf strings).
+	for i, l := range lines {
+		lines[i] = strings.ToValidUTF8(l, "\uFFFD")
+	}
 	return lines, nil
 }

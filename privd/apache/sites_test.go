@@ -249,6 +249,22 @@ func TestTailLog(t *testing.T) {
 	}
 }
 
+// TestTailFileNotUTF8: a log line that is not UTF-8 (the project's code
+// wrote raw bytes to its stderr) comes back as valid UTF-8.
+func TestTailFileNotUTF8(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	if err := os.WriteFile(path, []byte("ok\n\xff\xfe raw ü\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := tailFile(path, 10, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 2 || lines[1] != "\uFFFD raw ü" {
+		t.Errorf("lines = %q, want the second as %q", lines, "\uFFFD raw ü")
+	}
+}
+
 func TestTailFileBounded(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
 	// 300 lines of 100 bytes; read only the last 1000 bytes.

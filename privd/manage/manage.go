@@ -457,8 +457,12 @@ func (t *tail) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// String returns what was kept as valid UTF-8 (the reply's field is a
+// protobuf string, which cannot carry anything else): bytes that are not
+// — written by the project's code, or a character cut by the tail's
+// window — become U+FFFD, so they cannot fail the whole call.
 func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return string(t.buf)
+	return strings.ToValidUTF8(string(t.buf), "\uFFFD")
 }

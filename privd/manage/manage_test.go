@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -121,6 +122,21 @@ func TestTailAndRedact(t *testing.T) {
 	tl.Write([]byte("abcdef"))
 	if got := tl.String(); got != "6789abcdef" {
 		t.Errorf("tail = %q", got)
+	}
+	// Bytes that are not UTF-8 (the project's code wrote them, or the
+	// window cut a character) must not fail the reply's string field.
+	for _, tc := range []struct {
+		max      int
+		in, want string
+	}{
+		{64, "x\xff\xfe y", "x\uFFFD y"},
+		{7, " ü日本", "\uFFFD日本"}, // the window cuts ü in two
+	} {
+		tl = &tail{max: tc.max}
+		tl.Write([]byte(tc.in))
+		if got := tl.String(); got != tc.want || !utf8.ValidString(got) {
+			t.Errorf("tail of %q = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 	tests := []struct{ out, pw, want string }{
 		{"x hunter22 y", "hunter22", "x [redacted] y"},

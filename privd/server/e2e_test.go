@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,10 +21,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/cert"
+	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/privd/account"
+	"github.com/opus-hosting/opus/privd/apache"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
@@ -352,12 +356,7 @@ func TestOverSocket(t *testing.T) {
 
 	t.Run("user not made by Opus", func(t *testing.T) {
 		project := randomProject(t, decoyPrefix)
-		name := names.User(names.DefaultUserPrefix, project)
-		if out, err := exec.Command("/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-			"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd decoy: %v: %s", err, out)
-		}
-		t.Cleanup(func() { exec.Command("/usr/sbin/userdel", name).Run() })
+		addDecoy(t, project)
 		before := hostState(t, base, project)
 		if before == "" {
 			t.Fatal("decoy user not found")
@@ -375,4 +374,81 @@ func TestOverSocket(t *testing.T) {
 			t.Errorf("host changed by refused calls")
 		}
 	})
+}
+
+// addDecoy makes project's user by hand, without Opus's marker (as an
+// account that merely has the name would be), removed when the test ends,
+// and returns its name.
+func addDecoy(t *testing.T, project string) string {
+	t.Helper()
+	name := names.User(names.DefaultUserPrefix, project)
+	if out, err := exec.Command("/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+		"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd decoy: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("/usr/sbin/userdel", name).Run() })
+	return name
+}
+
+// TestInstallSiteNeedsOpusUser drives InstallSite over the real socket into
+// the real vhost installer and a real Apache configtest: for a user that
+// merely has the project user's name (made by hand, without Opus's marker)
+// it is FailedPrecondition and nothing is written — no vhost whose mod_wsgi
+// daemon would run as that account — while the same call for a user Opus
+// made installs the site.
+func TestInstallSiteNeedsOpusUser(t *testing.T) {
+	needRoot(t)
+	if testing.Short() {
+		t.Skip("creates users and runs apache2 -t; skipped in -short mode")
+	}
+	if _, err := os.Stat("/usr/sbin/apache2"); err != nil {
+		t.Skip("needs apache2: ", err)
+	}
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.BaseDir = filepath.Join(dir, "base")
+	cfg.ApacheDir = filepath.Join(dir, "apache")
+	cfg.HTTPPort, cfg.HTTPSPort = 18080, 18443 // configtest binds nothing
+	acc := &account.Accounts{BaseDir: cfg.BaseDir}
+	sites := apache.NewSites(cfg, apache.NewManaged(cfg), apache.Options{})
+	sock := startServer(t, Config{OpusUID: uint32(os.Geteuid()), BaseDir: cfg.BaseDir, Accounts: acc, Sites: sites})
+	c := dial(t, sock)
+	ctx := context.Background()
+	install := func(project string) error {
+		crt, key, err := cert.SelfSigned([]string{cfg.ServerName(project)}, time.Now(), 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: project, CertificatePem: crt, KeyPem: key})
+		return err
+	}
+	vhost := apache.Paths{Dir: cfg.ApacheDir}.Vhost
+
+	decoy := randomProject(t, decoyPrefix)
+	decoyUser := addDecoy(t, decoy)
+	before := hostState(t, dir, decoy)
+	err := install(decoy)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), decoyUser) {
+		t.Errorf("InstallSite for %s (not made by Opus) = %v, want FailedPrecondition naming the user", decoyUser, err)
+	}
+	if _, err := os.Stat(vhost(decoy)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a vhost was written for the decoy: %v", err)
+	}
+	if after := hostState(t, dir, decoy); after != before {
+		t.Errorf("host changed by the refused InstallSite:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+
+	// The control: the same call for a user Opus made goes through.
+	ours := randomProject(t, testPrefix)
+	if _, _, err := acc.EnsureUser(ctx, ours); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { acc.DeleteUser(context.Background(), ours) })
+	if err := install(ours); err != nil {
+		t.Fatalf("InstallSite for Opus's own user: %v", err)
+	}
+	b, err := os.ReadFile(vhost(ours))
+	if err != nil || !bytes.Contains(b, []byte("user="+names.User(names.DefaultUserPrefix, ours)+" ")) {
+		t.Errorf("vhost for %s: %v\n%s", ours, err, b)
+	}
 }

@@ -29,7 +29,9 @@ import (
 // status (status.Error) keeps its code; any other error becomes Internal.
 type Sites interface {
 	// Install renders and installs the project's vhost, key and
-	// certificate and configtests them; it does not reload Apache.
+	// certificate and configtests them; it does not reload Apache. The
+	// server has already checked that the project's user exists and was
+	// made by Opus.
 	Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error)
 	// Remove removes the project's vhost, key and certificate.
 	Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error)
@@ -271,7 +273,11 @@ func (s *Server) RunManage(ctx context.Context, req *privdv1.RunManageRequest) (
 	return resp, toStatus(err)
 }
 
-// InstallSite implements privdv1.PrivdServer.
+// InstallSite implements privdv1.PrivdServer. The vhost runs the
+// project's mod_wsgi daemon as the project's user, so that user must exist
+// and be Opus's (FailedPrecondition otherwise, nothing written), exactly as
+// for RunManage: else a compromised opusd could have Apache run a daemon
+// as a pre-existing account that merely has the project user's name.
 func (s *Server) InstallSite(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
 	if err := validateInstallSite(req); err != nil {
 		return nil, err
@@ -279,11 +285,18 @@ func (s *Server) InstallSite(ctx context.Context, req *privdv1.InstallSiteReques
 	if s.cfg.Sites == nil {
 		return nil, errNoSites
 	}
+	if _, err := s.cfg.Accounts.LookupUser(req.GetProject()); err != nil {
+		return nil, toStatus(err)
+	}
 	resp, err := s.cfg.Sites.Install(ctx, req)
 	return resp, toStatus(err)
 }
 
-// RemoveSite implements privdv1.PrivdServer.
+// RemoveSite implements privdv1.PrivdServer. Unlike InstallSite it does
+// not ask for the project's user: it only deletes privd's own files for
+// the name and acts neither as nor for that user, it must still work after
+// DeleteUser (a teardown repaired after a crash), and removing is the safe
+// direction even for a user without the marker.
 func (s *Server) RemoveSite(ctx context.Context, req *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error) {
 	if err := validateProject(req.GetProject()); err != nil {
 		return nil, err
@@ -304,7 +317,10 @@ func (s *Server) ReloadApache(ctx context.Context, req *privdv1.ReloadApacheRequ
 	return resp, toStatus(err)
 }
 
-// TailLog implements privdv1.PrivdServer.
+// TailLog implements privdv1.PrivdServer. It does not ask for the
+// project's user either: it reads privd's own log file for the name
+// (bounded), runs nothing as anyone and grants nothing, and the log of a
+// project whose user is gone is still worth reading.
 func (s *Server) TailLog(ctx context.Context, req *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error) {
 	if err := validateTailLog(req); err != nil {
 		return nil, err

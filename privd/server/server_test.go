@@ -230,7 +230,11 @@ func (d direct) TailLog(ctx context.Context, r *privdv1.TailLogRequest, _ ...grp
 }
 
 // recorder is a Sites and Manager that records whether it was reached.
-type recorder struct{ calls []string }
+// Its TailLog fails unless tailOK.
+type recorder struct {
+	calls  []string
+	tailOK bool
+}
 
 func (r *recorder) Install(context.Context, *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
 	r.calls = append(r.calls, "Install")
@@ -246,6 +250,9 @@ func (r *recorder) Reload(context.Context, *privdv1.ReloadApacheRequest) (*privd
 }
 func (r *recorder) TailLog(context.Context, *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error) {
 	r.calls = append(r.calls, "TailLog")
+	if r.tailOK {
+		return &privdv1.TailLogResponse{}, nil
+	}
 	return nil, errors.New("boom")
 }
 func (r *recorder) Run(context.Context, *privdv1.RunManageRequest) (*privdv1.RunManageResponse, error) {
@@ -323,6 +330,58 @@ func TestDependencies(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(base); len(entries) != 1 {
 		t.Errorf("base dir holds %v, want only passwd", entries)
+	}
+}
+
+// TestSiteCallsAndProjectUsers: InstallSite reaches Apache only for a
+// project whose user exists with Opus's marker; RemoveSite and TailLog,
+// which touch only privd's own files for the name, work whatever the user.
+func TestSiteCallsAndProjectUsers(t *testing.T) {
+	base := t.TempDir()
+	passwd := filepath.Join(base, "passwd")
+	if err := os.WriteFile(passwd, []byte("opus-blog:x:990:990:Opus project blog:/x:/usr/sbin/nologin\n"+
+		"opus-evil:x:991:991:evil:/x:/bin/sh\n"+
+		"opus-rooty:x:0:0:Opus project rooty:/x:/bin/sh\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tests := []struct {
+		project string
+		call    string
+		want    codes.Code
+	}{
+		{"blog", "InstallSite", codes.OK},
+		{"evil", "InstallSite", codes.FailedPrecondition},
+		{"rooty", "InstallSite", codes.FailedPrecondition},
+		{"absent", "InstallSite", codes.FailedPrecondition},
+		{"evil", "RemoveSite", codes.OK},
+		{"absent", "RemoveSite", codes.OK},
+		{"evil", "TailLog", codes.OK},
+		{"absent", "TailLog", codes.OK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.call+"/"+tc.project, func(t *testing.T) {
+			rec := &recorder{tailOK: true}
+			s := New(Config{BaseDir: base, Accounts: &account.Accounts{BaseDir: base, PasswdPath: passwd}, Sites: rec, Manager: rec})
+			var err error
+			switch tc.call {
+			case "InstallSite":
+				_, err = s.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: tc.project, CertificatePem: validCert, KeyPem: validCert})
+			case "RemoveSite":
+				_, err = s.RemoveSite(ctx, &privdv1.RemoveSiteRequest{Project: tc.project})
+			case "TailLog":
+				_, err = s.TailLog(ctx, &privdv1.TailLogRequest{Project: tc.project})
+			}
+			if status.Code(err) != tc.want {
+				t.Fatalf("%s(%s) = %v, want %v", tc.call, tc.project, err, tc.want)
+			}
+			if reached := len(rec.calls) > 0; reached != (tc.want == codes.OK) {
+				t.Errorf("%s(%s) reached Apache: %v", tc.call, tc.project, rec.calls)
+			}
+			if tc.want == codes.FailedPrecondition && !strings.Contains(status.Convert(err).Message(), "opus-"+tc.project) {
+				t.Errorf("refusal %q does not name the user", status.Convert(err).Message())
+			}
+		})
 	}
 }
 

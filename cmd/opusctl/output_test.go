@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/opus-hosting/opus/client"
+	"github.com/opus-hosting/opus/client/fakeopus"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+func TestPrintable(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"blog", "blog"},
+		{"café 日本語 naïve 🙂 ü", "café 日本語 naïve 🙂 ü"},
+		{"a b\u00a0c", "a b\u00a0c"}, // spaces are text
+		{`back\slash "quoted"`, `back\slash "quoted"`},
+		{"\x1b[31mred\x1b[0m", `\x1b[31mred\x1b[0m`},
+		{"\x1b]0;title\x07", `\x1b]0;title\a`},
+		{"one\ntwo", `one\ntwo`},
+		{"over\rwrite", `over\rwrite`},
+		{"a\tb", `a\tb`},
+		{"\x00\x08\x0b\x0c\x7f", `\x00\b\v\f\x7f`},
+		{"\u009b31m", `\u009b31m`}, // C1 CSI
+		{"next\u0085line", `next\u0085line`},
+		{"line\u2028para\u2029", `line\u2028para\u2029`},
+		{"\u202aa\u202bb\u202cc\u202dd\u202ee", `\u202aa\u202bb\u202cc\u202dd\u202ee`},
+		{"\u2066x\u2067y\u2068z\u2069", `\u2066x\u2067y\u2068z\u2069`},
+		{"\u200ertl mark\u200f, bom\ufeff", `\u200ertl mark\u200f, bom\ufeff`},
+		{"bad \xff\xfe utf8", `bad \xff\xfe utf8`},
+		{"cut \xe6\x97", `cut \xe6\x97`},
+		{"\U000e0041 tag", `\U000e0041 tag`},
+	}
+	for _, tc := range tests {
+		if got := printable(tc.in); got != tc.want {
+			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestPrintableLines(t *testing.T) {
+	in := "migrate failed:\nTraceback\x1b[2K\r[core:crit] forged\n  \u202eline"
+	want := "migrate failed:\nTraceback\\x1b[2K\\r[core:crit] forged\n  \\u202eline"
+	if got := printableLines(in); got != want {
+		t.Errorf("printableLines = %q, want %q", got, want)
+	}
+}
+
+// checkTerminalSafe fails when out holds anything a terminal acts on other
+// than the line breaks of its lines.
+func checkTerminalSafe(t *testing.T, what, out string) {
+	t.Helper()
+	if !utf8.ValidString(out) {
+		t.Errorf("%s: not UTF-8: %q", what, out)
+	}
+	for _, r := range out {
+		if r != '\n' && !strconv.IsGraphic(r) {
+			t.Errorf("%s: raw %U in output:\n%q", what, r, out)
+			return
+		}
+	}
+}
+
+func FuzzPrintable(f *testing.F) {
+	for _, s := range []string{"", "blog", "\x1b[2J", "a\nb\r\t", "\u009b\u0085", "\u202e\u2066\u2069", "\xff", "日本語", "\U000e0041"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := printable(s)
+		for i := 0; i < len(out); i++ {
+			if c := out[i]; c < 0x20 || c == 0x7f {
+				t.Fatalf("printable(%q) = %q holds control byte %#x", s, out, c)
+			}
+		}
+		checkTerminalSafe(t, "printable", strings.ReplaceAll(out, "\n", "?"))
+		if printable(out) != out {
+			t.Fatalf("printable is not idempotent on %q", s)
+		}
+		readable := utf8.ValidString(s)
+		for _, r := range s {
+			readable = readable && strconv.IsGraphic(r)
+		}
+		if readable && out != s {
+			t.Fatalf("printable changed readable text %q to %q", s, out)
+		}
+		if got := printableLines(s); strings.Count(got, "\n") != strings.Count(s, "\n") {
+			t.Fatalf("printableLines(%q) = %q changed the number of lines", s, got)
+		}
+	})
+}
+
+// hostile is what a tenant (or a client choosing an upload's origin) can
+// put into a value opusctl prints: escapes that recolour, retitle and
+// erase, a carriage return and newline with a forged line after them, C1
+// controls, bidi overrides, a tab. (Not bytes that are not UTF-8: protobuf
+// strings cannot carry them; TestPrintable has those.)
+const hostile = "/home/x/\x1b]0;pwned\x07\x1b[2K\r[Tue Jan 01 00:00:00 2030] [core:crit] forged\n" +
+	"\u009b2J\u0085\u202eevil\u2066\tcell"
+
+// TestHostileValuesAreEscaped: show, apps ls and ls on a project whose
+// upload origin, last error and superuser name are hostile print the same
+// number of lines as for a plain project, nothing a terminal would act on,
+// and the escapes visibly.
+func TestHostileValuesAreEscaped(t *testing.T) {
+	s := fakeopus.Start(t)
+	uid := uint32(os.Getuid())
+	add := func(name, text string) {
+		digest := "sha256:" + strings.Repeat("ab", 32)
+		s.AddProject(&opusv1.Project{
+			Name: name, OwnerUid: uid, Phase: opusv1.Phase_PHASE_FAILED, LastError: "step migrate: " + text,
+			SuperuserName: text, Certificate: text, CreateTime: timestamppb.Now(),
+			Settings: &opusv1.Settings{Env: map[string]string{"X": text}},
+			Apps: []*opusv1.App{{Name: "polls", Source: client.UploadedSource(digest, text), RequestedRef: digest, ResolvedCommit: digest,
+				Revisions: []*opusv1.Revision{{RequestedRef: digest, Resolved: digest}}}},
+		})
+	}
+	add("tplain", "/home/x/plain")
+	add("tevil", hostile)
+	for _, args := range [][]string{{"show"}, {"apps", "ls"}, {"ls"}} {
+		plain := runCLI(t, s.Socket, "", append(args, "tplain")...)
+		evil := runCLI(t, s.Socket, "", append(args, "tevil")...)
+		if args[0] == "ls" {
+			plain = runCLI(t, s.Socket, "", "ls")
+			evil = plain
+		}
+		what := strings.Join(args, " ")
+		if evil.code != 0 || plain.code != 0 {
+			t.Fatalf("%s: exit %d/%d: %s%s", what, plain.code, evil.code, plain.stderr, evil.stderr)
+		}
+		checkTerminalSafe(t, what, evil.stdout)
+		if p, e := strings.Count(plain.stdout, "\n"), strings.Count(evil.stdout, "\n"); p != e {
+			t.Errorf("%s: %d lines for the hostile project, %d for the plain one:\n%s", what, e, p, evil.stdout)
+		}
+		if args[0] != "ls" && !strings.Contains(evil.stdout, `\x1b]0;pwned\a\x1b[2K\r[Tue Jan 01`) {
+			t.Errorf("%s: the origin is not shown escaped:\n%s", what, evil.stdout)
+		}
+	}
+}
+
+// TestHostileRowsAndLines: the other places that print server text.
+func TestHostileRowsAndLines(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeOperationTable(&b, []*opusv1.Operation{{Id: "op-1\x1b[2J", Error: hostile}}); err != nil {
+		t.Fatal(err)
+	}
+	checkTerminalSafe(t, "ops", b.String())
+	if n := strings.Count(b.String(), "\n"); n != 2 {
+		t.Errorf("ops: %d lines, want 2:\n%s", n, b.String())
+	}
+	step := &opusv1.Step{Name: "migrate\x1b[1A", State: opusv1.StepState_STEP_STATE_FAILED, Message: hostile}
+	checkTerminalSafe(t, "plain step line", plainStepLine(step))
+	p := &progress{now: timestamppb.Now().AsTime}
+	line := p.ttyStepLine(step, 12)
+	// The live display's own colours are its own; what follows the icon
+	// is the server's and must be inert.
+	checkTerminalSafe(t, "tty step line", line[strings.Index(line, ansiReset)+len(ansiReset):])
+}
