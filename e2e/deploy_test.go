@@ -311,11 +311,11 @@ func TestMismatchedCertificateRefused(t *testing.T) {
 	h.deploy(t, 0, name, localApp(t, "hello"))
 	pid := h.apachePid(t)
 	host := name + h.cfg.ServerSuffix
-	certA, _, err := cert.SelfSigned([]string{host}, time.Now(), 24*time.Hour)
+	certA, _, err := cert.SelfSigned([]string{host}, time.Now(), 24*time.Hour, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, keyB, err := cert.SelfSigned([]string{host}, time.Now(), 24*time.Hour)
+	_, keyB, err := cert.SelfSigned([]string{host}, time.Now(), 24*time.Hour, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

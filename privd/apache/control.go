@@ -164,16 +164,20 @@ type Managed struct {
 	HTTPPort, HTTPSPort int
 	// ServerSuffix names the catch-all vhost's certificate.
 	ServerSuffix string
+	// TLSSecurityLevel is the OpenSSL security level the instance serves
+	// certificates at (config tls_security_level).
+	TLSSecurityLevel int
 }
 
 // NewManaged returns the managed instance described by cfg.
 func NewManaged(cfg config.Config) *Managed {
 	return &Managed{
-		Paths:        Paths{Dir: cfg.ApacheDir},
-		Binary:       "/usr/sbin/apache2",
-		HTTPPort:     cfg.HTTPPort,
-		HTTPSPort:    cfg.HTTPSPort,
-		ServerSuffix: cfg.ServerSuffix,
+		Paths:            Paths{Dir: cfg.ApacheDir},
+		Binary:           "/usr/sbin/apache2",
+		HTTPPort:         cfg.HTTPPort,
+		HTTPSPort:        cfg.HTTPSPort,
+		ServerSuffix:     cfg.ServerSuffix,
+		TLSSecurityLevel: cfg.TLSSecurityLevel,
 	}
 }
 
@@ -196,7 +200,7 @@ func (m *Managed) Prepare() error {
 	if err := m.ensureDirs(); err != nil {
 		return err
 	}
-	if err := ensureDefaultCert(m.TLS(), "default"+m.ServerSuffix); err != nil {
+	if err := ensureDefaultCert(m.TLS(), "default"+m.ServerSuffix, m.TLSSecurityLevel); err != nil {
 		return err
 	}
 	conf, err := m.renderMain()

@@ -184,6 +184,9 @@ func (c *countingControl) counts() (int, int) {
 }
 
 func TestManagedApache(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a managed Apache and creates a project user; -short starts nothing")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: starts a managed Apache and creates a project user")
 	}

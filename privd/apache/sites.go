@@ -94,7 +94,7 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*
 	if err != nil {
 		return nil, fmt.Errorf("install site: %w", err)
 	}
-	cert, key, err := CheckPair(req.GetCertificatePem(), req.GetKeyPem(), s.now())
+	cert, key, err := CheckPair(req.GetCertificatePem(), req.GetKeyPem(), s.now(), s.cfg.TLSSecurityLevel)
 	if err != nil {
 		return nil, fmt.Errorf("install site %s: %w", site.Project, err)
 	}

@@ -229,7 +229,7 @@ func (e *env) serveHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *env) options(concurrency int) Options {
 	o := Options{BaseDir: e.base, Concurrency: concurrency, Clock: e.clock,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		ServerSuffix: testSuffix, HTTPPort: 8080, HTTPSPort: 8443,
+		ServerSuffix: testSuffix, HTTPPort: 8080, HTTPSPort: 8443, TLSSecurityLevel: 2,
 		Uploads: fakeUploads{}, Git: e.git,
 		HealthAddr: e.web.Listener.Addr().String(), HealthTimeout: 2 * time.Second}
 	if e.tweak != nil {
