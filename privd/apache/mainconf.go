@@ -24,7 +24,7 @@ var mainTemplate = template.Must(template.New("httpd.conf").Parse(`# Generated b
 ServerRoot "{{.Dir}}"
 DefaultRuntimeDir {{.Run}}
 PidFile {{.PidFile}}
-ErrorLog {{.Logs}}/error.log
+ErrorLog {{.ErrorLog}}
 LogLevel warn
 ServerName localhost
 ServerTokens Prod
@@ -74,7 +74,7 @@ func (m *Managed) renderMain() ([]byte, error) {
 	}
 	var b bytes.Buffer
 	err = mainTemplate.Execute(&b, map[string]any{
-		"Dir": m.Dir, "Run": m.Run(), "PidFile": m.PidFile(), "Logs": m.Logs(),
+		"Dir": m.Dir, "Run": m.Run(), "PidFile": m.PidFile(), "ErrorLog": m.ErrorLogPath(),
 		"TLS": m.TLS(), "Sites": m.Sites(), "ModulesDir": modulesDir,
 		"HTTPPort": m.HTTPPort, "HTTPSPort": m.HTTPSPort,
 		"DefaultName": "default" + m.ServerSuffix, "CipherSuite": suite,

@@ -51,7 +51,10 @@ type fakePrivd struct {
 	sites map[string]*privdv1.InstallSiteRequest
 	// onReload runs on each ReloadApache (a test starts "Apache" there).
 	onReload func()
-	logLines []string
+	// rolledBack is ReloadApache's answer of that name: the sites Apache
+	// did not survive, put back by privd.
+	rolledBack map[string]string
+	logLines   []string
 }
 
 func newFake() *fakePrivd {
@@ -169,12 +172,12 @@ func (f *fakePrivd) ReloadApache(ctx context.Context, in *privdv1.ReloadApacheRe
 		return nil, err
 	}
 	f.mu.Lock()
-	hook := f.onReload
+	hook, rolledBack := f.onReload, f.rolledBack
 	f.mu.Unlock()
 	if hook != nil {
 		hook()
 	}
-	return &privdv1.ReloadApacheResponse{MasterPid: 4242}, nil
+	return &privdv1.ReloadApacheResponse{MasterPid: 4242, RolledBack: rolledBack}, nil
 }
 
 func (f *fakePrivd) TailLog(ctx context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {

@@ -569,6 +569,28 @@ func TestCertificates(t *testing.T) {
 	}
 }
 
+// TestReloadRolledBack: when privd answers that Apache did not survive
+// the graceful restart with a project's new site and put the previous one
+// back, that project's run fails saying so (and will install again), while
+// a project whose site was not rolled back is deployed.
+func TestReloadRolledBack(t *testing.T) {
+	e := newEnv(t)
+	e.privd.rolledBack = map[string]string{"bad": "Apache could not load this project's site: SSL Library Error: ee key too small"}
+	r := e.start(t, 2)
+	bad := e.createSpec(t, "bad", store.Spec{})
+	good := e.createSpec(t, "good", store.Spec{})
+	r.Kick("bad")
+	r.Kick("good")
+	op := e.wait(t, bad)
+	if op.State != store.OpFailed || !strings.Contains(op.Error, "the new site was rolled back, so the project still serves its previous one: Apache could not load this project's site: SSL Library Error: ee key too small") {
+		t.Errorf("rolled back project: op %s %q", op.State, op.Error)
+	}
+	if p := e.project(t, "bad"); !p.Status.ReloadPending {
+		t.Errorf("rolled back project has no reload pending: the next run would not install its site again")
+	}
+	mustSucceed(t, e.wait(t, good))
+}
+
 // TestHealth: the check waits for the project's own vhost, fails with
 // the last answer and the project's log lines, and starts Apache when
 // nothing listens.
