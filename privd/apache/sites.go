@@ -53,6 +53,11 @@ type Sites struct {
 	// the last graceful restart Apache survived, its files as they were
 	// then: what a restart Apache does not survive puts back. Held by mu.
 	changed map[string][]*siteFile
+	// rolledBack maps each project whose site a failed restart put back,
+	// and that was not installed (or removed) since, to why. Every Reload
+	// reports it until then: the project's own reload may come after the
+	// one that rolled it back (another project's, or a health check's).
+	rolledBack map[string]string
 	// checkPair is CheckPair; a test replaces it to install what privd
 	// would refuse, as a hole in the check would.
 	checkPair func(certPEM, keyPEM []byte, now time.Time, level int) ([]byte, []byte, error)
@@ -76,7 +81,7 @@ func NewSites(cfg config.Config, ctl Control, opts Options) *Sites {
 		opts.Logger = slog.Default()
 	}
 	s := &Sites{cfg: cfg, ctl: ctl, paths: Paths{Dir: cfg.ApacheDir}, log: opts.Logger, now: time.Now,
-		changed: map[string][]*siteFile{}, checkPair: CheckPair}
+		changed: map[string][]*siteFile{}, rolledBack: map[string]string{}, checkPair: CheckPair}
 	s.reload = &Coalescer[*privdv1.ReloadApacheResponse]{Window: opts.ReloadWindow, Lead: ReloadLead, Fn: s.graceful}
 	return s
 }
@@ -139,6 +144,7 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*
 		}
 	}
 	if same {
+		delete(s.rolledBack, name)
 		return &privdv1.InstallSiteResponse{Changed: false}, nil
 	}
 	for i, f := range files {
@@ -155,6 +161,7 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*
 	if _, ok := s.changed[name]; !ok {
 		s.changed[name] = files // their prev: the site Apache last ran
 	}
+	delete(s.rolledBack, name)
 	s.log.Info("site installed", "project", name, "aliases", len(site.Aliases))
 	return &privdv1.InstallSiteResponse{Changed: true}, nil
 }
@@ -192,6 +199,7 @@ func (s *Sites) Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*pr
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.changed, name)
+	delete(s.rolledBack, name)
 	removed := false
 	// The vhost goes first: a vhost without its key would fail configtest.
 	for _, p := range []string{s.paths.Vhost(name), s.paths.Key(name), s.paths.Cert(name), s.paths.ErrorLog(name)} {
@@ -217,8 +225,9 @@ func (s *Sites) Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*pr
 // Calls within the reload window share one graceful restart. When Apache
 // does not survive the restart, the sites changed since the last one it
 // survived are put back as they were and Apache is started again: the
-// answer then names those projects (rolled_back) and why, and is an error
-// only if Apache does not come back even so.
+// answer is an error only if Apache does not come back even so. Every
+// answer names the projects whose sites were put back and not installed
+// again since (rolled_back), each with its reason.
 func (s *Sites) Reload(ctx context.Context, _ *privdv1.ReloadApacheRequest) (*privdv1.ReloadApacheResponse, error) {
 	resp, err := s.reload.Do(ctx)
 	if err != nil {
@@ -240,7 +249,7 @@ func (s *Sites) graceful(ctx context.Context) (*privdv1.ReloadApacheResponse, er
 	if err == nil {
 		clear(s.changed)
 		s.log.Info("apache reloaded", "master_pid", pid, "started", started)
-		return &privdv1.ReloadApacheResponse{Started: started, MasterPid: int32(pid)}, nil
+		return &privdv1.ReloadApacheResponse{Started: started, MasterPid: int32(pid), RolledBack: s.rolledBackAnswer()}, nil
 	}
 	if !errors.Is(err, ErrNotServing) || len(s.changed) == 0 {
 		// Either Apache still serves what it served (a configtest
@@ -250,7 +259,7 @@ func (s *Sites) graceful(ctx context.Context) (*privdv1.ReloadApacheResponse, er
 		return nil, err
 	}
 	projects := slices.Sorted(maps.Keys(s.changed))
-	reasons := map[string]string{}
+	reasons := s.rolledBack
 	for _, name := range projects {
 		s.restore(name, s.changed[name])
 		// Each reason goes to its project's owner alone: Apache's lines
@@ -273,7 +282,15 @@ func (s *Sites) graceful(ctx context.Context) (*privdv1.ReloadApacheResponse, er
 			err, strings.Join(projects, ", "), err2)
 	}
 	s.log.Warn("apache serves again with the restored sites", "master_pid", pid, "started", started, "projects", strings.Join(projects, ","))
-	return &privdv1.ReloadApacheResponse{Started: started, MasterPid: int32(pid), RolledBack: reasons}, nil
+	return &privdv1.ReloadApacheResponse{Started: started, MasterPid: int32(pid), RolledBack: s.rolledBackAnswer()}, nil
+}
+
+// rolledBackAnswer is a copy of rolledBack for an answer (nil if empty).
+func (s *Sites) rolledBackAnswer() map[string]string {
+	if len(s.rolledBack) == 0 {
+		return nil
+	}
+	return maps.Clone(s.rolledBack)
 }
 
 // TailLog returns the last lines (0 means 100, at most 1000) of the

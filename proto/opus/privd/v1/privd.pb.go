@@ -966,12 +966,12 @@ type ReloadApacheResponse struct {
 	Started bool `protobuf:"varint,1,opt,name=started,proto3" json:"started,omitempty"`
 	// master_pid is Apache's master process id after the reload.
 	MasterPid int32 `protobuf:"varint,2,opt,name=master_pid,json=masterPid,proto3" json:"master_pid,omitempty"`
-	// rolled_back is set when Apache's master did not survive the graceful
-	// restart: privd put back every site changed since the last restart
-	// Apache survived, as it was then, and started Apache again. It maps
-	// each of those projects to why, for its owner alone: Apache's own
-	// error lines about that project's site, or that Apache named no
-	// site. Their changes are not served.
+	// rolled_back maps each project whose site privd put back, and that was
+	// not installed again since, to why (for its owner alone: Apache's own
+	// error lines about that project's site, or that Apache named none).
+	// When Apache's master does not survive a graceful restart, privd puts
+	// back every site changed since the last restart Apache survived, as it
+	// was then, and starts Apache again; those changes are not served.
 	RolledBack    map[string]string `protobuf:"bytes,3,rep,name=rolled_back,json=rolledBack,proto3" json:"rolled_back,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
