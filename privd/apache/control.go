@@ -237,15 +237,13 @@ func (m *Managed) Running() int {
 		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || !m.alive(pid) {
+	// The pid must still be our master, not a recycled pid: its command
+	// line names our httpd.conf.
+	if err != nil || !pidAlive(pid, m.ConfPath()) {
 		return 0
 	}
 	return pid
 }
-
-// alive reports whether pid is our master: not a recycled pid (its command
-// line names our httpd.conf), not a zombie.
-func (m *Managed) alive(pid int) bool { return pidAlive(pid, m.ConfPath()) }
 
 // ErrorLogPath is the instance's main error log.
 func (m *Managed) ErrorLogPath() string { return filepath.Join(m.Logs(), "error.log") }
@@ -264,8 +262,9 @@ func (m *Managed) Graceful(ctx context.Context) (int, bool, error) {
 		if _, err := run(ctx, m.Binary, m.args("-k", "graceful")...); err != nil {
 			return pid, false, fmt.Errorf("apache graceful: %w", err)
 		}
-		stop := func(pid int) { stopPid(pid, m.alive) }
-		if err := awaitRestart(ctx, w, pid, m.alive, stop, cmp.Or(m.RestartTimeout, DefaultRestartTimeout)); err != nil {
+		alive := sameMaster(pid, m.ConfPath())
+		stop := func(pid int) { stopPid(pid, alive) }
+		if err := awaitRestart(ctx, w, pid, alive, stop, cmp.Or(m.RestartTimeout, DefaultRestartTimeout)); err != nil {
 			m.awaitGeneration()
 			return pid, false, fmt.Errorf("apache graceful: %w", err)
 		}
@@ -416,7 +415,7 @@ func (s *System) Graceful(ctx context.Context) (int, bool, error) {
 		if _, err := run(ctx, s.Ctl, "graceful"); err != nil {
 			return pid, false, fmt.Errorf("apache graceful: %w", err)
 		}
-		alive := func(p int) bool { return pidAlive(p, "") }
+		alive := sameMaster(pid, "apache2")
 		stop := func(p int) { stopPid(p, alive) }
 		if err := awaitRestart(ctx, w, pid, alive, stop, cmp.Or(s.RestartTimeout, DefaultRestartTimeout)); err != nil {
 			return pid, false, fmt.Errorf("apache graceful: %w", err)

@@ -27,8 +27,14 @@ var ErrNotServing = errors.New("apache is not serving after the restart")
 const DefaultRestartTimeout = 30 * time.Second
 
 // exitTimeout bounds the wait for a failed master, and the processes of
-// its generation, to go before Apache is started again on the same ports.
-const exitTimeout = 15 * time.Second
+// its generation, to go by themselves before Apache is started again on
+// the same ports; killWait bounds each wait after a signal. With
+// DefaultRestartTimeout, a failed restart is undone well within the
+// Coalescer's two minutes.
+const (
+	exitTimeout = 15 * time.Second
+	killWait    = 5 * time.Second
+)
 
 // maxLogScan bounds what one restart reads of the main error log.
 const maxLogScan = 1 << 20
@@ -233,11 +239,11 @@ func stopPid(pid int, alive func(int) bool) {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	if wait(exitTimeout) {
+	if wait(killWait) {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
-	wait(exitTimeout)
+	wait(killWait)
 }
 
 // pidAlive reports whether pid is a live (not zombie) process whose
@@ -252,11 +258,42 @@ func pidAlive(pid int, marker string) bool {
 			return false
 		}
 	}
+	state, _ := procStat(pid)
+	return state != "" && state != "Z"
+}
+
+// procStat returns pid's state and start time (clock ticks after boot)
+// from /proc/PID/stat, or "" and 0 when there is no such process.
+func procStat(pid int) (state string, start uint64) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		return "", 0
 	}
-	// A zombie ("Z" after the command name) is not running.
+	// The command name, in parentheses, may hold anything: fields start
+	// after the last ')'. They are state (field 3) to starttime (22).
 	i := bytes.LastIndexByte(stat, ')')
-	return !(i > 0 && i+2 < len(stat) && stat[i+2] == 'Z')
+	if i < 0 {
+		return "", 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 20 {
+		return "", 0
+	}
+	start, _ = strconv.ParseUint(f[19], 10, 64)
+	return f[0], start
+}
+
+// sameMaster returns alive for the master pid as it is now: true while
+// that very process lives, false once it has exited, even if its pid is
+// given to another process (its start time differs). Signals are only
+// ever sent to a process alive says is the master.
+func sameMaster(pid int, marker string) func(int) bool {
+	_, start := procStat(pid)
+	return func(p int) bool {
+		if p != pid || !pidAlive(p, marker) {
+			return false
+		}
+		_, s := procStat(p)
+		return s == start
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -132,5 +133,33 @@ func TestFromPid(t *testing.T) {
 		if got := fromPid(tc.line, tc.pid); got != tc.want {
 			t.Errorf("fromPid(%q, %d) = %v, want %v", tc.line, tc.pid, got, tc.want)
 		}
+	}
+}
+
+// TestSameMaster: the liveness a failed restart's stop relies on follows
+// one process, not its pid, and never a process without the marker.
+func TestSameMaster(t *testing.T) {
+	cmd := exec.Command("/bin/sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	alive := sameMaster(pid, "sleep")
+	if !alive(pid) || alive(os.Getpid()) {
+		t.Fatalf("alive(child) = %v, alive(self) = %v; want true, false", alive(pid), alive(os.Getpid()))
+	}
+	if sameMaster(pid, "apache2")(pid) {
+		t.Error("a process without the marker is taken for the master")
+	}
+	if state, start := procStat(pid); state == "" || start == 0 {
+		t.Errorf("procStat = %q, %d", state, start)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if alive(pid) {
+		t.Error("an exited process is alive")
+	}
+	if state, _ := procStat(pid); state != "" {
+		t.Errorf("procStat of an exited process = %q", state)
 	}
 }
