@@ -259,7 +259,6 @@ func (s *Sites) graceful(ctx context.Context) (*privdv1.ReloadApacheResponse, er
 		return nil, err
 	}
 	projects := slices.Sorted(maps.Keys(s.changed))
-	reasons := s.rolledBack
 	for _, name := range projects {
 		s.restore(name, s.changed[name])
 		// Each reason goes to its project's owner alone: Apache's lines
@@ -267,9 +266,9 @@ func (s *Sites) graceful(ctx context.Context) (*privdv1.ReloadApacheResponse, er
 		w := logs[name]
 		w.poll(pid)
 		if len(w.lines) > 0 {
-			reasons[name] = "Apache could not load this project's site: " + strings.Join(w.lines, "; ")
+			s.rolledBack[name] = "Apache could not load this project's site: " + strings.Join(w.lines, "; ")
 		} else {
-			reasons[name] = "Apache did not survive the graceful restart after this project's site changed, and named no site in this project's error log"
+			s.rolledBack[name] = "Apache did not survive the graceful restart after this project's site changed, and named no site in this project's error log"
 		}
 	}
 	clear(s.changed)
