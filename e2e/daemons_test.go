@@ -285,7 +285,7 @@ func TestPrivdRefusesBadNamesAndForeignUsers(t *testing.T) {
 		t.Errorf("EnsureUser adopted a hand-made user")
 	}
 	// Nor will it install a vhost whose mod_wsgi daemon runs as that user.
-	crt, key, err := cert.SelfSigned([]string{name + h.cfg.ServerSuffix}, time.Now(), 24*time.Hour)
+	crt, key, err := cert.SelfSigned([]string{name + h.cfg.ServerSuffix}, time.Now(), 24*time.Hour, h.cfg.TLSSecurityLevel)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/opus-hosting/opus/internal/cert"
 )
 
 const adminPassword = "correct-horse-battery-9"
@@ -300,48 +298,4 @@ func TestBrokenAppsFailAlone(t *testing.T) {
 // tlsDial returns the certificate a project's HTTPS vhost presents.
 func tlsDial(h *host, project string) (*x509Cert, error) {
 	return peerCert(fmt.Sprintf("127.0.0.1:%d", h.cfg.HTTPSPort), project+h.cfg.ServerSuffix)
-}
-
-// TestMismatchedCertificateRefused: a key that does not match its
-// certificate (which configtest does not notice, and which would make the
-// next graceful restart kill Apache) is refused, and Apache keeps serving.
-func TestMismatchedCertificateRefused(t *testing.T) {
-	h := needHost(t)
-	name := h.newProject(t)
-	h.deploy(t, 0, name, localApp(t, "hello"))
-	pid := h.apachePid(t)
-	host := name + h.cfg.ServerSuffix
-	certA, _, err := cert.SelfSigned([]string{host}, time.Now(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, keyB, err := cert.SelfSigned([]string{host}, time.Now(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cf, kf := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	os.WriteFile(cf, certA, 0o644)
-	os.WriteFile(kf, keyB, 0o600)
-	vhost := filepath.Join(h.cfg.ApacheDir, "sites", name+".conf")
-	before, _ := os.ReadFile(vhost)
-	crtBefore, _ := os.ReadFile(filepath.Join(h.cfg.ApacheDir, "tls", name+".crt"))
-
-	r := h.ctl(t, 0, "", "cert", "set", name, "--cert", cf, "--key", kf)
-	if r.code == 0 || !strings.Contains(r.err, "match") {
-		t.Errorf("cert set with a foreign key: exit %d, %q; want a refusal saying the key does not match", r.code, r.err)
-	}
-	ans := asUID(t, h.opusUID, h.opusGID, privdCall{Socket: h.cfg.PrivdSocket(), Method: "InstallSite", Project: name, Cert: string(certA), Key: string(keyB)})
-	if ans.Code == "OK" {
-		t.Errorf("privd installed a mismatched pair")
-	}
-	after, _ := os.ReadFile(vhost)
-	crtAfter, _ := os.ReadFile(filepath.Join(h.cfg.ApacheDir, "tls", name+".crt"))
-	if !bytes.Equal(before, after) || !bytes.Equal(crtBefore, crtAfter) {
-		t.Errorf("vhost or certificate changed after a refused install")
-	}
-	if h.apachePid(t) != pid {
-		t.Errorf("Apache master pid changed from %d to %d", pid, h.apachePid(t))
-	}
-	mustGet(t, webClient(), h.url(name, "https", "/hello/"), "Hello from Opus")
 }

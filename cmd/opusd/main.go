@@ -167,7 +167,7 @@ func run() error {
 	rec := reconcile.New(st, privd, reconcile.Options{
 		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
 		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort, ProjectUIDs: cfg.ProjectUIDs,
-		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads,
+		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads, TLSSecurityLevel: cfg.TLSSecurityLevel,
 		Uploads: uploads, Git: &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)},
 		Postgres: pgAdmin, Logger: log,
 	})
@@ -187,7 +187,7 @@ func run() error {
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
 		Uploads: uploads, ValidateAppName: source.ValidateAppName,
 		UserPrefix: cfg.UserPrefix, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
-		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: consoleURL,
+		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: consoleURL, TLSSecurityLevel: cfg.TLSSecurityLevel,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: filepath.Join(cfg.ApacheDir, "sites"), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Provision: provision,
 	})

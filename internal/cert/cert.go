@@ -10,7 +10,8 @@
 // older tooling (openssl req -x509 defaults to CA:TRUE); refusing it would turn
 // a cosmetic issue into a failed deploy. What Check refuses is what breaks
 // Apache or serves nothing useful: unparsable input, a key that does not belong
-// to the leaf, a leaf outside its validity window.
+// to the leaf, a leaf outside its validity window, and a key or signature
+// below the OpenSSL security level Apache serves it at (see CheckLevel).
 package cert
 
 import (
@@ -35,10 +36,23 @@ import (
 // certificates is well under it.
 const MaxPEM = 64 << 10
 
-// SelfSigned returns a PEM certificate and PKCS#8 PEM key for an ECDSA P-256
+// ErrInvalid is wrapped by every error of Check: the certificate or key the
+// caller gave is refused (as opposed to a failure of the host), so a
+// service answers InvalidArgument with the error's own message.
+var ErrInvalid = errors.New("invalid certificate or key")
+
+// invalidError carries Check's message and matches ErrInvalid.
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string   { return e.err.Error() }
+func (e invalidError) Unwrap() []error { return []error{ErrInvalid, e.err} }
+
+// SelfSigned returns a PEM certificate and PKCS#8 PEM key for an ECDSA
 // leaf (CA:FALSE) valid for names (DNS SANs; the first is also the CN) from
-// an hour before now (clock skew) until now+validFor.
-func SelfSigned(names []string, now time.Time, validFor time.Duration) (certPEM, keyPEM []byte, err error) {
+// an hour before now (clock skew) until now+validFor. The curve is the
+// smallest that OpenSSL serves at security level (see CheckLevel): P-256
+// up to level 3, P-384 at 4, P-521 at 5.
+func SelfSigned(names []string, now time.Time, validFor time.Duration, level int) (certPEM, keyPEM []byte, err error) {
 	if len(names) == 0 {
 		return nil, nil, errors.New("self-signed certificate: no names given")
 	}
@@ -50,7 +64,14 @@ func SelfSigned(names []string, now time.Time, validFor time.Duration) (certPEM,
 	if validFor <= 0 {
 		return nil, nil, fmt.Errorf("self-signed certificate: validity %v is not positive", validFor)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	curve := elliptic.P256()
+	switch clampLevel(level) {
+	case 4:
+		curve = elliptic.P384()
+	case 5:
+		curve = elliptic.P521()
+	}
+	key, err := ecdsa.GenerateKey(curve, rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("self-signed certificate: generate key: %w", err)
 	}
@@ -83,9 +104,19 @@ func SelfSigned(names []string, now time.Time, validFor time.Duration) (certPEM,
 }
 
 // Check parses a leaf certificate followed by its chain and the leaf's
-// private key, and returns the leaf if the key matches it and now lies in its
-// validity window. Errors say exactly what is wrong, for the owner to read.
-func Check(certPEM, keyPEM []byte, now time.Time) (*x509.Certificate, error) {
+// private key, and returns the leaf if the key matches it, now lies in its
+// validity window and OpenSSL would serve the chain at security level
+// (CheckLevel; 0 checks no key or signature strength). Errors say exactly
+// what is wrong, for the owner to read.
+func Check(certPEM, keyPEM []byte, now time.Time, level int) (*x509.Certificate, error) {
+	leaf, err := check(certPEM, keyPEM, now, level)
+	if err != nil {
+		return nil, invalidError{err}
+	}
+	return leaf, nil
+}
+
+func check(certPEM, keyPEM []byte, now time.Time, level int) (*x509.Certificate, error) {
 	if len(certPEM) > MaxPEM {
 		return nil, fmt.Errorf("certificate PEM is %d bytes; at most %d are allowed", len(certPEM), MaxPEM)
 	}
@@ -112,6 +143,9 @@ func Check(certPEM, keyPEM []byte, now time.Time) (*x509.Certificate, error) {
 	if now.After(leaf.NotAfter) {
 		return nil, fmt.Errorf("certificate for %s expired at %s (now is %s)",
 			describe(leaf), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if err := CheckLevel(chain, level); err != nil {
+		return nil, err
 	}
 	return leaf, nil
 }

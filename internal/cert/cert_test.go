@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"strings"
 	"testing"
@@ -18,11 +19,11 @@ import (
 var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func TestSelfSigned(t *testing.T) {
-	certPEM, keyPEM, err := SelfSigned([]string{"web.example.com", "www.web.example.com"}, now, 90*24*time.Hour)
+	certPEM, keyPEM, err := SelfSigned([]string{"web.example.com", "www.web.example.com"}, now, 90*24*time.Hour, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := Check(certPEM, keyPEM, now)
+	leaf, err := Check(certPEM, keyPEM, now, 2)
 	if err != nil {
 		t.Fatalf("Check of a fresh self-signed certificate: %v", err)
 	}
@@ -47,7 +48,7 @@ func TestSelfSigned(t *testing.T) {
 	if leaf.SerialNumber.Sign() <= 0 {
 		t.Errorf("serial %v", leaf.SerialNumber)
 	}
-	c2, _, err := SelfSigned([]string{"web.example.com"}, now, time.Hour)
+	c2, _, err := SelfSigned([]string{"web.example.com"}, now, time.Hour, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestSelfSignedRefuses(t *testing.T) {
 		{[]string{"a b"}, time.Hour, "not a DNS name"},
 		{[]string{"ok.example"}, 0, "not positive"},
 	} {
-		c, k, err := SelfSigned(tc.names, now, tc.valid)
+		c, k, err := SelfSigned(tc.names, now, tc.valid, 2)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || c != nil || k != nil {
 			t.Errorf("SelfSigned(%q, %v) = %v, want error containing %q", tc.names, tc.valid, err, tc.want)
 		}
@@ -161,7 +162,7 @@ func TestCheck(t *testing.T) {
 		{"huge key", valid, bytes.Repeat([]byte("A"), MaxPEM+1), "at most 65536", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			leaf, err := Check(tc.cert, tc.key, now)
+			leaf, err := Check(tc.cert, tc.key, now, 2)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -171,8 +172,8 @@ func TestCheck(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v, want an ErrInvalid containing %q", err, tc.want)
 			}
 			if leaf != nil {
 				t.Errorf("leaf returned with error")
@@ -189,24 +190,33 @@ func mustBlock(t *testing.T, p []byte) []byte {
 	return b.Bytes
 }
 
-// FuzzCheck: Check never panics and accepts only inputs whose key matches.
+// FuzzCheck: Check never panics, accepts only inputs valid now, and the
+// security levels nest: what passes at one level passes at every lower one.
 func FuzzCheck(f *testing.F) {
-	c, k, err := SelfSigned([]string{"f.example"}, now, time.Hour)
+	c, k, err := SelfSigned([]string{"f.example"}, now, time.Hour, 2)
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(c, k)
-	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), k)
-	f.Add(c, []byte("garbage"))
-	f.Add([]byte{}, []byte{})
-	f.Fuzz(func(t *testing.T, certPEM, keyPEM []byte) {
-		leaf, err := Check(certPEM, keyPEM, now)
-		if err == nil {
-			if leaf == nil {
-				t.Fatal("nil leaf without error")
-			}
-			if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-				t.Fatal("accepted a certificate outside its validity")
+	f.Add(c, k, uint8(2))
+	f.Add(c, k, uint8(4))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), k, uint8(1))
+	f.Add(c, []byte("garbage"), uint8(0))
+	f.Add([]byte{}, []byte{}, uint8(3))
+	f.Fuzz(func(t *testing.T, certPEM, keyPEM []byte, level uint8) {
+		lvl := int(level % (MaxSecurityLevel + 1))
+		leaf, err := Check(certPEM, keyPEM, now, lvl)
+		if err != nil {
+			return
+		}
+		if leaf == nil {
+			t.Fatal("nil leaf without error")
+		}
+		if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+			t.Fatal("accepted a certificate outside its validity")
+		}
+		for lower := lvl - 1; lower >= 0; lower-- {
+			if _, err := Check(certPEM, keyPEM, now, lower); err != nil {
+				t.Fatalf("accepted at level %d but refused at level %d: %v", lvl, lower, err)
 			}
 		}
 	})

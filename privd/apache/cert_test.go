@@ -8,5 +8,5 @@ import (
 
 // selfSigned is a certificate and key for host valid for d, for tests.
 func selfSigned(host string, d time.Duration) ([]byte, []byte, error) {
-	return cert.SelfSigned([]string{host}, time.Now(), d)
+	return cert.SelfSigned([]string{host}, time.Now(), d, 2)
 }

@@ -9,7 +9,7 @@
 package apache
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,7 +31,10 @@ type Control interface {
 	// own message.
 	ConfigTest(ctx context.Context) error
 	// Graceful gracefully restarts Apache after a configtest, starting it
-	// when it is down (started is then true). pid is the master's pid.
+	// when it is down (started is then true), and returns once Apache
+	// serves the new configuration. pid is the master's pid. When Apache
+	// was signalled or started and does not serve afterwards (see
+	// ErrNotServing), the error wraps ErrNotServing and Apache is down.
 	Graceful(ctx context.Context) (pid int, started bool, err error)
 	// Stop stops Apache (for tests and shutdown of the managed instance).
 	Stop(ctx context.Context) error
@@ -164,16 +167,23 @@ type Managed struct {
 	HTTPPort, HTTPSPort int
 	// ServerSuffix names the catch-all vhost's certificate.
 	ServerSuffix string
+	// TLSSecurityLevel is the OpenSSL security level the instance serves
+	// certificates at (config tls_security_level).
+	TLSSecurityLevel int
+	// RestartTimeout bounds the wait for a restart to finish
+	// (DefaultRestartTimeout if 0).
+	RestartTimeout time.Duration
 }
 
 // NewManaged returns the managed instance described by cfg.
 func NewManaged(cfg config.Config) *Managed {
 	return &Managed{
-		Paths:        Paths{Dir: cfg.ApacheDir},
-		Binary:       "/usr/sbin/apache2",
-		HTTPPort:     cfg.HTTPPort,
-		HTTPSPort:    cfg.HTTPSPort,
-		ServerSuffix: cfg.ServerSuffix,
+		Paths:            Paths{Dir: cfg.ApacheDir},
+		Binary:           "/usr/sbin/apache2",
+		HTTPPort:         cfg.HTTPPort,
+		HTTPSPort:        cfg.HTTPSPort,
+		ServerSuffix:     cfg.ServerSuffix,
+		TLSSecurityLevel: cfg.TLSSecurityLevel,
 	}
 }
 
@@ -196,7 +206,7 @@ func (m *Managed) Prepare() error {
 	if err := m.ensureDirs(); err != nil {
 		return err
 	}
-	if err := ensureDefaultCert(m.TLS(), "default"+m.ServerSuffix); err != nil {
+	if err := ensureDefaultCert(m.TLS(), "default"+m.ServerSuffix, m.TLSSecurityLevel); err != nil {
 		return err
 	}
 	conf, err := m.renderMain()
@@ -227,33 +237,35 @@ func (m *Managed) Running() int {
 		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return 0
-	}
 	// The pid must still be our master, not a recycled pid: its command
 	// line names our httpd.conf.
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte(m.ConfPath())) {
+	if err != nil || !pidAlive(pid, m.ConfPath()) {
 		return 0
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err == nil {
-		// A zombie ("Z" after the command name) is not running.
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-			return 0
-		}
 	}
 	return pid
 }
 
-// Graceful configtests, then gracefully restarts the master, or starts it
-// when it is down.
+// ErrorLogPath is the instance's main error log.
+func (m *Managed) ErrorLogPath() string { return filepath.Join(m.Logs(), "error.log") }
+
+// Graceful configtests, then gracefully restarts the master and waits
+// until it reports the restart done, or starts it when it is down. A
+// configtest passes configurations the restart then refuses (a
+// certificate below the security level, a key that does not match): the
+// master exits, and Graceful reports ErrNotServing with Apache's reason.
 func (m *Managed) Graceful(ctx context.Context) (int, bool, error) {
 	if err := m.ConfigTest(ctx); err != nil {
 		return 0, false, err
 	}
 	if pid := m.Running(); pid != 0 {
+		w := watchLog(m.ErrorLogPath())
 		if _, err := run(ctx, m.Binary, m.args("-k", "graceful")...); err != nil {
+			return pid, false, fmt.Errorf("apache graceful: %w", err)
+		}
+		alive := sameMaster(pid, m.ConfPath())
+		stop := func(pid int) { stopPid(pid, alive) }
+		if err := awaitRestart(ctx, w, pid, alive, stop, cmp.Or(m.RestartTimeout, DefaultRestartTimeout)); err != nil {
+			m.awaitGeneration()
 			return pid, false, fmt.Errorf("apache graceful: %w", err)
 		}
 		return pid, false, nil
@@ -262,8 +274,12 @@ func (m *Managed) Graceful(ctx context.Context) (int, bool, error) {
 	if err := os.Remove(m.PidFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return 0, false, fmt.Errorf("apache: remove stale pid file: %w", err)
 	}
+	w := watchLog(m.ErrorLogPath())
 	if _, err := run(ctx, m.Binary, m.args("-k", "start")...); err != nil {
-		return 0, false, fmt.Errorf("apache start: %w", err)
+		// "-k start" loads the whole configuration, certificates
+		// included, before it detaches: its failure leaves Apache down.
+		w.poll(0)
+		return 0, false, fmt.Errorf("apache start: %w: %w: %s", ErrNotServing, err, w.reason())
 	}
 	for {
 		if pid := m.Running(); pid != 0 {
@@ -275,6 +291,40 @@ func (m *Managed) Graceful(ctx context.Context) (int, bool, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// awaitGeneration waits, after a failed restart, until no process of the
+// instance is left (workers finishing their requests hold the listening
+// sockets a new start needs), and kills those still there after
+// exitTimeout: their master is gone.
+func (m *Managed) awaitGeneration() {
+	deadline := time.Now().Add(exitTimeout)
+	for {
+		pids := processesNaming(m.ConfPath())
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// processesNaming returns the live processes whose command line holds s.
+func processesNaming(s string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && pidAlive(pid, s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // Stop stops the master and waits until it is gone; it kills it if it does
@@ -309,15 +359,22 @@ type System struct {
 	PidFile string
 	// EtcDir is Debian's configuration directory, searched by CheckInclude.
 	EtcDir string
+	// ErrorLog is Debian's main error log, where the master reports how a
+	// restart went.
+	ErrorLog string
+	// RestartTimeout bounds the wait for a restart to finish
+	// (DefaultRestartTimeout if 0).
+	RestartTimeout time.Duration
 }
 
 // NewSystem returns the system Apache described by cfg.
 func NewSystem(cfg config.Config) *System {
 	return &System{
-		Paths:   Paths{Dir: cfg.ApacheDir},
-		Ctl:     "/usr/sbin/apache2ctl",
-		PidFile: "/run/apache2/apache2.pid",
-		EtcDir:  "/etc/apache2",
+		Paths:    Paths{Dir: cfg.ApacheDir},
+		Ctl:      "/usr/sbin/apache2ctl",
+		PidFile:  "/run/apache2/apache2.pid",
+		EtcDir:   "/etc/apache2",
+		ErrorLog: "/var/log/apache2/error.log",
 	}
 }
 
@@ -338,26 +395,37 @@ func (s *System) running() int {
 		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 || syscall.Kill(pid, 0) != nil {
+	if err != nil || !pidAlive(pid, "") {
 		return 0
 	}
 	return pid
 }
 
-// Graceful configtests, then runs "apache2ctl graceful", or "apache2ctl
-// start" when Apache is down.
+// Graceful configtests, then runs "apache2ctl graceful" and waits until the
+// master reports the restart done in Debian's error log (or, when that log
+// cannot be read, is still alive a moment later), or runs "apache2ctl
+// start" when Apache is down. A restart the master does not survive is
+// reported as ErrNotServing, as for the managed instance.
 func (s *System) Graceful(ctx context.Context) (int, bool, error) {
 	if err := s.ConfigTest(ctx); err != nil {
 		return 0, false, err
 	}
 	if pid := s.running(); pid != 0 {
+		w := watchLog(s.ErrorLog)
 		if _, err := run(ctx, s.Ctl, "graceful"); err != nil {
+			return pid, false, fmt.Errorf("apache graceful: %w", err)
+		}
+		alive := sameMaster(pid, "apache2")
+		stop := func(p int) { stopPid(p, alive) }
+		if err := awaitRestart(ctx, w, pid, alive, stop, cmp.Or(s.RestartTimeout, DefaultRestartTimeout)); err != nil {
 			return pid, false, fmt.Errorf("apache graceful: %w", err)
 		}
 		return pid, false, nil
 	}
+	w := watchLog(s.ErrorLog)
 	if _, err := run(ctx, s.Ctl, "start"); err != nil {
-		return 0, false, fmt.Errorf("apache start: %w", err)
+		w.poll(0)
+		return 0, false, fmt.Errorf("apache start: %w: %w: %s", ErrNotServing, err, w.reason())
 	}
 	for {
 		if pid := s.running(); pid != 0 {

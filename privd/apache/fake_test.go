@@ -14,6 +14,11 @@ type fakeControl struct {
 	testErr   error
 	delay     time.Duration
 	running   bool
+	// gracefulErrs are the results of the next gracefuls, in order
+	// (then nil); a non-nil one leaves Apache down.
+	gracefulErrs []error
+	// during runs in each graceful, as Apache's restart would.
+	during func()
 }
 
 func (f *fakeControl) ConfigTest(context.Context) error {
@@ -28,6 +33,17 @@ func (f *fakeControl) Graceful(context.Context) (int, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gracefuls++
+	if f.during != nil {
+		f.during()
+	}
+	if len(f.gracefulErrs) > 0 {
+		err := f.gracefulErrs[0]
+		f.gracefulErrs = f.gracefulErrs[1:]
+		if err != nil {
+			f.running = false
+			return 4242, false, err
+		}
+	}
 	started := !f.running
 	f.running = true
 	return 4242, started, nil

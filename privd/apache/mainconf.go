@@ -24,7 +24,7 @@ var mainTemplate = template.Must(template.New("httpd.conf").Parse(`# Generated b
 ServerRoot "{{.Dir}}"
 DefaultRuntimeDir {{.Run}}
 PidFile {{.PidFile}}
-ErrorLog {{.Logs}}/error.log
+ErrorLog {{.ErrorLog}}
 LogLevel warn
 ServerName localhost
 ServerTokens Prod
@@ -38,6 +38,7 @@ Listen {{.HTTPPort}}
 Listen {{.HTTPSPort}} https
 SSLSessionCache shmcb:{{.Run}}/ssl_scache(512000)
 SSLProtocol all -SSLv3 -TLSv1 -TLSv1.1
+SSLCipherSuite {{.CipherSuite}}
 WSGISocketPrefix {{.Run}}/wsgi
 # A graceful restart (another project's vhost changed) restarts every
 # daemon; with a stable socket path, workers of the old generation still
@@ -67,12 +68,16 @@ IncludeOptional {{.Sites}}/*.conf
 `))
 
 func (m *Managed) renderMain() ([]byte, error) {
+	suite, err := CipherSuite(m.TLSSecurityLevel)
+	if err != nil {
+		return nil, err
+	}
 	var b bytes.Buffer
-	err := mainTemplate.Execute(&b, map[string]any{
-		"Dir": m.Dir, "Run": m.Run(), "PidFile": m.PidFile(), "Logs": m.Logs(),
+	err = mainTemplate.Execute(&b, map[string]any{
+		"Dir": m.Dir, "Run": m.Run(), "PidFile": m.PidFile(), "ErrorLog": m.ErrorLogPath(),
 		"TLS": m.TLS(), "Sites": m.Sites(), "ModulesDir": modulesDir,
 		"HTTPPort": m.HTTPPort, "HTTPSPort": m.HTTPSPort,
-		"DefaultName": "default" + m.ServerSuffix,
+		"DefaultName": "default" + m.ServerSuffix, "CipherSuite": suite,
 		"Modules": []string{"mpm_event", "authz_core", "authn_core", "mime", "alias",
 			"dir", "headers", "setenvif", "socache_shmcb", "ssl"},
 	})
@@ -83,13 +88,14 @@ func (m *Managed) renderMain() ([]byte, error) {
 }
 
 // ensureDefaultCert makes the catch-all vhost's self-signed leaf certificate
-// once. "_default" can never be a project name (names hold no underscore).
-func ensureDefaultCert(dir, host string) error {
+// once, and again when it would not load at security level (the level was
+// raised). "_default" can never be a project name (names hold no underscore).
+func ensureDefaultCert(dir, host string, level int) error {
 	crt, key := filepath.Join(dir, "_default.crt"), filepath.Join(dir, "_default.key")
-	if _, err := tlsPair(crt, key); err == nil {
+	if _, err := tlsPair(crt, key, level); err == nil {
 		return nil
 	}
-	certPEM, keyPEM, err := cert.SelfSigned([]string{host}, time.Now(), 10*365*24*time.Hour)
+	certPEM, keyPEM, err := cert.SelfSigned([]string{host}, time.Now(), 10*365*24*time.Hour, level)
 	if err != nil {
 		return err
 	}

@@ -183,16 +183,28 @@ func (c *countingControl) counts() (int, int) {
 	return c.tests, c.gracefuls
 }
 
-func TestManagedApache(t *testing.T) {
+// managedEnv is a managed Apache of its own (directory, ports) for a test
+// on the real thing, stopped and removed at cleanup.
+type managedEnv struct {
+	dir     string
+	cfg     config.Config
+	managed *Managed
+}
+
+// newManagedEnv skips unless the test may start Apache (root, not -short,
+// mod_wsgi installed).
+func newManagedEnv(t *testing.T) *managedEnv {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a managed Apache and creates project users; -short starts nothing")
+	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: starts a managed Apache and creates a project user")
+		t.Skip("needs root: starts a managed Apache and creates project users")
 	}
 	if _, err := os.Stat("/usr/lib/apache2/modules/mod_wsgi.so"); err != nil {
 		t.Skip("needs apache2 and libapache2-mod-wsgi-py3")
 	}
 	cleanStale(t)
-	ctx := context.Background()
-
 	dir, err := os.MkdirTemp("", testDirPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -206,33 +218,80 @@ func TestManagedApache(t *testing.T) {
 	cfg.BaseDir = filepath.Join(dir, "base")
 	cfg.ServerSuffix = ".opus.test"
 	cfg.HTTPPort, cfg.HTTPSPort = freePort(t), freePort(t)
-	managed := NewManaged(cfg)
+	e := &managedEnv{dir: dir, cfg: cfg, managed: NewManaged(cfg)}
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := managed.Stop(sctx); err != nil {
+		if err := e.managed.Stop(sctx); err != nil {
 			t.Error(err)
 		}
 		killApacheIn(dir)
 		os.RemoveAll(dir)
 	})
+	return e
+}
 
+// addProject makes a project user and a tree whose WSGI script answers
+// "hello from PROJECT uid=UID", and a static file.
+func (e *managedEnv) addProject(t *testing.T) (string, *user.User) {
+	t.Helper()
 	project := "tap" + randSuffix()
 	u := createProjectUser(t, project)
-	p := layout.For(cfg.BaseDir, project)
+	// Runs before the user is deleted: Apache and the project's daemon
+	// must be gone first.
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		e.managed.Stop(sctx)
+		for deadline := time.Now().Add(10 * time.Second); userBusy(u.Uid) && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	p := layout.For(e.cfg.BaseDir, project)
 	for _, d := range []string{p.Root, p.Code, p.Static} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	os.Chmod(filepath.Dir(p.Root), 0o755)
-	os.Chmod(cfg.BaseDir, 0o755)
+	os.Chmod(e.cfg.BaseDir, 0o755)
 	if err := os.WriteFile(p.WSGI(), []byte(helloWSGI), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(p.Static, "hello.txt"), []byte("static ok\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return project, u
+}
+
+// fetch GETs url with Host host, asking again while the answer is a 503
+// or no answer (a daemon may still be starting right after a graceful).
+func fetch(t *testing.T, c *http.Client, url, host string) (int, string) {
+	t.Helper()
+	var code int
+	var body string
+	for i := 0; i < 50; i++ {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			code, body = resp.StatusCode, string(b)
+			if code != http.StatusServiceUnavailable {
+				return code, body
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return code, body
+}
+
+func TestManagedApache(t *testing.T) {
+	env := newManagedEnv(t)
+	ctx := context.Background()
+	dir, cfg, managed := env.dir, env.cfg, env.managed
+	project, u := env.addProject(t)
 
 	ctl := &countingControl{Control: managed, sites: managed.Sites()}
 	sites := NewSites(cfg, ctl, Options{ReloadWindow: 200 * time.Millisecond})
@@ -271,24 +330,7 @@ func TestManagedApache(t *testing.T) {
 	httpClient := &http.Client{Timeout: 20 * time.Second}
 	get := func(c *http.Client, url, host string) (int, string) {
 		t.Helper()
-		var code int
-		var body string
-		// The daemon may still be starting right after a graceful.
-		for i := 0; i < 50; i++ {
-			req, _ := http.NewRequest("GET", url, nil)
-			req.Host = host
-			resp, err := c.Do(req)
-			if err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				code, body = resp.StatusCode, string(b)
-				if code != http.StatusServiceUnavailable {
-					return code, body
-				}
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		return code, body
+		return fetch(t, c, url, host)
 	}
 	httpURL := fmt.Sprintf("http://127.0.0.1:%d", cfg.HTTPPort)
 	httpsURL := fmt.Sprintf("https://127.0.0.1:%d", cfg.HTTPSPort)

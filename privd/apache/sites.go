@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +49,18 @@ type Sites struct {
 	// and gracefuls, so a configtest or graceful never sees another
 	// project's change before it was tested (or while it is rolled back).
 	mu sync.Mutex
+	// changed holds, for every project whose site Install changed since
+	// the last graceful restart Apache survived, its files as they were
+	// then: what a restart Apache does not survive puts back. Held by mu.
+	changed map[string][]*siteFile
+	// rolledBack maps each project whose site a failed restart put back,
+	// and that was not installed (or removed) since, to why. Every Reload
+	// reports it until then: the project's own reload may come after the
+	// one that rolled it back (another project's, or a health check's).
+	rolledBack map[string]string
+	// checkPair is CheckPair; a test replaces it to install what privd
+	// would refuse, as a hole in the check would.
+	checkPair func(certPEM, keyPEM []byte, now time.Time, level int) ([]byte, []byte, error)
 }
 
 // Options tune Sites; the zero value is the production setting.
@@ -66,7 +80,8 @@ func NewSites(cfg config.Config, ctl Control, opts Options) *Sites {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Sites{cfg: cfg, ctl: ctl, paths: Paths{Dir: cfg.ApacheDir}, log: opts.Logger, now: time.Now}
+	s := &Sites{cfg: cfg, ctl: ctl, paths: Paths{Dir: cfg.ApacheDir}, log: opts.Logger, now: time.Now,
+		changed: map[string][]*siteFile{}, rolledBack: map[string]string{}, checkPair: CheckPair}
 	s.reload = &Coalescer[*privdv1.ReloadApacheResponse]{Window: opts.ReloadWindow, Lead: ReloadLead, Fn: s.graceful}
 	return s
 }
@@ -82,11 +97,14 @@ type siteFile struct {
 	existed bool
 }
 
-// Install validates the request, checks that key and certificate match,
-// then writes certificate, key and vhost atomically and configtests. When
-// Apache refuses the result, the previous files are restored (or the new
-// ones removed) and the error carries Apache's message. Nothing is written
-// when validation or the key check fails. It does not reload Apache.
+// Install validates the request, checks that key and certificate match
+// and would be served at the configured TLS security level, then writes
+// certificate, key and vhost atomically and configtests. When Apache
+// refuses the result, the previous files are restored (or the new ones
+// removed) and the error carries Apache's message. Nothing is written when
+// validation or the certificate check fails. It does not reload Apache;
+// the site's files as they were are kept until a graceful restart Apache
+// survives (see Reload).
 func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
 	site := Site{Project: req.GetProject(), Aliases: req.GetAliases(),
 		Processes: int(req.GetProcesses()), Threads: int(req.GetThreads())}
@@ -94,7 +112,7 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*
 	if err != nil {
 		return nil, fmt.Errorf("install site: %w", err)
 	}
-	cert, key, err := CheckPair(req.GetCertificatePem(), req.GetKeyPem(), s.now())
+	cert, key, err := s.checkPair(req.GetCertificatePem(), req.GetKeyPem(), s.now(), s.cfg.TLSSecurityLevel)
 	if err != nil {
 		return nil, fmt.Errorf("install site %s: %w", site.Project, err)
 	}
@@ -126,6 +144,7 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*
 		}
 	}
 	if same {
+		delete(s.rolledBack, name)
 		return &privdv1.InstallSiteResponse{Changed: false}, nil
 	}
 	for i, f := range files {
@@ -139,6 +158,10 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*
 		s.log.Warn("vhost refused by configtest, rolled back", "project", name, "err", err)
 		return nil, fmt.Errorf("install site %s: rolled back: %w", name, err)
 	}
+	if _, ok := s.changed[name]; !ok {
+		s.changed[name] = files // their prev: the site Apache last ran
+	}
+	delete(s.rolledBack, name)
 	s.log.Info("site installed", "project", name, "aliases", len(site.Aliases))
 	return &privdv1.InstallSiteResponse{Changed: true}, nil
 }
@@ -165,7 +188,9 @@ func hasMode(path string, mode os.FileMode) bool {
 }
 
 // Remove removes the project's vhost, key, certificate and error log, then
-// configtests. Removing an absent site succeeds with removed=false.
+// configtests. Removing an absent site succeeds with removed=false. A
+// removed site is never put back by a failed restart: removing cannot be
+// what Apache fails on, and its owner may be gone with it.
 func (s *Sites) Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error) {
 	name := req.GetProject()
 	if err := names.ValidateProject(name); err != nil {
@@ -173,6 +198,8 @@ func (s *Sites) Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*pr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.changed, name)
+	delete(s.rolledBack, name)
 	removed := false
 	// The vhost goes first: a vhost without its key would fail configtest.
 	for _, p := range []string{s.paths.Vhost(name), s.paths.Key(name), s.paths.Cert(name), s.paths.ErrorLog(name)} {
@@ -195,7 +222,12 @@ func (s *Sites) Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*pr
 
 // Reload gracefully restarts Apache, starting it when it is down; it
 // returns once a graceful restart that began after the call is done.
-// Calls within the reload window share one graceful restart.
+// Calls within the reload window share one graceful restart. When Apache
+// does not survive the restart, the sites changed since the last one it
+// survived are put back as they were and Apache is started again: the
+// answer is an error only if Apache does not come back even so. Every
+// answer names the projects whose sites were put back and not installed
+// again since (rolled_back), each with its reason.
 func (s *Sites) Reload(ctx context.Context, _ *privdv1.ReloadApacheRequest) (*privdv1.ReloadApacheResponse, error) {
 	resp, err := s.reload.Do(ctx)
 	if err != nil {
@@ -207,13 +239,57 @@ func (s *Sites) Reload(ctx context.Context, _ *privdv1.ReloadApacheRequest) (*pr
 func (s *Sites) graceful(ctx context.Context) (*privdv1.ReloadApacheResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// mod_ssl reports a site it cannot load in that site's own error log.
+	logs := map[string]*restartWatch{}
+	for name := range s.changed {
+		logs[name] = watchLog(s.paths.ErrorLog(name))
+		logs[name].emergOnly = true
+	}
 	pid, started, err := s.ctl.Graceful(ctx)
-	if err != nil {
+	if err == nil {
+		clear(s.changed)
+		s.log.Info("apache reloaded", "master_pid", pid, "started", started)
+		return &privdv1.ReloadApacheResponse{Started: started, MasterPid: int32(pid), RolledBack: s.rolledBackAnswer()}, nil
+	}
+	if !errors.Is(err, ErrNotServing) || len(s.changed) == 0 {
+		// Either Apache still serves what it served (a configtest
+		// failed: nothing was signalled), or nothing changed since it
+		// last came through a restart: there is nothing to put back.
 		s.log.Error("apache graceful failed", "err", err)
 		return nil, err
 	}
-	s.log.Info("apache reloaded", "master_pid", pid, "started", started)
-	return &privdv1.ReloadApacheResponse{Started: started, MasterPid: int32(pid)}, nil
+	projects := slices.Sorted(maps.Keys(s.changed))
+	for _, name := range projects {
+		s.restore(name, s.changed[name])
+		// Each reason goes to its project's owner alone: Apache's lines
+		// about that site, never another project's.
+		w := logs[name]
+		w.poll(pid)
+		if len(w.lines) > 0 {
+			s.rolledBack[name] = "Apache could not load this project's site: " + strings.Join(w.lines, "; ")
+		} else {
+			s.rolledBack[name] = "Apache did not survive the graceful restart after this project's site changed, and named no site in this project's error log"
+		}
+	}
+	clear(s.changed)
+	s.log.Error("apache did not survive the graceful restart; restored the sites changed since the last one it survived",
+		"projects", strings.Join(projects, ","), "err", err)
+	pid, started, err2 := s.ctl.Graceful(ctx)
+	if err2 != nil {
+		s.log.Error("apache is down: the restored configuration did not start either", "err", err2)
+		return nil, fmt.Errorf("%w; the previous sites of %s were restored, but Apache did not start with them either: %w",
+			err, strings.Join(projects, ", "), err2)
+	}
+	s.log.Warn("apache serves again with the restored sites", "master_pid", pid, "started", started, "projects", strings.Join(projects, ","))
+	return &privdv1.ReloadApacheResponse{Started: started, MasterPid: int32(pid), RolledBack: s.rolledBackAnswer()}, nil
+}
+
+// rolledBackAnswer is a copy of rolledBack for an answer (nil if empty).
+func (s *Sites) rolledBackAnswer() map[string]string {
+	if len(s.rolledBack) == 0 {
+		return nil
+	}
+	return maps.Clone(s.rolledBack)
 }
 
 // TailLog returns the last lines (0 means 100, at most 1000) of the

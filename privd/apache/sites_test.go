@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -282,4 +283,144 @@ func TestTailFileBounded(t *testing.T) {
 	if len(lines) != 10 || !strings.HasPrefix(lines[0], "290 ") {
 		t.Errorf("got %d lines starting %q; want the 10 whole lines in the window", len(lines), lines[0])
 	}
+}
+
+// TestReloadRestoresSitesApacheDoesNotSurvive: when Apache's master does
+// not survive a graceful restart, the sites installed since the last
+// restart it survived are put back as they were then (new ones removed),
+// Apache is started again, and the answer names them; a removed site is
+// not brought back, and without a failed restart nothing is touched.
+func TestReloadRestoresSitesApacheDoesNotSurvive(t *testing.T) {
+	down := fmt.Errorf("apache graceful: %w: the master (pid 7) exited: SSL Library Error: ee key too small", ErrNotServing)
+	// What the restart writes to blog's own error log: mod_ssl's report
+	// (the master is pid 4242), an older master's, and the project's own
+	// code posing as mod_ssl.
+	blogLog := "[t] [ssl:emerg] [pid 4242:tid 4242] AH02562: Failed to configure certificate blog.opus.example.com:443:0 (with chain), check /x/blog.crt\n" +
+		"[t] [ssl:emerg] [pid 4242:tid 4242] SSL Library Error: error:0A00018F:SSL routines::ee key too small\n" +
+		"[t] [ssl:emerg] [pid 17:tid 17] an older master's line\n" +
+		"[t] [wsgi:error] [pid 99:tid 99] [remote 127.0.0.1:1] [ssl:emerg] posing as Apache\n"
+	blogReason := "Apache could not load this project's site: AH02562: Failed to configure certificate blog.opus.example.com:443:0 (with chain), check /x/blog.crt; SSL Library Error: error:0A00018F:SSL routines::ee key too small"
+	shopReason := "Apache did not survive the graceful restart after this project's site changed, and named no site in this project's error log"
+	tests := []struct {
+		name         string
+		results      []error // of the gracefuls after the changes
+		remove       string  // a site removed after the changes
+		wantErr      string
+		wantRolled   map[string]string
+		wantRestored bool // the files are as after the last good restart
+		wantGraceful int
+	}{
+		{name: "restored and started again", results: []error{down}, wantRolled: map[string]string{"blog": blogReason, "shop": shopReason}, wantRestored: true, wantGraceful: 2},
+		{name: "a removed site stays removed", results: []error{down}, remove: "shop", wantRolled: map[string]string{"blog": blogReason}, wantRestored: true, wantGraceful: 2},
+		{name: "configtest refusal touches nothing", results: []error{errors.New("apache configtest: AH00526: Syntax error")}, wantErr: "Syntax error", wantGraceful: 1},
+		{name: "restored but Apache stays down", results: []error{down, errors.New("apache start: address in use")},
+			wantErr:    "the previous sites of blog, shop were restored, but Apache did not start with them either: apache start: address in use",
+			wantRolled: map[string]string{"blog": blogReason, "shop": shopReason}, wantRestored: true, wantGraceful: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, fake, _ := tempSites(t)
+			ctx := context.Background()
+			if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Reload(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			// An earlier line, not of this restart.
+			os.WriteFile(s.Paths().ErrorLog("blog"), []byte("[t] [ssl:emerg] [pid 4242:tid 4242] from an earlier restart\n"), 0o640)
+			good := snapshot(t, s.Paths().Dir)
+			// Changed since the last good restart: blog twice (the first
+			// state is what goes back), shop new.
+			for _, req := range []*privdv1.InstallSiteRequest{installReq(t, "blog", "a.example.com"), installReq(t, "blog", "b.example.com"), installReq(t, "shop")} {
+				if _, err := s.Install(ctx, req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.remove != "" {
+				if _, err := s.Remove(ctx, &privdv1.RemoveSiteRequest{Project: tt.remove}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, g0 := fake.counts()
+			fake.mu.Lock()
+			fake.gracefulErrs = tt.results
+			fake.during = func() {
+				if f, err := os.OpenFile(s.Paths().ErrorLog("blog"), os.O_APPEND|os.O_WRONLY, 0); err == nil {
+					f.WriteString(blogLog)
+					f.Close()
+				}
+				fake.during = nil
+			}
+			fake.mu.Unlock()
+			changed := snapshot(t, s.Paths().Dir)
+
+			r, err := s.Reload(ctx, nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Reload = %v, %v; want an error containing %q", r, err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatalf("Reload: %v", err)
+			} else {
+				if !maps.Equal(r.GetRolledBack(), tt.wantRolled) || !r.GetStarted() {
+					t.Errorf("Reload = %v, want started, rolled back %v", r, tt.wantRolled)
+				}
+			}
+			if _, g := fake.counts(); g-g0 != tt.wantGraceful {
+				t.Errorf("%d gracefuls, want %d", g-g0, tt.wantGraceful)
+			}
+			after := snapshot(t, s.Paths().Dir)
+			delete(after, s.Paths().ErrorLog("blog")) // Apache wrote to it
+			delete(good, s.Paths().ErrorLog("blog"))
+			delete(changed, s.Paths().ErrorLog("blog"))
+			if tt.wantRestored {
+				// blog as it was; shop, new since, gone (and when it was
+				// removed, not brought back).
+				sameSnapshot(t, good, after)
+			} else {
+				sameSnapshot(t, changed, after)
+			}
+			// Until a rolled-back site is installed again, every answer
+			// names it (its own project's reload may come after the one
+			// that rolled it back); the restart itself starts from what is
+			// installed and has nothing to put back.
+			_, g1 := fake.counts()
+			r, err = s.Reload(ctx, nil)
+			if err != nil || !maps.Equal(r.GetRolledBack(), tt.wantRolled) {
+				t.Errorf("next Reload = %v, %v; want rolled back %v still named", r, err, tt.wantRolled)
+			}
+			if _, g := fake.counts(); g-g1 != 1 {
+				t.Errorf("next Reload made %d gracefuls, want 1", g-g1)
+			}
+			if _, err := s.Install(ctx, installReq(t, "blog", "c.example.com")); err != nil {
+				t.Fatal(err)
+			}
+			if r, err := s.Reload(ctx, nil); err != nil || r.GetRolledBack()["blog"] != "" {
+				t.Errorf("Reload after blog was installed again = %v, %v; want blog no longer named", r, err)
+			}
+		})
+	}
+}
+
+// TestReloadWithNothingToRestore: a restart Apache does not survive with
+// no site changed since the last good one is an error naming Apache's
+// reason, and nothing is written.
+func TestReloadWithNothingToRestore(t *testing.T) {
+	s, fake, _ := tempSites(t)
+	ctx := context.Background()
+	if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reload(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, s.Paths().Dir)
+	fake.mu.Lock()
+	fake.gracefulErrs = []error{fmt.Errorf("apache graceful: %w: the master (pid 7) exited: killed", ErrNotServing)}
+	fake.mu.Unlock()
+	if _, err := s.Reload(ctx, nil); err == nil || !errors.Is(err, ErrNotServing) || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("Reload = %v, want Apache's error", err)
+	}
+	sameSnapshot(t, before, snapshot(t, s.Paths().Dir))
 }

@@ -12,22 +12,24 @@ import (
 )
 
 // CheckPair checks that keyPEM is the private key of the first certificate in
-// certPEM and that this leaf is valid at now. configtest does not notice a
-// mismatched pair and the graceful restart after it kills all of Apache, so
-// this check, in Go and before anything is written, is what keeps one
-// project's bad key from taking down every site. It returns the pair
-// re-encoded from the parsed DER (certificates, then a PKCS#8 key), so that
-// nothing but what was checked reaches the disk.
-func CheckPair(certPEM, keyPEM []byte, now time.Time) (certOut, keyOut []byte, err error) {
+// certPEM, that this leaf is valid at now, and that OpenSSL serves the chain
+// at security level (cert.CheckLevel). configtest notices neither a
+// mismatched pair nor a weak key or signature, and the graceful restart
+// after it kills all of Apache, so this check, in Go and before anything is
+// written, is what keeps one project's bad certificate from taking down
+// every site. It returns the pair re-encoded from the parsed DER
+// (certificates, then a PKCS#8 key), so that nothing but what was checked
+// reaches the disk.
+func CheckPair(certPEM, keyPEM []byte, now time.Time, level int) (certOut, keyOut []byte, err error) {
 	if len(certPEM) == 0 || len(keyPEM) == 0 {
-		return nil, nil, fmt.Errorf("tls: certificate and key are both required")
+		return nil, nil, fmt.Errorf("tls: %w: certificate and key are both required", cert.ErrInvalid)
 	}
-	if _, err := cert.Check(certPEM, keyPEM, now); err != nil {
+	if _, err := cert.Check(certPEM, keyPEM, now, level); err != nil {
 		return nil, nil, fmt.Errorf("tls: %w", err)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tls: key and certificate do not form a pair: %w", err)
+		return nil, nil, fmt.Errorf("tls: %w: key and certificate do not form a pair: %v", cert.ErrInvalid, err)
 	}
 	for _, der := range pair.Certificate {
 		certOut = append(certOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
@@ -40,7 +42,7 @@ func CheckPair(certPEM, keyPEM []byte, now time.Time) (certOut, keyOut []byte, e
 }
 
 // tlsPair checks an installed pair on disk.
-func tlsPair(certPath, keyPath string) ([]byte, error) {
+func tlsPair(certPath, keyPath string, level int) ([]byte, error) {
 	c, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, err
@@ -49,6 +51,6 @@ func tlsPair(certPath, keyPath string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, _, err = CheckPair(c, k, time.Now())
+	_, _, err = CheckPair(c, k, time.Now(), level)
 	return c, err
 }

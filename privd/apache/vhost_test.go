@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,15 +134,37 @@ var allowedDirectives = map[string]bool{
 	"WSGIProcessGroup": true, "WSGIApplicationGroup": true, "WSGIScriptAlias": true,
 	"Alias": true, "<Directory": true, "</Directory>": true, "AllowOverride": true,
 	"Options": true, "Require": true, "<Files": true, "</Files>": true,
-	"SSLEngine": true, "SSLCertificateFile": true, "SSLCertificateKeyFile": true,
+	"SSLEngine": true, "SSLCipherSuite": true, "SSLCertificateFile": true, "SSLCertificateKeyFile": true,
+}
+
+// TestVhostSecurityLevel: the vhost carries the configured OpenSSL
+// security level, and a level OpenSSL does not have renders nothing.
+func TestVhostSecurityLevel(t *testing.T) {
+	for level := -1; level <= 6; level++ {
+		cfg := testConfig()
+		cfg.TLSSecurityLevel = level
+		out, err := RenderVhost(cfg, Site{Project: "blog"})
+		if level < 0 || level > 5 {
+			if err == nil || !strings.Contains(err.Error(), "security level") {
+				t.Errorf("level %d: RenderVhost = %v, want a refusal", level, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("level %d: %v", level, err)
+		}
+		if want := fmt.Sprintf("    SSLCipherSuite HIGH:!aNULL:@SECLEVEL=%d\n", level); bytes.Count(out, []byte(want)) != 1 {
+			t.Errorf("level %d: vhost lacks %q:\n%s", level, want, out)
+		}
+	}
 }
 
 func FuzzRenderVhost(f *testing.F) {
-	f.Add("blog", "www.example.com", "example.org", uint8(1), uint8(10))
-	f.Add("shop2", "a\nInclude /etc/shadow", "", uint8(0), uint8(0))
-	f.Add("x", "a.b.c", "d-e.f", uint8(32), uint8(100))
-	f.Add("blog", "x.com\r\nLoadModule", "\"", uint8(2), uint8(2))
-	f.Fuzz(func(t *testing.T, project, a1, a2 string, procs, threads uint8) {
+	f.Add("blog", "www.example.com", "example.org", uint8(1), uint8(10), int8(2))
+	f.Add("shop2", "a\nInclude /etc/shadow", "", uint8(0), uint8(0), int8(0))
+	f.Add("x", "a.b.c", "d-e.f", uint8(32), uint8(100), int8(5))
+	f.Add("blog", "x.com\r\nLoadModule", "\"", uint8(2), uint8(2), int8(-1))
+	f.Fuzz(func(t *testing.T, project, a1, a2 string, procs, threads uint8, level int8) {
 		var aliases []string
 		for _, a := range []string{a1, a2} {
 			if a != "" {
@@ -149,9 +172,14 @@ func FuzzRenderVhost(f *testing.F) {
 			}
 		}
 		site := Site{Project: project, Aliases: aliases, Processes: int(procs), Threads: int(threads)}
-		out, err := RenderVhost(testConfig(), site)
+		cfg := testConfig()
+		cfg.TLSSecurityLevel = int(level)
+		out, err := RenderVhost(cfg, site)
 		if err != nil {
 			return
+		}
+		if !bytes.Contains(out, []byte(fmt.Sprintf("\n    SSLCipherSuite HIGH:!aNULL:@SECLEVEL=%d\n", level))) || level < 0 || level > 5 {
+			t.Fatalf("level %d rendered as:\n%s", level, out)
 		}
 		if bytes.ContainsAny(out, "\r\x00\"'\\|`$;") {
 			t.Fatalf("rendered vhost holds a forbidden character:\n%s", out)
@@ -172,7 +200,7 @@ func FuzzRenderVhost(f *testing.F) {
 			}
 		}
 		want := map[string]int{"<VirtualHost": 2, "WSGIDaemonProcess": 1, "ServerName": 2, "#": 1,
-			"SSLEngine": 1, "WSGIScriptAlias": 2, "<Directory": 4}
+			"SSLEngine": 1, "SSLCipherSuite": 1, "WSGIScriptAlias": 2, "<Directory": 4}
 		if len(aliases) > 0 {
 			want["ServerAlias"] = 2
 		}

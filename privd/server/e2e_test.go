@@ -415,7 +415,7 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 	c := dial(t, sock)
 	ctx := context.Background()
 	install := func(project string) error {
-		crt, key, err := cert.SelfSigned([]string{cfg.ServerName(project)}, time.Now(), 24*time.Hour)
+		crt, key, err := cert.SelfSigned([]string{cfg.ServerName(project)}, time.Now(), 24*time.Hour, cfg.TLSSecurityLevel)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/privd/account"
@@ -185,6 +186,8 @@ func toStatus(err error) error {
 		c = codes.InvalidArgument
 	case errors.Is(err, tree.ErrLimit):
 		c = codes.ResourceExhausted
+	case errors.Is(err, cert.ErrInvalid):
+		c = codes.InvalidArgument
 	case errors.Is(err, context.DeadlineExceeded):
 		c = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/privd/account"
 	"github.com/opus-hosting/opus/privd/tree"
@@ -397,6 +398,7 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("x: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
 		{context.Canceled, codes.Canceled},
 		{status.Error(codes.InvalidArgument, "key does not match"), codes.InvalidArgument},
+		{fmt.Errorf("install site blog: tls: %w", cert.ErrInvalid), codes.InvalidArgument},
 		{errors.New("disk on fire"), codes.Internal},
 	}
 	for _, tc := range tests {

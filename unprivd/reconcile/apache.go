@@ -79,6 +79,12 @@ func stepReload(ctx context.Context, t *Task) (string, error) {
 		if err != nil {
 			return "", privdErr("ReloadApache", err)
 		}
+		if why, ok := res.GetRolledBack()[t.Project.Name]; ok {
+			// Apache did not survive the restart with this site: privd put
+			// back the site it served before and started Apache again.
+			// ReloadPending stays set: the next run installs the site again.
+			return "", fmt.Errorf("the new site was rolled back, so the project still serves its previous one: %s", why)
+		}
 		t.reloaded = true
 		if err := t.Update(ctx, func(p *store.Project) { p.Status.ReloadPending = false }); err != nil {
 			return "", err

@@ -46,7 +46,7 @@ func stepCertificate(ctx context.Context, t *Task) (string, error) {
 	)
 	if oc := t.Project.Spec.Certificate; oc != nil {
 		kind = CertOwner
-		leaf, err = cert.Check(oc.CertificatePEM, oc.KeyPEM, now)
+		leaf, err = cert.Check(oc.CertificatePEM, oc.KeyPEM, now, t.opt.TLSSecurityLevel)
 		if err != nil {
 			return "", fmt.Errorf("the owner's certificate: %w", err)
 		}
@@ -81,7 +81,7 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 	key, err2 := os.ReadFile(keyPath)
 	why := "made a self-signed certificate"
 	if err1 == nil && err2 == nil {
-		leaf, err := cert.Check(crt, key, now)
+		leaf, err := cert.Check(crt, key, now, t.opt.TLSSecurityLevel)
 		switch {
 		case err != nil:
 			why = fmt.Sprintf("replaced the kept self-signed certificate (%v)", err)
@@ -100,7 +100,7 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 			}
 		}
 	}
-	crt, key, err := cert.SelfSigned(names, now, selfSignedValidity)
+	crt, key, err := cert.SelfSigned(names, now, selfSignedValidity, t.opt.TLSSecurityLevel)
 	if err != nil {
 		return nil, "", err
 	}
@@ -114,7 +114,7 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 	if err := writeFileAtomic(crtPath, crt, 0o600); err != nil {
 		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
 	}
-	leaf, err := cert.Check(crt, key, now)
+	leaf, err := cert.Check(crt, key, now, t.opt.TLSSecurityLevel)
 	if err != nil {
 		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
 	}

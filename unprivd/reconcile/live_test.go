@@ -296,7 +296,7 @@ func TestSettingsReachTheHost(t *testing.T) {
 	if !slices.Equal(site.GetAliases(), []string{"www.example.com"}) {
 		t.Errorf("InstallSite aliases = %v", site.GetAliases())
 	}
-	leaf, err := cert.Check(site.GetCertificatePem(), site.GetKeyPem(), time.Now())
+	leaf, err := cert.Check(site.GetCertificatePem(), site.GetKeyPem(), time.Now(), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func TestSettingsReachTheHost(t *testing.T) {
 	e.privd.mu.Lock()
 	site = e.privd.sites["live"]
 	e.privd.mu.Unlock()
-	leaf, err = cert.Check(site.GetCertificatePem(), site.GetKeyPem(), time.Now())
+	leaf, err = cert.Check(site.GetCertificatePem(), site.GetKeyPem(), time.Now(), 2)
 	if err != nil || len(site.GetAliases()) != 0 || !sameNames(leaf.DNSNames, []string{"live" + testSuffix}) {
 		t.Errorf("after unset: aliases %v, names %v (%v)", site.GetAliases(), leaf.DNSNames, err)
 	}

@@ -83,6 +83,10 @@ type Options struct {
 	// WSGIProcesses and WSGIThreads size each project's mod_wsgi daemon
 	// group; 0 lets privd use its configured default.
 	WSGIProcesses, WSGIThreads int
+	// TLSSecurityLevel is the OpenSSL security level Apache serves
+	// certificates at: self-signed ones are made to pass it, and an
+	// owner's certificate below it is never sent to privd.
+	TLSSecurityLevel int
 	// Uploads unpacks uploaded app archives; nil refuses upload apps.
 	Uploads Uploads
 	// Git fetches git apps; nil refuses git apps.

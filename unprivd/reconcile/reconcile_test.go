@@ -51,7 +51,10 @@ type fakePrivd struct {
 	sites map[string]*privdv1.InstallSiteRequest
 	// onReload runs on each ReloadApache (a test starts "Apache" there).
 	onReload func()
-	logLines []string
+	// rolledBack is ReloadApache's answer of that name: the sites Apache
+	// did not survive, put back by privd.
+	rolledBack map[string]string
+	logLines   []string
 	// uidReqs are the uids EnsureUser was asked for; takenUIDs are
 	// answered AlreadyExists, as privd answers an id in use.
 	uidReqs   []uint32
@@ -180,12 +183,12 @@ func (f *fakePrivd) ReloadApache(ctx context.Context, in *privdv1.ReloadApacheRe
 		return nil, err
 	}
 	f.mu.Lock()
-	hook := f.onReload
+	hook, rolledBack := f.onReload, f.rolledBack
 	f.mu.Unlock()
 	if hook != nil {
 		hook()
 	}
-	return &privdv1.ReloadApacheResponse{MasterPid: 4242}, nil
+	return &privdv1.ReloadApacheResponse{MasterPid: 4242, RolledBack: rolledBack}, nil
 }
 
 func (f *fakePrivd) TailLog(ctx context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
@@ -240,7 +243,7 @@ func (e *env) serveHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *env) options(concurrency int) Options {
 	o := Options{BaseDir: e.base, Concurrency: concurrency, Clock: e.clock,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		ServerSuffix: testSuffix, HTTPPort: 8080, HTTPSPort: 8443,
+		ServerSuffix: testSuffix, HTTPPort: 8080, HTTPSPort: 8443, TLSSecurityLevel: 2,
 		Uploads: fakeUploads{}, Git: e.git,
 		HealthAddr: e.web.Listener.Addr().String(), HealthTimeout: 2 * time.Second}
 	if e.tweak != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/cert"
+	"github.com/opus-hosting/opus/internal/cert/certtest"
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -506,7 +507,7 @@ func TestCertificates(t *testing.T) {
 	}
 
 	// Nearing expiry: renewed, and the new vhost makes Apache reload.
-	crt, key, err := cert.SelfSigned([]string{host}, time.Now(), 10*24*time.Hour)
+	crt, key, err := cert.SelfSigned([]string{host}, time.Now(), 10*24*time.Hour, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +520,7 @@ func TestCertificates(t *testing.T) {
 	}
 
 	// The owner's certificate wins.
-	ocrt, okey, err := cert.SelfSigned([]string{host}, time.Now(), 90*24*time.Hour)
+	ocrt, okey, err := cert.SelfSigned([]string{host}, time.Now(), 90*24*time.Hour, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,6 +534,30 @@ func TestCertificates(t *testing.T) {
 		t.Errorf("status %+v, reload %q", p.Status.Certificate, stepMessage(op, "reload"))
 	}
 
+	// An owner's certificate below the host's TLS security level (one
+	// recorded before the level was raised) never reaches privd: the
+	// step fails and the installed site stays as it was.
+	wcrt, wkey, err := certtest.WeakRSA(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	installs := len(e.privd.callList())
+	id = e.change(t, "tls", store.OpSetCertificate, func(s *store.Spec) {
+		s.Certificate = &store.OwnerCertificate{CertificatePEM: wcrt, KeyPEM: wkey}
+	})
+	r.Kick("tls")
+	if op := e.wait(t, id); op.State != store.OpFailed || !strings.Contains(op.Error, "RSA 1024-bit key") || !strings.Contains(op.Error, "security level 2") {
+		t.Errorf("weak owner certificate: op %s %q", op.State, op.Error)
+	}
+	for _, c := range e.privd.callList()[installs:] {
+		if c == "InstallSite" || c == "ReloadApache" {
+			t.Errorf("privd was asked to %s with a certificate below the level", c)
+		}
+	}
+	if got := e.privd.sites["tls"]; string(got.CertificatePem) != string(ocrt) {
+		t.Errorf("installed certificate changed")
+	}
+
 	// Destroy forgets opusd's copy.
 	del := e.mutate(t, "tls", store.OpDelete)
 	r.Kick("tls")
@@ -542,6 +567,28 @@ func TestCertificates(t *testing.T) {
 			t.Errorf("%s survived the teardown: %v", p, err)
 		}
 	}
+}
+
+// TestReloadRolledBack: when privd answers that Apache did not survive
+// the graceful restart with a project's new site and put the previous one
+// back, that project's run fails saying so (and will install again), while
+// a project whose site was not rolled back is deployed.
+func TestReloadRolledBack(t *testing.T) {
+	e := newEnv(t)
+	e.privd.rolledBack = map[string]string{"bad": "Apache could not load this project's site: SSL Library Error: ee key too small"}
+	r := e.start(t, 2)
+	bad := e.createSpec(t, "bad", store.Spec{})
+	good := e.createSpec(t, "good", store.Spec{})
+	r.Kick("bad")
+	r.Kick("good")
+	op := e.wait(t, bad)
+	if op.State != store.OpFailed || !strings.Contains(op.Error, "the new site was rolled back, so the project still serves its previous one: Apache could not load this project's site: SSL Library Error: ee key too small") {
+		t.Errorf("rolled back project: op %s %q", op.State, op.Error)
+	}
+	if p := e.project(t, "bad"); !p.Status.ReloadPending {
+		t.Errorf("rolled back project has no reload pending: the next run would not install its site again")
+	}
+	mustSucceed(t, e.wait(t, good))
 }
 
 // TestHealth: the check waits for the project's own vhost, fails with

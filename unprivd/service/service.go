@@ -68,6 +68,10 @@ type Config struct {
 	// ServerSuffix, HTTPPort and HTTPSPort make a project's URLs.
 	ServerSuffix        string
 	HTTPPort, HTTPSPort int
+	// TLSSecurityLevel is the OpenSSL security level Apache serves
+	// project certificates at (config tls_security_level); an owner's
+	// certificate below it is refused.
+	TLSSecurityLevel int
 	// MaxUpload caps one uploaded archive in bytes; 0 means
 	// DefaultMaxUpload.
 	MaxUpload int64
@@ -466,24 +470,25 @@ func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (
 }
 
 // SetCertificate records the owner's certificate and key after checking
-// they parse, match, are valid now and name the project's host.
+// they parse, match, are valid now, name the project's host and would be
+// served by Apache at the host's TLS security level.
 func (s *Service) SetCertificate(ctx context.Context, req *opusv1.SetCertificateRequest) (*opusv1.Operation, error) {
 	if err := validateProject("project", req.GetProject()); err != nil {
 		return nil, err
 	}
 	if len(req.GetCertificatePem()) == 0 {
-		return nil, invalid("certificate_pem", "is empty")
+		return nil, invalid("certificate", "is empty")
 	}
 	if len(req.GetKeyPem()) == 0 {
-		return nil, invalid("key_pem", "is empty")
+		return nil, invalid("key", "is empty")
 	}
-	leaf, err := cert.Check(req.GetCertificatePem(), req.GetKeyPem(), s.cfg.Now())
+	leaf, err := cert.Check(req.GetCertificatePem(), req.GetKeyPem(), s.cfg.Now(), s.cfg.TLSSecurityLevel)
 	if err != nil {
-		return nil, invalid("certificate_pem", "%v", err)
+		return nil, invalid("certificate", "%v", err)
 	}
 	host := req.GetProject() + s.cfg.ServerSuffix
 	if err := leaf.VerifyHostname(host); err != nil {
-		return nil, invalid("certificate_pem", "the certificate is not valid for %s: %v", host, err)
+		return nil, invalid("certificate", "the certificate is not valid for %s: %v", host, err)
 	}
 	return s.mutate(ctx, opusv1.Opus_SetCertificate_FullMethodName, req.GetProject(), store.OpSetCertificate, func(c caller, p *store.Project) error {
 		p.Spec.Certificate = &store.OwnerCertificate{CertificatePEM: req.GetCertificatePem(), KeyPEM: req.GetKeyPem()}

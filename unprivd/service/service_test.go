@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/opus-hosting/opus/internal/cert"
+	"github.com/opus-hosting/opus/internal/cert/certtest"
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
@@ -289,7 +290,7 @@ func startServer(t *testing.T, o serverOpt) *server {
 		o.admins = fakeAdmins{0: true}
 	}
 	s.svc, err = New(Config{Store: st, Privd: s.privd, Reconciler: kick, Admins: o.admins, Uploads: s.uploads,
-		ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log})
+		ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -708,22 +709,32 @@ func TestSetCertificate(t *testing.T) {
 	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tls"}); err != nil {
 		t.Fatal(err)
 	}
-	good, goodKey, err := cert.SelfSigned([]string{"tls.opus.test"}, time.Now(), 24*time.Hour)
+	good, goodKey, err := cert.SelfSigned([]string{"tls.opus.test"}, time.Now(), 24*time.Hour, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, otherKey, _ := cert.SelfSigned([]string{"elsewhere.example.com"}, time.Now(), 24*time.Hour)
+	other, otherKey, _ := cert.SelfSigned([]string{"elsewhere.example.com"}, time.Now(), 24*time.Hour, 2)
+	weak, weakKey, err := certtest.WeakRSA("tls.opus.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha1, sha1Key, err := certtest.SHA1Chain("tls.opus.test")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name      string
 		crt, key  []byte
 		wantCode  codes.Code
 		wantField string
 	}{
-		{"empty", nil, goodKey, codes.InvalidArgument, "certificate_pem"},
-		{"no key", good, nil, codes.InvalidArgument, "key_pem"},
-		{"garbage", []byte("nope"), goodKey, codes.InvalidArgument, "certificate_pem"},
-		{"mismatched key", good, otherKey, codes.InvalidArgument, "certificate_pem"},
+		{"empty", nil, goodKey, codes.InvalidArgument, "certificate:"},
+		{"no key", good, nil, codes.InvalidArgument, "key:"},
+		{"garbage", []byte("nope"), goodKey, codes.InvalidArgument, "certificate:"},
+		{"mismatched key", good, otherKey, codes.InvalidArgument, "certificate:"},
 		{"wrong host", other, otherKey, codes.InvalidArgument, "not valid for tls.opus.test"},
+		{"RSA-1024 key", weak, weakKey, codes.InvalidArgument, "certificate: the certificate for tls.opus.test has an RSA 1024-bit key (80-bit security); this host serves certificates at TLS security level 2, which needs 112 bits: use RSA 2048 or more, or ECDSA P-256"},
+		{"chain signed with SHA-1", sha1, sha1Key, codes.InvalidArgument, `chain certificate 1 of 1 ("Opus Test SHA-1 Intermediate") is signed with SHA-1`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.client.SetCertificate(ctx, &opusv1.SetCertificateRequest{Project: "tls", CertificatePem: tc.crt, KeyPem: tc.key})

@@ -965,7 +965,14 @@ type ReloadApacheResponse struct {
 	// started is true when the managed Apache was down and got started.
 	Started bool `protobuf:"varint,1,opt,name=started,proto3" json:"started,omitempty"`
 	// master_pid is Apache's master process id after the reload.
-	MasterPid     int32 `protobuf:"varint,2,opt,name=master_pid,json=masterPid,proto3" json:"master_pid,omitempty"`
+	MasterPid int32 `protobuf:"varint,2,opt,name=master_pid,json=masterPid,proto3" json:"master_pid,omitempty"`
+	// rolled_back maps each project whose site privd put back, and that was
+	// not installed again since, to why (for its owner alone: Apache's own
+	// error lines about that project's site, or that Apache named none).
+	// When Apache's master does not survive a graceful restart, privd puts
+	// back every site changed since the last restart Apache survived, as it
+	// was then, and starts Apache again; those changes are not served.
+	RolledBack    map[string]string `protobuf:"bytes,3,rep,name=rolled_back,json=rolledBack,proto3" json:"rolled_back,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1012,6 +1019,13 @@ func (x *ReloadApacheResponse) GetMasterPid() int32 {
 		return x.MasterPid
 	}
 	return 0
+}
+
+func (x *ReloadApacheResponse) GetRolledBack() map[string]string {
+	if x != nil {
+		return x.RolledBack
+	}
+	return nil
 }
 
 type TailLogRequest struct {
@@ -1166,11 +1180,16 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\tR\aproject\".\n" +
 	"\x12RemoveSiteResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\bR\aremoved\"\x15\n" +
-	"\x13ReloadApacheRequest\"O\n" +
+	"\x13ReloadApacheRequest\"\xe4\x01\n" +
 	"\x14ReloadApacheResponse\x12\x18\n" +
 	"\astarted\x18\x01 \x01(\bR\astarted\x12\x1d\n" +
 	"\n" +
-	"master_pid\x18\x02 \x01(\x05R\tmasterPid\"@\n" +
+	"master_pid\x18\x02 \x01(\x05R\tmasterPid\x12T\n" +
+	"\vrolled_back\x18\x03 \x03(\v23.opus.privd.v1.ReloadApacheResponse.RolledBackEntryR\n" +
+	"rolledBack\x1a=\n" +
+	"\x0fRolledBackEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
 	"\x0eTailLogRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
 	"\x05lines\x18\x02 \x01(\x05R\x05lines\"'\n" +
@@ -1211,7 +1230,7 @@ func file_opus_privd_v1_privd_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_privd_v1_privd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_opus_privd_v1_privd_proto_goTypes = []any{
 	(ManageCommand)(0),           // 0: opus.privd.v1.ManageCommand
 	(*EnsureUserRequest)(nil),    // 1: opus.privd.v1.EnsureUserRequest
@@ -1233,34 +1252,36 @@ var file_opus_privd_v1_privd_proto_goTypes = []any{
 	(*ReloadApacheResponse)(nil), // 17: opus.privd.v1.ReloadApacheResponse
 	(*TailLogRequest)(nil),       // 18: opus.privd.v1.TailLogRequest
 	(*TailLogResponse)(nil),      // 19: opus.privd.v1.TailLogResponse
+	nil,                          // 20: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 }
 var file_opus_privd_v1_privd_proto_depIdxs = []int32{
 	6,  // 0: opus.privd.v1.SecureTreeResponse.refusals:type_name -> opus.privd.v1.Refusal
 	0,  // 1: opus.privd.v1.RunManageRequest.commands:type_name -> opus.privd.v1.ManageCommand
 	0,  // 2: opus.privd.v1.RunManageResponse.failed_command:type_name -> opus.privd.v1.ManageCommand
-	1,  // 3: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
-	3,  // 4: opus.privd.v1.Privd.DeleteUser:input_type -> opus.privd.v1.DeleteUserRequest
-	5,  // 5: opus.privd.v1.Privd.SecureTree:input_type -> opus.privd.v1.SecureTreeRequest
-	8,  // 6: opus.privd.v1.Privd.RemoveTree:input_type -> opus.privd.v1.RemoveTreeRequest
-	10, // 7: opus.privd.v1.Privd.RunManage:input_type -> opus.privd.v1.RunManageRequest
-	12, // 8: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
-	14, // 9: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
-	16, // 10: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
-	18, // 11: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
-	2,  // 12: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
-	4,  // 13: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
-	7,  // 14: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
-	9,  // 15: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
-	11, // 16: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
-	13, // 17: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
-	15, // 18: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
-	17, // 19: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
-	19, // 20: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
-	12, // [12:21] is the sub-list for method output_type
-	3,  // [3:12] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	20, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	1,  // 4: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
+	3,  // 5: opus.privd.v1.Privd.DeleteUser:input_type -> opus.privd.v1.DeleteUserRequest
+	5,  // 6: opus.privd.v1.Privd.SecureTree:input_type -> opus.privd.v1.SecureTreeRequest
+	8,  // 7: opus.privd.v1.Privd.RemoveTree:input_type -> opus.privd.v1.RemoveTreeRequest
+	10, // 8: opus.privd.v1.Privd.RunManage:input_type -> opus.privd.v1.RunManageRequest
+	12, // 9: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
+	14, // 10: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
+	16, // 11: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
+	18, // 12: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
+	2,  // 13: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
+	4,  // 14: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
+	7,  // 15: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
+	9,  // 16: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
+	11, // 17: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
+	13, // 18: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
+	15, // 19: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
+	17, // 20: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
+	19, // 21: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
+	13, // [13:22] is the sub-list for method output_type
+	4,  // [4:13] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_opus_privd_v1_privd_proto_init() }
@@ -1274,7 +1295,7 @@ func file_opus_privd_v1_privd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_privd_v1_privd_proto_rawDesc), len(file_opus_privd_v1_privd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
