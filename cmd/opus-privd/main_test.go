@@ -18,6 +18,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
@@ -169,7 +170,12 @@ func TestDaemon(t *testing.T) {
 		b[i] = 'a' + b[i]%26
 	}
 	project := "tp" + string(b)
-	u, _, err := acc.EnsureUser(ctx, project)
+	r := config.Default().ProjectUIDs
+	uid, err := testrun.FreeID(config.UIDRange{First: r.Last - 999, Last: r.Last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _, err := acc.EnsureUser(ctx, project, uid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -440,7 +440,7 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 
 	// The control: the same call for a user Opus made goes through.
 	ours := randomProject(t, testPrefix)
-	if _, _, err := acc.EnsureUser(ctx, ours); err != nil {
+	if _, _, err := acc.EnsureUser(ctx, ours, testUID(t)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { acc.DeleteUser(context.Background(), ours) })
