@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opus-hosting/opus/internal/names"
 )
@@ -82,6 +83,10 @@ type Config struct {
 	// UploadQuota bounds the bytes of uploaded app archives one user may
 	// keep stored at once.
 	UploadQuota int64
+	// UploadGrace is how long an upload no project uses is kept (from
+	// when it was sent or last named) before it is pruned: the time a
+	// client has between an upload and the call that names it.
+	UploadGrace time.Duration
 }
 
 // UIDRange is an inclusive range of uids (and the gids of the same
@@ -138,6 +143,7 @@ func Default() Config {
 		ProjectUIDs:      UIDRange{First: 70000, Last: 99999},
 		TLSSecurityLevel: 2,
 		UploadQuota:      1 << 30,
+		UploadGrace:      time.Hour,
 	}
 }
 
@@ -216,6 +222,13 @@ func (c *Config) Set(key, value string) error {
 		}
 		c.UploadQuota = v
 		return nil
+	case "upload_grace":
+		d, err := time.ParseDuration(value)
+		if err != nil {
+			return fmt.Errorf("upload_grace: %q is not a duration such as 1h or 30m", value)
+		}
+		c.UploadGrace = d
+		return nil
 	}
 	if p, ok := str[key]; ok {
 		*p = value
@@ -278,6 +291,9 @@ func (c Config) Validate() error {
 	}
 	if c.UploadQuota < 1<<20 {
 		return fmt.Errorf("upload_quota: %d is below the least useful quota of 1 MiB (1048576)", c.UploadQuota)
+	}
+	if c.UploadGrace < time.Second {
+		return fmt.Errorf("upload_grace: %s is shorter than a second; an upload must outlive the call that names it", c.UploadGrace)
 	}
 	return nil
 }
