@@ -143,16 +143,12 @@ func TestUploadsBelongToTheirUploader(t *testing.T) {
 	h.mustCtl(t, uidA, "destroy", name, "--yes")
 }
 
-// TestUploadQuotaAndPrune: with a 1 MiB upload_quota, the upload that
-// would take a user past it is refused with a message saying usage, quota
-// and what to do, and stores nothing; an upload a project uses is never
-// pruned, however old; once its project is destroyed it is pruned after
-// the grace period, and the refused upload then fits.
-func TestUploadQuotaAndPrune(t *testing.T) {
-	h := needHost(t)
-	// opusd again with a 1 MiB quota and a 2 s grace period (pruning every
-	// second); the harness's own comes back at the end, after the
-	// projects' cleanups.
+// smallUploadsOpusd runs opusd, until the test ends, with a 1 MiB
+// upload_quota and a 2 s upload_grace (so it prunes every second), and
+// returns the grace. Call it before newProject: the harness's own opusd
+// comes back after the projects' cleanups.
+func (h *host) smallUploadsOpusd(t *testing.T) time.Duration {
+	t.Helper()
 	orig := h.conf
 	base, err := os.ReadFile(orig)
 	if err != nil {
@@ -174,8 +170,17 @@ func TestUploadQuotaAndPrune(t *testing.T) {
 	if err := h.startOpusd(); err != nil {
 		t.Fatalf("opusd with a small upload quota: %v", err)
 	}
-	const grace = 2 * time.Second
+	return 2 * time.Second
+}
 
+// TestUploadQuotaAndPrune: with a 1 MiB upload_quota, the upload that
+// would take a user past it is refused with a message saying usage, quota
+// and what to do, and stores nothing; an upload a project uses is never
+// pruned, however old; once its project is destroyed it is pruned after
+// the grace period, and the refused upload then fits.
+func TestUploadQuotaAndPrune(t *testing.T) {
+	h := needHost(t)
+	grace := h.smallUploadsOpusd(t)
 	_, uid := addUser(t, "uq")
 	first, second := sharedApp(t, "first", 600<<10), sharedApp(t, "second", 600<<10)
 	name := h.newProject(t)
@@ -226,4 +231,60 @@ func TestUploadQuotaAndPrune(t *testing.T) {
 	h.mustCtl(t, uid, "create", again, "--app", second)
 	mustGet(t, webClient(), h.url(again, "http", "/second/"), "uploaded second")
 	h.mustCtl(t, uid, "destroy", again, "--yes")
+}
+
+// setVersion makes the app in dir answer "uploaded NAME VERSION".
+func setVersion(t *testing.T, dir, version string) {
+	t.Helper()
+	name := filepath.Base(dir)
+	view := "from django.http import HttpResponse\n\n\ndef index(request):\n    return HttpResponse(\"uploaded " + name + " " + version + "\")\n"
+	if err := os.WriteFile(filepath.Join(dir, "views.py"), []byte(view), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUploadRevisionsKeptForRollback: an app's deployed and previous
+// uploads stay stored past the grace period, so a rollback to an uploaded
+// version works; an upload only an older revision names is pruned.
+func TestUploadRevisionsKeptForRollback(t *testing.T) {
+	h := needHost(t)
+	grace := h.smallUploadsOpusd(t)
+	_, uid := addUser(t, "ur")
+	app := sharedApp(t, "versioned", 10)
+	name := h.newProject(t)
+	url := h.url(name, "http", "/versioned/")
+	c := webClient()
+	deploy := func(version string, args ...string) string {
+		t.Helper()
+		setVersion(t, app, version)
+		h.mustCtl(t, uid, args...)
+		mustGet(t, c, url, "uploaded versioned "+version)
+		return h.uploadedDigest(t, name)
+	}
+	v1 := deploy("v1", "create", name, "--app", app)
+	v2 := deploy("v2", "apps", "update", name, "versioned", app)
+	time.Sleep(3 * grace)
+	for v, d := range map[string]string{"v1 (previous)": v1, "v2 (deployed)": v2} {
+		if h.uploadFile(t, uid, d) == "" {
+			t.Fatalf("the upload of %s was pruned", v)
+		}
+	}
+	h.mustCtl(t, uid, "apps", "rollback", name, "versioned")
+	mustGet(t, c, url, "uploaded versioned v1")
+	// Revisions v1 v2 v1 v3: v2 is now only an older revision's.
+	v3 := deploy("v3", "apps", "update", name, "versioned", app)
+	deadline := time.Now().Add(5*grace + 10*time.Second)
+	for h.uploadFile(t, uid, v2) != "" {
+		if time.Now().After(deadline) {
+			h.dumpLogs(t)
+			t.Fatalf("v2's upload, named only by an older revision, is still stored: %v", h.storedUploads(t))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if h.uploadFile(t, uid, v1) == "" || h.uploadFile(t, uid, v3) == "" {
+		t.Fatalf("the uploads a rollback can reach were pruned: %v", h.storedUploads(t))
+	}
+	h.mustCtl(t, uid, "apps", "rollback", name, "versioned")
+	mustGet(t, c, url, "uploaded versioned v1")
+	h.mustCtl(t, uid, "destroy", name, "--yes")
 }
