@@ -192,7 +192,7 @@ func TestUploadQuotaAndPrune(t *testing.T) {
 	}
 
 	// 600 KiB more would pass 1 MiB: refused, nothing stored or changed.
-	files := h.storedUploads(t)
+	files, accounts := h.storedUploads(t), hostState(t)
 	r := h.ctl(t, uid, "", "apps", "add", name, second)
 	if r.code == 0 {
 		t.Fatal("an upload past the quota was accepted")
@@ -207,6 +207,9 @@ func TestUploadQuotaAndPrune(t *testing.T) {
 	}
 	if p := h.show(t, name); len(p.Apps) != 1 {
 		t.Errorf("the refused upload's app reached the project: %+v", p.Apps)
+	}
+	if hostState(t) != accounts {
+		t.Error("the refused upload changed the host's accounts")
 	}
 
 	// Long past the grace period, an upload in use stays.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -146,6 +147,20 @@ func AdoptLegacyUploads(ctx context.Context, st *store.Store, up LegacyUploads, 
 	if err != nil {
 		return fmt.Errorf("adopt legacy uploads: %w", err)
 	}
+	// Once done, every start finds nothing to do: say so without a write
+	// transaction.
+	var pending bool
+	err = st.View(ctx, func(tx *store.Tx) error {
+		ps, err := tx.ProjectsForRead()
+		pending = slices.ContainsFunc(ps, namesNoUploader)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("adopt legacy uploads: %w", err)
+	}
+	if !pending && len(legacy) == 0 {
+		return nil
+	}
 	var records, adopted, missing int
 	err = st.Update(ctx, func(tx *store.Tx) error {
 		ps, err := tx.Projects()
@@ -197,6 +212,23 @@ func AdoptLegacyUploads(ctx context.Context, st *store.Store, up LegacyUploads, 
 			"missing", missing, "legacy_archives_removed", len(legacy))
 	}
 	return nil
+}
+
+// namesNoUploader reports whether an upload of p names no uploader.
+func namesNoUploader(p *store.Project) bool {
+	for _, a := range p.Spec.Apps {
+		if a.Upload != nil && a.Upload.UploaderUID == nil {
+			return true
+		}
+	}
+	for _, st := range p.Status.Apps {
+		for _, r := range st.Revisions {
+			if r.URL == "" && r.UploaderUID == nil && digestRE.MatchString(r.Resolved) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // giveUploadsOwner names p's owner as the uploader of every upload of p
