@@ -16,12 +16,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/client"
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
 // helperEnv selects the helper mode: the test binary re-executed under
-// another uid to call opus-privd directly, as an attacker or as opusd would.
+// another uid to call opus-privd directly, as an attacker or as opusd would
+// (or opusd, for a call opusctl cannot make).
 const helperEnv = "OPUS_E2E_HELPER"
 
 // privdCall is one call the helper makes; its answer comes back as JSON.
@@ -31,6 +34,8 @@ type privdCall struct {
 	Project string `json:"project"`
 	Cert    string `json:"cert,omitempty"`
 	Key     string `json:"key,omitempty"`
+	// Digest is the upload an opusd call names (uploads_test.go).
+	Digest string `json:"digest,omitempty"`
 }
 
 type privdAnswer struct {
@@ -76,6 +81,10 @@ func callPrivd(c privdCall) privdAnswer {
 		_, err = pc.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: c.Project, Processes: 1, Threads: 1, CertificatePem: []byte(c.Cert), KeyPem: []byte(c.Key)})
 	case "RemoveTree":
 		_, err = pc.RemoveTree(ctx, &privdv1.RemoveTreeRequest{Project: c.Project})
+	case "opus.CreateProjectFromUpload":
+		// Socket is opusd's: create Project with one app of upload Digest.
+		_, err = opusv1.NewOpusClient(conn).CreateProject(ctx, &opusv1.CreateProjectRequest{Name: c.Project,
+			Apps: []*opusv1.AppSpec{{Name: "app", Source: client.UploadedSource(c.Digest, "e2e")}}})
 	default:
 		return privdAnswer{DialError: "unknown method " + c.Method}
 	}

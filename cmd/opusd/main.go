@@ -129,8 +129,14 @@ func run() error {
 		return err
 	}
 	defer st.Close()
-	uploads, err := source.NewStore(filepath.Join(cfg.BaseDir, "sources"), source.DefaultLimits)
+	uploads, err := source.NewStore(filepath.Join(cfg.BaseDir, "sources"), source.StoreOptions{
+		Limits: source.DefaultLimits, Quota: cfg.UploadQuota, Grace: cfg.UploadGrace})
 	if err != nil {
+		return err
+	}
+	// Before the reconciler or the API reads a record: uploads recorded
+	// before they had owners become their projects' owners'.
+	if err := service.AdoptLegacyUploads(ctx, st, uploads, log); err != nil {
 		return err
 	}
 
@@ -212,6 +218,7 @@ func run() error {
 		return err
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	go svc.RunUploadPruner(ctx, service.PruneInterval(cfg.UploadGrace))
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- g.Serve(lis) }()

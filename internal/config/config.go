@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opus-hosting/opus/internal/names"
 )
@@ -82,6 +83,10 @@ type Config struct {
 	// UploadQuota bounds the bytes of uploaded app archives one user may
 	// keep stored at once.
 	UploadQuota int64
+	// UploadGrace is how long an upload no project uses is kept (from
+	// when it was sent or last named) before it is pruned: the time a
+	// client has between an upload and the call that names it.
+	UploadGrace time.Duration
 }
 
 // UIDRange is an inclusive range of uids (and the gids of the same
@@ -138,6 +143,7 @@ func Default() Config {
 		ProjectUIDs:      UIDRange{First: 70000, Last: 99999},
 		TLSSecurityLevel: 2,
 		UploadQuota:      1 << 30,
+		UploadGrace:      time.Hour,
 	}
 }
 
@@ -198,7 +204,7 @@ func (c Config) Format() string {
 		{"apache_mode", c.ApacheMode}, {"apache_dir", c.ApacheDir},
 		{"http_port", c.HTTPPort}, {"https_port", c.HTTPSPort}, {"python", c.Python},
 		{"user_prefix", c.UserPrefix}, {"project_uids", c.ProjectUIDs},
-		{"tls_security_level", c.TLSSecurityLevel}, {"upload_quota", c.UploadQuota},
+		{"tls_security_level", c.TLSSecurityLevel}, {"upload_quota", c.UploadQuota}, {"upload_grace", c.UploadGrace},
 		{"wsgi_processes", c.WSGIProcesses}, {"wsgi_threads", c.WSGIThreads},
 		{"git_max_bytes", c.GitMaxBytes}, {"postgres_admin", c.PostgresAdmin},
 	} {
@@ -234,6 +240,13 @@ func (c *Config) Set(key, value string) error {
 			return fmt.Errorf("upload_quota: %q is not a number of bytes", value)
 		}
 		c.UploadQuota = v
+		return nil
+	case "upload_grace":
+		d, err := time.ParseDuration(value)
+		if err != nil {
+			return fmt.Errorf("upload_grace: %q is not a duration such as 1h or 30m", value)
+		}
+		c.UploadGrace = d
 		return nil
 	}
 	if p, ok := str[key]; ok {
@@ -297,6 +310,9 @@ func (c Config) Validate() error {
 	}
 	if c.UploadQuota < 1<<20 {
 		return fmt.Errorf("upload_quota: %d is below the least useful quota of 1 MiB (1048576)", c.UploadQuota)
+	}
+	if c.UploadGrace < time.Second {
+		return fmt.Errorf("upload_grace: %s is shorter than a second; an upload must outlive the call that names it", c.UploadGrace)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -46,6 +47,10 @@ func TestParse(t *testing.T) {
 		{name: "tls level out of range", in: "tls_security_level 6\n", wantErr: "tls_security_level"},
 		{name: "upload quota", in: "upload_quota 2097152\n", check: func(c Config) bool { return c.UploadQuota == 2<<20 }},
 		{name: "upload quota too small", in: "upload_quota 10\n", wantErr: "upload_quota"},
+		{name: "upload grace", in: "upload_grace 90m\n", check: func(c Config) bool { return c.UploadGrace == 90*time.Minute }},
+		{name: "upload grace default", in: "", check: func(c Config) bool { return c.UploadGrace == time.Hour }},
+		{name: "upload grace not a duration", in: "upload_grace 3600\n", wantErr: "not a duration"},
+		{name: "upload grace too short", in: "upload_grace 10ms\n", wantErr: "shorter than a second"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,6 +92,7 @@ func TestLoad(t *testing.T) {
 func TestFormatRoundTrip(t *testing.T) {
 	c := Default()
 	c.BaseDir, c.UserPrefix, c.ProjectUIDs, c.HTTPPort = "/srv/o", "tab12-", UIDRange{First: 400000, Last: 409999}, 81
+	c.UploadGrace = 90 * time.Second
 	c.PostgresAdmin = "host=/var/run/postgresql user=opus dbname=postgres"
 	for _, want := range []Config{Default(), c} {
 		got := Default()
@@ -116,7 +122,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 18 {
+	if c != Default() || n != 19 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }

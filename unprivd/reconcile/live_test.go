@@ -41,7 +41,7 @@ func liveEnv(t *testing.T) (*env, *Reconciler, layout.Project, *atomic.Bool) {
 	}
 	r := e.start(t, 1)
 	id := e.createSpec(t, "live", store.Spec{Apps: []store.AppSpec{
-		{Name: "hello", Upload: &store.UploadSource{Digest: digestHello}, ByUID: 1000},
+		{Name: "hello", Upload: uploaded(digestHello), ByUID: 1000},
 		{Name: "shop", Git: &store.GitSource{URL: liveRepo, Ref: "v1"}, ByUID: 1000},
 	}})
 	r.Kick("live")
@@ -77,7 +77,7 @@ func TestFailedRunRestoresPreviousVersion(t *testing.T) {
 	}{
 		{"update", func(s *store.Spec) { s.App("shop").Git.Ref = "v2" }},
 		{"add", func(s *store.Spec) {
-			s.Apps = append(s.Apps, store.AppSpec{Name: "extra", Upload: &store.UploadSource{Digest: digestHello2}})
+			s.Apps = append(s.Apps, store.AppSpec{Name: "extra", Upload: uploaded(digestHello2)})
 		}},
 		{"remove", func(s *store.Spec) { s.Apps = s.Apps[1:] }},
 		{"settings and update", func(s *store.Spec) {
@@ -158,7 +158,7 @@ func TestFirstDeployFailureKeepsFiles(t *testing.T) {
 		return &privdv1.RunManageResponse{Output: "boom\n", FailedCommand: privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE, ExitCode: 1}
 	}
 	r := e.start(t, 1)
-	id := e.createSpec(t, "first", store.Spec{Apps: []store.AppSpec{{Name: "hello", Upload: &store.UploadSource{Digest: digestHello}}}})
+	id := e.createSpec(t, "first", store.Spec{Apps: []store.AppSpec{{Name: "hello", Upload: uploaded(digestHello)}}})
 	r.Kick("first")
 	op := e.wait(t, id)
 	if op.State != store.OpFailed || strings.Contains(op.Error, "restored") {
@@ -194,6 +194,27 @@ func TestRevisions(t *testing.T) {
 	want := []string{liveRepo + " v1 1111", liveRepo + " v2 2222", liveRepo + " " + hashV1 + " 1111"}
 	if !slices.Equal(got, want) || st.Revisions[1].ByUID != 1002 || st.ResolvedCommit != hashV1 || st.RequestedRef != hashV1 {
 		t.Errorf("revisions %q (status %+v), want %q", got, st, want)
+	}
+}
+
+// TestUploadRevisionsNameTheUploader: an uploaded revision records whose
+// upload it was, so the upload store keeps its archive for a rollback
+// (store.Project.UploadsInUse); a git revision records none.
+func TestUploadRevisionsNameTheUploader(t *testing.T) {
+	e, r, _, _ := liveEnv(t)
+	mustSucceed(t, e.run(t, r, store.OpUpdateApp, func(s *store.Spec) { s.App("hello").Upload = uploaded(digestHello2) }))
+	p := e.project(t, "live")
+	revs := p.Status.Apps["hello"].Revisions
+	if len(revs) != 2 || revs[0].Resolved != digestHello || revs[1].Resolved != digestHello2 {
+		t.Fatalf("revisions %+v", revs)
+	}
+	for _, rev := range revs {
+		if rev.UploaderUID == nil || *rev.UploaderUID != uploaderUID {
+			t.Errorf("revision %s names uploader %v, want %d", rev.Resolved, rev.UploaderUID, uploaderUID)
+		}
+	}
+	if rev := p.Status.Apps["shop"].Revisions[0]; rev.UploaderUID != nil {
+		t.Errorf("git revision names uploader %d", *rev.UploaderUID)
 	}
 }
 

@@ -38,8 +38,9 @@ func (systemClock) Now() time.Time { return time.Now() }
 
 // Uploads unpacks stored app archives (implemented by source.Store).
 type Uploads interface {
-	// Extract unpacks the archive digest into dest, which must not exist.
-	Extract(ctx context.Context, digest, dest string) error
+	// Extract unpacks uid's uploaded archive digest into dest, which must
+	// not exist.
+	Extract(ctx context.Context, uid uint32, digest, dest string) error
 }
 
 // Fetcher fetches git sources (implemented by *source.Git).

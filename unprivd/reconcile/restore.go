@@ -61,6 +61,7 @@ type undoApp struct {
 type applied struct {
 	url, requested, resolved string
 	by                       uint32
+	uploader                 *uint32
 }
 
 // journalFile is the undo journal's name in the code directory. Hidden, so
@@ -214,7 +215,7 @@ func (t *Task) commitApplied(p *store.Project) {
 		if st.ResolvedCommit != a.resolved {
 			st.ResolvedCommit = a.resolved
 			st.Revisions = append(st.Revisions, store.Revision{URL: a.url, RequestedRef: a.requested,
-				Resolved: a.resolved, Time: t.Clock.Now(), ByUID: a.by})
+				Resolved: a.resolved, Time: t.Clock.Now(), ByUID: a.by, UploaderUID: a.uploader})
 			if n := len(st.Revisions); n > maxRevisions {
 				st.Revisions = st.Revisions[n-maxRevisions:]
 			}

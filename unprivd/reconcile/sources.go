@@ -84,7 +84,12 @@ func materialize(ctx context.Context, t *Task, app store.AppSpec) (string, error
 		if t.opt.Uploads == nil {
 			return "", fmt.Errorf("app %s: opusd has no upload store configured", app.Name)
 		}
-		if err := t.opt.Uploads.Extract(ctx, resolved, staged); err != nil {
+		if app.Upload.UploaderUID == nil {
+			// Adopted at start (service.AdoptLegacyUploads); only a
+			// record that start-up could not adopt is left without.
+			return "", fmt.Errorf("app %s: its upload %s was recorded before uploads had owners and is not stored any more; upload the directory again", app.Name, resolved)
+		}
+		if err := t.opt.Uploads.Extract(ctx, *app.Upload.UploaderUID, resolved, staged); err != nil {
 			return "", fmt.Errorf("app %s: %w", app.Name, err)
 		}
 	case app.Git != nil:
@@ -130,8 +135,11 @@ func (t *Task) apply(app store.AppSpec, resolved string) {
 		t.live.applied = map[string]applied{}
 	}
 	a := applied{requested: app.RequestedRef(), resolved: resolved, by: app.ByUID}
-	if app.Git != nil {
+	switch {
+	case app.Git != nil:
 		a.url = app.Git.URL
+	case app.Upload != nil:
+		a.uploader = app.Upload.UploaderUID
 	}
 	t.live.applied[app.Name] = a
 }

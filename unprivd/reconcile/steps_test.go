@@ -52,12 +52,25 @@ func writeFiles(dest string, files map[string]string) error {
 	return os.MkdirAll(dest, 0o755)
 }
 
-// fakeUploads extracts the trees of uploadTrees.
+// uploaderUID uploaded every archive of uploadTrees.
+const uploaderUID = 1000
+
+// uploaded is an app source of uploaderUID's archive digest.
+func uploaded(digest string) *store.UploadSource {
+	return uploadedBy(uploaderUID, digest)
+}
+
+func uploadedBy(uid uint32, digest string) *store.UploadSource {
+	return &store.UploadSource{Digest: digest, UploaderUID: &uid}
+}
+
+// fakeUploads extracts the trees of uploadTrees, uploaderUID's uploads:
+// like the real store, it has nothing under any other uid.
 type fakeUploads struct{}
 
-func (fakeUploads) Extract(_ context.Context, digest, dest string) error {
+func (fakeUploads) Extract(_ context.Context, uid uint32, digest, dest string) error {
 	files, ok := uploadTrees[digest]
-	if !ok {
+	if !ok || uid != uploaderUID {
 		return fmt.Errorf("archive %s is not stored; upload it again", digest)
 	}
 	return writeFiles(dest, files)
@@ -175,7 +188,7 @@ func TestSourcesLifecycle(t *testing.T) {
 	r := e.start(t, 1)
 	l := layout.For(e.base, "shopsite")
 	id := e.createSpec(t, "shopsite", store.Spec{Apps: []store.AppSpec{
-		{Name: "hello", Upload: &store.UploadSource{Digest: digestHello}, ByUID: 1000},
+		{Name: "hello", Upload: uploaded(digestHello), ByUID: 1000},
 		{Name: "shop", Git: &store.GitSource{URL: repo, Ref: "v1"}, ByUID: 1001},
 	}})
 	r.Kick("shopsite")
@@ -310,8 +323,10 @@ func TestBadSourceKeepsDeployedApp(t *testing.T) {
 		source store.AppSpec
 		want   string
 	}{
-		{"no __init__.py", store.AppSpec{Name: "hello", Upload: &store.UploadSource{Digest: digestNoInit}}, "no __init__.py at the top level"},
-		{"archive gone", store.AppSpec{Name: "hello", Upload: &store.UploadSource{Digest: digestMissing}}, "is not stored"},
+		{"no __init__.py", store.AppSpec{Name: "hello", Upload: uploaded(digestNoInit)}, "no __init__.py at the top level"},
+		{"archive gone", store.AppSpec{Name: "hello", Upload: uploaded(digestMissing)}, "is not stored"},
+		{"another uploader's digest", store.AppSpec{Name: "hello", Upload: uploadedBy(uploaderUID+1, digestHello2)}, "is not stored"},
+		{"recorded before uploads had owners", store.AppSpec{Name: "hello", Upload: &store.UploadSource{Digest: digestHello2}}, "upload the directory again"},
 		{"unknown ref", store.AppSpec{Name: "hello", Git: &store.GitSource{URL: "https://git.example.com/x.git", Ref: "nope"}}, `ref "nope" not found`},
 	}
 	for _, c := range cases {
@@ -319,7 +334,7 @@ func TestBadSourceKeepsDeployedApp(t *testing.T) {
 			e := newEnv(t)
 			r := e.start(t, 1)
 			l := layout.For(e.base, "keep")
-			id := e.createSpec(t, "keep", store.Spec{Apps: []store.AppSpec{{Name: "hello", Upload: &store.UploadSource{Digest: digestHello}}}})
+			id := e.createSpec(t, "keep", store.Spec{Apps: []store.AppSpec{{Name: "hello", Upload: uploaded(digestHello)}}})
 			r.Kick("keep")
 			mustSucceed(t, e.wait(t, id))
 			id = e.change(t, "keep", store.OpUpdateApp, func(s *store.Spec) { s.Apps[0] = c.source })

@@ -137,7 +137,10 @@ func (s *Service) ListOperations(ctx context.Context, req *opusv1.ListOperations
 }
 
 // UploadSource receives an app archive: the first message is the info,
-// the rest are chunks, at most MaxUpload bytes in all.
+// the rest are chunks, at most MaxUpload bytes in all. The archive is the
+// caller's upload, usable by them (and admins), and counted against their
+// upload quota; the caller's uploads no project needs any more are pruned
+// first, so what they no longer use never stands in their way.
 func (s *Service) UploadSource(stream opusv1.Opus_UploadSourceServer) error {
 	ctx := stream.Context()
 	c, err := callerFrom(ctx)
@@ -164,8 +167,13 @@ func (s *Service) UploadSource(stream opusv1.Opus_UploadSourceServer) error {
 	if info.GetSize() > s.cfg.MaxUpload {
 		return invalid("info.size", "the archive is %d bytes; at most %d are accepted", info.GetSize(), s.cfg.MaxUpload)
 	}
+	if err := s.PruneUploads(ctx, c.uid); err != nil {
+		// Not fatal: the quota check below counts what is still stored.
+		s.log.WarnContext(ctx, "pruning uploads", "uid", c.uid, "err", err)
+	}
 	r := &chunkReader{stream: stream, max: s.cfg.MaxUpload}
-	digest, size, err := s.uploads.Put(ctx, r)
+	digest, size, err := s.uploads.Put(ctx, c.uid, r)
+	var quota quotaExceeded
 	switch {
 	case r.err != nil && errors.Is(r.err, errTooBig):
 		return status.Errorf(codes.ResourceExhausted, "upload: the archive exceeds %d bytes", s.cfg.MaxUpload)
@@ -173,6 +181,9 @@ func (s *Service) UploadSource(stream opusv1.Opus_UploadSourceServer) error {
 		return invalid("info", "sent twice; only the first message carries info")
 	case r.err != nil:
 		return r.err
+	case errors.As(err, &quota) && quota.QuotaExceeded():
+		s.log.WarnContext(ctx, "upload refused: quota", "uid", c.uid, "origin", trunc(info.GetOrigin()), "err", err)
+		return status.Errorf(codes.ResourceExhausted, "upload: %v; to make room, destroy projects or remove apps you no longer need (an app's previous version is kept for rollback), or ask the host administrator for a larger upload_quota", err)
 	case err != nil:
 		// The store reads and checks the archive; its refusal is the
 		// caller's to fix (not a tar, unsafe entries, ...).

@@ -14,7 +14,10 @@ import (
 // is the version the owner saw working. Otherwise it goes to the revision
 // before the current one. A git app is pinned to the revision's commit,
 // so a branch that moved since does not carry the rollback elsewhere; an
-// upload goes back to its digest, which must still be stored.
+// upload goes back to its digest, which must still be stored (the upload
+// store keeps the archives of those two revisions:
+// store.KeptUploadRevisions). The revision's archive stays its uploader's,
+// whoever rolls back: it was deployed in this project already.
 func (s *Service) rollbackSource(c caller, p *store.Project, a store.AppSpec) (store.AppSpec, error) {
 	st := p.Status.Apps[a.Name]
 	revs := st.Revisions
@@ -43,14 +46,16 @@ func (s *Service) rollbackSource(c caller, p *store.Project, a store.AppSpec) (s
 		}
 		out.Git = &store.GitSource{URL: target.URL, Ref: target.Resolved}
 	case digestRE.MatchString(target.Resolved):
-		if s.uploads == nil || !s.uploads.Has(target.Resolved) {
+		uploader := target.UploaderUID
+		if s.uploads == nil || uploader == nil || !s.uploads.Use(*uploader, target.Resolved) {
 			return a, status.Errorf(codes.FailedPrecondition, "the upload %s of the previous revision is no longer stored; upload the directory again with apps update", target.Resolved)
 		}
 		origin := ""
 		if a.Upload != nil {
 			origin = a.Upload.Origin
 		}
-		out.Upload = &store.UploadSource{Digest: target.Resolved, Origin: origin}
+		uid := *uploader
+		out.Upload = &store.UploadSource{Digest: target.Resolved, Origin: origin, UploaderUID: &uid}
 	default:
 		return a, status.Errorf(codes.FailedPrecondition, "revision %s of app %q does not say where it came from; update the app to a ref instead", trunc(target.Resolved), a.Name)
 	}

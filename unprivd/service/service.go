@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -30,16 +29,6 @@ import (
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
-
-// Uploads is the content-addressed store of uploaded app archives
-// (implemented by unprivd/source.Store).
-type Uploads interface {
-	// Put stores the archive read from r and returns its digest
-	// ("sha256:<hex>") and size.
-	Put(ctx context.Context, r io.Reader) (digest string, size int64, err error)
-	// Has reports whether an archive of that digest is stored.
-	Has(digest string) bool
-}
 
 // Kicker starts a reconcile of a project (implemented by
 // unprivd/reconcile.Reconciler).
@@ -57,7 +46,7 @@ type Config struct {
 	Reconciler Kicker
 	Admins     Admins
 	// Uploads may be nil: UploadSource is then Unimplemented and no upload
-	// digest is accepted.
+	// digest is accepted (see uploads.go).
 	Uploads Uploads
 	// ValidateAppName checks an app name (source.ValidateAppName); nil
 	// uses a local rule: a lowercase Python identifier.
@@ -201,7 +190,7 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 	seen := map[string]bool{}
 	for i, a := range req.GetApps() {
 		field := fmt.Sprintf("apps[%d]", i)
-		app, err := s.appSpec(c, field, a)
+		app, err := s.appSpec(c, c.uid, field, a)
 		if err != nil {
 			return nil, err
 		}
@@ -396,7 +385,7 @@ func (s *Service) AddApp(ctx context.Context, req *opusv1.AddAppRequest) (*opusv
 		return nil, err
 	}
 	return s.mutate(ctx, opusv1.Opus_AddApp_FullMethodName, req.GetProject(), store.OpAddApp, func(c caller, p *store.Project) error {
-		app, err := s.appSpec(c, "app", req.GetApp())
+		app, err := s.appSpec(c, p.OwnerUID, "app", req.GetApp())
 		if err != nil {
 			return err
 		}
@@ -459,7 +448,7 @@ func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (
 			*a = src
 			return nil
 		}
-		src, err := s.source(c, "source", req.GetSource())
+		src, err := s.source(c, p.OwnerUID, "source", req.GetSource())
 		if err != nil {
 			return err
 		}

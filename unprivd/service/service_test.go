@@ -3,10 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +35,7 @@ import (
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/reconcile"
+	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -181,33 +179,22 @@ func (f *fakePrivd) ReloadApache(context.Context, *privdv1.ReloadApacheRequest, 
 	return &privdv1.ReloadApacheResponse{MasterPid: 1}, nil
 }
 
-// fakeUploads keeps archives in memory by their sha256.
-type fakeUploads struct {
-	mu   sync.Mutex
-	data map[string][]byte
+// testClock is a settable clock for the upload store's grace period.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
 }
 
-func (u *fakeUploads) Put(_ context.Context, r io.Reader) (string, int64, error) {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return "", 0, err
-	}
-	if !bytes.HasPrefix(b, []byte("tar")) {
-		return "", 0, errors.New("not a tar archive")
-	}
-	sum := sha256.Sum256(b)
-	d := "sha256:" + hex.EncodeToString(sum[:])
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.data[d] = b
-	return d, int64(len(b)), nil
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
 }
 
-func (u *fakeUploads) Has(d string) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	_, ok := u.data[d]
-	return ok
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 type server struct {
@@ -216,11 +203,13 @@ type server struct {
 	st      *store.Store
 	kicker  *fakeKicker
 	privd   *fakePrivd
-	uploads *fakeUploads
-	svc     *Service
-	client  opusv1.OpusClient
-	cc      *grpc.ClientConn
-	logs    *lockedBuffer
+	uploads *source.Store
+	// clock is the upload store's.
+	clock  *testClock
+	svc    *Service
+	client opusv1.OpusClient
+	cc     *grpc.ClientConn
+	logs   *lockedBuffer
 }
 
 // lockedBuffer collects the service's log for assertions.
@@ -242,8 +231,9 @@ func (b *lockedBuffer) String() string {
 }
 
 type serverOpt struct {
-	admins     fakeAdmins
-	reconciler bool // a real reconciler instead of the recording kicker
+	admins      fakeAdmins
+	reconciler  bool  // a real reconciler instead of the recording kicker
+	uploadQuota int64 // of the upload store; 0: none
 }
 
 // startServer serves the Opus API on a real Unix socket, in a directory any
@@ -264,7 +254,13 @@ func startServer(t *testing.T, o serverOpt) *server {
 	}
 	t.Cleanup(func() { st.Close() })
 	s := &server{dir: dir, sock: filepath.Join(dir, "opusd.sock"), st: st, kicker: &fakeKicker{},
-		privd: &fakePrivd{}, uploads: &fakeUploads{data: map[string][]byte{}}}
+		privd: &fakePrivd{}, clock: &testClock{now: time.Now()}}
+	// The real upload store, on the test's clock.
+	s.uploads, err = source.NewStore(filepath.Join(dir, "sources"), source.StoreOptions{
+		Limits: source.DefaultLimits, Quota: o.uploadQuota, Now: s.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var kick Kicker = s.kicker
 	s.logs = &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(s.logs, nil))
@@ -667,11 +663,13 @@ func TestUploadSource(t *testing.T) {
 	if _, err := send(info, chunk("zip")); code(err) != codes.InvalidArgument {
 		t.Fatalf("store refusal = %v", err)
 	}
-	if n := len(s.uploads.data); n != 0 {
-		t.Fatalf("%d refused uploads stored", n)
+	me := uint32(os.Geteuid())
+	if n, err := s.uploads.Usage(me); n != 0 || err != nil {
+		t.Fatalf("refused uploads stored %d bytes (%v)", n, err)
 	}
-	res, err := send(info, chunk("tar"), chunk("ball"))
-	if err != nil || res.Size != 7 || !strings.HasPrefix(res.Digest, "sha256:") {
+	arch := appArchive(t, "blog", "")
+	res, err := send(info, chunk(string(arch[:10])), chunk(string(arch[10:])))
+	if err != nil || res.Size != int64(len(arch)) || !strings.HasPrefix(res.Digest, "sha256:") || !s.uploads.Has(me, res.Digest) {
 		t.Fatalf("upload = %v, %v", res, err)
 	}
 	_, err = s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "uploaded", Apps: []*opusv1.AppSpec{{Name: "blog",

@@ -136,15 +136,16 @@ func validateRef(ref string) error {
 	return nil
 }
 
-// appSpec validates one requested app and turns it into the stored form.
-func (s *Service) appSpec(c caller, field string, a *opusv1.AppSpec) (store.AppSpec, error) {
+// appSpec validates one requested app of a project owned by projectOwner
+// and turns it into the stored form.
+func (s *Service) appSpec(c caller, projectOwner uint32, field string, a *opusv1.AppSpec) (store.AppSpec, error) {
 	if a == nil {
 		return store.AppSpec{}, invalid(field, "app is missing")
 	}
 	if err := s.validateAppName(a.GetName()); err != nil {
 		return store.AppSpec{}, invalid(field+".name", "%v", err)
 	}
-	src, err := s.source(c, field+".source", a.GetSource())
+	src, err := s.source(c, projectOwner, field+".source", a.GetSource())
 	if err != nil {
 		return store.AppSpec{}, err
 	}
@@ -152,8 +153,9 @@ func (s *Service) appSpec(c caller, field string, a *opusv1.AppSpec) (store.AppS
 	return src, nil
 }
 
-// source validates an app source; the returned AppSpec has no name.
-func (s *Service) source(c caller, field string, src *opusv1.AppSource) (store.AppSpec, error) {
+// source validates an app source of a project owned by projectOwner; the
+// returned AppSpec has no name.
+func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv1.AppSource) (store.AppSpec, error) {
 	spec := store.AppSpec{ByUID: c.uid}
 	switch k := src.GetKind().(type) {
 	case *opusv1.AppSource_Git:
@@ -173,14 +175,16 @@ func (s *Service) source(c caller, field string, src *opusv1.AppSource) (store.A
 		if err := validateDigest(d); err != nil {
 			return spec, invalid(field+".upload.digest", "%v", err)
 		}
-		if s.uploads == nil || !s.uploads.Has(d) {
-			return spec, invalid(field+".upload.digest", "no upload %s on this host; send the archive with UploadSource first", d)
+		uploader, ok := s.uploadOwner(c, projectOwner, d)
+		if !ok {
+			// The same answer whether nobody or somebody else sent it.
+			return spec, invalid(field+".upload.digest", "you have no upload %s on this host; send the archive with UploadSource first (an upload can be used only by whoever sent it)", d)
 		}
 		origin := k.Upload.GetOrigin()
 		if len(origin) > 1024 {
 			origin = origin[:1024]
 		}
-		spec.Upload = &store.UploadSource{Digest: d, Origin: origin}
+		spec.Upload = &store.UploadSource{Digest: d, Origin: origin, UploaderUID: &uploader}
 	default:
 		return spec, invalid(field, "source is missing: give a git url or an upload digest")
 	}

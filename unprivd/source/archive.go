@@ -7,12 +7,9 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -38,127 +35,12 @@ func ValidateDigest(d string) error {
 	return nil
 }
 
-// Store keeps uploaded app archives by content digest, under
-// Dir/sha256/<hex>.tar or .tar.gz. Only archives that passed a full dry-run
-// extraction are stored, so a stored digest always extracts (within the
-// same limits).
-type Store struct {
-	dir string
-	lim Limits
-}
-
-// NewStore opens (creating if needed) an archive store in dir. Temporary
-// files of uploads interrupted by a crash are removed.
-func NewStore(dir string, lim Limits) (*Store, error) {
-	for _, d := range []string{dir, filepath.Join(dir, "sha256"), filepath.Join(dir, "tmp")} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return nil, fmt.Errorf("archive store: %w", err)
-		}
-	}
-	stale, _ := filepath.Glob(filepath.Join(dir, "tmp", "upload-*"))
-	for _, f := range stale {
-		os.Remove(f)
-	}
-	return &Store{dir: dir, lim: lim}, nil
-}
-
-// Put reads an archive (tar, optionally gzipped) from r, hashing it as it
-// goes, refuses it if it is larger than the compressed limit or would not
-// extract safely within the limits, and stores it. Storing the same archive
-// twice is harmless.
-func (s *Store) Put(ctx context.Context, r io.Reader) (digest string, size int64, err error) {
-	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "upload-*")
-	if err != nil {
-		return "", 0, fmt.Errorf("archive store: %w", err)
-	}
-	defer func() {
-		tmp.Close()
-		if err != nil {
-			os.Remove(tmp.Name())
-		}
-	}()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), &ctxReader{ctx: ctx, r: io.LimitReader(r, s.lim.MaxCompressed+1)})
-	if err != nil {
-		return "", 0, fmt.Errorf("receive archive: %w", err)
-	}
-	if n > s.lim.MaxCompressed {
-		return "", 0, fmt.Errorf("archive is larger than %d bytes", s.lim.MaxCompressed)
-	}
-	if n == 0 {
-		return "", 0, errors.New("archive is empty")
-	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return "", 0, fmt.Errorf("archive store: %w", err)
-	}
-	gz, err := walkArchive(tmp, newTreeWriter(ctx, nil, s.lim))
-	if err != nil {
-		return "", 0, fmt.Errorf("archive refused: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return "", 0, fmt.Errorf("archive store: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", 0, fmt.Errorf("archive store: %w", err)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	final := filepath.Join(s.dir, "sha256", sum+".tar")
-	if gz {
-		final += ".gz"
-	}
-	if err := os.Chmod(tmp.Name(), 0o640); err != nil {
-		return "", 0, fmt.Errorf("archive store: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
-		return "", 0, fmt.Errorf("archive store: %w", err)
-	}
-	return DigestPrefix + sum, n, nil
-}
-
-// path returns the stored file of digest, or "" if there is none.
-func (s *Store) path(digest string) (string, error) {
-	if err := ValidateDigest(digest); err != nil {
-		return "", err
-	}
-	base := filepath.Join(s.dir, "sha256", strings.TrimPrefix(digest, DigestPrefix))
-	for _, p := range []string{base + ".tar.gz", base + ".tar"} {
-		fi, err := os.Lstat(p)
-		if err == nil && fi.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	return "", nil
-}
-
-// Has reports whether an archive with digest is stored.
-func (s *Store) Has(digest string) bool {
-	p, err := s.path(digest)
-	return err == nil && p != ""
-}
-
-// Extract unpacks the stored archive digest into dest, which must not exist
-// or be an empty directory. The tree appears at dest complete or not at all.
-func (s *Store) Extract(ctx context.Context, digest, dest string) error {
-	p, err := s.path(digest)
-	if err != nil {
-		return err
-	}
-	if p == "" {
-		return fmt.Errorf("archive %s is not stored; upload it again", digest)
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("archive %s: %w", digest, err)
-	}
-	defer f.Close()
-	return ExtractArchive(ctx, f, dest, s.lim)
-}
-
 // ExtractArchive safely unpacks the tar (optionally gzipped) archive read
-// from r into dest (see Store.Extract) within lim. It refuses absolute
-// names, ".." components, links of any kind, device and FIFO entries,
-// duplicate entries and files where directories are expected; files get
-// mode 0644 and directories 0755 whatever the archive says.
+// from r into dest within lim. dest must not exist or be an empty
+// directory; the tree appears there complete or not at all. It refuses
+// absolute names, ".." components, links of any kind, device and FIFO
+// entries, duplicate entries and files where directories are expected;
+// files get mode 0644 and directories 0755 whatever the archive says.
 func ExtractArchive(ctx context.Context, r io.Reader, dest string, lim Limits) error {
 	err := writeTree(ctx, dest, lim, func(w *treeWriter) error {
 		_, err := walkArchive(r, w)

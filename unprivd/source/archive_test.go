@@ -78,6 +78,9 @@ func mkTar(t testing.TB, gz bool, ents ...ent) []byte {
 
 var testLimits = Limits{MaxCompressed: 1 << 20, MaxUnpacked: 1 << 20, MaxEntries: 50, MaxFile: 512 << 10}
 
+// testUID uploads in the tests that are not about owners.
+const testUID = 1000
+
 // listTree returns "path" for files (with content) and "path/" for dirs.
 func listTree(t *testing.T, dir string) []string {
 	t.Helper()
@@ -115,7 +118,7 @@ func listTree(t *testing.T, dir string) []string {
 func TestStorePutExtract(t *testing.T) {
 	for _, gz := range []bool{false, true} {
 		dir := t.TempDir()
-		s, err := NewStore(filepath.Join(dir, "store"), testLimits)
+		s, err := NewStore(filepath.Join(dir, "store"), StoreOptions{Limits: testLimits})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,19 +131,19 @@ func TestStorePutExtract(t *testing.T) {
 			ent{name: "migrations/__init__.py", body: "#"},
 			ent{name: "g", typ: tar.TypeXGlobalHeader},
 		)
-		digest, size, err := s.Put(context.Background(), bytes.NewReader(arch))
+		digest, size, err := s.Put(context.Background(), testUID, bytes.NewReader(arch))
 		if err != nil {
 			t.Fatalf("gz=%v: Put: %v", gz, err)
 		}
-		if size != int64(len(arch)) || ValidateDigest(digest) != nil || !s.Has(digest) {
+		if size != int64(len(arch)) || ValidateDigest(digest) != nil || !s.Has(testUID, digest) {
 			t.Fatalf("Put = %q, %d", digest, size)
 		}
 		// Same bytes again: same digest, still one file.
-		d2, _, err := s.Put(context.Background(), bytes.NewReader(arch))
+		d2, _, err := s.Put(context.Background(), testUID, bytes.NewReader(arch))
 		if err != nil || d2 != digest {
 			t.Fatalf("second Put = %q, %v", d2, err)
 		}
-		stored, _ := filepath.Glob(filepath.Join(dir, "store", "sha256", "*"))
+		stored, _ := filepath.Glob(filepath.Join(dir, "store", "1000", "sha256", "*"))
 		wantExt := ".tar"
 		if gz {
 			wantExt = ".tar.gz"
@@ -149,7 +152,7 @@ func TestStorePutExtract(t *testing.T) {
 			t.Fatalf("stored files %v", stored)
 		}
 		dest := filepath.Join(dir, "app")
-		if err := s.Extract(context.Background(), digest, dest); err != nil {
+		if err := s.Extract(context.Background(), testUID, digest, dest); err != nil {
 			t.Fatalf("Extract: %v", err)
 		}
 		got := strings.Join(listTree(t, dest), "|")
@@ -158,7 +161,7 @@ func TestStorePutExtract(t *testing.T) {
 			t.Errorf("tree\n got %q\nwant %q", got, want)
 		}
 		// An existing non-empty destination is refused and left alone.
-		if err := s.Extract(context.Background(), digest, dest); err == nil || !strings.Contains(err.Error(), "not empty") {
+		if err := s.Extract(context.Background(), testUID, digest, dest); err == nil || !strings.Contains(err.Error(), "not empty") {
 			t.Errorf("Extract into non-empty dir: %v", err)
 		}
 		if got2 := strings.Join(listTree(t, dest), "|"); got2 != want {
@@ -203,16 +206,16 @@ func TestStoreRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := NewStore(filepath.Join(dir, "store"), testLimits)
+			s, err := NewStore(filepath.Join(dir, "store"), StoreOptions{Limits: testLimits})
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = s.Put(context.Background(), bytes.NewReader(tc.arch))
+			_, _, err = s.Put(context.Background(), testUID, bytes.NewReader(tc.arch))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Put error %v, want %q", err, tc.want)
 			}
 			// Nothing stored, no temporary file left.
-			for _, sub := range []string{"sha256", "tmp"} {
+			for _, sub := range []string{"1000", "tmp"} {
 				if ents, _ := os.ReadDir(filepath.Join(dir, "store", sub)); len(ents) != 0 {
 					t.Errorf("%s not empty after refusal: %v", sub, ents)
 				}
@@ -237,11 +240,11 @@ func TestStoreRefuses(t *testing.T) {
 
 func TestStoreTooLargeCompressed(t *testing.T) {
 	dir := t.TempDir()
-	s, err := NewStore(dir, Limits{MaxCompressed: 100, MaxUnpacked: 1 << 20, MaxEntries: 10, MaxFile: 1 << 20})
+	s, err := NewStore(dir, StoreOptions{Limits: Limits{MaxCompressed: 100, MaxUnpacked: 1 << 20, MaxEntries: 10, MaxFile: 1 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = s.Put(context.Background(), bytes.NewReader(make([]byte, 101)))
+	_, _, err = s.Put(context.Background(), testUID, bytes.NewReader(make([]byte, 101)))
 	if err == nil || !strings.Contains(err.Error(), "larger than 100 bytes") {
 		t.Fatalf("Put: %v", err)
 	}
@@ -252,7 +255,7 @@ func TestStoreTooLargeCompressed(t *testing.T) {
 
 func TestDigest(t *testing.T) {
 	good := "sha256:" + strings.Repeat("ab", 32)
-	s, err := NewStore(t.TempDir(), testLimits)
+	s, err := NewStore(t.TempDir(), StoreOptions{Limits: testLimits})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,11 +273,11 @@ func TestDigest(t *testing.T) {
 		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ValidateDigest(%q) = %v, want %q", tc.d, err, tc.want)
 		}
-		if s.Has(tc.d) {
+		if s.Has(testUID, tc.d) {
 			t.Errorf("Has(%q) on an empty store", tc.d)
 		}
 	}
-	if err := s.Extract(context.Background(), good, filepath.Join(t.TempDir(), "x")); err == nil || !strings.Contains(err.Error(), "not stored") {
+	if err := s.Extract(context.Background(), testUID, good, filepath.Join(t.TempDir(), "x")); err == nil || !strings.Contains(err.Error(), "not stored") {
 		t.Errorf("Extract of missing digest: %v", err)
 	}
 }

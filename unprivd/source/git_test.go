@@ -204,16 +204,16 @@ func TestPackStoreRoundTrip(t *testing.T) {
 	if err := pack.Pack(context.Background(), src, &buf); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewStore(t.TempDir(), DefaultLimits)
+	s, err := NewStore(t.TempDir(), StoreOptions{Limits: DefaultLimits})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, _, err := s.Put(context.Background(), &buf)
+	d, _, err := s.Put(context.Background(), 1000, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(t.TempDir(), "blog")
-	if err := s.Extract(context.Background(), d, dest); err != nil {
+	if err := s.Extract(context.Background(), 1000, d, dest); err != nil {
 		t.Fatal(err)
 	}
 	if err := ValidateApp(dest, "blog"); err != nil || !HasURLs(dest) {

@@ -131,6 +131,11 @@ type GitSource struct {
 type UploadSource struct {
 	Digest string `json:"digest"`
 	Origin string `json:"origin,omitempty"`
+	// UploaderUID is whose upload it is: the archive is kept in that
+	// user's part of the upload store, against their quota. nil only in
+	// records made before uploads had owners, until opusd adopts them at
+	// start (see service.AdoptLegacyUploads).
+	UploaderUID *uint32 `json:"uploader_uid,omitempty"`
 }
 
 // Superuser is the Django admin account to create.
@@ -206,6 +211,9 @@ type Revision struct {
 	Resolved     string    `json:"resolved"`
 	Time         time.Time `json:"time"`
 	ByUID        uint32    `json:"by_uid"`
+	// UploaderUID is whose upload an uploaded revision's archive is (see
+	// UploadSource.UploaderUID); nil for git.
+	UploaderUID *uint32 `json:"uploader_uid,omitempty"`
 }
 
 // CertificateStatus says which certificate is installed.

@@ -332,7 +332,8 @@ func (x *GitSource) GetRef() string {
 // UploadedSource is an app from an archive sent with UploadSource.
 type UploadedSource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// digest is "sha256:<hex>" as returned by UploadSource.
+	// digest is "sha256:<hex>" as returned by UploadSource: an upload of the
+	// caller's (any user's for an admin); another user's is unknown to them.
 	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
 	// origin is informational: where the client packed it from.
 	Origin        string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`

@@ -73,7 +73,9 @@ type OpusClient interface {
 	// UploadSource receives an app archive (tar, optionally gzipped) packed by
 	// the client with the caller's own rights; the first message carries the
 	// metadata, the following ones the bytes. It answers with the content
-	// digest to name in an AppSource.
+	// digest to name in an AppSource. The upload is the caller's: only they
+	// (and admins) can name its digest, it counts against their upload quota
+	// (RESOURCE_EXHAUSTED past it), and it is deleted once no project uses it.
 	UploadSource(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadSourceRequest, UploadSourceResponse], error)
 	// GetOperation returns one operation.
 	GetOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (*Operation, error)
@@ -352,7 +354,9 @@ type OpusServer interface {
 	// UploadSource receives an app archive (tar, optionally gzipped) packed by
 	// the client with the caller's own rights; the first message carries the
 	// metadata, the following ones the bytes. It answers with the content
-	// digest to name in an AppSource.
+	// digest to name in an AppSource. The upload is the caller's: only they
+	// (and admins) can name its digest, it counts against their upload quota
+	// (RESOURCE_EXHAUSTED past it), and it is deleted once no project uses it.
 	UploadSource(grpc.ClientStreamingServer[UploadSourceRequest, UploadSourceResponse]) error
 	// GetOperation returns one operation.
 	GetOperation(context.Context, *GetOperationRequest) (*Operation, error)
