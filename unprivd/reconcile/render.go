@@ -15,6 +15,7 @@ import (
 	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
 	"github.com/opus-hosting/opus/unprivd/tenantdir"
+	"golang.org/x/sys/unix"
 )
 
 // djangoConfig is the variable part of the project's settings for t.
@@ -123,11 +124,17 @@ func writeSecrets(ctx context.Context, t *Task) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	sum := sha256.Sum256(data)
+	written := hex.EncodeToString(sum[:])
+	if written == t.Project.Secrets.Written && secretsInPlace(dir, t, len(data)) {
+		// Nothing to write: rewriting would only make the file opus's
+		// (unreadable to the project) until the secure step, and a
+		// daemon starting meanwhile would fail.
+		return strings.Join(append(notes, "secrets unchanged"), "; "), nil
+	}
 	if err := dir.WriteFile(django.SecretsFile, data, secretsMode); err != nil {
 		return "", fmt.Errorf("secrets: %w", err)
 	}
-	sum := sha256.Sum256(data)
-	written := hex.EncodeToString(sum[:])
 	if written == t.Project.Secrets.Written {
 		return strings.Join(append(notes, "secrets written, unchanged"), "; "), nil
 	}
@@ -140,6 +147,17 @@ func writeSecrets(ctx context.Context, t *Task) (string, error) {
 		return "", err
 	}
 	return strings.Join(append(notes, "secrets written, changed"), "; "), nil
+}
+
+// secretsInPlace reports whether the secrets entry still looks like what
+// the last run wrote and the secure step gave the project: a regular file
+// of size bytes, one link, the project's, mode secretsMode. Its content is
+// not read: whatever a tenant changed in its own secrets concerns only
+// itself, and anything else it put there (a link, a FIFO) is rewritten.
+func secretsInPlace(dir *tenantdir.Dir, t *Task, size int) bool {
+	st, err := dir.Lstat(django.SecretsFile)
+	return err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 && st.Size == int64(size) &&
+		st.Uid == t.Project.Status.UID && t.Project.Status.UID != 0 && st.Mode&0o7777 == uint32(secretsMode)
 }
 
 // firstSecretKey is the secret key of a project the store keeps none for:

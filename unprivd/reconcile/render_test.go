@@ -483,7 +483,7 @@ func TestRenderSecretsKeptBeforeWritten(t *testing.T) {
 func TestReconcileReplacesPlantedSecrets(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, 1)
-	id := e.createSpec(t, "blog", store.Spec{Apps: []store.AppSpec{{Name: "hello", Upload: &store.UploadSource{Digest: digestHello}}}})
+	id := e.createSpec(t, "blog", store.Spec{Apps: []store.AppSpec{{Name: "hello", Upload: uploaded(digestHello)}}})
 	r.Kick("blog")
 	op := e.wait(t, id)
 	mustSucceed(t, op)

@@ -223,6 +223,24 @@ func kind(t uint32) string {
 	return fmt.Sprintf("a file of type %#o", t)
 }
 
+// Lstat describes the entry name of d itself (fstatat with
+// AT_SYMLINK_NOFOLLOW beneath the held descriptor): a link is described,
+// never followed, and nothing is opened. A missing entry is an error
+// wrapping fs.ErrNotExist.
+func (d *Dir) Lstat(name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := checkName(name); err != nil {
+		return st, err
+	}
+	_, err := retryEINTR(func() (int, error) {
+		return 0, unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	if err != nil {
+		return st, &fs.PathError{Op: "lstat", Path: d.path + "/" + name, Err: err}
+	}
+	return st, nil
+}
+
 // WriteFile makes the entry name of d a new regular file holding data with
 // mode perm, atomically: readers see the old entry or the new file, never
 // a part. It never opens or follows what is at name: a link, a FIFO or a
