@@ -136,7 +136,7 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ck, err := r.Cookie(preCookie)
-	if !sameOrigin(r) || err != nil || ck.Value == "" || r.PostForm.Get("csrf") != ck.Value {
+	if err != nil || ck.Value == "" || r.PostForm.Get("csrf") != ck.Value {
 		c.log.Warn("console: sign-in form without a valid CSRF token refused", "remote", remoteAddr(r))
 		http.Error(w, "the form's CSRF token is missing or wrong: reload the sign-in page", http.StatusForbidden)
 		return
