@@ -162,13 +162,15 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 	addr := remoteAddr(r)
 	now := time.Now()
 	if !c.accountFails.allowed(account, now) || !c.accountAddrFails.allowed(account+" "+addr, now) {
-		c.log.Warn("console: sign-in refused: too many failures", "user", field, "remote", addr)
+		// Debug: these cost nothing and come as fast as they are sent; the
+		// failure that crossed the limit was logged.
+		c.log.Debug("console: sign-in refused: too many failures", "user", field, "remote", addr)
 		c.renderLogin(w, r, http.StatusTooManyRequests, field, "Too many failed sign-ins for this user; wait a few minutes, or use a login link (opusctl web login).")
 		return
 	}
 	ok, err := c.checkPassword(r, uid, name, pw)
 	if errors.Is(err, store.ErrBusy) {
-		c.log.Warn("console: sign-in refused: password hashers busy", "user", field, "remote", addr)
+		c.log.Debug("console: sign-in refused: password hashers busy", "user", field, "remote", addr)
 		w.Header().Set("Retry-After", retryBusy)
 		c.renderLogin(w, r, http.StatusServiceUnavailable, field, "The console is busy checking other sign-ins; try again in a few seconds, or use a login link (opusctl web login).")
 		return
@@ -182,6 +184,9 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 		c.accountFails.fail(account, now)
 		c.accountAddrFails.fail(account+" "+addr, now)
 		c.log.Warn("console: sign-in failed", "user", field, "remote", addr)
+		if !c.accountFails.allowed(account, now) || !c.accountAddrFails.allowed(account+" "+addr, now) {
+			c.log.Warn("console: too many failed sign-ins; refusing this account's password for a while", "user", field, "remote", addr, "for", failWindow)
+		}
 		c.renderLogin(w, r, http.StatusUnauthorized, field, "Wrong user or password, or no console password set (opusctl web passwd).")
 		return
 	}
@@ -289,8 +294,14 @@ func (c *Console) loginLink(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil || !found {
 		addr, now := remoteAddr(r), time.Now()
+		was := c.linkFails.allowed(addr, now)
 		c.linkFails.fail(addr, now)
 		if !c.linkFails.allowed(addr, now) {
+			// Logged once, when the address crosses the limit: refused
+			// links cost nothing and come as fast as they are sent.
+			if was {
+				c.log.Warn("console: too many unknown login links; refusing this address's unknown links for a while", "remote", addr, "for", failWindow)
+			}
 			c.renderLogin(w, r, http.StatusTooManyRequests, "", "Too many unknown login links from your address; wait a few minutes, or run opusctl web login for a new one.")
 			return
 		}
