@@ -311,8 +311,11 @@ func (c *Console) settle(r *http.Request, uid uint32, name string) {
 	var dropped bool
 	err := c.st.Update(r.Context(), func(tx *store.Tx) error {
 		before, err := tx.ConsoleAccount(uid)
-		if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
 			return nil
+		}
+		if err != nil {
+			return err
 		}
 		after, err := tx.ConsoleAccountOf(uid, name)
 		dropped = after == nil || after.Name != before.Name
