@@ -38,6 +38,7 @@ import (
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // units are the unit files this directory ships.
@@ -224,6 +225,60 @@ func TestUnitsHardening(t *testing.T) {
 	if v := parsed["opus-privd.service"]["Service"]["AmbientCapabilities"]; len(v) != 0 {
 		t.Errorf("opus-privd.service sets AmbientCapabilities=%q", v)
 	}
+}
+
+// TestOpusdMemorySized: opusd.service's memory limits hold what opusd is
+// measured to need at once — itself at 1,000 projects with headroom (64
+// MiB), every console password hasher (64 MiB each), and one git fetch at
+// the default size limit (about its size) — below MemoryHigh; GOMEMLIMIT
+// lies between that need and MemoryHigh (the collector works harder
+// before the kernel throttles), and MemoryMax above.
+func TestOpusdMemorySized(t *testing.T) {
+	u := readUnit(t, "opusd.service")
+	high := systemdBytes(t, u.one(t, "opusd.service", "Service", "MemoryHigh"))
+	hard := systemdBytes(t, u.one(t, "opusd.service", "Service", "MemoryMax"))
+	var goLimit int64
+	for _, e := range u["Service"]["Environment"] {
+		if v, ok := strings.CutPrefix(e, "GOMEMLIMIT="); ok {
+			goLimit = goBytes(t, v)
+		}
+	}
+	need := int64(64<<20) + store.PasswordHashers*64<<20 + int64(config.Default().GitMaxBytes)
+	if !(need < goLimit && goLimit < high && high < hard) {
+		t.Errorf("opusd.service: want need %d MiB < GOMEMLIMIT %d MiB < MemoryHigh %d MiB < MemoryMax %d MiB",
+			need>>20, goLimit>>20, high>>20, hard>>20)
+	}
+}
+
+// systemdBytes parses a systemd memory size: a number with K, M, G or T
+// (powers of 1024).
+func systemdBytes(t *testing.T, s string) int64 {
+	t.Helper()
+	mult := map[byte]int64{'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
+	if s == "" || mult[s[len(s)-1]] == 0 {
+		t.Fatalf("memory size %q: want a number with K, M, G or T", s)
+	}
+	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
+	if err != nil {
+		t.Fatalf("memory size %q: %v", s, err)
+	}
+	return n * mult[s[len(s)-1]]
+}
+
+// goBytes parses a GOMEMLIMIT value with KiB, MiB or GiB.
+func goBytes(t *testing.T, s string) int64 {
+	t.Helper()
+	for suffix, mult := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if v, ok := strings.CutSuffix(s, suffix); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("GOMEMLIMIT %q: %v", s, err)
+			}
+			return n * mult
+		}
+	}
+	t.Fatalf("GOMEMLIMIT %q: want a number with KiB, MiB or GiB", s)
+	return 0
 }
 
 // TestUnitsWatchdog: a WatchdogSec= on a daemon that never sends

@@ -23,7 +23,8 @@ a console password you set yourself ('web passwd').`,
 		Example: `  opusctl web login
   opusctl web passwd
   opusctl web accounts          # admins
-  opusctl web disable alice     # admins`,
+  opusctl web disable alice     # admins
+  opusctl web delete alice      # admins`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -52,7 +53,8 @@ yourself, do not share it.`,
 		Short: "Set your own web console password",
 		Long: `passwd sets the password you sign in to the web console with, as your Unix
 user. It is asked twice on the terminal, or read from the first line of
-stdin with --password-stdin. opusd keeps only a slow salted hash of it.`,
+stdin with --password-stdin. opusd keeps only a slow salted hash of it.
+Every console session of yours ends: sign in again with the new password.`,
 		Example: `  opusctl web passwd
   printf '%s\n' "$PW" | opusctl web passwd --password-stdin`,
 		Args: cobra.NoArgs,
@@ -79,8 +81,10 @@ stdin with --password-stdin. opusd keeps only a slow salted hash of it.`,
 		Short: "List web console accounts (admins)",
 		Long: `accounts lists the users who have a web console account (made by their first
 login link or password): whether they set a password, whether an admin
-disabled them, and when they last signed in. Only root and members of the
-admin group may list them.`,
+disabled them, and when they last signed in. An account belongs to its Unix
+user: once the user is deleted (or their uid is given to someone else), it
+is deleted and no longer listed. Only root and members of the admin group
+may list them.`,
 		Example: `  opusctl web accounts
   opusctl web accounts -o json`,
 		Args: cobra.NoArgs,
@@ -108,29 +112,62 @@ It does not touch their projects or their use of opusctl.`,
   opusctl web disable 1001 --enable`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			uid, err := parseUID(args[0])
-			if err != nil {
-				return err
-			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if _, err := cl.RPC().DisableConsoleAccount(ctx, &opusv1.DisableConsoleAccountRequest{Uid: uid, Enable: enable}); err != nil {
-				return err
-			}
 			what := "disabled"
 			if enable {
 				what = "enabled"
 			}
-			fmt.Fprintf(c.stderr, "Console account of %s (uid %d) %s.\n", printable(userName(uid)), uid, what)
-			return nil
+			return c.accountCall(cmd, args[0], what, func(ctx context.Context, rpc opusv1.OpusClient, uid uint32) error {
+				_, err := rpc.DisableConsoleAccount(ctx, &opusv1.DisableConsoleAccountRequest{Uid: uid, Enable: enable})
+				return err
+			})
 		},
 	}
 	disable.Flags().BoolVar(&enable, "enable", false, "re-enable the account instead")
-	cmd.AddCommand(login, passwd, accounts, disable)
+	// No confirmation flag: deleting an account loses no project or data,
+	// only what the user can make again (a password, a session); destroy's
+	// --yes guards what cannot be made again.
+	del := &cobra.Command{
+		Use:   "delete UID|USER",
+		Short: "Delete a web console account (admins)",
+		Long: `delete removes a user's web console account: its password, login links and
+sessions end at once. It does not touch their projects or their use of
+opusctl, and the user may make a new account (web login, web passwd): to
+keep someone out, use 'web disable' instead.
+
+Accounts whose Unix user was deleted (or whose uid now belongs to another
+user) are removed by opusd on their next use or listing; give such an
+account's uid, as 'web accounts' shows it.`,
+		Example: `  opusctl web delete alice
+  opusctl web delete 1001`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.accountCall(cmd, args[0], "deleted", func(ctx context.Context, rpc opusv1.OpusClient, uid uint32) error {
+				_, err := rpc.DeleteConsoleAccount(ctx, &opusv1.DeleteConsoleAccountRequest{Uid: uid})
+				return err
+			})
+		},
+	}
+	cmd.AddCommand(login, passwd, accounts, disable, del)
 	return cmd
+}
+
+// accountCall makes one admin call on the console account of who (a uid
+// or a user name) and says what was done.
+func (c *cli) accountCall(cmd *cobra.Command, who, done string, call func(context.Context, opusv1.OpusClient, uint32) error) error {
+	uid, err := parseUID(who)
+	if err != nil {
+		return err
+	}
+	ctx, cl, closeConn, err := c.connect(cmd)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	if err := call(ctx, cl.RPC(), uid); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "Console account of %s (uid %d) %s.\n", printable(userName(uid)), uid, done)
+	return nil
 }
 
 // parseUID takes a uid or a user name.

@@ -3,8 +3,6 @@ package service
 import (
 	"context"
 	"errors"
-	"os/user"
-	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -38,8 +36,34 @@ func consoleDisabled(uid uint32) error {
 	return status.Errorf(codes.PermissionDenied, "the web console account of uid %d is disabled; ask an admin (opusctl web disable --enable)", uid)
 }
 
+func noConsoleAccount(uid uint32) error {
+	return status.Errorf(codes.NotFound, "uid %d has no web console account (see opusctl web accounts)", uid)
+}
+
+// consoleUser is uid's login name now, which its console account is bound
+// to (store.ConsoleAccountOf); "" when no user has uid.
+func (s *Service) consoleUser(ctx context.Context, uid uint32) (string, error) {
+	name, err := s.st.ConsoleUserName(uid)
+	if err != nil {
+		s.log.ErrorContext(ctx, "console: user lookup", "uid", uid, "err", err)
+		return "", status.Errorf(codes.Unavailable, "opusd could not look up the user name of uid %d (see opusd's log); try again", uid)
+	}
+	return name, nil
+}
+
+// callerConsoleUser is the caller's login name; a uid without one has no
+// console account.
+func (s *Service) callerConsoleUser(ctx context.Context, c caller) (string, error) {
+	name, err := s.consoleUser(ctx, c.uid)
+	if err == nil && name == "" {
+		err = status.Errorf(codes.FailedPrecondition, "uid %d has no user name on this host; the web console signs in named Unix users only", c.uid)
+	}
+	return name, err
+}
+
 // CreateLoginLink returns a single-use link signing the caller in to the
-// web console.
+// web console. It signs in only the user who made it: not a later owner
+// of the caller's uid.
 func (s *Service) CreateLoginLink(ctx context.Context, _ *opusv1.CreateLoginLinkRequest) (*opusv1.CreateLoginLinkResponse, error) {
 	c, err := callerFrom(ctx)
 	if err != nil {
@@ -48,13 +72,17 @@ func (s *Service) CreateLoginLink(ctx context.Context, _ *opusv1.CreateLoginLink
 	if s.cfg.ConsoleURL == "" {
 		return nil, status.Error(codes.FailedPrecondition, "the web console is off on this host (opusd runs without --web-addr)")
 	}
+	name, err := s.callerConsoleUser(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	token, err := store.NewToken()
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
 	var expire time.Time
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
-		a, err := tx.EnsureConsoleAccount(c.uid)
+		a, err := tx.EnsureConsoleAccount(c.uid, name)
 		if err != nil {
 			return err
 		}
@@ -65,7 +93,7 @@ func (s *Service) CreateLoginLink(ctx context.Context, _ *opusv1.CreateLoginLink
 			return err
 		}
 		expire = tx.Now().Add(LoginLinkTTL)
-		return tx.PutLoginLink(token, store.LoginLink{UID: c.uid, ExpireTime: expire})
+		return tx.PutLoginLink(token, store.LoginLink{UID: c.uid, Name: name, ExpireTime: expire})
 	})
 	if err != nil {
 		if status.Code(err) == codes.PermissionDenied {
@@ -73,14 +101,18 @@ func (s *Service) CreateLoginLink(ctx context.Context, _ *opusv1.CreateLoginLink
 		}
 		return nil, s.storeErr(ctx, err)
 	}
-	s.log.InfoContext(ctx, "console login link created", "uid", c.uid, "expires", expire)
+	s.log.InfoContext(ctx, "console login link created", "uid", c.uid, "user", name, "expires", expire)
 	return &opusv1.CreateLoginLinkResponse{
 		Url:        s.cfg.ConsoleURL + LoginLinkPath + "?t=" + token,
 		ExpireTime: timestamppb.New(expire),
 	}, nil
 }
 
-// SetConsolePassword sets the caller's own console password.
+// SetConsolePassword sets the caller's own console password and ends every
+// console session of theirs. There is no password form in the console
+// (only opusctl, as the Unix user, sets one), so no session is the one
+// that changed it: all end, which is what a user who changes a leaked
+// password needs.
 func (s *Service) SetConsolePassword(ctx context.Context, req *opusv1.SetConsolePasswordRequest) (*opusv1.SetConsolePasswordResponse, error) {
 	c, err := callerFrom(ctx)
 	if err != nil {
@@ -95,22 +127,29 @@ func (s *Service) SetConsolePassword(ctx context.Context, req *opusv1.SetConsole
 	case n > maxConsolePassword:
 		return nil, invalid("password", "is %d characters; use at most %d", n, maxConsolePassword)
 	}
+	name, err := s.callerConsoleUser(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	// Hashed before the transaction: it takes a while on purpose, and
 	// writers are serialized.
 	hash, err := store.HashPassword(pw)
+	if errors.Is(err, store.ErrBusy) {
+		s.log.WarnContext(ctx, "console password refused: hashers busy", "uid", c.uid)
+		return nil, status.Error(codes.Unavailable, "opusd is busy checking other console passwords; try again in a few seconds")
+	}
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
-		a, err := tx.EnsureConsoleAccount(c.uid)
+		a, err := tx.EnsureConsoleAccount(c.uid, name)
 		if err != nil {
 			return err
 		}
 		if a.Disabled {
 			return consoleDisabled(c.uid)
 		}
-		a.PasswordHash = hash
-		return tx.PutConsoleAccount(a)
+		return tx.SetConsolePassword(a, hash)
 	})
 	if err != nil {
 		if status.Code(err) == codes.PermissionDenied {
@@ -118,12 +157,13 @@ func (s *Service) SetConsolePassword(ctx context.Context, req *opusv1.SetConsole
 		}
 		return nil, s.storeErr(ctx, err)
 	}
-	s.log.InfoContext(ctx, "console password set", "uid", c.uid)
+	s.log.InfoContext(ctx, "console password set; its sessions ended", "uid", c.uid, "user", name)
 	return &opusv1.SetConsolePasswordResponse{}, nil
 }
 
 // ListConsoleAccounts lists every console account (admins only: the
-// interceptor refuses anyone else).
+// interceptor refuses anyone else). Accounts whose user is gone (the uid
+// has no user, or another one) are deleted, not listed.
 func (s *Service) ListConsoleAccounts(ctx context.Context, _ *opusv1.ListConsoleAccountsRequest) (*opusv1.ListConsoleAccountsResponse, error) {
 	if _, err := callerFrom(ctx); err != nil {
 		return nil, err
@@ -133,14 +173,52 @@ func (s *Service) ListConsoleAccounts(ctx context.Context, _ *opusv1.ListConsole
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
+	// Look every uid up outside the transaction; settle the accounts that
+	// no longer belong to their user in one write.
+	now := map[uint32]string{}
+	var stale []uint32
+	for _, a := range as {
+		name, err := s.st.ConsoleUserName(a.UID)
+		if err != nil {
+			// Unknown is not gone: list it as recorded.
+			s.log.WarnContext(ctx, "console: user lookup", "uid", a.UID, "err", err)
+			continue
+		}
+		if now[a.UID] = name; !a.BelongsTo(name) {
+			stale = append(stale, a.UID)
+		}
+	}
+	if len(stale) > 0 {
+		kept := map[uint32]*store.ConsoleAccount{}
+		err := s.st.Update(ctx, func(tx *store.Tx) error {
+			for _, uid := range stale {
+				a, err := tx.ConsoleAccountOf(uid, now[uid])
+				if err != nil {
+					return err
+				}
+				kept[uid] = a
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, s.storeErr(ctx, err)
+		}
+		out := as[:0]
+		for _, a := range as {
+			if k, ok := kept[a.UID]; !ok {
+				out = append(out, a)
+			} else if k != nil {
+				out = append(out, k)
+			} else {
+				s.log.InfoContext(ctx, "console account deleted: its user is gone", "uid", a.UID, "user", a.Name, "uid_now", now[a.UID])
+			}
+		}
+		as = out
+	}
 	res := &opusv1.ListConsoleAccountsResponse{}
 	for _, a := range as {
-		name := ""
-		if u, err := user.LookupId(strconv.FormatUint(uint64(a.UID), 10)); err == nil {
-			name = u.Username
-		}
 		res.Accounts = append(res.Accounts, &opusv1.ConsoleAccount{
-			Uid: a.UID, User: name, HasPassword: a.PasswordHash != "", Disabled: a.Disabled, LastSignIn: ts(a.LastSignIn),
+			Uid: a.UID, User: a.Name, HasPassword: a.PasswordHash != "", Disabled: a.Disabled, LastSignIn: ts(a.LastSignIn),
 		})
 	}
 	return res, nil
@@ -155,16 +233,25 @@ func (s *Service) DisableConsoleAccount(ctx context.Context, req *opusv1.Disable
 	if err != nil {
 		return nil, err
 	}
+	uid := req.GetUid()
+	name, err := s.consoleUser(ctx, uid)
+	if err != nil {
+		return nil, err
+	}
+	var missing bool
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
-		a, err := tx.ConsoleAccount(req.GetUid())
-		if errors.Is(err, store.ErrNotFound) {
-			if req.GetEnable() {
-				return status.Errorf(codes.NotFound, "uid %d has no web console account", req.GetUid())
-			}
-			a, err = tx.EnsureConsoleAccount(req.GetUid())
-		}
+		a, err := tx.ConsoleAccountOf(uid, name)
 		if err != nil {
 			return err
+		}
+		if a == nil {
+			// Commit what ConsoleAccountOf dropped, then refuse.
+			if missing = req.GetEnable() || name == ""; missing {
+				return nil
+			}
+			if a, err = tx.EnsureConsoleAccount(uid, name); err != nil {
+				return err
+			}
 		}
 		a.Disabled = !req.GetEnable()
 		if err := tx.PutConsoleAccount(a); err != nil {
@@ -175,9 +262,34 @@ func (s *Service) DisableConsoleAccount(ctx context.Context, req *opusv1.Disable
 		}
 		return nil
 	})
+	switch {
+	case err != nil:
+		return nil, s.storeErr(ctx, err)
+	case missing && name == "":
+		return nil, status.Errorf(codes.NotFound, "no user has uid %d on this host (and so no web console account)", uid)
+	case missing:
+		return nil, noConsoleAccount(uid)
+	}
+	s.log.InfoContext(ctx, "console account changed", "uid", uid, "user", name, "disabled", !req.GetEnable(), "by_uid", c.uid)
+	return &opusv1.DisableConsoleAccountResponse{}, nil
+}
+
+// DeleteConsoleAccount deletes uid's console account with its password,
+// sessions and login links (admins only). The user may make a new one
+// (opusctl web login); to keep them out, disable it instead.
+func (s *Service) DeleteConsoleAccount(ctx context.Context, req *opusv1.DeleteConsoleAccountRequest) (*opusv1.DeleteConsoleAccountResponse, error) {
+	c, err := callerFrom(ctx)
 	if err != nil {
+		return nil, err
+	}
+	uid := req.GetUid()
+	err = s.st.Update(ctx, func(tx *store.Tx) error { return tx.DeleteConsoleAccount(uid) })
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, noConsoleAccount(uid)
+	case err != nil:
 		return nil, s.storeErr(ctx, err)
 	}
-	s.log.InfoContext(ctx, "console account changed", "uid", req.GetUid(), "disabled", !req.GetEnable(), "by_uid", c.uid)
-	return &opusv1.DisableConsoleAccountResponse{}, nil
+	s.log.InfoContext(ctx, "console account deleted", "uid", uid, "by_uid", c.uid)
+	return &opusv1.DeleteConsoleAccountResponse{}, nil
 }

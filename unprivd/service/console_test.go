@@ -4,7 +4,10 @@ import (
 	"context"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -158,11 +161,141 @@ func TestConsolePasswordAndAdminCalls(t *testing.T) {
 		t.Fatalf("password after enable: %v", err)
 	}
 	// Disabling a uid with no account yet keeps it out from the start.
-	if err := disable(0, uidB, false); err != nil {
+	if err := disable(0, 0, false); err != nil {
 		t.Fatal(err)
 	}
-	if !consoleAccounts(t, s.st)[uidB].Disabled {
-		t.Fatal("pre-emptive disable not recorded")
+	if a := consoleAccounts(t, s.st)[0]; a == nil || !a.Disabled || a.Name != "root" {
+		t.Fatalf("pre-emptive disable not recorded: %+v", a)
+	}
+	// A uid no user has has no account to disable.
+	if err := disable(0, noUser, false); code(err) != codes.NotFound || !strings.Contains(errMsg(err), "no user has uid") {
+		t.Fatalf("disable a uid without a user: %v", err)
+	}
+	if _, ok := consoleAccounts(t, s.st)[noUser]; ok {
+		t.Fatal("disabling a uid without a user recorded an account")
+	}
+}
+
+// noUser is a uid no user has.
+const noUser = 4000000000
+
+// sessionsOf counts the console sessions of uid.
+func sessionsOf(t *testing.T, st *store.Store, ids ...string) int {
+	t.Helper()
+	n := 0
+	st.View(context.Background(), func(tx *store.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ConsoleSession(id); err == nil {
+				n++
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// TestConsoleAccountsFollowUsers: a password change ends the account's
+// sessions; the list drops accounts whose user is gone (and binds ones
+// from before names were recorded, keeping only Disabled); a uid without
+// a user gets no link; admins delete accounts, with their sessions.
+func TestConsoleAccountsFollowUsers(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
+	s.svc.cfg.ConsoleURL = "https://127.0.0.1:8444"
+	ctx := context.Background()
+	setPW := func(uid uint32, pw string) error {
+		_, err := asUID(t, s.svc, uid, opusv1.Opus_SetConsolePassword_FullMethodName, s.svc.SetConsolePassword, &opusv1.SetConsolePasswordRequest{Password: pw})
+		return err
+	}
+	del := func(by, uid uint32) error {
+		_, err := asUID(t, s.svc, by, opusv1.Opus_DeleteConsoleAccount_FullMethodName, s.svc.DeleteConsoleAccount, &opusv1.DeleteConsoleAccountRequest{Uid: uid})
+		return err
+	}
+	session := func(uid uint32) string {
+		id, _ := store.NewToken()
+		if err := s.st.Update(ctx, func(tx *store.Tx) error {
+			return tx.PutConsoleSession(id, store.ConsoleSession{UID: uid, ExpireTime: tx.Now().Add(time.Hour)})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+
+	if err := setPW(uidA, "a good long password"); err != nil {
+		t.Fatal(err)
+	}
+	a1, a2 := session(uidA), session(uidA)
+	if err := setPW(uidA, "another good password"); err != nil {
+		t.Fatal(err)
+	}
+	if n := sessionsOf(t, s.st, a1, a2); n != 0 {
+		t.Fatalf("%d sessions survived a password change", n)
+	}
+	if a := consoleAccounts(t, s.st)[uidA]; a.Name != "nobody" {
+		t.Fatalf("account of uid %d bound to %q, want nobody", uidA, a.Name)
+	}
+
+	// Accounts of users since gone, and one from before names.
+	if err := s.st.Update(ctx, func(tx *store.Tx) error {
+		for _, a := range []*store.ConsoleAccount{
+			{UID: noUser, Name: "ghost", PasswordHash: "h"},
+			{UID: uidB, Name: "former-owner-of-the-uid", PasswordHash: "h"},
+			{UID: 0, PasswordHash: "h", Disabled: true},
+		} {
+			if err := tx.PutConsoleAccount(a); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ghost, former, legacy, a3 := session(noUser), session(uidB), session(0), session(uidA)
+	res, err := asUID(t, s.svc, 0, opusv1.Opus_ListConsoleAccounts_FullMethodName, s.svc.ListConsoleAccounts, &opusv1.ListConsoleAccountsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint32]*opusv1.ConsoleAccount{}
+	for _, a := range res.GetAccounts() {
+		got[a.GetUid()] = a
+	}
+	if len(got) != 2 || got[uidA].GetUser() != "nobody" || got[0].GetUser() != "root" || !got[0].GetDisabled() || got[0].GetHasPassword() {
+		t.Fatalf("listed %v; want nobody's and root's (disabled, no password) only", res.GetAccounts())
+	}
+	stored := consoleAccounts(t, s.st)
+	if _, ok := stored[noUser]; ok {
+		t.Error("the account of a uid without a user is still stored")
+	}
+	if a, ok := stored[uidB]; ok && a.Name != "" {
+		t.Errorf("the account of the uid's former user is still stored: %+v", a)
+	}
+	if n := sessionsOf(t, s.st, ghost, former, legacy); n != 0 {
+		t.Errorf("%d sessions of dropped or rebound accounts survived", n)
+	}
+	if n := sessionsOf(t, s.st, a3); n != 1 {
+		t.Error("a live account's session ended with the list")
+	}
+
+	// No user, no link.
+	if _, err := asUID(t, s.svc, noUser, opusv1.Opus_CreateLoginLink_FullMethodName, s.svc.CreateLoginLink, &opusv1.CreateLoginLinkRequest{}); code(err) != codes.FailedPrecondition {
+		t.Errorf("login link for a uid without a user: %v", err)
+	}
+
+	// Delete: admins only, a refusal changes nothing; then the account
+	// and its sessions are gone; again is NotFound.
+	if err := del(uidA, uidA); code(err) != codes.PermissionDenied {
+		t.Fatalf("delete as non-admin: %v", err)
+	}
+	if _, ok := consoleAccounts(t, s.st)[uidA]; !ok || sessionsOf(t, s.st, a3) != 1 {
+		t.Fatal("a refused delete changed the account")
+	}
+	if err := del(0, uidA); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := consoleAccounts(t, s.st)[uidA]; ok || sessionsOf(t, s.st, a3) != 0 {
+		t.Fatal("deleted account or its session still stored")
+	}
+	if err := del(0, uidA); code(err) != codes.NotFound || !strings.Contains(errMsg(err), "no web console account") {
+		t.Fatalf("delete again: %v", err)
 	}
 }
 
@@ -174,4 +307,31 @@ func errMsg(err error) string {
 		return err.Error()[i+7:]
 	}
 	return err.Error()
+}
+
+// TestSetConsolePasswordBusy: while every password hasher is busy,
+// SetConsolePassword answers Unavailable, saying to try again.
+func TestSetConsolePasswordBusy(t *testing.T) {
+	s := startServer(t, serverOpt{})
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range store.PasswordHashers {
+		wg.Go(func() {
+			for !stop.Load() {
+				store.CheckPassword("", "x")
+			}
+		})
+	}
+	var err error
+	for range 50 {
+		_, err = asUID(t, s.svc, uidA, opusv1.Opus_SetConsolePassword_FullMethodName, s.svc.SetConsolePassword, &opusv1.SetConsolePasswordRequest{Password: "a good long password"})
+		if code(err) == codes.Unavailable {
+			break
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if code(err) != codes.Unavailable || !strings.Contains(errMsg(err), "try again") {
+		t.Fatalf("SetConsolePassword with every hasher busy: %v, want Unavailable", err)
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/user"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -27,9 +29,19 @@ var (
 )
 
 // ConsoleAccount is a Unix user's web console account. It exists once the
-// user made a login link or set a password.
+// user made a login link or set a password (or an admin disabled them).
+//
+// It is the account of a user, not of a uid: a uid is freed by userdel and
+// may be given to someone else, who must not inherit the old user's
+// password, sessions or links. So the account records the user's login
+// name, and holds only while the uid still has that name (BelongsTo,
+// ConsoleAccountOf); otherwise it is deleted with everything that signs
+// in.
 type ConsoleAccount struct {
 	UID uint32 `json:"uid"`
+	// Name is the login name of the user the account was made for. Empty
+	// in accounts written before names were recorded (ConsoleAccountOf).
+	Name string `json:"name,omitempty"`
 	// PasswordHash is an argon2id PHC string, empty when no password is set.
 	PasswordHash string    `json:"password_hash,omitempty"`
 	Disabled     bool      `json:"disabled,omitempty"`
@@ -40,7 +52,10 @@ type ConsoleAccount struct {
 // LoginLink is an unused one-time login link. Only the SHA-256 of its token
 // is stored (as the key), so reading the state file signs no one in.
 type LoginLink struct {
-	UID        uint32    `json:"uid"`
+	UID uint32 `json:"uid"`
+	// Name is the login name of the user who made the link; it signs in
+	// only while uid still has that name.
+	Name       string    `json:"name,omitempty"`
 	ExpireTime time.Time `json:"expire_time"`
 }
 
@@ -81,23 +96,68 @@ const (
 	argonKeyLen  = 32
 )
 
+// PasswordHashers is how many argon2id computations run at once in this
+// process. Each holds 64 MiB while it runs, and sign-in reaches one without
+// signing in: unbounded, a burst of sign-ins is a burst of 64 MiB
+// allocations. Beyond the bound, HashPassword and CheckPassword fail at
+// once with ErrBusy, and callers answer "busy, try again" rather than
+// queue (a queue would only hold the flood's requests open).
+const PasswordHashers = 2
+
+// ErrBusy means PasswordHashers passwords are being hashed already.
+var ErrBusy = errors.New("too many passwords are being checked at once")
+
+// hashSlots is the bound, for the whole process: the console's sign-in and
+// the API's SetConsolePassword share one memory.
+var hashSlots = make(slots, PasswordHashers)
+
+// slots is a counting semaphore that never waits.
+type slots chan struct{}
+
+// try takes a slot if one is free; release gives it back.
+func (s slots) try() (release func(), ok bool) {
+	select {
+	case s <- struct{}{}:
+		return func() { <-s }, true
+	default:
+		return nil, false
+	}
+}
+
 // HashPassword returns an argon2id PHC string for password with a fresh
-// random salt.
+// random salt, or ErrBusy.
 func HashPassword(password string) (string, error) {
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("password salt: %w", err)
 	}
-	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	key, err := idKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	if err != nil {
+		return "", err
+	}
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
+// noPasswordHash is checked against when there is no password to check
+// (no such user, no account, no password set), so that costs what a real
+// check costs and timing does not tell which. Its key is all zeros: no
+// password's argon2id is.
+var noPasswordHash = fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+	base64.RawStdEncoding.EncodeToString(make([]byte, 16)), base64.RawStdEncoding.EncodeToString(make([]byte, argonKeyLen)))
+
 // ErrBadHash means a stored password hash cannot be parsed.
 var ErrBadHash = errors.New("not an argon2id password hash")
 
-// CheckPassword reports whether password matches the PHC string hash.
+// CheckPassword reports whether password matches the PHC string hash. An
+// empty hash (no account, or no password set) costs the same as a real one
+// and never matches. It returns ErrBusy when PasswordHashers checks run
+// already.
 func CheckPassword(hash, password string) (bool, error) {
+	none := hash == ""
+	if none {
+		hash = noPasswordHash
+	}
 	parts := strings.Split(hash, "$")
 	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" || parts[2] != fmt.Sprintf("v=%d", argon2.Version) {
 		return false, ErrBadHash
@@ -115,8 +175,58 @@ func CheckPassword(hash, password string) (bool, error) {
 	if err != nil || len(want) == 0 || len(want) > 128 {
 		return false, ErrBadHash
 	}
-	got := argon2.IDKey([]byte(password), salt, t, m, p, uint32(len(want)))
-	return subtle.ConstantTimeCompare(got, want) == 1, nil
+	got, err := idKey([]byte(password), salt, t, m, p, uint32(len(want)))
+	if err != nil {
+		return false, err
+	}
+	return subtle.ConstantTimeCompare(got, want) == 1 && !none, nil
+}
+
+// idKey is argon2.IDKey in one of the hashSlots, or ErrBusy. The slot is
+// given back only once the memory argon2 took is back with the system:
+// left to the garbage collector, a few checks' worth of 64 MiB blocks
+// pile up before a collection (measured: 350 MiB resident with two slots
+// under a stream of sign-ins, where the live blocks are 128 MiB). A forced
+// collection costs about a millisecond next to a check's quarter second.
+func idKey(password, salt []byte, time, memory uint32, threads uint8, keyLen uint32) ([]byte, error) {
+	release, ok := hashSlots.try()
+	if !ok {
+		return nil, ErrBusy
+	}
+	defer release()
+	key := argon2.IDKey(password, salt, time, memory, threads, keyLen)
+	debug.FreeOSMemory()
+	return key, nil
+}
+
+// ErrNoUser means no Unix user has a uid.
+var ErrNoUser = errors.New("no such user")
+
+// SystemUserName returns uid's login name in the host's user database, or
+// an error wrapping ErrNoUser when no user has it. Any other failure (an
+// NSS source down) is a different error: the user may still exist, so
+// nothing of theirs should be deleted for it.
+func SystemUserName(uid uint32) (string, error) {
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	var unknown user.UnknownUserIdError
+	switch {
+	case errors.As(err, &unknown):
+		return "", fmt.Errorf("uid %d: %w", uid, ErrNoUser)
+	case err != nil:
+		return "", fmt.Errorf("look up uid %d: %w", uid, err)
+	}
+	return u.Username, nil
+}
+
+// ConsoleUserName returns uid's login name now (Options.UserName): "" and
+// no error when no user has uid (the answer for ConsoleAccountOf), an
+// error when the user database could not say.
+func (s *Store) ConsoleUserName(uid uint32) (string, error) {
+	name, err := s.userName(uid)
+	if errors.Is(err, ErrNoUser) {
+		return "", nil
+	}
+	return name, err
 }
 
 // bucketFor returns a console bucket, creating it in a write transaction;
@@ -178,14 +288,86 @@ func (tx *Tx) ConsoleAccount(uid uint32) (*ConsoleAccount, error) {
 	return a, nil
 }
 
-// EnsureConsoleAccount returns uid's account, creating an empty one.
-func (tx *Tx) EnsureConsoleAccount(uid uint32) (*ConsoleAccount, error) {
+// BelongsTo reports whether a is the account of the user now named name
+// (its uid's login name now; "" when no user has the uid).
+func (a *ConsoleAccount) BelongsTo(name string) bool { return name != "" && a.Name == name }
+
+// ConsoleAccountOf returns uid's account if it belongs to the user now
+// named name (uid's login name now, "" when no user has it), or nil when
+// it has none; it needs a write transaction. An account made for another
+// user — one deleted since, whose uid is now someone else's or no one's —
+// is deleted with its sessions and login links, and the answer is nil. An
+// error means only that the store failed: "no account" is not one, so a
+// caller that refuses on nil still commits the deletion.
+//
+// An account written before accounts recorded their user's name cannot
+// say whose it was. What signs in (its password, sessions, links) is
+// dropped, so it cannot pass to a new owner of the uid; what keeps out (an
+// admin's Disabled) is kept, and the account is bound to the uid's current
+// user, so the upgrade lets no one in who was kept out.
+func (tx *Tx) ConsoleAccountOf(uid uint32, name string) (*ConsoleAccount, error) {
 	a, err := tx.ConsoleAccount(uid)
 	if errors.Is(err, ErrNotFound) {
-		a = &ConsoleAccount{UID: uid, CreateTime: tx.Now()}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.BelongsTo(name) {
+		return a, nil
+	}
+	if err := tx.DeleteConsoleAccount(uid); err != nil {
+		return nil, err
+	}
+	if a.Name == "" && name != "" {
+		a = &ConsoleAccount{UID: uid, Name: name, Disabled: a.Disabled, LastSignIn: a.LastSignIn, CreateTime: a.CreateTime}
 		return a, tx.PutConsoleAccount(a)
 	}
-	return a, err
+	return nil, nil
+}
+
+// EnsureConsoleAccount returns the account of uid's user, now named name,
+// creating an empty one; an account of a former user of uid is dropped
+// first (ConsoleAccountOf). A uid without a user (name "") has none: an
+// error wrapping ErrNoUser.
+func (tx *Tx) EnsureConsoleAccount(uid uint32, name string) (*ConsoleAccount, error) {
+	if name == "" {
+		return nil, fmt.Errorf("console account %d: %w", uid, ErrNoUser)
+	}
+	a, err := tx.ConsoleAccountOf(uid, name)
+	if err != nil || a != nil {
+		return a, err
+	}
+	a = &ConsoleAccount{UID: uid, Name: name, CreateTime: tx.Now()}
+	return a, tx.PutConsoleAccount(a)
+}
+
+// SetConsolePassword stores a's new password hash and ends every session
+// of a: whoever signed in with the old password (a leaked one, say) is out.
+func (tx *Tx) SetConsolePassword(a *ConsoleAccount, hash string) error {
+	a.PasswordHash = hash
+	if err := tx.PutConsoleAccount(a); err != nil {
+		return err
+	}
+	return tx.DeleteConsoleSessionsOf(a.UID)
+}
+
+// DeleteConsoleAccount deletes uid's account, its sessions and its login
+// links; an error wrapping ErrNotFound when there is no account.
+func (tx *Tx) DeleteConsoleAccount(uid uint32) error {
+	if _, err := tx.ConsoleAccount(uid); err != nil {
+		return err
+	}
+	if err := tx.deleteKey(bucketConsoleAccounts, uidKey(uid)); err != nil {
+		return err
+	}
+	if err := tx.DeleteConsoleSessionsOf(uid); err != nil {
+		return err
+	}
+	return tx.deleteWhere(bucketConsoleLinks, func(v []byte) bool {
+		var l LoginLink
+		return json.Unmarshal(v, &l) != nil || l.UID == uid
+	})
 }
 
 // PutConsoleAccount stores a over its previous record.
@@ -214,6 +396,13 @@ func (tx *Tx) ConsoleAccounts() ([]*ConsoleAccount, error) {
 // PutLoginLink records an unused login link for token.
 func (tx *Tx) PutLoginLink(token string, l LoginLink) error {
 	return tx.putJSON(bucketConsoleLinks, tokenKey(token), l)
+}
+
+// HasLoginLink reports whether token is a recorded login link (expired or
+// not), without writing: TakeLoginLink needs a write transaction.
+func (tx *Tx) HasLoginLink(token string) bool {
+	b := tx.tx.Bucket(bucketConsoleLinks)
+	return b != nil && b.Get(tokenKey(token)) != nil
 }
 
 // TakeLoginLink deletes the link of token and returns it: a link works
@@ -257,7 +446,8 @@ func (tx *Tx) DeleteConsoleSession(id string) error {
 	return tx.deleteKey(bucketConsoleSessions, tokenKey(id))
 }
 
-// DeleteConsoleSessionsOf forgets every session of uid (account disabled).
+// DeleteConsoleSessionsOf forgets every session of uid (account disabled,
+// password changed, account deleted).
 func (tx *Tx) DeleteConsoleSessionsOf(uid uint32) error {
 	return tx.deleteWhere(bucketConsoleSessions, func(v []byte) bool {
 		var s ConsoleSession

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -46,7 +48,9 @@ func TestPasswordHash(t *testing.T) {
 		{h, "correct horse", true, nil},
 		{h, "correct horse ", false, nil},
 		{h, "", false, nil},
-		{"", "x", false, ErrBadHash},
+		{"", "x", false, nil}, // no password: costs a check, never matches
+		{"", "", false, nil},
+		{noPasswordHash, "", false, nil},
 		{"$argon2i$v=19$m=1,t=1,p=1$AAAA$AAAA", "x", false, ErrBadHash},
 		{"$argon2id$v=19$m=99999999,t=1,p=1$AAAA$AAAA", "x", false, ErrBadHash},
 		{"$argon2id$v=19$m=8,t=1,p=1$!!$AAAA", "x", false, ErrBadHash},
@@ -138,7 +142,7 @@ func TestConsoleSessionsAndAccounts(t *testing.T) {
 	ids := map[uint32]string{}
 	err := s.Update(ctx, func(tx *Tx) error {
 		for _, uid := range []uint32{1000, 1001} {
-			if _, err := tx.EnsureConsoleAccount(uid); err != nil {
+			if _, err := tx.EnsureConsoleAccount(uid, fmt.Sprint("user", uid)); err != nil {
 				return err
 			}
 			id, _ := NewToken()
@@ -188,5 +192,243 @@ func TestConsoleSessionsAndAccounts(t *testing.T) {
 	s.View(ctx, func(tx *Tx) (err error) { as, err = tx.ConsoleAccounts(); return err })
 	if len(as) != 2 || as[0].UID != 1000 || as[1].UID != 1001 {
 		t.Fatalf("accounts: %+v", as)
+	}
+}
+
+func TestSlots(t *testing.T) {
+	for _, n := range []int{1, 2, 5} {
+		s := make(slots, n)
+		var releases []func()
+		for i := range n {
+			release, ok := s.try()
+			if !ok {
+				t.Fatalf("slots(%d): slot %d refused", n, i)
+			}
+			releases = append(releases, release)
+		}
+		if _, ok := s.try(); ok {
+			t.Fatalf("slots(%d): slot %d given", n, n)
+		}
+		releases[0]()
+		release, ok := s.try()
+		if !ok {
+			t.Fatalf("slots(%d): a released slot is not given again", n)
+		}
+		release()
+	}
+}
+
+// TestPasswordHashersBounded: with every hasher taken, hashing and
+// checking fail at once with ErrBusy (no 64 MiB allocated, no wait); a
+// freed slot works again.
+func TestPasswordHashersBounded(t *testing.T) {
+	h, err := HashPassword("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []func()
+	for range PasswordHashers {
+		release, ok := hashSlots.try()
+		if !ok {
+			t.Fatal("a hasher is busy before the test")
+		}
+		held = append(held, release)
+	}
+	start := time.Now()
+	if _, err := HashPassword("x"); !errors.Is(err, ErrBusy) {
+		t.Errorf("HashPassword with every hasher busy: %v, want ErrBusy", err)
+	}
+	for _, hash := range []string{h, ""} {
+		if ok, err := CheckPassword(hash, "correct horse"); ok || !errors.Is(err, ErrBusy) {
+			t.Errorf("CheckPassword(%.20q) with every hasher busy: %v %v, want ErrBusy", hash, ok, err)
+		}
+	}
+	// A hash that does not parse is refused before it needs a hasher.
+	if _, err := CheckPassword("garbage", "x"); !errors.Is(err, ErrBadHash) {
+		t.Errorf("bad hash with every hasher busy: %v", err)
+	}
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Errorf("busy answers took %v; they must not wait or hash", d)
+	}
+	held[0]()
+	if ok, err := CheckPassword(h, "correct horse"); !ok || err != nil {
+		t.Errorf("CheckPassword with a hasher free: %v %v", ok, err)
+	}
+	for _, release := range held[1:] {
+		release()
+	}
+}
+
+func TestSystemUserName(t *testing.T) {
+	if name, err := SystemUserName(0); err != nil || name != "root" {
+		t.Errorf("uid 0: %q %v", name, err)
+	}
+	if name, err := SystemUserName(4000000000); !errors.Is(err, ErrNoUser) {
+		t.Errorf("a uid no one has: %q %v, want ErrNoUser", name, err)
+	}
+}
+
+// TestConsoleAccountBelongsToItsUser: an account is its user's, not its
+// uid's. When the uid has another name, or none, the account goes with its
+// sessions and links (other uids' stay); an account from before names were
+// recorded keeps only its Disabled flag, bound to the current user.
+func TestConsoleAccountBelongsToItsUser(t *testing.T) {
+	const uid, other = 1000, 1001
+	type state struct {
+		account                *ConsoleAccount
+		sessions, links, other int
+	}
+	for _, tc := range []struct {
+		name   string
+		stored ConsoleAccount
+		now    string // uid's login name now; "" when no user has it
+		want   *ConsoleAccount
+	}{
+		{"same user", ConsoleAccount{Name: "alice", PasswordHash: "h"}, "alice", &ConsoleAccount{Name: "alice", PasswordHash: "h"}},
+		{"uid given to another user", ConsoleAccount{Name: "alice", PasswordHash: "h"}, "bob", nil},
+		{"disabled, uid given to another user", ConsoleAccount{Name: "alice", Disabled: true}, "bob", nil},
+		{"user deleted", ConsoleAccount{Name: "alice", PasswordHash: "h"}, "", nil},
+		{"before names, user deleted", ConsoleAccount{PasswordHash: "h", Disabled: true}, "", nil},
+		{"before names", ConsoleAccount{PasswordHash: "h"}, "carol", &ConsoleAccount{Name: "carol"}},
+		{"before names, disabled", ConsoleAccount{PasswordHash: "h", Disabled: true}, "carol", &ConsoleAccount{Name: "carol", Disabled: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openClock(t, newClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)))
+			ctx := context.Background()
+			err := s.Update(ctx, func(tx *Tx) error {
+				a := tc.stored
+				a.UID = uid
+				if err := tx.PutConsoleAccount(&a); err != nil {
+					return err
+				}
+				if _, err := tx.EnsureConsoleAccount(other, "dave"); err != nil {
+					return err
+				}
+				for _, u := range []uint32{uid, other} {
+					tok, _ := NewToken()
+					if err := tx.PutConsoleSession(tok, ConsoleSession{UID: u, ExpireTime: tx.Now().Add(time.Hour)}); err != nil {
+						return err
+					}
+					if err := tx.PutLoginLink(tok, LoginLink{UID: u, ExpireTime: tx.Now().Add(time.Hour)}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got state
+			err = s.Update(ctx, func(tx *Tx) (err error) {
+				if got.account, err = tx.ConsoleAccountOf(uid, tc.now); err != nil {
+					return err
+				}
+				count := func(bucket []byte, of uint32) (n int) {
+					tx.tx.Bucket(bucket).ForEach(func(_, v []byte) error {
+						var r struct{ UID uint32 }
+						json.Unmarshal(v, &r)
+						if r.UID == of {
+							n++
+						}
+						return nil
+					})
+					return n
+				}
+				got.sessions, got.links = count(bucketConsoleSessions, uid), count(bucketConsoleLinks, uid)
+				got.other = count(bucketConsoleSessions, other) + count(bucketConsoleLinks, other)
+				if _, err := tx.ConsoleAccount(uid); (err == nil) != (tc.want != nil) {
+					t.Errorf("account stored after: %v, want stored: %v", err, tc.want != nil)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := tc.want != nil && tc.want.Name == tc.stored.Name
+			if tc.want == nil {
+				if got.account != nil {
+					t.Errorf("account %+v, want none", got.account)
+				}
+			} else if got.account == nil || got.account.Name != tc.want.Name || got.account.PasswordHash != tc.want.PasswordHash || got.account.Disabled != tc.want.Disabled {
+				t.Errorf("account %+v, want %+v", got.account, tc.want)
+			}
+			if want := map[bool]int{true: 1, false: 0}[kept]; got.sessions != want || got.links != want {
+				t.Errorf("%d sessions and %d links of uid %d left, want %d each", got.sessions, got.links, uid, want)
+			}
+			if got.other != 2 {
+				t.Errorf("another uid's session and link: %d left, want 2", got.other)
+			}
+		})
+	}
+}
+
+// TestConsoleAccountChanges: no account for a uid without a user; a new
+// password ends the account's sessions (not others'); deleting an account
+// deletes its sessions and links and is NotFound the second time.
+func TestConsoleAccountChanges(t *testing.T) {
+	s := openClock(t, newClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)))
+	ctx := context.Background()
+	sessions := func() map[uint32]int {
+		m := map[uint32]int{}
+		s.View(ctx, func(tx *Tx) error {
+			return tx.tx.Bucket(bucketConsoleSessions).ForEach(func(_, v []byte) error {
+				var cs ConsoleSession
+				json.Unmarshal(v, &cs)
+				m[cs.UID]++
+				return nil
+			})
+		})
+		return m
+	}
+	err := s.Update(ctx, func(tx *Tx) error {
+		if _, err := tx.EnsureConsoleAccount(7, ""); !errors.Is(err, ErrNoUser) {
+			t.Errorf("account for a uid without a user: %v", err)
+		}
+		for _, u := range []uint32{1000, 1001} {
+			if _, err := tx.EnsureConsoleAccount(u, fmt.Sprint("user", u)); err != nil {
+				return err
+			}
+			for range 2 {
+				tok, _ := NewToken()
+				if err := tx.PutConsoleSession(tok, ConsoleSession{UID: u, ExpireTime: tx.Now().Add(time.Hour)}); err != nil {
+					return err
+				}
+			}
+		}
+		tok, _ := NewToken()
+		return tx.PutLoginLink(tok, LoginLink{UID: 1001, ExpireTime: tx.Now().Add(time.Hour)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(tx *Tx) error {
+		a, err := tx.ConsoleAccount(1000)
+		if err != nil {
+			return err
+		}
+		return tx.SetConsolePassword(a, "new hash")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if m := sessions(); m[1000] != 0 || m[1001] != 2 {
+		t.Fatalf("sessions after uid 1000's password change: %v", m)
+	}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.DeleteConsoleAccount(1001) }); err != nil {
+		t.Fatal(err)
+	}
+	if m := sessions(); m[1001] != 0 {
+		t.Fatalf("sessions after uid 1001's account was deleted: %v", m)
+	}
+	s.View(ctx, func(tx *Tx) error {
+		if n := tx.tx.Bucket(bucketConsoleLinks).Stats().KeyN; n != 0 {
+			t.Errorf("%d login links left after the account was deleted", n)
+		}
+		if a, err := tx.ConsoleAccount(1000); err != nil || a.PasswordHash != "new hash" {
+			t.Errorf("uid 1000's account: %+v %v", a, err)
+		}
+		return nil
+	})
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.DeleteConsoleAccount(1001) }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleting it again: %v", err)
 	}
 }

@@ -19,12 +19,14 @@
 // need no version bump: an older opusd never opens them, and a file
 // without them reads as "no accounts, links or sessions".
 //
-//	bucket "console_accounts" key uid (decimal) → ConsoleAccount (argon2id
-//	                      password hash, disabled flag, last sign-in)
+//	bucket "console_accounts" key uid (decimal) → ConsoleAccount (the user
+//	                      name it belongs to, argon2id password hash,
+//	                      disabled flag, last sign-in)
 //	bucket "console_links"    key hex SHA-256 of a login link token →
 //	                      LoginLink; deleted when used or expired
 //	bucket "console_sessions" key hex SHA-256 of a session id →
-//	                      ConsoleSession; deleted at sign-out or expiry
+//	                      ConsoleSession; deleted at sign-out, expiry,
+//	                      password change, or when the account goes
 //	                      (tokens themselves are never stored)
 //
 // Likewise the uid allocation bucket (uids.go), never pruned:
@@ -84,6 +86,8 @@ type Store struct {
 	db    *bolt.DB
 	watch broadcaster
 	now   func() time.Time
+	// userName is Options.UserName.
+	userName func(uid uint32) (string, error)
 	// cache holds records decoded for read-only use (cache.go).
 	cache decodeCache
 	// projects is how many projects the last full read found: the
@@ -105,6 +109,10 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now is the clock stamping records; nil means time.Now.
 	Now func() time.Time
+	// UserName returns the login name a uid has now, or an error wrapping
+	// ErrNoUser when no user has it: console accounts are bound to it
+	// (console.go). nil means the host's user database, SystemUserName.
+	UserName func(uid uint32) (string, error)
 }
 
 // Open opens (creating if needed) the state file at path, mode 0600, and
@@ -119,6 +127,9 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
+	}
+	if opt.UserName == nil {
+		opt.UserName = SystemUserName
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout})
 	if err != nil {
@@ -154,7 +165,7 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
-	return &Store{db: db, now: opt.Now, epoch: time.Now()}, nil
+	return &Store{db: db, now: opt.Now, userName: opt.UserName, epoch: time.Now()}, nil
 }
 
 // Close closes the file.

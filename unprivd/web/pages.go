@@ -1,6 +1,8 @@
 package web
 
 import (
+	"cmp"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -128,112 +129,205 @@ func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, code int, 
 	c.render(w, code, "login", p)
 }
 
+// Sign-in form bounds: the whole form, and the user field (longer is no
+// user's name).
+const (
+	maxSignInForm = 16 << 10
+	maxUserField  = 256
+)
+
+// retryBusy is the Retry-After, in seconds, when every password hasher is
+// busy: about what two checks take.
+const retryBusy = "2"
+
 // loginPassword signs in with a user name (or uid) and console password.
-// Failures are rate-limited per user and per client address, and logged.
+// Failures are limited per account and per account and address (limit.go)
+// and logged; when every hasher is busy the answer is an immediate 503.
 func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxSignInForm)
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, "bad form", http.StatusBadRequest)
 		return
 	}
 	ck, err := r.Cookie(preCookie)
-	if !sameOrigin(r) || err != nil || ck.Value == "" || r.PostForm.Get("csrf") != ck.Value {
+	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(ck.Value)) != 1 {
 		c.log.Warn("console: sign-in form without a valid CSRF token refused", "remote", remoteAddr(r))
 		http.Error(w, "the form's CSRF token is missing or wrong: reload the sign-in page", http.StatusForbidden)
 		return
 	}
-	name := strings.TrimSpace(r.PostForm.Get("user"))
+	field := strings.TrimSpace(r.PostForm.Get("user"))
 	pw := r.PostForm.Get("password")
+	uid, name := c.signInUser(field)
+	account := failKey(uid, name)
+	addr := remoteAddr(r)
 	now := time.Now()
-	addrKey, userKey := "addr:"+remoteAddr(r), "user:"+name
-	if !c.fails.allowed(addrKey, maxFailAddr, now) || !c.fails.allowed(userKey, maxFailUser, now) {
-		c.log.Warn("console: sign-in refused: too many failures", "user", name, "remote", remoteAddr(r))
-		c.renderLogin(w, r, http.StatusTooManyRequests, name, "Too many failed sign-ins; wait a few minutes, or use a login link (opusctl web login).")
+	if !c.accountFails.allowed(account, now) || !c.accountAddrFails.allowed(account+" "+addr, now) {
+		// Debug: these cost nothing and come as fast as they are sent; the
+		// failure that crossed the limit was logged.
+		c.log.Debug("console: sign-in refused: too many failures", "user", field, "remote", addr)
+		c.renderLogin(w, r, http.StatusTooManyRequests, field, "Too many failed sign-ins for this user; wait a few minutes, or use a login link (opusctl web login).")
 		return
 	}
-	uid, ok := c.checkPassword(r, name, pw)
+	ok, err := c.checkPassword(r, uid, name, pw)
+	if errors.Is(err, store.ErrBusy) {
+		c.log.Debug("console: sign-in refused: password hashers busy", "user", field, "remote", addr)
+		w.Header().Set("Retry-After", retryBusy)
+		c.renderLogin(w, r, http.StatusServiceUnavailable, field, "The console is busy checking other sign-ins; try again in a few seconds, or use a login link (opusctl web login).")
+		return
+	}
+	if err != nil {
+		c.log.Error("console: sign-in", "user", field, "err", err)
+		c.renderLogin(w, r, http.StatusInternalServerError, field, "The console could not check the password; see opusd's log.")
+		return
+	}
 	if !ok {
-		c.fails.fail(addrKey, now)
-		c.fails.fail(userKey, now)
-		c.log.Warn("console: sign-in failed", "user", name, "remote", remoteAddr(r))
-		c.renderLogin(w, r, http.StatusUnauthorized, name, "Wrong user or password, or no console password set (opusctl web passwd).")
+		c.accountFails.fail(account, now)
+		c.accountAddrFails.fail(account+" "+addr, now)
+		c.log.Warn("console: sign-in failed", "user", field, "remote", addr)
+		if !c.accountFails.allowed(account, now) || !c.accountAddrFails.allowed(account+" "+addr, now) {
+			c.log.Warn("console: too many failed sign-ins; refusing this account's password for a while", "user", field, "remote", addr, "for", failWindow)
+		}
+		c.renderLogin(w, r, http.StatusUnauthorized, field, "Wrong user or password, or no console password set (opusctl web passwd).")
 		return
 	}
-	if err := c.startSession(w, r, uid); err != nil {
-		c.renderLogin(w, r, http.StatusForbidden, name, err.Error())
+	if err := c.startSession(w, r, uid, name); err != nil {
+		c.signInRefused(w, r, field, err)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: preCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// checkPassword looks name up (a login name or a uid) and checks pw
-// against the account's hash. A missing user or account still costs a
-// hash, so timing does not tell which names exist.
-func (c *Console) checkPassword(r *http.Request, name, pw string) (uint32, bool) {
-	var uid uint32 = 1<<32 - 1
-	if u, err := user.Lookup(name); err == nil {
+// failKey is the account whose password failures a sign-in counts
+// against: the uid and its user's name, so a uid given to a new user
+// starts afresh. Names no user has (name "") count together: there is no
+// account behind them to protect, and made-up names cannot fill the
+// counters.
+func failKey(uid uint32, name string) string {
+	if name == "" {
+		return "unknown"
+	}
+	return strconv.FormatUint(uint64(uid), 10) + ":" + name
+}
+
+// signInUser resolves the sign-in form's user field (a login name or a
+// uid) to a uid and that uid's login name now; name is "" when no user
+// matches.
+func (c *Console) signInUser(field string) (uid uint32, name string) {
+	if field == "" || len(field) > maxUserField {
+		return 0, ""
+	}
+	if u, err := user.Lookup(field); err == nil {
 		if n, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
 			uid = uint32(n)
 		}
-	} else if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+	} else if n, err := strconv.ParseUint(field, 10, 32); err == nil {
 		uid = uint32(n)
+	} else {
+		return 0, ""
 	}
-	dummy := dummyHash()
-	hash := dummy
-	var disabled bool
-	_ = c.st.View(r.Context(), func(tx *store.Tx) error {
-		if a, err := tx.ConsoleAccount(uid); err == nil && a.PasswordHash != "" {
-			hash, disabled = a.PasswordHash, a.Disabled
-		}
-		return nil
-	})
-	ok, err := store.CheckPassword(hash, pw)
-	if err != nil || !ok || hash == dummy || disabled || pw == "" {
-		return 0, false
+	// The account is bound to the name the store's lookup gives, which a
+	// typed name must agree with.
+	name, err := c.st.ConsoleUserName(uid)
+	if err != nil || name == "" || (name != field && strconv.FormatUint(uint64(uid), 10) != field) {
+		return 0, ""
 	}
-	return uid, true
+	return uid, name
 }
 
-// dummyHash is checked against when there is no account, to cost the
-// same. It is made on first use, not at start-up: argon2id's 64 MiB would
-// otherwise be most of the memory of an opusd whose console is never used.
-var dummyHash = sync.OnceValue(func() string {
-	h, err := store.HashPassword("no account has this password")
-	if err != nil {
-		panic(err)
-	}
-	return h
-})
-
-// loginLink signs in with a one-time link from "opusctl web login".
-func (c *Console) loginLink(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	addrKey := "addr:" + remoteAddr(r)
-	if !c.fails.allowed(addrKey, maxFailAddr, now) {
-		c.log.Warn("console: login link refused: too many failures", "remote", remoteAddr(r))
-		c.renderLogin(w, r, http.StatusTooManyRequests, "", "Too many failed sign-ins; wait a few minutes.")
-		return
-	}
-	tok := r.URL.Query().Get("t")
-	var l *store.LoginLink
-	err := c.st.Update(r.Context(), func(tx *store.Tx) (err error) {
-		if len(tok) > 100 {
-			return store.ErrNotFound
+// checkPassword checks pw against the password of uid's account, if it is
+// the account of the user now named name. Everything else (no user, no
+// account, no password, an account of a former user of the uid) costs the
+// same hash and fails. An account of a former user is deleted. It returns
+// store.ErrBusy when every hasher is busy.
+func (c *Console) checkPassword(r *http.Request, uid uint32, name, pw string) (bool, error) {
+	var hash string
+	var disabled, stale bool
+	if name != "" {
+		err := c.st.View(r.Context(), func(tx *store.Tx) error {
+			a, err := tx.ConsoleAccount(uid)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				return nil
+			case err != nil:
+				return err
+			case !a.BelongsTo(name):
+				stale = true
+			default:
+				hash, disabled = a.PasswordHash, a.Disabled
+			}
+			return nil
+		})
+		if err != nil {
+			return false, err
 		}
-		l, err = tx.TakeLoginLink(tok)
-		return err
+	}
+	if stale {
+		c.settle(r, uid, name)
+	}
+	ok, err := store.CheckPassword(hash, pw)
+	if errors.Is(err, store.ErrBadHash) {
+		c.log.Error("console: unreadable password hash; the user must set the password again", "uid", uid)
+		return false, nil
+	}
+	return ok && !disabled && pw != "", err
+}
+
+// loginLink signs in with a one-time link from "opusctl web login". A
+// valid link always works; unknown, used and expired ones count against
+// the caller's address, and only those are refused once it has too many.
+func (c *Console) loginLink(w http.ResponseWriter, r *http.Request) {
+	tok := r.URL.Query().Get("t")
+	// Looked up in a read transaction first: a flood of unknown tokens
+	// costs no write (and no fsync).
+	var found bool
+	err := c.st.View(r.Context(), func(tx *store.Tx) error {
+		found = len(tok) <= 100 && tx.HasLoginLink(tok)
+		return nil
 	})
-	if err != nil {
-		c.fails.fail(addrKey, now)
-		c.log.Warn("console: login link refused", "reason", err, "remote", remoteAddr(r))
+	var l *store.LoginLink
+	if err == nil && found {
+		err = c.st.Update(r.Context(), func(tx *store.Tx) (err error) {
+			l, err = tx.TakeLoginLink(tok)
+			return err
+		})
+	}
+	if err != nil || !found {
+		addr, now := remoteAddr(r), time.Now()
+		was := c.linkFails.allowed(addr, now)
+		c.linkFails.fail(addr, now)
+		if !c.linkFails.allowed(addr, now) {
+			// Logged once, when the address crosses the limit: refused
+			// links cost nothing and come as fast as they are sent.
+			if was {
+				c.log.Warn("console: too many unknown login links; refusing this address's unknown links for a while", "remote", addr, "for", failWindow)
+			}
+			c.renderLogin(w, r, http.StatusTooManyRequests, "", "Too many unknown login links from your address; wait a few minutes, or run opusctl web login for a new one.")
+			return
+		}
+		c.log.Warn("console: login link refused", "reason", cmp.Or(err, store.ErrNotFound), "remote", addr)
 		c.renderLogin(w, r, http.StatusUnauthorized, "", "This login link is unknown, used or expired; run opusctl web login for a new one.")
 		return
 	}
-	if err := c.startSession(w, r, l.UID); err != nil {
-		c.renderLogin(w, r, http.StatusForbidden, "", err.Error())
+	if err := c.startSession(w, r, l.UID, l.Name); err != nil {
+		c.signInRefused(w, r, "", err)
 		return
 	}
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// signInRefused answers a sign-in that startSession refused.
+func (c *Console) signInRefused(w http.ResponseWriter, r *http.Request, field string, err error) {
+	c.log.Warn("console: sign-in refused", "user", field, "reason", err, "remote", remoteAddr(r))
+	switch {
+	case errors.Is(err, errDisabled), errors.Is(err, errUserGone):
+		c.renderLogin(w, r, http.StatusForbidden, field, err.Error())
+	case errors.Is(err, errLookup):
+		w.Header().Set("Retry-After", retryBusy)
+		c.renderLogin(w, r, http.StatusServiceUnavailable, field, "The console could not look up your user; try again in a moment.")
+	default:
+		c.renderLogin(w, r, http.StatusInternalServerError, field, "The console could not sign you in; see opusd's log.")
+	}
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request) {

@@ -11,13 +11,22 @@
 //
 // Browser safety: random session ids kept hashed in the store, cookies
 // HttpOnly, Secure, SameSite=Strict with the __Host- prefix, a per-session
-// CSRF token on every form, a Content-Security-Policy without inline
-// script, no Referer sent to other sites (login links carry a token; with
-// "same-origin" rather than "no-referrer" browsers still send the real
-// Origin on the console's own forms, which the console checks). Pages are
-// html/template with embedded assets and work without JavaScript; a small
-// script shows an operation's progress live from server-sent events
-// (WatchOperation).
+// CSRF token on every form and, in front of every form, net/http's
+// CrossOriginProtection (a POST a browser marks as coming from another
+// site, by Sec-Fetch-Site or Origin, is refused whatever it carries), a
+// Content-Security-Policy without inline script, no Referer sent to other
+// sites (login links carry a token; with "same-origin" rather than
+// "no-referrer" browsers still send the real Origin on the console's own
+// forms). Pages are html/template with embedded assets and work without
+// JavaScript; a small script shows an operation's progress live from
+// server-sent events (WatchOperation).
+//
+// Sign-in is limited without locking anyone out (limit.go), and a password
+// check (argon2id, 64 MiB) runs only when one of store.PasswordHashers
+// slots is free; otherwise the answer is an immediate 503. A console
+// account is its Unix user's (store.ConsoleAccountOf): every sign-in and
+// every request of a session checks that the uid still has the user name
+// the account was made for.
 package web
 
 import (
@@ -31,11 +40,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os/user"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opus-hosting/opus/internal/peercred"
@@ -57,15 +64,6 @@ const (
 
 // DefaultSessionTTL is how long a console session lasts.
 const DefaultSessionTTL = 12 * time.Hour
-
-// Sign-in rate limits: failures within failWindow per user name and per
-// client address. Beyond them sign-in is refused until the window passes.
-const (
-	failWindow  = 10 * time.Minute
-	maxFailUser = 5
-	maxFailAddr = 20
-	maxFailKeys = 10000
-)
 
 // contentSecurityPolicy allows only the console's own script, style and
 // connections; no inline script or style, no framing.
@@ -90,8 +88,11 @@ type Console struct {
 	ttl   time.Duration
 	log   *slog.Logger
 	pages map[string]*template.Template
-	mux   *http.ServeMux
-	fails *limiter
+	// handler is the routes behind cross-origin protection.
+	handler http.Handler
+	// Sign-in failures (limit.go): unknown login links per address, wrong
+	// passwords per account and per account and address.
+	linkFails, accountFails, accountAddrFails *failures
 }
 
 // New returns a Console.
@@ -106,7 +107,9 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Console{st: cfg.Store, conns: newConns(cfg.Listener), ttl: cfg.SessionTTL, log: cfg.Logger,
-		fails: &limiter{m: map[string][]time.Time{}}}
+		linkFails:        newFailures(maxLinkFails, failWindow, maxFailKeys),
+		accountFails:     newFailures(maxAccountFails, failWindow, maxFailKeys),
+		accountAddrFails: newFailures(maxAccountAddrFails, failWindow, maxFailKeys)}
 	if err := c.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -129,7 +132,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
-	c.mux.ServeHTTP(w, r)
+	c.handler.ServeHTTP(w, r)
 }
 
 func (c *Console) parseTemplates() error {
@@ -178,7 +181,16 @@ func (c *Console) routes() {
 	m.HandleFunc("POST /projects/{name}/destroy", c.signedIn(c.destroy))
 	m.HandleFunc("GET /ops/{id}", c.signedIn(c.operationPage))
 	m.HandleFunc("GET /ops/{id}/events", c.signedIn(c.operationEvents))
-	c.mux = m
+	// Every POST, the sign-in form's too, passes the standard library's
+	// cross-origin check first; the CSRF tokens stay as the second line
+	// (for browsers that send neither Sec-Fetch-Site nor Origin).
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.log.Warn("console: cross-origin form refused", "remote", remoteAddr(r), "path", r.URL.Path,
+			"origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+		http.Error(w, "cross-origin request refused: submit the console's forms from the console's own pages", http.StatusForbidden)
+	}))
+	c.handler = cop.Handler(m)
 }
 
 // viewer is the signed-in person of a request.
@@ -201,6 +213,10 @@ func viewerFrom(r *http.Request) *viewer { return r.Context().Value(viewerKey{})
 func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v, err := c.session(r)
+		if errors.Is(err, errLookup) {
+			http.Error(w, "the console could not look up your user; try again in a moment", http.StatusServiceUnavailable)
+			return
+		}
 		if err != nil {
 			if ck, cerr := r.Cookie(sessionCookie); cerr == nil && ck.Value != "" {
 				c.log.Info("console: session refused", "reason", err, "remote", remoteAddr(r), "path", r.URL.Path)
@@ -214,11 +230,6 @@ func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if r.Method == http.MethodPost {
-			if !sameOrigin(r) {
-				c.log.Warn("console: cross-origin form refused", "uid", v.UID, "origin", r.Header.Get("Origin"), "path", r.URL.Path)
-				http.Error(w, "cross-origin request refused", http.StatusForbidden)
-				return
-			}
 			if err := r.ParseForm(); err != nil {
 				http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
 				return
@@ -233,7 +244,14 @@ func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// session returns the viewer of a request's session cookie.
+// errLookup means the user database could not say who a uid is now (not
+// that no one is): refuse for now, delete nothing.
+var errLookup = errors.New("user lookup failed")
+
+// session returns the viewer of a request's session cookie. The session
+// holds only while its account does: not disabled, and its uid still
+// named as when the account was made. An account whose user is gone is
+// deleted then and there, with its sessions.
 func (c *Console) session(r *http.Request) (*viewer, error) {
 	ck, err := r.Cookie(sessionCookie)
 	if err != nil || ck.Value == "" {
@@ -243,30 +261,85 @@ func (c *Console) session(r *http.Request) (*viewer, error) {
 		return nil, errors.New("session cookie too long")
 	}
 	var s *store.ConsoleSession
-	var disabled bool
+	var a *store.ConsoleAccount
 	err = c.st.View(r.Context(), func(tx *store.Tx) (err error) {
 		if s, err = tx.ConsoleSession(ck.Value); err != nil {
 			return err
 		}
-		a, err := tx.ConsoleAccount(s.UID)
-		disabled = err != nil || a.Disabled
-		return nil
+		if a, err = tx.ConsoleAccount(s.UID); errors.Is(err, store.ErrNotFound) {
+			a, err = nil, nil
+		}
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if disabled {
+	name, err := c.lookupName(s.UID)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case a == nil:
+		return nil, fmt.Errorf("uid %d has no console account", s.UID)
+	case !a.BelongsTo(name):
+		c.settle(r, s.UID, name)
+		return nil, fmt.Errorf("the console account of uid %d was %q's, its user is gone", s.UID, a.Name)
+	case a.Disabled:
 		return nil, fmt.Errorf("console account of uid %d is disabled", s.UID)
 	}
 	rpc, err := c.conns.client(s.UID)
 	if err != nil {
 		return nil, err
 	}
-	return &viewer{UID: s.UID, Name: userName(s.UID), CSRF: s.CSRF, sessionID: ck.Value, rpc: rpc}, nil
+	return &viewer{UID: s.UID, Name: name, CSRF: s.CSRF, sessionID: ck.Value, rpc: rpc}, nil
 }
 
-// startSession records a new session for uid and sets its cookie.
-func (c *Console) startSession(w http.ResponseWriter, r *http.Request, uid uint32) error {
+// lookupName is uid's login name now ("" when no user has it), or
+// errLookup.
+func (c *Console) lookupName(uid uint32) (string, error) {
+	name, err := c.st.ConsoleUserName(uid)
+	if err != nil {
+		c.log.Error("console: user lookup", "uid", uid, "err", err)
+		return "", fmt.Errorf("%w: %w", errLookup, err)
+	}
+	return name, nil
+}
+
+// settle deletes uid's account (with its sessions and links) if it is not
+// the account of the user now named name (store.ConsoleAccountOf).
+func (c *Console) settle(r *http.Request, uid uint32, name string) {
+	var dropped bool
+	err := c.st.Update(r.Context(), func(tx *store.Tx) error {
+		before, err := tx.ConsoleAccount(uid)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		after, err := tx.ConsoleAccountOf(uid, name)
+		dropped = after == nil || after.Name != before.Name
+		return err
+	})
+	if err != nil {
+		c.log.Error("console: drop an account whose user is gone", "uid", uid, "err", err)
+	} else if dropped {
+		c.log.Info("console: account deleted, its user is gone", "uid", uid, "user_now", name)
+	}
+}
+
+// startSession records a new session for uid, whose user was name when
+// the link was made or the password checked, and sets its cookie. It
+// refuses if the uid is no longer name's.
+func (c *Console) startSession(w http.ResponseWriter, r *http.Request, uid uint32, name string) error {
+	now, err := c.lookupName(uid)
+	if err != nil {
+		return err
+	}
+	if now == "" || now != name {
+		c.settle(r, uid, now)
+		return errUserGone
+	}
 	id, err := store.NewToken()
 	if err != nil {
 		return err
@@ -276,7 +349,7 @@ func (c *Console) startSession(w http.ResponseWriter, r *http.Request, uid uint3
 		return err
 	}
 	err = c.st.Update(r.Context(), func(tx *store.Tx) error {
-		a, err := tx.EnsureConsoleAccount(uid)
+		a, err := tx.EnsureConsoleAccount(uid, name)
 		if err != nil {
 			return err
 		}
@@ -297,22 +370,14 @@ func (c *Console) startSession(w http.ResponseWriter, r *http.Request, uid uint3
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", MaxAge: int(c.ttl / time.Second),
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
-	c.log.Info("console: signed in", "uid", uid, "remote", remoteAddr(r))
+	c.log.Info("console: signed in", "uid", uid, "user", name, "remote", remoteAddr(r))
 	return nil
 }
 
-var errDisabled = errors.New("this console account is disabled; ask an admin")
-
-// sameOrigin refuses a POST whose Origin (when the browser sends one) is
-// not this console. CSRF tokens are the defence; this is a second one.
-func sameOrigin(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" || o == "null" {
-		return o == ""
-	}
-	u, err := url.Parse(o)
-	return err == nil && u.Host == r.Host
-}
+var (
+	errDisabled = errors.New("this console account is disabled; ask an admin")
+	errUserGone = errors.New("the user this was made for no longer exists; sign in as the user you are now")
+)
 
 func remoteAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -320,50 +385,6 @@ func remoteAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// limiter counts recent sign-in failures per key.
-type limiter struct {
-	mu sync.Mutex
-	m  map[string][]time.Time
-}
-
-func (l *limiter) recent(key string, now time.Time) []time.Time {
-	var keep []time.Time
-	for _, t := range l.m[key] {
-		if now.Sub(t) < failWindow {
-			keep = append(keep, t)
-		}
-	}
-	if len(keep) == 0 {
-		delete(l.m, key)
-	} else {
-		l.m[key] = keep
-	}
-	return keep
-}
-
-// allowed reports whether key has fewer than max recent failures.
-func (l *limiter) allowed(key string, max int, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.recent(key, now)) < max
-}
-
-// fail records a failure of key; the map is bounded by dropping
-// everything past the window first, then (under a flood) starting over.
-func (l *limiter) fail(key string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.m) >= maxFailKeys {
-		for k := range l.m {
-			l.recent(k, now)
-		}
-		if len(l.m) >= maxFailKeys {
-			l.m = map[string][]time.Time{}
-		}
-	}
-	l.m[key] = append(l.recent(key, now), now)
 }
 
 // userName is uid's login name, or the number.

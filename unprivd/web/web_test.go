@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,27 +51,58 @@ func (privd) TailLog(_ context.Context, in *privdv1.TailLogRequest, _ ...grpc.Ca
 	return &privdv1.TailLogResponse{Lines: []string{"[wsgi:error] " + in.Project + " said hello"}}, nil
 }
 
+// users is the rig's user database: uid → login name, changed by tests
+// (userdel, a uid given to a new user).
+type users struct {
+	mu    sync.Mutex
+	names map[uint32]string
+}
+
+func (u *users) name(uid uint32) (string, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if n, ok := u.names[uid]; ok {
+		return n, nil
+	}
+	return "", fmt.Errorf("uid %d: %w", uid, store.ErrNoUser)
+}
+
+// set gives uid the login name name ("" deletes the user).
+func (u *users) set(uid uint32, name string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if name == "" {
+		delete(u.names, uid)
+	} else {
+		u.names[uid] = name
+	}
+}
+
 // rig is a real service on a real gRPC server behind the console, over
 // the in-process listener, with the console on a TLS test server.
 type rig struct {
-	st  *store.Store
-	srv *httptest.Server
-	lis *peercred.InProcess
+	st      *store.Store
+	srv     *httptest.Server
+	lis     *peercred.InProcess
+	users   *users
+	console *Console
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "opusd.db"), store.Options{})
+	u := &users{names: map[uint32]string{0: "root", uidA: "alice", uidB: "bob"}}
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "opusd.db"), store.Options{UserName: u.name})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
-	r := &rig{st: st, lis: peercred.NewInProcess()}
+	r := &rig{st: st, lis: peercred.NewInProcess(), users: u}
 	c, err := New(Config{Store: st, Listener: r.lis, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.console = c
 	r.srv = httptest.NewTLSServer(c)
 	t.Cleanup(r.srv.Close)
 	t.Cleanup(func() { c.Close() })

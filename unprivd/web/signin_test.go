@@ -1,0 +1,289 @@
+package web
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// alice and bob, as typed on the sign-in form: the rig's users are not in
+// the host's user database, so by uid (a name typed is looked up there).
+var alice, bob = strconv.Itoa(uidA), strconv.Itoa(uidB)
+
+// passwordSignIn posts user and pw on the sign-in form with a fresh
+// browser.
+func (r *rig) passwordSignIn(t *testing.T, user, pw string) (answer, *http.Client) {
+	t.Helper()
+	c := r.browser()
+	pg := do(t, c, "GET", r.srv.URL+"/login", nil)
+	return do(t, c, "POST", r.srv.URL+"/login", url.Values{"csrf": {csrfOf(t, pg.body)}, "user": {user}, "password": {pw}}), c
+}
+
+func (r *rig) setPassword(t *testing.T, uid uint32, pw string) {
+	t.Helper()
+	if _, err := r.as(t, uid).SetConsolePassword(context.Background(), &opusv1.SetConsolePasswordRequest{Password: pw}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// signedIn reports whether c's session still opens the project list.
+func (r *rig) signedIn(t *testing.T, c *http.Client) bool {
+	t.Helper()
+	a := do(t, c, "GET", r.srv.URL+"/", nil)
+	if a.code != http.StatusOK && (a.code != http.StatusSeeOther || a.location != "/login") {
+		t.Fatalf("project list: %d %q", a.code, a.location)
+	}
+	return a.code == http.StatusOK
+}
+
+// TestNoLockout: a flood of unknown login links from one address refuses
+// only that address's unknown links; a password flood against A refuses
+// A's password only: valid links, B's password and A's link still sign in.
+func TestNoLockout(t *testing.T) {
+	r := newRig(t)
+	r.setPassword(t, uidA, "password of alice")
+	r.setPassword(t, uidB, "password of bob")
+	r.setPassword(t, 0, "password of root")
+	var codes []int
+	for i := range maxLinkFails + 5 {
+		codes = append(codes, do(t, r.browser(), "GET", fmt.Sprintf("%s/login/link?t=bogus%d", r.srv.URL, i), nil).code)
+	}
+	for i, code := range codes {
+		want := http.StatusUnauthorized
+		if i >= maxLinkFails-1 {
+			want = http.StatusTooManyRequests
+		}
+		if code != want {
+			t.Fatalf("unknown link %d: %d, want %d (all: %v)", i, code, want, codes)
+		}
+	}
+	r.signIn(t, uidA)
+	r.signIn(t, uidB)
+	if a, _ := r.passwordSignIn(t, "root", "password of root"); a.code != http.StatusSeeOther {
+		t.Fatalf("root's password after a link flood: %d", a.code)
+	}
+
+	for i := range maxAccountAddrFails {
+		if a, _ := r.passwordSignIn(t, alice, fmt.Sprint("wrong ", i)); a.code != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d for A: %d", i, a.code)
+		}
+	}
+	if a, _ := r.passwordSignIn(t, alice, "password of alice"); a.code != http.StatusTooManyRequests {
+		t.Errorf("A's password after a flood against A: %d, want 429", a.code)
+	}
+	if a, _ := r.passwordSignIn(t, bob, "password of bob"); a.code != http.StatusSeeOther {
+		t.Errorf("B's password after a flood against A: %d", a.code)
+	}
+	r.signIn(t, uidA)
+	if n, m := r.console.accountFails.len(), r.console.accountAddrFails.len(); n != 1 || m != 1 {
+		t.Errorf("failure keys: %d per account, %d per account and address; want A's alone", n, m)
+	}
+}
+
+// TestSignInUser: what the form's user field names, and which failures a
+// sign-in counts against: by name or uid the same account; a uid's new
+// user another; every name no user has one shared key.
+func TestSignInUser(t *testing.T) {
+	r := newRig(t)
+	c := r.console
+	for _, tc := range []struct {
+		field   string
+		uid     uint32
+		name    string
+		failKey string
+	}{
+		{"root", 0, "root", "0:root"},
+		{"0", 0, "root", "0:root"},
+		{alice, uidA, "alice", alice + ":alice"},
+		{bob, uidB, "bob", bob + ":bob"},
+		{"alice", 0, "", "unknown"}, // the rig's names are not the host's
+		{"no-such-user-here", 0, "", "unknown"},
+		{"61999", 0, "", "unknown"}, // a uid no user has
+		{"", 0, "", "unknown"},
+		{strings.Repeat("r", maxUserField+1), 0, "", "unknown"},
+		{"-1", 0, "", "unknown"},
+	} {
+		uid, name := c.signInUser(tc.field)
+		if uid != tc.uid || name != tc.name || failKey(uid, name) != tc.failKey {
+			t.Errorf("signInUser(%.20q) = %d, %q (key %q); want %d, %q (key %q)", tc.field, uid, name, failKey(uid, name), tc.uid, tc.name, tc.failKey)
+		}
+	}
+	// The uid's next user is another account.
+	r.users.set(uidA, "carol")
+	if uid, name := c.signInUser(alice); failKey(uid, name) != alice+":carol" {
+		t.Errorf("after the uid changed hands: %d %q", uid, name)
+	}
+}
+
+// TestSignInBusy: while every password hasher is busy, a sign-in is
+// answered at once with 503 and a Retry-After, and does not count as a
+// failure.
+func TestSignInBusy(t *testing.T) {
+	r := newRig(t)
+	r.setPassword(t, uidA, "password of alice")
+	// Keep both hashers busy until a sign-in found them so.
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range store.PasswordHashers {
+		wg.Go(func() {
+			for !stop.Load() {
+				store.CheckPassword("", "x")
+			}
+		})
+	}
+	var busy answer
+	for range 50 {
+		a, _ := r.passwordSignIn(t, alice, "a wrong password")
+		if a.code == http.StatusServiceUnavailable {
+			busy = a
+			break
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if busy.code != http.StatusServiceUnavailable {
+		t.Fatal("no sign-in was refused while every hasher was busy")
+	}
+	if n, err := strconv.Atoi(busy.header.Get("Retry-After")); err != nil || n < 1 {
+		t.Errorf("Retry-After %q", busy.header.Get("Retry-After"))
+	}
+	// Busy answers are not failures: A still has attempts left.
+	if a, _ := r.passwordSignIn(t, alice, "password of alice"); a.code != http.StatusSeeOther {
+		t.Errorf("A's password after busy answers: %d", a.code)
+	}
+}
+
+// TestAccountOfGoneUser: when A's uid is given to another user (or to no
+// one), A's session, password and unused link sign no one in, and the
+// account is deleted; the uid's new user starts afresh.
+func TestAccountOfGoneUser(t *testing.T) {
+	for _, next := range []string{"carol", ""} {
+		t.Run("uid now "+cmp.Or(next, "no one's"), func(t *testing.T) {
+			r := newRig(t)
+			r.setPassword(t, uidA, "password of alice")
+			session, _ := r.signIn(t, uidA)
+			link, err := r.as(t, uidA).CreateLoginLink(context.Background(), &opusv1.CreateLoginLinkRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.users.set(uidA, next)
+
+			if r.signedIn(t, session) {
+				t.Error("the old user's session still signs in")
+			}
+			if a, _ := r.passwordSignIn(t, alice, "password of alice"); a.code == http.StatusSeeOther {
+				t.Error("the old password signs in")
+			}
+			if a := do(t, r.browser(), "GET", link.GetUrl(), nil); a.code == http.StatusSeeOther {
+				t.Errorf("the old user's login link signs in: %d", a.code)
+			}
+			err = r.st.View(context.Background(), func(tx *store.Tx) error { _, err := tx.ConsoleAccount(uidA); return err })
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("the old user's account: %v, want deleted", err)
+			}
+			if next != "" {
+				c, _ := r.signIn(t, uidA)
+				if home := do(t, c, "GET", r.srv.URL+"/", nil); home.code != http.StatusOK {
+					t.Errorf("the new user's first sign-in: %d", home.code)
+				}
+				r.setPassword(t, uidA, "password of carol")
+				if a, _ := r.passwordSignIn(t, alice, "password of carol"); a.code != http.StatusSeeOther {
+					t.Errorf("the new user's password: %d", a.code)
+				}
+			} else if _, err := r.as(t, uidA).CreateLoginLink(context.Background(), &opusv1.CreateLoginLinkRequest{}); err == nil {
+				t.Error("a uid without a user got a login link")
+			}
+		})
+	}
+}
+
+// TestPasswordChangeEndsSessions: a new password ends every session of
+// the account (not another's).
+func TestPasswordChangeEndsSessions(t *testing.T) {
+	r := newRig(t)
+	r.setPassword(t, uidA, "first password of alice")
+	a1, _ := r.signIn(t, uidA)
+	_, a2 := r.passwordSignIn(t, alice, "first password of alice")
+	b, _ := r.signIn(t, uidB)
+	r.setPassword(t, uidA, "second password of alice")
+	if r.signedIn(t, a1) || r.signedIn(t, a2) {
+		t.Error("a session survived its password's change")
+	}
+	if !r.signedIn(t, b) {
+		t.Error("B's session ended with A's password change")
+	}
+}
+
+// TestDeleteAccountEndsSessions: an admin's DeleteConsoleAccount ends the
+// account's sessions and forgets its password.
+func TestDeleteAccountEndsSessions(t *testing.T) {
+	r := newRig(t)
+	r.setPassword(t, uidA, "password of alice")
+	a, _ := r.signIn(t, uidA)
+	if _, err := r.as(t, 0).DeleteConsoleAccount(context.Background(), &opusv1.DeleteConsoleAccountRequest{Uid: uidA}); err != nil {
+		t.Fatal(err)
+	}
+	if r.signedIn(t, a) {
+		t.Error("a deleted account's session still signs in")
+	}
+	if x, _ := r.passwordSignIn(t, alice, "password of alice"); x.code != http.StatusUnauthorized {
+		t.Errorf("a deleted account's password: %d", x.code)
+	}
+}
+
+// TestCrossOriginRefused: a POST a browser marks as cross-origin is
+// refused even with the session cookie and its CSRF token; sign-in too.
+func TestCrossOriginRefused(t *testing.T) {
+	r := newRig(t)
+	a, _ := r.signIn(t, uidA)
+	csrf := csrfOf(t, do(t, a, "GET", r.srv.URL+"/", nil).body)
+	post := func(c *http.Client, path string, form url.Values, hdr map[string]string) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", r.srv.URL+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, hdr := range []map[string]string{
+		{"Origin": "https://evil.example"},
+		{"Origin": "null"},
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Sec-Fetch-Site": "same-site", "Origin": r.srv.URL},
+	} {
+		if code := post(a, "/new", url.Values{"csrf": {csrf}, "name": {"blog"}}, hdr); code != http.StatusForbidden {
+			t.Errorf("create posted with %v: %d, want 403", hdr, code)
+		}
+		if code := post(a, "/logout", url.Values{"csrf": {csrf}}, hdr); code != http.StatusForbidden {
+			t.Errorf("sign-out posted with %v: %d, want 403", hdr, code)
+		}
+	}
+	if ps := projectNames(t, r.st); len(ps) != 0 || !r.signedIn(t, a) {
+		t.Fatalf("refused cross-origin forms: projects %v, still signed in %v", ps, r.signedIn(t, a))
+	}
+	b := r.browser()
+	tok := csrfOf(t, do(t, b, "GET", r.srv.URL+"/login", nil).body)
+	if code := post(b, "/login", url.Values{"csrf": {tok}, "user": {alice}, "password": {"x"}}, map[string]string{"Sec-Fetch-Site": "cross-site"}); code != http.StatusForbidden {
+		t.Errorf("sign-in posted cross-site: %d, want 403", code)
+	}
+	if code := post(a, "/logout", url.Values{"csrf": {csrf}}, map[string]string{"Sec-Fetch-Site": "same-origin"}); code != http.StatusSeeOther {
+		t.Errorf("same-origin sign-out: %d", code)
+	}
+}
