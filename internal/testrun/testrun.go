@@ -12,6 +12,15 @@
 // removes exactly what that run wrote down, kills only processes running
 // as its users or naming its directory, and nothing else.
 //
+// What only its maker knows how to remove (a PostgreSQL database, say) a
+// run writes down with Note under a kind; a dead run is cleaned only by a
+// Start that has a Cleaner for every kind it noted, and keeps its record
+// while one fails, so nothing is orphaned.
+//
+// A package whose tests change the host calls Main from its TestMain and
+// Need from each such test: Need skips under -short (`make unit` starts
+// nothing and changes no account) and when not root.
+//
 // Like net/http/httptest, it is support code for tests only.
 package testrun
 
@@ -25,9 +34,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
@@ -42,7 +53,16 @@ const (
 	lockFile     = "lock"
 	accountsFile = "accounts" // one user or group name per line, written before it is made
 	pathsFile    = "paths"    // paths outside the run directory the run made, likewise
+	notesFile    = "notes"    // "KIND VALUE" lines for a Cleaner, likewise
 )
+
+// Cleaner removes what dead runs noted under Kind (see Note) and only it
+// can find. Clean gets the run's id and the values it noted; an error
+// keeps the dead run's record, so a later Start tries again.
+type Cleaner struct {
+	Kind  string
+	Clean func(id string, values []string) error
+}
 
 // Run is one test binary's claim on the host.
 type Run struct {
@@ -59,6 +79,13 @@ type Run struct {
 // begins a new run. It needs root (it is for tests that create users or run
 // daemons as root).
 func Start(onDead ...func(id string)) (*Run, error) {
+	return start(onDead, nil)
+}
+
+// StartWith is Start with cleaners for what dead runs noted (see Note).
+func StartWith(cleaners ...Cleaner) (*Run, error) { return start(nil, cleaners) }
+
+func start(onDead []func(id string), cleaners []Cleaner) (*Run, error) {
 	if err := os.MkdirAll(Root, 0o755); err != nil {
 		return nil, fmt.Errorf("testrun: %w", err)
 	}
@@ -67,7 +94,7 @@ func Start(onDead ...func(id string)) (*Run, error) {
 	if err := os.Chmod(Root, 0o755); err != nil {
 		return nil, fmt.Errorf("testrun: %w", err)
 	}
-	CleanDead(onDead...)
+	cleanDead(onDead, cleaners)
 	for range 10 {
 		id, err := newID()
 		if err != nil {
@@ -167,6 +194,49 @@ func (r *Run) NoteAccount(name string) error {
 // dies.
 func (r *Run) NotePath(path string) error { return r.note(pathsFile, path) }
 
+// Note writes down value (one word) under kind before the run makes what
+// it names outside the host's accounts and files, for the Cleaner of kind
+// to remove if the run dies. A dead run with notes of a kind the starting
+// run has no Cleaner for is left alone until one that has comes along.
+func (r *Run) Note(kind, value string) error {
+	if !validKind(kind) || value == "" || strings.ContainsAny(value, " \t") {
+		return fmt.Errorf("testrun: bad note %q %q", kind, value)
+	}
+	return r.note(notesFile, kind+" "+value)
+}
+
+func validKind(k string) bool {
+	return k != "" && strings.Trim(k, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+}
+
+// notes returns a run's notes by kind.
+func notes(dir string) map[string][]string {
+	out := map[string][]string{}
+	for _, l := range readLines(filepath.Join(dir, notesFile)) {
+		if k, v, ok := strings.Cut(l, " "); ok && validKind(k) {
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+// TempDir makes a directory for t under the run's directory, which the
+// run's users and daemons can traverse (0755), and removes it when t ends.
+// Start daemons on files there: their command lines then name the run, so
+// a dead run's daemons are found and killed.
+func (r *Run) TempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(r.Dir, "t-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatalf("testrun: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func (r *Run) note(file, line string) error {
 	if strings.ContainsAny(line, "\n\x00") || line == "" {
 		return fmt.Errorf("testrun: bad name %q", line)
@@ -189,19 +259,38 @@ func (r *Run) Users() []string { return runUsers(r.ID, r.Dir) }
 
 // End removes everything the run made and releases it.
 func (r *Run) End() {
-	clean(r.ID, r.Dir)
+	clean(r.ID, r.Dir, false)
 	r.lock.Close()
 }
 
 // CleanDead removes what runs that are no longer alive left on the host,
 // calling onDead with each dead run's id first. A run is alive while its
 // lock is held.
-func CleanDead(onDead ...func(id string)) {
+func CleanDead(onDead ...func(id string)) { cleanDead(onDead, nil) }
+
+func cleanDead(onDead []func(id string), cleaners []Cleaner) {
 	dead := func(id, dir string) {
+		byKind := notes(dir)
+		for kind := range byKind {
+			if !slices.ContainsFunc(cleaners, func(c Cleaner) bool { return c.Kind == kind }) {
+				// Only a test binary with that kind's cleaner can find
+				// those things: leave the whole run to it.
+				return
+			}
+		}
 		for _, f := range onDead {
 			f(id)
 		}
-		clean(id, dir)
+		keep := false
+		for _, c := range cleaners {
+			if vals, ok := byKind[c.Kind]; ok {
+				if err := c.Clean(id, vals); err != nil {
+					fmt.Fprintf(os.Stderr, "testrun: dead run %s: %s: %v (kept for a later run)\n", id, c.Kind, err)
+					keep = true
+				}
+			}
+		}
+		clean(id, dir, keep)
 	}
 	ents, err := os.ReadDir(Root)
 	if err != nil {
@@ -241,8 +330,8 @@ func validID(s string) bool {
 }
 
 // clean removes run id's processes, users, groups and paths, then its
-// directory.
-func clean(id, dir string) {
+// directory unless keep is set or something could not be removed.
+func clean(id, dir string, keep bool) {
 	users := runUsers(id, dir)
 	uids := map[string]bool{}
 	for _, u := range users {
@@ -258,7 +347,7 @@ func clean(id, dir string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	kept := false
+	kept := keep
 	for _, u := range users {
 		if err := runTool("userdel", u); err != nil && passwdEntry(u) != nil {
 			// Still running something (a daemon a system Apache keeps
