@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -23,55 +22,12 @@ import (
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
-	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/testrun"
+	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
-// Test resources carry these prefixes so a later run can find and remove
-// what a killed run left behind.
-const (
-	testDirPrefix  = "opus-apache-test-"
-	testUserPrefix = "opus-tap"
-	testGECOS      = "Opus project "
-)
-
-// cleanStale kills Apache instances and removes directories and users left
-// by earlier runs whose test process is gone.
-func cleanStale(t *testing.T) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), testDirPrefix+"*"))
-	for _, dir := range dirs {
-		if b, err := os.ReadFile(filepath.Join(dir, "owner.pid")); err == nil {
-			if pid, _ := strconv.Atoi(string(b)); pid > 0 && syscall.Kill(pid, 0) == nil {
-				continue // a live run owns it
-			}
-		}
-		killApacheIn(dir)
-		os.RemoveAll(dir)
-	}
-	b, _ := os.ReadFile("/etc/passwd")
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) > 4 && strings.HasPrefix(f[0], testUserPrefix) && strings.HasPrefix(f[4], testGECOS) {
-			if !userBusy(f[2]) {
-				exec.Command("userdel", f[0]).Run()
-			}
-		}
-	}
-}
-
-// userBusy reports whether a process runs as uid (a live run's user).
-func userBusy(uid string) bool {
-	procs, _ := filepath.Glob("/proc/[0-9]*/status")
-	for _, p := range procs {
-		b, _ := os.ReadFile(p)
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" && f[1] == uid {
-				return true
-			}
-		}
-	}
-	return false
-}
+func TestMain(m *testing.M) { os.Exit(testrun.Main(m)) }
 
 // apachePids returns the pids of processes whose command line names dir.
 func apachePids(dir string) []int {
@@ -114,21 +70,20 @@ func randSuffix() string {
 	return string(b)
 }
 
-// createProjectUser makes a system user like privd's account package does.
-func createProjectUser(t *testing.T, project string) *user.User {
+// createProjectUser makes project's user with privd's account package,
+// under the run's prefix (so the run removes it even if it dies), and
+// deletes it when the test ends.
+func createProjectUser(t *testing.T, acc *account.Accounts, project string) *user.User {
 	t.Helper()
-	name := names.User(names.DefaultUserPrefix, project)
-	out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
-		"--shell", "/usr/sbin/nologin", "--comment", testGECOS+project, name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("useradd %s: %v: %s", name, err, out)
+	if _, _, err := acc.EnsureUser(context.Background(), project); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
-			t.Errorf("userdel %s: %v: %s", name, err, out)
+		if _, err := acc.DeleteUser(context.Background(), project); err != nil {
+			t.Errorf("delete user of %s: %v", project, err)
 		}
 	})
-	u, err := user.Lookup(name)
+	u, err := user.Lookup(acc.User(project))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,28 +139,25 @@ func (c *countingControl) counts() (int, int) {
 }
 
 func TestManagedApache(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: starts a managed Apache and creates a project user")
-	}
+	run := testrun.Need(t, "starts a managed Apache and creates a project user")
 	if _, err := os.Stat("/usr/lib/apache2/modules/mod_wsgi.so"); err != nil {
 		t.Skip("needs apache2 and libapache2-mod-wsgi-py3")
 	}
-	cleanStale(t)
 	ctx := context.Background()
 
-	dir, err := os.MkdirTemp("", testDirPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil { // www-data must traverse it
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	// Apache runs on files in the run's directory (www-data may traverse
+	// it), so a killed run's Apache is found and stopped by the next run.
+	dir := run.TempDir(t)
 	cfg := config.Default()
 	cfg.ApacheDir = filepath.Join(dir, "apache")
 	cfg.BaseDir = filepath.Join(dir, "base")
 	cfg.ServerSuffix = ".opus.test"
+	cfg.UserPrefix = run.UserPrefix()
 	cfg.HTTPPort, cfg.HTTPSPort = freePort(t), freePort(t)
+	// The user first: its clean-up runs after Apache's, which stops the
+	// daemon running as it.
+	project := "ap" + randSuffix()
+	u := createProjectUser(t, &account.Accounts{Prefix: cfg.UserPrefix, BaseDir: cfg.BaseDir}, project)
 	managed := NewManaged(cfg)
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -214,11 +166,8 @@ func TestManagedApache(t *testing.T) {
 			t.Error(err)
 		}
 		killApacheIn(dir)
-		os.RemoveAll(dir)
 	})
 
-	project := "tap" + randSuffix()
-	u := createProjectUser(t, project)
 	p := layout.For(cfg.BaseDir, project)
 	for _, d := range []string{p.Root, p.Code, p.Static} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
