@@ -104,6 +104,11 @@ func NoteRole(run *testrun.Run, role string) error { return note(run, "role", ro
 // the name must carry the run's id, as for NoteRole.
 func NoteDatabase(run *testrun.Run, db string) error { return note(run, "database", db) }
 
+// DropNoted drops now the roles and databases run noted, and forgets them.
+// Call it from a cleanup registered after Cluster's, so that it runs while
+// the cluster is still up.
+func DropNoted(run *testrun.Run) error { return run.Clean(kind) }
+
 func note(run *testrun.Run, what, name string) error {
 	if !ownedName(run.ID, name) {
 		return fmt.Errorf("pgtest: %s %q is not a plain identifier carrying run id %s", what, name, run.ID)

@@ -17,7 +17,7 @@ var (
 
 // Main runs a package's tests and then ends the run Need started, if any;
 // call it from TestMain as os.Exit(testrun.Main(m)). cleaners remove what
-// dead runs noted (see Note) when Need starts the run.
+// the run, and dead runs when Need starts it, noted (see Note).
 func Main(m *testing.M, cleaners ...Cleaner) int {
 	mainCalled, mainCleaners = true, cleaners
 	code := m.Run()

@@ -13,9 +13,10 @@
 // as its users or naming its directory, and nothing else.
 //
 // What only its maker knows how to remove (a PostgreSQL database, say) a
-// run writes down with Note under a kind; a dead run is cleaned only by a
-// Start that has a Cleaner for every kind it noted, and keeps its record
-// while one fails, so nothing is orphaned.
+// run writes down with Note under a kind, for the Cleaner of that kind to
+// remove at End; a dead run is cleaned only by a Start that has a Cleaner
+// for every kind it noted, and a run keeps its record while one fails, so
+// nothing is orphaned.
 //
 // A package whose tests change the host calls Main from its TestMain and
 // Need from each such test: Need skips under -short (`make unit` starts
@@ -70,8 +71,9 @@ type Run struct {
 	// digits.
 	ID string
 	// Dir is the run's directory: keep everything the run makes under it.
-	Dir  string
-	lock *os.File
+	Dir      string
+	lock     *os.File
+	cleaners []Cleaner
 }
 
 // Start removes what dead runs left (calling onDead with each dead run's id
@@ -82,7 +84,8 @@ func Start(onDead ...func(id string)) (*Run, error) {
 	return start(onDead, nil)
 }
 
-// StartWith is Start with cleaners for what dead runs noted (see Note).
+// StartWith is Start with cleaners for what dead runs, and the new run
+// itself at End, noted (see Note).
 func StartWith(cleaners ...Cleaner) (*Run, error) { return start(nil, cleaners) }
 
 func start(onDead []func(id string), cleaners []Cleaner) (*Run, error) {
@@ -124,7 +127,7 @@ func start(onDead []func(id string), cleaners []Cleaner) (*Run, error) {
 			os.RemoveAll(tmp)
 			continue
 		}
-		return &Run{ID: id, Dir: dir, lock: lock}, nil
+		return &Run{ID: id, Dir: dir, lock: lock, cleaners: cleaners}, nil
 	}
 	return nil, errors.New("testrun: no free run id after 10 tries")
 }
@@ -205,6 +208,49 @@ func (r *Run) Note(kind, value string) error {
 	return r.note(notesFile, kind+" "+value)
 }
 
+// Clean removes now, with the run's Cleaner for kind, what the run noted
+// under kind, and forgets those notes once that worked: for what must go
+// before the end of the run (databases in a cluster a test stops again,
+// say).
+func (r *Run) Clean(kind string) error {
+	i := slices.IndexFunc(r.cleaners, func(c Cleaner) bool { return c.Kind == kind })
+	if i < 0 {
+		return fmt.Errorf("testrun: the run has no cleaner for %q", kind)
+	}
+	if vals := notes(r.Dir)[kind]; len(vals) > 0 {
+		if err := r.cleaners[i].Clean(r.ID, vals); err != nil {
+			return fmt.Errorf("testrun: clean %s: %w", kind, err)
+		}
+	}
+	// Keep every other line, written back whole before it replaces the
+	// record, so a crash here loses no note.
+	var keep strings.Builder
+	for _, l := range readLines(filepath.Join(r.Dir, notesFile)) {
+		if k, _, _ := strings.Cut(l, " "); k != kind {
+			keep.WriteString(l + "\n")
+		}
+	}
+	tmp := filepath.Join(r.Dir, notesFile+".new")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("testrun: %w", err)
+	}
+	_, err = f.WriteString(keep.String())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(r.Dir, notesFile))
+	}
+	if err != nil {
+		return fmt.Errorf("testrun: %w", err)
+	}
+	return nil
+}
+
 func validKind(k string) bool {
 	return k != "" && strings.Trim(k, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
 }
@@ -258,9 +304,37 @@ func (r *Run) note(file, line string) error {
 func (r *Run) Users() []string { return runUsers(r.ID, r.Dir) }
 
 // End removes everything the run made and releases it.
+// What it noted goes by the cleaners it was started with; while that is
+// incomplete, its record stays for the next run to retry.
 func (r *Run) End() {
-	clean(r.ID, r.Dir, false)
+	clean(r.ID, r.Dir, !cleanNoted(r.ID, r.Dir, r.cleaners))
 	r.lock.Close()
+}
+
+// canClean reports whether cleaners cover every kind the run in dir noted.
+func canClean(dir string, cleaners []Cleaner) bool {
+	for kind := range notes(dir) {
+		if !slices.ContainsFunc(cleaners, func(c Cleaner) bool { return c.Kind == kind }) {
+			return false
+		}
+	}
+	return true
+}
+
+// cleanNoted runs the cleaners on what run id noted in dir, and reports
+// whether all of it is gone.
+func cleanNoted(id, dir string, cleaners []Cleaner) bool {
+	done := canClean(dir, cleaners)
+	byKind := notes(dir)
+	for _, c := range cleaners {
+		if vals, ok := byKind[c.Kind]; ok {
+			if err := c.Clean(id, vals); err != nil {
+				fmt.Fprintf(os.Stderr, "testrun: run %s: %s: %v (its record is kept for a later run)\n", id, c.Kind, err)
+				done = false
+			}
+		}
+	}
+	return done
 }
 
 // CleanDead removes what runs that are no longer alive left on the host,
@@ -268,29 +342,22 @@ func (r *Run) End() {
 // lock is held.
 func CleanDead(onDead ...func(id string)) { cleanDead(onDead, nil) }
 
+// CleanDeadWith is CleanDead with cleaners for what dead runs noted: call
+// it again once what they need is up (a PostgreSQL cluster the test has
+// just started, say), for the runs Start had to leave.
+func CleanDeadWith(cleaners ...Cleaner) { cleanDead(nil, cleaners) }
+
 func cleanDead(onDead []func(id string), cleaners []Cleaner) {
 	dead := func(id, dir string) {
-		byKind := notes(dir)
-		for kind := range byKind {
-			if !slices.ContainsFunc(cleaners, func(c Cleaner) bool { return c.Kind == kind }) {
-				// Only a test binary with that kind's cleaner can find
-				// those things: leave the whole run to it.
-				return
-			}
+		if !canClean(dir, cleaners) {
+			// Only a test binary with a cleaner for every kind the run
+			// noted can find those things: leave the whole run to it.
+			return
 		}
 		for _, f := range onDead {
 			f(id)
 		}
-		keep := false
-		for _, c := range cleaners {
-			if vals, ok := byKind[c.Kind]; ok {
-				if err := c.Clean(id, vals); err != nil {
-					fmt.Fprintf(os.Stderr, "testrun: dead run %s: %s: %v (kept for a later run)\n", id, c.Kind, err)
-					keep = true
-				}
-			}
-		}
-		clean(id, dir, keep)
+		clean(id, dir, !cleanNoted(id, dir, cleaners))
 	}
 	ents, err := os.ReadDir(Root)
 	if err != nil {
