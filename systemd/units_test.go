@@ -19,10 +19,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -819,17 +817,7 @@ func TestSocketActivation(t *testing.T) {
 	}
 	helper := filepath.Join(actRoot, "bin", "helper")
 	copyHelper(t, helper)
-	actUser := run.Account("o") // stands in for the opus user
-	if err := run.AddUser(actUser); err != nil {
-		t.Fatal(err)
-	}
-	ou, err := user.Lookup(actUser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid64, _ := strconv.ParseUint(ou.Uid, 10, 32)
-	gid64, _ := strconv.ParseUint(ou.Gid, 10, 32)
-	uid, gid := uint32(uid64), uint32(gid64)
+	actUser, uid, gid := run.NewUser(t, "o") // stands in for the opus user
 
 	cfg := config.Default()
 	cfg.BaseDir = filepath.Join(actRoot, "base")

@@ -5,9 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -161,15 +159,7 @@ func TestDaemon(t *testing.T) {
 	dir, bin := buildPrivd(t, run)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	opus := run.Account("o")
-	if err := run.AddUser(opus); err != nil {
-		t.Fatal(err)
-	}
-	ou, err := user.Lookup(opus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid, _ := strconv.ParseUint(ou.Gid, 10, 32)
+	opus, _, gid := run.NewUser(t, "o")
 
 	sock := filepath.Join(dir, "run", "privd.sock")
 	var stderr bytes.Buffer
@@ -196,7 +186,7 @@ func TestDaemon(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st.Mode&0o777 != 0o660 || st.Gid != uint32(gid) {
+	if st.Mode&0o777 != 0o660 || st.Gid != gid {
 		t.Errorf("socket mode %#o gid %d, want 0660 gid %d", st.Mode&0o777, st.Gid, gid)
 	}
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(peercred.ClientExpecting(0)))

@@ -6,9 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,25 +47,16 @@ func daemonDir(t *testing.T, why string) string {
 // state of the first.
 func TestDaemon(t *testing.T) {
 	tr := testrun.Need(t, "creates a user and runs opusd as it to prove it works unprivileged")
-	name := tr.Account("d")
-	if err := tr.AddUser(name); err != nil {
-		t.Fatal(err)
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
+	_, uid, gid := tr.NewUser(t, "d")
 	dir := tr.TempDir(t)
 	state := filepath.Join(dir, "state")
 	os.Mkdir(state, 0o755)
-	if err := os.Chown(state, uid, gid); err != nil {
+	if err := os.Chown(state, int(uid), int(gid)); err != nil {
 		t.Fatal(err)
 	}
 	run := filepath.Join(dir, "run")
 	os.Mkdir(run, 0o755)
-	os.Chown(run, uid, gid)
+	os.Chown(run, int(uid), int(gid))
 	self, _ := os.Executable()
 	data, err := os.ReadFile(self)
 	if err != nil {
@@ -83,7 +72,7 @@ func TestDaemon(t *testing.T) {
 		cmd := exec.Command(bin, "--config", filepath.Join(dir, "absent.conf"), "--state-dir", state, "--socket", sock,
 			"--privd-socket", filepath.Join(run, "privd.sock"), "--server-suffix", ".opus.test", "--log-level", "debug")
 		cmd.Env = []string{"OPUSD_TEST_MAIN=1"}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
 		var logs bytes.Buffer
 		cmd.Stderr = &logs
 		if err := cmd.Start(); err != nil {
@@ -157,7 +146,7 @@ func TestDaemon(t *testing.T) {
 		t.Fatalf("operation without privd = %v", last)
 	}
 	fi, err := os.Stat(filepath.Join(state, "opusd.db"))
-	if err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != uid {
 		t.Fatalf("state file: %v %v", fi, err)
 	}
 	stopAndWait(cmd, logs)

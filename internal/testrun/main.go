@@ -2,6 +2,8 @@ package testrun
 
 import (
 	"os"
+	"os/user"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -55,4 +57,24 @@ func SkipShort(t testing.TB, why string) {
 	if testing.Short() {
 		t.Skipf("%s: skipped under -short (make unit starts nothing and changes no account)", why)
 	}
+}
+
+// NewUser makes a user of the run, Account(role) (see AddUser), and
+// returns its name, uid and gid; an error fails t.
+func (r *Run) NewUser(t testing.TB, role string) (name string, uid, gid uint32) {
+	t.Helper()
+	name = r.Account(role)
+	if err := r.AddUser(name); err != nil {
+		t.Fatal(err)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u64, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	g64, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("user %s: uid %q gid %q", name, u.Uid, u.Gid)
+	}
+	return name, uint32(u64), uint32(g64)
 }

@@ -96,10 +96,7 @@ func TestRunnerTurnGivesUp(t *testing.T) {
 // two-second timeout, and none is killed.
 func TestRunTakesTurns(t *testing.T) {
 	run := testrun.Need(t, "creates a user and runs the stand-in interpreter as it")
-	name := run.Account("m")
-	if err := run.AddUser(name); err != nil {
-		t.Fatal(err)
-	}
+	name, _, _ := run.NewUser(t, "m")
 	runner, err := user.Lookup(name)
 	if err != nil {
 		t.Fatal(err)

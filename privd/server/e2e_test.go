@@ -10,9 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -184,16 +182,7 @@ func hostState(t *testing.T, acc *account.Accounts, projects ...string) string {
 func TestOtherUserIsRefused(t *testing.T) {
 	run, acc := needRun(t)
 	base := acc.BaseDir
-	client := run.Account("c")
-	if err := run.AddUser(client); err != nil {
-		t.Fatal(err)
-	}
-	cu, err := user.Lookup(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientUID, _ := strconv.Atoi(cu.Uid)
-	clientGID, _ := strconv.Atoi(cu.Gid)
+	client, clientUID, clientGID := run.NewUser(t, "c")
 	existing, fresh := randomProject(t, "p"), randomProject(t, "p")
 	ctx := context.Background()
 	if _, _, err := acc.EnsureUser(ctx, existing); err != nil {
@@ -220,7 +209,7 @@ func TestOtherUserIsRefused(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(cctx, bin)
 	cmd.Env = []string{helperEnv + "=" + sock, helperProj + "=" + existing + "," + fresh}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(clientUID), Gid: uint32(clientGID), Groups: []uint32{}}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: clientUID, Gid: clientGID, Groups: []uint32{}}}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -230,7 +219,7 @@ func TestOtherUserIsRefused(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		t.Fatalf("client output %q: %v", stdout.String(), err)
 	}
-	if res.UID != clientUID {
+	if res.UID != int(clientUID) {
 		t.Fatalf("client ran as uid %d, want %d", res.UID, clientUID)
 	}
 	if len(res.Codes) != len(allowed)+1 {

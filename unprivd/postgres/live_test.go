@@ -59,22 +59,13 @@ func liveCluster(t *testing.T) (run *testrun.Run, port, logFile string) {
 	return run, port, logFile
 }
 
-// runRole is the name of one of the run's own roles, written down for the
-// run before the test makes it.
-func runRole(t *testing.T, run *testrun.Run, what string) string {
+// runName is the name of one of the run's own roles or databases,
+// written down for the run with note (pgtest.NoteRole, NoteDatabase)
+// before the test makes it.
+func runName(t *testing.T, run *testrun.Run, note func(*testrun.Run, string) error, what string) string {
 	t.Helper()
 	name := "t" + run.ID + "_" + what
-	if err := pgtest.NoteRole(run, name); err != nil {
-		t.Fatal(err)
-	}
-	return name
-}
-
-// runDatabase is runRole for a database.
-func runDatabase(t *testing.T, run *testrun.Run, what string) string {
-	t.Helper()
-	name := "t" + run.ID + "_" + what
-	if err := pgtest.NoteDatabase(run, name); err != nil {
+	if err := note(run, name); err != nil {
 		t.Fatal(err)
 	}
 	return name
@@ -139,7 +130,7 @@ func logSince(t *testing.T, file string, offset int64) string {
 func TestAdminLive(t *testing.T) {
 	run, port, logFile := liveCluster(t)
 	ctx := context.Background()
-	adminRole, adminPW := runRole(t, run, "admin"), randomHex(16)
+	adminRole, adminPW := runName(t, run, pgtest.NoteRole, "admin"), randomHex(16)
 	mustSuperSQL(t, "postgres", "CREATE ROLE "+adminRole+" LOGIN CREATEROLE CREATEDB PASSWORD '"+adminPW+"'")
 	// Every statement the admin sends goes to the server log.
 	mustSuperSQL(t, "postgres", "ALTER ROLE "+adminRole+" SET log_statement = 'all'")
@@ -163,7 +154,7 @@ func TestAdminLive(t *testing.T) {
 	})
 
 	t.Run("server verifier", func(t *testing.T) {
-		role, pw := runRole(t, run, "vec"), randomHex(16)
+		role, pw := runName(t, run, pgtest.NoteRole, "vec"), randomHex(16)
 		stored := mustSuperSQL(t, "postgres", "SET password_encryption = 'scram-sha-256'; CREATE ROLE "+role+" PASSWORD '"+pw+"'; SELECT rolpassword FROM pg_authid WHERE rolname = '"+role+"'; DROP ROLE "+role)
 		salt, it := parseVerifier(t, stored)
 		if got, err := scramVerifierSalt(pw, salt, it); err != nil || got != stored {
@@ -217,7 +208,7 @@ func TestAdminLive(t *testing.T) {
 	t.Run("drop owned in other databases", func(t *testing.T) {
 		project, role, db := liveProject(t, run)
 		pw := randomHex(16)
-		third := runDatabase(t, run, "third")
+		third := runName(t, run, pgtest.NoteDatabase, "third")
 		mustSuperSQL(t, "postgres", "CREATE DATABASE "+third)
 		if _, err := a.Ensure(ctx, project, role, db, pw); err != nil {
 			t.Fatal(err)

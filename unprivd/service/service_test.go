@@ -758,27 +758,13 @@ func TestHealthIsPublic(t *testing.T) {
 	}
 }
 
-// runUser adds a user of the test run and returns its uid.
-func runUser(t *testing.T, run *testrun.Run, role string) uint32 {
-	t.Helper()
-	name := run.Account(role)
-	if err := run.AddUser(name); err != nil {
-		t.Fatal(err)
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-	return uint32(uid)
-}
-
 // TestCrossUserIsolation proves over a real socket, with the kernel's peer
 // credentials, that one user's project is invisible and unchangeable to
 // another, and visible to root.
 func TestCrossUserIsolation(t *testing.T) {
 	run := testrun.Need(t, "creates two users and runs helper processes as them")
-	uidA, uidB := runUser(t, run, "a"), runUser(t, run, "b")
+	_, uidA, _ := run.NewUser(t, "a")
+	_, uidB, _ := run.NewUser(t, "b")
 	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
 	ctx := context.Background()
 
