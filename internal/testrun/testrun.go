@@ -38,6 +38,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -74,6 +75,8 @@ type Run struct {
 	Dir      string
 	lock     *os.File
 	cleaners []Cleaner
+	// mu orders writes to the run's records: Clean rewrites the notes.
+	mu sync.Mutex
 }
 
 // Start removes what dead runs left (calling onDead with each dead run's id
@@ -213,6 +216,8 @@ func (r *Run) Note(kind, value string) error {
 // before the end of the run (databases in a cluster a test stops again,
 // say).
 func (r *Run) Clean(kind string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	i := slices.IndexFunc(r.cleaners, func(c Cleaner) bool { return c.Kind == kind })
 	if i < 0 {
 		return fmt.Errorf("testrun: the run has no cleaner for %q", kind)
@@ -287,6 +292,8 @@ func (r *Run) note(file, line string) error {
 	if strings.ContainsAny(line, "\n\x00") || line == "" {
 		return fmt.Errorf("testrun: bad name %q", line)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	f, err := os.OpenFile(filepath.Join(r.Dir, file), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("testrun: %w", err)
