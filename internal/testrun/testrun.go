@@ -58,9 +58,10 @@ const (
 	notesFile    = "notes"    // "KIND VALUE" lines for a Cleaner, likewise
 )
 
-// Cleaner removes what dead runs noted under Kind (see Note) and only it
-// can find. Clean gets the run's id and the values it noted; an error
-// keeps the dead run's record, so a later Start tries again.
+// Cleaner removes what a run noted under Kind (see Note) and only it can
+// find, at the run's End or, for a dead run, at the next Start. Clean gets
+// the run's id and the values it noted; an error keeps the run's record,
+// so a later Start tries again.
 type Cleaner struct {
 	Kind  string
 	Clean func(id string, values []string) error
@@ -310,9 +311,9 @@ func (r *Run) note(file, line string) error {
 // Opus's marker.
 func (r *Run) Users() []string { return runUsers(r.ID, r.Dir) }
 
-// End removes everything the run made and releases it.
-// What it noted goes by the cleaners it was started with; while that is
-// incomplete, its record stays for the next run to retry.
+// End removes everything the run made and releases it. What it noted goes
+// by the cleaners it was started with; while that is incomplete, its
+// record stays for the next run to retry.
 func (r *Run) End() {
 	clean(r.ID, r.Dir, !cleanNoted(r.ID, r.Dir, r.cleaners))
 	r.lock.Close()
