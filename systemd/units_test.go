@@ -19,12 +19,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,6 +34,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -56,7 +55,7 @@ func TestMain(m *testing.M) {
 	if req := os.Getenv(helperEnv); req != "" {
 		os.Exit(runHelper(req))
 	}
-	os.Exit(m.Run())
+	os.Exit(testrun.Main(m))
 }
 
 // repoDir is the checkout's top directory (go test runs in systemd/).
@@ -714,17 +713,11 @@ func TestInstallTree(t *testing.T) {
 	})
 }
 
-// Socket activation test: fixed names, so a killed run's leftovers are
-// found and removed by the next one.
-const (
-	actRoot    = "/tmp/opus-systemd-test"
-	actUser    = "opussdtest" // stands in for the opus user
-	actProject = "s"          // test projects are "s" + 6 lowercase letters
-)
-
 // privdCall is what the helper does; privdAnswer what it saw.
 type privdCall struct {
 	Socket, Method, Project string
+	// UID is EnsureUser's id for a new user.
+	UID uint32
 }
 
 type privdAnswer struct {
@@ -756,7 +749,7 @@ func callPrivd(ctx context.Context, c privdCall) (codes.Code, string) {
 	pc := privdv1.NewPrivdClient(conn)
 	switch c.Method {
 	case "EnsureUser":
-		_, err = pc.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: c.Project})
+		_, err = pc.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: c.Project, Uid: c.UID})
 	case "DeleteUser":
 		_, err = pc.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: c.Project})
 	default:
@@ -766,23 +759,23 @@ func callPrivd(ctx context.Context, c privdCall) (codes.Code, string) {
 	return st.Code(), st.Message()
 }
 
-var helperOnce sync.Once
-
-// asUser runs c in a copy of the test binary as uid:gid, so the peer
-// credentials privd sees are really that user's (go test builds the binary
-// in a directory only root can enter, hence the copy).
-func asUser(t *testing.T, uid, gid uint32, c privdCall) privdAnswer {
+// copyHelper copies the test binary to path, where another user may run
+// it (go test builds the binary in a directory only root can enter).
+func copyHelper(t *testing.T, path string) {
 	t.Helper()
-	helper := filepath.Join(actRoot, "bin", "helper")
-	helperOnce.Do(func() {
-		data, err := os.ReadFile(os.Args[0])
-		if err == nil {
-			err = os.WriteFile(helper, data, 0o755)
-		}
-		if err != nil {
-			t.Fatalf("copy test binary: %v", err)
-		}
-	})
+	data, err := os.ReadFile(os.Args[0])
+	if err == nil {
+		err = os.WriteFile(path, data, 0o755)
+	}
+	if err != nil {
+		t.Fatalf("copy test binary: %v", err)
+	}
+}
+
+// asUser runs c in helper, a copy of the test binary (copyHelper), as
+// uid:gid, so the peer credentials privd sees are really that user's.
+func asUser(t *testing.T, helper string, uid, gid uint32, c privdCall) privdAnswer {
+	t.Helper()
 	req, _ := json.Marshal(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -816,75 +809,14 @@ func findSocketActivate() string {
 	return ""
 }
 
-// killMatching kills every process whose command line mentions s.
-func killMatching(s string) {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmd, []byte(s)) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
-// isTestProject says whether a user name is one of ours: "opus-s" and six
-// lowercase letters (the marker is checked by account.DeleteUser).
-func isTestProject(userName string) (string, bool) {
-	p, ok := strings.CutPrefix(userName, names.User(names.DefaultUserPrefix, actProject))
-	if !ok || len(p) != 6 {
-		return "", false
-	}
-	for _, r := range p {
-		if r < 'a' || r > 'z' {
-			return "", false
-		}
-	}
-	return actProject + p, true
-}
-
-// cleanActivation removes what this test (or a killed run of it) left:
-// processes, marked test project users, the stand-in opus user, files.
-func cleanActivation(t *testing.T) {
-	t.Helper()
-	killMatching(actRoot)
-	acc := &account.Accounts{BaseDir: filepath.Join(actRoot, "base")}
-	if data, err := os.ReadFile("/etc/passwd"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			name, _, _ := strings.Cut(l, ":")
-			if p, ok := isTestProject(name); ok {
-				// Refuses (and leaves alone) any user without our marker.
-				if _, err := acc.DeleteUser(context.Background(), p); err != nil {
-					t.Logf("stale %s left alone: %v", name, err)
-				}
-			}
-		}
-	}
-	if _, err := user.Lookup(actUser); err == nil {
-		if out, err := command(context.Background(), 30*time.Second, "/", nil, "/usr/sbin/userdel", actUser); err != nil {
-			t.Errorf("%v: %s", err, out)
-		}
-	}
-	if _, err := user.LookupGroup(actUser); err == nil {
-		if out, err := command(context.Background(), 30*time.Second, "/", nil, "/usr/sbin/groupdel", actUser); err != nil {
-			t.Errorf("%v: %s", err, out)
-		}
-	}
-	if err := os.RemoveAll(actRoot); err != nil {
-		t.Error(err)
-	}
-}
-
+// randomProject is a project name: "s" and six lowercase letters.
 func randomProject() string {
 	b := make([]byte, 6)
 	rand.Read(b)
 	for i := range b {
 		b[i] = 'a' + b[i]%26
 	}
-	return actProject + string(b)
+	return "s" + string(b)
 }
 
 func freePort(t *testing.T) int {
@@ -918,12 +850,7 @@ func passwdEntry(t *testing.T, name string) []string {
 // socket (LISTEN_FDS) and a notify socket. The opus user's call goes
 // through; root's is refused; privd reports READY=1 and stops cleanly.
 func TestSocketActivation(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs opus-privd, which creates users, and a temporary opus user")
-	}
-	if testing.Short() {
-		t.Skip("builds and runs opus-privd; skipped in -short mode")
-	}
+	run := testrun.Need(t, "builds and runs opus-privd, which creates users, and a stand-in opus user")
 	activate := findSocketActivate()
 	if activate == "" {
 		t.Skip("needs systemd-socket-activate (Debian package systemd) to test socket activation")
@@ -931,9 +858,11 @@ func TestSocketActivation(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("needs the go tool to build opus-privd: ", err)
 	}
-	cleanActivation(t)
-	t.Cleanup(func() { cleanActivation(t) })
-	for _, d := range []string{actRoot, filepath.Join(actRoot, "bin"), filepath.Join(actRoot, "run")} {
+	// Everything is in the run's directory: privd's and the activator's
+	// command lines name it, so what a killed run left is stopped by the
+	// next run.
+	actRoot := run.TempDir(t)
+	for _, d := range []string{filepath.Join(actRoot, "bin"), filepath.Join(actRoot, "run")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -944,16 +873,9 @@ func TestSocketActivation(t *testing.T) {
 	if out, err := command(ctx, 5*time.Minute, repoDir(t), os.Environ(), "go", "build", "-trimpath", "-o", privdBin, "./cmd/opus-privd"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if out, err := command(ctx, 30*time.Second, "/", nil, "/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", actUser); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	ou, err := user.Lookup(actUser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid64, _ := strconv.ParseUint(ou.Uid, 10, 32)
-	gid64, _ := strconv.ParseUint(ou.Gid, 10, 32)
-	uid, gid := uint32(uid64), uint32(gid64)
+	helper := filepath.Join(actRoot, "bin", "helper")
+	copyHelper(t, helper)
+	actUser, uid, gid := run.NewUser(t, "o") // stands in for the opus user
 
 	cfg := config.Default()
 	cfg.BaseDir = filepath.Join(actRoot, "base")
@@ -961,10 +883,10 @@ func TestSocketActivation(t *testing.T) {
 	cfg.OpusUser = actUser
 	cfg.ApacheDir = filepath.Join(actRoot, "apache")
 	cfg.HTTPPort, cfg.HTTPSPort = freePort(t), freePort(t)
+	cfg.UserPrefix = run.UserPrefix()
+	cfg.ProjectUIDs = run.UIDs()
 	conf := filepath.Join(actRoot, "opus.conf")
-	text := fmt.Sprintf("base_dir %s\nrun_dir %s\nopus_user %s\napache_dir %s\nhttp_port %d\nhttps_port %d\n",
-		cfg.BaseDir, cfg.RunDir, cfg.OpusUser, cfg.ApacheDir, cfg.HTTPPort, cfg.HTTPSPort)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(cfg.Format()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -1039,11 +961,15 @@ func TestSocketActivation(t *testing.T) {
 	}
 
 	project := randomProject()
-	pu := names.User(names.DefaultUserPrefix, project)
+	pu := names.User(cfg.UserPrefix, project)
 	t.Cleanup(func() {
-		_, _ = (&account.Accounts{BaseDir: cfg.BaseDir}).DeleteUser(context.Background(), project)
+		_, _ = (&account.Accounts{BaseDir: cfg.BaseDir, Prefix: cfg.UserPrefix}).DeleteUser(context.Background(), project)
 	})
-	if a := asUser(t, uid, gid, privdCall{Socket: sock, Method: "EnsureUser", Project: project}); a.Code != codes.OK.String() {
+	id, err := testrun.FreeID(cfg.ProjectUIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := asUser(t, helper, uid, gid, privdCall{Socket: sock, Method: "EnsureUser", Project: project, UID: id}); a.Code != codes.OK.String() {
 		t.Fatalf("EnsureUser as the opus user through the activated socket: %s %s\n%s", a.Code, a.Message, privdLog())
 	}
 	if f := passwdEntry(t, pu); f == nil || f[4] != account.Marker(project) {
@@ -1098,17 +1024,18 @@ func TestSocketActivation(t *testing.T) {
 
 	// Root is refused, and nothing changes.
 	other := randomProject()
-	before := accountEntries(t, pu, names.User(names.DefaultUserPrefix, other))
+	otherUser := names.User(cfg.UserPrefix, other)
+	before := accountEntries(t, pu, otherUser)
 	for _, c := range []privdCall{{Socket: sock, Method: "EnsureUser", Project: other}, {Socket: sock, Method: "DeleteUser", Project: project}} {
 		if code, msg := callPrivd(ctx, c); code != codes.PermissionDenied {
 			t.Errorf("%s(%s) as root: %s %s, want PermissionDenied", c.Method, c.Project, code, msg)
 		}
 	}
-	if after := accountEntries(t, pu, names.User(names.DefaultUserPrefix, other)); after != before || passwdEntry(t, names.User(names.DefaultUserPrefix, other)) != nil || passwdEntry(t, pu) == nil {
+	if after := accountEntries(t, pu, otherUser); after != before || passwdEntry(t, otherUser) != nil || passwdEntry(t, pu) == nil {
 		t.Errorf("root's refused calls changed the user database:\nbefore:\n%safter:\n%s", before, after)
 	}
 
-	if a := asUser(t, uid, gid, privdCall{Socket: sock, Method: "DeleteUser", Project: project}); a.Code != codes.OK.String() {
+	if a := asUser(t, helper, uid, gid, privdCall{Socket: sock, Method: "DeleteUser", Project: project}); a.Code != codes.OK.String() {
 		t.Errorf("DeleteUser as the opus user: %s %s", a.Code, a.Message)
 	}
 	if f := passwdEntry(t, pu); f != nil {

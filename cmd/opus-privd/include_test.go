@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/apache"
 )
 
@@ -21,10 +22,8 @@ import (
 // refuses to install sites; it exits cleanly on SIGTERM. The guard itself
 // is tested in privd/apache (TestIncludeGuard).
 func TestSystemModeWithoutInclude(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs opus-privd")
-	}
-	dir, bin := buildPrivd(t)
+	run := testrun.Need(t, "runs opus-privd")
+	dir, bin := buildPrivd(t, run)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// A fresh directory no Apache configuration on this host includes.

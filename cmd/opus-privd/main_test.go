@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,12 +18,13 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/internal/testrun"
-	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
-// TestImportFence: the root daemon links no opusd code and no database,
-// and none of Opus's own packages in it speaks HTTP. (gRPC itself imports
+func TestMain(m *testing.M) { os.Exit(testrun.Main(m)) }
+
+// TestImportFence: the root daemon links no opusd code, no database and no
+// test support, and none of Opus's own packages in it speaks HTTP. (gRPC itself imports
 // net/http for its HTTP/2 transport, so net/http as such cannot be fenced
 // out of the binary; what is fenced is any direct use by privd's code.)
 func TestImportFence(t *testing.T) {
@@ -42,7 +42,8 @@ func TestImportFence(t *testing.T) {
 		t.Fatalf("go list: %v: %s", err, stderr.String())
 	}
 	const mod = "github.com/opus-hosting/opus"
-	forbiddenDeps := []string{"go.etcd.io/bbolt", mod + "/unprivd", "github.com/go-git/", mod + "/client"}
+	forbiddenDeps := []string{"go.etcd.io/bbolt", mod + "/unprivd", "github.com/go-git/", mod + "/client",
+		mod + "/internal/testrun", mod + "/internal/pgtest"}
 	forbiddenDirect := []string{"net/http", "net/rpc", "plugin"}
 	seen := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
@@ -154,37 +155,16 @@ func TestOpusIDs(t *testing.T) {
 // user: its socket is 0660 and group-owned by that user's group, root is
 // refused (only opus is served), and SIGTERM stops it cleanly.
 func TestDaemon(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs opus-privd and creates a temporary opus user")
-	}
-	dir, bin := buildPrivd(t)
+	run := testrun.Need(t, "runs opus-privd and creates a stand-in opus user")
+	dir, bin := buildPrivd(t, run)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// The stand-in opus user is a marked test project user, so a killed
-	// run's leftover is recognisable; remove stale ones first.
-	acc := &account.Accounts{BaseDir: dir}
-	cleanStale(t, acc)
-	b := make([]byte, 6)
-	rand.Read(b)
-	for i := range b {
-		b[i] = 'a' + b[i]%26
-	}
-	project := "tp" + string(b)
-	r := config.Default().ProjectUIDs
-	uid, err := testrun.FreeID(config.UIDRange{First: r.Last - 999, Last: r.Last})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, _, err := acc.EnsureUser(ctx, project, uid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { acc.DeleteUser(context.Background(), project) })
+	opus, _, gid := run.NewUser(t, "o")
 
 	sock := filepath.Join(dir, "run", "privd.sock")
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, "--config", filepath.Join(dir, "absent.conf"), "--socket", sock,
-		"--base-dir", filepath.Join(dir, "base"), "--apache-dir", filepath.Join(dir, "apache"), "--opus-user", u.Name)
+		"--base-dir", filepath.Join(dir, "base"), "--apache-dir", filepath.Join(dir, "apache"), "--opus-user", opus)
 	cmd.Stderr = &stderr
 	// No systemd here: make sure activation is not inherited.
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -206,8 +186,8 @@ func TestDaemon(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st.Mode&0o777 != 0o660 || st.Gid != u.GID {
-		t.Errorf("socket mode %#o gid %d, want 0660 gid %d", st.Mode&0o777, st.Gid, u.GID)
+	if st.Mode&0o777 != 0o660 || st.Gid != gid {
+		t.Errorf("socket mode %#o gid %d, want 0660 gid %d", st.Mode&0o777, st.Gid, gid)
 	}
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(peercred.ClientExpecting(0)))
 	if err != nil {
@@ -234,36 +214,17 @@ func TestDaemon(t *testing.T) {
 	}
 }
 
-// cleanStale removes marked "opus-tp…" users a killed run left behind.
-func cleanStale(t *testing.T, acc *account.Accounts) {
-	t.Helper()
-	data, err := os.ReadFile("/etc/passwd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) != 7 || !strings.HasPrefix(f[0], "opus-tp") {
-			continue
-		}
-		project := strings.TrimPrefix(f[0], "opus-")
-		if f[4] == account.Marker(project) {
-			if _, err := acc.DeleteUser(context.Background(), project); err != nil {
-				t.Logf("remove stale %s: %v", f[0], err)
-			}
-		}
-	}
-}
-
-// buildPrivd builds this opus-privd into a fresh temporary directory and
-// returns both; it skips the test where there is no go tool.
-func buildPrivd(t *testing.T) (dir, bin string) {
+// buildPrivd builds this opus-privd into a fresh directory of the run and
+// returns both (privd started from there names the run on its command
+// line, so a killed run's privd is stopped by the next run); it skips the
+// test where there is no go tool.
+func buildPrivd(t *testing.T, run *testrun.Run) (dir, bin string) {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("needs the go tool: ", err)
 	}
-	dir = t.TempDir()
+	dir = run.TempDir(t)
 	bin = filepath.Join(dir, "opus-privd")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/testrun"
 )
 
 // TestDaemonLogsToJournal starts the real opusd (this test binary in main
@@ -19,9 +21,7 @@ import (
 // arrive there in the native protocol — with SYSLOG_IDENTIFIER, PRIORITY
 // and its attributes as fields — and not as text on stderr.
 func TestDaemonLogsToJournal(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts a stand-in journald socket in a private mount namespace")
-	}
+	run := testrun.Need(t, "starts opusd in a private mount namespace with a stand-in journald socket")
 	if _, err := os.Stat("/run/systemd"); err != nil {
 		t.Skip("needs /run/systemd to mount over: ", err)
 	}
@@ -29,7 +29,9 @@ func TestDaemonLogsToJournal(t *testing.T) {
 	if err != nil {
 		t.Skip("needs unshare(1)")
 	}
-	dir := t.TempDir()
+	// opusd's command line names the run's directory, so an opusd a killed
+	// run left is stopped by the next run.
+	dir := run.TempDir(t)
 	jdir := filepath.Join(dir, "journal")
 	if err := os.Mkdir(jdir, 0o755); err != nil {
 		t.Fatal(err)

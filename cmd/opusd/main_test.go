@@ -16,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/internal/testrun"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -24,32 +25,38 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(testrun.Main(m))
+}
+
+// daemonDir is a directory for a test that starts opusd. It skips under
+// -short (make unit starts no daemon); as root it is in the test run, so
+// an opusd a killed run left is stopped by the next run.
+func daemonDir(t *testing.T, why string) string {
+	t.Helper()
+	testrun.SkipShort(t, why)
+	if os.Geteuid() == 0 {
+		return testrun.Need(t, why).TempDir(t)
+	}
+	return t.TempDir()
 }
 
 // TestDaemon runs the real opusd (this test binary in main mode) as an
-// unprivileged user against a privd socket that is absent: it must come up
-// SERVING, accept a project, report privd unreachable in the operation, and
-// exit cleanly on SIGTERM; a second start sees the state of the first.
+// unprivileged user of the test run against a privd socket that is absent:
+// it must come up SERVING, accept a project, report privd unreachable in
+// the operation, and exit cleanly on SIGTERM; a second start sees the
+// state of the first.
 func TestDaemon(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs opusd as nobody to prove it works unprivileged")
-	}
-	const nobody = 65534
-	dir, err := os.MkdirTemp("", "opusd-main")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
+	tr := testrun.Need(t, "creates a user and runs opusd as it to prove it works unprivileged")
+	_, uid, gid := tr.NewUser(t, "d")
+	dir := tr.TempDir(t)
 	state := filepath.Join(dir, "state")
 	os.Mkdir(state, 0o755)
-	if err := os.Chown(state, nobody, nobody); err != nil {
+	if err := os.Chown(state, int(uid), int(gid)); err != nil {
 		t.Fatal(err)
 	}
 	run := filepath.Join(dir, "run")
 	os.Mkdir(run, 0o755)
-	os.Chown(run, nobody, nobody)
+	os.Chown(run, int(uid), int(gid))
 	self, _ := os.Executable()
 	data, err := os.ReadFile(self)
 	if err != nil {
@@ -65,7 +72,7 @@ func TestDaemon(t *testing.T) {
 		cmd := exec.Command(bin, "--config", filepath.Join(dir, "absent.conf"), "--state-dir", state, "--socket", sock,
 			"--privd-socket", filepath.Join(run, "privd.sock"), "--server-suffix", ".opus.test", "--log-level", "debug")
 		cmd.Env = []string{"OPUSD_TEST_MAIN=1"}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, NoSetGroups: true}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
 		var logs bytes.Buffer
 		cmd.Stderr = &logs
 		if err := cmd.Start(); err != nil {
@@ -139,7 +146,7 @@ func TestDaemon(t *testing.T) {
 		t.Fatalf("operation without privd = %v", last)
 	}
 	fi, err := os.Stat(filepath.Join(state, "opusd.db"))
-	if err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != nobody {
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != uid {
 		t.Fatalf("state file: %v %v", fi, err)
 	}
 	stopAndWait(cmd, logs)

@@ -224,7 +224,7 @@ func TestStoreWorking(t *testing.T) {
 // (a 4 s WATCHDOG_USEC, so each round of checks has 2 s): this runs the
 // whole daemon on a possibly busy machine; TestWatchdog checks the timing.
 func TestDaemonWatchdog(t *testing.T) {
-	dir := t.TempDir()
+	dir := daemonDir(t, "starts opusd")
 	notify, notes := notifySocket(t)
 	sock := filepath.Join(dir, "opusd.sock")
 	cmd := exec.Command(os.Args[0], "--config", filepath.Join(dir, "absent.conf"), "--state-dir", filepath.Join(dir, "state"),

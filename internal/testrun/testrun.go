@@ -12,6 +12,16 @@
 // removes exactly what that run wrote down, kills only processes running
 // as its users or naming its directory, and nothing else.
 //
+// What only its maker knows how to remove (a PostgreSQL database, say) a
+// run writes down with Note under a kind, for the Cleaner of that kind to
+// remove at End; a dead run is cleaned only by a Start that has a Cleaner
+// for every kind it noted, and a run keeps its record while one fails, so
+// nothing is orphaned.
+//
+// A package whose tests change the host calls Main from its TestMain and
+// Need from each such test: Need skips under -short (`make unit` starts
+// nothing and changes no account) and when not root.
+//
 // Like net/http/httptest, it is support code for tests only.
 package testrun
 
@@ -26,9 +36,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
@@ -43,7 +56,17 @@ const (
 	lockFile     = "lock"
 	accountsFile = "accounts" // one user or group name per line, written before it is made
 	pathsFile    = "paths"    // paths outside the run directory the run made, likewise
+	notesFile    = "notes"    // "KIND VALUE" lines for a Cleaner, likewise
 )
+
+// Cleaner removes what a run noted under Kind (see Note) and only it can
+// find, at the run's End or, for a dead run, at the next Start. Clean gets
+// the run's id and the values it noted; an error keeps the run's record,
+// so a later Start tries again.
+type Cleaner struct {
+	Kind  string
+	Clean func(id string, values []string) error
+}
 
 // Run is one test binary's claim on the host.
 type Run struct {
@@ -51,8 +74,11 @@ type Run struct {
 	// digits.
 	ID string
 	// Dir is the run's directory: keep everything the run makes under it.
-	Dir  string
-	lock *os.File
+	Dir      string
+	lock     *os.File
+	cleaners []Cleaner
+	// mu orders writes to the run's records: Clean rewrites the notes.
+	mu sync.Mutex
 }
 
 // Start removes what dead runs left (calling onDead with each dead run's id
@@ -60,6 +86,14 @@ type Run struct {
 // begins a new run. It needs root (it is for tests that create users or run
 // daemons as root).
 func Start(onDead ...func(id string)) (*Run, error) {
+	return start(onDead, nil)
+}
+
+// StartWith is Start with cleaners for what dead runs, and the new run
+// itself at End, noted (see Note).
+func StartWith(cleaners ...Cleaner) (*Run, error) { return start(nil, cleaners) }
+
+func start(onDead []func(id string), cleaners []Cleaner) (*Run, error) {
 	if err := os.MkdirAll(Root, 0o755); err != nil {
 		return nil, fmt.Errorf("testrun: %w", err)
 	}
@@ -68,7 +102,7 @@ func Start(onDead ...func(id string)) (*Run, error) {
 	if err := os.Chmod(Root, 0o755); err != nil {
 		return nil, fmt.Errorf("testrun: %w", err)
 	}
-	CleanDead(onDead...)
+	cleanDead(onDead, cleaners)
 	for range 10 {
 		id, err := newID()
 		if err != nil {
@@ -98,7 +132,7 @@ func Start(onDead ...func(id string)) (*Run, error) {
 			os.RemoveAll(tmp)
 			continue
 		}
-		return &Run{ID: id, Dir: dir, lock: lock}, nil
+		return &Run{ID: id, Dir: dir, lock: lock, cleaners: cleaners}, nil
 	}
 	return nil, errors.New("testrun: no free run id after 10 tries")
 }
@@ -183,10 +217,100 @@ func (r *Run) NoteAccount(name string) error {
 // dies.
 func (r *Run) NotePath(path string) error { return r.note(pathsFile, path) }
 
+// Note writes down value (one word) under kind before the run makes what
+// it names outside the host's accounts and files, for the Cleaner of kind
+// to remove if the run dies. A dead run with notes of a kind the starting
+// run has no Cleaner for is left alone until one that has comes along.
+func (r *Run) Note(kind, value string) error {
+	if !validKind(kind) || value == "" || strings.ContainsAny(value, " \t") {
+		return fmt.Errorf("testrun: bad note %q %q", kind, value)
+	}
+	return r.note(notesFile, kind+" "+value)
+}
+
+// Clean removes now, with the run's Cleaner for kind, what the run noted
+// under kind, and forgets those notes once that worked: for what must go
+// before the end of the run (databases in a cluster a test stops again,
+// say).
+func (r *Run) Clean(kind string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := slices.IndexFunc(r.cleaners, func(c Cleaner) bool { return c.Kind == kind })
+	if i < 0 {
+		return fmt.Errorf("testrun: the run has no cleaner for %q", kind)
+	}
+	if vals := notes(r.Dir)[kind]; len(vals) > 0 {
+		if err := r.cleaners[i].Clean(r.ID, vals); err != nil {
+			return fmt.Errorf("testrun: clean %s: %w", kind, err)
+		}
+	}
+	// Keep every other line, written back whole before it replaces the
+	// record, so a crash here loses no note.
+	var keep strings.Builder
+	for _, l := range readLines(filepath.Join(r.Dir, notesFile)) {
+		if k, _, _ := strings.Cut(l, " "); k != kind {
+			keep.WriteString(l + "\n")
+		}
+	}
+	tmp := filepath.Join(r.Dir, notesFile+".new")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("testrun: %w", err)
+	}
+	_, err = f.WriteString(keep.String())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(r.Dir, notesFile))
+	}
+	if err != nil {
+		return fmt.Errorf("testrun: %w", err)
+	}
+	return nil
+}
+
+func validKind(k string) bool {
+	return k != "" && strings.Trim(k, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+}
+
+// notes returns a run's notes by kind.
+func notes(dir string) map[string][]string {
+	out := map[string][]string{}
+	for _, l := range readLines(filepath.Join(dir, notesFile)) {
+		if k, v, ok := strings.Cut(l, " "); ok && validKind(k) {
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+// TempDir makes a directory for t under the run's directory, which the
+// run's users and daemons can traverse (0755), and removes it when t ends.
+// Start daemons on files there: their command lines then name the run, so
+// a dead run's daemons are found and killed.
+func (r *Run) TempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(r.Dir, "t-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatalf("testrun: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func (r *Run) note(file, line string) error {
 	if strings.ContainsAny(line, "\n\x00") || line == "" {
 		return fmt.Errorf("testrun: bad name %q", line)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	f, err := os.OpenFile(filepath.Join(r.Dir, file), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("testrun: %w", err)
@@ -203,21 +327,61 @@ func (r *Run) note(file, line string) error {
 // Opus's marker.
 func (r *Run) Users() []string { return runUsers(r.ID, r.Dir) }
 
-// End removes everything the run made and releases it.
+// End removes everything the run made and releases it. What it noted goes
+// by the cleaners it was started with; while that is incomplete, its
+// record stays for the next run to retry.
 func (r *Run) End() {
-	clean(r.ID, r.Dir)
+	clean(r.ID, r.Dir, !cleanNoted(r.ID, r.Dir, r.cleaners))
 	r.lock.Close()
+}
+
+// canClean reports whether cleaners cover every kind the run in dir noted.
+func canClean(dir string, cleaners []Cleaner) bool {
+	for kind := range notes(dir) {
+		if !slices.ContainsFunc(cleaners, func(c Cleaner) bool { return c.Kind == kind }) {
+			return false
+		}
+	}
+	return true
+}
+
+// cleanNoted runs the cleaners on what run id noted in dir, and reports
+// whether all of it is gone.
+func cleanNoted(id, dir string, cleaners []Cleaner) bool {
+	done := canClean(dir, cleaners)
+	byKind := notes(dir)
+	for _, c := range cleaners {
+		if vals, ok := byKind[c.Kind]; ok {
+			if err := c.Clean(id, vals); err != nil {
+				fmt.Fprintf(os.Stderr, "testrun: run %s: %s: %v (its record is kept for a later run)\n", id, c.Kind, err)
+				done = false
+			}
+		}
+	}
+	return done
 }
 
 // CleanDead removes what runs that are no longer alive left on the host,
 // calling onDead with each dead run's id first. A run is alive while its
 // lock is held.
-func CleanDead(onDead ...func(id string)) {
+func CleanDead(onDead ...func(id string)) { cleanDead(onDead, nil) }
+
+// CleanDeadWith is CleanDead with cleaners for what dead runs noted: call
+// it again once what they need is up (a PostgreSQL cluster the test has
+// just started, say), for the runs Start had to leave.
+func CleanDeadWith(cleaners ...Cleaner) { cleanDead(nil, cleaners) }
+
+func cleanDead(onDead []func(id string), cleaners []Cleaner) {
 	dead := func(id, dir string) {
+		if !canClean(dir, cleaners) {
+			// Only a test binary with a cleaner for every kind the run
+			// noted can find those things: leave the whole run to it.
+			return
+		}
 		for _, f := range onDead {
 			f(id)
 		}
-		clean(id, dir)
+		clean(id, dir, !cleanNoted(id, dir, cleaners))
 	}
 	ents, err := os.ReadDir(Root)
 	if err != nil {
@@ -257,8 +421,8 @@ func validID(s string) bool {
 }
 
 // clean removes run id's processes, users, groups and paths, then its
-// directory.
-func clean(id, dir string) {
+// directory unless keep is set or something could not be removed.
+func clean(id, dir string, keep bool) {
 	users := runUsers(id, dir)
 	uids := map[string]bool{}
 	for _, u := range users {
@@ -274,7 +438,7 @@ func clean(id, dir string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	kept := false
+	kept := keep
 	for _, u := range users {
 		if err := runTool("userdel", u); err != nil && passwdEntry(u) != nil {
 			// Still running something (a daemon a system Apache keeps

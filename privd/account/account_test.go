@@ -12,16 +12,13 @@ import (
 
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/testrun"
 )
 
-// Test users: projects "tp"+6 letters carry the real marker; hand-made
-// decoys "tx"+6 letters carry decoyGECOS so a killed run's leftovers can be
-// recognised and removed.
-const (
-	testPrefix  = "tp"
-	decoyPrefix = "tx"
-	decoyGECOS  = "Opus test decoy"
-)
+func TestMain(m *testing.M) { os.Exit(testrun.Main(m)) }
+
+// decoyGECOS is the comment of hand-made users that are not Opus's.
+const decoyGECOS = "Opus test decoy"
 
 func randomProject(t *testing.T, prefix string) string {
 	t.Helper()
@@ -35,36 +32,13 @@ func randomProject(t *testing.T, prefix string) string {
 	return prefix + string(b)
 }
 
-func needRoot(t *testing.T) {
+// runAccounts returns Accounts whose project users are the test run's
+// ("t"+ID+"-NAME", removed with the run even if it is killed); it skips
+// the test under -short and when not root.
+func runAccounts(t *testing.T) (*testrun.Run, *Accounts) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates and deletes system users")
-	}
-}
-
-// cleanStale removes users a previous, killed run left behind.
-func cleanStale(t *testing.T) {
-	t.Helper()
-	data, err := os.ReadFile("/etc/passwd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) != 7 {
-			continue
-		}
-		project, ok := strings.CutPrefix(f[0], names.DefaultUserPrefix)
-		if !ok {
-			continue
-		}
-		if (strings.HasPrefix(project, testPrefix) && f[4] == Marker(project)) ||
-			(strings.HasPrefix(project, decoyPrefix) && f[4] == decoyGECOS) {
-			if out, err := exec.Command(userdel, f[0]).CombinedOutput(); err != nil {
-				t.Logf("remove stale %s: %v: %s", f[0], err, out)
-			}
-		}
-	}
+	run := testrun.Need(t, "creates and deletes system users")
+	return run, &Accounts{Prefix: run.UserPrefix(), BaseDir: run.TempDir(t), UIDs: run.UIDs()}
 }
 
 func passwdLine(t *testing.T, user string) string {
@@ -96,15 +70,13 @@ func groupLine(t *testing.T, group string) string {
 }
 
 func TestEnsureDeleteRealUser(t *testing.T) {
-	needRoot(t)
-	cleanStale(t)
+	_, a := runAccounts(t)
 	ctx := context.Background()
-	a := &Accounts{BaseDir: "/var/lib/opus-test"}
-	project := randomProject(t, testPrefix)
-	name := names.User(names.DefaultUserPrefix, project)
+	project := randomProject(t, "p")
+	name := a.User(project)
 	t.Cleanup(func() { a.DeleteUser(context.Background(), project) })
 
-	uid := testUID(t)
+	uid := freeID(t, a.UIDs)
 	u, created, err := a.EnsureUser(ctx, project, uid)
 	if err != nil || !created {
 		t.Fatalf("EnsureUser = %+v, %v, %v; want created", u, created, err)
@@ -125,7 +97,7 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 		t.Errorf("useradd created a home directory: %v", err)
 	}
 
-	u2, created, err := a.EnsureUser(ctx, project, testUID(t))
+	u2, created, err := a.EnsureUser(ctx, project, freeID(t, a.UIDs))
 	if err != nil || created || u2 != u {
 		t.Errorf("second EnsureUser = %+v, %v, %v; want %+v, not created", u2, created, err, u)
 	}
@@ -146,15 +118,17 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 	}
 }
 
-// TestRefuseUnmarkedUser makes "opus-tx..." by hand, without the marker:
+// TestRefuseUnmarkedUser makes a project user by hand, without the marker:
 // DeleteUser and EnsureUser must refuse it and leave it exactly as it was.
 func TestRefuseUnmarkedUser(t *testing.T) {
-	needRoot(t)
-	cleanStale(t)
+	run, a := runAccounts(t)
 	ctx := context.Background()
-	a := &Accounts{BaseDir: "/var/lib/opus-test"}
-	project := randomProject(t, decoyPrefix)
-	name := names.User(names.DefaultUserPrefix, project)
+	project := randomProject(t, "x")
+	name := a.User(project)
+	// Written down first, so the run removes it even if it dies here.
+	if err := run.NoteAccount(name); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command(useradd, "--system", "--no-create-home", "--shell", shell,
 		"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
 		t.Fatalf("useradd decoy: %v: %s", err, out)
@@ -165,7 +139,7 @@ func TestRefuseUnmarkedUser(t *testing.T) {
 	if deleted, err := a.DeleteUser(ctx, project); !errors.Is(err, ErrNotOurs) || deleted {
 		t.Errorf("DeleteUser(decoy) = %v, %v; want ErrNotOurs", deleted, err)
 	}
-	if _, _, err := a.EnsureUser(ctx, project, testUID(t)); !errors.Is(err, ErrNotOurs) {
+	if _, _, err := a.EnsureUser(ctx, project, freeID(t, a.UIDs)); !errors.Is(err, ErrNotOurs) {
 		t.Errorf("EnsureUser(decoy) = %v; want ErrNotOurs", err)
 	}
 	if _, err := a.LookupUser(project); !errors.Is(err, ErrNotOurs) {
@@ -187,7 +161,7 @@ func TestInvalidProjectNames(t *testing.T) {
 		before[p] = passwdLine(t, names.User(names.DefaultUserPrefix, p))
 	}
 	for _, p := range bad {
-		if _, _, err := a.EnsureUser(context.Background(), p, testUID(t)); err == nil {
+		if _, _, err := a.EnsureUser(context.Background(), p, freeID(t, a.UIDs)); err == nil {
 			t.Errorf("EnsureUser(%q) accepted", p)
 		}
 		if _, err := a.DeleteUser(context.Background(), p); err == nil {

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -18,38 +16,6 @@ import (
 	"github.com/opus-hosting/opus/internal/testrun"
 )
 
-var (
-	uidRunOnce sync.Once
-	uidRun     *testrun.Run
-	uidRunErr  error
-)
-
-// theRun is the run the id tests make their accounts under (testrun): its
-// user prefix and its own uid range, so nothing else on the host is
-// touched or judged.
-func theRun(t *testing.T) *testrun.Run {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("creates system users: not under -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates and deletes system users")
-	}
-	uidRunOnce.Do(func() { uidRun, uidRunErr = testrun.Start() })
-	if uidRunErr != nil {
-		t.Fatal(uidRunErr)
-	}
-	return uidRun
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if uidRun != nil {
-		uidRun.End()
-	}
-	os.Exit(code)
-}
-
 func freeID(t *testing.T, r config.UIDRange) uint32 {
 	t.Helper()
 	id, err := testrun.FreeID(r)
@@ -57,15 +23,6 @@ func freeID(t *testing.T, r config.UIDRange) uint32 {
 		t.Fatal(err)
 	}
 	return id
-}
-
-// testUID is a free id of the default project_uids range (from its top,
-// away from the ids a real opusd hands out first), for tests whose
-// Accounts use the default range.
-func testUID(t *testing.T) uint32 {
-	t.Helper()
-	r := config.Default().ProjectUIDs
-	return freeID(t, config.UIDRange{First: r.Last - 999, Last: r.Last})
 }
 
 func passwdFields(t *testing.T, name string) []string {
@@ -90,9 +47,8 @@ func groupFields(t *testing.T, name string) []string {
 // and every refusal leaves the host as it was. A group an interrupted
 // call left behind is taken up; an existing user keeps its id.
 func TestEnsureUserIDs(t *testing.T) {
-	run := theRun(t)
+	run, a := runAccounts(t)
 	ctx := context.Background()
-	a := &Accounts{BaseDir: "/var/lib/opus-test", Prefix: run.UserPrefix(), UIDs: run.UIDs()}
 	project := func() string {
 		p := "u" + run.ID + strconv.Itoa(rand.IntN(1e6))
 		t.Cleanup(func() { a.DeleteUser(context.Background(), p) })

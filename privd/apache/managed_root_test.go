@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -23,55 +22,12 @@ import (
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
-	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/testrun"
+	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
-// Test resources carry these prefixes so a later run can find and remove
-// what a killed run left behind.
-const (
-	testDirPrefix  = "opus-apache-test-"
-	testUserPrefix = "opus-tap"
-	testGECOS      = "Opus project "
-)
-
-// cleanStale kills Apache instances and removes directories and users left
-// by earlier runs whose test process is gone.
-func cleanStale(t *testing.T) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), testDirPrefix+"*"))
-	for _, dir := range dirs {
-		if b, err := os.ReadFile(filepath.Join(dir, "owner.pid")); err == nil {
-			if pid, _ := strconv.Atoi(string(b)); pid > 0 && syscall.Kill(pid, 0) == nil {
-				continue // a live run owns it
-			}
-		}
-		killApacheIn(dir)
-		os.RemoveAll(dir)
-	}
-	b, _ := os.ReadFile("/etc/passwd")
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) > 4 && strings.HasPrefix(f[0], testUserPrefix) && strings.HasPrefix(f[4], testGECOS) {
-			if !userBusy(f[2]) {
-				exec.Command("userdel", f[0]).Run()
-			}
-		}
-	}
-}
-
-// userBusy reports whether a process runs as uid (a live run's user).
-func userBusy(uid string) bool {
-	procs, _ := filepath.Glob("/proc/[0-9]*/status")
-	for _, p := range procs {
-		b, _ := os.ReadFile(p)
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" && f[1] == uid {
-				return true
-			}
-		}
-	}
-	return false
-}
+func TestMain(m *testing.M) { os.Exit(testrun.Main(m)) }
 
 // apachePids returns the pids of processes whose command line names dir.
 func apachePids(dir string) []int {
@@ -114,21 +70,24 @@ func randSuffix() string {
 	return string(b)
 }
 
-// createProjectUser makes a system user like privd's account package does.
-func createProjectUser(t *testing.T, project string) *user.User {
+// createProjectUser makes project's user with privd's account package,
+// under the run's prefix (so the run removes it even if it dies), and
+// deletes it when the test ends.
+func createProjectUser(t *testing.T, acc *account.Accounts, project string) *user.User {
 	t.Helper()
-	name := names.User(names.DefaultUserPrefix, project)
-	out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
-		"--shell", "/usr/sbin/nologin", "--comment", testGECOS+project, name).CombinedOutput()
+	uid, err := testrun.FreeID(acc.UIDs)
 	if err != nil {
-		t.Fatalf("useradd %s: %v: %s", name, err, out)
+		t.Fatal(err)
+	}
+	if _, _, err := acc.EnsureUser(context.Background(), project, uid); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
-			t.Errorf("userdel %s: %v: %s", name, err, out)
+		if _, err := acc.DeleteUser(context.Background(), project); err != nil {
+			t.Errorf("delete user of %s: %v", project, err)
 		}
 	})
-	u, err := user.Lookup(name)
+	u, err := user.Lookup(acc.User(project))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +142,20 @@ func (c *countingControl) counts() (int, int) {
 	return c.tests, c.gracefuls
 }
 
+// userBusy reports whether a process runs as uid (a live run's user).
+func userBusy(uid string) bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/status")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" && f[1] == uid {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // managedEnv is a managed Apache of its own (directory, ports) for a test
 // on the real thing, stopped and removed at cleanup.
 type managedEnv struct {
@@ -192,31 +165,22 @@ type managedEnv struct {
 }
 
 // newManagedEnv skips unless the test may start Apache (root, not -short,
-// mod_wsgi installed).
+// mod_wsgi installed). Apache runs on files in the run's directory
+// (www-data may traverse it), so a killed run's Apache is found and
+// stopped by the next run; its project users are the run's.
 func newManagedEnv(t *testing.T) *managedEnv {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a managed Apache and creates project users; -short starts nothing")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: starts a managed Apache and creates project users")
-	}
+	run := testrun.Need(t, "starts a managed Apache and creates project users")
 	if _, err := os.Stat("/usr/lib/apache2/modules/mod_wsgi.so"); err != nil {
 		t.Skip("needs apache2 and libapache2-mod-wsgi-py3")
 	}
-	cleanStale(t)
-	dir, err := os.MkdirTemp("", testDirPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil { // www-data must traverse it
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	dir := run.TempDir(t)
 	cfg := config.Default()
 	cfg.ApacheDir = filepath.Join(dir, "apache")
 	cfg.BaseDir = filepath.Join(dir, "base")
 	cfg.ServerSuffix = ".opus.test"
+	cfg.UserPrefix = run.UserPrefix()
+	cfg.ProjectUIDs = run.UIDs()
 	cfg.HTTPPort, cfg.HTTPSPort = freePort(t), freePort(t)
 	e := &managedEnv{dir: dir, cfg: cfg, managed: NewManaged(cfg)}
 	t.Cleanup(func() {
@@ -226,7 +190,6 @@ func newManagedEnv(t *testing.T) *managedEnv {
 			t.Error(err)
 		}
 		killApacheIn(dir)
-		os.RemoveAll(dir)
 	})
 	return e
 }
@@ -235,8 +198,8 @@ func newManagedEnv(t *testing.T) *managedEnv {
 // "hello from PROJECT uid=UID", and a static file.
 func (e *managedEnv) addProject(t *testing.T) (string, *user.User) {
 	t.Helper()
-	project := "tap" + randSuffix()
-	u := createProjectUser(t, project)
+	project := "ap" + randSuffix()
+	u := createProjectUser(t, &account.Accounts{Prefix: e.cfg.UserPrefix, BaseDir: e.cfg.BaseDir, UIDs: e.cfg.ProjectUIDs}, project)
 	// Runs before the user is deleted: Apache and the project's daemon
 	// must be gone first.
 	t.Cleanup(func() {
@@ -264,9 +227,11 @@ func (e *managedEnv) addProject(t *testing.T) (string, *user.User) {
 	return project, u
 }
 
-// fetch GETs url with Host host, asking again while the answer is a 503
-// or no answer (a daemon may still be starting right after a graceful).
-func fetch(t *testing.T, c *http.Client, url, host string) (int, string) {
+// fetch GETs url with Host host, asking again for 5 s at most until the
+// answer is want: a graceful restart is under way when Reload returns (the
+// old configuration may still answer on a busy host), and a daemon may
+// still be starting.
+func fetch(t *testing.T, c *http.Client, url, host string, want int) (int, string) {
 	t.Helper()
 	var code int
 	var body string
@@ -278,7 +243,7 @@ func fetch(t *testing.T, c *http.Client, url, host string) (int, string) {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			code, body = resp.StatusCode, string(b)
-			if code != http.StatusServiceUnavailable {
+			if code == want {
 				return code, body
 			}
 		}
@@ -328,29 +293,29 @@ func TestManagedApache(t *testing.T) {
 		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host},
 	}}
 	httpClient := &http.Client{Timeout: 20 * time.Second}
-	get := func(c *http.Client, url, host string) (int, string) {
+	get := func(c *http.Client, url, host string, want int) (int, string) {
 		t.Helper()
-		return fetch(t, c, url, host)
+		return fetch(t, c, url, host, want)
 	}
 	httpURL := fmt.Sprintf("http://127.0.0.1:%d", cfg.HTTPPort)
 	httpsURL := fmt.Sprintf("https://127.0.0.1:%d", cfg.HTTPSPort)
 	wantBody := fmt.Sprintf("hello from %s uid=%s\n", project, u.Uid)
 	serving := func(t *testing.T) {
 		t.Helper()
-		if code, body := get(httpClient, httpURL+"/", host); code != 200 || body != wantBody {
+		if code, body := get(httpClient, httpURL+"/", host, 200); code != 200 || body != wantBody {
 			t.Errorf("HTTP %s: %d %q, want 200 %q", host, code, body, wantBody)
 		}
-		if code, body := get(httpsClient, httpsURL+"/", host); code != 200 || body != wantBody {
+		if code, body := get(httpsClient, httpsURL+"/", host, 200); code != 200 || body != wantBody {
 			t.Errorf("HTTPS %s: %d %q, want 200 %q", host, code, body, wantBody)
 		}
 	}
 
 	t.Run("serves HTTP and HTTPS as the project user", func(t *testing.T) {
 		serving(t)
-		if code, body := get(httpClient, httpURL+"/static/hello.txt", host); code != 200 || body != "static ok\n" {
+		if code, body := get(httpClient, httpURL+"/static/hello.txt", host, 200); code != 200 || body != "static ok\n" {
 			t.Errorf("static: %d %q", code, body)
 		}
-		if code, _ := get(httpClient, httpURL+"/", "unknown.example.com"); code != 404 {
+		if code, _ := get(httpClient, httpURL+"/", "unknown.example.com", 404); code != 404 {
 			t.Errorf("unknown host: %d, want 404 from the catch-all", code)
 		}
 		// The daemon process, named by display-name, runs as the project user.
@@ -489,7 +454,7 @@ func TestManagedApache(t *testing.T) {
 		if _, err := sites.Reload(ctx, nil); err != nil {
 			t.Fatal(err)
 		}
-		if code, _ := get(httpClient, httpURL+"/", host); code != 404 {
+		if code, _ := get(httpClient, httpURL+"/", host, 404); code != 404 {
 			t.Errorf("removed site answers %d, want 404", code)
 		}
 	})

@@ -74,7 +74,7 @@ func TestWeakCertificateGracefulRestored(t *testing.T) {
 				c = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 					TLSClientConfig: &tls.Config{ServerName: host, InsecureSkipVerify: true}}}
 			}
-			if code, body := fetch(t, c, u, host); code != 200 || !strings.Contains(body, "hello from "+project) {
+			if code, body := fetch(t, c, u, host, 200); code != 200 || !strings.Contains(body, "hello from "+project) {
 				t.Errorf("%s for %s: %d %q, want 200 from the project", u, host, code, body)
 			}
 		}

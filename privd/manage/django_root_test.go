@@ -15,45 +15,19 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/layout"
-	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/testrun"
+	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
-const (
-	testDirPrefix  = "opus-manage-test-"
-	testUserPrefix = "opus-tmg"
-	testGECOS      = "Opus project "
-)
-
-// cleanStale removes users and directories left by earlier runs whose test
-// process is gone (a killed run cannot clean up after itself).
-func cleanStale() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), testDirPrefix+"*"))
-	for _, dir := range dirs {
-		if b, err := os.ReadFile(filepath.Join(dir, "owner.pid")); err == nil {
-			if pid, _ := strconv.Atoi(string(b)); pid > 0 && syscall.Kill(pid, 0) == nil {
-				continue
-			}
-		}
-		os.RemoveAll(dir)
-	}
-	b, _ := os.ReadFile("/etc/passwd")
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) > 4 && strings.HasPrefix(f[0], testUserPrefix) && strings.HasPrefix(f[4], testGECOS) {
-			if out, err := exec.Command("pgrep", "-u", f[2]).Output(); err != nil || len(out) == 0 {
-				exec.Command("userdel", f[0]).Run()
-			}
-		}
-	}
-}
+func TestMain(m *testing.M) { os.Exit(testrun.Main(m)) }
 
 func randName() string {
 	b := make([]byte, 6)
 	for i := range b {
 		b[i] = byte('a' + rand.IntN(26))
 	}
-	return "tmg" + string(b)
+	return "mg" + string(b)
 }
 
 type testProject struct {
@@ -64,23 +38,29 @@ type testProject struct {
 	gid  int
 }
 
-// newProject creates a project user and an empty tree under base: root
-// and code owned by root and world-traversable (like opus:NAME 0751),
-// data and static owned by the project user.
-func newProject(t *testing.T, base string) *testProject {
+// newProject creates a project user (with privd's account package, under
+// the run's prefix) and an empty tree under r.Base: root and code owned by
+// root and world-traversable (like opus:NAME 0751), data and static owned
+// by the project user.
+func newProject(t *testing.T, r *Runner) *testProject {
 	t.Helper()
+	base := r.Base
 	name := randName()
-	uname := names.User(names.DefaultUserPrefix, name)
-	if out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
-		"--shell", "/usr/sbin/nologin", "--comment", testGECOS+name, uname).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v: %s", err, out)
+	run := testrun.Need(t, "creates project users")
+	acc := &account.Accounts{Prefix: r.UserPrefix, BaseDir: base, UIDs: run.UIDs()}
+	uid, err := testrun.FreeID(acc.UIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := acc.EnsureUser(context.Background(), name, uid); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("userdel", uname).CombinedOutput(); err != nil {
-			t.Errorf("userdel %s: %v: %s", uname, err, out)
+		if _, err := acc.DeleteUser(context.Background(), name); err != nil {
+			t.Errorf("delete user of %s: %v", name, err)
 		}
 	})
-	u, err := user.Lookup(uname)
+	u, err := user.Lookup(acc.User(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,36 +110,25 @@ STATIC_ROOT = %q
 DEFAULT_AUTO_FIELD = 'django.db.models.AutoField'
 `
 
-func setup(t *testing.T) (base string) {
+// setup returns a Runner for projects under a directory of the test run,
+// whose users are the run's; it skips under -short and when not root.
+func setup(t *testing.T, timeout time.Duration) *Runner {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates project users and runs manage.py as them")
-	}
+	run := testrun.Need(t, "creates project users and runs manage.py as them")
 	if err := exec.Command("/usr/bin/python3", "-c", "import django").Run(); err != nil {
 		t.Skip("needs python3-django for /usr/bin/python3")
 	}
-	cleanStale()
-	dir, err := os.MkdirTemp("", testDirPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return &Runner{Base: run.TempDir(t), Python: "/usr/bin/python3", UserPrefix: run.UserPrefix(), Timeout: timeout}
 }
 
 func TestDjangoMigrateAndSuperuser(t *testing.T) {
-	base := setup(t)
-	tp := newProject(t, base)
+	r := setup(t, 2*time.Minute)
+	tp := newProject(t, r)
 	db := filepath.Join(tp.p.Data, "db.sqlite3")
 	tp.write(t, "manage.py", djangoManage)
 	tp.write(t, "opus_project/__init__.py", "")
 	tp.write(t, "opus_project/urls.py", "urlpatterns = []\n")
 	tp.write(t, "opus_project/settings.py", fmt.Sprintf(djangoSettings, db, tp.p.Static))
-	r := &Runner{Base: base, Python: "/usr/bin/python3", Timeout: 2 * time.Minute}
 	ctx := context.Background()
 	const password = "correct-horse-battery-staple"
 
@@ -237,11 +206,10 @@ sys.stdout.write('x' * 100000)
 `
 
 func TestRunIdentityEnvTimeout(t *testing.T) {
-	base := setup(t)
-	tp := newProject(t, base)
+	r := setup(t, 2*time.Second)
+	tp := newProject(t, r)
 	tp.write(t, "manage.py", probeManage)
 	t.Setenv("OPUS_LEAK_TEST", "leaked")
-	r := &Runner{Base: base, Python: "/usr/bin/python3", Timeout: 2 * time.Second}
 	ctx := context.Background()
 
 	resp, err := r.Run(ctx, &privdv1.RunManageRequest{Project: tp.name, Commands: []privdv1.ManageCommand{check}})
@@ -313,10 +281,9 @@ if sys.argv[1] == 'collectstatic':
 // TestRunOneProcess: every command of one request runs in the same Python
 // process, in order, and the run stops at the first failure, naming it.
 func TestRunOneProcess(t *testing.T) {
-	base := setup(t)
-	tp := newProject(t, base)
+	r := setup(t, time.Minute)
+	tp := newProject(t, r)
 	tp.write(t, "manage.py", countingManage)
-	r := &Runner{Base: base, Python: "/usr/bin/python3", Timeout: time.Minute}
 
 	resp, err := r.Run(context.Background(), &privdv1.RunManageRequest{Project: tp.name,
 		Commands: []privdv1.ManageCommand{check, migrate, check}})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/testrun"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
@@ -87,18 +88,18 @@ func TestRunnerTurnGivesUp(t *testing.T) {
 }
 
 // TestRunTakesTurns drives Run itself with a stand-in interpreter (a shell
-// script run as nobody, reporting success on the driver's progress fd):
+// script run as a user of the test run, reporting success on the driver's
+// progress fd):
 // no more than MaxParallel of them run at once, and each one's timeout
 // starts with its turn —
 // six half-second runs one at a time take three seconds, past the
 // two-second timeout, and none is killed.
 func TestRunTakesTurns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs the stand-in interpreter as nobody")
-	}
-	nobody, err := user.Lookup("nobody")
+	run := testrun.Need(t, "creates a user and runs the stand-in interpreter as it")
+	name, _, _ := run.NewUser(t, "m")
+	runner, err := user.Lookup(name)
 	if err != nil {
-		t.Skip("needs the nobody user: ", err)
+		t.Fatal(err)
 	}
 	tests := []struct {
 		name      string
@@ -109,13 +110,9 @@ func TestRunTakesTurns(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			base := t.TempDir()
-			// nobody must reach the code directory and the stand-in.
-			for d := base; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
-				if err := os.Chmod(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
+			// The run's user reaches the code directory and the stand-in
+			// there.
+			base := run.TempDir(t)
 			runs := filepath.Join(base, "running")
 			if err := os.MkdirAll(runs, 0o777); err != nil {
 				t.Fatal(err)
@@ -143,7 +140,7 @@ func TestRunTakesTurns(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := &Runner{Base: base, Python: py, Timeout: 2 * time.Second, MaxParallel: tt.max,
-				LookupUser: func(string) (*user.User, error) { return nobody, nil }}
+				LookupUser: func(string) (*user.User, error) { return runner, nil }}
 			var wg sync.WaitGroup
 			errs := make(chan error, tt.runs)
 			for range tt.runs {

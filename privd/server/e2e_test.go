@@ -26,6 +26,7 @@ import (
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/account"
 	"github.com/opus-hosting/opus/privd/apache"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -36,11 +37,7 @@ import (
 const (
 	helperEnv    = "OPUS_PRIVD_TEST_CLIENT_SOCKET"
 	helperProj   = "OPUS_PRIVD_TEST_CLIENT_PROJECTS"
-	testPrefix   = "tp"
-	decoyPrefix  = "tx"
 	decoyGECOS   = "Opus test decoy"
-	nobodyUID    = 65534
-	nobodyGID    = 65534
 	clientTimout = 20 * time.Second
 )
 
@@ -48,7 +45,7 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(helperEnv); sock != "" {
 		os.Exit(clientMain(sock, strings.Split(os.Getenv(helperProj), ",")))
 	}
-	os.Exit(m.Run())
+	os.Exit(testrun.Main(m))
 }
 
 // clientResult is what the helper client reports.
@@ -108,45 +105,14 @@ func randomProject(t *testing.T, prefix string) string {
 	return prefix + string(b)
 }
 
-// cleanStale removes test users a killed run left behind.
-func cleanStale(t *testing.T) {
-	t.Helper()
-	data, err := os.ReadFile("/etc/passwd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) != 7 {
-			continue
-		}
-		project, ok := strings.CutPrefix(f[0], names.DefaultUserPrefix)
-		if !ok {
-			continue
-		}
-		if (strings.HasPrefix(project, testPrefix) && f[4] == account.Marker(project)) ||
-			(strings.HasPrefix(project, decoyPrefix) && f[4] == decoyGECOS) {
-			if out, err := exec.Command("/usr/sbin/userdel", f[0]).CombinedOutput(); err != nil {
-				t.Logf("remove stale %s: %v: %s", f[0], err, out)
-			}
-		}
-	}
-}
-
 // startServer serves a real privd service on a real Unix socket in a
-// directory nobody can reach, and returns the socket path.
-func startServer(t *testing.T, cfg Config) string {
+// directory of the run that every user can reach, and returns the socket
+// path.
+func startServer(t *testing.T, run *testrun.Run, cfg Config) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "privd-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	// Reachable by nobody on purpose: the refusal under test must be the
+	// Reachable by any user on purpose: the refusal under test must be the
 	// interceptor's, not the file mode's.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := run.TempDir(t)
 	sock := filepath.Join(dir, "privd.sock")
 	l, err := peercred.Listen(sock, 0o666, -1)
 	if err != nil {
@@ -176,18 +142,19 @@ func dial(t *testing.T, sock string) privdv1.PrivdClient {
 	return privdv1.NewPrivdClient(conn)
 }
 
-func needRoot(t *testing.T) {
+// needRun returns the test run and Accounts for its project users under
+// base in the run; it skips under -short and when not root.
+func needRun(t *testing.T) (*testrun.Run, *account.Accounts) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: serves privd on a real socket, creates users, drops a client to nobody")
-	}
+	run := testrun.Need(t, "serves privd on a real socket, creates users, runs a client as another user")
+	return run, &account.Accounts{Prefix: run.UserPrefix(), BaseDir: run.TempDir(t), UIDs: run.UIDs()}
 }
 
 // hostState is what must not change when a call is refused: the
 // passwd/group lines of the users the projects would have, and the tree
-// under base. (Whole files are not compared: other tests on this host may
-// add their own users meanwhile.)
-func hostState(t *testing.T, base string, projects ...string) string {
+// under the accounts' base. (Whole files are not compared: other tests and
+// a real Opus on this host may add their own users meanwhile.)
+func hostState(t *testing.T, acc *account.Accounts, projects ...string) string {
 	t.Helper()
 	var b strings.Builder
 	for _, f := range []string{"/etc/passwd", "/etc/group"} {
@@ -197,13 +164,13 @@ func hostState(t *testing.T, base string, projects ...string) string {
 		}
 		for _, line := range strings.Split(string(data), "\n") {
 			for _, p := range projects {
-				if strings.HasPrefix(line, names.User(names.DefaultUserPrefix, p)+":") {
+				if strings.HasPrefix(line, acc.User(p)+":") {
 					fmt.Fprintln(&b, line)
 				}
 			}
 		}
 	}
-	filepath.Walk(base, func(p string, fi os.FileInfo, err error) error {
+	filepath.Walk(acc.BaseDir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil {
 			st := fi.Sys().(*syscall.Stat_t)
 			fmt.Fprintf(&b, "%s %v %d %d\n", p, fi.Mode(), st.Uid, st.Gid)
@@ -213,17 +180,17 @@ func hostState(t *testing.T, base string, projects ...string) string {
 	return b.String()
 }
 
-// TestNobodyIsRefused runs a client as nobody against a real socket: every
-// method (and an unknown one) is PermissionDenied, and the host is as it
-// was: the existing user and tree survive, no user or tree was created.
-func TestNobodyIsRefused(t *testing.T) {
-	needRoot(t)
-	cleanStale(t)
-	base := t.TempDir()
-	acc := &account.Accounts{BaseDir: base}
-	existing, fresh := randomProject(t, testPrefix), randomProject(t, testPrefix)
+// TestOtherUserIsRefused runs a client as a user other than opus against a
+// real socket: every method (and an unknown one) is PermissionDenied, and
+// the host is as it was: the existing user and tree survive, no user or
+// tree was created.
+func TestOtherUserIsRefused(t *testing.T) {
+	run, acc := needRun(t)
+	base := acc.BaseDir
+	client, clientUID, clientGID := run.NewUser(t, "c")
+	existing, fresh := randomProject(t, "p"), randomProject(t, "p")
 	ctx := context.Background()
-	if _, _, err := acc.EnsureUser(ctx, existing, testUID(t)); err != nil {
+	if _, _, err := acc.EnsureUser(ctx, existing, freeID(t, acc.UIDs)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { acc.DeleteUser(context.Background(), existing) })
@@ -232,9 +199,9 @@ func TestNobodyIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	sock := startServer(t, Config{OpusUID: uint32(os.Geteuid()), BaseDir: base, Accounts: acc, Sites: rec, Manager: rec})
+	sock := startServer(t, run, Config{OpusUID: uint32(os.Geteuid()), BaseDir: base, Accounts: acc, Sites: rec, Manager: rec})
 
-	// Copy the test binary where nobody may execute it.
+	// Copy the test binary where the client user may execute it.
 	bin := filepath.Join(filepath.Dir(sock), "client")
 	self, err := os.Executable()
 	if err != nil {
@@ -242,33 +209,33 @@ func TestNobodyIsRefused(t *testing.T) {
 	}
 	copyFile(t, self, bin)
 
-	before := hostState(t, base, existing, fresh)
+	before := hostState(t, acc, existing, fresh)
 	cctx, cancel := context.WithTimeout(ctx, 2*clientTimout)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, bin)
 	cmd.Env = []string{helperEnv + "=" + sock, helperProj + "=" + existing + "," + fresh}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyGID}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: clientUID, Gid: clientGID, Groups: []uint32{}}}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("client as nobody: %v: %s", err, stderr.String())
+		t.Fatalf("client as %s: %v: %s", client, err, stderr.String())
 	}
 	var res clientResult
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		t.Fatalf("client output %q: %v", stdout.String(), err)
 	}
-	if res.UID != nobodyUID {
-		t.Fatalf("client ran as uid %d, want %d", res.UID, nobodyUID)
+	if res.UID != int(clientUID) {
+		t.Fatalf("client ran as uid %d, want %d", res.UID, clientUID)
 	}
 	if len(res.Codes) != len(allowed)+1 {
 		t.Errorf("client reported %d calls, want %d", len(res.Codes), len(allowed)+1)
 	}
 	for m, code := range res.Codes {
 		if code != codes.PermissionDenied.String() {
-			t.Errorf("%s as nobody: %s, want PermissionDenied", m, code)
+			t.Errorf("%s as %s: %s, want PermissionDenied", m, client, code)
 		}
 	}
-	if after := hostState(t, base, existing, fresh); after != before {
+	if after := hostState(t, acc, existing, fresh); after != before {
 		t.Errorf("host changed by refused calls:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	if len(rec.calls) != 0 {
@@ -278,7 +245,7 @@ func TestNobodyIsRefused(t *testing.T) {
 		t.Errorf("existing user: %v", err)
 	}
 	if _, err := acc.LookupUser(fresh); err == nil {
-		t.Errorf("user %s was created for nobody", fresh)
+		t.Errorf("user %s was created for %s", fresh, client)
 	}
 }
 
@@ -305,32 +272,30 @@ func copyFile(t *testing.T, from, to string) {
 // requests change nothing; the user and tree life cycle works; a user Opus
 // did not make is refused and survives.
 func TestOverSocket(t *testing.T) {
-	needRoot(t)
-	cleanStale(t)
-	base := t.TempDir()
-	acc := &account.Accounts{BaseDir: base}
-	sock := startServer(t, Config{OpusUID: uint32(os.Geteuid()), OpusGID: 0, BaseDir: base, Accounts: acc})
+	run, acc := needRun(t)
+	base := acc.BaseDir
+	sock := startServer(t, run, Config{OpusUID: uint32(os.Geteuid()), OpusGID: 0, BaseDir: base, Accounts: acc})
 	c := dial(t, sock)
 	ctx := context.Background()
 
 	t.Run("invalid requests change nothing", func(t *testing.T) {
-		before := hostState(t, base, badNames...)
+		before := hostState(t, acc, badNames...)
 		for i, tc := range invalidRequests(c) {
 			err := tc.call(ctx)
 			if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), tc.field+":") {
 				t.Errorf("case %d (%s): %v; want InvalidArgument naming %s", i, tc.field, err, tc.field)
 			}
 		}
-		if after := hostState(t, base, badNames...); after != before {
+		if after := hostState(t, acc, badNames...); after != before {
 			t.Errorf("host changed by invalid calls")
 		}
 	})
 
 	t.Run("life cycle", func(t *testing.T) {
-		project := randomProject(t, testPrefix)
+		project := randomProject(t, "p")
 		t.Cleanup(func() { acc.DeleteUser(context.Background(), project) })
-		eu, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: testUID(t)})
-		if err != nil || !eu.Created || eu.User != names.User(names.DefaultUserPrefix, project) || eu.Uid == 0 {
+		eu, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: freeID(t, acc.UIDs)})
+		if err != nil || !eu.Created || eu.User != acc.User(project) || eu.Uid == 0 {
 			t.Fatalf("EnsureUser = %v, %v", eu, err)
 		}
 		st, err := c.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: project})
@@ -355,33 +320,36 @@ func TestOverSocket(t *testing.T) {
 	})
 
 	t.Run("user not made by Opus", func(t *testing.T) {
-		project := randomProject(t, decoyPrefix)
-		addDecoy(t, project)
-		before := hostState(t, base, project)
+		project := randomProject(t, "x")
+		addDecoy(t, run, acc, project)
+		before := hostState(t, acc, project)
 		if before == "" {
 			t.Fatal("decoy user not found")
 		}
 		if _, err := c.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("DeleteUser(decoy) = %v, want FailedPrecondition", err)
 		}
-		if _, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: testUID(t)}); status.Code(err) != codes.FailedPrecondition {
+		if _, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: freeID(t, acc.UIDs)}); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("EnsureUser(decoy) = %v, want FailedPrecondition", err)
 		}
 		if _, err := c.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("SecureTree(decoy) = %v, want FailedPrecondition", err)
 		}
-		if after := hostState(t, base, project); after != before {
+		if after := hostState(t, acc, project); after != before {
 			t.Errorf("host changed by refused calls")
 		}
 	})
 }
 
 // addDecoy makes project's user by hand, without Opus's marker (as an
-// account that merely has the name would be), removed when the test ends,
-// and returns its name.
-func addDecoy(t *testing.T, project string) string {
+// account that merely has the name would be), written down with the run
+// first and removed when the test ends, and returns its name.
+func addDecoy(t *testing.T, run *testrun.Run, acc *account.Accounts, project string) string {
 	t.Helper()
-	name := names.User(names.DefaultUserPrefix, project)
+	name := acc.User(project)
+	if err := run.NoteAccount(name); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command("/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
 		"--comment", decoyGECOS, "--user-group", name).CombinedOutput(); err != nil {
 		t.Fatalf("useradd decoy: %v: %s", err, out)
@@ -397,10 +365,7 @@ func addDecoy(t *testing.T, project string) string {
 // daemon would run as that account — while the same call for a user Opus
 // made installs the site.
 func TestInstallSiteNeedsOpusUser(t *testing.T) {
-	needRoot(t)
-	if testing.Short() {
-		t.Skip("creates users and runs apache2 -t; skipped in -short mode")
-	}
+	run, acc := needRun(t)
 	if _, err := os.Stat("/usr/sbin/apache2"); err != nil {
 		t.Skip("needs apache2: ", err)
 	}
@@ -409,9 +374,9 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 	cfg.BaseDir = filepath.Join(dir, "base")
 	cfg.ApacheDir = filepath.Join(dir, "apache")
 	cfg.HTTPPort, cfg.HTTPSPort = 18080, 18443 // configtest binds nothing
-	acc := &account.Accounts{BaseDir: cfg.BaseDir}
+	cfg.UserPrefix = acc.Prefix
 	sites := apache.NewSites(cfg, apache.NewManaged(cfg), apache.Options{})
-	sock := startServer(t, Config{OpusUID: uint32(os.Geteuid()), BaseDir: cfg.BaseDir, Accounts: acc, Sites: sites})
+	sock := startServer(t, run, Config{OpusUID: uint32(os.Geteuid()), BaseDir: cfg.BaseDir, Accounts: acc, Sites: sites})
 	c := dial(t, sock)
 	ctx := context.Background()
 	install := func(project string) error {
@@ -424,9 +389,9 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 	}
 	vhost := apache.Paths{Dir: cfg.ApacheDir}.Vhost
 
-	decoy := randomProject(t, decoyPrefix)
-	decoyUser := addDecoy(t, decoy)
-	before := hostState(t, dir, decoy)
+	decoy := randomProject(t, "x")
+	decoyUser := addDecoy(t, run, acc, decoy)
+	before := hostState(t, acc, decoy)
 	err := install(decoy)
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), decoyUser) {
 		t.Errorf("InstallSite for %s (not made by Opus) = %v, want FailedPrecondition naming the user", decoyUser, err)
@@ -434,13 +399,13 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 	if _, err := os.Stat(vhost(decoy)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a vhost was written for the decoy: %v", err)
 	}
-	if after := hostState(t, dir, decoy); after != before {
+	if after := hostState(t, acc, decoy); after != before {
 		t.Errorf("host changed by the refused InstallSite:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 
 	// The control: the same call for a user Opus made goes through.
-	ours := randomProject(t, testPrefix)
-	if _, _, err := acc.EnsureUser(ctx, ours, testUID(t)); err != nil {
+	ours := randomProject(t, "p")
+	if _, _, err := acc.EnsureUser(ctx, ours, freeID(t, acc.UIDs)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { acc.DeleteUser(context.Background(), ours) })

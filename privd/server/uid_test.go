@@ -7,13 +7,10 @@ import (
 	"github.com/opus-hosting/opus/internal/testrun"
 )
 
-// testUID is a free id at the top of the default project_uids range (away
-// from the ids a real opusd hands out first), for tests whose Accounts use
-// the default range.
-func testUID(t *testing.T) uint32 {
+// freeID is an id of r no account of the host has (testrun.FreeID).
+func freeID(t *testing.T, r config.UIDRange) uint32 {
 	t.Helper()
-	r := config.Default().ProjectUIDs
-	id, err := testrun.FreeID(config.UIDRange{First: r.Last - 999, Last: r.Last})
+	id, err := testrun.FreeID(r)
 	if err != nil {
 		t.Fatal(err)
 	}

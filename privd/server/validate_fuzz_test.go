@@ -149,8 +149,8 @@ func FuzzRequestValidation(f *testing.F) {
 	base := f.TempDir()
 	passwd := filepath.Join(base, "passwd")
 	rec := &backendLog{}
-	s := New(Config{BaseDir: base, Accounts: &account.Accounts{BaseDir: base, PasswdPath: passwd, GroupPath: filepath.Join(base, "group")},
-		Sites: rec, Manager: rec})
+	acc := &account.Accounts{BaseDir: base, PasswdPath: passwd, GroupPath: filepath.Join(base, "group")}
+	s := New(Config{BaseDir: base, Accounts: acc, Sites: rec, Manager: rec})
 
 	f.Fuzz(func(t *testing.T, project, aliases string, processes, threads uint32, certLen, keyLen int,
 		cmds []byte, username, email, password, migrateApp, migrateTarget string, lines int32) {
@@ -168,7 +168,7 @@ func FuzzRequestValidation(f *testing.F) {
 		// The project's user exists and is Opus's, so a valid RunManage
 		// reaches the backend (a malformed name only makes a line that
 		// matches nothing).
-		line := names.User(names.DefaultUserPrefix, project) + ":x:50000:50000:" + account.Marker(project) + ":" + base + ":/usr/sbin/nologin\n"
+		line := acc.User(project) + ":x:50000:50000:" + account.Marker(project) + ":" + base + ":/usr/sbin/nologin\n"
 		if err := os.WriteFile(passwd, []byte(line), 0o600); err != nil {
 			t.Fatal(err)
 		}

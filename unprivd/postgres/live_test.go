@@ -14,14 +14,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/opus-hosting/opus/internal/pgtest"
+	"github.com/opus-hosting/opus/internal/testrun"
 )
 
-// liveProjectPrefix and liveAdminPrefix start the names the live tests
-// make, so a killed run's leftovers are found and dropped.
-const (
-	liveProjectPrefix = "zut"
-	liveAdminPrefix   = "opusut_"
-)
+// The live tests make roles and databases named by the test run
+// (internal/testrun): each is written down before it is made, and dropped
+// with the run even if it is killed (pgtest.Cleaner).
+func TestMain(m *testing.M) { os.Exit(testrun.Main(m, pgtest.Cleaner)) }
 
 // superSQL runs SQL as the postgres superuser in database db.
 func superSQL(t *testing.T, db, sql string) (string, error) {
@@ -39,36 +38,37 @@ func mustSuperSQL(t *testing.T, db, sql string) string {
 }
 
 // liveCluster makes sure the host's PostgreSQL cluster runs (starting it,
-// and stopping it at the end, when it was down), drops a killed run's
-// leftovers, and returns its port and log file. It skips without root or
-// a cluster.
-func liveCluster(t *testing.T) (port, logFile string) {
+// and stopping it at the end, when it was down), and returns the test run,
+// the cluster's port and its log file. It skips under -short and without
+// root or a cluster.
+func liveCluster(t *testing.T) (run *testrun.Run, port, logFile string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs SQL as the postgres superuser on the host's cluster")
-	}
+	run = testrun.Need(t, "runs SQL as the postgres superuser on the host's cluster, starting it if it is down")
 	port, logFile = pgtest.Cluster(t)
-	liveCleanup(t)
-	t.Cleanup(func() { liveCleanup(t) })
-	return port, logFile
+	// Dead runs whose databases Need's start could not drop while the
+	// cluster was down.
+	testrun.CleanDeadWith(pgtest.Cleaner)
+	// Registered after Cluster's clean-up, so it runs first: what the test
+	// made goes while the cluster still runs (Cluster stops it again when
+	// it found it down).
+	t.Cleanup(func() {
+		if err := pgtest.DropNoted(run); err != nil {
+			t.Error(err)
+		}
+	})
+	return run, port, logFile
 }
 
-// liveCleanup drops every database and role the live tests make, objects
-// they own in postgres included.
-func liveCleanup(t *testing.T) {
+// runName is the name of one of the run's own roles or databases,
+// written down for the run with note (pgtest.NoteRole, NoteDatabase)
+// before the test makes it.
+func runName(t *testing.T, run *testrun.Run, note func(*testrun.Run, string) error, what string) string {
 	t.Helper()
-	like := `datname LIKE 'opus\_` + liveProjectPrefix + `%' OR datname LIKE '` + strings.ReplaceAll(liveAdminPrefix, "_", `\_`) + `%'`
-	dbs, _ := superSQL(t, "postgres", "SELECT datname FROM pg_database WHERE "+like)
-	for _, db := range strings.Fields(dbs) {
-		superSQL(t, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	name := "t" + run.ID + "_" + what
+	if err := note(run, name); err != nil {
+		t.Fatal(err)
 	}
-	roles, _ := superSQL(t, "postgres", "SELECT rolname FROM pg_roles WHERE "+strings.ReplaceAll(like, "datname", "rolname"))
-	for _, r := range strings.Fields(roles) {
-		superSQL(t, "postgres", "DROP OWNED BY "+r)
-		if out, err := superSQL(t, "postgres", "DROP ROLE IF EXISTS "+r); err != nil {
-			t.Errorf("drop stale role %s: %v %s", r, err, out)
-		}
-	}
+	return name
 }
 
 func randomHex(n int) string {
@@ -77,15 +77,24 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// liveProject is a fresh project name: the prefix and six letters.
-func liveProject() string {
-	b := make([]byte, 6)
+// liveProject is a fresh project name carrying the run's id, and its role
+// and database, written down for the run before the test makes them.
+func liveProject(t *testing.T, run *testrun.Run) (project, role, db string) {
+	t.Helper()
+	b := make([]byte, 4)
 	rand.Read(b)
-	p := liveProjectPrefix
+	project = "u" + run.ID
 	for _, c := range b {
-		p += string(rune('a' + c%26))
+		project += string(rune('a' + c%26))
 	}
-	return p
+	role, db = Names(project)
+	if err := pgtest.NoteRole(run, role); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.NoteDatabase(run, db); err != nil {
+		t.Fatal(err)
+	}
+	return project, role, db
 }
 
 // connectAs connects to db over TCP as role with password.
@@ -119,9 +128,9 @@ func logSince(t *testing.T, file string, offset int64) string {
 // verifier matches one the server computes; Drop clears objects a project
 // role made in other databases; only an exact marker makes a role Opus's.
 func TestAdminLive(t *testing.T) {
-	port, logFile := liveCluster(t)
+	run, port, logFile := liveCluster(t)
 	ctx := context.Background()
-	adminRole, adminPW := liveAdminPrefix+"admin", randomHex(16)
+	adminRole, adminPW := runName(t, run, pgtest.NoteRole, "admin"), randomHex(16)
 	mustSuperSQL(t, "postgres", "CREATE ROLE "+adminRole+" LOGIN CREATEROLE CREATEDB PASSWORD '"+adminPW+"'")
 	// Every statement the admin sends goes to the server log.
 	mustSuperSQL(t, "postgres", "ALTER ROLE "+adminRole+" SET log_statement = 'all'")
@@ -145,7 +154,7 @@ func TestAdminLive(t *testing.T) {
 	})
 
 	t.Run("server verifier", func(t *testing.T) {
-		role, pw := liveAdminPrefix+"vec", randomHex(16)
+		role, pw := runName(t, run, pgtest.NoteRole, "vec"), randomHex(16)
 		stored := mustSuperSQL(t, "postgres", "SET password_encryption = 'scram-sha-256'; CREATE ROLE "+role+" PASSWORD '"+pw+"'; SELECT rolpassword FROM pg_authid WHERE rolname = '"+role+"'; DROP ROLE "+role)
 		salt, it := parseVerifier(t, stored)
 		if got, err := scramVerifierSalt(pw, salt, it); err != nil || got != stored {
@@ -154,8 +163,8 @@ func TestAdminLive(t *testing.T) {
 	})
 
 	t.Run("password never in a statement", func(t *testing.T) {
-		project, pw := liveProject(), randomHex(16)
-		role, db := Names(project)
+		project, role, db := liveProject(t, run)
+		pw := randomHex(16)
 		for _, want := range []string{"created role " + role + ", created database " + db, "exist"} {
 			st, err := os.Stat(logFile)
 			if err != nil {
@@ -197,9 +206,9 @@ func TestAdminLive(t *testing.T) {
 	})
 
 	t.Run("drop owned in other databases", func(t *testing.T) {
-		project, pw := liveProject(), randomHex(16)
-		role, db := Names(project)
-		third := liveAdminPrefix + "third"
+		project, role, db := liveProject(t, run)
+		pw := randomHex(16)
+		third := runName(t, run, pgtest.NoteDatabase, "third")
 		mustSuperSQL(t, "postgres", "CREATE DATABASE "+third)
 		if _, err := a.Ensure(ctx, project, role, db, pw); err != nil {
 			t.Fatal(err)
@@ -237,8 +246,7 @@ func TestAdminLive(t *testing.T) {
 	})
 
 	t.Run("marker must match exactly", func(t *testing.T) {
-		project := liveProject()
-		role, db := Names(project)
+		project, role, db := liveProject(t, run)
 		for _, comment := range []string{marker + project + "x", marker, "x" + marker + project, marker + project + " "} {
 			mustSuperSQL(t, "postgres", "CREATE ROLE "+role+" LOGIN")
 			mustSuperSQL(t, "postgres", "COMMENT ON ROLE "+role+" IS '"+comment+"'")

@@ -12,9 +12,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +34,7 @@ import (
 	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/cert/certtest"
 	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/internal/testrun"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/reconcile"
@@ -50,7 +53,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("OPUS_SVC_HELPER") == "1" {
 		os.Exit(helperMain())
 	}
-	os.Exit(m.Run())
+	os.Exit(testrun.Main(m))
 }
 
 // helperResult is what a helper child prints.
@@ -333,7 +336,14 @@ func (s *server) as(t *testing.T, uid uint32, action, arg string) helperResult {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin)
 	cmd.Env = []string{"OPUS_SVC_HELPER=1", "OPUS_SVC_SOCK=" + s.sock, "OPUS_SVC_ACTION=" + action, "OPUS_SVC_ARG=" + arg}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, NoSetGroups: true}}
+	// The user's own group, and no supplementary groups (not root's).
+	gid := uid
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+			gid = uint32(g)
+		}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -761,9 +771,9 @@ func TestHealthIsPublic(t *testing.T) {
 // credentials, that one user's project is invisible and unchangeable to
 // another, and visible to root.
 func TestCrossUserIsolation(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs helper processes as other uids")
-	}
+	run := testrun.Need(t, "creates two users and runs helper processes as them")
+	_, uidA, _ := run.NewUser(t, "a")
+	_, uidB, _ := run.NewUser(t, "b")
 	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
 	ctx := context.Background()
 

@@ -138,6 +138,9 @@ func TestGitRefuses(t *testing.T) {
 	gitRun(t, sub, "update-index", "--add", "--cacheinfo", "160000,"+gitRun(t, sub, "rev-parse", "v1^{commit}")+",vendor")
 	gitRun(t, sub, "commit", "-q", "-m", "submodule")
 
+	// Where the ext:: transport's command would leave its mark: the test's
+	// own, not a name in /tmp anything else may create.
+	pwned := filepath.Join(t.TempDir(), "pwned")
 	for _, tc := range []struct {
 		name, url, ref string
 		local          bool
@@ -146,7 +149,7 @@ func TestGitRefuses(t *testing.T) {
 	}{
 		{"symlink leaving the tree", evil, "main", true, 0, "shadow is a symbolic link"},
 		{"submodule", sub, "main", true, 0, "vendor is a submodule"},
-		{"ext transport", "ext::sh -c touch% /tmp/pwned", "", true, 0, "remote helpers such as ext:: and fd:: are not allowed"},
+		{"ext transport", "ext::sh -c touch% " + pwned, "", true, 0, "remote helpers such as ext:: and fd:: are not allowed"},
 		{"fd transport", "fd::0", "", true, 0, "not allowed"},
 		{"local path for non-admin", repo, "main", false, 0, "only administrators may fetch local repositories"},
 		{"file url for non-admin", "file://" + repo, "main", false, 0, "only administrators"},
@@ -169,7 +172,7 @@ func TestGitRefuses(t *testing.T) {
 			}
 		})
 	}
-	if _, err := os.Stat("/tmp/pwned"); err == nil {
+	if _, err := os.Stat(pwned); !errors.Is(err, os.ErrNotExist) {
 		t.Error("ext:: command ran")
 	}
 }
