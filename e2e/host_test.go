@@ -26,6 +26,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/pgtest"
 	"github.com/opus-hosting/opus/internal/testrun"
 )
 
@@ -86,7 +87,7 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	var err error
-	if testRun, err = testrun.Start(dropDeadRunDatabases); err != nil {
+	if testRun, err = testrun.StartWith(pgtest.Cleaner); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
@@ -97,7 +98,6 @@ func TestMain(m *testing.M) {
 	if shared != nil {
 		shared.stop()
 	}
-	dropRunDatabases(testRun.ID)
 	testRun.End()
 	os.Exit(code)
 }

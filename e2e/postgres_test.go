@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,34 +25,23 @@ import (
 )
 
 // pgPrefix starts the names of the roles and databases the tests make by
-// hand; it holds the run's id (see dropRunDatabases).
+// hand; it holds the run's id.
 func pgPrefix() string { return "t" + testRun.ID + "_" }
 
-// dropRunDatabases drops the roles and databases run id made in the host's
-// PostgreSQL, when it runs: the tests' own (t<id>_...), the ones Opus
-// provisioned for the run's projects (opus_e<id>...) and the run's admin
-// role (its daemon user). Nothing else is looked at.
-func dropRunDatabases(id string) {
-	if !pgtest.Online() {
-		return
-	}
-	own := regexp.MustCompile(`^(t` + id + `_[a-z0-9_]+|opus_e` + id + `[a-z]{3})$`)
-	dbs, _ := pgtest.Query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 't"+id+"\\_%' OR datname LIKE 'opus\\_e"+id+"%'")
-	for _, db := range strings.Fields(dbs) {
-		if own.MatchString(db) {
-			pgtest.Query("postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+// notePG writes down, before a test creates them, roles and databases of
+// these names (each carries the run's id): postgres's cleanup drops them
+// while the cluster is up, and the next run drops them if this one dies.
+func notePG(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := pgtest.NoteRole(testRun, n); err != nil {
+			t.Fatal(err)
 		}
-	}
-	roles, _ := pgtest.Query("postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE 't"+id+"%' OR rolname LIKE 'opus\\_e"+id+"%'")
-	for _, r := range strings.Fields(roles) {
-		if own.MatchString(r) || r == "t"+id+"d" {
-			pgtest.Query("postgres", "DROP ROLE IF EXISTS "+r)
+		if err := pgtest.NoteDatabase(testRun, n); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
-
-// dropDeadRunDatabases is testrun's hook for a dead run.
-func dropDeadRunDatabases(id string) { dropRunDatabases(id) }
 
 // psql runs SQL as the postgres superuser and returns its unaligned output.
 func psql(t *testing.T, db, sql string) (string, error) {
@@ -70,6 +58,13 @@ func postgres(t *testing.T) string {
 		t.Skip("needs python3-psycopg2 for /usr/bin/python3 (run `make deps` as root)")
 	}
 	port, _ := pgtest.Cluster(t)
+	// Registered after Cluster's own cleanup, so it runs first, while the
+	// cluster is up.
+	t.Cleanup(func() {
+		if err := pgtest.DropNoted(testRun); err != nil {
+			t.Errorf("drop the test's PostgreSQL roles and databases: %v", err)
+		}
+	})
 	return port
 }
 
@@ -82,6 +77,7 @@ func TestPostgreSQLByParameters(t *testing.T) {
 	port := postgres(t)
 	name := h.newProject(t)
 	db := pgPrefix() + name
+	notePG(t, db)
 	b := make([]byte, 16)
 	rand.Read(b)
 	password := hex.EncodeToString(b)
@@ -139,11 +135,12 @@ func TestPostgreSQLByParameters(t *testing.T) {
 	}
 }
 
-// dropProvisioned drops what the run's provisioned projects left in
-// PostgreSQL.
+// dropProvisioned drops the roles and databases the run noted so far.
 func dropProvisioned(t *testing.T) {
 	t.Helper()
-	dropRunDatabases(testRun.ID)
+	if err := pgtest.DropNoted(testRun); err != nil {
+		t.Errorf("drop the test's PostgreSQL roles and databases: %v", err)
+	}
 }
 
 // pgExists reports whether PostgreSQL has a role and a database called
@@ -171,6 +168,7 @@ func TestPostgreSQLProvisioned(t *testing.T) {
 	dropProvisioned(t)
 	// The admin role for opusd's user: peer authentication over the
 	// local socket, as the shipped opus.conf suggests.
+	notePG(t, daemonUser)
 	psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser)
 	if out, err := psql(t, "postgres", "CREATE ROLE "+daemonUser+" LOGIN CREATEROLE CREATEDB"); err != nil {
 		t.Fatalf("create admin role: %v %s", err, out)
@@ -184,6 +182,7 @@ func TestPostgreSQLProvisioned(t *testing.T) {
 
 	// The harness's opusd has no postgres_admin: refused, nothing made.
 	refused := h.newProject(t)
+	notePG(t, "opus_"+refused)
 	c := h.rootClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	_, err := c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: refused,
@@ -233,6 +232,7 @@ func TestPostgreSQLProvisioned(t *testing.T) {
 
 	name := h.newProject(t)
 	dbName := "opus_" + name
+	notePG(t, dbName)
 	r := h.ctl(t, 0, adminPassword+"\n", "create", name, "--app", localApp(t, "notes"), "--admin",
 		"--superuser", "admin", "--superuser-email", "admin@example.com", "--superuser-password-stdin",
 		"--database", "provision")
@@ -322,6 +322,7 @@ func TestPostgreSQLAdminRepairs(t *testing.T) {
 	port := postgres(t)
 	dropProvisioned(t)
 	adminRole := pgPrefix() + "admin"
+	notePG(t, adminRole)
 	b := make([]byte, 16)
 	rand.Read(b)
 	adminPW := hex.EncodeToString(b)
@@ -342,6 +343,7 @@ func TestPostgreSQLAdminRepairs(t *testing.T) {
 		project += string(rune('a' + c%26))
 	}
 	role, db := pgadmin.Names(project)
+	notePG(t, role, db)
 	rand.Read(b)
 	pw := hex.EncodeToString(b)
 	canLogin := func(password string) bool {

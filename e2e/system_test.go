@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/pgtest"
 	"github.com/opus-hosting/opus/internal/testrun"
 )
 
@@ -126,7 +127,7 @@ func cleanSystem(t *testing.T) {
 	// daemons, testrun can delete them (it keeps a dead run's record
 	// until it could).
 	if len(vhosts) > 0 {
-		testrun.CleanDead(dropDeadRunDatabases)
+		testrun.CleanDeadWith(pgtest.Cleaner)
 	}
 	if err := os.Remove(sysConf); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("remove %s: %v", sysConf, err)

@@ -81,19 +81,11 @@ type Run struct {
 	mu sync.Mutex
 }
 
-// Start removes what dead runs left (calling onDead with each dead run's id
-// first, for what only the caller knows how to find: databases, say), then
-// begins a new run. It needs root (it is for tests that create users or run
-// daemons as root).
-func Start(onDead ...func(id string)) (*Run, error) {
-	return start(onDead, nil)
-}
-
 // StartWith is Start with cleaners for what dead runs, and the new run
 // itself at End, noted (see Note).
-func StartWith(cleaners ...Cleaner) (*Run, error) { return start(nil, cleaners) }
+func StartWith(cleaners ...Cleaner) (*Run, error) { return start(cleaners) }
 
-func start(onDead []func(id string), cleaners []Cleaner) (*Run, error) {
+func start(cleaners []Cleaner) (*Run, error) {
 	if err := os.MkdirAll(Root, 0o755); err != nil {
 		return nil, fmt.Errorf("testrun: %w", err)
 	}
@@ -102,7 +94,7 @@ func start(onDead []func(id string), cleaners []Cleaner) (*Run, error) {
 	if err := os.Chmod(Root, 0o755); err != nil {
 		return nil, fmt.Errorf("testrun: %w", err)
 	}
-	cleanDead(onDead, cleaners)
+	cleanDead(cleaners)
 	for range 10 {
 		id, err := newID()
 		if err != nil {
@@ -361,25 +353,17 @@ func cleanNoted(id, dir string, cleaners []Cleaner) bool {
 	return done
 }
 
-// CleanDead removes what runs that are no longer alive left on the host,
-// calling onDead with each dead run's id first. A run is alive while its
-// lock is held.
-func CleanDead(onDead ...func(id string)) { cleanDead(onDead, nil) }
-
 // CleanDeadWith is CleanDead with cleaners for what dead runs noted: call
 // it again once what they need is up (a PostgreSQL cluster the test has
 // just started, say), for the runs Start had to leave.
-func CleanDeadWith(cleaners ...Cleaner) { cleanDead(nil, cleaners) }
+func CleanDeadWith(cleaners ...Cleaner) { cleanDead(cleaners) }
 
-func cleanDead(onDead []func(id string), cleaners []Cleaner) {
+func cleanDead(cleaners []Cleaner) {
 	dead := func(id, dir string) {
 		if !canClean(dir, cleaners) {
 			// Only a test binary with a cleaner for every kind the run
 			// noted can find those things: leave the whole run to it.
 			return
-		}
-		for _, f := range onDead {
-			f(id)
 		}
 		clean(id, dir, !cleanNoted(id, dir, cleaners))
 	}

@@ -247,7 +247,7 @@ func waitState(t *testing.T, m made, want string) {
 // directory.
 func TestEndRemovesWhatTheRunMade(t *testing.T) {
 	Need(t, "creates users and groups and runs processes as them")
-	r, err := Start()
+	r, err := StartWith()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,8 +313,8 @@ func TestEndRemovesWhatTheRunMade(t *testing.T) {
 }
 
 // TestDeadRunsAreCleanedPrecisely: runs that died (their processes
-// exited without End) are cleaned by the next start, which calls onDead
-// with each one's id and removes exactly what it made; a live run (its
+// exited without End) are cleaned by the next start, which hands each
+// one's notes to their kind's cleaner and removes exactly what it made; a live run (its
 // lock held) is untouched even when there is a cleaner for what it noted;
 // a forged record naming an account or a path without the dead run's
 // marker removes neither; a run that noted a kind the starting run has no
@@ -352,27 +352,19 @@ func TestDeadRunsAreCleanedPrecisely(t *testing.T) {
 	a.exit(t)
 	b.exit(t)
 	// Dead, but their kinds have no cleaner here: nothing happens.
-	var dead []string
-	onDead := func(id string) { dead = append(dead, id) }
-	cleanDead([]func(string){onDead}, nil)
+	cleanDead(nil)
 	for _, c := range []*child{live, a, b} {
 		waitState(t, c.made, all(c.made))
-	}
-	if slices.Contains(dead, a.made.ID) || slices.Contains(dead, b.made.ID) || slices.Contains(dead, live.made.ID) {
-		t.Errorf("onDead called for %v, a run whose notes it cannot clean", dead)
 	}
 
 	// The next start with a cleaner for a's kind (and the live run's).
 	seen := map[string][]string{}
 	record := func(id string, values []string) error { seen[id] = values; return nil }
-	next, err := start([]func(string){onDead}, []Cleaner{{Kind: kindA, Clean: record}, {Kind: kindLive, Clean: record}})
+	next, err := StartWith(Cleaner{Kind: kindA, Clean: record}, Cleaner{Kind: kindLive, Clean: record})
 	if err != nil {
 		t.Fatal(err)
 	}
 	next.End()
-	if !slices.Contains(dead, a.made.ID) {
-		t.Errorf("onDead called with %v, not with the dead run's id %s", dead, a.made.ID)
-	}
 	if !slices.Equal(seen[a.made.ID], []string{"w1"}) || len(seen[live.made.ID]) != 0 {
 		t.Errorf("cleaners saw %v; want the dead run's note w1 and nothing of the live run", seen)
 	}
