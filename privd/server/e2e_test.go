@@ -24,7 +24,6 @@ import (
 	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
-	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/account"
@@ -413,7 +412,7 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 		t.Fatalf("InstallSite for Opus's own user: %v", err)
 	}
 	b, err := os.ReadFile(vhost(ours))
-	if err != nil || !bytes.Contains(b, []byte("user="+names.User(names.DefaultUserPrefix, ours)+" ")) {
+	if err != nil || !bytes.Contains(b, []byte("user="+acc.User(ours)+" ")) {
 		t.Errorf("vhost for %s: %v\n%s", ours, err, b)
 	}
 }
