@@ -8,6 +8,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/opus-hosting/opus/internal/procs"
 )
 
 // TestUIDNeverReused is issue 14's uid reuse: a tenant leaves a setuid
@@ -108,4 +111,35 @@ func hasDrift(ds []driftJSON, kind, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestDestroyEndsDetachedProcesses: tenant code that detaches processes
+// (setsid, double fork) at import cannot keep its project from going:
+// destroy ends every process of the project's uid within seconds and
+// deletes the user (before, userdel refused for 30 s and the project
+// stayed FAILED).
+func TestDestroyEndsDetachedProcesses(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	h.mustCtl(t, 0, "create", name, "--app", hostileApp(t, "detach", `
+    import subprocess
+    for _ in range(3):
+        subprocess.Popen(["/usr/bin/setsid", "/bin/sh", "-c", "trap '' TERM HUP; while :; do sleep 1; done"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+`))
+	uid, _ := projectIDs(t, name)
+	if n := len((procs.Table{}).Of(uid, 0)); n < 3 {
+		t.Fatalf("%d processes of uid %d; the detached ones did not start", n, uid)
+	}
+	start := time.Now()
+	h.mustCtl(t, 0, "destroy", name, "--yes")
+	took := time.Since(start)
+	if left := (procs.Table{}).Of(uid, 0); len(left) > 0 {
+		t.Errorf("processes of the destroyed project's uid %d still run: %v", uid, left)
+	}
+	if passwdLine(t, projUser(name)) != "" {
+		t.Errorf("the user of %s is still there", name)
+	}
+	t.Logf("destroy took %s", took)
 }

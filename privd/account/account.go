@@ -18,11 +18,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/procs"
 )
 
 // ErrNotOurs means a user or group of the project's name exists but Opus did
@@ -245,52 +247,70 @@ func (a *Accounts) checkFree(name string, id uint32) (groupMade bool, err error)
 	return groupMade, nil
 }
 
-// maxProcScan bounds the processes looked at for a uid.
-const maxProcScan = 1 << 20
-
-// processesOf returns up to ten pids of processes whose real, effective
-// or saved uid is uid.
+// processesOf returns up to ten pids of processes that run as uid.
 func (a *Accounts) processesOf(uid uint32) []int {
-	dir := a.ProcDir
-	if dir == "" {
-		dir = "/proc"
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil
-	}
-	defer d.Close()
-	ents, _ := d.Readdirnames(maxProcScan)
-	want := strconv.FormatUint(uint64(uid), 10)
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e)
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(dir + "/" + e + "/status")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 4 && f[0] == "Uid:" {
-				if f[1] == want || f[2] == want || f[3] == want {
-					pids = append(pids, pid)
-				}
-				break
-			}
-		}
-		if len(pids) == 10 {
-			break
-		}
-	}
-	return pids
+	return procs.Table{Dir: a.ProcDir}.Of(uid, 10)
 }
 
-// DeleteUser deletes project's user and its group. An absent user is not an
-// error (deleted is false); a user without the marker is refused with an
-// error wrapping ErrNotOurs and left alone.
+// Bounds of ending a project user's processes.
+const (
+	// termGrace is how long processes get to exit after SIGTERM.
+	termGrace = 2 * time.Second
+	// killRounds bounds the SIGKILL rounds (a process may fork while the
+	// first round runs).
+	killRounds = 10
+	killBin    = "/bin/kill"
+)
+
+// endProcesses ends every process of the project user u: SIGTERM, a short
+// grace, then SIGKILL until none is left. The signals are sent by kill(1)
+// running as u itself with pid -1 ("every process I may signal"), so they
+// reach exactly u's processes, however many it forks or detaches
+// meanwhile, and nothing else.
+func (a *Accounts) endProcesses(ctx context.Context, u User) error {
+	if u.UID == 0 || u.GID == 0 {
+		return fmt.Errorf("user %s has uid %d gid %d: %w", u.Name, u.UID, u.GID, ErrNotOurs)
+	}
+	if len(a.processesOf(u.UID)) == 0 {
+		return nil
+	}
+	signal := func(sig string) {
+		ctx, cancel := context.WithTimeout(ctx, toolTimeout)
+		defer cancel()
+		// procps' kill takes "-SIG -1"; "-s SIG -1" or "--" it misreads.
+		cmd := exec.CommandContext(ctx, killBin, "-"+sig, "-1")
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: []uint32{}}}
+		cmd.WaitDelay = time.Second
+		// kill(1) exits non-zero when a signal could not be sent (the
+		// process exited meanwhile): what counts is whether any is left.
+		_ = cmd.Run()
+	}
+	signal("TERM")
+	for deadline := time.Now().Add(termGrace); time.Now().Before(deadline) && len(a.processesOf(u.UID)) > 0; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	for range killRounds {
+		if len(a.processesOf(u.UID)) == 0 {
+			return nil
+		}
+		signal("KILL")
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pids := a.processesOf(u.UID); len(pids) > 0 {
+		return fmt.Errorf("user %s (uid %d) still runs processes after SIGKILL (pids %v)", u.Name, u.UID, pids)
+	}
+	return nil
+}
+
+// DeleteUser ends every process of project's user (see endProcesses),
+// then deletes the user and its group. An absent user is not an error
+// (deleted is false); a user without the marker is refused with an error
+// wrapping ErrNotOurs and left alone, its processes too.
 func (a *Accounts) DeleteUser(ctx context.Context, project string) (deleted bool, err error) {
 	if err := names.ValidateProject(project); err != nil {
 		return false, err
@@ -306,6 +326,12 @@ func (a *Accounts) DeleteUser(ctx context.Context, project string) (deleted bool
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("delete user: %w", err)
+	}
+	// Whatever the project left running (a process its code detached
+	// survives its Apache daemon) goes first: userdel refuses a user that
+	// runs something, and the destroy must not depend on the tenant.
+	if err := a.endProcesses(ctx, u); err != nil {
+		return false, fmt.Errorf("delete user %s: %w", name, err)
 	}
 	if err := run(ctx, userdel, "--", name); err != nil {
 		return false, fmt.Errorf("delete user %s: %w", name, err)

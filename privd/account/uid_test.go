@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
@@ -181,4 +182,58 @@ func TestEnsureUserIDs(t *testing.T) {
 			t.Errorf("a user was made beside a group that is not ours")
 		}
 	})
+}
+
+// TestDeleteUserEndsProcesses: processes a project's user left running,
+// even detached ones that ignore SIGTERM, are ended before userdel, so the
+// user goes; another user's processes are untouched.
+func TestDeleteUserEndsProcesses(t *testing.T) {
+	run, a := runAccounts(t)
+	ctx := context.Background()
+	p := "k" + run.ID + strconv.Itoa(rand.IntN(1e6))
+	u, _, err := a.EnsureUser(ctx, p, freeID(t, a.UIDs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.DeleteUser(context.Background(), p) })
+	bystander := run.Account("by")
+	if err := run.AddUser(bystander); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command("userdel", bystander).Run() })
+	start := func(uid, gid uint32) *exec.Cmd {
+		cmd := exec.Command("/usr/bin/setsid", "/bin/sh", "-c", "trap '' TERM HUP; while :; do sleep 1; done")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go cmd.Wait() // reap it, so it does not linger as a zombie
+		return cmd
+	}
+	for range 3 {
+		start(u.UID, u.GID)
+	}
+	by := passwdFields(t, bystander)
+	byUID, _ := strconv.Atoi(by[2])
+	byGID, _ := strconv.Atoi(by[3])
+	other := start(uint32(byUID), uint32(byGID))
+	t.Cleanup(func() { other.Process.Kill() })
+	time.Sleep(200 * time.Millisecond)
+	if n := len(a.processesOf(u.UID)); n < 3 {
+		t.Fatalf("%d processes of %s running, want 3 or more", n, u.Name)
+	}
+
+	deleted, err := a.DeleteUser(ctx, p)
+	if err != nil || !deleted {
+		t.Fatalf("DeleteUser = %v, %v", deleted, err)
+	}
+	if left := a.processesOf(u.UID); len(left) > 0 {
+		t.Errorf("processes of the deleted user %s still run: %v", u.Name, left)
+	}
+	if passwdFields(t, u.Name) != nil {
+		t.Errorf("user %s is still there", u.Name)
+	}
+	if err := other.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the other user's process was ended too: %v", err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/procs"
 )
 
 // Bounds of the id checks, so a host with a huge /tmp or process table
@@ -56,14 +57,16 @@ func (h Host) checkIDs(users map[string]uint32) ([]Finding, error) {
 	}
 
 	stale := func(uid uint32) bool { return ids.Contains(uid) && !current[uid] }
-	procs := map[uint32][]string{}
-	for pid, uid := range h.processUIDs() {
-		if stale(uid) {
-			procs[uid] = append(procs[uid], pid)
+	running := map[uint32][]string{}
+	for pid, uids := range (procs.Table{Dir: h.ProcDir}).UIDs() {
+		for _, uid := range uids {
+			if stale(uid) {
+				running[uid] = append(running[uid], strconv.Itoa(pid))
+			}
 		}
 	}
-	for _, uid := range sortedKeys(procs) {
-		pids := procs[uid]
+	for _, uid := range sortedKeys(running) {
+		pids := running[uid]
 		sort.Strings(pids)
 		add(KindLeftover, "processes of uid %d still run (pids %s); no project has that id now: a destroyed project left them; kill them", uid, shortList(pids))
 	}
@@ -92,47 +95,6 @@ func (h Host) checkIDs(users map[string]uint32) ([]Finding, error) {
 		add(KindLeftover, "files of uid %d are in the shared temporary directories (%s); no project has that id now: a destroyed project left them; remove them", uid, shortList(fs))
 	}
 	return out, nil
-}
-
-// processUIDs maps the pid of every process to its real uid (and, when it
-// differs, the effective uid counts instead: a setuid program of a stale
-// id is what matters).
-func (h Host) processUIDs() map[string]uint32 {
-	dir := h.ProcDir
-	if dir == "" {
-		dir = "/proc"
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil
-	}
-	names, _ := d.Readdirnames(maxScanEntries)
-	d.Close()
-	out := map[string]uint32{}
-	for _, n := range names {
-		if _, err := strconv.Atoi(n); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, n, "status"))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 3 && f[0] == "Uid:" {
-				real, err1 := strconv.ParseUint(f[1], 10, 32)
-				eff, err2 := strconv.ParseUint(f[2], 10, 32)
-				if err1 == nil && err2 == nil {
-					out[n] = uint32(real)
-					if eff != real {
-						out[n] = uint32(eff)
-					}
-				}
-				break
-			}
-		}
-	}
-	return out
 }
 
 func (h Host) passwdPath() string {

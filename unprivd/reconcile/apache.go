@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,12 +8,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/procs"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -32,8 +30,9 @@ const (
 	healthIntervalMax = time.Second
 	healthLogLines    = 20
 	// processWait bounds how long the teardown waits for the project's
-	// mod_wsgi daemon to exit after Apache dropped its vhost.
-	processWait = 30 * time.Second
+	// mod_wsgi daemon to exit after Apache dropped its vhost. What is left
+	// then (a process the tenant detached) privd's DeleteUser ends.
+	processWait = 2 * time.Second
 )
 
 // stepVhost has privd install the project's vhost with the certificate
@@ -192,7 +191,7 @@ func stepHealth(ctx context.Context, t *Task) (string, error) {
 // removed the vhost and stopped before reloading).
 func stepTeardownReload(ctx context.Context, t *Task) (string, error) {
 	uid := t.Project.Status.UID
-	if !t.siteRemoved && processesOf(uid) == 0 {
+	if !t.siteRemoved && len(procs.Table{}.Of(uid, 1)) == 0 {
 		return "no virtual host was removed: no graceful restart", nil
 	}
 	res, err := t.Privd.ReloadApache(ctx, &privdv1.ReloadApacheRequest{})
@@ -207,7 +206,7 @@ func stepTeardownReload(ctx context.Context, t *Task) (string, error) {
 func waitNoProcesses(ctx context.Context, uid uint32) int {
 	deadline := time.Now().Add(processWait)
 	for {
-		n := processesOf(uid)
+		n := len(procs.Table{}.Of(uid, 0))
 		if n == 0 || time.Now().After(deadline) {
 			return n
 		}
@@ -217,28 +216,4 @@ func waitNoProcesses(ctx context.Context, uid uint32) int {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// processesOf counts the processes whose real uid is uid, from /proc.
-// uid 0 is never a project's: it counts nothing.
-func processesOf(uid uint32) int {
-	if uid == 0 {
-		return 0
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	want := []byte("Uid:\t" + strconv.FormatUint(uint64(uid), 10) + "\t")
-	n := 0
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
-		if err == nil && bytes.Contains(b, want) {
-			n++
-		}
-	}
-	return n
 }

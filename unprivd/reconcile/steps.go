@@ -173,12 +173,13 @@ func stepRemoveTree(ctx context.Context, t *Task) (string, error) {
 	return fmt.Sprintf("removed %d entries", res.GetRemoved()), nil
 }
 
-// stepDeleteUser deletes the project's user once none of its processes
-// are left: after the reload the mod_wsgi daemon takes a moment to exit,
-// and userdel refuses a user that still runs something.
+// stepDeleteUser deletes the project's user. After the reload the
+// mod_wsgi daemon takes a moment to exit: it gets a few seconds to do so
+// cleanly; privd's DeleteUser then ends whatever still runs as the user
+// (processes the tenant's code detached, say) before userdel.
 func stepDeleteUser(ctx context.Context, t *Task) (string, error) {
 	if n := waitNoProcesses(ctx, t.Project.Status.UID); n > 0 {
-		t.Log.Warn("project user still has processes; trying to delete it anyway", "processes", n)
+		t.Log.Info("project user still runs processes; privd ends them", "processes", n)
 	}
 	res, err := t.Privd.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: t.Project.Name})
 	if err != nil {
