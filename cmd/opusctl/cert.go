@@ -31,8 +31,11 @@ starts with a self-signed certificate; 'cert set' installs your own.`,
 		Short: "Install your own certificate and key",
 		Long: `cert set installs your own certificate for project NAME. The files are read
 by opusctl with your own rights and sent to opusd, which checks that the key
-matches the certificate and that the certificate names the project's host
-before Apache sees it.
+matches the certificate, that the certificate names the project's host, and
+that the host's OpenSSL would load it at the TLS security level the host
+serves (tls_security_level in opus.conf, 2 by default: an RSA key of at
+least 2048 bits or an ECDSA key of at least 256, no chain certificate signed
+with SHA-1 or MD5), before Apache sees it.
 
 --cert is PEM: the leaf certificate first, then its chain. --key is the
 leaf's private key, PEM.`,

@@ -21,7 +21,13 @@ carry the Opus marker, virtual hosts in opus-privd's site directory, project
 directories and opusd's certificates. It prints every difference (a leftover
 no project owns, or a part a deployed project lacks) and exits with status 1
 when there is any, 0 when the host is clean. Only root and members of the
-admin group may run it.`,
+admin group may run it.
+
+It also watches the project uid range (project_uids in opus.conf), which is
+Opus's alone: an account in it that is no project's (kind "uid"), and
+processes or files in /tmp, /var/tmp and /dev/shm of an id of the range that
+no project has now, which a destroyed project left behind (kind
+"leftover").`,
 		Example: `  sudo opusctl doctor
   opusctl doctor -o json | jq '.drift[]'`,
 		Args: cobra.NoArgs,

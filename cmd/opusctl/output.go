@@ -88,11 +88,16 @@ func printable(s string) string {
 
 // printableLines is printable for a message that is meant to span lines
 // (an error with a traceback or log lines in it): each line is escaped,
-// the line breaks between them are kept.
+// the line breaks between them are kept, and every line after the first is
+// indented, so that no text a tenant put into the message can pass for a
+// line of opusctl's own (which start at the margin).
 func printableLines(s string) string {
 	lines := strings.Split(s, "\n")
 	for i, l := range lines {
 		lines[i] = printable(l)
+		if i > 0 {
+			lines[i] = "  " + lines[i]
+		}
 	}
 	return strings.Join(lines, "\n")
 }

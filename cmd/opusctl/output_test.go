@@ -47,7 +47,7 @@ func TestPrintable(t *testing.T) {
 
 func TestPrintableLines(t *testing.T) {
 	in := "migrate failed:\nTraceback\x1b[2K\r[core:crit] forged\n  \u202eline"
-	want := "migrate failed:\nTraceback\\x1b[2K\\r[core:crit] forged\n  \\u202eline"
+	want := "migrate failed:\n  Traceback\\x1b[2K\\r[core:crit] forged\n    \\u202eline"
 	if got := printableLines(in); got != want {
 		t.Errorf("printableLines = %q, want %q", got, want)
 	}
@@ -90,8 +90,14 @@ func FuzzPrintable(f *testing.F) {
 		if readable && out != s {
 			t.Fatalf("printable changed readable text %q to %q", s, out)
 		}
-		if got := printableLines(s); strings.Count(got, "\n") != strings.Count(s, "\n") {
+		got := printableLines(s)
+		if strings.Count(got, "\n") != strings.Count(s, "\n") {
 			t.Fatalf("printableLines(%q) = %q changed the number of lines", s, got)
+		}
+		for i, l := range strings.Split(got, "\n") {
+			if i > 0 && !strings.HasPrefix(l, "  ") {
+				t.Fatalf("printableLines(%q): line %d %q starts at the margin", s, i, l)
+			}
 		}
 	})
 }

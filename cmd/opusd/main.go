@@ -91,7 +91,12 @@ func run() error {
 	log := slog.New(journal.ForDaemon("opusd", os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
-	cfg, err := config.Load(f.config, true)
+	// The default file is optional (opusd runs on the built-in defaults);
+	// one named on the command line must exist, as for opus-privd: a typo
+	// must not run opusd on other settings than privd's.
+	given := false
+	fs.Visit(func(fl *flag.Flag) { given = given || fl.Name == "config" })
+	cfg, err := config.Load(f.config, !given)
 	if err != nil {
 		return err
 	}

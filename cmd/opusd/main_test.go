@@ -197,3 +197,23 @@ func TestHelpListsFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigNamedMustExist: a configuration file named on the command line
+// that is not there is an error (a typo must not run opusd on the built-in
+// defaults while opus-privd refuses it); nothing is opened before.
+func TestConfigNamedMustExist(t *testing.T) {
+	self, _ := os.Executable()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "typo.conf")
+	cmd := exec.CommandContext(ctx, self, "--config", missing, "--state-dir", filepath.Join(dir, "state"), "--socket", filepath.Join(dir, "s.sock"))
+	cmd.Env = []string{"OPUSD_TEST_MAIN=1"}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !bytes.Contains(out, []byte(missing)) || !bytes.Contains(out, []byte("no such file")) {
+		t.Fatalf("opusd --config %s: %v\n%s; want an error naming the file", missing, err, out)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("opusd made %v before refusing its configuration", ents)
+	}
+}

@@ -113,6 +113,8 @@ func ParseUIDRange(s string) (UIDRange, error) {
 	switch {
 	case r.First < 1000 || r.Last > 1<<31-1:
 		return r, fmt.Errorf("%s: both ends must lie in 1000-2147483647", r)
+	case r.Last < r.First:
+		return r, fmt.Errorf("%s: the first id is above the last; write the range low-high", r)
 	case r.Last < r.First+9:
 		return r, fmt.Errorf("%s: the range must hold at least 10 ids", r)
 	case r.Contains(65534) || r.Contains(65535):

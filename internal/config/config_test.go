@@ -42,7 +42,7 @@ func TestParse(t *testing.T) {
 		{name: "uid range past signed ids", in: "project_uids 2147483000-2147483648\n", wantErr: "1000-2147483647"},
 		{name: "uid range too small", in: "project_uids 70000-70005\n", wantErr: "at least 10"},
 		{name: "uid range holding nobody", in: "project_uids 65000-66000\n", wantErr: "65534"},
-		{name: "uid range backwards", in: "project_uids 80000-70000\n", wantErr: "at least 10"},
+		{name: "uid range backwards", in: "project_uids 80000-70000\n", wantErr: "first id is above the last"},
 		{name: "tls level", in: "tls_security_level 3\n", check: func(c Config) bool { return c.TLSSecurityLevel == 3 }},
 		{name: "tls level out of range", in: "tls_security_level 6\n", wantErr: "tls_security_level"},
 		{name: "upload quota", in: "upload_quota 2097152\n", check: func(c Config) bool { return c.UploadQuota == 2<<20 }},

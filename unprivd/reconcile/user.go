@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -86,8 +87,11 @@ func (t *Task) allocateUID(ctx context.Context, ids config.UIDRange) (uint32, er
 		}
 		return tx.PutProject(p)
 	})
+	if errors.Is(err, store.ErrUIDsExhausted) {
+		return 0, fmt.Errorf("no id is left for the project's user: %w; the host administrator must widen project_uids in opus.conf", err)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("user: allocate a uid: %w", err)
+		return 0, fmt.Errorf("allocate the project user's id: %w", err)
 	}
 	t.Project = p
 	return p.Status.AllocatedUID, nil

@@ -35,7 +35,7 @@ type UIDRecord struct {
 
 // ErrUIDsExhausted means every id of the configured range has been handed
 // out.
-var ErrUIDsExhausted = errors.New("every project uid of the range has been used")
+var ErrUIDsExhausted = errors.New("every id of project_uids has been handed out (each goes to one project, once)")
 
 func uidKey10(uid uint32) []byte { return fmt.Appendf(nil, "%010d", uid) }
 
@@ -62,7 +62,7 @@ func (tx *Tx) AllocateUID(project string, first, last uint32) (uint32, error) {
 		}
 	}
 	if next > uint64(last) {
-		return 0, fmt.Errorf("project uids %d-%d: %w; widen project_uids in opus.conf", first, last, ErrUIDsExhausted)
+		return 0, fmt.Errorf("project_uids %d-%d: %w", first, last, ErrUIDsExhausted)
 	}
 	uid := uint32(next)
 	rec := UIDRecord{UID: uid, Project: project, Time: tx.Now()}

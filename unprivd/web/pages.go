@@ -2,7 +2,9 @@ package web
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -158,14 +160,20 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 	field := strings.TrimSpace(r.PostForm.Get("user"))
 	pw := r.PostForm.Get("password")
 	uid, name := c.signInUser(field)
-	account := failKey(uid, name)
+	account := failKey(uid, name, c.passwordEpoch(r, uid, name))
 	addr := remoteAddr(r)
 	now := time.Now()
 	if !c.accountFails.allowed(account, now) || !c.accountAddrFails.allowed(account+" "+addr, now) {
 		// Debug: these cost nothing and come as fast as they are sent; the
 		// failure that crossed the limit was logged.
 		c.log.Debug("console: sign-in refused: too many failures", "user", field, "remote", addr)
-		c.renderLogin(w, r, http.StatusTooManyRequests, field, "Too many failed sign-ins for this user; wait a few minutes, or use a login link (opusctl web login).")
+		if name == "" {
+			// Names no user has share one counter: whoever mistypes a
+			// name is told just that, not that "their" account is locked.
+			c.renderLogin(w, r, http.StatusUnauthorized, field, "Wrong user or password, or no console password set (opusctl web passwd).")
+			return
+		}
+		c.renderLogin(w, r, http.StatusTooManyRequests, field, "Too many failed sign-ins for this user within 10 minutes; wait, set a new console password (opusctl web passwd), or use a login link (opusctl web login).")
 		return
 	}
 	ok, err := c.checkPassword(r, uid, name, pw)
@@ -199,15 +207,37 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 }
 
 // failKey is the account whose password failures a sign-in counts
-// against: the uid and its user's name, so a uid given to a new user
-// starts afresh. Names no user has (name "") count together: there is no
+// against: the uid, its user's name and its password's epoch, so a uid
+// given to a new user, and an account whose owner set a new password,
+// start afresh. Names no user has (name "") count together: there is no
 // account behind them to protect, and made-up names cannot fill the
 // counters.
-func failKey(uid uint32, name string) string {
+func failKey(uid uint32, name, epoch string) string {
 	if name == "" {
 		return "unknown"
 	}
-	return strconv.FormatUint(uint64(uid), 10) + ":" + name
+	return strconv.FormatUint(uint64(uid), 10) + ":" + name + ":" + epoch
+}
+
+// passwordEpoch names the account's current password without revealing
+// it: a short digest of its stored hash (salted, so a new password is a
+// new epoch even when it is the old one again), "" when there is none.
+func (c *Console) passwordEpoch(r *http.Request, uid uint32, name string) string {
+	if name == "" {
+		return ""
+	}
+	var hash string
+	c.st.View(r.Context(), func(tx *store.Tx) error {
+		if a, err := tx.ConsoleAccount(uid); err == nil && a.BelongsTo(name) {
+			hash = a.PasswordHash
+		}
+		return nil
+	})
+	if hash == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(hash))
+	return hex.EncodeToString(sum[:6])
 }
 
 // signInUser resolves the sign-in form's user field (a login name or a

@@ -91,6 +91,31 @@ func TestNoLockout(t *testing.T) {
 	}
 }
 
+// TestNewPasswordLiftsLockout: an account locked by wrong passwords
+// signs in with the new password its owner then sets (its failures were
+// against the old one); names no user has are told "wrong user or
+// password" even once their shared counter is full, never "locked".
+func TestNewPasswordLiftsLockout(t *testing.T) {
+	r := newRig(t)
+	r.setPassword(t, uidA, "password of alice")
+	for i := range maxAccountAddrFails {
+		r.passwordSignIn(t, alice, fmt.Sprint("wrong ", i))
+	}
+	if a, _ := r.passwordSignIn(t, alice, "password of alice"); a.code != http.StatusTooManyRequests {
+		t.Fatalf("A's password after a flood against A: %d, want 429", a.code)
+	}
+	r.setPassword(t, uidA, "new password of alice")
+	if a, _ := r.passwordSignIn(t, alice, "new password of alice"); a.code != http.StatusSeeOther {
+		t.Errorf("A's new password after the flood: %d, want signed in", a.code)
+	}
+	for i := range maxAccountFails + 2 {
+		a, _ := r.passwordSignIn(t, fmt.Sprintf("nosuchuser%d", i), "x")
+		if a.code != http.StatusUnauthorized || !strings.Contains(a.body, "Wrong user or password") {
+			t.Fatalf("unknown name %d: %d %.200q; want 401 saying wrong user or password", i, a.code, a.body)
+		}
+	}
+}
+
 // TestSignInUser: what the form's user field names, and which failures a
 // sign-in counts against: by name or uid the same account; a uid's new
 // user another; every name no user has one shared key.
@@ -103,10 +128,10 @@ func TestSignInUser(t *testing.T) {
 		name    string
 		failKey string
 	}{
-		{"root", 0, "root", "0:root"},
-		{"0", 0, "root", "0:root"},
-		{alice, uidA, "alice", alice + ":alice"},
-		{bob, uidB, "bob", bob + ":bob"},
+		{"root", 0, "root", "0:root:"},
+		{"0", 0, "root", "0:root:"},
+		{alice, uidA, "alice", alice + ":alice:"},
+		{bob, uidB, "bob", bob + ":bob:"},
 		{"alice", 0, "", "unknown"}, // the rig's names are not the host's
 		{"no-such-user-here", 0, "", "unknown"},
 		{"61999", 0, "", "unknown"}, // a uid no user has
@@ -115,13 +140,13 @@ func TestSignInUser(t *testing.T) {
 		{"-1", 0, "", "unknown"},
 	} {
 		uid, name := c.signInUser(tc.field)
-		if uid != tc.uid || name != tc.name || failKey(uid, name) != tc.failKey {
-			t.Errorf("signInUser(%.20q) = %d, %q (key %q); want %d, %q (key %q)", tc.field, uid, name, failKey(uid, name), tc.uid, tc.name, tc.failKey)
+		if uid != tc.uid || name != tc.name || failKey(uid, name, "") != tc.failKey {
+			t.Errorf("signInUser(%.20q) = %d, %q (key %q); want %d, %q (key %q)", tc.field, uid, name, failKey(uid, name, ""), tc.uid, tc.name, tc.failKey)
 		}
 	}
 	// The uid's next user is another account.
 	r.users.set(uidA, "carol")
-	if uid, name := c.signInUser(alice); failKey(uid, name) != alice+":carol" {
+	if uid, name := c.signInUser(alice); failKey(uid, name, "") != alice+":carol:" {
 		t.Errorf("after the uid changed hands: %d %q", uid, name)
 	}
 }
