@@ -102,6 +102,35 @@ func (d *daemon) signaled(sig syscall.Signal) bool {
 
 // stopOpusd stops whatever opusd the host runs (SIGTERM, then SIGKILL) and
 // waits until the process is gone.
+// opusdWith restarts the harness's opusd on its configuration plus extra
+// lines (a later line wins), under the name what, and restarts it on its
+// own configuration when the test ends (after the test's own cleanups,
+// registered later, destroyed its projects).
+func (h *host) opusdWith(t *testing.T, what, extra string) {
+	t.Helper()
+	orig := h.conf
+	base, err := os.ReadFile(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(root, "opus-"+what+".conf")
+	if err := os.WriteFile(conf, append(base, []byte(extra)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.stopOpusd(t)
+		h.conf = orig
+		if err := h.startOpusd(); err != nil {
+			t.Errorf("restarting the harness's opusd: %v", err)
+		}
+	})
+	h.stopOpusd(t)
+	h.conf = conf
+	if err := h.startOpusd(); err != nil {
+		t.Fatalf("opusd with %s: %v", what, err)
+	}
+}
+
 func (h *host) stopOpusd(t *testing.T) {
 	t.Helper()
 	if h.opusd == nil || h.opusd.Process == nil {

@@ -207,28 +207,8 @@ func TestPostgreSQLProvisioned(t *testing.T) {
 
 	// opusd again, with postgres_admin; the harness's own comes back at the
 	// end, after the project's cleanup destroyed it.
-	orig := h.conf
-	base, err := os.ReadFile(orig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pgConf := filepath.Join(root, "opus-postgres.conf")
 	admin := "host=/var/run/postgresql port=" + port + " user=" + daemonUser + " dbname=postgres"
-	if err := os.WriteFile(pgConf, append(base, []byte("postgres_admin "+admin+"\n")...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		h.stopOpusd(t)
-		h.conf = orig
-		if err := h.startOpusd(); err != nil {
-			t.Errorf("restarting the harness's opusd: %v", err)
-		}
-	})
-	h.stopOpusd(t)
-	h.conf = pgConf
-	if err := h.startOpusd(); err != nil {
-		t.Fatalf("opusd with postgres_admin: %v", err)
-	}
+	h.opusdWith(t, "postgres", "postgres_admin "+admin+"\n")
 
 	name := h.newProject(t)
 	dbName := "opus_" + name

@@ -149,27 +149,7 @@ func TestUploadsBelongToTheirUploader(t *testing.T) {
 // comes back after the projects' cleanups.
 func (h *host) smallUploadsOpusd(t *testing.T) time.Duration {
 	t.Helper()
-	orig := h.conf
-	base, err := os.ReadFile(orig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(root, "opus-uploads.conf")
-	if err := os.WriteFile(conf, append(base, []byte("upload_quota 1048576\nupload_grace 2s\n")...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		h.stopOpusd(t)
-		h.conf = orig
-		if err := h.startOpusd(); err != nil {
-			t.Errorf("restarting the harness's opusd: %v", err)
-		}
-	})
-	h.stopOpusd(t)
-	h.conf = conf
-	if err := h.startOpusd(); err != nil {
-		t.Fatalf("opusd with a small upload quota: %v", err)
-	}
+	h.opusdWith(t, "uploads", "upload_quota 1048576\nupload_grace 2s\n")
 	return 2 * time.Second
 }
 

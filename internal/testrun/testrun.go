@@ -177,6 +177,16 @@ func FreeID(r config.UIDRange) (uint32, error) {
 	return 0, fmt.Errorf("testrun: no free id in %s after 100 tries", r)
 }
 
+// MustFreeID is FreeID for a test: it fails t when there is none.
+func MustFreeID(t testing.TB, r config.UIDRange) uint32 {
+	t.Helper()
+	id, err := FreeID(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // AddUser writes name down, then creates it as a system user without a
 // home and a login shell, with a group of the same name.
 func (r *Run) AddUser(name string) error {

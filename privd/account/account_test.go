@@ -76,7 +76,7 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 	name := a.User(project)
 	t.Cleanup(func() { a.DeleteUser(context.Background(), project) })
 
-	uid := freeID(t, a.UIDs)
+	uid := testrun.MustFreeID(t, a.UIDs)
 	u, created, err := a.EnsureUser(ctx, project, uid)
 	if err != nil || !created {
 		t.Fatalf("EnsureUser = %+v, %v, %v; want created", u, created, err)
@@ -97,7 +97,7 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 		t.Errorf("useradd created a home directory: %v", err)
 	}
 
-	u2, created, err := a.EnsureUser(ctx, project, freeID(t, a.UIDs))
+	u2, created, err := a.EnsureUser(ctx, project, testrun.MustFreeID(t, a.UIDs))
 	if err != nil || created || u2 != u {
 		t.Errorf("second EnsureUser = %+v, %v, %v; want %+v, not created", u2, created, err, u)
 	}
@@ -139,7 +139,7 @@ func TestRefuseUnmarkedUser(t *testing.T) {
 	if deleted, err := a.DeleteUser(ctx, project); !errors.Is(err, ErrNotOurs) || deleted {
 		t.Errorf("DeleteUser(decoy) = %v, %v; want ErrNotOurs", deleted, err)
 	}
-	if _, _, err := a.EnsureUser(ctx, project, freeID(t, a.UIDs)); !errors.Is(err, ErrNotOurs) {
+	if _, _, err := a.EnsureUser(ctx, project, testrun.MustFreeID(t, a.UIDs)); !errors.Is(err, ErrNotOurs) {
 		t.Errorf("EnsureUser(decoy) = %v; want ErrNotOurs", err)
 	}
 	if _, err := a.LookupUser(project); !errors.Is(err, ErrNotOurs) {

@@ -12,19 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/testrun"
 )
-
-func freeID(t *testing.T, r config.UIDRange) uint32 {
-	t.Helper()
-	id, err := testrun.FreeID(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
 
 func passwdFields(t *testing.T, name string) []string {
 	t.Helper()
@@ -63,7 +53,7 @@ func TestEnsureUserIDs(t *testing.T) {
 	}
 
 	t.Run("made with the id asked for", func(t *testing.T) {
-		p, id := project(), freeID(t, run.UIDs())
+		p, id := project(), testrun.MustFreeID(t, run.UIDs())
 		u, created, err := a.EnsureUser(ctx, p, id)
 		if err != nil || !created || u.UID != id || u.GID != id || u.GECOS != names.Marker(p) {
 			t.Fatalf("EnsureUser = %+v, %v, %v; want uid and gid %d", u, created, err, id)
@@ -72,7 +62,7 @@ func TestEnsureUserIDs(t *testing.T) {
 			t.Fatalf("group of %s: %q", a.User(p), g)
 		}
 		// Asked again with another id: the existing user, unchanged.
-		u2, created, err := a.EnsureUser(ctx, p, freeID(t, run.UIDs()))
+		u2, created, err := a.EnsureUser(ctx, p, testrun.MustFreeID(t, run.UIDs()))
 		if err != nil || created || u2 != u {
 			t.Fatalf("EnsureUser again = %+v, %v, %v; want %+v unchanged", u2, created, err, u)
 		}
@@ -93,7 +83,7 @@ func TestEnsureUserIDs(t *testing.T) {
 	})
 
 	t.Run("id of another user or group", func(t *testing.T) {
-		id := freeID(t, run.UIDs())
+		id := testrun.MustFreeID(t, run.UIDs())
 		other := run.Account("o" + strconv.Itoa(rand.IntN(1e4)))
 		if err := run.NoteAccount(other); err != nil {
 			t.Fatal(err)
@@ -111,7 +101,7 @@ func TestEnsureUserIDs(t *testing.T) {
 			t.Errorf("refused, but the host changed: %q -> %q", before, after)
 		}
 
-		gid := freeID(t, run.UIDs())
+		gid := testrun.MustFreeID(t, run.UIDs())
 		grp := run.Account("g" + strconv.Itoa(rand.IntN(1e4)))
 		if err := run.NoteAccount(grp); err != nil {
 			t.Fatal(err)
@@ -131,7 +121,7 @@ func TestEnsureUserIDs(t *testing.T) {
 	})
 
 	t.Run("id a process still runs as", func(t *testing.T) {
-		id := freeID(t, run.UIDs())
+		id := testrun.MustFreeID(t, run.UIDs())
 		sleep := exec.Command("sleep", "60")
 		sleep.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}}
 		if err := sleep.Start(); err != nil {
@@ -154,7 +144,7 @@ func TestEnsureUserIDs(t *testing.T) {
 	})
 
 	t.Run("group left by an interrupted call", func(t *testing.T) {
-		p, id := project(), freeID(t, run.UIDs())
+		p, id := project(), testrun.MustFreeID(t, run.UIDs())
 		if err := run.NoteAccount(a.User(p)); err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +156,7 @@ func TestEnsureUserIDs(t *testing.T) {
 			t.Fatalf("EnsureUser over its own half-made group: %+v %v %v", u, created, err)
 		}
 		// The same group name with another gid is not ours to take.
-		q, qid := project(), freeID(t, run.UIDs())
+		q, qid := project(), testrun.MustFreeID(t, run.UIDs())
 		if err := run.NoteAccount(a.User(q)); err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +164,7 @@ func TestEnsureUserIDs(t *testing.T) {
 			t.Fatalf("groupadd: %v %s", err, out)
 		}
 		t.Cleanup(func() { exec.Command("groupdel", a.User(q)).Run() })
-		other := freeID(t, run.UIDs())
+		other := testrun.MustFreeID(t, run.UIDs())
 		if _, _, err := a.EnsureUser(ctx, q, other); !errors.Is(err, ErrNotOurs) {
 			t.Errorf("a group of the user's name with another gid: %v; want ErrNotOurs", err)
 		}
@@ -191,7 +181,7 @@ func TestDeleteUserEndsProcesses(t *testing.T) {
 	run, a := runAccounts(t)
 	ctx := context.Background()
 	p := "k" + run.ID + strconv.Itoa(rand.IntN(1e6))
-	u, _, err := a.EnsureUser(ctx, p, freeID(t, a.UIDs))
+	u, _, err := a.EnsureUser(ctx, p, testrun.MustFreeID(t, a.UIDs))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -189,7 +189,7 @@ func TestOtherUserIsRefused(t *testing.T) {
 	client, clientUID, clientGID := run.NewUser(t, "c")
 	existing, fresh := randomProject(t, "p"), randomProject(t, "p")
 	ctx := context.Background()
-	if _, _, err := acc.EnsureUser(ctx, existing, freeID(t, acc.UIDs)); err != nil {
+	if _, _, err := acc.EnsureUser(ctx, existing, testrun.MustFreeID(t, acc.UIDs)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { acc.DeleteUser(context.Background(), existing) })
@@ -293,7 +293,7 @@ func TestOverSocket(t *testing.T) {
 	t.Run("life cycle", func(t *testing.T) {
 		project := randomProject(t, "p")
 		t.Cleanup(func() { acc.DeleteUser(context.Background(), project) })
-		eu, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: freeID(t, acc.UIDs)})
+		eu, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: testrun.MustFreeID(t, acc.UIDs)})
 		if err != nil || !eu.Created || eu.User != acc.User(project) || eu.Uid == 0 {
 			t.Fatalf("EnsureUser = %v, %v", eu, err)
 		}
@@ -328,7 +328,7 @@ func TestOverSocket(t *testing.T) {
 		if _, err := c.DeleteUser(ctx, &privdv1.DeleteUserRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("DeleteUser(decoy) = %v, want FailedPrecondition", err)
 		}
-		if _, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: freeID(t, acc.UIDs)}); status.Code(err) != codes.FailedPrecondition {
+		if _, err := c.EnsureUser(ctx, &privdv1.EnsureUserRequest{Project: project, Uid: testrun.MustFreeID(t, acc.UIDs)}); status.Code(err) != codes.FailedPrecondition {
 			t.Errorf("EnsureUser(decoy) = %v, want FailedPrecondition", err)
 		}
 		if _, err := c.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: project}); status.Code(err) != codes.FailedPrecondition {
@@ -404,7 +404,7 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 
 	// The control: the same call for a user Opus made goes through.
 	ours := randomProject(t, "p")
-	if _, _, err := acc.EnsureUser(ctx, ours, freeID(t, acc.UIDs)); err != nil {
+	if _, _, err := acc.EnsureUser(ctx, ours, testrun.MustFreeID(t, acc.UIDs)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { acc.DeleteUser(context.Background(), ours) })
