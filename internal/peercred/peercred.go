@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -154,6 +155,11 @@ func (transport) OverrideServerName(string) error { return nil }
 // removed; any other kind of file at path is an error, so a misconfigured
 // path never deletes a regular file. The socket is created under a tight
 // umask so it is never reachable with looser permissions.
+//
+// Its owner and mode are set on the socket itself, never through its path:
+// the directory may be writable by others (the opus group may create its
+// own socket beside privd's), and a link swapped in between bind and chown
+// would otherwise make root chown and chmod whatever it points to.
 func Listen(path string, mode fs.FileMode, gid int) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", path, err)
@@ -172,15 +178,40 @@ func Listen(path string, mode fs.FileMode, gid int) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", path, err)
 	}
-	if gid >= 0 {
-		if err := os.Chown(path, -1, gid); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("listen %s: chown to gid %d: %w", path, gid, err)
-		}
-	}
-	if err := os.Chmod(path, mode); err != nil {
+	if err := setSocketOwner(path, mode, gid); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("listen %s: chmod: %w", path, err)
+		return nil, fmt.Errorf("listen %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// setSocketOwner gives the socket just bound at path its group and mode
+// through a handle on the entry itself (O_PATH|O_NOFOLLOW opens a link as
+// the link, and nothing is opened for reading): it must still be a socket
+// this process owns, which nobody else can make; a link, or someone else's
+// socket put in its place, is refused untouched.
+func setSocketOwner(path string, mode fs.FileMode, gid int) error {
+	h, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the new socket: %w", err)
+	}
+	defer unix.Close(h)
+	var st unix.Stat_t
+	if err := unix.Fstat(h, &st); err != nil {
+		return fmt.Errorf("stat the new socket: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("the new socket was replaced (now mode %#o, owner uid %d) before its owner and mode were set; someone who may write %s is tampering with it", st.Mode, st.Uid, filepath.Dir(path))
+	}
+	if gid >= 0 {
+		if err := unix.Fchownat(h, "", -1, gid, unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("chown to gid %d: %w", gid, err)
+		}
+	}
+	// There is no fchmod on an O_PATH handle; its /proc magic link names
+	// exactly the inode checked above (glibc's lchmod does the same).
+	if err := unix.Chmod("/proc/self/fd/"+strconv.Itoa(h), uint32(mode.Perm())); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	return nil
 }

@@ -106,7 +106,9 @@ func Acquire(socket string, wait time.Duration) (*Lock, error) {
 // which opens nothing: no FIFO or device open runs, a link is not
 // followed) and checked, and only then reopened through that handle.
 func open(path string) (int, error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	// 0600: flock needs only a descriptor, so a file anyone may open is a
+	// lock anyone may hold, and a daemon that can never start again.
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err == nil {
 		return fd, nil
 	}
@@ -133,6 +135,12 @@ func open(path string) (int, error) {
 	fd, err = unix.Open("/proc/self/fd/"+strconv.Itoa(h), unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		return -1, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if st.Mode&0o077 != 0 {
+		if err := unix.Fchmod(fd, 0o600); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("lock %s: %w", path, err)
+		}
 	}
 	return fd, nil
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os/user"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -426,6 +427,43 @@ func (tx *Tx) TakeLoginLink(token string) (*LoginLink, error) {
 // PutConsoleSession records a session under its id.
 func (tx *Tx) PutConsoleSession(id string, s ConsoleSession) error {
 	return tx.putJSON(bucketConsoleSessions, tokenKey(id), s)
+}
+
+// MaxConsoleSessions bounds the live sessions of one uid: signing in more
+// often ends the oldest, so no user can grow the store without end.
+const MaxConsoleSessions = 20
+
+// TrimConsoleSessions deletes the oldest sessions of uid beyond
+// MaxConsoleSessions.
+func (tx *Tx) TrimConsoleSessions(uid uint32) error {
+	b, err := tx.bucketFor(bucketConsoleSessions)
+	if err != nil || b == nil {
+		return err
+	}
+	type kept struct {
+		key     []byte
+		created time.Time
+	}
+	var mine []kept
+	if err := b.ForEach(func(k, v []byte) error {
+		var s ConsoleSession
+		if json.Unmarshal(v, &s) == nil && s.UID == uid {
+			mine = append(mine, kept{append([]byte(nil), k...), s.CreateTime})
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(mine) <= MaxConsoleSessions {
+		return nil
+	}
+	sort.Slice(mine, func(i, j int) bool { return mine[i].created.Before(mine[j].created) })
+	for _, s := range mine[:len(mine)-MaxConsoleSessions] {
+		if err := b.Delete(s.key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ConsoleSession returns the live session of id. Unknown and expired are

@@ -432,3 +432,40 @@ func TestConsoleAccountChanges(t *testing.T) {
 		t.Fatalf("deleting it again: %v", err)
 	}
 }
+
+// TestTrimConsoleSessions: a uid keeps at most MaxConsoleSessions live
+// sessions, the newest; another uid's are untouched.
+func TestTrimConsoleSessions(t *testing.T) {
+	c := newClock(time.Now())
+	s := openClock(t, c)
+	ctx := context.Background()
+	put := func(uid uint32, id string) {
+		t.Helper()
+		err := s.Update(ctx, func(tx *Tx) error {
+			if err := tx.PutConsoleSession(id, ConsoleSession{UID: uid, CreateTime: tx.Now(), ExpireTime: tx.Now().Add(time.Hour)}); err != nil {
+				return err
+			}
+			return tx.TrimConsoleSessions(uid)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.add(time.Second)
+	}
+	put(2000, "other")
+	for i := range MaxConsoleSessions + 5 {
+		put(1000, fmt.Sprint("s", i))
+	}
+	live := func(id string) bool {
+		err := s.View(ctx, func(tx *Tx) error { _, err := tx.ConsoleSession(id); return err })
+		return err == nil
+	}
+	for i := range MaxConsoleSessions + 5 {
+		if want := i >= 5; live(fmt.Sprint("s", i)) != want {
+			t.Errorf("session s%d live = %v, want %v", i, !want, want)
+		}
+	}
+	if !live("other") {
+		t.Error("another uid's session was trimmed")
+	}
+}

@@ -16,6 +16,10 @@ import (
 //   - Passwords: failures count per account and per account and address.
 //     A flood against account A refuses A's password for a while (A still
 //     signs in with a link), never B's.
+//   - Password checks: at most store.PasswordHashers run at once on the
+//     host, and one at a time per account (right or wrong, a check costs
+//     the same), so no account, not even signing in with its own correct
+//     password in a loop, holds more than one of them.
 const (
 	failWindow = 10 * time.Minute
 	// maxLinkFails unknown login links per address.
@@ -111,4 +115,29 @@ func (f *failures) len() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.lru.Len()
+}
+
+// inFlight is a set of keys with work under way.
+type inFlight struct {
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+// try marks key busy and returns its release, or reports that it already
+// is.
+func (f *inFlight) try(key string) (release func(), ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.keys[key] {
+		return nil, false
+	}
+	if f.keys == nil {
+		f.keys = map[string]bool{}
+	}
+	f.keys[key] = true
+	return func() {
+		f.mu.Lock()
+		delete(f.keys, key)
+		f.mu.Unlock()
+	}, true
 }

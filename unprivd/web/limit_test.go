@@ -131,3 +131,30 @@ func TestFailuresBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestInFlight: one holder per key at a time; released keys are free
+// again; other keys are independent.
+func TestInFlight(t *testing.T) {
+	var f inFlight
+	rel, ok := f.try("a")
+	if !ok {
+		t.Fatal("first try of a refused")
+	}
+	if _, ok := f.try("a"); ok {
+		t.Fatal("a second check of a ran beside the first")
+	}
+	relB, ok := f.try("b")
+	if !ok {
+		t.Fatal("b refused while a is checked")
+	}
+	rel()
+	if rel2, ok := f.try("a"); !ok {
+		t.Fatal("a still busy after release")
+	} else {
+		rel2()
+	}
+	relB()
+	if len(f.keys) != 0 {
+		t.Errorf("keys left: %v", f.keys)
+	}
+}

@@ -176,7 +176,15 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 		c.renderLogin(w, r, http.StatusTooManyRequests, field, "Too many failed sign-ins for this user within 10 minutes; wait, set a new console password (opusctl web passwd), or use a login link (opusctl web login).")
 		return
 	}
+	release, free := c.checking.try(account)
+	if !free {
+		c.log.Debug("console: sign-in refused: a check of this account is under way", "user", field, "remote", addr)
+		w.Header().Set("Retry-After", retryBusy)
+		c.renderLogin(w, r, http.StatusServiceUnavailable, field, "A sign-in for this user is being checked already; try again in a few seconds, or use a login link (opusctl web login).")
+		return
+	}
 	ok, err := c.checkPassword(r, uid, name, pw)
+	release()
 	if errors.Is(err, store.ErrBusy) {
 		c.log.Debug("console: sign-in refused: password hashers busy", "user", field, "remote", addr)
 		w.Header().Set("Retry-After", retryBusy)

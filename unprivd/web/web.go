@@ -93,6 +93,9 @@ type Console struct {
 	// Sign-in failures (limit.go): unknown login links per address, wrong
 	// passwords per account and per account and address.
 	linkFails, accountFails, accountAddrFails *failures
+	// checking holds the accounts whose password is being checked: one at
+	// a time per account (limit.go).
+	checking inFlight
 }
 
 // New returns a Console.
@@ -363,7 +366,10 @@ func (c *Console) startSession(w http.ResponseWriter, r *http.Request, uid uint3
 		if err := tx.PruneConsole(); err != nil {
 			return err
 		}
-		return tx.PutConsoleSession(id, store.ConsoleSession{UID: uid, CSRF: csrf, CreateTime: tx.Now(), ExpireTime: tx.Now().Add(c.ttl)})
+		if err := tx.PutConsoleSession(id, store.ConsoleSession{UID: uid, CSRF: csrf, CreateTime: tx.Now(), ExpireTime: tx.Now().Add(c.ttl)}); err != nil {
+			return err
+		}
+		return tx.TrimConsoleSessions(uid)
 	})
 	if err != nil {
 		return err
