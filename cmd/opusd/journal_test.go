@@ -56,7 +56,7 @@ func TestDaemonLogsToJournal(t *testing.T) {
 	// seen by the host. The shell execs opusd, which keeps its pid.
 	script := `mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && mount --bind "$1" /run/systemd/journal && shift && exec "$@"`
 	cmd := exec.Command(unshare, "--mount", "sh", "-c", script, "sh", jdir, os.Args[0],
-		"--config", filepath.Join(dir, "absent.conf"), "--state-dir", filepath.Join(dir, "state"),
+		"--config", defaultsConf(t, dir), "--state-dir", filepath.Join(dir, "state"),
 		"--socket", sock, "--privd-socket", filepath.Join(dir, "privd.sock"))
 	cmd.Env = []string{"OPUSD_TEST_MAIN=1", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino)}
 	cmd.Stderr = stderr

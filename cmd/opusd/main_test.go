@@ -69,7 +69,7 @@ func TestDaemon(t *testing.T) {
 	sock := filepath.Join(run, "opusd.sock")
 
 	start := func() (*exec.Cmd, *bytes.Buffer) {
-		cmd := exec.Command(bin, "--config", filepath.Join(dir, "absent.conf"), "--state-dir", state, "--socket", sock,
+		cmd := exec.Command(bin, "--config", defaultsConf(t, dir), "--state-dir", state, "--socket", sock,
 			"--privd-socket", filepath.Join(run, "privd.sock"), "--server-suffix", ".opus.test", "--log-level", "debug")
 		cmd.Env = []string{"OPUSD_TEST_MAIN=1"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
@@ -196,6 +196,18 @@ func TestHelpListsFlags(t *testing.T) {
 			t.Errorf("--help lacks %s:\n%s", f, out)
 		}
 	}
+}
+
+// defaultsConf writes an empty configuration file into dir for a test's
+// opusd (the built-in defaults, with the test's flags over them; never the
+// host's /etc/opus/opus.conf) and returns its path.
+func defaultsConf(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "defaults.conf")
+	if err := os.WriteFile(p, []byte("# the built-in defaults\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // TestConfigNamedMustExist: a configuration file named on the command line

@@ -227,7 +227,7 @@ func TestDaemonWatchdog(t *testing.T) {
 	dir := daemonDir(t, "starts opusd")
 	notify, notes := notifySocket(t)
 	sock := filepath.Join(dir, "opusd.sock")
-	cmd := exec.Command(os.Args[0], "--config", filepath.Join(dir, "absent.conf"), "--state-dir", filepath.Join(dir, "state"),
+	cmd := exec.Command(os.Args[0], "--config", defaultsConf(t, dir), "--state-dir", filepath.Join(dir, "state"),
 		"--socket", sock, "--privd-socket", filepath.Join(dir, "privd.sock"))
 	var logs syncBuffer
 	cmd.Stderr = &logs
