@@ -232,7 +232,7 @@ func TestPrivdServesOnlyOpus(t *testing.T) {
 	defer os.Chmod(sock, fi.Mode().Perm())
 	for _, c := range []struct {
 		uid, gid uint32
-	}{{65534, 65534}, {h.otherID, h.otherID}, {0, 0}} {
+	}{{65534, 65534}, {h.otherID, h.otherGID}, {0, 0}} {
 		for _, m := range []string{"EnsureUser", "SecureTree", "RemoveTree", "DeleteUser"} {
 			ans := asUID(t, c.uid, c.gid, privdCall{Socket: sock, Method: m, Project: name})
 			if ans.Code != "PermissionDenied" {

@@ -57,7 +57,10 @@ type host struct {
 	opusUID uint32
 	opusGID uint32
 	otherID uint32
-	webAddr string // the web console's HOST:PORT (opusd --web-addr)
+	// otherGID is otherUser's group: not always otherID (the host's other
+	// accounts decide which ids are free).
+	otherGID uint32
+	webAddr  string // the web console's HOST:PORT (opusd --web-addr)
 }
 
 var (
@@ -187,7 +190,7 @@ func startHost() (*host, error) {
 	if h.opusUID, h.opusGID, err = lookupIDs(daemonUser); err != nil {
 		return nil, err
 	}
-	if h.otherID, _, err = lookupIDs(otherUser); err != nil {
+	if h.otherID, h.otherGID, err = lookupIDs(otherUser); err != nil {
 		return nil, err
 	}
 	httpPort, err := freePort()
@@ -356,6 +359,20 @@ type result struct {
 	code     int
 }
 
+// credOf is the credential a process of user uid runs with: its uid, its
+// primary group (not the number uid, which may be another group's on a
+// host with other accounts) and no supplementary groups. A uid no user
+// has keeps the gid of the same number.
+func credOf(uid uint32) *syscall.Credential {
+	gid := uid
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+			gid = uint32(g)
+		}
+	}
+	return &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}
+}
+
 // ctl runs opusctl as uid (0 = root) with args and optional stdin.
 func (h *host) ctl(t *testing.T, uid uint32, stdin string, args ...string) result {
 	t.Helper()
@@ -364,7 +381,7 @@ func (h *host) ctl(t *testing.T, uid uint32, stdin string, args ...string) resul
 	cmd := exec.CommandContext(ctx, filepath.Join(h.bin, "opusctl"), append([]string{"--socket", h.cfg.OpusdSocket()}, args...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/"}
 	if uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: credOf(uid)}
 	}
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer

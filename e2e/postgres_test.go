@@ -125,7 +125,7 @@ func TestPostgreSQLByParameters(t *testing.T) {
 	if data, err := os.ReadFile(secrets); err != nil || !strings.Contains(string(data), password) {
 		t.Errorf("the secrets lack the database password (%v)", err)
 	}
-	if canRead(h.otherID, h.otherID, secrets) || canRead(65534, 65534, secrets) {
+	if canRead(h.otherID, h.otherGID, secrets) || canRead(65534, 65534, secrets) {
 		t.Errorf("another user can read the secrets with the database password")
 	}
 	h.mustCtl(t, 0, "destroy", name, "--yes")
@@ -277,7 +277,7 @@ func TestPostgreSQLProvisioned(t *testing.T) {
 	if data, err := os.ReadFile(filepath.Join(proj, "code", "opus_project", "opus.json")); err != nil || strings.Contains(string(data), sec.DBPassword) {
 		t.Errorf("opus.json holds the password (%v)", err)
 	}
-	if canRead(h.otherID, h.otherID, secrets) || canRead(65534, 65534, secrets) {
+	if canRead(h.otherID, h.otherGID, secrets) || canRead(65534, 65534, secrets) {
 		t.Errorf("another user can read the secrets with the database password")
 	}
 	if exists(filepath.Join(proj, "data", "db.sqlite3")) {

@@ -72,7 +72,7 @@ func TestPrivdLockNotHeldByOthers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	holder := exec.CommandContext(ctx, "/usr/bin/flock", "--shared", lockPath, "sleep", "90")
-	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: &syscall.Credential{Uid: h.otherID, Gid: h.otherID, Groups: []uint32{}}}
+	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: credOf(h.otherID)}
 	var holderOut bytes.Buffer
 	holder.Stdout, holder.Stderr = &holderOut, &holderOut
 	if err := holder.Start(); err != nil {

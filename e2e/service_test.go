@@ -123,7 +123,7 @@ func (h *host) grpcurl(t *testing.T, uid uint32, args ...string) string {
 	cmd := exec.CommandContext(ctx, grpcurlBinary(t), full...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/"}
 	if uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: credOf(uid)}
 	}
 	stdout, stderr := &cappedBuffer{max: grpcurlMaxOutput}, &cappedBuffer{max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = stdout, stderr

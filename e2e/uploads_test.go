@@ -113,7 +113,7 @@ func TestUploadsBelongToTheirUploader(t *testing.T) {
 	if stored == "" {
 		t.Fatalf("A's upload %s is not in A's part of the store: %v", digest, h.storedUploads(t))
 	}
-	if canRead(h.otherID, h.otherID, stored) {
+	if canRead(h.otherID, h.otherGID, stored) {
 		t.Errorf("B can read A's upload %s", stored)
 	}
 
