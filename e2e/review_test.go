@@ -13,10 +13,36 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/config"
 )
 
 // Regression tests of holes the attack review of issue 14 found in its
 // first fixes (each failed then; see the comments).
+
+// privdElsewhere writes a configuration for a second opus-privd of the
+// harness's settings with its own run, base and Apache directories under
+// the run's directory (named what), makes the run and base directories
+// (0755) and returns the configuration and its path.
+func (h *host) privdElsewhere(t *testing.T, what string) (config.Config, string) {
+	t.Helper()
+	dir := filepath.Join(root, what+"-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg := h.cfg
+	cfg.RunDir = filepath.Join(dir, "run")
+	cfg.BaseDir = filepath.Join(dir, "base")
+	cfg.ApacheDir = filepath.Join(dir, "apache")
+	for _, d := range []string{dir, cfg.RunDir, cfg.BaseDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := filepath.Join(dir, "opus.conf")
+	if err := os.WriteFile(conf, []byte(cfg.Format()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, conf
+}
 
 // TestPrivdLockNotHeldByOthers (from the attack review): privd's lock file
 // (RUN_DIR/privd.sock.lock) lies where every local user can reach it (the
@@ -27,22 +53,9 @@ import (
 // one else can open it, and privd starts again.
 func TestPrivdLockNotHeldByOthers(t *testing.T) {
 	h := needHost(t)
-	dir := filepath.Join(root, "attack-lock-"+strconv.Itoa(os.Getpid()))
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	cfg := h.cfg
-	cfg.RunDir = filepath.Join(dir, "run")
-	cfg.BaseDir = filepath.Join(dir, "base")
-	cfg.ApacheDir = filepath.Join(dir, "apache")
-	// As systemd's opus-privd.socket makes it: root, DirectoryMode=0755.
-	for _, d := range []string{dir, cfg.RunDir, cfg.BaseDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := filepath.Join(dir, "opus.conf")
-	if err := os.WriteFile(conf, []byte(cfg.Format()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// The run directory as systemd's opus-privd.socket makes it: root,
+	// DirectoryMode=0755.
+	cfg, conf := h.privdElsewhere(t, "lock")
 	sock := cfg.PrivdSocket()
 	lockPath := sock + ".lock"
 
@@ -120,26 +133,13 @@ func TestPrivdLockNotHeldByOthers(t *testing.T) {
 // target is never touched, however often the race is run.
 func TestPrivdSocketNotChownedThroughLink(t *testing.T) {
 	h := needHost(t)
-	dir := filepath.Join(root, "attack-sockrace-"+strconv.Itoa(os.Getpid()))
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	cfg := h.cfg
-	cfg.RunDir = filepath.Join(dir, "run")
-	cfg.BaseDir = filepath.Join(dir, "base")
-	cfg.ApacheDir = filepath.Join(dir, "apache")
-	for _, d := range []string{dir, cfg.RunDir, cfg.BaseDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cfg, conf := h.privdElsewhere(t, "sockrace")
+	dir := filepath.Dir(conf)
 	// As scripts/demo.sh makes /run/opus: install -d -o root -g opus -m 0775.
 	if err := os.Chown(cfg.RunDir, 0, int(h.opusGID)); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(cfg.RunDir, 0o775); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "opus.conf")
-	if err := os.WriteFile(conf, []byte(cfg.Format()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	victim := filepath.Join(dir, "root-only")
