@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -90,4 +91,71 @@ func TestHostileAppRuns(t *testing.T) {
 	}
 	mustGet(t, webClient(), h.url(name, "http", "/probe/"), "hostile probe")
 	h.mustCtl(t, 0, "destroy", name, "--yes")
+}
+
+// TestManageIsConfined: the project's code, as manage.py runs it (migrate,
+// collectstatic), runs in a mount namespace of its own: what it writes to
+// /tmp, /var/tmp or /dev/shm never reaches the host's, it has no new
+// privileges (a setuid file cannot raise it) and runs under limits
+// (package privd/confine). Before, it wrote into the host's /tmp with
+// NoNewPrivs 0 and no limits. (The mod_wsgi daemon's confinement is issue
+// 15's per-project backends.)
+func TestManageIsConfined(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	marks := []string{"/tmp/opus-test-confine-" + testRun.ID, "/var/tmp/opus-test-confine-" + testRun.ID, "/dev/shm/opus-test-confine-" + testRun.ID}
+	for _, m := range marks {
+		if err := testRun.NotePath(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.mustCtl(t, 0, "create", name, "--app", hostileApp(t, "conf", fmt.Sprintf(`
+    import json, resource
+    if "mod_wsgi" not in sys.modules:
+        for m in %s:
+            with open(m, "w") as f:
+                f.write("left by the tenant")
+        status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+        (PROJECT_ROOT / "data" / "confine.json").write_text(json.dumps({
+            "no_new_privs": status["NoNewPrivs"].strip(),
+            "mnt": os.readlink("/proc/self/ns/mnt"),
+            "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
+            "fsize": resource.getrlimit(resource.RLIMIT_FSIZE)[0],
+            "groups": os.getgroups(),
+        }))
+`, mustJSON(t, marks))))
+	for _, m := range marks {
+		if exists(m) {
+			t.Errorf("manage.py's %s reached the host's", m)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(h.cfg.BaseDir, "projects", name, "data", "confine.json"))
+	if err != nil {
+		t.Fatalf("the app did not report: %v", err)
+	}
+	var got struct {
+		NoNewPrivs string `json:"no_new_privs"`
+		Mnt        string
+		NProc      int64
+		FSize      int64
+		Groups     []int
+	}
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	hostMnt, _ := os.Readlink("/proc/self/ns/mnt")
+	if got.NoNewPrivs != "1" || got.Mnt == "" || got.Mnt == hostMnt || got.NProc <= 0 || got.FSize <= 0 || len(got.Groups) != 0 {
+		t.Errorf("manage.py ran with %s; want NoNewPrivs 1, a mount namespace of its own (host's %s), task and file size limits, no supplementary groups", data, hostMnt)
+	}
+	h.mustCtl(t, 0, "destroy", name, "--yes")
+}
+
+// mustJSON is v as JSON text (a Python literal too, for lists of strings).
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/opus-hosting/opus/internal/socklock"
 	"github.com/opus-hosting/opus/privd/account"
 	"github.com/opus-hosting/opus/privd/apache"
+	"github.com/opus-hosting/opus/privd/confine"
 	"github.com/opus-hosting/opus/privd/manage"
 	"github.com/opus-hosting/opus/privd/server"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -40,6 +41,9 @@ import (
 const stopTimeout = 30 * time.Second
 
 func main() {
+	// privd runs itself again to start tenant code confined (package
+	// confine); in that mode this never returns.
+	confine.MaybeRunChild()
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 

@@ -17,10 +17,16 @@ import (
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/account"
+	"github.com/opus-hosting/opus/privd/confine"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
-func TestMain(m *testing.M) { os.Exit(testrun.Main(m)) }
+func TestMain(m *testing.M) {
+	// The test binary is the confined child's executable (Runner.Self
+	// defaults to /proc/self/exe), as opus-privd is in production.
+	confine.MaybeRunChild()
+	os.Exit(testrun.Main(m))
+}
 
 func randName() string {
 	b := make([]byte, 6)

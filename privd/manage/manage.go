@@ -27,6 +27,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/privd/confine"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
@@ -59,6 +60,11 @@ type Runner struct {
 	// UserPrefix starts project users' names (names.DefaultUserPrefix if
 	// empty).
 	UserPrefix string
+	// Self is the executable that runs the confined child (see package
+	// confine); /proc/self/exe, the running binary, when empty.
+	Self string
+	// Limits bound manage.py (confine.DefaultLimits when zero).
+	Limits confine.Limits
 	// Timeout bounds one Run (DefaultTimeout if 0).
 	Timeout time.Duration
 	// Logger receives structured logs (slog.Default() if nil).
@@ -371,12 +377,19 @@ func (r *Runner) runDriver(ctx context.Context, p layout.Project, cred *syscall.
 		return driverResult{}, fmt.Errorf("progress file: %w", err)
 	}
 
-	cmd := exec.CommandContext(ctx, r.Python, "-c", driverSource, p.Manage(), string(list))
-	cmd.Dir = p.Code
-	cmd.Env = env
+	self := r.Self
+	if self == "" {
+		self = "/proc/self/exe"
+	}
+	// The project's code runs confined: its own /tmp, no new privileges,
+	// limits (package confine), in a session of its own.
+	cmd, err := confine.Command(ctx, self, confine.Spec{UID: cred.Uid, GID: cred.Gid, Path: r.Python,
+		Args: []string{r.Python, "-c", driverSource, p.Manage(), string(list)}, Env: env, Dir: p.Code, Keep: []string{r.Base}, Limits: r.Limits})
+	if err != nil {
+		return driverResult{}, err
+	}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.ExtraFiles = []*os.File{status} // fd 3 in the child
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setsid: true}
 	// Kill the whole session, not just Python: manage.py may have children.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
