@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -11,13 +10,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/logtest"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -148,7 +147,7 @@ func TestWatchdog(t *testing.T) {
 					os.Unsetenv(k)
 				}
 			}
-			var logs syncBuffer
+			var logs logtest.Buffer
 			synctest.Test(t, func(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
@@ -229,7 +228,7 @@ func TestDaemonWatchdog(t *testing.T) {
 	sock := filepath.Join(dir, "opusd.sock")
 	cmd := exec.Command(os.Args[0], "--config", defaultsConf(t, dir), "--state-dir", filepath.Join(dir, "state"),
 		"--socket", sock, "--privd-socket", filepath.Join(dir, "privd.sock"))
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cmd.Stderr = &logs
 	// WATCHDOG_PID is the pid systemd started; the test binary re-executed
 	// keeps its pid through exec, so the variable can be left unset.
@@ -288,22 +287,4 @@ func TestDaemonWatchdog(t *testing.T) {
 	if l := logs.String(); strings.Contains(l, "unhealthy") || !strings.Contains(l, "watchdog enabled") {
 		t.Errorf("log should say the watchdog is enabled and never unhealthy:\n%s", l)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/logtest"
 	"github.com/opus-hosting/opus/unprivd/django"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -37,31 +38,13 @@ type renderRun struct {
 	log     string
 }
 
-// syncBuffer is a log sink the step may write from its goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // render runs the directories and render steps of project name within a
 // time bound. When the bound passes (the step hangs on a FIFO), it opens
 // every FIFO in the secrets directory for writing, which lets a reader
 // blocked in open go on, and fails the test.
 func (e *env) render(t *testing.T, name string) renderRun {
 	t.Helper()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	opt := e.options(1)
 	task := &Task{Project: e.project(t, name), Layout: layout.For(e.base, name), Privd: e.privd, Clock: e.clock,
 		Log: slog.New(slog.NewTextHandler(&logs, nil)), st: e.st, opt: &opt}

@@ -33,6 +33,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/cert/certtest"
+	"github.com/opus-hosting/opus/internal/logtest"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/internal/testrun"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -212,25 +213,7 @@ type server struct {
 	svc    *Service
 	client opusv1.OpusClient
 	cc     *grpc.ClientConn
-	logs   *lockedBuffer
-}
-
-// lockedBuffer collects the service's log for assertions.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs   *logtest.Buffer
 }
 
 type serverOpt struct {
@@ -265,7 +248,7 @@ func startServer(t *testing.T, o serverOpt) *server {
 		t.Fatal(err)
 	}
 	var kick Kicker = s.kicker
-	s.logs = &lockedBuffer{}
+	s.logs = &logtest.Buffer{}
 	log := slog.New(slog.NewTextHandler(s.logs, nil))
 	if o.reconciler {
 		base := filepath.Join(dir, "base")
