@@ -972,8 +972,8 @@ func TestSocketActivation(t *testing.T) {
 	if a := asUser(t, helper, uid, gid, privdCall{Socket: sock, Method: "EnsureUser", Project: project, UID: id}); a.Code != codes.OK.String() {
 		t.Fatalf("EnsureUser as the opus user through the activated socket: %s %s\n%s", a.Code, a.Message, privdLog())
 	}
-	if f := passwdEntry(t, pu); f == nil || f[4] != account.Marker(project) {
-		t.Errorf("after EnsureUser, /etc/passwd has %q for %s, want GECOS %q", f, pu, account.Marker(project))
+	if f := passwdEntry(t, pu); f == nil || f[4] != names.Marker(project) {
+		t.Errorf("after EnsureUser, /etc/passwd has %q for %s, want GECOS %q", f, pu, names.Marker(project))
 	}
 	if e := exe(); e != privdBin {
 		t.Errorf("pid %d runs %q after the first call, want %s (exec'd by socket activation)", pid, e, privdBin)

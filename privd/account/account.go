@@ -43,10 +43,6 @@ var ErrIDInUse = errors.New("id in use")
 // the configured project_uids.
 var ErrIDOutOfRange = errors.New("id outside project_uids")
 
-// Marker is the GECOS field Opus writes for project's user (see
-// names.Marker).
-func Marker(project string) string { return names.Marker(project) }
-
 // User is a project's Linux user as /etc/passwd records it.
 type User struct {
 	Name  string
@@ -139,8 +135,8 @@ func (a *Accounts) LookupUser(project string) (User, error) {
 }
 
 func checkOurs(u User, project string) error {
-	if u.GECOS != Marker(project) {
-		return fmt.Errorf("user %s (uid %d) has GECOS %q, not %q: %w", u.Name, u.UID, u.GECOS, Marker(project), ErrNotOurs)
+	if u.GECOS != names.Marker(project) {
+		return fmt.Errorf("user %s (uid %d) has GECOS %q, not %q: %w", u.Name, u.UID, u.GECOS, names.Marker(project), ErrNotOurs)
 	}
 	if u.UID == 0 || u.GID == 0 {
 		return fmt.Errorf("user %s has uid %d gid %d: %w", u.Name, u.UID, u.GID, ErrNotOurs)
@@ -189,7 +185,7 @@ func (a *Accounts) EnsureUser(ctx context.Context, project string, uid uint32) (
 	// no lastlog/faillog records, which for a high uid would be a huge
 	// sparse file.
 	if err := run(ctx, useradd, "--system", "--uid", id, "--gid", id, "--no-create-home", "--no-log-init",
-		"--home-dir", home, "--shell", shell, "--comment", Marker(project), "--", name); err != nil {
+		"--home-dir", home, "--shell", shell, "--comment", names.Marker(project), "--", name); err != nil {
 		// Leave the host as it was: the group this call made goes.
 		if !groupMade {
 			if gerr := run(context.WithoutCancel(ctx), groupdel, "--", name); gerr != nil {

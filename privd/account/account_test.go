@@ -82,7 +82,7 @@ func TestEnsureDeleteRealUser(t *testing.T) {
 		t.Fatalf("EnsureUser = %+v, %v, %v; want created", u, created, err)
 	}
 	line := passwdLine(t, name)
-	want := []string{name, "x", "", "", Marker(project), layout.For(a.BaseDir, project).Root, "/usr/sbin/nologin"}
+	want := []string{name, "x", "", "", names.Marker(project), layout.For(a.BaseDir, project).Root, "/usr/sbin/nologin"}
 	f := strings.Split(line, ":")
 	if len(f) != 7 || f[0] != want[0] || f[4] != want[4] || f[5] != want[5] || f[6] != want[6] {
 		t.Errorf("/etc/passwd line %q, want name %s GECOS %q home %s shell %s", line, want[0], want[4], want[5], want[6])
@@ -259,7 +259,7 @@ func FuzzLookupPasswd(f *testing.F) {
 		}
 		a := &Accounts{PasswdPath: path}
 		u, err := a.LookupUser("blog")
-		if err == nil && (u.GECOS != Marker("blog") || u.UID == 0 || u.Name != "opus-blog") {
+		if err == nil && (u.GECOS != names.Marker("blog") || u.UID == 0 || u.Name != "opus-blog") {
 			t.Errorf("accepted %+v", u)
 		}
 	})

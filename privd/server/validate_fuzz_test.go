@@ -168,7 +168,7 @@ func FuzzRequestValidation(f *testing.F) {
 		// The project's user exists and is Opus's, so a valid RunManage
 		// reaches the backend (a malformed name only makes a line that
 		// matches nothing).
-		line := acc.User(project) + ":x:50000:50000:" + account.Marker(project) + ":" + base + ":/usr/sbin/nologin\n"
+		line := acc.User(project) + ":x:50000:50000:" + names.Marker(project) + ":" + base + ":/usr/sbin/nologin\n"
 		if err := os.WriteFile(passwd, []byte(line), 0o600); err != nil {
 			t.Fatal(err)
 		}

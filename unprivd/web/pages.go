@@ -160,7 +160,13 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 	field := strings.TrimSpace(r.PostForm.Get("user"))
 	pw := r.PostForm.Get("password")
 	uid, name := c.signInUser(field)
-	account := failKey(uid, name, c.passwordEpoch(r, uid, name))
+	acct, err := c.signInAccount(r, uid, name)
+	if err != nil {
+		c.log.Error("console: sign-in", "user", field, "err", err)
+		c.renderLogin(w, r, http.StatusInternalServerError, field, "The console could not check the password; ask the host administrator (opusd's log says why).")
+		return
+	}
+	account := failKey(uid, name, acct.epoch())
 	addr := remoteAddr(r)
 	now := time.Now()
 	if !c.accountFails.allowed(account, now) || !c.accountAddrFails.allowed(account+" "+addr, now) {
@@ -183,7 +189,7 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 		c.renderLogin(w, r, http.StatusServiceUnavailable, field, "A sign-in for this user is being checked already; try again in a few seconds, or use a login link (opusctl web login).")
 		return
 	}
-	ok, err := c.checkPassword(r, uid, name, pw)
+	ok, err := c.checkPassword(acct, uid, pw)
 	release()
 	if errors.Is(err, store.ErrBusy) {
 		c.log.Debug("console: sign-in refused: password hashers busy", "user", field, "remote", addr)
@@ -193,7 +199,7 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		c.log.Error("console: sign-in", "user", field, "err", err)
-		c.renderLogin(w, r, http.StatusInternalServerError, field, "The console could not check the password; see opusd's log.")
+		c.renderLogin(w, r, http.StatusInternalServerError, field, "The console could not check the password; ask the host administrator (opusd's log says why).")
 		return
 	}
 	if !ok {
@@ -227,25 +233,52 @@ func failKey(uid uint32, name, epoch string) string {
 	return strconv.FormatUint(uint64(uid), 10) + ":" + name + ":" + epoch
 }
 
-// passwordEpoch names the account's current password without revealing
-// it: a short digest of its stored hash (salted, so a new password is a
-// new epoch even when it is the old one again), "" when there is none.
-func (c *Console) passwordEpoch(r *http.Request, uid uint32, name string) string {
-	if name == "" {
+// signInAccountOf is what a password sign-in needs of an account, read
+// once: its password hash ("" when none, or no account) and whether it is
+// disabled.
+type signInAccountOf struct {
+	hash     string
+	disabled bool
+}
+
+// epoch names the account's current password without revealing it: a
+// short digest of its stored hash (salted, so a new password is a new
+// epoch even when it is the old one again), "" when there is none.
+func (a signInAccountOf) epoch() string {
+	if a.hash == "" {
 		return ""
 	}
-	var hash string
-	c.st.View(r.Context(), func(tx *store.Tx) error {
-		if a, err := tx.ConsoleAccount(uid); err == nil && a.BelongsTo(name) {
-			hash = a.PasswordHash
+	sum := sha256.Sum256([]byte(a.hash))
+	return hex.EncodeToString(sum[:6])
+}
+
+// signInAccount reads uid's account for a password sign-in as name (""
+// when no user has the name: nothing to read). An account of a former
+// user of the uid is settled (dropped) on the way and reads as none.
+func (c *Console) signInAccount(r *http.Request, uid uint32, name string) (signInAccountOf, error) {
+	var a signInAccountOf
+	if name == "" {
+		return a, nil
+	}
+	stale := false
+	err := c.st.View(r.Context(), func(tx *store.Tx) error {
+		acc, err := tx.ConsoleAccount(uid)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		case !acc.BelongsTo(name):
+			stale = true
+		default:
+			a = signInAccountOf{hash: acc.PasswordHash, disabled: acc.Disabled}
 		}
 		return nil
 	})
-	if hash == "" {
-		return ""
+	if stale {
+		c.settle(r, uid, name)
 	}
-	sum := sha256.Sum256([]byte(hash))
-	return hex.EncodeToString(sum[:6])
+	return a, err
 }
 
 // signInUser resolves the sign-in form's user field (a login name or a
@@ -273,42 +306,17 @@ func (c *Console) signInUser(field string) (uid uint32, name string) {
 	return uid, name
 }
 
-// checkPassword checks pw against the password of uid's account, if it is
-// the account of the user now named name. Everything else (no user, no
-// account, no password, an account of a former user of the uid) costs the
-// same hash and fails. An account of a former user is deleted. It returns
-// store.ErrBusy when every hasher is busy.
-func (c *Console) checkPassword(r *http.Request, uid uint32, name, pw string) (bool, error) {
-	var hash string
-	var disabled, stale bool
-	if name != "" {
-		err := c.st.View(r.Context(), func(tx *store.Tx) error {
-			a, err := tx.ConsoleAccount(uid)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				return nil
-			case err != nil:
-				return err
-			case !a.BelongsTo(name):
-				stale = true
-			default:
-				hash, disabled = a.PasswordHash, a.Disabled
-			}
-			return nil
-		})
-		if err != nil {
-			return false, err
-		}
-	}
-	if stale {
-		c.settle(r, uid, name)
-	}
-	ok, err := store.CheckPassword(hash, pw)
+// checkPassword checks pw against the account read by signInAccount,
+// in one of the host's hashing slots (store.ErrBusy when none is free).
+// Without an account the hash is the store's dummy, so an unknown user
+// costs what a known one does.
+func (c *Console) checkPassword(a signInAccountOf, uid uint32, pw string) (bool, error) {
+	ok, err := store.CheckPassword(a.hash, pw)
 	if errors.Is(err, store.ErrBadHash) {
 		c.log.Error("console: unreadable password hash; the user must set the password again", "uid", uid)
 		return false, nil
 	}
-	return ok && !disabled && pw != "", err
+	return ok && !a.disabled && pw != "", err
 }
 
 // loginLink signs in with a one-time link from "opusctl web login". A
