@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -259,24 +260,15 @@ func TestConsolePasswordHashingBounded(t *testing.T) {
 }
 
 // reuseUID deletes user old and makes a new user of the run (role) with
-// the same uid, as an admin reusing a freed uid would.
+// the same uid, as an admin reusing a freed uid would. The uid is one of
+// testRun.AccountIDs(), so no user made meanwhile takes it.
 func reuseUID(t *testing.T, old string, uid uint32, role string) string {
 	t.Helper()
-	name := testRun.Account(role)
-	if err := testRun.NoteAccount(name); err != nil {
-		t.Fatal(err)
-	}
 	if err := run("userdel", old); err != nil {
 		t.Fatal(err)
 	}
-	if err := run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group",
-		"--uid", strconv.FormatUint(uint64(uid), 10), name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = exec.Command("userdel", name).Run()
-		_ = exec.Command("groupdel", name).Run()
-	})
+	_ = exec.Command("groupdel", old).Run()
+	name, _ := addUserID(t, role, uid)
 	return name
 }
 
@@ -288,7 +280,8 @@ func TestConsoleAccountDiesWithUser(t *testing.T) {
 	h := needHost(t)
 	t.Cleanup(func() { h.dumpLogs(t) })
 	const pw = "the old user's console password"
-	oldName, uid := h.passwordUser(t, "ce", pw)
+	oldName, uid := addUserID(t, "ce", testrun.MustFreeID(t, testRun.AccountIDs()))
+	h.setConsolePassword(t, uid, pw)
 	session := consoleClient()
 	h.mustSignIn(t, session, oldName, pw)
 	link := h.loginLink(t, uid)

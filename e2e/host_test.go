@@ -419,8 +419,20 @@ func pwnedPath() string { return "/tmp/opus-test-pwned-" + testRun.ID }
 // when the test ends, and returns its name and uid.
 func addUser(t *testing.T, role string) (string, uint32) {
 	t.Helper()
+	return addUserWith(t, role, testRun.AddUser)
+}
+
+// addUserID is addUser with uid and gid id, one of testRun.AccountIDs()
+// that no other user takes while the test holds it.
+func addUserID(t *testing.T, role string, id uint32) (string, uint32) {
+	t.Helper()
+	return addUserWith(t, role, func(name string) error { return testRun.AddUserID(name, id) })
+}
+
+func addUserWith(t *testing.T, role string, add func(string) error) (string, uint32) {
+	t.Helper()
 	name := testRun.Account(role)
-	if err := testRun.AddUser(name); err != nil {
+	if err := add(name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -163,6 +163,18 @@ func (r *Run) UIDs() config.UIDRange {
 	return config.UIDRange{First: first, Last: first + 9999}
 }
 
+// AccountIDs is a range of 1,000 ids for the run's own accounts that need
+// an id chosen by the test (a uid reused after userdel): apart from UIDs,
+// which the run's Opus instances allocate from, and from the system range
+// that `useradd --system` (any other test, any other package) draws from,
+// so nothing else takes such an id while the test holds it free.
+func (r *Run) AccountIDs() config.UIDRange {
+	h := fnv.New32a()
+	h.Write([]byte(r.ID))
+	first := 1500000 + (h.Sum32()%100)*1000
+	return config.UIDRange{First: first, Last: first + 999}
+}
+
 // FreeID returns an id of r that no user and no group of the host has,
 // picked at random so that concurrent runs rarely meet (privd refuses an
 // id in use anyway).
@@ -194,6 +206,18 @@ func (r *Run) AddUser(name string) error {
 		return err
 	}
 	return runTool("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name)
+}
+
+// AddUserID is AddUser with uid and gid id (see AccountIDs).
+func (r *Run) AddUserID(name string, id uint32) error {
+	if err := r.note(accountsFile, name); err != nil {
+		return err
+	}
+	n := strconv.FormatUint(uint64(id), 10)
+	if err := runTool("groupadd", "--system", "--gid", n, name); err != nil {
+		return err
+	}
+	return runTool("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--uid", n, "--gid", n, name)
 }
 
 // AddGroup writes name down, then creates it as a system group.
