@@ -78,7 +78,7 @@ func callPrivd(c privdCall) privdAnswer {
 			ans.Refusals = append(ans.Refusals, ref.GetPath()+": "+ref.GetReason())
 		}
 	case "InstallSite":
-		_, err = pc.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: c.Project, Processes: 1, Threads: 1, CertificatePem: []byte(c.Cert), KeyPem: []byte(c.Key)})
+		_, err = pc.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: c.Project, CertificatePem: []byte(c.Cert), KeyPem: []byte(c.Key)})
 	case "RemoveTree":
 		_, err = pc.RemoveTree(ctx, &privdv1.RemoveTreeRequest{Project: c.Project})
 	case "opus.CreateProjectFromUpload":

@@ -291,6 +291,39 @@ func (d *installedDaemons) waitOK(t *testing.T, url, want string, limit time.Dur
 	return false
 }
 
+// killBackends kills every process of the projects' backends the test's
+// privd started (as a reboot would), and waits until they are gone.
+func (d *installedDaemons) killBackends(t *testing.T) {
+	t.Helper()
+	mark := []byte(filepath.Join(d.cfg.ApacheDir, "backends") + "/")
+	find := func() []int {
+		var pids []int
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(cmdline, mark) {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	pids := find()
+	if len(pids) == 0 {
+		t.Fatal("no backend process to kill")
+	}
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(find()) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("backend processes %v survived SIGKILL", find())
+		}
+	}
+}
+
 // stopApache stops the managed Apache the test's privd started, if running.
 func (d *installedDaemons) stopApache(t *testing.T) {
 	t.Helper()
@@ -535,11 +568,12 @@ func TestInstallOnHost(t *testing.T) {
 		t.Errorf("managed Apache master pid %d after restarting the daemons, want %d untouched", pid, apachePid)
 	}
 	mustGet(t, webClient(), url, want)
-	// As after a reboot: daemons and Apache stopped, the daemons started
-	// by hand; Apache comes back for the installed vhosts without any
-	// project change.
+	// As after a reboot: daemons, the front Apache and every backend
+	// stopped, the daemons started by hand; the front and the project's
+	// backend come back without any project change.
 	d.stop(t)
 	d.stopApache(t)
+	d.killBackends(t)
 	if code, _ := get(t, webClient(), url); code == 200 {
 		t.Fatalf("GET %s answered 200 with Apache stopped", url)
 	}
@@ -547,8 +581,13 @@ func TestInstallOnHost(t *testing.T) {
 	if !d.waitOK(t, url, want, 30*time.Second) {
 		t.Errorf("Apache did not serve %s within 30s of the daemons' start\n%s", url, d.log("privd.log"))
 	}
-	if !strings.Contains(d.log("privd.log"), "started the managed Apache for the installed sites") {
-		t.Errorf("privd did not log starting Apache for its sites\n%s", d.log("privd.log"))
+	for _, line := range []string{"started the managed Apache for the installed sites", "backend was down and is started again"} {
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(d.log("privd.log"), line) && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(d.log("privd.log"), line) {
+			t.Errorf("privd did not log %q\n%s", line, d.log("privd.log"))
+		}
 	}
 
 	d.ctl(t, "destroy", name, "--yes")

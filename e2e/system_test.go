@@ -249,13 +249,14 @@ func TestSystemApache(t *testing.T) {
 		}
 	})
 
-	// What an administrator does: enable ssl and wsgi, include Opus's
-	// vhosts on Opus's ports, start Apache.
+	// What an administrator does: enable ssl, headers and proxy_http (the
+	// front routes to each project's backend; it loads no mod_wsgi),
+	// include Opus's vhosts on Opus's ports, start Apache.
 	if err := os.MkdirAll(sysApacheDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	var enabled []string
-	for _, m := range []string{"ssl", "wsgi"} {
+	for _, m := range []string{"ssl", "headers", "proxy_http"} {
 		if exists("/etc/apache2/mods-enabled/" + m + ".load") {
 			continue
 		}

@@ -20,7 +20,10 @@ import (
 // secrets. Now every project gets an id of project_uids no project ever
 // had, so the file acts for no one, and `opusctl doctor` names it until it
 // is removed. An account planted at the next id of the range is skipped
-// (privd refuses an id in use) and reported too.
+// (privd refuses an id in use) and reported too. (Since issue 15 a
+// tenant's /tmp is its own and such a file never reaches the host's:
+// TestBackendIsConfined. The test leaves the file itself, as a project of
+// an older Opus could have.)
 func TestUIDNeverReused(t *testing.T) {
 	h := needHost(t)
 	evil := filepath.Join("/tmp", "opus-test-suid-"+testRun.ID)
@@ -30,17 +33,16 @@ func TestUIDNeverReused(t *testing.T) {
 	t.Cleanup(func() { os.Remove(evil) })
 
 	a := h.newProject(t)
-	h.mustCtl(t, 0, "create", a, "--app", hostileApp(t, "suid", fmt.Sprintf(`
-    import shutil
-    p = %q
-    if not os.path.exists(p):
-        shutil.copy("/usr/bin/python3", p)
-        os.chmod(p, 0o4755)
-`, evil)))
+	h.mustCtl(t, 0, "create", a, "--app", localApp(t, "hello"))
 	uidA, _ := projectIDs(t, a)
-	fi, err := os.Lstat(evil)
-	if err != nil || fi.Sys().(*syscall.Stat_t).Uid != uidA || fi.Mode()&os.ModeSetuid == 0 {
-		t.Fatalf("the tenant's setuid file: %v %v; want it owned by %s's uid %d, setuid", fi, err, a, uidA)
+	if err := exec.Command("cp", "/usr/bin/python3", evil).Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(evil, int(uidA), int(uidA)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(evil, 0o4755); err != nil {
+		t.Fatal(err)
 	}
 	if !testRun.UIDs().Contains(uidA) {
 		t.Errorf("%s has uid %d, outside project_uids %s", a, uidA, testRun.UIDs())

@@ -18,6 +18,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -259,10 +260,18 @@ func serve(o options, log *slog.Logger) error {
 		}
 		sites = apache.IncludeGuard{Sites: apacheSites, Check: sys.CheckInclude}
 	}
+	if err := checkBackendPort(cfg.BackendPort); err != nil {
+		return err
+	}
+	accounts := &account.Accounts{BaseDir: cfg.BaseDir, Prefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs}
+	apacheBackends := apache.NewBackends(cfg, "/proc/self/exe", func(project string) (uint32, uint32, error) {
+		u, err := accounts.LookupUser(project)
+		return u.UID, u.GID, err
+	}, log)
+	var backends server.Backends = apacheBackends
 	srv := server.New(server.Config{
-		OpusUID: uid, OpusGID: gid, BaseDir: cfg.BaseDir,
-		Accounts: &account.Accounts{BaseDir: cfg.BaseDir, Prefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
-		Sites:    sites, Manager: manager, Logger: log,
+		OpusUID: uid, OpusGID: gid, BaseDir: cfg.BaseDir, Accounts: accounts,
+		Sites: sites, Backends: backends, Manager: manager, Logger: log, BackendAddr: cfg.BackendAddr,
 	})
 	l, lock, err := listen(socket, gid, log)
 	if err != nil {
@@ -280,6 +289,9 @@ func serve(o options, log *slog.Logger) error {
 	}
 	log.Info("opus-privd ready", "opus_user", cfg.OpusUser, "opus_uid", uid, "base_dir", cfg.BaseDir,
 		"apache_mode", cfg.ApacheMode, "apache_dir", cfg.ApacheDir)
+	supervised, stopSupervising := context.WithCancel(context.Background())
+	defer stopSupervising()
+	go apacheBackends.Supervise(supervised)
 	if m, ok := ctl.(*apache.Managed); ok {
 		go bringUpApache(m, apacheSites, log)
 	}
@@ -302,6 +314,21 @@ func serve(o options, log *slog.Logger) error {
 		g.Stop()
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// checkBackendPort refuses a backend port unprivileged users may bind
+// (net.ipv4.ip_unprivileged_port_start lowered): a tenant could then take
+// another project's backend address while its backend is down.
+func checkBackendPort(port int) error {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		return nil // no such sysctl: ports below 1024 are root's
+	}
+	start, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err == nil && port >= start {
+		return fmt.Errorf("backend_port %d: this host lets any user bind ports from %d (net.ipv4.ip_unprivileged_port_start), so a tenant could stand in for another project's backend; choose a port below %d", port, start, start)
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,6 +52,11 @@ type Config struct {
 	ApacheDir string
 	// HTTPPort and HTTPSPort are Apache's ports for project vhosts.
 	HTTPPort, HTTPSPort int
+	// BackendPort is the port every project's backend Apache listens on,
+	// each at its own loopback address (BackendAddr). It must be below
+	// 1024 so that only root can bind it: no tenant can take another
+	// project's address before its backend does.
+	BackendPort int
 	// Python is the interpreter for manage.py (the one mod_wsgi embeds).
 	Python string
 	// WSGIProcesses and WSGIThreads size each project's daemon group.
@@ -135,6 +141,7 @@ func Default() Config {
 		ApacheDir:     "/var/lib/opus-apache",
 		HTTPPort:      8080,
 		HTTPSPort:     8443,
+		BackendPort:   1023,
 		Python:        "/usr/bin/python3",
 		WSGIProcesses: 1,
 		WSGIThreads:   10,
@@ -147,6 +154,20 @@ func Default() Config {
 		UploadQuota:      1 << 30,
 		UploadGrace:      time.Hour,
 	}
+}
+
+// maxBackendUID is the largest uid BackendAddr maps into 127.0.0.0/8
+// (127.255.255.254 at most).
+const maxBackendUID = 1<<24 - 1<<16 - 2
+
+// BackendAddr is the address the backend of the project whose user has
+// uid listens on: 127.0.0.0 + 65536 + uid (so 127.1.0.0 and up, never
+// 127.0.0.1), at BackendPort. Opus hands out each uid once and never
+// again, and so each address: a project's front route can never reach
+// another project's backend, even one made later.
+func (c Config) BackendAddr(uid uint32) netip.AddrPort {
+	n := 127<<24 + 1<<16 + uid
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}), uint16(c.BackendPort))
 }
 
 // OpusdSocket is the path of opusd's public socket.
@@ -204,7 +225,7 @@ func (c Config) Format() string {
 		{"base_dir", c.BaseDir}, {"run_dir", c.RunDir}, {"opus_user", c.OpusUser},
 		{"admin_group", c.AdminGroup}, {"server_suffix", c.ServerSuffix},
 		{"apache_mode", c.ApacheMode}, {"apache_dir", c.ApacheDir},
-		{"http_port", c.HTTPPort}, {"https_port", c.HTTPSPort}, {"python", c.Python},
+		{"http_port", c.HTTPPort}, {"https_port", c.HTTPSPort}, {"backend_port", c.BackendPort}, {"python", c.Python},
 		{"user_prefix", c.UserPrefix}, {"project_uids", c.ProjectUIDs},
 		{"tls_security_level", c.TLSSecurityLevel}, {"upload_quota", c.UploadQuota}, {"upload_grace", c.UploadGrace},
 		{"wsgi_processes", c.WSGIProcesses}, {"wsgi_threads", c.WSGIThreads},
@@ -224,7 +245,7 @@ func (c *Config) Set(key, value string) error {
 		"postgres_admin": &c.PostgresAdmin, "user_prefix": &c.UserPrefix,
 	}
 	num := map[string]*int{
-		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort,
+		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort, "backend_port": &c.BackendPort,
 		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
 		"git_max_bytes": &c.GitMaxBytes, "tls_security_level": &c.TLSSecurityLevel,
 	}
@@ -281,6 +302,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s: %d is not a TCP port", k, p)
 		}
 	}
+	if c.BackendPort < 1 || c.BackendPort > 1023 {
+		return fmt.Errorf("backend_port: %d must be a port below 1024, which only root can bind", c.BackendPort)
+	}
 	if c.HTTPPort == c.HTTPSPort {
 		return fmt.Errorf("http_port and https_port are both %d", c.HTTPPort)
 	}
@@ -306,6 +330,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseUIDRange(c.ProjectUIDs.String()); err != nil {
 		return fmt.Errorf("project_uids: %w", err)
+	}
+	if c.ProjectUIDs.Last > maxBackendUID {
+		return fmt.Errorf("project_uids: %s reaches past %d; each project's backend address is 127.0.0.0 + 65536 + its uid, which must stay in 127.0.0.0/8", c.ProjectUIDs, maxBackendUID)
 	}
 	if c.TLSSecurityLevel < 0 || c.TLSSecurityLevel > 5 {
 		return fmt.Errorf("tls_security_level: %d is not an OpenSSL security level (0-5; Debian's default is 2)", c.TLSSecurityLevel)

@@ -485,5 +485,18 @@ func (s *System) CheckInclude() error {
 	if !found {
 		return fmt.Errorf("apache: the system Apache does not include Opus's vhosts; add the line %q to an enabled file under %s (for example conf-available/opus.conf, then a2enconf opus)", s.IncludeLine(), s.EtcDir)
 	}
+	var missing []string
+	for _, m := range frontModules {
+		if _, err := os.Stat(filepath.Join(s.EtcDir, "mods-enabled", m+".load")); err != nil {
+			missing = append(missing, m)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("apache: the system Apache routes to each project's backend with modules it does not load: run a2enmod %s", strings.Join(missing, " "))
+	}
 	return nil
 }
+
+// frontModules are the modules of Debian's Apache the vhosts privd renders
+// use (TLS, the X-Forwarded-Proto header, the route to the backend).
+var frontModules = []string{"ssl", "headers", "proxy", "proxy_http"}

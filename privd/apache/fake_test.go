@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/config"
 )
 
 // fakeControl counts calls; it stands in for Apache in tests of logic.
@@ -61,3 +63,7 @@ func (f *fakeControl) counts() (tests, gracefuls int) {
 	defer f.mu.Unlock()
 	return f.tests, f.gracefuls
 }
+
+// testBackend is where the tests' vhosts route: an address of the
+// backends' range nothing listens at.
+var testBackend = config.Default().BackendAddr(70001)

@@ -2,6 +2,7 @@ package apache
 
 import (
 	"context"
+	"net/netip"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,9 +26,9 @@ type IncludeGuard struct {
 
 // Install refuses with the line to add while the include is missing, and
 // otherwise installs the site.
-func (g IncludeGuard) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
+func (g IncludeGuard) Install(ctx context.Context, req *privdv1.InstallSiteRequest, backend netip.AddrPort) (*privdv1.InstallSiteResponse, error) {
 	if err := g.Check(); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	return g.Sites.Install(ctx, req)
+	return g.Sites.Install(ctx, req, backend)
 }

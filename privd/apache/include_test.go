@@ -23,6 +23,7 @@ func TestIncludeGuard(t *testing.T) {
 	cfg.ApacheMode = config.ApacheSystem
 	sys := NewSystem(cfg)
 	sys.EtcDir = t.TempDir()
+	enableFrontModules(t, sys.EtcDir)
 	g := IncludeGuard{Sites: s, Check: sys.CheckInclude}
 	ctx := context.Background()
 	req := installReq(t, "blog")
@@ -47,7 +48,7 @@ func TestIncludeGuard(t *testing.T) {
 			}
 			before := snapshot(t, cfg.ApacheDir)
 			tests, _ := fake.counts()
-			_, err := g.Install(ctx, req)
+			_, err := g.Install(ctx, req, testBackend)
 			if got := status.Code(err); got != st.code {
 				t.Fatalf("Install = %v, want %s", err, st.code)
 			}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -24,10 +26,15 @@ import (
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/account"
+	"github.com/opus-hosting/opus/privd/confine"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
-func TestMain(m *testing.M) { os.Exit(testrun.Main(m)) }
+func TestMain(m *testing.M) {
+	// Backends start confined through the test binary itself.
+	confine.MaybeRunChild()
+	os.Exit(testrun.Main(m))
+}
 
 // apachePids returns the pids of processes whose command line names dir.
 func apachePids(dir string) []int {
@@ -159,10 +166,15 @@ func userBusy(uid string) bool {
 // managedEnv is a managed Apache of its own (directory, ports) for a test
 // on the real thing, stopped and removed at cleanup.
 type managedEnv struct {
-	dir     string
-	cfg     config.Config
-	managed *Managed
+	dir      string
+	cfg      config.Config
+	managed  *Managed
+	backends *Backends
+	routes   map[string]netip.AddrPort // project → its backend's address
 }
+
+// route is where project's vhost routes: its backend.
+func (e *managedEnv) route(project string) netip.AddrPort { return e.routes[project] }
 
 // newManagedEnv skips unless the test may start Apache (root, not -short,
 // mod_wsgi installed). Apache runs on files in the run's directory
@@ -182,7 +194,12 @@ func newManagedEnv(t *testing.T) *managedEnv {
 	cfg.UserPrefix = run.UserPrefix()
 	cfg.ProjectUIDs = run.UIDs()
 	cfg.HTTPPort, cfg.HTTPSPort = freePort(t), freePort(t)
-	e := &managedEnv{dir: dir, cfg: cfg, managed: NewManaged(cfg)}
+	acc := &account.Accounts{Prefix: cfg.UserPrefix, BaseDir: cfg.BaseDir, UIDs: cfg.ProjectUIDs}
+	e := &managedEnv{dir: dir, cfg: cfg, managed: NewManaged(cfg), routes: map[string]netip.AddrPort{},
+		backends: NewBackends(cfg, "/proc/self/exe", func(project string) (uint32, uint32, error) {
+			u, err := acc.LookupUser(project)
+			return u.UID, u.GID, err
+		}, nil)}
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -195,7 +212,7 @@ func newManagedEnv(t *testing.T) *managedEnv {
 }
 
 // addProject makes a project user and a tree whose WSGI script answers
-// "hello from PROJECT uid=UID", and a static file.
+// "hello from PROJECT uid=UID", and a static file, and starts its backend.
 func (e *managedEnv) addProject(t *testing.T) (string, *user.User) {
 	t.Helper()
 	project := "ap" + randSuffix()
@@ -206,6 +223,9 @@ func (e *managedEnv) addProject(t *testing.T) (string, *user.User) {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		e.managed.Stop(sctx)
+		if _, err := e.backends.Remove(sctx, &privdv1.RemoveBackendRequest{Project: project}); err != nil {
+			t.Errorf("remove backend of %s: %v", project, err)
+		}
 		for deadline := time.Now().Add(10 * time.Second); userBusy(u.Uid) && time.Now().Before(deadline); {
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -224,6 +244,11 @@ func (e *managedEnv) addProject(t *testing.T) (string, *user.User) {
 	if err := os.WriteFile(filepath.Join(p.Static, "hello.txt"), []byte("static ok\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := e.backends.Ensure(context.Background(), &privdv1.EnsureBackendRequest{Project: project, Processes: 1, Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	e.routes[project] = e.cfg.BackendAddr(uint32(uid))
 	return project, u
 }
 
@@ -276,11 +301,11 @@ func TestManagedApache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := &privdv1.InstallSiteRequest{Project: project, CertificatePem: certPEM, KeyPem: keyPEM, Processes: 1, Threads: 2}
-	if ir, err := sites.Install(ctx, req); err != nil || !ir.GetChanged() {
+	req := &privdv1.InstallSiteRequest{Project: project, CertificatePem: certPEM, KeyPem: keyPEM}
+	if ir, err := sites.Install(ctx, req, env.route(project)); err != nil || !ir.GetChanged() {
 		t.Fatalf("Install = %v, %v", ir, err)
 	}
-	if ir, err := sites.Install(ctx, req); err != nil || ir.GetChanged() {
+	if ir, err := sites.Install(ctx, req, env.route(project)); err != nil || ir.GetChanged() {
 		t.Fatalf("second Install = %v, %v; want unchanged", ir, err)
 	}
 	if r, err = sites.Reload(ctx, nil); err != nil || r.GetStarted() || r.GetMasterPid() != pid {
@@ -373,7 +398,7 @@ func TestManagedApache(t *testing.T) {
 		delete(before, filepath.Join(managed.Logs(), "error.log"))
 		tests, gracefuls := ctl.counts()
 		bad := &privdv1.InstallSiteRequest{Project: project, Aliases: []string{"new.example.com"}, CertificatePem: certPEM, KeyPem: otherKey}
-		if _, err := sites.Install(ctx, bad); err == nil || !strings.Contains(err.Error(), "does not match") {
+		if _, err := sites.Install(ctx, bad, env.route(project)); err == nil || !strings.Contains(err.Error(), "does not match") {
 			t.Fatalf("Install with a mismatched key = %v", err)
 		}
 		after := snapshot(t, managed.Dir)
@@ -395,7 +420,7 @@ func TestManagedApache(t *testing.T) {
 		ctl.broken = true
 		ctl.mu.Unlock()
 		changed := &privdv1.InstallSiteRequest{Project: project, Aliases: []string{"new.example.com"}, CertificatePem: certPEM, KeyPem: keyPEM}
-		_, err := sites.Install(ctx, changed)
+		_, err := sites.Install(ctx, changed, env.route(project))
 		ctl.mu.Lock()
 		ctl.broken = false
 		ctl.mu.Unlock()
@@ -459,11 +484,17 @@ func TestManagedApache(t *testing.T) {
 		}
 	})
 
-	t.Run("Stop leaves no Apache processes", func(t *testing.T) {
+	t.Run("Stop and RemoveBackend leave no Apache processes", func(t *testing.T) {
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
 		if err := managed.Stop(sctx); err != nil {
 			t.Fatal(err)
+		}
+		if r, err := env.backends.Remove(sctx, &privdv1.RemoveBackendRequest{Project: project}); err != nil || !r.GetRemoved() {
+			t.Fatalf("RemoveBackend = %v, %v", r, err)
+		}
+		if _, err := os.Lstat(env.backends.paths.Backend(project)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the backend's directory is left: %v", err)
 		}
 		deadline := time.Now().Add(10 * time.Second)
 		for len(livePids(apachePids(dir))) > 0 && time.Now().Before(deadline) {

@@ -49,14 +49,14 @@ func TestWeakCertificateGracefulRestored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sites.Install(ctx, &privdv1.InstallSiteRequest{Project: good, CertificatePem: goodCert, KeyPem: goodKey, Processes: 1, Threads: 2}); err != nil {
+	if _, err := sites.Install(ctx, &privdv1.InstallSiteRequest{Project: good, CertificatePem: goodCert, KeyPem: goodKey}, env.route(good)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sites.Install(ctx, &privdv1.InstallSiteRequest{Project: weak, CertificatePem: weakCert, KeyPem: weakKey}); err == nil || !strings.Contains(err.Error(), "RSA 1024-bit key") {
+	if _, err := sites.Install(ctx, &privdv1.InstallSiteRequest{Project: weak, CertificatePem: weakCert, KeyPem: weakKey}, env.route(weak)); err == nil || !strings.Contains(err.Error(), "RSA 1024-bit key") {
 		t.Fatalf("Install of an RSA-1024 certificate at level 2 = %v, want refused", err)
 	}
-	weakReq := &privdv1.InstallSiteRequest{Project: weak, CertificatePem: weakCert, KeyPem: weakKey, Processes: 1, Threads: 2}
-	if _, err := sites1.Install(ctx, weakReq); err != nil {
+	weakReq := &privdv1.InstallSiteRequest{Project: weak, CertificatePem: weakCert, KeyPem: weakKey}
+	if _, err := sites1.Install(ctx, weakReq, env.route(weak)); err != nil {
 		t.Fatalf("Install of an RSA-1024 certificate at level 1: %v", err)
 	}
 	r, err := sites.Reload(ctx, nil)
@@ -112,7 +112,7 @@ func TestWeakCertificateGracefulRestored(t *testing.T) {
 	}
 	pidBefore := env.managed.Running()
 	sites.checkPair = func(c, k []byte, now time.Time, _ int) ([]byte, []byte, error) { return CheckPair(c, k, now, 0) }
-	if ir, err := sites.Install(ctx, weakReq); err != nil || !ir.GetChanged() {
+	if ir, err := sites.Install(ctx, weakReq, env.route(weak)); err != nil || !ir.GetChanged() {
 		t.Fatalf("Install through the hole = %v, %v; want installed (configtest passes it)", ir, err)
 	}
 	if b, _ := os.ReadFile(sites.Paths().Vhost(weak)); !strings.Contains(string(b), "@SECLEVEL=2") {

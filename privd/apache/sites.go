@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -97,7 +98,8 @@ type siteFile struct {
 	existed bool
 }
 
-// Install validates the request, checks that key and certificate match
+// Install validates the request, renders the vhost routing to the
+// project's backend at backend, checks that key and certificate match
 // and would be served at the configured TLS security level, then writes
 // certificate, key and vhost atomically and configtests. When Apache
 // refuses the result, the previous files are restored (or the new ones
@@ -105,10 +107,9 @@ type siteFile struct {
 // validation or the certificate check fails. It does not reload Apache;
 // the site's files as they were are kept until a graceful restart Apache
 // survives (see Reload).
-func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
-	site := Site{Project: req.GetProject(), Aliases: req.GetAliases(),
-		Processes: int(req.GetProcesses()), Threads: int(req.GetThreads())}
-	vhost, err := RenderVhost(s.cfg, site)
+func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest, backend netip.AddrPort) (*privdv1.InstallSiteResponse, error) {
+	site := Site{Project: req.GetProject(), Aliases: req.GetAliases()}
+	vhost, err := RenderVhost(s.cfg, site, backend)
 	if err != nil {
 		return nil, fmt.Errorf("install site: %w", err)
 	}

@@ -67,7 +67,7 @@ func TestInstallWritesAndIsIdempotent(t *testing.T) {
 	s, fake, _ := tempSites(t)
 	ctx := context.Background()
 	req := installReq(t, "blog", "www.blog.org")
-	r, err := s.Install(ctx, req)
+	r, err := s.Install(ctx, req, testBackend)
 	if err != nil || !r.GetChanged() {
 		t.Fatalf("Install = %v, %v; want changed", r, err)
 	}
@@ -89,7 +89,7 @@ func TestInstallWritesAndIsIdempotent(t *testing.T) {
 		t.Errorf("vhost lacks the alias:\n%s", vhost)
 	}
 	before := snapshot(t, p.Dir)
-	r, err = s.Install(ctx, req)
+	r, err = s.Install(ctx, req, testBackend)
 	if err != nil || r.GetChanged() {
 		t.Fatalf("second Install = %v, %v; want unchanged", r, err)
 	}
@@ -99,7 +99,7 @@ func TestInstallWritesAndIsIdempotent(t *testing.T) {
 	}
 	// A changed alias is a change.
 	req.Aliases = []string{"blog.org"}
-	if r, err = s.Install(ctx, req); err != nil || !r.GetChanged() {
+	if r, err = s.Install(ctx, req, testBackend); err != nil || !r.GetChanged() {
 		t.Fatalf("Install with new alias = %v, %v; want changed", r, err)
 	}
 }
@@ -114,7 +114,7 @@ func TestInstallRollsBack(t *testing.T) {
 			s, fake, _ := tempSites(t)
 			ctx := context.Background()
 			if tt.previous {
-				if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+				if _, err := s.Install(ctx, installReq(t, "blog"), testBackend); err != nil {
 					t.Fatal(err)
 				}
 			} else if err := s.Paths().ensureDirs(); err != nil {
@@ -122,7 +122,7 @@ func TestInstallRollsBack(t *testing.T) {
 			}
 			before := snapshot(t, s.Paths().Dir)
 			fake.testErr = errors.New("AH00526: Syntax error on line 3: Invalid command 'Bogus'")
-			_, err := s.Install(ctx, installReq(t, "blog", "new.example.com"))
+			_, err := s.Install(ctx, installReq(t, "blog", "new.example.com"), testBackend)
 			if err == nil || !strings.Contains(err.Error(), "Invalid command 'Bogus'") || !strings.Contains(err.Error(), "rolled back") {
 				t.Fatalf("Install = %v, want the configtest error", err)
 			}
@@ -144,20 +144,19 @@ func TestInstallRefusesBeforeTouchingAnything(t *testing.T) {
 		{"mismatched key", func(r *privdv1.InstallSiteRequest) { r.KeyPem = otherKey }, "does not match"},
 		{"bad alias", func(r *privdv1.InstallSiteRequest) { r.Aliases = []string{"evil\nInclude /x"} }, "alias"},
 		{"bad project", func(r *privdv1.InstallSiteRequest) { r.Project = "../etc" }, "project name"},
-		{"too many threads", func(r *privdv1.InstallSiteRequest) { r.Threads = 1000 }, "threads"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, fake, _ := tempSites(t)
 			ctx := context.Background()
-			if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+			if _, err := s.Install(ctx, installReq(t, "blog"), testBackend); err != nil {
 				t.Fatal(err)
 			}
 			before := snapshot(t, s.Paths().Dir)
 			testsBefore, _ := fake.counts()
 			req := installReq(t, "blog", "changed.example.com")
 			tt.mutate(req)
-			if _, err := s.Install(ctx, req); err == nil || !strings.Contains(err.Error(), tt.want) {
+			if _, err := s.Install(ctx, req, testBackend); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Install = %v, want error containing %q", err, tt.want)
 			}
 			sameSnapshot(t, before, snapshot(t, s.Paths().Dir))
@@ -171,10 +170,10 @@ func TestInstallRefusesBeforeTouchingAnything(t *testing.T) {
 func TestRemove(t *testing.T) {
 	s, fake, _ := tempSites(t)
 	ctx := context.Background()
-	if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+	if _, err := s.Install(ctx, installReq(t, "blog"), testBackend); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Install(ctx, installReq(t, "shop")); err != nil {
+	if _, err := s.Install(ctx, installReq(t, "shop"), testBackend); err != nil {
 		t.Fatal(err)
 	}
 	r, err := s.Remove(ctx, &privdv1.RemoveSiteRequest{Project: "blog"})
@@ -321,7 +320,7 @@ func TestReloadRestoresSitesApacheDoesNotSurvive(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, fake, _ := tempSites(t)
 			ctx := context.Background()
-			if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+			if _, err := s.Install(ctx, installReq(t, "blog"), testBackend); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.Reload(ctx, nil); err != nil {
@@ -333,7 +332,7 @@ func TestReloadRestoresSitesApacheDoesNotSurvive(t *testing.T) {
 			// Changed since the last good restart: blog twice (the first
 			// state is what goes back), shop new.
 			for _, req := range []*privdv1.InstallSiteRequest{installReq(t, "blog", "a.example.com"), installReq(t, "blog", "b.example.com"), installReq(t, "shop")} {
-				if _, err := s.Install(ctx, req); err != nil {
+				if _, err := s.Install(ctx, req, testBackend); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -393,7 +392,7 @@ func TestReloadRestoresSitesApacheDoesNotSurvive(t *testing.T) {
 			if _, g := fake.counts(); g-g1 != 1 {
 				t.Errorf("next Reload made %d gracefuls, want 1", g-g1)
 			}
-			if _, err := s.Install(ctx, installReq(t, "blog", "c.example.com")); err != nil {
+			if _, err := s.Install(ctx, installReq(t, "blog", "c.example.com"), testBackend); err != nil {
 				t.Fatal(err)
 			}
 			if r, err := s.Reload(ctx, nil); err != nil || r.GetRolledBack()["blog"] != "" {
@@ -409,7 +408,7 @@ func TestReloadRestoresSitesApacheDoesNotSurvive(t *testing.T) {
 func TestReloadWithNothingToRestore(t *testing.T) {
 	s, fake, _ := tempSites(t)
 	ctx := context.Background()
-	if _, err := s.Install(ctx, installReq(t, "blog")); err != nil {
+	if _, err := s.Install(ctx, installReq(t, "blog"), testBackend); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Reload(ctx, nil); err != nil {

@@ -67,11 +67,11 @@ func TestRenderVhostGolden(t *testing.T) {
 		site   Site
 	}{
 		{"vhost_basic.golden", Site{Project: "blog"}},
-		{"vhost_aliases.golden", Site{Project: "shop2", Aliases: []string{"shop.example.org", "www.shop.example.org"}, Processes: 3, Threads: 15}},
+		{"vhost_aliases.golden", Site{Project: "shop2", Aliases: []string{"shop.example.org", "www.shop.example.org"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
-			got, err := RenderVhost(testConfig(), tt.site)
+			got, err := RenderVhost(testConfig(), tt.site, testBackend)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,8 +105,6 @@ func TestRenderVhostRefuses(t *testing.T) {
 		{"duplicate alias", Site{Project: "blog", Aliases: []string{"a.com", "a.com"}}, nil, "twice"},
 		{"alias is server name", Site{Project: "blog", Aliases: []string{"blog.opus.example.com"}}, nil, "twice"},
 		{"too many aliases", Site{Project: "blog", Aliases: make([]string, MaxAliases+1)}, nil, "aliases"},
-		{"processes", Site{Project: "blog", Processes: MaxProcesses + 1}, nil, "processes"},
-		{"threads", Site{Project: "blog", Threads: MaxThreads + 1}, nil, "threads"},
 		{"space in base dir", Site{Project: "blog"}, func(c *config.Config) { c.BaseDir = "/var/lib/my opus" }, "configured path"},
 	}
 	for _, tt := range tests {
@@ -115,7 +113,7 @@ func TestRenderVhostRefuses(t *testing.T) {
 			if tt.cfg != nil {
 				tt.cfg(&cfg)
 			}
-			out, err := RenderVhost(cfg, tt.site)
+			out, err := RenderVhost(cfg, tt.site, testBackend)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("RenderVhost = %v, want error containing %q", err, tt.want)
 			}
@@ -130,10 +128,8 @@ func TestRenderVhostRefuses(t *testing.T) {
 // with; anything else means a value escaped its field.
 var allowedDirectives = map[string]bool{
 	"#": true, "<VirtualHost": true, "</VirtualHost>": true, "ServerName": true,
-	"ServerAlias": true, "ErrorLog": true, "WSGIDaemonProcess": true,
-	"WSGIProcessGroup": true, "WSGIApplicationGroup": true, "WSGIScriptAlias": true,
-	"Alias": true, "<Directory": true, "</Directory>": true, "AllowOverride": true,
-	"Options": true, "Require": true, "<Files": true, "</Files>": true,
+	"ServerAlias": true, "ErrorLog": true, "RequestHeader": true, "ProxyPreserveHost": true,
+	"ProxyPass": true, "ProxyPassReverse": true,
 	"SSLEngine": true, "SSLCipherSuite": true, "SSLCertificateFile": true, "SSLCertificateKeyFile": true,
 }
 
@@ -143,7 +139,7 @@ func TestVhostSecurityLevel(t *testing.T) {
 	for level := -1; level <= 6; level++ {
 		cfg := testConfig()
 		cfg.TLSSecurityLevel = level
-		out, err := RenderVhost(cfg, Site{Project: "blog"})
+		out, err := RenderVhost(cfg, Site{Project: "blog"}, testBackend)
 		if level < 0 || level > 5 {
 			if err == nil || !strings.Contains(err.Error(), "security level") {
 				t.Errorf("level %d: RenderVhost = %v, want a refusal", level, err)
@@ -174,7 +170,7 @@ func FuzzRenderVhost(f *testing.F) {
 		site := Site{Project: project, Aliases: aliases, Processes: int(procs), Threads: int(threads)}
 		cfg := testConfig()
 		cfg.TLSSecurityLevel = int(level)
-		out, err := RenderVhost(cfg, site)
+		out, err := RenderVhost(cfg, site, testBackend)
 		if err != nil {
 			return
 		}
@@ -199,8 +195,8 @@ func FuzzRenderVhost(f *testing.F) {
 				t.Fatalf("ServerAlias has %d names, want %d: %q", len(f)-1, len(aliases), sc.Text())
 			}
 		}
-		want := map[string]int{"<VirtualHost": 2, "WSGIDaemonProcess": 1, "ServerName": 2, "#": 1,
-			"SSLEngine": 1, "SSLCipherSuite": 1, "WSGIScriptAlias": 2, "<Directory": 4}
+		want := map[string]int{"<VirtualHost": 2, "ServerName": 2, "#": 1,
+			"SSLEngine": 1, "SSLCipherSuite": 1, "ProxyPass": 2, "ProxyPassReverse": 2, "RequestHeader": 2}
 		if len(aliases) > 0 {
 			want["ServerAlias"] = 2
 		}

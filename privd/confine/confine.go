@@ -81,6 +81,12 @@ type Spec struct {
 	Keep []string
 	// Limits bound it.
 	Limits Limits
+	// Master marks an Apache master (a project's backend): it keeps uid 0,
+	// to bind its privileged port, and switches its children to UID and
+	// GID itself (Apache's User and Group); everything else is as for any
+	// confined program, and every child inherits it (the mount namespace,
+	// the limits, no new privileges).
+	Master bool `json:"master"`
 }
 
 // childArg0 marks the child mode in argv[0]; envSpec carries the Spec.
@@ -91,7 +97,9 @@ const (
 )
 
 // privateDirs are mounted over with a fresh tmpfs in the child.
-var privateDirs = []string{"/tmp", "/var/tmp", "/dev/shm"}
+// (/run/lock is world-writable on Debian too; a host without one of them
+// skips it).
+var privateDirs = []string{"/tmp", "/var/tmp", "/dev/shm", "/run/lock"}
 
 // Command returns a command that runs spec confined, through self (the
 // running privd's executable, which must call MaybeRunChild). The caller
@@ -142,6 +150,29 @@ func child(specJSON string) error {
 	if spec.UID == 0 || spec.GID == 0 {
 		return fmt.Errorf("refusing to run as uid %d gid %d", spec.UID, spec.GID)
 	}
+	if err := confine(spec); err != nil {
+		return err
+	}
+	if !spec.Master {
+		if err := syscall.Setgroups([]int{}); err != nil {
+			return fmt.Errorf("setgroups: %w", err)
+		}
+		if err := syscall.Setgid(int(spec.GID)); err != nil {
+			return fmt.Errorf("setgid %d: %w", spec.GID, err)
+		}
+		if err := syscall.Setuid(int(spec.UID)); err != nil {
+			return fmt.Errorf("setuid %d: %w", spec.UID, err)
+		}
+	}
+	if err := os.Chdir(spec.Dir); err != nil {
+		return fmt.Errorf("chdir: %w", err)
+	}
+	return syscall.Exec(spec.Path, spec.Args, spec.Env)
+}
+
+// confine makes the private directories, sets the limits and no new
+// privileges, on the calling (locked) thread.
+func confine(spec Spec) error {
 	// no_new_privs is a property of the thread that execs: stay on it.
 	runtime.LockOSThread()
 	// Handles on what must stay visible, taken before the private
@@ -158,6 +189,9 @@ func child(specJSON string) error {
 		keep[k] = fd
 	}
 	for _, d := range privateDirs {
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			continue
+		}
 		opts := fmt.Sprintf("size=%d,mode=1777", spec.Limits.TmpBytes)
 		if err := unix.Mount("tmpfs", d, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 			return fmt.Errorf("private %s: %w", d, err)
@@ -191,17 +225,5 @@ func child(specJSON string) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
-	if err := syscall.Setgroups([]int{}); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	if err := syscall.Setgid(int(spec.GID)); err != nil {
-		return fmt.Errorf("setgid %d: %w", spec.GID, err)
-	}
-	if err := syscall.Setuid(int(spec.UID)); err != nil {
-		return fmt.Errorf("setuid %d: %w", spec.UID, err)
-	}
-	if err := os.Chdir(spec.Dir); err != nil {
-		return fmt.Errorf("chdir: %w", err)
-	}
-	return syscall.Exec(spec.Path, spec.Args, spec.Env)
+	return nil
 }

@@ -76,6 +76,10 @@ func clientMain(sock string, projects []string) int {
 	rec("RemoveTree", err)
 	_, err = c.RunManage(ctx, &privdv1.RunManageRequest{Project: existing, Commands: []privdv1.ManageCommand{privdv1.ManageCommand_MANAGE_COMMAND_CHECK}})
 	rec("RunManage", err)
+	_, err = c.EnsureBackend(ctx, &privdv1.EnsureBackendRequest{Project: existing})
+	rec("EnsureBackend", err)
+	_, err = c.RemoveBackend(ctx, &privdv1.RemoveBackendRequest{Project: existing})
+	rec("RemoveBackend", err)
 	_, err = c.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: existing, CertificatePem: validCert, KeyPem: validCert})
 	rec("InstallSite", err)
 	_, err = c.RemoveSite(ctx, &privdv1.RemoveSiteRequest{Project: existing})
@@ -198,7 +202,7 @@ func TestOtherUserIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	sock := startServer(t, run, Config{OpusUID: uint32(os.Geteuid()), BaseDir: base, Accounts: acc, Sites: rec, Manager: rec})
+	sock := startServer(t, run, withRecorder(Config{OpusUID: uint32(os.Geteuid()), BaseDir: base, Accounts: acc}, rec))
 
 	// Copy the test binary where the client user may execute it.
 	bin := filepath.Join(filepath.Dir(sock), "client")
@@ -375,7 +379,7 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 	cfg.HTTPPort, cfg.HTTPSPort = 18080, 18443 // configtest binds nothing
 	cfg.UserPrefix = acc.Prefix
 	sites := apache.NewSites(cfg, apache.NewManaged(cfg), apache.Options{})
-	sock := startServer(t, run, Config{OpusUID: uint32(os.Geteuid()), BaseDir: cfg.BaseDir, Accounts: acc, Sites: sites})
+	sock := startServer(t, run, Config{OpusUID: uint32(os.Geteuid()), BaseDir: cfg.BaseDir, Accounts: acc, Sites: sites, BackendAddr: cfg.BackendAddr})
 	c := dial(t, sock)
 	ctx := context.Background()
 	install := func(project string) error {
@@ -404,15 +408,17 @@ func TestInstallSiteNeedsOpusUser(t *testing.T) {
 
 	// The control: the same call for a user Opus made goes through.
 	ours := randomProject(t, "p")
-	if _, _, err := acc.EnsureUser(ctx, ours, testrun.MustFreeID(t, acc.UIDs)); err != nil {
+	oursUser, _, err := acc.EnsureUser(ctx, ours, testrun.MustFreeID(t, acc.UIDs))
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { acc.DeleteUser(context.Background(), ours) })
 	if err := install(ours); err != nil {
 		t.Fatalf("InstallSite for Opus's own user: %v", err)
 	}
+	// The vhost routes to the backend of that user's uid.
 	b, err := os.ReadFile(vhost(ours))
-	if err != nil || !bytes.Contains(b, []byte("user="+acc.User(ours)+" ")) {
+	if err != nil || !bytes.Contains(b, []byte("ProxyPass / http://"+cfg.BackendAddr(oursUser.UID).String()+"/ ")) {
 		t.Errorf("vhost for %s: %v\n%s", ours, err, b)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"google.golang.org/grpc"
@@ -32,14 +33,23 @@ type Sites interface {
 	// Install renders and installs the project's vhost, key and
 	// certificate and configtests them; it does not reload Apache. The
 	// server has already checked that the project's user exists and was
-	// made by Opus.
-	Install(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error)
+	// made by Opus; backend is where the vhost routes (the project's
+	// backend's address).
+	Install(ctx context.Context, req *privdv1.InstallSiteRequest, backend netip.AddrPort) (*privdv1.InstallSiteResponse, error)
 	// Remove removes the project's vhost, key and certificate.
 	Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error)
 	// Reload gracefully restarts Apache (coalesced), starting it if down.
 	Reload(ctx context.Context, req *privdv1.ReloadApacheRequest) (*privdv1.ReloadApacheResponse, error)
 	// TailLog returns the last lines of the project's error log.
 	TailLog(ctx context.Context, req *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error)
+}
+
+// Backends runs each project's own Apache + mod_wsgi. privd/apache's
+// *Backends implements it; it finds the project's user itself and refuses
+// one Opus did not make. Errors map as for Sites.
+type Backends interface {
+	Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest) (*privdv1.EnsureBackendResponse, error)
+	Remove(ctx context.Context, req *privdv1.RemoveBackendRequest) (*privdv1.RemoveBackendResponse, error)
 }
 
 // Manager runs whitelisted manage.py commands as the project's user.
@@ -59,9 +69,14 @@ type Config struct {
 	BaseDir string
 	// Accounts manages project users; required.
 	Accounts *account.Accounts
-	// Sites and Manager may be nil: their calls then fail with Unavailable.
-	Sites   Sites
-	Manager Manager
+	// Sites, Backends and Manager may be nil: their calls then fail with
+	// Unavailable.
+	Sites    Sites
+	Backends Backends
+	Manager  Manager
+	// BackendAddr is config.Config's: where a project's backend listens,
+	// by its user's uid.
+	BackendAddr func(uid uint32) netip.AddrPort
 	// Logger receives structured logs (slog.Default() if nil).
 	Logger *slog.Logger
 }
@@ -77,15 +92,17 @@ type Server struct {
 // Anything not in it is refused, whatever is registered. A test keeps it
 // equal to the service descriptor.
 var allowed = map[string]bool{
-	"/opus.privd.v1.Privd/EnsureUser":   true,
-	"/opus.privd.v1.Privd/DeleteUser":   true,
-	"/opus.privd.v1.Privd/SecureTree":   true,
-	"/opus.privd.v1.Privd/RemoveTree":   true,
-	"/opus.privd.v1.Privd/RunManage":    true,
-	"/opus.privd.v1.Privd/InstallSite":  true,
-	"/opus.privd.v1.Privd/RemoveSite":   true,
-	"/opus.privd.v1.Privd/ReloadApache": true,
-	"/opus.privd.v1.Privd/TailLog":      true,
+	"/opus.privd.v1.Privd/EnsureUser":    true,
+	"/opus.privd.v1.Privd/DeleteUser":    true,
+	"/opus.privd.v1.Privd/SecureTree":    true,
+	"/opus.privd.v1.Privd/RemoveTree":    true,
+	"/opus.privd.v1.Privd/RunManage":     true,
+	"/opus.privd.v1.Privd/EnsureBackend": true,
+	"/opus.privd.v1.Privd/RemoveBackend": true,
+	"/opus.privd.v1.Privd/InstallSite":   true,
+	"/opus.privd.v1.Privd/RemoveSite":    true,
+	"/opus.privd.v1.Privd/ReloadApache":  true,
+	"/opus.privd.v1.Privd/TailLog":       true,
 }
 
 // New returns the service for cfg.
@@ -276,11 +293,43 @@ func (s *Server) RunManage(ctx context.Context, req *privdv1.RunManageRequest) (
 	return resp, toStatus(err)
 }
 
-// InstallSite implements privdv1.PrivdServer. The vhost runs the
+// EnsureBackend implements privdv1.PrivdServer. The backend runs the
 // project's mod_wsgi daemon as the project's user, so that user must exist
 // and be Opus's (FailedPrecondition otherwise, nothing written), exactly as
 // for RunManage: else a compromised opusd could have Apache run a daemon
 // as a pre-existing account that merely has the project user's name.
+func (s *Server) EnsureBackend(ctx context.Context, req *privdv1.EnsureBackendRequest) (*privdv1.EnsureBackendResponse, error) {
+	if err := validateEnsureBackend(req); err != nil {
+		return nil, err
+	}
+	if s.cfg.Backends == nil {
+		return nil, errNoSites
+	}
+	if _, err := s.cfg.Accounts.LookupUser(req.GetProject()); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := s.cfg.Backends.Ensure(ctx, req)
+	return resp, toStatus(err)
+}
+
+// RemoveBackend implements privdv1.PrivdServer. Like RemoveSite it does
+// not ask for the project's user: it stops what privd itself started for
+// the name and removes privd's own files.
+func (s *Server) RemoveBackend(ctx context.Context, req *privdv1.RemoveBackendRequest) (*privdv1.RemoveBackendResponse, error) {
+	if err := validateProject(req.GetProject()); err != nil {
+		return nil, err
+	}
+	if s.cfg.Backends == nil {
+		return nil, errNoSites
+	}
+	resp, err := s.cfg.Backends.Remove(ctx, req)
+	return resp, toStatus(err)
+}
+
+// InstallSite implements privdv1.PrivdServer. The vhost routes to the
+// backend of the project's user, found here (FailedPrecondition, nothing
+// written, when it is missing or not Opus's): its uid gives the backend's
+// address.
 func (s *Server) InstallSite(ctx context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
 	if err := validateInstallSite(req); err != nil {
 		return nil, err
@@ -288,10 +337,14 @@ func (s *Server) InstallSite(ctx context.Context, req *privdv1.InstallSiteReques
 	if s.cfg.Sites == nil {
 		return nil, errNoSites
 	}
-	if _, err := s.cfg.Accounts.LookupUser(req.GetProject()); err != nil {
+	u, err := s.cfg.Accounts.LookupUser(req.GetProject())
+	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp, err := s.cfg.Sites.Install(ctx, req)
+	if s.cfg.BackendAddr == nil {
+		return nil, errNoSites
+	}
+	resp, err := s.cfg.Sites.Install(ctx, req, s.cfg.BackendAddr(u.UID))
 	return resp, toStatus(err)
 }
 

@@ -79,17 +79,24 @@ func validateInstallSite(req *privdv1.InstallSiteRequest) error {
 			return invalid(fmt.Sprintf("aliases[%d]", i), "%s", why)
 		}
 	}
-	if p := req.GetProcesses(); p > maxProcesses {
-		return invalid("processes", "%d; at most %d", p, maxProcesses)
-	}
-	if t := req.GetThreads(); t > maxThreads {
-		return invalid("threads", "%d; at most %d", t, maxThreads)
-	}
 	if n := len(req.GetCertificatePem()); n == 0 || n > maxPEM {
 		return invalid("certificate_pem", "is %d bytes; want 1 to %d", n, maxPEM)
 	}
 	if n := len(req.GetKeyPem()); n == 0 || n > maxPEM {
 		return invalid("key_pem", "is %d bytes; want 1 to %d", n, maxPEM)
+	}
+	return nil
+}
+
+func validateEnsureBackend(req *privdv1.EnsureBackendRequest) error {
+	if err := validateProject(req.GetProject()); err != nil {
+		return err
+	}
+	if p := req.GetProcesses(); p > maxProcesses {
+		return invalid("processes", "%d; at most %d", p, maxProcesses)
+	}
+	if t := req.GetThreads(); t > maxThreads {
+		return invalid("threads", "%d; at most %d", t, maxThreads)
 	}
 	return nil
 }

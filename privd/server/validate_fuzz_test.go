@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -38,9 +40,22 @@ func (r *backendLog) take() []proto.Message {
 	return s
 }
 
-func (r *backendLog) Install(_ context.Context, req *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
+func (r *backendLog) Install(_ context.Context, req *privdv1.InstallSiteRequest, _ netip.AddrPort) (*privdv1.InstallSiteResponse, error) {
 	r.keep(req)
 	return &privdv1.InstallSiteResponse{}, nil
+}
+
+// backendsLog is backendLog as Backends.
+type backendsLog struct{ *backendLog }
+
+func (r backendsLog) Ensure(_ context.Context, req *privdv1.EnsureBackendRequest) (*privdv1.EnsureBackendResponse, error) {
+	r.keep(req)
+	return &privdv1.EnsureBackendResponse{}, nil
+}
+
+func (r backendsLog) Remove(_ context.Context, req *privdv1.RemoveBackendRequest) (*privdv1.RemoveBackendResponse, error) {
+	r.keep(req)
+	return &privdv1.RemoveBackendResponse{}, nil
 }
 
 func (r *backendLog) Remove(_ context.Context, req *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error) {
@@ -96,9 +111,13 @@ func checkAccepted(t *testing.T, m proto.Message) {
 		t.Fatalf("%T with project %q got through", m, p.GetProject())
 	}
 	switch r := m.(type) {
+	case *privdv1.EnsureBackendRequest:
+		if r.GetProcesses() > maxProcesses || r.GetThreads() > maxThreads {
+			t.Fatalf("EnsureBackend out of bounds got through: %d processes, %d threads", r.GetProcesses(), r.GetThreads())
+		}
 	case *privdv1.InstallSiteRequest:
-		if len(r.GetAliases()) > maxAliases || r.GetProcesses() > maxProcesses || r.GetThreads() > maxThreads {
-			t.Fatalf("InstallSite out of bounds got through: %d aliases, %d processes, %d threads", len(r.GetAliases()), r.GetProcesses(), r.GetThreads())
+		if len(r.GetAliases()) > maxAliases {
+			t.Fatalf("InstallSite out of bounds got through: %d aliases", len(r.GetAliases()))
 		}
 		for _, a := range r.GetAliases() {
 			if a == "" || len(a) > maxHostName || strings.ContainsAny(a, " \t\r\n\"'<>\\/*#${}%") || strings.ToLower(a) != a {
@@ -150,7 +169,7 @@ func FuzzRequestValidation(f *testing.F) {
 	passwd := filepath.Join(base, "passwd")
 	rec := &backendLog{}
 	acc := &account.Accounts{BaseDir: base, PasswdPath: passwd, GroupPath: filepath.Join(base, "group")}
-	s := New(Config{BaseDir: base, Accounts: acc, Sites: rec, Manager: rec})
+	s := New(Config{BaseDir: base, Accounts: acc, Sites: rec, Backends: backendsLog{rec}, Manager: rec, BackendAddr: config.Default().BackendAddr})
 
 	f.Fuzz(func(t *testing.T, project, aliases string, processes, threads uint32, certLen, keyLen int,
 		cmds []byte, username, email, password, migrateApp, migrateTarget string, lines int32) {
@@ -196,8 +215,12 @@ func FuzzRequestValidation(f *testing.F) {
 			do   func() error
 		}{
 			{"InstallSite", func() error {
-				_, err := s.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: project, Aliases: als, Processes: processes, Threads: threads,
+				_, err := s.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: project, Aliases: als,
 					CertificatePem: []byte(strings.Repeat("C", clamp(certLen))), KeyPem: []byte(strings.Repeat("K", clamp(keyLen)))})
+				return err
+			}},
+			{"EnsureBackend", func() error {
+				_, err := s.EnsureBackend(ctx, &privdv1.EnsureBackendRequest{Project: project, Processes: processes, Threads: threads})
 				return err
 			}},
 			{"RemoveSite", func() error {

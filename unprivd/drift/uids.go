@@ -113,7 +113,7 @@ func (h Host) groupPath() string {
 
 func (h Host) tempDirs() []string {
 	if h.TempDirs == nil {
-		return []string{"/tmp", "/var/tmp", "/dev/shm"}
+		return []string{"/tmp", "/var/tmp", "/dev/shm", "/run/lock"}
 	}
 	return h.TempDirs
 }

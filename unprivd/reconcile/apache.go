@@ -35,17 +35,38 @@ const (
 	processWait = 2 * time.Second
 )
 
-// stepVhost has privd install the project's vhost with the certificate
-// the certificate step chose. privd answers whether anything changed,
-// which decides whether Apache must reload.
+// stepBackend has privd make the project's backend (its own Apache +
+// mod_wsgi, as its user) serve: started when down, gracefully restarted
+// when its configuration changed. Either way this project's Python, and
+// no other's, starts afresh; the reload step then need not restart it.
+func stepBackend(ctx context.Context, t *Task) (string, error) {
+	res, err := t.Privd.EnsureBackend(ctx, &privdv1.EnsureBackendRequest{Project: t.Project.Name,
+		Processes: uint32(t.opt.WSGIProcesses), Threads: uint32(t.opt.WSGIThreads)})
+	if err != nil {
+		return "", privdErr("EnsureBackend", err)
+	}
+	switch {
+	case res.GetStarted():
+		t.backendFresh = true
+		return fmt.Sprintf("backend started (master pid %d)", res.GetMasterPid()), nil
+	case res.GetRestarted():
+		t.backendFresh = true
+		return fmt.Sprintf("backend restarted gracefully (master pid %d)", res.GetMasterPid()), nil
+	}
+	return fmt.Sprintf("backend running (master pid %d)", res.GetMasterPid()), nil
+}
+
+// stepVhost has privd install the project's vhost on the front, routing
+// to its backend, with the certificate the certificate step chose. privd
+// answers whether anything changed, which decides whether the front must
+// reload.
 func stepVhost(ctx context.Context, t *Task) (string, error) {
 	if len(t.certPEM) == 0 || len(t.keyPEM) == 0 {
 		return "", errors.New("no certificate chosen (the certificate step did not run)")
 	}
 	res, err := t.Privd.InstallSite(ctx, &privdv1.InstallSiteRequest{
-		Project:   t.Project.Name,
-		Aliases:   t.Project.Spec.Settings.Hosts,
-		Processes: uint32(t.opt.WSGIProcesses), Threads: uint32(t.opt.WSGIThreads),
+		Project:        t.Project.Name,
+		Aliases:        t.Project.Spec.Settings.Hosts,
 		CertificatePem: t.certPEM, KeyPem: t.keyPEM,
 	})
 	if err != nil {
@@ -62,13 +83,16 @@ func stepVhost(ctx context.Context, t *Task) (string, error) {
 	return "virtual host unchanged", nil
 }
 
-// stepReload makes Apache serve what is installed. A graceful restart
-// restarts every project's mod_wsgi daemon, so it happens only when the
-// vhost changed or Apache is down (privd then starts it). A change of
-// code or settings alone restarts just this project's daemon, by touching
-// its WSGI script (mod_wsgi restarts a daemon whose script changed).
+// stepReload makes the front serve what is installed and the project's
+// backend run its current code. The front runs no Python: its graceful
+// restart, when the vhost changed or the front is down (privd then starts
+// it), restarts no project. A change of code or settings restarts this
+// project's daemon alone, by touching its WSGI script (mod_wsgi restarts a
+// daemon whose script changed), unless the backend step just started it
+// afresh.
 func stepReload(ctx context.Context, t *Task) (string, error) {
 	defer t.gate.leave(t.Project.Name)
+	var done []string
 	up := apacheUp(ctx, t)
 	if t.vhostChanged || t.Project.Status.ReloadPending || !up {
 		// Through the gate: deploys of a burst share the graceful restart.
@@ -89,18 +113,21 @@ func stepReload(ctx context.Context, t *Task) (string, error) {
 			return "", err
 		}
 		if res.GetStarted() {
-			return fmt.Sprintf("started Apache (master pid %d)", res.GetMasterPid()), nil
+			done = append(done, fmt.Sprintf("started the front Apache (master pid %d)", res.GetMasterPid()))
+		} else {
+			done = append(done, fmt.Sprintf("front graceful restart (master pid %d), no Python restarted", res.GetMasterPid()))
 		}
-		return fmt.Sprintf("graceful restart (master pid %d)", res.GetMasterPid()), nil
+	} else {
+		done = append(done, "front unchanged: no graceful restart")
 	}
-	if t.codeChanged || t.Project.Status.ObservedGeneration < t.Project.Generation {
+	if !t.backendFresh && (t.codeChanged || t.Project.Status.ObservedGeneration < t.Project.Generation) {
 		now := time.Now()
 		if err := os.Chtimes(t.Layout.WSGI(), now, now); err != nil {
 			return "", fmt.Errorf("restart the project's daemon: %w", err)
 		}
-		return "vhost unchanged: no graceful restart; touched wsgi.py to restart only this project's daemon", nil
+		done = append(done, "touched wsgi.py to restart only this project's daemon")
 	}
-	return "vhost unchanged: no graceful restart", nil
+	return strings.Join(done, "; "), nil
 }
 
 // apacheUp reports whether something accepts connections on Apache's
@@ -184,21 +211,34 @@ func stepHealth(ctx context.Context, t *Task) (string, error) {
 	return "", errors.New(msg)
 }
 
-// stepTeardownReload makes Apache drop the removed vhost, which also ends
-// the project's mod_wsgi daemon (its user can only be deleted without
-// processes). It runs when the site step removed the vhost, or when a
-// process of the project's user is still running (an earlier teardown
-// removed the vhost and stopped before reloading).
+// stepTeardownReload makes the front drop the removed vhost (a graceful
+// restart of the front, which runs no project's code). It runs when the
+// site step removed the vhost; should an earlier teardown have stopped
+// between the two, the front routes the name to a backend address no
+// project will ever have again (config.BackendAddr) until its next
+// restart.
 func stepTeardownReload(ctx context.Context, t *Task) (string, error) {
-	uid := t.Project.Status.UID
-	if !t.siteRemoved && len(procs.Table{}.Of(uid, 1)) == 0 {
+	if !t.siteRemoved {
 		return "no virtual host was removed: no graceful restart", nil
 	}
 	res, err := t.Privd.ReloadApache(ctx, &privdv1.ReloadApacheRequest{})
 	if err != nil {
 		return "", privdErr("ReloadApache", err)
 	}
-	return fmt.Sprintf("graceful restart (master pid %d)", res.GetMasterPid()), nil
+	return fmt.Sprintf("front graceful restart (master pid %d)", res.GetMasterPid()), nil
+}
+
+// stepRemoveBackend has privd stop the project's backend (its master, its
+// workers and its mod_wsgi daemon) and remove its configuration.
+func stepRemoveBackend(ctx context.Context, t *Task) (string, error) {
+	res, err := t.Privd.RemoveBackend(ctx, &privdv1.RemoveBackendRequest{Project: t.Project.Name})
+	if err != nil {
+		return "", privdErr("RemoveBackend", err)
+	}
+	if res.GetRemoved() {
+		return "backend stopped and removed", nil
+	}
+	return "no backend to remove", nil
 }
 
 // waitNoProcesses waits until no process runs as uid, for at most

@@ -341,6 +341,7 @@ type Task struct {
 	keyPEM       []byte
 	vhostChanged bool // vhost step → reload step
 	reloaded     bool // reload step ran a graceful restart
+	backendFresh bool // backend step started or restarted the backend
 	siteRemoved  bool // teardown: the vhost was removed
 	// live is what the run changed in the code directory: put back when
 	// it fails, committed to the status when it succeeds (restore.go).

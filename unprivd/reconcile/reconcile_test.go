@@ -171,6 +171,20 @@ func (f *fakePrivd) InstallSite(ctx context.Context, in *privdv1.InstallSiteRequ
 	return &privdv1.InstallSiteResponse{Changed: changed}, nil
 }
 
+func (f *fakePrivd) EnsureBackend(ctx context.Context, in *privdv1.EnsureBackendRequest, _ ...grpc.CallOption) (*privdv1.EnsureBackendResponse, error) {
+	if err := f.enter(ctx, "EnsureBackend", in.Project); err != nil {
+		return nil, err
+	}
+	return &privdv1.EnsureBackendResponse{MasterPid: 4343}, nil
+}
+
+func (f *fakePrivd) RemoveBackend(ctx context.Context, in *privdv1.RemoveBackendRequest, _ ...grpc.CallOption) (*privdv1.RemoveBackendResponse, error) {
+	if err := f.enter(ctx, "RemoveBackend", in.Project); err != nil {
+		return nil, err
+	}
+	return &privdv1.RemoveBackendResponse{Removed: true}, nil
+}
+
 func (f *fakePrivd) RemoveSite(ctx context.Context, in *privdv1.RemoveSiteRequest, _ ...grpc.CallOption) (*privdv1.RemoveSiteResponse, error) {
 	if err := f.enter(ctx, "RemoveSite", in.Project); err != nil {
 		return nil, err
@@ -360,8 +374,8 @@ func (e *env) wait(t *testing.T, id string) *store.Operation {
 
 // The step lists of a deploy and a teardown that went through.
 const (
-	deployedSteps = "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:DONE migrate:DONE superuser:DONE certificate:DONE vhost:DONE reload:DONE health:DONE"
-	tornDownSteps = "site:DONE reload:DONE tree:DONE user:DONE database:DONE forget:DONE"
+	deployedSteps = "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:DONE migrate:DONE superuser:DONE certificate:DONE backend:DONE vhost:DONE reload:DONE health:DONE"
+	tornDownSteps = "site:DONE reload:DONE backend:DONE tree:DONE user:DONE database:DONE forget:DONE"
 )
 
 // stepMessage returns the message of op's last step called name.
@@ -400,7 +414,7 @@ func TestDeployOrderAndStatus(t *testing.T) {
 			t.Errorf("step %d = %+v: want times and a message", i, s)
 		}
 	}
-	if got, want := strings.Join(e.privd.callList(), ","), "EnsureUser blog,SecureTree blog,RunManage blog,InstallSite blog,ReloadApache"; got != want {
+	if got, want := strings.Join(e.privd.callList(), ","), "EnsureUser blog,SecureTree blog,RunManage blog,EnsureBackend blog,InstallSite blog,ReloadApache"; got != want {
 		t.Fatalf("privd calls = %q, want %q", got, want)
 	}
 	p, _ := e.st.GetProject(context.Background(), "blog")
@@ -551,7 +565,7 @@ func TestTeardown(t *testing.T) {
 	if op.State != store.OpSucceeded || stepNames(op) != tornDownSteps {
 		t.Fatalf("delete op %s %q: %s", op.State, op.Error, stepNames(op))
 	}
-	if got, want := strings.Join(e.privd.callList()[before:], ","), "RemoveSite gone,ReloadApache,RemoveTree gone,DeleteUser gone"; got != want {
+	if got, want := strings.Join(e.privd.callList()[before:], ","), "RemoveSite gone,ReloadApache,RemoveBackend gone,RemoveTree gone,DeleteUser gone"; got != want {
 		t.Fatalf("teardown calls = %q, want %q", got, want)
 	}
 	if _, err := e.st.GetProject(context.Background(), "gone"); !errors.Is(err, store.ErrNotFound) {
@@ -626,7 +640,7 @@ func TestRecoveryOfDeletingProject(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := strings.Join(e.privd.callList(), ","); got != "RemoveSite half,ReloadApache,RemoveTree half,DeleteUser half" {
+	if got := strings.Join(e.privd.callList(), ","); got != "RemoveSite half,ReloadApache,RemoveBackend half,RemoveTree half,DeleteUser half" {
 		t.Fatalf("calls = %q", got)
 	}
 }

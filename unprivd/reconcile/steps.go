@@ -27,7 +27,8 @@ type Step struct {
 // user → directories → database (a provisioned PostgreSQL, before
 // anything runs manage.py) → recover (undo an interrupted run) → data (drop
 // removed apps' tables) → sources → render → secure → migrate →
-// superuser → certificate → vhost → reload → health. sources and render
+// superuser → certificate → backend → vhost → reload → health. The
+// backend serves before the front routes to it. sources and render
 // come before secure so that everything they write gets the file policy;
 // drop data comes before them because it needs removed apps still
 // installed.
@@ -44,6 +45,7 @@ func DeploySteps() []Step {
 		{Name: "migrate", Run: stepMigrate},
 		{Name: "superuser", Run: stepSuperuser},
 		{Name: "certificate", Run: stepCertificate},
+		{Name: "backend", Run: stepBackend},
 		{Name: "vhost", Run: stepVhost},
 		{Name: "reload", Run: stepReload},
 		{Name: "health", Run: stepHealth},
@@ -51,14 +53,15 @@ func DeploySteps() []Step {
 }
 
 // TeardownSteps is the chain toward "absent", the deploy chain in reverse:
-// the vhost goes and Apache reloads (which stops the project's mod_wsgi
-// daemon), then the tree, the user, a PostgreSQL database Opus
-// provisioned, and opusd's own certificate copy.
+// the vhost goes and the front reloads, the project's backend stops, then
+// the tree, the user, a PostgreSQL database Opus provisioned, and opusd's
+// own certificate copy.
 // After the last step the project's record is deleted.
 func TeardownSteps() []Step {
 	return []Step{
 		{Name: "site", Run: stepRemoveSite},
 		{Name: "reload", Run: stepTeardownReload},
+		{Name: "backend", Run: stepRemoveBackend},
 		{Name: "tree", Run: stepRemoveTree},
 		{Name: "user", Run: stepDeleteUser},
 		{Name: "database", Run: stepDropDatabase},

@@ -237,7 +237,7 @@ func TestSourcesLifecycle(t *testing.T) {
 			// A new generation restarts the project's daemon even when
 			// nothing was rewritten: a run cut short after swapping code
 			// in would otherwise leave the old code running.
-			wantReload: "vhost unchanged: no graceful restart; touched wsgi.py",
+			wantReload: "front unchanged: no graceful restart; touched wsgi.py",
 			revisions:  map[string]int{"hello": 1, "shop": 1},
 			dirs:       map[string]bool{"hello": true, "shop": true},
 			shopViews:  "# v1\n",

@@ -707,9 +707,6 @@ type InstallSiteRequest struct {
 	// aliases are extra host names (ServerAlias); the server name itself is
 	// NAME + privd's configured suffix.
 	Aliases []string `protobuf:"bytes,2,rep,name=aliases,proto3" json:"aliases,omitempty"`
-	// processes and threads of the project's mod_wsgi daemon group.
-	Processes uint32 `protobuf:"varint,3,opt,name=processes,proto3" json:"processes,omitempty"`
-	Threads   uint32 `protobuf:"varint,4,opt,name=threads,proto3" json:"threads,omitempty"`
 	// certificate_pem (leaf then chain) and key_pem are written by privd to
 	// its own directory (key root:root 0600) after checking they match.
 	CertificatePem []byte `protobuf:"bytes,5,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
@@ -760,20 +757,6 @@ func (x *InstallSiteRequest) GetAliases() []string {
 		return x.Aliases
 	}
 	return nil
-}
-
-func (x *InstallSiteRequest) GetProcesses() uint32 {
-	if x != nil {
-		return x.Processes
-	}
-	return 0
-}
-
-func (x *InstallSiteRequest) GetThreads() uint32 {
-	if x != nil {
-		return x.Threads
-	}
-	return 0
 }
 
 func (x *InstallSiteRequest) GetCertificatePem() []byte {
@@ -836,6 +819,220 @@ func (x *InstallSiteResponse) GetChanged() bool {
 	return false
 }
 
+type EnsureBackendRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// processes and threads of the project's mod_wsgi daemon group; 0 means
+	// privd's configured default.
+	Processes     uint32 `protobuf:"varint,2,opt,name=processes,proto3" json:"processes,omitempty"`
+	Threads       uint32 `protobuf:"varint,3,opt,name=threads,proto3" json:"threads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsureBackendRequest) Reset() {
+	*x = EnsureBackendRequest{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureBackendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureBackendRequest) ProtoMessage() {}
+
+func (x *EnsureBackendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureBackendRequest.ProtoReflect.Descriptor instead.
+func (*EnsureBackendRequest) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EnsureBackendRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *EnsureBackendRequest) GetProcesses() uint32 {
+	if x != nil {
+		return x.Processes
+	}
+	return 0
+}
+
+func (x *EnsureBackendRequest) GetThreads() uint32 {
+	if x != nil {
+		return x.Threads
+	}
+	return 0
+}
+
+type EnsureBackendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// master_pid is the backend's Apache master after the call.
+	MasterPid int32 `protobuf:"varint,1,opt,name=master_pid,json=masterPid,proto3" json:"master_pid,omitempty"`
+	// started is true when the backend was down and got started;
+	// restarted when its configuration changed and it was gracefully
+	// restarted. Either way the project's Python was (re)started.
+	Started       bool `protobuf:"varint,2,opt,name=started,proto3" json:"started,omitempty"`
+	Restarted     bool `protobuf:"varint,3,opt,name=restarted,proto3" json:"restarted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsureBackendResponse) Reset() {
+	*x = EnsureBackendResponse{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureBackendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureBackendResponse) ProtoMessage() {}
+
+func (x *EnsureBackendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureBackendResponse.ProtoReflect.Descriptor instead.
+func (*EnsureBackendResponse) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EnsureBackendResponse) GetMasterPid() int32 {
+	if x != nil {
+		return x.MasterPid
+	}
+	return 0
+}
+
+func (x *EnsureBackendResponse) GetStarted() bool {
+	if x != nil {
+		return x.Started
+	}
+	return false
+}
+
+func (x *EnsureBackendResponse) GetRestarted() bool {
+	if x != nil {
+		return x.Restarted
+	}
+	return false
+}
+
+type RemoveBackendRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveBackendRequest) Reset() {
+	*x = RemoveBackendRequest{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveBackendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveBackendRequest) ProtoMessage() {}
+
+func (x *RemoveBackendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveBackendRequest.ProtoReflect.Descriptor instead.
+func (*RemoveBackendRequest) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RemoveBackendRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type RemoveBackendResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Removed       bool                   `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveBackendResponse) Reset() {
+	*x = RemoveBackendResponse{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveBackendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveBackendResponse) ProtoMessage() {}
+
+func (x *RemoveBackendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveBackendResponse.ProtoReflect.Descriptor instead.
+func (*RemoveBackendResponse) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RemoveBackendResponse) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
 type RemoveSiteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -845,7 +1042,7 @@ type RemoveSiteRequest struct {
 
 func (x *RemoveSiteRequest) Reset() {
 	*x = RemoveSiteRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[13]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1054,7 @@ func (x *RemoveSiteRequest) String() string {
 func (*RemoveSiteRequest) ProtoMessage() {}
 
 func (x *RemoveSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[13]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1067,7 @@ func (x *RemoveSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSiteRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSiteRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{13}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveSiteRequest) GetProject() string {
@@ -889,7 +1086,7 @@ type RemoveSiteResponse struct {
 
 func (x *RemoveSiteResponse) Reset() {
 	*x = RemoveSiteResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[14]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1098,7 @@ func (x *RemoveSiteResponse) String() string {
 func (*RemoveSiteResponse) ProtoMessage() {}
 
 func (x *RemoveSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[14]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1111,7 @@ func (x *RemoveSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSiteResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSiteResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{14}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveSiteResponse) GetRemoved() bool {
@@ -932,7 +1129,7 @@ type ReloadApacheRequest struct {
 
 func (x *ReloadApacheRequest) Reset() {
 	*x = ReloadApacheRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[15]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1141,7 @@ func (x *ReloadApacheRequest) String() string {
 func (*ReloadApacheRequest) ProtoMessage() {}
 
 func (x *ReloadApacheRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[15]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1154,7 @@ func (x *ReloadApacheRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadApacheRequest.ProtoReflect.Descriptor instead.
 func (*ReloadApacheRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{15}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{19}
 }
 
 type ReloadApacheResponse struct {
@@ -979,7 +1176,7 @@ type ReloadApacheResponse struct {
 
 func (x *ReloadApacheResponse) Reset() {
 	*x = ReloadApacheResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[16]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1188,7 @@ func (x *ReloadApacheResponse) String() string {
 func (*ReloadApacheResponse) ProtoMessage() {}
 
 func (x *ReloadApacheResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[16]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1201,7 @@ func (x *ReloadApacheResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadApacheResponse.ProtoReflect.Descriptor instead.
 func (*ReloadApacheResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{16}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReloadApacheResponse) GetStarted() bool {
@@ -1039,7 +1236,7 @@ type TailLogRequest struct {
 
 func (x *TailLogRequest) Reset() {
 	*x = TailLogRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[17]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1248,7 @@ func (x *TailLogRequest) String() string {
 func (*TailLogRequest) ProtoMessage() {}
 
 func (x *TailLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[17]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1261,7 @@ func (x *TailLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailLogRequest.ProtoReflect.Descriptor instead.
 func (*TailLogRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{17}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TailLogRequest) GetProject() string {
@@ -1090,7 +1287,7 @@ type TailLogResponse struct {
 
 func (x *TailLogResponse) Reset() {
 	*x = TailLogResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[18]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1299,7 @@ func (x *TailLogResponse) String() string {
 func (*TailLogResponse) ProtoMessage() {}
 
 func (x *TailLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[18]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1312,7 @@ func (x *TailLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailLogResponse.ProtoReflect.Descriptor instead.
 func (*TailLogResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{18}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TailLogResponse) GetLines() []string {
@@ -1166,16 +1363,27 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\x11RunManageResponse\x12\x16\n" +
 	"\x06output\x18\x01 \x01(\tR\x06output\x12C\n" +
 	"\x0efailed_command\x18\x02 \x01(\x0e2\x1c.opus.privd.v1.ManageCommandR\rfailedCommand\x12\x1b\n" +
-	"\texit_code\x18\x03 \x01(\x05R\bexitCode\"\xc2\x01\n" +
+	"\texit_code\x18\x03 \x01(\x05R\bexitCode\"\xaa\x01\n" +
 	"\x12InstallSiteRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x18\n" +
-	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x1c\n" +
-	"\tprocesses\x18\x03 \x01(\rR\tprocesses\x12\x18\n" +
-	"\athreads\x18\x04 \x01(\rR\athreads\x12'\n" +
+	"\aaliases\x18\x02 \x03(\tR\aaliases\x12'\n" +
 	"\x0fcertificate_pem\x18\x05 \x01(\fR\x0ecertificatePem\x12\x17\n" +
-	"\akey_pem\x18\x06 \x01(\fR\x06keyPem\"/\n" +
+	"\akey_pem\x18\x06 \x01(\fR\x06keyPemJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05R\tprocessesR\athreads\"/\n" +
 	"\x13InstallSiteResponse\x12\x18\n" +
-	"\achanged\x18\x01 \x01(\bR\achanged\"-\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\"h\n" +
+	"\x14EnsureBackendRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1c\n" +
+	"\tprocesses\x18\x02 \x01(\rR\tprocesses\x12\x18\n" +
+	"\athreads\x18\x03 \x01(\rR\athreads\"n\n" +
+	"\x15EnsureBackendResponse\x12\x1d\n" +
+	"\n" +
+	"master_pid\x18\x01 \x01(\x05R\tmasterPid\x12\x18\n" +
+	"\astarted\x18\x02 \x01(\bR\astarted\x12\x1c\n" +
+	"\trestarted\x18\x03 \x01(\bR\trestarted\"0\n" +
+	"\x14RemoveBackendRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"1\n" +
+	"\x15RemoveBackendResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved\"-\n" +
 	"\x11RemoveSiteRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\".\n" +
 	"\x12RemoveSiteResponse\x12\x18\n" +
@@ -1200,7 +1408,7 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\x16MANAGE_COMMAND_MIGRATE\x10\x01\x12\"\n" +
 	"\x1eMANAGE_COMMAND_CREATESUPERUSER\x10\x02\x12\x18\n" +
 	"\x14MANAGE_COMMAND_CHECK\x10\x03\x12 \n" +
-	"\x1cMANAGE_COMMAND_COLLECTSTATIC\x10\x042\xef\x05\n" +
+	"\x1cMANAGE_COMMAND_COLLECTSTATIC\x10\x042\xa7\a\n" +
 	"\x05Privd\x12Q\n" +
 	"\n" +
 	"EnsureUser\x12 .opus.privd.v1.EnsureUserRequest\x1a!.opus.privd.v1.EnsureUserResponse\x12Q\n" +
@@ -1210,7 +1418,9 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"SecureTree\x12 .opus.privd.v1.SecureTreeRequest\x1a!.opus.privd.v1.SecureTreeResponse\x12Q\n" +
 	"\n" +
 	"RemoveTree\x12 .opus.privd.v1.RemoveTreeRequest\x1a!.opus.privd.v1.RemoveTreeResponse\x12N\n" +
-	"\tRunManage\x12\x1f.opus.privd.v1.RunManageRequest\x1a .opus.privd.v1.RunManageResponse\x12T\n" +
+	"\tRunManage\x12\x1f.opus.privd.v1.RunManageRequest\x1a .opus.privd.v1.RunManageResponse\x12Z\n" +
+	"\rEnsureBackend\x12#.opus.privd.v1.EnsureBackendRequest\x1a$.opus.privd.v1.EnsureBackendResponse\x12Z\n" +
+	"\rRemoveBackend\x12#.opus.privd.v1.RemoveBackendRequest\x1a$.opus.privd.v1.RemoveBackendResponse\x12T\n" +
 	"\vInstallSite\x12!.opus.privd.v1.InstallSiteRequest\x1a\".opus.privd.v1.InstallSiteResponse\x12Q\n" +
 	"\n" +
 	"RemoveSite\x12 .opus.privd.v1.RemoveSiteRequest\x1a!.opus.privd.v1.RemoveSiteResponse\x12W\n" +
@@ -1230,55 +1440,63 @@ func file_opus_privd_v1_privd_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_privd_v1_privd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_opus_privd_v1_privd_proto_goTypes = []any{
-	(ManageCommand)(0),           // 0: opus.privd.v1.ManageCommand
-	(*EnsureUserRequest)(nil),    // 1: opus.privd.v1.EnsureUserRequest
-	(*EnsureUserResponse)(nil),   // 2: opus.privd.v1.EnsureUserResponse
-	(*DeleteUserRequest)(nil),    // 3: opus.privd.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),   // 4: opus.privd.v1.DeleteUserResponse
-	(*SecureTreeRequest)(nil),    // 5: opus.privd.v1.SecureTreeRequest
-	(*Refusal)(nil),              // 6: opus.privd.v1.Refusal
-	(*SecureTreeResponse)(nil),   // 7: opus.privd.v1.SecureTreeResponse
-	(*RemoveTreeRequest)(nil),    // 8: opus.privd.v1.RemoveTreeRequest
-	(*RemoveTreeResponse)(nil),   // 9: opus.privd.v1.RemoveTreeResponse
-	(*RunManageRequest)(nil),     // 10: opus.privd.v1.RunManageRequest
-	(*RunManageResponse)(nil),    // 11: opus.privd.v1.RunManageResponse
-	(*InstallSiteRequest)(nil),   // 12: opus.privd.v1.InstallSiteRequest
-	(*InstallSiteResponse)(nil),  // 13: opus.privd.v1.InstallSiteResponse
-	(*RemoveSiteRequest)(nil),    // 14: opus.privd.v1.RemoveSiteRequest
-	(*RemoveSiteResponse)(nil),   // 15: opus.privd.v1.RemoveSiteResponse
-	(*ReloadApacheRequest)(nil),  // 16: opus.privd.v1.ReloadApacheRequest
-	(*ReloadApacheResponse)(nil), // 17: opus.privd.v1.ReloadApacheResponse
-	(*TailLogRequest)(nil),       // 18: opus.privd.v1.TailLogRequest
-	(*TailLogResponse)(nil),      // 19: opus.privd.v1.TailLogResponse
-	nil,                          // 20: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	(ManageCommand)(0),            // 0: opus.privd.v1.ManageCommand
+	(*EnsureUserRequest)(nil),     // 1: opus.privd.v1.EnsureUserRequest
+	(*EnsureUserResponse)(nil),    // 2: opus.privd.v1.EnsureUserResponse
+	(*DeleteUserRequest)(nil),     // 3: opus.privd.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),    // 4: opus.privd.v1.DeleteUserResponse
+	(*SecureTreeRequest)(nil),     // 5: opus.privd.v1.SecureTreeRequest
+	(*Refusal)(nil),               // 6: opus.privd.v1.Refusal
+	(*SecureTreeResponse)(nil),    // 7: opus.privd.v1.SecureTreeResponse
+	(*RemoveTreeRequest)(nil),     // 8: opus.privd.v1.RemoveTreeRequest
+	(*RemoveTreeResponse)(nil),    // 9: opus.privd.v1.RemoveTreeResponse
+	(*RunManageRequest)(nil),      // 10: opus.privd.v1.RunManageRequest
+	(*RunManageResponse)(nil),     // 11: opus.privd.v1.RunManageResponse
+	(*InstallSiteRequest)(nil),    // 12: opus.privd.v1.InstallSiteRequest
+	(*InstallSiteResponse)(nil),   // 13: opus.privd.v1.InstallSiteResponse
+	(*EnsureBackendRequest)(nil),  // 14: opus.privd.v1.EnsureBackendRequest
+	(*EnsureBackendResponse)(nil), // 15: opus.privd.v1.EnsureBackendResponse
+	(*RemoveBackendRequest)(nil),  // 16: opus.privd.v1.RemoveBackendRequest
+	(*RemoveBackendResponse)(nil), // 17: opus.privd.v1.RemoveBackendResponse
+	(*RemoveSiteRequest)(nil),     // 18: opus.privd.v1.RemoveSiteRequest
+	(*RemoveSiteResponse)(nil),    // 19: opus.privd.v1.RemoveSiteResponse
+	(*ReloadApacheRequest)(nil),   // 20: opus.privd.v1.ReloadApacheRequest
+	(*ReloadApacheResponse)(nil),  // 21: opus.privd.v1.ReloadApacheResponse
+	(*TailLogRequest)(nil),        // 22: opus.privd.v1.TailLogRequest
+	(*TailLogResponse)(nil),       // 23: opus.privd.v1.TailLogResponse
+	nil,                           // 24: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 }
 var file_opus_privd_v1_privd_proto_depIdxs = []int32{
 	6,  // 0: opus.privd.v1.SecureTreeResponse.refusals:type_name -> opus.privd.v1.Refusal
 	0,  // 1: opus.privd.v1.RunManageRequest.commands:type_name -> opus.privd.v1.ManageCommand
 	0,  // 2: opus.privd.v1.RunManageResponse.failed_command:type_name -> opus.privd.v1.ManageCommand
-	20, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	24, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 	1,  // 4: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
 	3,  // 5: opus.privd.v1.Privd.DeleteUser:input_type -> opus.privd.v1.DeleteUserRequest
 	5,  // 6: opus.privd.v1.Privd.SecureTree:input_type -> opus.privd.v1.SecureTreeRequest
 	8,  // 7: opus.privd.v1.Privd.RemoveTree:input_type -> opus.privd.v1.RemoveTreeRequest
 	10, // 8: opus.privd.v1.Privd.RunManage:input_type -> opus.privd.v1.RunManageRequest
-	12, // 9: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
-	14, // 10: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
-	16, // 11: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
-	18, // 12: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
-	2,  // 13: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
-	4,  // 14: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
-	7,  // 15: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
-	9,  // 16: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
-	11, // 17: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
-	13, // 18: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
-	15, // 19: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
-	17, // 20: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
-	19, // 21: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
-	13, // [13:22] is the sub-list for method output_type
-	4,  // [4:13] is the sub-list for method input_type
+	14, // 9: opus.privd.v1.Privd.EnsureBackend:input_type -> opus.privd.v1.EnsureBackendRequest
+	16, // 10: opus.privd.v1.Privd.RemoveBackend:input_type -> opus.privd.v1.RemoveBackendRequest
+	12, // 11: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
+	18, // 12: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
+	20, // 13: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
+	22, // 14: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
+	2,  // 15: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
+	4,  // 16: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
+	7,  // 17: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
+	9,  // 18: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
+	11, // 19: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
+	15, // 20: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
+	17, // 21: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
+	13, // 22: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
+	19, // 23: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
+	21, // 24: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
+	23, // 25: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
+	15, // [15:26] is the sub-list for method output_type
+	4,  // [4:15] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1295,7 +1513,7 @@ func file_opus_privd_v1_privd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_privd_v1_privd_proto_rawDesc), len(file_opus_privd_v1_privd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,22 +26,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Privd_EnsureUser_FullMethodName   = "/opus.privd.v1.Privd/EnsureUser"
-	Privd_DeleteUser_FullMethodName   = "/opus.privd.v1.Privd/DeleteUser"
-	Privd_SecureTree_FullMethodName   = "/opus.privd.v1.Privd/SecureTree"
-	Privd_RemoveTree_FullMethodName   = "/opus.privd.v1.Privd/RemoveTree"
-	Privd_RunManage_FullMethodName    = "/opus.privd.v1.Privd/RunManage"
-	Privd_InstallSite_FullMethodName  = "/opus.privd.v1.Privd/InstallSite"
-	Privd_RemoveSite_FullMethodName   = "/opus.privd.v1.Privd/RemoveSite"
-	Privd_ReloadApache_FullMethodName = "/opus.privd.v1.Privd/ReloadApache"
-	Privd_TailLog_FullMethodName      = "/opus.privd.v1.Privd/TailLog"
+	Privd_EnsureUser_FullMethodName    = "/opus.privd.v1.Privd/EnsureUser"
+	Privd_DeleteUser_FullMethodName    = "/opus.privd.v1.Privd/DeleteUser"
+	Privd_SecureTree_FullMethodName    = "/opus.privd.v1.Privd/SecureTree"
+	Privd_RemoveTree_FullMethodName    = "/opus.privd.v1.Privd/RemoveTree"
+	Privd_RunManage_FullMethodName     = "/opus.privd.v1.Privd/RunManage"
+	Privd_EnsureBackend_FullMethodName = "/opus.privd.v1.Privd/EnsureBackend"
+	Privd_RemoveBackend_FullMethodName = "/opus.privd.v1.Privd/RemoveBackend"
+	Privd_InstallSite_FullMethodName   = "/opus.privd.v1.Privd/InstallSite"
+	Privd_RemoveSite_FullMethodName    = "/opus.privd.v1.Privd/RemoveSite"
+	Privd_ReloadApache_FullMethodName  = "/opus.privd.v1.Privd/ReloadApache"
+	Privd_TailLog_FullMethodName       = "/opus.privd.v1.Privd/TailLog"
 )
 
 // PrivdClient is the client API for Privd service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Privd is the privileged monitor. Nine calls, nothing else.
+// Privd is the privileged monitor. Eleven calls, nothing else.
 type PrivdClient interface {
 	// EnsureUser creates the project's system user "<user_prefix>NAME" (no
 	// home, nologin shell, the Opus marker in GECOS) and its group, with the
@@ -64,15 +66,27 @@ type PrivdClient interface {
 	// with the configured interpreter, a fixed environment, a timeout and
 	// bounded output.
 	RunManage(ctx context.Context, in *RunManageRequest, opts ...grpc.CallOption) (*RunManageResponse, error)
-	// InstallSite renders the project's virtual host from structured fields,
-	// writes the TLS key and certificate (checked to match), and runs
-	// configtest; on failure the previous vhost is restored and Apache's error
-	// comes back. It does not reload Apache.
+	// EnsureBackend makes the project's backend serve: its own Apache +
+	// mod_wsgi (daemon mode, as the project's user), rendered from structured
+	// fields, started confined when it is down, gracefully restarted when its
+	// configuration changed (which restarts this project's Python and no
+	// other's). privd supervises it from then on: it starts it again when it
+	// dies and when privd or the host starts.
+	EnsureBackend(ctx context.Context, in *EnsureBackendRequest, opts ...grpc.CallOption) (*EnsureBackendResponse, error)
+	// RemoveBackend stops the project's backend and removes its
+	// configuration. Removing an absent backend succeeds.
+	RemoveBackend(ctx context.Context, in *RemoveBackendRequest, opts ...grpc.CallOption) (*RemoveBackendResponse, error)
+	// InstallSite renders the project's virtual host on the front (TLS, and
+	// a route to the project's backend) from structured fields, writes the
+	// TLS key and certificate (checked to match), and runs configtest; on
+	// failure the previous vhost is restored and Apache's error comes back.
+	// It does not reload Apache.
 	InstallSite(ctx context.Context, in *InstallSiteRequest, opts ...grpc.CallOption) (*InstallSiteResponse, error)
 	// RemoveSite removes the project's virtual host, key and certificate.
 	RemoveSite(ctx context.Context, in *RemoveSiteRequest, opts ...grpc.CallOption) (*RemoveSiteResponse, error)
-	// ReloadApache gracefully restarts Apache (starting the managed instance if
-	// it is down). Calls within a short window share one graceful restart.
+	// ReloadApache gracefully restarts the front Apache (starting the managed
+	// instance if it is down); the front runs no Python, so no project's
+	// code restarts. Calls within a short window share one graceful restart.
 	ReloadApache(ctx context.Context, in *ReloadApacheRequest, opts ...grpc.CallOption) (*ReloadApacheResponse, error)
 	// TailLog returns the last lines of the project's own Apache/mod_wsgi
 	// error log.
@@ -137,6 +151,26 @@ func (c *privdClient) RunManage(ctx context.Context, in *RunManageRequest, opts 
 	return out, nil
 }
 
+func (c *privdClient) EnsureBackend(ctx context.Context, in *EnsureBackendRequest, opts ...grpc.CallOption) (*EnsureBackendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnsureBackendResponse)
+	err := c.cc.Invoke(ctx, Privd_EnsureBackend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *privdClient) RemoveBackend(ctx context.Context, in *RemoveBackendRequest, opts ...grpc.CallOption) (*RemoveBackendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveBackendResponse)
+	err := c.cc.Invoke(ctx, Privd_RemoveBackend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *privdClient) InstallSite(ctx context.Context, in *InstallSiteRequest, opts ...grpc.CallOption) (*InstallSiteResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(InstallSiteResponse)
@@ -181,7 +215,7 @@ func (c *privdClient) TailLog(ctx context.Context, in *TailLogRequest, opts ...g
 // All implementations must embed UnimplementedPrivdServer
 // for forward compatibility.
 //
-// Privd is the privileged monitor. Nine calls, nothing else.
+// Privd is the privileged monitor. Eleven calls, nothing else.
 type PrivdServer interface {
 	// EnsureUser creates the project's system user "<user_prefix>NAME" (no
 	// home, nologin shell, the Opus marker in GECOS) and its group, with the
@@ -204,15 +238,27 @@ type PrivdServer interface {
 	// with the configured interpreter, a fixed environment, a timeout and
 	// bounded output.
 	RunManage(context.Context, *RunManageRequest) (*RunManageResponse, error)
-	// InstallSite renders the project's virtual host from structured fields,
-	// writes the TLS key and certificate (checked to match), and runs
-	// configtest; on failure the previous vhost is restored and Apache's error
-	// comes back. It does not reload Apache.
+	// EnsureBackend makes the project's backend serve: its own Apache +
+	// mod_wsgi (daemon mode, as the project's user), rendered from structured
+	// fields, started confined when it is down, gracefully restarted when its
+	// configuration changed (which restarts this project's Python and no
+	// other's). privd supervises it from then on: it starts it again when it
+	// dies and when privd or the host starts.
+	EnsureBackend(context.Context, *EnsureBackendRequest) (*EnsureBackendResponse, error)
+	// RemoveBackend stops the project's backend and removes its
+	// configuration. Removing an absent backend succeeds.
+	RemoveBackend(context.Context, *RemoveBackendRequest) (*RemoveBackendResponse, error)
+	// InstallSite renders the project's virtual host on the front (TLS, and
+	// a route to the project's backend) from structured fields, writes the
+	// TLS key and certificate (checked to match), and runs configtest; on
+	// failure the previous vhost is restored and Apache's error comes back.
+	// It does not reload Apache.
 	InstallSite(context.Context, *InstallSiteRequest) (*InstallSiteResponse, error)
 	// RemoveSite removes the project's virtual host, key and certificate.
 	RemoveSite(context.Context, *RemoveSiteRequest) (*RemoveSiteResponse, error)
-	// ReloadApache gracefully restarts Apache (starting the managed instance if
-	// it is down). Calls within a short window share one graceful restart.
+	// ReloadApache gracefully restarts the front Apache (starting the managed
+	// instance if it is down); the front runs no Python, so no project's
+	// code restarts. Calls within a short window share one graceful restart.
 	ReloadApache(context.Context, *ReloadApacheRequest) (*ReloadApacheResponse, error)
 	// TailLog returns the last lines of the project's own Apache/mod_wsgi
 	// error log.
@@ -241,6 +287,12 @@ func (UnimplementedPrivdServer) RemoveTree(context.Context, *RemoveTreeRequest) 
 }
 func (UnimplementedPrivdServer) RunManage(context.Context, *RunManageRequest) (*RunManageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RunManage not implemented")
+}
+func (UnimplementedPrivdServer) EnsureBackend(context.Context, *EnsureBackendRequest) (*EnsureBackendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnsureBackend not implemented")
+}
+func (UnimplementedPrivdServer) RemoveBackend(context.Context, *RemoveBackendRequest) (*RemoveBackendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveBackend not implemented")
 }
 func (UnimplementedPrivdServer) InstallSite(context.Context, *InstallSiteRequest) (*InstallSiteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InstallSite not implemented")
@@ -365,6 +417,42 @@ func _Privd_RunManage_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Privd_EnsureBackend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnsureBackendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PrivdServer).EnsureBackend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Privd_EnsureBackend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PrivdServer).EnsureBackend(ctx, req.(*EnsureBackendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Privd_RemoveBackend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveBackendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PrivdServer).RemoveBackend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Privd_RemoveBackend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PrivdServer).RemoveBackend(ctx, req.(*RemoveBackendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Privd_InstallSite_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(InstallSiteRequest)
 	if err := dec(in); err != nil {
@@ -463,6 +551,14 @@ var Privd_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RunManage",
 			Handler:    _Privd_RunManage_Handler,
+		},
+		{
+			MethodName: "EnsureBackend",
+			Handler:    _Privd_EnsureBackend_Handler,
+		},
+		{
+			MethodName: "RemoveBackend",
+			Handler:    _Privd_RemoveBackend_Handler,
 		},
 		{
 			MethodName: "InstallSite",
