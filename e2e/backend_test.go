@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/opus-hosting/opus/privd/apache"
+	"github.com/opus-hosting/opus/privd/cgroup"
 )
 
 // Issue 15: every project's mod_wsgi daemon runs under an Apache of its
@@ -41,23 +44,6 @@ func (h *host) backendPids(project string) []int {
 			pids = append(pids, pid)
 		}
 	}
-	return pids
-}
-
-// daemonPids returns the pids of project's mod_wsgi daemon processes.
-func daemonPids(project string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.HasPrefix(cmd, []byte("(wsgi:"+project+")")) {
-			pids = append(pids, pid)
-		}
-	}
-	slices.Sort(pids)
 	return pids
 }
 
@@ -99,6 +85,7 @@ func TestBackendIsConfined(t *testing.T) {
             "mnt": os.readlink("/proc/self/ns/mnt"),
             "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
             "groups": os.getgroups(),
+            "cgroup": open("/proc/self/cgroup").read(),
         }))
 `, mustJSON(t, marks))))
 	mustGet(t, webClient(), h.url(name, "http", "/bconf/"), "hostile bconf")
@@ -114,10 +101,12 @@ func TestBackendIsConfined(t *testing.T) {
 		Mnt        string
 		NProc      int64
 		Groups     []int
+		Cgroup     string
 	}
 	if err := json.Unmarshal(data, &got); err != nil {
 		t.Fatal(err)
 	}
+	h.checkBackendCgroup(t, name, got.Cgroup)
 	// The attack did happen, in the daemon's own view.
 	if !slices.Equal(got.Wrote, marks) {
 		t.Errorf("the daemon wrote %v, want all of %v (in its own namespace)", got.Wrote, marks)
@@ -136,6 +125,43 @@ func TestBackendIsConfined(t *testing.T) {
 	h.mustCtl(t, 0, "destroy", name, "--yes")
 	if left := h.backendPids(name); len(left) > 0 {
 		t.Errorf("backend processes %v survived destroy", left)
+	}
+}
+
+// checkBackendCgroup checks, on a host with cgroup v1 hierarchies (this
+// one, and CI's), that a process of project's backend whose
+// /proc/self/cgroup is text is in the backend's own memory, pids and cpu
+// groups, limited as configured.
+func (h *host) checkBackendCgroup(t *testing.T, project, text string) {
+	t.Helper()
+	root, err := cgroup.Detect("")
+	if err != nil || root.V2 {
+		t.Logf("not checking control groups: %v (v2: %v)", err, root != nil && root.V2)
+		return
+	}
+	suffix := "/" + apache.CgroupParent(h.cfg.UserPrefix) + "/" + project
+	paths := map[string]string{}
+	for _, l := range strings.Split(text, "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 {
+			for _, c := range strings.Split(f[1], ",") {
+				paths[c] = f[2]
+			}
+		}
+	}
+	for _, c := range []string{"memory", "pids", "cpu"} {
+		if !strings.HasSuffix(paths[c], suffix) {
+			t.Errorf("the daemon is in %s group %q, want one ending %q", c, paths[c], suffix)
+		}
+	}
+	for _, lim := range []struct{ file, want string }{
+		{"memory/" + paths["memory"] + "/memory.limit_in_bytes", strconv.FormatInt(h.cfg.BackendMemory, 10)},
+		{"pids/" + paths["pids"] + "/pids.max", strconv.Itoa(h.cfg.BackendTasks)},
+		{"cpu/" + paths["cpu"] + "/cpu.cfs_quota_us", strconv.Itoa(h.cfg.BackendCPU * 1000)},
+	} {
+		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", lim.file))
+		if err != nil || strings.TrimSpace(string(b)) != lim.want {
+			t.Errorf("%s = %q (%v), want %s", lim.file, b, err, lim.want)
+		}
 	}
 }
 
@@ -235,7 +261,7 @@ func TestNoTenantHoldsAnotherKey(t *testing.T) {
 		t.Fatalf("the front's master (pid %d) holds neither key as scanned: the scan cannot find a key", front)
 	}
 	pids := h.backendPids(a)
-	if len(daemonPids(a)) == 0 || len(pids) < 3 {
+	if len(wsgiPids(a)) == 0 || len(pids) < 3 {
 		t.Fatalf("%s's backend has processes %v; want a master, a worker and a daemon", a, pids)
 	}
 	for _, pid := range pids {
@@ -278,7 +304,7 @@ func TestChangesRestartNoOtherProject(t *testing.T) {
 	}
 	url := h.url(bystander, "https", "/")
 	mustGet(t, webClient(), url, "")
-	before := daemonPids(bystander)
+	before := wsgiPids(bystander)
 	if len(before) == 0 {
 		t.Fatalf("no (wsgi:%s) daemon", bystander)
 	}
@@ -324,7 +350,7 @@ func TestChangesRestartNoOtherProject(t *testing.T) {
 	if p.bad > 0 {
 		t.Errorf("%d of %d probes of %s failed during the others' changes; first: %s", p.bad, p.n, bystander, p.first)
 	}
-	if after := daemonPids(bystander); !slices.Equal(after, before) {
+	if after := wsgiPids(bystander); !slices.Equal(after, before) {
 		t.Errorf("%s's daemon pids went from %v to %v: its Python was restarted by other projects' changes", bystander, before, after)
 	}
 	for _, p := range []string{bystander, a} {

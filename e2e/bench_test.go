@@ -862,6 +862,11 @@ func BenchmarkDisturbance(b *testing.B) {
 	others := e.fleet(b, *benchN)
 	// Warm every daemon (the fleet's GETs did), then settle.
 	time.Sleep(time.Second)
+	e.recordBackendMemory(b, others)
+	daemons := map[string][]int{}
+	for _, o := range others {
+		daemons[o] = wsgiPids(o)
+	}
 	p := e.startProbe(others[0])
 	time.Sleep(3 * time.Second)
 	name := benchName()
@@ -890,6 +895,16 @@ func BenchmarkDisturbance(b *testing.B) {
 	}
 	_ = e.until200(ctx, name, "/shop/", "shop version v2")
 	time.Sleep(time.Second)
+	p.set("hosts")
+	op, err = e.c.UpdateSettings(ctx, name, map[string]string{"hosts": "www." + name + ".example.org"}, nil)
+	if err == nil {
+		_, err = e.c.Wait(ctx, op.GetId(), nil)
+	}
+	if err != nil {
+		p.end()
+		b.Fatal(err)
+	}
+	time.Sleep(time.Second)
 	p.set("destroy")
 	if err := e.destroy(name); err != nil {
 		p.end()
@@ -898,15 +913,78 @@ func BenchmarkDisturbance(b *testing.B) {
 	time.Sleep(time.Second)
 	p.end()
 	b.StopTimer()
-	for _, ph := range []string{"idle", "create", "update", "destroy"} {
+	for _, ph := range []string{"idle", "create", "update", "hosts", "destroy"} {
 		l := p.lat[ph]
 		note := fmt.Sprintf("%d requests, %d not 200", len(l), p.fails[ph])
 		record(b, "disturbance", ph+" worst", round3(quantile(l, 1)*1000), "ms", note)
 		record(b, "disturbance", ph+" median", round3(median(l)*1000), "ms", "")
 	}
+	restarted := 0
+	for o, before := range daemons {
+		if !slices.Equal(wsgiPids(o), before) {
+			restarted++
+		}
+	}
+	record(b, "disturbance", "other daemons restarted", float64(restarted), "projects", fmt.Sprintf("of %d others, by (wsgi:NAME) pids, over create, update, hosts and destroy; must be 0", len(others)))
 	record(b, "disturbance", "other projects", float64(len(others)), "projects", "deployed and warm; the probe is on one of them")
 	e.destroyAll(b, others)
 	saveFigures(b)
+}
+
+// recordBackendMemory records what each project's backend adds beyond its
+// mod_wsgi daemon (its Apache master and workers, PSS) and the host's
+// memory in use with the fleet deployed.
+func (e *benchEnv) recordBackendMemory(b *testing.B, projects []string) {
+	var per []float64
+	for _, p := range projects {
+		conf := []byte(filepath.Join(e.h.cfg.ApacheDir, "backends", p) + "/")
+		kib := 0.0
+		ents, _ := os.ReadDir("/proc")
+		for _, ent := range ents {
+			pid, err := strconv.Atoi(ent.Name())
+			if err != nil {
+				continue
+			}
+			if cmd, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline")); err == nil && bytes.Contains(cmd, conf) {
+				kib += pssKiB(pid)
+			}
+		}
+		per = append(per, kib/1024)
+	}
+	record(b, "memory", "backend beyond its daemon, median", round3(median(per)), "MiB", fmt.Sprintf("PSS of each backend's Apache master and workers, over %d projects; target ≤ 15", len(per)))
+	record(b, "memory", "backend beyond its daemon, max", round3(quantile(per, 1)), "MiB", "")
+	record(b, "memory", "host in use", round3(hostUsedMiB()), "MiB", fmt.Sprintf("MemTotal - MemAvailable with %d projects deployed and warm", len(projects)))
+}
+
+// pssKiB is a process's proportional set size.
+func pssKiB(pid int) float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Pss:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				n, _ := strconv.ParseFloat(f[0], 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// hostUsedMiB is MemTotal - MemAvailable.
+func hostUsedMiB() float64 {
+	b, _ := os.ReadFile("/proc/meminfo")
+	get := func(k string) float64 {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, k+":"); ok {
+				if f := strings.Fields(v); len(f) > 0 {
+					n, _ := strconv.ParseFloat(f[0], 64)
+					return n
+				}
+			}
+		}
+		return 0
+	}
+	return (get("MemTotal") - get("MemAvailable")) / 1024
 }
 
 // ---- API at scale, against a stub privd ----
@@ -936,6 +1014,12 @@ func (s *stubPrivd) RemoveTree(context.Context, *privdv1.RemoveTreeRequest) (*pr
 }
 func (s *stubPrivd) RunManage(context.Context, *privdv1.RunManageRequest) (*privdv1.RunManageResponse, error) {
 	return &privdv1.RunManageResponse{Output: "stub\n"}, nil
+}
+func (s *stubPrivd) EnsureBackend(context.Context, *privdv1.EnsureBackendRequest) (*privdv1.EnsureBackendResponse, error) {
+	return &privdv1.EnsureBackendResponse{MasterPid: 1, Started: true}, nil
+}
+func (s *stubPrivd) RemoveBackend(context.Context, *privdv1.RemoveBackendRequest) (*privdv1.RemoveBackendResponse, error) {
+	return &privdv1.RemoveBackendResponse{Removed: true}, nil
 }
 func (s *stubPrivd) InstallSite(context.Context, *privdv1.InstallSiteRequest) (*privdv1.InstallSiteResponse, error) {
 	return &privdv1.InstallSiteResponse{Changed: true}, nil

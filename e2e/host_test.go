@@ -28,6 +28,8 @@ import (
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/pgtest"
 	"github.com/opus-hosting/opus/internal/testrun"
+	"github.com/opus-hosting/opus/privd/apache"
+	"github.com/opus-hosting/opus/privd/cgroup"
 )
 
 // Names unique to this run (internal/testrun): everything the tests make
@@ -90,7 +92,12 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	var err error
-	if testRun, err = testrun.StartWith(pgtest.Cleaner); err != nil {
+	if testRun, err = testrun.StartWith(pgtest.Cleaner, cgroupCleaner); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	// The run's privds make a control group per backend beneath this one.
+	if err := testRun.Note(cgroupKind, apache.CgroupParent(testRun.UserPrefix())); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
@@ -445,6 +452,23 @@ func addUserWith(t *testing.T, role string, add func(string) error) (string, uin
 	}
 	return name, uid
 }
+
+// cgroupKind notes the control group that holds a run's backends' groups.
+const cgroupKind = "cgroup"
+
+// cgroupCleaner removes a run's backends' control groups (and ends what
+// is in them) on a host that has them.
+var cgroupCleaner = testrun.Cleaner{Kind: cgroupKind, Clean: func(_ string, groups []string) error {
+	root, err := cgroup.Detect("")
+	if err != nil {
+		return nil // no control groups here: nothing was made
+	}
+	var errs []error
+	for _, g := range groups {
+		errs = append(errs, root.RemoveTree(g))
+	}
+	return errors.Join(errs...)
+}}
 
 // newProject returns a fresh project name and registers a cleanup that
 // destroys it if the test left it behind.

@@ -75,9 +75,13 @@ stop() {
 	fi
 	end "$OPUSD_PID" opusd
 	end "$PRIVD_PID" opus-privd
-	# The managed Apache outlives privd; its master stops the mod_wsgi
-	# daemons and workers with it.
+	# The front Apache and every project's backend outlive privd; each
+	# backend's master stops its mod_wsgi daemon and workers with it.
 	end "$APACHE_PID" /var/lib/opus-apache/httpd.conf
+	for conf in /var/lib/opus-apache/backends/*/httpd.conf; do
+		[ -e "$conf" ] || continue
+		end "$(dirname "$conf")/run/httpd.pid" "$conf"
+	done
 	echo "demo stopped"
 }
 

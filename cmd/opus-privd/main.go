@@ -31,6 +31,7 @@ import (
 	"github.com/opus-hosting/opus/internal/socklock"
 	"github.com/opus-hosting/opus/privd/account"
 	"github.com/opus-hosting/opus/privd/apache"
+	"github.com/opus-hosting/opus/privd/cgroup"
 	"github.com/opus-hosting/opus/privd/confine"
 	"github.com/opus-hosting/opus/privd/manage"
 	"github.com/opus-hosting/opus/privd/server"
@@ -268,6 +269,11 @@ func serve(o options, log *slog.Logger) error {
 		u, err := accounts.LookupUser(project)
 		return u.UID, u.GID, err
 	}, log)
+	if root, err := cgroup.Detect(""); err != nil {
+		log.Warn("backends run without control groups of their own (memory, task and CPU bounds)", "err", err)
+	} else {
+		apacheBackends.Cgroups = root
+	}
 	var backends server.Backends = apacheBackends
 	srv := server.New(server.Config{
 		OpusUID: uid, OpusGID: gid, BaseDir: cfg.BaseDir, Accounts: accounts,

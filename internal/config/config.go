@@ -57,6 +57,13 @@ type Config struct {
 	// 1024 so that only root can bind it: no tenant can take another
 	// project's address before its backend does.
 	BackendPort int
+	// BackendMemory, BackendTasks and BackendCPU bound each project's
+	// backend (its Apache, its mod_wsgi daemon and whatever they start),
+	// through a control group of its own where the host has them: bytes
+	// of memory, processes and threads, percent of one CPU. 0 is no bound.
+	BackendMemory int64
+	BackendTasks  int
+	BackendCPU    int
 	// Python is the interpreter for manage.py (the one mod_wsgi embeds).
 	Python string
 	// WSGIProcesses and WSGIThreads size each project's daemon group.
@@ -142,6 +149,9 @@ func Default() Config {
 		HTTPPort:      8080,
 		HTTPSPort:     8443,
 		BackendPort:   1023,
+		BackendMemory: 1 << 30,
+		BackendTasks:  512,
+		BackendCPU:    100,
 		Python:        "/usr/bin/python3",
 		WSGIProcesses: 1,
 		WSGIThreads:   10,
@@ -225,7 +235,8 @@ func (c Config) Format() string {
 		{"base_dir", c.BaseDir}, {"run_dir", c.RunDir}, {"opus_user", c.OpusUser},
 		{"admin_group", c.AdminGroup}, {"server_suffix", c.ServerSuffix},
 		{"apache_mode", c.ApacheMode}, {"apache_dir", c.ApacheDir},
-		{"http_port", c.HTTPPort}, {"https_port", c.HTTPSPort}, {"backend_port", c.BackendPort}, {"python", c.Python},
+		{"http_port", c.HTTPPort}, {"https_port", c.HTTPSPort}, {"backend_port", c.BackendPort},
+		{"backend_memory", c.BackendMemory}, {"backend_tasks", c.BackendTasks}, {"backend_cpu", c.BackendCPU}, {"python", c.Python},
 		{"user_prefix", c.UserPrefix}, {"project_uids", c.ProjectUIDs},
 		{"tls_security_level", c.TLSSecurityLevel}, {"upload_quota", c.UploadQuota}, {"upload_grace", c.UploadGrace},
 		{"wsgi_processes", c.WSGIProcesses}, {"wsgi_threads", c.WSGIThreads},
@@ -246,6 +257,7 @@ func (c *Config) Set(key, value string) error {
 	}
 	num := map[string]*int{
 		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort, "backend_port": &c.BackendPort,
+		"backend_tasks": &c.BackendTasks, "backend_cpu": &c.BackendCPU,
 		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
 		"git_max_bytes": &c.GitMaxBytes, "tls_security_level": &c.TLSSecurityLevel,
 	}
@@ -256,6 +268,13 @@ func (c *Config) Set(key, value string) error {
 			return fmt.Errorf("project_uids: %w", err)
 		}
 		c.ProjectUIDs = r
+		return nil
+	case "backend_memory":
+		v, err := strconv.ParseInt(value, 10, 64)
+		if err != nil {
+			return fmt.Errorf("backend_memory: %q is not a number of bytes", value)
+		}
+		c.BackendMemory = v
 		return nil
 	case "upload_quota":
 		v, err := strconv.ParseInt(value, 10, 64)
@@ -304,6 +323,15 @@ func (c Config) Validate() error {
 	}
 	if c.BackendPort < 1 || c.BackendPort > 1023 {
 		return fmt.Errorf("backend_port: %d must be a port below 1024, which only root can bind", c.BackendPort)
+	}
+	if c.BackendMemory != 0 && c.BackendMemory < 64<<20 {
+		return fmt.Errorf("backend_memory: %d is below the least a Django backend needs, 64 MiB (67108864); 0 is no bound", c.BackendMemory)
+	}
+	if c.BackendTasks != 0 && c.BackendTasks < 32 {
+		return fmt.Errorf("backend_tasks: %d is below the least a backend needs, 32 (its Apache's threads and its daemon's); 0 is no bound", c.BackendTasks)
+	}
+	if c.BackendCPU < 0 || c.BackendCPU != 0 && c.BackendCPU < 5 {
+		return fmt.Errorf("backend_cpu: %d: give a percent of one CPU of at least 5 (100 is one CPU, 200 two), or 0 for no bound", c.BackendCPU)
 	}
 	if c.HTTPPort == c.HTTPSPort {
 		return fmt.Errorf("http_port and https_port are both %d", c.HTTPPort)

@@ -22,6 +22,7 @@ import (
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/procs"
+	"github.com/opus-hosting/opus/privd/cgroup"
 	"github.com/opus-hosting/opus/privd/confine"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
@@ -49,6 +50,19 @@ const (
 	superviseEvery = 2 * time.Second
 )
 
+// group is the control group of project's backend: beneath privd's own,
+// one parent per Opus instance (by user prefix), one group per project.
+func (b *Backends) group(project string) (*cgroup.Group, error) {
+	if b.Cgroups == nil {
+		return nil, nil
+	}
+	return b.Cgroups.Group(CgroupParent(b.cfg.UserPrefix) + "/" + project)
+}
+
+// CgroupParent is the name of the control group, beneath privd's own,
+// that holds every backend of an Opus instance with user prefix prefix.
+func CgroupParent(prefix string) string { return "opus." + strings.TrimSuffix(prefix, "-") }
+
 // UserLookup returns the uid and gid of a project's user, refusing a user
 // Opus did not make (privd/account's LookupUser).
 type UserLookup func(project string) (uid, gid uint32, err error)
@@ -66,6 +80,10 @@ type Backends struct {
 	Limits confine.Limits
 	// Lookup finds a project's user; required.
 	Lookup UserLookup
+	// Cgroups is where each backend gets a control group of its own, with
+	// the configured limits (nil: the host gives none; the rlimits of
+	// package confine still hold).
+	Cgroups *cgroup.Root
 	// RestartTimeout bounds a graceful restart (DefaultRestartTimeout if 0).
 	RestartTimeout time.Duration
 	log            *slog.Logger
@@ -302,18 +320,31 @@ func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, a
 		return 0, fmt.Errorf("remove stale pid file: %w", err)
 	}
 	// A master that was killed leaves its mod_wsgi daemons running, still
-	// holding the old generation's sockets: they go first.
+	// holding the old generation's sockets: they go first (all of its
+	// group, where there is one).
 	for _, pid := range (procs.Table{}).Of(uid, 0) {
 		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.HasPrefix(cmdline, []byte("(wsgi:"+project+")")) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+	}
+	var joins []string
+	g, err := b.group(project)
+	if err != nil {
+		return 0, err
+	}
+	if g != nil {
+		g.Kill(backendStopWait)
+		if err := g.Ensure(cgroup.Limits{MemoryBytes: b.cfg.BackendMemory, Tasks: int64(b.cfg.BackendTasks), CPUPercent: b.cfg.BackendCPU}); err != nil {
+			return 0, err
+		}
+		joins = g.ProcsFiles()
 	}
 	w := watchLog(b.paths.ErrorLog(project))
 	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
 	defer cancel()
 	cmd, err := confine.Command(ctx, b.Self, confine.Spec{UID: uid, GID: gid, Master: true,
 		Path: b.Binary, Args: append([]string{b.Binary}, b.args(project, "-k", "start")...), Env: apacheEnv, Dir: "/",
-		Keep: []string{b.cfg.ApacheDir, b.cfg.BaseDir}, Limits: b.Limits})
+		Keep: []string{b.cfg.ApacheDir, b.cfg.BaseDir}, Limits: b.Limits, CgroupProcs: joins})
 	if err != nil {
 		return 0, err
 	}
@@ -379,7 +410,8 @@ func (b *Backends) graceful(ctx context.Context, project string, pid int) error 
 }
 
 // Remove stops the project's backend, ending every process of its
-// generation, and removes its directory. Removing an absent backend
+// generation and of its control group, and removes its directory and
+// group. Removing an absent backend
 // succeeds with removed=false.
 func (b *Backends) Remove(ctx context.Context, req *privdv1.RemoveBackendRequest) (*privdv1.RemoveBackendResponse, error) {
 	name := req.GetProject()
@@ -424,7 +456,15 @@ func (b *Backends) stop(ctx context.Context, project string) error {
 	for _, pid := range processesNaming(conf) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	return nil
+	// Whatever the tenant started and detached is still in the group.
+	g, err := b.group(project)
+	if err != nil || g == nil {
+		return err
+	}
+	if left := g.Kill(backendStopWait); left > 0 {
+		return fmt.Errorf("%d processes of the backend's control group survived SIGKILL", left)
+	}
+	return g.Remove()
 }
 
 // Projects returns the projects that have a backend configuration.

@@ -87,6 +87,9 @@ type Spec struct {
 	// confined program, and every child inherits it (the mount namespace,
 	// the limits, no new privileges).
 	Master bool `json:"master"`
+	// CgroupProcs are cgroup.procs files the program joins (package
+	// cgroup), before anything else of it runs: all it starts stays there.
+	CgroupProcs []string `json:"cgroup_procs"`
 }
 
 // childArg0 marks the child mode in argv[0]; envSpec carries the Spec.
@@ -170,9 +173,17 @@ func child(specJSON string) error {
 	return syscall.Exec(spec.Path, spec.Args, spec.Env)
 }
 
-// confine makes the private directories, sets the limits and no new
-// privileges, on the calling (locked) thread.
+// confine joins the cgroups, makes the private directories, sets the
+// limits and no new privileges, on the calling (locked) thread.
 func confine(spec Spec) error {
+	for _, f := range spec.CgroupProcs {
+		if filepath.Base(f) != "cgroup.procs" || !strings.HasPrefix(f, "/sys/fs/cgroup/") {
+			return fmt.Errorf("cgroup %q: not a cgroup.procs file", f)
+		}
+		if err := os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
+	}
 	// no_new_privs is a property of the thread that execs: stay on it.
 	runtime.LockOSThread()
 	// Handles on what must stay visible, taken before the private

@@ -175,6 +175,10 @@ func (f *fakePrivd) RunManage(context.Context, *privdv1.RunManageRequest, ...grp
 	return &privdv1.RunManageResponse{Output: "ok\n"}, nil
 }
 
+func (f *fakePrivd) EnsureBackend(context.Context, *privdv1.EnsureBackendRequest, ...grpc.CallOption) (*privdv1.EnsureBackendResponse, error) {
+	return &privdv1.EnsureBackendResponse{MasterPid: 2, Started: true}, nil
+}
+
 func (f *fakePrivd) InstallSite(context.Context, *privdv1.InstallSiteRequest, ...grpc.CallOption) (*privdv1.InstallSiteResponse, error) {
 	return &privdv1.InstallSiteResponse{Changed: true}, nil
 }
