@@ -437,3 +437,29 @@ func TestBackendDirectGivesNothingMore(t *testing.T) {
 		h.mustCtl(t, 0, "destroy", p, "--yes")
 	}
 }
+
+// TestDoctorReportsMissingBackend: a deployed project whose backend is
+// gone (its directory removed, its processes killed, as a lost disk or a
+// hand would leave it) is named by `opusctl doctor` (kind backend, exit 1);
+// the project's next change brings the backend back and doctor is clean.
+func TestDoctorReportsMissingBackend(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	h.mustCtl(t, 0, "create", name, "--app", localApp(t, "hello"))
+	h.doctorClean(t)
+	// The directory first: privd's supervision starts only configured
+	// backends.
+	if err := os.RemoveAll(filepath.Join(h.cfg.ApacheDir, "backends", name)); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range h.backendPids(name) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if !hasDrift(h.ourDrift(t), "backend", name) {
+		t.Errorf("doctor does not report %s's missing backend", name)
+	}
+	h.mustCtl(t, 0, "set", name, "debug=true")
+	mustGet(t, webClient(), h.url(name, "http", "/"), "")
+	h.doctorClean(t)
+	h.mustCtl(t, 0, "destroy", name, "--yes")
+}

@@ -261,7 +261,7 @@ func serve(o options, log *slog.Logger) error {
 		}
 		sites = apache.IncludeGuard{Sites: apacheSites, Check: sys.CheckInclude}
 	}
-	if err := checkBackendPort(cfg.BackendPort); err != nil {
+	if err := checkBackendPort(cfg.BackendPort, unprivilegedPortStart); err != nil {
 		return err
 	}
 	accounts := &account.Accounts{BaseDir: cfg.BaseDir, Prefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs}
@@ -323,11 +323,14 @@ func serve(o options, log *slog.Logger) error {
 	return nil
 }
 
+// unprivilegedPortStart is the sysctl of the first port any user may bind.
+const unprivilegedPortStart = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
 // checkBackendPort refuses a backend port unprivileged users may bind
 // (net.ipv4.ip_unprivileged_port_start lowered): a tenant could then take
 // another project's backend address while its backend is down.
-func checkBackendPort(port int) error {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+func checkBackendPort(port int, sysctl string) error {
+	b, err := os.ReadFile(sysctl)
 	if err != nil {
 		return nil // no such sysctl: ports below 1024 are root's
 	}
@@ -341,10 +344,10 @@ func checkBackendPort(port int) error {
 // apacheStartTimeout bounds bringing the managed Apache up at start-up.
 const apacheStartTimeout = 2 * time.Minute
 
-// bringUpApache starts the managed Apache when it is down but has vhosts
-// to serve — after a reboot nothing else would start it until some
-// project changed. A running Apache is left alone: a graceful restart
-// would restart every project's mod_wsgi daemons for nothing. It goes
+// bringUpApache starts the managed front Apache when it is down but has
+// vhosts to serve — after a reboot nothing else would start it until some
+// project changed. A running front is left alone: a graceful restart
+// would be work for nothing (it restarts no project's Python). It goes
 // through Sites.Reload, so it is configtested and serialised with any
 // InstallSite that arrives meanwhile.
 func bringUpApache(m *apache.Managed, sites *apache.Sites, log *slog.Logger) {

@@ -199,7 +199,7 @@ func run() error {
 		Uploads: uploads, ValidateAppName: source.ValidateAppName,
 		UserPrefix: cfg.UserPrefix, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: consoleURL, TLSSecurityLevel: cfg.TLSSecurityLevel,
-		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: filepath.Join(cfg.ApacheDir, "sites"), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
+		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: filepath.Join(cfg.ApacheDir, "sites"), BackendsDir: filepath.Join(cfg.ApacheDir, "backends"), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Provision: provision,
 	})
 	if err != nil {

@@ -1,14 +1,15 @@
 // Package drift compares what opusd's store says exists with what is on the
-// host, and reports every difference: a project user, virtual host, project
-// directory or certificate that no project owns (an orphan a crash or a hand
-// edit left behind), and a deployed project missing one of them.
+// host, and reports every difference: a project user, virtual host,
+// backend, project directory or certificate that no project owns (an orphan
+// a crash or a hand edit left behind), a deployed project missing one of
+// them, and a deployed project whose backend is down.
 //
 // It also watches Opus's uid range (project_uids): an account in it that is
 // no project's, and processes or files in /tmp of an id of the range that no
 // project has now (what a destroyed project left behind).
 //
-// It only reads: /etc/passwd and /etc/group, privd's vhost directory
-// (world-readable), opusd's own base directory, /proc and the top level of
+// It only reads: /etc/passwd and /etc/group, privd's vhost and backend
+// directories (world-readable), opusd's own base directory, /proc and the top level of
 // the shared temporary directories. Fixing drift is the reconciler's job (or the
 // administrator's, for orphans); this package says what is wrong.
 package drift
@@ -35,6 +36,9 @@ const (
 	KindVhost       = "vhost"
 	KindDirectory   = "directory"
 	KindCertificate = "certificate"
+	// KindBackend is a project's backend (its own Apache + mod_wsgi) that
+	// is missing, down, or no project's.
+	KindBackend = "backend"
 	// KindUID is an account in project_uids that is no project's.
 	KindUID = "uid"
 	// KindLeftover is a process or file of a project uid that no project
@@ -70,6 +74,9 @@ type Host struct {
 	BaseDir string
 	// SitesDir is privd's virtual host directory, NAME.conf per project.
 	SitesDir string
+	// BackendsDir is privd's directory of backends, NAME/ per project
+	// (httpd.conf, run/httpd.pid); "" skips the backend checks.
+	BackendsDir string
 	// PasswdPath defaults to /etc/passwd.
 	PasswdPath string
 	// UserPrefix starts project users' names (names.DefaultUserPrefix if
@@ -118,6 +125,13 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 	if err != nil {
 		return nil, 0, err
 	}
+	backends := map[string]bool{}
+	var backendStrays []string
+	if h.BackendsDir != "" {
+		if backends, backendStrays, err = h.listNames(h.BackendsDir, ""); err != nil {
+			return nil, 0, err
+		}
+	}
 	certs := map[string]bool{}
 	var certStrays []string
 	for _, ext := range []string{".crt", ".key"} {
@@ -165,6 +179,14 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 	for _, f := range strays {
 		add(KindVhost, "", "%s is in opus-privd's virtual host directory but names no valid project", filepath.Join(h.SitesDir, f))
 	}
+	for name := range backends {
+		if !known[name] {
+			add(KindBackend, name, "backend %s belongs to no project; destroying a project of that name, or stopping its Apache and removing the directory, fixes it", filepath.Join(h.BackendsDir, name))
+		}
+	}
+	for _, f := range backendStrays {
+		add(KindBackend, "", "%s is in opus-privd's backend directory but names no valid project", filepath.Join(h.BackendsDir, f))
+	}
 	for name := range dirs {
 		if !known[name] {
 			add(KindDirectory, name, "project directory %s belongs to no project; remove it", filepath.Join(layout.ProjectsDir(h.BaseDir), name))
@@ -195,6 +217,11 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 		if !dirs[name] {
 			add(KindDirectory, name, "project %s is deployed but its directory %s is missing%s", name, layout.For(h.BaseDir, name).Root, fix)
 		}
+		if h.BackendsDir != "" && !backends[name] {
+			add(KindBackend, name, "project %s is deployed but its backend %s is missing, so it does not serve%s", name, filepath.Join(h.BackendsDir, name), fix)
+		} else if h.BackendsDir != "" && !h.backendUp(name) {
+			add(KindBackend, name, "project %s is deployed but its backend is down; opus-privd starts it again within seconds, and if it stays down its error log (opusctl logs %s) says why", name, name)
+		}
 	}
 	sort.Slice(findings, func(i, j int) bool {
 		a, b := findings[i], findings[j]
@@ -207,6 +234,30 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 		return a.Detail < b.Detail
 	})
 	return findings, len(known), nil
+}
+
+// backendUp reports whether the master named by project's backend pid file
+// runs with that backend's configuration. The pid file is root's, in
+// root's directory; it is still read bounded.
+func (h Host) backendUp(project string) bool {
+	dir := filepath.Join(h.BackendsDir, project)
+	f, err := os.Open(filepath.Join(dir, "run", "httpd.pid"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, 32)
+	n, _ := f.Read(b)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	if err != nil || pid <= 1 {
+		return false
+	}
+	proc := h.ProcDir
+	if proc == "" {
+		proc = "/proc"
+	}
+	cmdline, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "cmdline"))
+	return err == nil && strings.Contains(string(cmdline), filepath.Join(dir, "httpd.conf"))
 }
 
 // markedUsers returns the users that carry Opus's marker for their own

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -17,12 +18,16 @@ type fakeHost struct {
 	vhosts []string // file names in the sites dir
 	dirs   []string // entries of BASE/projects
 	certs  []string // file names in BASE/tls
+	// backends have a backend directory with a live master; down ones a
+	// directory whose pid file names no live master.
+	backends, down []string
 }
 
 func (f fakeHost) make(t *testing.T) Host {
 	t.Helper()
 	root := t.TempDir()
-	h := Host{BaseDir: filepath.Join(root, "base"), SitesDir: filepath.Join(root, "apache", "sites"), PasswdPath: filepath.Join(root, "passwd")}
+	h := Host{BaseDir: filepath.Join(root, "base"), SitesDir: filepath.Join(root, "apache", "sites"), PasswdPath: filepath.Join(root, "passwd"),
+		BackendsDir: filepath.Join(root, "apache", "backends"), ProcDir: filepath.Join(root, "proc")}
 	write := func(p, data string) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -43,6 +48,15 @@ func (f fakeHost) make(t *testing.T) Host {
 	for _, c := range f.certs {
 		write(filepath.Join(h.BaseDir, "tls", c), "PEM")
 	}
+	for i, b := range append(f.backends, f.down...) {
+		pid := strconv.Itoa(4000 + i)
+		conf := filepath.Join(h.BackendsDir, b, "httpd.conf")
+		write(conf, "Listen 127.1.0.1:1023\n")
+		write(filepath.Join(h.BackendsDir, b, "run", "httpd.pid"), pid+"\n")
+		if i < len(f.backends) {
+			write(filepath.Join(h.ProcDir, pid, "cmdline"), "/usr/sbin/apache2\x00-d\x00"+filepath.Dir(conf)+"\x00-f\x00"+conf+"\x00")
+		}
+	}
 	return h
 }
 
@@ -52,7 +66,7 @@ func user(project string) string {
 
 // whole is everything a deployed project has on the host.
 func whole(p string) fakeHost {
-	return fakeHost{users: []string{user(p)}, vhosts: []string{p + ".conf"}, dirs: []string{p}, certs: []string{p + ".crt", p + ".key"}}
+	return fakeHost{users: []string{user(p)}, vhosts: []string{p + ".conf"}, dirs: []string{p}, certs: []string{p + ".crt", p + ".key"}, backends: []string{p}}
 }
 
 func merge(hs ...fakeHost) fakeHost {
@@ -62,6 +76,8 @@ func merge(hs ...fakeHost) fakeHost {
 		m.vhosts = append(m.vhosts, h.vhosts...)
 		m.dirs = append(m.dirs, h.dirs...)
 		m.certs = append(m.certs, h.certs...)
+		m.backends = append(m.backends, h.backends...)
+		m.down = append(m.down, h.down...)
 	}
 	return m
 }
@@ -86,9 +102,12 @@ func TestCheck(t *testing.T) {
 		{"clean deployed projects", merge(whole("blog"), whole("shop")), deployed("blog", "shop"), deployed("blog", "shop"), nil},
 		{"project in flight lacks parts", fakeHost{users: []string{user("blog")}}, []Project{{Name: "blog"}}, []Project{{Name: "blog"}}, nil},
 		{"orphans of every kind", whole("gone"), nil, nil,
-			[]found{{KindCertificate, "gone"}, {KindDirectory, "gone"}, {KindUser, "gone"}, {KindVhost, "gone"}}},
+			[]found{{KindBackend, "gone"}, {KindCertificate, "gone"}, {KindDirectory, "gone"}, {KindUser, "gone"}, {KindVhost, "gone"}}},
 		{"deployed project missing everything but its record", fakeHost{}, deployed("blog"), deployed("blog"),
-			[]found{{KindDirectory, "blog"}, {KindUser, "blog"}, {KindVhost, "blog"}}},
+			[]found{{KindBackend, "blog"}, {KindDirectory, "blog"}, {KindUser, "blog"}, {KindVhost, "blog"}}},
+		{"deployed project whose backend is down", merge(fakeHost{users: []string{user("blog")}, vhosts: []string{"blog.conf"}, dirs: []string{"blog"}, down: []string{"blog"}}, whole("shop")),
+			deployed("blog", "shop"), deployed("blog", "shop"), []found{{KindBackend, "blog"}}},
+		{"a backend naming no project", fakeHost{down: []string{"Bad-Name"}}, nil, nil, []found{{KindBackend, ""}}},
 		{"a user without the marker is not Opus's", fakeHost{users: []string{"opus-x:x:991:991:someone else:/:/bin/sh", "opus-y:x:992:992:Opus project z:/:/bin/sh"}}, nil, nil, nil},
 		{"files naming no project", fakeHost{vhosts: []string{"000-default.conf", "notes.txt", ".blog.conf.tmp123"}, dirs: []string{"Bad-Name"}, certs: []string{"x-y.crt"}}, nil, nil,
 			[]found{{KindCertificate, ""}, {KindDirectory, ""}, {KindVhost, ""}, {KindVhost, ""}}},
