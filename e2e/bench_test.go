@@ -945,7 +945,9 @@ func (e *benchEnv) recordBackendMemory(b *testing.B, projects []string) {
 			if err != nil {
 				continue
 			}
-			if cmd, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline")); err == nil && bytes.Contains(cmd, conf) {
+			// A mod_wsgi daemon rewrites its argv to (wsgi:NAME) in place:
+			// the rest of the master's command line stays behind it.
+			if cmd, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline")); err == nil && bytes.Contains(cmd, conf) && !bytes.HasPrefix(cmd, []byte("(wsgi:")) {
 				kib += pssKiB(pid)
 			}
 		}

@@ -92,7 +92,7 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	var err error
-	if testRun, err = testrun.StartWith(pgtest.Cleaner, cgroupCleaner); err != nil {
+	if testRun, err = testrun.StartWith(pgtest.Cleaner, cgroupCleaner, instanceCleaner); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
@@ -468,6 +468,23 @@ var cgroupCleaner = testrun.Cleaner{Kind: cgroupKind, Clean: func(_ string, grou
 		errs = append(errs, root.RemoveTree(g))
 	}
 	return errors.Join(errs...)
+}}
+
+// instanceKind notes the configuration directory of a Debian Apache
+// instance the run starts (TestSystemApache).
+const instanceKind = "apache-instance"
+
+// instanceCleaner ends a run's Debian Apache instance: every process whose
+// command line names its directory (apache2ctl passes -d DIR). The
+// directories themselves are noted paths.
+var instanceCleaner = testrun.Cleaner{Kind: instanceKind, Clean: func(_ string, dirs []string) error {
+	for _, d := range dirs {
+		if !strings.HasPrefix(d, "/etc/apache2-opus-") {
+			return fmt.Errorf("%q is not a test's Apache instance", d)
+		}
+		killMatching("\x00" + d + "\x00")
+	}
+	return nil
 }}
 
 // newProject returns a fresh project name and registers a cleanup that

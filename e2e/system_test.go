@@ -3,14 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,33 +14,46 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
-	"github.com/opus-hosting/opus/internal/pgtest"
-	"github.com/opus-hosting/opus/internal/testrun"
 )
 
-// Fixed paths of the system-mode test, so a killed run is cleaned up by the
-// next one. sysApacheDir is privd's apache_dir; sysConf is the one file an
-// administrator adds to Debian's configuration; sysMods (inside
-// sysApacheDir) records which modules the test enabled, so only those are
-// disabled again, even by a later run after a kill.
-const (
-	sysApacheDir = "/etc/apache2/opus-e2e"
-	sysConf      = "/etc/apache2/conf-enabled/opus-e2e.conf"
-	sysMods      = sysApacheDir + "/enabled-by-e2e"
-	sysCtl       = "/usr/sbin/apache2ctl"
-	sysPidFile   = "/run/apache2/apache2.pid"
-)
+// The system-mode test runs Debian's apache2 as an instance of its own
+// (Debian's multiple instances, README.multiple-instances): a copy of
+// /etc/apache2 at /etc/apache2-opus-ID, with its own run, lock and log
+// directories, driven by Debian's apache2ctl with APACHE_CONFDIR, on
+// ports of the test. So it runs whatever the host's own Apache does (up,
+// on ports 80 and 443), never touches it, and runs beside other runs.
+const sysCtl = "/usr/sbin/apache2ctl"
+
+// sysInstance is the run's Debian Apache instance name.
+func sysInstance() string { return "opus-" + testRun.ID }
+
+// sysEtc is the instance's configuration directory.
+func sysEtc() string { return "/etc/apache2-" + sysInstance() }
+
+// sysApacheDir is privd's apache_dir in system mode: the instance's vhost
+// directory (sites/) and keys (tls/).
+func sysApacheDir() string { return filepath.Join(sysEtc(), "opus") }
+
+// sysPidFile is the instance's master pid file.
+func sysPidFile() string { return "/run/apache2-" + sysInstance() + "/apache2.pid" }
+
+// sysDirs are every directory of the instance: a killed run's are removed
+// by the next run (noted paths).
+func sysDirs() []string {
+	return []string{sysEtc(), "/run/apache2-" + sysInstance(), "/var/lock/apache2-" + sysInstance(), "/var/log/apache2-" + sysInstance()}
+}
 
 // sysRoot holds the system-mode test's own files (its second opusd's
 // state and sockets).
 func sysRoot() string { return root + "/sys" }
 
-// sysCmd runs an administrator's command with a timeout.
+// sysCmd runs an administrator's command on the run's instance, with a
+// timeout.
 func sysCmd(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "APACHE_CONFDIR=" + sysEtc()}
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if len(out) > 4000 {
@@ -56,10 +65,10 @@ func sysCmd(name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// systemApachePids returns the pids of Debian's own apache2 processes: the
-// binary without "-f", so never the harness's managed instance, whose
-// command line names its own httpd.conf under the run's directory.
-func systemApachePids() []int {
+// sysApachePids returns the pids of the run's instance (its command line
+// names the instance's directory: apache2ctl passes -d for any instance
+// but the default).
+func sysApachePids() []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -68,79 +77,63 @@ func systemApachePids() []int {
 			continue
 		}
 		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := bytes.Split(bytes.TrimRight(cmd, "\x00"), []byte{0})
-		if string(args[0]) != "/usr/sbin/apache2" || bytes.Contains(cmd, []byte(root)) {
-			continue
-		}
-		managed := false
-		for _, a := range args[1:] {
-			managed = managed || string(a) == "-f"
-		}
-		if !managed {
+		if err == nil && bytes.HasPrefix(cmd, []byte("/usr/sbin/apache2\x00")) && bytes.Contains(cmd, []byte("\x00"+sysEtc()+"\x00")) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
 }
 
-// modsEnabled lists /etc/apache2/mods-enabled.
-func modsEnabled(t *testing.T) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/etc/apache2/mods-enabled")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
-	return names
-}
-
-// cleanSystem undoes everything the system-mode test does to Debian's
-// Apache: it stops it, removes the include and privd's directory, and
-// disables the modules the test enabled. It is safe to run when nothing is
-// left over, and runs both before (after a killed run) and after the test.
-func cleanSystem(t *testing.T) {
-	t.Helper()
-	// Projects a killed run left in system mode: their users can only be
-	// deleted once Debian's Apache (and so their mod_wsgi daemons) is gone.
-	vhosts, _ := filepath.Glob(filepath.Join(sysApacheDir, "sites", "*.conf"))
-	if exists(sysConf) {
+// stopSystem stops the run's instance and kills what is left of it.
+func stopSystem() {
+	if exists(sysEtc()) {
 		_, _ = sysCmd(sysCtl, "stop")
 	}
-	// Leftovers "stop" did not reach (e.g. a stale pid file): wait a little
-	// for the graceful exit, then kill.
-	for i := 0; i < 50 && len(systemApachePids()) > 0 && exists(sysConf); i++ {
+	for i := 0; i < 50 && len(sysApachePids()) > 0; i++ {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if exists(sysConf) {
-		for _, pid := range systemApachePids() {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+	for _, pid := range sysApachePids() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// setUpInstance makes the run's Debian Apache instance as an administrator
+// would (a copy of /etc/apache2, Debian's default ports replaced by Opus's,
+// ssl, headers and proxy_http enabled, Opus's vhosts included) and starts
+// it with apache2ctl.
+func setUpInstance(t *testing.T, h *host) {
+	t.Helper()
+	if err := testRun.Note(instanceKind, sysEtc()); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range sysDirs() {
+		if err := testRun.NotePath(d); err != nil {
+			t.Fatal(err)
 		}
 	}
-	// A killed run's project users: once Apache no longer runs their
-	// daemons, testrun can delete them (it keeps a dead run's record
-	// until it could).
-	if len(vhosts) > 0 {
-		testrun.CleanDeadWith(pgtest.Cleaner)
+	if out, err := exec.Command("cp", "-a", "/etc/apache2", sysEtc()).CombinedOutput(); err != nil {
+		t.Fatalf("copy /etc/apache2: %v %s", err, out)
 	}
-	if err := os.Remove(sysConf); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("remove %s: %v", sysConf, err)
+	// Only Opus's ports: Debian's default site stays, never listened to.
+	ports := fmt.Sprintf("# written by TestSystemApache\nListen %d\nListen %d https\n", h.cfg.HTTPPort, h.cfg.HTTPSPort)
+	if err := os.WriteFile(filepath.Join(sysEtc(), "ports.conf"), []byte(ports), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if data, err := os.ReadFile(sysMods); err == nil {
-		for _, m := range strings.Fields(string(data)) {
-			if out, err := sysCmd("a2dismod", "-q", m); err != nil {
-				t.Errorf("a2dismod %s: %v %s", m, err, out)
-			}
+	// Debian's envvars leave the log directory to the package.
+	if err := os.MkdirAll("/var/log/apache2-"+sysInstance(), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"ssl", "headers", "proxy_http"} {
+		if out, err := sysCmd("a2enmod", "-q", m); err != nil {
+			t.Fatalf("a2enmod %s: %v %s", m, err, out)
 		}
 	}
-	if err := os.RemoveAll(sysApacheDir); err != nil {
-		t.Errorf("remove %s: %v", sysApacheDir, err)
+	include := fmt.Sprintf("# written by TestSystemApache\nIncludeOptional %s/sites/*.conf\n", sysApacheDir())
+	if err := os.WriteFile(filepath.Join(sysEtc(), "conf-enabled", "opus.conf"), []byte(include), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := sysCmd(sysCtl, "start"); err != nil {
+		t.Fatalf("apache2ctl start: %v %s", err, out)
 	}
 }
 
@@ -161,7 +154,8 @@ func startSystemHost(t *testing.T, shared *host) *host {
 	cfg.OpusUser = daemonUser
 	cfg.AdminGroup = adminGroup
 	cfg.ApacheMode = config.ApacheSystem
-	cfg.ApacheDir = sysApacheDir
+	cfg.ApacheInstance = sysInstance()
+	cfg.ApacheDir = sysApacheDir()
 	cfg.UserPrefix = testRun.UserPrefix()
 	cfg.ProjectUIDs = testRun.UIDs()
 	var err error
@@ -201,99 +195,38 @@ func startSystemHost(t *testing.T, shared *host) *host {
 }
 
 // TestSystemApache is issue 4's last "Done when": with privd in system mode
-// against Debian's own apache2 (prepared as an administrator would and
-// started with apache2ctl), the two-app project deploys, answers over http
-// and https from a mod_wsgi daemon running as the project's user, and is
-// destroyed without a trace.
+// against Debian's own apache2 (an instance of its own, prepared as an
+// administrator would and started with apache2ctl), the two-app project
+// deploys, answers over http and https through Debian's Apache as the
+// front, from a backend whose mod_wsgi daemon runs as the project's user,
+// and is destroyed without a trace. It runs whatever the host's own Apache
+// does (issue 15).
 func TestSystemApache(t *testing.T) {
 	shared := needHost(t)
 	if !exists(sysCtl) || !exists("/etc/apache2/envvars") {
 		t.Skip("needs Debian's apache2ctl and /etc/apache2/envvars")
 	}
-	// Debian's Apache is one per host: one system-mode test at a time,
-	// whatever run it belongs to.
-	lock, err := os.OpenFile("/tmp/opus-system-e2e.lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lock.Close() })
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatalf("lock /tmp/opus-system-e2e.lock: %v", err)
-	}
-	// Leftovers of a killed run first; then refuse to touch an Apache that
-	// someone else runs.
-	cleanSystem(t)
-	if pids := systemApachePids(); len(pids) > 0 {
-		t.Skipf("Debian's apache2 is already running (pids %v) and is not ours to stop", pids)
-	}
-	for _, port := range []string{"80", "443"} {
-		l, err := net.Listen("tcp", ":"+port)
-		if err != nil {
-			t.Skipf("port %s is taken (%v); Debian's default configuration needs it", port, err)
-		}
-		l.Close()
-	}
-	modsBefore := modsEnabled(t)
-
 	h := startSystemHost(t, shared)
 	t.Cleanup(func() {
 		h.stop()
+		stopSystem()
 		killMatching(sysRoot())
-		cleanSystem(t)
-		_ = os.RemoveAll(sysRoot())
-		if after := modsEnabled(t); strings.Join(after, " ") != strings.Join(modsBefore, " ") {
-			t.Errorf("mods-enabled changed:\nbefore %v\nafter  %v", modsBefore, after)
+		for _, d := range sysDirs() {
+			_ = os.RemoveAll(d)
 		}
-		if pids := systemApachePids(); len(pids) > 0 {
-			t.Errorf("Debian's apache2 still running after cleanup: %v", pids)
+		_ = os.RemoveAll(sysRoot())
+		if pids := sysApachePids(); len(pids) > 0 {
+			t.Errorf("the run's apache2 instance still runs after cleanup: %v", pids)
 		}
 	})
-
-	// What an administrator does: enable ssl, headers and proxy_http (the
-	// front routes to each project's backend; it loads no mod_wsgi),
-	// include Opus's vhosts on Opus's ports, start Apache.
-	if err := os.MkdirAll(sysApacheDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var enabled []string
-	for _, m := range []string{"ssl", "headers", "proxy_http"} {
-		if exists("/etc/apache2/mods-enabled/" + m + ".load") {
-			continue
-		}
-		// Record before enabling, so a kill in between still disables it.
-		enabled = append(enabled, m)
-		if err := os.WriteFile(sysMods, []byte(strings.Join(enabled, "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := sysCmd("a2enmod", "-q", m); err != nil {
-			t.Fatalf("a2enmod %s: %v %s", m, err, out)
-		}
-		// a2enmod also enables what m depends on (ssl: socache_shmcb);
-		// a2dismod does not undo that, so record those too, after m.
-		for _, f := range modsEnabled(t) {
-			mod, ok := strings.CutSuffix(f, ".load")
-			if ok && !slices.Contains(modsBefore, f) && !slices.Contains(enabled, mod) {
-				enabled = append(enabled, mod)
-			}
-		}
-		if err := os.WriteFile(sysMods, []byte(strings.Join(enabled, "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	include := fmt.Sprintf("# written by TestSystemApache\nListen %d\nListen %d https\nIncludeOptional %s/sites/*.conf\n", h.cfg.HTTPPort, h.cfg.HTTPSPort, sysApacheDir)
-	if err := os.WriteFile(sysConf, []byte(include), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := sysCmd(sysCtl, "start"); err != nil {
-		t.Fatalf("apache2ctl start: %v %s", err, out)
-	}
+	setUpInstance(t, h)
 	if err := h.startPrivd(); err != nil {
 		t.Fatalf("system-mode privd: %v", err)
 	}
 	if err := h.startOpusd(); err != nil {
 		t.Fatalf("system-mode opusd: %v", err)
 	}
-	data, err := os.ReadFile(sysPidFile)
+	data, err := os.ReadFile(sysPidFile())
 	if err != nil {
 		t.Fatalf("Debian's apache2 pid file: %v", err)
 	}
@@ -310,15 +243,15 @@ func TestSystemApache(t *testing.T) {
 
 	// Served by Debian's Apache: the vhost is in the system-mode directory,
 	// and the master is still the one apache2ctl started.
-	vhost := filepath.Join(sysApacheDir, "sites", name+".conf")
-	key := filepath.Join(sysApacheDir, "tls", name+".key")
-	crt := filepath.Join(sysApacheDir, "tls", name+".crt")
+	vhost := filepath.Join(sysApacheDir(), "sites", name+".conf")
+	key := filepath.Join(sysApacheDir(), "tls", name+".key")
+	crt := filepath.Join(sysApacheDir(), "tls", name+".crt")
 	for _, p := range []string{vhost, key, crt} {
 		if !exists(p) {
 			t.Errorf("%s missing after deploy", p)
 		}
 	}
-	if data, err := os.ReadFile(sysPidFile); err != nil || strings.TrimSpace(string(data)) != masterBefore {
+	if data, err := os.ReadFile(sysPidFile()); err != nil || strings.TrimSpace(string(data)) != masterBefore {
 		t.Errorf("Debian's apache2 master changed: %q → %q (%v)", masterBefore, data, err)
 	}
 	c := webClient()
@@ -351,7 +284,7 @@ func TestSystemApache(t *testing.T) {
 	if code, _ := get(t, c, h.url(name, "http", "/hello/")); code == 200 {
 		t.Errorf("destroyed project %s still answers", name)
 	}
-	if pids := systemApachePids(); len(pids) == 0 {
+	if pids := sysApachePids(); len(pids) == 0 {
 		t.Errorf("Debian's apache2 is gone after destroy")
 	}
 }

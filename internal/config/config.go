@@ -50,6 +50,11 @@ type Config struct {
 	// ApacheDir is the managed instance's ServerRoot, or in system mode the
 	// directory of vhosts the main config includes.
 	ApacheDir string
+	// ApacheInstance names, in system mode, one of Debian's Apache
+	// instances other than the default (README.multiple-instances):
+	// "web2" is /etc/apache2-web2, driven by apache2ctl with
+	// APACHE_CONFDIR set. Empty is Debian's default /etc/apache2.
+	ApacheInstance string
 	// HTTPPort and HTTPSPort are Apache's ports for project vhosts.
 	HTTPPort, HTTPSPort int
 	// BackendPort is the port every project's backend Apache listens on,
@@ -234,7 +239,7 @@ func (c Config) Format() string {
 	for _, kv := range [][2]any{
 		{"base_dir", c.BaseDir}, {"run_dir", c.RunDir}, {"opus_user", c.OpusUser},
 		{"admin_group", c.AdminGroup}, {"server_suffix", c.ServerSuffix},
-		{"apache_mode", c.ApacheMode}, {"apache_dir", c.ApacheDir},
+		{"apache_mode", c.ApacheMode}, {"apache_dir", c.ApacheDir}, {"apache_instance", c.ApacheInstance},
 		{"http_port", c.HTTPPort}, {"https_port", c.HTTPSPort}, {"backend_port", c.BackendPort},
 		{"backend_memory", c.BackendMemory}, {"backend_tasks", c.BackendTasks}, {"backend_cpu", c.BackendCPU}, {"python", c.Python},
 		{"user_prefix", c.UserPrefix}, {"project_uids", c.ProjectUIDs},
@@ -252,7 +257,7 @@ func (c *Config) Set(key, value string) error {
 	str := map[string]*string{
 		"base_dir": &c.BaseDir, "run_dir": &c.RunDir, "opus_user": &c.OpusUser,
 		"admin_group": &c.AdminGroup, "server_suffix": &c.ServerSuffix,
-		"apache_mode": &c.ApacheMode, "apache_dir": &c.ApacheDir, "python": &c.Python,
+		"apache_mode": &c.ApacheMode, "apache_dir": &c.ApacheDir, "apache_instance": &c.ApacheInstance, "python": &c.Python,
 		"postgres_admin": &c.PostgresAdmin, "user_prefix": &c.UserPrefix,
 	}
 	num := map[string]*int{
@@ -315,6 +320,9 @@ func (c Config) Validate() error {
 	}
 	if c.ApacheMode != ApacheManaged && c.ApacheMode != ApacheSystem {
 		return fmt.Errorf("apache_mode: %q is neither %q nor %q", c.ApacheMode, ApacheManaged, ApacheSystem)
+	}
+	if len(c.ApacheInstance) > 32 || strings.Trim(c.ApacheInstance, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || strings.HasPrefix(c.ApacheInstance, "-") {
+		return fmt.Errorf("apache_instance: %q must be up to 32 of a-z, 0-9 and '-', not starting with '-' (Debian's instance NAME of /etc/apache2-NAME)", c.ApacheInstance)
 	}
 	for k, p := range map[string]int{"http_port": c.HTTPPort, "https_port": c.HTTPSPort} {
 		if p < 1 || p > 65535 {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -123,10 +124,15 @@ var apacheEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
 // run runs an Apache command with a timeout and returns its bounded,
 // combined output.
 func run(ctx context.Context, name string, args ...string) (string, error) {
+	return runEnv(ctx, apacheEnv, name, args...)
+}
+
+// runEnv is run with environment env.
+func runEnv(ctx context.Context, env []string, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = apacheEnv
+	cmd.Env = env
 	var out tailBuffer
 	out.max = maxOutput
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -365,17 +371,36 @@ type System struct {
 	// RestartTimeout bounds the wait for a restart to finish
 	// (DefaultRestartTimeout if 0).
 	RestartTimeout time.Duration
+	// Env is apache2ctl's environment (apacheEnv, and APACHE_CONFDIR for
+	// an instance other than Debian's default).
+	Env []string
 }
 
-// NewSystem returns the system Apache described by cfg.
+// NewSystem returns the system Apache described by cfg: Debian's default
+// instance, or the one cfg.ApacheInstance names, laid out as Debian's
+// envvars lay every instance out.
 func NewSystem(cfg config.Config) *System {
+	suffix := ""
+	env := apacheEnv
+	if cfg.ApacheInstance != "" {
+		suffix = "-" + cfg.ApacheInstance
+		env = append(slices.Clone(apacheEnv), "APACHE_CONFDIR=/etc/apache2"+suffix)
+	}
 	return &System{
 		Paths:    Paths{Dir: cfg.ApacheDir},
 		Ctl:      "/usr/sbin/apache2ctl",
-		PidFile:  "/run/apache2/apache2.pid",
-		EtcDir:   "/etc/apache2",
-		ErrorLog: "/var/log/apache2/error.log",
+		PidFile:  "/run/apache2" + suffix + "/apache2.pid",
+		EtcDir:   "/etc/apache2" + suffix,
+		ErrorLog: "/var/log/apache2" + suffix + "/error.log",
+		Env:      env,
 	}
+}
+
+func (s *System) env() []string {
+	if s.Env == nil {
+		return apacheEnv
+	}
+	return s.Env
 }
 
 // ConfigTest runs "apache2ctl configtest".
@@ -383,7 +408,7 @@ func (s *System) ConfigTest(ctx context.Context) error {
 	if err := s.ensureDirs(); err != nil {
 		return err
 	}
-	if _, err := run(ctx, s.Ctl, "configtest"); err != nil {
+	if _, err := runEnv(ctx, s.env(), s.Ctl, "configtest"); err != nil {
 		return fmt.Errorf("apache configtest: %w", err)
 	}
 	return nil
@@ -412,7 +437,7 @@ func (s *System) Graceful(ctx context.Context) (int, bool, error) {
 	}
 	if pid := s.running(); pid != 0 {
 		w := watchLog(s.ErrorLog)
-		if _, err := run(ctx, s.Ctl, "graceful"); err != nil {
+		if _, err := runEnv(ctx, s.env(), s.Ctl, "graceful"); err != nil {
 			return pid, false, fmt.Errorf("apache graceful: %w", err)
 		}
 		alive := sameMaster(pid, "apache2")
@@ -423,7 +448,7 @@ func (s *System) Graceful(ctx context.Context) (int, bool, error) {
 		return pid, false, nil
 	}
 	w := watchLog(s.ErrorLog)
-	if _, err := run(ctx, s.Ctl, "start"); err != nil {
+	if _, err := runEnv(ctx, s.env(), s.Ctl, "start"); err != nil {
 		w.poll(0)
 		return 0, false, fmt.Errorf("apache start: %w: %w: %s", ErrNotServing, err, w.reason())
 	}
@@ -441,7 +466,7 @@ func (s *System) Graceful(ctx context.Context) (int, bool, error) {
 
 // Stop runs "apache2ctl stop".
 func (s *System) Stop(ctx context.Context) error {
-	if _, err := run(ctx, s.Ctl, "stop"); err != nil {
+	if _, err := runEnv(ctx, s.env(), s.Ctl, "stop"); err != nil {
 		return fmt.Errorf("apache stop: %w", err)
 	}
 	return nil
