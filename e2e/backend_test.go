@@ -463,3 +463,77 @@ func TestDoctorReportsMissingBackend(t *testing.T) {
 	h.doctorClean(t)
 	h.mustCtl(t, 0, "destroy", name, "--yes")
 }
+
+// cgroupLimit reads a limit file of the first mod_wsgi daemon of project
+// (its backend's group): controller "memory", file "memory.limit_in_bytes".
+func cgroupLimit(t *testing.T, project, controller, file string) string {
+	t.Helper()
+	pids := wsgiPids(project)
+	if len(pids) == 0 {
+		t.Fatalf("no (wsgi:%s) daemon", project)
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && slices.Contains(strings.Split(f[1], ","), controller) {
+			b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, f[2], file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimSpace(string(b))
+		}
+	}
+	t.Fatalf("(wsgi:%s) is in no %s group", project, controller)
+	return ""
+}
+
+// TestBackendLimitsPerProject: an admin bounds one project's backend in
+// place of the host's defaults (opusctl set NAME memory= tasks= cpu=), and
+// the running backend's group takes the bounds; the project's owner may
+// not (PermissionDenied, nothing changed); --unset goes back to the
+// host's defaults.
+func TestBackendLimitsPerProject(t *testing.T) {
+	h := needHost(t)
+	if root, err := cgroup.Detect(""); err != nil || root.V2 {
+		t.Skipf("needs cgroup v1 hierarchies (as this host and CI have): %v", err)
+	}
+	name := h.newProject(t)
+	h.mustCtl(t, h.otherID, "create", name)
+	mustGet(t, webClient(), h.url(name, "http", "/"), "")
+	def := strconv.FormatInt(h.cfg.BackendMemory, 10)
+	if got := cgroupLimit(t, name, "memory", "memory.limit_in_bytes"); got != def {
+		t.Fatalf("memory limit %s, want the host's default %s", got, def)
+	}
+
+	r := h.ctl(t, h.otherID, "", "set", name, "memory=8G")
+	if r.code == 0 || !strings.Contains(r.out+r.err, "only an admin") {
+		t.Errorf("the owner's memory=8G: exit %d %s%s, want a refusal naming admins", r.code, r.out, r.err)
+	}
+	if got := cgroupLimit(t, name, "memory", "memory.limit_in_bytes"); got != def {
+		t.Errorf("memory limit %s after a refused change, want %s", got, def)
+	}
+
+	out := h.mustCtl(t, 0, "set", name, "memory=256M", "tasks=128", "cpu=50")
+	if !strings.Contains(out, "256 MiB") {
+		t.Errorf("set did not show the new memory bound:\n%s", out)
+	}
+	mustGet(t, webClient(), h.url(name, "http", "/"), "")
+	for _, c := range []struct{ controller, file, want string }{
+		{"memory", "memory.limit_in_bytes", strconv.Itoa(256 << 20)},
+		{"pids", "pids.max", "128"},
+		{"cpu", "cpu.cfs_quota_us", "50000"},
+	} {
+		if got := cgroupLimit(t, name, c.controller, c.file); got != c.want {
+			t.Errorf("%s = %s, want %s", c.file, got, c.want)
+		}
+	}
+
+	h.mustCtl(t, 0, "set", name, "--unset", "memory", "--unset", "tasks", "--unset", "cpu")
+	mustGet(t, webClient(), h.url(name, "http", "/"), "")
+	if got := cgroupLimit(t, name, "memory", "memory.limit_in_bytes"); got != def {
+		t.Errorf("memory limit %s after --unset, want the host's default %s", got, def)
+	}
+	h.mustCtl(t, 0, "destroy", name, "--yes")
+}

@@ -29,6 +29,14 @@ Apache, since the virtual host changes). Keys:
   env.NAME=VALUE       an environment variable of the app (NAME in
                        uppercase letters, digits and '_')
 
+Admins only, the bounds of the project's backend (its Apache, its mod_wsgi
+daemon and what they start) in place of the host's defaults (backend_memory,
+backend_tasks and backend_cpu in opus.conf); --unset goes back to them:
+
+  memory=512M          memory (K, M, G or T; at least 64M)
+  tasks=256            processes and threads (at least 32)
+  cpu=50               percent of one CPU (200 is two CPUs; at least 5)
+
 Values are data: they are never written into Python or Apache configuration,
 and anything that is not a valid value (a host name with a space or a newline,
 a debug value other than true/false) is refused. --unset removes a key
@@ -36,7 +44,8 @@ a debug value other than true/false) is refused. --unset removes a key
 		Example: `  opusctl set blog debug=true
   opusctl set blog hosts=blog.example.com,www.blog.example.com
   opusctl set blog env.API_URL=https://api.example.com --unset env.OLD
-  opusctl set blog --unset hosts`,
+  opusctl set blog --unset hosts
+  opusctl set blog memory=2G cpu=200`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -73,7 +82,7 @@ a debug value other than true/false) is refused. --unset removes a key
 			return writeSettings(c.stdout, p.GetSettings())
 		},
 	}
-	cmd.Flags().StringArrayVar(&unset, "unset", nil, "remove a setting (repeatable): debug, admin, hosts or env.NAME")
+	cmd.Flags().StringArrayVar(&unset, "unset", nil, "remove a setting (repeatable): debug, admin, hosts, env.NAME, memory, tasks or cpu")
 	return cmd
 }
 
@@ -85,6 +94,15 @@ func writeSettings(w io.Writer, s *opusv1.Settings) error {
 	writeRow(tw, "  debug", yesNo[s.GetDebug()])
 	writeRow(tw, "  admin", yesNo[s.GetAdmin()])
 	writeRow(tw, "  hosts", orDash(strings.Join(s.GetHosts(), ",")))
+	limit := func(v uint64, format func(uint64) string) string {
+		if v == 0 {
+			return "host default"
+		}
+		return format(v)
+	}
+	writeRow(tw, "  memory", limit(s.GetMemoryBytes(), func(v uint64) string { return fmt.Sprintf("%d MiB", v>>20) }))
+	writeRow(tw, "  tasks", limit(uint64(s.GetTasks()), func(v uint64) string { return strconv.FormatUint(v, 10) }))
+	writeRow(tw, "  cpu", limit(uint64(s.GetCpuPercent()), func(v uint64) string { return fmt.Sprintf("%d%% of a CPU", v) }))
 	names := make([]string, 0, len(s.GetEnv()))
 	for k := range s.GetEnv() {
 		names = append(names, k)

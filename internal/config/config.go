@@ -171,6 +171,63 @@ func Default() Config {
 	}
 }
 
+// BackendLimits bound one project's backend. A zero field is no bound in
+// opus.conf, and the host's default in a project's settings.
+type BackendLimits struct {
+	// MemoryBytes bounds its memory, Tasks its processes and threads,
+	// CPUPercent its CPU time (percent of one CPU).
+	MemoryBytes int64
+	Tasks       int
+	CPUPercent  int
+}
+
+// Bounds of BackendLimits: the least a Django backend needs, the most that
+// means anything on one host.
+const (
+	MinBackendMemory = 64 << 20
+	MaxBackendMemory = 1 << 40
+	MinBackendTasks  = 32
+	MaxBackendTasks  = 1 << 20
+	MinBackendCPU    = 5
+	MaxBackendCPU    = 100000
+)
+
+// BackendLimits are the host's defaults (backend_memory, backend_tasks,
+// backend_cpu).
+func (c Config) BackendLimits() BackendLimits {
+	return BackendLimits{MemoryBytes: c.BackendMemory, Tasks: c.BackendTasks, CPUPercent: c.BackendCPU}
+}
+
+// Validate says which limit is out of bounds; errors name each as prefix
+// + memory, tasks or cpu (the keys of opus.conf with prefix "backend_",
+// of a project's settings with "").
+func (l BackendLimits) Validate(prefix string) error {
+	if l.MemoryBytes != 0 && (l.MemoryBytes < MinBackendMemory || l.MemoryBytes > MaxBackendMemory) {
+		return fmt.Errorf("%smemory: %d bytes; give 64 MiB (67108864) to 1 TiB, or 0", prefix, l.MemoryBytes)
+	}
+	if l.Tasks != 0 && (l.Tasks < MinBackendTasks || l.Tasks > MaxBackendTasks) {
+		return fmt.Errorf("%stasks: %d; give %d (a backend's Apache threads and its daemon's) to %d, or 0", prefix, l.Tasks, MinBackendTasks, MaxBackendTasks)
+	}
+	if l.CPUPercent != 0 && (l.CPUPercent < MinBackendCPU || l.CPUPercent > MaxBackendCPU) {
+		return fmt.Errorf("%scpu: %d; give a percent of one CPU from %d to %d (100 is one CPU, 200 two), or 0", prefix, l.CPUPercent, MinBackendCPU, MaxBackendCPU)
+	}
+	return nil
+}
+
+// Or is l with each zero field taken from def.
+func (l BackendLimits) Or(def BackendLimits) BackendLimits {
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = def.MemoryBytes
+	}
+	if l.Tasks == 0 {
+		l.Tasks = def.Tasks
+	}
+	if l.CPUPercent == 0 {
+		l.CPUPercent = def.CPUPercent
+	}
+	return l
+}
+
 // maxBackendUID is the largest uid BackendAddr maps into 127.0.0.0/8
 // (127.255.255.254 at most).
 const maxBackendUID = 1<<24 - 1<<16 - 2
@@ -332,14 +389,8 @@ func (c Config) Validate() error {
 	if c.BackendPort < 1 || c.BackendPort > 1023 {
 		return fmt.Errorf("backend_port: %d must be a port below 1024, which only root can bind", c.BackendPort)
 	}
-	if c.BackendMemory != 0 && c.BackendMemory < 64<<20 {
-		return fmt.Errorf("backend_memory: %d is below the least a Django backend needs, 64 MiB (67108864); 0 is no bound", c.BackendMemory)
-	}
-	if c.BackendTasks != 0 && c.BackendTasks < 32 {
-		return fmt.Errorf("backend_tasks: %d is below the least a backend needs, 32 (its Apache's threads and its daemon's); 0 is no bound", c.BackendTasks)
-	}
-	if c.BackendCPU < 0 || c.BackendCPU != 0 && c.BackendCPU < 5 {
-		return fmt.Errorf("backend_cpu: %d: give a percent of one CPU of at least 5 (100 is one CPU, 200 two), or 0 for no bound", c.BackendCPU)
+	if err := c.BackendLimits().Validate("backend_"); err != nil {
+		return err
 	}
 	if c.HTTPPort == c.HTTPSPort {
 		return fmt.Errorf("http_port and https_port are both %d", c.HTTPPort)

@@ -264,6 +264,13 @@ func (b *Backends) Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest
 		}
 	}
 	b.clearBackoff(name)
+	limits := config.BackendLimits{MemoryBytes: int64(req.GetMemoryBytes()), Tasks: int(req.GetTasks()), CPUPercent: int(req.GetCpuPercent())}.Or(b.cfg.BackendLimits())
+	if err := limits.Validate(""); err != nil {
+		return nil, fmt.Errorf("backend %s: %w", name, err)
+	}
+	if err := b.setLimits(name, limits); err != nil {
+		return nil, fmt.Errorf("backend %s: %w", name, err)
+	}
 	if pid := b.Running(name); pid != 0 {
 		if !changed {
 			return &privdv1.EnsureBackendResponse{MasterPid: int32(pid)}, nil
@@ -273,7 +280,7 @@ func (b *Backends) Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest
 		}
 		return &privdv1.EnsureBackendResponse{MasterPid: int32(pid), Restarted: true}, nil
 	}
-	pid, err := b.start(ctx, name, uid, gid, addr)
+	pid, err := b.start(ctx, name, uid, gid, addr, &limits)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", name, err)
 	}
@@ -313,9 +320,21 @@ func (b *Backends) Running(project string) int {
 	return pid
 }
 
+// setLimits sets the limits of project's control group, when it has one:
+// a running backend's bounds change at once.
+func (b *Backends) setLimits(project string, l config.BackendLimits) error {
+	g, err := b.group(project)
+	if err != nil || g == nil || !g.Exists() {
+		return err
+	}
+	return g.Ensure(cgroup.Limits{MemoryBytes: l.MemoryBytes, Tasks: int64(l.Tasks), CPUPercent: l.CPUPercent})
+}
+
 // start starts the backend confined and waits until it accepts
-// connections at addr.
-func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, addr netip.AddrPort) (int, error) {
+// connections at addr. Its control group gets limits; nil keeps those of
+// a group that is there (a backend started again after it died keeps its
+// project's bounds) and gives a new one the host's defaults.
+func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, addr netip.AddrPort, limits *config.BackendLimits) (int, error) {
 	if err := os.Remove(b.paths.backendPid(project)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("remove stale pid file: %w", err)
 	}
@@ -334,8 +353,14 @@ func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, a
 	}
 	if g != nil {
 		g.Kill(backendStopWait)
-		if err := g.Ensure(cgroup.Limits{MemoryBytes: b.cfg.BackendMemory, Tasks: int64(b.cfg.BackendTasks), CPUPercent: b.cfg.BackendCPU}); err != nil {
-			return 0, err
+		if limits != nil || !g.Exists() {
+			l := b.cfg.BackendLimits()
+			if limits != nil {
+				l = *limits
+			}
+			if err := g.Ensure(cgroup.Limits{MemoryBytes: l.MemoryBytes, Tasks: int64(l.Tasks), CPUPercent: l.CPUPercent}); err != nil {
+				return 0, err
+			}
 		}
 		joins = g.ProcsFiles()
 	}
@@ -519,7 +544,7 @@ func (b *Backends) revive(ctx context.Context, project string) {
 	uid, gid, err := b.Lookup(project)
 	if err == nil {
 		var pid int
-		if pid, err = b.start(ctx, project, uid, gid, b.cfg.BackendAddr(uid)); err == nil {
+		if pid, err = b.start(ctx, project, uid, gid, b.cfg.BackendAddr(uid), nil); err == nil {
 			b.log.Warn("backend was down and is started again", "project", project, "master_pid", pid)
 			b.clearBackoff(project)
 			return

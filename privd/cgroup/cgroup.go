@@ -119,6 +119,16 @@ func (g *Group) dirs() map[string]string {
 	return out
 }
 
+// Exists reports whether the group is there (in every hierarchy).
+func (g *Group) Exists() bool {
+	for _, dir := range g.dirs() {
+		if _, err := os.Stat(dir); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // Ensure makes the group (where it is missing) and sets its limits.
 func (g *Group) Ensure(l Limits) error {
 	if g.root.V2 {

@@ -3,6 +3,8 @@ package server
 import (
 	"fmt"
 
+	"github.com/opus-hosting/opus/internal/config"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -97,6 +99,13 @@ func validateEnsureBackend(req *privdv1.EnsureBackendRequest) error {
 	}
 	if t := req.GetThreads(); t > maxThreads {
 		return invalid("threads", "%d; at most %d", t, maxThreads)
+	}
+	if req.GetMemoryBytes() > config.MaxBackendMemory || req.GetTasks() > config.MaxBackendTasks || req.GetCpuPercent() > config.MaxBackendCPU {
+		return invalid("limits", "memory %d, tasks %d, cpu %d: beyond what privd allows", req.GetMemoryBytes(), req.GetTasks(), req.GetCpuPercent())
+	}
+	l := config.BackendLimits{MemoryBytes: int64(req.GetMemoryBytes()), Tasks: int(req.GetTasks()), CPUPercent: int(req.GetCpuPercent())}
+	if err := l.Validate(""); err != nil {
+		return invalid("limits", "%v", err)
 	}
 	return nil
 }

@@ -40,8 +40,10 @@ const (
 // when its configuration changed. Either way this project's Python, and
 // no other's, starts afresh; the reload step then need not restart it.
 func stepBackend(ctx context.Context, t *Task) (string, error) {
+	set := t.Project.Spec.Settings
 	res, err := t.Privd.EnsureBackend(ctx, &privdv1.EnsureBackendRequest{Project: t.Project.Name,
-		Processes: uint32(t.opt.WSGIProcesses), Threads: uint32(t.opt.WSGIThreads)})
+		Processes: uint32(t.opt.WSGIProcesses), Threads: uint32(t.opt.WSGIThreads),
+		MemoryBytes: uint64(set.MemoryBytes), Tasks: uint32(set.Tasks), CpuPercent: uint32(set.CPUPercent)})
 	if err != nil {
 		return "", privdErr("EnsureBackend", err)
 	}

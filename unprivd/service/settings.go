@@ -6,8 +6,11 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/opus-hosting/opus/internal/config"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,7 +34,50 @@ const (
 	keyAdmin     = "admin"
 	keyHosts     = "hosts"
 	keyEnvPrefix = "env."
+	// The backend's bounds, admins' alone.
+	keyMemory = "memory"
+	keyTasks  = "tasks"
+	keyCPU    = "cpu"
 )
+
+// adminKeys are the settings only an admin may set or unset.
+var adminKeys = []string{keyMemory, keyTasks, keyCPU}
+
+// parseBytes reads a size: a number of bytes, or with a K, M, G or T
+// suffix (powers of 1024).
+func parseBytes(key, v string) (int64, error) {
+	mult := int64(1)
+	num := v
+	if n := len(v); n > 0 {
+		switch v[n-1] {
+		case 'K', 'k':
+			mult = 1 << 10
+		case 'M', 'm':
+			mult = 1 << 20
+		case 'G', 'g':
+			mult = 1 << 30
+		case 'T', 't':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			num = v[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%s: %q is not a size such as 512M or 2G", key, trunc(v))
+	}
+	return n * mult, nil
+}
+
+// parseCount reads a whole number setting.
+func parseCount(key, v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s: %q is not a whole number", key, trunc(v))
+	}
+	return n, nil
+}
 
 var envNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,127}$`)
 
@@ -139,13 +185,21 @@ func parseHosts(v, serverName, suffix string) ([]string, error) {
 // applySettings applies an UpdateSettingsRequest's set and unset to the
 // settings of project p (whose server name is serverName). It changes p
 // only when everything is valid; errors name the key at fault.
-func applySettings(p *store.Project, set map[string]string, unset []string, serverName, suffix string) error {
+func applySettings(p *store.Project, set map[string]string, unset []string, serverName, suffix string, admin bool) error {
 	next := p.Spec.Settings
 	next.Hosts = slices.Clone(next.Hosts)
 	next.Env = maps.Clone(next.Env)
-	admin := p.Spec.Admin
+	djangoAdmin := p.Spec.Admin
 	if len(set) == 0 && len(unset) == 0 {
 		return invalid("set", "nothing to change: give set or unset")
+	}
+	if !admin {
+		for _, k := range adminKeys {
+			_, setting := set[k]
+			if setting || slices.Contains(unset, k) {
+				return status.Errorf(codes.PermissionDenied, "%s: only an admin may change a project's memory, tasks and cpu bounds", k)
+			}
+		}
 	}
 	for _, k := range unset {
 		if _, ok := set[k]; ok {
@@ -155,9 +209,15 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 		case k == keyDebug:
 			next.Debug = false
 		case k == keyAdmin:
-			admin = false
+			djangoAdmin = false
 		case k == keyHosts:
 			next.Hosts = nil
+		case k == keyMemory:
+			next.MemoryBytes = 0
+		case k == keyTasks:
+			next.Tasks = 0
+		case k == keyCPU:
+			next.CPUPercent = 0
 		case strings.HasPrefix(k, keyEnvPrefix):
 			name := strings.TrimPrefix(k, keyEnvPrefix)
 			if err := validateEnvName(name); err != nil {
@@ -165,7 +225,7 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 			}
 			delete(next.Env, name)
 		default:
-			return invalid("unset", "unknown setting %q; settings are debug, admin, hosts and env.NAME", trunc(k))
+			return invalid("unset", "unknown setting %q; settings are debug, admin, hosts, env.NAME, memory, tasks and cpu", trunc(k))
 		}
 	}
 	// Sorted, so that the first error is the same on every call.
@@ -177,9 +237,15 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 		case k == keyDebug:
 			next.Debug, err = parseBool(k, v)
 		case k == keyAdmin:
-			admin, err = parseBool(k, v)
+			djangoAdmin, err = parseBool(k, v)
 		case k == keyHosts:
 			next.Hosts, err = parseHosts(v, serverName, suffix)
+		case k == keyMemory:
+			next.MemoryBytes, err = parseBytes(k, v)
+		case k == keyTasks:
+			next.Tasks, err = parseCount(k, v)
+		case k == keyCPU:
+			next.CPUPercent, err = parseCount(k, v)
 		case strings.HasPrefix(k, keyEnvPrefix):
 			name := strings.TrimPrefix(k, keyEnvPrefix)
 			if err = validateEnvName(name); err == nil {
@@ -192,7 +258,7 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 				next.Env[name] = v
 			}
 		default:
-			err = fmt.Errorf("unknown setting %q; settings are debug, admin, hosts and env.NAME", trunc(k))
+			err = fmt.Errorf("unknown setting %q; settings are debug, admin, hosts, env.NAME, memory, tasks and cpu", trunc(k))
 		}
 		if err != nil {
 			return invalid("set", "%v", err)
@@ -204,7 +270,10 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 	if len(next.Env) == 0 {
 		next.Env = nil
 	}
-	p.Spec.Settings, p.Spec.Admin = next, admin
+	if err := (config.BackendLimits{MemoryBytes: next.MemoryBytes, Tasks: next.Tasks, CPUPercent: next.CPUPercent}).Validate(""); err != nil {
+		return invalid("set", "%v", err)
+	}
+	p.Spec.Settings, p.Spec.Admin = next, djangoAdmin
 	return nil
 }
 
@@ -215,6 +284,9 @@ func settingsFromProto(s *opusv1.Settings, serverName, suffix string) (store.Set
 		return out, nil
 	}
 	out.Debug = s.GetDebug()
+	if s.GetMemoryBytes() != 0 || s.GetTasks() != 0 || s.GetCpuPercent() != 0 {
+		return out, invalid("settings", "memory, tasks and cpu are not set at create; an admin sets them afterwards (opusctl set NAME memory=512M)")
+	}
 	if len(s.GetHosts()) > 0 {
 		hosts, err := parseHosts(strings.Join(s.GetHosts(), ","), serverName, suffix)
 		if err != nil {
@@ -243,7 +315,8 @@ func settingsFromProto(s *opusv1.Settings, serverName, suffix string) (store.Set
 // toSettings renders settings for the API.
 func toSettings(p *store.Project) *opusv1.Settings {
 	s := p.Spec.Settings
-	return &opusv1.Settings{Debug: s.Debug, Admin: p.Spec.Admin, Hosts: slices.Clone(s.Hosts), Env: maps.Clone(s.Env)}
+	return &opusv1.Settings{Debug: s.Debug, Admin: p.Spec.Admin, Hosts: slices.Clone(s.Hosts), Env: maps.Clone(s.Env),
+		MemoryBytes: uint64(s.MemoryBytes), Tasks: uint32(s.Tasks), CpuPercent: uint32(s.CPUPercent)}
 }
 
 // hostsTaken returns an error when another project already serves one of
@@ -282,12 +355,16 @@ func (s *Service) UpdateSettings(ctx context.Context, req *opusv1.UpdateSettings
 	server := req.GetProject() + s.cfg.ServerSuffix
 	// Validate before taking the store's write lock; applied again on the
 	// stored record inside the transaction.
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
 	probe := &store.Project{Name: req.GetProject()}
-	if err := applySettings(probe, req.GetSet(), req.GetUnset(), server, s.cfg.ServerSuffix); err != nil {
+	if err := applySettings(probe, req.GetSet(), req.GetUnset(), server, s.cfg.ServerSuffix, c.admin); err != nil {
 		return nil, err
 	}
 	return s.mutateTx(ctx, opusv1.Opus_UpdateSettings_FullMethodName, req.GetProject(), store.OpUpdateSettings, func(tx *store.Tx, c caller, p *store.Project) error {
-		if err := applySettings(p, req.GetSet(), req.GetUnset(), server, s.cfg.ServerSuffix); err != nil {
+		if err := applySettings(p, req.GetSet(), req.GetUnset(), server, s.cfg.ServerSuffix, c.admin); err != nil {
 			return err
 		}
 		return hostsTaken(tx, p.Name, p.Spec.Settings.Hosts)

@@ -25,8 +25,22 @@ func TestApplySettings(t *testing.T) {
 		unset []string
 		want  store.Settings
 		admin bool
-		err   string // substring of the refusal; "" means accepted
+		// opusAdmin: the caller is an Opus admin (not the project's
+		// Django admin, which admin is).
+		opusAdmin bool
+		denied    bool   // refused as PermissionDenied, not InvalidArgument
+		err       string // substring of the refusal; "" means accepted
 	}{
+		{name: "memory by an admin", set: map[string]string{"memory": "512M"}, opusAdmin: true,
+			want: store.Settings{Hosts: base.Hosts, Env: base.Env, MemoryBytes: 512 << 20}},
+		{name: "tasks and cpu by an admin", set: map[string]string{"tasks": "256", "cpu": "50"}, opusAdmin: true,
+			want: store.Settings{Hosts: base.Hosts, Env: base.Env, Tasks: 256, CPUPercent: 50}},
+		{name: "memory by the owner", set: map[string]string{"memory": "8G"}, denied: true, err: "only an admin"},
+		{name: "unset cpu by the owner", unset: []string{"cpu"}, denied: true, err: "only an admin"},
+		{name: "memory too small", set: map[string]string{"memory": "1M"}, opusAdmin: true, err: "memory"},
+		{name: "memory word", set: map[string]string{"memory": "lots"}, opusAdmin: true, err: "not a size"},
+		{name: "tasks too few", set: map[string]string{"tasks": "3"}, opusAdmin: true, err: "tasks"},
+		{name: "cpu negative", set: map[string]string{"cpu": "-5"}, opusAdmin: true, err: "not a whole number"},
 		{name: "debug on", set: map[string]string{"debug": "true"}, want: store.Settings{Debug: true, Hosts: base.Hosts, Env: base.Env}},
 		{name: "admin on", set: map[string]string{"admin": "yes"}, want: base, admin: true},
 		{name: "hosts replace and normalize", set: map[string]string{"hosts": "A.example.com, b.example.com,a.example.com"},
@@ -64,10 +78,17 @@ func TestApplySettings(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &store.Project{Name: "blog", Spec: store.Spec{Settings: store.Settings{Hosts: slices.Clone(base.Hosts), Env: maps.Clone(base.Env)}}}
-			err := applySettings(p, tc.set, tc.unset, testServer, testSfx)
+			err := applySettings(p, tc.set, tc.unset, testServer, testSfx, tc.opusAdmin)
 			if tc.err != "" {
-				if err == nil || status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err = %v, want InvalidArgument with %q", err, tc.err)
+				code := codes.InvalidArgument
+				if tc.denied {
+					code = codes.PermissionDenied
+				}
+				if err == nil || status.Code(err) != code || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %v with %q", err, code, tc.err)
+				}
+				if p.Spec.Settings.MemoryBytes != 0 || p.Spec.Settings.Tasks != 0 || p.Spec.Settings.CPUPercent != 0 {
+					t.Fatalf("a refused change changed the limits: %+v", p.Spec.Settings)
 				}
 				if p.Spec.Admin || p.Spec.Settings.Debug || !slices.Equal(p.Spec.Settings.Hosts, base.Hosts) || !maps.Equal(p.Spec.Settings.Env, base.Env) {
 					t.Fatalf("a refused change changed the settings: %+v", p.Spec)
@@ -103,7 +124,7 @@ func FuzzApplySettings(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, key, value string) {
 		p := &store.Project{Name: "blog"}
-		if err := applySettings(p, map[string]string{key: value}, nil, testServer, testSfx); err != nil {
+		if err := applySettings(p, map[string]string{key: value}, nil, testServer, testSfx, true); err != nil {
 			if p.Spec.Settings.Debug || p.Spec.Admin || len(p.Spec.Settings.Hosts) != 0 || len(p.Spec.Settings.Env) != 0 {
 				t.Fatalf("refused %q=%q changed the settings", key, value)
 			}

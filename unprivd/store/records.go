@@ -88,6 +88,11 @@ type Settings struct {
 	Hosts []string `json:"hosts,omitempty"`
 	// Env are environment variables for the app.
 	Env map[string]string `json:"env,omitempty"`
+	// MemoryBytes, Tasks and CPUPercent bound the project's backend in
+	// place of the host's defaults; 0 is the default. Admins' alone.
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	Tasks       int   `json:"tasks,omitempty"`
+	CPUPercent  int   `json:"cpu_percent,omitempty"`
 }
 
 // App returns the app called name, or nil.

@@ -941,7 +941,14 @@ type Settings struct {
 	// ALLOWED_HOSTS and certificate names).
 	Hosts []string `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	// env are environment variables for the app (NAME: [A-Z][A-Z0-9_]*).
-	Env           map[string]string `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Env map[string]string `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// memory_bytes, tasks and cpu_percent bound the project's backend in
+	// place of the host's defaults (backend_memory, backend_tasks,
+	// backend_cpu); 0 is the host's default. Only admins set them
+	// (settings memory, tasks and cpu).
+	MemoryBytes   uint64 `protobuf:"varint,5,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Tasks         uint32 `protobuf:"varint,6,opt,name=tasks,proto3" json:"tasks,omitempty"`
+	CpuPercent    uint32 `protobuf:"varint,7,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1002,6 +1009,27 @@ func (x *Settings) GetEnv() map[string]string {
 		return x.Env
 	}
 	return nil
+}
+
+func (x *Settings) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Settings) GetTasks() uint32 {
+	if x != nil {
+		return x.Tasks
+	}
+	return 0
+}
+
+func (x *Settings) GetCpuPercent() uint32 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return 0
 }
 
 // Database says where a project keeps its data.
@@ -3049,12 +3077,16 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\vcertificate\x18\x0f \x01(\tR\vcertificate\x12N\n" +
 	"\x15certificate_not_after\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x12-\n" +
 	"\bsettings\x18\x11 \x01(\v2\x11.opus.v1.SettingsR\bsettings\x12-\n" +
-	"\bdatabase\x18\x12 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\"\xb2\x01\n" +
+	"\bdatabase\x18\x12 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\"\x8c\x02\n" +
 	"\bSettings\x12\x14\n" +
 	"\x05debug\x18\x01 \x01(\bR\x05debug\x12\x14\n" +
 	"\x05admin\x18\x02 \x01(\bR\x05admin\x12\x14\n" +
 	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12,\n" +
-	"\x03env\x18\x04 \x03(\v2\x1a.opus.v1.Settings.EnvEntryR\x03env\x1a6\n" +
+	"\x03env\x18\x04 \x03(\v2\x1a.opus.v1.Settings.EnvEntryR\x03env\x12!\n" +
+	"\fmemory_bytes\x18\x05 \x01(\x04R\vmemoryBytes\x12\x14\n" +
+	"\x05tasks\x18\x06 \x01(\rR\x05tasks\x12\x1f\n" +
+	"\vcpu_percent\x18\a \x01(\rR\n" +
+	"cpuPercent\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x01\n" +

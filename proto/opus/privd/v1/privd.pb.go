@@ -824,8 +824,14 @@ type EnsureBackendRequest struct {
 	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
 	// processes and threads of the project's mod_wsgi daemon group; 0 means
 	// privd's configured default.
-	Processes     uint32 `protobuf:"varint,2,opt,name=processes,proto3" json:"processes,omitempty"`
-	Threads       uint32 `protobuf:"varint,3,opt,name=threads,proto3" json:"threads,omitempty"`
+	Processes uint32 `protobuf:"varint,2,opt,name=processes,proto3" json:"processes,omitempty"`
+	Threads   uint32 `protobuf:"varint,3,opt,name=threads,proto3" json:"threads,omitempty"`
+	// memory_bytes, tasks and cpu_percent bound the backend's control group
+	// in place of privd's configured defaults; 0 is the default. privd
+	// holds each within its own bounds.
+	MemoryBytes   uint64 `protobuf:"varint,4,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Tasks         uint32 `protobuf:"varint,5,opt,name=tasks,proto3" json:"tasks,omitempty"`
+	CpuPercent    uint32 `protobuf:"varint,6,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -877,6 +883,27 @@ func (x *EnsureBackendRequest) GetProcesses() uint32 {
 func (x *EnsureBackendRequest) GetThreads() uint32 {
 	if x != nil {
 		return x.Threads
+	}
+	return 0
+}
+
+func (x *EnsureBackendRequest) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *EnsureBackendRequest) GetTasks() uint32 {
+	if x != nil {
+		return x.Tasks
+	}
+	return 0
+}
+
+func (x *EnsureBackendRequest) GetCpuPercent() uint32 {
+	if x != nil {
+		return x.CpuPercent
 	}
 	return 0
 }
@@ -1370,11 +1397,15 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\x0fcertificate_pem\x18\x05 \x01(\fR\x0ecertificatePem\x12\x17\n" +
 	"\akey_pem\x18\x06 \x01(\fR\x06keyPemJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05R\tprocessesR\athreads\"/\n" +
 	"\x13InstallSiteResponse\x12\x18\n" +
-	"\achanged\x18\x01 \x01(\bR\achanged\"h\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\"\xc2\x01\n" +
 	"\x14EnsureBackendRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1c\n" +
 	"\tprocesses\x18\x02 \x01(\rR\tprocesses\x12\x18\n" +
-	"\athreads\x18\x03 \x01(\rR\athreads\"n\n" +
+	"\athreads\x18\x03 \x01(\rR\athreads\x12!\n" +
+	"\fmemory_bytes\x18\x04 \x01(\x04R\vmemoryBytes\x12\x14\n" +
+	"\x05tasks\x18\x05 \x01(\rR\x05tasks\x12\x1f\n" +
+	"\vcpu_percent\x18\x06 \x01(\rR\n" +
+	"cpuPercent\"n\n" +
 	"\x15EnsureBackendResponse\x12\x1d\n" +
 	"\n" +
 	"master_pid\x18\x01 \x01(\x05R\tmasterPid\x12\x18\n" +
