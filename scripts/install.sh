@@ -43,7 +43,7 @@ install)
 	install -m 0755 bin/opusctl "$bin/opusctl"
 	install -m 0755 bin/opusd "$sbin/opusd"
 	install -m 0755 bin/opus-privd "$sbin/opus-privd"
-	for u in opusd.service opusd.socket opus-privd.service opus-privd.socket; do
+	for u in opusd.service opusd.socket opus-privd.service opus-privd.socket opus-backend@.service; do
 		sed "s|/usr/local/|$prefix_sed/|g" "systemd/$u" >"$units/$u"
 		chmod 0644 "$units/$u"
 	done
@@ -62,7 +62,7 @@ install)
 	;;
 uninstall)
 	rm -f "$bin/opusctl" "$sbin/opusd" "$sbin/opus-privd"
-	for u in opusd.service opusd.socket opus-privd.service opus-privd.socket; do rm -f "$units/$u"; done
+	for u in opusd.service opusd.socket opus-privd.service opus-privd.socket opus-backend@.service; do rm -f "$units/$u"; done
 	rm -rf "$doc"
 	if onhost; then
 		# Only what install created; state a daemon wrote is kept. What

@@ -269,9 +269,13 @@ func serve(o options, log *slog.Logger) error {
 		u, err := accounts.LookupUser(project)
 		return u.UID, u.GID, err
 	}, log)
-	if root, err := cgroup.Detect(""); err != nil {
+	switch root, err := cgroup.Detect(""); {
+	case cfg.ApacheMode == config.ApacheSystem && apache.SystemdRuns():
+		apacheBackends.Units = apache.NewUnits()
+		log.Info("backends run as instances of " + apache.UnitTemplate)
+	case err != nil:
 		log.Warn("backends run without control groups of their own (memory, task and CPU bounds)", "err", err)
-	} else {
+	default:
 		apacheBackends.Cgroups = root
 	}
 	var backends server.Backends = apacheBackends

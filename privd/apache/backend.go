@@ -84,6 +84,10 @@ type Backends struct {
 	// the configured limits (nil: the host gives none; the rlimits of
 	// package confine still hold).
 	Cgroups *cgroup.Root
+	// Units, when set, runs every backend as an instance of its systemd
+	// unit instead (system mode under systemd): systemd confines, bounds
+	// and restarts it; Cgroups and Limits are not used.
+	Units *Units
 	// RestartTimeout bounds a graceful restart (DefaultRestartTimeout if 0).
 	RestartTimeout time.Duration
 	log            *slog.Logger
@@ -268,7 +272,7 @@ func (b *Backends) Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest
 	if err := limits.Validate(""); err != nil {
 		return nil, fmt.Errorf("backend %s: %w", name, err)
 	}
-	if err := b.setLimits(name, limits); err != nil {
+	if err := b.setLimits(ctx, name, limits); err != nil {
 		return nil, fmt.Errorf("backend %s: %w", name, err)
 	}
 	if pid := b.Running(name); pid != 0 {
@@ -322,7 +326,13 @@ func (b *Backends) Running(project string) int {
 
 // setLimits sets the limits of project's control group, when it has one:
 // a running backend's bounds change at once.
-func (b *Backends) setLimits(project string, l config.BackendLimits) error {
+func (b *Backends) setLimits(ctx context.Context, project string, l config.BackendLimits) error {
+	if b.Units != nil {
+		if b.Running(project) == 0 {
+			return nil // start writes them
+		}
+		return b.Units.write(ctx, b.cfg, project, l)
+	}
 	g, err := b.group(project)
 	if err != nil || g == nil || !g.Exists() {
 		return err
@@ -346,40 +356,12 @@ func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, a
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	var joins []string
-	g, err := b.group(project)
-	if err != nil {
-		return 0, err
-	}
-	if g != nil {
-		g.Kill(backendStopWait)
-		if limits != nil || !g.Exists() {
-			l := b.cfg.BackendLimits()
-			if limits != nil {
-				l = *limits
-			}
-			if err := g.Ensure(cgroup.Limits{MemoryBytes: l.MemoryBytes, Tasks: int64(l.Tasks), CPUPercent: l.CPUPercent}); err != nil {
-				return 0, err
-			}
-		}
-		joins = g.ProcsFiles()
-	}
 	w := watchLog(b.paths.ErrorLog(project))
 	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
 	defer cancel()
-	cmd, err := confine.Command(ctx, b.Self, confine.Spec{UID: uid, GID: gid, Master: true,
-		Path: b.Binary, Args: append([]string{b.Binary}, b.args(project, "-k", "start")...), Env: apacheEnv, Dir: "/",
-		Keep: []string{b.cfg.ApacheDir, b.cfg.BaseDir}, Limits: b.Limits, CgroupProcs: joins})
-	if err != nil {
-		return 0, err
-	}
-	var out tailBuffer
-	out.max = maxOutput
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
+	if err := b.launch(ctx, project, uid, gid, limits); err != nil {
 		w.poll(0)
-		return 0, fmt.Errorf("start: %w: %s %s", err, strings.TrimSpace(out.String()), w.reason())
+		return 0, fmt.Errorf("start: %w %s", err, w.reason())
 	}
 	begun := time.Now()
 	for {
@@ -402,6 +384,47 @@ func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, a
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// launch starts the backend's master: as an instance of its systemd unit
+// (Units), or confined by privd itself in a control group of its own
+// where the host has them. limits: see start.
+func (b *Backends) launch(ctx context.Context, project string, uid, gid uint32, limits *config.BackendLimits) error {
+	l := b.cfg.BackendLimits()
+	if limits != nil {
+		l = *limits
+	}
+	if b.Units != nil {
+		return b.Units.start(ctx, b.cfg, project, l)
+	}
+	var joins []string
+	g, err := b.group(project)
+	if err != nil {
+		return err
+	}
+	if g != nil {
+		g.Kill(backendStopWait)
+		if limits != nil || !g.Exists() {
+			if err := g.Ensure(cgroup.Limits{MemoryBytes: l.MemoryBytes, Tasks: int64(l.Tasks), CPUPercent: l.CPUPercent}); err != nil {
+				return err
+			}
+		}
+		joins = g.ProcsFiles()
+	}
+	cmd, err := confine.Command(ctx, b.Self, confine.Spec{UID: uid, GID: gid, Master: true,
+		Path: b.Binary, Args: append([]string{b.Binary}, b.args(project, "-k", "start")...), Env: apacheEnv, Dir: "/",
+		Keep: []string{b.cfg.ApacheDir, b.cfg.BaseDir}, Limits: b.Limits, CgroupProcs: joins})
+	if err != nil {
+		return err
+	}
+	var out tailBuffer
+	out.max = maxOutput
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String()))
+	}
+	return nil
 }
 
 // accepts reports whether something accepts connections at addr.
@@ -462,6 +485,9 @@ func (b *Backends) Remove(ctx context.Context, req *privdv1.RemoveBackendRequest
 // stop ends the master (SIGTERM: Apache stops its workers and mod_wsgi its
 // daemons), then kills whatever of its generation is left.
 func (b *Backends) stop(ctx context.Context, project string) error {
+	if b.Units != nil {
+		return b.Units.stop(ctx, project)
+	}
 	conf := b.paths.backendConf(project)
 	if pid := b.Running(project); pid != 0 {
 		alive := sameMaster(pid, conf)
