@@ -32,19 +32,9 @@ import (
 // daemons ((wsgi:NAME)).
 func (h *host) backendPids(project string) []int {
 	conf := []byte(filepath.Join(h.cfg.ApacheDir, "backends", project) + "/")
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && (bytes.Contains(cmd, conf) || bytes.HasPrefix(cmd, []byte("(wsgi:"+project+")"))) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return pidsWhere(func(cmd []byte) bool {
+		return bytes.Contains(cmd, conf) || bytes.HasPrefix(cmd, []byte("(wsgi:"+project+")"))
+	})
 }
 
 // TestBackendIsConfined: the project's code, as its mod_wsgi daemon runs

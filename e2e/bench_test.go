@@ -385,18 +385,7 @@ func (e *benchEnv) gracefuls() int {
 
 // wsgiPids returns the pids of project's mod_wsgi daemon processes.
 func wsgiPids(project string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.HasPrefix(cmd, []byte("(wsgi:"+project+")")) {
-			pids = append(pids, pid)
-		}
-	}
+	pids := pidsWhere(func(cmd []byte) bool { return bytes.HasPrefix(cmd, []byte("(wsgi:"+project+")")) })
 	slices.Sort(pids)
 	return pids
 }
@@ -939,17 +928,12 @@ func (e *benchEnv) recordBackendMemory(b *testing.B, projects []string) {
 	for _, p := range projects {
 		conf := []byte(filepath.Join(e.h.cfg.ApacheDir, "backends", p) + "/")
 		kib := 0.0
-		ents, _ := os.ReadDir("/proc")
-		for _, ent := range ents {
-			pid, err := strconv.Atoi(ent.Name())
-			if err != nil {
-				continue
-			}
-			// A mod_wsgi daemon rewrites its argv to (wsgi:NAME) in place:
-			// the rest of the master's command line stays behind it.
-			if cmd, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline")); err == nil && bytes.Contains(cmd, conf) && !bytes.HasPrefix(cmd, []byte("(wsgi:")) {
-				kib += pssKiB(pid)
-			}
+		// A mod_wsgi daemon rewrites its argv to (wsgi:NAME) in place:
+		// the rest of the master's command line stays behind it.
+		for _, pid := range pidsWhere(func(cmd []byte) bool {
+			return bytes.Contains(cmd, conf) && !bytes.HasPrefix(cmd, []byte("(wsgi:"))
+		}) {
+			kib += pssKiB(pid)
 		}
 		per = append(per, kib/1024)
 	}

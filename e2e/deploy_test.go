@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -37,16 +36,8 @@ func (h *host) deploy(t *testing.T, uid uint32, name string, apps ...string) str
 // wsgiDaemons returns the uids of the mod_wsgi daemon processes of project.
 func wsgiDaemons(project string) []uint32 {
 	var uids []uint32
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.HasPrefix(cmd, []byte("(wsgi:"+project+")")) {
-			continue
-		}
-		status, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+	for _, pid := range wsgiPids(project) {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			continue
 		}

@@ -127,18 +127,27 @@ func needHost(t *testing.T) *host {
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-// killMatching kills every process whose command line mentions s.
-func killMatching(s string) {
+// pidsWhere returns the processes (this one aside) whose command line
+// (NUL-separated, as /proc has it) match accepts.
+func pidsWhere(match func(cmdline []byte) bool) []int {
+	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmd, []byte(s)) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+		if cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && match(cmd) {
+			pids = append(pids, pid)
 		}
+	}
+	return pids
+}
+
+// killMatching kills every process whose command line mentions s.
+func killMatching(s string) {
+	for _, pid := range pidsWhere(func(cmd []byte) bool { return bytes.Contains(cmd, []byte(s)) }) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 

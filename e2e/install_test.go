@@ -296,20 +296,7 @@ func (d *installedDaemons) waitOK(t *testing.T, url, want string, limit time.Dur
 func (d *installedDaemons) killBackends(t *testing.T) {
 	t.Helper()
 	mark := []byte(filepath.Join(d.cfg.ApacheDir, "backends") + "/")
-	find := func() []int {
-		var pids []int
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(cmdline, mark) {
-				pids = append(pids, pid)
-			}
-		}
-		return pids
-	}
+	find := func() []int { return pidsWhere(func(cmd []byte) bool { return bytes.Contains(cmd, mark) }) }
 	pids := find()
 	if len(pids) == 0 {
 		t.Fatal("no backend process to kill")

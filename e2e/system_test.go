@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,19 +68,9 @@ func sysCmd(name string, args ...string) (string, error) {
 // names the instance's directory: apache2ctl passes -d for any instance
 // but the default).
 func sysApachePids() []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.HasPrefix(cmd, []byte("/usr/sbin/apache2\x00")) && bytes.Contains(cmd, []byte("\x00"+sysEtc()+"\x00")) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return pidsWhere(func(cmd []byte) bool {
+		return bytes.HasPrefix(cmd, []byte("/usr/sbin/apache2\x00")) && bytes.Contains(cmd, []byte("\x00"+sysEtc()+"\x00"))
+	})
 }
 
 // stopSystem stops the run's instance and kills what is left of it.

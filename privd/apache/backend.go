@@ -200,17 +200,9 @@ Alias /static/ {{.Static}}/
 // uid). Every value is a validated name, a number, or a path derived from
 // cfg.
 func RenderBackend(cfg config.Config, s Site, addr netip.AddrPort) ([]byte, error) {
-	s, err := s.normalize(cfg)
+	s, err := s.check(cfg, addr)
 	if err != nil {
 		return nil, err
-	}
-	for _, d := range []string{cfg.BaseDir, cfg.ApacheDir} {
-		if err := checkConfPath(d); err != nil {
-			return nil, err
-		}
-	}
-	if !addr.Addr().Is4() || !addr.Addr().IsLoopback() || addr.Port() == 0 {
-		return nil, fmt.Errorf("apache: backend address %s is not a loopback address and port", addr)
 	}
 	p, ap := layout.For(cfg.BaseDir, s.Project), Paths{Dir: cfg.ApacheDir}
 	var b bytes.Buffer
@@ -247,6 +239,10 @@ func (b *Backends) Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", name, err)
 	}
+	limits := config.BackendLimits{MemoryBytes: int64(req.GetMemoryBytes()), Tasks: int(req.GetTasks()), CPUPercent: int(req.GetCpuPercent())}.Or(b.cfg.BackendLimits())
+	if err := limits.Validate(""); err != nil {
+		return nil, fmt.Errorf("backend %s: %w", name, err)
+	}
 	defer b.lock(name)()
 	if err := b.ensureDirs(name); err != nil {
 		return nil, fmt.Errorf("backend %s: %w", name, err)
@@ -257,21 +253,19 @@ func (b *Backends) Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", name, err)
 	}
-	if changed {
-		if _, err := run(ctx, b.Binary, b.args(name, "-t")...); err != nil {
-			if prevErr == nil {
-				_ = writeAtomic(path, prev, 0o644)
-			} else {
-				_ = os.Remove(path)
-			}
-			return nil, fmt.Errorf("backend %s: configtest: %w", name, err)
+	// restore puts back the configuration the backend had (none, for a
+	// new one) when the new one fails.
+	restore := func() {
+		if !changed {
+			return
+		}
+		if prevErr == nil {
+			_ = writeAtomic(path, prev, 0o644)
+		} else {
+			_ = os.Remove(path)
 		}
 	}
 	b.clearBackoff(name)
-	limits := config.BackendLimits{MemoryBytes: int64(req.GetMemoryBytes()), Tasks: int(req.GetTasks()), CPUPercent: int(req.GetCpuPercent())}.Or(b.cfg.BackendLimits())
-	if err := limits.Validate(""); err != nil {
-		return nil, fmt.Errorf("backend %s: %w", name, err)
-	}
 	if err := b.setLimits(ctx, name, limits); err != nil {
 		return nil, fmt.Errorf("backend %s: %w", name, err)
 	}
@@ -279,13 +273,21 @@ func (b *Backends) Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest
 		if !changed {
 			return &privdv1.EnsureBackendResponse{MasterPid: int32(pid)}, nil
 		}
+		// A running backend must never be restarted onto a configuration
+		// it would not survive.
+		if _, err := run(ctx, b.Binary, b.args(name, "-t")...); err != nil {
+			restore()
+			return nil, fmt.Errorf("backend %s: configtest: %w", name, err)
+		}
 		if err := b.graceful(ctx, name, pid); err != nil {
 			return nil, fmt.Errorf("backend %s: %w", name, err)
 		}
 		return &privdv1.EnsureBackendResponse{MasterPid: int32(pid), Restarted: true}, nil
 	}
+	// A backend that is down is tested by its start.
 	pid, err := b.start(ctx, name, uid, gid, addr, &limits)
 	if err != nil {
+		restore()
 		return nil, fmt.Errorf("backend %s: %w", name, err)
 	}
 	return &privdv1.EnsureBackendResponse{MasterPid: int32(pid), Started: true}, nil
@@ -381,7 +383,7 @@ func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, a
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("start: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }
@@ -412,7 +414,7 @@ func (b *Backends) launch(ctx context.Context, project string, uid, gid uint32, 
 		joins = g.ProcsFiles()
 	}
 	cmd, err := confine.Command(ctx, b.Self, confine.Spec{UID: uid, GID: gid, Master: true,
-		Path: b.Binary, Args: append([]string{b.Binary}, b.args(project, "-k", "start")...), Env: apacheEnv, Dir: "/",
+		Path: b.Binary, Args: append([]string{backendArgv0(project)}, b.args(project, "-k", "start")...), Env: apacheEnv, Dir: "/",
 		Keep: []string{b.cfg.ApacheDir, b.cfg.BaseDir}, Limits: b.Limits, CgroupProcs: joins})
 	if err != nil {
 		return err
@@ -426,6 +428,12 @@ func (b *Backends) launch(ctx context.Context, project string, uid, gid uint32, 
 	}
 	return nil
 }
+
+// backendArgv0 is the name a backend's processes show: mod_wsgi writes its
+// daemon's display name, (wsgi:NAME), over the master's argv[0] and cuts
+// it to that length, so argv[0] must be longer than it ("/usr/sbin/apache2"
+// would cut a project name of more than ten characters).
+func backendArgv0(project string) string { return "apache2-backend-" + project }
 
 // accepts reports whether something accepts connections at addr.
 func accepts(ctx context.Context, addr netip.AddrPort) bool {

@@ -265,10 +265,12 @@ func (m *Managed) Graceful(ctx context.Context) (int, bool, error) {
 	}
 	if pid := m.Running(); pid != 0 {
 		w := watchLog(m.ErrorLogPath())
-		if _, err := run(ctx, m.Binary, m.args("-k", "graceful")...); err != nil {
-			return pid, false, fmt.Errorf("apache graceful: %w", err)
-		}
+		// SIGUSR1 is what "apache2 -k graceful" sends, without its
+		// second parse of the whole configuration (just tested).
 		alive := sameMaster(pid, m.ConfPath())
+		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+			return pid, false, fmt.Errorf("apache graceful: signal %d: %w", pid, err)
+		}
 		stop := func(pid int) { stopPid(pid, alive) }
 		if err := awaitRestart(ctx, w, pid, alive, stop, cmp.Or(m.RestartTimeout, DefaultRestartTimeout)); err != nil {
 			m.awaitGeneration()

@@ -1,7 +1,6 @@
 package apache
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,19 +15,7 @@ func TestManagedConfGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join("testdata", "httpd.conf.golden")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("httpd.conf differs from %s:\n%s", path, got)
-	}
+	golden(t, "httpd.conf.golden", got)
 }
 
 func TestCheckInclude(t *testing.T) {

@@ -57,7 +57,7 @@ var dropInTemplate = template.Must(template.New("dropin").Parse(`# Written by op
 [Service]
 PIDFile={{.PidFile}}
 ExecStart=
-ExecStart=/usr/sbin/apache2 -d {{.Dir}} -f {{.Conf}} -k start
+ExecStart=@/usr/sbin/apache2 {{.Argv0}} -d {{.Dir}} -f {{.Conf}} -k start
 ExecReload=
 ExecReload=/usr/sbin/apache2 -d {{.Dir}} -f {{.Conf}} -k graceful
 ReadWritePaths=
@@ -90,7 +90,7 @@ func RenderDropIn(cfg config.Config, project string, l config.BackendLimits) ([]
 	}
 	var b bytes.Buffer
 	err := dropInTemplate.Execute(&b, map[string]any{
-		"Name": project, "PidFile": p.backendPid(project), "Dir": p.Backend(project), "Conf": p.backendConf(project),
+		"Name": project, "Argv0": backendArgv0(project), "PidFile": p.backendPid(project), "Dir": p.Backend(project), "Conf": p.backendConf(project),
 		"Logs": p.Logs(), "Root": layout.For(cfg.BaseDir, project).Root,
 		"Memory": or(l.MemoryBytes, fmt.Sprint(l.MemoryBytes)), "Tasks": or(int64(l.Tasks), fmt.Sprint(l.Tasks)), "CPU": cpu,
 	})

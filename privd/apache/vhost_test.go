@@ -15,6 +15,24 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
+// golden compares got with testdata/name (rewriting it under -update).
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("rendered output differs from %s:\n%s", path, got)
+	}
+}
+
 func testConfig() config.Config {
 	c := config.Default()
 	c.BaseDir = "/var/lib/opus"
@@ -75,19 +93,7 @@ func TestRenderVhostGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join("testdata", tt.golden)
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("rendered vhost differs from %s:\n%s", path, got)
-			}
+			golden(t, tt.golden, got)
 		})
 	}
 }

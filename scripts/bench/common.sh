@@ -25,6 +25,9 @@ HOST=$NAME.bench.localhost
 DIR=$WORK/$NAME
 CODE=$DIR/code
 VHOST=$APACHE_DIR/sites/$NAME.conf
+# The project's backend: its own Apache + mod_wsgi daemon, as opus-privd
+# runs it (ServerRoot, configuration, pid file, sockets).
+BACKEND=$WORK/$NAME.backend
 
 now() { date +%s.%N; }
 T0=$(now)
@@ -40,12 +43,23 @@ total() { awk -v a="$T0" -v b="$(now)" 'BEGIN { printf "total %.3f\n", b - a }';
 
 graceful() { apache2 -d "$APACHE_DIR" -f "$APACHE_DIR/httpd.conf" -k graceful; }
 
+# stop_backend ends the backend's master (which ends its workers and its
+# mod_wsgi daemon).
+stop_backend() {
+	local pid
+	pid=$(cat "$BACKEND/run/httpd.pid" 2>/dev/null) || return 0
+	kill "$pid" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+}
+
 cleanup() {
 	set +e
 	if [ -e "$VHOST" ]; then
 		rm -f "$VHOST"
 		graceful
 	fi
+	stop_backend
+	rm -rf "$BACKEND"
 	# The mod_wsgi daemon leaves after the graceful; userdel refuses a
 	# user that still runs something.
 	if id "$USER_NAME" >/dev/null 2>&1; then
@@ -83,35 +97,70 @@ secure() {
 	chmod 0770 "$DIR/data"
 }
 
-# write_vhost WSGI_SCRIPT: the same daemon-mode vhost opus-privd renders.
+# write_vhost WSGI_SCRIPT: what opus-privd renders: the project's backend
+# (its own Apache, its mod_wsgi daemon as the project user, at the
+# project's loopback address) and the front's vhost routing to it.
 write_vhost() {
-	local wsgi=$1 common
-	common="    ServerName $HOST
-    WSGIProcessGroup $NAME
-    WSGIApplicationGroup %{GLOBAL}
-    WSGIScriptAlias / $wsgi process-group=$NAME application-group=%{GLOBAL}
-    Alias /static/ $DIR/static/
-    <Directory $(dirname "$wsgi")>
-        AllowOverride None
-        Require all granted
-    </Directory>
-    <Directory $DIR/static>
-        AllowOverride None
-        Require all granted
-    </Directory>"
+	local wsgi=$1 uid addr m
+	uid=$(id -u "$USER_NAME")
+	addr=127.$((1 + uid / 65536)).$((uid / 256 % 256)).$((uid % 256)):1023
+	mkdir -p "$BACKEND/run"
+	{
+		echo "ServerRoot \"$BACKEND\""
+		echo "DefaultRuntimeDir $BACKEND/run"
+		echo "PidFile $BACKEND/run/httpd.pid"
+		echo "ErrorLog $BACKEND/error.log"
+		echo "ServerName $HOST"
+		for m in mpm_event authz_core alias mime setenvif wsgi; do
+			echo "LoadModule ${m}_module /usr/lib/apache2/modules/mod_$m.so"
+		done
+		cat <<BE
+User $USER_NAME
+Group $USER_NAME
+TypesConfig /etc/mime.types
+Listen $addr
+StartServers 1
+ServerLimit 2
+ThreadsPerChild 14
+MaxRequestWorkers 14
+WSGISocketPrefix $BACKEND/run/wsgi
+WSGIRestrictEmbedded On
+SetEnvIf X-Forwarded-Proto "^https\$" HTTPS=on
+WSGIDaemonProcess $NAME user=$USER_NAME group=$USER_NAME home=$DIR processes=1 threads=10 display-name=%{GROUP} python-path=$CODE lang=C.UTF-8 locale=C.UTF-8
+WSGIProcessGroup $NAME
+WSGIApplicationGroup %{GLOBAL}
+WSGIScriptAlias / $wsgi process-group=$NAME application-group=%{GLOBAL}
+Alias /static/ $DIR/static/
+<Directory $(dirname "$wsgi")>
+    Require all granted
+</Directory>
+<Directory $DIR/static>
+    Require all granted
+</Directory>
+BE
+	} >"$BACKEND/httpd.conf"
 	cat >"$VHOST" <<VH
 <VirtualHost *:$HTTP_PORT>
-    WSGIDaemonProcess $NAME user=$USER_NAME group=$USER_NAME home=$DIR processes=1 threads=10 display-name=%{GROUP} python-path=$CODE lang=C.UTF-8 locale=C.UTF-8
-$common
+    ServerName $HOST
+    RequestHeader set X-Forwarded-Proto http
+    ProxyPreserveHost On
+    ProxyPass / http://$addr/ retry=0 disablereuse=On
 </VirtualHost>
 <VirtualHost *:$HTTPS_PORT>
+    ServerName $HOST
     SSLEngine on
     SSLCertificateFile $DIR/tls.crt
     SSLCertificateKeyFile $DIR/tls.key
-$common
+    RequestHeader set X-Forwarded-Proto https
+    ProxyPreserveHost On
+    ProxyPass / http://$addr/ retry=0 disablereuse=On
 </VirtualHost>
 VH
 }
+
+# start_backend starts the backend (as root: it binds a port below 1024
+# and switches to the project user).
+start_backend() { apache2 -d "$BACKEND" -f "$BACKEND/httpd.conf" -k start; }
 
 # first_200 PATH: request until the project answers 200 (the graceful
 # restart is asynchronous), for at most 30 s.

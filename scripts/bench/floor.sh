@@ -2,8 +2,9 @@
 # floor.sh: the irreducible work of deploying a one-app Django project
 # (examples/hello with the admin and a superuser) behind Apache + mod_wsgi,
 # done by hand: ONE Python process for migrate + createsuperuser +
-# collectstatic, an ECDSA P-256 certificate, the vhost, one graceful
-# restart, one request. What Opus does beyond this is its overhead.
+# collectstatic, an ECDSA P-256 certificate, the backend (its own Apache
+# and mod_wsgi daemon) and the front's vhost, the backend's start, one
+# graceful restart of the front, one request. What Opus does beyond this is its overhead.
 #
 #   APACHE_DIR=... HTTP_PORT=... HTTPS_PORT=... WORK=... scripts/bench/floor.sh
 #
@@ -67,6 +68,8 @@ step certificate
 
 write_vhost "$CODE/wsgi.py"
 step vhost
+start_backend
+step backend
 graceful
 step graceful
 first_200 /hello/

@@ -2,7 +2,7 @@
 # seed.sh: the seed's deploy procedure for the same one-app project as
 # floor.sh: `django-admin startproject`, one manage.py process per step
 # (migrate, createsuperuser, collectstatic), an RSA-2048 certificate from
-# openssl, the vhost, a graceful restart, the first request.
+# openssl, the backend and the vhost, the backend's start, a graceful restart, the first request.
 #
 #   APACHE_DIR=... HTTP_PORT=... HTTPS_PORT=... WORK=... scripts/bench/seed.sh
 #
@@ -46,6 +46,8 @@ step certificate
 
 write_vhost "$CODE/benchsite/wsgi.py"
 step vhost
+start_backend
+step backend
 graceful
 step graceful
 first_200 /hello/

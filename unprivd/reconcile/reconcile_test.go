@@ -374,7 +374,7 @@ func (e *env) wait(t *testing.T, id string) *store.Operation {
 
 // The step lists of a deploy and a teardown that went through.
 const (
-	deployedSteps = "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:DONE migrate:DONE superuser:DONE certificate:DONE backend:DONE vhost:DONE reload:DONE health:DONE"
+	deployedSteps = "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:DONE backend:DONE migrate:DONE superuser:DONE certificate:DONE vhost:DONE reload:DONE health:DONE"
 	tornDownSteps = "site:DONE reload:DONE backend:DONE tree:DONE user:DONE database:DONE forget:DONE"
 )
 
@@ -414,7 +414,7 @@ func TestDeployOrderAndStatus(t *testing.T) {
 			t.Errorf("step %d = %+v: want times and a message", i, s)
 		}
 	}
-	if got, want := strings.Join(e.privd.callList(), ","), "EnsureUser blog,SecureTree blog,RunManage blog,EnsureBackend blog,InstallSite blog,ReloadApache"; got != want {
+	if got, want := strings.Join(e.privd.callList(), ","), "EnsureUser blog,SecureTree blog,EnsureBackend blog,RunManage blog,InstallSite blog,ReloadApache"; got != want {
 		t.Fatalf("privd calls = %q, want %q", got, want)
 	}
 	p, _ := e.st.GetProject(context.Background(), "blog")

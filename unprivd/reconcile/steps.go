@@ -26,12 +26,14 @@ type Step struct {
 // DeploySteps is the ordered chain toward a project's spec (DESIGN.md):
 // user → directories → database (a provisioned PostgreSQL, before
 // anything runs manage.py) → recover (undo an interrupted run) → data (drop
-// removed apps' tables) → sources → render → secure → migrate →
-// superuser → certificate → backend → vhost → reload → health. The
-// backend serves before the front routes to it. sources and render
+// removed apps' tables) → sources → render → secure → backend → migrate →
+// superuser → certificate → vhost → reload → health. sources and render
 // come before secure so that everything they write gets the file policy;
 // drop data comes before them because it needs removed apps still
-// installed.
+// installed. The backend serves before the front routes to it, and starts
+// before migrate: its mod_wsgi daemon imports the project (mod_wsgi
+// preloads it) while manage.py runs rather than while the first request
+// waits; no request reaches it through the front before the vhost step.
 func DeploySteps() []Step {
 	return []Step{
 		{Name: "user", Run: stepUser},
@@ -42,10 +44,10 @@ func DeploySteps() []Step {
 		{Name: "sources", Run: stepSources},
 		{Name: "render", Run: stepRender},
 		{Name: "secure", Run: stepSecure},
+		{Name: "backend", Run: stepBackend},
 		{Name: "migrate", Run: stepMigrate},
 		{Name: "superuser", Run: stepSuperuser},
 		{Name: "certificate", Run: stepCertificate},
-		{Name: "backend", Run: stepBackend},
 		{Name: "vhost", Run: stepVhost},
 		{Name: "reload", Run: stepReload},
 		{Name: "health", Run: stepHealth},

@@ -67,7 +67,7 @@ func benchFill(tb testing.TB, st *store.Store, n int, shape benchShape) []string
 		return b
 	}
 	names := make([]string, n)
-	steps := []string{"user", "directories", "database", "recover", "data", "sources", "render", "secure", "migrate", "superuser", "certificate", "vhost", "reload", "health"}
+	steps := []string{"user", "directories", "database", "recover", "data", "sources", "render", "secure", "backend", "migrate", "superuser", "certificate", "vhost", "reload", "health"}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	err := st.Update(context.Background(), func(tx *store.Tx) error {
 		for i := range n {
