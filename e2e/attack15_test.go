@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -149,5 +153,85 @@ func TestAttack15IPCGoesWithTheProject(t *testing.T) {
 		if mqExists(t, mq+"-"+where) {
 			t.Errorf("after destroy, the host still has %s's message queue /%s-%s", name, mq, where)
 		}
+	}
+}
+
+// TestAttack15SlowBackendDoesNotStallTheFront: a project whose views never
+// answer (its code sleeps) must not stall the front for the others. The
+// front proxies synchronously: each request in flight to a backend holds
+// one of the front's threads until the backend answers or the proxy
+// times out. Anyone who can reach the front opens more requests to the
+// slow project than the front has threads (400 by default); a bystander's
+// request must still be answered at once.
+func TestAttack15SlowBackendDoesNotStallTheFront(t *testing.T) {
+	h := needHost(t)
+	slow, bystander := h.newProject(t), h.newProject(t)
+	// ready() swaps the app's view (urls.py reads it later) for one that
+	// sleeps, bounded so the test's leftovers end by themselves.
+	h.mustCtl(t, 0, "create", slow, "--app", hostileApp(t, "slow", `
+    import time
+    from django.http import HttpResponse
+    from . import views
+    def index(request):
+        time.sleep(120)
+        return HttpResponse("late")
+    views.index = index
+`))
+	h.mustCtl(t, 0, "create", bystander, "--app", localApp(t, "hello"))
+	byURL := h.url(bystander, "http", "/")
+	mustGet(t, webClient(), byURL, "")
+
+	const flood = 450 // more than the front's default MaxRequestWorkers (400)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	slowURL := fmt.Sprintf("http://127.0.0.1:%d/slow/", h.cfg.HTTPPort)
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for range flood {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The attacker asks again as soon as it is answered.
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, "GET", slowURL, nil)
+				req.Host = slow + h.cfg.ServerSuffix
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				mu.Lock()
+				codes[resp.StatusCode]++
+				mu.Unlock()
+			}
+		}()
+	}
+	// Give the front time to take every request it will take (it starts
+	// more processes as its threads fill, a few per second).
+	time.Sleep(15 * time.Second)
+	c := webClient()
+	c.Timeout = 10 * time.Second
+	var worst time.Duration
+	for range 5 {
+		start := time.Now()
+		code, body := get(t, c, byURL)
+		took := time.Since(start)
+		worst = max(worst, took)
+		if code != http.StatusOK || took > 5*time.Second {
+			t.Errorf("while %s's views hang, the bystander %s answers %d %.100q after %s; want 200 at once", slow, bystander, code, body, took)
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	mu.Lock()
+	t.Logf("the bystander answered in %s at worst while %d clients flooded %s, whose requests got %v", worst, flood, slow, codes)
+	mu.Unlock()
+	cancel()
+	wg.Wait()
+	for _, p := range []string{slow, bystander} {
+		h.mustCtl(t, 0, "destroy", p, "--yes")
 	}
 }
