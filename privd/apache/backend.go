@@ -304,7 +304,7 @@ func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, a
 	// A master that was killed leaves its mod_wsgi daemons running, still
 	// holding the old generation's sockets: they go first.
 	for _, pid := range (procs.Table{}).Of(uid, 0) {
-		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.HasPrefix(cmdline, []byte("(wsgi:"+project+")")) {
+		if cmdline, _ := readCmdline(pid); bytes.HasPrefix(cmdline, []byte("(wsgi:"+project+")")) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
