@@ -307,3 +307,43 @@ func TestAttack15FrontPortsCannotBeSquatted(t *testing.T) {
 		h.ctl(t, 0, "", "destroy", p, "--yes")
 	}
 }
+
+// TestAttack15ProjectUserCannotCallOpus: a project's user is its code, not
+// a person. Running as it (as manage.py and the mod_wsgi daemon do; on a
+// host opusd's socket in /run/opus is in their mount namespace, in the
+// harness the private /tmp hides the run's, so the test calls as the
+// project's uid from outside), tenant code asks opusd for a project of
+// its own. opusd must refuse: such a project would belong to a uid that
+// goes with its parent, would outlive the parent's destroy running the
+// tenant's code, and could ask for more in turn, each with a fresh upload
+// quota, until the project uid range, which is never reused, is spent.
+func TestAttack15ProjectUserCannotCallOpus(t *testing.T) {
+	h := needHost(t)
+	parent, child := h.newProject(t), h.newProject(t)
+	h.mustCtl(t, 0, "create", parent)
+	uid, _ := projectIDs(t, parent)
+	before := hostState(t)
+	r := h.ctl(t, uid, "", "create", child)
+	if r.code == 0 {
+		t.Errorf("%s's user (uid %d) created project %s", parent, uid, child)
+	}
+	if !strings.Contains(r.err, "project") {
+		t.Errorf("the refusal does not say why: %q", r.err)
+	}
+	var all struct {
+		Projects []projectJSON `json:"projects"`
+	}
+	if err := json.Unmarshal([]byte(h.mustCtl(t, 0, "ls", "-o", "json")), &all); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range all.Projects {
+		if p.Name == child || p.OwnerUID == int64(uid) {
+			t.Errorf("opusd holds project %s of owner %d", p.Name, p.OwnerUID)
+		}
+	}
+	if hostState(t) != before {
+		t.Errorf("the host's accounts changed")
+	}
+	h.mustCtl(t, 0, "destroy", parent, "--yes")
+	h.ctl(t, 0, "", "destroy", child, "--yes")
+}
