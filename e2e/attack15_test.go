@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -188,16 +189,18 @@ func TestAttack15SlowBackendDoesNotStallTheFront(t *testing.T) {
 	defer func() { cancel(); wg.Wait() }()
 	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	slowURL := fmt.Sprintf("http://127.0.0.1:%d/slow/", h.cfg.HTTPPort)
+	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, ServerName: slow + h.cfg.ServerSuffix}
+	// Over both of the project's routes, HTTP and HTTPS.
+	slowURLs := []string{fmt.Sprintf("http://127.0.0.1:%d/slow/", h.cfg.HTTPPort), fmt.Sprintf("https://127.0.0.1:%d/slow/", h.cfg.HTTPSPort)}
 	var mu sync.Mutex
 	codes := map[int]int{}
-	for range flood {
+	for i := range flood {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// The attacker asks again as soon as it is answered.
 			for ctx.Err() == nil {
-				req, _ := http.NewRequestWithContext(ctx, "GET", slowURL, nil)
+				req, _ := http.NewRequestWithContext(ctx, "GET", slowURLs[i%2], nil)
 				req.Host = slow + h.cfg.ServerSuffix
 				resp, err := tr.RoundTrip(req)
 				if err != nil {

@@ -28,15 +28,17 @@ const (
 // the backend answers (or mod_proxy's timeout, a minute, ends it). Left at
 // mod_proxy's default (every thread of the process), a project whose
 // views hang, flooded with requests by anyone, would hold every thread of
-// the front and stall every other project. So each front process lets one
-// route of a project hold at most frontConns connections to its backend
-// (Debian's mpm_event runs 25 threads per process), and a request that
-// finds them all taken waits at most frontAcquire for one, then is
-// answered 503. A backend serves at most processes*threads+4 requests at
-// once (backendWorkers) and queues the rest; front processes between them
-// still offer it more connections than that.
+// the front and stall every other project. So each route (the project's
+// HTTP and HTTPS vhosts have one each) may hold at most frontConns
+// connections to the backend in each front process: a project holds at
+// most a third of the 25 threads of a process of Debian's mpm_event. A
+// request that finds them all taken waits at most frontAcquire for one,
+// then is answered 503. A backend serves at most processes*threads+4
+// requests at once (backendWorkers, 14 by default) and queues the rest,
+// so more connections than the front's processes offer it between them
+// would only wait in its queue.
 const (
-	frontConns   = 8
+	frontConns   = 4
 	frontAcquire = time.Second
 )
 
