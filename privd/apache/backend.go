@@ -354,7 +354,7 @@ func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, a
 	// holding the old generation's sockets: they go first (all of its
 	// group, where there is one).
 	for _, pid := range (procs.Table{}).Of(uid, 0) {
-		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.HasPrefix(cmdline, []byte("(wsgi:"+project+")")) {
+		if cmdline, _ := readCmdline(pid); bytes.HasPrefix(cmdline, []byte("(wsgi:"+project+")")) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

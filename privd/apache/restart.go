@@ -253,13 +253,34 @@ func pidAlive(pid int, marker string) bool {
 		return false
 	}
 	if marker != "" {
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		cmdline, err := readCmdline(pid)
 		if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
 			return false
 		}
 	}
 	state, _ := procStat(pid)
 	return state != "" && state != "Z"
+}
+
+// maxCmdline bounds what privd reads of a process's command line: a
+// tenant's process writes its own, of several MiB if it likes, and privd
+// looks at every process on the host for Apache's, whose paths (at most
+// PATH_MAX each) come first.
+const maxCmdline = 16 << 10
+
+// readCmdline returns at most maxCmdline bytes of pid's command line.
+func readCmdline(pid int) ([]byte, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, maxCmdline)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:n], nil
 }
 
 // procStat returns pid's state and start time (clock ticks after boot)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -161,5 +162,41 @@ func TestSameMaster(t *testing.T) {
 	}
 	if state, _ := procStat(pid); state != "" {
 		t.Errorf("procStat of an exited process = %q", state)
+	}
+}
+
+// TestCmdlineReadIsBounded: privd reads every process's command line when
+// it looks for Apache's, and a tenant's process writes its own, MiBs of
+// it if it likes: privd reads at most maxCmdline of one, and still finds
+// a marker near its start.
+func TestCmdlineReadIsBounded(t *testing.T) {
+	big := strings.Repeat("x", 128<<10-1) // the kernel's limit on one argument
+	args := []string{"-c", "sleep 30; :", "opus-cmdline-test"}
+	for range 12 {
+		args = append(args, big)
+	}
+	cmd := exec.Command("/bin/sh", args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	pid := cmd.Process.Pid
+	// Until the child has exec'd, its command line is the test binary's.
+	for deadline := time.Now().Add(5 * time.Second); !pidAlive(pid, "opus-cmdline-test"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the child %d never showed its command line", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	found := pidAlive(pid, "no such marker")
+	runtime.ReadMemStats(&after)
+	if found {
+		t.Error("pidAlive found a marker that is not in the command line")
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 2*maxCmdline {
+		t.Errorf("looking at a command line of %d bytes allocated %d bytes; want at most %d", 12*len(big), got, 2*maxCmdline)
 	}
 }

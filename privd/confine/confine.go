@@ -1,7 +1,9 @@
 // Package confine runs tenant code — a project's manage.py — confined, as
 // DESIGN.md's rule 8 asks: in a mount namespace of its own whose /tmp,
 // /var/tmp and /dev/shm are fresh, size-limited tmpfs (nothing the tenant
-// writes there reaches the host's, or outlives the run), with no new
+// writes there reaches the host's, or outlives the run), in an IPC
+// namespace of its own (no System V or POSIX IPC object of it is the
+// host's, or outlives its last process), with no new
 // privileges (a setuid file cannot raise it), under resource limits, as the
 // project's user and none of privd's groups.
 //
@@ -104,6 +106,10 @@ const (
 // skips it).
 var privateDirs = []string{"/tmp", "/var/tmp", "/dev/shm", "/run/lock"}
 
+// mqueueDir is where a host mounts its POSIX message queues; the child
+// mounts its own IPC namespace's there.
+const mqueueDir = "/dev/mqueue"
+
 // Command returns a command that runs spec confined, through self (the
 // running privd's executable, which must call MaybeRunChild). The caller
 // may set Stdin, Stdout, Stderr, ExtraFiles, Cancel and WaitDelay; not
@@ -126,8 +132,13 @@ func Command(ctx context.Context, self string, spec Spec) (*exec.Cmd, error) {
 	cmd.Env = []string{envSpec + "=" + string(data)}
 	cmd.Dir = "/"
 	// A mount namespace of its own; Go makes its mounts private (no
-	// propagation back to the host) before the child runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setsid: true}
+	// propagation back to the host) before the child runs. An IPC
+	// namespace of its own too: System V shared memory, semaphores and
+	// message queues and POSIX message queues are no files the private
+	// directories would catch, and a segment nothing has attached outlives
+	// its creator, its user and its project; the kernel drops a namespace's
+	// objects with its last process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC, Setsid: true}
 	return cmd, nil
 }
 
@@ -206,6 +217,14 @@ func confine(spec Spec) error {
 		opts := fmt.Sprintf("size=%d,mode=1777", spec.Limits.TmpBytes)
 		if err := unix.Mount("tmpfs", d, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 			return fmt.Errorf("private %s: %w", d, err)
+		}
+	}
+	// The host's /dev/mqueue (world-writable, where systemd mounts it)
+	// shows the host's POSIX message queues: mounted afresh, it shows this
+	// IPC namespace's own.
+	if fi, err := os.Lstat(mqueueDir); err == nil && fi.IsDir() {
+		if err := unix.Mount("mqueue", mqueueDir, "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("private %s: %w", mqueueDir, err)
 		}
 	}
 	for k, fd := range keep {

@@ -29,7 +29,7 @@ func TestCommandRefusesRoot(t *testing.T) {
 // what it sees: its own /tmp, /var/tmp and /dev/shm (empty tmpfs, nothing
 // of it on the host's), a kept directory under /tmp still there and
 // writable as before, no new privileges, the limits, the user's ids and no
-// supplementary groups, and a mount namespace other than the host's.
+// supplementary groups, and mount and IPC namespaces other than the host's.
 func TestConfined(t *testing.T) {
 	run := testrun.Need(t, "creates a user and runs a program as it in a mount namespace")
 	_, uid, gid := run.NewUser(t, "c")
@@ -50,6 +50,7 @@ echo kept > "$1/from-inside"
 sed -n 's/^\(NoNewPrivs\|Uid\|Gid\|Groups\):[[:space:]]*\(.*\)/\1=\2/p' /proc/self/status | tr '\t' ' '
 sed -n 's/^Max processes *\([0-9]*\).*/nproc=\1/p; s/^Max file size *\([0-9]*\).*/fsize=\1/p; s/^Max open files *\([0-9]*\).*/nofile=\1/p' /proc/self/limits
 echo "mnt=$(readlink /proc/self/ns/mnt)"
+echo "ipc=$(readlink /proc/self/ns/ipc)"
 echo "tmpfs=$(grep ' /tmp ' /proc/self/mounts | cut -d' ' -f3,4)"
 `
 	cmd, err := Command(context.Background(), "/proc/self/exe", Spec{UID: uid, GID: gid, Path: "/bin/sh",
@@ -86,6 +87,10 @@ echo "tmpfs=$(grep ' /tmp ' /proc/self/mounts | cut -d' ' -f3,4)"
 	}
 	if got["mnt"] == "" || got["mnt"] == hostMnt {
 		t.Errorf("the confined shell's mount namespace is %q; want its own, not the host's %s", got["mnt"], hostMnt)
+	}
+	hostIPC, _ := os.Readlink("/proc/self/ns/ipc")
+	if got["ipc"] == "" || got["ipc"] == hostIPC {
+		t.Errorf("the confined shell's IPC namespace is %q; want its own, not the host's %s", got["ipc"], hostIPC)
 	}
 	if _, err := os.Stat(hostMark); err == nil {
 		t.Errorf("%s, written inside, is on the host's /tmp", hostMark)

@@ -215,6 +215,10 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 		s.log.Warn("refused: no peer credentials", "method", method)
 		return nil, status.Error(codes.Unauthenticated, "opusd serves only local Unix socket connections")
 	}
+	if r := s.cfg.ProjectUIDs; r.Last != 0 && r.Contains(cred.UID) {
+		s.log.Warn("refused: a project's user", "uid", cred.UID, "method", method)
+		return nil, status.Errorf(codes.PermissionDenied, "uid %d is a project's user (project_uids %s): a project's code may not call Opus", cred.UID, r)
+	}
 	rule, ok := methodAccess[method]
 	if !ok {
 		s.log.Warn("refused: method not in access table", "uid", cred.UID, "method", method)

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/opus-hosting/opus/internal/cert"
+	"github.com/opus-hosting/opus/internal/config"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -54,6 +55,11 @@ type Config struct {
 	// UserPrefix starts project users' names (names.DefaultUserPrefix if
 	// empty), shown before a project's user exists.
 	UserPrefix string
+	// ProjectUIDs are the ids of project users (config project_uids). A
+	// caller with one is a project's code, not a person, and is refused:
+	// a project it made would outlive its parent, and could make more.
+	// The zero range refuses no one.
+	ProjectUIDs config.UIDRange
 	// ServerSuffix, HTTPPort and HTTPSPort make a project's URLs.
 	ServerSuffix        string
 	HTTPPort, HTTPSPort int

@@ -33,6 +33,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/cert/certtest"
+	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/logtest"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/internal/testrun"
@@ -224,6 +225,7 @@ type serverOpt struct {
 	admins      fakeAdmins
 	reconciler  bool  // a real reconciler instead of the recording kicker
 	uploadQuota int64 // of the upload store; 0: none
+	projectUIDs config.UIDRange
 }
 
 // startServer serves the Opus API on a real Unix socket, in a directory any
@@ -276,7 +278,7 @@ func startServer(t *testing.T, o serverOpt) *server {
 		o.admins = fakeAdmins{0: true}
 	}
 	s.svc, err = New(Config{Store: st, Privd: s.privd, Reconciler: kick, Admins: o.admins, Uploads: s.uploads,
-		ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2})
+		ProjectUIDs: o.projectUIDs, ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -751,6 +753,30 @@ func TestHealthIsPublic(t *testing.T) {
 	s := startServer(t, serverOpt{admins: fakeAdmins{}})
 	if _, err := healthpb.NewHealthClient(s.cc).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("health: %v", err)
+	}
+}
+
+// TestProjectUsersRefused: a caller whose uid is a project user's (in
+// project_uids) is that project's code, not a person: every call is
+// refused, and nothing is recorded; a uid outside the range is served.
+func TestProjectUsersRefused(t *testing.T) {
+	run := testrun.Need(t, "creates two users and runs helper processes as them")
+	_, tenant, _ := run.NewUser(t, "p")
+	_, person, _ := run.NewUser(t, "u")
+	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}, projectUIDs: config.UIDRange{First: tenant, Last: tenant + 9}})
+	if person >= tenant && person <= tenant+9 {
+		t.Skipf("the run's users %d and %d are within 10 ids of each other", tenant, person)
+	}
+	for _, action := range []string{"create", "list", "health"} {
+		if got := s.as(t, tenant, action, "bytenant"); got.Code != "PermissionDenied" || !strings.Contains(got.Msg, "project's user") {
+			t.Errorf("%s as project user %d: %+v, want PermissionDenied naming the project user", action, tenant, got)
+		}
+	}
+	if ps, _ := s.st.ListProjects(context.Background()); len(ps) != 0 {
+		t.Errorf("refused calls recorded %d projects", len(ps))
+	}
+	if got := s.as(t, person, "create", "byperson"); got.Code != "OK" {
+		t.Errorf("create as %d (no project user): %+v", person, got)
 	}
 }
 
