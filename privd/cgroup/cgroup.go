@@ -245,9 +245,9 @@ func pidsIn(dirs []string) []int {
 	return out
 }
 
-// Kill ends every process in the group (SIGKILL, again until none is
-// left, for at most wait: a process may fork while it is signalled) and
-// reports how many are left.
+// Kill ends every process in the group (SIGKILL, at least once, and again
+// until none is left, for at most wait: a process may fork while it is
+// signalled) and reports how many are left.
 func (g *Group) Kill(wait time.Duration) int {
 	return killIn(slices.Collect(maps.Values(g.dirs())), wait)
 }
@@ -256,11 +256,14 @@ func killIn(dirs []string, wait time.Duration) int {
 	deadline := time.Now().Add(wait)
 	for {
 		pids := pidsIn(dirs)
-		if len(pids) == 0 || time.Now().After(deadline) {
-			return len(pids)
+		if len(pids) == 0 {
+			return 0
 		}
 		for _, pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return len(pidsIn(dirs))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
