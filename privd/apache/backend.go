@@ -127,15 +127,20 @@ func (p Paths) backendPid(project string) string {
 }
 
 func (b *Backends) lock(project string) func() {
+	l := b.projectLock(project)
+	l.Lock()
+	return l.Unlock
+}
+
+func (b *Backends) projectLock(project string) *sync.Mutex {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	l, ok := b.locks[project]
 	if !ok {
 		l = &sync.Mutex{}
 		b.locks[project] = l
 	}
-	b.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	return l
 }
 
 // backendTemplate is a project's backend. ServerLimit 2 with
@@ -210,7 +215,7 @@ func RenderBackend(cfg config.Config, s Site, addr netip.AddrPort) ([]byte, erro
 		"Name": s.Project, "ServerName": cfg.ServerName(s.Project), "User": names.User(cfg.UserPrefix, s.Project),
 		"Dir": ap.Backend(s.Project), "Run": ap.backendRun(s.Project), "PidFile": ap.backendPid(s.Project),
 		"ErrorLog": ap.ErrorLog(s.Project), "Addr": addr.String(), "ModulesDir": modulesDir,
-		"Modules":   []string{"mpm_event", "authz_core", "alias", "mime", "setenvif", "wsgi"},
+		"Modules":   []string{"mpm_event", "authz_core", "alias", "mime", "setenvif", "reqtimeout", "wsgi"},
 		"Processes": s.Processes, "Threads": s.Threads, "Workers": backendWorkers(s), "Spare": backendWorkers(s) + 1,
 		"Root": p.Root, "Code": p.Code, "Static": p.Static, "WSGI": p.WSGI(),
 	})
@@ -219,6 +224,10 @@ func RenderBackend(cfg config.Config, s Site, addr netip.AddrPort) ([]byte, erro
 	}
 	return b.Bytes(), nil
 }
+
+// The backend loads mod_reqtimeout, as Debian's Apache does: any local
+// user reaches a backend directly, and without it a few connections that
+// never finish their request would hold all of its workers.
 
 // backendWorkers is the backend's worker threads: one per daemon thread,
 // and a few for static files, at most 128.
@@ -570,8 +579,14 @@ func (b *Backends) revive(ctx context.Context, project string) {
 	if time.Now().Before(bo.next) {
 		return
 	}
-	unlock := b.lock(project)
-	defer unlock()
+	// A project whose call is under way (a start, a graceful restart: up
+	// to a minute) is looked at next round: one slow project must not
+	// hold up the revival of every other.
+	l := b.projectLock(project)
+	if !l.TryLock() {
+		return
+	}
+	defer l.Unlock()
 	if _, err := os.Lstat(b.paths.backendConf(project)); err != nil || b.Running(project) != 0 {
 		return
 	}
