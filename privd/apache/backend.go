@@ -422,9 +422,15 @@ func (b *Backends) launch(ctx context.Context, project string, uid, gid uint32, 
 		}
 		joins = g.ProcsFiles()
 	}
+	// The project's task bound is its user's RLIMIT_NPROC too (the only
+	// bound where the host has no control groups).
+	rl := b.Limits
+	if l.Tasks > 0 {
+		rl.Tasks = uint64(l.Tasks)
+	}
 	cmd, err := confine.Command(ctx, b.Self, confine.Spec{UID: uid, GID: gid, Master: true,
 		Path: b.Binary, Args: append([]string{backendArgv0(project)}, b.args(project, "-k", "start")...), Env: apacheEnv, Dir: "/",
-		Keep: []string{b.cfg.ApacheDir, b.cfg.BaseDir}, Limits: b.Limits, CgroupProcs: joins})
+		Keep: []string{b.cfg.ApacheDir, b.cfg.BaseDir}, Limits: rl, CgroupProcs: joins})
 	if err != nil {
 		return err
 	}
