@@ -35,8 +35,9 @@ func (c *cli) createCommand() *cobra.Command {
 		Use:   "create NAME [--app [APP=]SRC[@REF]]...",
 		Short: "Create and deploy a project",
 		Long: `create records a new project owned by you and deploys it: a Linux user,
-the rendered Django project with its apps, migrations, an optional Django
-superuser, a self-signed TLS certificate and a virtual host NAME<suffix>.
+the rendered Django project with its apps, its backend (an Apache and
+mod_wsgi daemon of its own), migrations, an optional Django superuser, a
+self-signed TLS certificate and a virtual host NAME<suffix> on the front.
 At the end it prints the URLs where the project answers.
 
 NAME is 1 to 24 lowercase letters and digits, starting with a letter.

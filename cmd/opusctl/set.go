@@ -18,8 +18,8 @@ func (c *cli) setCommand() *cobra.Command {
 		Use:   "set NAME [KEY=VALUE ...] [--unset KEY ...]",
 		Short: "Change a project's settings",
 		Long: `set changes owner-level settings of project NAME and applies them with a
-reload of the project's own daemon (a change of host names also reloads
-Apache, since the virtual host changes). Keys:
+restart of the project's own daemon (a change of host names also reloads
+the front Apache, which restarts no project's code). Keys:
 
   debug=true|false     Django's DEBUG
   admin=true|false     Django's admin at /admin/
@@ -33,9 +33,9 @@ Admins only, the bounds of the project's backend (its Apache, its mod_wsgi
 daemon and what they start) in place of the host's defaults (backend_memory,
 backend_tasks and backend_cpu in opus.conf); --unset goes back to them:
 
-  memory=512M          memory (K, M, G or T; at least 64M)
-  tasks=256            processes and threads (at least 32)
-  cpu=50               percent of one CPU (200 is two CPUs; at least 5)
+  memory=512M          memory (K, M, G or T; 64M to 1T)
+  tasks=256            processes and threads (32 or more)
+  cpu=50               percent of one CPU (200 is two CPUs; 5 or more)
 
 Values are data: they are never written into Python or Apache configuration,
 and anything that is not a valid value (a host name with a space or a newline,

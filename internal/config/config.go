@@ -203,13 +203,13 @@ func (c Config) BackendLimits() BackendLimits {
 // of a project's settings with "").
 func (l BackendLimits) Validate(prefix string) error {
 	if l.MemoryBytes != 0 && (l.MemoryBytes < MinBackendMemory || l.MemoryBytes > MaxBackendMemory) {
-		return fmt.Errorf("%smemory: %d bytes; give 64 MiB (67108864) to 1 TiB, or 0", prefix, l.MemoryBytes)
+		return fmt.Errorf("%smemory: %d bytes; give 64 MiB (67108864) to 1 TiB", prefix, l.MemoryBytes)
 	}
 	if l.Tasks != 0 && (l.Tasks < MinBackendTasks || l.Tasks > MaxBackendTasks) {
-		return fmt.Errorf("%stasks: %d; give %d (a backend's Apache threads and its daemon's) to %d, or 0", prefix, l.Tasks, MinBackendTasks, MaxBackendTasks)
+		return fmt.Errorf("%stasks: %d; give %d to %d processes and threads (a backend's Apache alone needs some 20)", prefix, l.Tasks, MinBackendTasks, MaxBackendTasks)
 	}
 	if l.CPUPercent != 0 && (l.CPUPercent < MinBackendCPU || l.CPUPercent > MaxBackendCPU) {
-		return fmt.Errorf("%scpu: %d; give a percent of one CPU from %d to %d (100 is one CPU, 200 two), or 0", prefix, l.CPUPercent, MinBackendCPU, MaxBackendCPU)
+		return fmt.Errorf("%scpu: %d; give a percent of one CPU from %d to %d (100 is one CPU, 200 two)", prefix, l.CPUPercent, MinBackendCPU, MaxBackendCPU)
 	}
 	return nil
 }
@@ -390,7 +390,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("backend_port: %d must be a port below 1024, which only root can bind", c.BackendPort)
 	}
 	if err := c.BackendLimits().Validate("backend_"); err != nil {
-		return err
+		return fmt.Errorf("%w, or 0 for no bound", err)
 	}
 	if c.HTTPPort == c.HTTPSPort {
 		return fmt.Errorf("http_port and https_port are both %d", c.HTTPPort)

@@ -538,7 +538,15 @@ func (b *Backends) stop(ctx context.Context, project string) error {
 	if left := g.Kill(backendStopWait); left > 0 {
 		return fmt.Errorf("%d processes of the backend's control group survived SIGKILL", left)
 	}
-	return g.Remove()
+	if err := g.Remove(); err != nil {
+		return err
+	}
+	// The instance's parent group goes with its last backend (removing
+	// one that still has groups fails, and is left).
+	if parent, err := b.Cgroups.Group(CgroupParent(b.cfg.UserPrefix)); err == nil {
+		_ = parent.Remove()
+	}
+	return nil
 }
 
 // Projects returns the projects that have a backend configuration.

@@ -70,6 +70,15 @@ func parseBytes(key, v string) (int64, error) {
 	return n * mult, nil
 }
 
+// notZero refuses a bound of 0, which would read as "no bound" but is
+// the host's default in a project's settings: --unset says that.
+func notZero(key string, n int64, err error) error {
+	if err == nil && n == 0 {
+		return fmt.Errorf("%s: 0 is no bound a project may set; --unset %s goes back to the host's default", key, key)
+	}
+	return err
+}
+
 // parseCount reads a whole number setting.
 func parseCount(key, v string) (int, error) {
 	n, err := strconv.Atoi(v)
@@ -242,10 +251,13 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 			next.Hosts, err = parseHosts(v, serverName, suffix)
 		case k == keyMemory:
 			next.MemoryBytes, err = parseBytes(k, v)
+			err = notZero(k, next.MemoryBytes, err)
 		case k == keyTasks:
 			next.Tasks, err = parseCount(k, v)
+			err = notZero(k, int64(next.Tasks), err)
 		case k == keyCPU:
 			next.CPUPercent, err = parseCount(k, v)
+			err = notZero(k, int64(next.CPUPercent), err)
 		case strings.HasPrefix(k, keyEnvPrefix):
 			name := strings.TrimPrefix(k, keyEnvPrefix)
 			if err = validateEnvName(name); err == nil {

@@ -41,6 +41,7 @@ func TestApplySettings(t *testing.T) {
 		{name: "memory word", set: map[string]string{"memory": "lots"}, opusAdmin: true, err: "not a size"},
 		{name: "tasks too few", set: map[string]string{"tasks": "3"}, opusAdmin: true, err: "tasks"},
 		{name: "cpu negative", set: map[string]string{"cpu": "-5"}, opusAdmin: true, err: "not a whole number"},
+		{name: "memory zero", set: map[string]string{"memory": "0"}, opusAdmin: true, err: "--unset memory"},
 		{name: "debug on", set: map[string]string{"debug": "true"}, want: store.Settings{Debug: true, Hosts: base.Hosts, Env: base.Env}},
 		{name: "admin on", set: map[string]string{"admin": "yes"}, want: base, admin: true},
 		{name: "hosts replace and normalize", set: map[string]string{"hosts": "A.example.com, b.example.com,a.example.com"},
