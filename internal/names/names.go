@@ -132,3 +132,41 @@ func trunc(s string) string {
 	}
 	return s
 }
+
+// Bounds of a host name.
+const (
+	MaxHostName = 253
+	MaxLabel    = 63
+)
+
+// ValidateHostName says why h is not a host name Opus serves (an extra
+// name of a project: ServerAlias, ALLOWED_HOSTS, certificate names), or
+// returns nil: lowercase DNS labels of a-z, 0-9 and '-', no label empty or
+// starting or ending with '-', at most 253 characters. Anything else
+// (spaces, newlines, quotes, an Apache directive) is refused, never
+// escaped. opusd's API and privd both check host names with it.
+func ValidateHostName(h string) error {
+	if h == "" {
+		return fmt.Errorf("host name is empty")
+	}
+	if len(h) > MaxHostName {
+		return fmt.Errorf("host name %q is %d characters long; at most %d are allowed", trunc(h), len(h), MaxHostName)
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" {
+			return fmt.Errorf("host name %q has an empty label", trunc(h))
+		}
+		if len(label) > MaxLabel {
+			return fmt.Errorf("host name %q has a label longer than %d characters", trunc(h), MaxLabel)
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("host name %q has a label starting or ending with '-'", trunc(h))
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return fmt.Errorf("host name %q contains %q; only lowercase a-z, 0-9, '-' and '.' are allowed", trunc(h), r)
+			}
+		}
+	}
+	return nil
+}

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/opus-hosting/opus/internal/names/namestest"
 )
 
 func TestValidateProject(t *testing.T) {
@@ -100,4 +102,29 @@ func TestProjectOfUser(t *testing.T) {
 			t.Errorf("ProjectOfUser(%q, %q) = %q, %v; want %q, %v", tt.prefix, tt.user, got, ok, tt.want, tt.ok)
 		}
 	}
+}
+
+func TestValidateHostName(t *testing.T) {
+	for _, c := range namestest.Hosts {
+		if err := ValidateHostName(c.Name); (err == nil) != c.OK {
+			t.Errorf("ValidateHostName(%.40q) = %v, want ok=%v", c.Name, err, c.OK)
+		}
+	}
+}
+
+// FuzzValidateHostName: whatever it accepts can go into an Apache
+// directive line safely.
+func FuzzValidateHostName(f *testing.F) {
+	for _, c := range namestest.Hosts {
+		f.Add(c.Name)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if ValidateHostName(s) != nil {
+			return
+		}
+		if s == "" || len(s) > MaxHostName || strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") != "" ||
+			strings.Contains(s, "..") || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.HasPrefix(s, "-") {
+			t.Fatalf("host %q accepted", s)
+		}
+	})
 }

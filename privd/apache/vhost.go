@@ -19,8 +19,6 @@ const (
 	// MaxProcesses and MaxThreads bound a project's mod_wsgi daemon group.
 	MaxProcesses = 32
 	MaxThreads   = 100
-	maxHostName  = 253
-	maxLabel     = 63
 )
 
 // A project's share of the front. The front proxies synchronously: a
@@ -52,46 +50,6 @@ type Site struct {
 	Processes, Threads int
 }
 
-// ValidateHostName says why alias is not a DNS host name privd accepts
-// (lowercase labels of a-z, 0-9 and '-', no label starting or ending with
-// '-', at most 253 characters), or returns nil.
-func ValidateHostName(alias string) error {
-	if alias == "" {
-		return fmt.Errorf("alias is empty")
-	}
-	if len(alias) > maxHostName {
-		return fmt.Errorf("alias %.40q... is %d characters long; at most %d are allowed", alias, len(alias), maxHostName)
-	}
-	label := 0
-	for i := 0; i < len(alias); i++ {
-		c := alias[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-			label++
-		case c == '-':
-			if label == 0 || i+1 == len(alias) || alias[i+1] == '.' {
-				return fmt.Errorf("alias %q has a label starting or ending with '-'", alias)
-			}
-			label++
-		case c == '.':
-			if label == 0 {
-				return fmt.Errorf("alias %q has an empty label", alias)
-			}
-			label = 0
-			continue
-		default:
-			return fmt.Errorf("alias %q contains %q; only lowercase a-z, 0-9, '-' and '.' are allowed", alias, rune(c))
-		}
-		if label > maxLabel {
-			return fmt.Errorf("alias %q has a label longer than %d characters", alias, maxLabel)
-		}
-	}
-	if label == 0 {
-		return fmt.Errorf("alias %q has an empty label", alias)
-	}
-	return nil
-}
-
 // normalize validates s and fills in defaults from cfg.
 func (s Site) normalize(cfg config.Config) (Site, error) {
 	if err := names.ValidateProject(s.Project); err != nil {
@@ -102,7 +60,7 @@ func (s Site) normalize(cfg config.Config) (Site, error) {
 	}
 	seen := map[string]bool{cfg.ServerName(s.Project): true}
 	for _, a := range s.Aliases {
-		if err := ValidateHostName(a); err != nil {
+		if err := names.ValidateHostName(a); err != nil {
 			return s, err
 		}
 		if seen[a] {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/names"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -14,8 +15,6 @@ import (
 // Bounds on request fields. privd checks them itself, whatever opusd did.
 const (
 	maxAliases     = 32
-	maxHostName    = 253
-	maxLabel       = 63
 	maxProcesses   = 32
 	maxThreads     = 100
 	maxPEM         = 64 << 10
@@ -31,44 +30,6 @@ func invalid(field, format string, args ...any) error {
 	return status.Errorf(codes.InvalidArgument, "%s: %s", field, fmt.Sprintf(format, args...))
 }
 
-// validHostName says why h is not a lowercase DNS host name, or "".
-func validHostName(h string) string {
-	if h == "" {
-		return "is empty"
-	}
-	if len(h) > maxHostName {
-		return fmt.Sprintf("is %d characters long; at most %d are allowed", len(h), maxHostName)
-	}
-	label := 0
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-			label++
-		case c == '-':
-			if label == 0 || i+1 == len(h) || h[i+1] == '.' {
-				return fmt.Sprintf("%q has a label starting or ending with '-'", h)
-			}
-			label++
-		case c == '.':
-			if label == 0 {
-				return fmt.Sprintf("%q has an empty label", h)
-			}
-			label = 0
-			continue
-		default:
-			return fmt.Sprintf("%q contains %q; only a-z, 0-9, '-' and '.' are allowed", h, rune(c))
-		}
-		if label > maxLabel {
-			return fmt.Sprintf("%q has a label longer than %d characters", h, maxLabel)
-		}
-	}
-	if label == 0 {
-		return fmt.Sprintf("%q ends with an empty label", h)
-	}
-	return ""
-}
-
 func validateInstallSite(req *privdv1.InstallSiteRequest) error {
 	if err := validateProject(req.GetProject()); err != nil {
 		return err
@@ -77,8 +38,8 @@ func validateInstallSite(req *privdv1.InstallSiteRequest) error {
 		return invalid("aliases", "%d given; at most %d are allowed", n, maxAliases)
 	}
 	for i, a := range req.GetAliases() {
-		if why := validHostName(a); why != "" {
-			return invalid(fmt.Sprintf("aliases[%d]", i), "%s", why)
+		if err := names.ValidateHostName(a); err != nil {
+			return invalid(fmt.Sprintf("aliases[%d]", i), "%v", err)
 		}
 	}
 	if n := len(req.GetCertificatePem()); n == 0 || n > maxPEM {

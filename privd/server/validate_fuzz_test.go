@@ -120,7 +120,7 @@ func checkAccepted(t *testing.T, m proto.Message) {
 			t.Fatalf("InstallSite out of bounds got through: %d aliases", len(r.GetAliases()))
 		}
 		for _, a := range r.GetAliases() {
-			if a == "" || len(a) > maxHostName || strings.ContainsAny(a, " \t\r\n\"'<>\\/*#${}%") || strings.ToLower(a) != a {
+			if a == "" || len(a) > names.MaxHostName || strings.ContainsAny(a, " \t\r\n\"'<>\\/*#${}%") || strings.ToLower(a) != a {
 				t.Fatalf("InstallSite alias %q got through", a)
 			}
 		}

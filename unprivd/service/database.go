@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/names"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -66,7 +67,7 @@ func databaseFromProto(db *opusv1.Database, project string, prov *Provisioning) 
 	}
 	host := strings.ToLower(db.GetHost())
 	if host != "" && net.ParseIP(host) == nil {
-		if err := validateHostName(host); err != nil {
+		if err := names.ValidateHostName(host); err != nil {
 			return nil, invalid("database.host", "%v", err)
 		}
 	}

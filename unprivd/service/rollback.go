@@ -4,6 +4,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/gitsrc"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -37,7 +38,7 @@ func (s *Service) rollbackSource(c caller, p *store.Project, a store.AppSpec) (s
 	out := store.AppSpec{Name: a.Name, ByUID: c.uid}
 	switch {
 	case target.URL != "":
-		local, err := validateGitURL(target.URL)
+		local, err := gitsrc.CheckURL(target.URL)
 		if err != nil {
 			return a, status.Errorf(codes.FailedPrecondition, "the revision's repository is no longer acceptable: %v", err)
 		}

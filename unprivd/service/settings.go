@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/names"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,11 +22,9 @@ import (
 
 // Bounds of owner-level settings.
 const (
-	maxHosts       = 20 // privd accepts 32 aliases; keep room
-	maxEnv         = 64
-	maxEnvValue    = 4096
-	maxHostNameLen = 253
-	maxLabelLen    = 63
+	maxHosts    = 20 // privd accepts 32 aliases; keep room
+	maxEnv      = 64
+	maxEnvValue = 4096
 )
 
 // Settings keys of UpdateSettingsRequest.
@@ -90,36 +89,6 @@ func parseCount(key, v string) (int, error) {
 
 var envNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,127}$`)
 
-// validateHostName says why h is not a host name Opus serves as an alias:
-// lowercase DNS labels of a-z, 0-9 and '-' (privd checks the same again
-// before it writes a ServerAlias). Anything else — spaces, newlines,
-// quotes, an Apache directive — is refused, never escaped.
-func validateHostName(h string) error {
-	if h == "" {
-		return fmt.Errorf("host name is empty")
-	}
-	if len(h) > maxHostNameLen {
-		return fmt.Errorf("host name %q is longer than %d characters", trunc(h), maxHostNameLen)
-	}
-	for _, label := range strings.Split(h, ".") {
-		if label == "" {
-			return fmt.Errorf("host name %q has an empty label", trunc(h))
-		}
-		if len(label) > maxLabelLen {
-			return fmt.Errorf("host name %q has a label longer than %d characters", trunc(h), maxLabelLen)
-		}
-		if label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("host name %q has a label starting or ending with '-'", trunc(h))
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-				return fmt.Errorf("host name %q contains %q; only lowercase a-z, 0-9, '-' and '.' are allowed", trunc(h), r)
-			}
-		}
-	}
-	return nil
-}
-
 // validateEnvName says why name may not be an environment variable of an
 // app: Python's, the dynamic loader's and Django's own variables would
 // change how the project starts.
@@ -172,7 +141,7 @@ func parseHosts(v, serverName, suffix string) ([]string, error) {
 	}
 	for _, h := range strings.Split(v, ",") {
 		h = strings.ToLower(strings.Trim(h, " "))
-		if err := validateHostName(h); err != nil {
+		if err := names.ValidateHostName(h); err != nil {
 			return nil, fmt.Errorf("hosts: %v", err)
 		}
 		if h == serverName {

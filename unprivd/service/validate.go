@@ -2,7 +2,6 @@ package service
 
 import (
 	"fmt"
-	"net/url"
 	"regexp"
 	"strings"
 	"unicode"
@@ -10,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/gitsrc"
 	"github.com/opus-hosting/opus/internal/names"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -59,83 +59,6 @@ func validateDigest(d string) error {
 	return nil
 }
 
-// helperRE matches git's "<transport>::<address>" remote helper syntax.
-var helperRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*::`)
-
-var scpLikeRE = regexp.MustCompile(`^([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:[^/].*$|^([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:/.+$`)
-
-// validateGitURL checks a git URL. It returns (local, err): local is true
-// for a repository path on this host, which only an admin may name,
-// because opusd would read it with its own rights.
-func validateGitURL(raw string) (local bool, err error) {
-	switch {
-	case raw == "":
-		return false, fmt.Errorf("git url is empty")
-	case len(raw) > 2048:
-		return false, fmt.Errorf("git url is longer than 2048 bytes")
-	case strings.HasPrefix(raw, "-"):
-		return false, fmt.Errorf("git url %q starts with '-'", trunc(raw))
-	case helperRE.MatchString(raw):
-		// Said before anything else: "ext::" runs a command, whatever
-		// else is wrong with the URL.
-		return false, fmt.Errorf("git url %q uses the remote transport helper %q, which is not allowed (it could run commands); use https://, ssh://, git:// or user@host:path",
-			trunc(raw), strings.SplitN(raw, "::", 2)[0]+"::")
-	}
-	for _, r := range raw {
-		if unicode.IsControl(r) || unicode.IsSpace(r) {
-			return false, fmt.Errorf("git url %q contains a space or control character", trunc(raw))
-		}
-	}
-	if strings.HasPrefix(raw, "/") {
-		return true, nil
-	}
-	if strings.HasPrefix(raw, "file:") {
-		if !strings.HasPrefix(raw, "file:///") {
-			return false, fmt.Errorf("git url %q: a file URL must name an absolute path (file:///...)", trunc(raw))
-		}
-		return true, nil
-	}
-	if i := strings.Index(raw, "://"); i > 0 {
-		u, err := url.Parse(raw)
-		if err != nil {
-			return false, fmt.Errorf("git url %q: %v", trunc(raw), err)
-		}
-		switch u.Scheme {
-		case "https", "ssh", "git":
-		case "http":
-			// Refused here, not only by the fetcher, so that a create
-			// with such an app fails before anything is made on the host.
-			return false, fmt.Errorf("git url %q uses plain http, which anyone on the way could tamper with; use https://", trunc(raw))
-		default:
-			return false, fmt.Errorf("git url %q: scheme %q is not one of https, ssh, git", trunc(raw), u.Scheme)
-		}
-		if u.Host == "" {
-			return false, fmt.Errorf("git url %q has no host", trunc(raw))
-		}
-		return false, nil
-	}
-	if scpLikeRE.MatchString(raw) && !strings.Contains(raw, "::") {
-		return false, nil
-	}
-	return false, fmt.Errorf("git url %q is neither a URL (https://, ssh://, git://), user@host:path, nor an absolute path", trunc(raw))
-}
-
-// validateRef checks a git ref: optional; a branch, tag or commit name.
-func validateRef(ref string) error {
-	if ref == "" {
-		return nil
-	}
-	if len(ref) > 256 || strings.HasPrefix(ref, "-") || strings.Contains(ref, "..") {
-		return fmt.Errorf("ref %q is not a branch, tag or commit name", trunc(ref))
-	}
-	for _, r := range ref {
-		if unicode.IsControl(r) || unicode.IsSpace(r) || strings.ContainsRune("~^:?*[\\", r) {
-			return fmt.Errorf("ref %q contains %q, which git does not allow in a ref", trunc(ref), r)
-		}
-	}
-	return nil
-}
-
 // appSpec validates one requested app of a project owned by projectOwner
 // and turns it into the stored form.
 func (s *Service) appSpec(c caller, projectOwner uint32, field string, a *opusv1.AppSpec) (store.AppSpec, error) {
@@ -159,14 +82,14 @@ func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv
 	spec := store.AppSpec{ByUID: c.uid}
 	switch k := src.GetKind().(type) {
 	case *opusv1.AppSource_Git:
-		local, err := validateGitURL(k.Git.GetUrl())
+		local, err := gitsrc.CheckURL(k.Git.GetUrl())
 		if err != nil {
 			return spec, invalid(field+".git.url", "%v", err)
 		}
 		if local && !c.admin {
 			return spec, status.Errorf(codes.PermissionDenied, "%s.git.url: only admins may name a repository on this host (%q); push it somewhere opusd can fetch, or pack the directory with an upload", field, trunc(k.Git.GetUrl()))
 		}
-		if err := validateRef(k.Git.GetRef()); err != nil {
+		if err := gitsrc.CheckRef(k.Git.GetRef()); err != nil {
 			return spec, invalid(field+".git.ref", "%v", err)
 		}
 		spec.Git = &store.GitSource{URL: k.Git.GetUrl(), Ref: k.Git.GetRef()}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -26,6 +25,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+	"github.com/opus-hosting/opus/internal/gitsrc"
 )
 
 // Defaults for a zero Git.
@@ -65,60 +65,20 @@ type Git struct {
 	locks map[string]*sync.Mutex
 }
 
-var (
-	scpLike   = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9][A-Za-z0-9.-]*:[^:]`)
-	hexRef    = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
-	helperRef = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*::`)
-)
+var hexRef = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
 
-// CheckGitURL says why url may not be fetched, or returns nil. Allowed:
-// https://, ssh://, git://, scp-like user@host:path, and, only when
-// allowLocal (admins), an absolute local path or file://.
+// CheckGitURL says why rawURL may not be fetched, or returns nil: the
+// rules of package gitsrc, which the API applies too, and a repository on
+// this host only when allowLocal (admins).
 func CheckGitURL(rawURL string, allowLocal bool) error {
-	const allowed = "use https://, ssh://, git:// or user@host:path"
-	switch {
-	case rawURL == "":
-		return errors.New("git URL is empty; " + allowed)
-	case helperRef.MatchString(rawURL):
-		return fmt.Errorf("git URL %q uses a transport helper (%s); remote helpers such as ext:: and fd:: are not allowed; %s", trunc(rawURL), strings.SplitN(rawURL, "::", 2)[0]+"::", allowed)
-	case strings.ContainsAny(rawURL, "\x00\n\r \t"):
-		return fmt.Errorf("git URL %q contains whitespace or control characters", trunc(rawURL))
-	case strings.HasPrefix(rawURL, "-"):
-		return fmt.Errorf("git URL %q starts with '-'", trunc(rawURL))
-	case strings.HasPrefix(rawURL, "/"):
-		if !allowLocal {
-			return fmt.Errorf("git URL %q is a local path; only administrators may fetch local repositories; %s", trunc(rawURL), allowed)
-		}
-		return nil
-	case scpLike.MatchString(rawURL):
-		return nil
+	local, err := gitsrc.CheckURL(rawURL)
+	if err != nil {
+		return err
 	}
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme == "" {
-		return fmt.Errorf("git URL %q is not a URL; %s", trunc(rawURL), allowed)
+	if local && !allowLocal {
+		return fmt.Errorf("git url %q is a repository on this host; only administrators may fetch local repositories; use https://, ssh://, git:// or [user@]host:path", trunc(rawURL))
 	}
-	switch strings.ToLower(u.Scheme) {
-	case "https", "ssh", "git":
-		if u.Host == "" || u.Hostname() == "" {
-			return fmt.Errorf("git URL %q has no host", trunc(rawURL))
-		}
-		if strings.HasPrefix(u.Hostname(), "-") {
-			return fmt.Errorf("git URL %q: host starts with '-'", trunc(rawURL))
-		}
-		return nil
-	case "file":
-		if !allowLocal {
-			return fmt.Errorf("git URL %q is a local repository; only administrators may fetch local repositories; %s", trunc(rawURL), allowed)
-		}
-		if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
-			return fmt.Errorf("git URL %q: file URLs must be file:///absolute/path", trunc(rawURL))
-		}
-		return nil
-	case "http":
-		return fmt.Errorf("git URL %q uses plain http; use https://", trunc(rawURL))
-	default:
-		return fmt.Errorf("git URL %q uses the %q transport, which is not allowed; %s", trunc(rawURL), u.Scheme, allowed)
-	}
+	return nil
 }
 
 // inputError is a refusal caused by what the caller asked for; retrying on
@@ -142,8 +102,8 @@ func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, de
 	if err := CheckGitURL(rawURL, allowLocal); err != nil {
 		return "", err
 	}
-	if strings.HasPrefix(ref, "-") || strings.ContainsAny(ref, "\x00\n\r \t:^~?*[\\") {
-		return "", fmt.Errorf("git ref %q is not a valid branch, tag or commit name", trunc(ref))
+	if err := gitsrc.CheckRef(ref); err != nil {
+		return "", err
 	}
 	if g.CacheDir == "" {
 		return "", errors.New("git: no cache directory configured")

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/gitsrc/gitsrctest"
 	"github.com/opus-hosting/opus/unprivd/source/pack"
 )
 
@@ -149,15 +150,15 @@ func TestGitRefuses(t *testing.T) {
 	}{
 		{"symlink leaving the tree", evil, "main", true, 0, "shadow is a symbolic link"},
 		{"submodule", sub, "main", true, 0, "vendor is a submodule"},
-		{"ext transport", "ext::sh -c touch% " + pwned, "", true, 0, "remote helpers such as ext:: and fd:: are not allowed"},
+		{"ext transport", "ext::sh -c touch% " + pwned, "", true, 0, "transport helper \"ext::\", which is not allowed"},
 		{"fd transport", "fd::0", "", true, 0, "not allowed"},
 		{"local path for non-admin", repo, "main", false, 0, "only administrators may fetch local repositories"},
 		{"file url for non-admin", "file://" + repo, "main", false, 0, "only administrators"},
 		{"plain http", "http://example.com/x.git", "", false, 0, "use https://"},
-		{"relative path", "repo", "", true, 0, "not a URL"},
+		{"relative path", "repo", "", true, 0, "neither a URL"},
 		{"unknown ref", repo, "nope", true, 0, `ref "nope" is not a branch, tag or commit hash of the repository (it has: feature, main, v1, v2)`},
 		{"unknown commit", repo, "deadbeef", true, 0, "no commit starting with deadbeef"},
-		{"option-like ref", repo, "--upload-pack=x", true, 0, "not a valid"},
+		{"option-like ref", repo, "--upload-pack=x", true, 0, "is not a branch, tag or commit name"},
 		{"size limit", repo, "main", true, 100, "fetch size limit reached"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -333,6 +334,20 @@ func TestGitSizeLimitLeavesNothing(t *testing.T) {
 			if _, err := g.Fetch(context.Background(), repo, "main", true, filepath.Join(t.TempDir(), "app")); err != nil {
 				t.Errorf("main after a refused fetch: %v", err)
 			}
+		}
+	}
+}
+
+// TestGitRulesAgree: the fetcher takes exactly the git URLs of the one
+// table every caller of package gitsrc is tested against (the API is, in
+// unprivd/service): a local repository only when allowed (admins).
+func TestGitRulesAgree(t *testing.T) {
+	for _, c := range gitsrctest.URLs {
+		if err := CheckGitURL(c.URL, true); (err == nil) != c.OK {
+			t.Errorf("an admin's git url %.60q: %v, want ok=%v", c.URL, err, c.OK)
+		}
+		if err := CheckGitURL(c.URL, false); (err == nil) != (c.OK && !c.Local) {
+			t.Errorf("an owner's git url %.60q: %v, want ok=%v", c.URL, err, c.OK && !c.Local)
 		}
 	}
 }

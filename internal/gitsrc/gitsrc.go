@@ -1,0 +1,115 @@
+// Package gitsrc holds the rules for a git source both opusd's API and its
+// fetcher apply: which URLs may be fetched and which refs named. One home,
+// so that a request the API accepts is one the fetcher will fetch.
+package gitsrc
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"unicode"
+)
+
+// MaxURL and MaxRef bound a URL and a ref, in bytes.
+const (
+	MaxURL = 2048
+	MaxRef = 256
+)
+
+// allowed is what every refusal of a URL says is allowed.
+const allowed = "use https://, ssh://, git:// or [user@]host:path"
+
+var (
+	// helper is git's "<transport>::<address>" remote helper syntax
+	// (ext:: runs a command).
+	helper = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*::`)
+	// scpLike is git's scp-like syntax, [user@]host:path, with a host
+	// that does not start with '-'.
+	scpLike = regexp.MustCompile(`^([A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9.-]*:[^:]`)
+)
+
+
+// CheckURL says why raw may not be fetched, or returns nil. local
+// reports a repository on this host (only admins may name one: the
+// caller decides).
+func CheckURL(raw string) (local bool, err error) {
+	switch {
+	case raw == "":
+		return false, errors.New("git url is empty; " + allowed)
+	case len(raw) > MaxURL:
+		return false, fmt.Errorf("git url is longer than %d bytes", MaxURL)
+	case helper.MatchString(raw):
+		// Said before anything else: "ext::" runs a command, whatever
+		// else is wrong with the URL.
+		return false, fmt.Errorf("git url %q uses the remote transport helper %q, which is not allowed (it could run commands); %s",
+			trunc(raw), strings.SplitN(raw, "::", 2)[0]+"::", allowed)
+	case strings.HasPrefix(raw, "-"):
+		return false, fmt.Errorf("git url %q starts with '-'", trunc(raw))
+	}
+	for _, r := range raw {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return false, fmt.Errorf("git url %q contains a space or control character", trunc(raw))
+		}
+	}
+	if strings.HasPrefix(raw, "/") {
+		return true, nil
+	}
+	if !strings.Contains(raw, "://") {
+		if strings.HasPrefix(raw, "file:") {
+			return false, fmt.Errorf("git url %q: a file URL must name an absolute path (file:///...)", trunc(raw))
+		}
+		if scpLike.MatchString(raw) && !strings.Contains(raw, "::") {
+			return false, nil
+		}
+		return false, fmt.Errorf("git url %q is neither a URL, [user@]host:path, nor an absolute path; %s", trunc(raw), allowed)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false, fmt.Errorf("git url %q: %v", trunc(raw), err)
+	}
+	switch u.Scheme { // url.Parse lowercases it
+	case "https", "ssh", "git":
+		if u.Hostname() == "" {
+			return false, fmt.Errorf("git url %q has no host", trunc(raw))
+		}
+		if strings.HasPrefix(u.Hostname(), "-") {
+			return false, fmt.Errorf("git url %q: its host starts with '-'", trunc(raw))
+		}
+		return false, nil
+	case "file":
+		if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
+			return false, fmt.Errorf("git url %q: a file URL must name an absolute path (file:///...)", trunc(raw))
+		}
+		return true, nil
+	case "http":
+		return false, fmt.Errorf("git url %q uses plain http, which anyone on the way could tamper with; use https://", trunc(raw))
+	}
+	return false, fmt.Errorf("git url %q: scheme %q is not one of https, ssh, git; %s", trunc(raw), u.Scheme, allowed)
+}
+
+// CheckRef says why ref may not name a branch, tag or commit, or returns
+// nil; "" (the remote's HEAD) is allowed.
+func CheckRef(ref string) error {
+	if ref == "" {
+		return nil
+	}
+	if len(ref) > MaxRef || strings.HasPrefix(ref, "-") || strings.Contains(ref, "..") {
+		return fmt.Errorf("ref %q is not a branch, tag or commit name", trunc(ref))
+	}
+	for _, r := range ref {
+		if unicode.IsControl(r) || unicode.IsSpace(r) || strings.ContainsRune("~^:?*[\\", r) {
+			return fmt.Errorf("ref %q contains %q, which git does not allow in a ref", trunc(ref), r)
+		}
+	}
+	return nil
+}
+
+// trunc shortens what a refusal quotes.
+func trunc(s string) string {
+	if len(s) <= 80 {
+		return s
+	}
+	return s[:80] + "..."
+}
