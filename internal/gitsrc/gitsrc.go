@@ -30,7 +30,6 @@ var (
 	scpLike = regexp.MustCompile(`^([A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9.-]*:[^:]`)
 )
 
-
 // CheckURL says why raw may not be fetched, or returns nil. local
 // reports a repository on this host (only admins may name one: the
 // caller decides).
