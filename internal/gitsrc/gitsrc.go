@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode"
+
+	"github.com/opus-hosting/opus/internal/excerpt"
 )
 
 // MaxURL and MaxRef bound a URL and a ref, in bytes.
@@ -43,13 +45,13 @@ func CheckURL(raw string) (local bool, err error) {
 		// Said before anything else: "ext::" runs a command, whatever
 		// else is wrong with the URL.
 		return false, fmt.Errorf("git url %q uses the remote transport helper %q, which is not allowed (it could run commands); %s",
-			trunc(raw), strings.SplitN(raw, "::", 2)[0]+"::", allowed)
+			excerpt.Short(raw), strings.SplitN(raw, "::", 2)[0]+"::", allowed)
 	case strings.HasPrefix(raw, "-"):
-		return false, fmt.Errorf("git url %q starts with '-'", trunc(raw))
+		return false, fmt.Errorf("git url %q starts with '-'", excerpt.Short(raw))
 	}
 	for _, r := range raw {
 		if unicode.IsControl(r) || unicode.IsSpace(r) {
-			return false, fmt.Errorf("git url %q contains a space or control character", trunc(raw))
+			return false, fmt.Errorf("git url %q contains a space or control character", excerpt.Short(raw))
 		}
 	}
 	if strings.HasPrefix(raw, "/") {
@@ -57,35 +59,35 @@ func CheckURL(raw string) (local bool, err error) {
 	}
 	if !strings.Contains(raw, "://") {
 		if strings.HasPrefix(raw, "file:") {
-			return false, fmt.Errorf("git url %q: a file URL must name an absolute path (file:///...)", trunc(raw))
+			return false, fmt.Errorf("git url %q: a file URL must name an absolute path (file:///...)", excerpt.Short(raw))
 		}
 		if scpLike.MatchString(raw) && !strings.Contains(raw, "::") {
 			return false, nil
 		}
-		return false, fmt.Errorf("git url %q is neither a URL, [user@]host:path, nor an absolute path; %s", trunc(raw), allowed)
+		return false, fmt.Errorf("git url %q is neither a URL, [user@]host:path, nor an absolute path; %s", excerpt.Short(raw), allowed)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return false, fmt.Errorf("git url %q: %v", trunc(raw), err)
+		return false, fmt.Errorf("git url %q: %v", excerpt.Short(raw), err)
 	}
 	switch u.Scheme { // url.Parse lowercases it
 	case "https", "ssh", "git":
 		if u.Hostname() == "" {
-			return false, fmt.Errorf("git url %q has no host", trunc(raw))
+			return false, fmt.Errorf("git url %q has no host", excerpt.Short(raw))
 		}
 		if strings.HasPrefix(u.Hostname(), "-") {
-			return false, fmt.Errorf("git url %q: its host starts with '-'", trunc(raw))
+			return false, fmt.Errorf("git url %q: its host starts with '-'", excerpt.Short(raw))
 		}
 		return false, nil
 	case "file":
 		if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
-			return false, fmt.Errorf("git url %q: a file URL must name an absolute path (file:///...)", trunc(raw))
+			return false, fmt.Errorf("git url %q: a file URL must name an absolute path (file:///...)", excerpt.Short(raw))
 		}
 		return true, nil
 	case "http":
-		return false, fmt.Errorf("git url %q uses plain http, which anyone on the way could tamper with; use https://", trunc(raw))
+		return false, fmt.Errorf("git url %q uses plain http, which anyone on the way could tamper with; use https://", excerpt.Short(raw))
 	}
-	return false, fmt.Errorf("git url %q: scheme %q is not one of https, ssh, git; %s", trunc(raw), u.Scheme, allowed)
+	return false, fmt.Errorf("git url %q: scheme %q is not one of https, ssh, git; %s", excerpt.Short(raw), u.Scheme, allowed)
 }
 
 // CheckRef says why ref may not name a branch, tag or commit, or returns
@@ -95,20 +97,12 @@ func CheckRef(ref string) error {
 		return nil
 	}
 	if len(ref) > MaxRef || strings.HasPrefix(ref, "-") || strings.Contains(ref, "..") {
-		return fmt.Errorf("ref %q is not a branch, tag or commit name", trunc(ref))
+		return fmt.Errorf("ref %q is not a branch, tag or commit name", excerpt.Short(ref))
 	}
 	for _, r := range ref {
 		if unicode.IsControl(r) || unicode.IsSpace(r) || strings.ContainsRune("~^:?*[\\", r) {
-			return fmt.Errorf("ref %q contains %q, which git does not allow in a ref", trunc(ref), r)
+			return fmt.Errorf("ref %q contains %q, which git does not allow in a ref", excerpt.Short(ref), r)
 		}
 	}
 	return nil
-}
-
-// trunc shortens what a refusal quotes.
-func trunc(s string) string {
-	if len(s) <= 80 {
-		return s
-	}
-	return s[:80] + "..."
 }

@@ -8,6 +8,8 @@ package names
 import (
 	"fmt"
 	"strings"
+
+	"github.com/opus-hosting/opus/internal/excerpt"
 )
 
 // MaxProject is the longest project name: a user prefix of at most
@@ -61,7 +63,7 @@ func ValidateProject(name string) error {
 		return fmt.Errorf("project name is empty; use 1 to %d lowercase letters and digits, starting with a letter", MaxProject)
 	}
 	if len(name) > MaxProject {
-		return fmt.Errorf("project name %q is %d characters long; at most %d are allowed", trunc(name), len(name), MaxProject)
+		return fmt.Errorf("project name %q is %d characters long; at most %d are allowed", excerpt.Short(name), len(name), MaxProject)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -72,7 +74,7 @@ func ValidateProject(name string) error {
 				return fmt.Errorf("project name %q starts with a digit; it must start with a lowercase letter", name)
 			}
 		default:
-			return fmt.Errorf("project name %q contains %q; only lowercase letters a-z and digits 0-9 are allowed", trunc(name), rune(c))
+			return fmt.Errorf("project name %q contains %q; only lowercase letters a-z and digits 0-9 are allowed", excerpt.Short(name), rune(c))
 		}
 	}
 	if keywords[name] {
@@ -99,7 +101,7 @@ func Marker(project string) string { return "Opus project " + project }
 // project name after it is unambiguous).
 func ValidateUserPrefix(p string) error {
 	if len(p) < 2 || len(p) > MaxUserPrefix {
-		return fmt.Errorf("%q must be 2 to %d characters long, like %q", trunc(p), MaxUserPrefix, DefaultUserPrefix)
+		return fmt.Errorf("%q must be 2 to %d characters long, like %q", excerpt.Short(p), MaxUserPrefix, DefaultUserPrefix)
 	}
 	if p[0] < 'a' || p[0] > 'z' {
 		return fmt.Errorf("%q must start with a lowercase letter", p)
@@ -125,14 +127,6 @@ func ProjectOfUser(prefix, user string) (string, bool) {
 	return p, true
 }
 
-func trunc(s string) string {
-	const max = 48
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
-}
-
 // Bounds of a host name.
 const (
 	MaxHostName = 253
@@ -150,21 +144,21 @@ func ValidateHostName(h string) error {
 		return fmt.Errorf("host name is empty")
 	}
 	if len(h) > MaxHostName {
-		return fmt.Errorf("host name %q is %d characters long; at most %d are allowed", trunc(h), len(h), MaxHostName)
+		return fmt.Errorf("host name %q is %d characters long; at most %d are allowed", excerpt.Short(h), len(h), MaxHostName)
 	}
 	for _, label := range strings.Split(h, ".") {
 		if label == "" {
-			return fmt.Errorf("host name %q has an empty label", trunc(h))
+			return fmt.Errorf("host name %q has an empty label", excerpt.Short(h))
 		}
 		if len(label) > MaxLabel {
-			return fmt.Errorf("host name %q has a label longer than %d characters", trunc(h), MaxLabel)
+			return fmt.Errorf("host name %q has a label longer than %d characters", excerpt.Short(h), MaxLabel)
 		}
 		if label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("host name %q has a label starting or ending with '-'", trunc(h))
+			return fmt.Errorf("host name %q has a label starting or ending with '-'", excerpt.Short(h))
 		}
 		for _, r := range label {
 			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-				return fmt.Errorf("host name %q contains %q; only lowercase a-z, 0-9, '-' and '.' are allowed", trunc(h), r)
+				return fmt.Errorf("host name %q contains %q; only lowercase a-z, 0-9, '-' and '.' are allowed", excerpt.Short(h), r)
 			}
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/excerpt"
 )
 
 // ErrNotServing is wrapped by Control.Graceful's error when Apache was
@@ -133,7 +135,7 @@ func (w *restartWatch) poll(pid int) (outcome, error) {
 		case strings.Contains(line, ":emerg]") ||
 			!w.emergOnly && (strings.Contains(line, ":alert]") || strings.Contains(line, ":crit]") || strings.Contains(line, ":error]")):
 			if len(w.lines) < maxReasonLines {
-				w.lines = append(w.lines, truncate(logMessage(line), maxReasonLine))
+				w.lines = append(w.lines, excerpt.Cut(logMessage(line), maxReasonLine))
 			}
 		}
 	}
@@ -158,13 +160,6 @@ const (
 	maxReasonLines = 10
 	maxReasonLine  = 300
 )
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}
 
 // logMessage drops the timestamp and tags in front of Apache's message.
 func logMessage(line string) string {

@@ -61,7 +61,7 @@ func (s Site) normalize(cfg config.Config) (Site, error) {
 	seen := map[string]bool{cfg.ServerName(s.Project): true}
 	for _, a := range s.Aliases {
 		if err := names.ValidateHostName(a); err != nil {
-			return s, err
+			return s, fmt.Errorf("alias: %w", err)
 		}
 		if seen[a] {
 			return s, fmt.Errorf("alias %q is given twice or repeats the server name", a)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/names"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/postgres"
@@ -54,16 +55,16 @@ func databaseFromProto(db *opusv1.Database, project string, prov *Provisioning) 
 		return nil, nil
 	case enginePostgreSQL:
 	default:
-		return nil, invalid("database.engine", "%q is not %q or %q", trunc(db.GetEngine()), engineSQLite, enginePostgreSQL)
+		return nil, invalid("database.engine", "%q is not %q or %q", excerpt.Short(db.GetEngine()), engineSQLite, enginePostgreSQL)
 	}
 	if db.GetProvision() {
 		return provisionedDatabase(db, project, prov)
 	}
 	if !pgIdentRE.MatchString(db.GetName()) {
-		return nil, invalid("database.name", "%q is not a database name of letters, digits and '_' (at most 63, not starting with a digit)", trunc(db.GetName()))
+		return nil, invalid("database.name", "%q is not a database name of letters, digits and '_' (at most 63, not starting with a digit)", excerpt.Short(db.GetName()))
 	}
 	if !pgIdentRE.MatchString(db.GetUser()) {
-		return nil, invalid("database.user", "%q is not a role name of letters, digits and '_' (at most 63, not starting with a digit)", trunc(db.GetUser()))
+		return nil, invalid("database.user", "%q is not a role name of letters, digits and '_' (at most 63, not starting with a digit)", excerpt.Short(db.GetUser()))
 	}
 	host := strings.ToLower(db.GetHost())
 	if host != "" && net.ParseIP(host) == nil {

@@ -9,13 +9,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 func validateOpID(id string) error {
 	if !strings.HasPrefix(id, "op-") || len(id) != 3+32 || strings.Trim(id[3:], "0123456789abcdef") != "" {
-		return invalid("id", "%q is not an operation id (op- and 32 hex digits)", trunc(id))
+		return invalid("id", "%q is not an operation id (op- and 32 hex digits)", excerpt.Short(id))
 	}
 	return nil
 }
@@ -182,15 +183,15 @@ func (s *Service) UploadSource(stream opusv1.Opus_UploadSourceServer) error {
 	case r.err != nil:
 		return r.err
 	case errors.As(err, &quota) && quota.QuotaExceeded():
-		s.log.WarnContext(ctx, "upload refused: quota", "uid", c.uid, "origin", trunc(info.GetOrigin()), "err", err)
+		s.log.WarnContext(ctx, "upload refused: quota", "uid", c.uid, "origin", excerpt.Short(info.GetOrigin()), "err", err)
 		return status.Errorf(codes.ResourceExhausted, "upload: %v; to make room, destroy projects or remove apps you no longer need (an app's previous version is kept for rollback), or ask the host administrator for a larger upload_quota", err)
 	case err != nil:
 		// The store reads and checks the archive; its refusal is the
 		// caller's to fix (not a tar, unsafe entries, ...).
-		s.log.WarnContext(ctx, "upload refused", "uid", c.uid, "origin", trunc(info.GetOrigin()), "err", err)
+		s.log.WarnContext(ctx, "upload refused", "uid", c.uid, "origin", excerpt.Short(info.GetOrigin()), "err", err)
 		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
 	}
-	s.log.InfoContext(ctx, "upload stored", "uid", c.uid, "digest", digest, "size", size, "origin", trunc(info.GetOrigin()))
+	s.log.InfoContext(ctx, "upload stored", "uid", c.uid, "digest", digest, "size", size, "origin", excerpt.Short(info.GetOrigin()))
 	return stream.SendAndClose(&opusv1.UploadSourceResponse{Digest: digest, Size: size})
 }
 

@@ -4,6 +4,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/gitsrc"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -31,7 +32,7 @@ func (s *Service) rollbackSource(c caller, p *store.Project, a store.AppSpec) (s
 		target = cur
 	} else {
 		if len(revs) < 2 {
-			return a, status.Errorf(codes.FailedPrecondition, "app %q of %q has only one revision (%s); there is nothing before it to roll back to", a.Name, p.Name, trunc(cur.Resolved))
+			return a, status.Errorf(codes.FailedPrecondition, "app %q of %q has only one revision (%s); there is nothing before it to roll back to", a.Name, p.Name, excerpt.Short(cur.Resolved))
 		}
 		target = revs[len(revs)-2]
 	}
@@ -43,7 +44,7 @@ func (s *Service) rollbackSource(c caller, p *store.Project, a store.AppSpec) (s
 			return a, status.Errorf(codes.FailedPrecondition, "the revision's repository is no longer acceptable: %v", err)
 		}
 		if local && !c.admin {
-			return a, status.Errorf(codes.PermissionDenied, "the revision came from a repository on this host (%q), which only admins may name", trunc(target.URL))
+			return a, status.Errorf(codes.PermissionDenied, "the revision came from a repository on this host (%q), which only admins may name", excerpt.Short(target.URL))
 		}
 		out.Git = &store.GitSource{URL: target.URL, Ref: target.Resolved}
 	case digestRE.MatchString(target.Resolved):
@@ -58,7 +59,7 @@ func (s *Service) rollbackSource(c caller, p *store.Project, a store.AppSpec) (s
 		uid := *uploader
 		out.Upload = &store.UploadSource{Digest: target.Resolved, Origin: origin, UploaderUID: &uid}
 	default:
-		return a, status.Errorf(codes.FailedPrecondition, "revision %s of app %q does not say where it came from; update the app to a ref instead", trunc(target.Resolved), a.Name)
+		return a, status.Errorf(codes.FailedPrecondition, "revision %s of app %q does not say where it came from; update the app to a ref instead", excerpt.Short(target.Resolved), a.Name)
 	}
 	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/names"
 
 	"google.golang.org/grpc/codes"
@@ -64,7 +65,7 @@ func parseBytes(key, v string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%s: %q is not a size such as 512M or 2G", key, trunc(v))
+		return 0, fmt.Errorf("%s: %q is not a size such as 512M or 2G", key, excerpt.Short(v))
 	}
 	return n * mult, nil
 }
@@ -82,7 +83,7 @@ func notZero(key string, n int64, err error) error {
 func parseCount(key, v string) (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%s: %q is not a whole number", key, trunc(v))
+		return 0, fmt.Errorf("%s: %q is not a whole number", key, excerpt.Short(v))
 	}
 	return n, nil
 }
@@ -94,7 +95,7 @@ var envNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,127}$`)
 // change how the project starts.
 func validateEnvName(name string) error {
 	if !envNameRE.MatchString(name) {
-		return fmt.Errorf("environment variable name %q is not allowed; use uppercase letters, digits and underscores, starting with a letter", trunc(name))
+		return fmt.Errorf("environment variable name %q is not allowed; use uppercase letters, digits and underscores, starting with a letter", excerpt.Short(name))
 	}
 	if strings.HasPrefix(name, "PYTHON") || strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DJANGO_") || strings.HasPrefix(name, "MOD_WSGI") || name == "PATH" || name == "HOME" {
 		return fmt.Errorf("environment variable %q would change how Python, Django or mod_wsgi starts; it is not allowed", name)
@@ -127,7 +128,7 @@ func parseBool(key, v string) (bool, error) {
 	case "false", "off", "no", "0":
 		return false, nil
 	}
-	return false, fmt.Errorf("%s: %q is not true or false", key, trunc(v))
+	return false, fmt.Errorf("%s: %q is not true or false", key, excerpt.Short(v))
 }
 
 // parseHosts reads a comma-separated list of host names (an empty value
@@ -181,7 +182,7 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 	}
 	for _, k := range unset {
 		if _, ok := set[k]; ok {
-			return invalid("unset", "%q is both set and unset", trunc(k))
+			return invalid("unset", "%q is both set and unset", excerpt.Short(k))
 		}
 		switch {
 		case k == keyDebug:
@@ -203,7 +204,7 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 			}
 			delete(next.Env, name)
 		default:
-			return invalid("unset", "unknown setting %q; settings are debug, admin, hosts, env.NAME, memory, tasks and cpu", trunc(k))
+			return invalid("unset", "unknown setting %q; settings are debug, admin, hosts, env.NAME, memory, tasks and cpu", excerpt.Short(k))
 		}
 	}
 	// Sorted, so that the first error is the same on every call.
@@ -239,7 +240,7 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 				next.Env[name] = v
 			}
 		default:
-			err = fmt.Errorf("unknown setting %q; settings are debug, admin, hosts, env.NAME, memory, tasks and cpu", trunc(k))
+			err = fmt.Errorf("unknown setting %q; settings are debug, admin, hosts, env.NAME, memory, tasks and cpu", excerpt.Short(k))
 		}
 		if err != nil {
 			return invalid("set", "%v", err)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/gitsrc"
 	"github.com/opus-hosting/opus/internal/names"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
@@ -54,7 +55,7 @@ var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 // validateDigest checks the form of an upload digest.
 func validateDigest(d string) error {
 	if !digestRE.MatchString(d) {
-		return fmt.Errorf("%q is not a digest of the form sha256:<64 lowercase hex digits> as UploadSource returns", trunc(d))
+		return fmt.Errorf("%q is not a digest of the form sha256:<64 lowercase hex digits> as UploadSource returns", excerpt.Short(d))
 	}
 	return nil
 }
@@ -87,7 +88,7 @@ func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv
 			return spec, invalid(field+".git.url", "%v", err)
 		}
 		if local && !c.admin {
-			return spec, status.Errorf(codes.PermissionDenied, "%s.git.url: only admins may name a repository on this host (%q); push it somewhere opusd can fetch, or pack the directory with an upload", field, trunc(k.Git.GetUrl()))
+			return spec, status.Errorf(codes.PermissionDenied, "%s.git.url: only admins may name a repository on this host (%q); push it somewhere opusd can fetch, or pack the directory with an upload", field, excerpt.Short(k.Git.GetUrl()))
 		}
 		if err := gitsrc.CheckRef(k.Git.GetRef()); err != nil {
 			return spec, invalid(field+".git.ref", "%v", err)
@@ -125,12 +126,12 @@ func validateSuperuser(su *opusv1.Superuser) error {
 	}
 	for _, r := range u {
 		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("@.+-_", r)) {
-			return invalid("superuser.username", "%q: Django allows letters, digits and @.+-_ only", trunc(u))
+			return invalid("superuser.username", "%q: Django allows letters, digits and @.+-_ only", excerpt.Short(u))
 		}
 	}
 	if e := su.GetEmail(); e != "" {
 		if len(e) > 254 || strings.Count(e, "@") != 1 || strings.IndexFunc(e, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0 {
-			return invalid("superuser.email", "%q is not an email address", trunc(e))
+			return invalid("superuser.email", "%q is not an email address", excerpt.Short(e))
 		}
 	}
 	p := su.GetPassword()
@@ -141,12 +142,4 @@ func validateSuperuser(su *opusv1.Superuser) error {
 		return invalid("superuser.password", "must be at most 4096 bytes without NUL")
 	}
 	return nil
-}
-
-func trunc(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
 }

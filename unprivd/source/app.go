@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 )
@@ -70,7 +71,7 @@ func ValidateAppName(name string) error {
 		return fmt.Errorf("app name is empty; use %s", allowed)
 	}
 	if len(name) > MaxAppName {
-		return fmt.Errorf("app name %q is %d characters long; at most %d are allowed", trunc(name), len(name), MaxAppName)
+		return fmt.Errorf("app name %q is %d characters long; at most %d are allowed", excerpt.Short(name), len(name), MaxAppName)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -83,7 +84,7 @@ func ValidateAppName(name string) error {
 		case c >= 'A' && c <= 'Z':
 			return fmt.Errorf("app name %q contains the uppercase letter %q; use %s", name, rune(c), allowed)
 		default:
-			return fmt.Errorf("app name %q contains %q; use %s", trunc(name), rune(c), allowed)
+			return fmt.Errorf("app name %q contains %q; use %s", excerpt.Short(name), rune(c), allowed)
 		}
 	}
 	if names.IsPythonKeyword(name) {

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/opus-hosting/opus/internal/excerpt"
 )
 
 // DigestPrefix starts every archive digest.
@@ -21,15 +23,15 @@ const DigestPrefix = "sha256:"
 func ValidateDigest(d string) error {
 	hexPart, ok := strings.CutPrefix(d, DigestPrefix)
 	if !ok {
-		return fmt.Errorf("digest %q must start with %q", trunc(d), DigestPrefix)
+		return fmt.Errorf("digest %q must start with %q", excerpt.Short(d), DigestPrefix)
 	}
 	if len(hexPart) != sha256.Size*2 {
-		return fmt.Errorf("digest %q must have %d hex digits after %q", trunc(d), sha256.Size*2, DigestPrefix)
+		return fmt.Errorf("digest %q must have %d hex digits after %q", excerpt.Short(d), sha256.Size*2, DigestPrefix)
 	}
 	for i := 0; i < len(hexPart); i++ {
 		c := hexPart[i]
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return fmt.Errorf("digest %q: only lowercase hex digits 0-9a-f may follow %q", trunc(d), DigestPrefix)
+			return fmt.Errorf("digest %q: only lowercase hex digits 0-9a-f may follow %q", excerpt.Short(d), DigestPrefix)
 		}
 	}
 	return nil
@@ -121,12 +123,4 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-func trunc(s string) string {
-	const max = 80
-	if len(s) > max {
-		return s[:max] + "..."
-	}
-	return s
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/gitsrc"
 )
 
@@ -76,7 +77,7 @@ func CheckGitURL(rawURL string, allowLocal bool) error {
 		return err
 	}
 	if local && !allowLocal {
-		return fmt.Errorf("git url %q is a repository on this host; only administrators may fetch local repositories; use https://, ssh://, git:// or [user@]host:path", trunc(rawURL))
+		return fmt.Errorf("git url %q is a repository on this host; only administrators may fetch local repositories; use https://, ssh://, git:// or [user@]host:path", excerpt.Short(rawURL))
 	}
 	return nil
 }

@@ -1,0 +1,50 @@
+// Package excerpt shortens text a message quotes (a refused name, URL or
+// log line) to a bound, cutting on a UTF-8 boundary: a gRPC status
+// message must be valid UTF-8, so a refusal that cut a multi-byte
+// character in two would fail as an internal error instead of saying
+// what was refused. Every such cut in the daemons is this one.
+package excerpt
+
+import "unicode/utf8"
+
+// ShortLen is what Short keeps.
+const ShortLen = 64
+
+// Short is Cut(s, ShortLen): a quoted value in a refusal.
+func Short(s string) string { return Cut(s, ShortLen) }
+
+// Cut returns s when it is at most n bytes long, else its first n bytes or
+// fewer, ending on a character boundary, followed by "...". Each byte of
+// invalid UTF-8 in what is kept becomes '?', so the result is valid UTF-8
+// and keeps the bound.
+func Cut(s string, n int) string {
+	if len(s) <= n && utf8.ValidString(s) {
+		return s
+	}
+	if len(s) <= n {
+		return toValid(s)
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return toValid(s[:i]) + "..."
+}
+
+func toValid(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size <= 1 {
+			b = append(b, '?')
+			i++
+			continue
+		}
+		b = append(b, s[i:i+size]...)
+		i += size
+	}
+	return string(b)
+}
