@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
-	"github.com/opus-hosting/opus/unprivd/source/pack"
+	"github.com/opus-hosting/opus/internal/pack"
 )
 
 // chunkSize is the size of each UploadSource message: well under gRPC's

@@ -32,6 +32,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/journal"
+	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/internal/socklock"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -199,7 +200,7 @@ func run() error {
 		Uploads: uploads, ValidateAppName: source.ValidateAppName,
 		UserPrefix: cfg.UserPrefix, ProjectUIDs: cfg.ProjectUIDs, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: consoleURL, TLSSecurityLevel: cfg.TLSSecurityLevel,
-		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: filepath.Join(cfg.ApacheDir, "sites"), BackendsDir: filepath.Join(cfg.ApacheDir, "backends"), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
+		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Provision: provision,
 	})
 	if err != nil {

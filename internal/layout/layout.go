@@ -57,3 +57,11 @@ func (p Project) WSGI() string { return filepath.Join(p.Code, WSGIScript) }
 
 // Manage returns the path of the project's manage.py.
 func (p Project) Manage() string { return filepath.Join(p.Code, ManagePy) }
+
+// The directories of privd's apache_dir that opusd reads too (doctor
+// compares them with its store): one vhost NAME.conf per project in
+// Sites, one directory NAME/ per project's backend in Backends.
+func Sites(apacheDir string) string { return filepath.Join(apacheDir, "sites") }
+
+// Backends: see Sites.
+func Backends(apacheDir string) string { return filepath.Join(apacheDir, "backends") }

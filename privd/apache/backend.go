@@ -112,7 +112,7 @@ func NewBackends(cfg config.Config, self string, lookup UserLookup, log *slog.Lo
 }
 
 // Backends holds one directory per project's backend.
-func (p Paths) Backends() string { return filepath.Join(p.Dir, "backends") }
+func (p Paths) Backends() string { return layout.Backends(p.Dir) }
 
 // Backend is the directory of a project's backend: its httpd.conf and its
 // run directory (pid file, mod_wsgi's sockets). Root's, mode 0755.

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/layout"
 )
 
 // Control is one Apache instance as privd drives it. Sites calls it with its
@@ -49,7 +50,7 @@ type Paths struct {
 }
 
 // Sites is the directory of rendered vhosts, one NAME.conf per project.
-func (p Paths) Sites() string { return filepath.Join(p.Dir, "sites") }
+func (p Paths) Sites() string { return layout.Sites(p.Dir) }
 
 // TLS is privd's own key and certificate directory (root only).
 func (p Paths) TLS() string { return filepath.Join(p.Dir, "tls") }

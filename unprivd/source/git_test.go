@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/gitsrc/gitsrctest"
-	"github.com/opus-hosting/opus/unprivd/source/pack"
+	"github.com/opus-hosting/opus/internal/pack"
 )
 
 // gitRun runs the real git CLI in dir with a fixed identity.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"io"
 
-	"github.com/opus-hosting/opus/unprivd/source/pack"
+	"github.com/opus-hosting/opus/internal/pack"
 )
 
 // Pack writes the tar.gz of a local app directory, as a client sends it.
