@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
-	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/internal/pack"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
 // chunkSize is the size of each UploadSource message: well under gRPC's
