@@ -8,7 +8,6 @@ package account
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/procs"
+	"github.com/opus-hosting/opus/internal/subprocess"
 )
 
 // ErrNotOurs means a user or group of the project's name exists but Opus did
@@ -64,8 +64,6 @@ const (
 
 	// toolTimeout bounds each useradd/userdel/groupdel run.
 	toolTimeout = 30 * time.Second
-	// maxToolOutput bounds what is kept of a tool's stdout and stderr.
-	maxToolOutput = 16 << 10
 	// maxDBSize bounds how much of /etc/passwd or /etc/group is read.
 	maxDBSize = 64 << 20
 )
@@ -362,49 +360,11 @@ func (a *Accounts) removeGroup(ctx context.Context, name string, wantGID uint32)
 }
 
 // run runs a shadow-utils tool with a timeout, a fixed environment and
-// bounded output; a failure carries the tool's stderr.
+// bounded output; a failure carries what the tool said.
 func run(ctx context.Context, tool string, args ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, tool, args...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
-	cmd.Stdin = nil
-	var out, errOut limitedBuffer
-	out.max, errOut.max = maxToolOutput, maxToolOutput
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(errOut.String())
-		if msg == "" {
-			msg = strings.TrimSpace(out.String())
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%s %s: %w (%v): %s", tool, strings.Join(args, " "), ctx.Err(), err, msg)
-		}
-		return fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, msg)
-	}
-	return nil
+	_, err := subprocess.Run(ctx, toolTimeout, []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}, tool, args...)
+	return err
 }
-
-// limitedBuffer keeps the first max bytes written to it and discards the
-// rest, so a misbehaving tool cannot make privd hold unbounded output.
-type limitedBuffer struct {
-	buf bytes.Buffer
-	max int
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.buf.Len(); room > 0 {
-		if len(p) > room {
-			b.buf.Write(p[:room])
-		} else {
-			b.buf.Write(p)
-		}
-	}
-	return len(p), nil
-}
-
-func (b *limitedBuffer) String() string { return b.buf.String() }
 
 // lookupPasswd finds name in a passwd(5) file.
 func lookupPasswd(path, name string) (User, bool, error) {

@@ -212,30 +212,6 @@ func TestLookupUserParsing(t *testing.T) {
 	}
 }
 
-func TestLimitedBuffer(t *testing.T) {
-	tests := []struct {
-		writes []string
-		max    int
-		want   string
-	}{
-		{[]string{"abc"}, 10, "abc"},
-		{[]string{"abc", "defgh"}, 5, "abcde"},
-		{[]string{"abcdef", "x"}, 3, "abc"},
-		{nil, 3, ""},
-	}
-	for _, tc := range tests {
-		b := limitedBuffer{max: tc.max}
-		for _, w := range tc.writes {
-			if n, err := b.Write([]byte(w)); n != len(w) || err != nil {
-				t.Errorf("Write(%q) = %d, %v", w, n, err)
-			}
-		}
-		if b.String() != tc.want {
-			t.Errorf("%v max %d: got %q, want %q", tc.writes, tc.max, b.String(), tc.want)
-		}
-	}
-}
-
 func TestRunReportsStderr(t *testing.T) {
 	err := run(context.Background(), "/bin/sh", "-c", "echo boom >&2; exit 3")
 	if err == nil || !strings.Contains(err.Error(), "boom") {

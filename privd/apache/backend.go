@@ -22,6 +22,7 @@ import (
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/procs"
+	"github.com/opus-hosting/opus/internal/subprocess"
 	"github.com/opus-hosting/opus/privd/cgroup"
 	"github.com/opus-hosting/opus/privd/confine"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -434,14 +435,8 @@ func (b *Backends) launch(ctx context.Context, project string, uid, gid uint32, 
 	if err != nil {
 		return err
 	}
-	var out tailBuffer
-	out.max = maxOutput
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String()))
-	}
-	return nil
+	_, err = subprocess.Wait(ctx, cmd, backendArgv0(project)+" -k start")
+	return err
 }
 
 // backendArgv0 is the name a backend's processes show: mod_wsgi writes its

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/subprocess"
 )
 
 // Control is one Apache instance as privd drives it. Sites calls it with its
@@ -115,9 +115,6 @@ func New(cfg config.Config) (Control, error) {
 // cmdTimeout bounds every Apache subprocess.
 const cmdTimeout = 60 * time.Second
 
-// maxOutput bounds what we keep of a subprocess's output.
-const maxOutput = 64 << 10
-
 // apacheEnv is the fixed environment of every Apache subprocess: privd's
 // own environment is not passed on to Apache and its mod_wsgi daemons.
 var apacheEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
@@ -130,39 +127,8 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 
 // runEnv is run with environment env.
 func runEnv(ctx context.Context, env []string, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = env
-	var out tailBuffer
-	out.max = maxOutput
-	cmd.Stdout, cmd.Stderr = &out, &out
-	// "-k start" forks the daemon; should it keep our pipe open, do not
-	// wait for it forever.
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	text := strings.TrimSpace(out.String())
-	if err != nil {
-		return text, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, text)
-	}
-	return text, nil
+	return subprocess.Run(ctx, cmdTimeout, env, name, args...)
 }
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string { return string(t.buf) }
 
 // Managed is an Apache instance privd runs itself, with ServerRoot ApacheDir
 // and its own ports, configured by a generated httpd.conf.
