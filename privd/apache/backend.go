@@ -18,6 +18,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
@@ -259,7 +260,7 @@ func (b *Backends) Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest
 	}
 	path := b.paths.backendConf(name)
 	prev, prevErr := os.ReadFile(path)
-	changed, err := writeIfChanged(path, conf, 0o644)
+	changed, err := atomicfile.WriteIfChanged(path, conf, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", name, err)
 	}
@@ -270,7 +271,7 @@ func (b *Backends) Ensure(ctx context.Context, req *privdv1.EnsureBackendRequest
 			return
 		}
 		if prevErr == nil {
-			_ = writeAtomic(path, prev, 0o644)
+			_ = atomicfile.Write(path, prev, 0o644)
 		} else {
 			_ = os.Remove(path)
 		}

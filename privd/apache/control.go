@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/subprocess"
@@ -186,7 +187,7 @@ func (m *Managed) Prepare() error {
 	if err != nil {
 		return err
 	}
-	if _, err := writeIfChanged(m.ConfPath(), conf, 0o644); err != nil {
+	if _, err := atomicfile.WriteIfChanged(m.ConfPath(), conf, 0o644); err != nil {
 		return err
 	}
 	return nil

@@ -2,13 +2,12 @@ package apache
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"text/template"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/cert"
 )
 
@@ -95,57 +94,9 @@ func ensureDefaultCert(dir, host string, level int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := writeIfChanged(key, keyPEM, 0o600); err != nil {
+	if _, err := atomicfile.WriteIfChanged(key, keyPEM, 0o600); err != nil {
 		return err
 	}
-	_, err = writeIfChanged(crt, certPEM, 0o644)
+	_, err = atomicfile.WriteIfChanged(crt, certPEM, 0o644)
 	return err
-}
-
-// writeIfChanged writes data to path atomically (temp file in the same
-// directory, fsync, rename) unless the file already holds exactly data. It
-// reports whether it wrote. The mode is applied to the temp file before any
-// byte is written, so a key is never readable by others, even briefly.
-func writeIfChanged(path string, data []byte, mode os.FileMode) (bool, error) {
-	old, err := os.ReadFile(path)
-	if err == nil && bytes.Equal(old, data) {
-		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() == mode {
-			return false, nil
-		}
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("apache: read %s: %w", path, err)
-	}
-	return true, writeAtomic(path, data, mode)
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("apache: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("apache: write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("apache: write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("apache: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("apache: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("apache: write %s: %w", path, err)
-	}
-	ok = true
-	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -149,7 +150,7 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest, ba
 		return &privdv1.InstallSiteResponse{Changed: false}, nil
 	}
 	for i, f := range files {
-		if err := writeAtomic(f.path, f.data, f.mode); err != nil {
+		if err := atomicfile.Write(f.path, f.data, f.mode); err != nil {
 			s.restore(name, files[:i])
 			return nil, fmt.Errorf("install site %s: %w", name, err)
 		}
@@ -173,7 +174,7 @@ func (s *Sites) restore(project string, files []*siteFile) {
 		f := files[i]
 		var err error
 		if f.existed {
-			err = writeAtomic(f.path, f.prev, f.mode)
+			err = atomicfile.Write(f.path, f.prev, f.mode)
 		} else if err = os.Remove(f.path); errors.Is(err, os.ErrNotExist) {
 			err = nil
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"text/template"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 )
@@ -111,7 +112,7 @@ func (u *Units) write(ctx context.Context, cfg config.Config, project string, l 
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("apache: %w", err)
 	}
-	changed, err := writeIfChanged(path, data, 0o644)
+	changed, err := atomicfile.WriteIfChanged(path, data, 0o644)
 	if err != nil || !changed {
 		return err
 	}

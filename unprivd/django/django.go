@@ -9,7 +9,6 @@
 package django
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -22,6 +21,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/unprivd/source"
@@ -224,7 +224,7 @@ func Render(codeDir string, cfg Config) (changed bool, err error) {
 		return false, fmt.Errorf("render %s: %w", cfg.Project, err)
 	}
 	for _, name := range sortedKeys(rendered) {
-		c, err := writeIfChanged(filepath.Join(codeDir, name), rendered[name])
+		c, err := atomicfile.WriteIfChanged(filepath.Join(codeDir, name), rendered[name], fileMode)
 		if err != nil {
 			return changed, fmt.Errorf("render %s: %w", cfg.Project, err)
 		}
@@ -281,41 +281,6 @@ func NewSecretKey() (string, error) {
 		b[i] = secretKeyChars[n.Int64()]
 	}
 	return string(b), nil
-}
-
-// writeIfChanged replaces path with data atomically (temporary file in the
-// same directory, fsync, rename) unless it already holds exactly data. It
-// reads path by name, so it is only for the code directory, which belongs
-// to opus and which the project's user cannot write; in a directory the
-// tenant writes, use package tenantdir.
-func writeIfChanged(path string, data []byte) (bool, error) {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return false, nil
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return false, err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return false, err
-	}
-	if err := tmp.Chmod(fileMode); err != nil {
-		tmp.Close()
-		return false, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return false, err
-	}
-	if err := tmp.Close(); err != nil {
-		return false, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return false, err
-	}
-	return true, nil
 }
 
 func sortedKeys(m map[string][]byte) []string {

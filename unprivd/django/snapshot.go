@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/layout"
 )
 
@@ -55,7 +56,7 @@ func Restore(codeDir string, snap map[string][]byte) (changed bool, err error) {
 			}
 			continue
 		}
-		c, err := writeIfChanged(p, snap[name])
+		c, err := atomicfile.WriteIfChanged(p, snap[name], fileMode)
 		if err != nil {
 			return changed, fmt.Errorf("restore %s: %w", name, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -108,10 +109,10 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
 	}
 	// The key first: a certificate without its key is never kept.
-	if err := writeFileAtomic(keyPath, key, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, key, 0o600); err != nil {
 		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
 	}
-	if err := writeFileAtomic(crtPath, crt, 0o600); err != nil {
+	if err := atomicfile.Write(crtPath, crt, 0o600); err != nil {
 		return nil, "", fmt.Errorf("self-signed certificate: %w", err)
 	}
 	leaf, err := cert.Check(crt, key, now, t.opt.TLSSecurityLevel)
@@ -138,31 +139,6 @@ func sameNames(a, b []string) bool {
 		set[n]--
 	}
 	return true
-}
-
-// writeFileAtomic replaces path with data (temporary file, fsync, rename).
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // stepForget removes opusd's own copy of the project's self-signed

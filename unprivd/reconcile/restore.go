@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/django"
 	"github.com/opus-hosting/opus/unprivd/source"
@@ -78,7 +79,7 @@ func (t *Task) journal(fn func(*undoJournal)) error {
 	if err != nil {
 		return fmt.Errorf("undo journal: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(t.Layout.Code, journalFile), data, 0o640); err != nil {
+	if err := atomicfile.Write(filepath.Join(t.Layout.Code, journalFile), data, 0o640); err != nil {
 		return fmt.Errorf("undo journal: %w", err)
 	}
 	return nil

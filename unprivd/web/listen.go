@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/cert"
 )
 
@@ -76,33 +77,11 @@ func ensureCert(dir string, names []string, now time.Time) (tls.Certificate, err
 		return tls.Certificate{}, fmt.Errorf("web console certificate: %w", err)
 	}
 	// The key first, never readable by others; then the certificate.
-	if err := writeFile(keyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyFile, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := writeFile(certFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certFile, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, err
 	}
 	return tls.X509KeyPair(certPEM, keyPEM)
-}
-
-// writeFile replaces path atomically (temporary file, then rename).
-func writeFile(path string, data []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("web console certificate: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err == nil {
-		if _, err = tmp.Write(data); err == nil {
-			err = tmp.Close()
-		}
-	}
-	if err != nil {
-		tmp.Close()
-		return fmt.Errorf("web console certificate %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("web console certificate %s: %w", path, err)
-	}
-	return nil
 }
