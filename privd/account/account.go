@@ -7,19 +7,16 @@
 package account
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/colondb"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
@@ -64,8 +61,6 @@ const (
 
 	// toolTimeout bounds each useradd/userdel/groupdel run.
 	toolTimeout = 30 * time.Second
-	// maxDBSize bounds how much of /etc/passwd or /etc/group is read.
-	maxDBSize = 64 << 20
 )
 
 // Accounts manages project users. The zero value is not usable; set BaseDir.
@@ -370,7 +365,7 @@ func run(ctx context.Context, tool string, args ...string) error {
 func lookupPasswd(path, name string) (User, bool, error) {
 	var found User
 	ok := false
-	err := scanDB(path, 7, func(f []string) bool {
+	err := colondb.Scan(path, colondb.PasswdFields, func(f []string) bool {
 		if f[0] != name {
 			return true
 		}
@@ -389,7 +384,7 @@ func lookupPasswd(path, name string) (User, bool, error) {
 // uidOwner returns the name of the user with uid in a passwd(5) file.
 func uidOwner(path string, uid uint32) (name string, ok bool, err error) {
 	want := strconv.FormatUint(uint64(uid), 10)
-	err = scanDB(path, 7, func(f []string) bool {
+	err = colondb.Scan(path, colondb.PasswdFields, func(f []string) bool {
 		if f[2] == want {
 			name, ok = f[0], true
 			return false
@@ -402,7 +397,7 @@ func uidOwner(path string, uid uint32) (name string, ok bool, err error) {
 // groupByGID finds the group with gid in a group(5) file.
 func groupByGID(path string, gid uint32) (name, members string, ok bool, err error) {
 	want := strconv.FormatUint(uint64(gid), 10)
-	err = scanDB(path, 4, func(f []string) bool {
+	err = colondb.Scan(path, colondb.GroupFields, func(f []string) bool {
 		if f[2] == want {
 			name, members, ok = f[0], f[3], true
 			return false
@@ -416,7 +411,7 @@ func groupByGID(path string, gid uint32) (name, members string, ok bool, err err
 func primaryGroupInUse(path string, gid uint32) (bool, error) {
 	want := strconv.FormatUint(uint64(gid), 10)
 	inUse := false
-	err := scanDB(path, 7, func(f []string) bool {
+	err := colondb.Scan(path, colondb.PasswdFields, func(f []string) bool {
 		if f[3] == want {
 			inUse = true
 			return false
@@ -428,7 +423,7 @@ func primaryGroupInUse(path string, gid uint32) (bool, error) {
 
 // lookupGroup finds name in a group(5) file.
 func lookupGroup(path, name string) (gid uint32, members string, ok bool, err error) {
-	err = scanDB(path, 4, func(f []string) bool {
+	err = colondb.Scan(path, colondb.GroupFields, func(f []string) bool {
 		if f[0] != name {
 			return true
 		}
@@ -440,33 +435,4 @@ func lookupGroup(path, name string) (gid uint32, members string, ok bool, err er
 		return false
 	})
 	return gid, members, ok, err
-}
-
-// scanDB calls fn with the colon-separated fields of every line of path
-// that has exactly n fields, until fn returns false.
-func scanDB(path string, n int, fn func([]string) bool) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, maxDBSize))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		fields := strings.Split(line, ":")
-		if len(fields) != n {
-			continue
-		}
-		if !fn(fields) {
-			return nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	return nil
 }

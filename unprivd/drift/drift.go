@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/opus-hosting/opus/internal/colondb"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
@@ -45,9 +46,6 @@ const (
 	// has now.
 	KindLeftover = "leftover"
 )
-
-// maxPasswd bounds how much of the passwd file is read.
-const maxPasswd = 64 << 20
 
 // Finding is one difference between the store and the host.
 type Finding struct {
@@ -265,15 +263,19 @@ func (h Host) backendUp(project string) bool {
 // without the marker is not Opus's, and not drift: privd refuses to touch it.
 func (h Host) markedUsers() (map[string]uint32, error) {
 	users := map[string]uint32{}
-	err := scanColon(h.passwdPath(), 7, func(fields []string) {
+	err := colondb.Scan(h.passwdPath(), colondb.PasswdFields, func(fields []string) bool {
 		project, ok := names.ProjectOfUser(h.user(""), fields[0])
 		if !ok || fields[4] != names.Marker(project) {
-			return
+			return true
 		}
 		if uid, err := strconv.ParseUint(fields[2], 10, 32); err == nil {
 			users[project] = uint32(uid)
 		}
+		return true
 	})
+	if err != nil {
+		err = fmt.Errorf("drift: %w", err)
+	}
 	return users, err
 }
 

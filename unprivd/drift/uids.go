@@ -1,9 +1,7 @@
 package drift
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -11,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/opus-hosting/opus/internal/colondb"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/procs"
 )
@@ -43,16 +42,17 @@ func (h Host) checkIDs(users map[string]uint32) ([]Finding, error) {
 	for _, db := range []struct {
 		path, what string
 		fields     int
-	}{{h.passwdPath(), "user", 7}, {h.groupPath(), "group", 4}} {
-		err := scanColon(db.path, db.fields, func(f []string) {
+	}{{h.passwdPath(), "user", colondb.PasswdFields}, {h.groupPath(), "group", colondb.GroupFields}} {
+		err := colondb.Scan(db.path, db.fields, func(f []string) bool {
 			id, err := strconv.ParseUint(f[2], 10, 32)
 			if err != nil || !ids.Contains(uint32(id)) || ours[f[0]] {
-				return
+				return true
 			}
 			add(KindUID, "%s %s has id %d inside project_uids %s, which Opus owns: Opus skips ids in use, but the range should be Opus's alone; give the %s another id or move project_uids", db.what, f[0], id, ids, db.what)
+			return true
 		})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("drift: %w", err)
 		}
 	}
 
@@ -116,27 +116,6 @@ func (h Host) tempDirs() []string {
 		return []string{"/tmp", "/var/tmp", "/dev/shm", "/run/lock"}
 	}
 	return h.TempDirs
-}
-
-// scanColon calls fn with the fields of every line of a passwd(5) or
-// group(5) file that has exactly n of them.
-func scanColon(path string, n int, fn func([]string)) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("drift: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, maxPasswd))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		if fields := strings.Split(sc.Text(), ":"); len(fields) == n {
-			fn(fields)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("drift: read %s: %w", path, err)
-	}
-	return nil
 }
 
 func sortedKeys[V any](m map[uint32]V) []uint32 {
