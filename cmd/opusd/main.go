@@ -197,7 +197,7 @@ func run() error {
 	}
 	svc, err := service.New(service.Config{
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
-		Uploads: uploads, ValidateAppName: source.ValidateAppName,
+		Uploads:    uploads,
 		UserPrefix: cfg.UserPrefix, ProjectUIDs: cfg.ProjectUIDs, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: consoleURL, TLSSecurityLevel: cfg.TLSSecurityLevel,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},

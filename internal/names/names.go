@@ -56,6 +56,12 @@ var keywords = map[string]bool{
 // names here are).
 func IsPythonKeyword(s string) bool { return keywords[strings.ToLower(s)] }
 
+// ProjectPattern is the charset of a project name as an HTML form's
+// pattern (and a regular expression): the console's hint is this rule's,
+// with MaxProject for its length. ValidateProject also refuses keywords
+// and reserved names.
+const ProjectPattern = "[a-z][a-z0-9]*"
+
 // ValidateProject says why name is not a valid project name, or returns nil.
 // The message names the rule, so it can go to the user as it is.
 func ValidateProject(name string) error {

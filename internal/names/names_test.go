@@ -1,6 +1,7 @@
 package names
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -127,4 +128,17 @@ func FuzzValidateHostName(f *testing.F) {
 			t.Fatalf("host %q accepted", s)
 		}
 	})
+}
+
+// TestProjectPatternIsTheRule: the console's hint (ProjectPattern and
+// MaxProject) accepts exactly what ValidateProject accepts, keywords and
+// reserved names aside.
+func TestProjectPatternIsTheRule(t *testing.T) {
+	re := regexp.MustCompile("^(?:" + ProjectPattern + ")$")
+	for _, n := range []string{"blog", "b2", "a", "Blog", "2blog", "my_blog", "my-blog", "", strings.Repeat("a", MaxProject), strings.Repeat("a", MaxProject+1), "café"} {
+		hint := re.MatchString(n) && len(n) <= MaxProject
+		if rule := ValidateProject(n) == nil; hint != rule {
+			t.Errorf("%q: the hint says %v, the rule %v", n, hint, rule)
+		}
+	}
 }

@@ -24,7 +24,6 @@ import (
 	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
-	"github.com/opus-hosting/opus/unprivd/source"
 )
 
 // Modes of what Render writes; privd applies ownership and the final
@@ -67,7 +66,7 @@ type Config struct {
 
 // App is one app of a project.
 type App struct {
-	// Name is the app's package name (see source.ValidateAppName).
+	// Name is the app's package name (see names.ValidateAppName).
 	Name string
 	// URLs says the app has a urls.py to mount at /<Name>/.
 	URLs bool
@@ -100,7 +99,7 @@ func (c Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, a := range c.Apps {
-		if err := source.ValidateAppName(a.Name); err != nil {
+		if err := names.ValidateAppName(a.Name); err != nil {
 			return err
 		}
 		if seen[a.Name] {

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/atomicfile"
+	"github.com/opus-hosting/opus/internal/names"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/django"
-	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -129,7 +129,7 @@ func (t *Task) finish() {
 func undo(code string, j undoJournal) (changed bool, problems []string) {
 	for i := len(j.Apps) - 1; i >= 0; i-- {
 		a := j.Apps[i]
-		if source.ValidateAppName(a.Name) != nil {
+		if names.ValidateAppName(a.Name) != nil {
 			problems = append(problems, fmt.Sprintf("journal names %q, which is not an app", a.Name))
 			continue
 		}

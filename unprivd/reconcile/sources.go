@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/pack"
 	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -180,7 +182,7 @@ func removeStaleApps(ctx context.Context, t *Task) ([]string, error) {
 	var gone []string
 	for _, e := range ents {
 		n := e.Name()
-		if !e.IsDir() || want[n] || n == layout.PackageName || source.ValidateAppName(n) != nil {
+		if !e.IsDir() || want[n] || n == layout.PackageName || names.ValidateAppName(n) != nil {
 			continue
 		}
 		// Kept aside until the run succeeds: a failed run puts it back.
@@ -211,7 +213,7 @@ func isDir(p string) bool {
 
 // short abbreviates a commit or digest for step messages.
 func short(s string) string {
-	s = strings.TrimPrefix(s, source.DigestPrefix)
+	s = strings.TrimPrefix(s, pack.DigestPrefix)
 	if len(s) > 12 {
 		return s[:12]
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/gitsrc"
+	"github.com/opus-hosting/opus/internal/pack"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -47,7 +48,7 @@ func (s *Service) rollbackSource(c caller, p *store.Project, a store.AppSpec) (s
 			return a, status.Errorf(codes.PermissionDenied, "the revision came from a repository on this host (%q), which only admins may name", excerpt.Short(target.URL))
 		}
 		out.Git = &store.GitSource{URL: target.URL, Ref: target.Resolved}
-	case digestRE.MatchString(target.Resolved):
+	case pack.ValidateDigest(target.Resolved) == nil:
 		uploader := target.UploaderUID
 		if s.uploads == nil || uploader == nil || !s.uploads.Use(*uploader, target.Resolved) {
 			return a, status.Errorf(codes.FailedPrecondition, "the upload %s of the previous revision is no longer stored; upload the directory again with apps update", target.Resolved)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/names"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -49,9 +50,6 @@ type Config struct {
 	// Uploads may be nil: UploadSource is then Unimplemented and no upload
 	// digest is accepted (see uploads.go).
 	Uploads Uploads
-	// ValidateAppName checks an app name (source.ValidateAppName); nil
-	// uses a local rule: a lowercase Python identifier.
-	ValidateAppName func(string) error
 	// UserPrefix starts project users' names (names.DefaultUserPrefix if
 	// empty), shown before a project's user exists.
 	UserPrefix string
@@ -88,14 +86,13 @@ type Config struct {
 // Service implements opusv1.OpusServer.
 type Service struct {
 	opusv1.UnimplementedOpusServer
-	st              *store.Store
-	privd           privdv1.PrivdClient
-	kick            Kicker
-	admins          Admins
-	uploads         Uploads
-	validateAppName func(string) error
-	cfg             Config
-	log             *slog.Logger
+	st      *store.Store
+	privd   privdv1.PrivdClient
+	kick    Kicker
+	admins  Admins
+	uploads Uploads
+	cfg     Config
+	log     *slog.Logger
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
@@ -112,12 +109,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.ValidateAppName == nil {
-		cfg.ValidateAppName = validateAppNameLocal
-	}
 	return &Service{
 		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
-		validateAppName: cfg.ValidateAppName, cfg: cfg, log: cfg.Logger,
+		cfg: cfg, log: cfg.Logger,
 	}, nil
 }
 
@@ -409,7 +403,7 @@ func (s *Service) RemoveApp(ctx context.Context, req *opusv1.RemoveAppRequest) (
 	if err := validateProject("project", req.GetProject()); err != nil {
 		return nil, err
 	}
-	if err := s.validateAppName(req.GetApp()); err != nil {
+	if err := names.ValidateAppName(req.GetApp()); err != nil {
 		return nil, invalid("app", "%v", err)
 	}
 	return s.mutate(ctx, opusv1.Opus_RemoveApp_FullMethodName, req.GetProject(), store.OpRemoveApp, func(c caller, p *store.Project) error {
@@ -435,7 +429,7 @@ func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (
 	if err := validateProject("project", req.GetProject()); err != nil {
 		return nil, err
 	}
-	if err := s.validateAppName(req.GetApp()); err != nil {
+	if err := names.ValidateAppName(req.GetApp()); err != nil {
 		return nil, invalid("app", "%v", err)
 	}
 	return s.mutate(ctx, opusv1.Opus_UpdateApp_FullMethodName, req.GetProject(), store.OpUpdateApp, func(c caller, p *store.Project) error {

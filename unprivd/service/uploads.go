@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/pack"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -223,7 +224,7 @@ func namesNoUploader(p *store.Project) bool {
 	}
 	for _, st := range p.Status.Apps {
 		for _, r := range st.Revisions {
-			if r.URL == "" && r.UploaderUID == nil && digestRE.MatchString(r.Resolved) {
+			if r.URL == "" && r.UploaderUID == nil && pack.ValidateDigest(r.Resolved) == nil {
 				return true
 			}
 		}
@@ -248,7 +249,7 @@ func giveUploadsOwner(p *store.Project) map[string]bool {
 	for name, st := range p.Status.Apps {
 		for i := range st.Revisions {
 			r := &st.Revisions[i]
-			if r.URL == "" && r.UploaderUID == nil && digestRE.MatchString(r.Resolved) {
+			if r.URL == "" && r.UploaderUID == nil && pack.ValidateDigest(r.Resolved) == nil {
 				r.UploaderUID = owner(r.Resolved)
 			}
 		}

@@ -2,7 +2,6 @@ package service
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/gitsrc"
 	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/pack"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -28,45 +28,13 @@ func validateProject(field, name string) error {
 	return nil
 }
 
-// validateAppNameLocal is the stand-in for source.ValidateAppName used when
-// Config.ValidateAppName is nil: a lowercase Python identifier that is not
-// a keyword and does not shadow the project package.
-func validateAppNameLocal(name string) error {
-	if name == "" {
-		return fmt.Errorf("app name is empty")
-	}
-	if len(name) > 64 {
-		return fmt.Errorf("app name %q is longer than 64 characters", name[:64]+"...")
-	}
-	for i, r := range name {
-		ok := r >= 'a' && r <= 'z' || r == '_' || (i > 0 && r >= '0' && r <= '9')
-		if !ok {
-			return fmt.Errorf("app name %q is not a lowercase Python identifier (a-z, 0-9, _, not starting with a digit)", name)
-		}
-	}
-	if names.IsPythonKeyword(name) {
-		return fmt.Errorf("app name %q is a Python keyword", name)
-	}
-	return nil
-}
-
-var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-
-// validateDigest checks the form of an upload digest.
-func validateDigest(d string) error {
-	if !digestRE.MatchString(d) {
-		return fmt.Errorf("%q is not a digest of the form sha256:<64 lowercase hex digits> as UploadSource returns", excerpt.Short(d))
-	}
-	return nil
-}
-
 // appSpec validates one requested app of a project owned by projectOwner
 // and turns it into the stored form.
 func (s *Service) appSpec(c caller, projectOwner uint32, field string, a *opusv1.AppSpec) (store.AppSpec, error) {
 	if a == nil {
 		return store.AppSpec{}, invalid(field, "app is missing")
 	}
-	if err := s.validateAppName(a.GetName()); err != nil {
+	if err := names.ValidateAppName(a.GetName()); err != nil {
 		return store.AppSpec{}, invalid(field+".name", "%v", err)
 	}
 	src, err := s.source(c, projectOwner, field+".source", a.GetSource())
@@ -96,7 +64,7 @@ func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv
 		spec.Git = &store.GitSource{URL: k.Git.GetUrl(), Ref: k.Git.GetRef()}
 	case *opusv1.AppSource_Upload:
 		d := k.Upload.GetDigest()
-		if err := validateDigest(d); err != nil {
+		if err := pack.ValidateDigest(d); err != nil {
 			return spec, invalid(field+".upload.digest", "%v", err)
 		}
 		uploader, ok := s.uploadOwner(c, projectOwner, d)

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/opus-hosting/opus/internal/gitsrc/gitsrctest"
@@ -34,32 +33,4 @@ func TestGitRulesAgree(t *testing.T) {
 			t.Errorf("ref %.60q: %v, want ok=%v", c.Ref, err, c.OK)
 		}
 	}
-}
-
-func FuzzValidateDigest(f *testing.F) {
-	for _, s := range []string{"sha256:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("A", 64), "sha256:", "md5:x", ""} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if validateDigest(s) != nil {
-			return
-		}
-		if len(s) != 71 || !strings.HasPrefix(s, "sha256:") || strings.Trim(s[7:], "0123456789abcdef") != "" {
-			t.Fatalf("digest %q accepted", s)
-		}
-	})
-}
-
-func FuzzValidateAppNameLocal(f *testing.F) {
-	for _, s := range []string{"blog", "my_app", "class", "1x", "Blog", "", "a-b"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if validateAppNameLocal(s) != nil {
-			return
-		}
-		if s == "" || s[0] >= '0' && s[0] <= '9' || strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
-			t.Fatalf("app name %q accepted", s)
-		}
-	})
 }

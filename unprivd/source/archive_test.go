@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/opus-hosting/opus/internal/pack"
 )
 
 // ent is one tar entry of a test archive.
@@ -135,7 +137,7 @@ func TestStorePutExtract(t *testing.T) {
 		if err != nil {
 			t.Fatalf("gz=%v: Put: %v", gz, err)
 		}
-		if size != int64(len(arch)) || ValidateDigest(digest) != nil || !s.Has(testUID, digest) {
+		if size != int64(len(arch)) || pack.ValidateDigest(digest) != nil || !s.Has(testUID, digest) {
 			t.Fatalf("Put = %q, %d", digest, size)
 		}
 		// Same bytes again: same digest, still one file.
@@ -269,9 +271,9 @@ func TestDigest(t *testing.T) {
 		{"sha256:../../../../etc/passwd" + strings.Repeat("a", 42), "lowercase hex"},
 		{"", "must start with"},
 	} {
-		err := ValidateDigest(tc.d)
+		err := pack.ValidateDigest(tc.d)
 		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("ValidateDigest(%q) = %v, want %q", tc.d, err, tc.want)
+			t.Errorf("pack.ValidateDigest(%q) = %v, want %q", tc.d, err, tc.want)
 		}
 		if s.Has(testUID, tc.d) {
 			t.Errorf("Has(%q) on an empty store", tc.d)

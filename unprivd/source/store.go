@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/pack"
 )
 
 // DefaultGrace is how long an upload nothing needs is kept when
@@ -178,7 +180,7 @@ func (s *Store) Put(ctx context.Context, uid uint32, r io.Reader) (digest string
 	if err := s.keep(uid, tmp.Name(), name, n); err != nil {
 		return "", 0, err
 	}
-	return DigestPrefix + strings.TrimSuffix(strings.TrimSuffix(name, ".gz"), ".tar"), n, nil
+	return pack.DigestPrefix + strings.TrimSuffix(strings.TrimSuffix(name, ".gz"), ".tar"), n, nil
 }
 
 // keep moves the checked archive tmp of n bytes to uid's part of the store
@@ -257,10 +259,10 @@ func (s *Store) legacyDir() string { return filepath.Join(s.dir, "sha256") }
 
 // find returns the stored file of digest in dir, or "" if there is none.
 func find(dir, digest string) (string, error) {
-	if err := ValidateDigest(digest); err != nil {
+	if err := pack.ValidateDigest(digest); err != nil {
 		return "", err
 	}
-	base := filepath.Join(dir, strings.TrimPrefix(digest, DigestPrefix))
+	base := filepath.Join(dir, strings.TrimPrefix(digest, pack.DigestPrefix))
 	for _, p := range []string{base + ".tar.gz", base + ".tar"} {
 		fi, err := os.Lstat(p)
 		if err == nil && fi.Mode().IsRegular() {
@@ -273,8 +275,8 @@ func find(dir, digest string) (string, error) {
 // digestOf returns the digest a stored file's name stands for, or "" for
 // any other name.
 func digestOf(name string) string {
-	d := DigestPrefix + strings.TrimSuffix(strings.TrimSuffix(name, ".gz"), ".tar")
-	if !strings.HasSuffix(name, ".tar") && !strings.HasSuffix(name, ".tar.gz") || ValidateDigest(d) != nil {
+	d := pack.DigestPrefix + strings.TrimSuffix(strings.TrimSuffix(name, ".gz"), ".tar")
+	if !strings.HasSuffix(name, ".tar") && !strings.HasSuffix(name, ".tar.gz") || pack.ValidateDigest(d) != nil {
 		return ""
 	}
 	return d
@@ -312,7 +314,7 @@ func (s *Store) Use(uid uint32, digest string) bool {
 // Uploaders returns, in ascending order, the uids that have an upload of
 // digest stored.
 func (s *Store) Uploaders(digest string) []uint32 {
-	if ValidateDigest(digest) != nil {
+	if pack.ValidateDigest(digest) != nil {
 		return nil
 	}
 	var out []uint32

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/pack"
 )
 
 const (
@@ -53,7 +55,7 @@ func appArchive(t *testing.T, n int) []byte {
 
 func digestOfBytes(b []byte) string {
 	sum := sha256.Sum256(b)
-	return DigestPrefix + hex.EncodeToString(sum[:])
+	return pack.DigestPrefix + hex.EncodeToString(sum[:])
 }
 
 func newTestStore(t *testing.T, quota int64, clock *fakeClock) (*Store, string) {
@@ -98,7 +100,7 @@ func TestStoreUploadsBelongToUploader(t *testing.T) {
 	s, dir := newTestStore(t, 0, clock)
 	arch := appArchive(t, 100)
 	d := mustPut(t, s, uidA, arch)
-	hexName := strings.TrimPrefix(d, DigestPrefix) + ".tar"
+	hexName := strings.TrimPrefix(d, pack.DigestPrefix) + ".tar"
 	if got := files(t, dir); !slices.Equal(got, []string{"1001/sha256/" + hexName}) {
 		t.Fatalf("stored files %v", got)
 	}
@@ -299,7 +301,7 @@ func TestStorePrune(t *testing.T) {
 	if !s.Has(uidB, b2) {
 		t.Fatal("pruning A removed B's upload")
 	}
-	if got := files(t, dir); !slices.Equal(got, []string{"1002/sha256/" + strings.TrimPrefix(b2, DigestPrefix) + ".tar"}) {
+	if got := files(t, dir); !slices.Equal(got, []string{"1002/sha256/" + strings.TrimPrefix(b2, pack.DigestPrefix) + ".tar"}) {
 		t.Fatalf("left %v", got)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "1001")); !os.IsNotExist(err) {
@@ -325,7 +327,7 @@ func TestStoreLegacy(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "sources")
 	arch := appArchive(t, 50)
 	d := digestOfBytes(arch)
-	legacy := filepath.Join(dir, "sha256", strings.TrimPrefix(d, DigestPrefix)+".tar")
+	legacy := filepath.Join(dir, "sha256", strings.TrimPrefix(d, pack.DigestPrefix)+".tar")
 	if err := os.MkdirAll(filepath.Dir(legacy), 0o750); err != nil {
 		t.Fatal(err)
 	}

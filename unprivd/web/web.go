@@ -45,6 +45,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/peercred"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/service"
@@ -152,6 +153,9 @@ func (c *Console) parseTemplates() error {
 		"gitURL":    gitURL,
 		"envText":   envText,
 		"hostsText": hostsText,
+		// The name hint is the rule's own (package names).
+		"projectPattern": func() string { return names.ProjectPattern },
+		"maxProject":     func() int { return names.MaxProject },
 	}
 	c.pages = map[string]*template.Template{}
 	for _, name := range []string{"login", "projects", "new", "project", "operation", "error"} {
