@@ -1,8 +1,8 @@
 // Package excerpt shortens text a message quotes (a refused name, URL or
-// log line) to a bound, cutting on a UTF-8 boundary: a gRPC status
-// message must be valid UTF-8, so a refusal that cut a multi-byte
-// character in two would fail as an internal error instead of saying
-// what was refused. Every such cut in the daemons is this one.
+// log line) to a bound, cutting on a UTF-8 boundary: a message may end up
+// in a protobuf string (an operation's message, say), which must be valid
+// UTF-8, so a cut through a multi-byte character would make a message no
+// answer can carry. Every such cut in the daemons is this one.
 package excerpt
 
 import "unicode/utf8"
