@@ -6,10 +6,12 @@ import (
 	"time"
 )
 
-// Coalescer shares runs of a function (Apache's graceful restart) among the
-// callers of Do. A graceful restart restarts every project's mod_wsgi
-// daemons, so a burst of deploys must pay for it as few times as possible,
-// while a lone deploy must not wait for company.
+// Coalescer shares runs of a function (the front Apache's graceful
+// restart) among the callers of Do: a burst of deploys pays for as few
+// restarts as it can, while a lone deploy does not wait for company.
+// (opusd batches first, knowing which deploys are still coming; see
+// unprivd/reconcile's reloadGate for why two layers decide and why neither
+// can hold a deploy back without bound.)
 //
 // The rule is leading edge, then hold:
 //

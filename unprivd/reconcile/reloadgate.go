@@ -15,14 +15,29 @@ const maxReloadHold = 20 * time.Second
 // reloadCallTimeout bounds the ReloadApache call a batch shares.
 const reloadCallTimeout = 5 * time.Minute
 
-// reloadGate lets a burst of deploys share graceful restarts. privd's own
-// coalescing only sees the requests that reach it; opusd also knows which
-// other projects are still on their way to a reload (their deploy runs
-// are under way and before their reload step), and a graceful restart
-// restarts every project's mod_wsgi daemon, so it is worth waiting for
-// them: a deploy that needs a graceful restart waits at the gate while
-// other deploys are approaching, for at most maxReloadHold; then everyone
-// waiting shares one ReloadApache call. A lone deploy waits for nothing.
+// reloadGate lets a burst of deploys share graceful restarts of the front.
+// privd's own coalescing (privd/apache.Coalescer) only sees the requests
+// that reach it; opusd also knows which other projects are still on their
+// way to a reload (their deploy runs are under way and before their
+// reload step). A deploy that needs a graceful restart waits at the gate
+// while other deploys are approaching, for at most maxReloadHold; then
+// everyone waiting shares one ReloadApache call. A lone deploy waits for
+// nothing. (Since the front runs no Python, a graceful restart costs the
+// front a fraction of a second and no project its daemon; the gate keeps
+// a burst of creates to a few of them, as docs/performance.md counts.)
+//
+// Why two layers decide, and why neither can starve a deploy: the gate
+// decides when opusd asks (it knows who is coming), privd's coalescer
+// when Apache restarts (it is the only one that sees every caller, and it
+// must never run a restart that began before a caller's vhost was
+// written). A deploy waits at the gate at most maxReloadHold from the
+// batch's first waiter (the timer releases the batch whoever still
+// approaches), and the shared call is bounded by reloadCallTimeout. In
+// privd, a caller is served by the next run that starts after it called;
+// runs start at most Window after the previous run ended and each run is
+// bounded by the coalescer's Timeout. So a deploy's reload waits at most
+// maxReloadHold + reloadCallTimeout, whatever other deploys do; the two
+// layers only ever merge requests, never hold one back indefinitely.
 //
 // Correctness does not depend on the gate: every member installed its
 // vhost before it came to the gate, so the shared call (which privd
