@@ -472,16 +472,7 @@ func (e *benchEnv) stackCPU(b *testing.B) [4]float64 {
 			backends += treeCPU(pid)
 		}
 	}
-	return [4]float64{treeCPU(e.h.privd.Process.Pid), treeCPU(e.h.opusd.Process.Pid), treeCPU(e.h.apachePidB(b)), backends}
-}
-
-func (h *host) apachePidB(b *testing.B) int {
-	data, err := os.ReadFile(filepath.Join(h.cfg.ApacheDir, "run", "httpd.pid"))
-	if err != nil {
-		b.Fatalf("apache pid: %v", err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	return pid
+	return [4]float64{treeCPU(e.h.privd.Process.Pid), treeCPU(e.h.opusd.Process.Pid), treeCPU(e.h.frontPid(b)), backends}
 }
 
 // ---- the hand-made baselines ----
@@ -974,10 +965,18 @@ func (e *benchEnv) recordBackendMemory(b *testing.B, projects []string) {
 }
 
 // pssKiB is a process's proportional set size.
-func pssKiB(pid int) float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+func pssKiB(pid int) float64 { return kibField(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss") }
+
+// hostUsedMiB is MemTotal - MemAvailable.
+func hostUsedMiB() float64 {
+	return (kibField("/proc/meminfo", "MemTotal") - kibField("/proc/meminfo", "MemAvailable")) / 1024
+}
+
+// kibField reads the "Key:   N kB" line key of a /proc file, in KiB.
+func kibField(path, key string) float64 {
+	b, _ := os.ReadFile(path)
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "Pss:"); ok {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
 			if f := strings.Fields(v); len(f) > 0 {
 				n, _ := strconv.ParseFloat(f[0], 64)
 				return n
@@ -985,23 +984,6 @@ func pssKiB(pid int) float64 {
 		}
 	}
 	return 0
-}
-
-// hostUsedMiB is MemTotal - MemAvailable.
-func hostUsedMiB() float64 {
-	b, _ := os.ReadFile("/proc/meminfo")
-	get := func(k string) float64 {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, k+":"); ok {
-				if f := strings.Fields(v); len(f) > 0 {
-					n, _ := strconv.ParseFloat(f[0], 64)
-					return n
-				}
-			}
-		}
-		return 0
-	}
-	return (get("MemTotal") - get("MemAvailable")) / 1024
 }
 
 // ---- API at scale, against a stub privd ----
@@ -1071,17 +1053,7 @@ func settledRSS(pid int) (rss, anon, file float64) {
 // memory), RssAnon (heap and stacks) or RssFile (mapped files: the bbolt
 // store and the binary).
 func rssKiB(pid int, field string) float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, _ := strconv.ParseFloat(f[0], 64)
-				return n
-			}
-		}
-	}
-	return 0
+	return kibField(fmt.Sprintf("/proc/%d/status", pid), field)
 }
 
 // BenchmarkAPI: -bench.api projects in the store of a second opusd whose

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/pgtest"
+	"github.com/opus-hosting/opus/internal/procs"
 	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/apache"
 	"github.com/opus-hosting/opus/privd/cgroup"
@@ -130,18 +132,8 @@ func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 // pidsWhere returns the processes (this one aside) whose command line
 // (NUL-separated, as /proc has it) match accepts.
 func pidsWhere(match func(cmdline []byte) bool) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && match(cmd) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	pids := (procs.Table{}).Matching(match)
+	return slices.DeleteFunc(pids, func(p int) bool { return p == os.Getpid() })
 }
 
 // killMatching kills every process whose command line mentions s.

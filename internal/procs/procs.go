@@ -8,6 +8,8 @@
 package procs
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -113,4 +115,46 @@ func parseUIDs(status []byte) ([]uint32, bool) {
 		return out, true
 	}
 	return nil, false
+}
+
+// MaxCmdline bounds what is read of a command line: a process writes its
+// own (a tenant's, several MiB if it likes).
+const MaxCmdline = 16 << 10
+
+// Cmdline returns at most MaxCmdline bytes of pid's command line (its
+// arguments, each ended by a NUL).
+func (t Table) Cmdline(pid int) ([]byte, error) {
+	f, err := os.Open(filepath.Join(t.dir(), strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, MaxCmdline) // one allocation, whatever the length
+	n, err := io.ReadFull(f, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// Matching returns the pids of the processes whose command line (read as
+// Cmdline does) match accepts.
+func (t Table) Matching(match func(cmdline []byte) bool) []int {
+	d, err := os.Open(t.dir())
+	if err != nil {
+		return nil
+	}
+	names, _ := d.Readdirnames(MaxScan)
+	d.Close()
+	var pids []int
+	for _, n := range names {
+		pid, err := strconv.Atoi(n)
+		if err != nil {
+			continue
+		}
+		if cmd, err := t.Cmdline(pid); err == nil && match(cmd) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

@@ -1,9 +1,11 @@
 package procs
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -53,5 +55,29 @@ func TestTable(t *testing.T) {
 	// The real /proc: this process is found by its own uid.
 	if uid := uint32(os.Getuid()); uid != 0 && !slices.Contains(Table{}.Of(uid, 0), os.Getpid()) {
 		t.Errorf("the real /proc does not list this process under uid %d", uid)
+	}
+}
+
+func TestCmdlineAndMatching(t *testing.T) {
+	dir := t.TempDir()
+	write := func(pid, cmd string) {
+		if err := os.MkdirAll(filepath.Join(dir, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, pid, "cmdline"), []byte(cmd), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("10", "/usr/sbin/apache2\x00-f\x00/srv/a/httpd.conf\x00")
+	write("11", "(wsgi:blog)       \x00-f\x00/srv/a/httpd.conf\x00")
+	write("12", strings.Repeat("x", MaxCmdline*3))
+	tb := Table{Dir: dir}
+	if b, err := tb.Cmdline(12); err != nil || len(b) != MaxCmdline {
+		t.Errorf("Cmdline of a long command line: %d bytes, %v; want %d", len(b), err, MaxCmdline)
+	}
+	got := tb.Matching(func(c []byte) bool { return bytes.Contains(c, []byte("/srv/a/")) })
+	slices.Sort(got)
+	if !slices.Equal(got, []int{10, 11}) {
+		t.Errorf("Matching = %v, want [10 11]", got)
 	}
 }

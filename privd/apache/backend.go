@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -326,15 +325,7 @@ func (b *Backends) ensureDirs(project string) error {
 // Running returns the pid of the project's backend master when it is
 // alive, or 0.
 func (b *Backends) Running(project string) int {
-	data, err := os.ReadFile(b.paths.backendPid(project))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || !pidAlive(pid, b.paths.backendConf(project)) {
-		return 0
-	}
-	return pid
+	return masterOf(b.paths.backendPid(project), b.paths.backendConf(project))
 }
 
 // setLimits sets the limits of project's control group, when it has one:
@@ -365,7 +356,7 @@ func (b *Backends) start(ctx context.Context, project string, uid, gid uint32, a
 	// holding the old generation's sockets: they go first (all of its
 	// group, where there is one).
 	for _, pid := range (procs.Table{}).Of(uid, 0) {
-		if cmdline, _ := readCmdline(pid); bytes.HasPrefix(cmdline, []byte("(wsgi:"+project+")")) {
+		if cmdline, _ := (procs.Table{}).Cmdline(pid); bytes.HasPrefix(cmdline, []byte("(wsgi:"+project+")")) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
@@ -460,17 +451,7 @@ func accepts(ctx context.Context, addr netip.AddrPort) bool {
 // graceful restarts the backend gracefully (its mod_wsgi daemon with it)
 // and waits for the master to report the restart done.
 func (b *Backends) graceful(ctx context.Context, project string, pid int) error {
-	w := watchLog(b.paths.ErrorLog(project))
-	w.emergOnly = false
-	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
-		return fmt.Errorf("graceful restart: signal %d: %w", pid, err)
-	}
-	alive := sameMaster(pid, b.paths.backendConf(project))
-	timeout := b.RestartTimeout
-	if timeout == 0 {
-		timeout = DefaultRestartTimeout
-	}
-	if err := awaitRestart(ctx, w, pid, alive, func(p int) { stopPid(p, alive) }, timeout); err != nil {
+	if err := gracefulMaster(ctx, pid, b.paths.backendConf(project), watchLog(b.paths.ErrorLog(project)), b.RestartTimeout); err != nil {
 		return fmt.Errorf("graceful restart: %w", err)
 	}
 	return nil

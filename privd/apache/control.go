@@ -9,6 +9,7 @@
 package apache
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/procs"
 	"github.com/opus-hosting/opus/internal/subprocess"
 )
 
@@ -205,15 +207,18 @@ func (m *Managed) ConfigTest(ctx context.Context) error {
 }
 
 // Running returns the master's pid when it is alive, or 0.
-func (m *Managed) Running() int {
-	b, err := os.ReadFile(m.PidFile())
+func (m *Managed) Running() int { return masterOf(m.PidFile(), m.ConfPath()) }
+
+// masterOf returns the pid pidFile names when that process is alive and
+// still the master of conf (its command line names it, so a recycled pid
+// is no master), or 0.
+func masterOf(pidFile, conf string) int {
+	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	// The pid must still be our master, not a recycled pid: its command
-	// line names our httpd.conf.
-	if err != nil || !pidAlive(pid, m.ConfPath()) {
+	if err != nil || !pidAlive(pid, conf) {
 		return 0
 	}
 	return pid
@@ -232,15 +237,7 @@ func (m *Managed) Graceful(ctx context.Context) (int, bool, error) {
 		return 0, false, err
 	}
 	if pid := m.Running(); pid != 0 {
-		w := watchLog(m.ErrorLogPath())
-		// SIGUSR1 is what "apache2 -k graceful" sends, without its
-		// second parse of the whole configuration (just tested).
-		alive := sameMaster(pid, m.ConfPath())
-		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
-			return pid, false, fmt.Errorf("apache graceful: signal %d: %w", pid, err)
-		}
-		stop := func(pid int) { stopPid(pid, alive) }
-		if err := awaitRestart(ctx, w, pid, alive, stop, cmp.Or(m.RestartTimeout, DefaultRestartTimeout)); err != nil {
+		if err := gracefulMaster(ctx, pid, m.ConfPath(), watchLog(m.ErrorLogPath()), m.RestartTimeout); err != nil {
 			m.awaitGeneration()
 			return pid, false, fmt.Errorf("apache graceful: %w", err)
 		}
@@ -292,11 +289,9 @@ func (m *Managed) awaitGeneration() {
 
 // processesNaming returns the live processes whose command line holds s.
 func processesNaming(s string) []int {
-	ents, _ := os.ReadDir("/proc")
 	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err == nil && pidAlive(pid, s) {
+	for _, pid := range (procs.Table{}).Matching(func(c []byte) bool { return bytes.Contains(c, []byte(s)) }) {
+		if pidAlive(pid, s) {
 			pids = append(pids, pid)
 		}
 	}

@@ -2,6 +2,7 @@ package apache
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/excerpt"
+	"github.com/opus-hosting/opus/internal/procs"
 )
 
 // ErrNotServing is wrapped by Control.Graceful's error when Apache was
@@ -218,6 +220,19 @@ func awaitRestart(ctx context.Context, w *restartWatch, pid int, alive func(int)
 	}
 }
 
+// gracefulMaster restarts the master pid of conf gracefully with SIGUSR1
+// (what "apache2 -k graceful" sends, without its second parse of the
+// configuration, which the caller just tested) and waits, at most timeout
+// (DefaultRestartTimeout if 0), for it to report the restart in w's log;
+// a master that fails it is stopped (see awaitRestart).
+func gracefulMaster(ctx context.Context, pid int, conf string, w *restartWatch, timeout time.Duration) error {
+	alive := sameMaster(pid, conf)
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		return fmt.Errorf("signal %d: %w", pid, err)
+	}
+	return awaitRestart(ctx, w, pid, alive, func(p int) { stopPid(p, alive) }, cmp.Or(timeout, DefaultRestartTimeout))
+}
+
 // stopPid waits up to exitTimeout for a failed master to exit by itself
 // (it first lets its children finish), then sends it SIGTERM and, if that
 // does not end it either, SIGKILL.
@@ -248,34 +263,13 @@ func pidAlive(pid int, marker string) bool {
 		return false
 	}
 	if marker != "" {
-		cmdline, err := readCmdline(pid)
+		cmdline, err := procs.Table{}.Cmdline(pid)
 		if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
 			return false
 		}
 	}
 	state, _ := procStat(pid)
 	return state != "" && state != "Z"
-}
-
-// maxCmdline bounds what privd reads of a process's command line: a
-// tenant's process writes its own, of several MiB if it likes, and privd
-// looks at every process on the host for Apache's, whose paths (at most
-// PATH_MAX each) come first.
-const maxCmdline = 16 << 10
-
-// readCmdline returns at most maxCmdline bytes of pid's command line.
-func readCmdline(pid int) ([]byte, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, maxCmdline)
-	n, err := io.ReadFull(f, buf)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return buf[:n], nil
 }
 
 // procStat returns pid's state and start time (clock ticks after boot)

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/procs"
 )
 
 // Lines as Apache 2.4 (mpm_event, Debian 12) writes them to the main error
@@ -196,7 +198,7 @@ func TestCmdlineReadIsBounded(t *testing.T) {
 	if found {
 		t.Error("pidAlive found a marker that is not in the command line")
 	}
-	if got := after.TotalAlloc - before.TotalAlloc; got > 2*maxCmdline {
-		t.Errorf("looking at a command line of %d bytes allocated %d bytes; want at most %d", 12*len(big), got, 2*maxCmdline)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 2*procs.MaxCmdline {
+		t.Errorf("looking at a command line of %d bytes allocated %d bytes; want at most %d", 12*len(big), got, 2*procs.MaxCmdline)
 	}
 }

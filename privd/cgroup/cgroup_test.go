@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opus-hosting/opus/internal/testrun"
 )
 
 // fakeRoot is a Root on a temporary directory laid out as cgroupfs would
@@ -121,45 +123,67 @@ func TestEnsureV2(t *testing.T) {
 	}
 }
 
-// TestKillAndRemove: Kill ends the processes a group's cgroup.procs lists
-// (a real child here), and Remove and RemoveTree take the groups away.
+// TestMain: a killed run's groups are removed by the next run.
+func TestMain(m *testing.M) {
+	os.Exit(testrun.Main(m, testrun.Cleaner{Kind: "cgroup", Clean: func(_ string, groups []string) error {
+		root, err := Detect("")
+		if err != nil {
+			return nil
+		}
+		for _, g := range groups {
+			if err := root.RemoveTree(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}))
+}
+
+// TestKillAndRemove, on the host's real control groups: a group is made
+// beneath this process's own with its limits, a process started into it
+// (and one it detaches) is ended by Kill, and Remove and RemoveTree take
+// the groups away.
 func TestKillAndRemove(t *testing.T) {
-	r := fakeRoot(t, false)
-	g, _ := r.Group("opus.opus/blog")
-	if err := g.Ensure(Limits{}); err != nil {
+	run := testrun.Need(t, "makes control groups and processes in them")
+	r, err := Detect("")
+	if err != nil {
+		t.Skipf("this host gives no control groups: %v", err)
+	}
+	parent := "opus.t" + run.ID
+	if err := run.Note("cgroup", parent); err != nil {
 		t.Fatal(err)
 	}
-	sleeper := exec.Command("sleep", "60")
-	if err := sleeper.Start(); err != nil {
+	t.Cleanup(func() { r.RemoveTree(parent) })
+	g, _ := r.Group(parent + "/blog")
+	if err := g.Ensure(Limits{MemoryBytes: 256 << 20, Tasks: 64, CPUPercent: 50}); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Exists() {
+		t.Fatal("the group does not exist after Ensure")
+	}
+	// A shell that joins the group, then leaves a detached sleeper.
+	join := ""
+	for _, f := range g.ProcsFiles() {
+		join += "echo $$ > " + f + "; "
+	}
+	sh := exec.Command("/bin/sh", "-c", join+"setsid sleep 60 & sleep 60")
+	if err := sh.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- sleeper.Wait() }()
-	procs := filepath.Join(r.Mount, "memory/process_api/x/opus.opus/blog/cgroup.procs")
-	if err := os.WriteFile(procs, []byte(strconv.Itoa(sleeper.Process.Pid)+"\n"), 0o644); err != nil {
-		t.Fatal(err)
+	go func() { done <- sh.Wait() }()
+	for deadline := time.Now().Add(5 * time.Second); len(g.Pids()) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the group holds %v, want the shell and its sleepers", g.Pids())
+		}
 	}
-	if got := g.Pids(); len(got) != 1 || got[0] != sleeper.Process.Pid {
-		t.Fatalf("Pids = %v, want [%d]", got, sleeper.Process.Pid)
-	}
-	// The fake cgroup.procs does not empty itself as the kernel's does:
-	// one round of signals (wait 0), and the pid is still listed.
-	if left := g.Kill(0); left != 1 {
-		t.Errorf("Kill left %d listed, want the fake's 1", left)
+	if left := g.Kill(5 * time.Second); left != 0 {
+		t.Fatalf("Kill left %d processes", left)
 	}
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		t.Fatal("the group's process survived Kill")
-	}
-	// cgroupfs removes a group's files with it; a temporary directory
-	// needs them gone first.
-	for _, c := range v1Controllers {
-		d := filepath.Join(r.Mount, c, "process_api/x/opus.opus/blog")
-		ents, _ := os.ReadDir(d)
-		for _, e := range ents {
-			os.Remove(filepath.Join(d, e.Name()))
-		}
+		t.Fatal("the group's shell survived Kill")
 	}
 	if err := g.Remove(); err != nil {
 		t.Fatal(err)
@@ -167,12 +191,10 @@ func TestKillAndRemove(t *testing.T) {
 	if g.Exists() {
 		t.Error("the group exists after Remove")
 	}
-	if err := r.RemoveTree("opus.opus"); err != nil {
+	if err := r.RemoveTree(parent); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range v1Controllers {
-		if _, err := os.Stat(filepath.Join(r.Mount, c, "process_api/x/opus.opus")); !os.IsNotExist(err) {
-			t.Errorf("%s: the parent group is left: %v", c, err)
-		}
+	if p, _ := r.Group(parent); p.Exists() {
+		t.Error("the parent group is left after RemoveTree")
 	}
 }

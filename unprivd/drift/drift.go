@@ -15,6 +15,7 @@
 package drift
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
+	"github.com/opus-hosting/opus/internal/procs"
 )
 
 // Kinds of drift, as the API reports them.
@@ -250,12 +252,10 @@ func (h Host) backendUp(project string) bool {
 	if err != nil || pid <= 1 {
 		return false
 	}
-	proc := h.ProcDir
-	if proc == "" {
-		proc = "/proc"
-	}
-	cmdline, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "cmdline"))
-	return err == nil && strings.Contains(string(cmdline), filepath.Join(dir, "httpd.conf"))
+	// The pid may be another's now, a tenant's: its command line is read
+	// bounded.
+	cmdline, err := (procs.Table{Dir: h.ProcDir}).Cmdline(pid)
+	return err == nil && bytes.Contains(cmdline, []byte(filepath.Join(dir, "httpd.conf")))
 }
 
 // markedUsers returns the users that carry Opus's marker for their own
