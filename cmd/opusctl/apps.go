@@ -45,9 +45,7 @@ project as 'opusctl show -o json' does.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.Project, error) {
-				return cl.GetProject(ctx, args[0])
-			}, func(p *opusv1.Project) error {
+			return c.queryProject(cmd, args[0], func(p *opusv1.Project) error {
 				if len(p.GetApps()) == 0 {
 					name := printable(p.GetName())
 					_, err := fmt.Fprintf(c.stdout, "Project %s has no apps. Add one with: opusctl apps add %s SRC\n", name, name)
@@ -74,17 +72,14 @@ migrations, reload). See 'opusctl apps --help' for SRC.`,
 			if err != nil {
 				return usageError{err}
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			spec, err := c.appSpec(ctx, cl, src)
-			if err != nil {
-				return err
-			}
-			return c.change(ctx, cl, fmt.Sprintf("Adding app %s to %s", spec.GetName(), args[0]), true, func() (*opusv1.Operation, error) {
-				return cl.AddApp(ctx, args[0], spec)
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				spec, err := c.appSpec(ctx, cl, src)
+				if err != nil {
+					return err
+				}
+				return c.change(ctx, cl, fmt.Sprintf("Adding app %s to %s", spec.GetName(), args[0]), true, func() (*opusv1.Operation, error) {
+					return cl.AddApp(ctx, args[0], spec)
+				})
 			})
 		},
 	}
@@ -103,13 +98,10 @@ unless --drop-data is given, so adding the app again finds its data.`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			return c.change(ctx, cl, fmt.Sprintf("Removing app %s from %s", args[1], args[0]), true, func() (*opusv1.Operation, error) {
-				return cl.RemoveApp(ctx, args[0], args[1], dropData)
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				return c.change(ctx, cl, fmt.Sprintf("Removing app %s from %s", args[1], args[0]), true, func() (*opusv1.Operation, error) {
+					return cl.RemoveApp(ctx, args[0], args[1], dropData)
+				})
 			})
 		},
 	}
@@ -144,37 +136,34 @@ is updated. See 'opusctl apps --help' for SRC.`,
 				}
 				src = &s
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			var source *opusv1.AppSource
-			if src != nil {
-				src.name = app
-				spec, err := c.appSpec(ctx, cl, *src)
-				if err != nil {
-					return err
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				var source *opusv1.AppSource
+				if src != nil {
+					src.name = app
+					spec, err := c.appSpec(ctx, cl, *src)
+					if err != nil {
+						return err
+					}
+					source = spec.GetSource()
+				} else {
+					// A ref: keep the app's repository, move the ref.
+					p, err := cl.GetProject(ctx, project)
+					if err != nil {
+						return err
+					}
+					a, err := findApp(p, app)
+					if err != nil {
+						return err
+					}
+					g := a.GetSource().GetGit()
+					if g == nil {
+						return usagef("app %s of %s was uploaded, so it has no refs; give the directory to upload again (for example ./%s)", app, project, app)
+					}
+					source = &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: g.GetUrl(), Ref: arg}}}
 				}
-				source = spec.GetSource()
-			} else {
-				// A ref: keep the app's repository, move the ref.
-				p, err := cl.GetProject(ctx, project)
-				if err != nil {
-					return err
-				}
-				a, err := findApp(p, app)
-				if err != nil {
-					return err
-				}
-				g := a.GetSource().GetGit()
-				if g == nil {
-					return usagef("app %s of %s was uploaded, so it has no refs; give the directory to upload again (for example ./%s)", app, project, app)
-				}
-				source = &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: g.GetUrl(), Ref: arg}}}
-			}
-			return c.change(ctx, cl, fmt.Sprintf("Updating app %s of %s", app, project), true, func() (*opusv1.Operation, error) {
-				return cl.UpdateApp(ctx, project, app, source)
+				return c.change(ctx, cl, fmt.Sprintf("Updating app %s of %s", app, project), true, func() (*opusv1.Operation, error) {
+					return cl.UpdateApp(ctx, project, app, source)
+				})
 			})
 		},
 	}

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/opus-hosting/opus/client"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -54,13 +56,10 @@ leaf's private key, PEM.`,
 			if err != nil {
 				return err
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			return c.change(ctx, cl, "Installing the certificate of "+args[0], true, func() (*opusv1.Operation, error) {
-				return cl.SetCertificate(ctx, args[0], certPEM, keyPEM)
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				return c.change(ctx, cl, "Installing the certificate of "+args[0], true, func() (*opusv1.Operation, error) {
+					return cl.SetCertificate(ctx, args[0], certPEM, keyPEM)
+				})
 			})
 		},
 	}

@@ -213,20 +213,21 @@ Exit status 2 means the command line was wrong.`,
 	return root
 }
 
-// connect dials opusd under the command's context with --timeout applied.
-// The caller must call the returned cancel and close the client.
-func (c *cli) connect(cmd *cobra.Command) (context.Context, *client.Client, context.CancelFunc, error) {
+// withClient runs f with a connection to opusd, under the command's
+// context with --timeout applied, and closes the connection after.
+func (c *cli) withClient(cmd *cobra.Command, f func(context.Context, *client.Client) error) error {
 	ctx := cmd.Context()
-	cancel := context.CancelFunc(func() {})
 	if c.timeout > 0 {
+		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
 	}
 	cl, err := c.dial(ctx, c.socket)
 	if err != nil {
-		cancel()
-		return nil, nil, nil, err
+		return err
 	}
-	return ctx, cl, func() { cl.Close(); cancel() }, nil
+	defer cl.Close()
+	return f(ctx, cl)
 }
 
 // shouldWait says whether a change is followed to its end.
@@ -410,20 +411,24 @@ func requireFlags(fs *pflag.FlagSet, names ...string) error {
 	return nil
 }
 
+// queryProject prints project name: as JSON with -o json, else by human.
+func (c *cli) queryProject(cmd *cobra.Command, name string, human func(*opusv1.Project) error) error {
+	return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.Project, error) {
+		return cl.GetProject(ctx, name)
+	}, human)
+}
+
 // query is a read-only command's body: dial opusd, make one call and print
 // its answer, as JSON with -o json and through human otherwise.
 func query[R proto.Message](c *cli, cmd *cobra.Command, call func(context.Context, *client.Client) (R, error), human func(R) error) error {
-	ctx, cl, done, err := c.connect(cmd)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := call(ctx, cl)
-	if err != nil {
-		return err
-	}
-	if c.output == outputJSON {
-		return writeJSON(c.stdout, res)
-	}
-	return human(res)
+	return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+		res, err := call(ctx, cl)
+		if err != nil {
+			return err
+		}
+		if c.output == outputJSON {
+			return writeJSON(c.stdout, res)
+		}
+		return human(res)
+	})
 }

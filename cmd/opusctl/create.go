@@ -93,20 +93,17 @@ otherwise pipe it in and pass --superuser-password-stdin.
 				}
 				req.Superuser = &opusv1.Superuser{Username: superuser, Email: email, Password: pw}
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			for _, s := range srcs {
-				spec, err := c.appSpec(ctx, cl, s)
-				if err != nil {
-					return err
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				for _, s := range srcs {
+					spec, err := c.appSpec(ctx, cl, s)
+					if err != nil {
+						return err
+					}
+					req.Apps = append(req.Apps, spec)
 				}
-				req.Apps = append(req.Apps, spec)
-			}
-			return c.change(ctx, cl, "Creating project "+name, true, func() (*opusv1.Operation, error) {
-				return cl.CreateProject(ctx, req)
+				return c.change(ctx, cl, "Creating project "+name, true, func() (*opusv1.Operation, error) {
+					return cl.CreateProject(ctx, req)
+				})
 			})
 		},
 	}

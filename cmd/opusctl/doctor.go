@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/opus-hosting/opus/client"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -33,36 +35,33 @@ no project has now, which a destroyed project left behind (kind
   opusctl doctor -o json | jq '.drift[]'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := cl.RPC().CheckHost(ctx, &opusv1.CheckHostRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == outputJSON {
-				if err := writeJSON(c.stdout, resp); err != nil {
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				resp, err := cl.RPC().CheckHost(ctx, &opusv1.CheckHostRequest{})
+				if err != nil {
 					return err
 				}
-			} else if len(resp.GetDrift()) == 0 {
-				fmt.Fprintf(c.stdout, "No drift: the host matches opusd's state (%s checked).\n", count(int(resp.GetChecked()), "project", "projects"))
-			} else {
-				w := newTable(c.stdout)
-				writeRow(w, "KIND", "PROJECT", "DETAIL")
-				for _, d := range resp.GetDrift() {
-					writeRow(w, d.GetKind(), orDash(d.GetProject()), d.GetDetail())
+				if c.output == outputJSON {
+					if err := writeJSON(c.stdout, resp); err != nil {
+						return err
+					}
+				} else if len(resp.GetDrift()) == 0 {
+					fmt.Fprintf(c.stdout, "No drift: the host matches opusd's state (%s checked).\n", count(int(resp.GetChecked()), "project", "projects"))
+				} else {
+					w := newTable(c.stdout)
+					writeRow(w, "KIND", "PROJECT", "DETAIL")
+					for _, d := range resp.GetDrift() {
+						writeRow(w, d.GetKind(), orDash(d.GetProject()), d.GetDetail())
+					}
+					if err := w.Flush(); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.stdout, "%s (%s checked).\n", count(len(resp.GetDrift()), "difference", "differences"), count(int(resp.GetChecked()), "project", "projects"))
 				}
-				if err := w.Flush(); err != nil {
-					return err
+				if len(resp.GetDrift()) > 0 {
+					return errDrift
 				}
-				fmt.Fprintf(c.stdout, "%s (%s checked).\n", count(len(resp.GetDrift()), "difference", "differences"), count(int(resp.GetChecked()), "project", "projects"))
-			}
-			if len(resp.GetDrift()) > 0 {
-				return errDrift
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 }

@@ -48,9 +48,7 @@ error, and each app with its source, requested ref and deployed commit.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.Project, error) {
-				return cl.GetProject(ctx, args[0])
-			}, func(p *opusv1.Project) error {
+			return c.queryProject(cmd, args[0], func(p *opusv1.Project) error {
 				return writeProjectDetail(c.stdout, p)
 			})
 		},
@@ -85,13 +83,10 @@ command that was not meant for it.`,
 					return fmt.Errorf("not confirmed; project %s is left as it is", name)
 				}
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			return c.change(ctx, cl, "Destroying project "+name, false, func() (*opusv1.Operation, error) {
-				return cl.DeleteProject(ctx, name)
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				return c.change(ctx, cl, "Destroying project "+name, false, func() (*opusv1.Operation, error) {
+					return cl.DeleteProject(ctx, name)
+				})
 			})
 		},
 	}
@@ -110,18 +105,15 @@ opusd restart: it picks the operation up again where it is.`,
   opusctl wait "$op"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			op, err := cl.GetOperation(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			title := fmt.Sprintf("Operation %s of project %s", opKindName(op.GetKind()), op.GetProject())
-			showURLs := op.GetKind() != opusv1.OperationKind_OPERATION_KIND_DELETE
-			return c.follow(ctx, cl, op, title, showURLs)
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				op, err := cl.GetOperation(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				title := fmt.Sprintf("Operation %s of project %s", opKindName(op.GetKind()), op.GetProject())
+				showURLs := op.GetKind() != opusv1.OperationKind_OPERATION_KIND_DELETE
+				return c.follow(ctx, cl, op, title, showURLs)
+			})
 		},
 	}
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/opus-hosting/opus/client"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -22,13 +24,10 @@ revisions.`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			return c.change(ctx, cl, fmt.Sprintf("Rolling back app %s of %s", args[1], args[0]), true, func() (*opusv1.Operation, error) {
-				return cl.RollbackApp(ctx, args[0], args[1])
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				return c.change(ctx, cl, fmt.Sprintf("Rolling back app %s of %s", args[1], args[0]), true, func() (*opusv1.Operation, error) {
+					return cl.RollbackApp(ctx, args[0], args[1])
+				})
 			})
 		},
 	}

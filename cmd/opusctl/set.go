@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/opus-hosting/opus/client"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -63,23 +65,20 @@ a debug value other than true/false) is refused. --unset removes a key
 			if len(set) == 0 && len(unset) == 0 {
 				return usagef("nothing to change: give KEY=VALUE or --unset KEY")
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			name := args[0]
-			err = c.change(ctx, cl, fmt.Sprintf("Changing the settings of %s", name), false, func() (*opusv1.Operation, error) {
-				return cl.UpdateSettings(ctx, name, set, unset)
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				name := args[0]
+				err := c.change(ctx, cl, fmt.Sprintf("Changing the settings of %s", name), false, func() (*opusv1.Operation, error) {
+					return cl.UpdateSettings(ctx, name, set, unset)
+				})
+				if err != nil || !c.shouldWait() || c.output == outputJSON {
+					return err
+				}
+				p, err := cl.GetProject(ctx, name)
+				if err != nil {
+					return fmt.Errorf("the settings were applied, but reading project %s failed: %w", name, err)
+				}
+				return writeSettings(c.stdout, p.GetSettings())
 			})
-			if err != nil || !c.shouldWait() || c.output == outputJSON {
-				return err
-			}
-			p, err := cl.GetProject(ctx, name)
-			if err != nil {
-				return fmt.Errorf("the settings were applied, but reading project %s failed: %w", name, err)
-			}
-			return writeSettings(c.stdout, p.GetSettings())
 		},
 	}
 	cmd.Flags().StringArrayVar(&unset, "unset", nil, "remove a setting (repeatable): debug, admin, hosts, env.NAME, memory, tasks or cpu")

@@ -63,16 +63,13 @@ Every console session of yours ends: sign in again with the new password.`,
 			if err != nil {
 				return err
 			}
-			ctx, cl, done, err := c.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer done()
-			if _, err := cl.RPC().SetConsolePassword(ctx, &opusv1.SetConsolePasswordRequest{Password: pw}); err != nil {
-				return err
-			}
-			fmt.Fprintln(c.stderr, "Console password set.")
-			return nil
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				if _, err := cl.RPC().SetConsolePassword(ctx, &opusv1.SetConsolePasswordRequest{Password: pw}); err != nil {
+					return err
+				}
+				fmt.Fprintln(c.stderr, "Console password set.")
+				return nil
+			})
 		},
 	}
 	passwd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of stdin instead of prompting")
@@ -158,16 +155,13 @@ func (c *cli) accountCall(cmd *cobra.Command, who, done string, call func(contex
 	if err != nil {
 		return err
 	}
-	ctx, cl, closeConn, err := c.connect(cmd)
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	if err := call(ctx, cl.RPC(), uid); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stderr, "Console account of %s (uid %d) %s.\n", printable(userName(uid)), uid, done)
-	return nil
+	return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+		if err := call(ctx, cl.RPC(), uid); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stderr, "Console account of %s (uid %d) %s.\n", printable(userName(uid)), uid, done)
+		return nil
+	})
 }
 
 // parseUID takes a uid or a user name.

@@ -7,6 +7,7 @@ package config
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -216,15 +217,9 @@ func (l BackendLimits) Validate(prefix string) error {
 
 // Or is l with each zero field taken from def.
 func (l BackendLimits) Or(def BackendLimits) BackendLimits {
-	if l.MemoryBytes == 0 {
-		l.MemoryBytes = def.MemoryBytes
-	}
-	if l.Tasks == 0 {
-		l.Tasks = def.Tasks
-	}
-	if l.CPUPercent == 0 {
-		l.CPUPercent = def.CPUPercent
-	}
+	l.MemoryBytes = cmp.Or(l.MemoryBytes, def.MemoryBytes)
+	l.Tasks = cmp.Or(l.Tasks, def.Tasks)
+	l.CPUPercent = cmp.Or(l.CPUPercent, def.CPUPercent)
 	return l
 }
 
@@ -332,19 +327,9 @@ func (c *Config) Set(key, value string) error {
 		c.ProjectUIDs = r
 		return nil
 	case "backend_memory":
-		v, err := strconv.ParseInt(value, 10, 64)
-		if err != nil {
-			return fmt.Errorf("backend_memory: %q is not a number of bytes", value)
-		}
-		c.BackendMemory = v
-		return nil
+		return parseBytes(key, value, &c.BackendMemory)
 	case "upload_quota":
-		v, err := strconv.ParseInt(value, 10, 64)
-		if err != nil {
-			return fmt.Errorf("upload_quota: %q is not a number of bytes", value)
-		}
-		c.UploadQuota = v
-		return nil
+		return parseBytes(key, value, &c.UploadQuota)
 	case "upload_grace":
 		d, err := time.ParseDuration(value)
 		if err != nil {
@@ -430,5 +415,15 @@ func (c Config) Validate() error {
 	if c.UploadGrace < time.Second {
 		return fmt.Errorf("upload_grace: %s is shorter than a second; an upload must outlive the call that names it", c.UploadGrace)
 	}
+	return nil
+}
+
+// parseBytes sets *to to value, a whole number of bytes, for key.
+func parseBytes(key, value string, to *int64) error {
+	v, err := strconv.ParseInt(value, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a number of bytes", key, value)
+	}
+	*to = v
 	return nil
 }

@@ -56,11 +56,8 @@ var reservedApps = map[string]bool{
 // the project needs.
 func ValidateAppName(name string) error {
 	const allowed = "lowercase letters a-z, digits 0-9 and underscores, starting with a letter or underscore"
-	if name == "" {
-		return fmt.Errorf("app name is empty; use %s", allowed)
-	}
-	if len(name) > MaxAppName {
-		return fmt.Errorf("app name %q is %d characters long; at most %d are allowed", excerpt.Short(name), len(name), MaxAppName)
+	if err := checkLength("app name", name, MaxAppName, allowed); err != nil {
+		return err
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]

@@ -65,11 +65,8 @@ const ProjectPattern = "[a-z][a-z0-9]*"
 // ValidateProject says why name is not a valid project name, or returns nil.
 // The message names the rule, so it can go to the user as it is.
 func ValidateProject(name string) error {
-	if name == "" {
-		return fmt.Errorf("project name is empty; use 1 to %d lowercase letters and digits, starting with a letter", MaxProject)
-	}
-	if len(name) > MaxProject {
-		return fmt.Errorf("project name %q is %d characters long; at most %d are allowed", excerpt.Short(name), len(name), MaxProject)
+	if err := checkLength("project name", name, MaxProject, fmt.Sprintf("1 to %d lowercase letters and digits, starting with a letter", MaxProject)); err != nil {
+		return err
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -88,6 +85,18 @@ func ValidateProject(name string) error {
 	}
 	if reserved[name] {
 		return fmt.Errorf("project name %q is reserved; choose another name", name)
+	}
+	return nil
+}
+
+// checkLength says why a name (what: "project name") is empty or longer
+// than max characters; use says what is allowed.
+func checkLength(what, name string, max int, use string) error {
+	if name == "" {
+		return fmt.Errorf("%s is empty; use %s", what, use)
+	}
+	if len(name) > max {
+		return fmt.Errorf("%s %q is %d characters long; at most %d are allowed", what, excerpt.Short(name), len(name), max)
 	}
 	return nil
 }

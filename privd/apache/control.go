@@ -247,20 +247,28 @@ func (m *Managed) Graceful(ctx context.Context) (int, bool, error) {
 	if err := os.Remove(m.PidFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return 0, false, fmt.Errorf("apache: remove stale pid file: %w", err)
 	}
-	w := watchLog(m.ErrorLogPath())
-	if _, err := run(ctx, m.Binary, m.args("-k", "start")...); err != nil {
-		// "-k start" loads the whole configuration, certificates
-		// included, before it detaches: its failure leaves Apache down.
+	return startMaster(ctx, m.ErrorLogPath(), m.PidFile(), m.Running, func() error {
+		_, err := run(ctx, m.Binary, m.args("-k", "start")...)
+		return err
+	})
+}
+
+// startMaster runs start and waits for the new master's pid file. Apache's
+// start loads the whole configuration, certificates included, before it
+// detaches: its failure leaves Apache down, and the error log says why.
+func startMaster(ctx context.Context, errorLog, pidFile string, running func() int, start func() error) (int, bool, error) {
+	w := watchLog(errorLog)
+	if err := start(); err != nil {
 		w.poll(0)
 		return 0, false, fmt.Errorf("apache start: %w: %w: %s", ErrNotServing, err, w.reason())
 	}
 	for {
-		if pid := m.Running(); pid != 0 {
+		if pid := running(); pid != 0 {
 			return pid, true, nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, false, fmt.Errorf("apache start: no master pid in %s: %w", m.PidFile(), ctx.Err())
+			return 0, false, fmt.Errorf("apache start: no master pid in %s: %w", pidFile, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -412,21 +420,10 @@ func (s *System) Graceful(ctx context.Context) (int, bool, error) {
 		}
 		return pid, false, nil
 	}
-	w := watchLog(s.ErrorLog)
-	if _, err := runEnv(ctx, s.env(), s.Ctl, "start"); err != nil {
-		w.poll(0)
-		return 0, false, fmt.Errorf("apache start: %w: %w: %s", ErrNotServing, err, w.reason())
-	}
-	for {
-		if pid := s.running(); pid != 0 {
-			return pid, true, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, false, fmt.Errorf("apache start: no master pid in %s: %w", s.PidFile, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return startMaster(ctx, s.ErrorLog, s.PidFile, s.running, func() error {
+		_, err := runEnv(ctx, s.env(), s.Ctl, "start")
+		return err
+	})
 }
 
 // Stop runs "apache2ctl stop".

@@ -16,6 +16,7 @@
 package confine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,15 +56,9 @@ func (l Limits) withDefaults() Limits {
 	if l.TmpBytes <= 0 {
 		l.TmpBytes = DefaultLimits.TmpBytes
 	}
-	if l.Tasks == 0 {
-		l.Tasks = DefaultLimits.Tasks
-	}
-	if l.Files == 0 {
-		l.Files = DefaultLimits.Files
-	}
-	if l.FileBytes == 0 {
-		l.FileBytes = DefaultLimits.FileBytes
-	}
+	l.Tasks = cmp.Or(l.Tasks, DefaultLimits.Tasks)
+	l.Files = cmp.Or(l.Files, DefaultLimits.Files)
+	l.FileBytes = cmp.Or(l.FileBytes, DefaultLimits.FileBytes)
 	return l
 }
 

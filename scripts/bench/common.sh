@@ -174,3 +174,20 @@ first_200() {
 	echo "no 200 from http://$HOST:$HTTP_PORT$1 (last: $code)" >&2
 	return 1
 }
+
+# serve WSGI: what a person does once the code is ready, timed step by
+# step: the key private, the vhost, the backend, the front's graceful, and
+# the first 200 from /hello/.
+serve() {
+	chmod 0600 "$DIR/tls.key"
+	step certificate
+	write_vhost "$1"
+	step vhost
+	start_backend
+	step backend
+	graceful
+	step graceful
+	first_200 /hello/
+	step request
+	total
+}

@@ -63,15 +63,4 @@ step python
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
 	-subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST" -addext "basicConstraints=critical,CA:FALSE" \
 	-keyout "$DIR/tls.key" -out "$DIR/tls.crt" 2>/dev/null
-chmod 0600 "$DIR/tls.key"
-step certificate
-
-write_vhost "$CODE/wsgi.py"
-step vhost
-start_backend
-step backend
-graceful
-step graceful
-first_200 /hello/
-step request
-total
+serve "$CODE/wsgi.py"

@@ -41,15 +41,4 @@ step collectstatic
 
 openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$HOST" \
 	-keyout "$DIR/tls.key" -out "$DIR/tls.crt" 2>/dev/null
-chmod 0600 "$DIR/tls.key"
-step certificate
-
-write_vhost "$CODE/benchsite/wsgi.py"
-step vhost
-start_backend
-step backend
-graceful
-step graceful
-first_200 /hello/
-step request
-total
+serve "$CODE/benchsite/wsgi.py"
