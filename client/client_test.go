@@ -206,7 +206,7 @@ func TestWait(t *testing.T) {
 		{
 			name: "broken streams are resumed",
 			setup: func(s *servicetest.Opusd) {
-				slow(s, 150*time.Millisecond)
+				s.Privd.SlowDeploys(150 * time.Millisecond)
 				s.BreakWatches(2)
 			},
 			wantState:  opusv1.OperationState_OPERATION_STATE_SUCCEEDED,
@@ -215,7 +215,7 @@ func TestWait(t *testing.T) {
 		},
 		{
 			name:  "opusd restart is survived",
-			setup: func(s *servicetest.Opusd) { slow(s, 100*time.Millisecond) },
+			setup: func(s *servicetest.Opusd) { s.Privd.SlowDeploys(100 * time.Millisecond) },
 			during: func(s *servicetest.Opusd) {
 				time.Sleep(60 * time.Millisecond)
 				s.Stop()
@@ -297,7 +297,7 @@ func TestWaitUnknownOperationIsNotRetried(t *testing.T) {
 
 func TestWaitGivesUpWhenContextEnds(t *testing.T) {
 	o := servicetest.Start(t, servicetest.Options{})
-	slow(o, time.Second)
+	o.Privd.SlowDeploys(time.Second)
 	c := dial(t, o)
 	op, err := c.CreateProject(testCtx(t), &opusv1.CreateProjectRequest{Name: "tslow"})
 	if err != nil {
@@ -308,13 +308,5 @@ func TestWaitGivesUpWhenContextEnds(t *testing.T) {
 	_, err = c.Wait(ctx, op.GetId(), nil)
 	if err == nil || status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait past its deadline = %v, want a deadline error", err)
-	}
-}
-
-// slow makes each of the privd calls that start a backend, run manage.py
-// and install a site take d, so an operation runs for at least 3*d.
-func slow(o *servicetest.Opusd, d time.Duration) {
-	for _, m := range []string{"EnsureBackend", "RunManage", "InstallSite"} {
-		o.Privd.Set(m, servicetest.Delay(d))
 	}
 }

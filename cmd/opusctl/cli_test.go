@@ -227,14 +227,6 @@ func noCalls(t *testing.T, s *servicetest.Opusd, methods ...string) {
 	}
 }
 
-// slow makes each of the privd calls that start a backend, run manage.py
-// and install a site take d, so an operation runs for at least 3*d.
-func slow(s *servicetest.Opusd, d time.Duration) {
-	for _, m := range []string{"EnsureBackend", "RunManage", "InstallSite"} {
-		s.Privd.Set(m, servicetest.Delay(d))
-	}
-}
-
 func mustJSON(t *testing.T, s string) map[string]any {
 	t.Helper()
 	var v map[string]any
@@ -351,7 +343,7 @@ func TestCommands(t *testing.T) {
 		{
 			name: "create survives broken watch streams",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				slow(s.Opusd, 150*time.Millisecond)
+				s.Privd.SlowDeploys(150 * time.Millisecond)
 				s.BreakWatches(2)
 				return []string{"create", "tbroken"}
 			},
@@ -370,7 +362,7 @@ func TestCommands(t *testing.T) {
 		{
 			name: "--timeout stops waiting and says how to go on",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				slow(s.Opusd, 100*time.Millisecond)
+				s.Privd.SlowDeploys(100 * time.Millisecond)
 				return []string{"create", "tslow", "--timeout", "150ms"}
 			},
 			wantCode: 1,

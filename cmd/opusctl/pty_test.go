@@ -86,8 +86,8 @@ func runOnTerminal(t *testing.T, socket string, typ func(master io.Writer, scr *
 }
 
 func TestCreateOnTerminalShowsLiveSteps(t *testing.T) {
-	fake := startOpusd(t)
-	slow(fake, 400*time.Millisecond) // long enough for spinner frames
+	s := startOpusd(t)
+	s.Privd.SlowDeploys(400 * time.Millisecond) // long enough for spinner frames
 	steps := reconcile.DeploySteps()
 	up := fmt.Sprintf("\x1b[%dA", len(steps)) // cursor up over the step lines
 	const password = "s3cret-pw"
@@ -97,12 +97,12 @@ func TestCreateOnTerminalShowsLiveSteps(t *testing.T) {
 		scr.waitFor(t, "Repeat the password: ")
 		io.WriteString(master, password+"\r")
 	}
-	code, out := runOnTerminal(t, fake.Socket, answer, "create", "tlive", "--superuser", "admin", "--superuser-email", "a@example.com")
+	code, out := runOnTerminal(t, s.Socket, answer, "create", "tlive", "--superuser", "admin", "--superuser-email", "a@example.com")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	for _, want := range []string{
-		"Creating project tlive (operation " + onlyOp(t, fake, "tlive") + ")",
+		"Creating project tlive (operation " + onlyOp(t, s, "tlive") + ")",
 		up,          // redrawn in place
 		"\r\x1b[2K", // each line cleared before it is drawn again
 		"⠋", "⠙",    // spinner frames while a step runs
@@ -126,7 +126,7 @@ func TestCreateOnTerminalShowsLiveSteps(t *testing.T) {
 	if strings.Contains(out, password) {
 		t.Error("the password was echoed")
 	}
-	if got := fake.CallsOf("CreateProject")[0].Req.(*opusv1.CreateProjectRequest).GetSuperuser().GetPassword(); got != password {
+	if got := s.CallsOf("CreateProject")[0].Req.(*opusv1.CreateProjectRequest).GetSuperuser().GetPassword(); got != password {
 		t.Errorf("server got password %q, want %q", got, password)
 	}
 }
@@ -156,22 +156,22 @@ func TestDestroyOnTerminalAsksForTheName(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := startOpusd(t)
-			if r := runCLI(t, fake.Socket, "", "create", "tdel"); r.code != 0 {
+			s := startOpusd(t)
+			if r := runCLI(t, s.Socket, "", "create", "tdel"); r.code != 0 {
 				t.Fatalf("create: %+v", r)
 			}
-			fake.ForgetCalls()
-			code, out := runOnTerminal(t, fake.Socket, func(master io.Writer, scr *screen) {
+			s.ForgetCalls()
+			code, out := runOnTerminal(t, s.Socket, func(master io.Writer, scr *screen) {
 				scr.waitFor(t, "Type the name to confirm: ")
 				io.WriteString(master, tc.typed+"\r")
 			}, "destroy", "tdel")
 			if code != tc.wantCode {
 				t.Fatalf("exit %d, want %d:\n%s", code, tc.wantCode, out)
 			}
-			if gone := project(t, fake, "tdel") == nil; gone != tc.wantGone {
+			if gone := project(t, s, "tdel") == nil; gone != tc.wantGone {
 				t.Fatalf("project gone = %v, want %v", gone, tc.wantGone)
 			}
-			if !tc.wantGone && len(fake.CallsOf("DeleteProject")) != 0 {
+			if !tc.wantGone && len(s.CallsOf("DeleteProject")) != 0 {
 				t.Fatal("DeleteProject was called without confirmation")
 			}
 		})

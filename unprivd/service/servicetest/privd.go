@@ -193,3 +193,12 @@ func FailMigrate(project, output string) Hook {
 		return &privdv1.RunManageResponse{Output: output, FailedCommand: privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE, ExitCode: 1}, nil
 	}
 }
+
+// SlowDeploys makes every deploy take at least 3*d: the calls that start
+// a backend, run manage.py and install a site each wait d. Tests use it to
+// watch an operation while it runs.
+func (p *Privd) SlowDeploys(d time.Duration) {
+	for _, m := range []string{"EnsureBackend", "RunManage", "InstallSite"} {
+		p.Set(m, Delay(d))
+	}
+}

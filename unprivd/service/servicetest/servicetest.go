@@ -103,7 +103,15 @@ type Opusd struct {
 func Start(tb testing.TB, opt Options) *Opusd {
 	tb.Helper()
 	dir := tb.TempDir()
-	o := &Opusd{Socket: filepath.Join(dir, "opusd.sock"), opt: opt, dir: dir,
+	// The sockets get a directory of their own with a short name: a Unix
+	// socket's path must fit in 108 bytes, and tb.TempDir() is named
+	// after the test.
+	sockets, err := os.MkdirTemp("", "opusd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(sockets) })
+	o := &Opusd{Socket: filepath.Join(sockets, "opusd.sock"), opt: opt, dir: dir,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	st, err := store.Open(context.Background(), filepath.Join(dir, "opusd.db"), store.Options{})
 	if err != nil {
@@ -119,7 +127,7 @@ func Start(tb testing.TB, opt Options) *Opusd {
 			tb.Fatal(err)
 		}
 	}
-	o.Privd, o.privdClient = startPrivd(tb, filepath.Join(dir, "privd.sock"))
+	o.Privd, o.privdClient = startPrivd(tb, filepath.Join(sockets, "privd.sock"))
 	// Apache's stand-in answers every project's health check.
 	web := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	tb.Cleanup(web.Close)
