@@ -1,8 +1,9 @@
 // Package servicetest runs the real opusd API in-process for tests of code
 // built on it (package client, opusctl, other Go services): service.Service
 // over a bbolt store and the real reconciler, served on a Unix socket with
-// peer credentials, over a stub privd. Everything lives in the test's
-// temporary directory; it needs no root and starts no process.
+// peer credentials, over a stub privd. Everything lives in temporary
+// directories removed when the test ends; it needs no root and starts no
+// process.
 //
 // The caller's identity comes from the kernel, as in opusd: it is the test
 // process's uid, an admin or not as Options.Admin says (root always is).
@@ -98,7 +99,7 @@ type Opusd struct {
 	breaks int // WatchOperation streams still to break
 }
 
-// Start serves the API on a socket in tb.TempDir() and stops it (and its
+// Start serves the API, its state in tb.TempDir(), and stops it (and its
 // reconciler) when the test ends.
 func Start(tb testing.TB, opt Options) *Opusd {
 	tb.Helper()
