@@ -1,12 +1,8 @@
 package client_test
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -18,15 +14,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/opus-hosting/opus/client"
-	"github.com/opus-hosting/opus/client/fakeopus"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/service/servicetest"
 )
 
-func dial(t *testing.T, fake *fakeopus.Server) *client.Client {
+func dial(t *testing.T, o *servicetest.Opusd) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, fake.Socket)
+	c, err := client.Dial(ctx, o.Socket)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
@@ -54,20 +50,31 @@ func TestDialMissingSocket(t *testing.T) {
 // The caller's identity must come from the socket, and the helpers must
 // reach the server with what they were given.
 func TestHelpersUseRealPeerCredentials(t *testing.T) {
-	fake := fakeopus.Start(t)
-	c := dial(t, fake)
+	o := servicetest.Start(t, servicetest.Options{})
+	c := dial(t, o)
 	ctx := testCtx(t)
 
-	op, err := c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tblog", Apps: []*opusv1.AppSpec{{Name: "polls", Source: client.GitSource("https://example.com/polls.git", "v1")}}})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "__init__.py"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	digest, err := c.UploadDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tblog", Apps: []*opusv1.AppSpec{{Name: "polls", Source: client.UploadedSource(digest, dir)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Wait(ctx, op.GetId(), nil); err != nil {
 		t.Fatal(err)
 	}
-	calls := fake.CallsOf("CreateProject")
+	calls := o.CallsOf("CreateProject")
 	if len(calls) != 1 || calls[0].UID != uint32(os.Getuid()) {
 		t.Fatalf("CreateProject calls = %+v, want one from uid %d", calls, os.Getuid())
+	}
+	if up := calls[0].Req.(*opusv1.CreateProjectRequest).GetApps()[0].GetSource().GetUpload(); up.GetDigest() != digest || up.GetOrigin() != dir {
+		t.Errorf("CreateProject sent upload %v, want %s from %s", up, digest, dir)
 	}
 	ps, err := c.ListProjects(ctx)
 	if err != nil || len(ps) != 1 || ps[0].GetOwnerUid() != uint32(os.Getuid()) || ps[0].GetPhase() != opusv1.Phase_PHASE_READY {
@@ -88,8 +95,8 @@ func TestHelpersUseRealPeerCredentials(t *testing.T) {
 }
 
 func TestUploadDir(t *testing.T) {
-	fake := fakeopus.Start(t)
-	c := dial(t, fake)
+	o := servicetest.Start(t, servicetest.Options{})
+	c := dial(t, o)
 	dir := t.TempDir()
 	files := map[string]string{
 		"__init__.py":          "",
@@ -112,37 +119,28 @@ func TestUploadDir(t *testing.T) {
 	if !strings.HasPrefix(digest, "sha256:") {
 		t.Fatalf("digest %q", digest)
 	}
-	info := fake.CallsOf("UploadSource")
+	info := o.CallsOf("UploadSource")
 	if len(info) != 1 {
 		t.Fatalf("%d uploads", len(info))
 	}
 	meta := info[0].Req.(*opusv1.UploadSourceRequest).GetInfo()
-	archive := fake.Upload(digest)
-	if meta.GetOrigin() != dir || meta.GetSize() != int64(len(archive)) {
-		t.Errorf("UploadInfo = %v, want origin %s and size %d", meta, dir, len(archive))
-	}
-	got := map[string]string{}
-	zr, err := gzip.NewReader(bytes.NewReader(archive))
+	uid := uint32(os.Getuid())
+	stored, err := o.Uploads.Usage(uid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			b, _ := io.ReadAll(tr)
-			got[strings.TrimPrefix(h.Name, "./")] = string(b)
-		}
+	if meta.GetOrigin() != dir || meta.GetSize() != stored {
+		t.Errorf("UploadInfo = %v, want origin %s and size %d (what opusd stored)", meta, dir, stored)
+	}
+	// opusd unpacks what it stored into the files that were sent.
+	out := filepath.Join(t.TempDir(), "app")
+	if err := o.Uploads.Extract(testCtx(t), uid, digest, out); err != nil {
+		t.Fatal(err)
 	}
 	for name, body := range files {
-		if got[name] != body {
-			t.Errorf("archive entry %s: got %d bytes, want %d", name, len(got[name]), len(body))
+		got, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil || string(got) != body {
+			t.Errorf("unpacked %s: got %d bytes (%v), want %d", name, len(got), err, len(body))
 		}
 	}
 }
@@ -173,13 +171,13 @@ func TestUploadDirRefuses(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := fakeopus.Start(t)
-			c := dial(t, fake)
+			o := servicetest.Start(t, servicetest.Options{})
+			c := dial(t, o)
 			_, err := c.UploadDir(testCtx(t), tc.make(t))
 			if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.wantErr) {
 				t.Fatalf("UploadDir = %v, want an error containing %q", err, tc.wantErr)
 			}
-			if n := len(fake.CallsOf("UploadSource")); n != 0 {
+			if n := len(o.CallsOf("UploadSource")); n != 0 {
 				t.Fatalf("%d uploads reached the server", n)
 			}
 		})
@@ -189,8 +187,8 @@ func TestUploadDirRefuses(t *testing.T) {
 func TestWait(t *testing.T) {
 	tests := []struct {
 		name       string
-		setup      func(*fakeopus.Server)
-		during     func(*fakeopus.Server) // runs while waiting
+		setup      func(*servicetest.Opusd)
+		during     func(*servicetest.Opusd) // runs while waiting
 		wantState  opusv1.OperationState
 		wantOpErr  string // substring of an *OperationError
 		minWatches int
@@ -198,15 +196,17 @@ func TestWait(t *testing.T) {
 	}{
 		{name: "succeeds", wantState: opusv1.OperationState_OPERATION_STATE_SUCCEEDED, minWatches: 1},
 		{
-			name:      "failed op is an OperationError",
-			setup:     func(s *fakeopus.Server) { s.FailAt("twait", "migrate") },
+			name: "failed op is an OperationError",
+			setup: func(s *servicetest.Opusd) {
+				s.Privd.Set("RunManage", servicetest.FailMigrate("twait", "django.db.utils.OperationalError: no such table"))
+			},
 			wantState: opusv1.OperationState_OPERATION_STATE_FAILED,
-			wantOpErr: "step migrate: exit status 1",
+			wantOpErr: "step migrate: manage.py migrate failed (exit code 1):\ndjango.db.utils.OperationalError: no such table",
 		},
 		{
 			name: "broken streams are resumed",
-			setup: func(s *fakeopus.Server) {
-				s.StepDelay = 100 * time.Millisecond
+			setup: func(s *servicetest.Opusd) {
+				s.Privd.SlowDeploys(150 * time.Millisecond)
 				s.BreakWatches(2)
 			},
 			wantState:  opusv1.OperationState_OPERATION_STATE_SUCCEEDED,
@@ -215,8 +215,8 @@ func TestWait(t *testing.T) {
 		},
 		{
 			name:  "opusd restart is survived",
-			setup: func(s *fakeopus.Server) { s.StepDelay = 40 * time.Millisecond },
-			during: func(s *fakeopus.Server) {
+			setup: func(s *servicetest.Opusd) { s.Privd.SlowDeploys(100 * time.Millisecond) },
+			during: func(s *servicetest.Opusd) {
 				time.Sleep(60 * time.Millisecond)
 				s.Stop()
 				time.Sleep(300 * time.Millisecond)
@@ -231,18 +231,18 @@ func TestWait(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := fakeopus.Start(t)
+			o := servicetest.Start(t, servicetest.Options{})
 			if tc.setup != nil {
-				tc.setup(fake)
+				tc.setup(o)
 			}
-			c := dial(t, fake)
+			c := dial(t, o)
 			ctx := testCtx(t)
 			op, err := c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "twait"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if tc.during != nil {
-				go tc.during(fake)
+				go tc.during(o)
 			}
 			var seen []opusv1.OperationState
 			final, err := c.Wait(ctx, op.GetId(), func(o *opusv1.Operation) { seen = append(seen, o.GetState()) })
@@ -263,32 +263,42 @@ func TestWait(t *testing.T) {
 			if !sort.SliceIsSorted(seen, func(i, j int) bool { return seen[i] < seen[j] }) {
 				t.Errorf("progress went backwards: %v", seen)
 			}
-			if n := len(fake.CallsOf("WatchOperation")); n < tc.minWatches {
+			if n := len(o.CallsOf("WatchOperation")); n < tc.minWatches {
 				t.Errorf("%d WatchOperation calls, want at least %d", n, tc.minWatches)
 			}
-			if n := len(fake.CallsOf("GetOperation")); n < tc.minResumes {
+			if n := len(o.CallsOf("GetOperation")); n < tc.minResumes {
 				t.Errorf("%d GetOperation calls, want at least %d", n, tc.minResumes)
 			}
 		})
 	}
 }
 
+// An operation that does not exist, or an id that cannot be one, is
+// answered once: retrying cannot change the answer.
 func TestWaitUnknownOperationIsNotRetried(t *testing.T) {
-	fake := fakeopus.Start(t)
-	c := dial(t, fake)
-	_, err := c.Wait(testCtx(t), "op-404", nil)
-	if status.Code(err) != codes.NotFound {
-		t.Fatalf("Wait(unknown) = %v, want NotFound", err)
-	}
-	if n := len(fake.CallsOf("WatchOperation")); n != 1 {
-		t.Fatalf("%d watch calls, want exactly 1 (no retry on NotFound)", n)
+	for _, tc := range []struct {
+		id   string
+		want codes.Code
+	}{
+		{"op-" + strings.Repeat("0", 32), codes.NotFound},
+		{"op-404", codes.InvalidArgument},
+	} {
+		o := servicetest.Start(t, servicetest.Options{})
+		c := dial(t, o)
+		_, err := c.Wait(testCtx(t), tc.id, nil)
+		if status.Code(err) != tc.want {
+			t.Fatalf("Wait(%s) = %v, want %v", tc.id, err, tc.want)
+		}
+		if n := len(o.CallsOf("WatchOperation")); n != 1 {
+			t.Fatalf("Wait(%s): %d watch calls, want exactly 1 (no retry on %v)", tc.id, n, tc.want)
+		}
 	}
 }
 
 func TestWaitGivesUpWhenContextEnds(t *testing.T) {
-	fake := fakeopus.Start(t)
-	fake.StepDelay = 200 * time.Millisecond
-	c := dial(t, fake)
+	o := servicetest.Start(t, servicetest.Options{})
+	o.Privd.SlowDeploys(time.Second)
+	c := dial(t, o)
 	op, err := c.CreateProject(testCtx(t), &opusv1.CreateProjectRequest{Name: "tslow"})
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/elliptic"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,11 +15,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/opus-hosting/opus/client"
-	"github.com/opus-hosting/opus/client/fakeopus"
+	"github.com/opus-hosting/opus/internal/cert/certtest"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/reconcile"
+	"github.com/opus-hosting/opus/unprivd/service/servicetest"
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 type result struct {
@@ -25,7 +29,7 @@ type result struct {
 	stdout, stderr string
 }
 
-// testEnv is an env on buffers whose opusd is fake (reached through
+// testEnv is an env on buffers whose opusd is at socket (reached through
 // $OPUS_SOCKET, so the default socket path logic is exercised too).
 func testEnv(socket, stdin string) (env, *bytes.Buffer, *bytes.Buffer) {
 	var out, errb bytes.Buffer
@@ -67,38 +71,145 @@ func appDir(t *testing.T, name string) string {
 	return dir
 }
 
-// gitRepo makes a real git work tree with one commit.
+// gitRepo makes a real git work tree on branch main: commit v1 (tagged),
+// then v2 (tagged), and a branch feature/x one commit past v2.
 func gitRepo(t *testing.T, name string) string {
 	t.Helper()
 	dir := appDir(t, name)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "app"}} {
-		cmd := exec.CommandContext(ctx, "git", args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Skipf("git %v: %v: %s", args, err, out)
+	git(t, dir, "init", "-q", "-b", "main")
+	for _, v := range []string{"v1", "v2"} {
+		if err := os.WriteFile(filepath.Join(dir, "version.py"), []byte("VERSION = \""+v+"\"\n"), 0o644); err != nil {
+			t.Fatal(err)
 		}
+		git(t, dir, "add", ".")
+		git(t, dir, "commit", "-qm", v)
+		git(t, dir, "tag", v)
 	}
+	git(t, dir, "checkout", "-qb", "feature/x")
+	git(t, dir, "commit", "-q", "--allow-empty", "-m", "x")
+	git(t, dir, "checkout", "-q", "main")
 	return dir
 }
 
-func seedProjects(s *fakeopus.Server) {
-	now := timestamppb.Now()
-	uid := uint32(os.Getuid())
-	s.AddProject(&opusv1.Project{
-		Name: "talpha", OwnerUid: uid, Phase: opusv1.Phase_PHASE_READY, Generation: 2, ObservedGeneration: 2,
-		Urls:       []string{"http://talpha.opus.localhost:8080/", "https://talpha.opus.localhost:8443/"},
-		ServerName: "talpha.opus.localhost", SystemUser: "opus-talpha", Certificate: "self-signed", CreateTime: now, UpdateTime: now,
-		Apps: []*opusv1.App{
-			{Name: "news", Source: client.GitSource("https://example.com/news.git", "v1"), RequestedRef: "v1", ResolvedCommit: "0123456789abcdef0123456789abcdef01234567"},
-			{Name: "polls", Source: client.UploadedSource("sha256:"+strings.Repeat("ab", 32), "/home/u/polls"), RequestedRef: "sha256:" + strings.Repeat("ab", 32), ResolvedCommit: "sha256:" + strings.Repeat("ab", 32)},
-		},
-	})
-	s.AddProject(&opusv1.Project{Name: "tbeta", OwnerUid: uid, Phase: opusv1.Phase_PHASE_FAILED, LastError: "step migrate: boom", Generation: 1})
+// git runs git in dir and returns its output; without git, the test is
+// skipped.
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Skipf("git: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("git %v: %v: %s", args, err, out)
+	}
+	return string(out)
 }
 
-func createReq(t *testing.T, s *fakeopus.Server) *opusv1.CreateProjectRequest {
+// startOpusd starts the real opusd API over a stub privd, with this
+// process as an admin (admins may name git repositories on this host,
+// which the tests use instead of a network).
+func startOpusd(t *testing.T) *servicetest.Opusd {
+	t.Helper()
+	return servicetest.Start(t, servicetest.Options{Admin: true})
+}
+
+// seeded is what seedProjects made.
+type seeded struct {
+	// newsURL is talpha's git app news, deployed at tag v1 (commit
+	// newsV1); the repository also has v2 (newsV2) and a branch
+	// feature/x.
+	newsURL, newsV1, newsV2 string
+	// pollsDir is talpha's uploaded app polls, as pollsDigest.
+	pollsDir, pollsDigest string
+}
+
+// seedLastError is tbeta's last error: its migrations failed with output
+// "boom".
+const seedLastError = "step migrate: manage.py migrate failed (exit code 1): boom"
+
+// seedProjects makes, through the API, talpha (READY at generation 2: made
+// with news, then polls added) and tbeta (FAILED: its migrations failed),
+// then forgets the calls it made, so that a test sees only its own.
+func seedProjects(t *testing.T, s *servicetest.Opusd) seeded {
+	t.Helper()
+	repo := gitRepo(t, "news")
+	sd := seeded{newsURL: "file://" + repo, newsV1: gitRev(t, repo, "v1"), newsV2: gitRev(t, repo, "v2"), pollsDir: appDir(t, "polls")}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, s.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if sd.pollsDigest, err = c.UploadDir(ctx, sd.pollsDir); err != nil {
+		t.Fatal(err)
+	}
+	do := func(op *opusv1.Operation, err error) *opusv1.Operation {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		final, err := c.Wait(ctx, op.GetId(), nil)
+		var oe *client.OperationError
+		if err != nil && !errors.As(err, &oe) {
+			t.Fatal(err)
+		}
+		return final
+	}
+	if op := do(c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "talpha",
+		Apps: []*opusv1.AppSpec{{Name: "news", Source: client.GitSource(sd.newsURL, "v1")}}})); !succeeded(op) {
+		t.Fatalf("seed talpha: %v", op)
+	}
+	if op := do(c.AddApp(ctx, "talpha", &opusv1.AppSpec{Name: "polls", Source: client.UploadedSource(sd.pollsDigest, sd.pollsDir)})); !succeeded(op) {
+		t.Fatalf("seed talpha's polls: %v", op)
+	}
+	s.Privd.Set("RunManage", servicetest.FailMigrate("tbeta", "boom"))
+	if op := do(c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tbeta"})); op.GetState() != opusv1.OperationState_OPERATION_STATE_FAILED {
+		t.Fatalf("seed tbeta: %v", op)
+	}
+	s.Privd.Set("RunManage", nil)
+	s.ForgetCalls()
+	return sd
+}
+
+func succeeded(op *opusv1.Operation) bool {
+	return op.GetState() == opusv1.OperationState_OPERATION_STATE_SUCCEEDED
+}
+
+// gitRev is the commit rev names in the repository at dir.
+func gitRev(t *testing.T, dir, rev string) string {
+	t.Helper()
+	return strings.TrimSpace(git(t, dir, "rev-parse", rev+"^{commit}"))
+}
+
+// project reads a project from the store, nil if there is none.
+func project(t *testing.T, s *servicetest.Opusd, name string) *store.Project {
+	t.Helper()
+	p, err := s.Store.GetProject(context.Background(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// onlyOp returns the id of project's one operation.
+func onlyOp(t *testing.T, s *servicetest.Opusd, project string) string {
+	t.Helper()
+	ops, err := s.Store.ListOperations(context.Background(), project, 0)
+	if err != nil || len(ops) != 1 {
+		t.Fatalf("operations of %s: %v, %v; want one", project, ops, err)
+	}
+	return ops[0].ID
+}
+
+func createReq(t *testing.T, s *servicetest.Opusd) *opusv1.CreateProjectRequest {
 	t.Helper()
 	calls := s.CallsOf("CreateProject")
 	if len(calls) != 1 {
@@ -107,7 +218,7 @@ func createReq(t *testing.T, s *fakeopus.Server) *opusv1.CreateProjectRequest {
 	return calls[0].Req.(*opusv1.CreateProjectRequest)
 }
 
-func noCalls(t *testing.T, s *fakeopus.Server, methods ...string) {
+func noCalls(t *testing.T, s *servicetest.Opusd, methods ...string) {
 	t.Helper()
 	for _, m := range methods {
 		if n := len(s.CallsOf(m)); n != 0 {
@@ -125,37 +236,55 @@ func mustJSON(t *testing.T, s string) map[string]any {
 	return v
 }
 
+// cliOpusd is the opusd of one case of TestCommands, with what its setup
+// seeded.
+type cliOpusd struct {
+	*servicetest.Opusd
+	seeded
+}
+
+func (s *cliOpusd) seed(t *testing.T) { s.seeded = seedProjects(t, s.Opusd) }
+
 func TestCommands(t *testing.T) {
+	deploySteps := reconcile.DeploySteps()
 	tests := []struct {
 		name     string
 		stdin    string
-		setup    func(t *testing.T, s *fakeopus.Server) []string // returns the args
+		setup    func(t *testing.T, s *cliOpusd) []string // returns the args
 		wantCode int
 		wantOut  []string
 		wantErr  []string
 		notOut   []string // in neither stdout nor stderr
-		check    func(t *testing.T, s *fakeopus.Server, r result)
+		check    func(t *testing.T, s *cliOpusd, r result)
 	}{
 		{
 			name: "create uploads a directory, clones a URL, prints progress and URLs",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				return []string{"create", "tblog", "--app", appDir(t, "polls"), "--app", "https://example.com/news.git@v2.1", "--admin"}
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				repo := gitRepo(t, "news")
+				s.newsURL, s.newsV2 = "file://"+repo, gitRev(t, repo, "v2")
+				return []string{"create", "tblog", "--app", appDir(t, "polls"), "--app", s.newsURL + "@v2", "--admin"}
 			},
-			wantOut: []string{"Uploading polls from ", "Creating project tblog (operation op-1)", "step user: done (", "step migrate: done (", "step reload: done (",
+			wantOut: []string{"Uploading polls from ", "Creating project tblog (operation op-", "step user: done (", "step migrate: done (", "step reload: done (",
 				"Project tblog is ready", "  http://tblog.opus.localhost:8080/\n", "  https://tblog.opus.localhost:8443/\n"},
 			notOut: []string{"\x1b["},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
-				req := createReq(t, s)
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				req := createReq(t, s.Opusd)
 				if len(req.Apps) != 2 || !req.Admin {
 					t.Fatalf("request %v", req)
 				}
 				up := req.Apps[0].GetSource().GetUpload()
-				if req.Apps[0].Name != "polls" || up == nil || s.Upload(up.Digest) == nil || !strings.HasSuffix(up.Origin, "/polls") {
+				if req.Apps[0].Name != "polls" || up == nil || !s.Uploads.Has(uint32(os.Getuid()), up.Digest) || !strings.HasSuffix(up.Origin, "/polls") {
 					t.Errorf("app 0 = %v, want an uploaded polls", req.Apps[0])
 				}
 				g := req.Apps[1].GetSource().GetGit()
-				if req.Apps[1].Name != "news" || g.GetUrl() != "https://example.com/news.git" || g.GetRef() != "v2.1" {
-					t.Errorf("app 1 = %v, want news from git at v2.1", req.Apps[1])
+				if req.Apps[1].Name != "news" || g.GetUrl() != s.newsURL || g.GetRef() != "v2" {
+					t.Errorf("app 1 = %v, want news from git at v2", req.Apps[1])
+				}
+				if id := onlyOp(t, s.Opusd, "tblog"); !strings.Contains(r.stdout, "(operation "+id+")") {
+					t.Errorf("stdout does not name operation %s:\n%s", id, r.stdout)
+				}
+				if got := project(t, s.Opusd, "tblog").Status.Apps["news"].ResolvedCommit; got != s.newsV2 {
+					t.Errorf("news deployed at %q, want v2 (%s)", got, s.newsV2)
 				}
 				if strings.Index(r.stdout, "step user:") > strings.Index(r.stdout, "step reload:") {
 					t.Errorf("steps out of order:\n%s", r.stdout)
@@ -164,39 +293,48 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name: "create with a local git repository asks opusd to clone the path",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				return []string{"create", "tgit", "--app", "shop=" + gitRepo(t, "shopsrc") + "@main"}
 			},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
-				req := createReq(t, s)
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				req := createReq(t, s.Opusd)
 				g := req.Apps[0].GetSource().GetGit()
 				if req.Apps[0].Name != "shop" || !filepath.IsAbs(g.GetUrl()) || !strings.HasSuffix(g.GetUrl(), "/shopsrc") || g.GetRef() != "main" {
 					t.Errorf("app = %v, want shop from the local repository at main", req.Apps[0])
 				}
-				noCalls(t, s, "UploadSource")
+				noCalls(t, s.Opusd, "UploadSource")
+				if got, want := project(t, s.Opusd, "tgit").Status.Apps["shop"].ResolvedCommit, gitRev(t, g.GetUrl(), "main"); got != want {
+					t.Errorf("shop deployed at %q, want main (%s)", got, want)
+				}
 			},
 		},
 		{
 			name: "a failed operation exits 1 with the server's reason",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				s.FailAt("tfail", "migrate")
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.Privd.Set("RunManage", servicetest.FailMigrate("tfail", "django.db.utils.OperationalError: no such table"))
 				return []string{"create", "tfail"}
 			},
 			wantCode: 1,
-			wantOut:  []string{"step user: done (", "step migrate: failed (", "exit status 1", "step vhost: skipped"},
-			wantErr:  []string{"opusctl: operation op-1 (create of tfail) failed: step migrate: exit status 1: django.db.utils.OperationalError"},
-			notOut:   []string{"is ready"},
+			wantOut:  []string{"step user: done (", "step migrate: failed (", "exit code 1"},
+			wantErr:  []string{"(create of tfail) failed: step migrate: manage.py migrate failed (exit code 1):\n  django.db.utils.OperationalError: no such table\n"},
+			// opusd stops at the failed step and lists no later ones.
+			notOut: []string{"is ready", "step superuser", "step vhost"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				if id := onlyOp(t, s.Opusd, "tfail"); !strings.HasPrefix(r.stderr, "opusctl: operation "+id+" (create of tfail) failed") {
+					t.Errorf("stderr does not name operation %s:\n%s", id, r.stderr)
+				}
+			},
 		},
 		{
-			name:    "--no-wait prints only the operation id",
-			setup:   func(t *testing.T, s *fakeopus.Server) []string { return []string{"create", "tnowait", "--no-wait"} },
-			wantOut: []string{"op-1\n"},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
-				if r.stdout != "op-1\n" {
-					t.Errorf("stdout %q, want just the id", r.stdout)
+			name:  "--no-wait prints only the operation id",
+			setup: func(t *testing.T, s *cliOpusd) []string { return []string{"create", "tnowait", "--no-wait"} },
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				id := onlyOp(t, s.Opusd, "tnowait")
+				if r.stdout != id+"\n" {
+					t.Errorf("stdout %q, want just the id %s", r.stdout, id)
 				}
-				noCalls(t, s, "WatchOperation")
-				w := runCLI(t, s.Socket, "", "wait", "op-1")
+				noCalls(t, s.Opusd, "WatchOperation")
+				w := runCLI(t, s.Socket, "", "wait", id)
 				if w.code != 0 || !strings.Contains(w.stdout, "step reload: done") || !strings.Contains(w.stdout, "https://tnowait.opus.localhost:8443/") {
 					t.Errorf("wait: %+v", w)
 				}
@@ -204,52 +342,58 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name: "create survives broken watch streams",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				s.StepDelay = 100 * time.Millisecond
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.Privd.SlowDeploys(150 * time.Millisecond)
 				s.BreakWatches(2)
 				return []string{"create", "tbroken"}
 			},
 			wantOut: []string{"step user: done (", "step reload: done (", "Project tbroken is ready"},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
+			check: func(t *testing.T, s *cliOpusd, r result) {
 				if n := len(s.CallsOf("WatchOperation")); n < 3 {
 					t.Errorf("%d watches, want at least 3", n)
 				}
-				for _, step := range fakeopus.DefaultSteps {
-					if n := strings.Count(r.stdout, "step "+step+": done"); n != 1 {
-						t.Errorf("step %s reported %d times, want once:\n%s", step, n, r.stdout)
+				for _, step := range deploySteps {
+					if n := strings.Count(r.stdout, "step "+step.Name+": done"); n != 1 {
+						t.Errorf("step %s reported %d times, want once:\n%s", step.Name, n, r.stdout)
 					}
 				}
 			},
 		},
 		{
 			name: "--timeout stops waiting and says how to go on",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				s.StepDelay = 100 * time.Millisecond
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.Privd.SlowDeploys(100 * time.Millisecond)
 				return []string{"create", "tslow", "--timeout", "150ms"}
 			},
 			wantCode: 1,
-			wantErr:  []string{"stopped waiting for operation op-1", "opusctl wait op-1"},
+			wantErr:  []string{"stopped waiting for operation op-", "opusctl wait op-"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				id := onlyOp(t, s.Opusd, "tslow")
+				if !strings.Contains(r.stderr, "stopped waiting for operation "+id) || !strings.Contains(r.stderr, "opusctl wait "+id) {
+					t.Errorf("stderr does not name operation %s:\n%s", id, r.stderr)
+				}
+			},
 		},
 		{
 			name:    "create -o json prints the final operation, progress on stderr",
-			setup:   func(t *testing.T, s *fakeopus.Server) []string { return []string{"create", "tjson", "-o", "json"} },
+			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"create", "tjson", "-o", "json"} },
 			wantErr: []string{"step user: done"},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
+			check: func(t *testing.T, s *cliOpusd, r result) {
 				v := mustJSON(t, r.stdout)
-				if v["state"] != "OPERATION_STATE_SUCCEEDED" || v["project"] != "tjson" {
+				if v["state"] != "OPERATION_STATE_SUCCEEDED" || v["project"] != "tjson" || v["id"] != onlyOp(t, s.Opusd, "tjson") {
 					t.Errorf("JSON %v", v)
 				}
 			},
 		},
 		{
 			name:    "ls table",
-			setup:   func(t *testing.T, s *fakeopus.Server) []string { seedProjects(s); return []string{"ls"} },
+			setup:   func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"ls"} },
 			wantOut: []string{"NAME", "OWNER", "PHASE", "APPS", "URL", "talpha", "READY", "news,polls", "https://talpha.opus.localhost:8443/", "tbeta", "FAILED"},
 		},
 		{
 			name:  "ls -o json",
-			setup: func(t *testing.T, s *fakeopus.Server) []string { seedProjects(s); return []string{"ls", "-o", "json"} },
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
+			setup: func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"ls", "-o", "json"} },
+			check: func(t *testing.T, s *cliOpusd, r result) {
 				v := mustJSON(t, r.stdout)
 				ps, _ := v["projects"].([]any)
 				if len(ps) != 2 || ps[0].(map[string]any)["name"] != "talpha" {
@@ -266,24 +410,34 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name:  "show table has every field and the apps",
-			setup: func(t *testing.T, s *fakeopus.Server) []string { seedProjects(s); return []string{"show", "talpha"} },
+			setup: func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "talpha"} },
 			wantOut: []string{"Name:", "talpha", "Phase:", "READY", "Server name:", "talpha.opus.localhost", "System user:", "opus-talpha",
-				"Certificate:", "self-signed", "Generation:", "2 (observed 2)", "Last error:", "Apps:", "news", "https://example.com/news.git", "v1", "0123456789ab",
-				"upload /home/u/polls", "sha256:abababababab"},
-			notOut: []string{"0123456789abc"},
+				"Certificate:", "self-signed", "Generation:", "2 (observed 2)", "Last error:", "Apps:", "news", "v1"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				for _, want := range []string{s.newsURL, s.newsV1[:12], "upload " + s.pollsDir, s.pollsDigest[:len("sha256:")+12]} {
+					if !strings.Contains(r.stdout, want) {
+						t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+					}
+				}
+				for _, long := range []string{s.newsV1[:13], s.pollsDigest[:len("sha256:")+13]} {
+					if strings.Contains(r.stdout, long) {
+						t.Errorf("stdout holds %q, not shortened:\n%s", long, r.stdout)
+					}
+				}
+			},
 		},
 		{
 			name:    "show gives the last error",
-			setup:   func(t *testing.T, s *fakeopus.Server) []string { seedProjects(s); return []string{"show", "tbeta"} },
-			wantOut: []string{"step migrate: boom", "(none)"},
+			setup:   func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "tbeta"} },
+			wantOut: []string{seedLastError, "(none)"},
 		},
 		{
 			name: "show -o json",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				seedProjects(s)
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
 				return []string{"show", "talpha", "--output=json"}
 			},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
+			check: func(t *testing.T, s *cliOpusd, r result) {
 				v := mustJSON(t, r.stdout)
 				if v["name"] != "talpha" || v["phase"] != "PHASE_READY" || v["last_error"] != "" {
 					t.Errorf("JSON %v", v)
@@ -292,19 +446,19 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name: "ops and logs",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				if r := runCLI(t, s.Socket, "", "create", "tops"); r.code != 0 {
 					t.Fatalf("create: %+v", r)
 				}
 				return []string{"ops", "tops", "-o", "json"}
 			},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
+			check: func(t *testing.T, s *cliOpusd, r result) {
 				v := mustJSON(t, r.stdout)
 				if ops, _ := v["operations"].([]any); len(ops) != 1 {
 					t.Errorf("operations %v", v)
 				}
 				tab := runCLI(t, s.Socket, "", "ops", "tops")
-				if !strings.Contains(tab.stdout, "op-1") || !strings.Contains(tab.stdout, "SUCCEEDED") || !strings.Contains(tab.stdout, "create") {
+				if !strings.Contains(tab.stdout, onlyOp(t, s.Opusd, "tops")) || !strings.Contains(tab.stdout, "SUCCEEDED") || !strings.Contains(tab.stdout, "create") {
 					t.Errorf("ops table:\n%s", tab.stdout)
 				}
 				logs := runCLI(t, s.Socket, "", "logs", "tops", "-n", "2")
@@ -318,14 +472,14 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name:     "a server error exits 1 with the server's message alone",
-			setup:    func(t *testing.T, s *fakeopus.Server) []string { return []string{"show", "tnone"} },
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"show", "tnone"} },
 			wantCode: 1,
 			wantErr:  []string{"opusctl: project \"tnone\" not found\n"},
 			notOut:   []string{"rpc error", "code ="},
 		},
 		{
 			name: "no daemon exits 1 naming the socket",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				return []string{"ls", "--socket", filepath.Join(t.TempDir(), "none.sock")}
 			},
 			wantCode: 1,
@@ -333,133 +487,140 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name: "destroy without --yes and without a terminal refuses",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				seedProjects(s)
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
 				return []string{"destroy", "talpha"}
 			},
 			stdin:    "talpha\n",
 			wantCode: 2,
 			wantErr:  []string{"refusing to destroy talpha", "pass --yes"},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
-				noCalls(t, s, "DeleteProject")
-				if s.Project("talpha") == nil {
-					t.Error("project is gone")
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				noCalls(t, s.Opusd, "DeleteProject")
+				if p := project(t, s.Opusd, "talpha"); p == nil || p.Deleting {
+					t.Errorf("project is gone or going: %v", p)
 				}
 			},
 		},
 		{
 			name: "destroy --yes",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				seedProjects(s)
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
 				return []string{"destroy", "talpha", "--yes"}
 			},
 			wantOut: []string{"Destroying project talpha", "step reload: done", "Done in "},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
-				if s.Project("talpha") != nil {
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				if project(t, s.Opusd, "talpha") != nil {
 					t.Error("project still exists")
 				}
 			},
 		},
 		{
-			name: "destroy succeeds when opusd forgets the operation with the project",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				seedProjects(s)
-				s.StepDelay = 50 * time.Millisecond
-				s.ForgetDeletes = true
-				s.BreakWatches(1) // the resume finds the operation gone
+			// opusd keeps a delete operation after it forgot the project,
+			// so a client that lost its watch finds out how it ended.
+			name: "destroy survives a broken watch stream",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
+				s.Privd.Set("RemoveTree", servicetest.Delay(200*time.Millisecond))
+				s.BreakWatches(1)
 				return []string{"destroy", "talpha", "--yes"}
 			},
-			wantOut: []string{"Project talpha is destroyed."},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
-				if s.Project("talpha") != nil {
+			wantOut: []string{"Destroying project talpha", "step forget: done", "Done in "},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				if project(t, s.Opusd, "talpha") != nil {
 					t.Error("project still exists")
+				}
+				if n := len(s.CallsOf("GetOperation")); n < 1 {
+					t.Errorf("%d GetOperation calls after the broken watch, want at least 1", n)
 				}
 			},
 		},
 		{
 			name: "a password flag does not exist",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				return []string{"create", "tpw", "--superuser", "admin", "--superuser-password", "hunter2"}
 			},
 			wantCode: 2,
 			wantErr:  []string{"unknown flag: --superuser-password"},
-			check:    func(t *testing.T, s *fakeopus.Server, r result) { noCalls(t, s, "CreateProject") },
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject") },
 		},
 		{
 			name: "a password as an argument is refused",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				return []string{"create", "tpw", "hunter2", "--superuser", "admin"}
 			},
 			wantCode: 2,
-			check:    func(t *testing.T, s *fakeopus.Server, r result) { noCalls(t, s, "CreateProject") },
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject") },
 		},
 		{
 			name: "a superuser without a terminal needs --superuser-password-stdin",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				return []string{"create", "tpw", "--superuser", "admin"}
 			},
 			stdin:    "hunter2\n",
 			wantCode: 2,
 			wantErr:  []string{"--superuser-password-stdin"},
-			check:    func(t *testing.T, s *fakeopus.Server, r result) { noCalls(t, s, "CreateProject") },
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject") },
 		},
 		{
 			name: "the password comes from stdin",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				return []string{"create", "tpw", "--superuser", "admin", "--superuser-email", "a@example.com", "--superuser-password-stdin"}
 			},
 			stdin:  "hunter2\n",
 			notOut: []string{"hunter2"},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
-				su := createReq(t, s).GetSuperuser()
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				su := createReq(t, s.Opusd).GetSuperuser()
 				if su.GetUsername() != "admin" || su.GetEmail() != "a@example.com" || su.GetPassword() != "hunter2" {
 					t.Errorf("superuser %v", su)
+				}
+				if got := project(t, s.Opusd, "tpw").Status.Superuser; got != "admin" {
+					t.Errorf("superuser made: %q, want admin", got)
 				}
 			},
 		},
 		{
 			name:     "an invalid project name is a usage error",
-			setup:    func(t *testing.T, s *fakeopus.Server) []string { return []string{"create", "Bad-Name"} },
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"create", "Bad-Name"} },
 			wantCode: 2,
 			wantErr:  []string{"project name \"Bad-Name\" contains"},
-			check:    func(t *testing.T, s *fakeopus.Server, r result) { noCalls(t, s, "CreateProject") },
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject") },
 		},
 		{
 			name: "a ref on a plain directory is a usage error",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				return []string{"create", "tref", "--app", appDir(t, "polls") + "@v1"}
 			},
 			wantCode: 2,
 			wantErr:  []string{"plain directory", "@v1 applies only to git sources"},
-			check:    func(t *testing.T, s *fakeopus.Server, r result) { noCalls(t, s, "CreateProject", "UploadSource") },
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject", "UploadSource") },
 		},
 		{
 			name:     "an unknown output format is a usage error",
-			setup:    func(t *testing.T, s *fakeopus.Server) []string { return []string{"ls", "-o", "yaml"} },
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"ls", "-o", "yaml"} },
 			wantCode: 2,
 			wantErr:  []string{"--output must be"},
-			check:    func(t *testing.T, s *fakeopus.Server, r result) { noCalls(t, s, "ListProjects") },
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "ListProjects") },
 		},
 		{
 			name:     "an unknown command is a usage error",
-			setup:    func(t *testing.T, s *fakeopus.Server) []string { return []string{"deploy"} },
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"deploy"} },
 			wantCode: 2,
 			wantErr:  []string{"unknown command \"deploy\""},
 		},
 		{
 			name:     "an unknown subcommand of a group is a usage error",
-			setup:    func(t *testing.T, s *fakeopus.Server) []string { return []string{"apps", "bogus"} },
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"apps", "bogus"} },
 			wantCode: 2,
 			wantErr:  []string{"unknown command \"bogus\" for \"opusctl apps\""},
 		},
 		{
 			name: "apps add, update to a ref, rm",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				seedProjects(s)
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
 				return []string{"apps", "add", "tbeta", "blog=" + appDir(t, "blogsrc")}
 			},
 			wantOut: []string{"Adding app blog to tbeta", "step reload: done", "Project tbeta is ready ("},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
+			check: func(t *testing.T, s *cliOpusd, r result) {
 				add := s.CallsOf("AddApp")[0].Req.(*opusv1.AddAppRequest)
 				if add.GetApp().GetName() != "blog" || add.GetApp().GetSource().GetUpload() == nil {
 					t.Errorf("AddApp %v", add)
@@ -468,8 +629,11 @@ func TestCommands(t *testing.T) {
 					t.Fatalf("apps update: %+v", u)
 				}
 				up := s.CallsOf("UpdateApp")[0].Req.(*opusv1.UpdateAppRequest)
-				if g := up.GetSource().GetGit(); g.GetUrl() != "https://example.com/news.git" || g.GetRef() != "feature/x" || up.GetApp() != "news" {
+				if g := up.GetSource().GetGit(); g.GetUrl() != s.newsURL || g.GetRef() != "feature/x" || up.GetApp() != "news" {
 					t.Errorf("UpdateApp %v, want the same URL at feature/x", up)
+				}
+				if got, want := project(t, s.Opusd, "talpha").Status.Apps["news"].ResolvedCommit, gitRev(t, strings.TrimPrefix(s.newsURL, "file://"), "feature/x"); got != want {
+					t.Errorf("news deployed at %q, want feature/x (%s)", got, want)
 				}
 				bad := runCLI(t, s.Socket, "", "apps", "update", "talpha", "polls", "v2")
 				if bad.code != 2 || !strings.Contains(bad.stderr, "was uploaded") || len(s.CallsOf("UpdateApp")) != 1 {
@@ -489,46 +653,61 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name: "cert set sends the files it reads",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
-				seedProjects(s)
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
+				key, err := certtest.ECKey(elliptic.P256())
+				if err != nil {
+					t.Fatal(err)
+				}
+				leaf, err := certtest.Leaf([]string{"talpha" + servicetest.ServerSuffix}, key, nil, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				certPEM, keyPEM := certtest.PEM(key, leaf)
 				dir := t.TempDir()
-				os.WriteFile(filepath.Join(dir, "c.pem"), []byte("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"), 0o600)
-				os.WriteFile(filepath.Join(dir, "k.pem"), []byte("-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----\n"), 0o600)
+				for name, b := range map[string][]byte{"c.pem": certPEM, "k.pem": keyPEM} {
+					if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
 				return []string{"cert", "set", "talpha", "--cert", filepath.Join(dir, "c.pem"), "--key", filepath.Join(dir, "k.pem")}
 			},
 			wantOut: []string{"Installing the certificate of talpha", "step reload: done"},
-			check: func(t *testing.T, s *fakeopus.Server, r result) {
+			check: func(t *testing.T, s *cliOpusd, r result) {
 				req := s.CallsOf("SetCertificate")[0].Req.(*opusv1.SetCertificateRequest)
 				if !bytes.Contains(req.GetCertificatePem(), []byte("BEGIN CERTIFICATE")) || !bytes.Contains(req.GetKeyPem(), []byte("PRIVATE KEY")) {
 					t.Errorf("SetCertificate %v", req)
+				}
+				if got := project(t, s.Opusd, "talpha").Status.Certificate.Kind; got != "owner" {
+					t.Errorf("certificate in use: %q, want the owner's", got)
 				}
 			},
 		},
 		{
 			name: "cert set without --key is a usage error",
-			setup: func(t *testing.T, s *fakeopus.Server) []string {
+			setup: func(t *testing.T, s *cliOpusd) []string {
 				return []string{"cert", "set", "talpha", "--cert", "/dev/null"}
 			},
 			wantCode: 2,
 			wantErr:  []string{"--key must be given"},
-			check:    func(t *testing.T, s *fakeopus.Server, r result) { noCalls(t, s, "SetCertificate") },
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "SetCertificate") },
 		},
 		{
 			name:    "completion",
-			setup:   func(t *testing.T, s *fakeopus.Server) []string { return []string{"completion", "bash"} },
+			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"completion", "bash"} },
 			wantOut: []string{"__start_opusctl"},
 		},
 		{
 			name:    "version",
-			setup:   func(t *testing.T, s *fakeopus.Server) []string { return []string{"version"} },
+			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"version"} },
 			wantOut: []string{"opusctl ", "go1."},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := fakeopus.Start(t)
-			args := tc.setup(t, fake)
-			r := runCLI(t, fake.Socket, tc.stdin, args...)
+			s := &cliOpusd{Opusd: startOpusd(t)}
+			args := tc.setup(t, s)
+			r := runCLI(t, s.Socket, tc.stdin, args...)
 			if r.code != tc.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, tc.wantCode, r.stdout, r.stderr)
 			}
@@ -554,7 +733,7 @@ func TestCommands(t *testing.T) {
 				t.Errorf("stderr should start with \"opusctl: \":\n%s", r.stderr)
 			}
 			if tc.check != nil {
-				tc.check(t, fake, r)
+				tc.check(t, s, r)
 			}
 		})
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"testing"
 
-	"github.com/opus-hosting/opus/client/fakeopus"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -31,14 +30,19 @@ func TestParseDatabaseProvision(t *testing.T) {
 	}
 }
 
+// TestCreateProvisioned: opusctl asks for a provisioned database, and
+// relays opusd's answer when the host does not provision one.
 func TestCreateProvisioned(t *testing.T) {
-	s := fakeopus.Start(t)
+	s := startOpusd(t)
 	r := runCLI(t, s.Socket, "", "create", "tprov", "--database", "provision")
-	if r.code != 0 {
-		t.Fatalf("create: %+v", r)
+	if r.code != exitError || r.stderr != "opusctl: database.provision: this host does not provision PostgreSQL; the host administrator must set postgres_admin in opus.conf (a connection whose role has CREATEROLE and CREATEDB) and restart opusd, or give the database by its connection parameters\n" {
+		t.Errorf("create on a host without provisioning: %+v", r)
 	}
 	req := s.CallsOf("CreateProject")[0].Req.(*opusv1.CreateProjectRequest)
 	if db := req.GetDatabase(); !db.GetProvision() || db.GetEngine() != "postgresql" || db.GetName() != "" {
 		t.Errorf("database %v", db)
+	}
+	if project(t, s, "tprov") != nil {
+		t.Error("the refused project was made")
 	}
 }

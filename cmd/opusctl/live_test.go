@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/opus-hosting/opus/client/fakeopus"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/service/servicetest"
 )
 
 func TestSetCommand(t *testing.T) {
-	s := fakeopus.Start(t)
-	seedProjects(s)
+	s := startOpusd(t)
+	seedProjects(t, s)
 	r := runCLI(t, s.Socket, "", "set", "talpha", "debug=true", "env.GREETING=\"; import os #", "hosts=a.example,b.example", "--unset", "env.OLD")
 	if r.code != 0 {
 		t.Fatalf("set: %+v", r)
@@ -32,6 +32,9 @@ func TestSetCommand(t *testing.T) {
 	if req.GetProject() != "talpha" || req.GetSet()["env.GREETING"] != `"; import os #` || req.GetSet()["debug"] != "true" ||
 		len(req.GetUnset()) != 1 || req.GetUnset()[0] != "env.OLD" {
 		t.Errorf("request %v", req)
+	}
+	if set := project(t, s, "talpha").Spec.Settings; !set.Debug || set.Env["GREETING"] != `"; import os #` || strings.Join(set.Hosts, ",") != "a.example,b.example" {
+		t.Errorf("settings opusd keeps: %+v", set)
 	}
 	// show lists the settings.
 	if r := runCLI(t, s.Socket, "", "show", "talpha"); !strings.Contains(r.stdout, "Settings:") || !strings.Contains(r.stdout, "env.GREETING") {
@@ -57,9 +60,24 @@ func TestSetCommand(t *testing.T) {
 	}
 }
 
+// updateNews moves talpha's news to v2, so that it has a revision to go
+// back to, and forgets the calls that made.
+func updateNews(t *testing.T, s *servicetest.Opusd) {
+	t.Helper()
+	if r := runCLI(t, s.Socket, "", "apps", "update", "talpha", "news", "v2"); r.code != 0 {
+		t.Fatalf("apps update: %+v", r)
+	}
+	s.ForgetCalls()
+}
+
 func TestAppsRollbackCommand(t *testing.T) {
-	s := fakeopus.Start(t)
-	seedProjects(s)
+	s := startOpusd(t)
+	sd := seedProjects(t, s)
+	want := fmt.Sprintf("opusctl: app \"news\" of \"talpha\" has only one revision (%s); there is nothing before it to roll back to\n", sd.newsV1)
+	if r := runCLI(t, s.Socket, "", "apps", "rollback", "talpha", "news"); r.code != exitError || r.stderr != want {
+		t.Errorf("rollback without a previous revision: %+v, want stderr %q", r, want)
+	}
+	updateNews(t, s)
 	r := runCLI(t, s.Socket, "", "apps", "rollback", "talpha", "news")
 	if r.code != 0 || !strings.Contains(r.stdout, "Rolling back app news of talpha") || !strings.Contains(r.stdout, "step sources: done") {
 		t.Fatalf("rollback: %+v", r)
@@ -71,22 +89,20 @@ func TestAppsRollbackCommand(t *testing.T) {
 	if req := calls[0].Req.(*opusv1.UpdateAppRequest); !req.GetRollback() || req.GetSource() != nil || req.GetApp() != "news" {
 		t.Errorf("request %v", req)
 	}
+	if got := project(t, s, "talpha").Status.Apps["news"].ResolvedCommit; got != sd.newsV1 {
+		t.Errorf("news after the rollback at %q, want v1 (%s)", got, sd.newsV1)
+	}
 	if r := runCLI(t, s.Socket, "", "apps", "rollback", "talpha"); r.code != exitUsage {
 		t.Errorf("rollback without APP: %+v", r)
 	}
 }
 
 func TestShowRevisions(t *testing.T) {
-	s := fakeopus.Start(t)
-	seedProjects(s)
-	p := s.Project("talpha")
-	p.Apps[0].Revisions = []*opusv1.Revision{
-		{RequestedRef: "v1", Resolved: "1111111111111111111111111111111111111111"},
-		{RequestedRef: "v2", Resolved: "2222222222222222222222222222222222222222"},
-	}
-	s.AddProject(p)
+	s := startOpusd(t)
+	sd := seedProjects(t, s)
+	updateNews(t, s)
 	r := runCLI(t, s.Socket, "", "show", "talpha")
-	i1, i2 := strings.Index(r.stdout, "111111111111"), strings.Index(r.stdout, "222222222222 (current)")
+	i1, i2 := strings.Index(r.stdout, sd.newsV1[:12]), strings.Index(r.stdout, sd.newsV2[:12]+" (current)")
 	if r.code != 0 || !strings.Contains(r.stdout, "Revisions:") || i1 < 0 || i2 < 0 || i2 > i1 {
 		t.Errorf("show does not list the revisions newest first:\n%s", r.stdout)
 	}
@@ -124,7 +140,7 @@ func TestParseDatabase(t *testing.T) {
 }
 
 func TestCreateWithDatabase(t *testing.T) {
-	s := fakeopus.Start(t)
+	s := startOpusd(t)
 	pwFile := filepath.Join(t.TempDir(), "pw")
 	if err := os.WriteFile(pwFile, []byte("s3cret-db\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -2,17 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/opus-hosting/opus/client"
-	"github.com/opus-hosting/opus/client/fakeopus"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 func TestPrintable(t *testing.T) {
@@ -111,21 +112,32 @@ const hostile = "/home/x/\x1b]0;pwned\x07\x1b[2K\r[Tue Jan 01 00:00:00 2030] [co
 	"\u009b2J\u0085\u202eevil\u2066\tcell"
 
 // TestHostileValuesAreEscaped: show, apps ls and ls on a project whose
-// upload origin, last error and superuser name are hostile print the same
-// number of lines as for a plain project, nothing a terminal would act on,
-// and the escapes visibly.
+// upload origin, last error, superuser name, certificate and settings are
+// hostile print the same number of lines as for a plain project, nothing a
+// terminal would act on, and the escapes visibly. The projects are written
+// into opusd's store: the API refuses some of these values today (a
+// superuser name), but opusctl must not rely on every opusd it talks to
+// doing so.
 func TestHostileValuesAreEscaped(t *testing.T) {
-	s := fakeopus.Start(t)
+	s := startOpusd(t)
 	uid := uint32(os.Getuid())
 	add := func(name, text string) {
 		digest := "sha256:" + strings.Repeat("ab", 32)
-		s.AddProject(&opusv1.Project{
-			Name: name, OwnerUid: uid, Phase: opusv1.Phase_PHASE_FAILED, LastError: "step migrate: " + text,
-			SuperuserName: text, Certificate: text, CreateTime: timestamppb.Now(),
-			Settings: &opusv1.Settings{Env: map[string]string{"X": text}},
-			Apps: []*opusv1.App{{Name: "polls", Source: client.UploadedSource(digest, text), RequestedRef: digest, ResolvedCommit: digest,
-				Revisions: []*opusv1.Revision{{RequestedRef: digest, Resolved: digest}}}},
+		err := s.Store.Update(context.Background(), func(tx *store.Tx) error {
+			return tx.CreateProject(&store.Project{Name: name, OwnerUID: uid, Generation: 1, CreateTime: time.Now(),
+				Spec: store.Spec{
+					Apps:     []store.AppSpec{{Name: "polls", Upload: &store.UploadSource{Digest: digest, Origin: text, UploaderUID: &uid}}},
+					Settings: store.Settings{Env: map[string]string{"X": text}},
+				},
+				Status: store.Status{Phase: store.PhaseFailed, LastError: "step migrate: " + text, ObservedGeneration: 1,
+					Superuser: text, Certificate: store.CertificateStatus{Kind: text},
+					Apps: map[string]store.AppStatus{"polls": {RequestedRef: digest, ResolvedCommit: digest,
+						Revisions: []store.Revision{{RequestedRef: digest, Resolved: digest, UploaderUID: &uid}}}}},
+			})
 		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	add("tplain", "/home/x/plain")
 	add("tevil", hostile)

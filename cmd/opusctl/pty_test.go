@@ -3,8 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,8 +13,8 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/opus-hosting/opus/client"
-	"github.com/opus-hosting/opus/client/fakeopus"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/reconcile"
 )
 
 // screen collects what opusctl writes to a terminal.
@@ -86,8 +86,10 @@ func runOnTerminal(t *testing.T, socket string, typ func(master io.Writer, scr *
 }
 
 func TestCreateOnTerminalShowsLiveSteps(t *testing.T) {
-	fake := fakeopus.Start(t)
-	fake.StepDelay = 250 * time.Millisecond // long enough for spinner frames
+	s := startOpusd(t)
+	s.Privd.SlowDeploys(400 * time.Millisecond) // long enough for spinner frames
+	steps := reconcile.DeploySteps()
+	up := fmt.Sprintf("\x1b[%dA", len(steps)) // cursor up over the step lines
 	const password = "s3cret-pw"
 	answer := func(master io.Writer, scr *screen) {
 		scr.waitFor(t, "Password for superuser admin: ")
@@ -95,13 +97,13 @@ func TestCreateOnTerminalShowsLiveSteps(t *testing.T) {
 		scr.waitFor(t, "Repeat the password: ")
 		io.WriteString(master, password+"\r")
 	}
-	code, out := runOnTerminal(t, fake.Socket, answer, "create", "tlive", "--superuser", "admin", "--superuser-email", "a@example.com")
+	code, out := runOnTerminal(t, s.Socket, answer, "create", "tlive", "--superuser", "admin", "--superuser-email", "a@example.com")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 	for _, want := range []string{
-		"Creating project tlive (operation op-1)",
-		"\x1b[6A",   // cursor up over the six step lines: redrawn in place
+		"Creating project tlive (operation " + onlyOp(t, s, "tlive") + ")",
+		up,          // redrawn in place
 		"\r\x1b[2K", // each line cleared before it is drawn again
 		"⠋", "⠙",    // spinner frames while a step runs
 		"✓",
@@ -112,10 +114,10 @@ func TestCreateOnTerminalShowsLiveSteps(t *testing.T) {
 		}
 	}
 	// The last frame shows every step done with its time.
-	last := out[strings.LastIndex(out, "\x1b[6A"):]
-	for _, step := range fakeopus.DefaultSteps {
-		if !containsLine(last, step, "✓", "s") {
-			t.Errorf("final frame has no done line for %s:\n%q", step, last)
+	last := out[strings.LastIndex(out, up):]
+	for _, step := range steps {
+		if !containsLine(last, step.Name, "✓", "s") {
+			t.Errorf("final frame has no done line for %s:\n%q", step.Name, last)
 		}
 	}
 	if strings.Contains(out, "step user: done") {
@@ -124,7 +126,7 @@ func TestCreateOnTerminalShowsLiveSteps(t *testing.T) {
 	if strings.Contains(out, password) {
 		t.Error("the password was echoed")
 	}
-	if got := fake.CallsOf("CreateProject")[0].Req.(*opusv1.CreateProjectRequest).GetSuperuser().GetPassword(); got != password {
+	if got := s.CallsOf("CreateProject")[0].Req.(*opusv1.CreateProjectRequest).GetSuperuser().GetPassword(); got != password {
 		t.Errorf("server got password %q, want %q", got, password)
 	}
 }
@@ -154,19 +156,22 @@ func TestDestroyOnTerminalAsksForTheName(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := fakeopus.Start(t)
-			fake.AddProject(&opusv1.Project{Name: "tdel", OwnerUid: uint32(os.Getuid())})
-			code, out := runOnTerminal(t, fake.Socket, func(master io.Writer, scr *screen) {
+			s := startOpusd(t)
+			if r := runCLI(t, s.Socket, "", "create", "tdel"); r.code != 0 {
+				t.Fatalf("create: %+v", r)
+			}
+			s.ForgetCalls()
+			code, out := runOnTerminal(t, s.Socket, func(master io.Writer, scr *screen) {
 				scr.waitFor(t, "Type the name to confirm: ")
 				io.WriteString(master, tc.typed+"\r")
 			}, "destroy", "tdel")
 			if code != tc.wantCode {
 				t.Fatalf("exit %d, want %d:\n%s", code, tc.wantCode, out)
 			}
-			if gone := fake.Project("tdel") == nil; gone != tc.wantGone {
+			if gone := project(t, s, "tdel") == nil; gone != tc.wantGone {
 				t.Fatalf("project gone = %v, want %v", gone, tc.wantGone)
 			}
-			if !tc.wantGone && len(fake.CallsOf("DeleteProject")) != 0 {
+			if !tc.wantGone && len(s.CallsOf("DeleteProject")) != 0 {
 				t.Fatal("DeleteProject was called without confirmation")
 			}
 		})

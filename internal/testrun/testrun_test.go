@@ -452,8 +452,8 @@ func TestCleanForgetsOnlyWhatWorked(t *testing.T) {
 }
 
 // TestTestSupportIsNotLinked: no package of the module but tests imports
-// the test support packages (testrun and pgtest), so no daemon or client
-// carries them.
+// the test support packages (testrun, pgtest, servicetest, ...), so no
+// daemon or client carries them.
 func TestTestSupportIsNotLinked(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -471,7 +471,7 @@ func TestTestSupportIsNotLinked(t *testing.T) {
 		t.Fatalf("go list: %v: %s", err, stderr.String())
 	}
 	const mod = "github.com/opus-hosting/opus"
-	support := []string{mod + "/internal/testrun", mod + "/internal/pgtest", mod + "/internal/logtest", mod + "/internal/cert/certtest", mod + "/internal/gitsrc/gitsrctest", mod + "/internal/names/namestest"}
+	support := []string{mod + "/internal/testrun", mod + "/internal/pgtest", mod + "/internal/logtest", mod + "/internal/cert/certtest", mod + "/internal/gitsrc/gitsrctest", mod + "/internal/names/namestest", mod + "/unprivd/service/servicetest"}
 	seen := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)

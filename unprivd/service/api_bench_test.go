@@ -7,14 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/opus-hosting/opus/internal/peercred"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -25,7 +21,11 @@ import (
 // bbolt file filled with records shaped like a host's after months of use
 // (apps with revision history, settings, some owner certificates and
 // external databases, and an operation history per project). They assert
-// no timings; compare runs with benchstat.
+// no timings; compare runs with benchstat. BenchmarkAPIGet and
+// BenchmarkAPIList serve the real opusd API with servicetest, which
+// imports this package, so they are in package service_test
+// (api_serve_bench_test.go); this file has what they share with this
+// package's tests (export_test.go exports it to them).
 //
 //	go test -run '^$' -bench 'API' -benchmem ./unprivd/service/
 //	go test -run '^$' -bench 'APIList/handler' -cpuprofile cpu.out ./unprivd/service/
@@ -134,7 +134,8 @@ func benchFill(tb testing.TB, st *store.Store, n int, shape benchShape) []string
 	return names
 }
 
-// benchService is a Service over a filled store in tb's temp directory.
+// benchService is a Service over a filled store in tb's temp directory,
+// for tests of the read handlers.
 func benchService(tb testing.TB, admins Admins, shape benchShape) (*Service, []string) {
 	tb.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(tb.TempDir(), "opusd.db"), store.Options{})
@@ -151,95 +152,9 @@ func benchService(tb testing.TB, admins Admins, shape benchShape) (*Service, []s
 	return svc, names
 }
 
-// benchSocket serves svc on a Unix socket in tb's temp directory and
-// returns a client of it; the caller's identity is this process's uid.
-func benchSocket(tb testing.TB, svc *Service) opusv1.OpusClient {
-	tb.Helper()
-	sock := filepath.Join(tb.TempDir(), "opusd.sock")
-	g := grpc.NewServer(append(svc.ServerOptions(), grpc.Creds(peercred.Server()))...)
-	svc.Register(g)
-	l, err := peercred.Listen(sock, 0o600, -1)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go g.Serve(l)
-	tb.Cleanup(g.Stop)
-	cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(peercred.Client()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { cc.Close() })
-	return opusv1.NewOpusClient(cc)
-}
-
 // asCaller is the context the interceptor would hand a handler.
 func asCaller(uid uint32, admin bool) context.Context {
 	return context.WithValue(context.Background(), callerKey{}, caller{uid: uid, admin: admin})
-}
-
-func BenchmarkAPIGet(b *testing.B) {
-	me := uint32(os.Getuid())
-	for _, shape := range benchShapes {
-		b.Run(shape.name, func(b *testing.B) {
-			svc, names := benchService(b, fakeAdmins{me: true}, shape)
-			b.Run("handler", func(b *testing.B) {
-				ctx := asCaller(me, true)
-				b.ReportAllocs()
-				for i := 0; b.Loop(); i++ {
-					if _, err := svc.GetProject(ctx, &opusv1.GetProjectRequest{Name: names[(i*7919)%len(names)]}); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-			b.Run("socket", func(b *testing.B) {
-				cl := benchSocket(b, svc)
-				ctx := context.Background()
-				b.ReportAllocs()
-				for i := 0; b.Loop(); i++ {
-					if _, err := cl.GetProject(ctx, &opusv1.GetProjectRequest{Name: names[(i*7919)%len(names)]}); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
-	}
-}
-
-func BenchmarkAPIList(b *testing.B) {
-	me := uint32(os.Getuid())
-	for _, shape := range benchShapes {
-		b.Run(shape.name, func(b *testing.B) {
-			svc, _ := benchService(b, fakeAdmins{me: true}, shape)
-			list := func(b *testing.B, ctx context.Context, want int) {
-				b.ReportAllocs()
-				for b.Loop() {
-					res, err := svc.ListProjects(ctx, &opusv1.ListProjectsRequest{})
-					if err != nil {
-						b.Fatal(err)
-					}
-					if len(res.GetProjects()) != want {
-						b.Fatalf("%d projects, want %d", len(res.GetProjects()), want)
-					}
-				}
-			}
-			b.Run("handler/admin", func(b *testing.B) { list(b, asCaller(me, true), benchProjects) })
-			b.Run("handler/owner", func(b *testing.B) { list(b, asCaller(10000, false), benchProjects/benchOwners) })
-			b.Run("socket", func(b *testing.B) {
-				cl := benchSocket(b, svc)
-				ctx := context.Background()
-				b.ReportAllocs()
-				for b.Loop() {
-					res, err := cl.ListProjects(ctx, &opusv1.ListProjectsRequest{})
-					if err != nil {
-						b.Fatal(err)
-					}
-					if len(res.GetProjects()) != benchProjects {
-						b.Fatalf("%d projects, want %d", len(res.GetProjects()), benchProjects)
-					}
-				}
-			})
-		})
-	}
 }
 
 // BenchmarkAPIAuthorize is the interceptor's work for a caller who is not
