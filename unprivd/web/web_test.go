@@ -26,6 +26,7 @@ import (
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/credential"
 	"github.com/opus-hosting/opus/unprivd/service"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -98,7 +99,7 @@ func newRig(t *testing.T) *rig {
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
 	r := &rig{st: st, lis: peercred.NewInProcess(), users: u}
-	c, err := New(Config{Store: st, Listener: r.lis, Logger: log})
+	c, err := New(Config{Listener: r.lis, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func (r *rig) signIn(t *testing.T, uid uint32) (*http.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(link.GetUrl(), r.srv.URL+service.LoginLinkPath+"?t=") {
+	if !strings.HasPrefix(link.GetUrl(), r.srv.URL+credential.LoginLinkPath+"?t=") {
 		t.Fatalf("link %q does not point at the console %s", link.GetUrl(), r.srv.URL)
 	}
 	b := r.browser()
@@ -411,12 +412,12 @@ func TestSessionCookieRefused(t *testing.T) {
 	}
 	// Expire A's session in the store.
 	if err := r.st.Update(context.Background(), func(tx *store.Tx) error {
-		s, err := tx.ConsoleSession(real)
+		s, err := tx.ConsoleSession(credential.TokenKey(real))
 		if err != nil {
 			return err
 		}
 		s.ExpireTime = tx.Now().Add(-time.Second)
-		return tx.PutConsoleSession(real, *s)
+		return tx.PutConsoleSession(credential.TokenKey(real), *s)
 	}); err != nil {
 		t.Fatal(err)
 	}
