@@ -75,7 +75,12 @@ var (
 	errNoSession     = status.Error(codes.Unauthenticated, "not signed in (or the session expired): sign in again")
 )
 
-func remoteAddrOf(addr string) (string, error) {
+// signInAddr is the browser address of a sign-in the interceptor let
+// through, which failures count against.
+func signInAddr(ctx context.Context, addr string) (string, error) {
+	if _, err := callerFrom(ctx); err != nil {
+		return "", err
+	}
 	if len(addr) > maxRemoteAddr {
 		return "", invalid("remote_addr", "is %d bytes; an address has at most %d", len(addr), maxRemoteAddr)
 	}
@@ -87,11 +92,8 @@ func remoteAddrOf(addr string) (string, error) {
 // (signinlimit.go) and logged; when every hasher is busy, or a check of
 // the account is under way, the answer is an immediate Unavailable.
 func (cs *consoleSessions) SignInWithPassword(ctx context.Context, req *opusv1.SignInWithPasswordRequest) (*opusv1.SignInWithPasswordResponse, error) {
-	if _, err := callerFrom(ctx); err != nil {
-		return nil, err
-	}
 	s := cs.s
-	addr, err := remoteAddrOf(req.GetRemoteAddr())
+	addr, err := signInAddr(ctx, req.GetRemoteAddr())
 	if err != nil {
 		return nil, err
 	}
@@ -253,11 +255,8 @@ func (cs *consoleSessions) checkPassword(ctx context.Context, a signInAccountOf,
 // A valid link always works; unknown, used and expired ones count against
 // the caller's address, and only those are refused once it has too many.
 func (cs *consoleSessions) SignInWithLink(ctx context.Context, req *opusv1.SignInWithLinkRequest) (*opusv1.SignInWithLinkResponse, error) {
-	if _, err := callerFrom(ctx); err != nil {
-		return nil, err
-	}
 	s := cs.s
-	addr, err := remoteAddrOf(req.GetRemoteAddr())
+	addr, err := signInAddr(ctx, req.GetRemoteAddr())
 	if err != nil {
 		return nil, err
 	}
