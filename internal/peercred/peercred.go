@@ -8,7 +8,9 @@
 // dialed on it inside opusd carries the uid its dialer names (opusd's web
 // console, after it has signed that user in), so the console calls the same
 // gRPC server, interceptors and access table as a socket caller. Only this
-// package can make such a connection; a socket connection never is one.
+// package can make such a connection; a socket connection never is one,
+// and FromInProcess tells the two apart (opusd serves its console's own
+// calls to in-process connections alone).
 package peercred
 
 import (

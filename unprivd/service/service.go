@@ -1,4 +1,5 @@
-// Package service is opusd's public gRPC API (opus.v1.Opus).
+// Package service is opusd's public gRPC API (opus.v1.Opus), and the web
+// console's sessions (opus.v1.ConsoleSessions, served in-process only).
 //
 // Who calls is decided only by the Unix socket's peer credentials
 // (internal/peercred), once per call, by the interceptors; what they may do
