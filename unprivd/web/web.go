@@ -276,7 +276,7 @@ const maxCookie = 100
 
 // setSession sets the cookie of a session the service started.
 func (c *Console) setSession(w http.ResponseWriter, id string, s *opusv1.ConsoleSession) {
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", MaxAge: int(time.Until(s.GetExpireTime().AsTime()) / time.Second),
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", MaxAge: int(time.Until(s.GetExpireTime().AsTime()).Round(time.Second) / time.Second),
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 }
 

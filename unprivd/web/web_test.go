@@ -387,13 +387,29 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatalf("B with A's CSRF token: %d", x.code)
 	}
 
-	// Sign-out ends the session on the server.
+	// Sign-out ends the session on the server: the browser drops its
+	// cookie, and the cookie kept and sent again opens nothing.
+	u, _ := url.Parse(r.srv.URL)
+	var kept *http.Cookie
+	for _, ck := range a.Jar.Cookies(u) {
+		if ck.Name == sessionCookie {
+			kept = ck
+		}
+	}
+	if kept == nil {
+		t.Fatal("no session cookie before sign-out")
+	}
 	out := do(t, a, "POST", r.srv.URL+"/logout", url.Values{"csrf": {csrf}})
 	if out.code != http.StatusSeeOther {
 		t.Fatalf("logout: %d", out.code)
 	}
 	if x := do(t, a, "GET", r.srv.URL+"/", nil); x.code != http.StatusSeeOther || x.location != "/login" {
 		t.Fatalf("after logout: %d %q", x.code, x.location)
+	}
+	replay := r.browser()
+	replay.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: kept.Value}})
+	if x := do(t, replay, "GET", r.srv.URL+"/", nil); x.code != http.StatusSeeOther || x.location != "/login" {
+		t.Fatalf("the signed-out session's cookie sent again: %d %q", x.code, x.location)
 	}
 }
 
