@@ -99,7 +99,7 @@ func (cs *consoleSessions) SignInWithPassword(ctx context.Context, req *opusv1.S
 	}
 	pw := req.GetPassword()
 	if len(pw) > maxSignInPassword {
-		return nil, invalid("password", "is %d bytes; a console password has at most %d characters", len(pw), maxConsolePassword)
+		return nil, invalid("password", "is %d bytes, longer than any console password (at most %d characters)", len(pw), maxConsolePassword)
 	}
 	field := strings.TrimSpace(req.GetUser())
 	uid, name := cs.signInUser(field)
