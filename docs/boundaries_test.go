@@ -12,8 +12,11 @@ import (
 // TestPackageBoundaries fences the packages as DESIGN.md draws them: the
 // root half (privd/...) links nothing of opusd's (unprivd/...) or of the
 // client's; the client (client/..., opusctl) nothing of either daemon;
-// opusd nothing of privd but privd's generated API. What both sides share
-// lives in internal/ (names, layout, config, the git rules, pack, ...).
+// opusd nothing of privd but privd's generated API; opusd's web console
+// nothing of its state: it is HTTP over the gRPC service, so it links
+// neither the store nor the service (only their API and unprivd/credential).
+// What both sides share lives in internal/ (names, layout, config, the git
+// rules, pack, ...).
 func TestPackageBoundaries(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -30,6 +33,7 @@ func TestPackageBoundaries(t *testing.T) {
 		{"./cmd/opusctl", []string{mod + "unprivd/", mod + "privd/"}},
 		{"./unprivd/...", []string{mod + "privd/", mod + "client"}},
 		{"./cmd/opusd", []string{mod + "privd/", mod + "client"}},
+		{"./unprivd/web", []string{mod + "unprivd/store", mod + "unprivd/service", mod + "privd/", mod + "client"}},
 	}
 	for _, f := range fences {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/testrun"
-	"github.com/opus-hosting/opus/unprivd/store"
+	"github.com/opus-hosting/opus/unprivd/credential"
 )
 
 // The web console's sign-in, its limits and its accounts, against the real
@@ -250,9 +250,9 @@ func TestConsolePasswordHashingBounded(t *testing.T) {
 	if busy == 0 {
 		t.Errorf("none of %d concurrent password checks was turned away", n)
 	}
-	// store.PasswordHashers checks at once, 64 MiB each, and one more for
+	// credential.PasswordHashers checks at once, 64 MiB each, and one more for
 	// slack; n unbounded checks would be n × 64 MiB.
-	if limit := before + (store.PasswordHashers+1)*64<<20; peak > limit {
+	if limit := before + (credential.PasswordHashers+1)*64<<20; peak > limit {
 		t.Errorf("opusd's peak RSS %d MiB during %d concurrent sign-ins, want at most %d MiB", peak>>20, n, limit>>20)
 	}
 	// The burst is over: B's password works.

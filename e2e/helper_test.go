@@ -36,6 +36,9 @@ type privdCall struct {
 	Key     string `json:"key,omitempty"`
 	// Digest is the upload an opusd call names (uploads_test.go).
 	Digest string `json:"digest,omitempty"`
+	// Secret is the password, link token or session id of a
+	// ConsoleSessions call (consolesessions_test.go).
+	Secret string `json:"secret,omitempty"`
 }
 
 type privdAnswer struct {
@@ -85,6 +88,15 @@ func callPrivd(c privdCall) privdAnswer {
 		// Socket is opusd's: create Project with one app of upload Digest.
 		_, err = opusv1.NewOpusClient(conn).CreateProject(ctx, &opusv1.CreateProjectRequest{Name: c.Project,
 			Apps: []*opusv1.AppSpec{{Name: "app", Source: client.UploadedSource(c.Digest, "e2e")}}})
+	case "console.SignInWithPassword":
+		// Socket is opusd's; Project is the user signing in.
+		_, err = opusv1.NewConsoleSessionsClient(conn).SignInWithPassword(ctx, &opusv1.SignInWithPasswordRequest{User: c.Project, Password: c.Secret, RemoteAddr: "127.0.0.1"})
+	case "console.SignInWithLink":
+		_, err = opusv1.NewConsoleSessionsClient(conn).SignInWithLink(ctx, &opusv1.SignInWithLinkRequest{Token: c.Secret, RemoteAddr: "127.0.0.1"})
+	case "console.GetConsoleSession":
+		_, err = opusv1.NewConsoleSessionsClient(conn).GetConsoleSession(ctx, &opusv1.GetConsoleSessionRequest{SessionId: c.Secret})
+	case "console.SignOut":
+		_, err = opusv1.NewConsoleSessionsClient(conn).SignOut(ctx, &opusv1.SignOutRequest{SessionId: c.Secret})
 	default:
 		return privdAnswer{DialError: "unknown method " + c.Method}
 	}

@@ -231,7 +231,7 @@ func readAs(uid, gid uint32, path string) (string, error) {
 }
 
 // TestConsoleOwnPasswordStarvesNoOne (from the attack review): the console
-// runs at most store.PasswordHashers (2) argon2id checks at once and
+// runs at most credential.PasswordHashers (2) argon2id checks at once and
 // answers 503 beyond that. A local user signing in with their own correct
 // password in a loop, from a few connections, used to keep both slots
 // busy, and every other user's correct password was answered 503. Now

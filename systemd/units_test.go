@@ -37,7 +37,7 @@ import (
 	"github.com/opus-hosting/opus/internal/testrun"
 	"github.com/opus-hosting/opus/privd/account"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
-	"github.com/opus-hosting/opus/unprivd/store"
+	"github.com/opus-hosting/opus/unprivd/credential"
 )
 
 // units are the unit files this directory ships.
@@ -268,7 +268,7 @@ func TestOpusdMemorySized(t *testing.T) {
 			goLimit = goBytes(t, v)
 		}
 	}
-	need := int64(64<<20) + store.PasswordHashers*64<<20 + int64(config.Default().GitMaxBytes)
+	need := int64(64<<20) + credential.PasswordHashers*64<<20 + int64(config.Default().GitMaxBytes)
 	if !(need < goLimit && goLimit < high && high < hard) {
 		t.Errorf("opusd.service: want need %d MiB < GOMEMLIMIT %d MiB < MemoryHigh %d MiB < MemoryMax %d MiB",
 			need>>20, goLimit>>20, high>>20, hard>>20)

@@ -237,7 +237,7 @@ func run() error {
 	if webLis != nil {
 		inproc := peercred.NewInProcess()
 		go g.Serve(inproc)
-		if console, err = web.New(web.Config{Store: st, Listener: inproc, Logger: log}); err != nil {
+		if console, err = web.New(web.Config{Listener: inproc, Logger: log}); err != nil {
 			return err
 		}
 		webSrv = &http.Server{Handler: console, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,

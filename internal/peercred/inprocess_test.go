@@ -12,19 +12,26 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 )
 
+// seen is what a server learned of a call's peer.
+type seen struct {
+	Cred
+	inProcess bool
+}
+
 // credServer serves health on l and reports the credentials each call
-// arrived with.
-func credServer(t *testing.T, l net.Listener) <-chan Cred {
+// arrived with, and whether it came in-process.
+func credServer(t *testing.T, l net.Listener) <-chan seen {
 	t.Helper()
-	got := make(chan Cred, 10)
+	got := make(chan seen, 10)
 	srv := grpc.NewServer(grpc.Creds(Server()), grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		c, err := FromContext(ctx)
 		if err != nil {
 			return nil, err
 		}
-		got <- c
+		got <- seen{c, FromInProcess(ctx)}
 		return h(ctx, req)
 	}))
 	healthpb.RegisterHealthServer(srv, health.NewServer())
@@ -53,15 +60,15 @@ func TestInProcessCarriesDialedIdentity(t *testing.T) {
 			t.Fatalf("as %+v: %v", want, err)
 		}
 		cc.Close()
-		if c := <-got; c != want {
-			t.Fatalf("server saw %+v, want %+v", c, want)
+		if c := <-got; c.Cred != want || !c.inProcess {
+			t.Fatalf("server saw %+v, want %+v in-process", c, want)
 		}
 	}
 }
 
 // TestSocketCannotClaimIdentity: a Unix socket connection is judged by
-// SO_PEERCRED, whatever the client's conn type; a conn that is neither
-// is refused at the handshake.
+// SO_PEERCRED, whatever the client's conn type, and is never in-process;
+// a conn that is neither is refused at the handshake.
 func TestSocketCannotClaimIdentity(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	l, err := Listen(sock, 0o600, -1)
@@ -79,8 +86,19 @@ func TestSocketCannotClaimIdentity(t *testing.T) {
 	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if c := <-got; c.UID != uint32(os.Getuid()) || c.PID != int32(os.Getpid()) {
-		t.Fatalf("socket peer %+v, want this process", c)
+	if c := <-got; c.UID != uint32(os.Getuid()) || c.PID != int32(os.Getpid()) || c.inProcess {
+		t.Fatalf("socket peer %+v, want this process, not in-process", c)
+	}
+	// Nor is a peer whose AuthInfo was made outside this package's
+	// handshake, with any credentials.
+	for _, ctx := range []context.Context{
+		context.Background(),
+		peer.NewContext(ctx, &peer.Peer{AuthInfo: AuthInfo{Cred: Cred{UID: 0}}}),
+		peer.NewContext(ctx, &peer.Peer{AuthInfo: &AuthInfo{Cred: Cred{UID: uint32(os.Getuid())}}}),
+	} {
+		if FromInProcess(ctx) {
+			t.Errorf("a context the handshake did not make is in-process: %v", ctx)
+		}
 	}
 	// A plain pipe (not from InProcess) has no identity at all.
 	a, b := net.Pipe()

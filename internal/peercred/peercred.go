@@ -8,7 +8,9 @@
 // dialed on it inside opusd carries the uid its dialer names (opusd's web
 // console, after it has signed that user in), so the console calls the same
 // gRPC server, interceptors and access table as a socket caller. Only this
-// package can make such a connection; a socket connection never is one.
+// package can make such a connection; a socket connection never is one,
+// and FromInProcess tells the two apart (opusd serves its console's own
+// calls to in-process connections alone).
 package peercred
 
 import (
@@ -39,6 +41,10 @@ type Cred struct {
 type AuthInfo struct {
 	credentials.CommonAuthInfo
 	Cred Cred
+	// inProcess marks a connection made on an InProcess listener. It is
+	// unexported so that only this package's handshake sets it: no value a
+	// socket peer sends and no AuthInfo built elsewhere can claim it.
+	inProcess bool
 }
 
 // AuthType implements credentials.AuthInfo.
@@ -59,6 +65,18 @@ func FromContext(ctx context.Context) (Cred, error) {
 		return Cred{}, ErrNoCred
 	}
 	return ai.Cred, nil
+}
+
+// FromInProcess reports whether a gRPC call came over an InProcess
+// listener, that is from code inside this process that holds it (opusd's
+// web console), and not from any socket, whatever uid is on it.
+func FromInProcess(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	ai, ok := p.AuthInfo.(AuthInfo)
+	return ok && ai.inProcess
 }
 
 // Of returns the credentials of the process at the other end of conn, which
@@ -110,35 +128,36 @@ func ClientExpecting(uid uint32) credentials.TransportCredentials {
 }
 
 func (t transport) ClientHandshake(_ context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	c, err := credOf(conn)
+	ai, err := authInfoOf(conn)
 	if err != nil {
 		return nil, nil, err
 	}
-	if t.wantServerUID != nil && c.UID != *t.wantServerUID {
-		return nil, nil, fmt.Errorf("server on %s runs as uid %d, want uid %d", conn.RemoteAddr(), c.UID, *t.wantServerUID)
+	if t.wantServerUID != nil && ai.Cred.UID != *t.wantServerUID {
+		return nil, nil, fmt.Errorf("server on %s runs as uid %d, want uid %d", conn.RemoteAddr(), ai.Cred.UID, *t.wantServerUID)
 	}
-	return conn, authInfo(c), nil
+	return conn, ai, nil
 }
 
 func (transport) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	c, err := credOf(conn)
+	ai, err := authInfoOf(conn)
 	if err != nil {
 		return nil, nil, err
 	}
-	return conn, authInfo(c), nil
+	return conn, ai, nil
 }
 
-// credOf is the identity at the other end of conn: the one an in-process
-// connection (InProcess) was made with, or else the kernel's SO_PEERCRED.
-func credOf(conn net.Conn) (Cred, error) {
+// authInfoOf is the identity at the other end of conn: the one an
+// in-process connection (InProcess) was made with, marked as such, or else
+// the kernel's SO_PEERCRED.
+func authInfoOf(conn net.Conn) (AuthInfo, error) {
+	ai := AuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
 	if cc, ok := conn.(credCarrier); ok {
-		return cc.peerCred(), nil
+		ai.Cred, ai.inProcess = cc.peerCred(), true
+		return ai, nil
 	}
-	return Of(conn)
-}
-
-func authInfo(c Cred) AuthInfo {
-	return AuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}, Cred: c}
+	c, err := Of(conn)
+	ai.Cred = c
+	return ai, err
 }
 
 func (transport) Info() credentials.ProtocolInfo {

@@ -37,6 +37,13 @@ const (
 	// accessAdmin: root or a member of the admin group only; refused in
 	// the interceptor before the handler runs.
 	accessAdmin
+	// accessConsole: opusd's own web console only, that is a connection
+	// on its in-process listener (peercred.FromInProcess); every socket
+	// caller, root and the opus user included, is refused in the
+	// interceptor before the handler runs. The console's session calls
+	// take secrets (passwords, session ids) and no socket caller needs
+	// them: a user signs in with opusctl as themselves.
+	accessConsole
 )
 
 func (a access) String() string {
@@ -49,6 +56,8 @@ func (a access) String() string {
 		return "owner-or-admin"
 	case accessAdmin:
 		return "admin"
+	case accessConsole:
+		return "console"
 	}
 	return "deny"
 }
@@ -78,6 +87,11 @@ var methodAccess = map[string]access{
 	opusv1.Opus_ListConsoleAccounts_FullMethodName:   accessAdmin,
 	opusv1.Opus_DisableConsoleAccount_FullMethodName: accessAdmin,
 	opusv1.Opus_DeleteConsoleAccount_FullMethodName:  accessAdmin,
+
+	opusv1.ConsoleSessions_SignInWithPassword_FullMethodName: accessConsole,
+	opusv1.ConsoleSessions_SignInWithLink_FullMethodName:     accessConsole,
+	opusv1.ConsoleSessions_GetConsoleSession_FullMethodName:  accessConsole,
+	opusv1.ConsoleSessions_SignOut_FullMethodName:            accessConsole,
 
 	healthpb.Health_Check_FullMethodName: accessPublic,
 	healthpb.Health_List_FullMethodName:  accessPublic,
@@ -224,8 +238,12 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 		s.log.Warn("refused: method not in access table", "uid", cred.UID, "method", method)
 		return nil, status.Errorf(codes.PermissionDenied, "method %s is not served", method)
 	}
+	if rule == accessConsole && !peercred.FromInProcess(ctx) {
+		s.log.Warn("refused: the web console's own calls", "uid", cred.UID, "method", method)
+		return nil, status.Errorf(codes.PermissionDenied, "%s is served only to opusd's web console, not on the socket; sign in to the console with opusctl web login", method)
+	}
 	c := caller{uid: cred.UID}
-	if rule != accessPublic {
+	if rule != accessPublic && rule != accessConsole {
 		c.admin = s.admins.IsAdmin(cred.UID)
 	}
 	if rule == accessAdmin && !c.admin {

@@ -11,19 +11,17 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/credential"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
-// The web console's account calls. The console itself (unprivd/web) signs
-// people in with what these record; once signed in, its pages call this
-// service as the signed-in uid like any other client.
+// The web console's account calls. The console (unprivd/web) signs people
+// in with what these record, through ConsoleSessions (consolesessions.go);
+// once signed in, its pages call this service as the signed-in uid like
+// any other client.
 
 // LoginLinkTTL is how long a login link works (once).
 const LoginLinkTTL = 5 * time.Minute
-
-// LoginLinkPath is the console path a login link points at; the token
-// follows as the query parameter "t".
-const LoginLinkPath = "/login/link"
 
 // Console password length limits, in characters. The hash is slow on
 // purpose; a bound keeps one call from being slower still.
@@ -76,7 +74,7 @@ func (s *Service) CreateLoginLink(ctx context.Context, _ *opusv1.CreateLoginLink
 	if err != nil {
 		return nil, err
 	}
-	token, err := store.NewToken()
+	token, err := credential.NewToken()
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
@@ -93,7 +91,7 @@ func (s *Service) CreateLoginLink(ctx context.Context, _ *opusv1.CreateLoginLink
 			return err
 		}
 		expire = tx.Now().Add(LoginLinkTTL)
-		return tx.PutLoginLink(token, store.LoginLink{UID: c.uid, Name: name, ExpireTime: expire})
+		return tx.PutLoginLink(credential.TokenKey(token), store.LoginLink{UID: c.uid, Name: name, ExpireTime: expire})
 	})
 	if err != nil {
 		if status.Code(err) == codes.PermissionDenied {
@@ -103,7 +101,7 @@ func (s *Service) CreateLoginLink(ctx context.Context, _ *opusv1.CreateLoginLink
 	}
 	s.log.InfoContext(ctx, "console login link created", "uid", c.uid, "user", name, "expires", expire)
 	return &opusv1.CreateLoginLinkResponse{
-		Url:        s.cfg.ConsoleURL + LoginLinkPath + "?t=" + token,
+		Url:        s.cfg.ConsoleURL + credential.LoginLinkPath + "?t=" + token,
 		ExpireTime: timestamppb.New(expire),
 	}, nil
 }
@@ -133,8 +131,8 @@ func (s *Service) SetConsolePassword(ctx context.Context, req *opusv1.SetConsole
 	}
 	// Hashed before the transaction: it takes a while on purpose, and
 	// writers are serialized.
-	hash, err := store.HashPassword(pw)
-	if errors.Is(err, store.ErrBusy) {
+	hash, err := credential.HashPassword(pw)
+	if errors.Is(err, credential.ErrBusy) {
 		s.log.WarnContext(ctx, "console password refused: hashers busy", "uid", c.uid)
 		return nil, status.Error(codes.Unavailable, "opusd is busy checking other console passwords; try again in a few seconds")
 	}

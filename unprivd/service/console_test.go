@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/credential"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -63,7 +64,7 @@ func TestCreateLoginLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, err := url.Parse(res.GetUrl())
-	if err != nil || u.Host != "127.0.0.1:8444" || u.Path != LoginLinkPath || len(u.Query().Get("t")) < 40 {
+	if err != nil || u.Host != "127.0.0.1:8444" || u.Path != credential.LoginLinkPath || len(u.Query().Get("t")) < 40 {
 		t.Fatalf("link %q", res.GetUrl())
 	}
 	if d := res.GetExpireTime().AsTime().Sub(s.svc.cfg.Now()); d <= 0 || d > LoginLinkTTL {
@@ -71,7 +72,10 @@ func TestCreateLoginLink(t *testing.T) {
 	}
 	// The token is uidA's, once.
 	var l *store.LoginLink
-	if err := s.st.Update(context.Background(), func(tx *store.Tx) (err error) { l, err = tx.TakeLoginLink(u.Query().Get("t")); return err }); err != nil || l.UID != uidA {
+	if err := s.st.Update(context.Background(), func(tx *store.Tx) (err error) {
+		l, err = tx.TakeLoginLink(credential.TokenKey(u.Query().Get("t")))
+		return err
+	}); err != nil || l.UID != uidA {
 		t.Fatalf("link record: %+v %v", l, err)
 	}
 	res2, _ := link(uidA)
@@ -112,7 +116,7 @@ func TestConsolePasswordAndAdminCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := consoleAccounts(t, s.st)[uidA]
-	if ok, err := store.CheckPassword(a.PasswordHash, "a good long password"); !ok || err != nil {
+	if ok, err := credential.CheckPassword(a.PasswordHash, "a good long password"); !ok || err != nil {
 		t.Fatalf("stored hash does not check: %v %v", ok, err)
 	}
 
@@ -211,7 +215,7 @@ func TestConsoleAccountsFollowUsers(t *testing.T) {
 		return err
 	}
 	session := func(uid uint32) string {
-		id, _ := store.NewToken()
+		id, _ := credential.NewToken()
 		if err := s.st.Update(ctx, func(tx *store.Tx) error {
 			return tx.PutConsoleSession(id, store.ConsoleSession{UID: uid, ExpireTime: tx.Now().Add(time.Hour)})
 		}); err != nil {
@@ -315,10 +319,10 @@ func TestSetConsolePasswordBusy(t *testing.T) {
 	s := startServer(t, serverOpt{})
 	var stop atomic.Bool
 	var wg sync.WaitGroup
-	for range store.PasswordHashers {
+	for range credential.PasswordHashers {
 		wg.Go(func() {
 			for !stop.Load() {
-				store.CheckPassword("", "x")
+				credential.CheckPassword("", "x")
 			}
 		})
 	}

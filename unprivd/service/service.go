@@ -1,4 +1,5 @@
-// Package service is opusd's public gRPC API (opus.v1.Opus).
+// Package service is opusd's public gRPC API (opus.v1.Opus), and the web
+// console's sessions (opus.v1.ConsoleSessions, served in-process only).
 //
 // Who calls is decided only by the Unix socket's peer credentials
 // (internal/peercred), once per call, by the interceptors; what they may do
@@ -71,6 +72,9 @@ type Config struct {
 	// ConsoleURL is the web console's base URL (https://HOST:PORT), for
 	// login links; empty when the console is off (see console.go).
 	ConsoleURL string
+	// ConsoleSessionTTL is how long a console session lasts;
+	// DefaultConsoleSessionTTL when 0 (see consolesessions.go).
+	ConsoleSessionTTL time.Duration
 	// HostCheck compares the store with the host for CheckHost (see
 	// checkhost.go); nil makes CheckHost Unimplemented.
 	HostCheck HostChecker
@@ -93,6 +97,8 @@ type Service struct {
 	uploads Uploads
 	cfg     Config
 	log     *slog.Logger
+	// sessions serves opus.v1.ConsoleSessions (consolesessions.go).
+	sessions *consoleSessions
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
@@ -109,15 +115,21 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{
+	s := &Service{
 		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
 		cfg: cfg, log: cfg.Logger,
-	}, nil
+	}
+	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
+	return s, nil
 }
 
-// Register registers the Opus service on g. g must have been made with
-// the interceptors of this Service (see ServerOptions).
-func (s *Service) Register(g *grpc.Server) { opusv1.RegisterOpusServer(g, s) }
+// Register registers the Opus service, and the web console's
+// ConsoleSessions, on g. g must have been made with the interceptors of
+// this Service (see ServerOptions).
+func (s *Service) Register(g *grpc.Server) {
+	opusv1.RegisterOpusServer(g, s)
+	opusv1.RegisterConsoleSessionsServer(g, s.sessions)
+}
 
 // ServerOptions are the options a grpc.Server serving this Service needs:
 // the interceptors applying the access table.

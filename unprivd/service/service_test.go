@@ -114,6 +114,8 @@ func helperMain() int {
 		_, err = cl.GetLogs(ctx, &opusv1.GetLogsRequest{Project: arg})
 	case "health":
 		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	case "console-password", "console-link", "console-session", "console-signout":
+		err = callConsoleSessions(ctx, opusv1.NewConsoleSessionsClient(cc), action, arg)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown action", action)
 		return 2
@@ -226,6 +228,9 @@ type serverOpt struct {
 	reconciler  bool  // a real reconciler instead of the recording kicker
 	uploadQuota int64 // of the upload store; 0: none
 	projectUIDs config.UIDRange
+	// userName, when set, is the store's user database (uid → login
+	// name), for the console's accounts.
+	userName func(uint32) (string, error)
 }
 
 // startServer serves the Opus API on a real Unix socket, in a directory any
@@ -240,7 +245,7 @@ func startServer(t *testing.T, o serverOpt) *server {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(context.Background(), filepath.Join(dir, "opusd.db"), store.Options{})
+	st, err := store.Open(context.Background(), filepath.Join(dir, "opusd.db"), store.Options{UserName: o.userName})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,15 @@
 package store
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os/user"
-	"runtime/debug"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/crypto/argon2"
 )
 
 // The web console's buckets. They are created on first write, so a file
@@ -43,15 +35,17 @@ type ConsoleAccount struct {
 	// Name is the login name of the user the account was made for. Empty
 	// in accounts written before names were recorded (ConsoleAccountOf).
 	Name string `json:"name,omitempty"`
-	// PasswordHash is an argon2id PHC string, empty when no password is set.
+	// PasswordHash is the password's hash as unprivd/credential made it
+	// (opaque here), empty when no password is set.
 	PasswordHash string    `json:"password_hash,omitempty"`
 	Disabled     bool      `json:"disabled,omitempty"`
 	LastSignIn   time.Time `json:"last_sign_in"`
 	CreateTime   time.Time `json:"create_time"`
 }
 
-// LoginLink is an unused one-time login link. Only the SHA-256 of its token
-// is stored (as the key), so reading the state file signs no one in.
+// LoginLink is an unused one-time login link. It is stored under a key the
+// caller derives from its token (credential.TokenKey: a hash, so reading
+// the state file signs no one in); the store never sees the token.
 type LoginLink struct {
 	UID uint32 `json:"uid"`
 	// Name is the login name of the user who made the link; it signs in
@@ -60,8 +54,8 @@ type LoginLink struct {
 	ExpireTime time.Time `json:"expire_time"`
 }
 
-// ConsoleSession is a signed-in browser. Only the SHA-256 of the session id
-// is stored (as the key).
+// ConsoleSession is a signed-in browser, stored under a key the caller
+// derives from the session id (credential.TokenKey), as a LoginLink.
 type ConsoleSession struct {
 	UID uint32 `json:"uid"`
 	// CSRF is the token every form of this session must carry.
@@ -70,135 +64,7 @@ type ConsoleSession struct {
 	ExpireTime time.Time `json:"expire_time"`
 }
 
-// NewToken returns 32 random bytes, base64url: a login link token, a
-// session id or a CSRF token.
-func NewToken() (string, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("random token: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
-}
-
-func tokenKey(token string) []byte {
-	sum := sha256.Sum256([]byte(token))
-	return []byte(hex.EncodeToString(sum[:]))
-}
-
 func uidKey(uid uint32) []byte { return []byte(strconv.FormatUint(uint64(uid), 10)) }
-
-// Argon2id parameters (RFC 9106's second recommendation, scaled to a small
-// host): 64 MiB, 3 passes, 1 lane, 32-byte key. Stored in each hash, so
-// they can change without invalidating old passwords.
-const (
-	argonTime    = 3
-	argonMemory  = 64 << 10
-	argonThreads = 1
-	argonKeyLen  = 32
-)
-
-// PasswordHashers is how many argon2id computations run at once in this
-// process. Each holds 64 MiB while it runs, and sign-in reaches one without
-// signing in: unbounded, a burst of sign-ins is a burst of 64 MiB
-// allocations. Beyond the bound, HashPassword and CheckPassword fail at
-// once with ErrBusy, and callers answer "busy, try again" rather than
-// queue (a queue would only hold the flood's requests open).
-const PasswordHashers = 2
-
-// ErrBusy means PasswordHashers passwords are being hashed already.
-var ErrBusy = errors.New("too many passwords are being checked at once")
-
-// hashSlots is the bound, for the whole process: the console's sign-in and
-// the API's SetConsolePassword share one memory.
-var hashSlots = make(slots, PasswordHashers)
-
-// slots is a counting semaphore that never waits.
-type slots chan struct{}
-
-// try takes a slot if one is free; release gives it back.
-func (s slots) try() (release func(), ok bool) {
-	select {
-	case s <- struct{}{}:
-		return func() { <-s }, true
-	default:
-		return nil, false
-	}
-}
-
-// HashPassword returns an argon2id PHC string for password with a fresh
-// random salt, or ErrBusy.
-func HashPassword(password string) (string, error) {
-	salt := make([]byte, 16)
-	if _, err := rand.Read(salt); err != nil {
-		return "", fmt.Errorf("password salt: %w", err)
-	}
-	key, err := idKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
-}
-
-// noPasswordHash is checked against when there is no password to check
-// (no such user, no account, no password set), so that costs what a real
-// check costs and timing does not tell which. Its key is all zeros: no
-// password's argon2id is.
-var noPasswordHash = fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-	base64.RawStdEncoding.EncodeToString(make([]byte, 16)), base64.RawStdEncoding.EncodeToString(make([]byte, argonKeyLen)))
-
-// ErrBadHash means a stored password hash cannot be parsed.
-var ErrBadHash = errors.New("not an argon2id password hash")
-
-// CheckPassword reports whether password matches the PHC string hash. An
-// empty hash (no account, or no password set) costs the same as a real one
-// and never matches. It returns ErrBusy when PasswordHashers checks run
-// already.
-func CheckPassword(hash, password string) (bool, error) {
-	none := hash == ""
-	if none {
-		hash = noPasswordHash
-	}
-	parts := strings.Split(hash, "$")
-	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" || parts[2] != fmt.Sprintf("v=%d", argon2.Version) {
-		return false, ErrBadHash
-	}
-	var m, t uint32
-	var p uint8
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || m == 0 || t == 0 || p == 0 || m > 1<<20 || t > 100 {
-		return false, ErrBadHash
-	}
-	salt, err := base64.RawStdEncoding.DecodeString(parts[4])
-	if err != nil {
-		return false, ErrBadHash
-	}
-	want, err := base64.RawStdEncoding.DecodeString(parts[5])
-	if err != nil || len(want) == 0 || len(want) > 128 {
-		return false, ErrBadHash
-	}
-	got, err := idKey([]byte(password), salt, t, m, p, uint32(len(want)))
-	if err != nil {
-		return false, err
-	}
-	return subtle.ConstantTimeCompare(got, want) == 1 && !none, nil
-}
-
-// idKey is argon2.IDKey in one of the hashSlots, or ErrBusy. The slot is
-// given back only once the memory argon2 took is back with the system:
-// left to the garbage collector, a few checks' worth of 64 MiB blocks
-// pile up before a collection (measured: 350 MiB resident with two slots
-// under a stream of sign-ins, where the live blocks are 128 MiB). A forced
-// collection costs about a millisecond next to a check's quarter second.
-func idKey(password, salt []byte, time, memory uint32, threads uint8, keyLen uint32) ([]byte, error) {
-	release, ok := hashSlots.try()
-	if !ok {
-		return nil, ErrBusy
-	}
-	defer release()
-	key := argon2.IDKey(password, salt, time, memory, threads, keyLen)
-	debug.FreeOSMemory()
-	return key, nil
-}
 
 // ErrNoUser means no Unix user has a uid.
 var ErrNoUser = errors.New("no such user")
@@ -394,28 +260,28 @@ func (tx *Tx) ConsoleAccounts() ([]*ConsoleAccount, error) {
 	return out, err
 }
 
-// PutLoginLink records an unused login link for token.
-func (tx *Tx) PutLoginLink(token string, l LoginLink) error {
-	return tx.putJSON(bucketConsoleLinks, tokenKey(token), l)
+// PutLoginLink records an unused login link under key (its token's
+// credential.TokenKey).
+func (tx *Tx) PutLoginLink(key string, l LoginLink) error {
+	return tx.putJSON(bucketConsoleLinks, []byte(key), l)
 }
 
-// HasLoginLink reports whether token is a recorded login link (expired or
-// not), without writing: TakeLoginLink needs a write transaction.
-func (tx *Tx) HasLoginLink(token string) bool {
+// HasLoginLink reports whether a login link is recorded under key (expired
+// or not), without writing: TakeLoginLink needs a write transaction.
+func (tx *Tx) HasLoginLink(key string) bool {
 	b := tx.tx.Bucket(bucketConsoleLinks)
-	return b != nil && b.Get(tokenKey(token)) != nil
+	return b != nil && b.Get([]byte(key)) != nil
 }
 
-// TakeLoginLink deletes the link of token and returns it: a link works
-// once. An unknown or expired token is an error wrapping ErrNotFound (an
+// TakeLoginLink deletes the link under key and returns it: a link works
+// once. An unknown or expired link is an error wrapping ErrNotFound (an
 // expired one is deleted too).
-func (tx *Tx) TakeLoginLink(token string) (*LoginLink, error) {
+func (tx *Tx) TakeLoginLink(key string) (*LoginLink, error) {
 	l := new(LoginLink)
-	key := tokenKey(token)
-	if err := tx.getJSON(bucketConsoleLinks, key, l); err != nil {
+	if err := tx.getJSON(bucketConsoleLinks, []byte(key), l); err != nil {
 		return nil, fmt.Errorf("login link: %w", err)
 	}
-	if err := tx.deleteKey(bucketConsoleLinks, key); err != nil {
+	if err := tx.deleteKey(bucketConsoleLinks, []byte(key)); err != nil {
 		return nil, err
 	}
 	if !tx.Now().Before(l.ExpireTime) {
@@ -424,9 +290,10 @@ func (tx *Tx) TakeLoginLink(token string) (*LoginLink, error) {
 	return l, nil
 }
 
-// PutConsoleSession records a session under its id.
-func (tx *Tx) PutConsoleSession(id string, s ConsoleSession) error {
-	return tx.putJSON(bucketConsoleSessions, tokenKey(id), s)
+// PutConsoleSession records a session under key (its id's
+// credential.TokenKey).
+func (tx *Tx) PutConsoleSession(key string, s ConsoleSession) error {
+	return tx.putJSON(bucketConsoleSessions, []byte(key), s)
 }
 
 // MaxConsoleSessions bounds the live sessions of one uid: signing in more
@@ -466,11 +333,11 @@ func (tx *Tx) TrimConsoleSessions(uid uint32) error {
 	return nil
 }
 
-// ConsoleSession returns the live session of id. Unknown and expired are
-// both errors wrapping ErrNotFound.
-func (tx *Tx) ConsoleSession(id string) (*ConsoleSession, error) {
+// ConsoleSession returns the live session under key. Unknown and expired
+// are both errors wrapping ErrNotFound.
+func (tx *Tx) ConsoleSession(key string) (*ConsoleSession, error) {
 	s := new(ConsoleSession)
-	if err := tx.getJSON(bucketConsoleSessions, tokenKey(id), s); err != nil {
+	if err := tx.getJSON(bucketConsoleSessions, []byte(key), s); err != nil {
 		return nil, fmt.Errorf("console session: %w", err)
 	}
 	if !tx.Now().Before(s.ExpireTime) {
@@ -479,9 +346,9 @@ func (tx *Tx) ConsoleSession(id string) (*ConsoleSession, error) {
 	return s, nil
 }
 
-// DeleteConsoleSession forgets session id (sign-out).
-func (tx *Tx) DeleteConsoleSession(id string) error {
-	return tx.deleteKey(bucketConsoleSessions, tokenKey(id))
+// DeleteConsoleSession forgets the session under key (sign-out).
+func (tx *Tx) DeleteConsoleSession(key string) error {
+	return tx.deleteKey(bucketConsoleSessions, []byte(key))
 }
 
 // DeleteConsoleSessionsOf forgets every session of uid (account disabled,

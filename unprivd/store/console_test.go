@@ -6,11 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// keys counts newKey's keys.
+var keys atomic.Int64
+
+// newKey is a distinct record key, as the service derives from a token
+// (the store treats keys as opaque strings).
+func newKey() string { return fmt.Sprintf("key-%d", keys.Add(1)) }
 
 // clock is a settable store clock.
 type clock struct{ t atomic.Int64 }
@@ -28,61 +34,11 @@ func openClock(t *testing.T, c *clock) *Store {
 	return s
 }
 
-func TestPasswordHash(t *testing.T) {
-	h, err := HashPassword("correct horse")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(h, "$argon2id$v=19$m=65536,t=3,p=1$") {
-		t.Fatalf("hash %q is not argon2id PHC", h)
-	}
-	h2, _ := HashPassword("correct horse")
-	if h == h2 {
-		t.Fatal("two hashes of one password are equal: no salt")
-	}
-	for _, tc := range []struct {
-		hash, pw string
-		ok       bool
-		err      error
-	}{
-		{h, "correct horse", true, nil},
-		{h, "correct horse ", false, nil},
-		{h, "", false, nil},
-		{"", "x", false, nil}, // no password: costs a check, never matches
-		{"", "", false, nil},
-		{noPasswordHash, "", false, nil},
-		{"$argon2i$v=19$m=1,t=1,p=1$AAAA$AAAA", "x", false, ErrBadHash},
-		{"$argon2id$v=19$m=99999999,t=1,p=1$AAAA$AAAA", "x", false, ErrBadHash},
-		{"$argon2id$v=19$m=8,t=1,p=1$!!$AAAA", "x", false, ErrBadHash},
-	} {
-		ok, err := CheckPassword(tc.hash, tc.pw)
-		if ok != tc.ok || !errors.Is(err, tc.err) {
-			t.Errorf("CheckPassword(%.30q, %q) = %v, %v; want %v, %v", tc.hash, tc.pw, ok, err, tc.ok, tc.err)
-		}
-	}
-}
-
-func FuzzCheckPassword(f *testing.F) {
-	f.Add("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$AAAA", "pw")
-	f.Add("$argon2id$v=19$m=0,t=0,p=0$$", "")
-	f.Add("garbage", "x")
-	f.Fuzz(func(t *testing.T, hash, pw string) {
-		// Never panics, and a parse error is never a match.
-		if ok, err := CheckPassword(hash, pw); ok && err != nil {
-			t.Fatalf("match with error %v", err)
-		}
-	})
-}
-
 func TestLoginLinkIsSingleUseAndExpires(t *testing.T) {
 	c := newClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := openClock(t, c)
 	ctx := context.Background()
-	tok, err := NewToken()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old, _ := NewToken()
+	tok, old := newKey(), newKey()
 	put := func(token string, ttl time.Duration) {
 		if err := s.Update(ctx, func(tx *Tx) error {
 			return tx.PutLoginLink(token, LoginLink{UID: 1000, ExpireTime: tx.Now().Add(ttl)})
@@ -97,15 +53,6 @@ func TestLoginLinkIsSingleUseAndExpires(t *testing.T) {
 	}
 	put(tok, 5*time.Minute)
 	put(old, time.Minute)
-	// Reading the file gives no token: keys are hashes.
-	s.View(ctx, func(tx *Tx) error {
-		return tx.tx.Bucket(bucketConsoleLinks).ForEach(func(k, _ []byte) error {
-			if string(k) == tok || string(k) == old {
-				t.Errorf("token stored in clear")
-			}
-			return nil
-		})
-	})
 	c.add(2 * time.Minute)
 	if _, err := take(old); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("expired link: %v", err)
@@ -145,7 +92,7 @@ func TestConsoleSessionsAndAccounts(t *testing.T) {
 			if _, err := tx.EnsureConsoleAccount(uid, fmt.Sprint("user", uid)); err != nil {
 				return err
 			}
-			id, _ := NewToken()
+			id := newKey()
 			ids[uid] = id
 			if err := tx.PutConsoleSession(id, ConsoleSession{UID: uid, CSRF: "c", ExpireTime: tx.Now().Add(time.Hour)}); err != nil {
 				return err
@@ -195,70 +142,6 @@ func TestConsoleSessionsAndAccounts(t *testing.T) {
 	}
 }
 
-func TestSlots(t *testing.T) {
-	for _, n := range []int{1, 2, 5} {
-		s := make(slots, n)
-		var releases []func()
-		for i := range n {
-			release, ok := s.try()
-			if !ok {
-				t.Fatalf("slots(%d): slot %d refused", n, i)
-			}
-			releases = append(releases, release)
-		}
-		if _, ok := s.try(); ok {
-			t.Fatalf("slots(%d): slot %d given", n, n)
-		}
-		releases[0]()
-		release, ok := s.try()
-		if !ok {
-			t.Fatalf("slots(%d): a released slot is not given again", n)
-		}
-		release()
-	}
-}
-
-// TestPasswordHashersBounded: with every hasher taken, hashing and
-// checking fail at once with ErrBusy (no 64 MiB allocated, no wait); a
-// freed slot works again.
-func TestPasswordHashersBounded(t *testing.T) {
-	h, err := HashPassword("correct horse")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []func()
-	for range PasswordHashers {
-		release, ok := hashSlots.try()
-		if !ok {
-			t.Fatal("a hasher is busy before the test")
-		}
-		held = append(held, release)
-	}
-	start := time.Now()
-	if _, err := HashPassword("x"); !errors.Is(err, ErrBusy) {
-		t.Errorf("HashPassword with every hasher busy: %v, want ErrBusy", err)
-	}
-	for _, hash := range []string{h, ""} {
-		if ok, err := CheckPassword(hash, "correct horse"); ok || !errors.Is(err, ErrBusy) {
-			t.Errorf("CheckPassword(%.20q) with every hasher busy: %v %v, want ErrBusy", hash, ok, err)
-		}
-	}
-	// A hash that does not parse is refused before it needs a hasher.
-	if _, err := CheckPassword("garbage", "x"); !errors.Is(err, ErrBadHash) {
-		t.Errorf("bad hash with every hasher busy: %v", err)
-	}
-	if d := time.Since(start); d > 50*time.Millisecond {
-		t.Errorf("busy answers took %v; they must not wait or hash", d)
-	}
-	held[0]()
-	if ok, err := CheckPassword(h, "correct horse"); !ok || err != nil {
-		t.Errorf("CheckPassword with a hasher free: %v %v", ok, err)
-	}
-	for _, release := range held[1:] {
-		release()
-	}
-}
-
 func TestSystemUserName(t *testing.T) {
 	if name, err := SystemUserName(0); err != nil || name != "root" {
 		t.Errorf("uid 0: %q %v", name, err)
@@ -305,7 +188,7 @@ func TestConsoleAccountBelongsToItsUser(t *testing.T) {
 					return err
 				}
 				for _, u := range []uint32{uid, other} {
-					tok, _ := NewToken()
+					tok := newKey()
 					if err := tx.PutConsoleSession(tok, ConsoleSession{UID: u, ExpireTime: tx.Now().Add(time.Hour)}); err != nil {
 						return err
 					}
@@ -389,13 +272,13 @@ func TestConsoleAccountChanges(t *testing.T) {
 				return err
 			}
 			for range 2 {
-				tok, _ := NewToken()
+				tok := newKey()
 				if err := tx.PutConsoleSession(tok, ConsoleSession{UID: u, ExpireTime: tx.Now().Add(time.Hour)}); err != nil {
 					return err
 				}
 			}
 		}
-		tok, _ := NewToken()
+		tok := newKey()
 		return tx.PutLoginLink(tok, LoginLink{UID: 1001, ExpireTime: tx.Now().Add(time.Hour)})
 	})
 	if err != nil {

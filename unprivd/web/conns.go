@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/user"
 	"strconv"
 	"sync"
@@ -22,11 +23,15 @@ const maxConns = 64
 // conns keeps one gRPC client connection per signed-in uid to opusd's own
 // server, over the in-process listener: each connection carries its uid,
 // so the server's interceptors and access table judge the console's calls
-// exactly as they judge a socket caller's.
+// exactly as they judge a socket caller's. One more connection, as opusd
+// itself, carries the console's ConsoleSessions calls (sign-in, session
+// lookup, sign-out), which the service serves only in-process.
 type conns struct {
 	lis *peercred.InProcess
 	mu  sync.Mutex
 	m   map[uint32]*connEntry
+	// self is the console's own connection, made on first use.
+	self *grpc.ClientConn
 }
 
 type connEntry struct {
@@ -46,10 +51,7 @@ func (c *conns) client(uid uint32) (opusv1.OpusClient, error) {
 		e.used = time.Now()
 		return opusv1.NewOpusClient(e.cc), nil
 	}
-	cred := peercred.Cred{UID: uid, GID: primaryGID(uid)}
-	cc, err := grpc.NewClient("passthrough:///opusd-console",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return c.lis.DialAs(ctx, cred) }),
-		grpc.WithTransportCredentials(peercred.Client()))
+	cc, err := c.dial(peercred.Cred{UID: uid, GID: primaryGID(uid)})
 	if err != nil {
 		return nil, fmt.Errorf("console connection for uid %d: %w", uid, err)
 	}
@@ -68,6 +70,28 @@ func (c *conns) client(uid uint32) (opusv1.OpusClient, error) {
 	return opusv1.NewOpusClient(cc), nil
 }
 
+// sessions returns the ConsoleSessions client, on a connection as this
+// process.
+func (c *conns) sessions() (opusv1.ConsoleSessionsClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.self == nil {
+		cc, err := c.dial(peercred.Cred{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid())})
+		if err != nil {
+			return nil, fmt.Errorf("console connection: %w", err)
+		}
+		c.self = cc
+	}
+	return opusv1.NewConsoleSessionsClient(c.self), nil
+}
+
+// dial makes a connection to the in-process listener as cred.
+func (c *conns) dial(cred peercred.Cred) (*grpc.ClientConn, error) {
+	return grpc.NewClient("passthrough:///opusd-console",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return c.lis.DialAs(ctx, cred) }),
+		grpc.WithTransportCredentials(peercred.Client()))
+}
+
 // drop closes uid's connection (signed out).
 func (c *conns) drop(uid uint32) {
 	c.mu.Lock()
@@ -84,6 +108,10 @@ func (c *conns) closeAll() {
 	for u, e := range c.m {
 		e.cc.Close()
 		delete(c.m, u)
+	}
+	if c.self != nil {
+		c.self.Close()
+		c.self = nil
 	}
 }
 

@@ -1,15 +1,11 @@
 package web
 
 import (
-	"cmp"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os/user"
 	"path"
 	"regexp"
 	"sort"
@@ -23,7 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
-	"github.com/opus-hosting/opus/unprivd/store"
+	"github.com/opus-hosting/opus/unprivd/credential"
 )
 
 // page is what every template gets.
@@ -118,7 +114,7 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 
 // renderLogin shows the sign-in form with a fresh double-submit token.
 func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, code int, userField, msg string) {
-	tok, err := store.NewToken()
+	tok, err := credential.NewToken()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -131,20 +127,15 @@ func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, code int, 
 	c.render(w, code, "login", p)
 }
 
-// Sign-in form bounds: the whole form, and the user field (longer is no
-// user's name).
-const (
-	maxSignInForm = 16 << 10
-	maxUserField  = 256
-)
+// maxSignInForm bounds the sign-in form.
+const maxSignInForm = 16 << 10
 
-// retryBusy is the Retry-After, in seconds, when every password hasher is
-// busy: about what two checks take.
+// retryBusy is the Retry-After, in seconds, when the service is too busy
+// to check a password: about what two checks take.
 const retryBusy = "2"
 
-// loginPassword signs in with a user name (or uid) and console password.
-// Failures are limited per account and per account and address (limit.go)
-// and logged; when every hasher is busy the answer is an immediate 503.
+// loginPassword signs in with a user name (or uid) and console password,
+// through the service (ConsoleSessions), which limits and logs failures.
 func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxSignInForm)
 	if err := r.ParseForm(); err != nil {
@@ -158,228 +149,68 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	field := strings.TrimSpace(r.PostForm.Get("user"))
-	pw := r.PostForm.Get("password")
-	uid, name := c.signInUser(field)
-	acct, err := c.signInAccount(r, uid, name)
-	if err != nil {
-		c.log.Error("console: sign-in", "user", field, "err", err)
-		c.renderLogin(w, r, http.StatusInternalServerError, field, "The console could not check the password; ask the host administrator (opusd's log says why).")
-		return
-	}
-	account := failKey(uid, name, acct.epoch())
-	addr := remoteAddr(r)
-	now := time.Now()
-	if !c.accountFails.allowed(account, now) || !c.accountAddrFails.allowed(account+" "+addr, now) {
-		// Debug: these cost nothing and come as fast as they are sent; the
-		// failure that crossed the limit was logged.
-		c.log.Debug("console: sign-in refused: too many failures", "user", field, "remote", addr)
-		if name == "" {
-			// Names no user has share one counter: whoever mistypes a
-			// name is told just that, not that "their" account is locked.
-			c.renderLogin(w, r, http.StatusUnauthorized, field, "Wrong user or password, or no console password set (opusctl web passwd).")
-			return
-		}
-		c.renderLogin(w, r, http.StatusTooManyRequests, field, "Too many failed sign-ins for this user within 10 minutes; wait, set a new console password (opusctl web passwd), or use a login link (opusctl web login).")
-		return
-	}
-	release, free := c.checking.try(account)
-	if !free {
-		c.log.Debug("console: sign-in refused: a check of this account is under way", "user", field, "remote", addr)
-		w.Header().Set("Retry-After", retryBusy)
-		c.renderLogin(w, r, http.StatusServiceUnavailable, field, "A sign-in for this user is being checked already; try again in a few seconds, or use a login link (opusctl web login).")
-		return
-	}
-	ok, err := c.checkPassword(acct, uid, pw)
-	release()
-	if errors.Is(err, store.ErrBusy) {
-		c.log.Debug("console: sign-in refused: password hashers busy", "user", field, "remote", addr)
-		w.Header().Set("Retry-After", retryBusy)
-		c.renderLogin(w, r, http.StatusServiceUnavailable, field, "The console is busy checking other sign-ins; try again in a few seconds, or use a login link (opusctl web login).")
-		return
+	sc, err := c.conns.sessions()
+	var res *opusv1.SignInWithPasswordResponse
+	if err == nil {
+		res, err = sc.SignInWithPassword(r.Context(), &opusv1.SignInWithPasswordRequest{User: field, Password: r.PostForm.Get("password"), RemoteAddr: remoteAddr(r)})
 	}
 	if err != nil {
-		c.log.Error("console: sign-in", "user", field, "err", err)
-		c.renderLogin(w, r, http.StatusInternalServerError, field, "The console could not check the password; ask the host administrator (opusd's log says why).")
-		return
-	}
-	if !ok {
-		c.accountFails.fail(account, now)
-		c.accountAddrFails.fail(account+" "+addr, now)
-		c.log.Warn("console: sign-in failed", "user", field, "remote", addr)
-		if !c.accountFails.allowed(account, now) || !c.accountAddrFails.allowed(account+" "+addr, now) {
-			c.log.Warn("console: too many failed sign-ins; refusing this account's password for a while", "user", field, "remote", addr, "for", failWindow)
-		}
-		c.renderLogin(w, r, http.StatusUnauthorized, field, "Wrong user or password, or no console password set (opusctl web passwd).")
-		return
-	}
-	if err := c.startSession(w, r, uid, name); err != nil {
 		c.signInRefused(w, r, field, err)
 		return
 	}
+	c.setSession(w, res.GetSessionId(), res.GetSession())
 	http.SetCookie(w, &http.Cookie{Name: preCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// failKey is the account whose password failures a sign-in counts
-// against: the uid, its user's name and its password's epoch, so a uid
-// given to a new user, and an account whose owner set a new password,
-// start afresh. Names no user has (name "") count together: there is no
-// account behind them to protect, and made-up names cannot fill the
-// counters.
-func failKey(uid uint32, name, epoch string) string {
-	if name == "" {
-		return "unknown"
-	}
-	return strconv.FormatUint(uint64(uid), 10) + ":" + name + ":" + epoch
-}
-
-// signInAccountOf is what a password sign-in needs of an account, read
-// once: its password hash ("" when none, or no account) and whether it is
-// disabled.
-type signInAccountOf struct {
-	hash     string
-	disabled bool
-}
-
-// epoch names the account's current password without revealing it: a
-// short digest of its stored hash (salted, so a new password is a new
-// epoch even when it is the old one again), "" when there is none.
-func (a signInAccountOf) epoch() string {
-	if a.hash == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(a.hash))
-	return hex.EncodeToString(sum[:6])
-}
-
-// signInAccount reads uid's account for a password sign-in as name (""
-// when no user has the name: nothing to read). An account of a former
-// user of the uid is settled (dropped) on the way and reads as none.
-func (c *Console) signInAccount(r *http.Request, uid uint32, name string) (signInAccountOf, error) {
-	var a signInAccountOf
-	if name == "" {
-		return a, nil
-	}
-	stale := false
-	err := c.st.View(r.Context(), func(tx *store.Tx) error {
-		acc, err := tx.ConsoleAccount(uid)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return nil
-		case err != nil:
-			return err
-		case !acc.BelongsTo(name):
-			stale = true
-		default:
-			a = signInAccountOf{hash: acc.PasswordHash, disabled: acc.Disabled}
-		}
-		return nil
-	})
-	if stale {
-		c.settle(r, uid, name)
-	}
-	return a, err
-}
-
-// signInUser resolves the sign-in form's user field (a login name or a
-// uid) to a uid and that uid's login name now; name is "" when no user
-// matches.
-func (c *Console) signInUser(field string) (uid uint32, name string) {
-	if field == "" || len(field) > maxUserField {
-		return 0, ""
-	}
-	if u, err := user.Lookup(field); err == nil {
-		if n, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
-			uid = uint32(n)
-		}
-	} else if n, err := strconv.ParseUint(field, 10, 32); err == nil {
-		uid = uint32(n)
-	} else {
-		return 0, ""
-	}
-	// The account is bound to the name the store's lookup gives, which a
-	// typed name must agree with.
-	name, err := c.st.ConsoleUserName(uid)
-	if err != nil || name == "" || (name != field && strconv.FormatUint(uint64(uid), 10) != field) {
-		return 0, ""
-	}
-	return uid, name
-}
-
-// checkPassword checks pw against the account read by signInAccount,
-// in one of the host's hashing slots (store.ErrBusy when none is free).
-// Without an account the hash is the store's dummy, so an unknown user
-// costs what a known one does.
-func (c *Console) checkPassword(a signInAccountOf, uid uint32, pw string) (bool, error) {
-	ok, err := store.CheckPassword(a.hash, pw)
-	if errors.Is(err, store.ErrBadHash) {
-		c.log.Error("console: unreadable password hash; the user must set the password again", "uid", uid)
-		return false, nil
-	}
-	return ok && !a.disabled && pw != "", err
-}
-
-// loginLink signs in with a one-time link from "opusctl web login". A
-// valid link always works; unknown, used and expired ones count against
-// the caller's address, and only those are refused once it has too many.
+// loginLink signs in with a one-time link from "opusctl web login",
+// through the service, which limits unknown links per address.
 func (c *Console) loginLink(w http.ResponseWriter, r *http.Request) {
-	tok := r.URL.Query().Get("t")
-	// Looked up in a read transaction first: a flood of unknown tokens
-	// costs no write (and no fsync).
-	var found bool
-	err := c.st.View(r.Context(), func(tx *store.Tx) error {
-		found = len(tok) <= 100 && tx.HasLoginLink(tok)
-		return nil
-	})
-	var l *store.LoginLink
-	if err == nil && found {
-		err = c.st.Update(r.Context(), func(tx *store.Tx) (err error) {
-			l, err = tx.TakeLoginLink(tok)
-			return err
-		})
+	sc, err := c.conns.sessions()
+	var res *opusv1.SignInWithLinkResponse
+	if err == nil {
+		res, err = sc.SignInWithLink(r.Context(), &opusv1.SignInWithLinkRequest{Token: r.URL.Query().Get("t"), RemoteAddr: remoteAddr(r)})
 	}
-	if err != nil || !found {
-		addr, now := remoteAddr(r), time.Now()
-		was := c.linkFails.allowed(addr, now)
-		c.linkFails.fail(addr, now)
-		if !c.linkFails.allowed(addr, now) {
-			// Logged once, when the address crosses the limit: refused
-			// links cost nothing and come as fast as they are sent.
-			if was {
-				c.log.Warn("console: too many unknown login links; refusing this address's unknown links for a while", "remote", addr, "for", failWindow)
-			}
-			c.renderLogin(w, r, http.StatusTooManyRequests, "", "Too many unknown login links from your address; wait a few minutes, or run opusctl web login for a new one.")
-			return
-		}
-		c.log.Warn("console: login link refused", "reason", cmp.Or(err, store.ErrNotFound), "remote", addr)
-		c.renderLogin(w, r, http.StatusUnauthorized, "", "This login link is unknown, used or expired; run opusctl web login for a new one.")
-		return
-	}
-	if err := c.startSession(w, r, l.UID, l.Name); err != nil {
+	if err != nil {
 		c.signInRefused(w, r, "", err)
 		return
 	}
+	c.setSession(w, res.GetSessionId(), res.GetSession())
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// signInRefused answers a sign-in that startSession refused.
+// signInRefused shows the sign-in form again with the service's answer:
+// its message, and its code as the HTTP status. The service logged the
+// refusal; only a failure to reach it is logged here.
 func (c *Console) signInRefused(w http.ResponseWriter, r *http.Request, field string, err error) {
-	c.log.Warn("console: sign-in refused", "user", field, "reason", err, "remote", remoteAddr(r))
-	switch {
-	case errors.Is(err, errDisabled), errors.Is(err, errUserGone):
-		c.renderLogin(w, r, http.StatusForbidden, field, err.Error())
-	case errors.Is(err, errLookup):
+	st := status.Convert(err)
+	code := http.StatusInternalServerError
+	switch st.Code() {
+	case codes.Unauthenticated:
+		code = http.StatusUnauthorized
+	case codes.ResourceExhausted:
+		code = http.StatusTooManyRequests
+	case codes.PermissionDenied:
+		code = http.StatusForbidden
+	case codes.InvalidArgument:
+		code = http.StatusBadRequest
+	case codes.Unavailable:
+		code = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", retryBusy)
-		c.renderLogin(w, r, http.StatusServiceUnavailable, field, "The console could not look up your user; try again in a moment.")
 	default:
-		c.renderLogin(w, r, http.StatusInternalServerError, field, "The console could not sign you in; see opusd's log.")
+		c.log.Error("console: sign-in", "user", field, "err", st.Message())
 	}
+	c.renderLogin(w, r, code, field, st.Message())
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
-	if err := c.st.Update(r.Context(), func(tx *store.Tx) error { return tx.DeleteConsoleSession(v.sessionID) }); err != nil {
-		c.log.Error("console: sign out", "err", err)
+	sc, err := c.conns.sessions()
+	if err == nil {
+		_, err = sc.SignOut(r.Context(), &opusv1.SignOutRequest{SessionId: v.sessionID})
+	}
+	if err != nil {
+		c.log.Error("console: sign out", "err", status.Convert(err).Message())
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	c.log.Info("console: signed out", "uid", v.UID)

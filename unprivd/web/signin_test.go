@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/credential"
+	"github.com/opus-hosting/opus/unprivd/service"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -56,12 +58,12 @@ func TestNoLockout(t *testing.T) {
 	r.setPassword(t, uidB, "password of bob")
 	r.setPassword(t, 0, "password of root")
 	var codes []int
-	for i := range maxLinkFails + 5 {
+	for i := range service.MaxLinkFails + 5 {
 		codes = append(codes, do(t, r.browser(), "GET", fmt.Sprintf("%s/login/link?t=bogus%d", r.srv.URL, i), nil).code)
 	}
 	for i, code := range codes {
 		want := http.StatusUnauthorized
-		if i >= maxLinkFails-1 {
+		if i >= service.MaxLinkFails-1 {
 			want = http.StatusTooManyRequests
 		}
 		if code != want {
@@ -74,7 +76,7 @@ func TestNoLockout(t *testing.T) {
 		t.Fatalf("root's password after a link flood: %d", a.code)
 	}
 
-	for i := range maxAccountAddrFails {
+	for i := range service.MaxAccountAddrFails {
 		if a, _ := r.passwordSignIn(t, alice, fmt.Sprint("wrong ", i)); a.code != http.StatusUnauthorized {
 			t.Fatalf("wrong password %d for A: %d", i, a.code)
 		}
@@ -86,9 +88,8 @@ func TestNoLockout(t *testing.T) {
 		t.Errorf("B's password after a flood against A: %d", a.code)
 	}
 	r.signIn(t, uidA)
-	if n, m := r.console.accountFails.len(), r.console.accountAddrFails.len(); n != 1 || m != 1 {
-		t.Errorf("failure keys: %d per account, %d per account and address; want A's alone", n, m)
-	}
+	// That the counters hold A's key alone is service's
+	// TestConsoleSignInNoLockout.
 }
 
 // TestNewPasswordLiftsLockout: an account locked by wrong passwords
@@ -98,7 +99,7 @@ func TestNoLockout(t *testing.T) {
 func TestNewPasswordLiftsLockout(t *testing.T) {
 	r := newRig(t)
 	r.setPassword(t, uidA, "password of alice")
-	for i := range maxAccountAddrFails {
+	for i := range service.MaxAccountAddrFails {
 		r.passwordSignIn(t, alice, fmt.Sprint("wrong ", i))
 	}
 	if a, _ := r.passwordSignIn(t, alice, "password of alice"); a.code != http.StatusTooManyRequests {
@@ -108,46 +109,11 @@ func TestNewPasswordLiftsLockout(t *testing.T) {
 	if a, _ := r.passwordSignIn(t, alice, "new password of alice"); a.code != http.StatusSeeOther {
 		t.Errorf("A's new password after the flood: %d, want signed in", a.code)
 	}
-	for i := range maxAccountFails + 2 {
+	for i := range service.MaxAccountFails + 2 {
 		a, _ := r.passwordSignIn(t, fmt.Sprintf("nosuchuser%d", i), "x")
 		if a.code != http.StatusUnauthorized || !strings.Contains(a.body, "Wrong user or password") {
 			t.Fatalf("unknown name %d: %d %.200q; want 401 saying wrong user or password", i, a.code, a.body)
 		}
-	}
-}
-
-// TestSignInUser: what the form's user field names, and which failures a
-// sign-in counts against: by name or uid the same account; a uid's new
-// user another; every name no user has one shared key.
-func TestSignInUser(t *testing.T) {
-	r := newRig(t)
-	c := r.console
-	for _, tc := range []struct {
-		field   string
-		uid     uint32
-		name    string
-		failKey string
-	}{
-		{"root", 0, "root", "0:root:"},
-		{"0", 0, "root", "0:root:"},
-		{alice, uidA, "alice", alice + ":alice:"},
-		{bob, uidB, "bob", bob + ":bob:"},
-		{"alice", 0, "", "unknown"}, // the rig's names are not the host's
-		{"no-such-user-here", 0, "", "unknown"},
-		{"61999", 0, "", "unknown"}, // a uid no user has
-		{"", 0, "", "unknown"},
-		{strings.Repeat("r", maxUserField+1), 0, "", "unknown"},
-		{"-1", 0, "", "unknown"},
-	} {
-		uid, name := c.signInUser(tc.field)
-		if uid != tc.uid || name != tc.name || failKey(uid, name, "") != tc.failKey {
-			t.Errorf("signInUser(%.20q) = %d, %q (key %q); want %d, %q (key %q)", tc.field, uid, name, failKey(uid, name, ""), tc.uid, tc.name, tc.failKey)
-		}
-	}
-	// The uid's next user is another account.
-	r.users.set(uidA, "carol")
-	if uid, name := c.signInUser(alice); failKey(uid, name, "") != alice+":carol:" {
-		t.Errorf("after the uid changed hands: %d %q", uid, name)
 	}
 }
 
@@ -160,10 +126,10 @@ func TestSignInBusy(t *testing.T) {
 	// Keep both hashers busy until a sign-in found them so.
 	var stop atomic.Bool
 	var wg sync.WaitGroup
-	for range store.PasswordHashers {
+	for range credential.PasswordHashers {
 		wg.Go(func() {
 			for !stop.Load() {
-				store.CheckPassword("", "x")
+				credential.CheckPassword("", "x")
 			}
 		})
 	}

@@ -1,15 +1,18 @@
 // Package web is opusd's web console: people deploy and manage their
 // projects in a browser, each seeing only their own (admins see all).
 //
-// There is no second permission path. The console only signs people in
-// (a one-time link from "opusctl web login", or the console password set
-// with "opusctl web passwd"); every page then calls opusd's own gRPC server
-// as the signed-in uid, through an in-process listener whose connections
-// carry that uid (internal/peercred.InProcess), so the service's
+// There is no second permission path, and no state of its own. The
+// console is HTTP over opusd's own gRPC server, reached through an
+// in-process listener (internal/peercred.InProcess). Signing in (a
+// one-time link from "opusctl web login", or the console password set with
+// "opusctl web passwd"), looking a session up and signing out are the
+// service's opus.v1.ConsoleSessions, which its access table serves to this
+// in-process console alone; every page then calls opus.v1.Opus as the
+// signed-in uid, on a connection that carries that uid, so the service's
 // interceptors, access table and owner checks decide what the console may
 // show and do, as for opusctl.
 //
-// Browser safety: random session ids kept hashed in the store, cookies
+// Browser safety: random session ids (the service keeps them hashed), cookies
 // HttpOnly, Secure, SameSite=Strict with the __Host- prefix, a per-session
 // CSRF token on every form and, in front of every form, net/http's
 // CrossOriginProtection (a POST a browser marks as coming from another
@@ -21,12 +24,11 @@
 // JavaScript; a small script shows an operation's progress live from
 // server-sent events (WatchOperation).
 //
-// Sign-in is limited without locking anyone out (limit.go), and a password
-// check (argon2id, 64 MiB) runs only when one of store.PasswordHashers
-// slots is free; otherwise the answer is an immediate 503. A console
-// account is its Unix user's (store.ConsoleAccountOf): every sign-in and
-// every request of a session checks that the uid still has the user name
-// the account was made for.
+// The service limits sign-in without locking anyone out, checks a
+// password (argon2id, 64 MiB) only when one of credential.PasswordHashers
+// slots is free, and binds each account to its Unix user
+// (unprivd/service/consolesessions.go); the console turns its answers into
+// pages: 401, 429, 503 with Retry-After, 403.
 package web
 
 import (
@@ -45,11 +47,13 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/peercred"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
-	"github.com/opus-hosting/opus/unprivd/service"
-	"github.com/opus-hosting/opus/unprivd/store"
+	"github.com/opus-hosting/opus/unprivd/credential"
 )
 
 //go:embed assets
@@ -63,57 +67,37 @@ const (
 	preCookie     = "__Host-opus_signin" // double-submit CSRF token of the sign-in form
 )
 
-// DefaultSessionTTL is how long a console session lasts.
-const DefaultSessionTTL = 12 * time.Hour
-
 // contentSecurityPolicy allows only the console's own script, style and
 // connections; no inline script or style, no framing.
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // Config wires a Console.
 type Config struct {
-	// Store holds console accounts, login links and sessions.
-	Store *store.Store
 	// Listener is the in-process listener opusd's gRPC server serves; the
-	// console dials it as the signed-in uid.
+	// console dials it as itself for ConsoleSessions, and as the
+	// signed-in uid for the pages' Opus calls.
 	Listener *peercred.InProcess
-	// SessionTTL defaults to DefaultSessionTTL.
-	SessionTTL time.Duration
-	Logger     *slog.Logger
+	Logger   *slog.Logger
 }
 
 // Console is the web console's HTTP handler.
 type Console struct {
-	st    *store.Store
 	conns *conns
-	ttl   time.Duration
 	log   *slog.Logger
 	pages map[string]*template.Template
 	// handler is the routes behind cross-origin protection.
 	handler http.Handler
-	// Sign-in failures (limit.go): unknown login links per address, wrong
-	// passwords per account and per account and address.
-	linkFails, accountFails, accountAddrFails *failures
-	// checking holds the accounts whose password is being checked: one at
-	// a time per account (limit.go).
-	checking inFlight
 }
 
 // New returns a Console.
 func New(cfg Config) (*Console, error) {
-	if cfg.Store == nil || cfg.Listener == nil {
-		return nil, errors.New("web: Store and Listener are required")
-	}
-	if cfg.SessionTTL <= 0 {
-		cfg.SessionTTL = DefaultSessionTTL
+	if cfg.Listener == nil {
+		return nil, errors.New("web: Listener is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Console{st: cfg.Store, conns: newConns(cfg.Listener), ttl: cfg.SessionTTL, log: cfg.Logger,
-		linkFails:        newFailures(maxLinkFails, failWindow, maxFailKeys),
-		accountFails:     newFailures(maxAccountFails, failWindow, maxFailKeys),
-		accountAddrFails: newFailures(maxAccountAddrFails, failWindow, maxFailKeys)}
+	c := &Console{conns: newConns(cfg.Listener), log: cfg.Logger}
 	if err := c.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -174,7 +158,7 @@ func (c *Console) routes() {
 	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	m.HandleFunc("GET /login", c.loginPage)
 	m.HandleFunc("POST /login", c.loginPassword)
-	m.HandleFunc("GET "+service.LoginLinkPath, c.loginLink)
+	m.HandleFunc("GET "+credential.LoginLinkPath, c.loginLink)
 	m.HandleFunc("POST /logout", c.signedIn(c.logout))
 	m.HandleFunc("GET /{$}", c.signedIn(c.projectsPage))
 	m.HandleFunc("GET /new", c.signedIn(c.newPage))
@@ -226,7 +210,7 @@ func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
 		}
 		if err != nil {
 			if ck, cerr := r.Cookie(sessionCookie); cerr == nil && ck.Value != "" {
-				c.log.Info("console: session refused", "reason", err, "remote", remoteAddr(r), "path", r.URL.Path)
+				c.log.Info("console: session refused", "reason", err.Error(), "remote", remoteAddr(r), "path", r.URL.Path)
 				http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 			}
 			if r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/events") {
@@ -251,143 +235,50 @@ func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// errLookup means the user database could not say who a uid is now (not
-// that no one is): refuse for now, delete nothing.
-var errLookup = errors.New("user lookup failed")
+// errLookup means the service could not say whose a session is now (the
+// user database did not answer, or opusd is shutting down): refuse for
+// now; nothing was deleted.
+var errLookup = errors.New("session lookup unavailable")
 
-// session returns the viewer of a request's session cookie. The session
-// holds only while its account does: not disabled, and its uid still
-// named as when the account was made. An account whose user is gone is
-// deleted then and there, with its sessions.
+// session returns the viewer of a request's session cookie, as the
+// service's ConsoleSessions looks it up: it holds only while its account
+// does (not disabled, its uid still named as when the account was made).
 func (c *Console) session(r *http.Request) (*viewer, error) {
 	ck, err := r.Cookie(sessionCookie)
 	if err != nil || ck.Value == "" {
 		return nil, errors.New("no session cookie")
 	}
-	if len(ck.Value) > 100 {
+	if len(ck.Value) > maxCookie {
 		return nil, errors.New("session cookie too long")
 	}
-	var s *store.ConsoleSession
-	var a *store.ConsoleAccount
-	err = c.st.View(r.Context(), func(tx *store.Tx) (err error) {
-		if s, err = tx.ConsoleSession(ck.Value); err != nil {
-			return err
-		}
-		if a, err = tx.ConsoleAccount(s.UID); errors.Is(err, store.ErrNotFound) {
-			a, err = nil, nil
-		}
-		return err
-	})
+	sc, err := c.conns.sessions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errLookup, err)
+	}
+	s, err := sc.GetConsoleSession(r.Context(), &opusv1.GetConsoleSessionRequest{SessionId: ck.Value})
+	if status.Code(err) == codes.Unavailable {
+		c.log.Error("console: session lookup", "err", status.Convert(err).Message())
+		return nil, fmt.Errorf("%w: %s", errLookup, status.Convert(err).Message())
+	}
+	if err != nil {
+		return nil, errors.New(status.Convert(err).Message())
+	}
+	rpc, err := c.conns.client(s.GetUid())
 	if err != nil {
 		return nil, err
 	}
-	name, err := c.lookupName(s.UID)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case a == nil:
-		return nil, fmt.Errorf("uid %d has no console account", s.UID)
-	case !a.BelongsTo(name):
-		c.settle(r, s.UID, name)
-		return nil, fmt.Errorf("the console account of uid %d was %q's, its user is gone", s.UID, a.Name)
-	case a.Disabled:
-		return nil, fmt.Errorf("console account of uid %d is disabled", s.UID)
-	}
-	rpc, err := c.conns.client(s.UID)
-	if err != nil {
-		return nil, err
-	}
-	return &viewer{UID: s.UID, Name: name, CSRF: s.CSRF, sessionID: ck.Value, rpc: rpc}, nil
+	return &viewer{UID: s.GetUid(), Name: s.GetUser(), CSRF: s.GetCsrfToken(), sessionID: ck.Value, rpc: rpc}, nil
 }
 
-// lookupName is uid's login name now ("" when no user has it), or
-// errLookup.
-func (c *Console) lookupName(uid uint32) (string, error) {
-	name, err := c.st.ConsoleUserName(uid)
-	if err != nil {
-		c.log.Error("console: user lookup", "uid", uid, "err", err)
-		return "", fmt.Errorf("%w: %w", errLookup, err)
-	}
-	return name, nil
-}
+// maxCookie bounds a session cookie the console passes on (the service's
+// ids are 43 characters).
+const maxCookie = 100
 
-// settle deletes uid's account (with its sessions and links) if it is not
-// the account of the user now named name (store.ConsoleAccountOf).
-func (c *Console) settle(r *http.Request, uid uint32, name string) {
-	var dropped bool
-	err := c.st.Update(r.Context(), func(tx *store.Tx) error {
-		before, err := tx.ConsoleAccount(uid)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		after, err := tx.ConsoleAccountOf(uid, name)
-		dropped = after == nil || after.Name != before.Name
-		return err
-	})
-	if err != nil {
-		c.log.Error("console: drop an account whose user is gone", "uid", uid, "err", err)
-	} else if dropped {
-		c.log.Info("console: account deleted, its user is gone", "uid", uid, "user_now", name)
-	}
-}
-
-// startSession records a new session for uid, whose user was name when
-// the link was made or the password checked, and sets its cookie. It
-// refuses if the uid is no longer name's.
-func (c *Console) startSession(w http.ResponseWriter, r *http.Request, uid uint32, name string) error {
-	now, err := c.lookupName(uid)
-	if err != nil {
-		return err
-	}
-	if now == "" || now != name {
-		c.settle(r, uid, now)
-		return errUserGone
-	}
-	id, err := store.NewToken()
-	if err != nil {
-		return err
-	}
-	csrf, err := store.NewToken()
-	if err != nil {
-		return err
-	}
-	err = c.st.Update(r.Context(), func(tx *store.Tx) error {
-		a, err := tx.EnsureConsoleAccount(uid, name)
-		if err != nil {
-			return err
-		}
-		if a.Disabled {
-			return errDisabled
-		}
-		a.LastSignIn = tx.Now()
-		if err := tx.PutConsoleAccount(a); err != nil {
-			return err
-		}
-		if err := tx.PruneConsole(); err != nil {
-			return err
-		}
-		if err := tx.PutConsoleSession(id, store.ConsoleSession{UID: uid, CSRF: csrf, CreateTime: tx.Now(), ExpireTime: tx.Now().Add(c.ttl)}); err != nil {
-			return err
-		}
-		return tx.TrimConsoleSessions(uid)
-	})
-	if err != nil {
-		return err
-	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", MaxAge: int(c.ttl / time.Second),
+// setSession sets the cookie of a session the service started.
+func (c *Console) setSession(w http.ResponseWriter, id string, s *opusv1.ConsoleSession) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", MaxAge: int(time.Until(s.GetExpireTime().AsTime()).Round(time.Second) / time.Second),
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
-	c.log.Info("console: signed in", "uid", uid, "user", name, "remote", remoteAddr(r))
-	return nil
 }
-
-var (
-	errDisabled = errors.New("this console account is disabled; ask an admin")
-	errUserGone = errors.New("the user this was made for no longer exists; sign in as the user you are now")
-)
 
 func remoteAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)

@@ -26,6 +26,7 @@ import (
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/credential"
 	"github.com/opus-hosting/opus/unprivd/service"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -98,7 +99,7 @@ func newRig(t *testing.T) *rig {
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
 	r := &rig{st: st, lis: peercred.NewInProcess(), users: u}
-	c, err := New(Config{Store: st, Listener: r.lis, Logger: log})
+	c, err := New(Config{Listener: r.lis, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func (r *rig) signIn(t *testing.T, uid uint32) (*http.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(link.GetUrl(), r.srv.URL+service.LoginLinkPath+"?t=") {
+	if !strings.HasPrefix(link.GetUrl(), r.srv.URL+credential.LoginLinkPath+"?t=") {
 		t.Fatalf("link %q does not point at the console %s", link.GetUrl(), r.srv.URL)
 	}
 	b := r.browser()
@@ -386,13 +387,29 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatalf("B with A's CSRF token: %d", x.code)
 	}
 
-	// Sign-out ends the session on the server.
+	// Sign-out ends the session on the server: the browser drops its
+	// cookie, and the cookie kept and sent again opens nothing.
+	u, _ := url.Parse(r.srv.URL)
+	var kept *http.Cookie
+	for _, ck := range a.Jar.Cookies(u) {
+		if ck.Name == sessionCookie {
+			kept = ck
+		}
+	}
+	if kept == nil {
+		t.Fatal("no session cookie before sign-out")
+	}
 	out := do(t, a, "POST", r.srv.URL+"/logout", url.Values{"csrf": {csrf}})
 	if out.code != http.StatusSeeOther {
 		t.Fatalf("logout: %d", out.code)
 	}
 	if x := do(t, a, "GET", r.srv.URL+"/", nil); x.code != http.StatusSeeOther || x.location != "/login" {
 		t.Fatalf("after logout: %d %q", x.code, x.location)
+	}
+	replay := r.browser()
+	replay.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: kept.Value}})
+	if x := do(t, replay, "GET", r.srv.URL+"/", nil); x.code != http.StatusSeeOther || x.location != "/login" {
+		t.Fatalf("the signed-out session's cookie sent again: %d %q", x.code, x.location)
 	}
 }
 
@@ -411,12 +428,12 @@ func TestSessionCookieRefused(t *testing.T) {
 	}
 	// Expire A's session in the store.
 	if err := r.st.Update(context.Background(), func(tx *store.Tx) error {
-		s, err := tx.ConsoleSession(real)
+		s, err := tx.ConsoleSession(credential.TokenKey(real))
 		if err != nil {
 			return err
 		}
 		s.ExpireTime = tx.Now().Add(-time.Second)
-		return tx.PutConsoleSession(real, *s)
+		return tx.PutConsoleSession(credential.TokenKey(real), *s)
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package web
+package service
 
 import (
 	"container/list"
@@ -16,18 +16,21 @@ import (
 //   - Passwords: failures count per account and per account and address.
 //     A flood against account A refuses A's password for a while (A still
 //     signs in with a link), never B's.
-//   - Password checks: at most store.PasswordHashers run at once on the
+//   - Password checks: at most credential.PasswordHashers run at once on the
 //     host, and one at a time per account (right or wrong, a check costs
 //     the same), so no account, not even signing in with its own correct
 //     password in a loop, holds more than one of them.
+//
+// The limits are exported for the console's tests, which drive them
+// through its pages.
 const (
 	failWindow = 10 * time.Minute
-	// maxLinkFails unknown login links per address.
-	maxLinkFails = 20
-	// maxAccountFails wrong passwords per account, from any address.
-	maxAccountFails = 10
-	// maxAccountAddrFails wrong passwords per account from one address.
-	maxAccountAddrFails = 5
+	// MaxLinkFails unknown login links per address.
+	MaxLinkFails = 20
+	// MaxAccountFails wrong passwords per account, from any address.
+	MaxAccountFails = 10
+	// MaxAccountAddrFails wrong passwords per account from one address.
+	MaxAccountAddrFails = 5
 	// maxFailKeys bounds each counter's memory; beyond it the key whose
 	// last failure is oldest is forgotten.
 	maxFailKeys = 10000
