@@ -13,7 +13,8 @@ import (
 // root half (privd/...) links nothing of opusd's (unprivd/...) or of the
 // client's; the client (client/..., opusctl) nothing of either daemon;
 // opusd nothing of privd but privd's generated API. What both sides share
-// lives in internal/ (names, layout, config, the git rules, pack, ...).
+// lives in internal/ (names, layout, config, the git rules, pack, the
+// daemons' lifecycle, ...), which depends on neither side.
 func TestPackageBoundaries(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -30,6 +31,9 @@ func TestPackageBoundaries(t *testing.T) {
 		{"./cmd/opusctl", []string{mod + "unprivd/", mod + "privd/"}},
 		{"./unprivd/...", []string{mod + "privd/", mod + "client"}},
 		{"./cmd/opusd", []string{mod + "privd/", mod + "client"}},
+		// What both daemons share (internal/daemon's lifecycle among it)
+		// depends on neither.
+		{"./internal/...", []string{mod + "unprivd/", mod + "privd/", mod + "client"}},
 	}
 	for _, f := range fences {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
