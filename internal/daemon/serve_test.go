@@ -94,6 +94,8 @@ func TestServeStops(t *testing.T) {
 			if _, err := hc.Check(cctx, &healthpb.HealthCheckRequest{}); err != nil {
 				t.Fatalf("not serving: %v", err)
 			}
+			// cutOff ends when the call in flight has ended.
+			cutOff := make(chan error, 1)
 			if tc.inFlight {
 				w, err := hc.Watch(cctx, &healthpb.HealthCheckRequest{})
 				if err != nil {
@@ -102,6 +104,14 @@ func TestServeStops(t *testing.T) {
 				if _, err := w.Recv(); err != nil {
 					t.Fatal(err)
 				}
+				go func() {
+					for {
+						if _, err := w.Recv(); err != nil {
+							cutOff <- err
+							return
+						}
+					}
+				}()
 			}
 
 			stoppedAt = time.Now()
@@ -115,6 +125,14 @@ func TestServeStops(t *testing.T) {
 			case got = <-done:
 			case <-time.After(20 * time.Second):
 				t.Fatalf("Serve still running 20s after the stop\n%s", logs.String())
+			}
+			if tc.inFlight {
+				select {
+				case err := <-cutOff:
+					t.Logf("the call in flight ended: %v", err)
+				case <-time.After(10 * time.Second):
+					t.Error("the call in flight still runs 10s after Serve returned")
+				}
 			}
 			if !errors.Is(got, tc.fail) || (tc.fail == nil) != (got == nil) {
 				t.Errorf("Serve = %v, want %v", got, tc.fail)
@@ -157,10 +175,18 @@ func TestDrainCutShort(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	start := time.Now()
-	err = d.Serve(ctx, Serving{GRPC: grpc.NewServer(), Listener: lis, CallGrace: time.Second, DrainGrace: 200 * time.Millisecond,
-		Drain: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }})
-	if err != nil {
-		t.Fatal(err)
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Serve(ctx, Serving{GRPC: grpc.NewServer(), Listener: lis, CallGrace: time.Second, DrainGrace: 200 * time.Millisecond,
+			Drain: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve still draining 20s after the stop, with a drain bounded at 200ms")
 	}
 	if took := time.Since(start); took < 200*time.Millisecond || took > 10*time.Second {
 		t.Errorf("stop took %v with a drain bounded at 200ms", took)
