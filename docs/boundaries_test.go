@@ -16,7 +16,7 @@ import (
 // nothing of its state: it is HTTP over the gRPC service, so it links
 // neither the store nor the service (only their API and unprivd/credential).
 // What both sides share lives in internal/ (names, layout, config, the git
-// rules, pack, ...).
+// rules, pack, the daemons' lifecycle, ...), which depends on neither side.
 func TestPackageBoundaries(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -34,6 +34,9 @@ func TestPackageBoundaries(t *testing.T) {
 		{"./unprivd/...", []string{mod + "privd/", mod + "client"}},
 		{"./cmd/opusd", []string{mod + "privd/", mod + "client"}},
 		{"./unprivd/web", []string{mod + "unprivd/store", mod + "unprivd/service", mod + "privd/", mod + "client"}},
+		// What both daemons share (internal/daemon's lifecycle among it)
+		// depends on neither.
+		{"./internal/...", []string{mod + "unprivd/", mod + "privd/", mod + "client"}},
 	}
 	for _, f := range fences {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

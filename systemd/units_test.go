@@ -174,7 +174,7 @@ func TestUnitsHardening(t *testing.T) {
 		{"opusd.service", "Service", "Group", def.OpusUser, nil},
 		{"opusd.service", "Service", "ExecStart", "/usr/local/sbin/opusd --config " + config.DefaultPath, nil},
 		{"opusd.service", "Service", "NoNewPrivileges", "yes", nil},
-		// opusd pings at half of it (cmd/opusd/watchdog.go); a kill by the
+		// opusd pings at half of it (internal/daemon's watchdog); a kill by the
 		// watchdog counts as a failure, so Restart= brings it back.
 		{"opusd.service", "Service", "WatchdogSec", "30s", nil},
 		{"opusd.service", "Service", "Restart", "on-failure", nil},

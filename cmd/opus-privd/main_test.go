@@ -81,17 +81,18 @@ func TestFlagsAndConfig(t *testing.T) {
 		name    string
 		args    []string
 		wantErr bool
-		check   func(config.Config, options) bool
+		check   func(config.Config, string) bool
 	}{
 		{"a named file must exist", []string{"--config", filepath.Join(dir, "absent")}, true, nil},
-		{"file", []string{"--config", conf}, false, func(c config.Config, _ options) bool {
-			return c.BaseDir == "/srv/opus" && c.HTTPPort == 81 && c.OpusUser == "svc" && c.HTTPSPort == 8443
+		{"file", []string{"--config", conf}, false, func(c config.Config, socket string) bool {
+			return c.BaseDir == "/srv/opus" && c.HTTPPort == 81 && c.OpusUser == "svc" && c.HTTPSPort == 8443 &&
+				socket == c.PrivdSocket()
 		}},
 		{"flags override the file", []string{"--config", conf, "--base-dir", "/b", "--http-port", "82", "--opus-user", "o",
 			"--apache-mode", "system", "--apache-dir", "/etc/apache2/opus", "--https-port", "444", "--socket", "/run/x.sock"}, false,
-			func(c config.Config, o options) bool {
+			func(c config.Config, socket string) bool {
 				return c.BaseDir == "/b" && c.HTTPPort == 82 && c.OpusUser == "o" && c.ApacheMode == "system" &&
-					c.ApacheDir == "/etc/apache2/opus" && c.HTTPSPort == 444 && o.socket == "/run/x.sock"
+					c.ApacheDir == "/etc/apache2/opus" && c.HTTPSPort == 444 && socket == "/run/x.sock"
 			}},
 		{"bad port", []string{"--config", conf, "--http-port", "x"}, true, nil},
 		{"bad mode", []string{"--config", conf, "--apache-mode", "docker"}, true, nil},
@@ -103,51 +104,37 @@ func TestFlagsAndConfig(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			o, err := parseFlags(tc.args, &stderr)
+			socket := new(string)
+			cmd := command(socket)
+			err := cmd.Parse(tc.args, &stderr)
 			var c config.Config
 			if err == nil {
-				c, err = loadConfig(o)
+				c, err = cmd.Config()
 			}
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
 			}
-			if tc.check != nil && !tc.check(c, o) {
-				t.Errorf("config %+v, options %+v", c, o)
+			if tc.check != nil && !tc.check(c, *socket) {
+				t.Errorf("config %+v, socket %q", c, *socket)
 			}
 		})
 	}
-	// The default path may be missing: built-in defaults apply.
-	o, err := parseFlags(nil, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.configPath = filepath.Join(dir, "absent")
-	if c, err := loadConfig(o); err != nil || c != config.Default() {
-		t.Errorf("missing default file: %+v, %v", c, err)
-	}
+	// That the default path may be missing (built-in defaults apply) is the
+	// lifecycle's rule, tested with it (internal/daemon TestFlagsOverConfig).
 }
 
 func TestHelpListsEveryFlag(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := run([]string{"--help"}, &stderr); code != 0 {
+	if code := command(new(string)).Main([]string{"--help"}, &stderr); code != 0 {
 		t.Errorf("--help exit %d", code)
+	}
+	if code := command(new(string)).Main([]string{"--no-such-flag"}, &bytes.Buffer{}); code != 2 {
+		t.Errorf("a bad flag: exit %d, want 2", code)
 	}
 	for _, f := range []string{"config", "socket", "base-dir", "opus-user", "apache-mode", "apache-dir", "http-port", "https-port", "log-level"} {
 		if !strings.Contains(stderr.String(), "-"+f+" ") {
 			t.Errorf("--help does not list --%s", f)
 		}
-	}
-}
-
-func TestOpusIDs(t *testing.T) {
-	if _, _, err := opusIDs("root"); err == nil {
-		t.Error("root accepted as opus user")
-	}
-	if _, _, err := opusIDs("no-such-user-xyz"); err == nil {
-		t.Error("absent user accepted")
-	}
-	if uid, _, err := opusIDs("nobody"); err != nil || uid != 65534 {
-		t.Errorf("nobody = %d, %v", uid, err)
 	}
 }
 
@@ -232,33 +219,4 @@ func buildPrivd(t *testing.T, run *testrun.Run) (dir, bin string) {
 		t.Fatalf("go build: %v: %s", err, out)
 	}
 	return dir, bin
-}
-
-// TestCheckBackendPort: privd refuses to start when unprivileged users may
-// bind the backend port (a tenant could stand in for another's backend).
-func TestCheckBackendPort(t *testing.T) {
-	dir := t.TempDir()
-	for _, tt := range []struct {
-		sysctl string // "" = no such file
-		port   int
-		ok     bool
-	}{
-		{"1024\n", 1023, true},
-		{"1024\n", 1024, false},
-		{"80\n", 1023, false},
-		{"0\n", 1, false},
-		{"", 1023, true},
-	} {
-		path := filepath.Join(dir, "missing")
-		if tt.sysctl != "" {
-			path = filepath.Join(dir, "sysctl")
-			if err := os.WriteFile(path, []byte(tt.sysctl), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		err := checkBackendPort(tt.port, path)
-		if (err == nil) != tt.ok || err != nil && !strings.Contains(err.Error(), "ip_unprivileged_port_start") {
-			t.Errorf("port %d with sysctl %q: %v, want ok=%v", tt.port, tt.sysctl, err, tt.ok)
-		}
-	}
 }

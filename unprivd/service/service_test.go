@@ -234,7 +234,7 @@ type serverOpt struct {
 }
 
 // startServer serves the Opus API on a real Unix socket, in a directory any
-// uid may enter, with health and reflection as cmd/opusd registers them.
+// uid may enter, with health and reflection as unprivd/opusd registers them.
 func startServer(t *testing.T, o serverOpt) *server {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "opussvc")

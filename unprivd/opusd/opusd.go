@@ -1,0 +1,179 @@
+// Package opusd assembles the unprivileged daemon from the host
+// configuration: the state store, uploads, the client of opus-privd,
+// PostgreSQL provisioning, the reconciler, the API service with its
+// health service, and the optional web console; it serves them through
+// internal/daemon's lifecycle. cmd/opusd is the command line around it.
+package opusd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/opus-hosting/opus/internal/daemon"
+	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/peercred"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/drift"
+	"github.com/opus-hosting/opus/unprivd/postgres"
+	"github.com/opus-hosting/opus/unprivd/reconcile"
+	"github.com/opus-hosting/opus/unprivd/service"
+	"github.com/opus-hosting/opus/unprivd/source"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+const (
+	// callGrace is how long API calls in flight may run after SIGTERM;
+	// then they (live watchers, mostly) are cut off.
+	callGrace = 5 * time.Second
+	// shutdownGrace is how long steps in flight may run after the API
+	// stopped before they are cancelled (and resumed at the next start).
+	shutdownGrace = 30 * time.Second
+)
+
+// Options are opusd's settings that are not in the host configuration.
+type Options struct {
+	// Socket is the API's socket, unless systemd passes one.
+	Socket string
+	// PrivdSocket is opus-privd's socket.
+	PrivdSocket string
+	// WebAddr is HOST:PORT of the web console; empty: no console.
+	WebAddr string
+}
+
+// Run runs opusd until ctx ends, then stops it: the API stops answering
+// health checks SERVING, the console closes, calls in flight get
+// callGrace, and the reconciler's steps shutdownGrace.
+func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
+	cfg, log := d.Config, d.Log
+	if err := os.MkdirAll(cfg.BaseDir, 0o751); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.BaseDir, "opusd.db"), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	uploads, err := source.NewStore(filepath.Join(cfg.BaseDir, "sources"), source.StoreOptions{
+		Limits: source.DefaultLimits, Quota: cfg.UploadQuota, Grace: cfg.UploadGrace})
+	if err != nil {
+		return err
+	}
+	// Before the reconciler or the API reads a record: uploads recorded
+	// before they had owners become their projects' owners'.
+	if err := service.AdoptLegacyUploads(ctx, st, uploads, log); err != nil {
+		return err
+	}
+
+	// privd must run as root: a socket someone else planted is not believed.
+	privdConn, err := grpc.NewClient("unix://"+o.PrivdSocket, grpc.WithTransportCredentials(peercred.ClientExpecting(0)))
+	if err != nil {
+		return fmt.Errorf("privd client %s: %w", o.PrivdSocket, err)
+	}
+	defer privdConn.Close()
+	privd := privdv1.NewPrivdClient(privdConn)
+
+	gitCache := filepath.Join(cfg.BaseDir, "git")
+	if err := os.MkdirAll(gitCache, 0o750); err != nil {
+		return fmt.Errorf("git cache: %w", err)
+	}
+	pgAdmin, provision, err := provisioning(d)
+	if err != nil {
+		return err
+	}
+	rec := reconcile.New(st, privd, reconcile.Options{
+		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
+		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort, ProjectUIDs: cfg.ProjectUIDs,
+		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads, TLSSecurityLevel: cfg.TLSSecurityLevel,
+		Uploads: uploads, Git: &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)},
+		Postgres: pgAdmin, Logger: log,
+	})
+	con, err := listenConsole(o.WebAddr, cfg.BaseDir)
+	if err != nil {
+		return err
+	}
+	defer con.close()
+	svc, err := service.New(service.Config{
+		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
+		Uploads:    uploads,
+		UserPrefix: cfg.UserPrefix, ProjectUIDs: cfg.ProjectUIDs, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
+		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: con.url(), TLSSecurityLevel: cfg.TLSSecurityLevel,
+		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
+		Provision: provision,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Any local user may connect; identity is checked per call from the
+	// peer credentials. A socket-activated opusd takes no lock: its
+	// socket's directory is systemd's, not the opus user's to write, and
+	// a second opusd with the same configuration is stopped before it
+	// gets near the socket anyway, by the lock on the state store.
+	lis, lock, err := d.Listen(daemon.Socket{Path: o.Socket, Mode: 0o666, Group: -1})
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	g := grpc.NewServer(append(svc.ServerOptions(), grpc.Creds(peercred.Server()))...)
+	svc.Register(g)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+
+	// Step work is not cut off by the signal: Stop gives it a grace period.
+	if err := rec.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	go svc.RunUploadPruner(ctx, service.PruneInterval(cfg.UploadGrace))
+	failed := make(chan error, 1)
+	if err := con.serve(g, log, failed); err != nil {
+		return err
+	}
+	return d.Serve(ctx, daemon.Serving{
+		GRPC: g, Listener: lis, Failed: failed,
+		Checks: []daemon.HealthCheck{storeWorking(st, writeStallLimit), apiServing(lis.Addr().String())},
+		Started: func() {
+			log.Info("opusd serving", "socket", lis.Addr().String(), "state", st.Path(), "privd", o.PrivdSocket, "admin_group", cfg.AdminGroup)
+		},
+		Stopping: func() {
+			hs.Shutdown()
+			// Live-progress streams would hold a graceful shutdown open.
+			con.close()
+		},
+		CallGrace: callGrace,
+		Drain: func(ctx context.Context) error {
+			if err := rec.Stop(ctx); err != nil {
+				return fmt.Errorf("reconciler stopped with steps cut short; they run again at next start: %w", err)
+			}
+			return nil
+		},
+		DrainGrace: shutdownGrace,
+	})
+}
+
+// provisioning is PostgreSQL provisioning, on when postgres_admin is set.
+func provisioning(d *daemon.Daemon) (reconcile.Provisioner, *service.Provisioning, error) {
+	if d.Config.PostgresAdmin == "" {
+		return nil, nil, nil
+	}
+	a, err := postgres.New(d.Config.PostgresAdmin)
+	if err != nil {
+		return nil, nil, err
+	}
+	host, port := a.ProjectHost()
+	d.Log.Info("provisioning PostgreSQL for projects that ask", "admin", a.String())
+	if a.PasswordInConfig() {
+		d.Log.Warn("postgres_admin holds a password, and opus.conf is readable by every local user; use peer authentication over the local socket (see opus.conf)", "admin", a.String())
+	}
+	return a, &service.Provisioning{Host: host, Port: port}, nil
+}
