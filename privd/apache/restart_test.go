@@ -147,6 +147,14 @@ func TestSameMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := cmd.Process.Pid
+	defer cmd.Process.Kill()
+	// Start returns once the child is forked, maybe before it has run
+	// exec: until then its command line is this test binary's.
+	for deadline := time.Now().Add(10 * time.Second); !pidAlive(pid, "sleep"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the child never became /bin/sleep")
+		}
+	}
 	alive := sameMaster(pid, "sleep")
 	if !alive(pid) || alive(os.Getpid()) {
 		t.Fatalf("alive(child) = %v, alive(self) = %v; want true, false", alive(pid), alive(os.Getpid()))
