@@ -59,6 +59,19 @@ func (s *Service) callerConsoleUser(ctx context.Context, c caller) (string, erro
 	return name, err
 }
 
+// enabledConsoleAccount is uid's console account (made for name if it
+// has none), refused when an admin disabled it.
+func enabledConsoleAccount(tx *store.Tx, uid uint32, name string) (*store.ConsoleAccount, error) {
+	a, err := tx.EnsureConsoleAccount(uid, name)
+	if err != nil {
+		return nil, err
+	}
+	if a.Disabled {
+		return nil, consoleDisabled(uid)
+	}
+	return a, nil
+}
+
 // CreateLoginLink returns a single-use link signing the caller in to the
 // web console. It signs in only the user who made it: not a later owner
 // of the caller's uid.
@@ -80,12 +93,8 @@ func (s *Service) CreateLoginLink(ctx context.Context, _ *opusv1.CreateLoginLink
 	}
 	var expire time.Time
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
-		a, err := tx.EnsureConsoleAccount(c.uid, name)
-		if err != nil {
+		if _, err := enabledConsoleAccount(tx, c.uid, name); err != nil {
 			return err
-		}
-		if a.Disabled {
-			return consoleDisabled(c.uid)
 		}
 		if err := tx.PruneConsole(); err != nil {
 			return err
@@ -140,12 +149,9 @@ func (s *Service) SetConsolePassword(ctx context.Context, req *opusv1.SetConsole
 		return nil, s.storeErr(ctx, err)
 	}
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
-		a, err := tx.EnsureConsoleAccount(c.uid, name)
+		a, err := enabledConsoleAccount(tx, c.uid, name)
 		if err != nil {
 			return err
-		}
-		if a.Disabled {
-			return consoleDisabled(c.uid)
 		}
 		return tx.SetConsolePassword(a, hash)
 	})

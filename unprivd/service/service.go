@@ -410,13 +410,22 @@ func (s *Service) AddApp(ctx context.Context, req *opusv1.AddAppRequest) (*opusv
 	})
 }
 
+// validateProjectApp checks the names of a request about one app of one
+// project.
+func validateProjectApp(project, app string) error {
+	if err := validateProject("project", project); err != nil {
+		return err
+	}
+	if err := names.ValidateAppName(app); err != nil {
+		return invalid("app", "%v", err)
+	}
+	return nil
+}
+
 // RemoveApp takes an app out of a project.
 func (s *Service) RemoveApp(ctx context.Context, req *opusv1.RemoveAppRequest) (*opusv1.Operation, error) {
-	if err := validateProject("project", req.GetProject()); err != nil {
+	if err := validateProjectApp(req.GetProject(), req.GetApp()); err != nil {
 		return nil, err
-	}
-	if err := names.ValidateAppName(req.GetApp()); err != nil {
-		return nil, invalid("app", "%v", err)
 	}
 	return s.mutate(ctx, opusv1.Opus_RemoveApp_FullMethodName, req.GetProject(), store.OpRemoveApp, func(c caller, p *store.Project) error {
 		if p.Spec.App(req.GetApp()) == nil {
@@ -438,11 +447,8 @@ func (s *Service) RemoveApp(ctx context.Context, req *opusv1.RemoveAppRequest) (
 
 // UpdateApp moves an app to another source.
 func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (*opusv1.Operation, error) {
-	if err := validateProject("project", req.GetProject()); err != nil {
+	if err := validateProjectApp(req.GetProject(), req.GetApp()); err != nil {
 		return nil, err
-	}
-	if err := names.ValidateAppName(req.GetApp()); err != nil {
-		return nil, invalid("app", "%v", err)
 	}
 	return s.mutate(ctx, opusv1.Opus_UpdateApp_FullMethodName, req.GetProject(), store.OpUpdateApp, func(c caller, p *store.Project) error {
 		a := p.Spec.App(req.GetApp())
