@@ -34,10 +34,11 @@
 //	bucket "uids"         key uid, 10 zero-padded digits → UIDRecord (the
 //	                      project it went to, or why it was skipped)
 //
-// Records are decoded from JSON on every read, except through
-// Tx.ProjectForRead and Tx.ProjectsForRead, which may hand out a record
-// decoded earlier from the very same bytes (a bounded, never stale cache:
-// cache.go) that the caller must treat as read-only.
+// Project records are decoded from JSON once per stored version: a
+// bounded, never stale cache (cache.go) keeps them decoded, and Tx.Project
+// and Tx.Projects hand out deep copies of them, so every reader owns what
+// it gets and no reader can change what another sees. Other records are
+// decoded on every read.
 //
 // Writes use bbolt's default: the file is fsynced on every commit, so a call
 // that returned has survived a crash of opusd or the host. After a commit
@@ -332,74 +333,93 @@ type Tx struct {
 func (tx *Tx) Now() time.Time { return tx.s.now() }
 
 // Project returns project name, or an error wrapping ErrNotFound. The
-// record is the caller's own to change (and PutProject).
+// record is the caller's own to change (and PutProject): when the decode
+// cache has it, a copy of it (see project).
 func (tx *Tx) Project(name string) (*Project, error) {
-	v := tx.tx.Bucket(bucketProjects).Get([]byte(name))
-	if v == nil {
-		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
-	}
-	return decodeProject([]byte(name), v)
-}
-
-// Projects returns every project, ordered by name. The records are the
-// caller's own to change.
-func (tx *Tx) Projects() ([]*Project, error) {
-	ps := make([]*Project, 0, tx.s.projects.Load())
-	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
-		p, err := decodeProject(k, v)
-		if err != nil {
-			return err
-		}
-		ps = append(ps, p)
-		return nil
-	})
-	return ps, err
-}
-
-// ProjectForRead is Project for callers that only read, such as the API's
-// GetProject: the record may come from the store's decode cache and be
-// shared with other readers, so neither it nor anything it points to may
-// be modified or kept beyond the call; change a record only through
-// Project and PutProject.
-func (tx *Tx) ProjectForRead(name string) (*Project, error) {
 	k := []byte(name)
 	v := tx.tx.Bucket(bucketProjects).Get(k)
 	if v == nil {
 		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
 	}
-	return tx.cachedProject(k, v)
+	return tx.project(k, v)
 }
 
-// ProjectsForRead is Projects for callers that only read, such as the
-// API's ListProjects; see ProjectForRead for what they may not do.
-func (tx *Tx) ProjectsForRead() ([]*Project, error) {
-	ps := make([]*Project, 0, tx.s.projects.Load())
+// Projects returns every project, ordered by name. The records are the
+// caller's own to change, as with Project.
+func (tx *Tx) Projects() ([]*Project, error) { return tx.projects(nil) }
+
+// ProjectsOwnedBy returns the projects owned by uid, ordered by name, as
+// the caller's own records. It copies only those, where Projects and a
+// filter would copy every project on the host.
+func (tx *Tx) ProjectsOwnedBy(uid uint32) ([]*Project, error) {
+	return tx.projects(func(p *Project) bool { return p.OwnerUID == uid })
+}
+
+// projects returns the projects keep accepts (all when nil), ordered by
+// name, as the caller's own records (see project). Records from the
+// decode cache are copied into one array allocated for all of them, not
+// one allocation each: a list of a thousand projects is then a few
+// allocations beyond the records' own slices and maps. (Keeping one of
+// them keeps the array: a few hundred bytes per project listed.)
+func (tx *Tx) projects(keep func(*Project) bool) ([]*Project, error) {
+	n := tx.s.projects.Load()
+	if keep != nil {
+		n = 0
+	}
+	ps := make([]*Project, 0, n)
+	var shared []int // indexes in ps of records still the cache's
 	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
-		p, err := tx.cachedProject(k, v)
+		p, isShared, err := tx.record(k, v)
 		if err != nil {
 			return err
+		}
+		if keep != nil && !keep(p) {
+			return nil
+		}
+		if isShared {
+			shared = append(shared, len(ps))
 		}
 		ps = append(ps, p)
 		return nil
 	})
-	if err == nil && !tx.writable {
+	if err != nil {
+		return nil, err
+	}
+	if keep == nil && !tx.writable {
 		tx.s.projects.Store(int64(len(ps)))
 	}
-	return ps, err
+	copies := make([]Project, len(shared))
+	for i, j := range shared {
+		ps[j].cloneInto(&copies[i])
+		ps[j] = &copies[i]
+	}
+	return ps, nil
 }
 
-// cachedProject decodes record v of project k through the decode cache.
-// Only read-only transactions fill it: a writable one may still roll back
-// (harmless, as entries are matched by their bytes, but a waste of room).
-func (tx *Tx) cachedProject(k, v []byte) (*Project, error) {
-	if p := tx.s.cache.get(k, v); p != nil {
-		return p, nil
-	}
-	p, err := decodeProject(k, v)
-	if err == nil && !tx.writable {
-		tx.s.cache.put(string(k), v, p)
+// project returns record v of project k as a record the caller owns (see
+// record).
+func (tx *Tx) project(k, v []byte) (*Project, error) {
+	p, shared, err := tx.record(k, v)
+	if shared {
+		p = p.Clone()
 	}
 	return p, err
+}
+
+// record returns record v of project k, decoded, and whether it is the
+// decode cache's. The cache's records are shared by every reader and
+// never leave this package: callers hand out a deep copy (Project.Clone),
+// which costs a fraction of decoding the JSON again. Only read-only
+// transactions fill the cache: a writable one may still roll back
+// (harmless, as entries are matched by their bytes, but a waste of room).
+func (tx *Tx) record(k, v []byte) (p *Project, shared bool, err error) {
+	if p := tx.s.cache.get(k, v); p != nil {
+		return p, true, nil
+	}
+	if p, err = decodeProject(k, v); err != nil {
+		return nil, false, err
+	}
+	return p, !tx.writable && tx.s.cache.put(string(k), v, p), nil
 }
 
 // decodeProject decodes the stored record v of project k.

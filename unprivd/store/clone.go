@@ -1,0 +1,118 @@
+package store
+
+import (
+	"maps"
+	"slices"
+)
+
+// Clone returns a deep copy of p: it shares no slice, map or pointer with
+// p (strings, immutable, are shared), so either may be changed without
+// the other seeing it. It is how Tx.Project and Tx.Projects hand out
+// records from the decode cache. TestCloneIsDeep fails for a field added
+// to any record type without its copy here.
+func (p *Project) Clone() *Project {
+	if p == nil {
+		return nil
+	}
+	c := new(Project)
+	p.cloneInto(c)
+	return c
+}
+
+// cloneInto makes c a deep copy of p (see Clone).
+func (p *Project) cloneInto(c *Project) {
+	*c = *p
+	c.Spec = p.Spec.Clone()
+	c.Status = p.Status.Clone()
+	c.Secrets = clonePlain(p.Secrets)
+}
+
+// Clone returns a deep copy of s (see Project.Clone).
+func (s Spec) Clone() Spec {
+	s.Apps = cloneEach(s.Apps, AppSpec.Clone)
+	s.Superuser = clonePlain(s.Superuser)
+	s.Certificate = s.Certificate.Clone()
+	s.DropAppData = slices.Clone(s.DropAppData)
+	s.Settings = s.Settings.Clone()
+	s.Database = clonePlain(s.Database)
+	return s
+}
+
+// Clone returns a deep copy of s (see Project.Clone).
+func (s Settings) Clone() Settings {
+	s.Hosts = slices.Clone(s.Hosts)
+	s.Env = maps.Clone(s.Env)
+	return s
+}
+
+// Clone returns a deep copy of a (see Project.Clone).
+func (a AppSpec) Clone() AppSpec {
+	a.Git = clonePlain(a.Git)
+	a.Upload = a.Upload.Clone()
+	return a
+}
+
+// Clone returns a deep copy of u (see Project.Clone).
+func (u *UploadSource) Clone() *UploadSource {
+	if u == nil {
+		return nil
+	}
+	c := *u
+	c.UploaderUID = clonePlain(u.UploaderUID)
+	return &c
+}
+
+// Clone returns a deep copy of c (see Project.Clone).
+func (c *OwnerCertificate) Clone() *OwnerCertificate {
+	if c == nil {
+		return nil
+	}
+	return &OwnerCertificate{CertificatePEM: slices.Clone(c.CertificatePEM), KeyPEM: slices.Clone(c.KeyPEM)}
+}
+
+// Clone returns a deep copy of s (see Project.Clone).
+func (s Status) Clone() Status {
+	if s.Apps != nil {
+		apps := make(map[string]AppStatus, len(s.Apps))
+		for name, a := range s.Apps {
+			apps[name] = a.Clone()
+		}
+		s.Apps = apps
+	}
+	return s
+}
+
+// Clone returns a deep copy of a (see Project.Clone).
+func (a AppStatus) Clone() AppStatus {
+	a.Revisions = cloneEach(a.Revisions, Revision.Clone)
+	return a
+}
+
+// Clone returns a deep copy of r (see Project.Clone).
+func (r Revision) Clone() Revision {
+	r.UploaderUID = clonePlain(r.UploaderUID)
+	return r
+}
+
+// clonePlain copies what p points to, for types with no slice, map or
+// pointer of their own (TestCloneIsDeep checks they have none).
+func clonePlain[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
+}
+
+// cloneEach copies s, each element by clone; nil stays nil, empty stays
+// empty (as decoded).
+func cloneEach[T any](s []T, clone func(T) T) []T {
+	if s == nil {
+		return nil
+	}
+	c := make([]T, len(s))
+	for i, v := range s {
+		c[i] = clone(v)
+	}
+	return c
+}
