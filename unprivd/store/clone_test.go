@@ -88,41 +88,29 @@ func shared(a, b reflect.Value, path string) []string {
 			out = append(out, shared(a.Field(i), b.Field(i), path+"."+a.Type().Field(i).Name)...)
 		}
 		return out
-	case reflect.Pointer:
-		if a.IsNil() || b.IsNil() {
+	case reflect.Pointer, reflect.Map:
+		switch {
+		case a.IsNil() || b.IsNil():
 			return nil
-		}
-		if a.Pointer() == b.Pointer() {
+		case a.Pointer() == b.Pointer():
 			return []string{path}
-		}
-		return shared(a.Elem(), b.Elem(), "(*"+path+")")
-	case reflect.Slice:
-		if a.Cap() > 0 && b.Cap() > 0 && a.Pointer() == b.Pointer() {
-			return []string{path}
-		}
-		var out []string
-		for i := range min(a.Len(), b.Len()) {
-			out = append(out, shared(a.Index(i), b.Index(i), fmt.Sprintf("%s[%d]", path, i))...)
-		}
-		return out
-	case reflect.Array:
-		var out []string
-		for i := range a.Len() {
-			out = append(out, shared(a.Index(i), b.Index(i), fmt.Sprintf("%s[%d]", path, i))...)
-		}
-		return out
-	case reflect.Map:
-		if a.IsNil() || b.IsNil() {
-			return nil
-		}
-		if a.Pointer() == b.Pointer() {
-			return []string{path}
+		case a.Kind() == reflect.Pointer:
+			return shared(a.Elem(), b.Elem(), "(*"+path+")")
 		}
 		var out []string
 		for _, k := range a.MapKeys() {
 			if bv := b.MapIndex(k); bv.IsValid() {
 				out = append(out, shared(a.MapIndex(k), bv, fmt.Sprintf("%s[%v]", path, k))...)
 			}
+		}
+		return out
+	case reflect.Slice, reflect.Array:
+		if a.Kind() == reflect.Slice && a.Cap() > 0 && b.Cap() > 0 && a.Pointer() == b.Pointer() {
+			return []string{path}
+		}
+		var out []string
+		for i := range min(a.Len(), b.Len()) {
+			out = append(out, shared(a.Index(i), b.Index(i), fmt.Sprintf("%s[%d]", path, i))...)
 		}
 		return out
 	}
