@@ -54,11 +54,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/opus-hosting/opus/unprivd/broadcast"
 )
 
 // SchemaVersion is the layout of the file this package reads and writes.
@@ -84,12 +85,14 @@ var ErrExists = errors.New("already exists")
 
 // Store is an open state file. It is safe for concurrent use.
 type Store struct {
-	db    *bolt.DB
-	watch broadcaster
-	now   func() time.Time
+	db  *bolt.DB
+	now func() time.Time
+	// watch wakes the watchers of operations a commit changed.
+	watch broadcast.Hub
 	// userName is Options.UserName.
 	userName func(uid uint32) (string, error)
-	// cache holds records decoded for read-only use (cache.go).
+	// cache keeps project records decoded (cache.go); reads hand out
+	// copies of them.
 	cache decodeCache
 	// projects is how many projects the last full read found: the
 	// capacity of the next one's slice.
@@ -220,7 +223,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	}
 	s.cache.forget(written)
 	for _, id := range touched {
-		s.watch.fire(id)
+		s.watch.Publish(id)
 	}
 	return nil
 }
@@ -247,7 +250,7 @@ func (s *Store) WriteStalled(now time.Time, limit time.Duration) (time.Duration,
 // Changed returns a channel closed at the next commit that changes
 // operation id, and a release function to call when no longer waiting.
 // Take the channel before reading the operation, so no change is missed.
-func (s *Store) Changed(id string) (<-chan struct{}, func()) { return s.watch.subscribe(id) }
+func (s *Store) Changed(id string) (<-chan struct{}, func()) { return s.watch.Subscribe(id) }
 
 // GetProject returns one project.
 func (s *Store) GetProject(ctx context.Context, name string) (*Project, error) {
@@ -623,57 +626,4 @@ func newOpID() (string, error) {
 		return "", fmt.Errorf("operation id: %w", err)
 	}
 	return "op-" + hex.EncodeToString(b[:]), nil
-}
-
-// broadcaster wakes the watchers of an operation after a commit changed
-// it. One channel per watched id, closed (and forgotten) on change.
-type broadcaster struct {
-	mu   sync.Mutex
-	subs map[string]*watchEntry
-}
-
-type watchEntry struct {
-	ch   chan struct{}
-	refs int
-}
-
-func (b *broadcaster) subscribe(id string) (<-chan struct{}, func()) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.subs == nil {
-		b.subs = map[string]*watchEntry{}
-	}
-	e := b.subs[id]
-	if e == nil {
-		e = &watchEntry{ch: make(chan struct{})}
-		b.subs[id] = e
-	}
-	e.refs++
-	var once sync.Once
-	return e.ch, func() {
-		once.Do(func() {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			e.refs--
-			if e.refs == 0 && b.subs[id] == e {
-				delete(b.subs, id)
-			}
-		})
-	}
-}
-
-func (b *broadcaster) fire(id string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if e := b.subs[id]; e != nil {
-		close(e.ch)
-		delete(b.subs, id)
-	}
-}
-
-// watchers reports how many ids have waiting watchers (for tests).
-func (b *broadcaster) watchers() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.subs)
 }
