@@ -19,30 +19,43 @@ func (p *Project) Clone() *Project {
 	return c
 }
 
-// cloneInto makes c a deep copy of p (see Clone).
+// cloneInto makes c a deep copy of p (see Clone). The nested records
+// are made c's own in place: copying them out and back would copy the
+// large Spec and Status structs twice more.
 func (p *Project) cloneInto(c *Project) {
 	*c = *p
-	c.Spec = p.Spec.Clone()
-	c.Status = p.Status.Clone()
-	c.Secrets = clonePlain(p.Secrets)
+	c.Spec.own()
+	c.Status.own()
+	c.Secrets = clonePlain(c.Secrets)
 }
 
 // Clone returns a deep copy of s (see Project.Clone).
 func (s Spec) Clone() Spec {
+	s.own()
+	return s
+}
+
+// own replaces every slice, map and pointer s holds, at every depth, by
+// a copy: s is then a deep copy of what it was.
+func (s *Spec) own() {
 	s.Apps = cloneEach(s.Apps, AppSpec.Clone)
 	s.Superuser = clonePlain(s.Superuser)
 	s.Certificate = s.Certificate.Clone()
 	s.DropAppData = slices.Clone(s.DropAppData)
-	s.Settings = s.Settings.Clone()
+	s.Settings.own()
 	s.Database = clonePlain(s.Database)
-	return s
 }
 
 // Clone returns a deep copy of s (see Project.Clone).
 func (s Settings) Clone() Settings {
+	s.own()
+	return s
+}
+
+// own makes s a deep copy of what it was (see Spec.own).
+func (s *Settings) own() {
 	s.Hosts = slices.Clone(s.Hosts)
 	s.Env = maps.Clone(s.Env)
-	return s
 }
 
 // Clone returns a deep copy of a (see Project.Clone).
@@ -72,14 +85,20 @@ func (c *OwnerCertificate) Clone() *OwnerCertificate {
 
 // Clone returns a deep copy of s (see Project.Clone).
 func (s Status) Clone() Status {
-	if s.Apps != nil {
-		apps := make(map[string]AppStatus, len(s.Apps))
-		for name, a := range s.Apps {
-			apps[name] = a.Clone()
-		}
-		s.Apps = apps
-	}
+	s.own()
 	return s
+}
+
+// own makes s a deep copy of what it was (see Spec.own).
+func (s *Status) own() {
+	if s.Apps == nil {
+		return
+	}
+	apps := make(map[string]AppStatus, len(s.Apps))
+	for name, a := range s.Apps {
+		apps[name] = a.Clone()
+	}
+	s.Apps = apps
 }
 
 // Clone returns a deep copy of a (see Project.Clone).
