@@ -258,23 +258,18 @@ func (s *Service) ListProjects(ctx context.Context, _ *opusv1.ListProjectsReques
 	}
 	res := &opusv1.ListProjectsResponse{}
 	err = s.st.View(ctx, func(tx *store.Tx) error {
-		var ps []*store.Project
-		var err error
-		if c.admin {
-			ps, err = tx.Projects()
-		} else {
-			ps, err = tx.ProjectsOwnedBy(c.uid)
-		}
-		if err != nil {
-			return err
-		}
-		res.Projects = make([]*opusv1.Project, 0, len(ps))
-		for _, p := range ps {
+		// Records by value, rendered as they come: no copy of the list.
+		add := func(p store.Project) error {
 			if c.may(p.OwnerUID) {
-				res.Projects = append(res.Projects, s.toProject(p))
+				res.Projects = append(res.Projects, s.toProject(&p))
 			}
+			return nil
 		}
-		return nil
+		if c.admin {
+			res.Projects = make([]*opusv1.Project, 0, tx.ProjectsHint())
+			return tx.EachProject(add)
+		}
+		return tx.EachProjectOwnedBy(c.uid, add)
 	})
 	if err != nil {
 		return nil, s.storeErr(ctx, err)

@@ -348,33 +348,39 @@ func benchStore(b *testing.B, n int) *Store {
 }
 
 // BenchmarkProjects compares reading every one of 1,000 projects by
-// decoding each record (what every read cost before the decode cache) and
-// through Projects (copies of the cache's records, what ListProjects
-// uses).
+// decoding each record (what every read cost before the decode cache),
+// through Projects (heap copies of the cache's records) and through
+// EachProject (copies by value, what ListProjects uses).
 func BenchmarkProjects(b *testing.B) {
 	s := benchStore(b, 1000)
 	ctx := context.Background()
+	collect := func(read func(tx *Tx) ([]*Project, error)) func(tx *Tx) (int, error) {
+		return func(tx *Tx) (int, error) { ps, err := read(tx); return len(ps), err }
+	}
 	for _, tc := range []struct {
 		name string
-		read func(tx *Tx) ([]*Project, error)
+		read func(tx *Tx) (int, error)
 	}{
-		{"decode", func(tx *Tx) ([]*Project, error) {
-			var ps []*Project
-			err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
-				p, err := decodeProject(k, v)
-				ps = append(ps, p)
+		{"decode", func(tx *Tx) (n int, err error) {
+			err = tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
+				_, err := decodeProject(k, v)
+				n++
 				return err
 			})
-			return ps, err
+			return n, err
 		}},
-		{"cached", (*Tx).Projects},
+		{"cached", collect((*Tx).Projects)},
+		{"each", func(tx *Tx) (n int, err error) {
+			err = tx.EachProject(func(Project) error { n++; return nil })
+			return n, err
+		}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				var ps []*Project
-				if err := s.View(ctx, func(tx *Tx) (err error) { ps, err = tc.read(tx); return err }); err != nil || len(ps) != 1000 {
-					b.Fatalf("%d projects, %v", len(ps), err)
+				var n int
+				if err := s.View(ctx, func(tx *Tx) (err error) { n, err = tc.read(tx); return err }); err != nil || n != 1000 {
+					b.Fatalf("%d projects, %v", n, err)
 				}
 			}
 		})

@@ -7,36 +7,29 @@ import (
 
 // Clone returns a deep copy of p: it shares no slice, map or pointer with
 // p (strings, immutable, are shared), so either may be changed without
-// the other seeing it. It is how Tx.Project and Tx.Projects hand out
-// records from the decode cache. TestCloneIsDeep fails for a field added
+// the other seeing it. It is how Tx.Project, Tx.Projects and
+// Tx.EachProject hand out records from the decode cache. TestCloneIsDeep fails for a field added
 // to any record type without its copy here.
 func (p *Project) Clone() *Project {
 	if p == nil {
 		return nil
 	}
-	c := new(Project)
-	p.cloneInto(c)
-	return c
+	c := *p
+	c.own()
+	return &c
 }
 
-// cloneInto makes c a deep copy of p (see Clone). The nested records
-// are made c's own in place: copying them out and back would copy the
-// large Spec and Status structs twice more.
-func (p *Project) cloneInto(c *Project) {
-	*c = *p
-	c.Spec.own()
-	c.Status.own()
-	c.Secrets = clonePlain(c.Secrets)
+// own replaces every slice, map and pointer p holds, at every depth, by a
+// copy: p is then a deep copy of what it was. The nested records are made
+// p's own in place: copying them out and back would copy the large Spec
+// and Status structs twice more.
+func (p *Project) own() {
+	p.Spec.own()
+	p.Status.own()
+	p.Secrets = clonePlain(p.Secrets)
 }
 
-// Clone returns a deep copy of s (see Project.Clone).
-func (s Spec) Clone() Spec {
-	s.own()
-	return s
-}
-
-// own replaces every slice, map and pointer s holds, at every depth, by
-// a copy: s is then a deep copy of what it was.
+// own makes s a deep copy of what it was (see Project.own).
 func (s *Spec) own() {
 	s.Apps = cloneEach(s.Apps, AppSpec.Clone)
 	s.Superuser = clonePlain(s.Superuser)
@@ -52,7 +45,7 @@ func (s Settings) Clone() Settings {
 	return s
 }
 
-// own makes s a deep copy of what it was (see Spec.own).
+// own makes s a deep copy of what it was (see Project.own).
 func (s *Settings) own() {
 	s.Hosts = slices.Clone(s.Hosts)
 	s.Env = maps.Clone(s.Env)
@@ -83,13 +76,7 @@ func (c *OwnerCertificate) Clone() *OwnerCertificate {
 	return &OwnerCertificate{CertificatePEM: slices.Clone(c.CertificatePEM), KeyPEM: slices.Clone(c.KeyPEM)}
 }
 
-// Clone returns a deep copy of s (see Project.Clone).
-func (s Status) Clone() Status {
-	s.own()
-	return s
-}
-
-// own makes s a deep copy of what it was (see Spec.own).
+// own makes s a deep copy of what it was (see Project.own).
 func (s *Status) own() {
 	if s.Apps == nil {
 		return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -210,8 +211,8 @@ func TestCloneKeepsEmptyAndNil(t *testing.T) {
 // TestReadRecordsAreOwned: every read hands out a record its caller owns.
 // Whatever a caller does to one — every value changed in place, an app
 // appended, a nested source, revision or secret changed — the next read,
-// served from the decode cache, is still what is stored: through Project
-// and Projects, in read-only and writing transactions.
+// served from the decode cache, is still what is stored: through Project,
+// Projects and EachProject, in read-only and writing transactions.
 func TestReadRecordsAreOwned(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTemp(t)
@@ -262,17 +263,22 @@ func TestReadRecordsAreOwned(t *testing.T) {
 			}
 			change(ps[0])
 		}},
-		{"ProjectsOwnedBy", func(t *testing.T, change func(*Project)) {
+		{"EachProject", func(t *testing.T, change func(*Project)) {
+			n := 0
 			err := s.View(ctx, func(tx *Tx) error {
-				ps, err := tx.ProjectsOwnedBy(want.OwnerUID)
-				if err != nil || len(ps) != 1 {
-					return fmt.Errorf("ProjectsOwnedBy = %d projects, %v", len(ps), err)
-				}
-				change(ps[0])
-				return nil
+				return tx.EachProject(func(p Project) error { n++; change(&p); return nil })
 			})
-			if err != nil {
-				t.Fatal(err)
+			if err != nil || n != 1 {
+				t.Fatalf("EachProject = %d projects, %v", n, err)
+			}
+		}},
+		{"EachProjectOwnedBy", func(t *testing.T, change func(*Project)) {
+			n := 0
+			err := s.View(ctx, func(tx *Tx) error {
+				return tx.EachProjectOwnedBy(want.OwnerUID, func(p Project) error { n++; change(&p); return nil })
+			})
+			if err != nil || n != 1 {
+				t.Fatalf("EachProjectOwnedBy = %d projects, %v", n, err)
 			}
 		}},
 		{"Project in a write", func(t *testing.T, change func(*Project)) {
@@ -299,5 +305,48 @@ func TestReadRecordsAreOwned(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestEachProject: every project in name order, or only an owner's; the
+// first error of fn ends the walk and is returned.
+func TestEachProject(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	for i, name := range []string{"delta", "alpha", "charlie", "bravo"} {
+		createProject(t, s, name, uint32(1000+i%2))
+	}
+	stop := errors.New("stop")
+	for _, tc := range []struct {
+		name    string
+		walk    func(tx *Tx, fn func(Project) error) error
+		stopAt  string
+		want    []string
+		wantErr error
+	}{
+		{"all", (*Tx).EachProject, "", []string{"alpha", "bravo", "charlie", "delta"}, nil},
+		{"owner 1000", func(tx *Tx, fn func(Project) error) error { return tx.EachProjectOwnedBy(1000, fn) }, "", []string{"charlie", "delta"}, nil},
+		{"owner 1001", func(tx *Tx, fn func(Project) error) error { return tx.EachProjectOwnedBy(1001, fn) }, "", []string{"alpha", "bravo"}, nil},
+		{"nobody's", func(tx *Tx, fn func(Project) error) error { return tx.EachProjectOwnedBy(7, fn) }, "", nil, nil},
+		{"stopped", (*Tx).EachProject, "bravo", []string{"alpha", "bravo"}, stop},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Twice: decoded, then from the cache.
+			for range 2 {
+				var got []string
+				err := s.View(ctx, func(tx *Tx) error {
+					return tc.walk(tx, func(p Project) error {
+						got = append(got, p.Name)
+						if p.Name == tc.stopAt {
+							return stop
+						}
+						return nil
+					})
+				})
+				if !errors.Is(err, tc.wantErr) || !slices.Equal(got, tc.want) {
+					t.Fatalf("walk = %v, %v; want %v, %v", got, err, tc.want, tc.wantErr)
+				}
+			}
+		})
 	}
 }

@@ -35,10 +35,10 @@
 //	                      project it went to, or why it was skipped)
 //
 // Project records are decoded from JSON once per stored version: a
-// bounded, never stale cache (cache.go) keeps them decoded, and Tx.Project
-// and Tx.Projects hand out deep copies of them, so every reader owns what
-// it gets and no reader can change what another sees. Other records are
-// decoded on every read.
+// bounded, never stale cache (cache.go) keeps them decoded, and Tx.Project,
+// Tx.Projects and Tx.EachProject hand out deep copies of them, so every
+// reader owns what it gets and no reader can change what another sees.
+// Other records are decoded on every read.
 //
 // Writes use bbolt's default: the file is fsynced on every commit, so a call
 // that returned has survived a crash of opusd or the host. After a commit
@@ -336,77 +336,77 @@ type Tx struct {
 func (tx *Tx) Now() time.Time { return tx.s.now() }
 
 // Project returns project name, or an error wrapping ErrNotFound. The
-// record is the caller's own to change (and PutProject): when the decode
-// cache has it, a copy of it (see project).
+// record is the caller's own to change (and PutProject), a deep copy
+// when the decode cache has it (see record).
 func (tx *Tx) Project(name string) (*Project, error) {
 	k := []byte(name)
 	v := tx.tx.Bucket(bucketProjects).Get(k)
 	if v == nil {
 		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
 	}
-	return tx.project(k, v)
-}
-
-// Projects returns every project, ordered by name. The records are the
-// caller's own to change, as with Project.
-func (tx *Tx) Projects() ([]*Project, error) { return tx.projects(nil) }
-
-// ProjectsOwnedBy returns the projects owned by uid, ordered by name, as
-// the caller's own records. It copies only those, where Projects and a
-// filter would copy every project on the host.
-func (tx *Tx) ProjectsOwnedBy(uid uint32) ([]*Project, error) {
-	return tx.projects(func(p *Project) bool { return p.OwnerUID == uid })
-}
-
-// projects returns the projects keep accepts (all when nil), ordered by
-// name, as the caller's own records (see project). Records from the
-// decode cache are copied into one array allocated for all of them, not
-// one allocation each: a list of a thousand projects is then a few
-// allocations beyond the records' own slices and maps. (Keeping one of
-// them keeps the array: a few hundred bytes per project listed.)
-func (tx *Tx) projects(keep func(*Project) bool) ([]*Project, error) {
-	n := tx.s.projects.Load()
-	if keep != nil {
-		n = 0
-	}
-	ps := make([]*Project, 0, n)
-	var shared []int // indexes in ps of records still the cache's
-	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
-		p, isShared, err := tx.record(k, v)
-		if err != nil {
-			return err
-		}
-		if keep != nil && !keep(p) {
-			return nil
-		}
-		if isShared {
-			shared = append(shared, len(ps))
-		}
-		ps = append(ps, p)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if keep == nil && !tx.writable {
-		tx.s.projects.Store(int64(len(ps)))
-	}
-	copies := make([]Project, len(shared))
-	for i, j := range shared {
-		ps[j].cloneInto(&copies[i])
-		ps[j] = &copies[i]
-	}
-	return ps, nil
-}
-
-// project returns record v of project k as a record the caller owns (see
-// record).
-func (tx *Tx) project(k, v []byte) (*Project, error) {
 	p, shared, err := tx.record(k, v)
 	if shared {
 		p = p.Clone()
 	}
 	return p, err
+}
+
+// Projects returns every project, ordered by name. The records are the
+// caller's own to change, as with Project.
+func (tx *Tx) Projects() ([]*Project, error) {
+	ps := make([]*Project, 0, tx.ProjectsHint())
+	err := tx.EachProject(func(p Project) error {
+		ps = append(ps, &p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+// ProjectsHint is how many projects the last read of all of them found:
+// a capacity for what a caller collects from EachProject, not a count.
+func (tx *Tx) ProjectsHint() int { return int(tx.s.projects.Load()) }
+
+// EachProject calls fn with every project, ordered by name, until fn
+// returns an error, which it returns. Each record is fn's own, as with
+// Projects, passed by value: one fn does not keep costs no allocation
+// beyond its slices, maps and pointers, so reading every project (the
+// API's ListProjects) costs little more than with records shared by all
+// readers.
+func (tx *Tx) EachProject(fn func(Project) error) error { return tx.each(nil, fn) }
+
+// EachProjectOwnedBy is EachProject for the projects owned by uid; the
+// others are not copied at all.
+func (tx *Tx) EachProjectOwnedBy(uid uint32, fn func(Project) error) error {
+	return tx.each(func(p *Project) bool { return p.OwnerUID == uid }, fn)
+}
+
+// each calls fn with a deep copy of every record keep accepts (all when
+// keep is nil). keep sees the record itself, maybe the cache's: it must
+// only look.
+func (tx *Tx) each(keep func(*Project) bool, fn func(Project) error) error {
+	n := 0
+	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
+		p, shared, err := tx.record(k, v)
+		if err != nil {
+			return err
+		}
+		n++
+		if keep != nil && !keep(p) {
+			return nil
+		}
+		c := *p
+		if shared {
+			c.own()
+		}
+		return fn(c)
+	})
+	if err == nil && keep == nil && !tx.writable {
+		tx.s.projects.Store(int64(n))
+	}
+	return err
 }
 
 // record returns record v of project k, decoded, and whether it is the
