@@ -17,7 +17,8 @@ const maxCachedBytes = 2 << 20
 // GetProject and ListProjects, the reconciler's) do not pay a JSON decode
 // per project per call: with a thousand projects that decode was most of
 // a list's time and allocation. Its records are shared by every reader,
-// so none of them leaves the package: Tx.project hands out copies.
+// so none of them leaves the package: reads hand out deep copies (see
+// Tx.record).
 //
 // An entry keeps a copy of the exact bytes it was decoded from and is
 // used only when the stored bytes are still identical (compared in full),
