@@ -164,19 +164,6 @@ func notFound(project string) error {
 // visible are the same NotFound.
 func (s *Service) visibleProject(ctx context.Context, tx *store.Tx, c caller, method, name string) (*store.Project, error) {
 	p, err := tx.Project(name)
-	return s.visible(ctx, c, method, name, p, err)
-}
-
-// visibleProjectForRead is visibleProject for handlers that only read:
-// the record may be shared (store.Tx.ProjectForRead) and must not be
-// changed.
-func (s *Service) visibleProjectForRead(ctx context.Context, tx *store.Tx, c caller, method, name string) (*store.Project, error) {
-	p, err := tx.ProjectForRead(name)
-	return s.visible(ctx, c, method, name, p, err)
-}
-
-// visible applies the owner-or-admin rule to a loaded project.
-func (s *Service) visible(ctx context.Context, c caller, method, name string, p *store.Project, err error) (*store.Project, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFound(name)
 	}
@@ -262,7 +249,7 @@ func (s *Service) GetProject(ctx context.Context, req *opusv1.GetProjectRequest)
 	}
 	var out *opusv1.Project
 	err = s.st.View(ctx, func(tx *store.Tx) error {
-		p, err := s.visibleProjectForRead(ctx, tx, c, opusv1.Opus_GetProject_FullMethodName, req.GetName())
+		p, err := s.visibleProject(ctx, tx, c, opusv1.Opus_GetProject_FullMethodName, req.GetName())
 		if err != nil {
 			return err
 		}
@@ -283,20 +270,18 @@ func (s *Service) ListProjects(ctx context.Context, _ *opusv1.ListProjectsReques
 	}
 	res := &opusv1.ListProjectsResponse{}
 	err = s.st.View(ctx, func(tx *store.Tx) error {
-		// Shared records (ProjectsForRead): rendered, never changed.
-		ps, err := tx.ProjectsForRead()
-		if err != nil {
-			return err
+		// Records by value, rendered as they come: no copy of the list.
+		add := func(p store.Project) error {
+			if c.may(p.OwnerUID) {
+				res.Projects = append(res.Projects, s.toProject(&p))
+			}
+			return nil
 		}
 		if c.admin {
-			res.Projects = make([]*opusv1.Project, 0, len(ps))
+			res.Projects = make([]*opusv1.Project, 0, tx.ProjectsHint())
+			return tx.EachProject(add)
 		}
-		for _, p := range ps {
-			if c.may(p.OwnerUID) {
-				res.Projects = append(res.Projects, s.toProject(p))
-			}
-		}
-		return nil
+		return tx.EachProjectOwnedBy(c.uid, add)
 	})
 	if err != nil {
 		return nil, s.storeErr(ctx, err)

@@ -165,9 +165,7 @@ func parseHosts(v, serverName, suffix string) ([]string, error) {
 // settings of project p (whose server name is serverName). It changes p
 // only when everything is valid; errors name the key at fault.
 func applySettings(p *store.Project, set map[string]string, unset []string, serverName, suffix string, admin bool) error {
-	next := p.Spec.Settings
-	next.Hosts = slices.Clone(next.Hosts)
-	next.Env = maps.Clone(next.Env)
+	next := p.Spec.Settings.Clone()
 	djangoAdmin := p.Spec.Admin
 	if len(set) == 0 && len(unset) == 0 {
 		return invalid("set", "nothing to change: give set or unset")
@@ -308,7 +306,7 @@ func hostsTaken(tx *store.Tx, project string, hosts []string) error {
 	if len(hosts) == 0 {
 		return nil
 	}
-	ps, err := tx.ProjectsForRead()
+	ps, err := tx.Projects()
 	if err != nil {
 		return err
 	}

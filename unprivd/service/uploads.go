@@ -152,7 +152,7 @@ func AdoptLegacyUploads(ctx context.Context, st *store.Store, up LegacyUploads, 
 	// transaction.
 	var pending bool
 	err = st.View(ctx, func(tx *store.Tx) error {
-		ps, err := tx.ProjectsForRead()
+		ps, err := tx.Projects()
 		pending = slices.ContainsFunc(ps, namesNoUploader)
 		return err
 	})

@@ -13,10 +13,12 @@ import (
 // fit are decoded on every read, as without the cache.
 const maxCachedBytes = 2 << 20
 
-// decodeCache keeps project records decoded for read-only use (see
-// Tx.ProjectForRead), so the API's GetProject and ListProjects do not pay
-// a JSON decode per project per call: with a thousand projects that decode
-// was most of a list's time and allocation.
+// decodeCache keeps project records decoded, so reads (the API's
+// GetProject and ListProjects, the reconciler's) do not pay a JSON decode
+// per project per call: with a thousand projects that decode was most of
+// a list's time and allocation. Its records are shared by every reader,
+// so none of them leaves the package: reads hand out deep copies (see
+// Tx.record).
 //
 // An entry keeps a copy of the exact bytes it was decoded from and is
 // used only when the stored bytes are still identical (compared in full),
@@ -47,8 +49,9 @@ func (c *decodeCache) get(name, raw []byte) *Project {
 }
 
 // put remembers p as decoded from raw (copied) for project name, unless
-// the cache is full.
-func (c *decodeCache) put(name string, raw []byte, p *Project) {
+// the cache is full, and reports whether it did: from then on p is
+// shared and must not be changed.
+func (c *decodeCache) put(name string, raw []byte, p *Project) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.m[name]; ok {
@@ -56,13 +59,14 @@ func (c *decodeCache) put(name string, raw []byte, p *Project) {
 		delete(c.m, name)
 	}
 	if c.bytes+len(raw) > maxCachedBytes {
-		return
+		return false
 	}
 	if c.m == nil {
 		c.m = make(map[string]cachedProject)
 	}
 	c.m[name] = cachedProject{raw: bytes.Clone(raw), p: p}
 	c.bytes += len(raw)
+	return true
 }
 
 // forget drops the entries of the named projects.

@@ -10,35 +10,49 @@ import (
 	"testing"
 )
 
-// readShared reads project name through the decode cache.
-func readShared(t *testing.T, s *Store, name string) *Project {
+// read reads project name in a read-only transaction (which fills the
+// decode cache).
+func read(t *testing.T, s *Store, name string) *Project {
 	t.Helper()
-	var p *Project
-	if err := s.View(context.Background(), func(tx *Tx) (err error) { p, err = tx.ProjectForRead(name); return err }); err != nil {
+	p, err := s.GetProject(context.Background(), name)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-func TestForReadIsCachedAndNeverStale(t *testing.T) {
+// cached is the decode cache's record of project name, or nil.
+func cached(s *Store, name string) *Project {
+	s.cache.mu.RLock()
+	defer s.cache.mu.RUnlock()
+	return s.cache.m[name].p
+}
+
+func TestReadsAreCachedAndNeverStale(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTemp(t)
 	createProject(t, s, "blog", 1000)
 
-	first := readShared(t, s, "blog")
-	if again := readShared(t, s, "blog"); again != first {
-		t.Fatal("second read of an unchanged record decoded it again; want the cached record")
+	first := read(t, s, "blog")
+	entry := cached(s, "blog")
+	if entry == nil {
+		t.Fatal("a read left nothing in the decode cache")
+	}
+	again := read(t, s, "blog")
+	if cached(s, "blog") != entry {
+		t.Fatal("second read of an unchanged record decoded it again; want it served from the cache")
 	}
 	if n, _ := s.cache.size(); n != 1 {
 		t.Fatalf("cache holds %d records, want 1", n)
 	}
-	// Project (for changing) never hands out the shared record.
-	own, err := s.GetProject(ctx, "blog")
-	if err != nil {
-		t.Fatal(err)
+	// Every read is the caller's own record, never the cache's.
+	for _, p := range []*Project{first, again} {
+		if p == entry || !reflect.DeepEqual(p, entry) {
+			t.Fatalf("read = %p (equal %v), cached = %p: want an equal, separate record", p, reflect.DeepEqual(p, entry), entry)
+		}
 	}
-	if own == first || !reflect.DeepEqual(own, first) {
-		t.Fatalf("GetProject = %p (equal %v), shared = %p: want an equal, separate record", own, reflect.DeepEqual(own, first), first)
+	if first == again {
+		t.Fatal("two reads returned the same record")
 	}
 
 	// Every kind of write shows at once: status, spec, delete, re-create.
@@ -89,15 +103,14 @@ func TestForReadIsCachedAndNeverStale(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			// Cached before the write, where it exists.
-			s.View(ctx, func(tx *Tx) error { _, err := tx.ProjectForRead("blog"); return err })
+			s.GetProject(ctx, "blog")
 			if err := s.Update(ctx, tc.write); err != nil {
 				t.Fatal(err)
 			}
-			var p *Project
-			err := s.View(ctx, func(tx *Tx) (err error) { p, err = tx.ProjectForRead("blog"); return err })
+			p, err := s.GetProject(ctx, "blog")
 			tc.check(t, p, err)
-			var ps []*Project
-			if err := s.View(ctx, func(tx *Tx) (err error) { ps, err = tx.ProjectsForRead(); return err }); err != nil {
+			ps, err := s.ListProjects(ctx)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if p == nil {
@@ -113,11 +126,11 @@ func TestForReadIsCachedAndNeverStale(t *testing.T) {
 	}
 }
 
-func TestForReadRolledBackWriteLeavesNoTrace(t *testing.T) {
+func TestRolledBackWriteLeavesNoTrace(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTemp(t)
 	createProject(t, s, "blog", 1000)
-	before := readShared(t, s, "blog")
+	before := read(t, s, "blog")
 	boom := errors.New("boom")
 	err := s.Update(ctx, func(tx *Tx) error {
 		p, err := tx.Project("blog")
@@ -129,7 +142,7 @@ func TestForReadRolledBackWriteLeavesNoTrace(t *testing.T) {
 			return err
 		}
 		// Read back inside the writing transaction: sees its own write.
-		q, err := tx.ProjectForRead("blog")
+		q, err := tx.Project("blog")
 		if err != nil || q.OwnerUID != 9999 {
 			t.Errorf("read inside the write = %+v, %v", q, err)
 		}
@@ -138,12 +151,12 @@ func TestForReadRolledBackWriteLeavesNoTrace(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("Update = %v, want boom", err)
 	}
-	if after := readShared(t, s, "blog"); after.OwnerUID != 1000 || !reflect.DeepEqual(after, before) {
+	if after := read(t, s, "blog"); after.OwnerUID != 1000 || !reflect.DeepEqual(after, before) {
 		t.Fatalf("after a rolled-back write: %+v, want %+v", after, before)
 	}
 }
 
-func TestForReadCacheIsBounded(t *testing.T) {
+func TestDecodeCacheIsBounded(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTemp(t)
 	// Records of ~256 KiB each: more of them than the cache may hold.
@@ -161,8 +174,8 @@ func TestForReadCacheIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		var ps []*Project
-		if err := s.View(ctx, func(tx *Tx) (err error) { ps, err = tx.ProjectsForRead(); return err }); err != nil {
+		ps, err := s.ListProjects(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if len(ps) != n {
@@ -187,9 +200,10 @@ func TestForReadCacheIsBounded(t *testing.T) {
 	}
 }
 
-// TestForReadConcurrent has readers and writers race (run with -race):
-// every record a reader gets is one that was committed, whole.
-func TestForReadConcurrent(t *testing.T) {
+// TestReadsConcurrent has readers and writers race (run with -race):
+// every record a reader gets is one that was committed, whole, and its
+// own to change.
+func TestReadsConcurrent(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTemp(t)
 	const projects, writes = 4, 40
@@ -210,7 +224,7 @@ func TestForReadConcurrent(t *testing.T) {
 				default:
 				}
 				err := s.View(ctx, func(tx *Tx) error {
-					ps, err := tx.ProjectsForRead()
+					ps, err := tx.Projects()
 					if err != nil {
 						return err
 					}
@@ -219,6 +233,10 @@ func TestForReadConcurrent(t *testing.T) {
 						if want := fmt.Sprint(p.Generation); p.Generation > 1 && p.Status.LastError != want {
 							return fmt.Errorf("%s: generation %d with last_error %q: a torn or stale record", p.Name, p.Generation, p.Status.LastError)
 						}
+						// Each reader's record is its own (a shared one
+						// is a data race here, and a wrong answer above).
+						p.Status.LastError = "mine"
+						p.Spec.Apps[0].Git.Ref = "mine"
 					}
 					return nil
 				})
@@ -239,7 +257,7 @@ func TestForReadConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Each write is seen by the next read.
-		if p := readShared(t, s, name); p.Status.LastError != fmt.Sprint(p.Generation) || p.Generation != int64(w/projects+2) {
+		if p := read(t, s, name); p.Status.LastError != fmt.Sprint(p.Generation) || p.Generation != int64(w/projects+2) {
 			t.Fatalf("after write %d: %s at generation %d (%q), want %d", w, name, p.Generation, p.Status.LastError, w/projects+2)
 		}
 	}
@@ -329,25 +347,40 @@ func benchStore(b *testing.B, n int) *Store {
 	return s
 }
 
-// BenchmarkProjects compares reading every one of 1,000 projects decoded
-// afresh (Projects, for changing them) and through the decode cache
-// (ProjectsForRead, what ListProjects uses).
+// BenchmarkProjects compares reading every one of 1,000 projects by
+// decoding each record (what every read cost before the decode cache),
+// through Projects (heap copies of the cache's records) and through
+// EachProject (copies by value, what ListProjects uses).
 func BenchmarkProjects(b *testing.B) {
 	s := benchStore(b, 1000)
 	ctx := context.Background()
+	collect := func(read func(tx *Tx) ([]*Project, error)) func(tx *Tx) (int, error) {
+		return func(tx *Tx) (int, error) { ps, err := read(tx); return len(ps), err }
+	}
 	for _, tc := range []struct {
 		name string
-		read func(tx *Tx) ([]*Project, error)
+		read func(tx *Tx) (int, error)
 	}{
-		{"decode", (*Tx).Projects},
-		{"forread", (*Tx).ProjectsForRead},
+		{"decode", func(tx *Tx) (n int, err error) {
+			err = tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
+				_, err := decodeProject(k, v)
+				n++
+				return err
+			})
+			return n, err
+		}},
+		{"cached", collect((*Tx).Projects)},
+		{"each", func(tx *Tx) (n int, err error) {
+			err = tx.EachProject(func(Project) error { n++; return nil })
+			return n, err
+		}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				var ps []*Project
-				if err := s.View(ctx, func(tx *Tx) (err error) { ps, err = tc.read(tx); return err }); err != nil || len(ps) != 1000 {
-					b.Fatalf("%d projects, %v", len(ps), err)
+				var n int
+				if err := s.View(ctx, func(tx *Tx) (err error) { n, err = tc.read(tx); return err }); err != nil || n != 1000 {
+					b.Fatalf("%d projects, %v", n, err)
 				}
 			}
 		})

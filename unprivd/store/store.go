@@ -34,10 +34,11 @@
 //	bucket "uids"         key uid, 10 zero-padded digits → UIDRecord (the
 //	                      project it went to, or why it was skipped)
 //
-// Records are decoded from JSON on every read, except through
-// Tx.ProjectForRead and Tx.ProjectsForRead, which may hand out a record
-// decoded earlier from the very same bytes (a bounded, never stale cache:
-// cache.go) that the caller must treat as read-only.
+// Project records are decoded from JSON once per stored version: a
+// bounded, never stale cache (cache.go) keeps them decoded, and Tx.Project,
+// Tx.Projects and Tx.EachProject hand out deep copies of them, so every
+// reader owns what it gets and no reader can change what another sees.
+// Other records are decoded on every read.
 //
 // Writes use bbolt's default: the file is fsynced on every commit, so a call
 // that returned has survived a crash of opusd or the host. After a commit
@@ -53,11 +54,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/opus-hosting/opus/unprivd/broadcast"
 )
 
 // SchemaVersion is the layout of the file this package reads and writes.
@@ -83,12 +85,14 @@ var ErrExists = errors.New("already exists")
 
 // Store is an open state file. It is safe for concurrent use.
 type Store struct {
-	db    *bolt.DB
-	watch broadcaster
-	now   func() time.Time
+	db  *bolt.DB
+	now func() time.Time
+	// watch wakes the watchers of operations a commit changed.
+	watch broadcast.Hub
 	// userName is Options.UserName.
 	userName func(uid uint32) (string, error)
-	// cache holds records decoded for read-only use (cache.go).
+	// cache keeps project records decoded (cache.go); reads hand out
+	// copies of them.
 	cache decodeCache
 	// projects is how many projects the last full read found: the
 	// capacity of the next one's slice.
@@ -219,7 +223,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	}
 	s.cache.forget(written)
 	for _, id := range touched {
-		s.watch.fire(id)
+		s.watch.Publish(id)
 	}
 	return nil
 }
@@ -246,7 +250,7 @@ func (s *Store) WriteStalled(now time.Time, limit time.Duration) (time.Duration,
 // Changed returns a channel closed at the next commit that changes
 // operation id, and a release function to call when no longer waiting.
 // Take the channel before reading the operation, so no change is missed.
-func (s *Store) Changed(id string) (<-chan struct{}, func()) { return s.watch.subscribe(id) }
+func (s *Store) Changed(id string) (<-chan struct{}, func()) { return s.watch.Subscribe(id) }
 
 // GetProject returns one project.
 func (s *Store) GetProject(ctx context.Context, name string) (*Project, error) {
@@ -332,74 +336,93 @@ type Tx struct {
 func (tx *Tx) Now() time.Time { return tx.s.now() }
 
 // Project returns project name, or an error wrapping ErrNotFound. The
-// record is the caller's own to change (and PutProject).
+// record is the caller's own to change (and PutProject), a deep copy
+// when the decode cache has it (see record).
 func (tx *Tx) Project(name string) (*Project, error) {
-	v := tx.tx.Bucket(bucketProjects).Get([]byte(name))
-	if v == nil {
-		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
-	}
-	return decodeProject([]byte(name), v)
-}
-
-// Projects returns every project, ordered by name. The records are the
-// caller's own to change.
-func (tx *Tx) Projects() ([]*Project, error) {
-	ps := make([]*Project, 0, tx.s.projects.Load())
-	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
-		p, err := decodeProject(k, v)
-		if err != nil {
-			return err
-		}
-		ps = append(ps, p)
-		return nil
-	})
-	return ps, err
-}
-
-// ProjectForRead is Project for callers that only read, such as the API's
-// GetProject: the record may come from the store's decode cache and be
-// shared with other readers, so neither it nor anything it points to may
-// be modified or kept beyond the call; change a record only through
-// Project and PutProject.
-func (tx *Tx) ProjectForRead(name string) (*Project, error) {
 	k := []byte(name)
 	v := tx.tx.Bucket(bucketProjects).Get(k)
 	if v == nil {
 		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
 	}
-	return tx.cachedProject(k, v)
+	p, shared, err := tx.record(k, v)
+	if shared {
+		p = p.Clone()
+	}
+	return p, err
 }
 
-// ProjectsForRead is Projects for callers that only read, such as the
-// API's ListProjects; see ProjectForRead for what they may not do.
-func (tx *Tx) ProjectsForRead() ([]*Project, error) {
-	ps := make([]*Project, 0, tx.s.projects.Load())
+// Projects returns every project, ordered by name. The records are the
+// caller's own to change, as with Project.
+func (tx *Tx) Projects() ([]*Project, error) {
+	ps := make([]*Project, 0, tx.ProjectsHint())
+	err := tx.EachProject(func(p Project) error {
+		ps = append(ps, &p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+// ProjectsHint is how many projects the last read of all of them found:
+// a capacity for what a caller collects from EachProject, not a count.
+func (tx *Tx) ProjectsHint() int { return int(tx.s.projects.Load()) }
+
+// EachProject calls fn with every project, ordered by name, until fn
+// returns an error, which it returns. Each record is fn's own, as with
+// Projects, passed by value: one fn does not keep costs no allocation
+// beyond its slices, maps and pointers, so reading every project (the
+// API's ListProjects) costs little more than with records shared by all
+// readers.
+func (tx *Tx) EachProject(fn func(Project) error) error { return tx.each(nil, fn) }
+
+// EachProjectOwnedBy is EachProject for the projects owned by uid; the
+// others are not copied at all.
+func (tx *Tx) EachProjectOwnedBy(uid uint32, fn func(Project) error) error {
+	return tx.each(func(p *Project) bool { return p.OwnerUID == uid }, fn)
+}
+
+// each calls fn with a deep copy of every record keep accepts (all when
+// keep is nil). keep sees the record itself, maybe the cache's: it must
+// only look.
+func (tx *Tx) each(keep func(*Project) bool, fn func(Project) error) error {
+	n := 0
 	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
-		p, err := tx.cachedProject(k, v)
+		p, shared, err := tx.record(k, v)
 		if err != nil {
 			return err
 		}
-		ps = append(ps, p)
-		return nil
+		n++
+		if keep != nil && !keep(p) {
+			return nil
+		}
+		c := *p
+		if shared {
+			c.own()
+		}
+		return fn(c)
 	})
-	if err == nil && !tx.writable {
-		tx.s.projects.Store(int64(len(ps)))
+	if err == nil && keep == nil && !tx.writable {
+		tx.s.projects.Store(int64(n))
 	}
-	return ps, err
+	return err
 }
 
-// cachedProject decodes record v of project k through the decode cache.
-// Only read-only transactions fill it: a writable one may still roll back
+// record returns record v of project k, decoded, and whether it is the
+// decode cache's. The cache's records are shared by every reader and
+// never leave this package: callers hand out a deep copy (Project.Clone),
+// which costs a fraction of decoding the JSON again. Only read-only
+// transactions fill the cache: a writable one may still roll back
 // (harmless, as entries are matched by their bytes, but a waste of room).
-func (tx *Tx) cachedProject(k, v []byte) (*Project, error) {
+func (tx *Tx) record(k, v []byte) (p *Project, shared bool, err error) {
 	if p := tx.s.cache.get(k, v); p != nil {
-		return p, nil
+		return p, true, nil
 	}
-	p, err := decodeProject(k, v)
-	if err == nil && !tx.writable {
-		tx.s.cache.put(string(k), v, p)
+	if p, err = decodeProject(k, v); err != nil {
+		return nil, false, err
 	}
-	return p, err
+	return p, !tx.writable && tx.s.cache.put(string(k), v, p), nil
 }
 
 // decodeProject decodes the stored record v of project k.
@@ -603,57 +626,4 @@ func newOpID() (string, error) {
 		return "", fmt.Errorf("operation id: %w", err)
 	}
 	return "op-" + hex.EncodeToString(b[:]), nil
-}
-
-// broadcaster wakes the watchers of an operation after a commit changed
-// it. One channel per watched id, closed (and forgotten) on change.
-type broadcaster struct {
-	mu   sync.Mutex
-	subs map[string]*watchEntry
-}
-
-type watchEntry struct {
-	ch   chan struct{}
-	refs int
-}
-
-func (b *broadcaster) subscribe(id string) (<-chan struct{}, func()) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.subs == nil {
-		b.subs = map[string]*watchEntry{}
-	}
-	e := b.subs[id]
-	if e == nil {
-		e = &watchEntry{ch: make(chan struct{})}
-		b.subs[id] = e
-	}
-	e.refs++
-	var once sync.Once
-	return e.ch, func() {
-		once.Do(func() {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			e.refs--
-			if e.refs == 0 && b.subs[id] == e {
-				delete(b.subs, id)
-			}
-		})
-	}
-}
-
-func (b *broadcaster) fire(id string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if e := b.subs[id]; e != nil {
-		close(e.ch)
-		delete(b.subs, id)
-	}
-}
-
-// watchers reports how many ids have waiting watchers (for tests).
-func (b *broadcaster) watchers() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.subs)
 }

@@ -379,7 +379,7 @@ func TestChangedFiresAfterCommit(t *testing.T) {
 	ch2, release2 := s.Changed(op.ID)
 	release2()
 	_ = ch2
-	if n := s.watch.watchers(); n != 0 {
+	if n := s.watch.Keys(); n != 0 {
 		t.Fatalf("%d watch entries left after release", n)
 	}
 }

@@ -37,7 +37,7 @@ func (p *Project) UploadsInUse(fn func(UploadRef)) {
 // Project.UploadsInUse), projects being deleted included until their
 // record goes.
 func (tx *Tx) UploadsInUse() (map[UploadRef]bool, error) {
-	ps, err := tx.ProjectsForRead()
+	ps, err := tx.Projects()
 	if err != nil {
 		return nil, err
 	}
