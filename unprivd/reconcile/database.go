@@ -3,6 +3,8 @@ package reconcile
 import (
 	"context"
 	"errors"
+
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // Provisioner creates and drops the PostgreSQL role and database Opus
@@ -24,26 +26,29 @@ var errNoProvisioner = errors.New("this project's PostgreSQL database is provisi
 // with the password in its secrets. It comes before anything that runs
 // manage.py (data, migrate), which needs them.
 func stepDatabase(ctx context.Context, t *Task) (string, error) {
-	db := t.Project.Spec.Database
-	if db == nil || !db.Provisioned {
-		return "nothing to provision", nil
-	}
-	if t.opt.Postgres == nil {
-		return "", errNoProvisioner
-	}
-	return t.opt.Postgres.Ensure(ctx, t.Project.Name, db.User, db.Name, db.Password)
+	return withProvisioned(t, "nothing to provision", func(pg Provisioner, db *store.Database) (string, error) {
+		return pg.Ensure(ctx, t.Project.Name, db.User, db.Name, db.Password)
+	})
 }
 
 // stepDropDatabase drops a provisioned project's database and role on
 // teardown, after the project's daemon is gone. A database given by its
 // connection parameters is the owner's and is never touched.
 func stepDropDatabase(ctx context.Context, t *Task) (string, error) {
+	return withProvisioned(t, "no database of Opus's to drop", func(pg Provisioner, db *store.Database) (string, error) {
+		return pg.Drop(ctx, db.User, db.Name)
+	})
+}
+
+// withProvisioned runs f on the project's database when Opus provisioned
+// it, with the admin connection; otherwise it does nothing and says none.
+func withProvisioned(t *Task, none string, f func(Provisioner, *store.Database) (string, error)) (string, error) {
 	db := t.Project.Spec.Database
 	if db == nil || !db.Provisioned {
-		return "no database of Opus's to drop", nil
+		return none, nil
 	}
 	if t.opt.Postgres == nil {
 		return "", errNoProvisioner
 	}
-	return t.opt.Postgres.Drop(ctx, db.User, db.Name)
+	return f(t.opt.Postgres, db)
 }

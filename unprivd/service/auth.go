@@ -218,6 +218,16 @@ func callerFrom(ctx context.Context) (caller, error) {
 	return c, nil
 }
 
+// callerAbout is the caller of a call about one project, whose name (in
+// request field field) it checks first.
+func callerAbout(ctx context.Context, field, project string) (caller, error) {
+	c, err := callerFrom(ctx)
+	if err != nil {
+		return c, err
+	}
+	return c, validateProject(field, project)
+}
+
 // may reports whether c may see a project or operation owned by owner.
 func (c caller) may(owner uint32) bool { return c.admin || c.uid == owner }
 

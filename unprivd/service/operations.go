@@ -105,11 +105,8 @@ func (s *Service) WatchOperation(req *opusv1.WatchOperationRequest, stream opusv
 
 // ListOperations returns a project's recent operations, newest first.
 func (s *Service) ListOperations(ctx context.Context, req *opusv1.ListOperationsRequest) (*opusv1.ListOperationsResponse, error) {
-	c, err := callerFrom(ctx)
+	c, err := callerAbout(ctx, "project", req.GetProject())
 	if err != nil {
-		return nil, err
-	}
-	if err := validateProject("project", req.GetProject()); err != nil {
 		return nil, err
 	}
 	limit := int(req.GetLimit())

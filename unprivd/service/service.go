@@ -178,11 +178,8 @@ func (s *Service) visibleProject(ctx context.Context, tx *store.Tx, c caller, me
 
 // CreateProject records a new project owned by the caller.
 func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRequest) (*opusv1.Operation, error) {
-	c, err := callerFrom(ctx)
+	c, err := callerAbout(ctx, "name", req.GetName())
 	if err != nil {
-		return nil, err
-	}
-	if err := validateProject("name", req.GetName()); err != nil {
 		return nil, err
 	}
 	spec := store.Spec{Admin: req.GetAdmin()}
@@ -240,11 +237,8 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 
 // GetProject returns one project the caller may see.
 func (s *Service) GetProject(ctx context.Context, req *opusv1.GetProjectRequest) (*opusv1.Project, error) {
-	c, err := callerFrom(ctx)
+	c, err := callerAbout(ctx, "name", req.GetName())
 	if err != nil {
-		return nil, err
-	}
-	if err := validateProject("name", req.GetName()); err != nil {
 		return nil, err
 	}
 	var out *opusv1.Project
@@ -500,11 +494,8 @@ func removeString(list []string, s string) []string {
 
 // GetLogs returns the project's recent Apache and mod_wsgi error lines.
 func (s *Service) GetLogs(ctx context.Context, req *opusv1.GetLogsRequest) (*opusv1.GetLogsResponse, error) {
-	c, err := callerFrom(ctx)
+	c, err := callerAbout(ctx, "project", req.GetProject())
 	if err != nil {
-		return nil, err
-	}
-	if err := validateProject("project", req.GetProject()); err != nil {
 		return nil, err
 	}
 	lines := req.GetLines()

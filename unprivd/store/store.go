@@ -269,21 +269,7 @@ func (s *Store) ListProjects(ctx context.Context) ([]*Project, error) {
 // UpdateProject applies fn to project name and stores the result, in one
 // transaction. It returns the stored project.
 func (s *Store) UpdateProject(ctx context.Context, name string, fn func(*Project) error) (*Project, error) {
-	var p *Project
-	err := s.Update(ctx, func(tx *Tx) error {
-		var err error
-		if p, err = tx.Project(name); err != nil {
-			return err
-		}
-		if err := fn(p); err != nil {
-			return err
-		}
-		return tx.PutProject(p)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+	return update(ctx, s, func(tx *Tx) (*Project, error) { return tx.Project(name) }, fn, (*Tx).PutProject)
 }
 
 // GetOperation returns one operation.
@@ -296,21 +282,27 @@ func (s *Store) GetOperation(ctx context.Context, id string) (*Operation, error)
 // UpdateOperation applies fn to operation id and stores the result in one
 // transaction.
 func (s *Store) UpdateOperation(ctx context.Context, id string, fn func(*Operation) error) (*Operation, error) {
-	var op *Operation
+	return update(ctx, s, func(tx *Tx) (*Operation, error) { return tx.Operation(id) }, fn, (*Tx).PutOperation)
+}
+
+// update reads a record with get, applies fn and stores it with put, in
+// one transaction, and returns what it stored.
+func update[R any](ctx context.Context, s *Store, get func(*Tx) (*R, error), fn func(*R) error, put func(*Tx, *R) error) (*R, error) {
+	var r *R
 	err := s.Update(ctx, func(tx *Tx) error {
 		var err error
-		if op, err = tx.Operation(id); err != nil {
+		if r, err = get(tx); err != nil {
 			return err
 		}
-		if err := fn(op); err != nil {
+		if err := fn(r); err != nil {
 			return err
 		}
-		return tx.PutOperation(op)
+		return put(tx, r)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return op, nil
+	return r, nil
 }
 
 // ListOperations returns up to limit operations of project, newest first.
