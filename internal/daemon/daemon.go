@@ -162,6 +162,13 @@ func (c *Command) Config() (config.Config, error) {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
+		// Name the flag that set the key refused: opusd's --state-dir
+		// is base_dir, and a reader looks for what they typed.
+		for _, k := range c.keys {
+			if given[k.flag] && strings.HasPrefix(err.Error(), k.key+":") {
+				return cfg, fmt.Errorf("--%s: %w", k.flag, err)
+			}
+		}
 		return cfg, fmt.Errorf("configuration: %w", err)
 	}
 	for _, p := range c.paths {

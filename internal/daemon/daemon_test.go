@@ -60,8 +60,11 @@ func TestFlagsOverConfig(t *testing.T) {
 			return c.HTTPPort == 8080
 		}},
 		{"bad number", []string{"--config", conf, "--http-port", "x"}, "", "--http-port", nil},
-		{"invalid whole", []string{"--config", conf, "--base-dir", "rel"}, "", "configuration: base_dir", nil},
-		{"root opus user", []string{"--config", conf, "--opus-user", "root"}, "", "opus_user", nil},
+		{"invalid whole", []string{"--config", conf, "--http-port", "8443"}, "", "configuration: http_port and https_port are both 8443", nil},
+		// A value a flag set is refused naming the flag (opusd's
+		// --state-dir sets base_dir), and the key.
+		{"invalid flag value", []string{"--config", conf, "--base-dir", "rel"}, "", `--base-dir: base_dir: "rel" must be a clean absolute path`, nil},
+		{"invalid flag value among others", []string{"--config", conf, "--http-port", "82", "--opus-user", "root"}, "", `--opus-user: opus_user: "root" must name an unprivileged user`, nil},
 		{"bad level", []string{"--log-level", "loud"}, `--log-level: "loud" is not a log level; use debug, info, warn or error`, "", nil},
 		{"unknown flag", []string{"--base", "/b"}, "not defined", "", nil},
 		{"stray argument", []string{"serve"}, "unexpected arguments", "", nil},
