@@ -117,14 +117,18 @@ func defaultOf(key string) (string, bool) {
 	return "", false
 }
 
-// Parse reads the command line. After --help it returns flag.ErrHelp
-// (the usage is then printed on stderr, as it is with any other error the
-// flag package finds).
+// Parse reads the command line. After --help it returns flag.ErrHelp.
+// The usage is printed on stderr after --help and before any other error
+// the flag package finds; the error itself is only returned (Main says it
+// once, last, where a reader looks).
 func (c *Command) Parse(args []string, stderr io.Writer) error {
-	c.fs.SetOutput(stderr)
+	// The flag package would print its errors too, above the usage.
+	c.fs.SetOutput(io.Discard)
 	c.fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s [flags]\n\n%s\nFlags override the configuration file.\n\n", c.name, c.about)
+		c.fs.SetOutput(stderr)
 		c.fs.PrintDefaults()
+		c.fs.SetOutput(io.Discard)
 	}
 	if err := c.fs.Parse(args); err != nil {
 		return err
@@ -133,7 +137,7 @@ func (c *Command) Parse(args []string, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments: %q", c.fs.Args())
 	}
 	if err := c.level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return fmt.Errorf("--log-level: %q is not a log level; use debug, info, warn or error", c.logLevel)
 	}
 	return nil
 }
@@ -158,6 +162,13 @@ func (c *Command) Config() (config.Config, error) {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
+		// Name the flag that set the key refused: opusd's --state-dir
+		// is base_dir, and a reader looks for what they typed.
+		for _, k := range c.keys {
+			if given[k.flag] && strings.HasPrefix(err.Error(), k.key+":") {
+				return cfg, fmt.Errorf("--%s: %w", k.flag, err)
+			}
+		}
 		return cfg, fmt.Errorf("configuration: %w", err)
 	}
 	for _, p := range c.paths {

@@ -60,9 +60,12 @@ func TestFlagsOverConfig(t *testing.T) {
 			return c.HTTPPort == 8080
 		}},
 		{"bad number", []string{"--config", conf, "--http-port", "x"}, "", "--http-port", nil},
-		{"invalid whole", []string{"--config", conf, "--base-dir", "rel"}, "", "configuration: base_dir", nil},
-		{"root opus user", []string{"--config", conf, "--opus-user", "root"}, "", "opus_user", nil},
-		{"bad level", []string{"--log-level", "loud"}, "--log-level", "", nil},
+		{"invalid whole", []string{"--config", conf, "--http-port", "8443"}, "", "configuration: http_port and https_port are both 8443", nil},
+		// A value a flag set is refused naming the flag (opusd's
+		// --state-dir sets base_dir), and the key.
+		{"invalid flag value", []string{"--config", conf, "--base-dir", "rel"}, "", `--base-dir: base_dir: "rel" must be a clean absolute path`, nil},
+		{"invalid flag value among others", []string{"--config", conf, "--http-port", "82", "--opus-user", "root"}, "", `--opus-user: opus_user: "root" must name an unprivileged user`, nil},
+		{"bad level", []string{"--log-level", "loud"}, `--log-level: "loud" is not a log level; use debug, info, warn or error`, "", nil},
 		{"unknown flag", []string{"--base", "/b"}, "not defined", "", nil},
 		{"stray argument", []string{"serve"}, "unexpected arguments", "", nil},
 	}
@@ -147,12 +150,14 @@ func TestMainExitStatus(t *testing.T) {
 		args   []string
 		runErr error
 		status int
-		out    string // in stderr
+		out    string // in stderr, exactly once
 		ran    bool
 	}{
 		{"help", []string{"--help"}, nil, ExitOK, "Usage: testd", false},
-		{"unknown flag", []string{"--nope"}, nil, ExitUsage, "testd: flag provided but not defined", false},
-		{"bad level", []string{"--log-level", "loud"}, nil, ExitUsage, "testd: --log-level", false},
+		{"unknown flag", []string{"--nope"}, nil, ExitUsage, "flag provided but not defined: -nope", false},
+		{"bad value", []string{"--http-port"}, nil, ExitUsage, "flag needs an argument: -http-port", false},
+		{"bad level", []string{"--log-level", "loud"}, nil, ExitUsage, "testd: --log-level: \"loud\" is not a log level; use debug, info, warn or error", false},
+		{"stray argument", []string{"serve"}, nil, ExitUsage, `testd: unexpected arguments: ["serve"]`, false},
 		{"missing named file", []string{"--config", filepath.Join(dir, "typo.conf")}, nil, ExitFailure, "typo.conf: no such file", false},
 		{"run fails", []string{"--config", conf}, failed, ExitFailure, `msg="testd failed" err="it broke"`, true},
 		{"run stops", []string{"--config", conf, "--log-level", "debug"}, nil, ExitOK, "", true},
@@ -172,8 +177,10 @@ func TestMainExitStatus(t *testing.T) {
 			if got := c.Main(tc.args, &out); got != tc.status {
 				t.Errorf("exit %d, want %d\n%s", got, tc.status, out.String())
 			}
-			if !strings.Contains(out.String(), tc.out) {
-				t.Errorf("stderr lacks %q:\n%s", tc.out, out.String())
+			// Said once: the flag package prints its own errors (with the
+			// usage), and Main must not say them again.
+			if n := strings.Count(out.String(), tc.out); n != 1 && tc.out != "" {
+				t.Errorf("stderr has %q %d times, want once:\n%s", tc.out, n, out.String())
 			}
 			if ran != tc.ran {
 				t.Errorf("Run called: %v, want %v", ran, tc.ran)

@@ -27,6 +27,7 @@ import (
 	"github.com/opus-hosting/opus/unprivd/service"
 	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
+	"github.com/opus-hosting/opus/unprivd/web"
 )
 
 const (
@@ -53,6 +54,12 @@ type Options struct {
 // callGrace, and the reconciler's steps shutdownGrace.
 func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	cfg, log := d.Config, d.Log
+	// Refused before anything is made: a typo must leave no state.
+	if o.WebAddr != "" {
+		if err := web.CheckAddr(o.WebAddr); err != nil {
+			return fmt.Errorf("--web-addr: %w", err)
+		}
+	}
 	if err := os.MkdirAll(cfg.BaseDir, 0o751); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}

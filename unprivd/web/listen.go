@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/opus-hosting/opus/internal/atomicfile"
@@ -27,10 +28,11 @@ const (
 // project's) when missing, unusable, not naming the host, or near expiry.
 // It returns the listener and the console's base URL for login links.
 func Listen(addr, dir string, now time.Time) (net.Listener, string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "" {
-		return nil, "", fmt.Errorf("web address %q: want HOST:PORT, for example 127.0.0.1:8444", addr)
+	if err := CheckAddr(addr); err != nil {
+		return nil, "", err
 	}
+	host, port, _ := net.SplitHostPort(addr)
+	var err error
 	urlHost := host
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		if urlHost, err = os.Hostname(); err != nil || urlHost == "" {
@@ -84,4 +86,17 @@ func ensureCert(dir string, names []string, now time.Time) (tls.Certificate, err
 		return tls.Certificate{}, err
 	}
 	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
+// CheckAddr says why addr is no address the console can listen on
+// (HOST:PORT, the port a number 0-65535; HOST empty for every address),
+// or returns nil. opusd checks its --web-addr with it before it makes
+// anything.
+func CheckAddr(addr string) error {
+	if _, port, err := net.SplitHostPort(addr); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("web address %q: want HOST:PORT with a port number 0-65535, for example 127.0.0.1:8444", addr)
 }

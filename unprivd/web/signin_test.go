@@ -278,3 +278,38 @@ func TestCrossOriginRefused(t *testing.T) {
 		t.Errorf("same-origin sign-out: %d", code)
 	}
 }
+
+// TestSignInAddressIsTheConnection: the address sign-in failures count
+// against is the connection's, never one a request names: unknown links
+// sent each with another X-Forwarded-For, X-Real-IP and Forwarded are
+// still one address's, refused once it has MaxLinkFails of them.
+func TestSignInAddressIsTheConnection(t *testing.T) {
+	r := newRig(t)
+	c := r.browser()
+	var codes []int
+	for i := range service.MaxLinkFails + 2 {
+		req, err := http.NewRequest("GET", fmt.Sprintf("%s/login/link?t=bogus%d", r.srv.URL, i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged := fmt.Sprintf("198.51.100.%d", i+1)
+		req.Header.Set("X-Forwarded-For", forged)
+		req.Header.Set("X-Real-IP", forged)
+		req.Header.Set("Forwarded", "for="+forged)
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		codes = append(codes, res.StatusCode)
+	}
+	for i, code := range codes {
+		want := http.StatusUnauthorized
+		if i >= service.MaxLinkFails-1 {
+			want = http.StatusTooManyRequests
+		}
+		if code != want {
+			t.Fatalf("unknown link %d with a forged client address: %d, want %d (all: %v)", i, code, want, codes)
+		}
+	}
+}
