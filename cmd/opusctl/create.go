@@ -59,8 +59,8 @@ otherwise pipe it in and pass --superuser-password-stdin.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := names.ValidateProject(name); err != nil {
-				return usageError{err}
+			if err := checkProjectName(name); err != nil {
+				return err
 			}
 			srcs, err := parseSources(apps)
 			if err != nil {
@@ -217,4 +217,13 @@ func (c *cli) readSecret(fromStdin bool, p passwordPrompt) (string, error) {
 		return "", fmt.Errorf("the passwords do not match")
 	}
 	return pw, nil
+}
+
+// checkProjectName is create's early check of a new project's name: the
+// server's own rule, refused as a usage error before anything is sent.
+func checkProjectName(name string) error {
+	if err := names.ValidateProject(name); err != nil {
+		return usageError{err}
+	}
+	return nil
 }

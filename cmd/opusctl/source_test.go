@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"io/fs"
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/opus-hosting/opus/internal/names/namestest"
 )
 
 // fakeFS is a stat over an in-memory tree rooted at "/".
@@ -113,4 +116,21 @@ func FuzzParseSource(f *testing.F) {
 			t.Fatalf("parseSource(%q) = %+v: location not from the argument", arg, src)
 		}
 	})
+}
+
+// TestProjectNamesAgree: create's early check refuses exactly the project
+// names of the one table every caller of names.ValidateProject is tested
+// against (opusd's API and privd's checks are, in their packages), as
+// usage errors.
+func TestProjectNamesAgree(t *testing.T) {
+	for _, c := range namestest.Projects {
+		err := checkProjectName(c.Name)
+		if (err == nil) != c.OK() {
+			t.Errorf("project %.40q: %v, want ok=%v", c.Name, err, c.OK())
+		}
+		var u usageError
+		if err != nil && !errors.As(err, &u) {
+			t.Errorf("project %.40q: %v is not a usage error (exit 2)", c.Name, err)
+		}
+	}
 }

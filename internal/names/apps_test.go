@@ -4,41 +4,18 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/opus-hosting/opus/internal/names/namestest"
 )
 
 func TestValidateAppName(t *testing.T) {
-	for _, tc := range []struct{ name, want string }{
-		{"blog", ""},
-		{"_private", ""},
-		{"shop2", ""},
-		{"my_app", ""},
-		{strings.Repeat("a", 64), ""},
-		{"", "empty"},
-		{strings.Repeat("a", 65), "at most 64"},
-		{"2fast", "starts with a digit"},
-		{"Blog", "uppercase letter 'B'"},
-		{"my-app", `contains '-'`},
-		{"blog.views", `contains '.'`},
-		{"café", "contains"},
-		{"class", "Python keyword"},
-		{"match", "Python keyword"},
-		{"__init__", "two underscores"},
-		{"django", "would shadow"},
-		{"opus_project", "would shadow"},
-		{"os", "would shadow"},
-		{"json", "would shadow"},
-		{"tests", "would shadow"},
-		{"wsgi", "would shadow"},
-	} {
-		err := ValidateAppName(tc.name)
-		if tc.want == "" {
-			if err != nil {
-				t.Errorf("ValidateAppName(%q) = %v", tc.name, err)
-			}
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("ValidateAppName(%q) = %v, want %q", tc.name, err, tc.want)
+	for _, c := range namestest.Apps {
+		err := ValidateAppName(c.Name)
+		switch {
+		case c.OK() && err != nil:
+			t.Errorf("ValidateAppName(%q) = %v", c.Name, err)
+		case !c.OK() && (err == nil || !strings.Contains(err.Error(), c.Why)):
+			t.Errorf("ValidateAppName(%q) = %v, want %q", c.Name, err, c.Why)
 		}
 	}
 }

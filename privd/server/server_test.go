@@ -454,3 +454,19 @@ func TestHostNamesAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestProjectNamesAgree: privd's check of every request's project takes
+// exactly the project names of the one table every caller of
+// names.ValidateProject is tested against (opusd's API and opusctl's
+// early check are, in their packages).
+func TestProjectNamesAgree(t *testing.T) {
+	for _, c := range namestest.Projects {
+		err := validateProject(c.Name)
+		if (err == nil) != c.OK() {
+			t.Errorf("project %.40q: %v, want ok=%v", c.Name, err, c.OK())
+		}
+		if err != nil && status.Code(err) != codes.InvalidArgument {
+			t.Errorf("project %.40q: %v, want InvalidArgument", c.Name, err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/opus-hosting/opus/internal/gitsrc/gitsrctest"
+	"github.com/opus-hosting/opus/internal/names/namestest"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -31,6 +32,33 @@ func TestGitRulesAgree(t *testing.T) {
 		src := &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: "https://example.com/a.git", Ref: c.Ref}}}
 		if _, err := s.source(owner, 1000, "apps[0].source", src); (err == nil) != c.OK {
 			t.Errorf("ref %.60q: %v, want ok=%v", c.Ref, err, c.OK)
+		}
+	}
+}
+
+// TestNamesAgree: the API takes exactly the project and app names of the
+// tables every caller of names.ValidateProject and ValidateAppName is
+// tested against (privd's checks and opusctl's are, in their packages):
+// as a project's name, as a request's project, and as an app's name in a
+// new project's apps and in a request about one app.
+func TestNamesAgree(t *testing.T) {
+	s := &Service{}
+	for _, c := range namestest.Projects {
+		if err := validateProject("name", c.Name); (err == nil) != c.OK() {
+			t.Errorf("project %.40q: %v, want ok=%v", c.Name, err, c.OK())
+		}
+		if err := validateProjectApp(c.Name, "blog"); (err == nil) != c.OK() {
+			t.Errorf("request about project %.40q: %v, want ok=%v", c.Name, err, c.OK())
+		}
+	}
+	for _, c := range namestest.Apps {
+		if err := validateProjectApp("blog", c.Name); (err == nil) != c.OK() {
+			t.Errorf("request about app %.40q: %v, want ok=%v", c.Name, err, c.OK())
+		}
+		src := &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: "https://git.example.com/x.git"}}}
+		_, err := s.appSpec(caller{uid: 1000}, 1000, "apps[0]", &opusv1.AppSpec{Name: c.Name, Source: src})
+		if (err == nil) != c.OK() {
+			t.Errorf("new app %.40q: %v, want ok=%v", c.Name, err, c.OK())
 		}
 	}
 }
