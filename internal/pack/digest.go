@@ -12,8 +12,8 @@ import (
 const DigestPrefix = "sha256:"
 
 // ValidateDigest checks that d is "sha256:" followed by 64 lowercase hex
-// digits, the only form opusd gives an upload (and the API, the upload store and
-// the client check).
+// digits, the only form opusd gives an upload (and the API and the upload
+// store check).
 func ValidateDigest(d string) error {
 	hexPart, ok := strings.CutPrefix(d, DigestPrefix)
 	if !ok {

@@ -471,7 +471,7 @@ func TestTestSupportIsNotLinked(t *testing.T) {
 		t.Fatalf("go list: %v: %s", err, stderr.String())
 	}
 	const mod = "github.com/opus-hosting/opus"
-	support := []string{mod + "/internal/testrun", mod + "/internal/pgtest", mod + "/internal/logtest", mod + "/internal/cert/certtest", mod + "/internal/gitsrc/gitsrctest", mod + "/internal/names/namestest", mod + "/unprivd/service/servicetest", mod + "/internal/daemon/notifytest"}
+	support := []string{mod + "/internal/testrun", mod + "/internal/pgtest", mod + "/internal/logtest", mod + "/internal/cert/certtest", mod + "/internal/gitsrc/gitsrctest", mod + "/internal/names/namestest", mod + "/unprivd/service/servicetest", mod + "/internal/daemon/notifytest", mod + "/internal/pack/packtest"}
 	seen := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)

@@ -1,10 +1,12 @@
 package service
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/opus-hosting/opus/internal/gitsrc/gitsrctest"
 	"github.com/opus-hosting/opus/internal/names/namestest"
+	"github.com/opus-hosting/opus/internal/pack/packtest"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -59,6 +61,24 @@ func TestNamesAgree(t *testing.T) {
 		_, err := s.appSpec(caller{uid: 1000}, 1000, "apps[0]", &opusv1.AppSpec{Name: c.Name, Source: src})
 		if (err == nil) != c.OK() {
 			t.Errorf("new app %.40q: %v, want ok=%v", c.Name, err, c.OK())
+		}
+	}
+}
+
+// TestDigestsAgree: the API takes exactly the upload digests of the one
+// table every caller of pack.ValidateDigest is tested against (the upload
+// store is, in unprivd/source): a digest the rule refuses is refused as
+// such; one it accepts is looked up (and, as nobody sent it, not found).
+func TestDigestsAgree(t *testing.T) {
+	s := &Service{}
+	for _, c := range packtest.Digests {
+		src := &opusv1.AppSource{Kind: &opusv1.AppSource_Upload{Upload: &opusv1.UploadedSource{Digest: c.D}}}
+		_, err := s.appSpec(caller{uid: 1000}, 1000, "apps[0]", &opusv1.AppSpec{Name: "blog", Source: src})
+		if err == nil {
+			t.Fatalf("digest %.40q of no upload: accepted", c.D)
+		}
+		if looked := strings.Contains(err.Error(), "you have no upload"); looked != c.OK() {
+			t.Errorf("digest %.40q: %v, want looked up=%v", c.D, err, c.OK())
 		}
 	}
 }
