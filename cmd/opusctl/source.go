@@ -114,11 +114,9 @@ func parseSource(arg string, stat statFunc) (appSource, error) {
 		src.git = true
 		src.location, src.ref = splitRef(rest, pathStart)
 		if src.name == "" {
-			base := strings.TrimSuffix(path.Base(strings.TrimRight(src.location[pathStart:], "/")), ".git")
-			if base == "" || base == "." || base == "/" {
+			if src.name = nameOf(path.Base(strings.TrimRight(src.location[pathStart:], "/"))); src.name == "" {
 				return src, fmt.Errorf("cannot tell an app name from %q; write NAME=%s", rest, rest)
 			}
-			src.name = base
 		}
 		return src, finishSource(src, arg)
 	}
@@ -142,12 +140,25 @@ func parseSource(arg string, stat statFunc) (appSource, error) {
 	src.location = abs
 	src.git = isGitRepo(abs, stat)
 	if src.name == "" {
-		src.name = filepath.Base(abs)
+		if src.name = nameOf(filepath.Base(abs)); src.name == "" {
+			return src, fmt.Errorf("cannot tell an app name from %q; write NAME=%s", rest, rest)
+		}
 	}
 	if !src.git && src.ref != "" {
 		return src, fmt.Errorf("%s is a plain directory (not a git repository), so it is uploaded as it is; @%s applies only to git sources", loc, src.ref)
 	}
 	return src, finishSource(src, arg)
+}
+
+// nameOf is the app name a source's last path element gives: the element
+// without ".git" (shop.git, a bare repository or any directory so named,
+// gives shop), or "" when nothing is left to name it by.
+func nameOf(base string) string {
+	name := strings.TrimSuffix(base, ".git")
+	if name == "." || name == "/" {
+		return ""
+	}
+	return name
 }
 
 // finishSource checks what every kind of source needs.
