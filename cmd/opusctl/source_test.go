@@ -2,9 +2,13 @@ package main
 
 import (
 	"io/fs"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/opus-hosting/opus/internal/gitsrc"
+	"github.com/opus-hosting/opus/internal/gitsrc/gitsrctest"
 )
 
 // fakeFS is a stat over an in-memory tree rooted at "/".
@@ -126,4 +130,46 @@ func FuzzParseSource(f *testing.F) {
 			t.Fatalf("parseSource(%q) = %+v: location not from the argument", arg, src)
 		}
 	})
+}
+
+// TestHelpListsAcceptedSources: the help of create and apps lists exactly
+// the git sources opusd accepts (gitsrc, the one rule), the admin-only
+// ones under "for admins only": every scheme the help shows is accepted,
+// and every form gitsrc accepts is shown.
+func TestHelpListsAcceptedSources(t *testing.T) {
+	schemeRe := regexp.MustCompile(`\b([a-z][a-z0-9+.-]*)://`)
+	for _, cmd := range []string{"create", "apps"} {
+		help := runCLI(t, "", "", cmd, "--help")
+		if help.code != 0 {
+			t.Fatalf("%s --help: exit %d: %s", cmd, help.code, help.stderr)
+		}
+		text := help.stdout
+		start := strings.Index(text, "SRC is where")
+		admins := strings.Index(text, "for admins only")
+		if start < 0 || admins < start {
+			t.Fatalf("%s --help has no source rule with an admins-only part:\n%s", cmd, text)
+		}
+		end := strings.Index(text[start:], "Python package name.")
+		if end < 0 {
+			t.Fatalf("%s --help: the source rule does not end as sourceHelp does:\n%s", cmd, text)
+		}
+		// Only the source rule: other parts (the database's) show URLs too.
+		for _, m := range schemeRe.FindAllStringSubmatch(text[start:start+end], -1) {
+			if _, err := gitsrc.CheckURL(gitsrctest.SchemeURL(m[1])); err != nil {
+				t.Errorf("%s --help shows %s://, which opusd refuses: %v", cmd, m[1], err)
+			}
+		}
+		for _, f := range gitsrc.Forms {
+			at := strings.Index(text, f.Pattern)
+			if f.Pattern == "/ABSOLUTE/PATH" { // described in words
+				at = strings.Index(text, "a local path to one")
+			}
+			switch {
+			case at < start:
+				t.Errorf("%s --help does not show the accepted form %q", cmd, f.Pattern)
+			case f.Local != (at > admins):
+				t.Errorf("%s --help shows %q on the wrong side of \"for admins only\" (admin-only: %v)", cmd, f.Pattern, f.Local)
+			}
+		}
+	}
 }
