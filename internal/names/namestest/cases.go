@@ -36,3 +36,45 @@ var Hosts = []Host{
 	{"ex\u00e4mple.com", false},
 	{`a.example"`, false},
 }
+
+// Email is a superuser e-mail address and whether Opus takes it.
+type Email struct {
+	Addr string
+	OK   bool
+}
+
+// Emails are the cases of names.ValidateSuperuserEmail, which opusd's API,
+// privd's manage.py runner and opusctl all apply. Every OK one is an
+// address Django's EmailValidator accepts (names' test checks that
+// against the real Django where it is installed).
+var Emails = []Email{
+	{"me@example.com", true},
+	{"first.last+tag@mail.example.org", true},
+	{"admin@localhost", true},
+	{"x@xn--bcher-kva.example", true},
+	{"o'brien_-!#$%&*/=?^`{}|~@a-b.co", true},
+	{"a@" + strings.Repeat("a", 63) + ".com", true},
+	{strings.Repeat("a", 64) + "@" + strings.Repeat(strings.Repeat("b", 62)+".", 3) + "com", false}, // 255 bytes
+	{"", false},
+	{"admin", false},
+	{"a@b", false}, // Django refuses: no dot in the domain
+	{"a@b.c", false},
+	{"@example.com", false},
+	{"a@", false},
+	{"a@@example.com", false},
+	{"a..b@example.com", false},
+	{".a@example.com", false},
+	{"a.@example.com", false},
+	{"a@-example.com", false},
+	{"a@example-.com", false},
+	{"a@example..com", false},
+	{"a@example.com.", false},
+	{"a b@example.com", false},
+	{"a@example.com\n", false},
+	{"a@example.com\x00", false},
+	{`"quoted"@example.com`, false},
+	{"a@[127.0.0.1]", false},
+	{"ü@example.com", false},
+	{"a@exämple.com", false},
+	{"a@" + strings.Repeat("a", 64) + ".com", false},
+}
