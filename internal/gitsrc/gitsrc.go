@@ -126,7 +126,7 @@ func CheckURL(raw string) (local bool, err error) {
 	case "http":
 		return false, fmt.Errorf("git url %q uses plain http, which anyone on the way could tamper with; use https://", excerpt.Short(raw))
 	}
-	return false, fmt.Errorf("git url %q: scheme %q is not allowed; %s", excerpt.Short(raw), u.Scheme, allowed)
+	return false, fmt.Errorf("git url %q: scheme %q is not one of https, ssh, git; %s", excerpt.Short(raw), u.Scheme, allowed)
 }
 
 // CheckRef says why ref may not name a branch, tag or commit, or returns
