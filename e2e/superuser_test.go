@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -20,11 +21,17 @@ import (
 // user, tree and migrations were made (Django's createsuperuser --noinput
 // refuses an empty e-mail, and an address such as admin@b). Both are now
 // refused before anything is made, by opusctl and by opusd itself, and
-// the corrected command then deploys with a working superuser.
+// the corrected command then deploys with a working superuser. Its app
+// comes from a directory named hello.git, which must give the app hello.
 func TestSuperuserEmailRefusedUpFront(t *testing.T) {
 	h := needHost(t)
 	name := h.newProject(t)
-	app := localApp(t, "hello")
+	// The app's directory is named hello.git, which names the app hello
+	// (it gave "hello.git", which opusd refuses as an app name).
+	app := localApp(t, "hello") + ".git"
+	if err := os.Rename(strings.TrimSuffix(app, ".git"), app); err != nil {
+		t.Fatal(err)
+	}
 	before := hostState(t)
 	nothingMade := func(what string) {
 		t.Helper()
@@ -70,8 +77,9 @@ func TestSuperuserEmailRefusedUpFront(t *testing.T) {
 		nothingMade("API, e-mail " + email)
 	}
 
-	// The corrected command (README's example now) deploys, and the
-	// superuser signs in to the admin.
+	// The corrected command (README's example now) deploys, the app named
+	// after its directory without .git, and the superuser signs in.
 	h.deploy(t, 0, name, app)
+	mustGet(t, webClient(), h.url(name, "https", "/hello/"), "Hello from Opus")
 	adminLogin(t, webClient(), h.url(name, "https", ""), "admin", adminPassword)
 }
