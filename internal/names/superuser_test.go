@@ -62,6 +62,7 @@ for a in json.load(sys.stdin):
     except ValidationError:
         print("refused")
 `)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
 	cmd.Stdin = strings.NewReader(string(in))
 	out, err := cmd.Output()
 	if ee, isExit := err.(*exec.ExitError); isExit && ee.ExitCode() == 3 || err != nil && strings.Contains(err.Error(), "no such file") {
