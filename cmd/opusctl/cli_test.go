@@ -554,12 +554,34 @@ func TestCommands(t *testing.T) {
 		{
 			name: "a superuser without a terminal needs --superuser-password-stdin",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				return []string{"create", "tpw", "--superuser", "admin"}
+				return []string{"create", "tpw", "--superuser", "admin", "--superuser-email", "a@example.com"}
 			},
 			stdin:    "hunter2\n",
 			wantCode: 2,
 			wantErr:  []string{"--superuser-password-stdin"},
 			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject") },
+		},
+		{
+			// Django's createsuperuser --noinput refuses an empty e-mail,
+			// but only after the migrations: refused before anything.
+			name: "a superuser without an e-mail is a usage error",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				return []string{"create", "tnomail", "--app", appDir(t, "polls"), "--admin", "--superuser", "admin", "--superuser-password-stdin"}
+			},
+			stdin:    "hunter2\n",
+			wantCode: 2,
+			wantErr:  []string{"--superuser-email", "needs an e-mail address"},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject", "UploadSource") },
+		},
+		{
+			name: "a superuser e-mail Django refuses is a usage error",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				return []string{"create", "tbadmail", "--superuser", "admin", "--superuser-email", "admin@b", "--superuser-password-stdin"}
+			},
+			stdin:    "hunter2\n",
+			wantCode: 2,
+			wantErr:  []string{"--superuser-email", `"admin@b" is not an e-mail address Django accepts`},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject", "UploadSource") },
 		},
 		{
 			name: "the password comes from stdin",

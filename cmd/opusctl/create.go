@@ -69,6 +69,13 @@ otherwise pipe it in and pass --superuser-password-stdin.
 			if email != "" && superuser == "" {
 				return usagef("--superuser-email needs --superuser")
 			}
+			if superuser != "" {
+				// Before the password prompt and before anything is made:
+				// createsuperuser would refuse it only after the migrations.
+				if err := names.ValidateSuperuserEmail(email); err != nil {
+					return usagef("--superuser-email: %w", err)
+				}
+			}
 			if passwordStdin && superuser == "" {
 				return usagef("--superuser-password-stdin needs --superuser")
 			}
@@ -111,7 +118,7 @@ otherwise pipe it in and pass --superuser-password-stdin.
 	f.StringArrayVar(&apps, "app", nil, "an app to deploy, as [APP=]SRC[@REF] (repeatable; see SRC above)")
 	f.BoolVar(&admin, "admin", false, "mount Django's admin at /admin/")
 	f.StringVar(&superuser, "superuser", "", "create a Django superuser with this user name on first deploy")
-	f.StringVar(&email, "superuser-email", "", "the superuser's e-mail address")
+	f.StringVar(&email, "superuser-email", "", "the superuser's e-mail address (required with --superuser: Django's createsuperuser needs one)")
 	f.BoolVar(&passwordStdin, "superuser-password-stdin", false, "read the superuser's password from the first line of stdin instead of prompting")
 	f.StringVar(&database, "database", "", "keep the data in PostgreSQL: postgresql://USER@HOST[:PORT]/NAME, or \"provision\" to have Opus make a database (default: SQLite)")
 	f.StringVar(&dbPassword, "database-password-file", "", "read the --database role's password from the first line of this file")

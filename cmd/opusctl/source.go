@@ -7,22 +7,38 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/opus-hosting/opus/internal/gitsrc"
 )
 
 // sourceHelp is the rule for SRC, shown in the help of every command that
-// takes one.
-const sourceHelp = `SRC is where an app's code comes from:
-  - a git URL: https://, http://, ssh://, git://, file:// or scp-like
-    user@host:path (a ':' before any '/'), cloned by opusd;
-  - a local path to a git repository (a directory holding .git, or a bare
-    repository): cloned by opusd from that path, which only admins may
-    use because opusd reads it with its own rights;
+// takes one. Its git forms are made from gitsrc.Forms, the rule opusd
+// applies, so the help lists exactly what the server accepts.
+var sourceHelp = `SRC is where an app's code comes from:
+  - a git URL, cloned by opusd (plain http is refused; the scp-like form
+    has a ':' before any '/'):
+      ` + gitsrc.OrList(false) + `;
+  - for admins only, a git repository on this host, cloned by opusd with
+    its own rights: a local path to one (a directory holding .git, or a
+    bare repository), ` + localForms() + `;
   - any other local directory: packed by opusctl with your own rights and
     uploaded, exactly as it is on disk.
 Append @REF to a git source for a branch, tag or commit (default: the
 remote's HEAD); an uploaded directory takes no @REF. Prefix NAME= to
 choose the app's name; it defaults to the directory or repository name
 (without .git) and must be a Python package name.`
+
+// localForms lists the admin-only forms of gitsrc.Forms with a scheme (a
+// local path is described in words beside them).
+func localForms() string {
+	var ps []string
+	for _, f := range gitsrc.Forms {
+		if f.Local && f.Scheme != "" {
+			ps = append(ps, "or "+f.Pattern)
+		}
+	}
+	return strings.Join(ps, ", ")
+}
 
 // appSource is a parsed SRC argument.
 type appSource struct {
@@ -114,11 +130,9 @@ func parseSource(arg string, stat statFunc) (appSource, error) {
 		src.git = true
 		src.location, src.ref = splitRef(rest, pathStart)
 		if src.name == "" {
-			base := strings.TrimSuffix(path.Base(strings.TrimRight(src.location[pathStart:], "/")), ".git")
-			if base == "" || base == "." || base == "/" {
+			if src.name = nameOf(path.Base(strings.TrimRight(src.location[pathStart:], "/"))); src.name == "" {
 				return src, fmt.Errorf("cannot tell an app name from %q; write NAME=%s", rest, rest)
 			}
-			src.name = base
 		}
 		return src, finishSource(src, arg)
 	}
@@ -142,12 +156,25 @@ func parseSource(arg string, stat statFunc) (appSource, error) {
 	src.location = abs
 	src.git = isGitRepo(abs, stat)
 	if src.name == "" {
-		src.name = filepath.Base(abs)
+		if src.name = nameOf(filepath.Base(abs)); src.name == "" {
+			return src, fmt.Errorf("cannot tell an app name from %q; write NAME=%s", rest, rest)
+		}
 	}
 	if !src.git && src.ref != "" {
 		return src, fmt.Errorf("%s is a plain directory (not a git repository), so it is uploaded as it is; @%s applies only to git sources", loc, src.ref)
 	}
 	return src, finishSource(src, arg)
+}
+
+// nameOf is the app name a source's last path element gives: the element
+// without ".git" (shop.git, a bare repository or any directory so named,
+// gives shop), or "" when nothing is left to name it by.
+func nameOf(base string) string {
+	name := strings.TrimSuffix(base, ".git")
+	if name == "." || name == "/" {
+		return ""
+	}
+	return name
 }
 
 // finishSource checks what every kind of source needs.

@@ -20,8 +20,47 @@ const (
 	MaxRef = 256
 )
 
+// Form is one way of writing a git source that CheckURL accepts.
+type Form struct {
+	// Pattern shows the form, e.g. "https://HOST/PATH".
+	Pattern string
+	// Scheme is the URL scheme, or "" for the forms that have none.
+	Scheme string
+	// Local is a repository on this host, which opusd reads with its own
+	// rights: only admins may name one (CheckURL reports it; the API
+	// decides).
+	Local bool
+}
+
+// Forms are all the forms of git source CheckURL accepts, remote ones
+// first; opusctl's help is made from them, so it lists exactly these.
+// Plain http:// is refused (anyone on the way could change the code).
+var Forms = []Form{
+	{Pattern: "https://HOST/PATH", Scheme: "https"},
+	{Pattern: "ssh://[USER@]HOST/PATH", Scheme: "ssh"},
+	{Pattern: "git://HOST/PATH", Scheme: "git"},
+	{Pattern: "[USER@]HOST:PATH"},
+	{Pattern: "/ABSOLUTE/PATH", Local: true},
+	{Pattern: "file:///ABSOLUTE/PATH", Scheme: "file", Local: true},
+}
+
 // allowed is what every refusal of a URL says is allowed.
-const allowed = "use https://, ssh://, git:// or [user@]host:path"
+var allowed = "use " + OrList(false)
+
+// OrList lists the patterns of Forms, "a, b or c": the remote ones, and
+// with local the admin-only ones too.
+func OrList(local bool) string {
+	var ps []string
+	for _, f := range Forms {
+		if !f.Local || local {
+			ps = append(ps, f.Pattern)
+		}
+	}
+	if len(ps) < 2 {
+		return strings.Join(ps, "")
+	}
+	return strings.Join(ps[:len(ps)-1], ", ") + " or " + ps[len(ps)-1]
+}
 
 var (
 	// helper is git's "<transport>::<address>" remote helper syntax

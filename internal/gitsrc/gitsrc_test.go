@@ -56,3 +56,47 @@ func FuzzCheckRef(f *testing.F) {
 		}
 	})
 }
+
+// TestForms: Forms lists exactly what CheckURL accepts (opusctl's help is
+// made from it): each form is accepted, local exactly when admin-only, and
+// of the schemes people try, those CheckURL accepts are the ones listed.
+func TestForms(t *testing.T) {
+	listed := map[string]bool{}
+	for _, f := range gitsrc.Forms {
+		listed[f.Scheme] = true
+		u := gitsrctest.Example(f.Pattern)
+		local, err := gitsrc.CheckURL(u)
+		if err != nil || local != f.Local || strings.ContainsAny(u, "[]") {
+			t.Errorf("form %q (%q): CheckURL = %v, %v; want accepted, local=%v", f.Pattern, u, local, err, f.Local)
+		}
+		if f.Scheme != "" && !strings.HasPrefix(f.Pattern, f.Scheme+"://") {
+			t.Errorf("form %q does not start with its scheme %q", f.Pattern, f.Scheme)
+		}
+	}
+	for _, s := range gitsrctest.Schemes {
+		_, err := gitsrc.CheckURL(gitsrctest.SchemeURL(s))
+		if (err == nil) != listed[s] {
+			t.Errorf("scheme %q: CheckURL(%q) = %v, but listed in Forms = %v", s, gitsrctest.SchemeURL(s), err, listed[s])
+		}
+	}
+	// Every accepted case of the shared table has a form.
+	for _, c := range gitsrctest.URLs {
+		if !c.OK {
+			continue
+		}
+		scheme := ""
+		if i := strings.Index(c.URL, "://"); i > 0 {
+			scheme = strings.ToLower(c.URL[:i])
+		}
+		found := false
+		for _, f := range gitsrc.Forms {
+			found = found || f.Scheme == scheme && f.Local == c.Local
+		}
+		if !found {
+			t.Errorf("accepted %q has no form in Forms", c.URL)
+		}
+	}
+	if got := gitsrc.OrList(true); strings.Count(got, ",")+2 != len(gitsrc.Forms) || !strings.Contains(got, " or ") {
+		t.Errorf("OrList(true) = %q; want all %d forms", got, len(gitsrc.Forms))
+	}
+}

@@ -46,7 +46,6 @@ const (
 // Field bounds.
 const (
 	maxUsername = 150 // Django's AbstractUser.username max_length
-	maxEmail    = 254
 	maxPassword = 4096
 	maxAppLabel = 100
 )
@@ -130,8 +129,8 @@ func Argv(cmd privdv1.ManageCommand, req *privdv1.RunManageRequest) ([]string, e
 		if err := ValidateUsername(req.GetSuperuserUsername()); err != nil {
 			return nil, err
 		}
-		if err := ValidateEmail(req.GetSuperuserEmail()); err != nil {
-			return nil, err
+		if err := names.ValidateSuperuserEmail(req.GetSuperuserEmail()); err != nil {
+			return nil, fmt.Errorf("superuser email: %w", err)
 		}
 		if err := ValidatePassword(req.GetSuperuserPassword()); err != nil {
 			return nil, err
@@ -159,20 +158,6 @@ func ValidateUsername(u string) error {
 	for _, r := range u {
 		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("@.+-_", r)) {
 			return fmt.Errorf("superuser username %q contains %q; only letters, digits and @.+-_ are allowed", u, r)
-		}
-	}
-	return nil
-}
-
-// ValidateEmail bounds the superuser's email and refuses control characters
-// and spaces. Django validates the address itself; empty is allowed.
-func ValidateEmail(e string) error {
-	if len(e) > maxEmail {
-		return fmt.Errorf("superuser email is %d bytes long; at most %d are allowed", len(e), maxEmail)
-	}
-	for _, r := range e {
-		if unicode.IsControl(r) || unicode.IsSpace(r) || r == unicode.ReplacementChar {
-			return fmt.Errorf("superuser email %q contains %q", e, r)
 		}
 	}
 	return nil

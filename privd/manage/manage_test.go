@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/names/namestest"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
@@ -20,7 +21,7 @@ const (
 )
 
 func TestArgv(t *testing.T) {
-	su := &privdv1.RunManageRequest{SuperuserUsername: "admin", SuperuserEmail: "a@b.c", SuperuserPassword: "s3cret-pass"}
+	su := &privdv1.RunManageRequest{SuperuserUsername: "admin", SuperuserEmail: "admin@example.com", SuperuserPassword: "s3cret-pass"}
 	tests := []struct {
 		name string
 		cmd  privdv1.ManageCommand
@@ -37,13 +38,15 @@ func TestArgv(t *testing.T) {
 		{"app keyword", migrate, &privdv1.RunManageRequest{MigrateApp: "class"}, nil, "not a Python identifier"},
 		{"app digit first", migrate, &privdv1.RunManageRequest{MigrateApp: "1blog"}, nil, "not a Python identifier"},
 		{"target with space", migrate, &privdv1.RunManageRequest{MigrateApp: "blog", MigrateTarget: "zero x"}, nil, "migrate_target"},
-		{"createsuperuser", superuser, su, []string{"createsuperuser", "--noinput", "--username=admin", "--email=a@b.c"}, ""},
-		{"username option-like stays a value", superuser, &privdv1.RunManageRequest{SuperuserUsername: "-x", SuperuserPassword: "pw"}, []string{"createsuperuser", "--noinput", "--username=-x", "--email="}, ""},
+		{"createsuperuser", superuser, su, []string{"createsuperuser", "--noinput", "--username=admin", "--email=admin@example.com"}, ""},
+		{"username option-like stays a value", superuser, &privdv1.RunManageRequest{SuperuserUsername: "-x", SuperuserEmail: "-x@example.com", SuperuserPassword: "pw"}, []string{"createsuperuser", "--noinput", "--username=-x", "--email=-x@example.com"}, ""},
+		{"no email", superuser, &privdv1.RunManageRequest{SuperuserUsername: "a", SuperuserPassword: "pw"}, nil, "needs an e-mail address"},
+		{"email Django refuses", superuser, &privdv1.RunManageRequest{SuperuserUsername: "a", SuperuserEmail: "a@b", SuperuserPassword: "pw"}, nil, "not an e-mail address Django accepts"},
 		{"bad username", superuser, &privdv1.RunManageRequest{SuperuserUsername: "a b", SuperuserPassword: "pw"}, nil, "username"},
 		{"long username", superuser, &privdv1.RunManageRequest{SuperuserUsername: strings.Repeat("a", 151), SuperuserPassword: "pw"}, nil, "username"},
 		{"email control char", superuser, &privdv1.RunManageRequest{SuperuserUsername: "a", SuperuserEmail: "a@b\n", SuperuserPassword: "pw"}, nil, "email"},
-		{"no password", superuser, &privdv1.RunManageRequest{SuperuserUsername: "a"}, nil, "password is empty"},
-		{"NUL in password", superuser, &privdv1.RunManageRequest{SuperuserUsername: "a", SuperuserPassword: "a\x00b"}, nil, "NUL"},
+		{"no password", superuser, &privdv1.RunManageRequest{SuperuserUsername: "a", SuperuserEmail: "a@example.com"}, nil, "password is empty"},
+		{"NUL in password", superuser, &privdv1.RunManageRequest{SuperuserUsername: "a", SuperuserEmail: "a@example.com", SuperuserPassword: "a\x00b"}, nil, "NUL"},
 		{"check", check, &privdv1.RunManageRequest{}, []string{"check"}, ""},
 		{"collectstatic", static, &privdv1.RunManageRequest{}, []string{"collectstatic", "--noinput", "--clear"}, ""},
 		{"unspecified", privdv1.ManageCommand_MANAGE_COMMAND_UNSPECIFIED, &privdv1.RunManageRequest{}, nil, "not allowed"},
@@ -150,6 +153,17 @@ func TestTailAndRedact(t *testing.T) {
 	}
 }
 
+// TestArgvSuperuserEmails: privd takes exactly the e-mail addresses of
+// the table opusd's API and opusctl are tested against.
+func TestArgvSuperuserEmails(t *testing.T) {
+	for _, c := range namestest.Emails {
+		argv, err := Argv(superuser, &privdv1.RunManageRequest{SuperuserUsername: "admin", SuperuserEmail: c.Addr, SuperuserPassword: "pw"})
+		if (err == nil) != c.OK || err == nil && argv[len(argv)-1] != "--email="+c.Addr {
+			t.Errorf("Argv with e-mail %.40q = %q, %v; want ok=%v", c.Addr, argv, err, c.OK)
+		}
+	}
+}
+
 func FuzzValidateUsername(f *testing.F) {
 	for _, s := range []string{"admin", "a.b@c+d-e_f", "", "a b", "ünïcode", "-x", "a\x00"} {
 		f.Add(s)
@@ -158,7 +172,7 @@ func FuzzValidateUsername(f *testing.F) {
 		if ValidateUsername(s) != nil {
 			return
 		}
-		argv, err := Argv(superuser, &privdv1.RunManageRequest{SuperuserUsername: s, SuperuserPassword: "pw"})
+		argv, err := Argv(superuser, &privdv1.RunManageRequest{SuperuserUsername: s, SuperuserEmail: "admin@example.com", SuperuserPassword: "pw"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,6 @@ const (
 	maxPEM         = 64 << 10
 	maxCommands    = 8
 	maxUsername    = 150
-	maxEmail       = 254
 	maxPassword    = 4096
 	maxMigrateArg  = 100
 	maxTailLogLine = 1000
@@ -93,8 +92,8 @@ func validateRunManage(req *privdv1.RunManageRequest) error {
 	if n := len(req.GetSuperuserUsername()); n > maxUsername*4 { // runes may take 4 bytes
 		return invalid("superuser_username", "is %d bytes long", n)
 	}
-	if n := len(req.GetSuperuserEmail()); n > maxEmail {
-		return invalid("superuser_email", "is %d bytes long; at most %d", n, maxEmail)
+	if n := len(req.GetSuperuserEmail()); n > names.MaxSuperuserEmail {
+		return invalid("superuser_email", "is %d bytes long; at most %d", n, names.MaxSuperuserEmail)
 	}
 	if n := len(req.GetSuperuserPassword()); n > maxPassword {
 		return invalid("superuser_password", "is %d bytes long; at most %d", n, maxPassword)

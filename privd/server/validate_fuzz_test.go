@@ -139,7 +139,7 @@ func checkAccepted(t *testing.T, m proto.Message) {
 		if !safeToken(r.GetMigrateApp()) || !safeToken(r.GetMigrateTarget()) {
 			t.Fatalf("RunManage migrate args %q %q got through", r.GetMigrateApp(), r.GetMigrateTarget())
 		}
-		if len(r.GetSuperuserEmail()) > maxEmail || len(r.GetSuperuserPassword()) > maxPassword || len(r.GetSuperuserUsername()) > 4*maxUsername {
+		if len(r.GetSuperuserEmail()) > names.MaxSuperuserEmail || len(r.GetSuperuserPassword()) > maxPassword || len(r.GetSuperuserUsername()) > 4*maxUsername {
 			t.Fatalf("RunManage superuser fields out of bounds got through")
 		}
 	case *privdv1.TailLogRequest:

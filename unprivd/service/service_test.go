@@ -35,6 +35,7 @@ import (
 	"github.com/opus-hosting/opus/internal/cert/certtest"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/logtest"
+	"github.com/opus-hosting/opus/internal/names/namestest"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/internal/testrun"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -438,7 +439,9 @@ func TestValidationRefusesAndRecordsNothing(t *testing.T) {
 		{"no source", &opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{{Name: "a"}}}, codes.InvalidArgument, "apps[0].source: source is missing"},
 		{"bad digest", &opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{up("sha1:abc")}}, codes.InvalidArgument, "apps[0].source.upload.digest"},
 		{"unknown digest", &opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{up(goodDigestUnknown)}}, codes.InvalidArgument, "UploadSource first"},
-		{"superuser no password", &opusv1.CreateProjectRequest{Name: "p1", Superuser: &opusv1.Superuser{Username: "admin"}}, codes.InvalidArgument, "superuser.password"},
+		{"superuser no password", &opusv1.CreateProjectRequest{Name: "p1", Superuser: &opusv1.Superuser{Username: "admin", Email: "admin@example.com"}}, codes.InvalidArgument, "superuser.password"},
+		{"superuser no email", &opusv1.CreateProjectRequest{Name: "p1", Superuser: &opusv1.Superuser{Username: "admin", Password: "x"}}, codes.InvalidArgument, "superuser.email"},
+		{"superuser email Django refuses", &opusv1.CreateProjectRequest{Name: "p1", Superuser: &opusv1.Superuser{Username: "admin", Email: "admin@b", Password: "x"}}, codes.InvalidArgument, "superuser.email"},
 		{"superuser bad name", &opusv1.CreateProjectRequest{Name: "p1", Superuser: &opusv1.Superuser{Username: "a b", Password: "x"}}, codes.InvalidArgument, "superuser.username"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -453,6 +456,25 @@ func TestValidationRefusesAndRecordsNothing(t *testing.T) {
 	}
 	if k := s.kicker.list(); len(k) != 0 {
 		t.Fatalf("refused creates kicked %v", k)
+	}
+}
+
+// TestCreateSuperuserEmails: the API takes exactly the superuser e-mail
+// addresses of the table privd and opusctl are tested against, and a
+// refused one records nothing.
+func TestCreateSuperuserEmails(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	for i, c := range namestest.Emails {
+		name := fmt.Sprintf("mail%d", i)
+		_, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: name, Apps: []*opusv1.AppSpec{gitApp("a", "https://x.org/a.git")},
+			Superuser: &opusv1.Superuser{Username: "admin", Email: c.Addr, Password: "s3cret"}})
+		if c.OK != (err == nil) || err != nil && (code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "superuser.email")) {
+			t.Errorf("CreateProject with e-mail %.40q: %v; want ok=%v", c.Addr, err, c.OK)
+		}
+		if _, err := s.st.GetProject(ctx, name); c.OK != (err == nil) {
+			t.Errorf("e-mail %.40q (ok=%v): project recorded: %v", c.Addr, c.OK, err == nil)
+		}
 	}
 }
 

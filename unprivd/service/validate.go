@@ -97,10 +97,10 @@ func validateSuperuser(su *opusv1.Superuser) error {
 			return invalid("superuser.username", "%q: Django allows letters, digits and @.+-_ only", excerpt.Short(u))
 		}
 	}
-	if e := su.GetEmail(); e != "" {
-		if len(e) > 254 || strings.Count(e, "@") != 1 || strings.IndexFunc(e, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0 {
-			return invalid("superuser.email", "%q is not an email address", excerpt.Short(e))
-		}
+	// Checked here, before anything is made: createsuperuser would only
+	// refuse it after the migrations.
+	if err := names.ValidateSuperuserEmail(su.GetEmail()); err != nil {
+		return invalid("superuser.email", "%v", err)
 	}
 	p := su.GetPassword()
 	if p == "" {

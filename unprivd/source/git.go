@@ -77,7 +77,7 @@ func CheckGitURL(rawURL string, allowLocal bool) error {
 		return err
 	}
 	if local && !allowLocal {
-		return fmt.Errorf("git url %q is a repository on this host; only administrators may fetch local repositories; use https://, ssh://, git:// or [user@]host:path", excerpt.Short(rawURL))
+		return fmt.Errorf("git url %q is a repository on this host; only administrators may fetch local repositories; use %s", excerpt.Short(rawURL), gitsrc.OrList(false))
 	}
 	return nil
 }

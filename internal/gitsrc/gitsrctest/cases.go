@@ -4,6 +4,8 @@
 // only; an import test keeps it out of the daemons.
 package gitsrctest
 
+import "strings"
+
 // URL is a git URL and what gitsrc.CheckURL says of it.
 type URL struct {
 	URL   string
@@ -68,4 +70,21 @@ var Refs = []Ref{
 	{"a\\b", false},
 	{"a\x00", false},
 	{string(make([]byte, 300)), false},
+}
+
+// Schemes are URL schemes git knows or people try; gitsrc.Forms must name
+// exactly those of them that gitsrc.CheckURL accepts.
+var Schemes = []string{"https", "http", "ssh", "git", "file", "ftp", "ftps", "rsync", "git+ssh", "ssh+git", "ext", "fd"}
+
+// SchemeURL is a URL with scheme that is right in every other way.
+func SchemeURL(scheme string) string {
+	if scheme == "file" {
+		return "file:///srv/git/app.git"
+	}
+	return scheme + "://git@example.com/team/app.git"
+}
+
+// Example fills in the placeholders of a gitsrc.Form pattern.
+func Example(pattern string) string {
+	return strings.NewReplacer("[USER@]", "git@", "HOST", "example.com", "/ABSOLUTE/PATH", "/srv/git/app.git", "PATH", "team/app.git").Replace(pattern)
 }

@@ -1,10 +1,10 @@
-// Package namestest holds the tables of names every caller of a rule in
+// Package namestest holds the tables of cases every caller of a rule in
 // package names is tested against: host names (opusd's settings, privd's
-// request checks, privd's vhost renderer), project names (opusd's API,
+// request checks, privd's vhost renderer), superuser e-mails (opusctl,
+// opusd's API, privd's command builder), project names (opusd's API,
 // privd's request checks, opusctl's early check, the console's hint) and
-// app names (opusd's API, opusctl). One table per rule, so the callers
-// cannot disagree. For tests only; an import test keeps it out of the
-// daemons.
+// app names (opusd's API). One table per rule, so the callers cannot
+// disagree. For tests only; an import test keeps it out of the daemons.
 package namestest
 
 import "strings"
@@ -38,6 +38,48 @@ var Hosts = []Host{
 	{"a_b.com", false},
 	{"ex\u00e4mple.com", false},
 	{`a.example"`, false},
+}
+
+// Email is a superuser e-mail address and whether Opus takes it.
+type Email struct {
+	Addr string
+	OK   bool
+}
+
+// Emails are the cases of names.ValidateSuperuserEmail, which opusd's API,
+// privd's manage.py runner and opusctl all apply. Every OK one is an
+// address Django's EmailValidator accepts (names' test checks that
+// against the real Django where it is installed).
+var Emails = []Email{
+	{"me@example.com", true},
+	{"first.last+tag@mail.example.org", true},
+	{"admin@localhost", true},
+	{"x@xn--bcher-kva.example", true},
+	{"o'brien_-!#$%&*/=?^`{}|~@a-b.co", true},
+	{"a@" + strings.Repeat("a", 63) + ".com", true},
+	{strings.Repeat("a", 64) + "@" + strings.Repeat(strings.Repeat("b", 62)+".", 3) + "com", false}, // 255 bytes
+	{"", false},
+	{"admin", false},
+	{"a@b", false}, // Django refuses: no dot in the domain
+	{"a@b.c", false},
+	{"@example.com", false},
+	{"a@", false},
+	{"a@@example.com", false},
+	{"a..b@example.com", false},
+	{".a@example.com", false},
+	{"a.@example.com", false},
+	{"a@-example.com", false},
+	{"a@example-.com", false},
+	{"a@example..com", false},
+	{"a@example.com.", false},
+	{"a b@example.com", false},
+	{"a@example.com\n", false},
+	{"a@example.com\x00", false},
+	{`"quoted"@example.com`, false},
+	{"a@[127.0.0.1]", false},
+	{"ü@example.com", false},
+	{"a@exämple.com", false},
+	{"a@" + strings.Repeat("a", 64) + ".com", false},
 }
 
 // Name is a project or app name, and why the rule refuses it: a part of
