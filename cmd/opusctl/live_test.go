@@ -145,7 +145,7 @@ func TestCreateWithDatabase(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("s3cret-db\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := runCLI(t, s.Socket, "", "create", "tpg", "--database", "postgresql://tpg@127.0.0.1:5432/tpg", "--database-password-file", pwFile)
+	r := runCLI(t, s.Socket, "", "create", "tpg", "--empty", "--database", "postgresql://tpg@127.0.0.1:5432/tpg", "--database-password-file", pwFile)
 	if r.code != 0 || strings.Contains(r.stdout+r.stderr, "s3cret") {
 		t.Fatalf("create: %+v", r)
 	}
@@ -153,7 +153,7 @@ func TestCreateWithDatabase(t *testing.T) {
 	if db := req.GetDatabase(); db.GetName() != "tpg" || db.GetPassword() != "s3cret-db" || db.GetPort() != 5432 {
 		t.Errorf("database %v", db)
 	}
-	if r := runCLI(t, s.Socket, "", "create", "tpg2", "--database-password-file", pwFile); r.code != exitUsage {
+	if r := runCLI(t, s.Socket, "", "create", "tpg2", "--empty", "--database-password-file", pwFile); r.code != exitUsage {
 		t.Errorf("password file without --database: %+v", r)
 	}
 }
