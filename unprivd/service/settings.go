@@ -344,9 +344,22 @@ func (s *Service) UpdateSettings(ctx context.Context, req *opusv1.UpdateSettings
 		return nil, err
 	}
 	return s.mutateTx(ctx, opusv1.Opus_UpdateSettings_FullMethodName, req.GetProject(), store.OpUpdateSettings, func(tx *store.Tx, c caller, p *store.Project) error {
+		before, beforeAdmin := p.Spec.Settings.Clone(), p.Spec.Admin
 		if err := applySettings(p, req.GetSet(), req.GetUnset(), server, s.cfg.ServerSuffix, c.admin); err != nil {
 			return err
 		}
+		// Asking again for what is deployed restarts nothing. A project
+		// not (yet) at its spec still gets an operation: that is a retry.
+		if deployed(p) && sameSettings(before, p.Spec.Settings) && beforeAdmin == p.Spec.Admin {
+			return errUnchanged
+		}
 		return hostsTaken(tx, p.Name, p.Spec.Settings.Hosts)
 	})
+}
+
+// sameSettings says a and b ask for the same thing (an empty list or map
+// is no list or map).
+func sameSettings(a, b store.Settings) bool {
+	return a.Debug == b.Debug && slices.Equal(a.Hosts, b.Hosts) && maps.Equal(a.Env, b.Env) &&
+		a.MemoryBytes == b.MemoryBytes && a.Tasks == b.Tasks && a.CPUPercent == b.CPUPercent
 }

@@ -355,6 +355,30 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatalf("a refused settings form changed the project: %v", again.GetSettings())
 	}
 
+	// The same settings again, once deployed: no operation, back to the
+	// project page with a notice.
+	if _, err := r.st.UpdateProject(context.Background(), "blog", func(p *store.Project) error {
+		p.Status.Phase, p.Status.ObservedGeneration = store.PhaseReady, p.Generation
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	opsBefore, _ := r.st.ListOperations(context.Background(), "blog", 0)
+	same := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}, "debug": {"on"}, "hosts": {"www.example.org"}, "env": {"GREETING=hi"}})
+	if same.code != http.StatusSeeOther || same.location != "/projects/blog?notice=unchanged" {
+		t.Fatalf("unchanged settings: %d %q %.2000s", same.code, same.location, same.body)
+	}
+	opsAfter, _ := r.st.ListOperations(context.Background(), "blog", 0)
+	if again, _ := r.st.GetProject(context.Background(), "blog"); again.Generation != got.GetGeneration() || len(opsAfter) != len(opsBefore) {
+		t.Fatalf("unchanged settings: generation %d -> %d, operations %d -> %d", got.GetGeneration(), again.Generation, len(opsBefore), len(opsAfter))
+	}
+	if np := do(t, a, "GET", r.srv.URL+same.location, nil); np.code != 200 || !strings.Contains(np.body, `<p class="notice" id="notice">Nothing to change`) {
+		t.Fatalf("project page after unchanged settings: %d %.3000s", np.code, np.body)
+	}
+	if np := do(t, a, "GET", r.srv.URL+"/projects/blog?notice=%3Cscript%3E", nil); strings.Contains(np.body, `id="notice"`) {
+		t.Fatal("an unknown notice word was shown")
+	}
+
 	// B sees none of A's projects, and A's project is not found for B.
 	b, _ := r.signIn(t, uidB)
 	bl := do(t, b, "GET", r.srv.URL+"/", nil)
