@@ -15,9 +15,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/opus-hosting/opus/client"
 	"github.com/opus-hosting/opus/internal/cert/certtest"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/reconcile"
 	"github.com/opus-hosting/opus/unprivd/service/servicetest"
@@ -467,6 +469,26 @@ func TestCommands(t *testing.T) {
 				}
 				if got := s.CallsOf("GetLogs")[0].Req.(*opusv1.GetLogsRequest).GetLines(); got != 2 {
 					t.Errorf("GetLogs asked for %d lines, want 2", got)
+				}
+			},
+		},
+		{
+			name: "logs says when the error log is empty; -o json is the empty answer",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
+				s.Privd.Set("TailLog", func(context.Context, string, proto.Message) (proto.Message, error) {
+					return &privdv1.TailLogResponse{}, nil
+				})
+				return []string{"logs", "talpha"}
+			},
+			wantOut: []string{"The error log of project talpha is empty so far.\n"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				if r.stdout != "The error log of project talpha is empty so far.\n" {
+					t.Errorf("stdout %q, want the one line", r.stdout)
+				}
+				js := runCLI(t, s.Socket, "", "logs", "talpha", "-o", "json")
+				if lines, ok := mustJSON(t, js.stdout)["lines"].([]any); js.code != 0 || !ok || len(lines) != 0 {
+					t.Errorf("logs -o json: %+v", js)
 				}
 			},
 		},
