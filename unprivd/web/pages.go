@@ -280,6 +280,20 @@ func (c *Console) createProject(w http.ResponseWriter, r *http.Request) {
 		fields[fmt.Sprintf("apps[%d]", len(req.Apps))] = fmt.Sprintf("app%d", i)
 		req.Apps = append(req.Apps, gitAppSpec(u, f.Get(fmt.Sprintf("ref%d", i)), f.Get(fmt.Sprintf("app%d", i))))
 	}
+	// As opusctl create: a project with no apps is asked for, not what a
+	// form left empty by mistake gives.
+	var appsErr string
+	switch empty := f.Get("empty") == "on"; {
+	case len(req.Apps) == 0 && !empty:
+		appsErr = `give at least one app's git URL, or tick "No apps yet" to create a project with no apps`
+	case len(req.Apps) > 0 && empty:
+		appsErr = `"No apps yet" creates a project with no apps; untick it to deploy the apps given`
+	}
+	if appsErr != "" {
+		c.render(w, http.StatusUnprocessableEntity, "new", &page{Title: "New project", User: v, Form: formMap(r), AppRows: rows(),
+			Errors: map[string]string{"apps": appsErr}})
+		return
+	}
 	op, err := v.rpc.CreateProject(r.Context(), req)
 	if err != nil {
 		field, msg := fieldOf(err, fields)

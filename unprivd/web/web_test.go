@@ -266,6 +266,27 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatalf("invalid forms created %v", ps)
 	}
 
+	// No apps must be asked for, as with opusctl create --empty.
+	for _, form := range []url.Values{
+		{"csrf": {csrf}, "name": {"bare"}},
+		{"csrf": {csrf}, "name": {"bare"}, "url0": {" "}},
+		{"csrf": {csrf}, "name": {"bare"}, "url0": {"https://example.com/me/shop.git"}, "empty": {"on"}},
+	} {
+		ans := do(t, a, "POST", r.srv.URL+"/new", form)
+		if ans.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`name="empty"[^>]*> No apps yet[^<]*</label>\s*<span class="error field-error">[^<]*No apps yet`).MatchString(ans.body) {
+			t.Fatalf("create form %v: %d %.3000s", form, ans.code, ans.body)
+		}
+	}
+	if ps := projectNames(t, r.st); len(ps) != 0 {
+		t.Fatalf("create forms without a choice about apps created %v", ps)
+	}
+	if ans := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"bare"}, "empty": {"on"}}); ans.code != http.StatusSeeOther || !strings.HasPrefix(ans.location, "/ops/op-") {
+		t.Fatalf("create with no apps yet: %d %q %.500s", ans.code, ans.location, ans.body)
+	}
+	if p, err := r.st.GetProject(context.Background(), "bare"); err != nil || len(p.Spec.Apps) != 0 {
+		t.Fatalf("project made with no apps yet: %+v %v", p, err)
+	}
+
 	// Create through the form: owned by the signed-in uid.
 	ans := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url0": {"https://example.com/me/shop.git"}, "ref0": {"v1"}, "admin": {"on"}})
 	if ans.code != http.StatusSeeOther || !strings.HasPrefix(ans.location, "/ops/op-") {
