@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -358,8 +359,15 @@ func (s *Service) UpdateSettings(ctx context.Context, req *opusv1.UpdateSettings
 }
 
 // sameSettings says a and b ask for the same thing (an empty list or map
-// is no list or map).
+// is no list or map). Every field counts, also one added later.
 func sameSettings(a, b store.Settings) bool {
-	return a.Debug == b.Debug && slices.Equal(a.Hosts, b.Hosts) && maps.Equal(a.Env, b.Env) &&
-		a.MemoryBytes == b.MemoryBytes && a.Tasks == b.Tasks && a.CPUPercent == b.CPUPercent
+	for _, s := range []*store.Settings{&a, &b} {
+		if len(s.Hosts) == 0 {
+			s.Hosts = nil
+		}
+		if len(s.Env) == 0 {
+			s.Env = nil
+		}
+	}
+	return reflect.DeepEqual(a, b)
 }

@@ -214,6 +214,27 @@ func TestUpdateSettingsRPC(t *testing.T) {
 	}
 }
 
+func TestSameSettings(t *testing.T) {
+	base := store.Settings{Debug: true, Hosts: []string{"a.example", "b.example"}, Env: map[string]string{"A": "b"}, MemoryBytes: 1 << 30}
+	for _, tc := range []struct {
+		name string
+		a, b store.Settings
+		same bool
+	}{
+		{"equal", base, base.Clone(), true},
+		{"empty is none", store.Settings{Hosts: []string{}, Env: map[string]string{}}, store.Settings{}, true},
+		{"debug", base, func() store.Settings { s := base.Clone(); s.Debug = false; return s }(), false},
+		{"host order", base, func() store.Settings { s := base.Clone(); s.Hosts = []string{"b.example", "a.example"}; return s }(), false},
+		{"env value", base, func() store.Settings { s := base.Clone(); s.Env["A"] = "c"; return s }(), false},
+		{"memory", base, func() store.Settings { s := base.Clone(); s.MemoryBytes = 0; return s }(), false},
+		{"cpu", base, func() store.Settings { s := base.Clone(); s.CPUPercent = 50; return s }(), false},
+	} {
+		if got := sameSettings(tc.a, tc.b); got != tc.same {
+			t.Errorf("%s: sameSettings = %v, want %v", tc.name, got, tc.same)
+		}
+	}
+}
+
 // TestUpdateSettingsUnchanged: asking a deployed project for the
 // settings it has records no operation, keeps its generation and kicks
 // nothing; a project not at its spec gets its operation (a retry).
