@@ -204,7 +204,8 @@ func (c *Client) RollbackApp(ctx context.Context, project, app string) (*opusv1.
 
 // UpdateSettings starts changing a project's owner-level settings: set
 // maps keys ("debug", "admin", "hosts", "env.NAME") to values, unset
-// removes keys.
+// removes keys. When the deployed project already has them, the answer
+// has Unchanged set and no id: nothing runs, there is nothing to wait for.
 func (c *Client) UpdateSettings(ctx context.Context, project string, set map[string]string, unset []string) (*opusv1.Operation, error) {
 	return c.rpc.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: project, Set: set, Unset: unset})
 }

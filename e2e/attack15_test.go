@@ -251,10 +251,10 @@ func TestAttack15SlowBackendDoesNotStallTheFront(t *testing.T) {
 func TestAttack15ProjectUserCannotCallOpus(t *testing.T) {
 	h := needHost(t)
 	parent, child := h.newProject(t), h.newProject(t)
-	h.mustCtl(t, 0, "create", parent)
+	h.mustCtl(t, 0, "create", parent, "--empty")
 	uid, _ := projectIDs(t, parent)
 	before := hostState(t)
-	r := h.ctl(t, uid, "", "create", child)
+	r := h.ctl(t, uid, "", "create", child, "--empty")
 	if r.code == 0 {
 		t.Errorf("%s's user (uid %d) created project %s", parent, uid, child)
 	}

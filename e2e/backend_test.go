@@ -503,7 +503,7 @@ func TestBackendLimitsPerProject(t *testing.T) {
 		t.Skipf("needs control groups, which this host does not give: %v", err)
 	}
 	name := h.newProject(t)
-	h.mustCtl(t, h.otherID, "create", name)
+	h.mustCtl(t, h.otherID, "create", name, "--empty")
 	mustGet(t, webClient(), h.url(name, "http", "/"), "")
 	def := strconv.FormatInt(h.cfg.BackendMemory, 10)
 	if got := daemonLimits(t, name).memory; got != def {

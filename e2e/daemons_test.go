@@ -118,7 +118,7 @@ func projectIDs(t *testing.T, name string) (uint32, uint32) {
 func TestCreateShowListDestroy(t *testing.T) {
 	h := needHost(t)
 	name := h.newProject(t)
-	h.mustCtl(t, 0, "create", name)
+	h.mustCtl(t, 0, "create", name, "--empty")
 
 	line := passwdLine(t, projUser(name))
 	if line == "" {
@@ -174,7 +174,7 @@ func TestCreateShowListDestroy(t *testing.T) {
 func TestOwnersSeeOnlyTheirOwn(t *testing.T) {
 	h := needHost(t)
 	name := h.newProject(t)
-	h.mustCtl(t, h.otherID, "create", name)
+	h.mustCtl(t, h.otherID, "create", name, "--empty")
 
 	if out := h.mustCtl(t, h.otherID, "ls"); !strings.Contains(out, name) {
 		t.Errorf("owner's ls lacks %s:\n%s", name, out)
@@ -318,7 +318,7 @@ func runAs(t *testing.T, uid, gid uint32, script string) {
 func TestTreeAttacks(t *testing.T) {
 	h := needHost(t)
 	name := h.newProject(t)
-	h.mustCtl(t, 0, "create", name)
+	h.mustCtl(t, 0, "create", name, "--empty")
 	puid, pgid := projectIDs(t, name)
 	rootDir := filepath.Join(h.cfg.BaseDir, "projects", name)
 	data := filepath.Join(rootDir, "data")

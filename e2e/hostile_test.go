@@ -41,7 +41,7 @@ func (h *host) projectsOnDisk(t *testing.T) []string {
 func TestHostileNames(t *testing.T) {
 	h := needHost(t)
 	taken := h.newProject(t)
-	h.mustCtl(t, 0, "create", taken)
+	h.mustCtl(t, 0, "create", taken, "--empty")
 	tests := []struct{ name, want string }{
 		{"Blog", "lowercase"},
 		{"my-blog", "contains '-'"},
@@ -60,7 +60,7 @@ func TestHostileNames(t *testing.T) {
 	}
 	before, trees := hostState(t), h.projectsOnDisk(t)
 	for _, tt := range tests {
-		r := h.ctl(t, 0, "", "create", tt.name)
+		r := h.ctl(t, 0, "", "create", tt.name, "--empty")
 		if r.code == 0 || !strings.Contains(r.err, tt.want) {
 			t.Errorf("create %q: exit %d, stderr %q; want a refusal containing %q", tt.name, r.code, r.err, tt.want)
 		}
@@ -476,7 +476,7 @@ func TestHostileGitTrees(t *testing.T) {
 func TestHostileSettings(t *testing.T) {
 	h := needHost(t)
 	name := h.newProject(t)
-	h.mustCtl(t, 0, "create", name)
+	h.mustCtl(t, 0, "create", name, "--empty")
 	c := h.rootClient(t)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

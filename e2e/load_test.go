@@ -144,7 +144,7 @@ func TestLoad(t *testing.T) {
 
 	// A project of client 0 that every reader tries to see.
 	foreign := h.newProject(t)
-	if r, err := h.ctlAs(clients[0], "create", foreign); err != nil || r.code != 0 {
+	if r, err := h.ctlAs(clients[0], "create", foreign, "--empty"); err != nil || r.code != 0 {
 		t.Fatalf("create %s as %s: %v %s", foreign, clients[0].name, err, r.err)
 	}
 
@@ -246,7 +246,7 @@ func TestLoad(t *testing.T) {
 func (h *host) loadDeployer(t *testing.T, c loadClient, deadline time.Time, st *loadStats) {
 	for n := 0; time.Now().Before(deadline); n++ {
 		name := h.newProject(t)
-		r, err := h.ctlAs(c, "create", name)
+		r, err := h.ctlAs(c, "create", name, "--empty")
 		if err != nil || r.code != 0 {
 			st.fail("%s: create %s: %v exit %d %s", c.name, name, err, r.code, r.err)
 			return

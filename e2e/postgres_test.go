@@ -192,7 +192,7 @@ func TestPostgreSQLProvisioned(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "postgres_admin") {
 		t.Errorf("provision without postgres_admin: %v, want FailedPrecondition naming postgres_admin", err)
 	}
-	if r := h.ctl(t, 0, "", "create", refused, "--database", "provision"); r.code == 0 || !strings.Contains(r.err, "postgres_admin") {
+	if r := h.ctl(t, 0, "", "create", refused, "--empty", "--database", "provision"); r.code == 0 || !strings.Contains(r.err, "postgres_admin") {
 		t.Errorf("opusctl create --database provision without postgres_admin: exit %d %s", r.code, r.err)
 	}
 	if r := h.ctl(t, 0, "", "show", refused); r.code == 0 {

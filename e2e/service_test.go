@@ -180,7 +180,7 @@ func TestServiceGrpcurl(t *testing.T) {
 
 	t.Run("ListProjects", func(t *testing.T) {
 		name := h.newProject(t)
-		h.mustCtl(t, h.otherID, "create", name)
+		h.mustCtl(t, h.otherID, "create", name, "--empty")
 		type listing struct {
 			Projects []struct {
 				Name string

@@ -15,9 +15,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/opus-hosting/opus/client"
 	"github.com/opus-hosting/opus/internal/cert/certtest"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/reconcile"
 	"github.com/opus-hosting/opus/unprivd/service/servicetest"
@@ -312,7 +314,7 @@ func TestCommands(t *testing.T) {
 			name: "a failed operation exits 1 with the server's reason",
 			setup: func(t *testing.T, s *cliOpusd) []string {
 				s.Privd.Set("RunManage", servicetest.FailMigrate("tfail", "django.db.utils.OperationalError: no such table"))
-				return []string{"create", "tfail"}
+				return []string{"create", "tfail", "--empty"}
 			},
 			wantCode: 1,
 			wantOut:  []string{"step user: done (", "step migrate: failed (", "exit code 1"},
@@ -327,7 +329,7 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name:  "--no-wait prints only the operation id",
-			setup: func(t *testing.T, s *cliOpusd) []string { return []string{"create", "tnowait", "--no-wait"} },
+			setup: func(t *testing.T, s *cliOpusd) []string { return []string{"create", "tnowait", "--empty", "--no-wait"} },
 			check: func(t *testing.T, s *cliOpusd, r result) {
 				id := onlyOp(t, s.Opusd, "tnowait")
 				if r.stdout != id+"\n" {
@@ -345,7 +347,7 @@ func TestCommands(t *testing.T) {
 			setup: func(t *testing.T, s *cliOpusd) []string {
 				s.Privd.SlowDeploys(150 * time.Millisecond)
 				s.BreakWatches(2)
-				return []string{"create", "tbroken"}
+				return []string{"create", "tbroken", "--empty"}
 			},
 			wantOut: []string{"step user: done (", "step reload: done (", "Project tbroken is ready"},
 			check: func(t *testing.T, s *cliOpusd, r result) {
@@ -363,7 +365,7 @@ func TestCommands(t *testing.T) {
 			name: "--timeout stops waiting and says how to go on",
 			setup: func(t *testing.T, s *cliOpusd) []string {
 				s.Privd.SlowDeploys(100 * time.Millisecond)
-				return []string{"create", "tslow", "--timeout", "150ms"}
+				return []string{"create", "tslow", "--empty", "--timeout", "150ms"}
 			},
 			wantCode: 1,
 			wantErr:  []string{"stopped waiting for operation op-", "opusctl wait op-"},
@@ -376,7 +378,7 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name:    "create -o json prints the final operation, progress on stderr",
-			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"create", "tjson", "-o", "json"} },
+			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"create", "tjson", "--empty", "-o", "json"} },
 			wantErr: []string{"step user: done"},
 			check: func(t *testing.T, s *cliOpusd, r result) {
 				v := mustJSON(t, r.stdout)
@@ -447,7 +449,7 @@ func TestCommands(t *testing.T) {
 		{
 			name: "ops and logs",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				if r := runCLI(t, s.Socket, "", "create", "tops"); r.code != 0 {
+				if r := runCLI(t, s.Socket, "", "create", "tops", "--empty"); r.code != 0 {
 					t.Fatalf("create: %+v", r)
 				}
 				return []string{"ops", "tops", "-o", "json"}
@@ -467,6 +469,26 @@ func TestCommands(t *testing.T) {
 				}
 				if got := s.CallsOf("GetLogs")[0].Req.(*opusv1.GetLogsRequest).GetLines(); got != 2 {
 					t.Errorf("GetLogs asked for %d lines, want 2", got)
+				}
+			},
+		},
+		{
+			name: "logs says when the error log is empty; -o json is the empty answer",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
+				s.Privd.Set("TailLog", func(context.Context, string, proto.Message) (proto.Message, error) {
+					return &privdv1.TailLogResponse{}, nil
+				})
+				return []string{"logs", "talpha"}
+			},
+			wantOut: []string{"The error log of project talpha is empty so far.\n"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				if r.stdout != "The error log of project talpha is empty so far.\n" {
+					t.Errorf("stdout %q, want the one line", r.stdout)
+				}
+				js := runCLI(t, s.Socket, "", "logs", "talpha", "-o", "json")
+				if lines, ok := mustJSON(t, js.stdout)["lines"].([]any); js.code != 0 || !ok || len(lines) != 0 {
+					t.Errorf("logs -o json: %+v", js)
 				}
 			},
 		},
@@ -537,7 +559,7 @@ func TestCommands(t *testing.T) {
 		{
 			name: "a password flag does not exist",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				return []string{"create", "tpw", "--superuser", "admin", "--superuser-password", "hunter2"}
+				return []string{"create", "tpw", "--empty", "--superuser", "admin", "--superuser-password", "hunter2"}
 			},
 			wantCode: 2,
 			wantErr:  []string{"unknown flag: --superuser-password"},
@@ -546,7 +568,7 @@ func TestCommands(t *testing.T) {
 		{
 			name: "a password as an argument is refused",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				return []string{"create", "tpw", "hunter2", "--superuser", "admin"}
+				return []string{"create", "tpw", "--empty", "hunter2", "--superuser", "admin"}
 			},
 			wantCode: 2,
 			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject") },
@@ -554,7 +576,7 @@ func TestCommands(t *testing.T) {
 		{
 			name: "a superuser without a terminal needs --superuser-password-stdin",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				return []string{"create", "tpw", "--superuser", "admin", "--superuser-email", "a@example.com"}
+				return []string{"create", "tpw", "--empty", "--superuser", "admin", "--superuser-email", "a@example.com"}
 			},
 			stdin:    "hunter2\n",
 			wantCode: 2,
@@ -576,7 +598,7 @@ func TestCommands(t *testing.T) {
 		{
 			name: "a superuser e-mail Django refuses is a usage error",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				return []string{"create", "tbadmail", "--superuser", "admin", "--superuser-email", "admin@b", "--superuser-password-stdin"}
+				return []string{"create", "tbadmail", "--empty", "--superuser", "admin", "--superuser-email", "admin@b", "--superuser-password-stdin"}
 			},
 			stdin:    "hunter2\n",
 			wantCode: 2,
@@ -586,7 +608,7 @@ func TestCommands(t *testing.T) {
 		{
 			name: "the password comes from stdin",
 			setup: func(t *testing.T, s *cliOpusd) []string {
-				return []string{"create", "tpw", "--superuser", "admin", "--superuser-email", "a@example.com", "--superuser-password-stdin"}
+				return []string{"create", "tpw", "--empty", "--superuser", "admin", "--superuser-email", "a@example.com", "--superuser-password-stdin"}
 			},
 			stdin:  "hunter2\n",
 			notOut: []string{"hunter2"},
@@ -602,7 +624,7 @@ func TestCommands(t *testing.T) {
 		},
 		{
 			name:     "an invalid project name is a usage error",
-			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"create", "Bad-Name"} },
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"create", "Bad-Name", "--empty"} },
 			wantCode: 2,
 			wantErr:  []string{"project name \"Bad-Name\" contains"},
 			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject") },
@@ -615,6 +637,45 @@ func TestCommands(t *testing.T) {
 			wantCode: 2,
 			wantErr:  []string{"plain directory", "@v1 applies only to git sources"},
 			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "CreateProject", "UploadSource") },
+		},
+		{
+			name:     "create without an app asks for --app or --empty",
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"create", "tnoapp", "--admin"} },
+			wantCode: 2,
+			wantErr:  []string{"no apps given: give --app SRC", "or --empty to create a project with no apps"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				noCalls(t, s.Opusd, "CreateProject", "UploadSource")
+				if p := project(t, s.Opusd, "tnoapp"); p != nil {
+					t.Errorf("refused create recorded project %+v", p)
+				}
+			},
+		},
+		{
+			name: "create --empty with an app is a usage error",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				return []string{"create", "tboth", "--empty", "--app", appDir(t, "polls")}
+			},
+			wantCode: 2,
+			wantErr:  []string{"--empty creates a project with no apps"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				noCalls(t, s.Opusd, "CreateProject", "UploadSource")
+				if p := project(t, s.Opusd, "tboth"); p != nil {
+					t.Errorf("refused create recorded project %+v", p)
+				}
+			},
+		},
+		{
+			name:    "create --empty deploys a project with no apps",
+			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"create", "tempty", "--empty"} },
+			wantOut: []string{"Creating project tempty (operation op-", "Project tempty is ready"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				if req := createReq(t, s.Opusd); len(req.Apps) != 0 {
+					t.Errorf("request %v, want no apps", req)
+				}
+				if p := project(t, s.Opusd, "tempty"); p == nil || len(p.Spec.Apps) != 0 || p.Status.Phase != store.PhaseReady {
+					t.Errorf("project after create --empty: %+v", p)
+				}
+			},
 		},
 		{
 			name:     "an unknown output format is a usage error",

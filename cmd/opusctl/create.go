@@ -24,6 +24,7 @@ const maxPassword = 1024
 func (c *cli) createCommand() *cobra.Command {
 	var (
 		apps          []string
+		empty         bool
 		admin         bool
 		superuser     string
 		email         string
@@ -32,7 +33,7 @@ func (c *cli) createCommand() *cobra.Command {
 		dbPassword    string
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME [--app [APP=]SRC[@REF]]...",
+		Use:   "create NAME (--app [APP=]SRC[@REF]... | --empty)",
 		Short: "Create and deploy a project",
 		Long: `create records a new project owned by you and deploys it: a Linux user,
 the rendered Django project with its apps, its backend (an Apache and
@@ -41,6 +42,8 @@ self-signed TLS certificate and a virtual host NAME<suffix> on the front.
 At the end it prints the URLs where the project answers.
 
 NAME is 1 to 24 lowercase letters and digits, starting with a letter.
+Give at least one --app, or --empty for a project with no apps yet (add them
+later with 'opusctl apps add').
 
 ` + sourceHelp + `
 
@@ -51,6 +54,8 @@ otherwise pipe it in and pass --superuser-password-stdin.
 ` + databaseHelp,
 		Example: `  # an app from a local directory (uploaded) and one from git at a tag:
   opusctl create blog --app ./polls --app https://git.example.com/news.git@v2.1
+  # no apps yet:
+  opusctl create blog --empty
   # name the app explicitly, mount /admin/ and create a superuser (prompted):
   opusctl create blog --app polls=./src/polls --admin --superuser admin --superuser-email me@example.com
   # non-interactive:
@@ -65,6 +70,14 @@ otherwise pipe it in and pass --superuser-password-stdin.
 			srcs, err := parseSources(apps)
 			if err != nil {
 				return err
+			}
+			// An empty project is deployed (user, backend, host name), so
+			// it is asked for, not what a forgotten --app gives.
+			switch {
+			case len(srcs) == 0 && !empty:
+				return usagef("no apps given: give --app SRC (repeatable), or --empty to create a project with no apps")
+			case len(srcs) > 0 && empty:
+				return usagef("--empty creates a project with no apps; leave it out to deploy the --app given")
 			}
 			if email != "" && superuser == "" {
 				return usagef("--superuser-email needs --superuser")
@@ -116,6 +129,7 @@ otherwise pipe it in and pass --superuser-password-stdin.
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&apps, "app", nil, "an app to deploy, as [APP=]SRC[@REF] (repeatable; see SRC above)")
+	f.BoolVar(&empty, "empty", false, "create the project with no apps (add them later with 'opusctl apps add')")
 	f.BoolVar(&admin, "admin", false, "mount Django's admin at /admin/")
 	f.StringVar(&superuser, "superuser", "", "create a Django superuser with this user name on first deploy")
 	f.StringVar(&email, "superuser-email", "", "the superuser's e-mail address (required with --superuser: Django's createsuperuser needs one)")

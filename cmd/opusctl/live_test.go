@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -57,6 +58,57 @@ func TestSetCommand(t *testing.T) {
 	}
 	if n := len(s.CallsOf("UpdateSettings")); n != 2 {
 		t.Errorf("usage errors reached opusd: %d calls", n)
+	}
+}
+
+// TestSetUnchanged: set with the settings a deployed project already
+// has says so, exits 0 and leaves the project as it was (no operation,
+// same generation, no reconcile).
+func TestSetUnchanged(t *testing.T) {
+	s := startOpusd(t)
+	seedProjects(t, s)
+	if r := runCLI(t, s.Socket, "", "set", "talpha", "debug=true", "env.A=b"); r.code != 0 {
+		t.Fatalf("first set: %+v", r)
+	}
+	before := project(t, s, "talpha")
+	opsBefore, err := s.Store.ListOperations(context.Background(), "talpha", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ForgetCalls()
+	privdBefore := len(s.Privd.Calls())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"set", "talpha", "debug=true", "env.A=b"}, "Nothing to change: the settings of talpha are already as given.\n"},
+		{[]string{"set", "talpha", "debug=on", "--unset", "hosts", "--no-wait"}, "Nothing to change: the settings of talpha are already as given.\n"},
+		{[]string{"set", "talpha", "env.A=b", "-o", "json"}, ""},
+	} {
+		r := runCLI(t, s.Socket, "", tc.args...)
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("%v: %+v", tc.args, r)
+		}
+		if tc.want != "" && r.stdout != tc.want {
+			t.Errorf("%v: stdout %q, want %q", tc.args, r.stdout, tc.want)
+		}
+		if tc.want == "" {
+			if v := mustJSON(t, r.stdout); v["unchanged"] != true || v["project"] != "talpha" || v["id"] != "" || v["kind"] != "OPERATION_KIND_UPDATE_SETTINGS" {
+				t.Errorf("%v: JSON %v, want unchanged, project talpha, no id", tc.args, v)
+			}
+		}
+	}
+	after := project(t, s, "talpha")
+	opsAfter, err := s.Store.ListOperations(context.Background(), "talpha", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Generation != before.Generation || len(opsAfter) != len(opsBefore) {
+		t.Errorf("unchanged sets moved talpha: generation %d -> %d, operations %d -> %d", before.Generation, after.Generation, len(opsBefore), len(opsAfter))
+	}
+	noCalls(t, s, "WatchOperation", "GetOperation")
+	if calls := s.Privd.Calls(); len(calls) != privdBefore {
+		t.Errorf("unchanged sets reached privd: %v", calls[privdBefore:])
 	}
 }
 
@@ -145,7 +197,7 @@ func TestCreateWithDatabase(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("s3cret-db\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := runCLI(t, s.Socket, "", "create", "tpg", "--database", "postgresql://tpg@127.0.0.1:5432/tpg", "--database-password-file", pwFile)
+	r := runCLI(t, s.Socket, "", "create", "tpg", "--empty", "--database", "postgresql://tpg@127.0.0.1:5432/tpg", "--database-password-file", pwFile)
 	if r.code != 0 || strings.Contains(r.stdout+r.stderr, "s3cret") {
 		t.Fatalf("create: %+v", r)
 	}
@@ -153,7 +205,7 @@ func TestCreateWithDatabase(t *testing.T) {
 	if db := req.GetDatabase(); db.GetName() != "tpg" || db.GetPassword() != "s3cret-db" || db.GetPort() != 5432 {
 		t.Errorf("database %v", db)
 	}
-	if r := runCLI(t, s.Socket, "", "create", "tpg2", "--database-password-file", pwFile); r.code != exitUsage {
+	if r := runCLI(t, s.Socket, "", "create", "tpg2", "--empty", "--database-password-file", pwFile); r.code != exitUsage {
 		t.Errorf("password file without --database: %+v", r)
 	}
 }

@@ -150,7 +150,8 @@ func (c *cli) logsCommand() *cobra.Command {
 		Use:   "logs NAME",
 		Short: "Print a project's recent error log lines",
 		Long: `logs prints the last lines of the project's own Apache and mod_wsgi error
-log: tracebacks of the Django code, failed requests, daemon restarts.`,
+log: tracebacks of the Django code, failed requests, daemon restarts. When
+the log has no lines yet, it says so (with -o json: an empty list).`,
 		Example: `  opusctl logs blog
   opusctl logs blog -n 500`,
 		Args:              cobra.ExactArgs(1),
@@ -162,6 +163,10 @@ log: tracebacks of the Django code, failed requests, daemon restarts.`,
 			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.GetLogsResponse, error) {
 				return cl.RPC().GetLogs(ctx, &opusv1.GetLogsRequest{Project: args[0], Lines: int32(lines)})
 			}, func(resp *opusv1.GetLogsResponse) error {
+				if len(resp.GetLines()) == 0 {
+					_, err := fmt.Fprintf(c.stdout, "The error log of project %s is empty so far.\n", printable(args[0]))
+					return err
+				}
 				// A log line is whatever the project's code wrote:
 				// escaped, it can neither drive the terminal nor
 				// pass for more than the one line it is.

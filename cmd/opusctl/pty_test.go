@@ -97,7 +97,7 @@ func TestCreateOnTerminalShowsLiveSteps(t *testing.T) {
 		scr.waitFor(t, "Repeat the password: ")
 		io.WriteString(master, password+"\r")
 	}
-	code, out := runOnTerminal(t, s.Socket, answer, "create", "tlive", "--superuser", "admin", "--superuser-email", "a@example.com")
+	code, out := runOnTerminal(t, s.Socket, answer, "create", "tlive", "--empty", "--superuser", "admin", "--superuser-email", "a@example.com")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
@@ -157,7 +157,7 @@ func TestDestroyOnTerminalAsksForTheName(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startOpusd(t)
-			if r := runCLI(t, s.Socket, "", "create", "tdel"); r.code != 0 {
+			if r := runCLI(t, s.Socket, "", "create", "tdel", "--empty"); r.code != 0 {
 				t.Fatalf("create: %+v", r)
 			}
 			s.ForgetCalls()

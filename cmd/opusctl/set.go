@@ -42,7 +42,9 @@ backend_tasks and backend_cpu in opus.conf); --unset goes back to them:
 Values are data: they are never written into Python or Apache configuration,
 and anything that is not a valid value (a host name with a space or a newline,
 a debug value other than true/false) is refused. --unset removes a key
-(debug and admin go back to off).`,
+(debug and admin go back to off). When the project already has and serves
+the settings given, nothing is recorded or restarted: set says so and exits 0
+(with -o json, an operation with "unchanged": true and no id).`,
 		Example: `  opusctl set blog debug=true
   opusctl set blog hosts=blog.example.com,www.blog.example.com
   opusctl set blog env.API_URL=https://api.example.com --unset env.OLD
@@ -67,8 +69,19 @@ a debug value other than true/false) is refused. --unset removes a key
 			}
 			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
 				name := args[0]
-				err := c.change(ctx, cl, fmt.Sprintf("Changing the settings of %s", name), false, func() (*opusv1.Operation, error) {
-					return cl.UpdateSettings(ctx, name, set, unset)
+				op, err := cl.UpdateSettings(ctx, name, set, unset)
+				if err != nil {
+					return err
+				}
+				if op.GetUnchanged() {
+					if c.output == outputJSON {
+						return writeJSON(c.stdout, op)
+					}
+					_, err := fmt.Fprintf(c.stdout, "Nothing to change: the settings of %s are already as given.\n", name)
+					return err
+				}
+				err = c.change(ctx, cl, fmt.Sprintf("Changing the settings of %s", name), false, func() (*opusv1.Operation, error) {
+					return op, nil
 				})
 				if err != nil || !c.shouldWait() || c.output == outputJSON {
 					return err

@@ -8,7 +8,6 @@ import (
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/drift"
-	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // HostChecker compares the store with the host (implemented by
@@ -59,7 +58,7 @@ func (s *Service) driftProjects(ctx context.Context) ([]drift.Project, error) {
 	for _, p := range ps {
 		out = append(out, drift.Project{
 			Name:     p.Name,
-			Deployed: !p.Deleting && p.Status.Phase == store.PhaseReady && p.Status.ObservedGeneration >= p.Generation,
+			Deployed: deployed(p),
 		})
 	}
 	return out, nil

@@ -289,14 +289,27 @@ func (s *Service) mutate(ctx context.Context, method, name string, kind store.Op
 	return s.mutateTx(ctx, method, name, kind, func(_ *store.Tx, c caller, p *store.Project) error { return fn(c, p) })
 }
 
+// errUnchanged is what a mutate function returns when the change asks
+// for what the project already has and serves: mutateTx then writes
+// nothing, records no operation and kicks nothing.
+var errUnchanged = errors.New("nothing to change")
+
+// deployed says the host serves p's current spec: its last run succeeded
+// at this generation and nothing is pending.
+func deployed(p *store.Project) bool {
+	return !p.Deleting && p.Status.Phase == store.PhaseReady && p.Status.ObservedGeneration >= p.Generation
+}
+
 // mutateTx is mutate for changes that also read other records of the
-// same transaction.
+// same transaction. When fn returns errUnchanged, the answer is an
+// Operation with Unchanged set and no id.
 func (s *Service) mutateTx(ctx context.Context, method, name string, kind store.OpKind, fn func(tx *store.Tx, c caller, p *store.Project) error) (*opusv1.Operation, error) {
 	c, err := callerFrom(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var op *store.Operation
+	var unchanged *opusv1.Operation
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
 		p, err := s.visibleProject(ctx, tx, c, method, name)
 		if err != nil {
@@ -306,6 +319,9 @@ func (s *Service) mutateTx(ctx context.Context, method, name string, kind store.
 			return status.Errorf(codes.FailedPrecondition, "project %q is being deleted", name)
 		}
 		if err := fn(tx, c, p); err != nil {
+			if errors.Is(err, errUnchanged) {
+				unchanged = &opusv1.Operation{Project: p.Name, Kind: opKinds[kind], Generation: p.Generation, OwnerUid: p.OwnerUID, Unchanged: true}
+			}
 			return err
 		}
 		p.Generation++
@@ -315,6 +331,10 @@ func (s *Service) mutateTx(ctx context.Context, method, name string, kind store.
 		op, err = tx.NewOperation(p, kind, c.uid)
 		return err
 	})
+	if unchanged != nil && errors.Is(err, errUnchanged) {
+		s.log.InfoContext(ctx, "project unchanged", "project", name, "uid", c.uid, "kind", kind, "generation", unchanged.Generation)
+		return unchanged, nil
+	}
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -344,9 +345,29 @@ func (s *Service) UpdateSettings(ctx context.Context, req *opusv1.UpdateSettings
 		return nil, err
 	}
 	return s.mutateTx(ctx, opusv1.Opus_UpdateSettings_FullMethodName, req.GetProject(), store.OpUpdateSettings, func(tx *store.Tx, c caller, p *store.Project) error {
+		before, beforeAdmin := p.Spec.Settings.Clone(), p.Spec.Admin
 		if err := applySettings(p, req.GetSet(), req.GetUnset(), server, s.cfg.ServerSuffix, c.admin); err != nil {
 			return err
 		}
+		// Asking again for what is deployed restarts nothing. A project
+		// not (yet) at its spec still gets an operation: that is a retry.
+		if deployed(p) && sameSettings(before, p.Spec.Settings) && beforeAdmin == p.Spec.Admin {
+			return errUnchanged
+		}
 		return hostsTaken(tx, p.Name, p.Spec.Settings.Hosts)
 	})
+}
+
+// sameSettings says a and b ask for the same thing (an empty list or map
+// is no list or map). Every field counts, also one added later.
+func sameSettings(a, b store.Settings) bool {
+	for _, s := range []*store.Settings{&a, &b} {
+		if len(s.Hosts) == 0 {
+			s.Hosts = nil
+		}
+		if len(s.Env) == 0 {
+			s.Env = nil
+		}
+	}
+	return reflect.DeepEqual(a, b)
 }

@@ -214,6 +214,91 @@ func TestUpdateSettingsRPC(t *testing.T) {
 	}
 }
 
+func TestSameSettings(t *testing.T) {
+	base := store.Settings{Debug: true, Hosts: []string{"a.example", "b.example"}, Env: map[string]string{"A": "b"}, MemoryBytes: 1 << 30}
+	for _, tc := range []struct {
+		name string
+		a, b store.Settings
+		same bool
+	}{
+		{"equal", base, base.Clone(), true},
+		{"empty is none", store.Settings{Hosts: []string{}, Env: map[string]string{}}, store.Settings{}, true},
+		{"debug", base, func() store.Settings { s := base.Clone(); s.Debug = false; return s }(), false},
+		{"host order", base, func() store.Settings { s := base.Clone(); s.Hosts = []string{"b.example", "a.example"}; return s }(), false},
+		{"env value", base, func() store.Settings { s := base.Clone(); s.Env["A"] = "c"; return s }(), false},
+		{"memory", base, func() store.Settings { s := base.Clone(); s.MemoryBytes = 0; return s }(), false},
+		{"cpu", base, func() store.Settings { s := base.Clone(); s.CPUPercent = 50; return s }(), false},
+	} {
+		if got := sameSettings(tc.a, tc.b); got != tc.same {
+			t.Errorf("%s: sameSettings = %v, want %v", tc.name, got, tc.same)
+		}
+	}
+}
+
+// TestUpdateSettingsUnchanged: asking a deployed project for the
+// settings it has records no operation, keeps its generation and kicks
+// nothing; a project not at its spec gets its operation (a retry).
+func TestUpdateSettingsUnchanged(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		phase     store.Phase
+		behind    bool // the reconciler has not reached the spec
+		set       map[string]string
+		unset     []string
+		unchanged bool
+	}{
+		{"same", store.PhaseReady, false, map[string]string{"debug": "on", "hosts": "www.same.example", "env.A": "b", "admin": "false"}, nil, true},
+		{"unsetabsent", store.PhaseReady, false, nil, []string{"env.NOPE"}, true},
+		{"spelled", store.PhaseReady, false, map[string]string{"debug": "1", "hosts": " WWW.spelled.example "}, nil, true},
+		{"debugoff", store.PhaseReady, false, map[string]string{"debug": "false"}, nil, false},
+		{"envchanged", store.PhaseReady, false, map[string]string{"env.A": "c"}, nil, false},
+		{"envunset", store.PhaseReady, false, nil, []string{"env.A"}, false},
+		{"adminon", store.PhaseReady, false, map[string]string{"admin": "true"}, nil, false},
+		{"failed", store.PhaseFailed, false, map[string]string{"debug": "true"}, nil, false},
+		{"pending", store.PhaseReady, true, map[string]string{"debug": "true"}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: tc.name,
+				Settings: &opusv1.Settings{Debug: true, Hosts: []string{"www." + tc.name + ".example"}, Env: map[string]string{"A": "b"}}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.st.UpdateProject(ctx, tc.name, func(p *store.Project) error {
+				p.Status.Phase, p.Status.ObservedGeneration = tc.phase, p.Generation
+				if tc.behind {
+					p.Status.ObservedGeneration--
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := s.st.GetProject(ctx, tc.name)
+			opsBefore, _ := s.st.ListOperations(ctx, tc.name, 0)
+			kicks := len(s.kicker.list())
+			op, err := s.client.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: tc.name, Set: tc.set, Unset: tc.unset})
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, _ := s.st.GetProject(ctx, tc.name)
+			opsAfter, _ := s.st.ListOperations(ctx, tc.name, 0)
+			kicked := len(s.kicker.list()) != kicks
+			if tc.unchanged {
+				if !op.GetUnchanged() || op.GetId() != "" || op.GetProject() != tc.name || op.GetKind() != opusv1.OperationKind_OPERATION_KIND_UPDATE_SETTINGS || op.GetGeneration() != before.Generation {
+					t.Errorf("answer = %v; want unchanged, no id, generation %d", op, before.Generation)
+				}
+				if after.Generation != before.Generation || len(opsAfter) != len(opsBefore) || kicked {
+					t.Errorf("unchanged request: generation %d -> %d, operations %d -> %d, kicked %v", before.Generation, after.Generation, len(opsBefore), len(opsAfter), kicked)
+				}
+				return
+			}
+			if op.GetUnchanged() || op.GetId() == "" || after.Generation != before.Generation+1 || len(opsAfter) != len(opsBefore)+1 || !kicked {
+				t.Errorf("change: answer %v, generation %d -> %d, operations %d -> %d, kicked %v", op, before.Generation, after.Generation, len(opsBefore), len(opsAfter), kicked)
+			}
+		})
+	}
+}
+
 func TestRollback(t *testing.T) {
 	s := startServer(t, serverOpt{admins: fakeAdmins{}})
 	ctx := context.Background()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path"
 	"regexp"
 	"sort"
@@ -38,7 +39,9 @@ type page struct {
 	Logs      []string
 	LogsError string
 	Message   string
-	AppRows   []int
+	// Notice is a word from notices, shown once on the project page.
+	Notice  string
+	AppRows []int
 }
 
 func (c *Console) render(w http.ResponseWriter, code int, name string, p *page) {
@@ -277,6 +280,20 @@ func (c *Console) createProject(w http.ResponseWriter, r *http.Request) {
 		fields[fmt.Sprintf("apps[%d]", len(req.Apps))] = fmt.Sprintf("app%d", i)
 		req.Apps = append(req.Apps, gitAppSpec(u, f.Get(fmt.Sprintf("ref%d", i)), f.Get(fmt.Sprintf("app%d", i))))
 	}
+	// As opusctl create: a project with no apps is asked for, not what a
+	// form left empty by mistake gives.
+	var appsErr string
+	switch empty := f.Get("empty") == "on"; {
+	case len(req.Apps) == 0 && !empty:
+		appsErr = `give at least one app's git URL, or tick "No apps yet" to create a project with no apps`
+	case len(req.Apps) > 0 && empty:
+		appsErr = `"No apps yet" creates a project with no apps; untick it to deploy the apps given`
+	}
+	if appsErr != "" {
+		c.render(w, http.StatusUnprocessableEntity, "new", &page{Title: "New project", User: v, Form: formMap(r), AppRows: rows(),
+			Errors: map[string]string{"apps": appsErr}})
+		return
+	}
 	op, err := v.rpc.CreateProject(r.Context(), req)
 	if err != nil {
 		field, msg := fieldOf(err, fields)
@@ -285,6 +302,13 @@ func (c *Console) createProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/ops/"+op.GetId(), http.StatusSeeOther)
+}
+
+// notices are what the project page may say after a form that started
+// nothing, by the word its query names (so that no text of the request
+// is shown back).
+var notices = map[string]string{
+	"unchanged": "Nothing to change: the settings are already as given; nothing was restarted.",
 }
 
 // projectPage shows a project: apps, settings, operations, logs, forms.
@@ -300,7 +324,7 @@ func (c *Console) renderProject(w http.ResponseWriter, r *http.Request, code int
 		c.apiError(w, r, err)
 		return
 	}
-	pg := &page{Title: p.GetName(), User: v, Project: p, Errors: errs, Form: map[string]string{}}
+	pg := &page{Title: p.GetName(), User: v, Project: p, Errors: errs, Form: map[string]string{}, Notice: notices[r.URL.Query().Get("notice")]}
 	if code != http.StatusOK {
 		pg.Form = formMap(r)
 	}
@@ -317,8 +341,9 @@ func (c *Console) renderProject(w http.ResponseWriter, r *http.Request, code int
 }
 
 // mutated follows up a project form: on success to the operation's live
-// page, on failure back to the project page with the API's message next
-// to the field it concerns (form.field, through fields).
+// page (or, when the change asked for what the project has, back to the
+// project page, saying so), on failure back to the project page with the
+// API's message next to the field it concerns (form.field, through fields).
 func (c *Console) mutated(w http.ResponseWriter, r *http.Request, op *opusv1.Operation, err error, form string, fields map[string]string) {
 	if err != nil {
 		field, msg := fieldOf(err, fields)
@@ -333,6 +358,10 @@ func (c *Console) mutated(w http.ResponseWriter, r *http.Request, op *opusv1.Ope
 			return
 		}
 		c.renderProject(w, r, code, map[string]string{field: msg})
+		return
+	}
+	if op.GetUnchanged() {
+		http.Redirect(w, r, "/projects/"+url.PathEscape(op.GetProject())+"?notice=unchanged", http.StatusSeeOther)
 		return
 	}
 	http.Redirect(w, r, "/ops/"+op.GetId(), http.StatusSeeOther)

@@ -266,6 +266,27 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatalf("invalid forms created %v", ps)
 	}
 
+	// No apps must be asked for, as with opusctl create --empty.
+	for _, form := range []url.Values{
+		{"csrf": {csrf}, "name": {"bare"}},
+		{"csrf": {csrf}, "name": {"bare"}, "url0": {" "}},
+		{"csrf": {csrf}, "name": {"bare"}, "url0": {"https://example.com/me/shop.git"}, "empty": {"on"}},
+	} {
+		ans := do(t, a, "POST", r.srv.URL+"/new", form)
+		if ans.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`name="empty"[^>]*> No apps yet[^<]*</label>\s*<span class="error field-error">[^<]*No apps yet`).MatchString(ans.body) {
+			t.Fatalf("create form %v: %d %.3000s", form, ans.code, ans.body)
+		}
+	}
+	if ps := projectNames(t, r.st); len(ps) != 0 {
+		t.Fatalf("create forms without a choice about apps created %v", ps)
+	}
+	if ans := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"bare"}, "empty": {"on"}}); ans.code != http.StatusSeeOther || !strings.HasPrefix(ans.location, "/ops/op-") {
+		t.Fatalf("create with no apps yet: %d %q %.500s", ans.code, ans.location, ans.body)
+	}
+	if p, err := r.st.GetProject(context.Background(), "bare"); err != nil || len(p.Spec.Apps) != 0 {
+		t.Fatalf("project made with no apps yet: %+v %v", p, err)
+	}
+
 	// Create through the form: owned by the signed-in uid.
 	ans := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url0": {"https://example.com/me/shop.git"}, "ref0": {"v1"}, "admin": {"on"}})
 	if ans.code != http.StatusSeeOther || !strings.HasPrefix(ans.location, "/ops/op-") {
@@ -353,6 +374,30 @@ func TestConsoleFlow(t *testing.T) {
 	}
 	if again, _ := r.as(t, uidA).GetProject(context.Background(), &opusv1.GetProjectRequest{Name: "blog"}); !again.GetSettings().GetDebug() || again.GetGeneration() != got.GetGeneration() {
 		t.Fatalf("a refused settings form changed the project: %v", again.GetSettings())
+	}
+
+	// The same settings again, once deployed: no operation, back to the
+	// project page with a notice.
+	if _, err := r.st.UpdateProject(context.Background(), "blog", func(p *store.Project) error {
+		p.Status.Phase, p.Status.ObservedGeneration = store.PhaseReady, p.Generation
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	opsBefore, _ := r.st.ListOperations(context.Background(), "blog", 0)
+	same := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}, "debug": {"on"}, "hosts": {"www.example.org"}, "env": {"GREETING=hi"}})
+	if same.code != http.StatusSeeOther || same.location != "/projects/blog?notice=unchanged" {
+		t.Fatalf("unchanged settings: %d %q %.2000s", same.code, same.location, same.body)
+	}
+	opsAfter, _ := r.st.ListOperations(context.Background(), "blog", 0)
+	if again, _ := r.st.GetProject(context.Background(), "blog"); again.Generation != got.GetGeneration() || len(opsAfter) != len(opsBefore) {
+		t.Fatalf("unchanged settings: generation %d -> %d, operations %d -> %d", got.GetGeneration(), again.Generation, len(opsBefore), len(opsAfter))
+	}
+	if np := do(t, a, "GET", r.srv.URL+same.location, nil); np.code != 200 || !strings.Contains(np.body, `<p class="notice" id="notice">Nothing to change`) {
+		t.Fatalf("project page after unchanged settings: %d %.3000s", np.code, np.body)
+	}
+	if np := do(t, a, "GET", r.srv.URL+"/projects/blog?notice=%3Cscript%3E", nil); strings.Contains(np.body, `id="notice"`) {
+		t.Fatal("an unknown notice word was shown")
 	}
 
 	// B sees none of A's projects, and A's project is not found for B.

@@ -1918,7 +1918,11 @@ type Operation struct {
 	EndTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	OwnerUid   uint32                 `protobuf:"varint,9,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
 	// generation is the project spec generation this operation drives to.
-	Generation    int64 `protobuf:"varint,10,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation int64 `protobuf:"varint,10,opt,name=generation,proto3" json:"generation,omitempty"`
+	// unchanged says the request asked for what the project already has and
+	// serves: no operation was recorded and nothing runs (id is empty,
+	// generation is the project's current one). UpdateSettings answers so.
+	Unchanged     bool `protobuf:"varint,11,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2021,6 +2025,13 @@ func (x *Operation) GetGeneration() int64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *Operation) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
 }
 
 type GetOperationRequest struct {
@@ -3145,7 +3156,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"\xfc\x02\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\x9a\x03\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12*\n" +
@@ -3160,7 +3171,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\n" +
 	" \x01(\x03R\n" +
-	"generation\"%\n" +
+	"generation\x12\x1c\n" +
+	"\tunchanged\x18\v \x01(\bR\tunchanged\"%\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"'\n" +
 	"\x15WatchOperationRequest\x12\x0e\n" +

@@ -87,7 +87,9 @@ type OpusClient interface {
 	// GetLogs returns the project's recent Apache and mod_wsgi error lines.
 	GetLogs(ctx context.Context, in *GetLogsRequest, opts ...grpc.CallOption) (*GetLogsResponse, error)
 	// UpdateSettings changes owner-level settings (DEBUG, extra host names,
-	// environment variables, admin on/off) and applies them.
+	// environment variables, admin on/off) and applies them. When they are
+	// already as asked and the project is deployed, it records no operation
+	// and answers an Operation with unchanged set.
 	UpdateSettings(ctx context.Context, in *UpdateSettingsRequest, opts ...grpc.CallOption) (*Operation, error)
 	// CheckHost compares the store with the host (users with the Opus marker,
 	// virtual hosts, project directories) and reports drift. Admins only.
@@ -368,7 +370,9 @@ type OpusServer interface {
 	// GetLogs returns the project's recent Apache and mod_wsgi error lines.
 	GetLogs(context.Context, *GetLogsRequest) (*GetLogsResponse, error)
 	// UpdateSettings changes owner-level settings (DEBUG, extra host names,
-	// environment variables, admin on/off) and applies them.
+	// environment variables, admin on/off) and applies them. When they are
+	// already as asked and the project is deployed, it records no operation
+	// and answers an Operation with unchanged set.
 	UpdateSettings(context.Context, *UpdateSettingsRequest) (*Operation, error)
 	// CheckHost compares the store with the host (users with the Opus marker,
 	// virtual hosts, project directories) and reports drift. Admins only.
