@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -101,5 +104,37 @@ func TestCreateEmpty(t *testing.T) {
 	}
 	if out := h.mustCtl(t, 0, "apps", "ls", name); !strings.Contains(out, "has no apps") {
 		t.Errorf("apps ls of an empty project:\n%s", out)
+	}
+}
+
+// TestLogsOfANewProject: a just-deployed project's error log holds only
+// its backend Apache's notices about itself (start-up), which are not the
+// project's errors: opusctl logs says the log is empty so far; a line the
+// project's code writes shows.
+func TestLogsOfANewProject(t *testing.T) {
+	h := needHost(t)
+	name := h.newProject(t)
+	hello, err := filepath.Abs(filepath.Join("..", "examples", "hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.deploy(t, 0, name, hello)
+	mustGet(t, webClient(), h.url(name, "http", "/hello/"), "")
+	raw, err := os.ReadFile(filepath.Join(h.cfg.ApacheDir, "logs", name+".error.log"))
+	if err != nil || !strings.Contains(string(raw), "AH00489") {
+		t.Fatalf("the project's error log holds no start-up notice of its backend (%v):\n%s", err, raw)
+	}
+	if out := h.mustCtl(t, 0, "logs", name); !strings.Contains(out, "is empty so far") {
+		t.Errorf("logs of a new project:\n%s\nwant it said to be empty (the file holds only the backend's notices:\n%s)", out, raw)
+	}
+	// A line of the project's own (as mod_wsgi writes its stderr) shows.
+	f, err := os.OpenFile(filepath.Join(h.cfg.ApacheDir, "logs", name+".error.log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "[Sat Dec 05 05:30:00.000000 2026] [wsgi:error] [pid 1:tid 1] [remote 127.0.0.1:1] opus-test-line-%s\n", name)
+	f.Close()
+	if out := h.mustCtl(t, 0, "logs", name); !strings.Contains(out, "opus-test-line-"+name) || strings.Contains(out, "AH00489") {
+		t.Errorf("logs after the project wrote a line:\n%s\nwant that line and no backend notice", out)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -311,16 +312,25 @@ func (s *Sites) TailLog(_ context.Context, req *privdv1.TailLogRequest) (*privdv
 	case n > maxTailLines:
 		n = maxTailLines
 	}
-	lines, err := tailFile(s.paths.ErrorLog(name), n, maxTailBytes)
+	lines, err := tailFile(s.paths.ErrorLog(name), n, maxTailBytes, func(l string) bool { return !serverNotice.MatchString(l) })
 	if err != nil {
 		return nil, fmt.Errorf("tail log %s: %w", name, err)
 	}
 	return &privdv1.TailLogResponse{Lines: lines}, nil
 }
 
-// tailFile returns the last n lines among the last limit bytes of path. A
-// line cut by that window is dropped rather than returned partial.
-func tailFile(path string, n int, limit int64) ([]string, error) {
+// serverNotice matches the notices the project's backend Apache writes
+// about itself (started, resuming, graceful, shutting down: core and MPM
+// at notice level, which Apache logs whatever LogLevel says). They stay
+// in the file, where restarts are watched for them, but are not the
+// project's errors: left in, a just-deployed project's log would never
+// read as empty.
+var serverNotice = regexp.MustCompile(`^\[[^\]]*\] \[(core|mpm_[a-z]+):notice\] \[pid \d+(:tid \d+)?\] AH\d{5}: `)
+
+// tailFile returns the last n lines that keep accepts (every line when
+// keep is nil) among the last limit bytes of path. A line cut by that
+// window is dropped rather than returned partial.
+func tailFile(path string, n int, limit int64, keep func(string) bool) ([]string, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return []string{}, nil
@@ -353,6 +363,9 @@ func tailFile(path string, n int, limit int64) ([]string, error) {
 		return []string{}, nil
 	}
 	lines := strings.Split(text, "\n")
+	if keep != nil {
+		lines = slices.DeleteFunc(lines, func(l string) bool { return !keep(l) })
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

@@ -256,7 +256,7 @@ func TestTailFileNotUTF8(t *testing.T) {
 	if err := os.WriteFile(path, []byte("ok\n\xff\xfe raw ü\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lines, err := tailFile(path, 10, 1000)
+	lines, err := tailFile(path, 10, 1000, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestTailFileBounded(t *testing.T) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lines, err := tailFile(path, 1000, 1050)
+	lines, err := tailFile(path, 1000, 1050, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,4 +422,52 @@ func TestReloadWithNothingToRestore(t *testing.T) {
 		t.Fatalf("Reload = %v, want Apache's error", err)
 	}
 	sameSnapshot(t, before, snapshot(t, s.Paths().Dir))
+}
+
+// TestServerNotices: the backend Apache's notices about itself are not
+// the project's log lines; the project's own lines stay, also where they
+// quote such a notice or pose as one without Apache's form.
+func TestServerNotices(t *testing.T) {
+	for _, tc := range []struct {
+		line   string
+		notice bool
+	}{
+		{"[Sat Dec 05 05:22:01.123456 2026] [mpm_event:notice] [pid 4242:tid 4242] AH00489: Apache/2.4.71 (Debian) configured -- resuming normal operations", true},
+		{"[Sat Dec 05 05:22:01.123456 2026] [core:notice] [pid 4242:tid 4242] AH00094: Command line: 'apache2-backend-blog -d /x'", true},
+		{"[Sat Dec 05 05:22:01 2026] [mpm_prefork:notice] [pid 7] AH00492: caught SIGWINCH, shutting down gracefully", true},
+		{"[Sat Dec 05 05:22:01.1 2026] [wsgi:error] [pid 99:tid 99] [remote 127.0.0.1:1] Traceback (most recent call last):", false},
+		{"[Sat Dec 05 05:22:01.1 2026] [wsgi:error] [pid 99:tid 99] [remote 127.0.0.1:1] [core:notice] [pid 1] AH00489: posing", false},
+		{"[core:notice] [pid 1] AH00489: raw on fd 2 without a time", false},
+		{"[Sat Dec 05 05:22:01.1 2026] [core:error] [pid 4242:tid 4242] AH00045: child process 5 still did not exit", false},
+		{"RuntimeError: boom", false},
+	} {
+		if got := serverNotice.MatchString(tc.line); got != tc.notice {
+			t.Errorf("%.60q: notice = %v, want %v", tc.line, got, tc.notice)
+		}
+	}
+}
+
+// TestTailLogLeavesOutServerNotices: a project whose log holds only its
+// backend's start-up notices has no lines; its own lines come back, the
+// last n of them.
+func TestTailLogLeavesOutServerNotices(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	log := "[t1] [mpm_event:notice] [pid 1:tid 1] AH00489: resuming normal operations\n" +
+		"[t1] [core:notice] [pid 1:tid 1] AH00094: Command line: 'apache2-backend-blog'\n"
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keep := func(l string) bool { return !serverNotice.MatchString(l) }
+	if lines, err := tailFile(path, 10, 1000, keep); err != nil || len(lines) != 0 {
+		t.Fatalf("only notices: %q, %v; want no lines", lines, err)
+	}
+	log += "[t2] [wsgi:error] [pid 9:tid 9] first\n[t3] [wsgi:error] [pid 9:tid 9] second\n" +
+		"[t4] [mpm_event:notice] [pid 1:tid 1] AH00493: SIGUSR1 received.  Doing graceful restart\n"
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := tailFile(path, 1, 1000, keep)
+	if err != nil || len(lines) != 1 || !strings.HasSuffix(lines[0], "second") {
+		t.Errorf("last 1 line: %q, %v; want the project's last line", lines, err)
+	}
 }
