@@ -29,7 +29,7 @@ func TestValidateSuperuserEmail(t *testing.T) {
 // so not under -short.
 func TestSuperuserEmailDjangoAgrees(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs /usr/bin/python3")
+		t.Skip("-short: runs the host's Django (/usr/bin/python3), a process outside the test")
 	}
 	// Every accepted case, and one Django refuses (so a checker that
 	// refuses nothing fails).

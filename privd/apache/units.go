@@ -128,11 +128,6 @@ func (u *Units) start(ctx context.Context, cfg config.Config, project string, l 
 	return u.ctl(ctx, "start", unit(project))
 }
 
-// reload restarts project's backend gracefully.
-func (u *Units) reload(ctx context.Context, project string) error {
-	return u.ctl(ctx, "reload", unit(project))
-}
-
 // stop stops project's instance (every process of its cgroup) and removes
 // its drop-in.
 func (u *Units) stop(ctx context.Context, project string) error {

@@ -92,16 +92,6 @@ func (c *conns) dial(cred peercred.Cred) (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(peercred.Client()))
 }
 
-// drop closes uid's connection (signed out).
-func (c *conns) drop(uid uint32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e := c.m[uid]; e != nil {
-		e.cc.Close()
-		delete(c.m, uid)
-	}
-}
-
 func (c *conns) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

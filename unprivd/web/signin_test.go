@@ -61,15 +61,7 @@ func TestNoLockout(t *testing.T) {
 	for i := range service.MaxLinkFails + 5 {
 		codes = append(codes, do(t, r.browser(), "GET", fmt.Sprintf("%s/login/link?t=bogus%d", r.srv.URL, i), nil).code)
 	}
-	for i, code := range codes {
-		want := http.StatusUnauthorized
-		if i >= service.MaxLinkFails-1 {
-			want = http.StatusTooManyRequests
-		}
-		if code != want {
-			t.Fatalf("unknown link %d: %d, want %d (all: %v)", i, code, want, codes)
-		}
-	}
+	checkLinkLimit(t, "unknown link", codes)
 	r.signIn(t, uidA)
 	r.signIn(t, uidB)
 	if a, _ := r.passwordSignIn(t, "root", "password of root"); a.code != http.StatusSeeOther {
@@ -303,13 +295,20 @@ func TestSignInAddressIsTheConnection(t *testing.T) {
 		res.Body.Close()
 		codes = append(codes, res.StatusCode)
 	}
+	checkLinkLimit(t, "unknown link with a forged client address", codes)
+}
+
+// checkLinkLimit: unknown links from one address answer 401 until the
+// per-address limit, then 429.
+func checkLinkLimit(t *testing.T, what string, codes []int) {
+	t.Helper()
 	for i, code := range codes {
 		want := http.StatusUnauthorized
 		if i >= service.MaxLinkFails-1 {
 			want = http.StatusTooManyRequests
 		}
 		if code != want {
-			t.Fatalf("unknown link %d with a forged client address: %d, want %d (all: %v)", i, code, want, codes)
+			t.Fatalf("%s %d: %d, want %d (all: %v)", what, i, code, want, codes)
 		}
 	}
 }
