@@ -21,6 +21,7 @@ import (
 type liveProject struct {
 	Phase              string `json:"phase"`
 	LastError          string `json:"last_error"`
+	LastFailedOp       string `json:"last_failed_operation"`
 	Generation         string `json:"generation"`
 	ObservedGeneration string `json:"observed_generation"`
 	Apps               []struct {

@@ -272,6 +272,10 @@ func (c *cli) follow(ctx context.Context, cl *client.Client, op *opusv1.Operatio
 		if errors.As(err, &oe) {
 			if c.output == outputJSON {
 				writeJSON(c.stdout, final)
+				return err
+			}
+			if after := afterFailure(ctx, cl, oe.Op); after != "" {
+				return fmt.Errorf("%w\n%s", err, after)
 			}
 			return err
 		}
@@ -431,4 +435,19 @@ func query[R proto.Message](c *cli, cmd *cobra.Command, call func(context.Contex
 		}
 		return human(res)
 	})
+}
+
+// afterFailure says what a failed operation left, as opusd reports it: a
+// change is undone whole and a failed create leaves no project. Empty
+// when neither is known (undoing failed too, or opusd is gone).
+func afterFailure(ctx context.Context, cl *client.Client, op *opusv1.Operation) string {
+	name := printable(op.GetProject())
+	p, err := cl.GetProject(ctx, op.GetProject())
+	switch {
+	case status.Code(err) == codes.NotFound && op.GetKind() == opusv1.OperationKind_OPERATION_KIND_CREATE:
+		return fmt.Sprintf("Nothing of project %s was kept: correct the cause and run the same command again.", name)
+	case err == nil && p.GetLastFailedOperation() == op.GetId() && p.GetPhase() == opusv1.Phase_PHASE_READY:
+		return fmt.Sprintf("Nothing of the change was applied: project %s serves what it served before.", name)
+	}
+	return ""
 }

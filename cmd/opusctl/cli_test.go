@@ -129,12 +129,13 @@ type seeded struct {
 	pollsDir, pollsDigest string
 }
 
-// seedLastError is tbeta's last error: its migrations failed with output
-// "boom".
+// seedLastError is why tbeta's last change failed: its migrations failed
+// with output "boom".
 const seedLastError = "step migrate: manage.py migrate failed (exit code 1): boom"
 
 // seedProjects makes, through the API, talpha (READY at generation 2: made
-// with news, then polls added) and tbeta (FAILED: its migrations failed),
+// with news, then polls added) and tbeta (READY and empty: its last change,
+// debug on, failed in its migrations and was undone),
 // then forgets the calls it made, so that a test sees only its own.
 func seedProjects(t *testing.T, s *servicetest.Opusd) seeded {
 	t.Helper()
@@ -169,9 +170,12 @@ func seedProjects(t *testing.T, s *servicetest.Opusd) seeded {
 	if op := do(c.AddApp(ctx, "talpha", &opusv1.AppSpec{Name: "polls", Source: client.UploadedSource(sd.pollsDigest, sd.pollsDir)})); !succeeded(op) {
 		t.Fatalf("seed talpha's polls: %v", op)
 	}
-	s.Privd.Set("RunManage", servicetest.FailMigrate("tbeta", "boom"))
-	if op := do(c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tbeta"})); op.GetState() != opusv1.OperationState_OPERATION_STATE_FAILED {
+	if op := do(c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tbeta"})); !succeeded(op) {
 		t.Fatalf("seed tbeta: %v", op)
+	}
+	s.Privd.Set("RunManage", servicetest.FailMigrateOnce("tbeta", "boom"))
+	if op := do(c.UpdateSettings(ctx, "tbeta", map[string]string{"debug": "true"}, nil)); op.GetState() != opusv1.OperationState_OPERATION_STATE_FAILED {
+		t.Fatalf("seed tbeta's failed change: %v", op)
 	}
 	s.Privd.Set("RunManage", nil)
 	s.ForgetCalls()
@@ -318,12 +322,18 @@ func TestCommands(t *testing.T) {
 			},
 			wantCode: 1,
 			wantOut:  []string{"step user: done (", "step migrate: failed (", "exit code 1"},
-			wantErr:  []string{"(create of tfail) failed: step migrate: manage.py migrate failed (exit code 1):\n  django.db.utils.OperationalError: no such table\n"},
-			// opusd stops at the failed step and lists no later ones.
+			wantErr: []string{"(create of tfail) failed: step migrate: manage.py migrate failed (exit code 1):\n  django.db.utils.OperationalError: no such table\n",
+				"Nothing of project tfail was kept: correct the cause and run the same command again.\n"},
+			// opusd stops at the failed step, then removes what it made.
 			notOut: []string{"is ready", "step superuser", "step vhost"},
 			check: func(t *testing.T, s *cliOpusd, r result) {
-				if id := onlyOp(t, s.Opusd, "tfail"); !strings.HasPrefix(r.stderr, "opusctl: operation "+id+" (create of tfail) failed") {
-					t.Errorf("stderr does not name operation %s:\n%s", id, r.stderr)
+				id, _, _ := strings.Cut(strings.TrimPrefix(r.stderr, "opusctl: operation "), " ")
+				op, err := s.Store.GetOperation(context.Background(), id)
+				if err != nil || op.Kind != store.OpCreate || op.State != store.OpFailed {
+					t.Errorf("stderr does not name the failed create (%q: %+v, %v):\n%s", id, op, err, r.stderr)
+				}
+				if p := project(t, s.Opusd, "tfail"); p != nil {
+					t.Errorf("the failed create left project %+v", p)
 				}
 			},
 		},
@@ -390,7 +400,7 @@ func TestCommands(t *testing.T) {
 		{
 			name:    "ls table",
 			setup:   func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"ls"} },
-			wantOut: []string{"NAME", "OWNER", "PHASE", "APPS", "URL", "talpha", "READY", "news,polls", "https://talpha.opus.localhost:8443/", "tbeta", "FAILED"},
+			wantOut: []string{"NAME", "OWNER", "PHASE", "APPS", "URL", "talpha", "READY", "news,polls", "https://talpha.opus.localhost:8443/", "tbeta"},
 		},
 		{
 			name:  "ls -o json",
@@ -431,7 +441,8 @@ func TestCommands(t *testing.T) {
 		{
 			name:    "show gives the last error",
 			setup:   func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "tbeta"} },
-			wantOut: []string{seedLastError, "(none)"},
+			wantOut: []string{"Phase:", "READY", "Last change:", "failed, nothing of it was applied: " + seedLastError + " (operation op-", "debug   off", "(none)"},
+			notOut:  []string{"Last error:"},
 		},
 		{
 			name: "show -o json",

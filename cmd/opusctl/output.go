@@ -229,7 +229,7 @@ func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 		{"Generation", fmt.Sprintf("%d (observed %d)", p.GetGeneration(), p.GetObservedGeneration())},
 		{"Created", formatTime(p.GetCreateTime())},
 		{"Updated", formatTime(p.GetUpdateTime())},
-		{"Last error", orDash(oneLine(p.GetLastError()))},
+		lastRow(p),
 	}
 	for _, r := range rows {
 		writeRow(tw, r[0]+":", r[1])
@@ -305,4 +305,13 @@ func writeOperationTable(w io.Writer, ops []*opusv1.Operation) error {
 		writeRow(tw, op.GetId(), opKindName(op.GetKind()), opStateName(op.GetState()), formatTime(op.GetCreateTime()), dur, orDash(oneLine(op.GetError())))
 	}
 	return tw.Flush()
+}
+
+// lastRow is show's last row: why the project is FAILED, or that its last
+// change failed and was undone (the project serves what it served before).
+func lastRow(p *opusv1.Project) [2]string {
+	if id := p.GetLastFailedOperation(); id != "" {
+		return [2]string{"Last change", fmt.Sprintf("failed, nothing of it was applied: %s (operation %s)", oneLine(p.GetLastError()), id)}
+	}
+	return [2]string{"Last error", orDash(oneLine(p.GetLastError()))}
 }

@@ -3,8 +3,10 @@ package reconcile
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -25,7 +27,9 @@ var (
 )
 
 // liveEnv is an env with a project "live" deployed: hello (upload) and
-// shop (git at v1). Migrate fails while failMigrate is set.
+// shop (git at v1). Setting failMigrate fails the next migrate, as new code
+// whose migration raises would; the undo's migrate then passes, as the
+// previous code's does.
 func liveEnv(t *testing.T) (*env, *Reconciler, layout.Project, *atomic.Bool) {
 	t.Helper()
 	e := newEnv(t)
@@ -33,7 +37,7 @@ func liveEnv(t *testing.T) (*env, *Reconciler, layout.Project, *atomic.Bool) {
 	e.git.set(liveRepo, "v2", fakeCommit{hash: hashV2, files: map[string]string{"__init__.py": "", "views.py": "# v2\n", "migrations/0002.py": "# boom\n"}})
 	var failMigrate atomic.Bool
 	e.privd.manage = func(req *privdv1.RunManageRequest) *privdv1.RunManageResponse {
-		if failMigrate.Load() && req.MigrateApp == "" && slices.Contains(req.Commands, privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE) {
+		if req.MigrateApp == "" && slices.Contains(req.Commands, privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE) && failMigrate.CompareAndSwap(true, false) {
 			return &privdv1.RunManageResponse{Output: "Traceback\nRuntimeError: opus-unit-migration-boom\n",
 				FailedCommand: privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE, ExitCode: 1}
 		}
@@ -51,8 +55,15 @@ func liveEnv(t *testing.T) (*env, *Reconciler, layout.Project, *atomic.Bool) {
 
 func (e *env) run(t *testing.T, r *Reconciler, kind store.OpKind, fn func(*store.Spec)) *store.Operation {
 	t.Helper()
-	id := e.change(t, "live", kind, fn)
-	r.Kick("live")
+	return e.runOn(t, r, "live", kind, fn)
+}
+
+// runOn changes project name's spec by fn, kicks r and waits for the
+// operation.
+func (e *env) runOn(t *testing.T, r *Reconciler, name string, kind store.OpKind, fn func(*store.Spec)) *store.Operation {
+	t.Helper()
+	id := e.change(t, name, kind, fn)
+	r.Kick(name)
 	return e.wait(t, id)
 }
 
@@ -94,12 +105,13 @@ func TestFailedRunRestoresPreviousVersion(t *testing.T) {
 			if err := os.Chtimes(l.WSGI(), old, old); err != nil {
 				t.Fatal(err)
 			}
-			before := e.project(t, "live").Status.Apps
+			prev := e.project(t, "live")
+			before := prev.Status.Apps
 			calls := len(e.privd.callList())
 
 			failMigrate.Store(true)
 			op := e.run(t, r, store.OpUpdateApp, c.change)
-			if op.State != store.OpFailed || !strings.Contains(op.Error, "opus-unit-migration-boom") || !strings.Contains(op.Error, "previous version was restored") {
+			if op.State != store.OpFailed || !strings.Contains(op.Error, "opus-unit-migration-boom") || strings.Contains(op.Error, "restor") || strings.Contains(op.Error, "Undoing it failed") {
 				t.Fatalf("op %s %q", op.State, op.Error)
 			}
 			if got := readFile(t, filepath.Join(l.Code, "shop", "views.py")); got != "# v1\n" {
@@ -131,10 +143,21 @@ func TestFailedRunRestoresPreviousVersion(t *testing.T) {
 			if len(p.Status.Apps) != len(before) || p.Status.Apps["shop"].ResolvedCommit != hashV1 || len(p.Status.Apps["shop"].Revisions) != 1 {
 				t.Errorf("status apps changed by the failed run: %+v", p.Status.Apps)
 			}
+			// All or nothing: the spec is back where it was, at a new
+			// generation the host has reached, and READY; the failure is
+			// the operation's, which the status names.
+			if !reflect.DeepEqual(p.Spec, prev.Spec) {
+				t.Errorf("spec after the failed change:\n%+v\nwant the one before:\n%+v", p.Spec, prev.Spec)
+			}
+			if p.Status.Phase != store.PhaseReady || p.Generation != prev.Generation+2 || p.Status.ObservedGeneration != p.Generation || p.Status.LastError != "" {
+				t.Errorf("after the failed change: generation %d (was %d), status %+v", p.Generation, prev.Generation, p.Status)
+			}
+			if f := p.Status.LastFailure; f == nil || f.Operation != op.ID || f.Error != op.Error {
+				t.Errorf("last failure %+v, want operation %s with %q", f, op.ID, op.Error)
+			}
 
-			// Fixed: the same spec deploys.
-			failMigrate.Store(false)
-			op = e.run(t, r, store.OpReconcile, func(*store.Spec) {})
+			// Asked again once the cause is gone, the same change deploys.
+			op = e.run(t, r, store.OpUpdateApp, c.change)
 			mustSucceed(t, op)
 			noScratch(t, l.Code)
 			p = e.project(t, "live")
@@ -143,33 +166,57 @@ func TestFailedRunRestoresPreviousVersion(t *testing.T) {
 					t.Errorf("app %s not deployed after the fix: %+v", a.Name, p.Status.Apps[a.Name])
 				}
 			}
-			if len(p.Status.Apps) != len(p.Spec.Apps) {
-				t.Errorf("status apps %v, spec apps %d", p.Status.Apps, len(p.Spec.Apps))
+			if len(p.Status.Apps) != len(p.Spec.Apps) || reflect.DeepEqual(p.Spec, prev.Spec) || p.Status.LastFailure != nil {
+				t.Errorf("status apps %v, spec apps %d, spec changed %v, last failure %+v", p.Status.Apps, len(p.Spec.Apps), !reflect.DeepEqual(p.Spec, prev.Spec), p.Status.LastFailure)
 			}
 		})
 	}
 }
 
-// TestFirstDeployFailureKeepsFiles: a project that never deployed has no
-// previous version; a failed first run leaves its files for the owner.
-func TestFirstDeployFailureKeepsFiles(t *testing.T) {
+// TestFirstDeployFailureLeavesNothing: a project that never deployed has
+// no previous state to go back to; when its first deploy fails, what the
+// run made is torn down and the record goes (the failed operation stays,
+// with its error), so the same create works once the cause is fixed.
+func TestFirstDeployFailureLeavesNothing(t *testing.T) {
 	e := newEnv(t)
+	var broken atomic.Bool
+	broken.Store(true)
 	e.privd.manage = func(req *privdv1.RunManageRequest) *privdv1.RunManageResponse {
-		return &privdv1.RunManageResponse{Output: "boom\n", FailedCommand: privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE, ExitCode: 1}
+		if broken.Load() {
+			return &privdv1.RunManageResponse{Output: "RuntimeError: opus-unit-first-boom\n", FailedCommand: privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE, ExitCode: 1}
+		}
+		return &privdv1.RunManageResponse{Output: "ok\n"}
 	}
 	r := e.start(t, 1)
-	id := e.createSpec(t, "first", store.Spec{Apps: []store.AppSpec{{Name: "hello", Upload: uploaded(digestHello)}}})
+	spec := store.Spec{Apps: []store.AppSpec{{Name: "hello", Upload: uploaded(digestHello)}}}
+	id := e.createSpec(t, "first", spec)
 	r.Kick("first")
 	op := e.wait(t, id)
-	if op.State != store.OpFailed || strings.Contains(op.Error, "restored") {
+	if op.State != store.OpFailed || !strings.Contains(op.Error, "step migrate") || !strings.Contains(op.Error, "opus-unit-first-boom") || strings.Contains(op.Error, "restored") {
 		t.Fatalf("op %s %q", op.State, op.Error)
 	}
-	l := layout.For(e.base, "first")
-	if !isDir(filepath.Join(l.Code, "hello")) {
-		t.Errorf("the failed first deploy removed the app")
+	if got, want := stepNames(op), "migrate:FAILED undo:DONE site:DONE reload:DONE backend:DONE tree:DONE user:DONE database:DONE forget:DONE"; !strings.HasSuffix(got, want) {
+		t.Errorf("steps %q, want them to end %q", got, want)
 	}
-	if p := e.project(t, "first"); len(p.Status.Apps) != 0 {
-		t.Errorf("a failed run recorded app status: %+v", p.Status.Apps)
+	if _, err := e.st.GetProject(context.Background(), "first"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the project of a failed first deploy is still recorded (%v)", err)
+	}
+	// The fake privd removes nothing itself: the e2e tests check the real
+	// tree, user and site are gone.
+	calls := e.privd.callList()
+	for _, c := range []string{"RemoveSite first", "RemoveTree first", "DeleteUser first"} {
+		if !slices.Contains(calls, c) {
+			t.Errorf("no %s after the failed first deploy: %v", c, calls)
+		}
+	}
+
+	// The same create, once the cause is fixed, deploys.
+	broken.Store(false)
+	id = e.createSpec(t, "first", spec)
+	r.Kick("first")
+	mustSucceed(t, e.wait(t, id))
+	if p := e.project(t, "first"); p.Status.Phase != store.PhaseReady || p.Status.LastFailure != nil || p.Applied == nil || p.Applied.App("hello") == nil {
+		t.Errorf("after the corrected create: %+v, applied %+v", p.Status, p.Applied)
 	}
 }
 
@@ -221,7 +268,8 @@ func TestUploadRevisionsNameTheUploader(t *testing.T) {
 // TestDropAppData: "migrate APP zero" runs while the app is still
 // installed (before the sources step takes it away), then the app leaves
 // DropAppData; an app without migrations, or not installed, is not an
-// error; any other failure fails the run and keeps the request.
+// error; any other failure fails the change, which is undone whole: the
+// app stays, with its data, and no drop is left pending.
 func TestDropAppData(t *testing.T) {
 	cases := []struct {
 		name     string
@@ -258,8 +306,8 @@ func TestDropAppData(t *testing.T) {
 			}
 			p := e.project(t, "live")
 			if c.wantFail {
-				if op.State != store.OpFailed || !strings.Contains(op.Error, c.wantMsg) || !slices.Equal(p.Spec.DropAppData, []string{"hello"}) || !isDir(filepath.Join(l.Code, "hello")) {
-					t.Errorf("op %s %q, drop %v", op.State, op.Error, p.Spec.DropAppData)
+				if op.State != store.OpFailed || !strings.Contains(op.Error, c.wantMsg) || len(p.Spec.DropAppData) != 0 || p.Spec.App("hello") == nil || !isDir(filepath.Join(l.Code, "hello")) || p.Status.Phase != store.PhaseReady {
+					t.Errorf("op %s %q, drop %v, hello in spec %v, phase %s", op.State, op.Error, p.Spec.DropAppData, p.Spec.App("hello") != nil, p.Status.Phase)
 				}
 				return
 			}
@@ -391,6 +439,9 @@ func TestInterruptedRunIsUndone(t *testing.T) {
 	}
 	if strings.Contains(readFile(t, filepath.Join(l.Code, layout.PackageName, "opus.json")), `"debug": true`) {
 		t.Errorf("opus.json kept the interrupted run's settings")
+	}
+	if p := e.project(t, "live"); p.Spec.App("shop").Git.Ref != "v1" || p.Spec.Settings.Debug || p.Status.Phase != store.PhaseReady || p.Status.LastFailure == nil {
+		t.Errorf("after the failed resumed run: shop at %q, debug %v, status %+v", p.Spec.App("shop").Git.Ref, p.Spec.Settings.Debug, p.Status)
 	}
 	noScratch(t, l.Code)
 }

@@ -187,12 +187,17 @@ func (r *Reconciler) Start(ctx context.Context) error {
 	r.mu.Unlock()
 
 	var todo []string
-	err := r.st.View(ctx, func(tx *store.Tx) error {
+	err := r.st.Update(ctx, func(tx *store.Tx) error {
 		ps, err := tx.Projects()
 		if err != nil {
 			return err
 		}
 		for _, p := range ps {
+			if adoptApplied(p) {
+				if err := tx.PutProject(p); err != nil {
+					return err
+				}
+			}
 			need := p.Deleting || p.Status.ObservedGeneration < p.Generation
 			if !need {
 				ops, err := tx.Operations(p.Name, 0)
@@ -232,6 +237,29 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		r.Kick(name)
 	}
 	return nil
+}
+
+// adoptApplied gives a project recorded before opusd kept the applied spec
+// one, when its host is known to match its spec (READY at its
+// generation), so that its next failed change is undone too. It reports
+// whether p changed.
+func adoptApplied(p *store.Project) bool {
+	if p.Applied != nil || p.Deleting || p.Status.Phase != store.PhaseReady || p.Status.ObservedGeneration != p.Generation {
+		return false
+	}
+	p.Applied = appliedSpec(p.Spec)
+	return true
+}
+
+// appliedSpec is spec as kept for undo: without the superuser's password
+// (used once, at the first deploy) and without pending drops of app data.
+func appliedSpec(spec store.Spec) *store.Spec {
+	a := spec.Clone()
+	if a.Superuser != nil {
+		a.Superuser.Password = ""
+	}
+	a.DropAppData = nil
+	return &a
 }
 
 // Kick asks for a run of project name. A run already going on for it is
@@ -353,6 +381,12 @@ type Task struct {
 	superuserErr  error // its createsuperuser failed
 
 	gate *reloadGate // the reload step's way to Apache (nil: straight to privd)
+
+	// spec and gen are the spec the run deploys and its generation, as
+	// claimed: what becomes the project's applied spec if the run
+	// succeeds (Project may be refreshed with a newer spec meanwhile).
+	spec store.Spec
+	gen  int64
 }
 
 // ServerName is the project's virtual host name.
@@ -376,7 +410,10 @@ func (t *Task) Update(ctx context.Context, fn func(*store.Project)) error {
 // claim prepares a run: it decides whether project name needs one, and
 // marks its open operations RUNNING (creating a RECONCILE or DELETE
 // operation when none is open). It returns nil when there is nothing to do.
-func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, ids []string, err error) {
+//
+// undoing reports that the run resumes the undo of a failed change: an
+// open operation already carries its error (see undoFailed).
+func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, ids []string, undoing bool, err error) {
 	err = r.st.Update(ctx, func(tx *store.Tx) error {
 		p, err = tx.Project(name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -395,7 +432,9 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 			if op.State.Final() {
 				continue
 			}
-			if p.Deleting && op.Kind != store.OpDelete {
+			if op.Error != "" {
+				undoing = true
+			} else if p.Deleting && op.Kind != store.OpDelete {
 				// Work toward a spec that is going away is moot.
 				op.State, op.Error, op.EndTime = store.OpFailed, fmt.Sprintf("cancelled: project %s is being deleted", name), r.opt.Clock.Now()
 				if err := tx.PutOperation(op); err != nil {
@@ -441,7 +480,7 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 		}
 		return tx.PutProject(p)
 	})
-	return p, ids, err
+	return p, ids, undoing, err
 }
 
 // record applies fn to every operation of the run in one transaction.
@@ -461,11 +500,13 @@ func (r *Reconciler) record(ctx context.Context, ids []string, fn func(*store.Op
 	})
 }
 
-// run does one reconcile of project name.
+// run does one reconcile of project name. When a step fails, what the run
+// changed is undone (see undoFailed): the project goes back to the last
+// spec a run deployed, or, if it never deployed, away.
 func (r *Reconciler) run(name string) {
 	ctx := r.hard
 	log := r.log.With("project", name)
-	p, ids, err := r.claim(ctx, name)
+	p, ids, undoing, err := r.claim(ctx, name)
 	if err != nil {
 		log.Error("reconcile: claim", "err", err)
 		return
@@ -473,14 +514,8 @@ func (r *Reconciler) run(name string) {
 	if p == nil {
 		return
 	}
-	gen := p.Generation
-	steps := r.deploy
-	if p.Deleting {
-		steps = r.teardown
-	}
-	log = log.With("operations", ids, "generation", gen, "deleting", p.Deleting)
+	log = log.With("operations", ids, "generation", p.Generation, "deleting", p.Deleting)
 	log.Info("reconcile begins")
-	t := &Task{Project: p, Layout: layout.For(r.opt.BaseDir, name), Privd: r.privd, Clock: r.opt.Clock, Log: log, st: r.st, opt: &r.opt, gate: r.gate}
 	// Only a project's first deploy counts as approaching the gate: it
 	// is sure to install a vhost, and it is what arrives in bursts. An
 	// update, a settings change or opusd's start-up pass over every
@@ -491,18 +526,61 @@ func (r *Reconciler) run(name string) {
 		r.gate.approach(name)
 		defer r.gate.leave(name)
 	}
+	for {
+		t := r.task(p, log)
+		step, err := r.steps(ctx, t, ids)
+		switch {
+		case errors.Is(err, errInterrupted):
+			return
+		case err == nil:
+			t.finish()
+			r.succeed(ctx, log, t, ids)
+			return
+		}
+		err = t.restore(ctx, err)
+		if undoing || p.Deleting {
+			// Undoing a failed change failed too, or a teardown failed:
+			// nothing is left to go back to.
+			r.fail(ctx, log, t, ids, step, err)
+			return
+		}
+		if p = r.undoFailed(ctx, log, t, ids, step, err); p == nil {
+			return
+		}
+		undoing = true
+		log = log.With("undo", true, "generation", p.Generation, "deleting", p.Deleting)
+	}
+}
 
+// task makes the Task of one pass over p.
+func (r *Reconciler) task(p *store.Project, log *slog.Logger) *Task {
+	return &Task{Project: p, Layout: layout.For(r.opt.BaseDir, p.Name), Privd: r.privd, Clock: r.opt.Clock,
+		Log: log, st: r.st, opt: &r.opt, gate: r.gate, spec: p.Spec.Clone(), gen: p.Generation}
+}
+
+// errInterrupted says a pass stopped for opusd's shutdown; its operations
+// stay RUNNING for the next start to resume.
+var errInterrupted = errors.New("interrupted by shutdown")
+
+// steps runs t's chain (the deploy or the teardown steps), recording each
+// step in the operations ids. It returns the failed step's name and error.
+func (r *Reconciler) steps(ctx context.Context, t *Task, ids []string) (string, error) {
+	steps := r.deploy
+	if t.Project.Deleting {
+		steps = r.teardown
+	}
+	log := t.Log
 	for _, step := range steps {
 		if r.isStopping() {
 			log.Info("reconcile interrupted by shutdown before step", "step", step.Name)
-			return
+			return step.Name, errInterrupted
 		}
 		start := r.opt.Clock.Now()
 		if err := r.record(ctx, ids, func(op *store.Operation) {
 			op.Steps = append(op.Steps, store.Step{Name: step.Name, State: store.StepRunning, StartTime: start})
 		}); err != nil {
 			log.Error("reconcile: record step", "step", step.Name, "err", err)
-			return
+			return step.Name, errInterrupted
 		}
 		msg, err := step.Run(ctx, t)
 		end := r.opt.Clock.Now()
@@ -513,19 +591,17 @@ func (r *Reconciler) run(name string) {
 				setLastStep(op, store.StepFailed, end, "interrupted by opusd shutdown; runs again at next start")
 			})
 			log.Warn("reconcile step interrupted by shutdown", "step", step.Name, "err", err)
-			return
+			return step.Name, errInterrupted
 		}
 		if err != nil {
-			err = t.restore(ctx, err)
-			r.fail(ctx, log, t, ids, step.Name, end, err)
-			return
+			log.Error("reconcile step failed", "step", step.Name, "err", err)
+			return step.Name, err
 		}
 		r.record(ctx, ids, func(op *store.Operation) { setLastStep(op, store.StepDone, end, msg) })
 		log.Info("reconcile step done", "step", step.Name, "message", msg, "took", end.Sub(start))
-		afterStep(p.Deleting, step.Name)
+		afterStep(t.Project.Deleting, step.Name)
 	}
-	t.finish()
-	r.succeed(ctx, log, t, ids, gen)
+	return "", nil
 }
 
 func setLastStep(op *store.Operation, state store.StepState, end time.Time, msg string) {
@@ -534,20 +610,28 @@ func setLastStep(op *store.Operation, state store.StepState, end time.Time, msg 
 	}
 }
 
-// fail records a failed step: the operations fail with the step's error,
-// the project's phase becomes FAILED with last_error; what the host had is
-// left as it was (observed_generation does not move).
-func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []string, step string, end time.Time, stepErr error) {
+// fail records a run that failed for good: its operations fail with the
+// step's error and the project's phase becomes FAILED with last_error.
+// That is the end of a failed teardown, or of undoing a failed change
+// (the change's own error comes first then); what the host has is left
+// as it is for the host administrator (observed_generation does not move).
+func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []string, step string, stepErr error) {
 	text := fmt.Sprintf("step %s: %v", step, stepErr)
-	log.Error("reconcile step failed", "step", step, "err", stepErr)
+	end := r.opt.Clock.Now()
 	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		last := text
 		for _, id := range ids {
 			op, err := tx.Operation(id)
 			if err != nil {
 				return err
 			}
 			setLastStep(op, store.StepFailed, end, stepErr.Error())
-			op.State, op.Error, op.EndTime = store.OpFailed, text, end
+			if op.Error != "" {
+				op.Error += "\nUndoing it failed too: " + text
+			} else {
+				op.Error = text
+			}
+			op.State, op.EndTime, last = store.OpFailed, end, op.Error
 			if err := tx.PutOperation(op); err != nil {
 				return err
 			}
@@ -556,7 +640,7 @@ func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []
 		if err != nil {
 			return err
 		}
-		p.Status.Phase, p.Status.LastError = store.PhaseFailed, text
+		p.Status.Phase, p.Status.LastError = store.PhaseFailed, last
 		return tx.PutProject(p)
 	})
 	if err != nil {
@@ -564,18 +648,110 @@ func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []
 	}
 }
 
-// succeed finishes a run: a deployed project is READY at generation gen; a
-// torn-down one is forgotten (its teardown operations are kept so their
-// watchers see them end).
-func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids []string, gen int64) {
+// undoFailed records a failed change and turns the run around so that
+// nothing of the change is left (all or nothing): the project's spec goes
+// back to Applied, what the last successful run deployed, at a new
+// generation, and the run goes on toward it; a project that never
+// deployed is torn down instead, so that its name is free for the
+// corrected command. The operations keep their error and stay RUNNING
+// until the host is back (succeed then ends them FAILED): a crash meanwhile
+// resumes the undo, not the change. Changes asked for while the failed
+// one ran were made on top of it: they are cancelled. It returns the
+// project to go on with, or nil when the failure is final (recorded).
+func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, ids []string, step string, stepErr error) *store.Project {
+	text := fmt.Sprintf("step %s: %v", step, stepErr)
+	end := r.opt.Clock.Now()
+	var next *store.Project
+	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		p, err := tx.Project(t.Project.Name)
+		if err != nil {
+			return err
+		}
+		var undo string
+		switch {
+		case p.Applied != nil:
+			p.Spec = p.Applied.Clone()
+			p.Status.Phase = store.PhaseDeploying
+			undo = fmt.Sprintf("the change failed: putting back what was deployed before (generation %d)", p.Status.ObservedGeneration)
+		case p.Status.ObservedGeneration == 0:
+			p.Deleting = true
+			p.Status.Phase = store.PhaseDeleting
+			undo = "the project's first deploy failed: removing everything it made, so that nothing of it is left"
+		default:
+			// A record from before opusd kept the applied spec.
+			return errNoUndo
+		}
+		p.Generation++
+		mine := map[string]bool{}
+		for _, id := range ids {
+			mine[id] = true
+			op, err := tx.Operation(id)
+			if err != nil {
+				return err
+			}
+			setLastStep(op, store.StepFailed, end, stepErr.Error())
+			op.Error = text
+			op.Steps = append(op.Steps, store.Step{Name: "undo", State: store.StepDone, StartTime: end, EndTime: end, Message: undo})
+			if err := tx.PutOperation(op); err != nil {
+				return err
+			}
+		}
+		ops, err := tx.Operations(p.Name, 0)
+		if err != nil {
+			return err
+		}
+		for _, op := range ops {
+			if mine[op.ID] || op.State.Final() {
+				continue
+			}
+			op.State, op.EndTime = store.OpFailed, end
+			op.Error = fmt.Sprintf("cancelled: it was asked for while operation %s ran, and was made on top of that change, which failed and was undone; nothing of it was applied, ask again", ids[0])
+			if err := tx.PutOperation(op); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutProject(p); err != nil {
+			return err
+		}
+		next = p
+		return nil
+	})
+	if errors.Is(err, errNoUndo) {
+		r.fail(ctx, log, t, ids, step, stepErr)
+		return nil
+	}
+	if err != nil {
+		log.Error("reconcile: record failure", "err", err)
+		return nil
+	}
+	log.Warn("change failed; undoing it", "step", step, "err", stepErr, "generation", next.Generation, "deleting", next.Deleting)
+	return next
+}
+
+// errNoUndo says a project has no applied spec to go back to.
+var errNoUndo = errors.New("no applied spec recorded")
+
+// succeed finishes a run: a deployed project is READY at the run's
+// generation, which becomes its applied spec; a torn-down one is
+// forgotten (its operations are kept so their watchers see them end).
+// Operations that carry an error were a failed change this run undid:
+// they end FAILED, and the project's status says so.
+func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids []string) {
 	end := r.opt.Clock.Now()
 	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		var failed *store.Operation
+		changed := false
 		for _, id := range ids {
 			op, err := tx.Operation(id)
 			if err != nil {
 				return err
 			}
 			op.State, op.EndTime = store.OpSucceeded, end
+			if op.Error != "" {
+				op.State, failed = store.OpFailed, op
+			} else if op.Kind != store.OpReconcile {
+				changed = true
+			}
 			if err := tx.PutOperation(op); err != nil {
 				return err
 			}
@@ -588,7 +764,14 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 			return tx.DeleteProject(p.Name, ids...)
 		}
 		t.commitApplied(p)
-		p.Status.ObservedGeneration, p.Status.LastError = gen, ""
+		p.Status.ObservedGeneration, p.Status.LastError = t.gen, ""
+		p.Applied = appliedSpec(t.spec)
+		switch {
+		case failed != nil:
+			p.Status.LastFailure = &store.Failure{Operation: failed.ID, Error: failed.Error, Time: end}
+		case changed:
+			p.Status.LastFailure = nil
+		}
 		if !p.Deleting {
 			p.Status.Phase = store.PhaseReady
 		}

@@ -34,6 +34,7 @@ type fakePrivd struct {
 	mu       sync.Mutex
 	calls    []string // "Method project"
 	fail     map[string]error
+	failOnce map[string]error // fails the next call only
 	refusals []*privdv1.Refusal
 	// block, when set for a method, is waited on (or ctx) before answering.
 	block    map[string]chan struct{}
@@ -62,7 +63,7 @@ type fakePrivd struct {
 }
 
 func newFake() *fakePrivd {
-	return &fakePrivd{fail: map[string]error{}, block: map[string]chan struct{}{}, inFlight: map[string]int{},
+	return &fakePrivd{fail: map[string]error{}, failOnce: map[string]error{}, block: map[string]chan struct{}{}, inFlight: map[string]int{},
 		sites: map[string]*privdv1.InstallSiteRequest{}}
 }
 
@@ -76,6 +77,10 @@ func (f *fakePrivd) enter(ctx context.Context, method, project string) error {
 	}
 	f.maxTotal = max(f.maxTotal, f.total)
 	err := f.fail[method]
+	if e, ok := f.failOnce[method]; ok {
+		err = e
+		delete(f.failOnce, method)
+	}
 	ch := f.block[method]
 	f.mu.Unlock()
 	defer func() {
@@ -379,14 +384,15 @@ const (
 )
 
 // stepMessage returns the message of op's last step called name.
+// stepMessage is the message of op's first step called name (a failed
+// change's undo runs the steps again after it).
 func stepMessage(op *store.Operation, name string) string {
-	msg := ""
 	for _, s := range op.Steps {
 		if s.Name == name {
-			msg = s.Message
+			return s.Message
 		}
 	}
-	return msg
+	return ""
 }
 
 func stepNames(op *store.Operation) string {
@@ -462,26 +468,70 @@ func TestIdempotentRerun(t *testing.T) {
 	}
 }
 
-func TestFailedStepKeepsPreviousState(t *testing.T) {
+// TestFailedChangeUndone: a change whose step fails is undone: the
+// operation fails with the step's error after the steps ran again toward
+// the previous spec, and the project is READY at a new generation with
+// that spec, naming the failed operation.
+func TestFailedChangeUndone(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, 1)
 	id := e.create(t, "wiki")
 	r.Kick("wiki")
-	e.wait(t, id)
+	mustSucceed(t, e.wait(t, id))
+	prev := e.project(t, "wiki")
 
-	e.privd.setFail("SecureTree", status.Error(codes.Internal, "openat2: permission denied"))
-	id2 := e.mutate(t, "wiki", store.OpUpdateApp)
+	e.privd.mu.Lock()
+	e.privd.failOnce["SecureTree"] = status.Error(codes.Internal, "openat2: permission denied")
+	e.privd.mu.Unlock()
+	id2 := e.change(t, "wiki", store.OpUpdateSettings, func(s *store.Spec) { s.Settings.Debug = true })
 	r.Kick("wiki")
 	op := e.wait(t, id2)
 	if op.State != store.OpFailed || !strings.Contains(op.Error, "step secure") || !strings.Contains(op.Error, "permission denied") {
 		t.Fatalf("op = %s %q", op.State, op.Error)
 	}
-	if got := stepNames(op); got != "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:FAILED" {
-		t.Fatalf("steps = %q", got)
+	chain := "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:"
+	if got, want := stepNames(op), chain+"FAILED undo:DONE "+chain+"DONE"; !strings.HasPrefix(got, want) || strings.Contains(got, "FAILED health") {
+		t.Fatalf("steps = %q, want them to start %q", got, want)
+	}
+	p := e.project(t, "wiki")
+	if p.Spec.Settings.Debug || p.Status.Phase != store.PhaseReady || p.Generation != prev.Generation+2 || p.Status.ObservedGeneration != p.Generation {
+		t.Fatalf("after the failed change: debug %v, generation %d (was %d), status %+v", p.Spec.Settings.Debug, p.Generation, prev.Generation, p.Status)
+	}
+	if f := p.Status.LastFailure; f == nil || f.Operation != id2 || !strings.Contains(f.Error, "permission denied") || p.Status.LastError != "" {
+		t.Fatalf("last failure %+v, last error %q", f, p.Status.LastError)
+	}
+	// A reconcile (nobody's change) leaves the failure on show; the next
+	// change that succeeds clears it.
+	mustSucceed(t, e.runOn(t, r, "wiki", store.OpReconcile, func(*store.Spec) {}))
+	if e.project(t, "wiki").Status.LastFailure == nil {
+		t.Errorf("a reconcile cleared the last failure")
+	}
+	mustSucceed(t, e.runOn(t, r, "wiki", store.OpUpdateSettings, func(s *store.Spec) { s.Settings.Debug = true }))
+	if p := e.project(t, "wiki"); p.Status.LastFailure != nil || !p.Applied.Settings.Debug {
+		t.Errorf("after a successful change: last failure %+v, applied debug %v", p.Status.LastFailure, p.Applied.Settings.Debug)
+	}
+}
+
+// TestUndoFailsToo: when the host itself is broken, undoing the failed
+// change fails as well; then, and only then, the project is FAILED with
+// both errors, and a later run repairs it toward the previous spec.
+func TestUndoFailsToo(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(t, 1)
+	id := e.create(t, "wiki")
+	r.Kick("wiki")
+	mustSucceed(t, e.wait(t, id))
+
+	e.privd.setFail("SecureTree", status.Error(codes.Internal, "openat2: permission denied"))
+	id2 := e.mutate(t, "wiki", store.OpUpdateApp)
+	r.Kick("wiki")
+	op := e.wait(t, id2)
+	if op.State != store.OpFailed || !strings.Contains(op.Error, "step secure") || !strings.Contains(op.Error, "Undoing it failed too: step secure") {
+		t.Fatalf("op = %s %q", op.State, op.Error)
 	}
 	p, _ := e.st.GetProject(context.Background(), "wiki")
-	if p.Status.Phase != store.PhaseFailed || p.Status.ObservedGeneration != 1 || !strings.Contains(p.Status.LastError, "permission denied") {
-		t.Fatalf("status after failure = %+v", p.Status)
+	if p.Status.Phase != store.PhaseFailed || p.Status.ObservedGeneration != 1 || p.Generation != 3 || p.Status.LastError != op.Error {
+		t.Fatalf("status after failure = %+v (generation %d)", p.Status, p.Generation)
 	}
 	// Once privd works again a kick repairs it with a RECONCILE operation.
 	e.privd.setFail("SecureTree", nil)
@@ -498,7 +548,7 @@ func TestFailedStepKeepsPreviousState(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	ops, _ := e.st.ListOperations(context.Background(), "wiki", 1)
-	if ops[0].Kind != store.OpReconcile || ops[0].State != store.OpSucceeded || p.Status.LastError != "" || p.Status.ObservedGeneration != 2 {
+	if ops[0].Kind != store.OpReconcile || ops[0].State != store.OpSucceeded || p.Status.LastError != "" || p.Status.ObservedGeneration != 3 {
 		t.Fatalf("repair op %+v, status %+v", ops[0], p.Status)
 	}
 }

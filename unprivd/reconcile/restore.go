@@ -273,6 +273,8 @@ func (t *Task) restore(ctx context.Context, runErr error) error {
 		t.Log.Error("restore after a failed run", "problems", problems)
 		return fmt.Errorf("%w\n(restoring the previous version failed: %s)", runErr, strings.Join(problems, "; "))
 	}
+	// The error stays the run's own: that the change is undone whole is
+	// the reconciler's to say (undoFailed), once.
 	t.Log.Info("restored the previous version after a failed run")
-	return fmt.Errorf("%w\n(the previous version was restored and keeps serving)", runErr)
+	return runErr
 }

@@ -347,8 +347,11 @@ func TestBadSourceKeepsDeployedApp(t *testing.T) {
 				t.Errorf("deployed app changed: views.py = %q", got)
 			}
 			p := e.project(t, "keep")
-			if p.Status.Phase != store.PhaseFailed || !strings.Contains(p.Status.LastError, c.want) || p.Status.Apps["hello"].ResolvedCommit != digestHello {
+			if p.Status.Phase != store.PhaseReady || p.Status.LastFailure == nil || !strings.Contains(p.Status.LastFailure.Error, c.want) || p.Status.Apps["hello"].ResolvedCommit != digestHello {
 				t.Errorf("status = %+v", p.Status)
+			}
+			if a := p.Spec.App("hello"); a == nil || a.Upload == nil || a.Upload.Digest != digestHello {
+				t.Errorf("spec after the failed update: %+v, want the deployed upload back", p.Spec.Apps)
 			}
 			ents, _ := os.ReadDir(l.Code)
 			for _, ent := range ents {
@@ -403,8 +406,10 @@ func TestManageFailureCarriesPythonError(t *testing.T) {
 			if strings.Contains(op.Error, "line-100.py") || len(op.Error) > outputTotalMax+500 {
 				t.Errorf("error is not bounded to the last lines (%d bytes)", len(op.Error))
 			}
-			if p := e.project(t, "boom"); p.Status.Phase != store.PhaseFailed || !strings.Contains(p.Status.LastError, "opus-unit-boom") {
-				t.Errorf("status = %+v", p.Status)
+			// A failed first deploy leaves no project: the error lives in
+			// the operation.
+			if _, err := e.st.GetProject(context.Background(), "boom"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("project after its failed first deploy: %v", err)
 			}
 			if strings.Contains(strings.Join(e.privd.callList(), ","), "InstallSite") {
 				t.Errorf("a vhost was installed after %s failed", c.name)
@@ -586,23 +591,37 @@ func TestCertificates(t *testing.T) {
 
 // TestReloadRolledBack: when privd answers that Apache did not survive
 // the graceful restart with a project's new site and put the previous one
-// back, that project's run fails saying so (and will install again), while
-// a project whose site was not rolled back is deployed.
+// back, that project's change fails saying so and is undone (its previous
+// site installed and loaded again), while a project whose site was not
+// rolled back is deployed.
 func TestReloadRolledBack(t *testing.T) {
 	e := newEnv(t)
-	e.privd.rolledBack = map[string]string{"bad": "Apache could not load this project's site: SSL Library Error: ee key too small"}
 	r := e.start(t, 2)
-	bad := e.createSpec(t, "bad", store.Spec{})
-	good := e.createSpec(t, "good", store.Spec{})
+	for _, name := range []string{"bad", "good"} {
+		id := e.createSpec(t, name, store.Spec{})
+		r.Kick(name)
+		mustSucceed(t, e.wait(t, id))
+	}
+	e.privd.mu.Lock()
+	e.privd.rolledBack = map[string]string{"bad": "Apache could not load this project's site: SSL Library Error: ee key too small"}
+	e.privd.onReload = func() {
+		// privd put the previous site back: the next reload loads it.
+		e.privd.mu.Lock()
+		e.privd.rolledBack = nil
+		e.privd.mu.Unlock()
+	}
+	e.privd.mu.Unlock()
+	bad := e.change(t, "bad", store.OpUpdateSettings, func(s *store.Spec) { s.Settings.Hosts = []string{"www.bad.test"} })
 	r.Kick("bad")
-	r.Kick("good")
 	op := e.wait(t, bad)
 	if op.State != store.OpFailed || !strings.Contains(op.Error, "the new site was rolled back, so the project still serves its previous one: Apache could not load this project's site: SSL Library Error: ee key too small") {
 		t.Errorf("rolled back project: op %s %q", op.State, op.Error)
 	}
-	if p := e.project(t, "bad"); !p.Status.ReloadPending {
-		t.Errorf("rolled back project has no reload pending: the next run would not install its site again")
+	if p := e.project(t, "bad"); p.Status.ReloadPending || p.Status.Phase != store.PhaseReady || len(p.Spec.Settings.Hosts) != 0 || len(e.privd.sites["bad"].GetAliases()) != 0 {
+		t.Errorf("after the rolled back change: status %+v, hosts %v, installed aliases %v", p.Status, p.Spec.Settings.Hosts, e.privd.sites["bad"].GetAliases())
 	}
+	good := e.change(t, "good", store.OpUpdateSettings, func(s *store.Spec) { s.Settings.Hosts = []string{"www.good.test"} })
+	r.Kick("good")
 	mustSucceed(t, e.wait(t, good))
 }
 

@@ -79,6 +79,9 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 		Certificate: p.Status.Certificate.Kind, CertificateNotAfter: ts(p.Status.Certificate.NotAfter),
 		Settings: toSettings(p), Database: toDatabase(p.Spec.Database),
 	}
+	if f := p.Status.LastFailure; f != nil && out.LastError == "" {
+		out.LastError, out.LastFailedOperation = f.Error, f.Operation
+	}
 	if out.SystemUser == "" {
 		prefix := s.cfg.UserPrefix
 		if prefix == "" {

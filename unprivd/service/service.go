@@ -220,7 +220,7 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 			Status: store.Status{Phase: store.PhasePending}}
 		if err := tx.CreateProject(p); err != nil {
 			if errors.Is(err, store.ErrExists) {
-				return status.Errorf(codes.AlreadyExists, "project %q already exists; choose another name", req.GetName())
+				return projectExists(tx, req.GetName())
 			}
 			return err
 		}
@@ -233,6 +233,16 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 	s.log.InfoContext(ctx, "project created", "project", req.GetName(), "uid", c.uid, "operation", op.ID)
 	s.kick.Kick(req.GetName())
 	return toOperation(op), nil
+}
+
+// projectExists is the refusal of a create whose name is taken. A project
+// being removed (destroyed, or undone after its first deploy failed) frees
+// its name soon: the message says to wait rather than choose another.
+func projectExists(tx *store.Tx, name string) error {
+	if p, err := tx.Project(name); err == nil && p.Deleting {
+		return status.Errorf(codes.AlreadyExists, "project %q is being removed; wait until that is done (opusctl ops %s) and create it again", name, name)
+	}
+	return status.Errorf(codes.AlreadyExists, "project %q already exists; choose another name", name)
 }
 
 // GetProject returns one project the caller may see.

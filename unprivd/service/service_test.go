@@ -499,7 +499,7 @@ func TestProjectLifecycle(t *testing.T) {
 	if op.State != opusv1.OperationState_OPERATION_STATE_PENDING || op.Kind != opusv1.OperationKind_OPERATION_KIND_CREATE || op.OwnerUid != me || op.Generation != 1 {
 		t.Fatalf("create op = %v", op)
 	}
-	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "life"}); code(err) != codes.AlreadyExists {
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "life"}); code(err) != codes.AlreadyExists || !strings.Contains(status.Convert(err).Message(), "choose another name") {
 		t.Fatalf("second create = %v", err)
 	}
 	p, err := s.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "life"})
@@ -915,4 +915,26 @@ func TestGroupAdmins(t *testing.T) {
 // peerContext is a context as the gRPC transport makes it for a peer of uid.
 func peerContext(ctx context.Context, uid uint32) context.Context {
 	return peer.NewContext(ctx, &peer.Peer{Addr: &net.UnixAddr{Name: "@", Net: "unix"}, AuthInfo: peercred.AuthInfo{Cred: peercred.Cred{UID: uid}}})
+}
+
+// TestCreateWhileRemoved: the name of a project being removed (destroyed,
+// or undone after its first deploy failed) is refused with a message that
+// says to wait, not to choose another name.
+func TestCreateWhileRemoved(t *testing.T) {
+	s := startServer(t, serverOpt{})
+	ctx := context.Background()
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.st.UpdateProject(ctx, "gone", func(p *store.Project) error { p.Deleting = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.st.GetProject(ctx, "gone")
+	_, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "gone"})
+	if msg := status.Convert(err).Message(); code(err) != codes.AlreadyExists || !strings.Contains(msg, "is being removed; wait until that is done") {
+		t.Fatalf("create while removed: %v", err)
+	}
+	if after, _ := s.st.GetProject(ctx, "gone"); after.Generation != before.Generation || !after.Deleting {
+		t.Errorf("the refused create changed the record: %+v", after)
+	}
 }

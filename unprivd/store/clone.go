@@ -27,6 +27,17 @@ func (p *Project) own() {
 	p.Spec.own()
 	p.Status.own()
 	p.Secrets = clonePlain(p.Secrets)
+	if p.Applied != nil {
+		a := *p.Applied
+		a.own()
+		p.Applied = &a
+	}
+}
+
+// Clone returns a deep copy of s (see Project.Clone).
+func (s Spec) Clone() Spec {
+	s.own()
+	return s
 }
 
 // own makes s a deep copy of what it was (see Project.own).
@@ -78,6 +89,7 @@ func (c *OwnerCertificate) Clone() *OwnerCertificate {
 
 // own makes s a deep copy of what it was (see Project.own).
 func (s *Status) own() {
+	s.LastFailure = clonePlain(s.LastFailure)
 	if s.Apps == nil {
 		return
 	}

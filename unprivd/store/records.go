@@ -23,6 +23,13 @@ type Project struct {
 	// project's secrets file and never reads back. Nil until the first
 	// render. The API never returns them.
 	Secrets *Secrets `json:"secrets,omitempty"`
+	// Applied is the spec the last successful run deployed, the state a
+	// failed change goes back to (all or nothing): the reconciler puts
+	// Spec back to it when a change fails. It holds no one-time secret
+	// (the superuser's password is cleared) and no pending drop of app
+	// data. Nil until the project's first deploy succeeds: a failed
+	// first deploy removes the project instead.
+	Applied *Spec `json:"applied,omitempty"`
 }
 
 // Secrets are a project's secrets that are neither asked for by its owner
@@ -194,6 +201,19 @@ type Status struct {
 	// loaded yet: set when the vhost step changes it, cleared after the
 	// graceful restart, so a crash between the two still reloads.
 	ReloadPending bool `json:"reload_pending,omitempty"`
+	// LastFailure is the last change that failed and was undone: the
+	// project serves its previous state (phase READY) and this says why
+	// the change did not happen. Cleared when a later change succeeds.
+	LastFailure *Failure `json:"last_failure,omitempty"`
+}
+
+// Failure is a change that failed and was undone.
+type Failure struct {
+	// Operation is the failed operation's id.
+	Operation string `json:"operation"`
+	// Error is its error.
+	Error string    `json:"error"`
+	Time  time.Time `json:"time"`
 }
 
 // AppStatus is an app as deployed: what the last successful run applied.

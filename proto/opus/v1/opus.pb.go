@@ -38,7 +38,8 @@ const (
 	Phase_PHASE_DEPLOYING Phase = 2
 	// PHASE_READY: the host matches the spec and the project answers.
 	Phase_PHASE_READY Phase = 3
-	// PHASE_FAILED: the last reconcile failed; see last_error.
+	// PHASE_FAILED: the host could not be brought to the spec, not even back
+	// to the previous one after a failed change; see last_error.
 	Phase_PHASE_FAILED Phase = 4
 	// PHASE_DELETING: being torn down.
 	Phase_PHASE_DELETING Phase = 5
@@ -738,12 +739,14 @@ func (x *Superuser) GetPassword() string {
 
 // Project is a deployed (or deploying) Django project.
 type Project struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	OwnerUid  uint32                 `protobuf:"varint,2,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
-	Apps      []*App                 `protobuf:"bytes,3,rep,name=apps,proto3" json:"apps,omitempty"`
-	Phase     Phase                  `protobuf:"varint,4,opt,name=phase,proto3,enum=opus.v1.Phase" json:"phase,omitempty"`
-	LastError string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	OwnerUid uint32                 `protobuf:"varint,2,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
+	Apps     []*App                 `protobuf:"bytes,3,rep,name=apps,proto3" json:"apps,omitempty"`
+	Phase    Phase                  `protobuf:"varint,4,opt,name=phase,proto3,enum=opus.v1.Phase" json:"phase,omitempty"`
+	// last_error says why the project is FAILED, or, with
+	// last_failed_operation, why its last change failed.
+	LastError string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// urls are where the project answers (http and https).
 	Urls       []string               `protobuf:"bytes,6,rep,name=urls,proto3" json:"urls,omitempty"`
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
@@ -767,9 +770,14 @@ type Project struct {
 	// settings are the owner-level settings in effect.
 	Settings *Settings `protobuf:"bytes,17,opt,name=settings,proto3" json:"settings,omitempty"`
 	// database is the project's database (its password is never returned).
-	Database      *Database `protobuf:"bytes,18,opt,name=database,proto3" json:"database,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Database *Database `protobuf:"bytes,18,opt,name=database,proto3" json:"database,omitempty"`
+	// last_failed_operation is the id of the last change that failed: it was
+	// undone, so the project keeps serving what it served before (phase
+	// READY) and last_error says why the change failed. Empty once a later
+	// change succeeds.
+	LastFailedOperation string `protobuf:"bytes,19,opt,name=last_failed_operation,json=lastFailedOperation,proto3" json:"last_failed_operation,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Project) Reset() {
@@ -926,6 +934,13 @@ func (x *Project) GetDatabase() *Database {
 		return x.Database
 	}
 	return nil
+}
+
+func (x *Project) GetLastFailedOperation() string {
+	if x != nil {
+		return x.LastFailedOperation
+	}
+	return ""
 }
 
 // Settings are a project's owner-level settings. Values are data: they are
@@ -3061,7 +3076,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\tSuperuser\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xcf\x05\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\x83\x06\n" +
 	"\aProject\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12 \n" +
@@ -3088,7 +3103,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\vcertificate\x18\x0f \x01(\tR\vcertificate\x12N\n" +
 	"\x15certificate_not_after\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x12-\n" +
 	"\bsettings\x18\x11 \x01(\v2\x11.opus.v1.SettingsR\bsettings\x12-\n" +
-	"\bdatabase\x18\x12 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\"\x8c\x02\n" +
+	"\bdatabase\x18\x12 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\x122\n" +
+	"\x15last_failed_operation\x18\x13 \x01(\tR\x13lastFailedOperation\"\x8c\x02\n" +
 	"\bSettings\x12\x14\n" +
 	"\x05debug\x18\x01 \x01(\bR\x05debug\x12\x14\n" +
 	"\x05admin\x18\x02 \x01(\bR\x05admin\x12\x14\n" +

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,6 +192,21 @@ func FailMigrate(project, output string) Hook {
 			return nil, nil
 		}
 		return &privdv1.RunManageResponse{Output: output, FailedCommand: privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE, ExitCode: 1}, nil
+	}
+}
+
+// FailMigrateOnce is FailMigrate for the project's next migrate only, as
+// a change whose new migration raises: the undo of that change migrates
+// the previous code, which passes.
+func FailMigrateOnce(project, output string) Hook {
+	var done atomic.Bool
+	fail := FailMigrate(project, output)
+	return func(ctx context.Context, p string, req proto.Message) (proto.Message, error) {
+		res, err := fail(ctx, p, req)
+		if res == nil || !done.CompareAndSwap(false, true) {
+			return nil, nil
+		}
+		return res, err
 	}
 }
 

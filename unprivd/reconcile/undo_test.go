@@ -1,0 +1,210 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// TestChangeDuringFailingRunCancelled: a change asked for while another
+// change runs is made on top of it; when that one fails and is undone,
+// the later one is cancelled with a message saying so, and nothing of
+// either reaches the spec.
+func TestChangeDuringFailingRunCancelled(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(t, 1)
+	id := e.create(t, "wiki")
+	r.Kick("wiki")
+	mustSucceed(t, e.wait(t, id))
+	prev := e.project(t, "wiki")
+
+	ch := make(chan struct{})
+	e.privd.mu.Lock()
+	e.privd.block["SecureTree"] = ch
+	e.privd.failOnce["SecureTree"] = status.Error(codes.Internal, "openat2: permission denied")
+	e.privd.mu.Unlock()
+	calls := len(e.privd.callList())
+	first := e.change(t, "wiki", store.OpUpdateSettings, func(s *store.Spec) { s.Settings.Debug = true })
+	r.Kick("wiki")
+	waitCall(t, e, calls, "SecureTree wiki")
+	second := e.change(t, "wiki", store.OpUpdateSettings, func(s *store.Spec) { s.Settings.Env = map[string]string{"A": "b"} })
+	r.Kick("wiki")
+	close(ch)
+
+	op := e.wait(t, first)
+	if op.State != store.OpFailed || !strings.Contains(op.Error, "permission denied") {
+		t.Fatalf("first change: %s %q", op.State, op.Error)
+	}
+	op2 := e.wait(t, second)
+	if op2.State != store.OpFailed || !strings.Contains(op2.Error, "cancelled") || !strings.Contains(op2.Error, first) {
+		t.Fatalf("second change: %s %q, want it cancelled naming %s", op2.State, op2.Error, first)
+	}
+	waitPhase(t, e, "wiki", store.PhaseReady)
+	p := e.project(t, "wiki")
+	if !reflect.DeepEqual(p.Spec, prev.Spec) || p.Status.ObservedGeneration != p.Generation || p.Status.LastFailure == nil || p.Status.LastFailure.Operation != first {
+		t.Fatalf("after both: spec %+v (want %+v), status %+v", p.Spec, prev.Spec, p.Status)
+	}
+}
+
+// TestUndoResumedAfterCrash: opusd stopped while it undid a failed change
+// (the operation RUNNING with its error, the spec already back): the next
+// start finishes the undo, and the operation ends FAILED with the
+// change's error, not cancelled and not succeeded.
+func TestUndoResumedAfterCrash(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(t, 1)
+	id := e.create(t, "wiki")
+	r.Kick("wiki")
+	mustSucceed(t, e.wait(t, id))
+	stop(t, r)
+
+	const failure = "step migrate: manage.py migrate failed: RuntimeError: opus-unit-boom"
+	var opID string
+	err := e.st.Update(context.Background(), func(tx *store.Tx) error {
+		p, err := tx.Project("wiki")
+		if err != nil {
+			return err
+		}
+		p.Generation++
+		p.Status.Phase = store.PhaseDeploying
+		if err := tx.PutProject(p); err != nil {
+			return err
+		}
+		op, err := tx.NewOperation(p, store.OpUpdateSettings, 1000)
+		if err != nil {
+			return err
+		}
+		op.State, op.Error, opID = store.OpRunning, failure, op.ID
+		return tx.PutOperation(op)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, 1)
+	op := e.wait(t, opID)
+	if op.State != store.OpFailed || op.Error != failure || len(op.Steps) == 0 || op.Steps[0].Name != "resume" {
+		t.Fatalf("resumed undo: %s %q, steps %s", op.State, op.Error, stepNames(op))
+	}
+	p := e.project(t, "wiki")
+	if p.Status.Phase != store.PhaseReady || p.Status.ObservedGeneration != p.Generation || p.Status.LastFailure == nil || p.Status.LastFailure.Error != failure {
+		t.Fatalf("status %+v", p.Status)
+	}
+}
+
+// TestFailedCreateUndoResumedAfterCrash: opusd stopped while it tore down
+// a project whose first deploy failed: the next start finishes the
+// teardown, and the create operation ends FAILED with its own error.
+func TestFailedCreateUndoResumedAfterCrash(t *testing.T) {
+	e := newEnv(t)
+	const failure = "step migrate: manage.py migrate failed: RuntimeError: opus-unit-boom"
+	id := e.create(t, "wiki")
+	err := e.st.Update(context.Background(), func(tx *store.Tx) error {
+		p, err := tx.Project("wiki")
+		if err != nil {
+			return err
+		}
+		p.Deleting, p.Status.Phase = true, store.PhaseDeleting
+		p.Generation++
+		if err := tx.PutProject(p); err != nil {
+			return err
+		}
+		op, err := tx.Operation(id)
+		if err != nil {
+			return err
+		}
+		op.State, op.Error = store.OpRunning, failure
+		return tx.PutOperation(op)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, 1)
+	op := e.wait(t, id)
+	if op.State != store.OpFailed || op.Error != failure || !strings.HasSuffix(stepNames(op), "forget:DONE") {
+		t.Fatalf("resumed teardown: %s %q, steps %s", op.State, op.Error, stepNames(op))
+	}
+	if _, err := e.st.GetProject(context.Background(), "wiki"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("project after the resumed teardown: %v", err)
+	}
+}
+
+// TestStartAdoptsApplied: a project recorded before opusd kept the applied
+// spec gets one at start when it is READY at its generation (without the
+// superuser's password), so its next failed change is undone; one that is
+// not is left alone.
+func TestStartAdoptsApplied(t *testing.T) {
+	e := newEnv(t)
+	spec := store.Spec{Superuser: &store.Superuser{Username: "admin", Email: "a@example.com", Password: "pw-123456"}, Settings: store.Settings{Debug: true}}
+	err := e.st.Update(context.Background(), func(tx *store.Tx) error {
+		for name, phase := range map[string]store.Phase{"old": store.PhaseReady, "sick": store.PhaseFailed} {
+			p := &store.Project{Name: name, OwnerUID: 1000, Generation: 1, Spec: spec.Clone(),
+				Status: store.Status{Phase: phase, ObservedGeneration: 1}}
+			if err := tx.CreateProject(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(e.st, e.privd, e.options(1))
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stop(t, r)
+	p := e.project(t, "old")
+	want := spec.Clone()
+	want.Superuser.Password = ""
+	if p.Applied == nil || !reflect.DeepEqual(*p.Applied, want) || p.Spec.Superuser.Password != "pw-123456" {
+		t.Errorf("old: applied %+v, want %+v; spec superuser %+v", p.Applied, want, p.Spec.Superuser)
+	}
+	if p := e.project(t, "sick"); p.Applied != nil {
+		t.Errorf("a FAILED project got an applied spec: %+v", p.Applied)
+	}
+}
+
+func stop(t *testing.T, r *Reconciler) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitCall waits for call among privd's calls after the first n.
+func waitCall(t *testing.T, e *env, n int, call string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(e.privd.callList()[n:], call) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s: %v", call, e.privd.callList())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitPhase(t *testing.T, e *env, name string, phase store.Phase) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p := e.project(t, name)
+		if p.Status.Phase == phase && p.Status.ObservedGeneration == p.Generation {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never %s at its generation: %+v (generation %d)", name, phase, p.Status, p.Generation)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
