@@ -237,9 +237,29 @@ func (h *host) waitOp(t *testing.T, id string) (*opusv1.Operation, error) {
 // before it and goes one step further. It returns with no opusd running.
 func (h *host) crashAfterEach(t *testing.T, chain string, steps []reconcile.Step, begin func()) {
 	t.Helper()
+	h.crashAt(t, stepPoints(chain, steps, 1), begin)
+}
+
+// stepPoints are the fault points after each of steps of chain, at the
+// n-th time each is done in one opusd (see reconcile.FaultEnv).
+func stepPoints(chain string, steps []reconcile.Step, n int) []string {
+	var points []string
+	for _, s := range steps {
+		p := chain + "/" + s.Name
+		if n > 1 {
+			p += ":" + strconv.Itoa(n)
+		}
+		points = append(points, p)
+	}
+	return points
+}
+
+// crashAt is crashAfterEach over fault points of the form
+// reconcile.FaultEnv takes: one opusd for each, killed there.
+func (h *host) crashAt(t *testing.T, points []string, begin func()) {
+	t.Helper()
 	bin := faultBinary(t, h)
-	for i, s := range steps {
-		point := chain + "/" + s.Name
+	for i, point := range points {
 		d := h.startOpusdBinary(t, bin, faultEnv+"="+point)
 		if i == 0 {
 			begin()
