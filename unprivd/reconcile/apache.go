@@ -209,7 +209,8 @@ func stepHealth(ctx context.Context, t *Task) (string, error) {
 }
 
 // healthRetryFor is how long a mount point that answered a 5xx (or did not
-// answer) is asked again before the health check fails. "/" has answered
+// answer) is asked again before the health check fails, the first time
+// after healthRetryInterval, then at a growing interval. "/" has answered
 // by then, so the front routes to the backend and a daemon runs the new
 // code. A 5xx left is either the app's own error — Django's 500 for a view
 // that raises, which the same GET gets at every request, so waiting longer
@@ -219,10 +220,16 @@ func stepHealth(ctx context.Context, t *Task) (string, error) {
 // request it held (mod_wsgi's 500 "truncated headers") or give the front's
 // proxy a 502/503. Requests that arrive meanwhile queue for the daemon's
 // socket rather than fail, so such a moment is well under a second. Three
-// seconds of asking again at the growing interval (about nine requests)
+// seconds of asking again at the growing interval (six requests in all)
 // rides it out, and a steady 500 fails in seconds, not after the whole
-// health timeout (90 s by default) as "/" would.
-const healthRetryFor = 3 * time.Second
+// health timeout (90 s by default) as "/" would. The retries start at
+// healthRetryInterval rather than "/"'s healthInterval: each 500 writes a
+// traceback to the project's error log, which the owner then reads, and a
+// moment of the backend is not over sooner than that anyway.
+const (
+	healthRetryFor      = 3 * time.Second
+	healthRetryInterval = 250 * time.Millisecond
+)
 
 // mountPoint is an app's URL prefix and what it last answered.
 type mountPoint struct {
@@ -257,7 +264,7 @@ func healthMounts(ctx context.Context, t *Task, p *prober, deadline time.Time) (
 	}
 	pending := mounts
 	var firstFail time.Time
-	interval := healthInterval
+	interval := healthRetryInterval
 	for {
 		var failing []*mountPoint
 		for _, m := range pending {

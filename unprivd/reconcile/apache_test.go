@@ -184,8 +184,10 @@ func TestHealthMountPoints(t *testing.T) {
 					t.Errorf("%s was requested (asked: %v)", p, order)
 				}
 			}
-			if c.retried != "" && asked[c.retried] < 3 {
-				t.Errorf("%s asked %d times before failing; want it asked again while it might recover", c.retried, asked[c.retried])
+			// Asked again while it might recover, but not so often that
+			// its tracebacks flood the project's error log.
+			if n := asked[c.retried]; c.retried != "" && (n < 3 || n > 8) {
+				t.Errorf("%s asked %d times before failing; want 3 to 8", c.retried, n)
 			}
 			// Every request for "/" comes before the first for a mount
 			// point: they wait for "/" to answer.
