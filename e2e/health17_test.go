@@ -14,22 +14,14 @@ import (
 
 // raisingApp is a local app, mounted at /NAME/ by its urls.py, whose index
 // view raises: Django answers 500 there (and logs the traceback), while
-// the project's "/" answers 200.
+// the project's "/" answers 200. It is hostileApp with nothing in ready()
+// and that view.
 func raisingApp(t *testing.T, name string) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir := hostileApp(t, name, "pass")
+	view := "def index(request):\n    raise RuntimeError(\"opus-health17: the view of " + name + " raised\")\n"
+	if err := os.WriteFile(filepath.Join(dir, "views.py"), []byte(view), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	files := map[string]string{
-		"__init__.py": "",
-		"urls.py":     "from django.urls import path\n\nfrom . import views\n\nurlpatterns = [path(\"\", views.index)]\n",
-		"views.py":    "def index(request):\n    raise RuntimeError(\"opus-health17: the view of " + name + " raised\")\n",
-	}
-	for f, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return dir
 }
