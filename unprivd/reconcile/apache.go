@@ -29,6 +29,9 @@ const (
 	healthInterval    = 50 * time.Millisecond
 	healthIntervalMax = time.Second
 	healthLogLines    = 20
+	// healthBodyMax bounds what is read of an answer's body (then dropped):
+	// the project's code writes it.
+	healthBodyMax = 64 << 10
 	// processWait bounds how long the teardown waits for the project's
 	// mod_wsgi daemon to exit after Apache dropped its vhost. What is left
 	// then (a process the tenant detached) privd's DeleteUser ends.
@@ -144,42 +147,41 @@ func apacheUp(ctx context.Context, t *Task) bool {
 	return true
 }
 
-// stepHealth asks the project's own vhost for "/" until it answers. "/"
-// is always the rendered index view, so anything but a 2xx or 3xx is a
-// failure; in particular the 404 of Apache's catch-all vhost means the
+// stepHealth asks the project's own vhost for "/" until it answers, then
+// every app's mount point (/APP/ for each app with a urls.py, as the
+// rendered urls.py mounts them), and fails on a 5xx at any of them.
+//
+// "/" is always the rendered index view, so anything but a 2xx or 3xx there
+// is a failure; in particular the 404 of Apache's catch-all vhost means the
 // project's vhost is not live yet (a graceful restart is asynchronous), so
 // "any status below 500" would not do. A refused connection means Apache
 // is down: it is started once.
+//
+// Once "/" answered, the front routes to the backend and the project's
+// URLconf (every app's urls.py, which include() imports) loaded; what a
+// mount point adds is running the app's own view. See healthMounts for
+// what counts as failing there.
 func stepHealth(ctx context.Context, t *Task) (string, error) {
-	host := t.ServerName()
-	url := "http://" + t.opt.HealthAddr + "/"
-	shown := fmt.Sprintf("http://%s:%d/", host, t.opt.HTTPPort)
-	client := &http.Client{
-		Timeout:       healthRequestTimeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
-	}
-	defer client.CloseIdleConnections()
+	p := newProber(t)
+	defer p.close()
 	start := time.Now()
 	deadline := start.Add(t.opt.HealthTimeout)
 	started := false
 	interval := healthInterval
 	var last string
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return "", fmt.Errorf("health: %w", err)
-		}
-		req.Host = host
-		resp, err := client.Do(req)
+		code, err := p.get(ctx, "/")
 		switch {
 		case err == nil:
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
-			if resp.StatusCode >= 200 && resp.StatusCode < 400 {
-				return fmt.Sprintf("%s answered %d in %s", shown, resp.StatusCode, time.Since(start).Round(time.Millisecond)), nil
+			if code >= 200 && code < 400 {
+				msg := fmt.Sprintf("%s answered %d in %s", p.shown("/"), code, time.Since(start).Round(time.Millisecond))
+				mounts, err := healthMounts(ctx, t, p, deadline)
+				if err != nil {
+					return "", err
+				}
+				return msg + "; " + mounts, nil
 			}
-			last = fmt.Sprintf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+			last = statusText(code)
 		case errors.Is(err, syscall.ECONNREFUSED) && !started:
 			started = true
 			if _, err := t.Privd.ReloadApache(ctx, &privdv1.ReloadApacheRequest{}); err != nil {
@@ -202,7 +204,139 @@ func stepHealth(ctx context.Context, t *Task) (string, error) {
 		}
 		interval = min(interval*3/2, healthIntervalMax)
 	}
-	msg := fmt.Sprintf("%s did not answer within %s; last answer: %s", shown, t.opt.HealthTimeout, last)
+	msg := fmt.Sprintf("%s did not answer within %s; last answer: %s", p.shown("/"), t.opt.HealthTimeout, last)
+	return "", errors.New(withErrorLog(ctx, t, msg))
+}
+
+// healthRetryFor is how long a mount point that answered a 5xx (or did not
+// answer) is asked again before the health check fails, the first time
+// after healthRetryInterval, then at a growing interval. "/" has answered
+// by then, so the front routes to the backend and a daemon runs the new
+// code. A 5xx left is either the app's own error — Django's 500 for a view
+// that raises, which the same GET gets at every request, so waiting longer
+// only delays the answer the owner needs — or a moment of the backend: a
+// mod_wsgi daemon process being replaced (a second process taking the
+// touched wsgi.py, maximum-requests, a memory limit) can fail the one
+// request it held (mod_wsgi's 500 "truncated headers") or give the front's
+// proxy a 502/503. Requests that arrive meanwhile queue for the daemon's
+// socket rather than fail, so such a moment is well under a second. Three
+// seconds of asking again at the growing interval (six requests in all)
+// rides it out, and a steady 500 fails in seconds, not after the whole
+// health timeout (90 s by default) as "/" would. The retries start at
+// healthRetryInterval rather than "/"'s healthInterval: each 500 writes a
+// traceback to the project's error log, which the owner then reads, and a
+// moment of the backend is not over sooner than that anyway.
+const (
+	healthRetryFor      = 3 * time.Second
+	healthRetryInterval = 250 * time.Millisecond
+)
+
+// mountPoint is an app's URL prefix and what it last answered.
+type mountPoint struct {
+	app, path string
+	code      int    // last status; 0 when the request failed
+	last      string // last answer, for the failure message
+	tries     int
+}
+
+// healthMounts requests the mount point of every app that has one, all
+// once and then those that failed again, until each answered below 500 or
+// healthRetryFor has passed since the first failure (or the health
+// deadline, whichever is first; every mount point is asked at least once).
+// It reports how many answered, or an error naming each failing URL with
+// its status.
+//
+// A 4xx is not a failure: an app whose urls.py has no pattern for "" (no
+// index view) answers 404 at its mount point, one behind a login 403 or
+// 401 (or a redirect to its login page, a 3xx). The app's URLconf was
+// imported for "/" already; a 4xx means Django resolved the request and
+// answered it, while a 5xx is what a view that raises (or a backend that
+// cannot run it) gives.
+func healthMounts(ctx context.Context, t *Task, p *prober, deadline time.Time) (string, error) {
+	var mounts []*mountPoint
+	for _, a := range djangoConfig(t).Apps {
+		if a.URLs { // the rule the rendered urls.py mounts by
+			mounts = append(mounts, &mountPoint{app: a.Name, path: "/" + a.Name + "/"})
+		}
+	}
+	if len(mounts) == 0 {
+		return "no app has a urls.py to mount", nil
+	}
+	pending := mounts
+	var firstFail time.Time
+	interval := healthRetryInterval
+	for {
+		var failing []*mountPoint
+		for _, m := range pending {
+			code, err := p.get(ctx, m.path)
+			m.tries++
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return "", ctx.Err()
+			case err != nil:
+				m.code, m.last = 0, err.Error()
+				failing = append(failing, m)
+			case code >= 500:
+				m.code, m.last = code, statusText(code)
+				failing = append(failing, m)
+			default:
+				m.code, m.last = code, ""
+			}
+		}
+		if len(failing) == 0 {
+			break
+		}
+		now := time.Now()
+		if firstFail.IsZero() {
+			firstFail = now
+		}
+		if now.Sub(firstFail) >= healthRetryFor || now.After(deadline) {
+			return "", errors.New(withErrorLog(ctx, t, mountFailure(t, p, failing, now.Sub(firstFail))))
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(interval):
+		}
+		interval = min(interval*3/2, healthIntervalMax)
+		pending = failing
+	}
+	answers := make([]string, len(mounts))
+	for i, m := range mounts {
+		answers[i] = fmt.Sprintf("%s %d", m.path, m.code)
+	}
+	n := "1 app mount point"
+	if len(mounts) > 1 {
+		n = fmt.Sprintf("%d app mount points", len(mounts))
+	}
+	return fmt.Sprintf("%s answered: %s", n, strings.Join(answers, ", ")), nil
+}
+
+// mountFailure says which apps' mount points failed and how, and where the
+// reason is.
+func mountFailure(t *Task, p *prober, failing []*mountPoint, over time.Duration) string {
+	var b strings.Builder
+	for _, m := range failing {
+		what := "answered " + m.last
+		if m.code == 0 {
+			what = "did not answer: " + m.last
+		}
+		times := "once"
+		if m.tries > 1 {
+			times = fmt.Sprintf("at each of %d requests over %s", m.tries, over.Round(100*time.Millisecond))
+		}
+		fmt.Fprintf(&b, "app %s: %s %s %s\n", m.app, p.shown(m.path), what, times)
+	}
+	page := "this app's page fails"
+	if len(failing) > 1 {
+		page = "these apps' pages fail"
+	}
+	fmt.Fprintf(&b, "%s with a server error; the project's error log says why (opusctl logs %s)", page, t.Project.Name)
+	return b.String()
+}
+
+// withErrorLog adds the last lines of the project's error log to msg.
+func withErrorLog(ctx context.Context, t *Task, msg string) string {
 	res, err := t.Privd.TailLog(ctx, &privdv1.TailLogRequest{Project: t.Project.Name, Lines: healthLogLines})
 	switch {
 	case err != nil:
@@ -210,7 +344,54 @@ func stepHealth(ctx context.Context, t *Task) (string, error) {
 	case len(res.GetLines()) > 0:
 		msg += "\nlast lines of the project's error log:\n" + tailLines(strings.Join(res.GetLines(), "\n"), healthLogLines)
 	}
-	return "", errors.New(msg)
+	return msg
+}
+
+func statusText(code int) string {
+	return fmt.Sprintf("HTTP %d %s", code, http.StatusText(code))
+}
+
+// prober makes the health check's requests: to Apache's address, with the
+// project's host name, no redirect followed, no proxy, no connection kept,
+// the body read to a bound and dropped.
+type prober struct {
+	client     *http.Client
+	addr, host string
+	port       int
+}
+
+func newProber(t *Task) *prober {
+	return &prober{
+		client: &http.Client{
+			Timeout:       healthRequestTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		},
+		addr: t.opt.HealthAddr, host: t.ServerName(), port: t.opt.HTTPPort,
+	}
+}
+
+func (p *prober) close() { p.client.CloseIdleConnections() }
+
+// shown is the URL of path as the project's owner would load it.
+func (p *prober) shown(path string) string {
+	return fmt.Sprintf("http://%s:%d%s", p.host, p.port, path)
+}
+
+// get requests path and answers its status.
+func (p *prober) get(ctx context.Context, path string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+path, nil)
+	if err != nil {
+		return 0, fmt.Errorf("health: %w", err)
+	}
+	req.Host = p.host
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, healthBodyMax))
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // stepTeardownReload makes the front drop the removed vhost (a graceful
