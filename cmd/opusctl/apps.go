@@ -14,7 +14,7 @@ import (
 func (c *cli) appsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apps",
-		Short: "Add, remove, update and list a project's apps",
+		Short: "Add, remove, update, roll back and list a project's apps",
 		Long: `apps changes the apps of a live project. Each change is deployed at once;
 if it fails, the project's previous working state keeps serving.
 
@@ -22,7 +22,8 @@ if it fails, the project's previous working state keeps serving.
 		Example: `  opusctl apps ls blog
   opusctl apps add blog https://git.example.com/news.git@main
   opusctl apps update blog news v2.0
-  opusctl apps rollback blog news
+  opusctl apps revisions blog news
+  opusctl apps rollback blog news --to 2
   opusctl apps rm blog news --drop-data`,
 		Args: cobra.NoArgs,
 		// Runnable, so that an unknown subcommand is a usage error (Args
