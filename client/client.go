@@ -196,10 +196,13 @@ func (c *Client) UpdateApp(ctx context.Context, project, app string, src *opusv1
 	return c.rpc.UpdateApp(ctx, &opusv1.UpdateAppRequest{Project: project, App: app, Source: src})
 }
 
-// RollbackApp starts moving an app back to its previous revision (or, when
-// an update of it failed, to the revision deployed).
-func (c *Client) RollbackApp(ctx context.Context, project, app string) (*opusv1.Operation, error) {
-	return c.rpc.UpdateApp(ctx, &opusv1.UpdateAppRequest{Project: project, App: app, Rollback: true})
+// RollbackApp starts moving an app back to the revision to names (its
+// number, or a commit or digest prefix); an empty to means the revision
+// before the running one (or, when an update of it did not deploy, the
+// running one). When the app already runs and asks for that revision, the
+// answer has Unchanged set and no id.
+func (c *Client) RollbackApp(ctx context.Context, project, app, to string) (*opusv1.Operation, error) {
+	return c.rpc.RollbackApp(ctx, &opusv1.RollbackAppRequest{Project: project, App: app, To: to})
 }
 
 // UpdateSettings starts changing a project's owner-level settings: set

@@ -14,7 +14,7 @@ import (
 func (c *cli) appsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apps",
-		Short: "Add, remove, update and list a project's apps",
+		Short: "Add, remove, update, roll back and list a project's apps",
 		Long: `apps changes the apps of a live project. Each change is deployed at once;
 if it fails, the project's previous working state keeps serving.
 
@@ -22,14 +22,15 @@ if it fails, the project's previous working state keeps serving.
 		Example: `  opusctl apps ls blog
   opusctl apps add blog https://git.example.com/news.git@main
   opusctl apps update blog news v2.0
-  opusctl apps rollback blog news
+  opusctl apps revisions blog news
+  opusctl apps rollback blog news --to 2
   opusctl apps rm blog news --drop-data`,
 		Args: cobra.NoArgs,
 		// Runnable, so that an unknown subcommand is a usage error (Args
 		// applies) instead of a silent help page.
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(c.appsAddCommand(), c.appsRmCommand(), c.appsUpdateCommand(), c.appsRollbackCommand(), c.appsLsCommand())
+	cmd.AddCommand(c.appsAddCommand(), c.appsRmCommand(), c.appsUpdateCommand(), c.appsRollbackCommand(), c.appsRevisionsCommand(), c.appsLsCommand())
 	return cmd
 }
 
@@ -37,9 +38,12 @@ func (c *cli) appsLsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "ls NAME",
 		Short: "List a project's apps",
-		Long: `apps ls lists a project's apps with their source, the ref you asked for
-and the commit (or upload digest) deployed. With -o json it prints the whole
-project as 'opusctl show -o json' does.`,
+		Long: `apps ls lists a project's apps as they run: each app's running revision
+(its number, commit or upload digest, the ref it was asked for, when it was
+deployed and where it came from), and a note for an app whose source asks
+for something not deployed yet. 'opusctl apps revisions NAME APP' lists all
+of an app's revisions. With -o json it prints the whole project as
+'opusctl show -o json' does.`,
 		Example: `  opusctl apps ls blog
   opusctl apps ls blog -o json | jq '.apps'`,
 		Args:              cobra.ExactArgs(1),
@@ -51,7 +55,7 @@ project as 'opusctl show -o json' does.`,
 					_, err := fmt.Fprintf(c.stdout, "Project %s has no apps. Add one with: opusctl apps add %s SRC\n", name, name)
 					return err
 				}
-				return writeAppTable(c.stdout, p.GetApps(), "")
+				return writeAppTable(c.stdout, p, "")
 			})
 		},
 	}

@@ -122,6 +122,11 @@ func updateNews(t *testing.T, s *servicetest.Opusd) {
 	s.ForgetCalls()
 }
 
+// TestAppsRollbackCommand: rollback goes to the previous revision or to
+// the one --to names (number or commit prefix), as an operation of kind
+// rollback; apps ls, apps revisions and show then describe the revision
+// that runs; the running revision is nothing to do, and a --to naming no
+// revision is a usage error (exit 2) that changes nothing.
 func TestAppsRollbackCommand(t *testing.T) {
 	s := startOpusd(t)
 	sd := seedProjects(t, s)
@@ -134,11 +139,11 @@ func TestAppsRollbackCommand(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "Rolling back app news of talpha") || !strings.Contains(r.stdout, "step sources: done") {
 		t.Fatalf("rollback: %+v", r)
 	}
-	calls := s.CallsOf("UpdateApp")
+	calls := s.CallsOf("RollbackApp")
 	if len(calls) != 1 {
-		t.Fatalf("UpdateApp calls: %v", calls)
+		t.Fatalf("RollbackApp calls: %v", calls)
 	}
-	if req := calls[0].Req.(*opusv1.UpdateAppRequest); !req.GetRollback() || req.GetSource() != nil || req.GetApp() != "news" {
+	if req := calls[0].Req.(*opusv1.RollbackAppRequest); req.GetProject() != "talpha" || req.GetApp() != "news" || req.GetTo() != "" {
 		t.Errorf("request %v", req)
 	}
 	if got := project(t, s, "talpha").Status.Apps["news"].ResolvedCommit; got != sd.newsV1 {
@@ -147,6 +152,78 @@ func TestAppsRollbackCommand(t *testing.T) {
 	if r := runCLI(t, s.Socket, "", "apps", "rollback", "talpha"); r.code != exitUsage {
 		t.Errorf("rollback without APP: %+v", r)
 	}
+
+	// Revisions 1 (v1), 2 (v2), 3 (rollback to 1), 4 (feature/x).
+	feature := gitRev(t, strings.TrimPrefix(sd.newsURL, "file://"), "feature/x")
+	if r := runCLI(t, s.Socket, "", "apps", "update", "talpha", "news", "feature/x"); r.code != 0 {
+		t.Fatalf("update: %+v", r)
+	}
+	r = runCLI(t, s.Socket, "", "apps", "rollback", "talpha", "news", "--to", sd.newsV2[:8])
+	if r.code != 0 || !strings.Contains(r.stdout, "Rolling back app news of talpha to "+sd.newsV2[:8]) {
+		t.Fatalf("rollback --to %s: %+v", sd.newsV2[:8], r)
+	}
+	if got := project(t, s, "talpha").Status.Apps["news"].ResolvedCommit; got != sd.newsV2 {
+		t.Errorf("news after rollback --to v2's commit at %q, want %s", got, sd.newsV2)
+	}
+	r = runCLI(t, s.Socket, "", "apps", "rollback", "talpha", "news", "--to", "1")
+	if r.code != 0 {
+		t.Fatalf("rollback --to 1: %+v", r)
+	}
+	if got := project(t, s, "talpha").Status.Apps["news"].ResolvedCommit; got != sd.newsV1 {
+		t.Errorf("news after rollback --to 1 at %q, want %s", got, sd.newsV1)
+	}
+	if r := runCLI(t, s.Socket, "", "ops", "talpha"); r.code != 0 || !strings.Contains(strings.SplitN(r.stdout, "\n", 3)[1], "rollback") {
+		t.Errorf("the newest operation is not a rollback:\n%s", r.stdout)
+	}
+	// apps ls: revision 6 runs, v1's commit, a rollback to 1 (v1).
+	r = runCLI(t, s.Socket, "", "apps", "ls", "talpha")
+	if f := fieldsOf(r.stdout, "news"); r.code != 0 || strings.Join(f[:5], " ") != "news 6 "+sd.newsV1[:12]+" v1 (rollback" {
+		t.Errorf("apps ls after rollback --to 1:\n%s", r.stdout)
+	}
+	r = runCLI(t, s.Socket, "", "apps", "revisions", "talpha", "news")
+	rows := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(rows) != 7 || !strings.HasPrefix(strings.Join(strings.Fields(rows[1]), " "), "6 "+sd.newsV1[:12]+" (running) v1 (rollback to 1)") ||
+		!strings.HasPrefix(strings.Join(strings.Fields(rows[3]), " "), "4 "+feature[:12]+" feature/x") || !strings.HasPrefix(rows[6], "1 ") {
+		t.Errorf("apps revisions after rollback --to 1:\n%s", r.stdout)
+	}
+
+	// Nothing to do, and refusals: nothing recorded.
+	before := project(t, s, "talpha")
+	opsBefore, _ := s.Store.ListOperations(context.Background(), "talpha", 0)
+	for _, to := range []string{"6", "1", sd.newsV1[:7]} {
+		// 1 is v1's commit too: it runs already.
+		r := runCLI(t, s.Socket, "", "apps", "rollback", "talpha", "news", "--to", to)
+		if r.code != 0 || !strings.Contains(r.stdout, "Nothing to change") {
+			t.Errorf("rollback --to %s (running): %+v", to, r)
+		}
+	}
+	for _, tc := range []struct{ to, want string }{
+		{"9", "there is no revision 9; the app's revisions are 1 to 6"},
+		{"main", "give a revision number"},
+		{"0", "numbered from 1"},
+		{"abcdef0123", "no revision's commit or digest starts with abcdef0123"},
+	} {
+		r := runCLI(t, s.Socket, "", "apps", "rollback", "talpha", "news", "--to", tc.to)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("rollback --to %s: %+v, want exit %d and %q", tc.to, r, exitUsage, tc.want)
+		}
+	}
+	after := project(t, s, "talpha")
+	opsAfter, _ := s.Store.ListOperations(context.Background(), "talpha", 0)
+	if after.Generation != before.Generation || len(opsAfter) != len(opsBefore) || after.Spec.App("news").Git.Ref != before.Spec.App("news").Git.Ref {
+		t.Errorf("refused or unchanged rollbacks moved talpha: generation %d -> %d, operations %d -> %d", before.Generation, after.Generation, len(opsBefore), len(opsAfter))
+	}
+}
+
+// fieldsOf is the fields of the first line of out whose first field is
+// first (nil if none).
+func fieldsOf(out, first string) []string {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == first {
+			return f
+		}
+	}
+	return make([]string, 8)
 }
 
 func TestShowRevisions(t *testing.T) {
@@ -154,7 +231,7 @@ func TestShowRevisions(t *testing.T) {
 	sd := seedProjects(t, s)
 	updateNews(t, s)
 	r := runCLI(t, s.Socket, "", "show", "talpha")
-	i1, i2 := strings.Index(r.stdout, sd.newsV1[:12]), strings.Index(r.stdout, sd.newsV2[:12]+" (current)")
+	i1, i2 := strings.Index(r.stdout, sd.newsV1[:12]), strings.Index(r.stdout, sd.newsV2[:12]+" (running)")
 	if r.code != 0 || !strings.Contains(r.stdout, "Revisions:") || i1 < 0 || i2 < 0 || i2 > i1 {
 		t.Errorf("show does not list the revisions newest first:\n%s", r.stdout)
 	}

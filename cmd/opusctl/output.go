@@ -247,49 +247,10 @@ func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 		fmt.Fprintln(w, "  (none)")
 		return nil
 	}
-	if err := writeAppTable(w, p.GetApps(), "  "); err != nil {
+	if err := writeAppTable(w, p, "  "); err != nil {
 		return err
 	}
 	return writeRevisions(w, p.GetApps())
-}
-
-// writeRevisions lists each app's revisions, newest first: what was asked
-// for, the commit or digest deployed, when and by whom.
-func writeRevisions(w io.Writer, apps []*opusv1.App) error {
-	tw := newTable(w)
-	any := false
-	for _, a := range apps {
-		revs := a.GetRevisions()
-		if len(revs) == 0 {
-			continue
-		}
-		if !any {
-			writeRow(tw, "Revisions:")
-			writeRow(tw, "  APP", "#", "REF", "COMMIT", "DEPLOYED", "BY")
-			any = true
-		}
-		for i := len(revs) - 1; i >= 0; i-- {
-			r := revs[i]
-			cur := ""
-			if i == len(revs)-1 {
-				cur = " (current)"
-			}
-			writeRow(tw, "  "+a.GetName(), strconv.Itoa(i+1), orDash(shortCommit(r.GetRequestedRef())), shortCommit(r.GetResolved())+cur, formatTime(r.GetTime()), userName(r.GetByUid()))
-		}
-	}
-	if !any {
-		return nil
-	}
-	return tw.Flush()
-}
-
-func writeAppTable(w io.Writer, apps []*opusv1.App, indent string) error {
-	tw := newTable(w)
-	writeRow(tw, indent+"NAME", "SOURCE", "REF", "COMMIT")
-	for _, a := range apps {
-		writeRow(tw, indent+a.GetName(), sourceString(a.GetSource()), orDash(shortCommit(a.GetRequestedRef())), shortCommit(a.GetResolvedCommit()))
-	}
-	return tw.Flush()
 }
 
 func writeOperationTable(w io.Writer, ops []*opusv1.Operation) error {

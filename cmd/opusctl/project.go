@@ -42,7 +42,9 @@ func (c *cli) showCommand() *cobra.Command {
 		Short: "Show a project in detail",
 		Long: `show prints every field of a project: owner, phase, host and system user
 names, URLs, admin and superuser, certificate, generations, times, the last
-error, and each app with its source, requested ref and deployed commit.`,
+error, each app as it runs (its running revision: number, commit or upload
+digest, the ref asked, when, and where from; a note when its source asks for
+something not deployed yet) and each app's revisions, the running one marked.`,
 		Example: `  opusctl show blog
   opusctl show blog -o json`,
 		Args:              cobra.ExactArgs(1),

@@ -228,7 +228,7 @@ func TestRevisions(t *testing.T) {
 	mustSucceed(t, e.run(t, r, store.OpUpdateApp, func(s *store.Spec) { s.App("shop").Git.Ref = "v2"; s.App("shop").ByUID = 1002 }))
 	mustSucceed(t, e.run(t, r, store.OpReconcile, func(*store.Spec) {}))
 	e.git.set(liveRepo, hashV1, fakeCommit{hash: hashV1, files: map[string]string{"__init__.py": "", "views.py": "# v1\n"}})
-	mustSucceed(t, e.run(t, r, store.OpUpdateApp, func(s *store.Spec) { s.App("shop").Git.Ref = hashV1 }))
+	mustSucceed(t, e.run(t, r, store.OpRollback, func(s *store.Spec) { s.App("shop").Git.Ref = hashV1; s.App("shop").RollbackTo = 1 }))
 	mustSucceed(t, e.run(t, r, store.OpReconcile, func(*store.Spec) {}))
 	st := e.project(t, "live").Status.Apps["shop"]
 	var got []string
@@ -241,6 +241,16 @@ func TestRevisions(t *testing.T) {
 	want := []string{liveRepo + " v1 1111", liveRepo + " v2 2222", liveRepo + " " + hashV1 + " 1111"}
 	if !slices.Equal(got, want) || st.Revisions[1].ByUID != 1002 || st.ResolvedCommit != hashV1 || st.RequestedRef != hashV1 {
 		t.Errorf("revisions %q (status %+v), want %q", got, st, want)
+	}
+	// Numbered from 1; the rollback's says which revision it went back to.
+	for i, rev := range st.Revisions {
+		wantOf := 0
+		if i == 2 {
+			wantOf = 1
+		}
+		if rev.Number != i+1 || rev.RollbackOf != wantOf {
+			t.Errorf("revision %d: number %d, rollback of %d; want %d, %d", i, rev.Number, rev.RollbackOf, i+1, wantOf)
+		}
 	}
 }
 

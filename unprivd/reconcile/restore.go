@@ -60,9 +60,10 @@ type undoApp struct {
 
 // applied is what a run deployed for one app.
 type applied struct {
-	url, requested, resolved string
-	by                       uint32
-	uploader                 *uint32
+	url, requested, resolved, origin string
+	by                               uint32
+	uploader                         *uint32
+	rollbackOf                       int
 }
 
 // journalFile is the undo journal's name in the code directory. Hidden, so
@@ -215,11 +216,8 @@ func (t *Task) commitApplied(p *store.Project) {
 		st.RequestedRef = a.requested
 		if st.ResolvedCommit != a.resolved {
 			st.ResolvedCommit = a.resolved
-			st.Revisions = append(st.Revisions, store.Revision{URL: a.url, RequestedRef: a.requested,
-				Resolved: a.resolved, Time: t.Clock.Now(), ByUID: a.by, UploaderUID: a.uploader})
-			if n := len(st.Revisions); n > maxRevisions {
-				st.Revisions = st.Revisions[n-maxRevisions:]
-			}
+			st.AddRevision(store.Revision{URL: a.url, RequestedRef: a.requested, Resolved: a.resolved,
+				Time: t.Clock.Now(), ByUID: a.by, UploaderUID: a.uploader, Origin: a.origin, RollbackOf: a.rollbackOf}, maxRevisions)
 		}
 		p.Status.Apps[name] = st
 	}

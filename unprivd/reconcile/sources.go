@@ -136,12 +136,12 @@ func (t *Task) apply(app store.AppSpec, resolved string) {
 	if t.live.applied == nil {
 		t.live.applied = map[string]applied{}
 	}
-	a := applied{requested: app.RequestedRef(), resolved: resolved, by: app.ByUID}
+	a := applied{requested: app.RequestedRef(), resolved: resolved, by: app.ByUID, rollbackOf: app.RollbackTo}
 	switch {
 	case app.Git != nil:
 		a.url = app.Git.URL
 	case app.Upload != nil:
-		a.uploader = app.Upload.UploaderUID
+		a.uploader, a.origin = app.Upload.UploaderUID, app.Upload.Origin
 	}
 	t.live.applied[app.Name] = a
 }

@@ -74,6 +74,7 @@ var methodAccess = map[string]access{
 	opusv1.Opus_AddApp_FullMethodName:         accessOwnerOrAdmin,
 	opusv1.Opus_RemoveApp_FullMethodName:      accessOwnerOrAdmin,
 	opusv1.Opus_UpdateApp_FullMethodName:      accessOwnerOrAdmin,
+	opusv1.Opus_RollbackApp_FullMethodName:    accessOwnerOrAdmin,
 	opusv1.Opus_SetCertificate_FullMethodName: accessOwnerOrAdmin,
 	opusv1.Opus_GetOperation_FullMethodName:   accessOwnerOrAdmin,
 	opusv1.Opus_WatchOperation_FullMethodName: accessOwnerOrAdmin,

@@ -30,6 +30,7 @@ var opKinds = map[store.OpKind]opusv1.OperationKind{
 	store.OpAddApp: opusv1.OperationKind_OPERATION_KIND_ADD_APP, store.OpRemoveApp: opusv1.OperationKind_OPERATION_KIND_REMOVE_APP,
 	store.OpUpdateApp: opusv1.OperationKind_OPERATION_KIND_UPDATE_APP, store.OpSetCertificate: opusv1.OperationKind_OPERATION_KIND_SET_CERTIFICATE,
 	store.OpReconcile: opusv1.OperationKind_OPERATION_KIND_RECONCILE, store.OpUpdateSettings: opusv1.OperationKind_OPERATION_KIND_UPDATE_SETTINGS,
+	store.OpRollback: opusv1.OperationKind_OPERATION_KIND_ROLLBACK,
 }
 
 var opStates = map[store.OpState]opusv1.OperationState{
@@ -112,8 +113,13 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 			app.Revisions = make([]*opusv1.Revision, len(st.Revisions))
 			for i, r := range st.Revisions {
 				revs[i].RequestedRef, revs[i].Resolved, revs[i].Time, revs[i].ByUid = r.RequestedRef, r.Resolved, ts(r.Time), r.ByUID
+				revs[i].Number, revs[i].RollbackOf, revs[i].Url, revs[i].Origin = int64(st.RevisionNumber(i)), int64(r.RollbackOf), r.URL, r.Origin
 				app.Revisions[i] = &revs[i]
 			}
+			app.RunningRevision = revs[len(revs)-1].Number
+			app.Pending = !specIsRevision(a, st.Revisions[len(st.Revisions)-1])
+		} else {
+			app.Pending = true
 		}
 		out.Apps = append(out.Apps, app)
 	}

@@ -459,7 +459,11 @@ func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (
 	if err := validateProjectApp(req.GetProject(), req.GetApp()); err != nil {
 		return nil, err
 	}
-	return s.mutate(ctx, opusv1.Opus_UpdateApp_FullMethodName, req.GetProject(), store.OpUpdateApp, func(c caller, p *store.Project) error {
+	kind := store.OpUpdateApp
+	if req.GetRollback() {
+		kind = store.OpRollback
+	}
+	return s.mutate(ctx, opusv1.Opus_UpdateApp_FullMethodName, req.GetProject(), kind, func(c caller, p *store.Project) error {
 		a := p.Spec.App(req.GetApp())
 		if a == nil {
 			return status.Errorf(codes.NotFound, "project %q has no app %q; use AddApp to add it", p.Name, req.GetApp())
@@ -468,7 +472,7 @@ func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (
 			if req.GetSource() != nil {
 				return invalid("source", "must be empty with rollback: a rollback goes to the app's previous revision")
 			}
-			src, err := s.rollbackSource(c, p, *a)
+			src, err := s.rollbackSource(c, p, *a, revisionRef{})
 			if err != nil {
 				return err
 			}

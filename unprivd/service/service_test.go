@@ -102,6 +102,8 @@ func helperMain() int {
 		_, err = cl.RemoveApp(ctx, &opusv1.RemoveAppRequest{Project: arg, App: "blog"})
 	case "updateapp":
 		_, err = cl.UpdateApp(ctx, &opusv1.UpdateAppRequest{Project: arg, App: "blog", Source: gitApp("blog", "https://evil.example.com/x.git").GetSource()})
+	case "rollbackapp":
+		_, err = cl.RollbackApp(ctx, &opusv1.RollbackAppRequest{Project: arg, App: "blog", To: "1"})
 	case "getop":
 		_, err = cl.GetOperation(ctx, &opusv1.GetOperationRequest{Id: arg})
 	case "watch":
@@ -832,6 +834,7 @@ func TestCrossUserIsolation(t *testing.T) {
 		{"addapp", "ownedbya", "NotFound"},
 		{"removeapp", "ownedbya", "NotFound"},
 		{"updateapp", "ownedbya", "NotFound"},
+		{"rollbackapp", "ownedbya", "NotFound"},
 		{"listops", "ownedbya", "NotFound"},
 		{"logs", "ownedbya", "NotFound"},
 		{"getop", created.ID, "NotFound"},

@@ -120,6 +120,10 @@ type AppSpec struct {
 	Upload *UploadSource `json:"upload,omitempty"`
 	// ByUID is the caller who last set this app's source.
 	ByUID uint32 `json:"by_uid"`
+	// RollbackTo is the number of the revision a rollback set this
+	// source back to (0 for any other change), so the revision it
+	// deploys says so.
+	RollbackTo int `json:"rollback_to,omitempty"`
 }
 
 // RequestedRef is the git ref or the upload digest asked for.
@@ -239,6 +243,42 @@ type Revision struct {
 	// UploaderUID is whose upload an uploaded revision's archive is (see
 	// UploadSource.UploaderUID); nil for git.
 	UploaderUID *uint32 `json:"uploader_uid,omitempty"`
+	// Number is the revision's number in its app's history, 1 for the
+	// first, kept when older revisions are dropped, so it names the same
+	// revision for as long as it is listed. 0 in records made before
+	// revisions were numbered: see AppStatus.RevisionNumber.
+	Number int `json:"number,omitempty"`
+	// RollbackOf is the number of the revision a rollback returned to,
+	// when this revision is one.
+	RollbackOf int `json:"rollback_of,omitempty"`
+	// Origin is where an uploaded revision was packed from
+	// (informational, as UploadSource.Origin).
+	Origin string `json:"origin,omitempty"`
+}
+
+// RevisionNumber is the number of st.Revisions[i]: its own, or for a
+// record made before revisions were numbered, its position from 1.
+func (st AppStatus) RevisionNumber(i int) int {
+	if n := st.Revisions[i].Number; n > 0 {
+		return n
+	}
+	return i + 1
+}
+
+// AddRevision appends r to st's history as the next number and keeps only
+// the last keep revisions. Unnumbered (older) revisions get their numbers
+// written first, so dropping the oldest does not renumber the rest.
+func (st *AppStatus) AddRevision(r Revision, keep int) {
+	next := 1
+	for i := range st.Revisions {
+		st.Revisions[i].Number = st.RevisionNumber(i)
+		next = st.Revisions[i].Number + 1
+	}
+	r.Number = next
+	st.Revisions = append(st.Revisions, r)
+	if n := len(st.Revisions); keep > 0 && n > keep {
+		st.Revisions = st.Revisions[n-keep:]
+	}
 }
 
 // CertificateStatus says which certificate is installed.
@@ -261,6 +301,8 @@ const (
 	OpSetCertificate OpKind = "SET_CERTIFICATE"
 	OpUpdateSettings OpKind = "UPDATE_SETTINGS"
 	OpReconcile      OpKind = "RECONCILE"
+	// OpRollback moves an app back to one of its recorded revisions.
+	OpRollback OpKind = "ROLLBACK"
 )
 
 // OpState is where an operation is.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -417,5 +418,33 @@ func BenchmarkGetProject(b *testing.B) {
 		if _, err := s.GetProject(ctx, "p500"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestAddRevisionNumbers: revisions are numbered from 1, an unnumbered
+// (older) history keeps its positions as numbers, and dropping the oldest
+// renumbers nothing.
+func TestAddRevisionNumbers(t *testing.T) {
+	numbers := func(st AppStatus) []int {
+		var out []int
+		for i := range st.Revisions {
+			out = append(out, st.RevisionNumber(i))
+		}
+		return out
+	}
+	var st AppStatus
+	for _, r := range []string{"a", "b", "c", "d"} {
+		st.AddRevision(Revision{Resolved: r}, 3)
+	}
+	if got := numbers(st); !slices.Equal(got, []int{2, 3, 4}) || st.Revisions[0].Resolved != "b" {
+		t.Errorf("after 4 revisions keeping 3: numbers %v, oldest %q", got, st.Revisions[0].Resolved)
+	}
+	legacy := AppStatus{Revisions: []Revision{{Resolved: "a"}, {Resolved: "b"}, {Resolved: "c"}}}
+	if got := numbers(legacy); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Errorf("unnumbered history numbered %v", got)
+	}
+	legacy.AddRevision(Revision{Resolved: "d"}, 3)
+	if got := numbers(legacy); !slices.Equal(got, []int{2, 3, 4}) || legacy.Revisions[0].Number != 2 {
+		t.Errorf("unnumbered history after one more, keeping 3: %v (stored %+v)", got, legacy.Revisions)
 	}
 }

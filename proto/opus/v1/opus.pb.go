@@ -107,6 +107,9 @@ const (
 	// UPDATE_SETTINGS is a change of the owner-level settings (older opusd
 	// reported it as RECONCILE).
 	OperationKind_OPERATION_KIND_UPDATE_SETTINGS OperationKind = 8
+	// ROLLBACK moves an app back to a recorded revision (older opusd
+	// reported it as UPDATE_APP).
+	OperationKind_OPERATION_KIND_ROLLBACK OperationKind = 9
 )
 
 // Enum value maps for OperationKind.
@@ -121,6 +124,7 @@ var (
 		6: "OPERATION_KIND_SET_CERTIFICATE",
 		7: "OPERATION_KIND_RECONCILE",
 		8: "OPERATION_KIND_UPDATE_SETTINGS",
+		9: "OPERATION_KIND_ROLLBACK",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":     0,
@@ -132,6 +136,7 @@ var (
 		"OPERATION_KIND_SET_CERTIFICATE": 6,
 		"OPERATION_KIND_RECONCILE":       7,
 		"OPERATION_KIND_UPDATE_SETTINGS": 8,
+		"OPERATION_KIND_ROLLBACK":        9,
 	}
 )
 
@@ -532,7 +537,18 @@ type Revision struct {
 	Resolved string                 `protobuf:"bytes,2,opt,name=resolved,proto3" json:"resolved,omitempty"`
 	Time     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
 	// by_uid is the uid of the caller who asked for it.
-	ByUid         uint32 `protobuf:"varint,4,opt,name=by_uid,json=byUid,proto3" json:"by_uid,omitempty"`
+	ByUid uint32 `protobuf:"varint,4,opt,name=by_uid,json=byUid,proto3" json:"by_uid,omitempty"`
+	// number names the revision in the app's history (1 for the first); it
+	// does not change when older revisions are dropped. RollbackApp's to
+	// takes it.
+	Number int64 `protobuf:"varint,5,opt,name=number,proto3" json:"number,omitempty"`
+	// rollback_of is the number of the revision a rollback returned to, when
+	// this revision is one (0 otherwise).
+	RollbackOf int64 `protobuf:"varint,6,opt,name=rollback_of,json=rollbackOf,proto3" json:"rollback_of,omitempty"`
+	// url is the git repository it came from (empty for an upload).
+	Url string `protobuf:"bytes,7,opt,name=url,proto3" json:"url,omitempty"`
+	// origin is where an uploaded revision was packed from (informational).
+	Origin        string `protobuf:"bytes,8,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +611,34 @@ func (x *Revision) GetByUid() uint32 {
 	return 0
 }
 
+func (x *Revision) GetNumber() int64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *Revision) GetRollbackOf() int64 {
+	if x != nil {
+		return x.RollbackOf
+	}
+	return 0
+}
+
+func (x *Revision) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Revision) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
 // App is an app of a project as deployed.
 type App struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -605,7 +649,13 @@ type App struct {
 	// resolved_commit is the commit (git) or digest (upload) deployed.
 	ResolvedCommit string `protobuf:"bytes,4,opt,name=resolved_commit,json=resolvedCommit,proto3" json:"resolved_commit,omitempty"`
 	// revisions is the app's history, oldest first.
-	Revisions     []*Revision `protobuf:"bytes,5,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	Revisions []*Revision `protobuf:"bytes,5,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	// running_revision is the number of the revision the app runs (0 before
+	// its first deploy).
+	RunningRevision int64 `protobuf:"varint,6,opt,name=running_revision,json=runningRevision,proto3" json:"running_revision,omitempty"`
+	// pending says source asks for something the app does not run yet: a
+	// change being deployed (or, from an older opusd, one that failed).
+	Pending       bool `protobuf:"varint,7,opt,name=pending,proto3" json:"pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +723,20 @@ func (x *App) GetRevisions() []*Revision {
 		return x.Revisions
 	}
 	return nil
+}
+
+func (x *App) GetRunningRevision() int64 {
+	if x != nil {
+		return x.RunningRevision
+	}
+	return 0
+}
+
+func (x *App) GetPending() bool {
+	if x != nil {
+		return x.Pending
+	}
+	return false
 }
 
 // Superuser is the Django admin account created on first deploy.
@@ -1526,7 +1590,7 @@ type UpdateAppRequest struct {
 	// only the ref usually changes.
 	Source *AppSource `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	// rollback moves the app back to the revision before its current one
-	// (source must then be empty).
+	// (source must then be empty); RollbackApp can also name the revision.
 	Rollback      bool `protobuf:"varint,4,opt,name=rollback,proto3" json:"rollback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1590,6 +1654,71 @@ func (x *UpdateAppRequest) GetRollback() bool {
 	return false
 }
 
+type RollbackAppRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	App     string                 `protobuf:"bytes,2,opt,name=app,proto3" json:"app,omitempty"`
+	// to names the revision to go back to: its number (as listed in the
+	// app's revisions), or a prefix of at least 7 hex digits of its commit
+	// or upload digest ("sha256:" optional). Empty means the revision before
+	// the running one, or the running one when the app's source asks for
+	// something not deployed yet.
+	To            string `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackAppRequest) Reset() {
+	*x = RollbackAppRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackAppRequest) ProtoMessage() {}
+
+func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackAppRequest.ProtoReflect.Descriptor instead.
+func (*RollbackAppRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RollbackAppRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *RollbackAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *RollbackAppRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
 type SetCertificateRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -1603,7 +1732,7 @@ type SetCertificateRequest struct {
 
 func (x *SetCertificateRequest) Reset() {
 	*x = SetCertificateRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[18]
+	mi := &file_opus_v1_opus_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1744,7 @@ func (x *SetCertificateRequest) String() string {
 func (*SetCertificateRequest) ProtoMessage() {}
 
 func (x *SetCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[18]
+	mi := &file_opus_v1_opus_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1757,7 @@ func (x *SetCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SetCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{18}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetCertificateRequest) GetProject() string {
@@ -1665,7 +1794,7 @@ type UploadSourceRequest struct {
 
 func (x *UploadSourceRequest) Reset() {
 	*x = UploadSourceRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[19]
+	mi := &file_opus_v1_opus_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1806,7 @@ func (x *UploadSourceRequest) String() string {
 func (*UploadSourceRequest) ProtoMessage() {}
 
 func (x *UploadSourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[19]
+	mi := &file_opus_v1_opus_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1819,7 @@ func (x *UploadSourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSourceRequest.ProtoReflect.Descriptor instead.
 func (*UploadSourceRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{19}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UploadSourceRequest) GetPart() isUploadSourceRequest_Part {
@@ -1747,7 +1876,7 @@ type UploadInfo struct {
 
 func (x *UploadInfo) Reset() {
 	*x = UploadInfo{}
-	mi := &file_opus_v1_opus_proto_msgTypes[20]
+	mi := &file_opus_v1_opus_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1888,7 @@ func (x *UploadInfo) String() string {
 func (*UploadInfo) ProtoMessage() {}
 
 func (x *UploadInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[20]
+	mi := &file_opus_v1_opus_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1901,7 @@ func (x *UploadInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadInfo.ProtoReflect.Descriptor instead.
 func (*UploadInfo) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{20}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UploadInfo) GetOrigin() string {
@@ -1799,7 +1928,7 @@ type UploadSourceResponse struct {
 
 func (x *UploadSourceResponse) Reset() {
 	*x = UploadSourceResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[21]
+	mi := &file_opus_v1_opus_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +1940,7 @@ func (x *UploadSourceResponse) String() string {
 func (*UploadSourceResponse) ProtoMessage() {}
 
 func (x *UploadSourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[21]
+	mi := &file_opus_v1_opus_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +1953,7 @@ func (x *UploadSourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSourceResponse.ProtoReflect.Descriptor instead.
 func (*UploadSourceResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{21}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UploadSourceResponse) GetDigest() string {
@@ -1856,7 +1985,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_opus_v1_opus_proto_msgTypes[22]
+	mi := &file_opus_v1_opus_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1997,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[22]
+	mi := &file_opus_v1_opus_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2010,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{22}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Step) GetName() string {
@@ -1944,7 +2073,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_opus_v1_opus_proto_msgTypes[23]
+	mi := &file_opus_v1_opus_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2085,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[23]
+	mi := &file_opus_v1_opus_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2098,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{23}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Operation) GetId() string {
@@ -2058,7 +2187,7 @@ type GetOperationRequest struct {
 
 func (x *GetOperationRequest) Reset() {
 	*x = GetOperationRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[24]
+	mi := &file_opus_v1_opus_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2199,7 @@ func (x *GetOperationRequest) String() string {
 func (*GetOperationRequest) ProtoMessage() {}
 
 func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[24]
+	mi := &file_opus_v1_opus_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2212,7 @@ func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperationRequest.ProtoReflect.Descriptor instead.
 func (*GetOperationRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{24}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetOperationRequest) GetId() string {
@@ -2102,7 +2231,7 @@ type WatchOperationRequest struct {
 
 func (x *WatchOperationRequest) Reset() {
 	*x = WatchOperationRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[25]
+	mi := &file_opus_v1_opus_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2243,7 @@ func (x *WatchOperationRequest) String() string {
 func (*WatchOperationRequest) ProtoMessage() {}
 
 func (x *WatchOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[25]
+	mi := &file_opus_v1_opus_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2256,7 @@ func (x *WatchOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchOperationRequest.ProtoReflect.Descriptor instead.
 func (*WatchOperationRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{25}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchOperationRequest) GetId() string {
@@ -2148,7 +2277,7 @@ type ListOperationsRequest struct {
 
 func (x *ListOperationsRequest) Reset() {
 	*x = ListOperationsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[26]
+	mi := &file_opus_v1_opus_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2289,7 @@ func (x *ListOperationsRequest) String() string {
 func (*ListOperationsRequest) ProtoMessage() {}
 
 func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[26]
+	mi := &file_opus_v1_opus_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2302,7 @@ func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsRequest.ProtoReflect.Descriptor instead.
 func (*ListOperationsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{26}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListOperationsRequest) GetProject() string {
@@ -2199,7 +2328,7 @@ type ListOperationsResponse struct {
 
 func (x *ListOperationsResponse) Reset() {
 	*x = ListOperationsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[27]
+	mi := &file_opus_v1_opus_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2340,7 @@ func (x *ListOperationsResponse) String() string {
 func (*ListOperationsResponse) ProtoMessage() {}
 
 func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[27]
+	mi := &file_opus_v1_opus_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2353,7 @@ func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsResponse.ProtoReflect.Descriptor instead.
 func (*ListOperationsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{27}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListOperationsResponse) GetOperations() []*Operation {
@@ -2245,7 +2374,7 @@ type GetLogsRequest struct {
 
 func (x *GetLogsRequest) Reset() {
 	*x = GetLogsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[28]
+	mi := &file_opus_v1_opus_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2386,7 @@ func (x *GetLogsRequest) String() string {
 func (*GetLogsRequest) ProtoMessage() {}
 
 func (x *GetLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[28]
+	mi := &file_opus_v1_opus_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2399,7 @@ func (x *GetLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetLogsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{28}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetLogsRequest) GetProject() string {
@@ -2296,7 +2425,7 @@ type GetLogsResponse struct {
 
 func (x *GetLogsResponse) Reset() {
 	*x = GetLogsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[29]
+	mi := &file_opus_v1_opus_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2308,7 +2437,7 @@ func (x *GetLogsResponse) String() string {
 func (*GetLogsResponse) ProtoMessage() {}
 
 func (x *GetLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[29]
+	mi := &file_opus_v1_opus_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2321,7 +2450,7 @@ func (x *GetLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetLogsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{29}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetLogsResponse) GetLines() []string {
@@ -2346,7 +2475,7 @@ type UpdateSettingsRequest struct {
 
 func (x *UpdateSettingsRequest) Reset() {
 	*x = UpdateSettingsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[30]
+	mi := &file_opus_v1_opus_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2487,7 @@ func (x *UpdateSettingsRequest) String() string {
 func (*UpdateSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[30]
+	mi := &file_opus_v1_opus_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2500,7 @@ func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{30}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateSettingsRequest) GetProject() string {
@@ -2403,7 +2532,7 @@ type CheckHostRequest struct {
 
 func (x *CheckHostRequest) Reset() {
 	*x = CheckHostRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	mi := &file_opus_v1_opus_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2544,7 @@ func (x *CheckHostRequest) String() string {
 func (*CheckHostRequest) ProtoMessage() {}
 
 func (x *CheckHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	mi := &file_opus_v1_opus_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2557,7 @@ func (x *CheckHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckHostRequest.ProtoReflect.Descriptor instead.
 func (*CheckHostRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{31}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{32}
 }
 
 // Drift is one difference between the store and the host.
@@ -2448,7 +2577,7 @@ type Drift struct {
 
 func (x *Drift) Reset() {
 	*x = Drift{}
-	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	mi := &file_opus_v1_opus_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2589,7 @@ func (x *Drift) String() string {
 func (*Drift) ProtoMessage() {}
 
 func (x *Drift) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	mi := &file_opus_v1_opus_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2602,7 @@ func (x *Drift) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drift.ProtoReflect.Descriptor instead.
 func (*Drift) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{32}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Drift) GetKind() string {
@@ -2508,7 +2637,7 @@ type CheckHostResponse struct {
 
 func (x *CheckHostResponse) Reset() {
 	*x = CheckHostResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[33]
+	mi := &file_opus_v1_opus_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2649,7 @@ func (x *CheckHostResponse) String() string {
 func (*CheckHostResponse) ProtoMessage() {}
 
 func (x *CheckHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[33]
+	mi := &file_opus_v1_opus_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2662,7 @@ func (x *CheckHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckHostResponse.ProtoReflect.Descriptor instead.
 func (*CheckHostResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{33}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CheckHostResponse) GetDrift() []*Drift {
@@ -2558,7 +2687,7 @@ type CreateLoginLinkRequest struct {
 
 func (x *CreateLoginLinkRequest) Reset() {
 	*x = CreateLoginLinkRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[34]
+	mi := &file_opus_v1_opus_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2699,7 @@ func (x *CreateLoginLinkRequest) String() string {
 func (*CreateLoginLinkRequest) ProtoMessage() {}
 
 func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[34]
+	mi := &file_opus_v1_opus_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2712,7 @@ func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoginLinkRequest.ProtoReflect.Descriptor instead.
 func (*CreateLoginLinkRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{34}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{35}
 }
 
 type CreateLoginLinkResponse struct {
@@ -2596,7 +2725,7 @@ type CreateLoginLinkResponse struct {
 
 func (x *CreateLoginLinkResponse) Reset() {
 	*x = CreateLoginLinkResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[35]
+	mi := &file_opus_v1_opus_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2737,7 @@ func (x *CreateLoginLinkResponse) String() string {
 func (*CreateLoginLinkResponse) ProtoMessage() {}
 
 func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[35]
+	mi := &file_opus_v1_opus_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2750,7 @@ func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoginLinkResponse.ProtoReflect.Descriptor instead.
 func (*CreateLoginLinkResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{35}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateLoginLinkResponse) GetUrl() string {
@@ -2647,7 +2776,7 @@ type SetConsolePasswordRequest struct {
 
 func (x *SetConsolePasswordRequest) Reset() {
 	*x = SetConsolePasswordRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[36]
+	mi := &file_opus_v1_opus_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2788,7 @@ func (x *SetConsolePasswordRequest) String() string {
 func (*SetConsolePasswordRequest) ProtoMessage() {}
 
 func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[36]
+	mi := &file_opus_v1_opus_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2801,7 @@ func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsolePasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetConsolePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{36}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetConsolePasswordRequest) GetPassword() string {
@@ -2690,7 +2819,7 @@ type SetConsolePasswordResponse struct {
 
 func (x *SetConsolePasswordResponse) Reset() {
 	*x = SetConsolePasswordResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[37]
+	mi := &file_opus_v1_opus_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2831,7 @@ func (x *SetConsolePasswordResponse) String() string {
 func (*SetConsolePasswordResponse) ProtoMessage() {}
 
 func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[37]
+	mi := &file_opus_v1_opus_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +2844,7 @@ func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsolePasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetConsolePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{37}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{38}
 }
 
 type ListConsoleAccountsRequest struct {
@@ -2726,7 +2855,7 @@ type ListConsoleAccountsRequest struct {
 
 func (x *ListConsoleAccountsRequest) Reset() {
 	*x = ListConsoleAccountsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[38]
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2738,7 +2867,7 @@ func (x *ListConsoleAccountsRequest) String() string {
 func (*ListConsoleAccountsRequest) ProtoMessage() {}
 
 func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[38]
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2751,7 +2880,7 @@ func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsoleAccountsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsoleAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{38}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
 }
 
 // ConsoleAccount is a Unix user's web console account.
@@ -2768,7 +2897,7 @@ type ConsoleAccount struct {
 
 func (x *ConsoleAccount) Reset() {
 	*x = ConsoleAccount{}
-	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2780,7 +2909,7 @@ func (x *ConsoleAccount) String() string {
 func (*ConsoleAccount) ProtoMessage() {}
 
 func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2793,7 +2922,7 @@ func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleAccount.ProtoReflect.Descriptor instead.
 func (*ConsoleAccount) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ConsoleAccount) GetUid() uint32 {
@@ -2840,7 +2969,7 @@ type ListConsoleAccountsResponse struct {
 
 func (x *ListConsoleAccountsResponse) Reset() {
 	*x = ListConsoleAccountsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +2981,7 @@ func (x *ListConsoleAccountsResponse) String() string {
 func (*ListConsoleAccountsResponse) ProtoMessage() {}
 
 func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +2994,7 @@ func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsoleAccountsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsoleAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListConsoleAccountsResponse) GetAccounts() []*ConsoleAccount {
@@ -2886,7 +3015,7 @@ type DisableConsoleAccountRequest struct {
 
 func (x *DisableConsoleAccountRequest) Reset() {
 	*x = DisableConsoleAccountRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +3027,7 @@ func (x *DisableConsoleAccountRequest) String() string {
 func (*DisableConsoleAccountRequest) ProtoMessage() {}
 
 func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3040,7 @@ func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableConsoleAccountRequest.ProtoReflect.Descriptor instead.
 func (*DisableConsoleAccountRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DisableConsoleAccountRequest) GetUid() uint32 {
@@ -2936,7 +3065,7 @@ type DisableConsoleAccountResponse struct {
 
 func (x *DisableConsoleAccountResponse) Reset() {
 	*x = DisableConsoleAccountResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3077,7 @@ func (x *DisableConsoleAccountResponse) String() string {
 func (*DisableConsoleAccountResponse) ProtoMessage() {}
 
 func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3090,7 @@ func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableConsoleAccountResponse.ProtoReflect.Descriptor instead.
 func (*DisableConsoleAccountResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
 }
 
 type DeleteConsoleAccountRequest struct {
@@ -2973,7 +3102,7 @@ type DeleteConsoleAccountRequest struct {
 
 func (x *DeleteConsoleAccountRequest) Reset() {
 	*x = DeleteConsoleAccountRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2985,7 +3114,7 @@ func (x *DeleteConsoleAccountRequest) String() string {
 func (*DeleteConsoleAccountRequest) ProtoMessage() {}
 
 func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2998,7 +3127,7 @@ func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsoleAccountRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsoleAccountRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeleteConsoleAccountRequest) GetUid() uint32 {
@@ -3016,7 +3145,7 @@ type DeleteConsoleAccountResponse struct {
 
 func (x *DeleteConsoleAccountResponse) Reset() {
 	*x = DeleteConsoleAccountResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	mi := &file_opus_v1_opus_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3157,7 @@ func (x *DeleteConsoleAccountResponse) String() string {
 func (*DeleteConsoleAccountResponse) ProtoMessage() {}
 
 func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	mi := &file_opus_v1_opus_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3170,7 @@ func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsoleAccountResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConsoleAccountResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{45}
 }
 
 var File_opus_v1_opus_proto protoreflect.FileDescriptor
@@ -3061,18 +3190,25 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x04kind\"I\n" +
 	"\aAppSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
-	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"\x92\x01\n" +
+	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"\xf5\x01\n" +
 	"\bRevision\x12#\n" +
 	"\rrequested_ref\x18\x01 \x01(\tR\frequestedRef\x12\x1a\n" +
 	"\bresolved\x18\x02 \x01(\tR\bresolved\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x15\n" +
-	"\x06by_uid\x18\x04 \x01(\rR\x05byUid\"\xc4\x01\n" +
+	"\x06by_uid\x18\x04 \x01(\rR\x05byUid\x12\x16\n" +
+	"\x06number\x18\x05 \x01(\x03R\x06number\x12\x1f\n" +
+	"\vrollback_of\x18\x06 \x01(\x03R\n" +
+	"rollbackOf\x12\x10\n" +
+	"\x03url\x18\a \x01(\tR\x03url\x12\x16\n" +
+	"\x06origin\x18\b \x01(\tR\x06origin\"\x89\x02\n" +
 	"\x03App\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\x12#\n" +
 	"\rrequested_ref\x18\x03 \x01(\tR\frequestedRef\x12'\n" +
 	"\x0fresolved_commit\x18\x04 \x01(\tR\x0eresolvedCommit\x12/\n" +
-	"\trevisions\x18\x05 \x03(\v2\x11.opus.v1.RevisionR\trevisions\"Y\n" +
+	"\trevisions\x18\x05 \x03(\v2\x11.opus.v1.RevisionR\trevisions\x12)\n" +
+	"\x10running_revision\x18\x06 \x01(\x03R\x0frunningRevision\x12\x18\n" +
+	"\apending\x18\a \x01(\bR\apending\"Y\n" +
 	"\tSuperuser\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
@@ -3150,7 +3286,11 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.opus.v1.AppSourceR\x06source\x12\x1a\n" +
-	"\brollback\x18\x04 \x01(\bR\brollback\"s\n" +
+	"\brollback\x18\x04 \x01(\bR\brollback\"P\n" +
+	"\x12RollbackAppRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x10\n" +
+	"\x03app\x18\x02 \x01(\tR\x03app\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\"s\n" +
 	"\x15SetCertificateRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\fR\x0ecertificatePem\x12\x17\n" +
@@ -3251,7 +3391,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x0fPHASE_DEPLOYING\x10\x02\x12\x0f\n" +
 	"\vPHASE_READY\x10\x03\x12\x10\n" +
 	"\fPHASE_FAILED\x10\x04\x12\x12\n" +
-	"\x0ePHASE_DELETING\x10\x05*\xa5\x02\n" +
+	"\x0ePHASE_DELETING\x10\x05*\xc2\x02\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x19\n" +
@@ -3261,7 +3401,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x19OPERATION_KIND_UPDATE_APP\x10\x05\x12\"\n" +
 	"\x1eOPERATION_KIND_SET_CERTIFICATE\x10\x06\x12\x1c\n" +
 	"\x18OPERATION_KIND_RECONCILE\x10\a\x12\"\n" +
-	"\x1eOPERATION_KIND_UPDATE_SETTINGS\x10\b*\xa6\x01\n" +
+	"\x1eOPERATION_KIND_UPDATE_SETTINGS\x10\b\x12\x1b\n" +
+	"\x17OPERATION_KIND_ROLLBACK\x10\t*\xa6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +
@@ -3273,7 +3414,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x01\x12\x13\n" +
 	"\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\xe3\v\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xa3\f\n" +
 	"\x04Opus\x12B\n" +
 	"\rCreateProject\x12\x1d.opus.v1.CreateProjectRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\n" +
@@ -3282,7 +3423,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\rDeleteProject\x12\x1d.opus.v1.DeleteProjectRequest\x1a\x12.opus.v1.Operation\x124\n" +
 	"\x06AddApp\x12\x16.opus.v1.AddAppRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\tRemoveApp\x12\x19.opus.v1.RemoveAppRequest\x1a\x12.opus.v1.Operation\x12:\n" +
-	"\tUpdateApp\x12\x19.opus.v1.UpdateAppRequest\x1a\x12.opus.v1.Operation\x12D\n" +
+	"\tUpdateApp\x12\x19.opus.v1.UpdateAppRequest\x1a\x12.opus.v1.Operation\x12>\n" +
+	"\vRollbackApp\x12\x1b.opus.v1.RollbackAppRequest\x1a\x12.opus.v1.Operation\x12D\n" +
 	"\x0eSetCertificate\x12\x1e.opus.v1.SetCertificateRequest\x1a\x12.opus.v1.Operation\x12M\n" +
 	"\fUploadSource\x12\x1c.opus.v1.UploadSourceRequest\x1a\x1d.opus.v1.UploadSourceResponse(\x01\x12@\n" +
 	"\fGetOperation\x12\x1c.opus.v1.GetOperationRequest\x1a\x12.opus.v1.Operation\x12F\n" +
@@ -3310,7 +3452,7 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_opus_v1_opus_proto_goTypes = []any{
 	(Phase)(0),                            // 0: opus.v1.Phase
 	(OperationKind)(0),                    // 1: opus.v1.OperationKind
@@ -3334,52 +3476,53 @@ var file_opus_v1_opus_proto_goTypes = []any{
 	(*AddAppRequest)(nil),                 // 19: opus.v1.AddAppRequest
 	(*RemoveAppRequest)(nil),              // 20: opus.v1.RemoveAppRequest
 	(*UpdateAppRequest)(nil),              // 21: opus.v1.UpdateAppRequest
-	(*SetCertificateRequest)(nil),         // 22: opus.v1.SetCertificateRequest
-	(*UploadSourceRequest)(nil),           // 23: opus.v1.UploadSourceRequest
-	(*UploadInfo)(nil),                    // 24: opus.v1.UploadInfo
-	(*UploadSourceResponse)(nil),          // 25: opus.v1.UploadSourceResponse
-	(*Step)(nil),                          // 26: opus.v1.Step
-	(*Operation)(nil),                     // 27: opus.v1.Operation
-	(*GetOperationRequest)(nil),           // 28: opus.v1.GetOperationRequest
-	(*WatchOperationRequest)(nil),         // 29: opus.v1.WatchOperationRequest
-	(*ListOperationsRequest)(nil),         // 30: opus.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil),        // 31: opus.v1.ListOperationsResponse
-	(*GetLogsRequest)(nil),                // 32: opus.v1.GetLogsRequest
-	(*GetLogsResponse)(nil),               // 33: opus.v1.GetLogsResponse
-	(*UpdateSettingsRequest)(nil),         // 34: opus.v1.UpdateSettingsRequest
-	(*CheckHostRequest)(nil),              // 35: opus.v1.CheckHostRequest
-	(*Drift)(nil),                         // 36: opus.v1.Drift
-	(*CheckHostResponse)(nil),             // 37: opus.v1.CheckHostResponse
-	(*CreateLoginLinkRequest)(nil),        // 38: opus.v1.CreateLoginLinkRequest
-	(*CreateLoginLinkResponse)(nil),       // 39: opus.v1.CreateLoginLinkResponse
-	(*SetConsolePasswordRequest)(nil),     // 40: opus.v1.SetConsolePasswordRequest
-	(*SetConsolePasswordResponse)(nil),    // 41: opus.v1.SetConsolePasswordResponse
-	(*ListConsoleAccountsRequest)(nil),    // 42: opus.v1.ListConsoleAccountsRequest
-	(*ConsoleAccount)(nil),                // 43: opus.v1.ConsoleAccount
-	(*ListConsoleAccountsResponse)(nil),   // 44: opus.v1.ListConsoleAccountsResponse
-	(*DisableConsoleAccountRequest)(nil),  // 45: opus.v1.DisableConsoleAccountRequest
-	(*DisableConsoleAccountResponse)(nil), // 46: opus.v1.DisableConsoleAccountResponse
-	(*DeleteConsoleAccountRequest)(nil),   // 47: opus.v1.DeleteConsoleAccountRequest
-	(*DeleteConsoleAccountResponse)(nil),  // 48: opus.v1.DeleteConsoleAccountResponse
-	nil,                                   // 49: opus.v1.Settings.EnvEntry
-	nil,                                   // 50: opus.v1.UpdateSettingsRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),         // 51: google.protobuf.Timestamp
+	(*RollbackAppRequest)(nil),            // 22: opus.v1.RollbackAppRequest
+	(*SetCertificateRequest)(nil),         // 23: opus.v1.SetCertificateRequest
+	(*UploadSourceRequest)(nil),           // 24: opus.v1.UploadSourceRequest
+	(*UploadInfo)(nil),                    // 25: opus.v1.UploadInfo
+	(*UploadSourceResponse)(nil),          // 26: opus.v1.UploadSourceResponse
+	(*Step)(nil),                          // 27: opus.v1.Step
+	(*Operation)(nil),                     // 28: opus.v1.Operation
+	(*GetOperationRequest)(nil),           // 29: opus.v1.GetOperationRequest
+	(*WatchOperationRequest)(nil),         // 30: opus.v1.WatchOperationRequest
+	(*ListOperationsRequest)(nil),         // 31: opus.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),        // 32: opus.v1.ListOperationsResponse
+	(*GetLogsRequest)(nil),                // 33: opus.v1.GetLogsRequest
+	(*GetLogsResponse)(nil),               // 34: opus.v1.GetLogsResponse
+	(*UpdateSettingsRequest)(nil),         // 35: opus.v1.UpdateSettingsRequest
+	(*CheckHostRequest)(nil),              // 36: opus.v1.CheckHostRequest
+	(*Drift)(nil),                         // 37: opus.v1.Drift
+	(*CheckHostResponse)(nil),             // 38: opus.v1.CheckHostResponse
+	(*CreateLoginLinkRequest)(nil),        // 39: opus.v1.CreateLoginLinkRequest
+	(*CreateLoginLinkResponse)(nil),       // 40: opus.v1.CreateLoginLinkResponse
+	(*SetConsolePasswordRequest)(nil),     // 41: opus.v1.SetConsolePasswordRequest
+	(*SetConsolePasswordResponse)(nil),    // 42: opus.v1.SetConsolePasswordResponse
+	(*ListConsoleAccountsRequest)(nil),    // 43: opus.v1.ListConsoleAccountsRequest
+	(*ConsoleAccount)(nil),                // 44: opus.v1.ConsoleAccount
+	(*ListConsoleAccountsResponse)(nil),   // 45: opus.v1.ListConsoleAccountsResponse
+	(*DisableConsoleAccountRequest)(nil),  // 46: opus.v1.DisableConsoleAccountRequest
+	(*DisableConsoleAccountResponse)(nil), // 47: opus.v1.DisableConsoleAccountResponse
+	(*DeleteConsoleAccountRequest)(nil),   // 48: opus.v1.DeleteConsoleAccountRequest
+	(*DeleteConsoleAccountResponse)(nil),  // 49: opus.v1.DeleteConsoleAccountResponse
+	nil,                                   // 50: opus.v1.Settings.EnvEntry
+	nil,                                   // 51: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 52: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	51, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	52, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	51, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	51, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	51, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	52, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	52, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	52, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
 	12, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
 	13, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
-	49, // 13: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	50, // 13: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
 	7,  // 14: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
 	10, // 15: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
 	13, // 16: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
@@ -3387,21 +3530,21 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	11, // 18: opus.v1.ListProjectsResponse.projects:type_name -> opus.v1.Project
 	7,  // 19: opus.v1.AddAppRequest.app:type_name -> opus.v1.AppSpec
 	6,  // 20: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
-	24, // 21: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
+	25, // 21: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
 	3,  // 22: opus.v1.Step.state:type_name -> opus.v1.StepState
-	51, // 23: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	51, // 24: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	52, // 23: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	52, // 24: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 25: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
 	2,  // 26: opus.v1.Operation.state:type_name -> opus.v1.OperationState
-	26, // 27: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	51, // 28: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	51, // 29: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	27, // 30: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	50, // 31: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
-	36, // 32: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
-	51, // 33: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	51, // 34: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
-	43, // 35: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
+	27, // 27: opus.v1.Operation.steps:type_name -> opus.v1.Step
+	52, // 28: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	52, // 29: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	28, // 30: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
+	51, // 31: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	37, // 32: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
+	52, // 33: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	52, // 34: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	44, // 35: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
 	14, // 36: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
 	15, // 37: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
 	16, // 38: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
@@ -3409,41 +3552,43 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	19, // 40: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
 	20, // 41: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
 	21, // 42: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
-	22, // 43: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
-	23, // 44: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
-	28, // 45: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
-	29, // 46: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
-	30, // 47: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
-	32, // 48: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
-	34, // 49: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
-	35, // 50: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
-	38, // 51: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
-	40, // 52: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
-	42, // 53: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
-	45, // 54: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
-	47, // 55: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
-	27, // 56: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 57: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	17, // 58: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	27, // 59: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	27, // 60: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	27, // 61: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	27, // 62: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	27, // 63: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	25, // 64: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	27, // 65: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	27, // 66: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	31, // 67: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	33, // 68: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	27, // 69: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	37, // 70: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	39, // 71: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	41, // 72: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	44, // 73: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	46, // 74: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	48, // 75: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
-	56, // [56:76] is the sub-list for method output_type
-	36, // [36:56] is the sub-list for method input_type
+	22, // 43: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
+	23, // 44: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
+	24, // 45: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
+	29, // 46: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
+	30, // 47: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
+	31, // 48: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
+	33, // 49: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
+	35, // 50: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
+	36, // 51: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
+	39, // 52: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
+	41, // 53: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
+	43, // 54: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
+	46, // 55: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
+	48, // 56: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
+	28, // 57: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 58: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	17, // 59: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	28, // 60: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	28, // 61: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	28, // 62: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	28, // 63: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	28, // 64: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
+	28, // 65: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	26, // 66: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	28, // 67: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	28, // 68: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	32, // 69: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	34, // 70: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	28, // 71: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	38, // 72: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	40, // 73: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	42, // 74: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	45, // 75: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	47, // 76: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	49, // 77: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	57, // [57:78] is the sub-list for method output_type
+	36, // [36:57] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -3458,7 +3603,7 @@ func file_opus_v1_opus_proto_init() {
 		(*AppSource_Git)(nil),
 		(*AppSource_Upload)(nil),
 	}
-	file_opus_v1_opus_proto_msgTypes[19].OneofWrappers = []any{
+	file_opus_v1_opus_proto_msgTypes[20].OneofWrappers = []any{
 		(*UploadSourceRequest_Info)(nil),
 		(*UploadSourceRequest_Chunk)(nil),
 	}
@@ -3468,7 +3613,7 @@ func file_opus_v1_opus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

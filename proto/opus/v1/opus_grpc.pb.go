@@ -31,6 +31,7 @@ const (
 	Opus_AddApp_FullMethodName                = "/opus.v1.Opus/AddApp"
 	Opus_RemoveApp_FullMethodName             = "/opus.v1.Opus/RemoveApp"
 	Opus_UpdateApp_FullMethodName             = "/opus.v1.Opus/UpdateApp"
+	Opus_RollbackApp_FullMethodName           = "/opus.v1.Opus/RollbackApp"
 	Opus_SetCertificate_FullMethodName        = "/opus.v1.Opus/SetCertificate"
 	Opus_UploadSource_FullMethodName          = "/opus.v1.Opus/UploadSource"
 	Opus_GetOperation_FullMethodName          = "/opus.v1.Opus/GetOperation"
@@ -68,6 +69,11 @@ type OpusClient interface {
 	RemoveApp(ctx context.Context, in *RemoveAppRequest, opts ...grpc.CallOption) (*Operation, error)
 	// UpdateApp moves an app to another source version.
 	UpdateApp(ctx context.Context, in *UpdateAppRequest, opts ...grpc.CallOption) (*Operation, error)
+	// RollbackApp moves an app back to one of its recorded revisions, as an
+	// operation of kind ROLLBACK. When the app already runs that revision and
+	// asks for nothing else, it records no operation and answers an
+	// Operation with unchanged set.
+	RollbackApp(ctx context.Context, in *RollbackAppRequest, opts ...grpc.CallOption) (*Operation, error)
 	// SetCertificate installs the owner's own TLS certificate and key.
 	SetCertificate(ctx context.Context, in *SetCertificateRequest, opts ...grpc.CallOption) (*Operation, error)
 	// UploadSource receives an app archive (tar, optionally gzipped) packed by
@@ -181,6 +187,16 @@ func (c *opusClient) UpdateApp(ctx context.Context, in *UpdateAppRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Operation)
 	err := c.cc.Invoke(ctx, Opus_UpdateApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *opusClient) RollbackApp(ctx context.Context, in *RollbackAppRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, Opus_RollbackApp_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -351,6 +367,11 @@ type OpusServer interface {
 	RemoveApp(context.Context, *RemoveAppRequest) (*Operation, error)
 	// UpdateApp moves an app to another source version.
 	UpdateApp(context.Context, *UpdateAppRequest) (*Operation, error)
+	// RollbackApp moves an app back to one of its recorded revisions, as an
+	// operation of kind ROLLBACK. When the app already runs that revision and
+	// asks for nothing else, it records no operation and answers an
+	// Operation with unchanged set.
+	RollbackApp(context.Context, *RollbackAppRequest) (*Operation, error)
 	// SetCertificate installs the owner's own TLS certificate and key.
 	SetCertificate(context.Context, *SetCertificateRequest) (*Operation, error)
 	// UploadSource receives an app archive (tar, optionally gzipped) packed by
@@ -420,6 +441,9 @@ func (UnimplementedOpusServer) RemoveApp(context.Context, *RemoveAppRequest) (*O
 }
 func (UnimplementedOpusServer) UpdateApp(context.Context, *UpdateAppRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateApp not implemented")
+}
+func (UnimplementedOpusServer) RollbackApp(context.Context, *RollbackAppRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackApp not implemented")
 }
 func (UnimplementedOpusServer) SetCertificate(context.Context, *SetCertificateRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetCertificate not implemented")
@@ -603,6 +627,24 @@ func _Opus_UpdateApp_Handler(srv interface{}, ctx context.Context, dec func(inte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(OpusServer).UpdateApp(ctx, req.(*UpdateAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Opus_RollbackApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).RollbackApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_RollbackApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).RollbackApp(ctx, req.(*RollbackAppRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -857,6 +899,10 @@ var Opus_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateApp",
 			Handler:    _Opus_UpdateApp_Handler,
+		},
+		{
+			MethodName: "RollbackApp",
+			Handler:    _Opus_RollbackApp_Handler,
 		},
 		{
 			MethodName: "SetCertificate",
