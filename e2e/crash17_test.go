@@ -92,9 +92,9 @@ func TestCrashEveryOperationKind(t *testing.T) {
 				return c.UpdateApp(ctx, name, "crashy", client.GitSource(crashy.dir, "v2"))
 			},
 			func(t *testing.T) { mustGet(t, webClient(), h.url(name, "https", "/crashy/"), "crash v2") }},
-		{"rollback", opusv1.OperationKind_OPERATION_KIND_UPDATE_APP,
+		{"rollback", opusv1.OperationKind_OPERATION_KIND_ROLLBACK,
 			func(ctx context.Context, c *client.Client) (*opusv1.Operation, error) {
-				return c.RollbackApp(ctx, name, "crashy")
+				return c.RollbackApp(ctx, name, "crashy", "1")
 			},
 			func(t *testing.T) { mustGet(t, webClient(), h.url(name, "https", "/crashy/"), "crash v1") }},
 		{"settings", opusv1.OperationKind_OPERATION_KIND_UPDATE_SETTINGS,
