@@ -22,6 +22,9 @@ install -d -o root -g opus -m 0775 /run/opus
 PRIVD_PID=/run/opus/demo-privd.pid
 OPUSD_PID=/run/opus/demo-opusd.pid
 APACHE_PID=/var/lib/opus-apache/run/httpd.pid
+# LINK puts opusctl on PATH for README's "Using it" commands; made only
+# where nothing is (an installed opusctl stays), removed by stop.
+LINK=/usr/local/bin/opusctl
 
 running() { [ -S "$1" ] && "$BIN/opusctl" --socket /run/opus/opusd.sock ls >/dev/null 2>&1; }
 
@@ -82,6 +85,8 @@ stop() {
 		[ -e "$conf" ] || continue
 		end "$(dirname "$conf")/run/httpd.pid" "$conf"
 	done
+	# The link to bin/opusctl that start made, and only that.
+	[ "$(readlink "$LINK" 2>/dev/null)" != "$BIN/opusctl" ] || rm -f "$LINK"
 	echo "demo stopped"
 }
 
@@ -91,6 +96,10 @@ if [ "${1:-}" = stop ]; then
 fi
 
 start
+if [ ! -e "$LINK" ] && [ ! -L "$LINK" ]; then
+	mkdir -p "$(dirname "$LINK")"
+	ln -s "$BIN/opusctl" "$LINK"
+fi
 if ! "$BIN/opusctl" show "$PROJECT" >/dev/null 2>&1; then
 	password=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')
 	echo "$password" | "$BIN/opusctl" create "$PROJECT" \
@@ -113,3 +122,8 @@ else
 	echo "(this opusd runs without the console: make demo-stop, then make demo)"
 fi
 echo "Any user signs in as themselves with: opusctl web login"
+if [ "$(readlink "$LINK" 2>/dev/null)" = "$BIN/opusctl" ]; then
+	echo "opusctl is on your PATH ($LINK -> bin/opusctl): try the commands under \"Using it\" in README.md"
+else
+	echo "opusctl is $BIN/opusctl ($LINK is another one)"
+fi
