@@ -400,6 +400,19 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatal("an unknown notice word was shown")
 	}
 
+	// A change that failed and was undone: the page says so, names the
+	// operation (linked) and shows the error, escaped.
+	if _, err := r.st.UpdateProject(context.Background(), "blog", func(p *store.Project) error {
+		p.Status.LastFailure = &store.Failure{Operation: "op-0123abcd", Error: "step migrate: <RuntimeError> boom"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if np := do(t, a, "GET", r.srv.URL+"/projects/blog", nil); np.code != 200 ||
+		!strings.Contains(np.body, `Last change failed, nothing of it was applied: step migrate: &lt;RuntimeError&gt; boom (operation <a href="/ops/op-0123abcd">op-0123abcd</a>)`) {
+		t.Fatalf("project page after a failed change: %d %.3000s", np.code, np.body)
+	}
+
 	// B sees none of A's projects, and A's project is not found for B.
 	b, _ := r.signIn(t, uidB)
 	bl := do(t, b, "GET", r.srv.URL+"/", nil)
