@@ -533,10 +533,12 @@ func lastStep(op *opusv1.Operation) (string, opusv1.StepState) {
 	return s.GetName(), s.GetState()
 }
 
-// TestPrivdDiesMidCall kills opus-privd while it runs a project's
-// migrations: the operation fails with a message naming opus-privd, the
-// host keeps serving the other project, and once privd is back the next
-// reconcile (the owner asking again) deploys the project wholly.
+// TestPrivdDiesMidCall kills opus-privd while it runs a project's first
+// migrations: the create fails with a message naming opus-privd, its undo
+// cannot run either (the project is left FAILED, being removed, and a
+// create of the name says to destroy it first), the host keeps serving the
+// other project, and once privd is back the destroy removes everything and
+// the same create deploys the project wholly.
 func TestPrivdDiesMidCall(t *testing.T) {
 	h := needHost(t)
 	bystander := h.newProject(t)
@@ -593,28 +595,47 @@ func TestPrivdDiesMidCall(t *testing.T) {
 	}
 	t.Logf("operation failed as it should: %s", final.GetError())
 
+	// A failed first deploy is undone by removing what it made, which
+	// needs privd too: the project is left being removed, FAILED, and a
+	// create of the name says what to do.
+	if p, err := c.GetProject(ctx, name); err != nil || p.GetPhase() != opusv1.Phase_PHASE_FAILED {
+		t.Fatalf("project after its create failed with privd gone: %v %v", p, err)
+	}
 	if err := h.startPrivd(); err != nil {
 		t.Fatal(err)
 	}
-	// The owner asks again; opusd's connection to privd may still be in
-	// its reconnect backoff for a moment, so an immediate "not reachable"
-	// is retried, as an owner would.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		op, err := c.UpdateApp(ctx, name, "phoenix", client.GitSource(app.dir, "v1"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		final, err := c.Wait(ctx, op.GetId(), nil)
-		if err == nil {
-			break
-		}
-		if !strings.Contains(final.GetError(), "not reachable") || time.Now().After(deadline) {
-			h.dumpLogs(t)
-			t.Fatalf("redeploy after privd came back: %v", err)
-		}
-		time.Sleep(time.Second)
+	create := func() (*opusv1.Operation, error) {
+		return c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: name,
+			Apps: []*opusv1.AppSpec{{Name: "phoenix", Source: client.GitSource(app.dir, "v1")}}})
 	}
+	if _, err := create(); status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "opusctl destroy "+name+" --yes") {
+		t.Fatalf("create again before the destroy: %v; want it to say to destroy first", err)
+	}
+	// The owner does as told: destroy, then the same create. opusd's
+	// connection to privd reconnects within a moment; an immediate "not
+	// reachable" is retried, as an owner would.
+	retry := func(what string, ask func() (*opusv1.Operation, error)) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			op, err := ask()
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			final, err := c.Wait(ctx, op.GetId(), nil)
+			if err == nil {
+				return
+			}
+			if !strings.Contains(final.GetError(), "not reachable") || time.Now().After(deadline) {
+				h.dumpLogs(t)
+				t.Fatalf("%s after privd came back: %v", what, err)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	retry("destroy", func() (*opusv1.Operation, error) { return c.DeleteProject(ctx, name) })
+	h.checkGone(t, name)
+	retry("create", create)
 	h.checkDeployed(t, name, "phoenix", "privd came back")
 	if n, outages, last := stopProbe(); n == 0 || outages > 0 {
 		t.Errorf("project %s while privd died: %d outages in %d requests (last failure: %s)", bystander, outages, n, last)

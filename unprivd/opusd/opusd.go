@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -80,7 +81,8 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	}
 
 	// privd must run as root: a socket someone else planted is not believed.
-	privdConn, err := grpc.NewClient("unix://"+o.PrivdSocket, grpc.WithTransportCredentials(peercred.ClientExpecting(0)))
+	privdConn, err := grpc.NewClient("unix://"+o.PrivdSocket, grpc.WithTransportCredentials(peercred.ClientExpecting(0)),
+		grpc.WithConnectParams(privdReconnect))
 	if err != nil {
 		return fmt.Errorf("privd client %s: %w", o.PrivdSocket, err)
 	}
@@ -183,4 +185,14 @@ func provisioning(d *daemon.Daemon) (reconcile.Provisioner, *service.Provisionin
 		d.Log.Warn("postgres_admin holds a password, and opus.conf is readable by every local user; use peer authentication over the local socket (see opus.conf)", "admin", a.String())
 	}
 	return a, &service.Provisioning{Host: host, Port: port}, nil
+}
+
+// privdReconnect is how opusd dials privd again after losing it. gRPC's
+// default backoff grows to two minutes, so after privd restarted every
+// call would fail fast ("not reachable") for up to that long; privd is a
+// local socket, so trying again every two seconds at most costs nothing
+// and brings opusd back within moments of privd.
+var privdReconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
 }

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/names"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
@@ -239,10 +241,20 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 // being removed (destroyed, or undone after its first deploy failed) frees
 // its name soon: the message says to wait rather than choose another.
 func projectExists(tx *store.Tx, name string) error {
-	if p, err := tx.Project(name); err == nil && p.Deleting {
+	p, err := tx.Project(name)
+	switch {
+	case err == nil && p.Deleting && p.Status.Phase == store.PhaseFailed:
+		return status.Errorf(codes.AlreadyExists, "project %q could not be removed (%s); once that is dealt with, run 'opusctl destroy %s --yes', then create it again", name, excerpt.Short(firstLine(p.Status.LastError)), name)
+	case err == nil && p.Deleting:
 		return status.Errorf(codes.AlreadyExists, "project %q is being removed; wait until that is done (opusctl ops %s) and create it again", name, name)
 	}
 	return status.Errorf(codes.AlreadyExists, "project %q already exists; choose another name", name)
+}
+
+// firstLine is s up to its first line break.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // GetProject returns one project the caller may see.

@@ -940,4 +940,16 @@ func TestCreateWhileRemoved(t *testing.T) {
 	if after, _ := s.st.GetProject(ctx, "gone"); after.Generation != before.Generation || !after.Deleting {
 		t.Errorf("the refused create changed the record: %+v", after)
 	}
+	// Its removal failed: nothing is going on, so the message says what
+	// to do.
+	if _, err := s.st.UpdateProject(ctx, "gone", func(p *store.Project) error {
+		p.Status.Phase, p.Status.LastError = store.PhaseFailed, "step site: removing the site: opus-privd is not reachable\nmore"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "gone"})
+	if msg := status.Convert(err).Message(); code(err) != codes.AlreadyExists || !strings.Contains(msg, "could not be removed (step site: removing the site: opus-privd is not reachable); once that is dealt with, run 'opusctl destroy gone --yes', then create it again") {
+		t.Fatalf("create while its removal failed: %v", err)
+	}
 }
