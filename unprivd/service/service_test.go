@@ -113,6 +113,11 @@ func helperMain() int {
 		_, err = cl.ListOperations(ctx, &opusv1.ListOperationsRequest{Project: arg})
 	case "logs":
 		_, err = cl.GetLogs(ctx, &opusv1.GetLogsRequest{Project: arg})
+	case "followlogs":
+		var f opusv1.Opus_FollowLogsClient
+		if f, err = cl.FollowLogs(ctx, &opusv1.FollowLogsRequest{Project: arg}); err == nil {
+			_, err = f.Recv()
+		}
 	case "health":
 		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 	case "console-password", "console-link", "console-session", "console-signout":
@@ -158,11 +163,16 @@ func (k *fakeKicker) list() []string {
 type fakePrivd struct {
 	privdv1.PrivdClient
 	logErr error
+	// log, when set, answers TailLog calls that read after a position.
+	log *fakeLog
 }
 
 func (f *fakePrivd) TailLog(_ context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
 	if f.logErr != nil {
 		return nil, f.logErr
+	}
+	if f.log != nil {
+		return f.log.tail(in), nil
 	}
 	return &privdv1.TailLogResponse{Lines: []string{fmt.Sprintf("%s: %d lines", in.Project, in.Lines)}}, nil
 }
@@ -834,6 +844,7 @@ func TestCrossUserIsolation(t *testing.T) {
 		{"updateapp", "ownedbya", "NotFound"},
 		{"listops", "ownedbya", "NotFound"},
 		{"logs", "ownedbya", "NotFound"},
+		{"followlogs", "ownedbya", "NotFound"},
 		{"getop", created.ID, "NotFound"},
 		{"watch", created.ID, "NotFound"},
 		{"create", "ownedbya", "AlreadyExists"},
@@ -851,7 +862,7 @@ func TestCrossUserIsolation(t *testing.T) {
 		})
 	}
 	// Every refusal is logged with who, what and which project.
-	for _, m := range []string{"GetProject", "DeleteProject", "AddApp", "GetOperation", "WatchOperation", "GetLogs"} {
+	for _, m := range []string{"GetProject", "DeleteProject", "AddApp", "GetOperation", "WatchOperation", "GetLogs", "FollowLogs"} {
 		want := fmt.Sprintf("msg=refused uid=%d method=/opus.v1.Opus/%s project=ownedbya", uidB, m)
 		if !strings.Contains(s.logs.String(), want) {
 			t.Errorf("log lacks %q", want)
