@@ -5,12 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/netip"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -29,13 +27,6 @@ import (
 // opusd batches a burst of deploys itself (unprivd/reconcile's reload
 // gate); this window is privd's own guard against back-to-back restarts.
 const DefaultReloadWindow = time.Second
-
-// TailLog bounds.
-const (
-	defaultTailLines = 100
-	maxTailLines     = 1000
-	maxTailBytes     = 1 << 20
-)
 
 // Sites installs and removes project vhosts with their TLS material and
 // reloads Apache. Its methods take and return privd's proto messages so the
@@ -293,86 +284,4 @@ func (s *Sites) rolledBackAnswer() map[string]string {
 		return nil
 	}
 	return maps.Clone(s.rolledBack)
-}
-
-// TailLog returns the last lines (0 means 100, at most 1000) of the
-// project's own error log, reading at most its last MiB. A project without
-// a log yet has no lines.
-func (s *Sites) TailLog(_ context.Context, req *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error) {
-	name := req.GetProject()
-	if err := names.ValidateProject(name); err != nil {
-		return nil, fmt.Errorf("tail log: %w", err)
-	}
-	n := int(req.GetLines())
-	switch {
-	case n < 0:
-		return nil, fmt.Errorf("tail log %s: lines %d is negative", name, n)
-	case n == 0:
-		n = defaultTailLines
-	case n > maxTailLines:
-		n = maxTailLines
-	}
-	lines, err := tailFile(s.paths.ErrorLog(name), n, maxTailBytes, func(l string) bool { return !serverNotice.MatchString(l) })
-	if err != nil {
-		return nil, fmt.Errorf("tail log %s: %w", name, err)
-	}
-	return &privdv1.TailLogResponse{Lines: lines}, nil
-}
-
-// serverNotice matches the notices the project's backend Apache writes
-// about itself (started, resuming, graceful, shutting down: core and MPM
-// at notice level, which Apache logs whatever LogLevel says). They stay
-// in the file, where restarts are watched for them, but are not the
-// project's errors: left in, a just-deployed project's log would never
-// read as empty.
-var serverNotice = regexp.MustCompile(`^\[[^\]]*\] \[(core|mpm_[a-z]+):notice\] \[pid \d+(:tid \d+)?\] AH\d{5}: `)
-
-// tailFile returns the last n lines that keep accepts (every line when
-// keep is nil) among the last limit bytes of path. A line cut by that
-// window is dropped rather than returned partial.
-func tailFile(path string, n int, limit int64, keep func(string) bool) ([]string, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return []string{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	off := max(fi.Size()-limit, 0)
-	b, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
-	if err != nil {
-		return nil, err
-	}
-	if off > 0 {
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
-		} else {
-			b = nil
-		}
-	}
-	text := strings.TrimRight(string(b), "\n")
-	if text == "" {
-		return []string{}, nil
-	}
-	lines := strings.Split(text, "\n")
-	if keep != nil {
-		lines = slices.DeleteFunc(lines, func(l string) bool { return !keep(l) })
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	// The log holds whatever the project's code wrote to its stderr; a
-	// line that is not UTF-8 must not fail the reply (protobuf strings).
-	for i, l := range lines {
-		lines[i] = strings.ToValidUTF8(l, "\uFFFD")
-	}
-	return lines, nil
 }

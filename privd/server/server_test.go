@@ -205,6 +205,10 @@ func invalidRequests(c privdv1.PrivdClient) []struct {
 			_, err := c.TailLog(ctx, &privdv1.TailLogRequest{Project: "blog", Lines: 1001})
 			return err
 		}},
+		tc{"after.offset", func(ctx context.Context) error {
+			_, err := c.TailLog(ctx, &privdv1.TailLogRequest{Project: "blog", After: &privdv1.LogPosition{Offset: -1}})
+			return err
+		}},
 	)
 	return out
 }

@@ -124,5 +124,8 @@ func validateTailLog(req *privdv1.TailLogRequest) error {
 	if n := req.GetLines(); n < 0 || n > maxTailLogLine {
 		return invalid("lines", "%d; want 0 (for 100) to %d", n, maxTailLogLine)
 	}
+	if off := req.GetAfter().GetOffset(); off < 0 {
+		return invalid("after.offset", "%d; want a byte offset, 0 or more", off)
+	}
 	return nil
 }

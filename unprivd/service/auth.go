@@ -80,6 +80,7 @@ var methodAccess = map[string]access{
 	opusv1.Opus_WatchOperation_FullMethodName: accessOwnerOrAdmin,
 	opusv1.Opus_ListOperations_FullMethodName: accessOwnerOrAdmin,
 	opusv1.Opus_GetLogs_FullMethodName:        accessOwnerOrAdmin,
+	opusv1.Opus_FollowLogs_FullMethodName:     accessOwnerOrAdmin,
 	opusv1.Opus_UpdateSettings_FullMethodName: accessOwnerOrAdmin,
 
 	opusv1.Opus_CreateLoginLink_FullMethodName:       accessAnyLocal,

@@ -101,6 +101,8 @@ type Service struct {
 	log     *slog.Logger
 	// sessions serves opus.v1.ConsoleSessions (consolesessions.go).
 	sessions *consoleSessions
+	// follows counts each caller's FollowLogs streams (logs.go).
+	follows followLimit
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
@@ -544,28 +546,16 @@ func (s *Service) GetLogs(ctx context.Context, req *opusv1.GetLogsRequest) (*opu
 	if err != nil {
 		return nil, err
 	}
-	lines := req.GetLines()
-	if lines < 0 || lines > 1000 {
-		return nil, invalid("lines", "%d is out of range; ask for 0 (meaning 100) to 1000 lines", lines)
-	}
-	if lines == 0 {
-		lines = 100
-	}
-	err = s.st.View(ctx, func(tx *store.Tx) error {
-		_, err := s.visibleProject(ctx, tx, c, opusv1.Opus_GetLogs_FullMethodName, req.GetProject())
-		return err
-	})
+	lines, err := logLines(req.GetLines())
 	if err != nil {
-		return nil, s.storeErr(ctx, err)
+		return nil, err
 	}
-	res, err := s.privd.TailLog(ctx, &privdv1.TailLogRequest{Project: req.GetProject(), Lines: lines})
+	if err := s.checkVisible(ctx, c, opusv1.Opus_GetLogs_FullMethodName, req.GetProject()); err != nil {
+		return nil, err
+	}
+	res, err := s.tailLog(ctx, &privdv1.TailLogRequest{Project: req.GetProject(), Lines: lines})
 	if err != nil {
-		st := status.Convert(err)
-		if st.Code() == codes.Unavailable {
-			return nil, status.Errorf(codes.Unavailable, "logs: opus-privd is not reachable (%s); ask the host administrator", st.Message())
-		}
-		s.log.WarnContext(ctx, "privd TailLog", "project", req.GetProject(), "err", err)
-		return nil, status.Errorf(st.Code(), "logs: %s", st.Message())
+		return nil, err
 	}
 	return &opusv1.GetLogsResponse{Lines: res.GetLines()}, nil
 }

@@ -115,6 +115,11 @@ func helperMain() int {
 		_, err = cl.ListOperations(ctx, &opusv1.ListOperationsRequest{Project: arg})
 	case "logs":
 		_, err = cl.GetLogs(ctx, &opusv1.GetLogsRequest{Project: arg})
+	case "followlogs":
+		var f opusv1.Opus_FollowLogsClient
+		if f, err = cl.FollowLogs(ctx, &opusv1.FollowLogsRequest{Project: arg}); err == nil {
+			_, err = f.Recv()
+		}
 	case "health":
 		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 	case "console-password", "console-link", "console-session", "console-signout":
@@ -160,11 +165,16 @@ func (k *fakeKicker) list() []string {
 type fakePrivd struct {
 	privdv1.PrivdClient
 	logErr error
+	// log, when set, answers TailLog calls that read after a position.
+	log *fakeLog
 }
 
 func (f *fakePrivd) TailLog(_ context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
 	if f.logErr != nil {
 		return nil, f.logErr
+	}
+	if f.log != nil {
+		return f.log.tail(in), nil
 	}
 	return &privdv1.TailLogResponse{Lines: []string{fmt.Sprintf("%s: %d lines", in.Project, in.Lines)}}, nil
 }
@@ -837,6 +847,7 @@ func TestCrossUserIsolation(t *testing.T) {
 		{"rollbackapp", "ownedbya", "NotFound"},
 		{"listops", "ownedbya", "NotFound"},
 		{"logs", "ownedbya", "NotFound"},
+		{"followlogs", "ownedbya", "NotFound"},
 		{"getop", created.ID, "NotFound"},
 		{"watch", created.ID, "NotFound"},
 		{"create", "ownedbya", "AlreadyExists"},
@@ -854,7 +865,7 @@ func TestCrossUserIsolation(t *testing.T) {
 		})
 	}
 	// Every refusal is logged with who, what and which project.
-	for _, m := range []string{"GetProject", "DeleteProject", "AddApp", "GetOperation", "WatchOperation", "GetLogs"} {
+	for _, m := range []string{"GetProject", "DeleteProject", "AddApp", "GetOperation", "WatchOperation", "GetLogs", "FollowLogs"} {
 		want := fmt.Sprintf("msg=refused uid=%d method=/opus.v1.Opus/%s project=ownedbya", uidB, m)
 		if !strings.Contains(s.logs.String(), want) {
 			t.Errorf("log lacks %q", want)

@@ -2460,6 +2460,105 @@ func (x *GetLogsResponse) GetLines() []string {
 	return nil
 }
 
+type FollowLogsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// lines is how many of the last lines to send first; 0 means 100, at
+	// most 1000.
+	Lines         int32 `protobuf:"varint,2,opt,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowLogsRequest) Reset() {
+	*x = FollowLogsRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowLogsRequest) ProtoMessage() {}
+
+func (x *FollowLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowLogsRequest.ProtoReflect.Descriptor instead.
+func (*FollowLogsRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *FollowLogsRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *FollowLogsRequest) GetLines() int32 {
+	if x != nil {
+		return x.Lines
+	}
+	return 0
+}
+
+type FollowLogsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// lines are the next lines of the log, oldest first.
+	Lines         []string `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowLogsResponse) Reset() {
+	*x = FollowLogsResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowLogsResponse) ProtoMessage() {}
+
+func (x *FollowLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowLogsResponse.ProtoReflect.Descriptor instead.
+func (*FollowLogsResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *FollowLogsResponse) GetLines() []string {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
 type UpdateSettingsRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -2475,7 +2574,7 @@ type UpdateSettingsRequest struct {
 
 func (x *UpdateSettingsRequest) Reset() {
 	*x = UpdateSettingsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	mi := &file_opus_v1_opus_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2586,7 @@ func (x *UpdateSettingsRequest) String() string {
 func (*UpdateSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	mi := &file_opus_v1_opus_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2599,7 @@ func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{31}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UpdateSettingsRequest) GetProject() string {
@@ -2532,7 +2631,7 @@ type CheckHostRequest struct {
 
 func (x *CheckHostRequest) Reset() {
 	*x = CheckHostRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	mi := &file_opus_v1_opus_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2643,7 @@ func (x *CheckHostRequest) String() string {
 func (*CheckHostRequest) ProtoMessage() {}
 
 func (x *CheckHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	mi := &file_opus_v1_opus_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2656,7 @@ func (x *CheckHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckHostRequest.ProtoReflect.Descriptor instead.
 func (*CheckHostRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{32}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{34}
 }
 
 // Drift is one difference between the store and the host.
@@ -2577,7 +2676,7 @@ type Drift struct {
 
 func (x *Drift) Reset() {
 	*x = Drift{}
-	mi := &file_opus_v1_opus_proto_msgTypes[33]
+	mi := &file_opus_v1_opus_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2688,7 @@ func (x *Drift) String() string {
 func (*Drift) ProtoMessage() {}
 
 func (x *Drift) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[33]
+	mi := &file_opus_v1_opus_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +2701,7 @@ func (x *Drift) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drift.ProtoReflect.Descriptor instead.
 func (*Drift) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{33}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Drift) GetKind() string {
@@ -2637,7 +2736,7 @@ type CheckHostResponse struct {
 
 func (x *CheckHostResponse) Reset() {
 	*x = CheckHostResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[34]
+	mi := &file_opus_v1_opus_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2748,7 @@ func (x *CheckHostResponse) String() string {
 func (*CheckHostResponse) ProtoMessage() {}
 
 func (x *CheckHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[34]
+	mi := &file_opus_v1_opus_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2761,7 @@ func (x *CheckHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckHostResponse.ProtoReflect.Descriptor instead.
 func (*CheckHostResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{34}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CheckHostResponse) GetDrift() []*Drift {
@@ -2687,7 +2786,7 @@ type CreateLoginLinkRequest struct {
 
 func (x *CreateLoginLinkRequest) Reset() {
 	*x = CreateLoginLinkRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[35]
+	mi := &file_opus_v1_opus_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2798,7 @@ func (x *CreateLoginLinkRequest) String() string {
 func (*CreateLoginLinkRequest) ProtoMessage() {}
 
 func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[35]
+	mi := &file_opus_v1_opus_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2811,7 @@ func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoginLinkRequest.ProtoReflect.Descriptor instead.
 func (*CreateLoginLinkRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{35}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{37}
 }
 
 type CreateLoginLinkResponse struct {
@@ -2725,7 +2824,7 @@ type CreateLoginLinkResponse struct {
 
 func (x *CreateLoginLinkResponse) Reset() {
 	*x = CreateLoginLinkResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[36]
+	mi := &file_opus_v1_opus_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2836,7 @@ func (x *CreateLoginLinkResponse) String() string {
 func (*CreateLoginLinkResponse) ProtoMessage() {}
 
 func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[36]
+	mi := &file_opus_v1_opus_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2849,7 @@ func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoginLinkResponse.ProtoReflect.Descriptor instead.
 func (*CreateLoginLinkResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{36}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateLoginLinkResponse) GetUrl() string {
@@ -2776,7 +2875,7 @@ type SetConsolePasswordRequest struct {
 
 func (x *SetConsolePasswordRequest) Reset() {
 	*x = SetConsolePasswordRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[37]
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2788,7 +2887,7 @@ func (x *SetConsolePasswordRequest) String() string {
 func (*SetConsolePasswordRequest) ProtoMessage() {}
 
 func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[37]
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2801,7 +2900,7 @@ func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsolePasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetConsolePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{37}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetConsolePasswordRequest) GetPassword() string {
@@ -2819,7 +2918,7 @@ type SetConsolePasswordResponse struct {
 
 func (x *SetConsolePasswordResponse) Reset() {
 	*x = SetConsolePasswordResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[38]
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +2930,7 @@ func (x *SetConsolePasswordResponse) String() string {
 func (*SetConsolePasswordResponse) ProtoMessage() {}
 
 func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[38]
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +2943,7 @@ func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsolePasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetConsolePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{38}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
 }
 
 type ListConsoleAccountsRequest struct {
@@ -2855,7 +2954,7 @@ type ListConsoleAccountsRequest struct {
 
 func (x *ListConsoleAccountsRequest) Reset() {
 	*x = ListConsoleAccountsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2867,7 +2966,7 @@ func (x *ListConsoleAccountsRequest) String() string {
 func (*ListConsoleAccountsRequest) ProtoMessage() {}
 
 func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2880,7 +2979,7 @@ func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsoleAccountsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsoleAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
 }
 
 // ConsoleAccount is a Unix user's web console account.
@@ -2897,7 +2996,7 @@ type ConsoleAccount struct {
 
 func (x *ConsoleAccount) Reset() {
 	*x = ConsoleAccount{}
-	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3008,7 @@ func (x *ConsoleAccount) String() string {
 func (*ConsoleAccount) ProtoMessage() {}
 
 func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3021,7 @@ func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleAccount.ProtoReflect.Descriptor instead.
 func (*ConsoleAccount) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ConsoleAccount) GetUid() uint32 {
@@ -2969,7 +3068,7 @@ type ListConsoleAccountsResponse struct {
 
 func (x *ListConsoleAccountsResponse) Reset() {
 	*x = ListConsoleAccountsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3080,7 @@ func (x *ListConsoleAccountsResponse) String() string {
 func (*ListConsoleAccountsResponse) ProtoMessage() {}
 
 func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3093,7 @@ func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsoleAccountsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsoleAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListConsoleAccountsResponse) GetAccounts() []*ConsoleAccount {
@@ -3015,7 +3114,7 @@ type DisableConsoleAccountRequest struct {
 
 func (x *DisableConsoleAccountRequest) Reset() {
 	*x = DisableConsoleAccountRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3126,7 @@ func (x *DisableConsoleAccountRequest) String() string {
 func (*DisableConsoleAccountRequest) ProtoMessage() {}
 
 func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3139,7 @@ func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableConsoleAccountRequest.ProtoReflect.Descriptor instead.
 func (*DisableConsoleAccountRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DisableConsoleAccountRequest) GetUid() uint32 {
@@ -3065,7 +3164,7 @@ type DisableConsoleAccountResponse struct {
 
 func (x *DisableConsoleAccountResponse) Reset() {
 	*x = DisableConsoleAccountResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	mi := &file_opus_v1_opus_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3077,7 +3176,7 @@ func (x *DisableConsoleAccountResponse) String() string {
 func (*DisableConsoleAccountResponse) ProtoMessage() {}
 
 func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	mi := &file_opus_v1_opus_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3090,7 +3189,7 @@ func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableConsoleAccountResponse.ProtoReflect.Descriptor instead.
 func (*DisableConsoleAccountResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{45}
 }
 
 type DeleteConsoleAccountRequest struct {
@@ -3102,7 +3201,7 @@ type DeleteConsoleAccountRequest struct {
 
 func (x *DeleteConsoleAccountRequest) Reset() {
 	*x = DeleteConsoleAccountRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	mi := &file_opus_v1_opus_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3213,7 @@ func (x *DeleteConsoleAccountRequest) String() string {
 func (*DeleteConsoleAccountRequest) ProtoMessage() {}
 
 func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	mi := &file_opus_v1_opus_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3226,7 @@ func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsoleAccountRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsoleAccountRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DeleteConsoleAccountRequest) GetUid() uint32 {
@@ -3145,7 +3244,7 @@ type DeleteConsoleAccountResponse struct {
 
 func (x *DeleteConsoleAccountResponse) Reset() {
 	*x = DeleteConsoleAccountResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[45]
+	mi := &file_opus_v1_opus_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3256,7 @@ func (x *DeleteConsoleAccountResponse) String() string {
 func (*DeleteConsoleAccountResponse) ProtoMessage() {}
 
 func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[45]
+	mi := &file_opus_v1_opus_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3269,7 @@ func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsoleAccountResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConsoleAccountResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{45}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{47}
 }
 
 var File_opus_v1_opus_proto protoreflect.FileDescriptor
@@ -3344,6 +3443,11 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
 	"\x05lines\x18\x02 \x01(\x05R\x05lines\"'\n" +
 	"\x0fGetLogsResponse\x12\x14\n" +
+	"\x05lines\x18\x01 \x03(\tR\x05lines\"C\n" +
+	"\x11FollowLogsRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x05lines\x18\x02 \x01(\x05R\x05lines\"*\n" +
+	"\x12FollowLogsResponse\x12\x14\n" +
 	"\x05lines\x18\x01 \x03(\tR\x05lines\"\xba\x01\n" +
 	"\x15UpdateSettingsRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x129\n" +
@@ -3414,7 +3518,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x01\x12\x13\n" +
 	"\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\xa3\f\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xec\f\n" +
 	"\x04Opus\x12B\n" +
 	"\rCreateProject\x12\x1d.opus.v1.CreateProjectRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\n" +
@@ -3430,7 +3534,9 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\fGetOperation\x12\x1c.opus.v1.GetOperationRequest\x1a\x12.opus.v1.Operation\x12F\n" +
 	"\x0eWatchOperation\x12\x1e.opus.v1.WatchOperationRequest\x1a\x12.opus.v1.Operation0\x01\x12Q\n" +
 	"\x0eListOperations\x12\x1e.opus.v1.ListOperationsRequest\x1a\x1f.opus.v1.ListOperationsResponse\x12<\n" +
-	"\aGetLogs\x12\x17.opus.v1.GetLogsRequest\x1a\x18.opus.v1.GetLogsResponse\x12D\n" +
+	"\aGetLogs\x12\x17.opus.v1.GetLogsRequest\x1a\x18.opus.v1.GetLogsResponse\x12G\n" +
+	"\n" +
+	"FollowLogs\x12\x1a.opus.v1.FollowLogsRequest\x1a\x1b.opus.v1.FollowLogsResponse0\x01\x12D\n" +
 	"\x0eUpdateSettings\x12\x1e.opus.v1.UpdateSettingsRequest\x1a\x12.opus.v1.Operation\x12B\n" +
 	"\tCheckHost\x12\x19.opus.v1.CheckHostRequest\x1a\x1a.opus.v1.CheckHostResponse\x12T\n" +
 	"\x0fCreateLoginLink\x12\x1f.opus.v1.CreateLoginLinkRequest\x1a .opus.v1.CreateLoginLinkResponse\x12]\n" +
@@ -3452,7 +3558,7 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_opus_v1_opus_proto_goTypes = []any{
 	(Phase)(0),                            // 0: opus.v1.Phase
 	(OperationKind)(0),                    // 1: opus.v1.OperationKind
@@ -3489,40 +3595,42 @@ var file_opus_v1_opus_proto_goTypes = []any{
 	(*ListOperationsResponse)(nil),        // 32: opus.v1.ListOperationsResponse
 	(*GetLogsRequest)(nil),                // 33: opus.v1.GetLogsRequest
 	(*GetLogsResponse)(nil),               // 34: opus.v1.GetLogsResponse
-	(*UpdateSettingsRequest)(nil),         // 35: opus.v1.UpdateSettingsRequest
-	(*CheckHostRequest)(nil),              // 36: opus.v1.CheckHostRequest
-	(*Drift)(nil),                         // 37: opus.v1.Drift
-	(*CheckHostResponse)(nil),             // 38: opus.v1.CheckHostResponse
-	(*CreateLoginLinkRequest)(nil),        // 39: opus.v1.CreateLoginLinkRequest
-	(*CreateLoginLinkResponse)(nil),       // 40: opus.v1.CreateLoginLinkResponse
-	(*SetConsolePasswordRequest)(nil),     // 41: opus.v1.SetConsolePasswordRequest
-	(*SetConsolePasswordResponse)(nil),    // 42: opus.v1.SetConsolePasswordResponse
-	(*ListConsoleAccountsRequest)(nil),    // 43: opus.v1.ListConsoleAccountsRequest
-	(*ConsoleAccount)(nil),                // 44: opus.v1.ConsoleAccount
-	(*ListConsoleAccountsResponse)(nil),   // 45: opus.v1.ListConsoleAccountsResponse
-	(*DisableConsoleAccountRequest)(nil),  // 46: opus.v1.DisableConsoleAccountRequest
-	(*DisableConsoleAccountResponse)(nil), // 47: opus.v1.DisableConsoleAccountResponse
-	(*DeleteConsoleAccountRequest)(nil),   // 48: opus.v1.DeleteConsoleAccountRequest
-	(*DeleteConsoleAccountResponse)(nil),  // 49: opus.v1.DeleteConsoleAccountResponse
-	nil,                                   // 50: opus.v1.Settings.EnvEntry
-	nil,                                   // 51: opus.v1.UpdateSettingsRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),         // 52: google.protobuf.Timestamp
+	(*FollowLogsRequest)(nil),             // 35: opus.v1.FollowLogsRequest
+	(*FollowLogsResponse)(nil),            // 36: opus.v1.FollowLogsResponse
+	(*UpdateSettingsRequest)(nil),         // 37: opus.v1.UpdateSettingsRequest
+	(*CheckHostRequest)(nil),              // 38: opus.v1.CheckHostRequest
+	(*Drift)(nil),                         // 39: opus.v1.Drift
+	(*CheckHostResponse)(nil),             // 40: opus.v1.CheckHostResponse
+	(*CreateLoginLinkRequest)(nil),        // 41: opus.v1.CreateLoginLinkRequest
+	(*CreateLoginLinkResponse)(nil),       // 42: opus.v1.CreateLoginLinkResponse
+	(*SetConsolePasswordRequest)(nil),     // 43: opus.v1.SetConsolePasswordRequest
+	(*SetConsolePasswordResponse)(nil),    // 44: opus.v1.SetConsolePasswordResponse
+	(*ListConsoleAccountsRequest)(nil),    // 45: opus.v1.ListConsoleAccountsRequest
+	(*ConsoleAccount)(nil),                // 46: opus.v1.ConsoleAccount
+	(*ListConsoleAccountsResponse)(nil),   // 47: opus.v1.ListConsoleAccountsResponse
+	(*DisableConsoleAccountRequest)(nil),  // 48: opus.v1.DisableConsoleAccountRequest
+	(*DisableConsoleAccountResponse)(nil), // 49: opus.v1.DisableConsoleAccountResponse
+	(*DeleteConsoleAccountRequest)(nil),   // 50: opus.v1.DeleteConsoleAccountRequest
+	(*DeleteConsoleAccountResponse)(nil),  // 51: opus.v1.DeleteConsoleAccountResponse
+	nil,                                   // 52: opus.v1.Settings.EnvEntry
+	nil,                                   // 53: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 54: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	52, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	54, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	52, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	52, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	52, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	54, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	54, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	54, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
 	12, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
 	13, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
-	50, // 13: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	52, // 13: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
 	7,  // 14: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
 	10, // 15: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
 	13, // 16: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
@@ -3532,19 +3640,19 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	6,  // 20: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
 	25, // 21: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
 	3,  // 22: opus.v1.Step.state:type_name -> opus.v1.StepState
-	52, // 23: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	52, // 24: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	54, // 23: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	54, // 24: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 25: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
 	2,  // 26: opus.v1.Operation.state:type_name -> opus.v1.OperationState
 	27, // 27: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	52, // 28: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	52, // 29: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	54, // 28: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	54, // 29: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
 	28, // 30: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	51, // 31: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
-	37, // 32: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
-	52, // 33: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	52, // 34: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
-	44, // 35: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
+	53, // 31: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	39, // 32: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
+	54, // 33: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	54, // 34: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	46, // 35: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
 	14, // 36: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
 	15, // 37: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
 	16, // 38: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
@@ -3559,36 +3667,38 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	30, // 47: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
 	31, // 48: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
 	33, // 49: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
-	35, // 50: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
-	36, // 51: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
-	39, // 52: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
-	41, // 53: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
-	43, // 54: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
-	46, // 55: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
-	48, // 56: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
-	28, // 57: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 58: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	17, // 59: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	28, // 60: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	28, // 61: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	28, // 62: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	28, // 63: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	28, // 64: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
-	28, // 65: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	26, // 66: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	28, // 67: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	28, // 68: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	32, // 69: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	34, // 70: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	28, // 71: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	38, // 72: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	40, // 73: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	42, // 74: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	45, // 75: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	47, // 76: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	49, // 77: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
-	57, // [57:78] is the sub-list for method output_type
-	36, // [36:57] is the sub-list for method input_type
+	35, // 50: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
+	37, // 51: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
+	38, // 52: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
+	41, // 53: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
+	43, // 54: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
+	45, // 55: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
+	48, // 56: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
+	50, // 57: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
+	28, // 58: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 59: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	17, // 60: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	28, // 61: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	28, // 62: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	28, // 63: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	28, // 64: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	28, // 65: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
+	28, // 66: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	26, // 67: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	28, // 68: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	28, // 69: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	32, // 70: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	34, // 71: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	36, // 72: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
+	28, // 73: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	40, // 74: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	42, // 75: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	44, // 76: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	47, // 77: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	49, // 78: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	51, // 79: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	58, // [58:80] is the sub-list for method output_type
+	36, // [36:58] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -3613,7 +3723,7 @@ func file_opus_v1_opus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,7 @@ const (
 	Opus_WatchOperation_FullMethodName        = "/opus.v1.Opus/WatchOperation"
 	Opus_ListOperations_FullMethodName        = "/opus.v1.Opus/ListOperations"
 	Opus_GetLogs_FullMethodName               = "/opus.v1.Opus/GetLogs"
+	Opus_FollowLogs_FullMethodName            = "/opus.v1.Opus/FollowLogs"
 	Opus_UpdateSettings_FullMethodName        = "/opus.v1.Opus/UpdateSettings"
 	Opus_CheckHost_FullMethodName             = "/opus.v1.Opus/CheckHost"
 	Opus_CreateLoginLink_FullMethodName       = "/opus.v1.Opus/CreateLoginLink"
@@ -92,6 +93,11 @@ type OpusClient interface {
 	ListOperations(ctx context.Context, in *ListOperationsRequest, opts ...grpc.CallOption) (*ListOperationsResponse, error)
 	// GetLogs returns the project's recent Apache and mod_wsgi error lines.
 	GetLogs(ctx context.Context, in *GetLogsRequest, opts ...grpc.CallOption) (*GetLogsResponse, error)
+	// FollowLogs sends the project's last error lines as GetLogs does, then
+	// the lines appended to its log as they come (each exactly once, polled
+	// about every second), until the caller cancels or the project is gone.
+	// A caller follows at most a few logs at once (RESOURCE_EXHAUSTED past).
+	FollowLogs(ctx context.Context, in *FollowLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowLogsResponse], error)
 	// UpdateSettings changes owner-level settings (DEBUG, extra host names,
 	// environment variables, admin on/off) and applies them. When they are
 	// already as asked and the project is deployed, it records no operation
@@ -275,6 +281,25 @@ func (c *opusClient) GetLogs(ctx context.Context, in *GetLogsRequest, opts ...gr
 	return out, nil
 }
 
+func (c *opusClient) FollowLogs(ctx context.Context, in *FollowLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowLogsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Opus_ServiceDesc.Streams[2], Opus_FollowLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FollowLogsRequest, FollowLogsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Opus_FollowLogsClient = grpc.ServerStreamingClient[FollowLogsResponse]
+
 func (c *opusClient) UpdateSettings(ctx context.Context, in *UpdateSettingsRequest, opts ...grpc.CallOption) (*Operation, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Operation)
@@ -390,6 +415,11 @@ type OpusServer interface {
 	ListOperations(context.Context, *ListOperationsRequest) (*ListOperationsResponse, error)
 	// GetLogs returns the project's recent Apache and mod_wsgi error lines.
 	GetLogs(context.Context, *GetLogsRequest) (*GetLogsResponse, error)
+	// FollowLogs sends the project's last error lines as GetLogs does, then
+	// the lines appended to its log as they come (each exactly once, polled
+	// about every second), until the caller cancels or the project is gone.
+	// A caller follows at most a few logs at once (RESOURCE_EXHAUSTED past).
+	FollowLogs(*FollowLogsRequest, grpc.ServerStreamingServer[FollowLogsResponse]) error
 	// UpdateSettings changes owner-level settings (DEBUG, extra host names,
 	// environment variables, admin on/off) and applies them. When they are
 	// already as asked and the project is deployed, it records no operation
@@ -462,6 +492,9 @@ func (UnimplementedOpusServer) ListOperations(context.Context, *ListOperationsRe
 }
 func (UnimplementedOpusServer) GetLogs(context.Context, *GetLogsRequest) (*GetLogsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetLogs not implemented")
+}
+func (UnimplementedOpusServer) FollowLogs(*FollowLogsRequest, grpc.ServerStreamingServer[FollowLogsResponse]) error {
+	return status.Error(codes.Unimplemented, "method FollowLogs not implemented")
 }
 func (UnimplementedOpusServer) UpdateSettings(context.Context, *UpdateSettingsRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateSettings not implemented")
@@ -739,6 +772,17 @@ func _Opus_GetLogs_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Opus_FollowLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FollowLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OpusServer).FollowLogs(m, &grpc.GenericServerStream[FollowLogsRequest, FollowLogsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Opus_FollowLogsServer = grpc.ServerStreamingServer[FollowLogsResponse]
+
 func _Opus_UpdateSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(UpdateSettingsRequest)
 	if err := dec(in); err != nil {
@@ -958,6 +1002,11 @@ var Opus_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchOperation",
 			Handler:       _Opus_WatchOperation_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "FollowLogs",
+			Handler:       _Opus_FollowLogs_Handler,
 			ServerStreams: true,
 		},
 	},

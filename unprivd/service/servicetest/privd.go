@@ -162,9 +162,13 @@ func (p *Privd) ReloadApache(ctx context.Context, in *privdv1.ReloadApacheReques
 }
 
 // TailLog implements privdv1.PrivdServer: up to three lines, shaped like
-// mod_wsgi's, naming the project.
+// mod_wsgi's, naming the project; asked for what follows a position,
+// nothing new (a Hook may give lines).
 func (p *Privd) TailLog(ctx context.Context, in *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error) {
-	res := &privdv1.TailLogResponse{}
+	if in.GetAfter() != nil {
+		return answer(p, ctx, "TailLog", in, &privdv1.TailLogResponse{Next: in.GetAfter()})
+	}
+	res := &privdv1.TailLogResponse{Next: &privdv1.LogPosition{}}
 	for i := int32(1); i <= 3 && i <= in.GetLines(); i++ {
 		res.Lines = append(res.Lines, fmt.Sprintf("[wsgi:error] [pid %d] %s: log line %d", 100+i, in.GetProject(), i))
 	}

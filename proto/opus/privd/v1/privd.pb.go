@@ -1256,7 +1256,13 @@ type TailLogRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
 	// lines: 0 means 100; at most 1000.
-	Lines         int32 `protobuf:"varint,2,opt,name=lines,proto3" json:"lines,omitempty"`
+	Lines int32 `protobuf:"varint,2,opt,name=lines,proto3" json:"lines,omitempty"`
+	// after, when set, asks for the complete lines appended after this
+	// position (an earlier answer's next) instead of the last lines: the
+	// first of them, at most lines and at most 1 MiB per call. A position in
+	// another file than the log now is (rotated, recreated) or past its end
+	// (truncated) reads the log from its start.
+	After         *LogPosition `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1305,9 +1311,21 @@ func (x *TailLogRequest) GetLines() int32 {
 	return 0
 }
 
+func (x *TailLogRequest) GetAfter() *LogPosition {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
 type TailLogResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lines         []string               `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lines []string               `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	// next is the position after what this answer covered: ask with it as
+	// after for what is appended since.
+	Next *LogPosition `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
+	// more is true when the bounds of one call left lines for the next.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1347,6 +1365,83 @@ func (x *TailLogResponse) GetLines() []string {
 		return x.Lines
 	}
 	return nil
+}
+
+func (x *TailLogResponse) GetNext() *LogPosition {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
+func (x *TailLogResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// LogPosition is a place in a project's error log.
+type LogPosition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// device and inode name the file; both 0 when there was no log.
+	Device uint64 `protobuf:"varint,1,opt,name=device,proto3" json:"device,omitempty"`
+	Inode  uint64 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
+	// offset is a byte offset at the start of a line.
+	Offset        int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogPosition) Reset() {
+	*x = LogPosition{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogPosition) ProtoMessage() {}
+
+func (x *LogPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogPosition.ProtoReflect.Descriptor instead.
+func (*LogPosition) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LogPosition) GetDevice() uint64 {
+	if x != nil {
+		return x.Device
+	}
+	return 0
+}
+
+func (x *LogPosition) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *LogPosition) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 var File_opus_privd_v1_privd_proto protoreflect.FileDescriptor
@@ -1428,12 +1523,19 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"rolledBack\x1a=\n" +
 	"\x0fRolledBackEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
 	"\x0eTailLogRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
-	"\x05lines\x18\x02 \x01(\x05R\x05lines\"'\n" +
+	"\x05lines\x18\x02 \x01(\x05R\x05lines\x120\n" +
+	"\x05after\x18\x03 \x01(\v2\x1a.opus.privd.v1.LogPositionR\x05after\"k\n" +
 	"\x0fTailLogResponse\x12\x14\n" +
-	"\x05lines\x18\x01 \x03(\tR\x05lines*\xab\x01\n" +
+	"\x05lines\x18\x01 \x03(\tR\x05lines\x12.\n" +
+	"\x04next\x18\x02 \x01(\v2\x1a.opus.privd.v1.LogPositionR\x04next\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"S\n" +
+	"\vLogPosition\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\x04R\x06device\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset*\xab\x01\n" +
 	"\rManageCommand\x12\x1e\n" +
 	"\x1aMANAGE_COMMAND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MANAGE_COMMAND_MIGRATE\x10\x01\x12\"\n" +
@@ -1471,7 +1573,7 @@ func file_opus_privd_v1_privd_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_privd_v1_privd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_opus_privd_v1_privd_proto_goTypes = []any{
 	(ManageCommand)(0),            // 0: opus.privd.v1.ManageCommand
 	(*EnsureUserRequest)(nil),     // 1: opus.privd.v1.EnsureUserRequest
@@ -1497,40 +1599,43 @@ var file_opus_privd_v1_privd_proto_goTypes = []any{
 	(*ReloadApacheResponse)(nil),  // 21: opus.privd.v1.ReloadApacheResponse
 	(*TailLogRequest)(nil),        // 22: opus.privd.v1.TailLogRequest
 	(*TailLogResponse)(nil),       // 23: opus.privd.v1.TailLogResponse
-	nil,                           // 24: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	(*LogPosition)(nil),           // 24: opus.privd.v1.LogPosition
+	nil,                           // 25: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 }
 var file_opus_privd_v1_privd_proto_depIdxs = []int32{
 	6,  // 0: opus.privd.v1.SecureTreeResponse.refusals:type_name -> opus.privd.v1.Refusal
 	0,  // 1: opus.privd.v1.RunManageRequest.commands:type_name -> opus.privd.v1.ManageCommand
 	0,  // 2: opus.privd.v1.RunManageResponse.failed_command:type_name -> opus.privd.v1.ManageCommand
-	24, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
-	1,  // 4: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
-	3,  // 5: opus.privd.v1.Privd.DeleteUser:input_type -> opus.privd.v1.DeleteUserRequest
-	5,  // 6: opus.privd.v1.Privd.SecureTree:input_type -> opus.privd.v1.SecureTreeRequest
-	8,  // 7: opus.privd.v1.Privd.RemoveTree:input_type -> opus.privd.v1.RemoveTreeRequest
-	10, // 8: opus.privd.v1.Privd.RunManage:input_type -> opus.privd.v1.RunManageRequest
-	14, // 9: opus.privd.v1.Privd.EnsureBackend:input_type -> opus.privd.v1.EnsureBackendRequest
-	16, // 10: opus.privd.v1.Privd.RemoveBackend:input_type -> opus.privd.v1.RemoveBackendRequest
-	12, // 11: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
-	18, // 12: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
-	20, // 13: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
-	22, // 14: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
-	2,  // 15: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
-	4,  // 16: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
-	7,  // 17: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
-	9,  // 18: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
-	11, // 19: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
-	15, // 20: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
-	17, // 21: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
-	13, // 22: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
-	19, // 23: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
-	21, // 24: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
-	23, // 25: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
-	15, // [15:26] is the sub-list for method output_type
-	4,  // [4:15] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	25, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	24, // 4: opus.privd.v1.TailLogRequest.after:type_name -> opus.privd.v1.LogPosition
+	24, // 5: opus.privd.v1.TailLogResponse.next:type_name -> opus.privd.v1.LogPosition
+	1,  // 6: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
+	3,  // 7: opus.privd.v1.Privd.DeleteUser:input_type -> opus.privd.v1.DeleteUserRequest
+	5,  // 8: opus.privd.v1.Privd.SecureTree:input_type -> opus.privd.v1.SecureTreeRequest
+	8,  // 9: opus.privd.v1.Privd.RemoveTree:input_type -> opus.privd.v1.RemoveTreeRequest
+	10, // 10: opus.privd.v1.Privd.RunManage:input_type -> opus.privd.v1.RunManageRequest
+	14, // 11: opus.privd.v1.Privd.EnsureBackend:input_type -> opus.privd.v1.EnsureBackendRequest
+	16, // 12: opus.privd.v1.Privd.RemoveBackend:input_type -> opus.privd.v1.RemoveBackendRequest
+	12, // 13: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
+	18, // 14: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
+	20, // 15: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
+	22, // 16: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
+	2,  // 17: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
+	4,  // 18: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
+	7,  // 19: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
+	9,  // 20: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
+	11, // 21: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
+	15, // 22: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
+	17, // 23: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
+	13, // 24: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
+	19, // 25: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
+	21, // 26: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
+	23, // 27: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
+	17, // [17:28] is the sub-list for method output_type
+	6,  // [6:17] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_opus_privd_v1_privd_proto_init() }
@@ -1544,7 +1649,7 @@ func file_opus_privd_v1_privd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_privd_v1_privd_proto_rawDesc), len(file_opus_privd_v1_privd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -89,7 +89,7 @@ type PrivdClient interface {
 	// code restarts. Calls within a short window share one graceful restart.
 	ReloadApache(ctx context.Context, in *ReloadApacheRequest, opts ...grpc.CallOption) (*ReloadApacheResponse, error)
 	// TailLog returns the last lines of the project's own Apache/mod_wsgi
-	// error log.
+	// error log, or (with after) the lines appended since an earlier answer.
 	TailLog(ctx context.Context, in *TailLogRequest, opts ...grpc.CallOption) (*TailLogResponse, error)
 }
 
@@ -261,7 +261,7 @@ type PrivdServer interface {
 	// code restarts. Calls within a short window share one graceful restart.
 	ReloadApache(context.Context, *ReloadApacheRequest) (*ReloadApacheResponse, error)
 	// TailLog returns the last lines of the project's own Apache/mod_wsgi
-	// error log.
+	// error log, or (with after) the lines appended since an earlier answer.
 	TailLog(context.Context, *TailLogRequest) (*TailLogResponse, error)
 	mustEmbedUnimplementedPrivdServer()
 }
