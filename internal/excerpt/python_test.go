@@ -13,7 +13,7 @@ import (
 func TestPython(t *testing.T) {
 	for _, tc := range []struct {
 		file      string
-		exception string // want Exception
+		exception string   // want Exception
 		context   []string // lines Context must hold, in this order
 		notInCtx  []string // lines it must not hold
 	}{
