@@ -129,9 +129,20 @@ type seeded struct {
 	pollsDir, pollsDigest string
 }
 
-// seedLastError is tbeta's last error: its migrations failed with output
-// "boom".
-const seedLastError = "step migrate: manage.py migrate failed (exit code 1): boom"
+// seedLastError is the first line of tbeta's last error: its migrations
+// failed with traceback's output.
+const seedLastError = "step migrate: manage.py migrate failed: ModuleNotFoundError: No module named 'notanapp'"
+
+// traceback is real output of a failed manage.py (Debian 12's Django 3.2,
+// INSTALLED_APPS naming a module that does not exist).
+func traceback(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../internal/excerpt/testdata/missing.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
 
 // seedProjects makes, through the API, talpha (READY at generation 2: made
 // with news, then polls added) and tbeta (FAILED: its migrations failed),
@@ -169,7 +180,7 @@ func seedProjects(t *testing.T, s *servicetest.Opusd) seeded {
 	if op := do(c.AddApp(ctx, "talpha", &opusv1.AppSpec{Name: "polls", Source: client.UploadedSource(sd.pollsDigest, sd.pollsDir)})); !succeeded(op) {
 		t.Fatalf("seed talpha's polls: %v", op)
 	}
-	s.Privd.Set("RunManage", servicetest.FailMigrate("tbeta", "boom"))
+	s.Privd.Set("RunManage", servicetest.FailMigrate("tbeta", traceback(t)))
 	if op := do(c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tbeta"})); op.GetState() != opusv1.OperationState_OPERATION_STATE_FAILED {
 		t.Fatalf("seed tbeta: %v", op)
 	}
@@ -317,13 +328,38 @@ func TestCommands(t *testing.T) {
 				return []string{"create", "tfail", "--empty"}
 			},
 			wantCode: 1,
-			wantOut:  []string{"step user: done (", "step migrate: failed (", "exit code 1"},
-			wantErr:  []string{"(create of tfail) failed: step migrate: manage.py migrate failed (exit code 1):\n  django.db.utils.OperationalError: no such table\n"},
+			wantOut:  []string{"step user: done (", "step migrate: failed ("},
+			wantErr:  []string{"(create of tfail) failed: step migrate: manage.py migrate failed: django.db.utils.OperationalError: no such table\n"},
 			// opusd stops at the failed step and lists no later ones.
 			notOut: []string{"is ready", "step superuser", "step vhost"},
 			check: func(t *testing.T, s *cliOpusd, r result) {
 				if id := onlyOp(t, s.Opusd, "tfail"); !strings.HasPrefix(r.stderr, "opusctl: operation "+id+" (create of tfail) failed") {
 					t.Errorf("stderr does not name operation %s:\n%s", id, r.stderr)
+				}
+			},
+		},
+		{
+			name: "a failed manage.py reads exception first, traceback after, once",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.Privd.Set("RunManage", servicetest.FailMigrate("tpy", traceback(t)))
+				return []string{"create", "tpy", "--empty"}
+			},
+			wantCode: 1,
+			wantErr: []string{"(create of tpy) failed: step migrate: manage.py migrate failed: ModuleNotFoundError: No module named 'notanapp'\n" +
+				"  Traceback (most recent call last; 6 lines above left out):\n" +
+				"    File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 395, in execute\n"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				all := r.stdout + r.stderr
+				if n := strings.Count(all, "No module named 'notanapp'"); n != 1 {
+					t.Errorf("the exception line is shown %d times, want once:\n%s%s", n, r.stdout, r.stderr)
+				}
+				if !strings.Contains(r.stdout, "step migrate: failed (") {
+					t.Errorf("no failed migrate step:\n%s", r.stdout)
+				}
+				// The traceback keeps its line breaks: each of its lines
+				// on a line of its own.
+				if !strings.Contains(r.stderr, "\n      import_module(entry)\n") {
+					t.Errorf("the traceback's lines are not on lines of their own:\n%s", r.stderr)
 				}
 			},
 		},
@@ -431,7 +467,9 @@ func TestCommands(t *testing.T) {
 		{
 			name:    "show gives the last error",
 			setup:   func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "tbeta"} },
-			wantOut: []string{seedLastError, "(none)"},
+			wantOut: []string{"Last error:   " + seedLastError + "\n" +
+				"    Traceback (most recent call last; 6 lines above left out):\n" +
+				"      File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 395, in execute\n", "(none)"},
 		},
 		{
 			name: "show -o json",

@@ -27,8 +27,9 @@ var (
 	exceptionLine = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:( .*)?)?$`)
 	// commandError is how Django's BaseCommand reports an error it
 	// handles without a traceback: "CommandError: ...",
-	// "SystemCheckError: ...".
-	commandError = regexp.MustCompile(`^[A-Z][A-Za-z0-9_]*(Error|Exception): `)
+	// "SystemCheckError: ...", an exception's name perhaps with its
+	// module ("django.db.utils.OperationalError: ...").
+	commandError = regexp.MustCompile(`^([a-z_][a-z0-9_]*\.)*[A-Z][A-Za-z0-9_]*(Error|Exception): `)
 )
 
 // PythonFailure is the gist of what a failed Python program (manage.py)

@@ -61,6 +61,11 @@ func TestPython(t *testing.T) {
 			context:   []string{"Run 'python manage.py migrate' to apply them."},
 		},
 		{
+			file:      "operational.txt", // by hand: an exception named with its module, no traceback
+			exception: "django.db.utils.OperationalError: no such table: polls_question",
+			context:   []string{"  Applying polls.0001_initial..."},
+		},
+		{
 			file:      "superuser2.txt",
 			exception: "CommandError: Username cannot be blank.",
 		},
