@@ -465,8 +465,8 @@ func TestCommands(t *testing.T) {
 			},
 		},
 		{
-			name:    "show gives the last error",
-			setup:   func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "tbeta"} },
+			name:  "show gives the last error",
+			setup: func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "tbeta"} },
 			wantOut: []string{"Last error:   " + seedLastError + "\n" +
 				"    Traceback (most recent call last; 6 lines above left out):\n" +
 				"      File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 395, in execute\n", "(none)"},
