@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -255,7 +256,7 @@ func TestConsoleFlow(t *testing.T) {
 
 	// The API's error, next to the field it concerns; nothing made.
 	bad := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"Bad Name"}, "url0": {"https://example.com/blog.git"}})
-	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error">name: `).MatchString(bad.body) {
+	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error">project name: `).MatchString(bad.body) {
 		t.Fatalf("bad name: %d %.2000s", bad.code, bad.body)
 	}
 	badURL := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url1": {"ext::sh -c x"}, "app1": {"ext"}})
@@ -550,17 +551,33 @@ func TestPasswordSignInAndRateLimit(t *testing.T) {
 	}
 }
 
+// apiError is the service's InvalidArgument about field (its path in a
+// BadRequest detail), or without a detail when field is "".
+func apiError(t testing.TB, field, msg string) error {
+	st := status.New(codes.InvalidArgument, msg)
+	if field != "" {
+		var err error
+		st, err = st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st.Err()
+}
+
 func TestFieldOf(t *testing.T) {
 	m := map[string]string{"name": "name", "apps[0]": "app2", "app": "url", "app.source.git.ref": "ref"}
 	for _, tc := range []struct {
 		err   error
 		field string
 	}{
-		{status.Error(codes.InvalidArgument, "name: too long"), "name"},
-		{status.Error(codes.InvalidArgument, "apps[0].source.git.url: bad"), "app2"},
-		{status.Error(codes.InvalidArgument, "apps[1].name: bad"), ""},
-		{status.Error(codes.InvalidArgument, "app.source.git.ref: bad"), "ref"},
-		{status.Error(codes.InvalidArgument, "app.name: bad"), "url"},
+		{apiError(t, "name", "project name: too long"), "name"},
+		{apiError(t, "apps[0].source.git.url", "git url: bad"), "app2"},
+		{apiError(t, "apps[1].name", "app name: bad"), ""},
+		{apiError(t, "app.source.git.ref", "git ref: bad"), "ref"},
+		{apiError(t, "app.name", "app name: bad"), "url"},
+		// The message alone names no form field.
+		{apiError(t, "", "app.name: bad"), ""},
 		{status.Error(codes.AlreadyExists, `project "x" already exists`), ""},
 		{errors.New("plain"), ""},
 	} {
@@ -571,16 +588,15 @@ func TestFieldOf(t *testing.T) {
 }
 
 func FuzzFieldOf(f *testing.F) {
-	f.Add("name: x")
-	f.Add("apps[12].source.git.url: ext::")
+	f.Add("name")
+	f.Add("apps[12].source.git.url")
 	f.Add(": : :")
 	m := map[string]string{"name": "name", "apps[0]": "app0", "": "all"}
-	f.Fuzz(func(t *testing.T, msg string) {
-		field, got := fieldOf(status.Error(codes.InvalidArgument, msg), m)
+	f.Fuzz(func(t *testing.T, path string) {
+		field, _ := fieldOf(apiError(t, path, "x"), m)
 		if _, ok := m[field]; !ok && field != "" && field != "all" {
 			t.Fatalf("field %q not from the map", field)
 		}
-		_ = got
 	})
 }
 
