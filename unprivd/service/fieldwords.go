@@ -23,7 +23,11 @@ func invalid(field, format string, args ...any) error {
 // fieldError is a status of code about field: "WORDS: desc", with the
 // field's path in a BadRequest detail.
 func fieldError(code codes.Code, field, desc string) error {
-	st := status.New(code, fieldWords(field)+": "+desc)
+	msg := fieldWords(field) + ": " + desc
+	if w := fieldWords(field); strings.HasPrefix(desc, w+" ") {
+		msg = desc // it names the field itself: 'project name "X" contains ...'
+	}
+	st := status.New(code, msg)
 	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}}); err == nil {
 		st = d
 	}

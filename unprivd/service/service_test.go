@@ -426,9 +426,9 @@ func TestValidationRefusesAndRecordsNothing(t *testing.T) {
 		code  codes.Code
 		field string
 	}{
-		{"empty name", &opusv1.CreateProjectRequest{}, codes.InvalidArgument, "name:"},
-		{"bad name", &opusv1.CreateProjectRequest{Name: "Blog"}, codes.InvalidArgument, "name:"},
-		{"reserved", &opusv1.CreateProjectRequest{Name: "admin"}, codes.InvalidArgument, "name:"},
+		{"empty name", &opusv1.CreateProjectRequest{}, codes.InvalidArgument, "name"},
+		{"bad name", &opusv1.CreateProjectRequest{Name: "Blog"}, codes.InvalidArgument, "name"},
+		{"reserved", &opusv1.CreateProjectRequest{Name: "admin"}, codes.InvalidArgument, "name"},
 		{"bad app name", &opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{gitApp("My-App", "https://x.org/a.git")}}, codes.InvalidArgument, "apps[0].name"},
 		{"keyword app", &opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{gitApp("class", "https://x.org/a.git")}}, codes.InvalidArgument, "apps[0].name"},
 		{"duplicate app", &opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{gitApp("a", "https://x.org/a.git"), gitApp("a", "https://x.org/b.git")}}, codes.InvalidArgument, "apps[1].name"},

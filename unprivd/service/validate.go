@@ -26,7 +26,7 @@ func validateProject(field, name string) error {
 // and turns it into the stored form.
 func (s *Service) appSpec(c caller, projectOwner uint32, field string, a *opusv1.AppSpec) (store.AppSpec, error) {
 	if a == nil {
-		return store.AppSpec{}, invalid(field, "app is missing")
+		return store.AppSpec{}, invalid(field, "is missing")
 	}
 	if err := names.ValidateAppName(a.GetName()); err != nil {
 		return store.AppSpec{}, invalid(field+".name", "%v", err)

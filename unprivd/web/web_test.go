@@ -256,7 +256,7 @@ func TestConsoleFlow(t *testing.T) {
 
 	// The API's error, next to the field it concerns; nothing made.
 	bad := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"Bad Name"}, "url0": {"https://example.com/blog.git"}})
-	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error">project name: `).MatchString(bad.body) {
+	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error">project name `).MatchString(bad.body) {
 		t.Fatalf("bad name: %d %.2000s", bad.code, bad.body)
 	}
 	badURL := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url1": {"ext::sh -c x"}, "app1": {"ext"}})
