@@ -4,6 +4,11 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestManageError(t *testing.T) {
@@ -46,5 +51,26 @@ func TestManageError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPrivdErrInWords: a privd call's failure names the work in words, not
+// the call, and no grpc-go wrapping, whatever the code; the code stays.
+func TestPrivdErrInWords(t *testing.T) {
+	for call := range privdWork {
+		for _, c := range []codes.Code{codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.InvalidArgument, codes.Internal} {
+			err := privdErr(call, status.Error(c, "boom"))
+			msg := err.Error()
+			if strings.Contains(msg, call) || strings.Contains(msg, "rpc error") || strings.Contains(msg, "privd "+call) ||
+				!strings.HasPrefix(msg, privdWork[call]+": ") || !strings.Contains(msg, "boom") {
+				t.Errorf("privdErr(%s, %v) = %q", call, c, msg)
+			}
+			if status.Code(err) != c {
+				t.Errorf("privdErr(%s, %v): code %v lost", call, c, status.Code(err))
+			}
+		}
+	}
+	if len(privdWork) != privdv1.File_opus_privd_v1_privd_proto.Services().Get(0).Methods().Len() {
+		t.Errorf("privdWork names %d calls; privd serves %d", len(privdWork), privdv1.File_opus_privd_v1_privd_proto.Services().Get(0).Methods().Len())
 	}
 }
