@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/opus-hosting/opus/client"
@@ -229,6 +232,24 @@ func createReq(t *testing.T, s *servicetest.Opusd) *opusv1.CreateProjectRequest 
 		t.Fatalf("%d CreateProject calls, want 1", len(calls))
 	}
 	return calls[0].Req.(*opusv1.CreateProjectRequest)
+}
+
+// unchanged fails t unless seed's project name is still at its
+// generation 2 with its two operations: a refused change made nothing.
+func unchanged(t *testing.T, s *cliOpusd, name string) {
+	t.Helper()
+	ops, err := s.Store.ListOperations(context.Background(), name, 0)
+	if p := project(t, s.Opusd, name); err != nil || len(ops) != 2 || p.Generation != 2 {
+		t.Errorf("%s: generation %d, %d operations (%v); want 2 and 2", name, p.Generation, len(ops), err)
+	}
+}
+
+// noUsageHint fails t when stderr points to --help: not a usage error.
+func noUsageHint(t *testing.T, r result) {
+	t.Helper()
+	if strings.Contains(r.stderr, "--help") {
+		t.Errorf("stderr points to --help:\n%s", r.stderr)
+	}
 }
 
 func noCalls(t *testing.T, s *servicetest.Opusd, methods ...string) {
@@ -544,6 +565,48 @@ func TestCommands(t *testing.T) {
 			},
 			wantCode: 1,
 			wantErr:  []string{"opusctl: connect to opusd at ", "none.sock: no such file or directory"},
+		},
+		// Exit status: 2 for input opusd refuses as such (InvalidArgument),
+		// 1 for a refusal about the state of things.
+		{
+			name:     "a setting opusd does not know exits 2",
+			setup:    func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"set", "talpha", "colour=red"} },
+			wantCode: 2,
+			wantErr:  []string{"opusctl: set: unknown setting \"colour\"", "Run 'opusctl set --help' for usage."},
+			check:    func(t *testing.T, s *cliOpusd, r result) { unchanged(t, s, "talpha") },
+		},
+		{
+			name: "a certificate opusd refuses exits 2",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
+				dir := t.TempDir()
+				for _, f := range []string{"c.pem", "k.pem"} {
+					if err := os.WriteFile(filepath.Join(dir, f), []byte("not a pem\n"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return []string{"cert", "set", "talpha", "--cert", filepath.Join(dir, "c.pem"), "--key", filepath.Join(dir, "k.pem")}
+			},
+			wantCode: 2,
+			wantErr:  []string{"opusctl: certificate: "},
+			check:    func(t *testing.T, s *cliOpusd, r result) { unchanged(t, s, "talpha") },
+		},
+		{
+			name:     "a project that does not exist exits 1",
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"show", "nosuch"} },
+			wantCode: 1,
+			wantErr:  []string{"opusctl: project \"nosuch\" not found\n"},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noUsageHint(t, r) },
+		},
+		{
+			name: "an app the project has exits 1",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
+				return []string{"apps", "add", "talpha", "news=" + s.newsURL}
+			},
+			wantCode: 1,
+			wantErr:  []string{"already has an app \"news\"; use 'opusctl apps update' to change its source"},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noUsageHint(t, r) },
 		},
 		{
 			name: "destroy without --yes and without a terminal refuses",
@@ -882,4 +945,29 @@ func TestHelpIsComplete(t *testing.T) {
 	root := newRootCommand(e)
 	root.InitDefaultHelpCmd()
 	walk(root)
+}
+
+// TestExitCode: 2 for every mistake in what was given, found by opusctl
+// or by opusd; 1 for everything else.
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"usage", usagef("--output must be table or json"), exitUsage},
+		{"cobra's own", errors.New(`unknown flag: --nope`), exitUsage},
+		{"opusd refuses an argument", status.Error(codes.InvalidArgument, "git ref: bad"), exitUsage},
+		{"wrapped", fmt.Errorf("upload polls: %w", status.Error(codes.InvalidArgument, "upload size: too big")), exitUsage},
+		{"no such project", status.Error(codes.NotFound, `project "x" not found`), exitError},
+		{"name taken", status.Error(codes.AlreadyExists, `project "x" already exists`), exitError},
+		{"not allowed", status.Error(codes.PermissionDenied, "only admins"), exitError},
+		{"opusd down", status.Error(codes.Unavailable, "connection refused"), exitError},
+		{"failed operation", &client.OperationError{Op: &opusv1.Operation{Id: "op-1", State: opusv1.OperationState_OPERATION_STATE_FAILED}}, exitError},
+		{"local I/O", errors.New("open ./polls: permission denied"), exitError},
+	} {
+		if got := exitCode(tc.err); got != tc.want {
+			t.Errorf("%s: exitCode(%v) = %d, want %d", tc.name, tc.err, got, tc.want)
+		}
+	}
 }
