@@ -367,8 +367,8 @@ func TestCommands(t *testing.T) {
 			},
 			wantCode: 1,
 			wantErr: []string{"(create of tpy) failed: step migrate: manage.py migrate failed: ModuleNotFoundError: No module named 'notanapp'\n" +
-				"  Traceback (most recent call last; 6 lines above left out):\n" +
-				"    File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 395, in execute\n"},
+				"  Traceback (most recent call last; 4 lines above left out):\n" +
+				"    File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 419, in execute_from_command_line\n"},
 			check: func(t *testing.T, s *cliOpusd, r result) {
 				all := r.stdout + r.stderr
 				if n := strings.Count(all, "No module named 'notanapp'"); n != 1 {
@@ -489,8 +489,8 @@ func TestCommands(t *testing.T) {
 			name:  "show gives the last error",
 			setup: func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "tbeta"} },
 			wantOut: []string{"Last error:   " + seedLastError + "\n" +
-				"    Traceback (most recent call last; 6 lines above left out):\n" +
-				"      File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 395, in execute\n", "(none)"},
+				"    Traceback (most recent call last; 4 lines above left out):\n" +
+				"      File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 419, in execute_from_command_line\n", "(none)"},
 		},
 		{
 			name: "show -o json",

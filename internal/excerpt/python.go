@@ -29,6 +29,9 @@ var (
 	// handles without a traceback: "CommandError: ...",
 	// "SystemCheckError: ...", an exception's name perhaps with its
 	// module ("django.db.utils.OperationalError: ...").
+	// syntaxError is SyntaxError and its subclasses, whose report ends
+	// with a caret under the code.
+	syntaxError  = regexp.MustCompile(`^(SyntaxError|IndentationError|TabError)(:|$)`)
 	commandError = regexp.MustCompile(`^([a-z_][a-z0-9_]*\.)*[A-Z][A-Za-z0-9_]*(Error|Exception): `)
 )
 
@@ -89,7 +92,7 @@ func Python(output string) PythonFailure {
 			}
 			return PythonFailure{
 				Exception: message(lines[i:]),
-				Context:   traceback(lines[header+1 : i]),
+				Context:   traceback(lines[header+1:i], syntaxError.MatchString(l)),
 			}
 		}
 	}
@@ -116,17 +119,26 @@ func message(lines []string) string {
 }
 
 // traceback is the header and the last PythonContextLines lines of a
-// traceback's frames.
-func traceback(frames []string) string {
+// traceback's frames. Python 3.11's markers under a frame's code (^^^, ~~~)
+// are left out, making room for another frame; only a SyntaxError's caret,
+// which points into the code it shows, stays.
+func traceback(frames []string, syntax bool) string {
 	var keep []string
-	for _, l := range frames {
-		if l == "" || strings.HasPrefix(l, `  File "<frozen `) {
+	for i, l := range frames {
+		switch {
+		case l == "", strings.HasPrefix(l, `  File "<frozen `):
+			continue
+		case strings.Trim(l, " ^~") == "" && !(syntax && i == len(frames)-1):
 			continue
 		}
 		keep = append(keep, l)
 	}
 	head := tracebackHeader
 	if n := len(keep) - PythonContextLines; n > 0 {
+		// Start at a frame: its "File ..." line, not its code alone.
+		for n < len(keep)-1 && !strings.HasPrefix(keep[n], "  File ") {
+			n++
+		}
 		head = fmt.Sprintf("Traceback (most recent call last; %d lines above left out):", n)
 		keep = keep[n:]
 	}

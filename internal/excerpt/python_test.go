@@ -21,12 +21,22 @@ func TestPython(t *testing.T) {
 			file:      "missing.txt", // INSTALLED_APPS names a module that does not exist
 			exception: "ModuleNotFoundError: No module named 'notanapp'",
 			context: []string{
-				"Traceback (most recent call last; 6 lines above left out):",
+				"Traceback (most recent call last; 4 lines above left out):",
 				`  File "/usr/lib/python3/dist-packages/django/apps/config.py", line 224, in create`,
 				"    import_module(entry)",
 				"    return _bootstrap._gcd_import(name[level:], package, level)",
 			},
 			notInCtx: []string{`<frozen importlib._bootstrap>`, "ModuleNotFoundError"},
+		},
+		{
+			file:      "models.txt", // an app's models import a module not installed, through the driver
+			exception: "ModuleNotFoundError: No module named 'opus_not_installed'",
+			context: []string{
+				`  File "/usr/lib/python3/dist-packages/django/apps/registry.py", line 114, in populate`,
+				`  File "/tmp/e17/proj/polls/models.py", line 3, in <module>`,
+				"    import opus_not_installed  # noqa",
+			},
+			notInCtx: []string{"^^^", "<frozen"},
 		},
 		{
 			file:      "migration.txt", // a migration's RunPython raises, message on two lines
@@ -100,6 +110,10 @@ func TestPython(t *testing.T) {
 					t.Errorf("Context holds %q:\n%s", s, got.Context)
 				}
 			}
+			// A cut traceback starts at a frame's "File" line.
+			if head, rest, ok := strings.Cut(got.Context, "\n"); ok && strings.HasPrefix(head, "Traceback") && !strings.HasPrefix(rest, "  File ") {
+				t.Errorf("the traceback starts inside a frame:\n%s", got.Context)
+			}
 			if s := got.String(); !strings.HasPrefix(s, tc.exception+"\n") && s != tc.exception {
 				t.Errorf("String() does not start with the exception:\n%s", s)
 			}
@@ -140,7 +154,7 @@ func TestPythonTracebackCutAtTheStart(t *testing.T) {
 }
 
 func FuzzPython(f *testing.F) {
-	for _, name := range []string{"missing.txt", "migration.txt", "chained.txt", "syntax.txt", "superuser.txt", "systemcheck.txt"} {
+	for _, name := range []string{"models.txt", "missing.txt", "migration.txt", "chained.txt", "syntax.txt", "superuser.txt", "systemcheck.txt"} {
 		data, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)

@@ -25,8 +25,8 @@ func TestManageError(t *testing.T) {
 	}{
 		{"traceback", "check", 1, string(missing), []string{
 			"manage.py check failed: ModuleNotFoundError: No module named 'notanapp'",
-			"Traceback (most recent call last; 6 lines above left out):",
-			`  File "/usr/lib/python3/dist-packages/django/core/management/__init__.py", line 395, in execute`,
+			"Traceback (most recent call last; 4 lines above left out):",
+			`  File "/usr/lib/python3/dist-packages/django/core/management/__init__.py", line 419, in execute_from_command_line`,
 		}},
 		{"command error", "createsuperuser", 1, "\nYou have 1 unapplied migration(s).\nCommandError: You must use --email with --noinput.\n", []string{
 			"manage.py createsuperuser failed: CommandError: You must use --email with --noinput.",
