@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"net"
@@ -323,6 +324,25 @@ func TestConsoleFlow(t *testing.T) {
 	done := do(t, a, "GET", r.srv.URL+ans.location, nil)
 	if !strings.Contains(done.body, `id="done"`) || !strings.Contains(done.body, "https://blog.opus.test:8443/") || strings.Contains(done.body, "console.js") {
 		t.Fatalf("final operation page: %.2000s", done.body)
+	}
+
+	// A failed operation's error, a traceback under its exception line,
+	// shows once (not again as the failed step's note) with its line
+	// breaks, which the console's style keeps (pre-wrap).
+	const exc = "ModuleNotFoundError: No module named 'notanapp'"
+	failure := "manage.py check failed: " + exc + "\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    import notanapp"
+	r.st.UpdateOperation(context.Background(), opID, func(op *store.Operation) error {
+		op.State, op.Error = store.OpFailed, "step migrate: "+failure
+		op.Steps = []store.Step{{Name: "user", State: store.StepDone, Message: "user exists"}, {Name: "migrate", State: store.StepFailed, Message: failure}}
+		return nil
+	})
+	failed := do(t, a, "GET", r.srv.URL+ans.location, nil)
+	if n := strings.Count(failed.body, "No module named"); n != 1 || !strings.Contains(failed.body, `<p class="error" id="op-error">step migrate: manage.py check failed: `+html.EscapeString(exc)+"\nTraceback") ||
+		!strings.Contains(failed.body, "user exists") {
+		t.Fatalf("failed operation page: the exception %d times, want once, in the error with its line breaks: %.3000s", n, failed.body)
+	}
+	if css := do(t, a, "GET", r.srv.URL+"/static/console.css", nil); !regexp.MustCompile(`\.error \{[^}]*white-space: pre-wrap`).MatchString(css.body) {
+		t.Fatalf("console.css does not keep an error's line breaks: %.2000s", css.body)
 	}
 
 	// The project page: apps, logs, forms with the token.
