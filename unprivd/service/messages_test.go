@@ -13,57 +13,14 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/service/servicetest/apinames"
 )
 
-// internalNames is what a message a user reads must not hold: the API's
-// and privd's RPC names, their request fields' names with an underscore,
-// proto paths of nested fields ("superuser.email"), the services' full
-// names and grpc-go's "rpc error:" wrapping. It is read from the generated
-// descriptors, so a new RPC or field is covered as it is added.
+// internalNames are apinames' patterns, checked to be many.
 func internalNames(t testing.TB) []*regexp.Regexp {
 	t.Helper()
-	words := map[string]bool{}
-	var visit func(md protoreflect.MessageDescriptor, depth int)
-	visit = func(md protoreflect.MessageDescriptor, depth int) {
-		fs := md.Fields()
-		for i := range fs.Len() {
-			f := fs.Get(i)
-			name := string(f.Name())
-			if strings.Contains(name, "_") {
-				words[name] = true
-			}
-			if sub := f.Message(); sub != nil && !f.IsMap() && sub.ParentFile() == md.ParentFile() {
-				subFields := sub.Fields()
-				for j := range subFields.Len() {
-					words[name+"."+string(subFields.Get(j).Name())] = true
-				}
-				if depth < 4 {
-					visit(sub, depth+1)
-				}
-			}
-		}
-	}
-	for _, fd := range []protoreflect.FileDescriptor{opusv1.File_opus_v1_opus_proto, opusv1.File_opus_v1_console_proto, privdv1.File_opus_privd_v1_privd_proto} {
-		svcs := fd.Services()
-		for i := range svcs.Len() {
-			ms := svcs.Get(i).Methods()
-			for j := range ms.Len() {
-				words[string(ms.Get(j).Name())] = true
-				visit(ms.Get(j).Input(), 0)
-			}
-		}
-	}
-	var res []*regexp.Regexp
-	for w := range words {
-		// A repeated field's path has an index: "apps[0].name".
-		q := strings.Replace(regexp.QuoteMeta(w), `\.`, `(\[\d+\])?\.`, 1)
-		res = append(res, regexp.MustCompile(`(^|[^A-Za-z0-9_.])`+q+`($|[^A-Za-z0-9_])`))
-	}
-	for _, s := range []string{"rpc error:", "/opus.", "opus.v1", "opus.privd", "desc ="} {
-		res = append(res, regexp.MustCompile(regexp.QuoteMeta(s)))
-	}
+	res := apinames.Patterns()
 	if len(res) < 40 {
 		t.Fatalf("only %d internal names found in the descriptors", len(res))
 	}
@@ -76,10 +33,8 @@ func checkUserMessage(t testing.TB, names []*regexp.Regexp, what, msg string) {
 	if msg == "" {
 		t.Errorf("%s: empty message", what)
 	}
-	for _, re := range names {
-		if m := re.FindString(msg); m != "" {
-			t.Errorf("%s: message names %q, an internal name: %s", what, strings.TrimSpace(m), msg)
-		}
+	if found := apinames.Find(names, msg); len(found) > 0 {
+		t.Errorf("%s: message names %q, internal names: %s", what, found, msg)
 	}
 }
 
