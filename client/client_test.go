@@ -201,7 +201,7 @@ func TestWait(t *testing.T) {
 				s.Privd.Set("RunManage", servicetest.FailMigrate("twait", "django.db.utils.OperationalError: no such table"))
 			},
 			wantState: opusv1.OperationState_OPERATION_STATE_FAILED,
-			wantOpErr: "step migrate: manage.py migrate failed (exit code 1):\ndjango.db.utils.OperationalError: no such table",
+			wantOpErr: "step migrate: manage.py migrate failed: django.db.utils.OperationalError: no such table",
 		},
 		{
 			name: "broken streams are resumed",

@@ -122,7 +122,7 @@ func TestUploadsBelongToTheirUploader(t *testing.T) {
 	theirs := h.createFromUpload(t, h.otherID, stolen, digest)
 	unknown := "sha256:" + strings.Repeat("0f", 32)
 	nobodys := h.createFromUpload(t, h.otherID, stolen, unknown)
-	if theirs.DialError != "" || theirs.Code != "InvalidArgument" || !strings.Contains(theirs.Message, "UploadSource first") {
+	if theirs.DialError != "" || theirs.Code != "InvalidArgument" || !strings.Contains(theirs.Message, "send it first") {
 		t.Errorf("B creating from A's upload: %s %q %s, want InvalidArgument", theirs.Code, theirs.Message, theirs.DialError)
 	}
 	if got := strings.ReplaceAll(theirs.Message, digest, unknown); got != nobodys.Message || theirs.Code != nobodys.Code {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -70,8 +72,13 @@ leaf's private key, PEM.`,
 }
 
 // readSmallFile reads a PEM file, refusing one too large to be one.
+// A file that is not there, not readable by the caller or too large is a
+// mistake in what was given (exit status 2).
 func readSmallFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		return nil, usageError{err}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +88,7 @@ func readSmallFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if len(b) > maxPEM {
-		return nil, fmt.Errorf("%s is larger than %d bytes; is it really a PEM file?", path, maxPEM)
+		return nil, usagef("%s is larger than %d bytes; is it really a PEM file?", path, maxPEM)
 	}
 	return b, nil
 }

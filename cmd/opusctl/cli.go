@@ -63,12 +63,25 @@ func run(ctx context.Context, args []string, e env) int {
 	// A server's message may carry what a tenant wrote (a failed
 	// migration's output, log lines): escaped, with its lines kept.
 	fmt.Fprintf(e.stderr, "opusctl: %s\n", printableLines(errorMessage(err)))
-	if isUsage(err) {
+	code := exitCode(err)
+	if code == exitUsage {
 		path := "opusctl"
 		if failed != nil {
 			path = failed.CommandPath()
 		}
 		fmt.Fprintf(e.stderr, "Run '%s --help' for usage.\n", path)
+	}
+	return code
+}
+
+// exitCode is the exit status for a command's error, decided here only:
+// 2 for every mistake in what was given, whether opusctl found it or
+// opusd did (InvalidArgument: a bad name, URL, setting, certificate);
+// 1 for everything else: a failed operation, a refusal for the state
+// things are in (a project that does not exist or already exists, a
+// permission), opusd not reachable.
+func exitCode(err error) int {
+	if isUsage(err) || status.Code(err) == codes.InvalidArgument {
 		return exitUsage
 	}
 	return exitError
@@ -145,7 +158,12 @@ Changes (create, destroy, apps, set, cert) return an operation; opusctl follows 
 and shows each step until it ends, unless --no-wait is given, in which case it
 prints the operation id for 'opusctl wait'. An operation that fails leaves the
 project's previous working state serving and makes opusctl exit with status 1.
-Exit status 2 means the command line was wrong.`,
+
+Exit status: 0 when the command did what it says; 2 when what was given is
+wrong, whether opusctl or opusd found it (a flag, an argument, a name, URL,
+setting or certificate opusd refuses); 1 for everything else: a change that
+failed, a refusal for the state things are in (no such project, a name
+already taken, not yours), opusd not reachable.`,
 		Example: `  opusctl create blog --app ./polls --admin --superuser admin --superuser-email me@example.com
   opusctl ls
   opusctl show blog -o json

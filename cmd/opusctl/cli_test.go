@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/opus-hosting/opus/client"
@@ -129,9 +132,20 @@ type seeded struct {
 	pollsDir, pollsDigest string
 }
 
-// seedLastError is why tbeta's last change failed: its migrations failed
-// with output "boom".
-const seedLastError = "step migrate: manage.py migrate failed (exit code 1): boom"
+// seedLastError is the first line of why tbeta's last change failed: its
+// migrations failed with traceback's output.
+const seedLastError = "step migrate: manage.py migrate failed: ModuleNotFoundError: No module named 'notanapp'"
+
+// traceback is real output of a failed manage.py (Debian 12's Django 3.2,
+// INSTALLED_APPS naming a module that does not exist).
+func traceback(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../internal/excerpt/testdata/missing.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
 
 // seedProjects makes, through the API, talpha (READY at generation 2: made
 // with news, then polls added) and tbeta (READY and empty: its last change,
@@ -173,7 +187,7 @@ func seedProjects(t *testing.T, s *servicetest.Opusd) seeded {
 	if op := do(c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "tbeta"})); !succeeded(op) {
 		t.Fatalf("seed tbeta: %v", op)
 	}
-	s.Privd.Set("RunManage", servicetest.FailMigrateOnce("tbeta", "boom"))
+	s.Privd.Set("RunManage", servicetest.FailMigrateOnce("tbeta", traceback(t)))
 	if op := do(c.UpdateSettings(ctx, "tbeta", map[string]string{"debug": "true"}, nil)); op.GetState() != opusv1.OperationState_OPERATION_STATE_FAILED {
 		t.Fatalf("seed tbeta's failed change: %v", op)
 	}
@@ -222,6 +236,24 @@ func createReq(t *testing.T, s *servicetest.Opusd) *opusv1.CreateProjectRequest 
 		t.Fatalf("%d CreateProject calls, want 1", len(calls))
 	}
 	return calls[0].Req.(*opusv1.CreateProjectRequest)
+}
+
+// unchanged fails t unless seed's project name is still at its
+// generation 2 with its two operations: a refused change made nothing.
+func unchanged(t *testing.T, s *cliOpusd, name string) {
+	t.Helper()
+	ops, err := s.Store.ListOperations(context.Background(), name, 0)
+	if p := project(t, s.Opusd, name); err != nil || len(ops) != 2 || p.Generation != 2 {
+		t.Errorf("%s: generation %d, %d operations (%v); want 2 and 2", name, p.Generation, len(ops), err)
+	}
+}
+
+// noUsageHint fails t when stderr points to --help: not a usage error.
+func noUsageHint(t *testing.T, r result) {
+	t.Helper()
+	if strings.Contains(r.stderr, "--help") {
+		t.Errorf("stderr points to --help:\n%s", r.stderr)
+	}
 }
 
 func noCalls(t *testing.T, s *servicetest.Opusd, methods ...string) {
@@ -321,8 +353,8 @@ func TestCommands(t *testing.T) {
 				return []string{"create", "tfail", "--empty"}
 			},
 			wantCode: 1,
-			wantOut:  []string{"step user: done (", "step migrate: failed (", "exit code 1"},
-			wantErr: []string{"(create of tfail) failed: step migrate: manage.py migrate failed (exit code 1):\n  django.db.utils.OperationalError: no such table\n",
+			wantOut:  []string{"step user: done (", "step migrate: failed ("},
+			wantErr: []string{"(create of tfail) failed: step migrate: manage.py migrate failed: django.db.utils.OperationalError: no such table\n",
 				"Nothing of project tfail was kept: correct the cause and run the same command again.\n"},
 			// opusd stops at the failed step, then removes what it made.
 			notOut: []string{"is ready", "step superuser", "step vhost"},
@@ -334,6 +366,31 @@ func TestCommands(t *testing.T) {
 				}
 				if p := project(t, s.Opusd, "tfail"); p != nil {
 					t.Errorf("the failed create left project %+v", p)
+				}
+			},
+		},
+		{
+			name: "a failed manage.py reads exception first, traceback after, once",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.Privd.Set("RunManage", servicetest.FailMigrate("tpy", traceback(t)))
+				return []string{"create", "tpy", "--empty"}
+			},
+			wantCode: 1,
+			wantErr: []string{"(create of tpy) failed: step migrate: manage.py migrate failed: ModuleNotFoundError: No module named 'notanapp'\n" +
+				"  Traceback (most recent call last; 4 lines above left out):\n" +
+				"    File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 419, in execute_from_command_line\n"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				all := r.stdout + r.stderr
+				if n := strings.Count(all, "No module named 'notanapp'"); n != 1 {
+					t.Errorf("the exception line is shown %d times, want once:\n%s%s", n, r.stdout, r.stderr)
+				}
+				if !strings.Contains(r.stdout, "step migrate: failed (") {
+					t.Errorf("no failed migrate step:\n%s", r.stdout)
+				}
+				// The traceback keeps its line breaks: each of its lines
+				// on a line of its own.
+				if !strings.Contains(r.stderr, "\n      import_module(entry)\n") {
+					t.Errorf("the traceback's lines are not on lines of their own:\n%s", r.stderr)
 				}
 			},
 		},
@@ -439,10 +496,12 @@ func TestCommands(t *testing.T) {
 			},
 		},
 		{
-			name:    "show gives the last error",
-			setup:   func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "tbeta"} },
-			wantOut: []string{"Phase:", "READY", "Last change:", "failed, nothing of it was applied: " + seedLastError + " (operation op-", "debug   off", "(none)"},
-			notOut:  []string{"Last error:"},
+			name:  "show gives the last error",
+			setup: func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"show", "tbeta"} },
+			wantOut: []string{"Phase:", "READY", "Last change:  failed, nothing of it was applied: " + seedLastError + " ... (operation op-",
+				")\n    Traceback (most recent call last; 4 lines above left out):\n" +
+					"      File \"/usr/lib/python3/dist-packages/django/core/management/__init__.py\", line 419, in execute_from_command_line\n", "debug   off", "(none)"},
+			notOut: []string{"Last error:"},
 		},
 		{
 			name: "show -o json",
@@ -517,6 +576,48 @@ func TestCommands(t *testing.T) {
 			},
 			wantCode: 1,
 			wantErr:  []string{"opusctl: connect to opusd at ", "none.sock: no such file or directory"},
+		},
+		// Exit status: 2 for input opusd refuses as such (InvalidArgument),
+		// 1 for a refusal about the state of things.
+		{
+			name:     "a setting opusd does not know exits 2",
+			setup:    func(t *testing.T, s *cliOpusd) []string { s.seed(t); return []string{"set", "talpha", "colour=red"} },
+			wantCode: 2,
+			wantErr:  []string{"opusctl: set: unknown setting \"colour\"", "Run 'opusctl set --help' for usage."},
+			check:    func(t *testing.T, s *cliOpusd, r result) { unchanged(t, s, "talpha") },
+		},
+		{
+			name: "a certificate opusd refuses exits 2",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
+				dir := t.TempDir()
+				for _, f := range []string{"c.pem", "k.pem"} {
+					if err := os.WriteFile(filepath.Join(dir, f), []byte("not a pem\n"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return []string{"cert", "set", "talpha", "--cert", filepath.Join(dir, "c.pem"), "--key", filepath.Join(dir, "k.pem")}
+			},
+			wantCode: 2,
+			wantErr:  []string{"opusctl: certificate: "},
+			check:    func(t *testing.T, s *cliOpusd, r result) { unchanged(t, s, "talpha") },
+		},
+		{
+			name:     "a project that does not exist exits 1",
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"show", "nosuch"} },
+			wantCode: 1,
+			wantErr:  []string{"opusctl: project \"nosuch\" not found\n"},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noUsageHint(t, r) },
+		},
+		{
+			name: "an app the project has exits 1",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				s.seed(t)
+				return []string{"apps", "add", "talpha", "news=" + s.newsURL}
+			},
+			wantCode: 1,
+			wantErr:  []string{"already has an app \"news\"; use 'opusctl apps update' to change its source"},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noUsageHint(t, r) },
 		},
 		{
 			name: "destroy without --yes and without a terminal refuses",
@@ -855,4 +956,29 @@ func TestHelpIsComplete(t *testing.T) {
 	root := newRootCommand(e)
 	root.InitDefaultHelpCmd()
 	walk(root)
+}
+
+// TestExitCode: 2 for every mistake in what was given, found by opusctl
+// or by opusd; 1 for everything else.
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"usage", usagef("--output must be table or json"), exitUsage},
+		{"cobra's own", errors.New(`unknown flag: --nope`), exitUsage},
+		{"opusd refuses an argument", status.Error(codes.InvalidArgument, "git ref: bad"), exitUsage},
+		{"wrapped", fmt.Errorf("upload polls: %w", status.Error(codes.InvalidArgument, "upload size: too big")), exitUsage},
+		{"no such project", status.Error(codes.NotFound, `project "x" not found`), exitError},
+		{"name taken", status.Error(codes.AlreadyExists, `project "x" already exists`), exitError},
+		{"not allowed", status.Error(codes.PermissionDenied, "only admins"), exitError},
+		{"opusd down", status.Error(codes.Unavailable, "connection refused"), exitError},
+		{"failed operation", &client.OperationError{Op: &opusv1.Operation{Id: "op-1", State: opusv1.OperationState_OPERATION_STATE_FAILED}}, exitError},
+		{"local I/O", errors.New("open ./polls: permission denied"), exitError},
+	} {
+		if got := exitCode(tc.err); got != tc.want {
+			t.Errorf("%s: exitCode(%v) = %d, want %d", tc.name, tc.err, got, tc.want)
+		}
+	}
 }

@@ -35,7 +35,7 @@ func TestParseDatabaseProvision(t *testing.T) {
 func TestCreateProvisioned(t *testing.T) {
 	s := startOpusd(t)
 	r := runCLI(t, s.Socket, "", "create", "tprov", "--empty", "--database", "provision")
-	if r.code != exitError || r.stderr != "opusctl: database.provision: this host does not provision PostgreSQL; the host administrator must set postgres_admin in opus.conf (a connection whose role has CREATEROLE and CREATEDB) and restart opusd, or give the database by its connection parameters\n" {
+	if r.code != exitError || r.stderr != "opusctl: database provisioning: this host does not provision PostgreSQL; the host administrator must set postgres_admin in opus.conf (a connection whose role has CREATEROLE and CREATEDB) and restart opusd, or give the database by its connection parameters\n" {
 		t.Errorf("create on a host without provisioning: %+v", r)
 	}
 	req := s.CallsOf("CreateProject")[0].Req.(*opusv1.CreateProjectRequest)

@@ -53,7 +53,7 @@ func TestSetCommand(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d: %s", bad, r.code, exitUsage, r.stderr)
 		}
 	}
-	if r := runCLI(t, s.Socket, "", "set", "talpha", "nosuch=1"); r.code != exitError || !strings.Contains(r.stderr, "unknown setting") {
+	if r := runCLI(t, s.Socket, "", "set", "talpha", "nosuch=1"); r.code != exitUsage || !strings.Contains(r.stderr, "unknown setting") {
 		t.Errorf("unknown key: %+v", r)
 	}
 	if n := len(s.CallsOf("UpdateSettings")); n != 2 {

@@ -86,6 +86,16 @@ func printable(s string) string {
 	return b.String()
 }
 
+// firstLine is s up to its first line break, with " ..." when more
+// follows: an error's first line names it (a failed manage.py's exception
+// line is there), and a table row has room for one.
+func firstLine(s string) string {
+	if first, _, more := strings.Cut(strings.TrimSpace(s), "\n"); more {
+		return first + " ..."
+	}
+	return s
+}
+
 // printableLines is printable for a message that is meant to span lines
 // (an error with a traceback or log lines in it): each line is escaped,
 // the line breaks between them are kept, and every line after the first is
@@ -237,6 +247,13 @@ func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	// The rest of a multi-line error (a traceback under its exception
+	// line) follows the table with its line breaks, indented under it.
+	if _, rest, ok := strings.Cut(p.GetLastError(), "\n"); ok {
+		for _, l := range strings.Split(rest, "\n") {
+			fmt.Fprintln(w, "    "+printable(l))
+		}
+	}
 	if s := p.GetSettings(); s != nil {
 		if err := writeSettings(w, s); err != nil {
 			return err
@@ -263,7 +280,7 @@ func writeOperationTable(w io.Writer, ops []*opusv1.Operation) error {
 		} else if op.GetCreateTime() != nil {
 			dur = formatElapsed(time.Since(op.GetCreateTime().AsTime())) + "…"
 		}
-		writeRow(tw, op.GetId(), opKindName(op.GetKind()), opStateName(op.GetState()), formatTime(op.GetCreateTime()), dur, orDash(oneLine(op.GetError())))
+		writeRow(tw, op.GetId(), opKindName(op.GetKind()), opStateName(op.GetState()), formatTime(op.GetCreateTime()), dur, orDash(oneLine(firstLine(op.GetError()))))
 	}
 	return tw.Flush()
 }
@@ -272,7 +289,7 @@ func writeOperationTable(w io.Writer, ops []*opusv1.Operation) error {
 // change failed and was undone (the project serves what it served before).
 func lastRow(p *opusv1.Project) [2]string {
 	if id := p.GetLastFailedOperation(); id != "" {
-		return [2]string{"Last change", fmt.Sprintf("failed, nothing of it was applied: %s (operation %s)", oneLine(p.GetLastError()), id)}
+		return [2]string{"Last change", fmt.Sprintf("failed, nothing of it was applied: %s (operation %s)", oneLine(firstLine(p.GetLastError())), id)}
 	}
-	return [2]string{"Last error", orDash(oneLine(p.GetLastError()))}
+	return [2]string{"Last error", orDash(oneLine(firstLine(p.GetLastError())))}
 }

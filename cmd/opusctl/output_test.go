@@ -139,7 +139,7 @@ func TestHostileValuesAreEscaped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	add("tplain", "/home/x/plain")
+	add("tplain", "/home/x/plain\nline") // a line break as hostile has: a last error keeps it
 	add("tevil", hostile)
 	for _, args := range [][]string{{"show"}, {"apps", "ls"}, {"ls"}} {
 		plain := runCLI(t, s.Socket, "", append(args, "tplain")...)
@@ -172,11 +172,13 @@ func TestHostileRowsAndLines(t *testing.T) {
 	if n := strings.Count(b.String(), "\n"); n != 2 {
 		t.Errorf("ops: %d lines, want 2:\n%s", n, b.String())
 	}
-	step := &opusv1.Step{Name: "migrate\x1b[1A", State: opusv1.StepState_STEP_STATE_FAILED, Message: hostile}
-	checkTerminalSafe(t, "plain step line", plainStepLine(step))
-	p := &progress{now: timestamppb.Now().AsTime}
-	line := p.ttyStepLine(step, 12)
-	// The live display's own colours are its own; what follows the icon
-	// is the server's and must be inert.
-	checkTerminalSafe(t, "tty step line", line[strings.Index(line, ansiReset)+len(ansiReset):])
+	for _, st := range []opusv1.StepState{opusv1.StepState_STEP_STATE_FAILED, opusv1.StepState_STEP_STATE_DONE} {
+		step := &opusv1.Step{Name: "migrate\x1b[1A", State: st, Message: hostile}
+		checkTerminalSafe(t, "plain step line", plainStepLine(step))
+		p := &progress{now: timestamppb.Now().AsTime}
+		line := p.ttyStepLine(step, 12)
+		// The live display's own colours are its own; what follows the icon
+		// is the server's and must be inert.
+		checkTerminalSafe(t, "tty step line", line[strings.Index(line, ansiReset)+len(ansiReset):])
+	}
 }

@@ -115,10 +115,21 @@ func plainStepLine(s *opusv1.Step) string {
 	if s.GetState() != opusv1.StepState_STEP_STATE_SKIPPED && s.GetStartTime() != nil && s.GetEndTime() != nil {
 		line += " (" + formatElapsed(s.GetEndTime().AsTime().Sub(s.GetStartTime().AsTime())) + ")"
 	}
-	if m := s.GetMessage(); m != "" {
-		line += ": " + oneLine(m)
+	if m := stepNote(s); m != "" {
+		line += ": " + m
 	}
 	return line
+}
+
+// stepNote is what a step's line says after its state: the step's message
+// on one line, except for a failed step, whose message is the operation's
+// error that opusctl prints in full (with its line breaks) when the
+// operation ends: said once, there.
+func stepNote(s *opusv1.Step) string {
+	if s.GetState() == opusv1.StepState_STEP_STATE_FAILED {
+		return ""
+	}
+	return oneLine(s.GetMessage())
 }
 
 // drawLocked redraws every step line in place: cursor up over what was
@@ -167,8 +178,8 @@ func (p *progress) ttyStepLine(s *opusv1.Step, width int) string {
 		icon = ansiDim + "·" + ansiReset
 	}
 	line := fmt.Sprintf("  %s %-*s %s", icon, width, printable(s.GetName()), elapsed)
-	if m := s.GetMessage(); m != "" {
-		line += "  " + oneLine(m)
+	if m := stepNote(s); m != "" {
+		line += "  " + m
 	}
 	return line
 }

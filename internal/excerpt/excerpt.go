@@ -3,6 +3,9 @@
 // in a protobuf string (an operation's message, say), which must be valid
 // UTF-8, so a cut through a multi-byte character would make a message no
 // answer can carry. Every such cut in the daemons is this one.
+//
+// Python (python.go) is the one reading of a failed Python program's
+// output: its exception line first, then the traceback lines above it.
 package excerpt
 
 import "unicode/utf8"

@@ -2,19 +2,20 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/django"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
-// Bounds of the manage.py output quoted in an error.
+// Bounds of the log lines quoted in an error (tailLines).
 const (
-	outputLines    = 30
 	outputLineMax  = 400
 	outputTotalMax = 6000
 )
@@ -56,9 +57,33 @@ func runManage(ctx context.Context, t *Task, req *privdv1.RunManageRequest) (*pr
 		return nil, privdErr("RunManage", err)
 	}
 	if fc := res.GetFailedCommand(); fc != privdv1.ManageCommand_MANAGE_COMMAND_UNSPECIFIED {
-		return res, fmt.Errorf("manage.py %s failed (exit code %d):\n%s", manageCommandNames[fc], res.GetExitCode(), tailLines(res.GetOutput(), outputLines))
+		return res, manageError(manageCommandNames[fc], res.GetExitCode(), res.GetOutput())
 	}
 	return res, nil
+}
+
+// manageError says why manage.py COMMAND failed, the Python exception
+// first, on the first line (the line a list of operations shows), then the
+// traceback lines that lead to it: "manage.py migrate failed:
+// ValueError: ...\nTraceback (most recent call last): ...". The exit code
+// is said only when it tells more than "failed" (not 1).
+func manageError(command string, code int32, output string) error {
+	what := "manage.py " + command + " failed"
+	switch code {
+	case 1:
+	case -1:
+		what = "manage.py " + command + " was killed"
+	default:
+		what += fmt.Sprintf(" (exit code %d)", code)
+	}
+	gist := excerpt.Python(output)
+	if gist.Exception == "" {
+		if gist.Context == "" {
+			return fmt.Errorf("%s without saying why", what)
+		}
+		return fmt.Errorf("%s; its last lines:\n%s", what, gist.Context)
+	}
+	return errors.New(what + ": " + gist.String())
 }
 
 // stepMigrate checks the project (which imports every URLconf, so a

@@ -71,20 +71,51 @@ func TeardownSteps() []Step {
 	}
 }
 
-// privdErr turns a privd call's error into text a project owner can act on.
+// privdWork says in words what each privd call does for a project: a
+// step's error names the work, never the call.
+var privdWork = map[string]string{
+	"EnsureUser":    "making the project's Linux user",
+	"DeleteUser":    "deleting the project's Linux user",
+	"SecureTree":    "securing the project's files",
+	"RemoveTree":    "removing the project's files",
+	"RunManage":     "running manage.py",
+	"EnsureBackend": "starting the project's Apache backend",
+	"RemoveBackend": "stopping the project's Apache backend",
+	"InstallSite":   "installing the project's site on the front Apache",
+	"RemoveSite":    "removing the project's site from the front Apache",
+	"ReloadApache":  "reloading the front Apache",
+	"TailLog":       "reading the project's error log",
+}
+
+// privdErr turns a privd call's error into text a project owner can act
+// on: the work that failed in words, privd's own message, never the call's
+// name or grpc-go's "rpc error: code = ..." wrapping. The call's error
+// stays wrapped, for status.Code and errors.Is.
 func privdErr(call string, err error) error {
+	work := privdWork[call]
+	if work == "" {
+		work = "asking opus-privd"
+	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return fmt.Errorf("privd %s: %w", call, err)
+		return fmt.Errorf("%s: %w", work, err)
 	}
-	switch st.Code() {
-	case codes.Unavailable:
-		return fmt.Errorf("privd %s: the privileged daemon opus-privd is not reachable (%s); the host administrator must start it", call, st.Message())
-	case codes.Canceled, codes.DeadlineExceeded:
-		return fmt.Errorf("privd %s: %w", call, err)
+	msg := work + ": opus-privd: " + st.Message()
+	if st.Code() == codes.Unavailable {
+		msg = fmt.Sprintf("%s: the privileged daemon opus-privd is not reachable (%s); the host administrator must start it", work, st.Message())
 	}
-	return fmt.Errorf("privd %s: %s", call, st.Message())
+	return &wordedError{msg: msg, err: err}
 }
+
+// wordedError is an error told in words of its own, wrapping the one it
+// tells.
+type wordedError struct {
+	msg string
+	err error
+}
+
+func (e *wordedError) Error() string { return e.msg }
+func (e *wordedError) Unwrap() error { return e.err }
 
 // stepDirectories creates the project's tree as the opus user. Modes are
 // set only on directories this call creates: once privd has secured the

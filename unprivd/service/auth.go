@@ -248,11 +248,11 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 	rule, ok := methodAccess[method]
 	if !ok {
 		s.log.Warn("refused: method not in access table", "uid", cred.UID, "method", method)
-		return nil, status.Errorf(codes.PermissionDenied, "method %s is not served", method)
+		return nil, status.Errorf(codes.PermissionDenied, "opusd does not serve %q", methodWords(method))
 	}
 	if rule == accessConsole && !peercred.FromInProcess(ctx) {
 		s.log.Warn("refused: the web console's own calls", "uid", cred.UID, "method", method)
-		return nil, status.Errorf(codes.PermissionDenied, "%s is served only to opusd's web console, not on the socket; sign in to the console with opusctl web login", method)
+		return nil, status.Errorf(codes.PermissionDenied, "%q is served only to opusd's web console, not on the socket; sign in to the console with opusctl web login", methodWords(method))
 	}
 	c := caller{uid: cred.UID}
 	if rule != accessPublic && rule != accessConsole {
@@ -260,7 +260,7 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 	}
 	if rule == accessAdmin && !c.admin {
 		s.log.Warn("refused: admins only", "uid", cred.UID, "method", method)
-		return nil, status.Errorf(codes.PermissionDenied, "only root and members of the admin group may call %s", method)
+		return nil, status.Errorf(codes.PermissionDenied, "only root and members of the admin group may %s", methodWords(method))
 	}
 	return context.WithValue(ctx, callerKey{}, c), nil
 }

@@ -99,7 +99,7 @@ func provisionedDatabase(db *opusv1.Database, project string, prov *Provisioning
 		}
 	}
 	if prov == nil {
-		return nil, status.Error(codes.FailedPrecondition, "database.provision: this host does not provision PostgreSQL; the host administrator must set postgres_admin in opus.conf (a connection whose role has CREATEROLE and CREATEDB) and restart opusd, or give the database by its connection parameters")
+		return nil, fieldError(codes.FailedPrecondition, "database.provision", "this host does not provision PostgreSQL; the host administrator must set postgres_admin in opus.conf (a connection whose role has CREATEROLE and CREATEDB) and restart opusd, or give the database by its connection parameters")
 	}
 	role, name := postgres.Names(project)
 	b := make([]byte, provisionedPasswordBytes)

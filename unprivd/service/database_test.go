@@ -42,7 +42,7 @@ func TestDatabaseFromProto(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := databaseFromProto(tc.db, "blog", &Provisioning{Host: "localhost", Port: 5432})
-			if status.Code(err) != tc.code || (err != nil && !strings.Contains(err.Error(), tc.msg)) {
+			if status.Code(err) != tc.code || (err != nil && !mentions(err, tc.msg)) {
 				t.Fatalf("err = %v, want %v with %q", err, tc.code, tc.msg)
 			}
 			if err != nil {
@@ -81,7 +81,7 @@ func TestProvisionedDatabase(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := databaseFromProto(tc.db, "blog", tc.prov)
-			if status.Code(err) != tc.code || (err != nil && !strings.Contains(err.Error(), tc.msg)) {
+			if status.Code(err) != tc.code || (err != nil && !mentions(err, tc.msg)) {
 				t.Fatalf("err = %v, want %v with %q", err, tc.code, tc.msg)
 			}
 			if err != nil {

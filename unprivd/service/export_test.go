@@ -2,9 +2,12 @@ package service
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/opus-hosting/opus/unprivd/store"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/status"
 )
 
 // What the API benchmarks in package service_test (api_serve_bench_test.go)
@@ -40,4 +43,19 @@ func BenchFill(tb testing.TB, st *store.Store, shape string) []string {
 	}
 	tb.Fatalf("no benchmark shape %q", shape)
 	return nil
+}
+
+// mentions reports whether err is about want: the request field path in
+// its BadRequest detail starts with want, or its message holds want.
+func mentions(err error, want string) bool {
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				if strings.HasPrefix(v.GetField(), want) {
+					return true
+				}
+			}
+		}
+	}
+	return strings.Contains(status.Convert(err).Message(), want)
 }

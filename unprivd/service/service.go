@@ -425,7 +425,7 @@ func (s *Service) AddApp(ctx context.Context, req *opusv1.AddAppRequest) (*opusv
 			return err
 		}
 		if p.Spec.App(app.Name) != nil {
-			return status.Errorf(codes.AlreadyExists, "project %q already has an app %q; use UpdateApp to change its source", p.Name, app.Name)
+			return status.Errorf(codes.AlreadyExists, "project %q already has an app %q; use 'opusctl apps update' to change its source", p.Name, app.Name)
 		}
 		p.Spec.Apps = append(p.Spec.Apps, app)
 		p.Spec.DropAppData = removeString(p.Spec.DropAppData, app.Name)
@@ -480,7 +480,7 @@ func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (
 	return s.mutate(ctx, opusv1.Opus_UpdateApp_FullMethodName, req.GetProject(), kind, func(c caller, p *store.Project) error {
 		a := p.Spec.App(req.GetApp())
 		if a == nil {
-			return status.Errorf(codes.NotFound, "project %q has no app %q; use AddApp to add it", p.Name, req.GetApp())
+			return status.Errorf(codes.NotFound, "project %q has no app %q; use 'opusctl apps add' to add it", p.Name, req.GetApp())
 		}
 		if req.GetRollback() {
 			if req.GetSource() != nil {

@@ -177,7 +177,7 @@ func TestUploadsBelongToUploader(t *testing.T) {
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {
 			theirs, nobodys := call(d), call(unknown)
-			if code(theirs) != codes.InvalidArgument || !strings.Contains(status.Convert(theirs).Message(), "UploadSource first") {
+			if code(theirs) != codes.InvalidArgument || !strings.Contains(status.Convert(theirs).Message(), "send it first") {
 				t.Fatalf("B naming A's digest: %v, want InvalidArgument", theirs)
 			}
 			// Word for word the answer to a digest nobody uploaded.

@@ -6,7 +6,6 @@ import (
 	"unicode"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/gitsrc"
@@ -15,11 +14,6 @@ import (
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
-
-// invalid is an InvalidArgument error naming the request field at fault.
-func invalid(field, format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, "%s: %s", field, fmt.Sprintf(format, args...))
-}
 
 func validateProject(field, name string) error {
 	if err := names.ValidateProject(name); err != nil {
@@ -32,7 +26,7 @@ func validateProject(field, name string) error {
 // and turns it into the stored form.
 func (s *Service) appSpec(c caller, projectOwner uint32, field string, a *opusv1.AppSpec) (store.AppSpec, error) {
 	if a == nil {
-		return store.AppSpec{}, invalid(field, "app is missing")
+		return store.AppSpec{}, invalid(field, "is missing")
 	}
 	if err := names.ValidateAppName(a.GetName()); err != nil {
 		return store.AppSpec{}, invalid(field+".name", "%v", err)
@@ -56,7 +50,7 @@ func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv
 			return spec, invalid(field+".git.url", "%v", err)
 		}
 		if local && !c.admin {
-			return spec, status.Errorf(codes.PermissionDenied, "%s.git.url: only admins may name a repository on this host (%q); push it somewhere opusd can fetch, or pack the directory with an upload", field, excerpt.Short(k.Git.GetUrl()))
+			return spec, fieldError(codes.PermissionDenied, field+".git.url", fmt.Sprintf("only admins may name a repository on this host (%q); push it somewhere opusd can fetch, or give the directory itself (opusctl packs and sends it)", excerpt.Short(k.Git.GetUrl())))
 		}
 		if err := gitsrc.CheckRef(k.Git.GetRef()); err != nil {
 			return spec, invalid(field+".git.ref", "%v", err)
@@ -70,7 +64,7 @@ func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv
 		uploader, ok := s.uploadOwner(c, projectOwner, d)
 		if !ok {
 			// The same answer whether nobody or somebody else sent it.
-			return spec, invalid(field+".upload.digest", "you have no upload %s on this host; send the archive with UploadSource first (an upload can be used only by whoever sent it)", d)
+			return spec, invalid(field+".upload.digest", "you have no upload %s on this host; send it first (opusctl sends a local directory itself; an upload can be used only by whoever sent it)", d)
 		}
 		origin := k.Upload.GetOrigin()
 		if len(origin) > 1024 {
@@ -78,7 +72,7 @@ func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv
 		}
 		spec.Upload = &store.UploadSource{Digest: d, Origin: origin, UploaderUID: &uploader}
 	default:
-		return spec, invalid(field, "source is missing: give a git url or an upload digest")
+		return spec, invalid(field, "is missing: give a git url or an upload digest")
 	}
 	return spec, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/gitsrc"
@@ -104,6 +105,9 @@ func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, de
 		return "", err
 	}
 	if err := gitsrc.CheckRef(ref); err != nil {
+		return "", err
+	}
+	if err := checkSSHAuth(rawURL); err != nil {
 		return "", err
 	}
 	if g.CacheDir == "" {
@@ -561,4 +565,16 @@ func (f *countingFile) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return f.File.Write(p)
+}
+
+// checkSSHAuth refuses an ssh source (ssh://, USER@HOST:PATH) when opusd
+// has no ssh agent to authenticate with, which go-git would otherwise
+// report as "SSH agent requested but SSH_AUTH_SOCK not-specified": opusd
+// has no key of its own.
+func checkSSHAuth(rawURL string) error {
+	ep, err := transport.NewEndpoint(rawURL)
+	if err != nil || ep.Protocol != "ssh" || os.Getenv("SSH_AUTH_SOCK") != "" {
+		return nil
+	}
+	return fmt.Errorf("git url %q: ssh sources need an ssh key opusd can use, and opusd has none; use an https:// or git:// URL, or give the app's directory (opusctl packs and sends it)", excerpt.Short(rawURL))
 }

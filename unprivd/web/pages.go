@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -82,21 +82,23 @@ func httpCode(c codes.Code) int {
 	return http.StatusInternalServerError
 }
 
-// apiFieldRE is the "field: message" form of the service's InvalidArgument
-// errors.
-var apiFieldRE = regexp.MustCompile(`^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): `)
-
-// fieldOf maps the request field an API error names to a form field,
+// fieldOf maps the request field an API error is about (the path in its
+// BadRequest detail: the message names it in words) to a form field,
 // through m (request field prefix → form field); the whole form ("") when
 // none matches.
 func fieldOf(err error, m map[string]string) (string, string) {
-	msg := status.Convert(err).Message()
-	f := apiFieldRE.FindStringSubmatch(msg)
-	if f != nil {
+	st := status.Convert(err)
+	msg := st.Message()
+	for _, d := range st.Details() {
+		br, ok := d.(*errdetails.BadRequest)
+		if !ok || len(br.GetFieldViolations()) == 0 {
+			continue
+		}
+		f := br.GetFieldViolations()[0].GetField()
 		// The longest matching prefix wins.
 		best, bestLen := "", -1
 		for prefix, field := range m {
-			if (f[1] == prefix || strings.HasPrefix(f[1], prefix+".") || strings.HasPrefix(f[1], prefix+"[")) && len(prefix) > bestLen {
+			if (f == prefix || strings.HasPrefix(f, prefix+".") || strings.HasPrefix(f, prefix+"[")) && len(prefix) > bestLen {
 				best, bestLen = field, len(prefix)
 			}
 		}

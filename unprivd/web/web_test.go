@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -255,7 +257,7 @@ func TestConsoleFlow(t *testing.T) {
 
 	// The API's error, next to the field it concerns; nothing made.
 	bad := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"Bad Name"}, "url0": {"https://example.com/blog.git"}})
-	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error">name: `).MatchString(bad.body) {
+	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error">project name `).MatchString(bad.body) {
 		t.Fatalf("bad name: %d %.2000s", bad.code, bad.body)
 	}
 	badURL := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url1": {"ext::sh -c x"}, "app1": {"ext"}})
@@ -322,6 +324,25 @@ func TestConsoleFlow(t *testing.T) {
 	done := do(t, a, "GET", r.srv.URL+ans.location, nil)
 	if !strings.Contains(done.body, `id="done"`) || !strings.Contains(done.body, "https://blog.opus.test:8443/") || strings.Contains(done.body, "console.js") {
 		t.Fatalf("final operation page: %.2000s", done.body)
+	}
+
+	// A failed operation's error, a traceback under its exception line,
+	// shows once (not again as the failed step's note) with its line
+	// breaks, which the console's style keeps (pre-wrap).
+	const exc = "ModuleNotFoundError: No module named 'notanapp'"
+	failure := "manage.py check failed: " + exc + "\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    import notanapp"
+	r.st.UpdateOperation(context.Background(), opID, func(op *store.Operation) error {
+		op.State, op.Error = store.OpFailed, "step migrate: "+failure
+		op.Steps = []store.Step{{Name: "user", State: store.StepDone, Message: "user exists"}, {Name: "migrate", State: store.StepFailed, Message: failure}}
+		return nil
+	})
+	failed := do(t, a, "GET", r.srv.URL+ans.location, nil)
+	if n := strings.Count(failed.body, "No module named"); n != 1 || !strings.Contains(failed.body, `<p class="error" id="op-error">step migrate: manage.py check failed: `+html.EscapeString(exc)+"\nTraceback") ||
+		!strings.Contains(failed.body, "user exists") {
+		t.Fatalf("failed operation page: the exception %d times, want once, in the error with its line breaks: %.3000s", n, failed.body)
+	}
+	if css := do(t, a, "GET", r.srv.URL+"/static/console.css", nil); !regexp.MustCompile(`\.error \{[^}]*white-space: pre-wrap`).MatchString(css.body) {
+		t.Fatalf("console.css does not keep an error's line breaks: %.2000s", css.body)
 	}
 
 	// The project page: apps, logs, forms with the token.
@@ -563,17 +584,33 @@ func TestPasswordSignInAndRateLimit(t *testing.T) {
 	}
 }
 
+// apiError is the service's InvalidArgument about field (its path in a
+// BadRequest detail), or without a detail when field is "".
+func apiError(t testing.TB, field, msg string) error {
+	st := status.New(codes.InvalidArgument, msg)
+	if field != "" {
+		var err error
+		st, err = st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st.Err()
+}
+
 func TestFieldOf(t *testing.T) {
 	m := map[string]string{"name": "name", "apps[0]": "app2", "app": "url", "app.source.git.ref": "ref"}
 	for _, tc := range []struct {
 		err   error
 		field string
 	}{
-		{status.Error(codes.InvalidArgument, "name: too long"), "name"},
-		{status.Error(codes.InvalidArgument, "apps[0].source.git.url: bad"), "app2"},
-		{status.Error(codes.InvalidArgument, "apps[1].name: bad"), ""},
-		{status.Error(codes.InvalidArgument, "app.source.git.ref: bad"), "ref"},
-		{status.Error(codes.InvalidArgument, "app.name: bad"), "url"},
+		{apiError(t, "name", "project name: too long"), "name"},
+		{apiError(t, "apps[0].source.git.url", "git url: bad"), "app2"},
+		{apiError(t, "apps[1].name", "app name: bad"), ""},
+		{apiError(t, "app.source.git.ref", "git ref: bad"), "ref"},
+		{apiError(t, "app.name", "app name: bad"), "url"},
+		// The message alone names no form field.
+		{apiError(t, "", "app.name: bad"), ""},
 		{status.Error(codes.AlreadyExists, `project "x" already exists`), ""},
 		{errors.New("plain"), ""},
 	} {
@@ -584,16 +621,15 @@ func TestFieldOf(t *testing.T) {
 }
 
 func FuzzFieldOf(f *testing.F) {
-	f.Add("name: x")
-	f.Add("apps[12].source.git.url: ext::")
+	f.Add("name")
+	f.Add("apps[12].source.git.url")
 	f.Add(": : :")
 	m := map[string]string{"name": "name", "apps[0]": "app0", "": "all"}
-	f.Fuzz(func(t *testing.T, msg string) {
-		field, got := fieldOf(status.Error(codes.InvalidArgument, msg), m)
+	f.Fuzz(func(t *testing.T, path string) {
+		field, _ := fieldOf(apiError(t, path, "x"), m)
 		if _, ok := m[field]; !ok && field != "" && field != "all" {
 			t.Fatalf("field %q not from the map", field)
 		}
-		_ = got
 	})
 }
 

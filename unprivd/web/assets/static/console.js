@@ -25,7 +25,9 @@
       var tr = document.createElement("tr");
       var ss = lower(s.state, "STEP_STATE_");
       tr.className = "step-" + ss;
-      [s.name, ss, took(s.startTime, s.endTime), s.message || ""].forEach(function (text) {
+      // A failed step's message is the operation's error, shown whole
+      // above the steps once the page reloads: said once.
+      [s.name, ss, took(s.startTime, s.endTime), ss === "failed" ? "" : (s.message || "")].forEach(function (text) {
         var td = document.createElement("td");
         td.textContent = text;
         tr.appendChild(td);
