@@ -18,6 +18,8 @@ var sourceHelp = `SRC is where an app's code comes from:
   - a git URL, cloned by opusd (plain http is refused; the scp-like form
     has a ':' before any '/'):
       ` + gitsrc.OrList(false) + `;
+    ` + gitsrc.SSHForms() + ` only where the host administrator
+    gave opusd an ssh key (without one they are refused up front);
   - for admins only, a git repository on this host, cloned by opusd with
     its own rights: a local path to one (a directory holding .git, or a
     bare repository), ` + localForms() + `;

@@ -30,6 +30,10 @@ type Form struct {
 	// rights: only admins may name one (CheckURL reports it; the API
 	// decides).
 	Local bool
+	// SSH is fetched over ssh: opusd needs an ssh key to do that (an
+	// agent the host administrator gives it), and without one such a
+	// source is refused before anything is made.
+	SSH bool
 }
 
 // Forms are all the forms of git source CheckURL accepts, remote ones
@@ -37,15 +41,26 @@ type Form struct {
 // Plain http:// is refused (anyone on the way could change the code).
 var Forms = []Form{
 	{Pattern: "https://HOST/PATH", Scheme: "https"},
-	{Pattern: "ssh://[USER@]HOST/PATH", Scheme: "ssh"},
+	{Pattern: "ssh://[USER@]HOST/PATH", Scheme: "ssh", SSH: true},
 	{Pattern: "git://HOST/PATH", Scheme: "git"},
-	{Pattern: "[USER@]HOST:PATH"},
+	{Pattern: "[USER@]HOST:PATH", SSH: true},
 	{Pattern: "/ABSOLUTE/PATH", Local: true},
 	{Pattern: "file:///ABSOLUTE/PATH", Scheme: "file", Local: true},
 }
 
 // allowed is what every refusal of a URL says is allowed.
 var allowed = "use " + OrList(false)
+
+// SSHForms lists the patterns of the Forms fetched over ssh, "a and b".
+func SSHForms() string {
+	var ps []string
+	for _, f := range Forms {
+		if f.SSH {
+			ps = append(ps, f.Pattern)
+		}
+	}
+	return strings.Join(ps, " and ")
+}
 
 // OrList lists the patterns of Forms, "a, b or c": the remote ones, and
 // with local the admin-only ones too.

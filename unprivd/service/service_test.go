@@ -499,6 +499,7 @@ func TestLocalPathForAdmin(t *testing.T) {
 }
 
 func TestProjectLifecycle(t *testing.T) {
+	t.Setenv("SSH_AUTH_SOCK", "/run/opus-test-agent.sock") // it adds an ssh source
 	s := startServer(t, serverOpt{admins: fakeAdmins{}})
 	ctx := context.Background()
 	me := uint32(os.Geteuid())

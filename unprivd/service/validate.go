@@ -12,6 +12,7 @@ import (
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/pack"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -51,6 +52,9 @@ func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv
 		}
 		if local && !c.admin {
 			return spec, fieldError(codes.PermissionDenied, field+".git.url", fmt.Sprintf("only admins may name a repository on this host (%q); push it somewhere opusd can fetch, or give the directory itself (opusctl packs and sends it)", excerpt.Short(k.Git.GetUrl())))
+		}
+		if err := source.CheckSSHAuth(k.Git.GetUrl()); err != nil {
+			return spec, invalid(field+".git.url", "%v", err)
 		}
 		if err := gitsrc.CheckRef(k.Git.GetRef()); err != nil {
 			return spec, invalid(field+".git.ref", "%v", err)

@@ -8,6 +8,8 @@ import (
 	"github.com/opus-hosting/opus/internal/names/namestest"
 	"github.com/opus-hosting/opus/internal/pack/packtest"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestGitRulesAgree: the API takes exactly the git URLs and refs of the
@@ -17,6 +19,9 @@ import (
 // host:path, which the fetcher refused: the create was accepted and the
 // deploy failed.
 func TestGitRulesAgree(t *testing.T) {
+	// The table is about what a URL says; whether opusd can fetch over
+	// ssh is its environment's (TestSSHSourcesNeedAnAgent).
+	t.Setenv("SSH_AUTH_SOCK", "/run/opus-test-agent.sock")
 	s := &Service{}
 	admin, owner := caller{uid: 0, admin: true}, caller{uid: 1000}
 	for _, c := range gitsrctest.URLs {
@@ -80,5 +85,30 @@ func TestDigestsAgree(t *testing.T) {
 		if looked := strings.Contains(err.Error(), "you have no upload"); looked != c.OK() {
 			t.Errorf("digest %.40q: %v, want looked up=%v", c.D, err, c.OK())
 		}
+	}
+}
+
+// TestSSHSourcesNeedAnAgent: without an ssh agent opusd cannot fetch over
+// ssh, so an ssh source (either form) is refused up front, saying so and
+// what to use instead, while the same URLs pass with one.
+func TestSSHSourcesNeedAnAgent(t *testing.T) {
+	s := &Service{}
+	owner := caller{uid: 1000}
+	for _, url := range []string{"ssh://git@example.com/app.git", "git@example.com:team/app.git", "example.com:team/app.git"} {
+		src := &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: url}}}
+		t.Setenv("SSH_AUTH_SOCK", "")
+		_, err := s.source(owner, 1000, "app.source", src)
+		if msg := status.Convert(err).Message(); status.Code(err) != codes.InvalidArgument || !strings.Contains(msg, "ssh sources need an ssh key opusd can use, and opusd has none; use an https:// or git:// URL") {
+			t.Errorf("%s without an agent: %v", url, err)
+		}
+		t.Setenv("SSH_AUTH_SOCK", "/run/opus-test-agent.sock")
+		if _, err := s.source(owner, 1000, "app.source", src); err != nil {
+			t.Errorf("%s with an agent: %v", url, err)
+		}
+	}
+	https := &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: "https://example.com/app.git"}}}
+	t.Setenv("SSH_AUTH_SOCK", "")
+	if _, err := s.source(owner, 1000, "app.source", https); err != nil {
+		t.Errorf("https without an agent: %v", err)
 	}
 }

@@ -107,7 +107,7 @@ func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, de
 	if err := gitsrc.CheckRef(ref); err != nil {
 		return "", err
 	}
-	if err := checkSSHAuth(rawURL); err != nil {
+	if err := CheckSSHAuth(rawURL); err != nil {
 		return "", err
 	}
 	if g.CacheDir == "" {
@@ -567,11 +567,13 @@ func (f *countingFile) Write(p []byte) (int, error) {
 	return f.File.Write(p)
 }
 
-// checkSSHAuth refuses an ssh source (ssh://, USER@HOST:PATH) when opusd
+// CheckSSHAuth refuses an ssh source (ssh://, USER@HOST:PATH) when opusd
 // has no ssh agent to authenticate with, which go-git would otherwise
 // report as "SSH agent requested but SSH_AUTH_SOCK not-specified": opusd
-// has no key of its own.
-func checkSSHAuth(rawURL string) error {
+// has no key of its own. The API applies it before it records a source,
+// the fetcher again before it fetches one (opusd's environment is the
+// same for both).
+func CheckSSHAuth(rawURL string) error {
 	ep, err := transport.NewEndpoint(rawURL)
 	if err != nil || ep.Protocol != "ssh" || os.Getenv("SSH_AUTH_SOCK") != "" {
 		return nil
