@@ -159,10 +159,12 @@ func TestDaemon(t *testing.T) {
 	cc2, cl2 := dial()
 	defer cc2.Close()
 	waitServing(cc2, logs)
-	// The project is root's (root made the call); the new opusd retries
-	// the failed deploy on start with a RECONCILE operation.
+	// The project is root's (root made the call). Its first deploy failed,
+	// and removing what it made (the undo of a failed create) needs privd
+	// too: the new opusd retries that removal on start, with a DELETE
+	// operation.
 	p, err := cl2.GetProject(ctx, &opusv1.GetProjectRequest{Name: "daemon1"})
-	if err != nil || p.OwnerUid != 0 || p.ServerName != "daemon1.opus.test" {
+	if err != nil || p.OwnerUid != 0 || p.ServerName != "daemon1.opus.test" || p.Phase == opusv1.Phase_PHASE_READY {
 		t.Fatalf("after restart: %v, %v\n%s", p, err, logs)
 	}
 	for {
@@ -170,7 +172,7 @@ func TestDaemon(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if o := ops.Operations[0]; o.Kind == opusv1.OperationKind_OPERATION_KIND_RECONCILE && o.State == opusv1.OperationState_OPERATION_STATE_FAILED {
+		if o := ops.Operations[0]; o.Kind == opusv1.OperationKind_OPERATION_KIND_DELETE && o.State == opusv1.OperationState_OPERATION_STATE_FAILED {
 			break
 		}
 		if ctx.Err() != nil {
