@@ -470,3 +470,11 @@ func TestProjectNamesAgree(t *testing.T) {
 		}
 	}
 }
+
+// The streaming calls are tested over a real connection (data_test.go).
+func (d direct) DumpData(context.Context, *privdv1.DumpDataRequest, ...grpc.CallOption) (grpc.ServerStreamingClient[privdv1.DumpDataResponse], error) {
+	return nil, status.Error(codes.Unimplemented, "not a unary call")
+}
+func (d direct) LoadData(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[privdv1.LoadDataRequest, privdv1.LoadDataResponse], error) {
+	return nil, status.Error(codes.Unimplemented, "not a unary call")
+}

@@ -109,6 +109,10 @@ type Options struct {
 	Clock Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// SnapshotMaxBytes and SnapshotKeep bound each project's data
+	// snapshots (config.Config's); a zero SnapshotMaxBytes takes none.
+	SnapshotMaxBytes int64
+	SnapshotKeep     int
 	// Deploy and Teardown replace the step lists (tests); nil means
 	// DeploySteps() and TeardownSteps().
 	Deploy, Teardown []Step
@@ -259,6 +263,7 @@ func appliedSpec(spec store.Spec) *store.Spec {
 		a.Superuser.Password = ""
 	}
 	a.DropAppData = nil
+	a.RestoreSnapshot = ""
 	return &a
 }
 
@@ -365,6 +370,8 @@ type Task struct {
 
 	// What earlier steps of this run found, for later ones.
 	codeChanged  bool   // sources or render wrote something
+	appsChanged  bool   // sources put an app's new code in place
+	undoing      bool   // the run undoes a failed change
 	certPEM      []byte // certificate step → vhost step
 	keyPEM       []byte
 	vhostChanged bool // vhost step → reload step
@@ -528,6 +535,7 @@ func (r *Reconciler) run(name string) {
 	}
 	for {
 		t := r.task(p, log)
+		t.undoing = undoing
 		step, err := r.steps(ctx, t, ids)
 		switch {
 		case errors.Is(err, errInterrupted):
@@ -673,6 +681,15 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 			p.Spec = p.Applied.Clone()
 			p.Status.Phase = store.PhaseDeploying
 			undo = fmt.Sprintf("the change failed: putting back what was deployed before (generation %d)", p.Status.ObservedGeneration)
+			// The change's migrations (or its restore) may have run: its
+			// data snapshot goes back too, so that the code put back
+			// finds the database it left.
+			for _, s := range p.Snapshots {
+				if s.Generation == t.gen {
+					p.Spec.RestoreSnapshot = s.ID
+					undo += fmt.Sprintf(", and the database as it was before the change (data snapshot %s; what was written since is gone)", s.ID)
+				}
+			}
 		case p.Status.ObservedGeneration == 0:
 			p.Deleting = true
 			p.Status.Phase = store.PhaseDeleting
