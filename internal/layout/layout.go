@@ -38,7 +38,6 @@ const (
 // directory: one directory per project, which no tenant can write.
 const SnapshotsDir = "snapshots"
 
-
 // Project is the set of paths of one project under a base directory.
 type Project struct {
 	Root, Code, Secrets, Data, Static string
