@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -113,6 +115,11 @@ type Options struct {
 	// snapshots (config.Config's); a zero SnapshotMaxBytes takes none.
 	SnapshotMaxBytes int64
 	SnapshotKeep     int
+	// PGDump and PGRestore copy a project's PostgreSQL database out and
+	// back in for data snapshots (postgres.Dump and postgres.Restore when
+	// nil; tests replace them).
+	PGDump    func(ctx context.Context, c postgres.Conn, w io.Writer) error
+	PGRestore func(ctx context.Context, c postgres.Conn, r io.Reader) error
 	// Deploy and Teardown replace the step lists (tests); nil means
 	// DeploySteps() and TeardownSteps().
 	Deploy, Teardown []Step
@@ -161,6 +168,12 @@ func New(st *store.Store, privd privdv1.PrivdClient, opt Options) *Reconciler {
 	}
 	if opt.HealthTimeout <= 0 {
 		opt.HealthTimeout = DefaultHealthTimeout
+	}
+	if opt.PGDump == nil {
+		opt.PGDump = postgres.Dump
+	}
+	if opt.PGRestore == nil {
+		opt.PGRestore = postgres.Restore
 	}
 	r := &Reconciler{
 		st: st, privd: privd, opt: opt, log: opt.Logger,

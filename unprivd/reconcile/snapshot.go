@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/snapshot"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -101,13 +102,13 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 		}
 	}
 	eng := engine(t.Project.Spec)
-	if eng != snapshot.SQLite {
-		return "no data snapshot: snapshots of PostgreSQL databases are not supported yet", nil
-	}
 	dir := snapshot.NewDir(t.opt.BaseDir)
 	now := t.Clock.Now()
 	id := snapshot.NewID(now)
 	n, err := dir.Write(t.Project.Name, id, t.opt.SnapshotMaxBytes, func(w io.Writer) error {
+		if eng == snapshot.PostgreSQL {
+			return t.opt.PGDump(ctx, pgConn(t.Project.Spec.Database), w)
+		}
 		return dumpSQLite(ctx, t, w)
 	})
 	switch {
@@ -146,7 +147,7 @@ func restoreSnapshot(ctx context.Context, t *Task, id string) (string, error) {
 	if s == nil {
 		return "", fmt.Errorf("data snapshot %s is no longer kept; nothing was restored", id)
 	}
-	if s.Engine != snapshot.SQLite || engine(t.Project.Spec) != snapshot.SQLite {
+	if s.Engine != engine(t.Project.Spec) {
 		return "", fmt.Errorf("data snapshot %s is of a %s database; the project now uses %s", id, s.Engine, engine(t.Project.Spec))
 	}
 	f, err := snapshot.NewDir(t.opt.BaseDir).Open(t.Project.Name, id)
@@ -154,7 +155,12 @@ func restoreSnapshot(ctx context.Context, t *Task, id string) (string, error) {
 		return "", fmt.Errorf("data snapshot %s: %w", id, err)
 	}
 	defer f.Close()
-	if err := loadSQLite(ctx, t, f); err != nil {
+	if s.Engine == snapshot.PostgreSQL {
+		err = t.opt.PGRestore(ctx, pgConn(t.Project.Spec.Database), f)
+	} else {
+		err = loadSQLite(ctx, t, f)
+	}
+	if err != nil {
 		return "", fmt.Errorf("restore data snapshot %s: %w", id, err)
 	}
 	if err := t.Update(ctx, func(p *store.Project) {
@@ -165,6 +171,13 @@ func restoreSnapshot(ctx context.Context, t *Task, id string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("restored data snapshot %s taken %s: what was written to the database since is gone", id, s.Time.UTC().Format(time.RFC3339)), nil
+}
+
+// pgConn is how a snapshot reaches the project's PostgreSQL database: as
+// the project's role, with its password (from opusd's store; never on a
+// command line).
+func pgConn(db *store.Database) postgres.Conn {
+	return postgres.Conn{Host: db.Host, Port: db.Port, Name: db.Name, User: db.User, Password: db.Password}
 }
 
 // dumpSQLite has privd copy the project's SQLite database into w.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -247,5 +249,73 @@ func TestRestoreRequested(t *testing.T) {
 	}
 	if m := stepMessage(op, "snapshot"); !strings.Contains(m, "restored data snapshot "+first.ID) {
 		t.Errorf("snapshot step: %q", m)
+	}
+}
+
+// TestSnapshotPostgreSQL: a project on PostgreSQL is dumped before its
+// migrations as its own role, and the undo of a failed change restores
+// that dump.
+func TestSnapshotPostgreSQL(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	db := "pg-at-v1"
+	var dumpedAs []postgres.Conn
+	var restored []string
+	e.tweak = func(o *Options) {
+		o.SnapshotMaxBytes, o.SnapshotKeep = 1000, 3
+		o.PGDump = func(_ context.Context, c postgres.Conn, w io.Writer) error {
+			mu.Lock()
+			defer mu.Unlock()
+			dumpedAs = append(dumpedAs, c)
+			_, err := io.WriteString(w, db)
+			return err
+		}
+		o.PGRestore = func(_ context.Context, c postgres.Conn, r io.Reader) error {
+			b, err := io.ReadAll(r)
+			mu.Lock()
+			defer mu.Unlock()
+			restored = append(restored, string(b))
+			db = string(b)
+			return err
+		}
+	}
+	e.git.set(liveRepo, "v1", fakeCommit{hash: hashV1, files: map[string]string{"__init__.py": ""}})
+	e.git.set(liveRepo, "v2", fakeCommit{hash: hashV2, files: map[string]string{"__init__.py": "", "x.py": ""}})
+	var failMigrate atomic.Bool
+	e.privd.manage = func(req *privdv1.RunManageRequest) *privdv1.RunManageResponse {
+		if slices.Contains(req.Commands, privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE) {
+			mu.Lock()
+			db += "+migrated"
+			mu.Unlock()
+			if failMigrate.CompareAndSwap(true, false) {
+				return &privdv1.RunManageResponse{Output: "boom\n", FailedCommand: privdv1.ManageCommand_MANAGE_COMMAND_MIGRATE, ExitCode: 1}
+			}
+		}
+		return &privdv1.RunManageResponse{Output: "ok\n"}
+	}
+	r := e.start(t, 1)
+	pg := &store.Database{Engine: "postgresql", Host: "db.example", Port: 5432, Name: "live", User: "live", Password: "pw-secret"}
+	id := e.createSpec(t, "live", store.Spec{Database: pg, Apps: []store.AppSpec{{Name: "shop", Git: &store.GitSource{URL: liveRepo, Ref: "v1"}, ByUID: 1000}}})
+	r.Kick("live")
+	mustSucceed(t, e.wait(t, id))
+	mu.Lock()
+	db = "pg-at-v1"
+	mu.Unlock()
+	failMigrate.Store(true)
+	op := e.run(t, r, store.OpUpdateApp, func(s *store.Spec) { s.App("shop").Git.Ref = "v2" })
+	if op.State != store.OpFailed {
+		t.Fatalf("failing update: %s", op.State)
+	}
+	waitPhase(t, e, "live", store.PhaseReady)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(restored) != 1 || restored[0] != "pg-at-v1" || db != "pg-at-v1+migrated" {
+		t.Errorf("restored %q, database %q; want the dump from before the change", restored, db)
+	}
+	if last := dumpedAs[len(dumpedAs)-1]; last.User != "live" || last.Password != "pw-secret" || last.Host != "db.example" {
+		t.Errorf("dumped as %+v, want the project's role", last)
+	}
+	if s := e.project(t, "live").Snapshots; len(s) == 0 || s[len(s)-1].Engine != "postgresql" {
+		t.Errorf("snapshots: %+v", s)
 	}
 }
