@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"os/user"
@@ -33,18 +35,30 @@ class Migration(migrations.Migration):
     ]
 `
 
-// sqlAsProject runs Python with sqlite3 on a project's database as the
-// project's user (as its own code would), and returns its output.
-func (h *host) sqlAsProject(t *testing.T, project, code string) string {
+// sqlAsProject runs one SQL statement on a project's SQLite database as
+// the project's user (as its own code would) and returns the rows, one a
+// line, columns joined by "|".
+func (h *host) sqlAsProject(t *testing.T, project, sql string) string {
 	t.Helper()
 	db := filepath.Join(h.cfg.BaseDir, "projects", project, "data", "db.sqlite3")
-	cmd := exec.Command("runuser", "-u", projUser(project), "--", "/usr/bin/python3", "-I", "-c",
-		"import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n"+code+"\nc.commit()\n", db)
+	cmd := exec.Command("runuser", "-u", projUser(project), "--", "/usr/bin/python3", "-I", "-c", `import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+for r in c.execute(sys.argv[2]):
+    print("|".join(map(str, r)))
+c.commit()`, db, sql)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("python on %s: %v\n%s", db, err, out)
+		t.Fatalf("%s on %s: %v\n%s", sql, db, err, out)
 	}
-	return string(out)
+	return strings.TrimSpace(string(out))
+}
+
+// dataAccess is how a test reads and writes a project's database.
+type dataAccess struct {
+	sql func(t *testing.T, sql string) string
+	// now is the engine's SQL for the current time; columns lists the
+	// columns of notes_note, one a line.
+	now, columns string
 }
 
 // TestRollbackWithData: an update whose migration changes data takes a
@@ -57,10 +71,68 @@ func TestRollbackWithData(t *testing.T) {
 	notes := localApp(t, "notes")
 	name := h.newProject(t)
 	h.deploy(t, 0, name, notes)
+	h.checkRollbackWithData(t, name, notes, "sqlite", dataAccess{
+		sql:     func(t *testing.T, sql string) string { return h.sqlAsProject(t, name, sql) },
+		now:     "datetime('now')",
+		columns: "SELECT name FROM pragma_table_info('notes_note')",
+	})
+}
+
+// TestRollbackWithDataPostgreSQL is TestRollbackWithData on a PostgreSQL
+// database given by its parameters (pg_dump and its restore as the
+// project's role).
+func TestRollbackWithDataPostgreSQL(t *testing.T) {
+	h := needHost(t)
+	port := postgres(t)
+	name := h.newProject(t)
+	db := pgPrefix() + name
+	notePG(t, db)
+	b := make([]byte, 16)
+	rand.Read(b)
+	password := hex.EncodeToString(b)
+	if out, err := psql(t, "postgres", "CREATE ROLE "+db+" LOGIN PASSWORD '"+password+"'"); err != nil {
+		t.Fatalf("create role: %v %s", err, out)
+	}
+	if out, err := psql(t, "postgres", "CREATE DATABASE "+db+" OWNER "+db); err != nil {
+		t.Fatalf("create database: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if p := filepath.Join(h.cfg.BaseDir, "projects", name); exists(p) {
+			h.ctl(t, 0, "", "destroy", name, "--yes")
+		}
+		psql(t, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+		psql(t, "postgres", "DROP ROLE IF EXISTS "+db)
+	})
+	pwFile := filepath.Join(t.TempDir(), "dbpw")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notes := localApp(t, "notes")
+	h.mustCtl(t, 0, "create", name, "--app", notes,
+		"--database", "postgresql://"+db+"@127.0.0.1:"+port+"/"+db, "--database-password-file", pwFile)
+	h.checkRollbackWithData(t, name, notes, "postgresql", dataAccess{
+		sql: func(t *testing.T, sql string) string {
+			t.Helper()
+			out, err := psql(t, db, sql)
+			if err != nil {
+				t.Fatalf("%s: %v %s", sql, err, out)
+			}
+			return strings.TrimSpace(out)
+		},
+		now:     "now()",
+		columns: "SELECT column_name FROM information_schema.columns WHERE table_name = 'notes_note' ORDER BY ordinal_position",
+	})
+}
+
+// checkRollbackWithData drives project name (notes deployed from the
+// directory notes) through an update whose migration changes data and a
+// rollback with data.
+func (h *host) checkRollbackWithData(t *testing.T, name, notes, engine string, db dataAccess) {
+	t.Helper()
 	c := webClient()
 	url := h.url(name, "http", "/notes/")
 	mustGet(t, c, url, "notes: 0")
-	h.sqlAsProject(t, name, `c.execute("insert into notes_note (text, created) values ('alpha', datetime('now')), ('beta', datetime('now'))")`)
+	db.sql(t, "INSERT INTO notes_note (text, created) VALUES ('alpha', "+db.now+"), ('beta', "+db.now+")")
 	mustGet(t, c, url, "notes: 2")
 
 	// v2: a migration that changes the data.
@@ -73,12 +145,12 @@ func TestRollbackWithData(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := h.mustCtl(t, 0, "apps", "update", name, "notes", notes)
-	if !strings.Contains(out, "snapshot") {
-		t.Errorf("update showed no snapshot step:\n%s", out)
+	if !strings.Contains(out, "data snapshot") {
+		t.Errorf("update took no data snapshot:\n%s", out)
 	}
 	mustGet(t, c, url, "notes: 1\n- ALPHA")
 	// Written after the update: lost by the rollback with data.
-	h.sqlAsProject(t, name, `c.execute("insert into notes_note (text, created, tag) values ('gamma', datetime('now'), 'x')")`)
+	db.sql(t, "INSERT INTO notes_note (text, created, tag) VALUES ('gamma', "+db.now+", 'x')")
 	mustGet(t, c, url, "notes: 2")
 
 	// The copy is opusd's: in its own directory, which the project's
@@ -89,10 +161,16 @@ func TestRollbackWithData(t *testing.T) {
 		t.Fatal(err)
 	}
 	entries, err := os.ReadDir(dir)
-	if err != nil || len(entries) != 1 {
-		t.Fatalf("snapshots directory %s: %v, %v; want one snapshot", dir, entries, err)
+	// SQLite: one, before the update (the first deploy had no database
+	// yet); PostgreSQL: the first deploy's too (its database existed).
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("snapshots directory %s: %v, %v; want the update's snapshot", dir, entries, err)
 	}
-	for _, p := range []string{dir, filepath.Join(dir, entries[0].Name())} {
+	paths := []string{dir}
+	for _, e := range entries {
+		paths = append(paths, filepath.Join(dir, e.Name()))
+	}
+	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
@@ -103,8 +181,8 @@ func TestRollbackWithData(t *testing.T) {
 	}
 
 	revs := h.mustCtl(t, 0, "apps", "revisions", name, "notes")
-	if !strings.Contains(revs, "Data snapshots") || !strings.Contains(revs, "sqlite") {
-		t.Errorf("apps revisions lists no data snapshot:\n%s", revs)
+	if !strings.Contains(revs, "Data snapshots") || !strings.Contains(revs, engine) {
+		t.Errorf("apps revisions lists no %s data snapshot:\n%s", engine, revs)
 	}
 
 	// Without a terminal, --with-data needs --yes: nothing happens.
@@ -131,10 +209,10 @@ func TestRollbackWithData(t *testing.T) {
 	if !strings.Contains(body, "- alpha") || !strings.Contains(body, "- beta") || strings.Contains(body, "gamma") || strings.Contains(body, "ALPHA") {
 		t.Errorf("after rollback --with-data the notes are:\n%s\nwant alpha and beta as before the update, no gamma", body)
 	}
-	migs := h.sqlAsProject(t, name, `print([n for (n,) in c.execute("select name from django_migrations where app='notes' order by name")])
-print([r[1] for r in c.execute("pragma table_info(notes_note)")])`)
-	if strings.Contains(migs, "0002_upper") || strings.Contains(migs, "'tag'") || !strings.Contains(migs, "0001_initial") {
-		t.Errorf("migration state after rollback --with-data: %s", migs)
+	migs := db.sql(t, "SELECT name FROM django_migrations WHERE app = 'notes' ORDER BY name")
+	cols := db.sql(t, db.columns)
+	if migs != "0001_initial" || strings.Contains(cols, "tag") || !strings.Contains(cols, "text") {
+		t.Errorf("after rollback --with-data: notes migrations %q, columns %q; want 0001_initial only and no tag", migs, cols)
 	}
 	if p := h.show(t, name); !strings.Contains(p.Phase, "READY") || p.LastFailedOp != "" {
 		t.Errorf("after rollback: phase %s, last failure %s %s", p.Phase, p.LastFailedOp, p.LastError)
