@@ -280,3 +280,55 @@ func TestSnapshotRefusesHostileDatabase(t *testing.T) {
 		t.Error("the host's accounts changed")
 	}
 }
+
+// TestFailedMigrationUndoneWithData: an update whose first migration
+// changes data and whose second raises fails, and is undone with its
+// data: the rows and the migration state are as before the update (not
+// left half-migrated for the previous code).
+func TestFailedMigrationUndoneWithData(t *testing.T) {
+	h := needHost(t)
+	notes := localApp(t, "notes")
+	name := h.newProject(t)
+	h.deploy(t, 0, name, notes)
+	c := webClient()
+	url := h.url(name, "http", "/notes/")
+	h.sqlAsProject(t, name, "INSERT INTO notes_note (text, created) VALUES ('alpha', datetime('now')), ('beta', datetime('now'))")
+	for f, src := range map[string]string{
+		"0002_upper.py": notesV2Migration,
+		"0003_boom.py": `from django.db import migrations
+
+
+def boom(apps, schema_editor):
+    raise RuntimeError("opus-e2e-migration-boom")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0002_upper")]
+    operations = [migrations.RunPython(boom)]
+`,
+	} {
+		if err := os.WriteFile(filepath.Join(notes, "migrations", f), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := h.ctl(t, 0, "", "apps", "update", name, "notes", notes)
+	if r.code != 1 || !strings.Contains(r.err, "opus-e2e-migration-boom") {
+		t.Fatalf("update with a failing migration: exit %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	if !strings.Contains(r.out+r.err, "the database as it was before the change") {
+		t.Errorf("the undo does not say it put the database back:\n%s\n%s", r.out, r.err)
+	}
+	mustGet(t, c, url, "notes: 2")
+	_, body := get(t, c, url)
+	if !strings.Contains(body, "- alpha") || !strings.Contains(body, "- beta") {
+		t.Errorf("after the undo the notes are:\n%s\nwant alpha and beta as before", body)
+	}
+	migs := h.sqlAsProject(t, name, "SELECT name FROM django_migrations WHERE app = 'notes' ORDER BY name")
+	cols := h.sqlAsProject(t, name, "SELECT name FROM pragma_table_info('notes_note')")
+	if migs != "0001_initial" || strings.Contains(cols, "tag") {
+		t.Errorf("after the undo: notes migrations %q, columns %q; want 0001_initial only and no tag", migs, cols)
+	}
+	if p := h.show(t, name); !strings.Contains(p.Phase, "READY") || p.LastFailedOp == "" {
+		t.Errorf("after the undo: phase %s, last failure %q", p.Phase, p.LastFailedOp)
+	}
+}
