@@ -205,6 +205,12 @@ func (c *Client) RollbackApp(ctx context.Context, project, app, to string) (*opu
 	return c.rpc.RollbackApp(ctx, &opusv1.RollbackAppRequest{Project: project, App: app, To: to})
 }
 
+// RollbackAppRequest sends a rollback with every option (with data,
+// validate only, the confirmed snapshot).
+func (c *Client) RollbackAppRequest(ctx context.Context, req *opusv1.RollbackAppRequest) (*opusv1.Operation, error) {
+	return c.rpc.RollbackApp(ctx, req)
+}
+
 // UpdateSettings starts changing a project's owner-level settings: set
 // maps keys ("debug", "admin", "hosts", "env.NAME") to values, unset
 // removes keys. When the deployed project already has them, the answer

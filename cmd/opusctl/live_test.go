@@ -181,7 +181,8 @@ func TestAppsRollbackCommand(t *testing.T) {
 		t.Errorf("apps ls after rollback --to 1:\n%s", r.stdout)
 	}
 	r = runCLI(t, s.Socket, "", "apps", "revisions", "talpha", "news")
-	rows := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	// The revisions table, then (after a blank line) the data snapshots.
+	rows := strings.Split(strings.TrimSpace(strings.SplitN(r.stdout, "\n\n", 2)[0]), "\n")
 	if r.code != 0 || len(rows) != 7 || !strings.HasPrefix(strings.Join(strings.Fields(rows[1]), " "), "6 "+sd.newsV1[:12]+" (running) v1 (rollback to 1)") ||
 		!strings.HasPrefix(strings.Join(strings.Fields(rows[3]), " "), "4 "+feature[:12]+" feature/x") || !strings.HasPrefix(rows[6], "1 ") {
 		t.Errorf("apps revisions after rollback --to 1:\n%s", r.stdout)

@@ -23,20 +23,28 @@ app's first) stays the same for as long as it is listed; give it to
 'opusctl apps rollback NAME APP --to REVISION' to go back to it. REF is what
 was asked for (a rollback's is the ref of the revision it went back to), COMMIT
 the git commit or upload digest deployed, and (running) marks the one the app
-runs. With -o json it prints the app, revisions included.`,
+runs. Below, the project's data snapshots: copies of its database taken before
+changes that ran migrations, with the revision APP ran then; 'apps rollback
+--with-data' to a revision restores the newest one taken while it ran. With
+-o json it prints the app, revisions included.`,
 		Example: `  opusctl apps revisions blog news
   opusctl apps rollback blog news --to 2`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var snaps []*opusv1.DataSnapshot
 			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.App, error) {
 				p, err := cl.GetProject(ctx, args[0])
 				if err != nil {
 					return nil, err
 				}
+				snaps = p.GetDataSnapshots()
 				return findApp(p, args[1])
 			}, func(a *opusv1.App) error {
-				return writeAppRevisions(c.stdout, args[0], a)
+				if err := writeAppRevisions(c.stdout, args[0], a); err != nil {
+					return err
+				}
+				return writeDataSnapshots(c.stdout, a.GetName(), snaps)
 			})
 		},
 	}
@@ -218,4 +226,29 @@ func writeAppRevisions(w io.Writer, project string, a *opusv1.App) error {
 		}
 	}
 	return nil
+}
+
+// writeDataSnapshots lists the project's data snapshots, newest first,
+// with the revision app ran when each was taken.
+func writeDataSnapshots(w io.Writer, app string, snaps []*opusv1.DataSnapshot) error {
+	if len(snaps) == 0 {
+		_, err := fmt.Fprintln(w, "\nNo data snapshot is kept: 'apps rollback --with-data' has nothing to restore.")
+		return err
+	}
+	if _, err := fmt.Fprintln(w, "\nData snapshots (restored by 'apps rollback --with-data' to the revision shown):"); err != nil {
+		return err
+	}
+	tw := newTable(w)
+	writeRow(tw, "SNAPSHOT", "TAKEN", "SIZE", "REVISION OF "+app, "ENGINE")
+	for i := len(snaps) - 1; i >= 0; i-- {
+		s := snaps[i]
+		rev := "-"
+		for _, r := range s.GetRevisions() {
+			if r.GetApp() == app {
+				rev = strconv.FormatInt(r.GetNumber(), 10)
+			}
+		}
+		writeRow(tw, s.GetId(), formatTime(s.GetTime()), strconv.FormatInt(s.GetSizeBytes(), 10), rev, s.GetEngine())
+	}
+	return tw.Flush()
 }

@@ -106,7 +106,17 @@ type Config struct {
 	// when it was sent or last named) before it is pruned: the time a
 	// client has between an upload and the call that names it.
 	UploadGrace time.Duration
+	// SnapshotMaxBytes bounds the bytes of data snapshots kept per
+	// project (copies of its database taken before changes that run
+	// migrations): a database larger than it is not snapshotted, and the
+	// oldest snapshots go when the newest would pass it.
+	SnapshotMaxBytes int64
+	// SnapshotKeep is how many data snapshots are kept per project.
+	SnapshotKeep int
 }
+
+// MaxSnapshotBytes is the largest snapshot_max_bytes.
+const MaxSnapshotBytes = 64 << 30
 
 // UIDRange is an inclusive range of uids (and the gids of the same
 // numbers).
@@ -169,6 +179,8 @@ func Default() Config {
 		TLSSecurityLevel: 2,
 		UploadQuota:      1 << 30,
 		UploadGrace:      time.Hour,
+		SnapshotMaxBytes: 256 << 20,
+		SnapshotKeep:     5,
 	}
 }
 
@@ -298,6 +310,7 @@ func (c Config) Format() string {
 		{"tls_security_level", c.TLSSecurityLevel}, {"upload_quota", c.UploadQuota}, {"upload_grace", c.UploadGrace},
 		{"wsgi_processes", c.WSGIProcesses}, {"wsgi_threads", c.WSGIThreads},
 		{"git_max_bytes", c.GitMaxBytes}, {"postgres_admin", c.PostgresAdmin},
+		{"snapshot_max_bytes", c.SnapshotMaxBytes}, {"snapshot_keep", c.SnapshotKeep},
 	} {
 		fmt.Fprintf(&b, "%s %v\n", kv[0], kv[1])
 	}
@@ -317,6 +330,7 @@ func (c *Config) Set(key, value string) error {
 		"backend_tasks": &c.BackendTasks, "backend_cpu": &c.BackendCPU,
 		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
 		"git_max_bytes": &c.GitMaxBytes, "tls_security_level": &c.TLSSecurityLevel,
+		"snapshot_keep": &c.SnapshotKeep,
 	}
 	switch key {
 	case "project_uids":
@@ -330,6 +344,8 @@ func (c *Config) Set(key, value string) error {
 		return parseBytes(key, value, &c.BackendMemory)
 	case "upload_quota":
 		return parseBytes(key, value, &c.UploadQuota)
+	case "snapshot_max_bytes":
+		return parseBytes(key, value, &c.SnapshotMaxBytes)
 	case "upload_grace":
 		d, err := time.ParseDuration(value)
 		if err != nil {
@@ -411,6 +427,12 @@ func (c Config) Validate() error {
 	}
 	if c.UploadQuota < 1<<20 {
 		return fmt.Errorf("upload_quota: %d is below the least useful quota of 1 MiB (1048576)", c.UploadQuota)
+	}
+	if c.SnapshotMaxBytes < 0 || c.SnapshotMaxBytes > MaxSnapshotBytes {
+		return fmt.Errorf("snapshot_max_bytes: %d must lie in 0 (no data snapshots) to %d (64 GiB)", c.SnapshotMaxBytes, int64(MaxSnapshotBytes))
+	}
+	if c.SnapshotKeep < 1 || c.SnapshotKeep > 100 {
+		return fmt.Errorf("snapshot_keep: %d must lie in 1-100", c.SnapshotKeep)
 	}
 	if c.UploadGrace < time.Second {
 		return fmt.Errorf("upload_grace: %s is shorter than a second; an upload must outlive the call that names it", c.UploadGrace)

@@ -51,6 +51,12 @@ func TestParse(t *testing.T) {
 		{name: "upload grace default", in: "", check: func(c Config) bool { return c.UploadGrace == time.Hour }},
 		{name: "upload grace not a duration", in: "upload_grace 3600\n", wantErr: "not a duration"},
 		{name: "upload grace too short", in: "upload_grace 10ms\n", wantErr: "shorter than a second"},
+		{name: "snapshot defaults", in: "", check: func(c Config) bool { return c.SnapshotMaxBytes == 256<<20 && c.SnapshotKeep == 5 }},
+		{name: "snapshot bytes", in: "snapshot_max_bytes 1048576\n", check: func(c Config) bool { return c.SnapshotMaxBytes == 1<<20 }},
+		{name: "snapshots off", in: "snapshot_max_bytes 0\n", check: func(c Config) bool { return c.SnapshotMaxBytes == 0 }},
+		{name: "snapshot bytes too large", in: "snapshot_max_bytes 68719476737\n", wantErr: "snapshot_max_bytes"},
+		{name: "snapshot keep", in: "snapshot_keep 2\n", check: func(c Config) bool { return c.SnapshotKeep == 2 }},
+		{name: "snapshot keep zero", in: "snapshot_keep 0\n", wantErr: "snapshot_keep"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,7 +128,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 24 {
+	if c != Default() || n != 26 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }

@@ -29,7 +29,14 @@ const (
 	ManagePy = "manage.py"
 	// PackageName is the Python package of the rendered Django project.
 	PackageName = "opus_project"
+	// SQLiteFile is the project's SQLite database, in the data directory
+	// (the rendered settings name it too).
+	SQLiteFile = "db.sqlite3"
 )
+
+// SnapshotsDir is opusd's own directory of data snapshots under the base
+// directory: one directory per project, which no tenant can write.
+const SnapshotsDir = "snapshots"
 
 // Project is the set of paths of one project under a base directory.
 type Project struct {
@@ -54,6 +61,9 @@ func For(base, name string) Project {
 
 // WSGI returns the path of the project's WSGI script.
 func (p Project) WSGI() string { return filepath.Join(p.Code, WSGIScript) }
+
+// SQLite returns the path of the project's SQLite database.
+func (p Project) SQLite() string { return filepath.Join(p.Data, SQLiteFile) }
 
 // Manage returns the path of the project's manage.py.
 func (p Project) Manage() string { return filepath.Join(p.Code, ManagePy) }

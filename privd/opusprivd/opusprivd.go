@@ -87,6 +87,7 @@ func Run(ctx context.Context, d *daemon.Daemon, socket string) error {
 	srv := server.New(server.Config{
 		OpusUID: uid, OpusGID: gid, BaseDir: cfg.BaseDir, Accounts: accounts,
 		Sites: sites, Backends: backends, Manager: manager, Logger: log, BackendAddr: cfg.BackendAddr,
+		Data: runner, SnapshotMaxBytes: cfg.SnapshotMaxBytes,
 	})
 	// Only root and the opus group can connect. The lock is taken also on
 	// a socket systemd passed: a second privd started by mistake is

@@ -9,6 +9,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/peercred"
 	"github.com/opus-hosting/opus/privd/account"
+	"github.com/opus-hosting/opus/privd/manage"
 	"github.com/opus-hosting/opus/privd/tree"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
@@ -60,6 +62,16 @@ type Manager interface {
 	Run(ctx context.Context, req *privdv1.RunManageRequest) (*privdv1.RunManageResponse, error)
 }
 
+// Data copies a project's SQLite database out and in as the project's
+// user. privd/manage's *Runner implements it; the server has already
+// checked that the project's user exists and is Opus's. Errors map as for
+// Sites, and manage.ErrNoDatabase, ErrNotDatabaseFile and ErrDataTooLarge
+// to NotFound, FailedPrecondition and ResourceExhausted.
+type Data interface {
+	DumpSQLite(ctx context.Context, project string, max int64, w io.Writer) (int64, error)
+	LoadSQLite(ctx context.Context, project string, max int64, src io.Reader) error
+}
+
 // Config is what the service needs.
 type Config struct {
 	// OpusUID is the only peer uid served; OpusGID is the opus group the
@@ -74,6 +86,10 @@ type Config struct {
 	Sites    Sites
 	Backends Backends
 	Manager  Manager
+	// Data copies SQLite databases (nil: its calls fail with Unavailable);
+	// SnapshotMaxBytes is config.Config's, the bound of one copy.
+	Data             Data
+	SnapshotMaxBytes int64
 	// BackendAddr is config.Config's: where a project's backend listens,
 	// by its user's uid.
 	BackendAddr func(uid uint32) netip.AddrPort
@@ -103,6 +119,8 @@ var allowed = map[string]bool{
 	"/opus.privd.v1.Privd/RemoveSite":    true,
 	"/opus.privd.v1.Privd/ReloadApache":  true,
 	"/opus.privd.v1.Privd/TailLog":       true,
+	"/opus.privd.v1.Privd/DumpData":      true,
+	"/opus.privd.v1.Privd/LoadData":      true,
 }
 
 // New returns the service for cfg.
@@ -205,6 +223,12 @@ func toStatus(err error) error {
 		c = codes.ResourceExhausted
 	case errors.Is(err, cert.ErrInvalid):
 		c = codes.InvalidArgument
+	case errors.Is(err, manage.ErrNoDatabase):
+		c = codes.NotFound
+	case errors.Is(err, manage.ErrNotDatabaseFile):
+		c = codes.FailedPrecondition
+	case errors.Is(err, manage.ErrDataTooLarge):
+		c = codes.ResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):
 		c = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
@@ -396,4 +420,146 @@ func validateProject(p string) error {
 		return status.Errorf(codes.InvalidArgument, "project: %v", err)
 	}
 	return nil
+}
+
+// dataChunk is the size of the parts DumpData sends.
+const dataChunk = 1 << 20
+
+// DumpData implements privdv1.PrivdServer. The project's user must exist
+// and be Opus's: the copy runs as it.
+func (s *Server) DumpData(req *privdv1.DumpDataRequest, stream privdv1.Privd_DumpDataServer) error {
+	ctx := stream.Context()
+	if err := validateProject(req.GetProject()); err != nil {
+		return err
+	}
+	if s.cfg.Data == nil || s.cfg.SnapshotMaxBytes <= 0 {
+		return status.Error(codes.Unavailable, "data snapshots are not configured in this privd (snapshot_max_bytes)")
+	}
+	if _, err := s.cfg.Accounts.LookupUser(req.GetProject()); err != nil {
+		return toStatus(err)
+	}
+	w := &chunkSender{send: func(b []byte) error { return stream.Send(&privdv1.DumpDataResponse{Chunk: b}) }}
+	start := time.Now()
+	n, err := s.cfg.Data.DumpSQLite(ctx, req.GetProject(), s.cfg.SnapshotMaxBytes, w)
+	if err == nil {
+		err = w.flush()
+	}
+	if err != nil {
+		s.log.Warn("dump data failed", "project", req.GetProject(), "bytes", n, "err", err)
+		return toStatus(err)
+	}
+	s.log.Info("dump data", "project", req.GetProject(), "bytes", n, "duration", time.Since(start))
+	return nil
+}
+
+// LoadData implements privdv1.PrivdServer. The first message names the
+// project; the database streamed in is bounded by snapshot_max_bytes.
+func (s *Server) LoadData(stream privdv1.Privd_LoadDataServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "no request: %v", err)
+	}
+	project := first.GetProject()
+	if err := validateProject(project); err != nil {
+		return err
+	}
+	if s.cfg.Data == nil || s.cfg.SnapshotMaxBytes <= 0 {
+		return status.Error(codes.Unavailable, "data snapshots are not configured in this privd (snapshot_max_bytes)")
+	}
+	if _, err := s.cfg.Accounts.LookupUser(project); err != nil {
+		return toStatus(err)
+	}
+	in := &chunkReader{max: s.cfg.SnapshotMaxBytes, pending: first.GetChunk(), recv: func() ([]byte, error) {
+		m, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if m.GetProject() != "" && m.GetProject() != project {
+			return nil, status.Error(codes.InvalidArgument, "project: only the first message names it")
+		}
+		return m.GetChunk(), nil
+	}}
+	in.n = int64(len(first.GetChunk()))
+	if in.n > in.max {
+		return toStatus(manage.ErrDataTooLarge)
+	}
+	start := time.Now()
+	if err := s.cfg.Data.LoadSQLite(ctx, project, s.cfg.SnapshotMaxBytes, in); err != nil {
+		if in.err != nil && !errors.Is(in.err, io.EOF) {
+			err = in.err
+		}
+		s.log.Warn("load data failed", "project", project, "err", err)
+		return toStatus(err)
+	}
+	if in.err == nil {
+		// The program stopped reading before the end: drain and check
+		// that nothing more was sent.
+		if _, err := io.Copy(io.Discard, in); err != nil || in.n > in.max {
+			return status.Error(codes.InvalidArgument, "the database sent was not read whole")
+		}
+	}
+	s.log.Info("load data", "project", project, "bytes", in.n, "duration", time.Since(start))
+	return stream.SendAndClose(&privdv1.LoadDataResponse{Bytes: in.n})
+}
+
+// chunkSender gathers writes into parts of dataChunk bytes for send.
+type chunkSender struct {
+	send func([]byte) error
+	buf  []byte
+}
+
+func (c *chunkSender) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), dataChunk-len(c.buf))
+		c.buf = append(c.buf, p[:k]...)
+		p = p[k:]
+		if len(c.buf) == dataChunk {
+			if err := c.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (c *chunkSender) flush() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	err := c.send(c.buf)
+	c.buf = nil
+	return err
+}
+
+// chunkReader reads the parts of a stream, at most max bytes in all: more
+// fails with ErrDataTooLarge.
+type chunkReader struct {
+	recv    func() ([]byte, error)
+	pending []byte
+	n, max  int64
+	err     error
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.pending) == 0 {
+		if c.err != nil {
+			return 0, c.err
+		}
+		b, err := c.recv()
+		if err != nil {
+			c.err = err
+			return 0, err
+		}
+		c.n += int64(len(b))
+		if c.n > c.max {
+			c.err = manage.ErrDataTooLarge
+			return 0, c.err
+		}
+		c.pending = b
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
 }

@@ -103,6 +103,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads, TLSSecurityLevel: cfg.TLSSecurityLevel,
 		Uploads: uploads, Git: &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)},
 		Postgres: pgAdmin, Logger: log,
+		SnapshotMaxBytes: cfg.SnapshotMaxBytes, SnapshotKeep: cfg.SnapshotKeep,
 	})
 	con, err := listenConsole(o.WebAddr, cfg.BaseDir)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/cert"
+	"github.com/opus-hosting/opus/unprivd/snapshot"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -142,7 +143,8 @@ func sameNames(a, b []string) bool {
 }
 
 // stepForget removes opusd's own copy of the project's self-signed
-// certificate and key: the last trace of a project outside its record.
+// certificate and key and its data snapshots: the last traces of a
+// project outside its record.
 func stepForget(ctx context.Context, t *Task) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -158,8 +160,11 @@ func stepForget(ctx context.Context, t *Task) (string, error) {
 			return "", fmt.Errorf("forget: %w", err)
 		}
 	}
-	if n == 0 {
-		return "no certificate kept", nil
+	if err := snapshot.NewDir(t.opt.BaseDir).RemoveAll(t.Project.Name); err != nil {
+		return "", fmt.Errorf("forget data snapshots: %w", err)
 	}
-	return "removed the kept certificate and key", nil
+	if n == 0 {
+		return "no certificate kept; data snapshots removed", nil
+	}
+	return "removed the kept certificate and key and the data snapshots", nil
 }

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -109,6 +111,15 @@ type Options struct {
 	Clock Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// SnapshotMaxBytes and SnapshotKeep bound each project's data
+	// snapshots (config.Config's); a zero SnapshotMaxBytes takes none.
+	SnapshotMaxBytes int64
+	SnapshotKeep     int
+	// PGDump and PGRestore copy a project's PostgreSQL database out and
+	// back in for data snapshots (postgres.Dump and postgres.Restore when
+	// nil; tests replace them).
+	PGDump    func(ctx context.Context, c postgres.Conn, w io.Writer) error
+	PGRestore func(ctx context.Context, c postgres.Conn, r io.Reader) error
 	// Deploy and Teardown replace the step lists (tests); nil means
 	// DeploySteps() and TeardownSteps().
 	Deploy, Teardown []Step
@@ -157,6 +168,12 @@ func New(st *store.Store, privd privdv1.PrivdClient, opt Options) *Reconciler {
 	}
 	if opt.HealthTimeout <= 0 {
 		opt.HealthTimeout = DefaultHealthTimeout
+	}
+	if opt.PGDump == nil {
+		opt.PGDump = postgres.Dump
+	}
+	if opt.PGRestore == nil {
+		opt.PGRestore = postgres.Restore
 	}
 	r := &Reconciler{
 		st: st, privd: privd, opt: opt, log: opt.Logger,
@@ -259,6 +276,7 @@ func appliedSpec(spec store.Spec) *store.Spec {
 		a.Superuser.Password = ""
 	}
 	a.DropAppData = nil
+	a.RestoreSnapshot = ""
 	return &a
 }
 
@@ -365,6 +383,8 @@ type Task struct {
 
 	// What earlier steps of this run found, for later ones.
 	codeChanged  bool   // sources or render wrote something
+	appsChanged  bool   // sources put an app's new code in place
+	undoing      bool   // the run undoes a failed change
 	certPEM      []byte // certificate step → vhost step
 	keyPEM       []byte
 	vhostChanged bool // vhost step → reload step
@@ -528,6 +548,7 @@ func (r *Reconciler) run(name string) {
 	}
 	for {
 		t := r.task(p, log)
+		t.undoing = undoing
 		step, err := r.steps(ctx, t, ids)
 		switch {
 		case errors.Is(err, errInterrupted):
@@ -673,6 +694,15 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 			p.Spec = p.Applied.Clone()
 			p.Status.Phase = store.PhaseDeploying
 			undo = fmt.Sprintf("the change failed: putting back what was deployed before (generation %d)", p.Status.ObservedGeneration)
+			// The change's migrations (or its restore) may have run: its
+			// data snapshot goes back too, so that the code put back
+			// finds the database it left.
+			for _, s := range p.Snapshots {
+				if s.Generation == t.gen {
+					p.Spec.RestoreSnapshot = s.ID
+					undo += fmt.Sprintf(", and the database as it was before the change (data snapshot %s; what was written since is gone)", s.ID)
+				}
+			}
 		case p.Status.ObservedGeneration == 0:
 			p.Deleting = true
 			p.Status.Phase = store.PhaseDeleting

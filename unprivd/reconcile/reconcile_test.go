@@ -60,6 +60,8 @@ type fakePrivd struct {
 	// answered AlreadyExists, as privd answers an id in use.
 	uidReqs   []uint32
 	takenUIDs map[uint32]bool
+	// db is each project's SQLite database (snapshot_test.go).
+	db map[string][]byte
 }
 
 func newFake() *fakePrivd {
@@ -379,7 +381,7 @@ func (e *env) wait(t *testing.T, id string) *store.Operation {
 
 // The step lists of a deploy and a teardown that went through.
 const (
-	deployedSteps = "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:DONE backend:DONE migrate:DONE superuser:DONE certificate:DONE vhost:DONE reload:DONE health:DONE"
+	deployedSteps = "user:DONE directories:DONE database:DONE recover:DONE data:DONE sources:DONE render:DONE secure:DONE backend:DONE snapshot:DONE migrate:DONE superuser:DONE certificate:DONE vhost:DONE reload:DONE health:DONE"
 	tornDownSteps = "site:DONE reload:DONE backend:DONE tree:DONE user:DONE database:DONE forget:DONE"
 )
 

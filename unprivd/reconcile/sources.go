@@ -124,6 +124,7 @@ func materialize(ctx context.Context, t *Task, app store.AppSpec) (string, error
 		return "", fmt.Errorf("app %s: %w", app.Name, err)
 	}
 	t.codeChanged = true
+	t.appsChanged = true
 	t.apply(app, resolved)
 	if prev.ResolvedCommit == "" {
 		return fmt.Sprintf("%s at %s", app.Name, short(resolved)), nil

@@ -27,7 +27,9 @@ type Step struct {
 // user → directories → database (a provisioned PostgreSQL, before
 // anything runs manage.py) → recover (undo an interrupted run) → data (drop
 // removed apps' tables) → sources → render → secure → backend → migrate →
-// superuser → certificate → vhost → reload → health. sources and render
+// superuser → certificate → vhost → reload → health, with snapshot (a
+// copy of the database, or a restore of one: snapshot.go) right before
+// migrate. sources and render
 // come before secure so that everything they write gets the file policy;
 // drop data comes before them because it needs removed apps still
 // installed. The backend serves before the front routes to it, and starts
@@ -45,6 +47,7 @@ func DeploySteps() []Step {
 		{Name: "render", Run: stepRender},
 		{Name: "secure", Run: stepSecure},
 		{Name: "backend", Run: stepBackend},
+		{Name: "snapshot", Run: stepSnapshot},
 		{Name: "migrate", Run: stepMigrate},
 		{Name: "superuser", Run: stepSuperuser},
 		{Name: "certificate", Run: stepCertificate},
@@ -85,6 +88,8 @@ var privdWork = map[string]string{
 	"RemoveSite":    "removing the project's site from the front Apache",
 	"ReloadApache":  "reloading the front Apache",
 	"TailLog":       "reading the project's error log",
+	"DumpData":      "copying the project's SQLite database",
+	"LoadData":      "restoring the project's SQLite database",
 }
 
 // privdErr turns a privd call's error into text a project owner can act

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -122,6 +124,19 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 			app.Pending = true
 		}
 		out.Apps = append(out.Apps, app)
+	}
+	for _, snap := range p.Snapshots {
+		out.DataSnapshots = append(out.DataSnapshots, toDataSnapshot(snap))
+	}
+	return out
+}
+
+// toDataSnapshot is a data snapshot's record as the API shows it, its
+// apps' revisions by name.
+func toDataSnapshot(s store.Snapshot) *opusv1.DataSnapshot {
+	out := &opusv1.DataSnapshot{Id: s.ID, Time: ts(s.Time), SizeBytes: s.Size, Engine: s.Engine}
+	for _, app := range slices.Sorted(maps.Keys(s.Revisions)) {
+		out.Revisions = append(out.Revisions, &opusv1.AppRevision{App: app, Number: int64(s.Revisions[app])})
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/opus-hosting/opus/internal/gitsrc"
 	"github.com/opus-hosting/opus/internal/pack"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/snapshot"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -28,18 +30,73 @@ func (s *Service) RollbackApp(ctx context.Context, req *opusv1.RollbackAppReques
 	if err != nil {
 		return nil, err
 	}
-	return s.mutate(ctx, opusv1.Opus_RollbackApp_FullMethodName, req.GetProject(), store.OpRollback, func(c caller, p *store.Project) error {
+	if req.GetDataSnapshot() != "" && !req.GetWithData() {
+		return nil, invalid("data_snapshot", "names the snapshot a rollback with data restores; it needs with_data")
+	}
+	var snap *store.Snapshot
+	var proj *store.Project
+	op, err := s.mutate(ctx, opusv1.Opus_RollbackApp_FullMethodName, req.GetProject(), store.OpRollback, func(c caller, p *store.Project) error {
 		a := p.Spec.App(req.GetApp())
 		if a == nil {
 			return status.Errorf(codes.NotFound, "project %q has no app %q", p.Name, req.GetApp())
 		}
 		src, err := s.rollbackSource(c, p, *a, to)
+		if errors.Is(err, errUnchanged) && req.GetWithData() {
+			// The code runs that revision already, but its data may
+			// have moved on: the restore is the change.
+			src, err = *a, nil
+			src.RollbackTo = st(p, a.Name).RevisionNumber(len(st(p, a.Name).Revisions) - 1)
+		}
 		if err != nil {
 			return err
 		}
+		if req.GetWithData() {
+			if snap, err = rollbackSnapshot(p, a.Name, src.RollbackTo, req.GetDataSnapshot()); err != nil {
+				return err
+			}
+			p.Spec.RestoreSnapshot = snap.ID
+		}
 		*a = src
+		if req.GetValidateOnly() {
+			proj = p
+			return errValidateOnly
+		}
 		return nil
 	})
+	if proj != nil {
+		out := &opusv1.Operation{Project: proj.Name, Kind: opKinds[store.OpRollback], Generation: proj.Generation, OwnerUid: proj.OwnerUID}
+		if snap != nil {
+			out.DataSnapshot = toDataSnapshot(*snap)
+		}
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if snap != nil {
+		op.DataSnapshot = toDataSnapshot(*snap)
+	}
+	return op, nil
+}
+
+// errValidateOnly ends a validate_only rollback's transaction without
+// writing anything (a status, so that it passes through as it is).
+var errValidateOnly = status.Error(codes.Aborted, "validate only: nothing changed")
+
+func st(p *store.Project, app string) store.AppStatus { return p.Status.Apps[app] }
+
+// rollbackSnapshot is the data snapshot a rollback of app to revision rev
+// with data restores (snapshot.ForRollback); confirmed, when set, is the
+// one the caller was shown and agreed to lose the data since.
+func rollbackSnapshot(p *store.Project, app string, rev int, confirmed string) (*store.Snapshot, error) {
+	snap := snapshot.ForRollback(p.Snapshots, app, rev)
+	switch {
+	case snap == nil:
+		return nil, status.Errorf(codes.FailedPrecondition, "no data snapshot of %q was kept from when app %q ran revision %d (snapshots are taken before changes that run migrations, and only the last ones are kept); roll back without --with-data to move the code alone", p.Name, app, rev)
+	case confirmed != "" && confirmed != snap.ID:
+		return nil, status.Errorf(codes.FailedPrecondition, "the data snapshot to restore is now %s, not %s as confirmed; ask again", snap.ID, confirmed)
+	}
+	return snap, nil
 }
 
 // revisionRef is what a rollback names as its target: a revision number,

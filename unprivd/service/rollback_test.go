@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -305,5 +306,87 @@ func TestRunningRevision(t *testing.T) {
 	}
 	if a := get(); a.GetRunningRevision() != 3 || !a.GetPending() {
 		t.Errorf("asking for v3: running %d, pending %v", a.GetRunningRevision(), a.GetPending())
+	}
+}
+
+// TestRollbackWithData: a rollback with data names the newest snapshot
+// taken while the app ran the target revision; validate_only answers it
+// and changes nothing; a confirmed id that is no longer the one, or no
+// snapshot at all, is refused with nothing recorded.
+func TestRollbackWithData(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	const repo = "https://example.com/blog.git"
+	c1, c2, c3 := strings.Repeat("1", 40), strings.Repeat("2", 40), strings.Repeat("3", 40)
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "roll", Apps: []*opusv1.AppSpec{gitApp("blog", repo)}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	_, err := s.st.UpdateProject(ctx, "roll", func(p *store.Project) error {
+		p.Spec.App("blog").Git.Ref = "main"
+		st := store.AppStatus{}
+		for i, r := range []struct{ ref, commit string }{{"v1", c1}, {"v2", c2}, {"main", c3}} {
+			st.AddRevision(store.Revision{URL: repo, RequestedRef: r.ref, Resolved: r.commit, Time: time.Unix(int64(i), 0)}, 0)
+		}
+		st.RequestedRef, st.ResolvedCommit = "main", c3
+		p.Status.Apps = map[string]store.AppStatus{"blog": st}
+		p.Status.Phase, p.Status.ObservedGeneration = store.PhaseReady, p.Generation
+		p.Snapshots = []store.Snapshot{
+			{ID: "s-before-v2", Time: t0, Size: 10, Engine: "sqlite", Revisions: map[string]int{"blog": 1}},
+			{ID: "s-before-main", Time: t0.Add(time.Hour), Size: 20, Engine: "sqlite", Revisions: map[string]int{"blog": 2}},
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func() (int64, int, string) {
+		p, err := s.st.GetProject(ctx, "roll")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops, _ := s.st.ListOperations(ctx, "roll", 0)
+		return p.Generation, len(ops), p.Spec.RestoreSnapshot
+	}
+	gen, nops, _ := state()
+
+	op, err := s.client.RollbackApp(ctx, &opusv1.RollbackAppRequest{Project: "roll", App: "blog", To: "1", WithData: true, ValidateOnly: true})
+	if err != nil || op.GetId() != "" || op.GetDataSnapshot().GetId() != "s-before-v2" {
+		t.Fatalf("validate_only to 1 = %v, %v; want snapshot s-before-v2 and no operation", op, err)
+	}
+	if g, n, _ := state(); g != gen || n != nops {
+		t.Fatalf("validate_only changed the project: generation %d→%d, operations %d→%d", gen, g, nops, n)
+	}
+	for _, tc := range []struct {
+		name string
+		req  *opusv1.RollbackAppRequest
+		code codes.Code
+		msg  string
+	}{
+		{"no snapshot of revision 3", &opusv1.RollbackAppRequest{To: "3", WithData: true}, codes.FailedPrecondition, "no data snapshot"},
+		{"confirmed another", &opusv1.RollbackAppRequest{To: "1", WithData: true, DataSnapshot: "s-before-main"}, codes.FailedPrecondition, "not s-before-main as confirmed"},
+		{"snapshot without data", &opusv1.RollbackAppRequest{To: "1", DataSnapshot: "s-before-v2"}, codes.InvalidArgument, "with_data"},
+	} {
+		tc.req.Project, tc.req.App = "roll", "blog"
+		_, err := s.client.RollbackApp(ctx, tc.req)
+		if code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.msg) {
+			t.Errorf("%s: %v, want %v with %q", tc.name, err, tc.code, tc.msg)
+		}
+		if g, n, r := state(); g != gen || n != nops || r != "" {
+			t.Errorf("%s changed the project", tc.name)
+		}
+	}
+
+	// Default target (revision 2): the snapshot taken while blog ran 2.
+	op, err = s.client.RollbackApp(ctx, &opusv1.RollbackAppRequest{Project: "roll", App: "blog", WithData: true, DataSnapshot: "s-before-main"})
+	if err != nil || op.GetId() == "" || op.GetDataSnapshot().GetId() != "s-before-main" {
+		t.Fatalf("rollback with data = %v, %v", op, err)
+	}
+	if g, _, r := state(); g != gen+1 || r != "s-before-main" {
+		t.Errorf("after the rollback: generation %d, restore %q", g, r)
+	}
+	p, err := s.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "roll"})
+	if err != nil || len(p.GetDataSnapshots()) != 2 || p.GetDataSnapshots()[0].GetRevisions()[0].GetNumber() != 1 {
+		t.Errorf("GetProject's data snapshots: %v, %v", p.GetDataSnapshots(), err)
 	}
 }

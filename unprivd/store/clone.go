@@ -32,6 +32,13 @@ func (p *Project) own() {
 		a.own()
 		p.Applied = &a
 	}
+	p.Snapshots = cloneEach(p.Snapshots, Snapshot.Clone)
+}
+
+// Clone returns a deep copy of s (see Project.Clone).
+func (s Snapshot) Clone() Snapshot {
+	s.Revisions = maps.Clone(s.Revisions)
+	return s
 }
 
 // Clone returns a deep copy of s (see Project.Clone).

@@ -30,6 +30,36 @@ type Project struct {
 	// data. Nil until the project's first deploy succeeds: a failed
 	// first deploy removes the project instead.
 	Applied *Spec `json:"applied,omitempty"`
+	// Snapshots are the copies of the project's database opusd keeps
+	// (in BaseDir/snapshots/NAME), oldest first, within the configured
+	// count and bytes. Written by the reconciler only.
+	Snapshots []Snapshot `json:"snapshots,omitempty"`
+}
+
+// Snapshot is a copy of a project's database taken before a change ran
+// migrations.
+type Snapshot struct {
+	// ID names it (and its file); unique within the project.
+	ID     string    `json:"id"`
+	Time   time.Time `json:"time"`
+	Size   int64     `json:"size"`
+	Engine string    `json:"engine"`
+	// Revisions are, per app, the number of the revision it ran when the
+	// snapshot was taken (apps not deployed yet are absent).
+	Revisions map[string]int `json:"revisions,omitempty"`
+	// Generation is the spec generation of the change it was taken for:
+	// that change's undo restores it.
+	Generation int64 `json:"generation"`
+}
+
+// Snapshot returns the snapshot called id, or nil.
+func (p *Project) Snapshot(id string) *Snapshot {
+	for i := range p.Snapshots {
+		if p.Snapshots[i].ID == id {
+			return &p.Snapshots[i]
+		}
+	}
+	return nil
 }
 
 // Secrets are a project's secrets that are neither asked for by its owner
@@ -58,6 +88,11 @@ type Spec struct {
 	// DropAppData names removed apps whose database tables the next
 	// reconcile drops ("migrate APP zero") before forgetting them.
 	DropAppData []string `json:"drop_app_data,omitempty"`
+	// RestoreSnapshot is the id of a data snapshot the next reconcile
+	// puts back before migrating (a rollback with data, or the undo of a
+	// failed change that had touched the database); the reconciler
+	// clears it once done (a status-like change).
+	RestoreSnapshot string `json:"restore_snapshot,omitempty"`
 	// Settings are the owner-level settings (Admin above is the admin
 	// switch of the API's Settings).
 	Settings Settings `json:"settings"`

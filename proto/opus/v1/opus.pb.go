@@ -840,8 +840,11 @@ type Project struct {
 	// READY) and last_error says why the change failed. Empty once a later
 	// change succeeds.
 	LastFailedOperation string `protobuf:"bytes,19,opt,name=last_failed_operation,json=lastFailedOperation,proto3" json:"last_failed_operation,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// data_snapshots are the copies of the project's database Opus keeps
+	// (taken before changes that run migrations), oldest first.
+	DataSnapshots []*DataSnapshot `protobuf:"bytes,20,rep,name=data_snapshots,json=dataSnapshots,proto3" json:"data_snapshots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Project) Reset() {
@@ -1007,6 +1010,147 @@ func (x *Project) GetLastFailedOperation() string {
 	return ""
 }
 
+func (x *Project) GetDataSnapshots() []*DataSnapshot {
+	if x != nil {
+		return x.DataSnapshots
+	}
+	return nil
+}
+
+// DataSnapshot is a copy of a project's database taken before a change ran
+// its migrations.
+type DataSnapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// size_bytes is the size of the copy.
+	SizeBytes int64 `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// engine is "sqlite" or "postgresql".
+	Engine string `protobuf:"bytes,4,opt,name=engine,proto3" json:"engine,omitempty"`
+	// revisions are the revisions the apps ran when it was taken.
+	Revisions     []*AppRevision `protobuf:"bytes,5,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataSnapshot) Reset() {
+	*x = DataSnapshot{}
+	mi := &file_opus_v1_opus_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataSnapshot) ProtoMessage() {}
+
+func (x *DataSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataSnapshot.ProtoReflect.Descriptor instead.
+func (*DataSnapshot) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DataSnapshot) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DataSnapshot) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DataSnapshot) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *DataSnapshot) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
+func (x *DataSnapshot) GetRevisions() []*AppRevision {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+// AppRevision names one revision of one app.
+type AppRevision struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Number        int64                  `protobuf:"varint,2,opt,name=number,proto3" json:"number,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppRevision) Reset() {
+	*x = AppRevision{}
+	mi := &file_opus_v1_opus_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppRevision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppRevision) ProtoMessage() {}
+
+func (x *AppRevision) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppRevision.ProtoReflect.Descriptor instead.
+func (*AppRevision) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AppRevision) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *AppRevision) GetNumber() int64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
 // Settings are a project's owner-level settings. Values are data: they are
 // written to the project's JSON configuration, never into Python or Apache
 // configuration text.
@@ -1034,7 +1178,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_opus_v1_opus_proto_msgTypes[8]
+	mi := &file_opus_v1_opus_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1190,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[8]
+	mi := &file_opus_v1_opus_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1203,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{8}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Settings) GetDebug() bool {
@@ -1134,7 +1278,7 @@ type Database struct {
 
 func (x *Database) Reset() {
 	*x = Database{}
-	mi := &file_opus_v1_opus_proto_msgTypes[9]
+	mi := &file_opus_v1_opus_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1290,7 @@ func (x *Database) String() string {
 func (*Database) ProtoMessage() {}
 
 func (x *Database) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[9]
+	mi := &file_opus_v1_opus_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1303,7 @@ func (x *Database) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Database.ProtoReflect.Descriptor instead.
 func (*Database) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{9}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Database) GetEngine() string {
@@ -1231,7 +1375,7 @@ type CreateProjectRequest struct {
 
 func (x *CreateProjectRequest) Reset() {
 	*x = CreateProjectRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[10]
+	mi := &file_opus_v1_opus_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1387,7 @@ func (x *CreateProjectRequest) String() string {
 func (*CreateProjectRequest) ProtoMessage() {}
 
 func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[10]
+	mi := &file_opus_v1_opus_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1400,7 @@ func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProjectRequest.ProtoReflect.Descriptor instead.
 func (*CreateProjectRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{10}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateProjectRequest) GetName() string {
@@ -1310,7 +1454,7 @@ type GetProjectRequest struct {
 
 func (x *GetProjectRequest) Reset() {
 	*x = GetProjectRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[11]
+	mi := &file_opus_v1_opus_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1466,7 @@ func (x *GetProjectRequest) String() string {
 func (*GetProjectRequest) ProtoMessage() {}
 
 func (x *GetProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[11]
+	mi := &file_opus_v1_opus_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1479,7 @@ func (x *GetProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectRequest.ProtoReflect.Descriptor instead.
 func (*GetProjectRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{11}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetProjectRequest) GetName() string {
@@ -1353,7 +1497,7 @@ type ListProjectsRequest struct {
 
 func (x *ListProjectsRequest) Reset() {
 	*x = ListProjectsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[12]
+	mi := &file_opus_v1_opus_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1509,7 @@ func (x *ListProjectsRequest) String() string {
 func (*ListProjectsRequest) ProtoMessage() {}
 
 func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[12]
+	mi := &file_opus_v1_opus_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1522,7 @@ func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{12}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{14}
 }
 
 type ListProjectsResponse struct {
@@ -1390,7 +1534,7 @@ type ListProjectsResponse struct {
 
 func (x *ListProjectsResponse) Reset() {
 	*x = ListProjectsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[13]
+	mi := &file_opus_v1_opus_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1546,7 @@ func (x *ListProjectsResponse) String() string {
 func (*ListProjectsResponse) ProtoMessage() {}
 
 func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[13]
+	mi := &file_opus_v1_opus_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1559,7 @@ func (x *ListProjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListProjectsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{13}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListProjectsResponse) GetProjects() []*Project {
@@ -1434,7 +1578,7 @@ type DeleteProjectRequest struct {
 
 func (x *DeleteProjectRequest) Reset() {
 	*x = DeleteProjectRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[14]
+	mi := &file_opus_v1_opus_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1590,7 @@ func (x *DeleteProjectRequest) String() string {
 func (*DeleteProjectRequest) ProtoMessage() {}
 
 func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[14]
+	mi := &file_opus_v1_opus_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1603,7 @@ func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProjectRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{14}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteProjectRequest) GetName() string {
@@ -1479,7 +1623,7 @@ type AddAppRequest struct {
 
 func (x *AddAppRequest) Reset() {
 	*x = AddAppRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[15]
+	mi := &file_opus_v1_opus_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1635,7 @@ func (x *AddAppRequest) String() string {
 func (*AddAppRequest) ProtoMessage() {}
 
 func (x *AddAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[15]
+	mi := &file_opus_v1_opus_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1648,7 @@ func (x *AddAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddAppRequest.ProtoReflect.Descriptor instead.
 func (*AddAppRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{15}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AddAppRequest) GetProject() string {
@@ -1533,7 +1677,7 @@ type RemoveAppRequest struct {
 
 func (x *RemoveAppRequest) Reset() {
 	*x = RemoveAppRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[16]
+	mi := &file_opus_v1_opus_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1689,7 @@ func (x *RemoveAppRequest) String() string {
 func (*RemoveAppRequest) ProtoMessage() {}
 
 func (x *RemoveAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[16]
+	mi := &file_opus_v1_opus_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1702,7 @@ func (x *RemoveAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveAppRequest.ProtoReflect.Descriptor instead.
 func (*RemoveAppRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{16}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveAppRequest) GetProject() string {
@@ -1598,7 +1742,7 @@ type UpdateAppRequest struct {
 
 func (x *UpdateAppRequest) Reset() {
 	*x = UpdateAppRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[17]
+	mi := &file_opus_v1_opus_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1754,7 @@ func (x *UpdateAppRequest) String() string {
 func (*UpdateAppRequest) ProtoMessage() {}
 
 func (x *UpdateAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[17]
+	mi := &file_opus_v1_opus_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1767,7 @@ func (x *UpdateAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAppRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAppRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{17}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateAppRequest) GetProject() string {
@@ -1663,14 +1807,28 @@ type RollbackAppRequest struct {
 	// or upload digest ("sha256:" optional). Empty means the revision before
 	// the running one, or the running one when the app's source asks for
 	// something not deployed yet.
-	To            string `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	To string `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	// with_data also puts the project's database back as it was in the
+	// newest data snapshot taken while the app ran the target revision
+	// (before the change that moved it on): everything written to the
+	// database since that snapshot, by any app, is lost. Refused when no
+	// such snapshot is kept.
+	WithData bool `protobuf:"varint,4,opt,name=with_data,json=withData,proto3" json:"with_data,omitempty"`
+	// validate_only checks the rollback and answers what it would do
+	// (Operation.data_snapshot: the snapshot with_data restores) without
+	// changing anything: no operation is recorded.
+	ValidateOnly bool `protobuf:"varint,5,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	// data_snapshot, with with_data, is the id of the snapshot the caller
+	// confirmed (from a validate_only answer): the rollback is refused if
+	// another one would be restored now.
+	DataSnapshot  string `protobuf:"bytes,6,opt,name=data_snapshot,json=dataSnapshot,proto3" json:"data_snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RollbackAppRequest) Reset() {
 	*x = RollbackAppRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[18]
+	mi := &file_opus_v1_opus_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1840,7 @@ func (x *RollbackAppRequest) String() string {
 func (*RollbackAppRequest) ProtoMessage() {}
 
 func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[18]
+	mi := &file_opus_v1_opus_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1853,7 @@ func (x *RollbackAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAppRequest.ProtoReflect.Descriptor instead.
 func (*RollbackAppRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{18}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RollbackAppRequest) GetProject() string {
@@ -1719,6 +1877,27 @@ func (x *RollbackAppRequest) GetTo() string {
 	return ""
 }
 
+func (x *RollbackAppRequest) GetWithData() bool {
+	if x != nil {
+		return x.WithData
+	}
+	return false
+}
+
+func (x *RollbackAppRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+func (x *RollbackAppRequest) GetDataSnapshot() string {
+	if x != nil {
+		return x.DataSnapshot
+	}
+	return ""
+}
+
 type SetCertificateRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
@@ -1732,7 +1911,7 @@ type SetCertificateRequest struct {
 
 func (x *SetCertificateRequest) Reset() {
 	*x = SetCertificateRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[19]
+	mi := &file_opus_v1_opus_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1923,7 @@ func (x *SetCertificateRequest) String() string {
 func (*SetCertificateRequest) ProtoMessage() {}
 
 func (x *SetCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[19]
+	mi := &file_opus_v1_opus_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1936,7 @@ func (x *SetCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCertificateRequest.ProtoReflect.Descriptor instead.
 func (*SetCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{19}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetCertificateRequest) GetProject() string {
@@ -1794,7 +1973,7 @@ type UploadSourceRequest struct {
 
 func (x *UploadSourceRequest) Reset() {
 	*x = UploadSourceRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[20]
+	mi := &file_opus_v1_opus_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1985,7 @@ func (x *UploadSourceRequest) String() string {
 func (*UploadSourceRequest) ProtoMessage() {}
 
 func (x *UploadSourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[20]
+	mi := &file_opus_v1_opus_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1998,7 @@ func (x *UploadSourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSourceRequest.ProtoReflect.Descriptor instead.
 func (*UploadSourceRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{20}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UploadSourceRequest) GetPart() isUploadSourceRequest_Part {
@@ -1876,7 +2055,7 @@ type UploadInfo struct {
 
 func (x *UploadInfo) Reset() {
 	*x = UploadInfo{}
-	mi := &file_opus_v1_opus_proto_msgTypes[21]
+	mi := &file_opus_v1_opus_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2067,7 @@ func (x *UploadInfo) String() string {
 func (*UploadInfo) ProtoMessage() {}
 
 func (x *UploadInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[21]
+	mi := &file_opus_v1_opus_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2080,7 @@ func (x *UploadInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadInfo.ProtoReflect.Descriptor instead.
 func (*UploadInfo) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{21}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UploadInfo) GetOrigin() string {
@@ -1928,7 +2107,7 @@ type UploadSourceResponse struct {
 
 func (x *UploadSourceResponse) Reset() {
 	*x = UploadSourceResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[22]
+	mi := &file_opus_v1_opus_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2119,7 @@ func (x *UploadSourceResponse) String() string {
 func (*UploadSourceResponse) ProtoMessage() {}
 
 func (x *UploadSourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[22]
+	mi := &file_opus_v1_opus_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2132,7 @@ func (x *UploadSourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSourceResponse.ProtoReflect.Descriptor instead.
 func (*UploadSourceResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{22}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UploadSourceResponse) GetDigest() string {
@@ -1985,7 +2164,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_opus_v1_opus_proto_msgTypes[23]
+	mi := &file_opus_v1_opus_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2176,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[23]
+	mi := &file_opus_v1_opus_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2189,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{23}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Step) GetName() string {
@@ -2066,14 +2245,17 @@ type Operation struct {
 	// unchanged says the request asked for what the project already has and
 	// serves: no operation was recorded and nothing runs (id is empty,
 	// generation is the project's current one). UpdateSettings answers so.
-	Unchanged     bool `protobuf:"varint,11,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	Unchanged bool `protobuf:"varint,11,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// data_snapshot is the snapshot of the project's database a rollback
+	// with data restores (or, answering validate_only, would restore).
+	DataSnapshot  *DataSnapshot `protobuf:"bytes,12,opt,name=data_snapshot,json=dataSnapshot,proto3" json:"data_snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_opus_v1_opus_proto_msgTypes[24]
+	mi := &file_opus_v1_opus_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2267,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[24]
+	mi := &file_opus_v1_opus_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2280,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{24}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Operation) GetId() string {
@@ -2178,6 +2360,13 @@ func (x *Operation) GetUnchanged() bool {
 	return false
 }
 
+func (x *Operation) GetDataSnapshot() *DataSnapshot {
+	if x != nil {
+		return x.DataSnapshot
+	}
+	return nil
+}
+
 type GetOperationRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2187,7 +2376,7 @@ type GetOperationRequest struct {
 
 func (x *GetOperationRequest) Reset() {
 	*x = GetOperationRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[25]
+	mi := &file_opus_v1_opus_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2388,7 @@ func (x *GetOperationRequest) String() string {
 func (*GetOperationRequest) ProtoMessage() {}
 
 func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[25]
+	mi := &file_opus_v1_opus_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2401,7 @@ func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperationRequest.ProtoReflect.Descriptor instead.
 func (*GetOperationRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{25}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetOperationRequest) GetId() string {
@@ -2231,7 +2420,7 @@ type WatchOperationRequest struct {
 
 func (x *WatchOperationRequest) Reset() {
 	*x = WatchOperationRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[26]
+	mi := &file_opus_v1_opus_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2432,7 @@ func (x *WatchOperationRequest) String() string {
 func (*WatchOperationRequest) ProtoMessage() {}
 
 func (x *WatchOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[26]
+	mi := &file_opus_v1_opus_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2445,7 @@ func (x *WatchOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchOperationRequest.ProtoReflect.Descriptor instead.
 func (*WatchOperationRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{26}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchOperationRequest) GetId() string {
@@ -2277,7 +2466,7 @@ type ListOperationsRequest struct {
 
 func (x *ListOperationsRequest) Reset() {
 	*x = ListOperationsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[27]
+	mi := &file_opus_v1_opus_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2478,7 @@ func (x *ListOperationsRequest) String() string {
 func (*ListOperationsRequest) ProtoMessage() {}
 
 func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[27]
+	mi := &file_opus_v1_opus_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2491,7 @@ func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsRequest.ProtoReflect.Descriptor instead.
 func (*ListOperationsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{27}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListOperationsRequest) GetProject() string {
@@ -2328,7 +2517,7 @@ type ListOperationsResponse struct {
 
 func (x *ListOperationsResponse) Reset() {
 	*x = ListOperationsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[28]
+	mi := &file_opus_v1_opus_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2529,7 @@ func (x *ListOperationsResponse) String() string {
 func (*ListOperationsResponse) ProtoMessage() {}
 
 func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[28]
+	mi := &file_opus_v1_opus_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2542,7 @@ func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsResponse.ProtoReflect.Descriptor instead.
 func (*ListOperationsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{28}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListOperationsResponse) GetOperations() []*Operation {
@@ -2374,7 +2563,7 @@ type GetLogsRequest struct {
 
 func (x *GetLogsRequest) Reset() {
 	*x = GetLogsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[29]
+	mi := &file_opus_v1_opus_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2575,7 @@ func (x *GetLogsRequest) String() string {
 func (*GetLogsRequest) ProtoMessage() {}
 
 func (x *GetLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[29]
+	mi := &file_opus_v1_opus_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2588,7 @@ func (x *GetLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetLogsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{29}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetLogsRequest) GetProject() string {
@@ -2425,7 +2614,7 @@ type GetLogsResponse struct {
 
 func (x *GetLogsResponse) Reset() {
 	*x = GetLogsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[30]
+	mi := &file_opus_v1_opus_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2626,7 @@ func (x *GetLogsResponse) String() string {
 func (*GetLogsResponse) ProtoMessage() {}
 
 func (x *GetLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[30]
+	mi := &file_opus_v1_opus_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2639,7 @@ func (x *GetLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetLogsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{30}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetLogsResponse) GetLines() []string {
@@ -2472,7 +2661,7 @@ type FollowLogsRequest struct {
 
 func (x *FollowLogsRequest) Reset() {
 	*x = FollowLogsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	mi := &file_opus_v1_opus_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2484,7 +2673,7 @@ func (x *FollowLogsRequest) String() string {
 func (*FollowLogsRequest) ProtoMessage() {}
 
 func (x *FollowLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[31]
+	mi := &file_opus_v1_opus_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2497,7 +2686,7 @@ func (x *FollowLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowLogsRequest.ProtoReflect.Descriptor instead.
 func (*FollowLogsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{31}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FollowLogsRequest) GetProject() string {
@@ -2524,7 +2713,7 @@ type FollowLogsResponse struct {
 
 func (x *FollowLogsResponse) Reset() {
 	*x = FollowLogsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	mi := &file_opus_v1_opus_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2536,7 +2725,7 @@ func (x *FollowLogsResponse) String() string {
 func (*FollowLogsResponse) ProtoMessage() {}
 
 func (x *FollowLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[32]
+	mi := &file_opus_v1_opus_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2549,7 +2738,7 @@ func (x *FollowLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowLogsResponse.ProtoReflect.Descriptor instead.
 func (*FollowLogsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{32}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FollowLogsResponse) GetLines() []string {
@@ -2574,7 +2763,7 @@ type UpdateSettingsRequest struct {
 
 func (x *UpdateSettingsRequest) Reset() {
 	*x = UpdateSettingsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[33]
+	mi := &file_opus_v1_opus_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2775,7 @@ func (x *UpdateSettingsRequest) String() string {
 func (*UpdateSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[33]
+	mi := &file_opus_v1_opus_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2788,7 @@ func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{33}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UpdateSettingsRequest) GetProject() string {
@@ -2631,7 +2820,7 @@ type CheckHostRequest struct {
 
 func (x *CheckHostRequest) Reset() {
 	*x = CheckHostRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[34]
+	mi := &file_opus_v1_opus_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2832,7 @@ func (x *CheckHostRequest) String() string {
 func (*CheckHostRequest) ProtoMessage() {}
 
 func (x *CheckHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[34]
+	mi := &file_opus_v1_opus_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2845,7 @@ func (x *CheckHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckHostRequest.ProtoReflect.Descriptor instead.
 func (*CheckHostRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{34}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{36}
 }
 
 // Drift is one difference between the store and the host.
@@ -2676,7 +2865,7 @@ type Drift struct {
 
 func (x *Drift) Reset() {
 	*x = Drift{}
-	mi := &file_opus_v1_opus_proto_msgTypes[35]
+	mi := &file_opus_v1_opus_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2877,7 @@ func (x *Drift) String() string {
 func (*Drift) ProtoMessage() {}
 
 func (x *Drift) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[35]
+	mi := &file_opus_v1_opus_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2890,7 @@ func (x *Drift) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drift.ProtoReflect.Descriptor instead.
 func (*Drift) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{35}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Drift) GetKind() string {
@@ -2736,7 +2925,7 @@ type CheckHostResponse struct {
 
 func (x *CheckHostResponse) Reset() {
 	*x = CheckHostResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[36]
+	mi := &file_opus_v1_opus_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2748,7 +2937,7 @@ func (x *CheckHostResponse) String() string {
 func (*CheckHostResponse) ProtoMessage() {}
 
 func (x *CheckHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[36]
+	mi := &file_opus_v1_opus_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2761,7 +2950,7 @@ func (x *CheckHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckHostResponse.ProtoReflect.Descriptor instead.
 func (*CheckHostResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{36}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CheckHostResponse) GetDrift() []*Drift {
@@ -2786,7 +2975,7 @@ type CreateLoginLinkRequest struct {
 
 func (x *CreateLoginLinkRequest) Reset() {
 	*x = CreateLoginLinkRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[37]
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2987,7 @@ func (x *CreateLoginLinkRequest) String() string {
 func (*CreateLoginLinkRequest) ProtoMessage() {}
 
 func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[37]
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +3000,7 @@ func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoginLinkRequest.ProtoReflect.Descriptor instead.
 func (*CreateLoginLinkRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{37}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
 }
 
 type CreateLoginLinkResponse struct {
@@ -2824,7 +3013,7 @@ type CreateLoginLinkResponse struct {
 
 func (x *CreateLoginLinkResponse) Reset() {
 	*x = CreateLoginLinkResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[38]
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +3025,7 @@ func (x *CreateLoginLinkResponse) String() string {
 func (*CreateLoginLinkResponse) ProtoMessage() {}
 
 func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[38]
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +3038,7 @@ func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoginLinkResponse.ProtoReflect.Descriptor instead.
 func (*CreateLoginLinkResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{38}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateLoginLinkResponse) GetUrl() string {
@@ -2875,7 +3064,7 @@ type SetConsolePasswordRequest struct {
 
 func (x *SetConsolePasswordRequest) Reset() {
 	*x = SetConsolePasswordRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +3076,7 @@ func (x *SetConsolePasswordRequest) String() string {
 func (*SetConsolePasswordRequest) ProtoMessage() {}
 
 func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +3089,7 @@ func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsolePasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetConsolePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetConsolePasswordRequest) GetPassword() string {
@@ -2918,7 +3107,7 @@ type SetConsolePasswordResponse struct {
 
 func (x *SetConsolePasswordResponse) Reset() {
 	*x = SetConsolePasswordResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3119,7 @@ func (x *SetConsolePasswordResponse) String() string {
 func (*SetConsolePasswordResponse) ProtoMessage() {}
 
 func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3132,7 @@ func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsolePasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetConsolePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
 }
 
 type ListConsoleAccountsRequest struct {
@@ -2954,7 +3143,7 @@ type ListConsoleAccountsRequest struct {
 
 func (x *ListConsoleAccountsRequest) Reset() {
 	*x = ListConsoleAccountsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +3155,7 @@ func (x *ListConsoleAccountsRequest) String() string {
 func (*ListConsoleAccountsRequest) ProtoMessage() {}
 
 func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +3168,7 @@ func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsoleAccountsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsoleAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
 }
 
 // ConsoleAccount is a Unix user's web console account.
@@ -2996,7 +3185,7 @@ type ConsoleAccount struct {
 
 func (x *ConsoleAccount) Reset() {
 	*x = ConsoleAccount{}
-	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3197,7 @@ func (x *ConsoleAccount) String() string {
 func (*ConsoleAccount) ProtoMessage() {}
 
 func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3210,7 @@ func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleAccount.ProtoReflect.Descriptor instead.
 func (*ConsoleAccount) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ConsoleAccount) GetUid() uint32 {
@@ -3068,7 +3257,7 @@ type ListConsoleAccountsResponse struct {
 
 func (x *ListConsoleAccountsResponse) Reset() {
 	*x = ListConsoleAccountsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	mi := &file_opus_v1_opus_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3080,7 +3269,7 @@ func (x *ListConsoleAccountsResponse) String() string {
 func (*ListConsoleAccountsResponse) ProtoMessage() {}
 
 func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	mi := &file_opus_v1_opus_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3093,7 +3282,7 @@ func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsoleAccountsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsoleAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListConsoleAccountsResponse) GetAccounts() []*ConsoleAccount {
@@ -3114,7 +3303,7 @@ type DisableConsoleAccountRequest struct {
 
 func (x *DisableConsoleAccountRequest) Reset() {
 	*x = DisableConsoleAccountRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	mi := &file_opus_v1_opus_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3126,7 +3315,7 @@ func (x *DisableConsoleAccountRequest) String() string {
 func (*DisableConsoleAccountRequest) ProtoMessage() {}
 
 func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	mi := &file_opus_v1_opus_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3139,7 +3328,7 @@ func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableConsoleAccountRequest.ProtoReflect.Descriptor instead.
 func (*DisableConsoleAccountRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DisableConsoleAccountRequest) GetUid() uint32 {
@@ -3164,7 +3353,7 @@ type DisableConsoleAccountResponse struct {
 
 func (x *DisableConsoleAccountResponse) Reset() {
 	*x = DisableConsoleAccountResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[45]
+	mi := &file_opus_v1_opus_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3176,7 +3365,7 @@ func (x *DisableConsoleAccountResponse) String() string {
 func (*DisableConsoleAccountResponse) ProtoMessage() {}
 
 func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[45]
+	mi := &file_opus_v1_opus_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3189,7 +3378,7 @@ func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableConsoleAccountResponse.ProtoReflect.Descriptor instead.
 func (*DisableConsoleAccountResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{45}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{47}
 }
 
 type DeleteConsoleAccountRequest struct {
@@ -3201,7 +3390,7 @@ type DeleteConsoleAccountRequest struct {
 
 func (x *DeleteConsoleAccountRequest) Reset() {
 	*x = DeleteConsoleAccountRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[46]
+	mi := &file_opus_v1_opus_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3213,7 +3402,7 @@ func (x *DeleteConsoleAccountRequest) String() string {
 func (*DeleteConsoleAccountRequest) ProtoMessage() {}
 
 func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[46]
+	mi := &file_opus_v1_opus_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3226,7 +3415,7 @@ func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsoleAccountRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsoleAccountRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{46}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeleteConsoleAccountRequest) GetUid() uint32 {
@@ -3244,7 +3433,7 @@ type DeleteConsoleAccountResponse struct {
 
 func (x *DeleteConsoleAccountResponse) Reset() {
 	*x = DeleteConsoleAccountResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[47]
+	mi := &file_opus_v1_opus_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3256,7 +3445,7 @@ func (x *DeleteConsoleAccountResponse) String() string {
 func (*DeleteConsoleAccountResponse) ProtoMessage() {}
 
 func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[47]
+	mi := &file_opus_v1_opus_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3269,7 +3458,7 @@ func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsoleAccountResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConsoleAccountResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{47}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{49}
 }
 
 var File_opus_v1_opus_proto protoreflect.FileDescriptor
@@ -3311,7 +3500,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\tSuperuser\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\x83\x06\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xc1\x06\n" +
 	"\aProject\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12 \n" +
@@ -3339,7 +3528,18 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x15certificate_not_after\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x12-\n" +
 	"\bsettings\x18\x11 \x01(\v2\x11.opus.v1.SettingsR\bsettings\x12-\n" +
 	"\bdatabase\x18\x12 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\x122\n" +
-	"\x15last_failed_operation\x18\x13 \x01(\tR\x13lastFailedOperation\"\x8c\x02\n" +
+	"\x15last_failed_operation\x18\x13 \x01(\tR\x13lastFailedOperation\x12<\n" +
+	"\x0edata_snapshots\x18\x14 \x03(\v2\x15.opus.v1.DataSnapshotR\rdataSnapshots\"\xb9\x01\n" +
+	"\fDataSnapshot\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06engine\x18\x04 \x01(\tR\x06engine\x122\n" +
+	"\trevisions\x18\x05 \x03(\v2\x14.opus.v1.AppRevisionR\trevisions\"7\n" +
+	"\vAppRevision\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x16\n" +
+	"\x06number\x18\x02 \x01(\x03R\x06number\"\x8c\x02\n" +
 	"\bSettings\x12\x14\n" +
 	"\x05debug\x18\x01 \x01(\bR\x05debug\x12\x14\n" +
 	"\x05admin\x18\x02 \x01(\bR\x05admin\x12\x14\n" +
@@ -3385,11 +3585,14 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12*\n" +
 	"\x06source\x18\x03 \x01(\v2\x12.opus.v1.AppSourceR\x06source\x12\x1a\n" +
-	"\brollback\x18\x04 \x01(\bR\brollback\"P\n" +
+	"\brollback\x18\x04 \x01(\bR\brollback\"\xb7\x01\n" +
 	"\x12RollbackAppRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x0e\n" +
-	"\x02to\x18\x03 \x01(\tR\x02to\"s\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\x12\x1b\n" +
+	"\twith_data\x18\x04 \x01(\bR\bwithData\x12#\n" +
+	"\rvalidate_only\x18\x05 \x01(\bR\fvalidateOnly\x12#\n" +
+	"\rdata_snapshot\x18\x06 \x01(\tR\fdataSnapshot\"s\n" +
 	"\x15SetCertificateRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12'\n" +
 	"\x0fcertificate_pem\x18\x02 \x01(\fR\x0ecertificatePem\x12\x17\n" +
@@ -3411,7 +3614,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"\x9a\x03\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\xd6\x03\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12*\n" +
@@ -3427,7 +3630,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"generation\x18\n" +
 	" \x01(\x03R\n" +
 	"generation\x12\x1c\n" +
-	"\tunchanged\x18\v \x01(\bR\tunchanged\"%\n" +
+	"\tunchanged\x18\v \x01(\bR\tunchanged\x12:\n" +
+	"\rdata_snapshot\x18\f \x01(\v2\x15.opus.v1.DataSnapshotR\fdataSnapshot\"%\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"'\n" +
 	"\x15WatchOperationRequest\x12\x0e\n" +
@@ -3558,7 +3762,7 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_opus_v1_opus_proto_goTypes = []any{
 	(Phase)(0),                            // 0: opus.v1.Phase
 	(OperationKind)(0),                    // 1: opus.v1.OperationKind
@@ -3572,136 +3776,142 @@ var file_opus_v1_opus_proto_goTypes = []any{
 	(*App)(nil),                           // 9: opus.v1.App
 	(*Superuser)(nil),                     // 10: opus.v1.Superuser
 	(*Project)(nil),                       // 11: opus.v1.Project
-	(*Settings)(nil),                      // 12: opus.v1.Settings
-	(*Database)(nil),                      // 13: opus.v1.Database
-	(*CreateProjectRequest)(nil),          // 14: opus.v1.CreateProjectRequest
-	(*GetProjectRequest)(nil),             // 15: opus.v1.GetProjectRequest
-	(*ListProjectsRequest)(nil),           // 16: opus.v1.ListProjectsRequest
-	(*ListProjectsResponse)(nil),          // 17: opus.v1.ListProjectsResponse
-	(*DeleteProjectRequest)(nil),          // 18: opus.v1.DeleteProjectRequest
-	(*AddAppRequest)(nil),                 // 19: opus.v1.AddAppRequest
-	(*RemoveAppRequest)(nil),              // 20: opus.v1.RemoveAppRequest
-	(*UpdateAppRequest)(nil),              // 21: opus.v1.UpdateAppRequest
-	(*RollbackAppRequest)(nil),            // 22: opus.v1.RollbackAppRequest
-	(*SetCertificateRequest)(nil),         // 23: opus.v1.SetCertificateRequest
-	(*UploadSourceRequest)(nil),           // 24: opus.v1.UploadSourceRequest
-	(*UploadInfo)(nil),                    // 25: opus.v1.UploadInfo
-	(*UploadSourceResponse)(nil),          // 26: opus.v1.UploadSourceResponse
-	(*Step)(nil),                          // 27: opus.v1.Step
-	(*Operation)(nil),                     // 28: opus.v1.Operation
-	(*GetOperationRequest)(nil),           // 29: opus.v1.GetOperationRequest
-	(*WatchOperationRequest)(nil),         // 30: opus.v1.WatchOperationRequest
-	(*ListOperationsRequest)(nil),         // 31: opus.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil),        // 32: opus.v1.ListOperationsResponse
-	(*GetLogsRequest)(nil),                // 33: opus.v1.GetLogsRequest
-	(*GetLogsResponse)(nil),               // 34: opus.v1.GetLogsResponse
-	(*FollowLogsRequest)(nil),             // 35: opus.v1.FollowLogsRequest
-	(*FollowLogsResponse)(nil),            // 36: opus.v1.FollowLogsResponse
-	(*UpdateSettingsRequest)(nil),         // 37: opus.v1.UpdateSettingsRequest
-	(*CheckHostRequest)(nil),              // 38: opus.v1.CheckHostRequest
-	(*Drift)(nil),                         // 39: opus.v1.Drift
-	(*CheckHostResponse)(nil),             // 40: opus.v1.CheckHostResponse
-	(*CreateLoginLinkRequest)(nil),        // 41: opus.v1.CreateLoginLinkRequest
-	(*CreateLoginLinkResponse)(nil),       // 42: opus.v1.CreateLoginLinkResponse
-	(*SetConsolePasswordRequest)(nil),     // 43: opus.v1.SetConsolePasswordRequest
-	(*SetConsolePasswordResponse)(nil),    // 44: opus.v1.SetConsolePasswordResponse
-	(*ListConsoleAccountsRequest)(nil),    // 45: opus.v1.ListConsoleAccountsRequest
-	(*ConsoleAccount)(nil),                // 46: opus.v1.ConsoleAccount
-	(*ListConsoleAccountsResponse)(nil),   // 47: opus.v1.ListConsoleAccountsResponse
-	(*DisableConsoleAccountRequest)(nil),  // 48: opus.v1.DisableConsoleAccountRequest
-	(*DisableConsoleAccountResponse)(nil), // 49: opus.v1.DisableConsoleAccountResponse
-	(*DeleteConsoleAccountRequest)(nil),   // 50: opus.v1.DeleteConsoleAccountRequest
-	(*DeleteConsoleAccountResponse)(nil),  // 51: opus.v1.DeleteConsoleAccountResponse
-	nil,                                   // 52: opus.v1.Settings.EnvEntry
-	nil,                                   // 53: opus.v1.UpdateSettingsRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),         // 54: google.protobuf.Timestamp
+	(*DataSnapshot)(nil),                  // 12: opus.v1.DataSnapshot
+	(*AppRevision)(nil),                   // 13: opus.v1.AppRevision
+	(*Settings)(nil),                      // 14: opus.v1.Settings
+	(*Database)(nil),                      // 15: opus.v1.Database
+	(*CreateProjectRequest)(nil),          // 16: opus.v1.CreateProjectRequest
+	(*GetProjectRequest)(nil),             // 17: opus.v1.GetProjectRequest
+	(*ListProjectsRequest)(nil),           // 18: opus.v1.ListProjectsRequest
+	(*ListProjectsResponse)(nil),          // 19: opus.v1.ListProjectsResponse
+	(*DeleteProjectRequest)(nil),          // 20: opus.v1.DeleteProjectRequest
+	(*AddAppRequest)(nil),                 // 21: opus.v1.AddAppRequest
+	(*RemoveAppRequest)(nil),              // 22: opus.v1.RemoveAppRequest
+	(*UpdateAppRequest)(nil),              // 23: opus.v1.UpdateAppRequest
+	(*RollbackAppRequest)(nil),            // 24: opus.v1.RollbackAppRequest
+	(*SetCertificateRequest)(nil),         // 25: opus.v1.SetCertificateRequest
+	(*UploadSourceRequest)(nil),           // 26: opus.v1.UploadSourceRequest
+	(*UploadInfo)(nil),                    // 27: opus.v1.UploadInfo
+	(*UploadSourceResponse)(nil),          // 28: opus.v1.UploadSourceResponse
+	(*Step)(nil),                          // 29: opus.v1.Step
+	(*Operation)(nil),                     // 30: opus.v1.Operation
+	(*GetOperationRequest)(nil),           // 31: opus.v1.GetOperationRequest
+	(*WatchOperationRequest)(nil),         // 32: opus.v1.WatchOperationRequest
+	(*ListOperationsRequest)(nil),         // 33: opus.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),        // 34: opus.v1.ListOperationsResponse
+	(*GetLogsRequest)(nil),                // 35: opus.v1.GetLogsRequest
+	(*GetLogsResponse)(nil),               // 36: opus.v1.GetLogsResponse
+	(*FollowLogsRequest)(nil),             // 37: opus.v1.FollowLogsRequest
+	(*FollowLogsResponse)(nil),            // 38: opus.v1.FollowLogsResponse
+	(*UpdateSettingsRequest)(nil),         // 39: opus.v1.UpdateSettingsRequest
+	(*CheckHostRequest)(nil),              // 40: opus.v1.CheckHostRequest
+	(*Drift)(nil),                         // 41: opus.v1.Drift
+	(*CheckHostResponse)(nil),             // 42: opus.v1.CheckHostResponse
+	(*CreateLoginLinkRequest)(nil),        // 43: opus.v1.CreateLoginLinkRequest
+	(*CreateLoginLinkResponse)(nil),       // 44: opus.v1.CreateLoginLinkResponse
+	(*SetConsolePasswordRequest)(nil),     // 45: opus.v1.SetConsolePasswordRequest
+	(*SetConsolePasswordResponse)(nil),    // 46: opus.v1.SetConsolePasswordResponse
+	(*ListConsoleAccountsRequest)(nil),    // 47: opus.v1.ListConsoleAccountsRequest
+	(*ConsoleAccount)(nil),                // 48: opus.v1.ConsoleAccount
+	(*ListConsoleAccountsResponse)(nil),   // 49: opus.v1.ListConsoleAccountsResponse
+	(*DisableConsoleAccountRequest)(nil),  // 50: opus.v1.DisableConsoleAccountRequest
+	(*DisableConsoleAccountResponse)(nil), // 51: opus.v1.DisableConsoleAccountResponse
+	(*DeleteConsoleAccountRequest)(nil),   // 52: opus.v1.DeleteConsoleAccountRequest
+	(*DeleteConsoleAccountResponse)(nil),  // 53: opus.v1.DeleteConsoleAccountResponse
+	nil,                                   // 54: opus.v1.Settings.EnvEntry
+	nil,                                   // 55: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 56: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	54, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	56, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	54, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	54, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	54, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
-	12, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
-	13, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
-	52, // 13: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
-	7,  // 14: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
-	10, // 15: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
-	13, // 16: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
-	12, // 17: opus.v1.CreateProjectRequest.settings:type_name -> opus.v1.Settings
-	11, // 18: opus.v1.ListProjectsResponse.projects:type_name -> opus.v1.Project
-	7,  // 19: opus.v1.AddAppRequest.app:type_name -> opus.v1.AppSpec
-	6,  // 20: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
-	25, // 21: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
-	3,  // 22: opus.v1.Step.state:type_name -> opus.v1.StepState
-	54, // 23: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	54, // 24: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 25: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
-	2,  // 26: opus.v1.Operation.state:type_name -> opus.v1.OperationState
-	27, // 27: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	54, // 28: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	54, // 29: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	28, // 30: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	53, // 31: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
-	39, // 32: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
-	54, // 33: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	54, // 34: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
-	46, // 35: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
-	14, // 36: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
-	15, // 37: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
-	16, // 38: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
-	18, // 39: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
-	19, // 40: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
-	20, // 41: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
-	21, // 42: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
-	22, // 43: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
-	23, // 44: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
-	24, // 45: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
-	29, // 46: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
-	30, // 47: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
-	31, // 48: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
-	33, // 49: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
-	35, // 50: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
-	37, // 51: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
-	38, // 52: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
-	41, // 53: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
-	43, // 54: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
-	45, // 55: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
-	48, // 56: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
-	50, // 57: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
-	28, // 58: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 59: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	17, // 60: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	28, // 61: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	28, // 62: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	28, // 63: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	28, // 64: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	28, // 65: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
-	28, // 66: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	26, // 67: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	28, // 68: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	28, // 69: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	32, // 70: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	34, // 71: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	36, // 72: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
-	28, // 73: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	40, // 74: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	42, // 75: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	44, // 76: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	47, // 77: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	49, // 78: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	51, // 79: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
-	58, // [58:80] is the sub-list for method output_type
-	36, // [36:58] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	56, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	56, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	56, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	14, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
+	15, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
+	12, // 13: opus.v1.Project.data_snapshots:type_name -> opus.v1.DataSnapshot
+	56, // 14: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
+	13, // 15: opus.v1.DataSnapshot.revisions:type_name -> opus.v1.AppRevision
+	54, // 16: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	7,  // 17: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
+	10, // 18: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
+	15, // 19: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
+	14, // 20: opus.v1.CreateProjectRequest.settings:type_name -> opus.v1.Settings
+	11, // 21: opus.v1.ListProjectsResponse.projects:type_name -> opus.v1.Project
+	7,  // 22: opus.v1.AddAppRequest.app:type_name -> opus.v1.AppSpec
+	6,  // 23: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
+	27, // 24: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
+	3,  // 25: opus.v1.Step.state:type_name -> opus.v1.StepState
+	56, // 26: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	56, // 27: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 28: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
+	2,  // 29: opus.v1.Operation.state:type_name -> opus.v1.OperationState
+	29, // 30: opus.v1.Operation.steps:type_name -> opus.v1.Step
+	56, // 31: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	56, // 32: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	12, // 33: opus.v1.Operation.data_snapshot:type_name -> opus.v1.DataSnapshot
+	30, // 34: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
+	55, // 35: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	41, // 36: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
+	56, // 37: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 38: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	48, // 39: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
+	16, // 40: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
+	17, // 41: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
+	18, // 42: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
+	20, // 43: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
+	21, // 44: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
+	22, // 45: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
+	23, // 46: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
+	24, // 47: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
+	25, // 48: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
+	26, // 49: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
+	31, // 50: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
+	32, // 51: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
+	33, // 52: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
+	35, // 53: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
+	37, // 54: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
+	39, // 55: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
+	40, // 56: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
+	43, // 57: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
+	45, // 58: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
+	47, // 59: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
+	50, // 60: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
+	52, // 61: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
+	30, // 62: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 63: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	19, // 64: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	30, // 65: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	30, // 66: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	30, // 67: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	30, // 68: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	30, // 69: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
+	30, // 70: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	28, // 71: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	30, // 72: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	30, // 73: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	34, // 74: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	36, // 75: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	38, // 76: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
+	30, // 77: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	42, // 78: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	44, // 79: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	46, // 80: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	49, // 81: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	51, // 82: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	53, // 83: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	62, // [62:84] is the sub-list for method output_type
+	40, // [40:62] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_opus_v1_opus_proto_init() }
@@ -3713,7 +3923,7 @@ func file_opus_v1_opus_proto_init() {
 		(*AppSource_Git)(nil),
 		(*AppSource_Upload)(nil),
 	}
-	file_opus_v1_opus_proto_msgTypes[20].OneofWrappers = []any{
+	file_opus_v1_opus_proto_msgTypes[22].OneofWrappers = []any{
 		(*UploadSourceRequest_Info)(nil),
 		(*UploadSourceRequest_Chunk)(nil),
 	}
@@ -3723,7 +3933,7 @@ func file_opus_v1_opus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   50,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

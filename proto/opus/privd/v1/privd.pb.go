@@ -1444,6 +1444,194 @@ func (x *LogPosition) GetOffset() int64 {
 	return 0
 }
 
+type DumpDataRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpDataRequest) Reset() {
+	*x = DumpDataRequest{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpDataRequest) ProtoMessage() {}
+
+func (x *DumpDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpDataRequest.ProtoReflect.Descriptor instead.
+func (*DumpDataRequest) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DumpDataRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+type DumpDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// chunk is the next part of the database file.
+	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpDataResponse) Reset() {
+	*x = DumpDataResponse{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpDataResponse) ProtoMessage() {}
+
+func (x *DumpDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpDataResponse.ProtoReflect.Descriptor instead.
+func (*DumpDataResponse) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DumpDataResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type LoadDataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// project is set in the first message only.
+	Project string `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// chunk is the next part of the database file.
+	Chunk         []byte `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadDataRequest) Reset() {
+	*x = LoadDataRequest{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadDataRequest) ProtoMessage() {}
+
+func (x *LoadDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadDataRequest.ProtoReflect.Descriptor instead.
+func (*LoadDataRequest) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LoadDataRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *LoadDataRequest) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type LoadDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// bytes is the size of the database loaded.
+	Bytes         int64 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadDataResponse) Reset() {
+	*x = LoadDataResponse{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadDataResponse) ProtoMessage() {}
+
+func (x *LoadDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadDataResponse.ProtoReflect.Descriptor instead.
+func (*LoadDataResponse) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LoadDataResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 var File_opus_privd_v1_privd_proto protoreflect.FileDescriptor
 
 const file_opus_privd_v1_privd_proto_rawDesc = "" +
@@ -1535,13 +1723,22 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\vLogPosition\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\x04R\x06device\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x03R\x06offset*\xab\x01\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"+\n" +
+	"\x0fDumpDataRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"(\n" +
+	"\x10DumpDataResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"A\n" +
+	"\x0fLoadDataRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"(\n" +
+	"\x10LoadDataResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes*\xab\x01\n" +
 	"\rManageCommand\x12\x1e\n" +
 	"\x1aMANAGE_COMMAND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MANAGE_COMMAND_MIGRATE\x10\x01\x12\"\n" +
 	"\x1eMANAGE_COMMAND_CREATESUPERUSER\x10\x02\x12\x18\n" +
 	"\x14MANAGE_COMMAND_CHECK\x10\x03\x12 \n" +
-	"\x1cMANAGE_COMMAND_COLLECTSTATIC\x10\x042\xa7\a\n" +
+	"\x1cMANAGE_COMMAND_COLLECTSTATIC\x10\x042\xc5\b\n" +
 	"\x05Privd\x12Q\n" +
 	"\n" +
 	"EnsureUser\x12 .opus.privd.v1.EnsureUserRequest\x1a!.opus.privd.v1.EnsureUserResponse\x12Q\n" +
@@ -1558,7 +1755,9 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\n" +
 	"RemoveSite\x12 .opus.privd.v1.RemoveSiteRequest\x1a!.opus.privd.v1.RemoveSiteResponse\x12W\n" +
 	"\fReloadApache\x12\".opus.privd.v1.ReloadApacheRequest\x1a#.opus.privd.v1.ReloadApacheResponse\x12H\n" +
-	"\aTailLog\x12\x1d.opus.privd.v1.TailLogRequest\x1a\x1e.opus.privd.v1.TailLogResponseB:Z8github.com/opus-hosting/opus/proto/opus/privd/v1;privdv1b\x06proto3"
+	"\aTailLog\x12\x1d.opus.privd.v1.TailLogRequest\x1a\x1e.opus.privd.v1.TailLogResponse\x12M\n" +
+	"\bDumpData\x12\x1e.opus.privd.v1.DumpDataRequest\x1a\x1f.opus.privd.v1.DumpDataResponse0\x01\x12M\n" +
+	"\bLoadData\x12\x1e.opus.privd.v1.LoadDataRequest\x1a\x1f.opus.privd.v1.LoadDataResponse(\x01B:Z8github.com/opus-hosting/opus/proto/opus/privd/v1;privdv1b\x06proto3"
 
 var (
 	file_opus_privd_v1_privd_proto_rawDescOnce sync.Once
@@ -1573,7 +1772,7 @@ func file_opus_privd_v1_privd_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_privd_v1_privd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_opus_privd_v1_privd_proto_goTypes = []any{
 	(ManageCommand)(0),            // 0: opus.privd.v1.ManageCommand
 	(*EnsureUserRequest)(nil),     // 1: opus.privd.v1.EnsureUserRequest
@@ -1600,13 +1799,17 @@ var file_opus_privd_v1_privd_proto_goTypes = []any{
 	(*TailLogRequest)(nil),        // 22: opus.privd.v1.TailLogRequest
 	(*TailLogResponse)(nil),       // 23: opus.privd.v1.TailLogResponse
 	(*LogPosition)(nil),           // 24: opus.privd.v1.LogPosition
-	nil,                           // 25: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	(*DumpDataRequest)(nil),       // 25: opus.privd.v1.DumpDataRequest
+	(*DumpDataResponse)(nil),      // 26: opus.privd.v1.DumpDataResponse
+	(*LoadDataRequest)(nil),       // 27: opus.privd.v1.LoadDataRequest
+	(*LoadDataResponse)(nil),      // 28: opus.privd.v1.LoadDataResponse
+	nil,                           // 29: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 }
 var file_opus_privd_v1_privd_proto_depIdxs = []int32{
 	6,  // 0: opus.privd.v1.SecureTreeResponse.refusals:type_name -> opus.privd.v1.Refusal
 	0,  // 1: opus.privd.v1.RunManageRequest.commands:type_name -> opus.privd.v1.ManageCommand
 	0,  // 2: opus.privd.v1.RunManageResponse.failed_command:type_name -> opus.privd.v1.ManageCommand
-	25, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	29, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 	24, // 4: opus.privd.v1.TailLogRequest.after:type_name -> opus.privd.v1.LogPosition
 	24, // 5: opus.privd.v1.TailLogResponse.next:type_name -> opus.privd.v1.LogPosition
 	1,  // 6: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
@@ -1620,19 +1823,23 @@ var file_opus_privd_v1_privd_proto_depIdxs = []int32{
 	18, // 14: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
 	20, // 15: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
 	22, // 16: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
-	2,  // 17: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
-	4,  // 18: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
-	7,  // 19: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
-	9,  // 20: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
-	11, // 21: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
-	15, // 22: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
-	17, // 23: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
-	13, // 24: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
-	19, // 25: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
-	21, // 26: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
-	23, // 27: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
-	17, // [17:28] is the sub-list for method output_type
-	6,  // [6:17] is the sub-list for method input_type
+	25, // 17: opus.privd.v1.Privd.DumpData:input_type -> opus.privd.v1.DumpDataRequest
+	27, // 18: opus.privd.v1.Privd.LoadData:input_type -> opus.privd.v1.LoadDataRequest
+	2,  // 19: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
+	4,  // 20: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
+	7,  // 21: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
+	9,  // 22: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
+	11, // 23: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
+	15, // 24: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
+	17, // 25: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
+	13, // 26: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
+	19, // 27: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
+	21, // 28: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
+	23, // 29: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
+	26, // 30: opus.privd.v1.Privd.DumpData:output_type -> opus.privd.v1.DumpDataResponse
+	28, // 31: opus.privd.v1.Privd.LoadData:output_type -> opus.privd.v1.LoadDataResponse
+	19, // [19:32] is the sub-list for method output_type
+	6,  // [6:19] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1649,7 +1856,7 @@ func file_opus_privd_v1_privd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_privd_v1_privd_proto_rawDesc), len(file_opus_privd_v1_privd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,13 +37,15 @@ const (
 	Privd_RemoveSite_FullMethodName    = "/opus.privd.v1.Privd/RemoveSite"
 	Privd_ReloadApache_FullMethodName  = "/opus.privd.v1.Privd/ReloadApache"
 	Privd_TailLog_FullMethodName       = "/opus.privd.v1.Privd/TailLog"
+	Privd_DumpData_FullMethodName      = "/opus.privd.v1.Privd/DumpData"
+	Privd_LoadData_FullMethodName      = "/opus.privd.v1.Privd/LoadData"
 )
 
 // PrivdClient is the client API for Privd service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Privd is the privileged monitor. Eleven calls, nothing else.
+// Privd is the privileged monitor. Thirteen calls, nothing else.
 type PrivdClient interface {
 	// EnsureUser creates the project's system user "<user_prefix>NAME" (no
 	// home, nologin shell, the Opus marker in GECOS) and its group, with the
@@ -91,6 +93,22 @@ type PrivdClient interface {
 	// TailLog returns the last lines of the project's own Apache/mod_wsgi
 	// error log, or (with after) the lines appended since an earlier answer.
 	TailLog(ctx context.Context, in *TailLogRequest, opts ...grpc.CallOption) (*TailLogResponse, error)
+	// DumpData streams a consistent copy of the project's SQLite database
+	// (data/db.sqlite3), made by SQLite's online backup in a fixed Python
+	// program run as the project's user, confined, with a timeout; at most
+	// privd's snapshot_max_bytes. A link, a FIFO or any other non-regular
+	// file there is refused before anything runs (FailedPrecondition); a
+	// database larger than the bound is refused (ResourceExhausted); no
+	// database file is NotFound. The stream ends without error only when
+	// the whole copy was sent.
+	DumpData(ctx context.Context, in *DumpDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DumpDataResponse], error)
+	// LoadData replaces the content of the project's SQLite database with
+	// the SQLite database streamed in (at most snapshot_max_bytes), by
+	// SQLite's backup in one write transaction, in the same confined
+	// program as the project's user: a request sees the old or the new
+	// data, never a mix. The same refusals as DumpData apply to what is at
+	// data/db.sqlite3 (a missing file is created).
+	LoadData(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[LoadDataRequest, LoadDataResponse], error)
 }
 
 type privdClient struct {
@@ -211,11 +229,43 @@ func (c *privdClient) TailLog(ctx context.Context, in *TailLogRequest, opts ...g
 	return out, nil
 }
 
+func (c *privdClient) DumpData(ctx context.Context, in *DumpDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DumpDataResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Privd_ServiceDesc.Streams[0], Privd_DumpData_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DumpDataRequest, DumpDataResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Privd_DumpDataClient = grpc.ServerStreamingClient[DumpDataResponse]
+
+func (c *privdClient) LoadData(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[LoadDataRequest, LoadDataResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Privd_ServiceDesc.Streams[1], Privd_LoadData_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[LoadDataRequest, LoadDataResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Privd_LoadDataClient = grpc.ClientStreamingClient[LoadDataRequest, LoadDataResponse]
+
 // PrivdServer is the server API for Privd service.
 // All implementations must embed UnimplementedPrivdServer
 // for forward compatibility.
 //
-// Privd is the privileged monitor. Eleven calls, nothing else.
+// Privd is the privileged monitor. Thirteen calls, nothing else.
 type PrivdServer interface {
 	// EnsureUser creates the project's system user "<user_prefix>NAME" (no
 	// home, nologin shell, the Opus marker in GECOS) and its group, with the
@@ -263,6 +313,22 @@ type PrivdServer interface {
 	// TailLog returns the last lines of the project's own Apache/mod_wsgi
 	// error log, or (with after) the lines appended since an earlier answer.
 	TailLog(context.Context, *TailLogRequest) (*TailLogResponse, error)
+	// DumpData streams a consistent copy of the project's SQLite database
+	// (data/db.sqlite3), made by SQLite's online backup in a fixed Python
+	// program run as the project's user, confined, with a timeout; at most
+	// privd's snapshot_max_bytes. A link, a FIFO or any other non-regular
+	// file there is refused before anything runs (FailedPrecondition); a
+	// database larger than the bound is refused (ResourceExhausted); no
+	// database file is NotFound. The stream ends without error only when
+	// the whole copy was sent.
+	DumpData(*DumpDataRequest, grpc.ServerStreamingServer[DumpDataResponse]) error
+	// LoadData replaces the content of the project's SQLite database with
+	// the SQLite database streamed in (at most snapshot_max_bytes), by
+	// SQLite's backup in one write transaction, in the same confined
+	// program as the project's user: a request sees the old or the new
+	// data, never a mix. The same refusals as DumpData apply to what is at
+	// data/db.sqlite3 (a missing file is created).
+	LoadData(grpc.ClientStreamingServer[LoadDataRequest, LoadDataResponse]) error
 	mustEmbedUnimplementedPrivdServer()
 }
 
@@ -305,6 +371,12 @@ func (UnimplementedPrivdServer) ReloadApache(context.Context, *ReloadApacheReque
 }
 func (UnimplementedPrivdServer) TailLog(context.Context, *TailLogRequest) (*TailLogResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TailLog not implemented")
+}
+func (UnimplementedPrivdServer) DumpData(*DumpDataRequest, grpc.ServerStreamingServer[DumpDataResponse]) error {
+	return status.Error(codes.Unimplemented, "method DumpData not implemented")
+}
+func (UnimplementedPrivdServer) LoadData(grpc.ClientStreamingServer[LoadDataRequest, LoadDataResponse]) error {
+	return status.Error(codes.Unimplemented, "method LoadData not implemented")
 }
 func (UnimplementedPrivdServer) mustEmbedUnimplementedPrivdServer() {}
 func (UnimplementedPrivdServer) testEmbeddedByValue()               {}
@@ -525,6 +597,24 @@ func _Privd_TailLog_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Privd_DumpData_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DumpDataRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PrivdServer).DumpData(m, &grpc.GenericServerStream[DumpDataRequest, DumpDataResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Privd_DumpDataServer = grpc.ServerStreamingServer[DumpDataResponse]
+
+func _Privd_LoadData_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PrivdServer).LoadData(&grpc.GenericServerStream[LoadDataRequest, LoadDataResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Privd_LoadDataServer = grpc.ClientStreamingServer[LoadDataRequest, LoadDataResponse]
+
 // Privd_ServiceDesc is the grpc.ServiceDesc for Privd service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -577,6 +667,17 @@ var Privd_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Privd_TailLog_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "DumpData",
+			Handler:       _Privd_DumpData_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "LoadData",
+			Handler:       _Privd_LoadData_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "opus/privd/v1/privd.proto",
 }

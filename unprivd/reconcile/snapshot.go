@@ -1,0 +1,253 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/postgres"
+	"github.com/opus-hosting/opus/unprivd/snapshot"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// stepSnapshot protects the project's data from the migrations that
+// follow. It runs right before the migrate step:
+//
+//   - When the run changes app code (migrations may run) it copies the
+//     database first, once per change: a run resumed after a crash finds
+//     the copy it took for its generation and keeps it, rather than copying
+//     data it may already have migrated. The undo of a failed change takes
+//     no copy: it restores the failed change's.
+//   - When the spec names a snapshot to restore (a rollback with data, or
+//     the undo of a failed change that took one) it puts it back, after
+//     the copy above, so that a failed rollback is undone with its data
+//     too.
+//
+// A database too large for snapshot_max_bytes, or none yet, is noted and
+// the change goes on: the copy is a safety net, not a condition of the
+// change. A copy that fails otherwise fails the change (nothing has been
+// migrated yet), since the owner would be told the data is protected.
+func stepSnapshot(ctx context.Context, t *Task) (string, error) {
+	restore := t.Project.Spec.RestoreSnapshot
+	if restore == "" && !t.appsChanged {
+		return "no app code changed: no data snapshot needed", nil
+	}
+	if t.opt.SnapshotMaxBytes <= 0 {
+		if restore != "" {
+			return "", errors.New("data snapshots are turned off on this host (snapshot_max_bytes 0); nothing can be restored")
+		}
+		return "data snapshots are off (snapshot_max_bytes 0)", nil
+	}
+	var notes []string
+	if !t.undoing && (t.appsChanged || restore != "") {
+		note, err := takeSnapshot(ctx, t)
+		if err != nil {
+			return "", err
+		}
+		notes = append(notes, note)
+	}
+	if restore != "" {
+		note, err := restoreSnapshot(ctx, t, restore)
+		if err != nil {
+			return "", err
+		}
+		notes = append(notes, note)
+	}
+	return joinNotes(notes), nil
+}
+
+func joinNotes(notes []string) string {
+	out := ""
+	for i, n := range notes {
+		if i > 0 {
+			out += "; "
+		}
+		out += n
+	}
+	return out
+}
+
+// engine is the kind of database the project's spec uses.
+func engine(spec store.Spec) string {
+	if spec.Database != nil {
+		return snapshot.PostgreSQL
+	}
+	return snapshot.SQLite
+}
+
+// runningRevisions are, per app, the revision the host runs: the last
+// one the status recorded.
+func runningRevisions(p *store.Project) map[string]int {
+	revs := map[string]int{}
+	for name, st := range p.Status.Apps {
+		if n := len(st.Revisions); n > 0 {
+			revs[name] = st.RevisionNumber(n - 1)
+		}
+	}
+	return revs
+}
+
+// takeSnapshot copies the database for this run's change, or finds the
+// copy a crashed pass of the same change took.
+func takeSnapshot(ctx context.Context, t *Task) (string, error) {
+	for _, s := range t.Project.Snapshots {
+		if s.Generation == t.gen {
+			return fmt.Sprintf("data snapshot %s was taken before this change (%s)", s.ID, size(s.Size)), nil
+		}
+	}
+	eng := engine(t.Project.Spec)
+	dir := snapshot.NewDir(t.opt.BaseDir)
+	now := t.Clock.Now()
+	id := snapshot.NewID(now)
+	n, err := dir.Write(t.Project.Name, id, t.opt.SnapshotMaxBytes, func(w io.Writer) error {
+		if eng == snapshot.PostgreSQL {
+			return t.opt.PGDump(ctx, pgConn(t.Project.Spec.Database), w)
+		}
+		return dumpSQLite(ctx, t, w)
+	})
+	switch {
+	case status.Code(err) == codes.NotFound:
+		return "no data snapshot: the project has no SQLite database yet", nil
+	case errors.Is(err, snapshot.ErrTooLarge) || status.Code(err) == codes.ResourceExhausted:
+		t.Log.Warn("database too large for a data snapshot", "max_bytes", t.opt.SnapshotMaxBytes)
+		return fmt.Sprintf("warning: no data snapshot: the database is larger than snapshot_max_bytes (%s); this change cannot be rolled back with its data", size(t.opt.SnapshotMaxBytes)), nil
+	case err != nil:
+		return "", fmt.Errorf("data snapshot: %w", err)
+	}
+	rec := store.Snapshot{ID: id, Time: now, Size: n, Engine: eng, Revisions: runningRevisions(t.Project), Generation: t.gen}
+	var dropped []store.Snapshot
+	if err := t.Update(ctx, func(p *store.Project) {
+		p.Snapshots = append(p.Snapshots, rec)
+		p.Snapshots, dropped = snapshot.Retain(p.Snapshots, t.opt.SnapshotKeep, t.opt.SnapshotMaxBytes, p.Spec.RestoreSnapshot)
+	}); err != nil {
+		return "", err
+	}
+	// Files go after their records: a crash in between leaves a file no
+	// record names, which the next Prune removes.
+	if err := dir.Prune(t.Project.Name, t.Project.Snapshots); err != nil {
+		t.Log.Warn("prune data snapshots", "err", err)
+	}
+	note := fmt.Sprintf("data snapshot %s taken (%s)", id, size(n))
+	if len(dropped) > 0 {
+		note += fmt.Sprintf(", %d older dropped", len(dropped))
+	}
+	return note, nil
+}
+
+// restoreSnapshot puts snapshot id back and clears the spec's request for
+// it (a status-like change: the generation does not move).
+func restoreSnapshot(ctx context.Context, t *Task, id string) (string, error) {
+	s := t.Project.Snapshot(id)
+	if s == nil {
+		return "", fmt.Errorf("data snapshot %s is no longer kept; nothing was restored", id)
+	}
+	if s.Engine != engine(t.Project.Spec) {
+		return "", fmt.Errorf("data snapshot %s is of a %s database; the project now uses %s", id, s.Engine, engine(t.Project.Spec))
+	}
+	f, err := snapshot.NewDir(t.opt.BaseDir).Open(t.Project.Name, id)
+	if err != nil {
+		return "", fmt.Errorf("data snapshot %s: %w", id, err)
+	}
+	defer f.Close()
+	if s.Engine == snapshot.PostgreSQL {
+		err = t.opt.PGRestore(ctx, pgConn(t.Project.Spec.Database), f)
+	} else {
+		err = loadSQLite(ctx, t, f)
+	}
+	if err != nil {
+		return "", fmt.Errorf("restore data snapshot %s: %w", id, err)
+	}
+	if err := t.Update(ctx, func(p *store.Project) {
+		if p.Spec.RestoreSnapshot == id {
+			p.Spec.RestoreSnapshot = ""
+		}
+	}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("restored data snapshot %s taken %s: what was written to the database since is gone", id, s.Time.UTC().Format(time.RFC3339)), nil
+}
+
+// pgConn is how a snapshot reaches the project's PostgreSQL database: as
+// the project's role, with its password (from opusd's store; never on a
+// command line).
+func pgConn(db *store.Database) postgres.Conn {
+	return postgres.Conn{Host: db.Host, Port: db.Port, Name: db.Name, User: db.User, Password: db.Password}
+}
+
+// dumpSQLite has privd copy the project's SQLite database into w.
+func dumpSQLite(ctx context.Context, t *Task, w io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := t.Privd.DumpData(ctx, &privdv1.DumpDataRequest{Project: t.Project.Name})
+	if err != nil {
+		return privdErr("DumpData", err)
+	}
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if c := status.Code(err); c == codes.NotFound || c == codes.ResourceExhausted {
+				return err
+			}
+			return privdErr("DumpData", err)
+		}
+		if _, err := w.Write(m.GetChunk()); err != nil {
+			return err
+		}
+	}
+}
+
+// loadSQLite has privd load the database read from r into the project's.
+func loadSQLite(ctx context.Context, t *Task, r io.Reader) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := t.Privd.LoadData(ctx)
+	if err != nil {
+		return privdErr("LoadData", err)
+	}
+	buf := make([]byte, 1<<20)
+	first := true
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 || first {
+			m := &privdv1.LoadDataRequest{Chunk: buf[:n]}
+			if first {
+				m.Project, first = t.Project.Name, false
+			}
+			if err := stream.Send(m); err != nil {
+				// The server ended the call: its status comes with
+				// CloseAndRecv.
+				break
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return privdErr("LoadData", err)
+	}
+	return nil
+}
+
+// size is n bytes for people.
+func size(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
