@@ -241,7 +241,24 @@ func TestHostileSources(t *testing.T) {
 		if got := stateOf(t, "/etc/shadow"); got.uid != shadow.uid || got.gid != shadow.gid || got.mode != shadow.mode {
 			t.Errorf("/etc/shadow changed: %+v, was %+v", got, shadow)
 		}
-		h.mustCtl(t, 0, "destroy", name, "--yes")
+		h.mustBeGone(t, name)
+	}
+}
+
+// mustBeGone asserts that nothing of project name is left: a create that
+// failed is undone whole (no record, user, tree or site).
+func (h *host) mustBeGone(t *testing.T, name string) {
+	t.Helper()
+	if r := h.ctl(t, 0, "", "show", name); r.code == 0 {
+		t.Errorf("the failed create left project %s", name)
+	}
+	if passwdLine(t, projUser(name)) != "" {
+		t.Errorf("the failed create left user %s", projUser(name))
+	}
+	for _, p := range []string{filepath.Join(h.cfg.BaseDir, "projects", name), filepath.Join(h.cfg.ApacheDir, "sites", name+".conf")} {
+		if exists(p) {
+			t.Errorf("the failed create left %s", p)
+		}
 	}
 }
 
@@ -354,15 +371,13 @@ func TestHostileGitSize(t *testing.T) {
 			if !strings.Contains(out, "git_max_bytes") {
 				t.Errorf("show does not give the last error:\n%s", out)
 			}
-		} else if exists(vhost) {
-			// A new project stops at its sources: its user and empty
-			// tree wait for the owner to fix the spec or destroy it, but
-			// no site is installed for it.
-			t.Errorf("a project whose only app was refused got a vhost")
-		}
-		h.mustCtl(t, 0, "destroy", name, "--yes")
-		if passwdLine(t, projUser(name)) != "" || exists(proj) {
-			t.Errorf("live=%v: destroy left the user or the tree", live)
+			h.mustCtl(t, 0, "destroy", name, "--yes")
+			if passwdLine(t, projUser(name)) != "" || exists(proj) {
+				t.Errorf("live=%v: destroy left the user or the tree", live)
+			}
+		} else {
+			// A new project whose only app was refused is undone whole.
+			h.mustBeGone(t, name)
 		}
 	}
 }
@@ -464,7 +479,7 @@ func TestHostileGitTrees(t *testing.T) {
 		if exists(pwnedPath()) {
 			t.Errorf("crafted code ran")
 		}
-		h.mustCtl(t, 0, "destroy", name, "--yes")
+		h.mustBeGone(t, name)
 	}
 }
 

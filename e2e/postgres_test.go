@@ -76,33 +76,9 @@ func TestPostgreSQLByParameters(t *testing.T) {
 	h := needHost(t)
 	port := postgres(t)
 	name := h.newProject(t)
+	dbURL, pwFile, password := ownerDatabase(t, h, port, name)
 	db := pgPrefix() + name
-	notePG(t, db)
-	b := make([]byte, 16)
-	rand.Read(b)
-	password := hex.EncodeToString(b)
-	if out, err := psql(t, "postgres", "CREATE ROLE "+db+" LOGIN PASSWORD '"+password+"'"); err != nil {
-		t.Fatalf("create role: %v %s", err, out)
-	}
-	if out, err := psql(t, "postgres", "CREATE DATABASE "+db+" OWNER "+db); err != nil {
-		t.Fatalf("create database: %v %s", err, out)
-	}
-	// Runs before the project's own cleanup (LIFO) would; FORCE ends the
-	// project daemon's connections.
-	t.Cleanup(func() {
-		if p := filepath.Join(h.cfg.BaseDir, "projects", name); exists(p) {
-			h.ctl(t, 0, "", "destroy", name, "--yes")
-		}
-		psql(t, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
-		psql(t, "postgres", "DROP ROLE IF EXISTS "+db)
-	})
-	pwFile := filepath.Join(t.TempDir(), "dbpw")
-	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	out := h.mustCtl(t, 0, "create", name, "--app", localApp(t, "notes"),
-		"--database", "postgresql://"+db+"@127.0.0.1:"+port+"/"+db, "--database-password-file", pwFile)
+	out := h.mustCtl(t, 0, "create", name, "--app", localApp(t, "notes"), "--database", dbURL, "--database-password-file", pwFile)
 	if strings.Contains(out, password) {
 		t.Errorf("create printed the database password")
 	}
@@ -133,6 +109,39 @@ func TestPostgreSQLByParameters(t *testing.T) {
 	if got, err := psql(t, "postgres", "SELECT count(*) FROM pg_database WHERE datname = '"+db+"'"); err != nil || got != "1" {
 		t.Errorf("destroy dropped a database Opus did not provision: %q %v", got, err)
 	}
+}
+
+// ownerDatabase makes a role and a database for project name on the
+// cluster at port as its owner would (run-marked, dropped when the test
+// ends, after the project is destroyed) and returns what create takes:
+// the --database URL, a --database-password-file, and the password.
+func ownerDatabase(t *testing.T, h *host, port, name string) (dbURL, pwFile, password string) {
+	t.Helper()
+	db := pgPrefix() + name
+	notePG(t, db)
+	b := make([]byte, 16)
+	rand.Read(b)
+	password = hex.EncodeToString(b)
+	if out, err := psql(t, "postgres", "CREATE ROLE "+db+" LOGIN PASSWORD '"+password+"'"); err != nil {
+		t.Fatalf("create role: %v %s", err, out)
+	}
+	if out, err := psql(t, "postgres", "CREATE DATABASE "+db+" OWNER "+db); err != nil {
+		t.Fatalf("create database: %v %s", err, out)
+	}
+	// Runs before the project's own cleanup (LIFO) would; FORCE ends the
+	// project daemon's connections.
+	t.Cleanup(func() {
+		if p := filepath.Join(h.cfg.BaseDir, "projects", name); exists(p) {
+			h.ctl(t, 0, "", "destroy", name, "--yes")
+		}
+		psql(t, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+		psql(t, "postgres", "DROP ROLE IF EXISTS "+db)
+	})
+	pwFile = filepath.Join(t.TempDir(), "dbpw")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return "postgresql://" + db + "@127.0.0.1:" + port + "/" + db, pwFile, password
 }
 
 // dropProvisioned drops the roles and databases the run noted so far.

@@ -80,27 +80,18 @@ func projectSecrets(t *testing.T, h *host, name string) map[string]string {
 }
 
 // victimProject creates a project whose secrets carry a database password
-// (PostgreSQL given by parameters, on a port where nothing answers: its
-// secrets are written before its migration fails), which is what made the
+// (a PostgreSQL database given by parameters, made on the test's cluster
+// as its owner would), which is what made the
 // old render step, reading through a link to them from a project without
 // one, write the victim's key back. It returns the name, the secrets
 // file's content and the victim's key.
 func victimProject(t *testing.T, h *host) (string, []byte, string) {
 	t.Helper()
 	name := h.newProject(t)
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pw, []byte("victim-db-password\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Fails at the migration, after the secrets are written.
-	h.ctl(t, 0, "", "create", name, "--app", localApp(t, "notes"),
-		"--database", fmt.Sprintf("postgresql://victim@127.0.0.1:%d/victim", port), "--database-password-file", pw)
+	dbURL, pw, password := ownerDatabase(t, h, postgres(t), name)
+	h.mustCtl(t, 0, "create", name, "--app", localApp(t, "notes"), "--database", dbURL, "--database-password-file", pw)
 	s := projectSecrets(t, h, name)
-	if s["db_password"] != "victim-db-password" {
+	if s["db_password"] != password {
 		t.Fatalf("victim's secrets lack its database password: %v", s)
 	}
 	data, _ := os.ReadFile(secretsPath(h, name))
