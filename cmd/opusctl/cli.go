@@ -62,7 +62,15 @@ func run(ctx context.Context, args []string, e env) int {
 	}
 	// A server's message may carry what a tenant wrote (a failed
 	// migration's output, log lines): escaped, with its lines kept.
-	fmt.Fprintf(e.stderr, "opusctl: %s\n", printableLines(errorMessage(err)))
+	var v verdictError
+	if errors.As(err, &v) {
+		// opusctl's own verdict goes on a line of its own at column 0,
+		// where no relayed line is (printableLines indents them): a
+		// tenant's output cannot forge it.
+		fmt.Fprintf(e.stderr, "opusctl: %s\n%s\n", printableLines(errorMessage(v.err)), v.verdict)
+	} else {
+		fmt.Fprintf(e.stderr, "opusctl: %s\n", printableLines(errorMessage(err)))
+	}
 	code := exitCode(err)
 	if code == exitUsage {
 		path := "opusctl"
@@ -293,7 +301,7 @@ func (c *cli) follow(ctx context.Context, cl *client.Client, op *opusv1.Operatio
 				return err
 			}
 			if after := afterFailure(ctx, cl, oe.Op); after != "" {
-				return fmt.Errorf("%w\n%s", err, after)
+				return verdictError{err, after}
 			}
 			return err
 		}
@@ -454,6 +462,16 @@ func query[R proto.Message](c *cli, cmd *cobra.Command, call func(context.Contex
 		return human(res)
 	})
 }
+
+// verdictError is a failed operation's error with what opusctl concludes
+// of it (afterFailure), which run prints apart from the relayed text.
+type verdictError struct {
+	err     error
+	verdict string
+}
+
+func (e verdictError) Error() string { return e.err.Error() + "\n" + e.verdict }
+func (e verdictError) Unwrap() error { return e.err }
 
 // afterFailure says what a failed operation left, as opusd reports it: a
 // change is undone whole and a failed create leaves no project. Empty

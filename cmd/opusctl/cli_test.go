@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -366,6 +367,33 @@ func TestCommands(t *testing.T) {
 				}
 				if p := project(t, s.Opusd, "tfail"); p != nil {
 					t.Errorf("the failed create left project %+v", p)
+				}
+			},
+		},
+		{
+			name: "a tenant's output cannot forge opusctl's verdict on a failed operation",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				// The app's code raises with a message whose second line
+				// is the verdict opusctl gives when the undo worked.
+				s.Privd.Set("RunManage", servicetest.FailMigrate("tforge", "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"+
+					"RuntimeError: boom\nNothing of project tforge was kept: correct the cause and run the same command again.\nNothing of the change was applied: project tforge serves what it served before."))
+				return []string{"create", "tforge", "--empty"}
+			},
+			wantCode: 1,
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				// What opusctl says itself is the only line at column 0
+				// after the first; everything opusd relays is indented.
+				var own []string
+				for _, l := range strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")[1:] {
+					if !strings.HasPrefix(l, " ") {
+						own = append(own, l)
+					}
+				}
+				if want := []string{"Nothing of project tforge was kept: correct the cause and run the same command again."}; !slices.Equal(own, want) {
+					t.Errorf("lines at column 0 after the first: %q, want only opusctl's own %q:\n%s", own, want, r.stderr)
+				}
+				if !strings.Contains(r.stderr, "\n  Nothing of the change was applied: project tforge serves") {
+					t.Errorf("the tenant's line is not relayed, indented:\n%s", r.stderr)
 				}
 			},
 		},

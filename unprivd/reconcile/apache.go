@@ -268,7 +268,22 @@ func healthMounts(ctx context.Context, t *Task, p *prober, deadline time.Time) (
 	for {
 		var failing []*mountPoint
 		for _, m := range pending {
-			code, err := p.get(ctx, m.path)
+			if !time.Now().Before(deadline) {
+				// The health check's time is spent: asked one after the
+				// other, mount points that each take nearly
+				// healthRequestTimeout (one app's code answering slowly,
+				// many apps) would otherwise hold this reconcile worker,
+				// which other projects' runs share, without bound.
+				if m.tries > 0 {
+					failing = append(failing, m) // still failing: judged below
+				} else {
+					m.code, m.last = 0, "no request: the health check's "+t.opt.HealthTimeout.String()+" were spent"
+				}
+				continue
+			}
+			rctx, cancel := context.WithDeadline(ctx, deadline)
+			code, err := p.get(rctx, m.path)
+			cancel()
 			m.tries++
 			switch {
 			case err != nil && ctx.Err() != nil:
@@ -279,6 +294,9 @@ func healthMounts(ctx context.Context, t *Task, p *prober, deadline time.Time) (
 				// the backend runs. Only a server error fails the change;
 				// this is said, not judged.
 				m.code, m.last = 0, "no answer within "+healthRequestTimeout.String()
+				if !time.Now().Before(deadline) {
+					m.last = "no answer before the health check's " + t.opt.HealthTimeout.String() + " were spent"
+				}
 			case code >= 500:
 				m.code, m.last = code, statusText(code)
 				failing = append(failing, m)

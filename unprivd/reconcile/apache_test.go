@@ -222,3 +222,57 @@ func healthTask(t *testing.T, addr string, apps, urls []string) *Task {
 	return &Task{Project: p, Layout: lay, Privd: newFake(),
 		opt: &Options{ServerSuffix: testSuffix, HTTPPort: 8080, HealthAddr: addr, HealthTimeout: time.Minute}}
 }
+
+// TestHealthMountsBoundedByTimeout: mount points that never answer (a
+// tenant's views that hang, one app or many) do not hold the reconcile
+// worker, which other projects' runs share, past the health timeout:
+// before, each was asked for up to healthRequestTimeout in turn, so N apps
+// held it N × 10 s whatever the health timeout said. The step passes
+// (no answer is said, not judged), naming what was not asked.
+func TestHealthMountsBoundedByTimeout(t *testing.T) {
+	apps := []string{"a1", "a2", "a3", "a4"}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			<-r.Context().Done() // hangs until the client gives up
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	task := healthTask(t, srv.Listener.Addr().String(), apps, apps)
+	task.opt.HealthTimeout = 2 * time.Second
+	start := time.Now()
+	msg, err := stepHealth(context.Background(), task)
+	if took := time.Since(start); took > task.opt.HealthTimeout+time.Second {
+		t.Errorf("health took %s with a health timeout of %s", took, task.opt.HealthTimeout)
+	}
+	if err != nil {
+		t.Fatalf("mount points that do not answer failed the check: %v", err)
+	}
+	for _, w := range []string{"/a1/ gave no answer before the health check's 2s were spent", "/a4/ gave no request: the health check's 2s were spent"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("message lacks %q:\n%s", w, msg)
+		}
+	}
+}
+
+// TestHealthMountsFailingPastTimeout: a mount point that answered 5xx is
+// still judged when the health time runs out while it is asked again.
+func TestHealthMountsFailingPastTimeout(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/":
+			w.WriteHeader(http.StatusOK)
+		case "/slow/":
+			<-r.Context().Done()
+		default:
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	defer srv.Close()
+	task := healthTask(t, srv.Listener.Addr().String(), []string{"bad", "slow"}, []string{"bad", "slow"})
+	task.opt.HealthTimeout = time.Second
+	if msg, err := stepHealth(context.Background(), task); err == nil || !strings.Contains(err.Error(), "app bad:") {
+		t.Fatalf("health with a 500 at /bad/: %q, %v; want it to fail naming bad", msg, err)
+	}
+}

@@ -407,6 +407,11 @@ type Task struct {
 	// succeeds (Project may be refreshed with a newer spec meanwhile).
 	spec store.Spec
 	gen  int64
+	// deleting says the run is a teardown, as claimed. Not
+	// Project.Deleting: Update refreshes Project, and a destroy asked for
+	// while a deploy runs must not turn that deploy's end into forgetting
+	// the project (its own run tears it down next).
+	deleting bool
 }
 
 // ServerName is the project's virtual host name.
@@ -576,7 +581,7 @@ func (r *Reconciler) run(name string) {
 // task makes the Task of one pass over p.
 func (r *Reconciler) task(p *store.Project, log *slog.Logger) *Task {
 	return &Task{Project: p, Layout: layout.For(r.opt.BaseDir, p.Name), Privd: r.privd, Clock: r.opt.Clock,
-		Log: log, st: r.st, opt: &r.opt, gate: r.gate, spec: p.Spec.Clone(), gen: p.Generation}
+		Log: log, st: r.st, opt: &r.opt, gate: r.gate, spec: p.Spec.Clone(), gen: p.Generation, deleting: p.Deleting}
 }
 
 // errInterrupted says a pass stopped for opusd's shutdown; its operations
@@ -587,7 +592,7 @@ var errInterrupted = errors.New("interrupted by shutdown")
 // step in the operations ids. It returns the failed step's name and error.
 func (r *Reconciler) steps(ctx context.Context, t *Task, ids []string) (string, error) {
 	steps := r.deploy
-	if t.Project.Deleting {
+	if t.deleting {
 		steps = r.teardown
 	}
 	log := t.Log
@@ -620,7 +625,7 @@ func (r *Reconciler) steps(ctx context.Context, t *Task, ids []string) (string, 
 		}
 		r.record(ctx, ids, func(op *store.Operation) { setLastStep(op, store.StepDone, end, msg) })
 		log.Info("reconcile step done", "step", step.Name, "message", msg, "took", end.Sub(start))
-		afterStep(t.Project.Deleting, step.Name)
+		afterStep(t.deleting, step.Name)
 	}
 	return "", nil
 }
@@ -683,10 +688,32 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 	text := fmt.Sprintf("step %s: %v", step, stepErr)
 	end := r.opt.Clock.Now()
 	var next *store.Project
+	destroying := false
 	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		p, err := tx.Project(t.Project.Name)
 		if err != nil {
 			return err
+		}
+		if p.Deleting {
+			// A destroy was asked for while the change ran: undoing the
+			// change is moot, the destroy removes everything. The change
+			// ends FAILED now; the destroy's operation, left open, runs
+			// next (its Kick came during this run) and ends as it ends,
+			// not "cancelled" while the project goes away.
+			for _, id := range ids {
+				op, err := tx.Operation(id)
+				if err != nil {
+					return err
+				}
+				setLastStep(op, store.StepFailed, end, stepErr.Error())
+				op.State, op.EndTime, op.Error = store.OpFailed, end, text
+				if err := tx.PutOperation(op); err != nil {
+					return err
+				}
+			}
+			p.Status.Phase = store.PhaseDeleting
+			destroying = true
+			return tx.PutProject(p)
 		}
 		var undo string
 		switch {
@@ -750,6 +777,10 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 		r.fail(ctx, log, t, ids, step, stepErr)
 		return nil
 	}
+	if err == nil && destroying {
+		log.Warn("change failed while the project's destroy waits; destroying it", "step", step, "err", stepErr)
+		return nil
+	}
 	if err != nil {
 		log.Error("reconcile: record failure", "err", err)
 		return nil
@@ -790,7 +821,7 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 		if err != nil {
 			return err
 		}
-		if t.Project.Deleting {
+		if t.deleting {
 			return tx.DeleteProject(p.Name, ids...)
 		}
 		t.commitApplied(p)

@@ -208,3 +208,108 @@ func waitPhase(t *testing.T, e *env, name string, phase store.Phase) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestDestroyDuringFailingChange: a destroy asked for while a change runs
+// is not "cancelled, nothing of it applied" when that change fails: the
+// project is destroyed, so the destroy's operation succeeds, and the
+// failed change's operation ends FAILED with its own error.
+func TestDestroyDuringFailingChange(t *testing.T) {
+	for _, first := range []bool{false, true} {
+		name := map[bool]string{false: "change", true: "create"}[first]
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			r := e.start(t, 1)
+			id := e.create(t, "wiki")
+			if !first {
+				r.Kick("wiki")
+				mustSucceed(t, e.wait(t, id))
+			}
+			ch := make(chan struct{})
+			e.privd.mu.Lock()
+			e.privd.block["SecureTree"] = ch
+			e.privd.failOnce["SecureTree"] = status.Error(codes.Internal, "openat2: permission denied")
+			e.privd.mu.Unlock()
+			calls := len(e.privd.callList())
+			change := id
+			if !first {
+				change = e.change(t, "wiki", store.OpUpdateSettings, func(s *store.Spec) { s.Settings.Debug = true })
+			}
+			r.Kick("wiki")
+			waitCall(t, e, calls, "SecureTree wiki")
+			del := e.mutate(t, "wiki", store.OpDelete)
+			r.Kick("wiki")
+			watch := func(id string) <-chan *store.Operation {
+				out := make(chan *store.Operation, 1)
+				go func() {
+					var last *store.Operation
+					deadline := time.Now().Add(10 * time.Second)
+					for time.Now().Before(deadline) {
+						op, err := e.st.GetOperation(context.Background(), id)
+						if err == nil {
+							last = op
+							if op.State.Final() {
+								break
+							}
+						}
+						time.Sleep(2 * time.Millisecond)
+					}
+					out <- last
+				}()
+				return out
+			}
+			delCh, changeCh := watch(del), watch(change)
+			close(ch)
+			op := <-changeCh
+			if op == nil || op.State != store.OpFailed || !strings.Contains(op.Error, "permission denied") {
+				t.Fatalf("failed change: %+v", op)
+			}
+			dop := <-delCh
+			if dop == nil || dop.State != store.OpSucceeded {
+				t.Fatalf("destroy asked for meanwhile: %+v, want it SUCCEEDED (the project is destroyed)", dop)
+			}
+			if _, err := e.st.GetProject(context.Background(), "wiki"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("project still recorded after its destroy: %v", err)
+			}
+		})
+	}
+}
+
+// TestDestroyDuringDeployTearsDown: a destroy asked for while a deploy
+// runs (after a step recorded status, which refreshes the run's copy of
+// the project) is carried out by a teardown: the deploy that succeeds does
+// not take the refreshed record's Deleting for its own and forget the
+// project with its user, backend and site still on the host.
+func TestDestroyDuringDeployTearsDown(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(t, 1)
+	id := e.create(t, "wiki")
+	ch := make(chan struct{})
+	e.privd.mu.Lock()
+	e.privd.block["ReloadApache"] = ch
+	e.privd.mu.Unlock()
+	r.Kick("wiki")
+	waitCall(t, e, 0, "ReloadApache")
+	del := e.mutate(t, "wiki", store.OpDelete)
+	r.Kick("wiki")
+	close(ch)
+	mustSucceed(t, e.wait(t, id))
+	if op := e.wait(t, del); op.State != store.OpSucceeded || stepNames(op) != tornDownSteps {
+		t.Fatalf("destroy: %s %q, steps %s", op.State, op.Error, stepNames(op))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := e.st.GetProject(context.Background(), "wiki")
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("project never destroyed: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, call := range []string{"RemoveSite wiki", "RemoveBackend wiki", "RemoveTree wiki", "DeleteUser wiki"} {
+		if !slices.Contains(e.privd.callList(), call) {
+			t.Errorf("project forgotten without %s (destroy op %s): calls %v", call, del, e.privd.callList())
+		}
+	}
+}
