@@ -139,10 +139,13 @@ func (h *host) newestOpKind(t *testing.T, name string) string {
 	return res.Operations[0].Kind
 }
 
-// tableRows is out's lines with their fields joined by one space.
+// tableRows is the lines of out's first table with their fields joined by
+// one space.
 func tableRows(out string) []string {
 	var rows []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+	// The first table only: apps revisions lists data snapshots below.
+	out, _, _ = strings.Cut(strings.TrimSpace(out), "\n\n")
+	for _, l := range strings.Split(out, "\n") {
 		rows = append(rows, strings.Join(strings.Fields(l), " "))
 	}
 	return rows

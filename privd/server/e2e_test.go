@@ -88,6 +88,21 @@ func clientMain(sock string, projects []string) int {
 	rec("ReloadApache", err)
 	_, err = c.TailLog(ctx, &privdv1.TailLogRequest{Project: existing})
 	rec("TailLog", err)
+	// The streaming calls are refused at the stream's first message.
+	if dump, err := c.DumpData(ctx, &privdv1.DumpDataRequest{Project: existing}); err != nil {
+		rec("DumpData", err)
+	} else {
+		_, err = dump.Recv()
+		rec("DumpData", err)
+	}
+	if load, err := c.LoadData(ctx); err != nil {
+		rec("LoadData", err)
+	} else {
+		if err = load.Send(&privdv1.LoadDataRequest{Project: existing, Chunk: []byte("SQLite format 3\x00")}); err == nil {
+			_, err = load.CloseAndRecv()
+		}
+		rec("LoadData", err)
+	}
 	err = conn.Invoke(ctx, "/opus.privd.v1.Privd/Exec", &privdv1.ReloadApacheRequest{}, &privdv1.ReloadApacheResponse{})
 	rec("Exec", err)
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
