@@ -260,9 +260,10 @@ func (c *cli) withClient(cmd *cobra.Command, f func(context.Context, *client.Cli
 func (c *cli) shouldWait() bool { return c.wait && !c.noWait }
 
 // progressOut is where progress goes: stdout, except with -o json, where
-// stdout carries only the JSON.
+// stdout carries only the JSON, and with --no-wait, where it carries only
+// the operation's id (op=$(opusctl create ... --no-wait)).
 func (c *cli) progressOut() io.Writer {
-	if c.output == outputJSON {
+	if c.output == outputJSON || !c.shouldWait() {
 		return c.stderr
 	}
 	return c.stdout

@@ -438,6 +438,22 @@ func TestCommands(t *testing.T) {
 			},
 		},
 		{
+			// What 'opusctl wait --help' shows: op=$(opusctl create ... --no-wait).
+			name: "--no-wait with an upload prints only the operation id, the upload on stderr",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				return []string{"create", "tnowaitup", "--app", appDir(t, "polls"), "--no-wait"}
+			},
+			wantErr: []string{"Uploading polls from "},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				if id := onlyOp(t, s.Opusd, "tnowaitup"); r.stdout != id+"\n" {
+					t.Errorf("stdout %q, want just the id %s", r.stdout, id)
+				}
+				if !strings.HasPrefix(r.stderr, "Uploading polls from ") || strings.Count(r.stderr, "\n") != 1 {
+					t.Errorf("stderr %q, want the one upload line", r.stderr)
+				}
+			},
+		},
+		{
 			name: "create survives broken watch streams",
 			setup: func(t *testing.T, s *cliOpusd) []string {
 				s.Privd.SlowDeploys(150 * time.Millisecond)
@@ -949,7 +965,8 @@ func TestCommands(t *testing.T) {
 					t.Errorf("output holds %q:\nstdout:\n%s\nstderr:\n%s", n, r.stdout, r.stderr)
 				}
 			}
-			if tc.wantCode == 0 && r.stderr != "" && !strings.Contains(strings.Join(args, " "), "json") {
+			// A success writes to stderr only what a case expects there.
+			if tc.wantCode == 0 && r.stderr != "" && len(tc.wantErr) == 0 && !strings.Contains(strings.Join(args, " "), "json") {
 				t.Errorf("unexpected stderr:\n%s", r.stderr)
 			}
 			if tc.wantCode != 0 && !strings.HasPrefix(r.stderr, "opusctl: ") {
