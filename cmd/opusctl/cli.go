@@ -156,7 +156,8 @@ func newRootCommand(e env) *cobra.Command {
 		Long: `opusctl talks to opusd, which deploys Django projects onto Apache and
 mod_wsgi: each project gets its own Linux user, its own backend (an Apache
 and mod_wsgi daemon of its own, running its code as that user), secrets, a
-TLS certificate and a virtual host NAME<suffix> on the front Apache.
+TLS certificate and a virtual host on the front Apache, named NAME and the
+host's server_suffix (NAME.opus.localhost by default).
 
 You are who your Unix user is: opusd reads your uid from its socket, so there
 is nothing to log in to. You see and change your own projects; members of the
