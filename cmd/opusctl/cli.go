@@ -221,13 +221,15 @@ already taken, not yours), opusd not reachable.`,
 		c.completionCommand(root),
 		c.versionCommand(),
 	)
-	// Every positional-argument mistake is a usage error.
+	// Every positional-argument mistake is a usage error, which shows
+	// the arguments the command takes: cobra's "accepts 1 arg(s),
+	// received 0" does not say which.
 	var wrapArgs func(*cobra.Command)
 	wrapArgs = func(cmd *cobra.Command) {
 		if check := cmd.Args; check != nil {
 			cmd.Args = func(cmd *cobra.Command, args []string) error {
 				if err := check(cmd, args); err != nil {
-					return usageError{err}
+					return usageError{fmt.Errorf("%w (usage: %s)", err, cmd.UseLine())}
 				}
 				return nil
 			}

@@ -621,6 +621,13 @@ func TestCommands(t *testing.T) {
 			wantCode: 1,
 			wantErr:  []string{"opusctl: connect to opusd at ", "none.sock: no such file or directory"},
 		},
+		{
+			name:     "too few arguments exit 2 and show the arguments the command takes",
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"apps", "rollback", "talpha"} },
+			wantCode: 2,
+			wantErr: []string{"opusctl: accepts 2 arg(s), received 1 (usage: opusctl apps rollback NAME APP [--to REVISION] [flags])\n",
+				"Run 'opusctl apps rollback --help' for usage."},
+		},
 		// Exit status: 2 for input opusd refuses as such (InvalidArgument),
 		// 1 for a refusal about the state of things.
 		{
