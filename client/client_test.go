@@ -161,7 +161,8 @@ func TestUploadDirRefuses(t *testing.T) {
 		{name: "a missing directory", wantErr: "no such file", make: func(t *testing.T) string {
 			return filepath.Join(t.TempDir(), "none")
 		}},
-		{name: "a symlink inside", wantErr: "symlink", make: func(t *testing.T) string {
+		// Not "symlink": the test's directory is named after it.
+		{name: "a symlink inside", wantErr: "passwd is a symbolic link; app sources may not contain links", make: func(t *testing.T) string {
 			d := t.TempDir()
 			if err := os.Symlink("/etc/passwd", filepath.Join(d, "passwd")); err != nil {
 				t.Fatal(err)
@@ -173,9 +174,14 @@ func TestUploadDirRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			o := servicetest.Start(t, servicetest.Options{})
 			c := dial(t, o)
-			_, err := c.UploadDir(testCtx(t), tc.make(t))
+			dir := tc.make(t)
+			_, err := c.UploadDir(testCtx(t), dir)
 			if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.wantErr) {
 				t.Fatalf("UploadDir = %v, want an error containing %q", err, tc.wantErr)
+			}
+			// The directory is named once, not once per layer.
+			if n := strings.Count(err.Error(), dir+":"); n > 1 {
+				t.Errorf("UploadDir = %v: names %s %d times", err, dir, n)
 			}
 			if n := len(o.CallsOf("UploadSource")); n != 0 {
 				t.Fatalf("%d uploads reached the server", n)

@@ -46,7 +46,7 @@ func (c *Client) UploadDir(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("upload %s: %w", dir, err)
 	}
 	if err := pack.Pack(ctx, abs, tmp); err != nil {
-		return "", fmt.Errorf("pack %s: %w", dir, err)
+		return "", err // "pack DIR: ...": it names the directory itself
 	}
 	size, err := tmp.Seek(0, io.SeekCurrent)
 	if err != nil {

@@ -37,13 +37,13 @@ func TestOpusdStopDrainsStep(t *testing.T) {
         (data / "slow-finished").write_text(str(os.getpid()))
 `)
 	data := filepath.Join(h.cfg.BaseDir, "projects", name, "data")
-	// --no-wait prints the operation's id last (after the upload's
-	// progress).
+	// --no-wait prints only the operation's id, for op=$(...) (the
+	// upload's progress goes to stderr).
 	created := strings.Fields(h.mustCtl(t, 0, "create", name, "--app", app, "--no-wait"))
-	if len(created) == 0 || !strings.HasPrefix(created[len(created)-1], "op-") {
-		t.Fatalf("create --no-wait printed %q, want an operation id last", created)
+	if len(created) != 1 || !strings.HasPrefix(created[0], "op-") {
+		t.Fatalf("create --no-wait printed %q, want only an operation id", created)
 	}
-	opID := created[len(created)-1]
+	opID := created[0]
 
 	deadline := time.Now().Add(3 * time.Minute)
 	for {

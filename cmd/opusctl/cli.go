@@ -156,7 +156,8 @@ func newRootCommand(e env) *cobra.Command {
 		Long: `opusctl talks to opusd, which deploys Django projects onto Apache and
 mod_wsgi: each project gets its own Linux user, its own backend (an Apache
 and mod_wsgi daemon of its own, running its code as that user), secrets, a
-TLS certificate and a virtual host NAME<suffix> on the front Apache.
+TLS certificate and a virtual host on the front Apache, named NAME and the
+host's server_suffix (NAME.opus.localhost by default).
 
 You are who your Unix user is: opusd reads your uid from its socket, so there
 is nothing to log in to. You see and change your own projects; members of the
@@ -220,13 +221,15 @@ already taken, not yours), opusd not reachable.`,
 		c.completionCommand(root),
 		c.versionCommand(),
 	)
-	// Every positional-argument mistake is a usage error.
+	// Every positional-argument mistake is a usage error, which shows
+	// the arguments the command takes: cobra's "accepts 1 arg(s),
+	// received 0" does not say which.
 	var wrapArgs func(*cobra.Command)
 	wrapArgs = func(cmd *cobra.Command) {
 		if check := cmd.Args; check != nil {
 			cmd.Args = func(cmd *cobra.Command, args []string) error {
 				if err := check(cmd, args); err != nil {
-					return usageError{err}
+					return usageError{fmt.Errorf("%w (usage: %s)", err, cmd.UseLine())}
 				}
 				return nil
 			}
@@ -260,9 +263,10 @@ func (c *cli) withClient(cmd *cobra.Command, f func(context.Context, *client.Cli
 func (c *cli) shouldWait() bool { return c.wait && !c.noWait }
 
 // progressOut is where progress goes: stdout, except with -o json, where
-// stdout carries only the JSON.
+// stdout carries only the JSON, and with --no-wait, where it carries only
+// the operation's id (op=$(opusctl create ... --no-wait)).
 func (c *cli) progressOut() io.Writer {
-	if c.output == outputJSON {
+	if c.output == outputJSON || !c.shouldWait() {
 		return c.stderr
 	}
 	return c.stdout

@@ -438,6 +438,22 @@ func TestCommands(t *testing.T) {
 			},
 		},
 		{
+			// What 'opusctl wait --help' shows: op=$(opusctl create ... --no-wait).
+			name: "--no-wait with an upload prints only the operation id, the upload on stderr",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				return []string{"create", "tnowaitup", "--app", appDir(t, "polls"), "--no-wait"}
+			},
+			wantErr: []string{"Uploading polls from "},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				if id := onlyOp(t, s.Opusd, "tnowaitup"); r.stdout != id+"\n" {
+					t.Errorf("stdout %q, want just the id %s", r.stdout, id)
+				}
+				if !strings.HasPrefix(r.stderr, "Uploading polls from ") || strings.Count(r.stderr, "\n") != 1 {
+					t.Errorf("stderr %q, want the one upload line", r.stderr)
+				}
+			},
+		},
+		{
 			name: "create survives broken watch streams",
 			setup: func(t *testing.T, s *cliOpusd) []string {
 				s.Privd.SlowDeploys(150 * time.Millisecond)
@@ -604,6 +620,13 @@ func TestCommands(t *testing.T) {
 			},
 			wantCode: 1,
 			wantErr:  []string{"opusctl: connect to opusd at ", "none.sock: no such file or directory"},
+		},
+		{
+			name:     "too few arguments exit 2 and show the arguments the command takes",
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"apps", "rollback", "talpha"} },
+			wantCode: 2,
+			wantErr: []string{"opusctl: accepts 2 arg(s), received 1 (usage: opusctl apps rollback NAME APP [--to REVISION] [flags])\n",
+				"Run 'opusctl apps rollback --help' for usage."},
 		},
 		// Exit status: 2 for input opusd refuses as such (InvalidArgument),
 		// 1 for a refusal about the state of things.
@@ -949,7 +972,8 @@ func TestCommands(t *testing.T) {
 					t.Errorf("output holds %q:\nstdout:\n%s\nstderr:\n%s", n, r.stdout, r.stderr)
 				}
 			}
-			if tc.wantCode == 0 && r.stderr != "" && !strings.Contains(strings.Join(args, " "), "json") {
+			// A success writes to stderr only what a case expects there.
+			if tc.wantCode == 0 && r.stderr != "" && len(tc.wantErr) == 0 && !strings.Contains(strings.Join(args, " "), "json") {
 				t.Errorf("unexpected stderr:\n%s", r.stderr)
 			}
 			if tc.wantCode != 0 && !strings.HasPrefix(r.stderr, "opusctl: ") {

@@ -38,8 +38,9 @@ func (c *cli) createCommand() *cobra.Command {
 		Long: `create records a new project owned by you and deploys it: a Linux user,
 the rendered Django project with its apps, its backend (an Apache and
 mod_wsgi daemon of its own), migrations, an optional Django superuser, a
-self-signed TLS certificate and a virtual host NAME<suffix> on the front.
-At the end it prints the URLs where the project answers.
+self-signed TLS certificate and a virtual host on the front, named NAME and
+the host's server_suffix (NAME.opus.localhost by default). At the end it
+prints the URLs where the project answers.
 
 NAME is 1 to 24 lowercase letters and digits, starting with a letter.
 Give at least one --app, or --empty for a project with no apps yet (add them

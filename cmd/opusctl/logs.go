@@ -76,11 +76,18 @@ func (c *cli) followLogs(cmd *cobra.Command, project string, lines int) error {
 	}
 	defer cl.Close()
 	stream, err := cl.RPC().FollowLogs(ctx, &opusv1.FollowLogsRequest{Project: project, Lines: int32(lines)})
-	for err == nil {
+	for first := true; err == nil; first = false {
 		var msg *opusv1.FollowLogsResponse
-		if msg, err = stream.Recv(); err == nil {
-			err = c.writeLogLines(msg.GetLines())
+		if msg, err = stream.Recv(); err != nil {
+			break
 		}
+		// The first answer is the tail, sent even when empty: say so, as
+		// logs without -f does, or a follow of an empty log looks hung.
+		if first && len(msg.GetLines()) == 0 && c.output != outputJSON {
+			_, err = fmt.Fprintf(c.stdout, "The error log of project %s is empty so far; waiting for new lines (Ctrl-C to stop).\n", printable(project))
+			continue
+		}
+		err = c.writeLogLines(msg.GetLines())
 	}
 	if ctx.Err() != nil && (status.Code(err) == codes.Canceled || status.Code(err) == codes.DeadlineExceeded) {
 		return nil

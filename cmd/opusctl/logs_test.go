@@ -154,3 +154,37 @@ func TestLogsFollowRefused(t *testing.T) {
 		t.Errorf("unknown project: %+v", r)
 	}
 }
+
+// TestLogsFollowEmpty: following a log that has no lines yet says so
+// first, as logs without -f does (with -o json: nothing), then prints
+// what is appended.
+func TestLogsFollowEmpty(t *testing.T) {
+	for _, c := range []struct {
+		output, want string
+	}{
+		{"table", "The error log of project tfollow is empty so far; waiting for new lines (Ctrl-C to stop).\n[wsgi:error] appended here\n"},
+		{"json", `{"line":"[wsgi:error] appended here"}` + "\n"},
+	} {
+		t.Run(c.output, func(t *testing.T) {
+			s := startOpusd(t)
+			if r := runCLI(t, s.Socket, "", "create", "tfollow", "--empty"); r.code != 0 {
+				t.Fatalf("create: %+v", r)
+			}
+			appended := appendOnce("tfollow", "[wsgi:error] appended here")
+			s.Privd.Set("TailLog", func(ctx context.Context, p string, req proto.Message) (proto.Message, error) {
+				if req.(*privdv1.TailLogRequest).GetAfter() == nil {
+					return &privdv1.TailLogResponse{Next: &privdv1.LogPosition{}}, nil // an empty log
+				}
+				return appended(ctx, p, req)
+			})
+			out, errb, stop := followCLI(t, s.Socket, "logs", "tfollow", "-f", "-o", c.output)
+			waitFor(t, "the appended line", func() bool { return strings.Contains(out.String(), "appended here") })
+			if code := stop(); code != 0 || errb.String() != "" {
+				t.Errorf("interrupted: exit %d, stderr %q; want 0 and nothing", code, errb.String())
+			}
+			if got := out.String(); got != c.want {
+				t.Errorf("stdout:\n%s\nwant:\n%s", got, c.want)
+			}
+		})
+	}
+}

@@ -31,10 +31,14 @@ type progress struct {
 	tty bool
 	now func() time.Time
 
-	mu      sync.Mutex
-	op      *opusv1.Operation
-	printed map[string]opusv1.StepState // plain mode: last state printed per step
-	drawn   int                         // tty mode: lines drawn last time
+	mu sync.Mutex
+	op *opusv1.Operation
+	// printed is, in plain mode, the last state printed of each step by
+	// its position in the operation: a failed change's undo runs the
+	// chain again, so one name comes back as a new step, which must be
+	// printed too (and never flip an earlier line's state).
+	printed map[int]opusv1.StepState
+	drawn   int // tty mode: lines drawn last time
 	frame   int
 
 	stop chan struct{}
@@ -44,7 +48,7 @@ type progress struct {
 // newProgress starts a display on w; tty selects the live display, which
 // redraws on its own every tick until close.
 func newProgress(w io.Writer, tty bool) *progress {
-	p := &progress{w: w, tty: tty, now: time.Now, printed: map[string]opusv1.StepState{}, stop: make(chan struct{}), done: make(chan struct{})}
+	p := &progress{w: w, tty: tty, now: time.Now, printed: map[int]opusv1.StepState{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if !tty {
 		close(p.done)
 		return p
@@ -77,12 +81,12 @@ func (p *progress) update(op *opusv1.Operation) {
 		p.drawLocked()
 		return
 	}
-	for _, s := range op.GetSteps() {
+	for i, s := range op.GetSteps() {
 		st := s.GetState()
-		if !stepEnded(st) || p.printed[s.GetName()] == st {
+		if !stepEnded(st) || p.printed[i] == st {
 			continue
 		}
-		p.printed[s.GetName()] = st
+		p.printed[i] = st
 		fmt.Fprintln(p.w, plainStepLine(s))
 	}
 }

@@ -63,8 +63,9 @@ func (c *cli) destroyCommand() *cobra.Command {
 		Use:   "destroy NAME",
 		Short: "Tear a project down and forget it",
 		Long: `destroy removes a project entirely: its virtual host, backend (every
-process of it), certificate, files, database, data and Linux user. This
-cannot be undone.
+process of it), certificate, files, data, data snapshots and Linux user, and
+the PostgreSQL database Opus made for it (--database provision; a database
+you named with --database is left as it is). This cannot be undone.
 
 On a terminal you are asked to type the project's name to confirm. Without a
 terminal (scripts, CI) --yes is required, so that nothing is destroyed by a

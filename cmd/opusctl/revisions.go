@@ -248,7 +248,7 @@ func writeDataSnapshots(w io.Writer, app string, snaps []*opusv1.DataSnapshot) e
 				rev = strconv.FormatInt(r.GetNumber(), 10)
 			}
 		}
-		writeRow(tw, s.GetId(), formatTime(s.GetTime()), strconv.FormatInt(s.GetSizeBytes(), 10), rev, s.GetEngine())
+		writeRow(tw, s.GetId(), formatTime(s.GetTime()), formatSize(s.GetSizeBytes()), rev, s.GetEngine())
 	}
 	return tw.Flush()
 }

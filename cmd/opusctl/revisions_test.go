@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -67,6 +68,36 @@ func TestAppTableDescribesTheRunningRevision(t *testing.T) {
 		}
 		if len(lines) != want || strings.Join(strings.Fields(lines[1]), " ") != tc.row || tc.note != "" && lines[2] != tc.note {
 			t.Errorf("%s:\n%s\nwant row %q, note %q", tc.name, b.String(), tc.row, tc.note)
+		}
+	}
+}
+
+// TestDataSnapshotsTable: apps revisions lists the data snapshots newest
+// first, each with its size in words (as opusd's snapshot step says it)
+// and the revision the app ran, "-" when it did not run yet.
+func TestDataSnapshotsTable(t *testing.T) {
+	at := func(s int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(1_800_000_000+s, 0)) }
+	snaps := []*opusv1.DataSnapshot{ // oldest first, as opusd sends them
+		{Id: "s1", Time: at(0), SizeBytes: 512, Engine: "sqlite"},
+		{Id: "s2", Time: at(60), SizeBytes: 131072, Engine: "sqlite", Revisions: []*opusv1.AppRevision{{App: "shop", Number: 1}, {App: "other", Number: 7}}},
+		{Id: "s3", Time: at(120), SizeBytes: 5 << 20, Engine: "postgresql", Revisions: []*opusv1.AppRevision{{App: "shop", Number: 2}}},
+	}
+	var b bytes.Buffer
+	if err := writeDataSnapshots(&b, "shop", snaps); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("%d lines, want a title, a header and 3 rows:\n%s", len(lines), b.String())
+	}
+	for i, want := range [][]string{
+		{"SNAPSHOT", "TAKEN", "SIZE", "REVISION OF shop", "ENGINE"},
+		{"s3", formatTime(at(120)), "5.0 MiB", "2", "postgresql"},
+		{"s2", formatTime(at(60)), "128.0 KiB", "1", "sqlite"},
+		{"s1", formatTime(at(0)), "512 bytes", "-", "sqlite"},
+	} {
+		if got := strings.Fields(lines[i+1]); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("line %d: %q, want %q", i+1, lines[i+1], strings.Join(want, "  "))
 		}
 	}
 }

@@ -57,6 +57,8 @@ var fieldSuffixWords = []struct{ suffix, words string }{
 	{"project", "project name"},
 	{"name", "project name"},
 	{"id", "operation id"},
+	// RollbackAppRequest.to: opusctl's --to, the revision to go back to.
+	{"to", "revision"},
 }
 
 // fieldWords is a request field's path in words.

@@ -52,7 +52,7 @@ func TestParseRevisionRef(t *testing.T) {
 			t.Errorf("parseRevisionRef(%q) = %+v, %v; want %+v, ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
 		if err != nil {
-			if code(err) != codes.InvalidArgument || !strings.HasPrefix(err.Error(), "rpc error: code = InvalidArgument desc = to: ") || !strings.Contains(err.Error(), "revision number") {
+			if code(err) != codes.InvalidArgument || !strings.HasPrefix(err.Error(), "rpc error: code = InvalidArgument desc = revision: ") || !strings.Contains(err.Error(), "revision number") {
 				t.Errorf("parseRevisionRef(%q) error %v: want InvalidArgument naming the field and what is allowed", tc.in, err)
 			}
 		}
@@ -192,10 +192,10 @@ func TestRollbackApp(t *testing.T) {
 		code codes.Code
 		msg  []string
 	}{
-		{"4", codes.InvalidArgument, []string{"to: ", "no revision 4", "revisions are 1 to 3"}},
-		{"0", codes.InvalidArgument, []string{"to: ", "numbered from 1"}},
-		{"main", codes.InvalidArgument, []string{"to: ", "revision number", "hex digits"}},
-		{"4444444", codes.InvalidArgument, []string{"to: ", "starts with 4444444", "revisions are 1 to 3"}},
+		{"4", codes.InvalidArgument, []string{"desc = revision: ", "no revision 4", "revisions are 1 to 3"}},
+		{"0", codes.InvalidArgument, []string{"desc = revision: ", "numbered from 1"}},
+		{"main", codes.InvalidArgument, []string{"desc = revision: ", "revision number", "hex digits"}},
+		{"4444444", codes.InvalidArgument, []string{"desc = revision: ", "starts with 4444444", "revisions are 1 to 3"}},
 	} {
 		op, err := rollback(tc.to)
 		if code(err) != tc.code {

@@ -80,10 +80,12 @@ func notZero(key string, n int64, err error) error {
 	return err
 }
 
-// parseCount reads a whole number setting.
+// parseCount reads a whole number setting. A negative one is a number
+// all the same: it is left to the bounds' check, which says what is
+// allowed (config.BackendLimits.Validate).
 func parseCount(key, v string) (int, error) {
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
+	if err != nil {
 		return 0, fmt.Errorf("%s: %q is not a whole number", key, excerpt.Short(v))
 	}
 	return n, nil

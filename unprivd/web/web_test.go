@@ -434,6 +434,27 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatalf("project page after a failed change: %d %.3000s", np.code, np.body)
 	}
 
+	// An app's revisions are counted in words: "1 revision", "2 revisions".
+	for n, want := range map[int]string{1: "<summary>1 revision</summary>", 2: "<summary>2 revisions</summary>"} {
+		if _, err := r.st.UpdateProject(context.Background(), "blog", func(p *store.Project) error {
+			st := p.Status.Apps["shop"]
+			st.Revisions = nil
+			for i := range n {
+				st.Revisions = append(st.Revisions, store.Revision{URL: "https://example.com/me/shop.git", Resolved: fmt.Sprintf("%040x", i+1), Number: i + 1, ByUID: uidA})
+			}
+			if p.Status.Apps == nil { // never deployed: the stub privd runs nothing
+				p.Status.Apps = map[string]store.AppStatus{}
+			}
+			p.Status.Apps["shop"] = st
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if np := do(t, a, "GET", r.srv.URL+"/projects/blog", nil); np.code != 200 || !strings.Contains(np.body, want) {
+			t.Fatalf("project page with %d revision(s) lacks %q: %d %.3000s", n, want, np.code, np.body)
+		}
+	}
+
 	// B sees none of A's projects, and A's project is not found for B.
 	b, _ := r.signIn(t, uidB)
 	bl := do(t, b, "GET", r.srv.URL+"/", nil)
