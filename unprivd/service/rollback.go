@@ -44,8 +44,18 @@ func (s *Service) RollbackApp(ctx context.Context, req *opusv1.RollbackAppReques
 		if errors.Is(err, errUnchanged) && req.GetWithData() {
 			// The code runs that revision already, but its data may
 			// have moved on: the restore is the change.
+			// The data is that of the revision asked for (it may be an
+			// earlier one of the same commit: revision 4 rolled back to
+			// 2), else of the running one.
+			as := st(p, a.Name)
+			i := len(as.Revisions) - 1
+			if to != (revisionRef{}) {
+				if j, err := findRevision(as, to); err == nil {
+					i = j
+				}
+			}
 			src, err = *a, nil
-			src.RollbackTo = st(p, a.Name).RevisionNumber(len(st(p, a.Name).Revisions) - 1)
+			src.RollbackTo = as.RevisionNumber(i)
 		}
 		if err != nil {
 			return err

@@ -390,3 +390,35 @@ func TestRollbackWithData(t *testing.T) {
 		t.Errorf("GetProject's data snapshots: %v, %v", p.GetDataSnapshots(), err)
 	}
 }
+
+// TestRollbackWithDataToTheRunningCommit: revision 4 rolled back to 2 (the
+// same commit runs); a rollback to 2 with data restores the snapshot taken
+// while revision 2 ran, not one of revision 4.
+func TestRollbackWithDataToTheRunningCommit(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	const repo = "https://example.com/blog.git"
+	c1, c2, c3 := strings.Repeat("1", 40), strings.Repeat("2", 40), strings.Repeat("3", 40)
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "roll", Apps: []*opusv1.AppSpec{gitApp("blog", repo)}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.st.UpdateProject(ctx, "roll", func(p *store.Project) error {
+		st := store.AppStatus{}
+		for i, r := range []struct{ ref, commit string }{{"v1", c1}, {"v2", c2}, {"main", c3}, {c2, c2}} {
+			st.AddRevision(store.Revision{URL: repo, RequestedRef: r.ref, Resolved: r.commit, Time: time.Unix(int64(i), 0)}, 0)
+		}
+		st.RequestedRef, st.ResolvedCommit = c2, c2
+		p.Status.Apps = map[string]store.AppStatus{"blog": st}
+		p.Spec.App("blog").Git.Ref = c2
+		p.Status.Phase, p.Status.ObservedGeneration = store.PhaseReady, p.Generation
+		p.Snapshots = []store.Snapshot{{ID: "s-of-2", Time: time.Unix(10, 0), Size: 20, Engine: "sqlite", Revisions: map[string]int{"blog": 2}}}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := s.client.RollbackApp(ctx, &opusv1.RollbackAppRequest{Project: "roll", App: "blog", To: "2", WithData: true, ValidateOnly: true})
+	if err != nil || op.GetDataSnapshot().GetId() != "s-of-2" {
+		t.Fatalf("rollback with data to 2 while 4 (= 2's commit) runs: %v, %v; want snapshot s-of-2", op, err)
+	}
+}
