@@ -165,8 +165,19 @@ is updated. See 'opusctl apps --help' for SRC.`,
 					}
 					source = &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: g.GetUrl(), Ref: arg}}}
 				}
+				op, err := cl.UpdateApp(ctx, project, app, source)
+				if err != nil {
+					return err
+				}
+				if op.GetUnchanged() {
+					if c.output == outputJSON {
+						return writeJSON(c.stdout, op)
+					}
+					_, err := fmt.Fprintf(c.stdout, "Nothing to change: app %s of %s already runs exactly that code.\n", printable(app), printable(project))
+					return err
+				}
 				return c.change(ctx, cl, fmt.Sprintf("Updating app %s of %s", app, project), true, func() (*opusv1.Operation, error) {
-					return cl.UpdateApp(ctx, project, app, source)
+					return op, nil
 				})
 			})
 		},

@@ -497,6 +497,11 @@ func (s *Service) UpdateApp(ctx context.Context, req *opusv1.UpdateAppRequest) (
 		if err != nil {
 			return err
 		}
+		if src.Upload != nil && a.Upload != nil && src.Upload.Digest == a.Upload.Digest && deployed(p) {
+			// The same archive, deployed: nothing to redeploy. (A git
+			// ref is resolved again at every deploy, as a branch moves.)
+			return errUnchanged
+		}
 		src.Name = a.Name
 		*a = src
 		return nil

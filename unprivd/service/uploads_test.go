@@ -484,3 +484,43 @@ func TestAdoptLegacyUploads(t *testing.T) {
 		t.Error("a second run rewrote an adopted record")
 	}
 }
+
+// TestUpdateToTheSameUploadUnchanged: updating an uploaded app to the
+// archive it runs (the same directory, packed again) records nothing and
+// restarts nothing once the project serves it; before that it is a retry.
+func TestUpdateToTheSameUploadUnchanged(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	d := mustUpload(t, s, uidA, appArchive(t, "blog", "# one\n"))
+	if err := createAs(t, s, uidA, &opusv1.CreateProjectRequest{Name: "same", Apps: []*opusv1.AppSpec{uploadApp("blog", d)}}); err != nil {
+		t.Fatal(err)
+	}
+	update := func() *opusv1.Operation {
+		t.Helper()
+		op, err := asUID(t, s.svc, uidA, opusv1.Opus_UpdateApp_FullMethodName, s.svc.UpdateApp,
+			&opusv1.UpdateAppRequest{Project: "same", App: "blog", Source: uploadApp("blog", d).GetSource()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return op
+	}
+	// Not deployed yet: the update is a retry, an operation.
+	if op := update(); op.GetUnchanged() || op.GetId() == "" {
+		t.Fatalf("update of a project not deployed yet: %v", op)
+	}
+	if _, err := s.st.UpdateProject(ctx, "same", func(p *store.Project) error {
+		p.Status.Phase, p.Status.ObservedGeneration = store.PhaseReady, p.Generation
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.st.GetProject(ctx, "same")
+	ops, _ := s.st.ListOperations(ctx, "same", 0)
+	if op := update(); !op.GetUnchanged() || op.GetId() != "" {
+		t.Fatalf("update to the deployed archive: %v, want unchanged", op)
+	}
+	after, _ := s.st.GetProject(ctx, "same")
+	if opsAfter, _ := s.st.ListOperations(ctx, "same", 0); after.Generation != before.Generation || len(opsAfter) != len(ops) {
+		t.Errorf("an unchanged update moved the generation %d→%d or recorded an operation", before.Generation, after.Generation)
+	}
+}
