@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/opus-hosting/opus/internal/names"
+)
+
+// fitsJS measures the page against a viewport WIDTH px wide: the
+// document's scroll width, the outermost elements that reach past its
+// right edge (an element inside a box that scrolls on its own does not
+// count: its box is where the page ends), and the links and buttons of
+// the header that break over two lines.
+const fitsJS = `(() => {
+  const W = %d;
+  const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+    (e.classList.length ? '.' + [...e.classList].join('.') : '');
+  const scrolls = e => { for (let p = e.parentElement; p; p = p.parentElement) {
+    if (p === document.body || p === document.documentElement) return false;
+    const o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll' || o === 'hidden') return true; }
+    return false; };
+  const wide = [];
+  for (const e of document.body.querySelectorAll('*')) {
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 || r.right <= W + 0.5 || scrolls(e)) continue;
+    const p = e.parentElement.getBoundingClientRect();
+    if (e.parentElement !== document.body && p.right > W + 0.5) continue;
+    wide.push(name(e) + ' (right edge ' + Math.round(r.right) + ' px: ' + JSON.stringify((e.textContent || e.value || '').trim().slice(0, 60)) + ')');
+  }
+  const wrapped = [];
+  for (const e of document.querySelectorAll('header a, header button')) {
+    const lh = parseFloat(getComputedStyle(e).lineHeight) || 20;
+    if (e.getBoundingClientRect().height > 1.6 * lh) wrapped.push(name(e) + ' ' + JSON.stringify(e.textContent.trim()));
+  }
+  return {scroll: document.documentElement.scrollWidth, wide, wrapped};
+})()`
+
+type fit struct {
+	Scroll  int64    `json:"scroll"`
+	Wide    []string `json:"wide"`
+	Wrapped []string `json:"wrapped"`
+}
+
+// checkFits visits u at width px and fails the test, naming the page and
+// what sticks out, if the page scrolls sideways or a header link wraps.
+func checkFits(t *testing.T, ctx context.Context, page, u string, width int64, wantStatus int64) {
+	t.Helper()
+	var opts []chromedp.EmulateViewportOption
+	height := int64(800)
+	if width < 600 {
+		opts = append(opts, chromedp.EmulateMobile, chromedp.EmulateTouch, chromedp.EmulatePortrait)
+		height = 844
+	}
+	step(t, ctx, fmt.Sprintf("viewport %d px", width), time.Minute, chromedp.EmulateViewport(width, height, opts...))
+	if code, _ := visit(t, ctx, u); code != wantStatus {
+		t.Fatalf("%s (%s) at %d px: HTTP %d, want %d", page, u, width, code, wantStatus)
+	}
+	f, err := chromedp.Run(ctx, chromedp.Evaluate[fit](fmt.Sprintf(fitsJS, width)))
+	if err != nil {
+		t.Fatalf("measure %s: %v", page, err)
+	}
+	if f.Scroll > width || len(f.Wide) > 0 {
+		t.Errorf("%s at %d px scrolls sideways: document %d px wide; sticking out:\n\t%s", page, width, f.Scroll, strings.Join(f.Wide, "\n\t"))
+	}
+	if len(f.Wrapped) > 0 {
+		t.Errorf("%s at %d px: header items break over lines: %s", page, width, strings.Join(f.Wrapped, ", "))
+	}
+	shot(t, ctx, fmt.Sprintf("%s-%d", strings.ReplaceAll(page, " ", "-"), width))
+}
+
+// readableBy copies dir into a fresh directory uid can read (opusctl packs
+// an app with its caller's own rights; t.TempDir() is root's alone).
+func readableBy(t *testing.T, dir string) string {
+	t.Helper()
+	parent, err := os.MkdirTemp(root, "app-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-r", dir, parent).CombinedOutput(); err != nil {
+		t.Fatalf("cp -r %s %s: %v %s", dir, parent, err, out)
+	}
+	if out, err := exec.Command("chmod", "-R", "a+rX", parent).CombinedOutput(); err != nil {
+		t.Fatalf("chmod: %v %s", err, out)
+	}
+	return filepath.Join(parent, filepath.Base(dir))
+}
+
+// longProject is a run-unique project name as long as names allow (the
+// longest name makes the longest URLs), destroyed at cleanup.
+func (h *host) longProject(t *testing.T) string {
+	t.Helper()
+	short := h.newProject(t)
+	name := short + strings.Repeat("x", names.MaxProject-len(short))
+	t.Cleanup(func() {
+		if r := h.ctl(t, 0, "", "show", name); r.code == 0 {
+			h.ctl(t, 0, "", "destroy", name, "--yes")
+		}
+	})
+	return name
+}
+
+// TestConsoleFitsAPhone: every console page, signed out and in, fits a
+// 390 px phone without sideways scrolling (long project names, URLs and a
+// traceback included) and a 1280 px desktop; the header's links do not
+// break over lines.
+func TestConsoleFitsAPhone(t *testing.T) {
+	h := needHost(t)
+	_, uid := addUser(t, "ph")
+	name := h.longProject(t)
+	base := "https://" + h.webAddr
+	widths := []int64{390, 1280}
+
+	// A deployed project with a long name and an app, whose last change
+	// (adding an app that raises at start) failed with a traceback.
+	if r := h.ctl(t, uid, "", "create", name, "--app", readableBy(t, hostileApp(t, "shop", "pass"))); r.code != 0 {
+		t.Fatalf("create %s: exit %d %s", name, r.code, r.err)
+	}
+	r := h.ctl(t, uid, "", "apps", "add", name, readableBy(t, hostileApp(t, "brokenwithaverylongappname", "raise RuntimeError('opus-e2e-phone-'+'x'*150)")))
+	m := opID.FindStringSubmatch(r.err)
+	if r.code != 1 || m == nil || !strings.Contains(r.err, "Traceback") {
+		t.Fatalf("apps add of a broken app: exit %d, want a failed operation with a traceback:\n%s", r.code, r.err)
+	}
+	failedOp := m[1]
+
+	ctx := h.browser(t)
+	for _, w := range widths {
+		checkFits(t, ctx, "login", base+"/login", w, 200)
+	}
+	step(t, ctx, "sign in with the link", time.Minute, chromedp.Navigate(h.loginLink(t, uid)), chromedp.WaitVisible(chromedp.CSS("#projects")))
+	pages := []struct {
+		page, path string
+		status     int64
+	}{
+		{"projects", "/", 200},
+		{"new project", "/new", 200},
+		{"project", "/projects/" + name, 200},
+		{"operation", "/ops/" + failedOp, 200},
+		{"not found", "/projects/" + name[:len(name)-1] + "q", 404},
+		{"bad name", "/projects/" + name + "nope", 422},
+	}
+	for _, w := range widths {
+		for _, p := range pages {
+			checkFits(t, ctx, p.page, base+p.path, w, p.status)
+		}
+	}
+}
