@@ -40,7 +40,18 @@ type page struct {
 	LogsError string
 	Message   string
 	// Notice is a word from notices, shown once on the project page.
-	Notice  string
+	Notice string
+	// Alert is the error of the action just tried, shown at the top of
+	// the project page; AlertAt, when set, is the anchor of the field the
+	// error is shown next to.
+	Alert   string
+	AlertAt string
+	// Submitted names the project page's form that was sent and refused
+	// ("settings", "add", "update-APP"): it shows what was typed, not the
+	// project's values.
+	Submitted string
+	// App is the app a confirmation page is about.
+	App     *opusv1.App
 	AppRows []int
 }
 
@@ -326,9 +337,25 @@ func (c *Console) renderProject(w http.ResponseWriter, r *http.Request, code int
 		c.apiError(w, r, err)
 		return
 	}
-	pg := &page{Title: p.GetName(), User: v, Project: p, Errors: errs, Form: map[string]string{}, Notice: notices[r.URL.Query().Get("notice")]}
+	pg := &page{Title: p.GetName(), User: v, Project: p, Errors: map[string]string{}, Form: map[string]string{}, Notice: notices[r.URL.Query().Get("notice")]}
 	if code != http.StatusOK {
 		pg.Form = formMap(r)
+	}
+	// One message area at the top says what happened: a form's error in
+	// full; a field's error next to its field, and at the top a line that
+	// points to it.
+	for k, msg := range errs {
+		form, field, isField := strings.Cut(k, ".")
+		pg.Submitted = form
+		if !isField {
+			pg.Alert = msg
+			continue
+		}
+		pg.Errors[k] = msg
+		if pg.Alert == "" {
+			pg.Alert = fmt.Sprintf("%s was not applied: %s.", formWords(form), fieldWords(field))
+			pg.AlertAt = "#" + form + "-" + field
+		}
 	}
 	if ops, err := v.rpc.ListOperations(r.Context(), &opusv1.ListOperationsRequest{Project: name, Limit: 10}); err == nil {
 		pg.Ops = ops.GetOperations()
@@ -340,6 +367,36 @@ func (c *Console) renderProject(w http.ResponseWriter, r *http.Request, code int
 		pg.Logs = logs.GetLines()
 	}
 	c.render(w, code, "project", pg)
+}
+
+// formWords names a project page form in a message.
+func formWords(form string) string {
+	switch {
+	case form == "settings":
+		return "The settings form"
+	case form == "add":
+		return "Adding the app"
+	case strings.HasPrefix(form, "update-"):
+		return fmt.Sprintf("The update of app %q", strings.TrimPrefix(form, "update-"))
+	}
+	return "The form"
+}
+
+// fieldWords names a form field in a message.
+func fieldWords(field string) string {
+	switch field {
+	case "hosts":
+		return "see the error next to the extra host names"
+	case "env":
+		return "see the error next to the environment"
+	case "url":
+		return "see the error next to the git URL"
+	case "ref":
+		return "see the error next to the ref"
+	case "app":
+		return "see the error next to the app name"
+	}
+	return "see the error next to the field marked below"
 }
 
 // mutated follows up a project form: on success to the operation's live
@@ -390,10 +447,51 @@ func (c *Console) rollbackApp(w http.ResponseWriter, r *http.Request) {
 	c.mutated(w, r, op, err, "update-"+app, nil)
 }
 
+// removePage asks to confirm the removal of an app: it names the app,
+// says what is lost, and asks for its name typed.
+func (c *Console) removePage(w http.ResponseWriter, r *http.Request) {
+	c.renderRemove(w, r, http.StatusOK, r.URL.Query().Get("drop_data") == "on", "")
+}
+
+func (c *Console) renderRemove(w http.ResponseWriter, r *http.Request, code int, dropData bool, msg string) {
+	v := viewerFrom(r)
+	name, app := r.PathValue("name"), r.PathValue("app")
+	p, err := v.rpc.GetProject(r.Context(), &opusv1.GetProjectRequest{Name: name})
+	if err != nil {
+		c.apiError(w, r, err)
+		return
+	}
+	pg := &page{Title: "Remove app " + app + " of " + name, User: v, Project: p, Alert: msg, Form: map[string]string{}}
+	for _, a := range p.GetApps() {
+		if a.GetName() == app {
+			pg.App = a
+		}
+	}
+	if pg.App == nil {
+		c.apiError(w, r, status.Errorf(codes.NotFound, "app %q of project %q not found", app, name))
+		return
+	}
+	if dropData {
+		pg.Form["drop_data"] = "on"
+	}
+	c.render(w, code, "remove", pg)
+}
+
+// removeApp removes an app once its name was typed on the confirmation
+// page; a wrong or missing name shows that page again, saying so.
 func (c *Console) removeApp(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
 	app := r.PathValue("app")
-	op, err := v.rpc.RemoveApp(r.Context(), &opusv1.RemoveAppRequest{Project: r.PathValue("name"), App: app, DropData: r.PostForm.Get("drop_data") == "on"})
+	dropData := r.PostForm.Get("drop_data") == "on"
+	if r.PostForm.Get("confirm") != app {
+		c.renderRemove(w, r, http.StatusUnprocessableEntity, dropData, fmt.Sprintf("Nothing was removed: type the app's name, %q, to confirm.", app))
+		return
+	}
+	op, err := v.rpc.RemoveApp(r.Context(), &opusv1.RemoveAppRequest{Project: r.PathValue("name"), App: app, DropData: dropData})
+	if err != nil && status.Code(err) != codes.NotFound {
+		c.renderRemove(w, r, httpCode(status.Code(err)), dropData, status.Convert(err).Message())
+		return
+	}
 	c.mutated(w, r, op, err, "remove-"+app, nil)
 }
 
@@ -459,7 +557,7 @@ func (c *Console) destroy(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
 	name := r.PathValue("name")
 	if r.PostForm.Get("confirm") != name {
-		c.renderProject(w, r, http.StatusUnprocessableEntity, map[string]string{"destroy.confirm": fmt.Sprintf("type %q to confirm", name)})
+		c.renderProject(w, r, http.StatusUnprocessableEntity, map[string]string{"destroy": fmt.Sprintf("Nothing was destroyed: type %q to confirm.", name)})
 		return
 	}
 	op, err := v.rpc.DeleteProject(r.Context(), &opusv1.DeleteProjectRequest{Name: name})
@@ -577,6 +675,40 @@ func shortCommit(s string) string {
 }
 
 func gitURL(a *opusv1.App) string { return a.GetSource().GetGit().GetUrl() }
+
+// runningRef is what the Ref box of an app's update form starts with:
+// what was asked for when the revision it runs was first deployed (a
+// rollback asks for that revision's commit; the owner asked for "v1"),
+// or, before its first deploy, what its source asks for.
+func runningRef(a *opusv1.App) string {
+	revs := a.GetRevisions()
+	byNumber := func(n int64) *opusv1.Revision {
+		for _, r := range revs {
+			if r.GetNumber() == n {
+				return r
+			}
+		}
+		return nil
+	}
+	rev := byNumber(a.GetRunningRevision())
+	if rev == nil {
+		return a.GetRequestedRef()
+	}
+	// A rollback's revision names the one it returned to, which may be
+	// one too; the chain goes back, so it ends (len(revs) bounds it
+	// against a record that says otherwise).
+	for range revs {
+		if rev.GetRollbackOf() == 0 || rev.GetRollbackOf() >= rev.GetNumber() {
+			break
+		}
+		prev := byNumber(rev.GetRollbackOf())
+		if prev == nil {
+			break
+		}
+		rev = prev
+	}
+	return rev.GetRequestedRef()
+}
 
 func envText(s *opusv1.Settings) string {
 	var keys []string

@@ -125,24 +125,25 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) parseTemplates() error {
 	funcs := template.FuncMap{
-		"phase":     phaseName,
-		"opkind":    opKindName,
-		"opstate":   opStateName,
-		"stepstate": stepStateName,
-		"when":      when,
-		"took":      took,
-		"short":     shortCommit,
-		"username":  userName,
-		"final":     opFinal,
-		"gitURL":    gitURL,
-		"envText":   envText,
-		"hostsText": hostsText,
+		"phase":      phaseName,
+		"opkind":     opKindName,
+		"opstate":    opStateName,
+		"stepstate":  stepStateName,
+		"when":       when,
+		"took":       took,
+		"short":      shortCommit,
+		"username":   userName,
+		"final":      opFinal,
+		"gitURL":     gitURL,
+		"runningRef": runningRef,
+		"envText":    envText,
+		"hostsText":  hostsText,
 		// The name hint is the rule's own (package names).
 		"projectPattern": func() string { return names.ProjectPattern },
 		"maxProject":     func() int { return names.MaxProject },
 	}
 	c.pages = map[string]*template.Template{}
-	for _, name := range []string{"login", "projects", "new", "project", "operation", "error"} {
+	for _, name := range []string{"login", "projects", "new", "project", "remove", "operation", "error"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(assets, "assets/layout.html", "assets/"+name+".html")
 		if err != nil {
 			return fmt.Errorf("web: template %s: %w", name, err)
@@ -167,6 +168,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST /projects/{name}/apps", c.signedIn(c.addApp))
 	m.HandleFunc("POST /projects/{name}/apps/{app}/update", c.signedIn(c.updateApp))
 	m.HandleFunc("POST /projects/{name}/apps/{app}/rollback", c.signedIn(c.rollbackApp))
+	m.HandleFunc("GET /projects/{name}/apps/{app}/remove", c.signedIn(c.removePage))
 	m.HandleFunc("POST /projects/{name}/apps/{app}/remove", c.signedIn(c.removeApp))
 	m.HandleFunc("POST /projects/{name}/settings", c.signedIn(c.updateSettings))
 	m.HandleFunc("POST /projects/{name}/destroy", c.signedIn(c.destroy))

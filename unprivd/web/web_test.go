@@ -354,7 +354,7 @@ func TestConsoleFlow(t *testing.T) {
 	}
 	// Destroy needs the name typed; a wrong one changes nothing.
 	wrong := do(t, a, "POST", r.srv.URL+"/projects/blog/destroy", url.Values{"csrf": {csrf}, "confirm": {"blo"}})
-	if wrong.code != http.StatusUnprocessableEntity || !strings.Contains(wrong.body, `type &#34;blog&#34; to confirm`) {
+	if wrong.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</h1>\s*<div id="messages">\s*<p class="error" id="alert" role="alert">Nothing was destroyed: type &#34;blog&#34; to confirm`).MatchString(wrong.body) {
 		t.Fatalf("destroy unconfirmed: %d %.300s", wrong.code, wrong.body)
 	}
 	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Deleting {
@@ -369,10 +369,10 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatalf("update did not change the ref: %+v", p.Spec.Apps[0])
 	}
 
-	// Roll back with no earlier revision: the API's refusal is shown on
-	// the app's card, and nothing changes.
+	// Roll back with no earlier revision: the API's refusal is shown at
+	// the top of the page, under the title, and nothing changes.
 	rb := do(t, a, "POST", r.srv.URL+"/projects/blog/apps/shop/rollback", url.Values{"csrf": {csrf}})
-	if rb.code < 400 || !regexp.MustCompile(`<section class="card app" id="app-shop">(?s:.*?)<span class="error field-error">[^<]+</span>`).MatchString(rb.body) {
+	if rb.code < 400 || !regexp.MustCompile(`</h1>\s*<div id="messages">\s*<p class="error" id="alert" role="alert">[^<]*no deployed revision`).MatchString(rb.body) {
 		t.Fatalf("rollback without history: %d %.4000s", rb.code, rb.body)
 	}
 	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Spec.Apps[0].Git.Ref != "v2" {
@@ -511,6 +511,256 @@ func TestConsoleFlow(t *testing.T) {
 	if x := do(t, replay, "GET", r.srv.URL+"/", nil); x.code != http.StatusSeeOther || x.location != "/login" {
 		t.Fatalf("the signed-out session's cookie sent again: %d %q", x.code, x.location)
 	}
+}
+
+// messagesOf is the project page's message area, right under its title;
+// it fails the test when the page has none there.
+func messagesOf(t *testing.T, body string) string {
+	t.Helper()
+	m := regexp.MustCompile(`</h1>\s*<div id="messages">((?s).*?)</div>`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no message area under the title: %.3000s", body)
+	}
+	return m[1]
+}
+
+// Test data of formsRig's project "blog".
+const (
+	commit1 = "1111111111111111111111111111111111111111"
+	commit2 = "2222222222222222222222222222222222222222"
+	digest  = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+)
+
+// formsRig is a rig with A signed in (the client and its CSRF token) and
+// A's project "blog" deployed: app shop from git at v1 then v2, app polls
+// uploaded with opusctl.
+func formsRig(t *testing.T) (*rig, *http.Client, string) {
+	r := newRig(t)
+	ctx := context.Background()
+	a, _ := r.signIn(t, uidA)
+	csrf := csrfOf(t, do(t, a, "GET", r.srv.URL+"/", nil).body)
+	if ans := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url0": {"https://example.com/me/shop.git"}, "ref0": {"v1"}}); ans.code != http.StatusSeeOther {
+		t.Fatalf("create: %d %.2000s", ans.code, ans.body)
+	}
+	if _, err := r.st.UpdateProject(ctx, "blog", func(p *store.Project) error {
+		p.Spec.Apps[0].Git.Ref = "v2"
+		uploader := uint32(uidA)
+		p.Spec.Apps = append(p.Spec.Apps, store.AppSpec{Name: "polls", ByUID: uidA, Upload: &store.UploadSource{Digest: digest, Origin: "/home/alice/polls", UploaderUID: &uploader}})
+		p.Status.Apps = map[string]store.AppStatus{
+			"shop": {RequestedRef: "v2", ResolvedCommit: commit2, Revisions: []store.Revision{
+				{URL: "https://example.com/me/shop.git", RequestedRef: "v1", Resolved: commit1, Number: 1, ByUID: uidA},
+				{URL: "https://example.com/me/shop.git", RequestedRef: "v2", Resolved: commit2, Number: 2, ByUID: uidA}}},
+			"polls": {RequestedRef: digest, ResolvedCommit: digest, Revisions: []store.Revision{{Resolved: digest, Number: 1, ByUID: uidA, UploaderUID: &uploader, Origin: "/home/alice/polls"}}},
+		}
+		p.Status.Phase, p.Status.ObservedGeneration = store.PhaseReady, p.Generation
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return r, a, csrf
+}
+
+// TestUploadedAppShowsHowToUpdate: an uploaded app shows what it runs
+// and how to update it, not an empty Git URL box whose Update cannot work.
+func TestUploadedAppShowsHowToUpdate(t *testing.T) {
+	r, a, _ := formsRig(t)
+	pp := do(t, a, "GET", r.srv.URL+"/projects/blog", nil)
+	if pp.code != 200 || !regexp.MustCompile(`<p class="upload" id="upload-polls">Runs an upload from <code>/home/alice/polls</code> \(<code>sha256:0123456789ab</code>\)[^<]*<code>opusctl apps update blog polls DIR</code>`).MatchString(pp.body) {
+		t.Fatalf("uploaded app: %d %.4000s", pp.code, pp.body)
+	}
+	if strings.Contains(pp.body, `action="/projects/blog/apps/polls/update"`) || !strings.Contains(pp.body, `action="/projects/blog/apps/shop/update"`) {
+		t.Fatalf("update forms: want shop's (git) alone: %.4000s", pp.body)
+	}
+}
+
+// TestRemoveAppConfirmed: the project page's Remove opens a confirmation
+// page naming the app and what is lost; only the app's name typed there
+// removes it, and a wrong one says so at the top of the page.
+func TestRemoveAppConfirmed(t *testing.T) {
+	r, a, csrf := formsRig(t)
+	ctx := context.Background()
+	opsOf := func() int {
+		t.Helper()
+		ops, err := r.st.ListOperations(ctx, "blog", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ops)
+	}
+	appNames := func() []string {
+		t.Helper()
+		p, err := r.st.GetProject(ctx, "blog")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, a := range p.Spec.Apps {
+			out = append(out, a.Name)
+		}
+		return out
+	}
+
+	before := opsOf()
+	// The old one-click form (no name typed), or a wrong name: nothing
+	// removed, and the page says so at its top.
+	for _, confirm := range []string{"", "shp", "polls"} {
+		x := do(t, a, "POST", r.srv.URL+"/projects/blog/apps/shop/remove", url.Values{"csrf": {csrf}, "drop_data": {"on"}, "confirm": {confirm}})
+		if x.code != http.StatusUnprocessableEntity || !strings.Contains(messagesOf(t, x.body), `<p class="error" id="alert" role="alert">Nothing was removed: type the app&#39;s name, &#34;shop&#34;, to confirm.`) ||
+			!strings.Contains(x.body, `id="drop_data" checked`) {
+			t.Fatalf("remove confirmed with %q: %d %.3000s", confirm, x.code, x.body)
+		}
+	}
+	if got := appNames(); len(got) != 2 || opsOf() != before {
+		t.Fatalf("unconfirmed removes changed the project: apps %v, operations %d -> %d", got, before, opsOf())
+	}
+	// Remove asks first: a GET, which changes nothing.
+	pp := do(t, a, "GET", r.srv.URL+"/projects/blog", nil)
+	if !strings.Contains(pp.body, `<form method="get" action="/projects/blog/apps/shop/remove"`) {
+		t.Fatalf("the project page's Remove does not ask first: %.4000s", pp.body)
+	}
+	cp := do(t, a, "GET", r.srv.URL+"/projects/blog/apps/shop/remove?drop_data=on", nil)
+	for _, want := range []string{"<h1>Remove app shop from", "2 recorded revisions", "lost for good", `name="csrf" value="` + csrf, `id="drop_data" checked`, `name="confirm"`, `id="remove-confirm">Remove shop</button>`} {
+		if cp.code != 200 || !strings.Contains(cp.body, want) {
+			t.Fatalf("remove confirmation page lacks %q: %d %.3000s", want, cp.code, cp.body)
+		}
+	}
+	// Another user: not found, confirmed or not; an unknown app too.
+	b, _ := r.signIn(t, uidB)
+	bcsrf := csrfOf(t, do(t, b, "GET", r.srv.URL+"/", nil).body)
+	if x := do(t, b, "GET", r.srv.URL+"/projects/blog/apps/shop/remove", nil); x.code != http.StatusNotFound || strings.Contains(x.body, "shop") {
+		t.Fatalf("B's remove page of A's app: %d %.1000s", x.code, x.body)
+	}
+	if x := do(t, b, "POST", r.srv.URL+"/projects/blog/apps/shop/remove", url.Values{"csrf": {bcsrf}, "confirm": {"shop"}}); x.code != http.StatusNotFound {
+		t.Fatalf("B's confirmed remove of A's app: %d %.1000s", x.code, x.body)
+	}
+	if x := do(t, a, "GET", r.srv.URL+"/projects/blog/apps/nope/remove", nil); x.code != http.StatusNotFound {
+		t.Fatalf("remove page of an unknown app: %d", x.code)
+	}
+	if got := appNames(); len(got) != 2 || opsOf() != before {
+		t.Fatalf("refused removes changed the project: apps %v", got)
+	}
+	// Confirmed: removed, with its tables, and on to the operation.
+	ok := do(t, a, "POST", r.srv.URL+"/projects/blog/apps/shop/remove", url.Values{"csrf": {csrf}, "drop_data": {"on"}, "confirm": {"shop"}})
+	if ok.code != http.StatusSeeOther || !strings.HasPrefix(ok.location, "/ops/op-") {
+		t.Fatalf("confirmed remove: %d %q %.2000s", ok.code, ok.location, ok.body)
+	}
+	if p, _ := r.st.GetProject(ctx, "blog"); len(p.Spec.Apps) != 1 || p.Spec.Apps[0].Name != "polls" || len(p.Spec.DropAppData) != 1 || p.Spec.DropAppData[0] != "shop" {
+		t.Fatalf("after the confirmed remove: apps %v, drop %v", appNames(), p.Spec.DropAppData)
+	}
+}
+
+// TestSettingsFormKeepsInput: a refused settings form shows what was
+// typed, the error next to its field, and at the top a line that points
+// there; nothing changes.
+func TestSettingsFormKeepsInput(t *testing.T) {
+	r, a, csrf := formsRig(t)
+	ctx := context.Background()
+
+	gen := func() int64 {
+		p, err := r.st.GetProject(ctx, "blog")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Generation
+	}
+	g0 := gen()
+	for _, tc := range []struct {
+		env, hosts, field string
+	}{
+		{"GREETING=hi\nlower=x", "www.example.org", "env"},
+		{"GREETING=hi\nnovalue", "www.example.org", "env"},
+		{"GREETING=hi", "www.example.org bad_host!", "hosts"},
+	} {
+		x := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}, "debug": {"on"}, "hosts": {tc.hosts}, "env": {tc.env}})
+		if x.code != http.StatusUnprocessableEntity {
+			t.Fatalf("settings %+v: %d %.3000s", tc, x.code, x.body)
+		}
+		for _, want := range []string{`id="settings-debug" checked`, `id="settings-admin" >`, `id="settings-hosts" value="` + html.EscapeString(tc.hosts) + `"`,
+			`id="settings-env" rows="3" cols="50">` + html.EscapeString(tc.env) + `</textarea>`} {
+			if !strings.Contains(x.body, want) {
+				t.Fatalf("settings %+v: the form lost what was typed, no %q: %.5000s", tc, want, x.body)
+			}
+		}
+		next := map[string]string{"env": `</textarea></label><span class="error field-error">`, "hosts": `id="settings-hosts" value="[^"]*" size="50"></label><span class="error field-error">`}[tc.field]
+		if !regexp.MustCompile(next).MatchString(x.body) || !strings.Contains(messagesOf(t, x.body), `<a href="#settings-`+tc.field+`">`) {
+			t.Fatalf("settings %+v: the error is not next to %s with a pointer at the top: %.5000s", tc, tc.field, x.body)
+		}
+		if strings.Count(x.body, `class="error field-error"`) != 1 {
+			t.Fatalf("settings %+v: want one field error: %.5000s", tc, x.body)
+		}
+	}
+	if gen() != g0 {
+		t.Fatal("refused settings changed the project")
+	}
+	// The project page after no refused form shows the project's values.
+	if pp := do(t, a, "GET", r.srv.URL+"/projects/blog", nil); !strings.Contains(pp.body, `id="settings-hosts" value=""`) || strings.Contains(pp.body, `id="alert"`) {
+		t.Fatalf("project page: %.4000s", pp.body)
+	}
+
+}
+
+// TestMessagesAtTop: a refused form's error shows next to its field
+// and at the top of the page, under the title, with a link to it; a
+// notice shows there too.
+func TestMessagesAtTop(t *testing.T) {
+	r, a, csrf := formsRig(t)
+	// Adding an app refused: the error next to the URL, a pointer at the
+	// top, the typed values kept in the add form (not in another form).
+	x := do(t, a, "POST", r.srv.URL+"/projects/blog/apps", url.Values{"csrf": {csrf}, "url": {"ext::sh -c x"}, "ref": {"main"}, "app": {"news"}})
+	if x.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="add-url" value="ext::sh -c x"[^>]*></label><span class="error field-error">[^<]*remote transport helper`).MatchString(x.body) ||
+		!strings.Contains(messagesOf(t, x.body), `Adding the app was not applied`) || !strings.Contains(x.body, `id="add-ref" value="main"`) ||
+		!strings.Contains(x.body, `id="update-shop-url" value="https://example.com/me/shop.git"`) {
+		t.Fatalf("add refused: %d %.5000s", x.code, x.body)
+	}
+
+	if x.code == http.StatusUnprocessableEntity && !strings.Contains(messagesOf(t, x.body), `<a href="#add-url">`) {
+		t.Fatalf("add refused: no link to the field at the top: %.3000s", x.body)
+	}
+	same := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}})
+	if same.code != http.StatusSeeOther || same.location != "/projects/blog?notice=unchanged" {
+		t.Fatalf("unchanged settings: %d %q", same.code, same.location)
+	}
+	if np := do(t, a, "GET", r.srv.URL+same.location, nil); !strings.Contains(messagesOf(t, np.body), `<p class="notice" id="notice">Nothing to change`) {
+		t.Fatalf("the notice is not at the top: %.3000s", np.body)
+	}
+}
+
+// TestRefAfterRollback: after a rollback through the form, once
+// deployed, the Ref box holds what the revision rolled back to was asked
+// as (v1), not the commit the rollback asked for.
+func TestRefAfterRollback(t *testing.T) {
+	r, a, csrf := formsRig(t)
+	ctx := context.Background()
+	// Roll back through the form, then deployed as the reconciler records
+	// it: the Ref box holds v1 (what revision 1 was asked as), not the
+	// commit the rollback asked for.
+	refBox := func(want string) bool {
+		pp := do(t, a, "GET", r.srv.URL+"/projects/blog", nil)
+		return regexp.MustCompile(`action="/projects/blog/apps/shop/update"(?s:.{0,400}?)<input name="ref" id="[^"]+" value="` + want + `"`).MatchString(pp.body)
+	}
+	if !refBox("v2") {
+		t.Fatal("Ref box before the rollback is not v2")
+	}
+	if rb := do(t, a, "POST", r.srv.URL+"/projects/blog/apps/shop/rollback", url.Values{"csrf": {csrf}}); rb.code != http.StatusSeeOther {
+		t.Fatalf("rollback: %d %.3000s", rb.code, rb.body)
+	}
+	if _, err := r.st.UpdateProject(ctx, "blog", func(p *store.Project) error {
+		if p.Spec.Apps[0].Git.Ref != commit1 || p.Spec.Apps[0].RollbackTo != 1 {
+			return fmt.Errorf("rollback asked for %+v", p.Spec.Apps[0])
+		}
+		st := p.Status.Apps["shop"]
+		st.RequestedRef, st.ResolvedCommit = commit1, commit1
+		st.Revisions = append(st.Revisions, store.Revision{URL: "https://example.com/me/shop.git", RequestedRef: commit1, Resolved: commit1, Number: 3, RollbackOf: 1, ByUID: uidA})
+		p.Status.Apps["shop"] = st
+		p.Status.ObservedGeneration = p.Generation
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !refBox("v1") {
+		t.Fatalf("Ref box after the rollback is not v1: %.4000s", do(t, a, "GET", r.srv.URL+"/projects/blog", nil).body)
+	}
+
 }
 
 func TestSessionCookieRefused(t *testing.T) {
@@ -742,5 +992,27 @@ func TestConnsBounded(t *testing.T) {
 	cl, _ := c.client(maxConns + 1)
 	if _, err := cl.ListProjects(context.Background(), &opusv1.ListProjectsRequest{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestRunningRef(t *testing.T) {
+	rev := func(n, of int64, ref string) *opusv1.Revision {
+		return &opusv1.Revision{Number: n, RollbackOf: of, RequestedRef: ref}
+	}
+	for _, tc := range []struct {
+		name string
+		app  *opusv1.App
+		want string
+	}{
+		{"never deployed", &opusv1.App{RequestedRef: "main"}, "main"},
+		{"running", &opusv1.App{RequestedRef: "v3", RunningRevision: 2, Revisions: []*opusv1.Revision{rev(1, 0, "v1"), rev(2, 0, "v2")}}, "v2"},
+		{"rolled back", &opusv1.App{RequestedRef: commit1, RunningRevision: 3, Revisions: []*opusv1.Revision{rev(1, 0, "v1"), rev(2, 0, "v2"), rev(3, 1, commit1)}}, "v1"},
+		{"rolled back twice", &opusv1.App{RunningRevision: 4, Revisions: []*opusv1.Revision{rev(1, 0, "v1"), rev(2, 0, "v2"), rev(3, 1, commit1), rev(4, 3, commit1)}}, "v1"},
+		{"target forgotten", &opusv1.App{RunningRevision: 9, Revisions: []*opusv1.Revision{rev(8, 0, "v8"), rev(9, 2, commit2)}}, commit2},
+		{"a record pointing forward", &opusv1.App{RunningRevision: 2, Revisions: []*opusv1.Revision{rev(2, 3, "x"), rev(3, 2, "y")}}, "x"},
+	} {
+		if got := runningRef(tc.app); got != tc.want {
+			t.Errorf("%s: runningRef = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
