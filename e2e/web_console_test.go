@@ -252,7 +252,7 @@ func TestWebConsole(t *testing.T) {
 	// The project page, then the app moved to v2 through its form.
 	step(t, ctx, "open the project page", time.Minute, chromedp.Navigate(base+"/projects/"+name), chromedp.WaitVisible(chromedp.CSS("#app-shop")))
 	step(t, ctx, "update the app to v2", time.Minute,
-		chromedp.SetValue(chromedp.CSS("#ref-shop"), "v2"),
+		chromedp.SetValue(chromedp.CSS("#update-shop-ref"), "v2"),
 		chromedp.Click(chromedp.CSS("#update-shop")),
 		chromedp.WaitVisible(chromedp.CSS("#steps")))
 	step(t, ctx, "wait for the update to end", 5*time.Minute, chromedp.WaitVisible(chromedp.CSS("#done")))

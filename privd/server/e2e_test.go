@@ -98,9 +98,10 @@ func clientMain(sock string, projects []string) int {
 	if load, err := c.LoadData(ctx); err != nil {
 		rec("LoadData", err)
 	} else {
-		if err = load.Send(&privdv1.LoadDataRequest{Project: existing, Chunk: []byte("SQLite format 3\x00")}); err == nil {
-			_, err = load.CloseAndRecv()
-		}
+		// A refused stream may end before the send does (io.EOF): the
+		// call's status comes from CloseAndRecv either way.
+		_ = load.Send(&privdv1.LoadDataRequest{Project: existing, Chunk: []byte("SQLite format 3\x00")})
+		_, err = load.CloseAndRecv()
 		rec("LoadData", err)
 	}
 	err = conn.Invoke(ctx, "/opus.privd.v1.Privd/Exec", &privdv1.ReloadApacheRequest{}, &privdv1.ReloadApacheResponse{})
