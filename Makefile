@@ -9,7 +9,7 @@ BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 CMDS      := opusd opus-privd opusctl
 GOTESTFLAGS ?=
 
-.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench stress install uninstall clean
+.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench screenshots stress install uninstall clean
 
 all: build
 
@@ -69,6 +69,11 @@ BENCH ?= .
 bench: build
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -count=1 -timeout 30m ./e2e/ -args -bench.out=$(CURDIR)/bench.json
 	@echo; cat bench.txt
+
+## screenshots: the web console's pictures in docs/ (README shows them), at
+## 1280 px (TestWebConsole) and 390 px (TestConsoleFitsAPhone); root, Chromium
+screenshots: build
+	OPUS_SCREENSHOTS=1 $(GO) test -count=1 -timeout 10m -run '^(TestWebConsole|TestConsoleFitsAPhone)$$' ./e2e/
 
 ## stress: only the crash matrix (opusd killed after each step, privd and Apache deaths)
 ## and the 50-client load test (root, real Apache); `make test` runs them too

@@ -55,3 +55,22 @@ func TestReadmeNamesRealTests(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeImagesExist: every picture README shows is in the tree (make
+// screenshots writes them), so a renamed page cannot leave README
+// pointing at nothing.
+func TestReadmeImagesExist(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := regexp.MustCompile(`!\[[^\]]*\]\(([^)]+)\)`).FindAllStringSubmatch(string(readme), -1)
+	if len(images) < 6 {
+		t.Fatalf("README shows %d pictures; the console section shows six", len(images))
+	}
+	for _, m := range images {
+		if _, err := os.Stat(filepath.Join("..", m[1])); err != nil {
+			t.Errorf("README shows %s: %v", m[1], err)
+		}
+	}
+}
