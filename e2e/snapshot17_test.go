@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"os/user"
@@ -83,33 +81,11 @@ func TestRollbackWithData(t *testing.T) {
 // project's role).
 func TestRollbackWithDataPostgreSQL(t *testing.T) {
 	h := needHost(t)
-	port := postgres(t)
 	name := h.newProject(t)
+	dbURL, pwFile, _ := ownerDatabase(t, h, postgres(t), name)
 	db := pgPrefix() + name
-	notePG(t, db)
-	b := make([]byte, 16)
-	rand.Read(b)
-	password := hex.EncodeToString(b)
-	if out, err := psql(t, "postgres", "CREATE ROLE "+db+" LOGIN PASSWORD '"+password+"'"); err != nil {
-		t.Fatalf("create role: %v %s", err, out)
-	}
-	if out, err := psql(t, "postgres", "CREATE DATABASE "+db+" OWNER "+db); err != nil {
-		t.Fatalf("create database: %v %s", err, out)
-	}
-	t.Cleanup(func() {
-		if p := filepath.Join(h.cfg.BaseDir, "projects", name); exists(p) {
-			h.ctl(t, 0, "", "destroy", name, "--yes")
-		}
-		psql(t, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
-		psql(t, "postgres", "DROP ROLE IF EXISTS "+db)
-	})
-	pwFile := filepath.Join(t.TempDir(), "dbpw")
-	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	notes := localApp(t, "notes")
-	h.mustCtl(t, 0, "create", name, "--app", notes,
-		"--database", "postgresql://"+db+"@127.0.0.1:"+port+"/"+db, "--database-password-file", pwFile)
+	h.mustCtl(t, 0, "create", name, "--app", notes, "--database", dbURL, "--database-password-file", pwFile)
 	h.checkRollbackWithData(t, name, notes, "postgresql", dataAccess{
 		sql: func(t *testing.T, sql string) string {
 			t.Helper()

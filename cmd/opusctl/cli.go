@@ -245,8 +245,14 @@ already taken, not yours), opusd not reachable.`,
 // withClient runs f with a connection to opusd, under the command's
 // context with --timeout applied, and closes the connection after.
 func (c *cli) withClient(cmd *cobra.Command, f func(context.Context, *client.Client) error) error {
+	return c.connect(cmd, true, f)
+}
+
+// connect is withClient applying --timeout only when timeout is true (a
+// follow ends on an interrupt, not at the default meant for operations).
+func (c *cli) connect(cmd *cobra.Command, timeout bool, f func(context.Context, *client.Client) error) error {
 	ctx := cmd.Context()
-	if c.timeout > 0 {
+	if timeout && c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()

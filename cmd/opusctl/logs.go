@@ -64,38 +64,30 @@ and nothing when the log is empty. --timeout stops following only when given.`,
 // the command's context ends (an interrupt), which is success. --timeout's
 // default, meant for operations, does not end a follow: a given one does.
 func (c *cli) followLogs(cmd *cobra.Command, project string, lines int) error {
-	ctx := cmd.Context()
-	if c.timeout > 0 && cmd.Flags().Changed("timeout") {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
-	cl, err := c.dial(ctx, c.socket)
-	if err != nil {
+	return c.connect(cmd, cmd.Flags().Changed("timeout"), func(ctx context.Context, cl *client.Client) error {
+		stream, err := cl.RPC().FollowLogs(ctx, &opusv1.FollowLogsRequest{Project: project, Lines: int32(lines)})
+		for first := true; err == nil; first = false {
+			var msg *opusv1.FollowLogsResponse
+			if msg, err = stream.Recv(); err != nil {
+				break
+			}
+			// The first answer is the tail, sent even when empty: say so,
+			// as logs without -f does, or a follow of an empty log looks
+			// hung.
+			if first && len(msg.GetLines()) == 0 && c.output != outputJSON {
+				_, err = fmt.Fprintf(c.stdout, "The error log of project %s is empty so far; waiting for new lines (Ctrl-C to stop).\n", printable(project))
+				continue
+			}
+			err = c.writeLogLines(msg.GetLines())
+		}
+		if ctx.Err() != nil && (status.Code(err) == codes.Canceled || status.Code(err) == codes.DeadlineExceeded) {
+			return nil
+		}
+		if errors.Is(err, io.EOF) { // opusd ended the stream (it is shutting down)
+			return errors.New("opusd stopped sending the log; run the command again to go on following it")
+		}
 		return err
-	}
-	defer cl.Close()
-	stream, err := cl.RPC().FollowLogs(ctx, &opusv1.FollowLogsRequest{Project: project, Lines: int32(lines)})
-	for first := true; err == nil; first = false {
-		var msg *opusv1.FollowLogsResponse
-		if msg, err = stream.Recv(); err != nil {
-			break
-		}
-		// The first answer is the tail, sent even when empty: say so, as
-		// logs without -f does, or a follow of an empty log looks hung.
-		if first && len(msg.GetLines()) == 0 && c.output != outputJSON {
-			_, err = fmt.Fprintf(c.stdout, "The error log of project %s is empty so far; waiting for new lines (Ctrl-C to stop).\n", printable(project))
-			continue
-		}
-		err = c.writeLogLines(msg.GetLines())
-	}
-	if ctx.Err() != nil && (status.Code(err) == codes.Canceled || status.Code(err) == codes.DeadlineExceeded) {
-		return nil
-	}
-	if errors.Is(err, io.EOF) { // opusd ended the stream (it is shutting down)
-		return errors.New("opusd stopped sending the log; run the command again to go on following it")
-	}
-	return err
+	})
 }
 
 // writeLogLines prints log lines: each escaped on a line of its own, or

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,6 +20,16 @@ import (
 
 // Write replaces path with data, mode mode.
 func Write(path string, data []byte, mode fs.FileMode) error {
+	return WriteFrom(path, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFrom replaces path with what fill writes, mode mode: for content
+// too large to hold in memory (a database snapshot). When fill fails,
+// path is left as it was and the error is fill's.
+func WriteFrom(path string, mode fs.FileMode, fill func(io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -31,9 +42,13 @@ func Write(path string, data []byte, mode fs.FileMode) error {
 			os.Remove(tmp)
 		}
 	}()
+	if err := f.Chmod(mode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := fill(f); err != nil {
+		return err
+	}
 	for _, step := range []func() error{
-		func() error { return f.Chmod(mode) },
-		func() error { _, err := f.Write(data); return err },
 		f.Sync,
 		f.Close,
 		func() error { return os.Rename(tmp, path) },

@@ -477,9 +477,7 @@ func TestIdempotentRerun(t *testing.T) {
 func TestFailedChangeUndone(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, 1)
-	id := e.create(t, "wiki")
-	r.Kick("wiki")
-	mustSucceed(t, e.wait(t, id))
+	e.deployed(t, r, "wiki")
 	prev := e.project(t, "wiki")
 
 	e.privd.mu.Lock()
@@ -520,9 +518,7 @@ func TestFailedChangeUndone(t *testing.T) {
 func TestUndoFailsToo(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, 1)
-	id := e.create(t, "wiki")
-	r.Kick("wiki")
-	mustSucceed(t, e.wait(t, id))
+	e.deployed(t, r, "wiki")
 
 	e.privd.setFail("SecureTree", status.Error(codes.Internal, "openat2: permission denied"))
 	id2 := e.mutate(t, "wiki", store.OpUpdateApp)

@@ -22,9 +22,7 @@ import (
 func TestChangeDuringFailingRunCancelled(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, 1)
-	id := e.create(t, "wiki")
-	r.Kick("wiki")
-	mustSucceed(t, e.wait(t, id))
+	e.deployed(t, r, "wiki")
 	prev := e.project(t, "wiki")
 
 	ch := make(chan struct{})
@@ -62,9 +60,7 @@ func TestChangeDuringFailingRunCancelled(t *testing.T) {
 func TestUndoResumedAfterCrash(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t, 1)
-	id := e.create(t, "wiki")
-	r.Kick("wiki")
-	mustSucceed(t, e.wait(t, id))
+	e.deployed(t, r, "wiki")
 	stop(t, r)
 
 	const failure = "step migrate: manage.py migrate failed: RuntimeError: opus-unit-boom"
@@ -312,4 +308,12 @@ func TestDestroyDuringDeployTearsDown(t *testing.T) {
 			t.Errorf("project forgotten without %s (destroy op %s): calls %v", call, del, e.privd.callList())
 		}
 	}
+}
+
+// deployed creates project name and waits until r deployed it.
+func (e *env) deployed(t *testing.T, r *Reconciler, name string) {
+	t.Helper()
+	id := e.create(t, name)
+	r.Kick(name)
+	mustSucceed(t, e.wait(t, id))
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,13 +148,8 @@ func TestFindRevision(t *testing.T) {
 // refuses a target that names nothing with the revisions there are,
 // recording nothing.
 func TestRollbackApp(t *testing.T) {
-	s := startServer(t, serverOpt{admins: fakeAdmins{}})
-	ctx := context.Background()
-	const repo = "https://example.com/blog.git"
-	c1, c2, c3 := strings.Repeat("1", 40), strings.Repeat("2", 40), strings.Repeat("3", 40)
-	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "roll", Apps: []*opusv1.AppSpec{gitApp("blog", repo)}}); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := rollServer(t, "roll")
+	c1, c2, c3 := commit(1), commit(2), commit(3)
 	// As the reconciler records three deploys: v1, v2, then main.
 	deployedAt := func(ref string) {
 		t.Helper()
@@ -161,7 +157,7 @@ func TestRollbackApp(t *testing.T) {
 			p.Spec.App("blog").Git.Ref = ref
 			st := store.AppStatus{}
 			for i, r := range []struct{ ref, commit string }{{"v1", c1}, {"v2", c2}, {"main", c3}} {
-				st.AddRevision(store.Revision{URL: repo, RequestedRef: r.ref, Resolved: r.commit, Time: time.Unix(int64(i), 0)}, 0)
+				st.AddRevision(store.Revision{URL: rollRepo, RequestedRef: r.ref, Resolved: r.commit, Time: time.Unix(int64(i), 0)}, 0)
 			}
 			st.RequestedRef, st.ResolvedCommit = "main", c3
 			p.Status.Apps = map[string]store.AppStatus{"blog": st}
@@ -241,7 +237,7 @@ func TestRollbackApp(t *testing.T) {
 		}
 		p, _ := s.st.GetProject(ctx, "roll")
 		a := p.Spec.App("blog")
-		if a.Git.URL != repo || a.Git.Ref != tc.commit || a.RollbackTo != tc.number {
+		if a.Git.URL != rollRepo || a.Git.Ref != tc.commit || a.RollbackTo != tc.number {
 			t.Errorf("rollback --to %q: spec %+v %+v, want %s (revision %d)", tc.to, a, a.Git, tc.commit, tc.number)
 		}
 		if g, n := state(); g != gen+1 || n != nops+1 {
@@ -262,13 +258,8 @@ func TestRollbackApp(t *testing.T) {
 // TestRunningRevision: a project's apps say which revision runs and
 // whether their source asks for something else.
 func TestRunningRevision(t *testing.T) {
-	s := startServer(t, serverOpt{admins: fakeAdmins{}})
-	ctx := context.Background()
-	const repo = "https://example.com/blog.git"
-	c1, c2 := strings.Repeat("1", 40), strings.Repeat("2", 40)
-	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "run", Apps: []*opusv1.AppSpec{gitApp("blog", repo)}}); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := rollServer(t, "run")
+	c1, c2 := commit(1), commit(2)
 	get := func() *opusv1.App {
 		p, err := s.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "run"})
 		if err != nil || len(p.GetApps()) != 1 {
@@ -283,9 +274,9 @@ func TestRunningRevision(t *testing.T) {
 		p.Spec.App("blog").Git.Ref = c1
 		p.Spec.App("blog").RollbackTo = 1
 		st := store.AppStatus{RequestedRef: c1, ResolvedCommit: c1}
-		st.AddRevision(store.Revision{URL: repo, RequestedRef: "v1", Resolved: c1}, 0)
-		st.AddRevision(store.Revision{URL: repo, RequestedRef: "v2", Resolved: c2}, 0)
-		st.AddRevision(store.Revision{URL: repo, RequestedRef: c1, Resolved: c1, RollbackOf: 1}, 0)
+		st.AddRevision(store.Revision{URL: rollRepo, RequestedRef: "v1", Resolved: c1}, 0)
+		st.AddRevision(store.Revision{URL: rollRepo, RequestedRef: "v2", Resolved: c2}, 0)
+		st.AddRevision(store.Revision{URL: rollRepo, RequestedRef: c1, Resolved: c1, RollbackOf: 1}, 0)
 		p.Status.Apps = map[string]store.AppStatus{"blog": st}
 		return nil
 	})
@@ -294,7 +285,7 @@ func TestRunningRevision(t *testing.T) {
 	}
 	a := get()
 	revs := a.GetRevisions()
-	if a.GetRunningRevision() != 3 || a.GetPending() || len(revs) != 3 || revs[2].GetNumber() != 3 || revs[2].GetRollbackOf() != 1 || revs[0].GetUrl() != repo {
+	if a.GetRunningRevision() != 3 || a.GetPending() || len(revs) != 3 || revs[2].GetNumber() != 3 || revs[2].GetRollbackOf() != 1 || revs[0].GetUrl() != rollRepo {
 		t.Errorf("after a rollback to 1: running %d, pending %v, revisions %v", a.GetRunningRevision(), a.GetPending(), revs)
 	}
 	_, err = s.st.UpdateProject(ctx, "run", func(p *store.Project) error {
@@ -314,19 +305,14 @@ func TestRunningRevision(t *testing.T) {
 // and changes nothing; a confirmed id that is no longer the one, or no
 // snapshot at all, is refused with nothing recorded.
 func TestRollbackWithData(t *testing.T) {
-	s := startServer(t, serverOpt{admins: fakeAdmins{}})
-	ctx := context.Background()
-	const repo = "https://example.com/blog.git"
-	c1, c2, c3 := strings.Repeat("1", 40), strings.Repeat("2", 40), strings.Repeat("3", 40)
-	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "roll", Apps: []*opusv1.AppSpec{gitApp("blog", repo)}}); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := rollServer(t, "roll")
+	c1, c2, c3 := commit(1), commit(2), commit(3)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	_, err := s.st.UpdateProject(ctx, "roll", func(p *store.Project) error {
 		p.Spec.App("blog").Git.Ref = "main"
 		st := store.AppStatus{}
 		for i, r := range []struct{ ref, commit string }{{"v1", c1}, {"v2", c2}, {"main", c3}} {
-			st.AddRevision(store.Revision{URL: repo, RequestedRef: r.ref, Resolved: r.commit, Time: time.Unix(int64(i), 0)}, 0)
+			st.AddRevision(store.Revision{URL: rollRepo, RequestedRef: r.ref, Resolved: r.commit, Time: time.Unix(int64(i), 0)}, 0)
 		}
 		st.RequestedRef, st.ResolvedCommit = "main", c3
 		p.Status.Apps = map[string]store.AppStatus{"blog": st}
@@ -395,17 +381,12 @@ func TestRollbackWithData(t *testing.T) {
 // same commit runs); a rollback to 2 with data restores the snapshot taken
 // while revision 2 ran, not one of revision 4.
 func TestRollbackWithDataToTheRunningCommit(t *testing.T) {
-	s := startServer(t, serverOpt{admins: fakeAdmins{}})
-	ctx := context.Background()
-	const repo = "https://example.com/blog.git"
-	c1, c2, c3 := strings.Repeat("1", 40), strings.Repeat("2", 40), strings.Repeat("3", 40)
-	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "roll", Apps: []*opusv1.AppSpec{gitApp("blog", repo)}}); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := rollServer(t, "roll")
+	c1, c2, c3 := commit(1), commit(2), commit(3)
 	_, err := s.st.UpdateProject(ctx, "roll", func(p *store.Project) error {
 		st := store.AppStatus{}
 		for i, r := range []struct{ ref, commit string }{{"v1", c1}, {"v2", c2}, {"main", c3}, {c2, c2}} {
-			st.AddRevision(store.Revision{URL: repo, RequestedRef: r.ref, Resolved: r.commit, Time: time.Unix(int64(i), 0)}, 0)
+			st.AddRevision(store.Revision{URL: rollRepo, RequestedRef: r.ref, Resolved: r.commit, Time: time.Unix(int64(i), 0)}, 0)
 		}
 		st.RequestedRef, st.ResolvedCommit = c2, c2
 		p.Status.Apps = map[string]store.AppStatus{"blog": st}
@@ -422,3 +403,22 @@ func TestRollbackWithDataToTheRunningCommit(t *testing.T) {
 		t.Fatalf("rollback with data to 2 while 4 (= 2's commit) runs: %v, %v; want snapshot s-of-2", op, err)
 	}
 }
+
+// rollRepo is the repository of the app blog in the rollback tests.
+const rollRepo = "https://example.com/blog.git"
+
+// rollServer starts a service with project name, whose one app blog comes
+// from rollRepo; the tests then record its revisions as the reconciler
+// would.
+func rollServer(t *testing.T, name string) (*server, context.Context) {
+	t.Helper()
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	if _, err := s.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: name, Apps: []*opusv1.AppSpec{gitApp("blog", rollRepo)}}); err != nil {
+		t.Fatal(err)
+	}
+	return s, ctx
+}
+
+// commit is a made-up commit hash, n repeated.
+func commit(n int) string { return strings.Repeat(strconv.Itoa(n), 40) }

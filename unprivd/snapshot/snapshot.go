@@ -20,6 +20,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -84,28 +85,17 @@ func (d Dir) Write(project, id string, max int64, fill func(io.Writer) error) (i
 			return 0, fmt.Errorf("snapshot directory: %w", err)
 		}
 	}
-	f, err := os.CreateTemp(dir, ".new-")
-	if err != nil {
-		return 0, fmt.Errorf("snapshot file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename, a no-op
-	w := &limitWriter{w: f, max: max}
-	err = fill(w)
-	if w.over {
-		err = ErrTooLarge
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	var w *limitWriter
+	err = atomicfile.WriteFrom(filepath.Join(dir, id), 0o600, func(f io.Writer) error {
+		w = &limitWriter{w: f, max: max}
+		err := fill(w)
+		if w.over {
+			return ErrTooLarge
+		}
+		return err
+	})
 	if err != nil {
 		return 0, err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, id)); err != nil {
-		return 0, fmt.Errorf("snapshot file: %w", err)
 	}
 	return w.n, nil
 }
