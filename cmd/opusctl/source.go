@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -132,7 +131,7 @@ func parseSource(arg string, stat statFunc) (appSource, error) {
 		src.git = true
 		src.location, src.ref = splitRef(rest, pathStart)
 		if src.name == "" {
-			if src.name = nameOf(path.Base(strings.TrimRight(src.location[pathStart:], "/"))); src.name == "" {
+			if src.name = gitsrc.DefaultAppName(src.location); src.name == "" {
 				return src, fmt.Errorf("cannot tell an app name from %q; write NAME=%s", rest, rest)
 			}
 		}
@@ -158,7 +157,7 @@ func parseSource(arg string, stat statFunc) (appSource, error) {
 	src.location = abs
 	src.git = isGitRepo(abs, stat)
 	if src.name == "" {
-		if src.name = nameOf(filepath.Base(abs)); src.name == "" {
+		if src.name = gitsrc.DefaultAppName(abs); src.name == "" {
 			return src, fmt.Errorf("cannot tell an app name from %q; write NAME=%s", rest, rest)
 		}
 	}
@@ -166,17 +165,6 @@ func parseSource(arg string, stat statFunc) (appSource, error) {
 		return src, fmt.Errorf("%s is a plain directory (not a git repository), so it is uploaded as it is; @%s applies only to git sources", loc, src.ref)
 	}
 	return src, finishSource(src, arg)
-}
-
-// nameOf is the app name a source's last path element gives: the element
-// without ".git" (shop.git, a bare repository or any directory so named,
-// gives shop), or "" when nothing is left to name it by.
-func nameOf(base string) string {
-	name := strings.TrimSuffix(base, ".git")
-	if name == "." || name == "/" {
-		return ""
-	}
-	return name
 }
 
 // finishSource checks what every kind of source needs.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path"
 	"regexp"
 	"strings"
 	"unicode"
@@ -159,4 +160,29 @@ func CheckRef(ref string) error {
 		}
 	}
 	return nil
+}
+
+// DefaultAppName is the app name a source location gives when none is
+// named: its last path element without ".git" (https://h/x/shop.git,
+// git@h:shop.git, /srv/shop and ./shop all give shop), or "" when nothing
+// is left to name it by. opusctl and the web console both use it, so a
+// source gives the same name wherever it is typed; the API checks the
+// name (names.ValidateAppName) like any other.
+func DefaultAppName(loc string) string {
+	loc = strings.TrimRight(loc, "/")
+	if i := strings.Index(loc, "://"); i > 0 {
+		rest := loc[i+3:]
+		j := strings.IndexByte(rest, '/')
+		if j < 0 {
+			return "" // a host alone names no repository
+		}
+		loc = rest[j:]
+	} else if scpLike.MatchString(loc) && !strings.HasPrefix(loc, ".") {
+		loc = loc[strings.IndexByte(loc, ':')+1:]
+	}
+	name := strings.TrimSuffix(path.Base(loc), ".git")
+	if name == "." || name == "/" || name == ".." {
+		return ""
+	}
+	return name
 }

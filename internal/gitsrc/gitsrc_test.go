@@ -100,3 +100,43 @@ func TestForms(t *testing.T) {
 		t.Errorf("OrList(true) = %q; want all %d forms", got, len(gitsrc.Forms))
 	}
 }
+
+func TestDefaultAppName(t *testing.T) {
+	for _, c := range []struct{ loc, want string }{
+		{"https://git.example/team/shop.git", "shop"},
+		{"https://git.example/team/shop/", "shop"},
+		{"https://git.example/shop", "shop"},
+		{"https://git.example", ""},
+		{"https://git.example/", ""},
+		{"ssh://git@git.example:2222/srv/polls.git", "polls"},
+		{"git@git.example:shop.git", "shop"},
+		{"git.example:team/polls", "polls"},
+		{"file:///srv/git/blog.git", "blog"},
+		{"/srv/git/blog.git", "blog"},
+		{"/srv/apps/polls/", "polls"},
+		{"./polls", "polls"},
+		{"/", ""},
+		{".", ""},
+		{"..", ""},
+		{"", ""},
+	} {
+		if got := gitsrc.DefaultAppName(c.loc); got != c.want {
+			t.Errorf("gitsrc.DefaultAppName(%q) = %q, want %q", c.loc, got, c.want)
+		}
+	}
+}
+
+func FuzzDefaultAppName(f *testing.F) {
+	for _, s := range []string{"https://h/x/shop.git", "git@h:shop.git", "/srv/a", "h:", "a://", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, loc string) {
+		name := gitsrc.DefaultAppName(loc)
+		if strings.Contains(name, "/") || name == "." || name == ".." {
+			t.Fatalf("gitsrc.DefaultAppName(%q) = %q: not one path element", loc, name)
+		}
+		if name != "" && !strings.Contains(loc, name) {
+			t.Fatalf("gitsrc.DefaultAppName(%q) = %q: not taken from the location", loc, name)
+		}
+	})
+}

@@ -23,8 +23,25 @@ func invalid(field, format string, args ...any) error {
 // fieldError is a status of code about field: "WORDS: desc", with the
 // field's path in a BadRequest detail.
 func fieldError(code codes.Code, field, desc string) error {
-	msg := fieldWords(field) + ": " + desc
-	if w := fieldWords(field); strings.HasPrefix(desc, w+" ") {
+	return wordedFieldError(code, field, fieldWords(field), desc)
+}
+
+// settingInvalid refuses the setting key of an UpdateSettings' set or
+// unset (op): the message is "set: DESC" as before (desc names the
+// setting), and the detail's field is op.key (set.hosts, set.env.NAME),
+// so a form can put it next to that setting's own field.
+func settingInvalid(op, key string, err error) error {
+	field := op
+	if key != "" {
+		field = op + "." + key
+	}
+	return wordedFieldError(codes.InvalidArgument, field, op, err.Error())
+}
+
+// wordedFieldError is fieldError with the field's words given.
+func wordedFieldError(code codes.Code, field, words, desc string) error {
+	msg := words + ": " + desc
+	if w := words; strings.HasPrefix(desc, w+" ") {
 		msg = desc // it names the field itself: 'project name "X" contains ...'
 	}
 	st := status.New(code, msg)

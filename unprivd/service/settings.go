@@ -201,7 +201,7 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 		case strings.HasPrefix(k, keyEnvPrefix):
 			name := strings.TrimPrefix(k, keyEnvPrefix)
 			if err := validateEnvName(name); err != nil {
-				return invalid("unset", "%v", err)
+				return settingInvalid("unset", keyEnvPrefix+"NAME", err)
 			}
 			delete(next.Env, name)
 		default:
@@ -244,11 +244,11 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 			err = fmt.Errorf("unknown setting %q; settings are debug, admin, hosts, env.NAME, memory, tasks and cpu", excerpt.Short(k))
 		}
 		if err != nil {
-			return invalid("set", "%v", err)
+			return settingInvalid("set", settingField(k), err)
 		}
 	}
 	if len(next.Env) > maxEnv {
-		return invalid("set", "%d environment variables; at most %d are allowed", len(next.Env), maxEnv)
+		return settingInvalid("set", keyEnvPrefix+"NAME", fmt.Errorf("%d environment variables; at most %d are allowed", len(next.Env), maxEnv))
 	}
 	if len(next.Env) == 0 {
 		next.Env = nil
@@ -258,6 +258,19 @@ func applySettings(p *store.Project, set map[string]string, unset []string, serv
 	}
 	p.Spec.Settings, p.Spec.Admin = next, djangoAdmin
 	return nil
+}
+
+// settingField is the detail field of a refused setting k: the key
+// itself for a known one; env.NAME for any environment variable (the
+// variable's name is the caller's text: it stays in the message only).
+func settingField(k string) string {
+	switch {
+	case strings.HasPrefix(k, keyEnvPrefix):
+		return keyEnvPrefix + "NAME"
+	case slices.Contains([]string{keyDebug, keyAdmin, keyHosts, keyMemory, keyTasks, keyCPU}, k):
+		return k
+	}
+	return ""
 }
 
 // settingsFromProto validates the initial settings of a CreateProject.

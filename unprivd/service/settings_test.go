@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -376,6 +377,38 @@ func TestHostNamesAgree(t *testing.T) {
 		}
 		if (err == nil) != c.OK {
 			t.Errorf("hosts=%.40q: %v, want ok=%v", c.Name, err, c.OK)
+		}
+	}
+}
+
+// TestSettingRefusalNamesSetting: a refused setting's detail names the
+// setting (set.hosts, set.env.NAME, unset.env.NAME), so a form puts the
+// message next to that setting; the message still names it in words.
+func TestSettingRefusalNamesSetting(t *testing.T) {
+	for _, tc := range []struct {
+		set       map[string]string
+		unset     []string
+		field, in string
+	}{
+		{set: map[string]string{"hosts": "a.example b.example"}, field: "set.hosts", in: "set: hosts: "},
+		{set: map[string]string{"debug": "maybe"}, field: "set.debug", in: "set: debug: "},
+		{set: map[string]string{"env.lower": "x"}, field: "set.env.NAME", in: "set: environment variable"},
+		{set: map[string]string{"env.OK": "a\x00b"}, field: "set.env.NAME", in: "set: environment variable OK"},
+		{unset: []string{"env.bad-name"}, field: "unset.env.NAME", in: "unset: environment variable"},
+		{set: map[string]string{"colour": "red"}, field: "set", in: `set: unknown setting "colour"`},
+		{unset: []string{"colour"}, field: "unset", in: `unset: unknown setting "colour"`},
+	} {
+		p := &store.Project{}
+		err := applySettings(p, tc.set, tc.unset, testServer, testSfx, false)
+		st := status.Convert(err)
+		var got string
+		for _, d := range st.Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+				got = br.GetFieldViolations()[0].GetField()
+			}
+		}
+		if st.Code() != codes.InvalidArgument || got != tc.field || !strings.HasPrefix(st.Message(), tc.in) {
+			t.Errorf("set %q unset %q: %v %q, field %q; want InvalidArgument %q…, field %q", tc.set, tc.unset, st.Code(), st.Message(), got, tc.in, tc.field)
 		}
 	}
 }

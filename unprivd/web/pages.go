@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opus-hosting/opus/internal/gitsrc"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/credential"
 )
@@ -248,7 +248,9 @@ func (c *Console) projectsPage(w http.ResponseWriter, r *http.Request) {
 const newAppRows = 3
 
 func (c *Console) newPage(w http.ResponseWriter, r *http.Request) {
-	c.render(w, http.StatusOK, "new", &page{Title: "New project", User: viewerFrom(r), Form: map[string]string{"admin": "on"}, AppRows: rows()})
+	// The form starts from the API's defaults (opusctl create's too): no
+	// Django admin unless asked for.
+	c.render(w, http.StatusOK, "new", &page{Title: "New project", User: viewerFrom(r), Form: map[string]string{}, AppRows: rows()})
 }
 
 func rows() []int {
@@ -260,12 +262,11 @@ func rows() []int {
 }
 
 // gitAppSpec makes an app from a form's git URL, ref and optional name;
-// the name defaults to the URL's last element without ".git", as opusctl
-// does.
+// the name defaults as opusctl's does (gitsrc.DefaultAppName).
 func gitAppSpec(rawURL, ref, name string) *opusv1.AppSpec {
 	rawURL, ref, name = strings.TrimSpace(rawURL), strings.TrimSpace(ref), strings.TrimSpace(name)
 	if name == "" {
-		name = strings.TrimSuffix(path.Base(strings.TrimRight(rawURL, "/")), ".git")
+		name = gitsrc.DefaultAppName(rawURL)
 	}
 	return &opusv1.AppSpec{Name: name, Source: &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: rawURL, Ref: ref}}}}
 }
@@ -505,7 +506,9 @@ func (c *Console) updateSettings(w http.ResponseWriter, r *http.Request) {
 		"debug": strconv.FormatBool(f.Get("debug") == "on"),
 		"admin": strconv.FormatBool(f.Get("admin") == "on"),
 	}}
-	if hosts := strings.Join(strings.Fields(strings.ReplaceAll(f.Get("hosts"), ",", " ")), ","); hosts != "" {
+	// The host list goes as typed: the API's rule (comma-separated, as
+	// opusctl's hosts=) reads it, and its refusal lands next to the field.
+	if hosts := strings.TrimSpace(f.Get("hosts")); hosts != "" {
 		req.Set["hosts"] = hosts
 	} else {
 		req.Unset = append(req.Unset, "hosts")
@@ -532,25 +535,14 @@ func (c *Console) updateSettings(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	op, err := v.rpc.UpdateSettings(r.Context(), req)
-	if err != nil && status.Code(err) != codes.NotFound {
-		c.renderProject(w, r, httpCode(status.Code(err)), map[string]string{settingsField(err): status.Convert(err).Message()})
-		return
-	}
-	c.mutated(w, r, op, err, "settings", nil)
+	c.mutated(w, r, op, err, "settings", settingsFields)
 }
 
-// settingsField places an UpdateSettings error: its messages name the
-// setting ("set: hosts: ...", "set: environment variable ..."), not a
-// request field of its own.
-func settingsField(err error) string {
-	msg := strings.TrimPrefix(strings.TrimPrefix(status.Convert(err).Message(), "set: "), "unset: ")
-	switch {
-	case strings.HasPrefix(msg, "hosts"):
-		return "settings.hosts"
-	case strings.HasPrefix(msg, "environment variable"), strings.HasPrefix(msg, "settings.env"):
-		return "settings.env"
-	}
-	return "settings"
+// settingsFields places an UpdateSettings refusal by the setting its
+// detail names (set.hosts, set.env.NAME, ...) next to that form field.
+var settingsFields = map[string]string{
+	"set.hosts": "hosts", "unset.hosts": "hosts",
+	"set.env": "env", "unset.env": "env",
 }
 
 func (c *Console) destroy(w http.ResponseWriter, r *http.Request) {

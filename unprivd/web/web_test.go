@@ -670,6 +670,9 @@ func TestSettingsFormKeepsInput(t *testing.T) {
 		{"GREETING=hi\nlower=x", "www.example.org", "env"},
 		{"GREETING=hi\nnovalue", "www.example.org", "env"},
 		{"GREETING=hi", "www.example.org bad_host!", "hosts"},
+		// The API's rule, as opusctl's hosts=: names are comma-separated.
+		{"GREETING=hi", "www.example.org www.example.net", "hosts"},
+		{"GREETING=hi\nBAD-NAME=1", "www.example.org", "env"},
 	} {
 		x := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}, "debug": {"on"}, "hosts": {tc.hosts}, "env": {tc.env}})
 		if x.code != http.StatusUnprocessableEntity {
@@ -695,6 +698,11 @@ func TestSettingsFormKeepsInput(t *testing.T) {
 	// The project page after no refused form shows the project's values.
 	if pp := do(t, a, "GET", r.srv.URL+"/projects/blog", nil); !strings.Contains(pp.body, `id="settings-hosts" value=""`) || strings.Contains(pp.body, `id="alert"`) {
 		t.Fatalf("project page: %.4000s", pp.body)
+	}
+	// The list as opusctl's hosts= takes it, spaces after commas allowed.
+	ok := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}, "hosts": {"www.example.org, WWW.example.net"}})
+	if p, err := r.st.GetProject(ctx, "blog"); ok.code != http.StatusSeeOther || err != nil || strings.Join(p.Spec.Settings.Hosts, " ") != "www.example.org www.example.net" {
+		t.Fatalf("hosts a, b: %d %.2000s", ok.code, ok.body)
 	}
 
 }
@@ -910,6 +918,8 @@ func TestGitAppSpec(t *testing.T) {
 		{"https://example.com/me/shop/", "", "shop"},
 		{" https://example.com/me/shop.git ", "store", "store"},
 		{"git@example.com:me/blog.git", "", "blog"},
+		{"git@example.com:blog.git", "", "blog"},
+		{"ssh://git@example.com:2222/blog.git", "", "blog"},
 	} {
 		if got := gitAppSpec(tc.url, "v1", tc.name); got.GetName() != tc.want || got.GetSource().GetGit().GetUrl() != strings.TrimSpace(tc.url) {
 			t.Errorf("gitAppSpec(%q, %q) = %v", tc.url, tc.name, got)
