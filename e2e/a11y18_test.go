@@ -104,13 +104,16 @@ func checkAccessible(t *testing.T, ctx context.Context, page string, width int64
 // TestConsoleAccessible: axe-core (WCAG 2.0/2.1 A and AA and best
 // practices) finds no serious or critical violation on any console page
 // (consoleTour: signed out and in, refused forms, a failed operation, the
-// remove confirmation, not found) on a 390 px phone or a 1280 px desktop.
+// remove confirmation, not found) on a 390 px phone or a 1280 px desktop;
+// on each, Tab from the top first focuses a link that skips to the main
+// content, then reaches every link, button and field in reading order,
+// each visibly focused (keyboard.walkTabs).
 // First it shows that the check works under the console's CSP: axe runs
 // on a console page and reports an image without alt text added to it.
 func TestConsoleAccessible(t *testing.T) {
 	h := needHost(t)
 	tour := h.newConsoleTour(t, "ax")
-	ctx := h.browser(t)
+	ctx := h.keyboardBrowser(t)
 
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	res, err := chromedp.RunResponse(sctx, chromedp.Navigate("https://"+h.webAddr+"/login"))
@@ -135,7 +138,10 @@ func TestConsoleAccessible(t *testing.T) {
 		t.Fatal("axe-core did not report an image without alt text added to the sign-in page: the check cannot see violations")
 	}
 
+	k := &keyboard{t: t, ctx: ctx}
 	h.walk(t, ctx, tour, []int64{390, 1280}, func(p consolePage, width int64) {
 		checkAccessible(t, ctx, p.name, width)
+		k.page = fmt.Sprintf("%s at %d px", p.name, width)
+		k.walkTabs()
 	})
 }

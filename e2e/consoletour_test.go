@@ -100,7 +100,13 @@ func setWidth(t *testing.T, ctx context.Context, width int64) {
 // answered with p's status.
 func reach(t *testing.T, ctx context.Context, base string, p consolePage) {
 	t.Helper()
-	code, _ := visit(t, ctx, base+p.path)
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	res, err := chromedp.RunResponse(sctx, chromedp.Navigate(base+p.path))
+	if err != nil {
+		t.Fatalf("%s: open %s: %v", p.name, p.path, err)
+	}
+	code := res.Status
 	if p.form != "" {
 		if code != 200 {
 			t.Fatalf("%s: the page of its form (%s) answered HTTP %d", p.name, p.path, code)
@@ -114,8 +120,6 @@ func reach(t *testing.T, ctx context.Context, base string, p consolePage) {
 			fill = append(fill, chromedp.SetValue(chromedp.CSS(sel), v))
 		}
 		step(t, ctx, p.name+": fill the form", time.Minute, fill...)
-		sctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
 		res, err := chromedp.RunResponse(sctx, chromedp.Submit(chromedp.CSS(p.form)))
 		if err != nil {
 			t.Fatalf("%s: submit %s: %v", p.name, p.form, err)
