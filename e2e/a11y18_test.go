@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // axeVersion is the axe-core in testdata/axe (scripts/axe.sh pins it).
@@ -108,8 +109,10 @@ func checkAccessible(t *testing.T, ctx context.Context, page string, width int64
 // on each, Tab from the top first focuses a link that skips to the main
 // content, then reaches every link, button and field in reading order,
 // each visibly focused (keyboard.walkTabs).
-// First it shows that the check works under the console's CSP: axe runs
-// on a console page and reports an image without alt text added to it.
+// First it shows that the checks can fail: axe runs under the console's
+// CSP and reports an image without alt text added to a page, and the
+// focus check measures a header link outlined in the header's color as
+// too faint.
 func TestConsoleAccessible(t *testing.T) {
 	h := needHost(t)
 	tour := h.newConsoleTour(t, "ax")
@@ -138,7 +141,16 @@ func TestConsoleAccessible(t *testing.T) {
 		t.Fatal("axe-core did not report an image without alt text added to the sign-in page: the check cannot see violations")
 	}
 
-	k := &keyboard{t: t, ctx: ctx}
+	// And the focus check sees an outline that does not stand out: the
+	// header's link outlined in the header's own color.
+	k := &keyboard{t: t, ctx: ctx, page: "sign-in page with a poor outline"}
+	step(t, ctx, "outline header links in the header's color", time.Minute,
+		chromedp.Evaluate[chromedp.Void](`document.styleSheets[0].insertRule('header a:focus-visible { outline-color: #233044 !important }', document.styleSheets[0].cssRules.length)`))
+	k.press(kb.Tab + kb.Tab)
+	if f := k.focus(); !k.is("header a.brand") || f.Contrast >= minFocusContrast {
+		t.Fatalf("the focus check measures %s outlined in the header's color at contrast %.2f: it cannot see a poor outline", f.Name, f.Contrast)
+	}
+
 	h.walk(t, ctx, tour, []int64{390, 1280}, func(p consolePage, width int64) {
 		checkAccessible(t, ctx, p.name, width)
 		k.page = fmt.Sprintf("%s at %d px", p.name, width)
