@@ -9,7 +9,7 @@ BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 CMDS      := opusd opus-privd opusctl
 GOTESTFLAGS ?=
 
-.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench screenshots stress install uninstall clean
+.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench screenshots axe stress install uninstall clean
 
 all: build
 
@@ -74,6 +74,10 @@ bench: build
 ## 1280 px (TestWebConsole) and 390 px (TestConsoleFitsAPhone); root, Chromium
 screenshots: build
 	OPUS_SCREENSHOTS=1 $(GO) test -count=1 -timeout 10m -run '^(TestWebConsole|TestConsoleFitsAPhone)$$' ./e2e/
+
+## axe: fetch the pinned axe-core into e2e/testdata/axe/ (npm; checks its sha256)
+axe:
+	@scripts/axe.sh
 
 ## stress: only the crash matrix (opusd killed after each step, privd and Apache deaths)
 ## and the 50-client load test (root, real Apache); `make test` runs them too

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -50,20 +49,11 @@ type fit struct {
 	Wrapped []string `json:"wrapped"`
 }
 
-// checkFits visits u at width px and fails the test, naming the page and
-// what sticks out, if the page scrolls sideways or a header link wraps.
-func checkFits(t *testing.T, ctx context.Context, page, u string, width int64, wantStatus int64) {
+// checkFits fails the test, naming the page and what sticks out, if the
+// page the browser shows scrolls sideways at width px or a header link
+// wraps.
+func checkFits(t *testing.T, ctx context.Context, page string, width int64) {
 	t.Helper()
-	var opts []chromedp.EmulateViewportOption
-	height := int64(800)
-	if width < 600 {
-		opts = append(opts, chromedp.EmulateMobile, chromedp.EmulateTouch, chromedp.EmulatePortrait)
-		height = 844
-	}
-	step(t, ctx, fmt.Sprintf("viewport %d px", width), time.Minute, chromedp.EmulateViewport(width, height, opts...))
-	if code, _ := visit(t, ctx, u); code != wantStatus {
-		t.Fatalf("%s (%s) at %d px: HTTP %d, want %d", page, u, width, code, wantStatus)
-	}
 	f, err := chromedp.Run(ctx, chromedp.Evaluate[fit](fmt.Sprintf(fitsJS, width)))
 	if err != nil {
 		t.Fatalf("measure %s: %v", page, err)
@@ -116,48 +106,16 @@ func (h *host) longProject(t *testing.T) string {
 	return name
 }
 
-// TestConsoleFitsAPhone: every console page, signed out and in, fits a
-// 390 px phone without sideways scrolling (long project names, URLs and a
-// traceback included) and a 1280 px desktop; the header's links do not
-// break over lines.
+// TestConsoleFitsAPhone: every console page (consoleTour: signed out and
+// in, refused forms and a failed operation included) fits a 390 px phone
+// without sideways scrolling (long project names, URLs and a traceback
+// included) and a 1280 px desktop; the header's links do not break over
+// lines.
 func TestConsoleFitsAPhone(t *testing.T) {
 	h := needHost(t)
-	_, uid := addUser(t, "ph")
-	name := h.longProject(t)
-	base := "https://" + h.webAddr
-	widths := []int64{390, 1280}
-
-	// A deployed project with a long name and an app, whose last change
-	// (adding an app that raises at start) failed with a traceback.
-	if r := h.ctl(t, uid, "", "create", name, "--app", readableBy(t, hostileApp(t, "shop", "pass"))); r.code != 0 {
-		t.Fatalf("create %s: exit %d %s", name, r.code, r.err)
-	}
-	r := h.ctl(t, uid, "", "apps", "add", name, readableBy(t, hostileApp(t, "brokenwithaverylongappname", "raise RuntimeError('opus-e2e-phone-'+'x'*150)")))
-	m := opID.FindStringSubmatch(r.err)
-	if r.code != 1 || m == nil || !strings.Contains(r.err, "Traceback") {
-		t.Fatalf("apps add of a broken app: exit %d, want a failed operation with a traceback:\n%s", r.code, r.err)
-	}
-	failedOp := m[1]
-
+	tour := h.newConsoleTour(t, "ph")
 	ctx := h.browser(t)
-	for _, w := range widths {
-		checkFits(t, ctx, "login", base+"/login", w, 200)
-	}
-	step(t, ctx, "sign in with the link", time.Minute, chromedp.Navigate(h.loginLink(t, uid)), chromedp.WaitVisible(chromedp.CSS("#projects")))
-	pages := []struct {
-		page, path string
-		status     int64
-	}{
-		{"projects", "/", 200},
-		{"new project", "/new", 200},
-		{"project", "/projects/" + name, 200},
-		{"operation", "/ops/" + failedOp, 200},
-		{"not found", "/projects/" + name[:len(name)-1] + "q", 404},
-		{"bad name", "/projects/" + name + "nope", 422},
-	}
-	for _, w := range widths {
-		for _, p := range pages {
-			checkFits(t, ctx, p.page, base+p.path, w, p.status)
-		}
-	}
+	h.walk(t, ctx, tour, []int64{390, 1280}, func(p consolePage, width int64) {
+		checkFits(t, ctx, p.name, width)
+	})
 }

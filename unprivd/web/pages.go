@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
 	"net/http"
 	"net/url"
@@ -716,3 +717,31 @@ func envText(s *opusv1.Settings) string {
 }
 
 func hostsText(s *opusv1.Settings) string { return strings.Join(s.GetHosts(), ", ") }
+
+// fieldError is a field's error as the "err" template shows it: the
+// message and the id of the element that holds it.
+type fieldError struct{ ID, Msg string }
+
+// errorID is the id of the element that shows the error of form field
+// key ("name", "settings.env", "update-shop.url"): "error-" and the key
+// with dots as dashes. Keys are the console's own words and app names,
+// which names.App keeps to letters, digits and underscores.
+func errorID(key string) string { return "error-" + strings.ReplaceAll(key, ".", "-") }
+
+// errorOf is key's error for the "err" template, nil when it has none.
+func errorOf(errs map[string]string, key string) *fieldError {
+	if msg := errs[key]; msg != "" {
+		return &fieldError{ID: errorID(key), Msg: msg}
+	}
+	return nil
+}
+
+// invalid marks the field of key when its form was refused because of
+// it: aria-invalid, and aria-describedby naming its error (errorOf), so
+// that a screen reader says what is wrong when the field is focused.
+func invalid(errs map[string]string, key string) template.HTMLAttr {
+	if errs[key] == "" {
+		return ""
+	}
+	return template.HTMLAttr(` aria-invalid="true" aria-describedby="` + template.HTMLEscapeString(errorID(key)) + `"`)
+}

@@ -138,6 +138,8 @@ func (c *Console) parseTemplates() error {
 		"runningRef": runningRef,
 		"envText":    envText,
 		"hostsText":  hostsText,
+		"errorOf":    errorOf,
+		"invalid":    invalid,
 		// The name hint is the rule's own (package names).
 		"projectPattern": func() string { return names.ProjectPattern },
 		"maxProject":     func() int { return names.MaxProject },

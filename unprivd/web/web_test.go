@@ -257,7 +257,7 @@ func TestConsoleFlow(t *testing.T) {
 
 	// The API's error, next to the field it concerns; nothing made.
 	bad := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"Bad Name"}, "url0": {"https://example.com/blog.git"}})
-	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error">project name `).MatchString(bad.body) {
+	if bad.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name"[^>]*>\s*<span class="error field-error" id="error-name">project name `).MatchString(bad.body) {
 		t.Fatalf("bad name: %d %.2000s", bad.code, bad.body)
 	}
 	badURL := do(t, a, "POST", r.srv.URL+"/new", url.Values{"csrf": {csrf}, "name": {"blog"}, "url1": {"ext::sh -c x"}, "app1": {"ext"}})
@@ -275,7 +275,7 @@ func TestConsoleFlow(t *testing.T) {
 		{"csrf": {csrf}, "name": {"bare"}, "url0": {"https://example.com/me/shop.git"}, "empty": {"on"}},
 	} {
 		ans := do(t, a, "POST", r.srv.URL+"/new", form)
-		if ans.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`name="empty"[^>]*> No apps yet[^<]*</label>\s*<span class="error field-error">[^<]*No apps yet`).MatchString(ans.body) {
+		if ans.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`name="empty"[^>]*> No apps yet[^<]*</label>\s*<span class="error field-error" id="error-apps">[^<]*No apps yet`).MatchString(ans.body) {
 			t.Fatalf("create form %v: %d %.3000s", form, ans.code, ans.body)
 		}
 	}
@@ -354,7 +354,7 @@ func TestConsoleFlow(t *testing.T) {
 	}
 	// Destroy needs the name typed; a wrong one changes nothing.
 	wrong := do(t, a, "POST", r.srv.URL+"/projects/blog/destroy", url.Values{"csrf": {csrf}, "confirm": {"blo"}})
-	if wrong.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</h1>\s*<div id="messages">\s*<p class="error" id="alert" role="alert">Nothing was destroyed: type &#34;blog&#34; to confirm`).MatchString(wrong.body) {
+	if wrong.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</h1>\s*<div id="messages" aria-live="polite">\s*<p class="error" id="alert" role="alert">Nothing was destroyed: type &#34;blog&#34; to confirm`).MatchString(wrong.body) {
 		t.Fatalf("destroy unconfirmed: %d %.300s", wrong.code, wrong.body)
 	}
 	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Deleting {
@@ -372,7 +372,7 @@ func TestConsoleFlow(t *testing.T) {
 	// Roll back with no earlier revision: the API's refusal is shown at
 	// the top of the page, under the title, and nothing changes.
 	rb := do(t, a, "POST", r.srv.URL+"/projects/blog/apps/shop/rollback", url.Values{"csrf": {csrf}})
-	if rb.code < 400 || !regexp.MustCompile(`</h1>\s*<div id="messages">\s*<p class="error" id="alert" role="alert">[^<]*no deployed revision`).MatchString(rb.body) {
+	if rb.code < 400 || !regexp.MustCompile(`</h1>\s*<div id="messages" aria-live="polite">\s*<p class="error" id="alert" role="alert">[^<]*no deployed revision`).MatchString(rb.body) {
 		t.Fatalf("rollback without history: %d %.4000s", rb.code, rb.body)
 	}
 	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Spec.Apps[0].Git.Ref != "v2" {
@@ -390,7 +390,7 @@ func TestConsoleFlow(t *testing.T) {
 		t.Fatalf("settings after the form: %v %v", got.GetSettings(), err)
 	}
 	badEnv := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}, "env": {"lower=x"}})
-	if badEnv.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</textarea></label><span class="error field-error">[^<]*environment variable`).MatchString(badEnv.body) {
+	if badEnv.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</textarea></label><span class="error field-error" id="error-settings-env">[^<]*environment variable`).MatchString(badEnv.body) {
 		t.Fatalf("bad env: %d %.4000s", badEnv.code, badEnv.body)
 	}
 	if again, _ := r.as(t, uidA).GetProject(context.Background(), &opusv1.GetProjectRequest{Name: "blog"}); !again.GetSettings().GetDebug() || again.GetGeneration() != got.GetGeneration() {
@@ -517,7 +517,7 @@ func TestConsoleFlow(t *testing.T) {
 // it fails the test when the page has none there.
 func messagesOf(t *testing.T, body string) string {
 	t.Helper()
-	m := regexp.MustCompile(`</h1>\s*<div id="messages">((?s).*?)</div>`).FindStringSubmatch(body)
+	m := regexp.MustCompile(`</h1>\s*<div id="messages" aria-live="polite">((?s).*?)</div>`).FindStringSubmatch(body)
 	if m == nil {
 		t.Fatalf("no message area under the title: %.3000s", body)
 	}
@@ -684,8 +684,8 @@ func TestSettingsFormKeepsInput(t *testing.T) {
 				t.Fatalf("settings %+v: the form lost what was typed, no %q: %.5000s", tc, want, x.body)
 			}
 		}
-		next := map[string]string{"env": `</textarea></label><span class="error field-error">`, "hosts": `id="settings-hosts" value="[^"]*" size="50"></label><span class="error field-error">`}[tc.field]
-		if !regexp.MustCompile(next).MatchString(x.body) || !strings.Contains(messagesOf(t, x.body), `<a href="#settings-`+tc.field+`">`) {
+		next := map[string]string{"env": `</textarea></label><span class="error field-error" id="error-settings-env">`, "hosts": `id="settings-hosts" value="[^"]*" size="50"></label><span class="error field-error" id="error-settings-hosts">`}[tc.field]
+		if !regexp.MustCompile(next).MatchString(x.body) || !strings.Contains(messagesOf(t, x.body), `<a href="#settings-`+tc.field+`" autofocus>`) {
 			t.Fatalf("settings %+v: the error is not next to %s with a pointer at the top: %.5000s", tc, tc.field, x.body)
 		}
 		if strings.Count(x.body, `class="error field-error"`) != 1 {
@@ -715,13 +715,13 @@ func TestMessagesAtTop(t *testing.T) {
 	// Adding an app refused: the error next to the URL, a pointer at the
 	// top, the typed values kept in the add form (not in another form).
 	x := do(t, a, "POST", r.srv.URL+"/projects/blog/apps", url.Values{"csrf": {csrf}, "url": {"ext::sh -c x"}, "ref": {"main"}, "app": {"news"}})
-	if x.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="add-url" value="ext::sh -c x"[^>]*></label><span class="error field-error">[^<]*remote transport helper`).MatchString(x.body) ||
+	if x.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="add-url" value="ext::sh -c x"[^>]*></label><span class="error field-error" id="error-add-url">[^<]*remote transport helper`).MatchString(x.body) ||
 		!strings.Contains(messagesOf(t, x.body), `Adding the app was not applied`) || !strings.Contains(x.body, `id="add-ref" value="main"`) ||
 		!strings.Contains(x.body, `id="update-shop-url" value="https://example.com/me/shop.git"`) {
 		t.Fatalf("add refused: %d %.5000s", x.code, x.body)
 	}
 
-	if x.code == http.StatusUnprocessableEntity && !strings.Contains(messagesOf(t, x.body), `<a href="#add-url">`) {
+	if x.code == http.StatusUnprocessableEntity && !strings.Contains(messagesOf(t, x.body), `<a href="#add-url" autofocus>`) {
 		t.Fatalf("add refused: no link to the field at the top: %.3000s", x.body)
 	}
 	same := do(t, a, "POST", r.srv.URL+"/projects/blog/settings", url.Values{"csrf": {csrf}})

@@ -1,7 +1,10 @@
 // Live progress of an operation: the page is complete without this
 // script (it refreshes itself); with it, steps update as they happen from
 // server-sent events, and the page reloads once the operation has ended
-// to show the project's URLs.
+// to show the project's URLs. The state (role="status") and the steps
+// table (aria-live) are live regions: rows and cells are changed in
+// place, only where they differ, so a screen reader says what changed
+// rather than the whole table again.
 "use strict";
 (function () {
   var state = document.getElementById("op-state");
@@ -14,26 +17,29 @@
     var ms = Date.parse(b) - Date.parse(a);
     return ms < 1000 ? ms + "ms" : (ms / 1000).toFixed(1) + "s";
   };
+  var setText = function (el, text) { if (el.textContent !== text) el.textContent = text; };
   var es = new EventSource("/ops/" + encodeURIComponent(id) + "/events");
   es.onmessage = function (ev) {
     var op = JSON.parse(ev.data);
     var st = lower(op.state, "OPERATION_STATE_");
-    state.textContent = st;
+    setText(state, st);
     state.className = "opstate opstate-" + st;
-    while (tbody.firstChild) tbody.removeChild(tbody.firstChild);
-    (op.steps || []).forEach(function (s) {
-      var tr = document.createElement("tr");
+    var steps = op.steps || [];
+    steps.forEach(function (s, i) {
       var ss = lower(s.state, "STEP_STATE_");
-      tr.className = "step-" + ss;
       // A failed step's message is the operation's error, shown whole
       // above the steps once the page reloads: said once.
-      [s.name, ss, took(s.startTime, s.endTime), ss === "failed" ? "" : (s.message || "")].forEach(function (text) {
-        var td = document.createElement("td");
-        td.textContent = text;
-        tr.appendChild(td);
-      });
-      tbody.appendChild(tr);
+      var cells = [s.name, ss, took(s.startTime, s.endTime), ss === "failed" ? "" : (s.message || "")];
+      var tr = tbody.rows[i];
+      if (!tr) {
+        tr = document.createElement("tr");
+        cells.forEach(function () { tr.appendChild(document.createElement("td")); });
+        tbody.appendChild(tr);
+      }
+      tr.className = "step-" + ss;
+      cells.forEach(function (text, j) { setText(tr.cells[j], text); });
     });
+    while (tbody.rows.length > steps.length) tbody.deleteRow(-1);
     if (st === "succeeded" || st === "failed") {
       es.close();
       window.location.reload();
