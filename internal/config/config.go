@@ -479,6 +479,10 @@ func CheckMetricsListen(addr string, allowRemote bool) error {
 	if ap.Addr().Zone() != "" {
 		return fmt.Errorf("%q: give an address without a zone", addr)
 	}
+	if ap.String() != addr {
+		// One spelling: the one opusd's log and the scrape URL show.
+		return fmt.Errorf("%q: write it as %s", addr, ap)
+	}
 	if !ap.Addr().Unmap().IsLoopback() && !allowRemote {
 		return fmt.Errorf("%s is not a loopback address, and the metrics name every project: listen on 127.0.0.1 or ::1, or set metrics_allow_remote yes where a firewall lets only your Prometheus reach it", addr)
 	}

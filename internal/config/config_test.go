@@ -1,8 +1,11 @@
 package config
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +73,8 @@ func TestParse(t *testing.T) {
 		{name: "metrics all interfaces, no host", in: "metrics_listen :9464\n", wantErr: "not an IP address"},
 		{name: "metrics public address", in: "metrics_listen 192.0.2.7:9464\n", wantErr: "metrics_allow_remote yes"},
 		{name: "metrics v4-mapped public", in: "metrics_listen [::ffff:192.0.2.7]:9464\n", wantErr: "not a loopback address"},
+		{name: "metrics port with a leading zero", in: "metrics_listen 127.0.0.1:09464\n", wantErr: "write it as 127.0.0.1:9464"},
+		{name: "metrics IPv6 not canonical", in: "metrics_listen [0:0::1]:9464\n", wantErr: "write it as [::1]:9464"},
 		{name: "metrics zone", in: "metrics_listen [fe80::1%eth0]:9464\nmetrics_allow_remote yes\n", wantErr: "zone"},
 		{name: "metrics remote allowed", in: "metrics_allow_remote yes\nmetrics_listen 192.0.2.7:9464\n", check: func(c Config) bool {
 			return c.MetricsListen == "192.0.2.7:9464" && c.MetricsAllowRemote
@@ -150,4 +155,31 @@ func TestShippedConfig(t *testing.T) {
 	if c != Default() || n != 28 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
+}
+
+// FuzzCheckMetricsListen: an address CheckMetricsListen accepts is empty
+// or an IP address without a zone and a port 1-65535 that net.Listen
+// takes as written, and loopback unless remote addresses are allowed.
+func FuzzCheckMetricsListen(f *testing.F) {
+	for _, s := range []string{"", "127.0.0.1:9464", "[::1]:9464", "0.0.0.0:9464", ":9464", "localhost:1", "[::ffff:127.0.0.1]:80",
+		"127.0.0.1:0", "[fe80::1%eth0]:9", "1.2.3.4:65535", "127.0.0.1:09464", " 127.0.0.1:1"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, addr string, allowRemote bool) {
+		if CheckMetricsListen(addr, allowRemote) != nil || addr == "" {
+			return
+		}
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+			t.Fatalf("accepted %q: %v", addr, err)
+		}
+		if !allowRemote && !ap.Addr().Unmap().IsLoopback() {
+			t.Fatalf("accepted %q, not loopback, without metrics_allow_remote", addr)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || net.ParseIP(host) == nil || port != strconv.Itoa(int(ap.Port())) {
+			t.Fatalf("accepted %q, which net.Listen reads otherwise (%q %q %v)", addr, host, port, err)
+		}
+	})
 }
