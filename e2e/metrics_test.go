@@ -78,15 +78,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	// A call privd refuses: another user's, on a socket opened to all.
-	sock := h.cfg.PrivdSocket()
-	fi, err := os.Stat(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(sock, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Chmod(sock, fi.Mode().Perm())
+	sock := openPrivdToAll(t, h)
 	state := hostState(t)
 	refused := name + "x"
 	if ans := asUID(t, h.otherID, h.otherGID, privdCall{Socket: sock, Method: "EnsureUser", Project: refused}); ans.Code != "PermissionDenied" {
