@@ -195,9 +195,14 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		if p, ok := req.(interface{ GetProject() string }); ok {
 			attrs = append(attrs, "project", p.GetProject())
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			s.log.Warn("call failed", append(attrs, "err", err)...)
-		} else {
+		case info.FullMethod == statsMethod:
+			// Every scrape of opusd's metrics asks: at Info, a line
+			// every few seconds would drown the calls that change things.
+			s.log.Debug("call", attrs...)
+		default:
 			s.log.Info("call", attrs...)
 		}
 		return resp, err

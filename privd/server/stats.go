@@ -11,6 +11,9 @@ import (
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
+// statsMethod is the full name of the Stats call.
+const statsMethod = "/opus.privd.v1.Privd/Stats"
+
 // otherMethod labels every call of a method privd does not serve. The
 // method name of such a call is the caller's text: keeping it would let
 // anyone who can connect grow privd's memory (and opusd's metrics) without

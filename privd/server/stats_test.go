@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opus-hosting/opus/internal/logtest"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
 
@@ -96,4 +98,30 @@ func countOf(r *privdv1.StatsResponse, method, code string) uint64 {
 		}
 	}
 	return 0
+}
+
+// TestStatsLoggedAtDebug: the Stats call every scrape makes is logged at
+// Debug, not among the calls that change the host; a failed one (a
+// refusal included) still is, as a warning.
+func TestStatsLoggedAtDebug(t *testing.T) {
+	var logs logtest.Buffer
+	s := New(Config{OpusUID: 997, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	stats := func(ctx context.Context, req any) (any, error) { return s.Stats(ctx, req.(*privdv1.StatsRequest)) }
+	ok := func(context.Context, any) (any, error) { return nil, nil }
+	call := func(ctx context.Context, method string, h grpc.UnaryHandler) {
+		s.UnaryInterceptor()(ctx, &privdv1.StatsRequest{}, &grpc.UnaryServerInfo{FullMethod: method}, h)
+	}
+	call(credContext(997), statsMethod, stats)
+	if l := logs.String(); l != "" {
+		t.Errorf("Stats logged at Info: %s", l)
+	}
+	call(credContext(997), "/opus.privd.v1.Privd/ReloadApache", ok)
+	call(credContext(1000), statsMethod, stats)
+	l := logs.String()
+	if !strings.Contains(l, "level=INFO msg=call method=/opus.privd.v1.Privd/ReloadApache") {
+		t.Errorf("another call not logged at Info:\n%s", l)
+	}
+	if !strings.Contains(l, "level=WARN") || !strings.Contains(l, "method=/opus.privd.v1.Privd/Stats") {
+		t.Errorf("a refused Stats not logged:\n%s", l)
+	}
 }
