@@ -53,6 +53,8 @@ func TestMetrics(t *testing.T) {
 	if now := time.Now(); !exp.After(now.Add(300*24*time.Hour)) || exp.After(now.Add(400*24*time.Hour)) {
 		t.Errorf("certificate of %s expires %s; want about a year from now", name, exp)
 	}
+	// At least one each: a step may also run for another project at the
+	// same time (a teardown left by an earlier test, a repair).
 	for _, step := range []string{"user", "migrate", "certificate", "health"} {
 		c := func(m metricFamilies) uint64 {
 			for _, s := range m.series("opus_operation_step_seconds", map[string]string{"step": step}) {
@@ -60,8 +62,8 @@ func TestMetrics(t *testing.T) {
 			}
 			return 0
 		}
-		if d := c(after) - c(before); d != 1 {
-			t.Errorf("opus_operation_step_seconds{step=%q} counted %d more steps over one create; want 1", step, d)
+		if d := c(after) - c(before); d < 1 {
+			t.Errorf("opus_operation_step_seconds{step=%q} counted no step over a create", step)
 		}
 	}
 	if q := after.value(t, "opus_reconcile_queue_depth", nil); q < 0 {
