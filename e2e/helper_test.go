@@ -125,6 +125,23 @@ func asUID(t *testing.T, uid, gid uint32, c privdCall) privdAnswer {
 	return ans
 }
 
+// openPrivdToAll opens privd's socket to every user until the test ends,
+// so that a caller other than opusd gets past the socket's mode and
+// privd's own peer check is what must refuse it. It returns the socket.
+func openPrivdToAll(t *testing.T, h *host) string {
+	t.Helper()
+	sock := h.cfg.PrivdSocket()
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(sock, fi.Mode().Perm()) })
+	return sock
+}
+
 func contains(list []string, sub string) bool {
 	for _, s := range list {
 		if strings.Contains(s, sub) {

@@ -226,6 +226,11 @@ func startHost() (*host, error) {
 		return nil, err
 	}
 	h.webAddr = fmt.Sprintf("127.0.0.1:%d", webPort)
+	metricsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg.MetricsListen = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	h.cfg = cfg
 	conf := "# written by the e2e tests\n" + cfg.Format()
 	h.conf = filepath.Join(root, "opus.conf")

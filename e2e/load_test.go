@@ -127,15 +127,7 @@ func TestLoad(t *testing.T) {
 	helper := helperBinary(t)
 	// Open privd's socket to everyone for the run, so that intruders get
 	// past the socket's mode and privd's own peer check must refuse them.
-	sock := h.cfg.PrivdSocket()
-	fi, err := os.Stat(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(sock, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Chmod(sock, fi.Mode().Perm())
+	openPrivdToAll(t, h)
 	privdLog := filepath.Join(h.logs, "privd.log")
 	var logStart int64
 	if fi, err := os.Stat(privdLog); err == nil {

@@ -113,6 +113,14 @@ type Config struct {
 	SnapshotMaxBytes int64
 	// SnapshotKeep is how many data snapshots are kept per project.
 	SnapshotKeep int
+	// MetricsListen is IP:PORT where opusd serves its metrics in
+	// Prometheus's text format over plain HTTP; empty (the default) serves
+	// none. The metrics name every project (its certificate's expiry), so
+	// an address other than loopback needs MetricsAllowRemote.
+	MetricsListen string
+	// MetricsAllowRemote lets MetricsListen be an address other than
+	// loopback: the operator says a firewall keeps it to the scraper.
+	MetricsAllowRemote bool
 }
 
 // MaxSnapshotBytes is the largest snapshot_max_bytes.
@@ -311,6 +319,7 @@ func (c Config) Format() string {
 		{"wsgi_processes", c.WSGIProcesses}, {"wsgi_threads", c.WSGIThreads},
 		{"git_max_bytes", c.GitMaxBytes}, {"postgres_admin", c.PostgresAdmin},
 		{"snapshot_max_bytes", c.SnapshotMaxBytes}, {"snapshot_keep", c.SnapshotKeep},
+		{"metrics_listen", c.MetricsListen}, {"metrics_allow_remote", yesNo(c.MetricsAllowRemote)},
 	} {
 		fmt.Fprintf(&b, "%s %v\n", kv[0], kv[1])
 	}
@@ -324,6 +333,7 @@ func (c *Config) Set(key, value string) error {
 		"admin_group": &c.AdminGroup, "server_suffix": &c.ServerSuffix,
 		"apache_mode": &c.ApacheMode, "apache_dir": &c.ApacheDir, "apache_instance": &c.ApacheInstance, "python": &c.Python,
 		"postgres_admin": &c.PostgresAdmin, "user_prefix": &c.UserPrefix,
+		"metrics_listen": &c.MetricsListen,
 	}
 	num := map[string]*int{
 		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort, "backend_port": &c.BackendPort,
@@ -346,6 +356,16 @@ func (c *Config) Set(key, value string) error {
 		return parseBytes(key, value, &c.UploadQuota)
 	case "snapshot_max_bytes":
 		return parseBytes(key, value, &c.SnapshotMaxBytes)
+	case "metrics_allow_remote":
+		switch value {
+		case "yes":
+			c.MetricsAllowRemote = true
+		case "no":
+			c.MetricsAllowRemote = false
+		default:
+			return fmt.Errorf("metrics_allow_remote: %q is neither yes nor no", value)
+		}
+		return nil
 	case "upload_grace":
 		d, err := time.ParseDuration(value)
 		if err != nil {
@@ -437,7 +457,44 @@ func (c Config) Validate() error {
 	if c.UploadGrace < time.Second {
 		return fmt.Errorf("upload_grace: %s is shorter than a second; an upload must outlive the call that names it", c.UploadGrace)
 	}
+	if err := CheckMetricsListen(c.MetricsListen, c.MetricsAllowRemote); err != nil {
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
 	return nil
+}
+
+// CheckMetricsListen checks metrics_listen: empty (no metrics), or an IP
+// address and a port 1-65535, such as 127.0.0.1:9464 or [::1]:9464. A
+// host name is refused (what it resolves to may change under the
+// operator); so is an address other than loopback, all interfaces
+// included, unless allowRemote: the metrics name every project.
+func CheckMetricsListen(addr string, allowRemote bool) error {
+	if addr == "" {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || ap.Port() == 0 {
+		return fmt.Errorf("%q is not an IP address and a port 1-65535, such as 127.0.0.1:9464 or [::1]:9464", addr)
+	}
+	if ap.Addr().Zone() != "" {
+		return fmt.Errorf("%q: give an address without a zone", addr)
+	}
+	if ap.String() != addr {
+		// One spelling: the one opusd's log and the scrape URL show.
+		return fmt.Errorf("%q: write it as %s", addr, ap)
+	}
+	if !ap.Addr().Unmap().IsLoopback() && !allowRemote {
+		return fmt.Errorf("%s is not a loopback address, and the metrics name every project: listen on 127.0.0.1 or ::1, or set metrics_allow_remote yes where a firewall lets only your Prometheus reach it", addr)
+	}
+	return nil
+}
+
+// yesNo is b as opus.conf writes a switch.
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
 
 // parseBytes sets *to to value, a whole number of bytes, for key.

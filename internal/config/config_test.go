@@ -1,8 +1,11 @@
 package config
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +60,26 @@ func TestParse(t *testing.T) {
 		{name: "snapshot bytes too large", in: "snapshot_max_bytes 68719476737\n", wantErr: "snapshot_max_bytes"},
 		{name: "snapshot keep", in: "snapshot_keep 2\n", check: func(c Config) bool { return c.SnapshotKeep == 2 }},
 		{name: "snapshot keep zero", in: "snapshot_keep 0\n", wantErr: "snapshot_keep"},
+		{name: "metrics off by default", in: "", check: func(c Config) bool { return c.MetricsListen == "" && !c.MetricsAllowRemote }},
+		{name: "metrics on loopback", in: "metrics_listen 127.0.0.1:9464\n", check: func(c Config) bool { return c.MetricsListen == "127.0.0.1:9464" }},
+		{name: "metrics on IPv6 loopback", in: "metrics_listen [::1]:9464\n", check: func(c Config) bool { return c.MetricsListen == "[::1]:9464" }},
+		{name: "metrics on other loopback", in: "metrics_listen 127.0.0.53:9464\n", check: func(c Config) bool { return c.MetricsListen == "127.0.0.53:9464" }},
+		{name: "metrics off again", in: "metrics_listen\n", check: func(c Config) bool { return c.MetricsListen == "" }},
+		{name: "metrics without port", in: "metrics_listen 127.0.0.1\n", wantErr: "metrics_listen: \"127.0.0.1\" is not an IP address and a port"},
+		{name: "metrics port 0", in: "metrics_listen 127.0.0.1:0\n", wantErr: "port 1-65535"},
+		{name: "metrics port too large", in: "metrics_listen 127.0.0.1:65536\n", wantErr: "port 1-65535"},
+		{name: "metrics host name", in: "metrics_listen localhost:9464\n", wantErr: "not an IP address"},
+		{name: "metrics all interfaces", in: "metrics_listen 0.0.0.0:9464\n", wantErr: "not a loopback address"},
+		{name: "metrics all interfaces, no host", in: "metrics_listen :9464\n", wantErr: "not an IP address"},
+		{name: "metrics public address", in: "metrics_listen 192.0.2.7:9464\n", wantErr: "metrics_allow_remote yes"},
+		{name: "metrics v4-mapped public", in: "metrics_listen [::ffff:192.0.2.7]:9464\n", wantErr: "not a loopback address"},
+		{name: "metrics port with a leading zero", in: "metrics_listen 127.0.0.1:09464\n", wantErr: "write it as 127.0.0.1:9464"},
+		{name: "metrics IPv6 not canonical", in: "metrics_listen [0:0::1]:9464\n", wantErr: "write it as [::1]:9464"},
+		{name: "metrics zone", in: "metrics_listen [fe80::1%eth0]:9464\nmetrics_allow_remote yes\n", wantErr: "zone"},
+		{name: "metrics remote allowed", in: "metrics_allow_remote yes\nmetrics_listen 192.0.2.7:9464\n", check: func(c Config) bool {
+			return c.MetricsListen == "192.0.2.7:9464" && c.MetricsAllowRemote
+		}},
+		{name: "metrics remote not a switch", in: "metrics_allow_remote true\n", wantErr: "neither yes nor no"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +123,7 @@ func TestFormatRoundTrip(t *testing.T) {
 	c.BaseDir, c.UserPrefix, c.ProjectUIDs, c.HTTPPort = "/srv/o", "tab12-", UIDRange{First: 400000, Last: 409999}, 81
 	c.UploadGrace = 90 * time.Second
 	c.PostgresAdmin = "host=/var/run/postgresql user=opus dbname=postgres"
+	c.MetricsListen, c.MetricsAllowRemote = "[::]:9464", true
 	for _, want := range []Config{Default(), c} {
 		got := Default()
 		got.HTTPPort = 1
@@ -128,7 +152,34 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 26 {
+	if c != Default() || n != 28 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
+}
+
+// FuzzCheckMetricsListen: an address CheckMetricsListen accepts is empty
+// or an IP address without a zone and a port 1-65535 that net.Listen
+// takes as written, and loopback unless remote addresses are allowed.
+func FuzzCheckMetricsListen(f *testing.F) {
+	for _, s := range []string{"", "127.0.0.1:9464", "[::1]:9464", "0.0.0.0:9464", ":9464", "localhost:1", "[::ffff:127.0.0.1]:80",
+		"127.0.0.1:0", "[fe80::1%eth0]:9", "1.2.3.4:65535", "127.0.0.1:09464", " 127.0.0.1:1"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, addr string, allowRemote bool) {
+		if CheckMetricsListen(addr, allowRemote) != nil || addr == "" {
+			return
+		}
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+			t.Fatalf("accepted %q: %v", addr, err)
+		}
+		if !allowRemote && !ap.Addr().Unmap().IsLoopback() {
+			t.Fatalf("accepted %q, not loopback, without metrics_allow_remote", addr)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || net.ParseIP(host) == nil || port != strconv.Itoa(int(ap.Port())) {
+			t.Fatalf("accepted %q, which net.Listen reads otherwise (%q %q %v)", addr, host, port, err)
+		}
+	})
 }

@@ -88,6 +88,8 @@ func clientMain(sock string, projects []string) int {
 	rec("ReloadApache", err)
 	_, err = c.TailLog(ctx, &privdv1.TailLogRequest{Project: existing})
 	rec("TailLog", err)
+	_, err = c.Stats(ctx, &privdv1.StatsRequest{})
+	rec("Stats", err)
 	// The streaming calls are refused at the stream's first message.
 	if dump, err := c.DumpData(ctx, &privdv1.DumpDataRequest{Project: existing}); err != nil {
 		rec("DumpData", err)

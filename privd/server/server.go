@@ -100,8 +100,9 @@ type Config struct {
 // Server implements privdv1.PrivdServer.
 type Server struct {
 	privdv1.UnimplementedPrivdServer
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	stats *stats
 }
 
 // allowed is privd's whole surface: full method names that may be served.
@@ -121,6 +122,7 @@ var allowed = map[string]bool{
 	"/opus.privd.v1.Privd/TailLog":       true,
 	"/opus.privd.v1.Privd/DumpData":      true,
 	"/opus.privd.v1.Privd/LoadData":      true,
+	"/opus.privd.v1.Privd/Stats":         true,
 }
 
 // New returns the service for cfg.
@@ -129,7 +131,7 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{cfg: cfg, log: log}
+	return &Server{cfg: cfg, log: log, stats: newStats()}
 }
 
 // GRPC returns a gRPC server with peer-credential transport credentials,
@@ -152,8 +154,17 @@ func (s *Server) GRPC(opts ...grpc.ServerOption) *grpc.Server {
 }
 
 // authorize refuses every caller but the opus uid, then every method not in
-// the allowlist. It runs before any handler.
+// the allowlist, and counts each refusal. It runs before any handler.
 func (s *Server) authorize(ctx context.Context, method string) error {
+	err := s.refusal(ctx, method)
+	if err != nil {
+		s.stats.refused(method)
+	}
+	return err
+}
+
+// refusal is why a call of method on ctx is refused, or nil.
+func (s *Server) refusal(ctx context.Context, method string) error {
 	cred, err := peercred.FromContext(ctx)
 	if err != nil {
 		s.log.Warn("refused call without peer credentials", "method", method, "err", err)
@@ -179,27 +190,35 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		}
 		start := time.Now()
 		resp, err := handler(ctx, req)
+		s.stats.called(info.FullMethod, status.Code(err))
 		attrs := []any{"method", info.FullMethod, "code", status.Code(err).String(), "duration", time.Since(start)}
 		if p, ok := req.(interface{ GetProject() string }); ok {
 			attrs = append(attrs, "project", p.GetProject())
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			s.log.Warn("call failed", append(attrs, "err", err)...)
-		} else {
+		case info.FullMethod == statsMethod:
+			// Every scrape of opusd's metrics asks: at Info, a line
+			// every few seconds would drown the calls that change things.
+			s.log.Debug("call", attrs...)
+		default:
 			s.log.Info("call", attrs...)
 		}
 		return resp, err
 	}
 }
 
-// StreamInterceptor authorizes each streaming call. privd has no streaming
-// methods; this guards unknown methods and any added later.
+// StreamInterceptor authorizes and counts each streaming call (DumpData,
+// LoadData, and unknown methods, which gRPC hands to the stream path).
 func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
 			return err
 		}
-		return handler(srv, ss)
+		err := handler(srv, ss)
+		s.stats.called(info.FullMethod, status.Code(err))
+		return err
 	}
 }
 

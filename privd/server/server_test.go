@@ -46,10 +46,10 @@ func TestAllowlistIsTheService(t *testing.T) {
 		}
 	}
 	// Nine after the first round, EnsureBackend and RemoveBackend
-	// (issue 15), DumpData and LoadData (issue 17), each argued in
-	// README's security section.
-	if len(served) > 13 {
-		t.Errorf("the service has %d methods; the design allows at most thirteen", len(served))
+	// (issue 15), DumpData and LoadData (issue 17), Stats (issue 19),
+	// each argued in README's security section.
+	if len(served) > 14 {
+		t.Errorf("the service has %d methods; the design allows at most fourteen", len(served))
 	}
 }
 
@@ -73,6 +73,9 @@ func TestAuthorizeInterceptor(t *testing.T) {
 		{"opus, unknown method", credContext(997), "/opus.privd.v1.Privd/Exec", codes.Unimplemented},
 		{"opus, other service", credContext(997), "/grpc.health.v1.Health/Check", codes.Unimplemented},
 		{"opus", credContext(997), "/opus.privd.v1.Privd/TailLog", codes.OK},
+		{"root asks for stats", credContext(0), "/opus.privd.v1.Privd/Stats", codes.PermissionDenied},
+		{"nobody asks for stats", credContext(65534), "/opus.privd.v1.Privd/Stats", codes.PermissionDenied},
+		{"opus asks for stats", credContext(997), "/opus.privd.v1.Privd/Stats", codes.OK},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -250,6 +253,9 @@ func (d direct) ReloadApache(ctx context.Context, r *privdv1.ReloadApacheRequest
 }
 func (d direct) TailLog(ctx context.Context, r *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
 	return d.s.TailLog(ctx, r)
+}
+func (d direct) Stats(ctx context.Context, r *privdv1.StatsRequest, _ ...grpc.CallOption) (*privdv1.StatsResponse, error) {
+	return d.s.Stats(ctx, r)
 }
 
 // backends is recorder as Backends.

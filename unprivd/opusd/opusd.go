@@ -23,6 +23,7 @@ import (
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/drift"
+	"github.com/opus-hosting/opus/unprivd/metrics"
 	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/reconcile"
 	"github.com/opus-hosting/opus/unprivd/service"
@@ -97,14 +98,25 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	if err != nil {
 		return err
 	}
-	rec := reconcile.New(st, privd, reconcile.Options{
+	// The metrics observe the reconciler and read its queue: made first,
+	// they read it through rec once it exists.
+	var rec *reconcile.Reconciler
+	mets := metrics.New(metrics.Config{Store: st, Privd: privd, Logger: log,
+		Queue: func() (int, int) { return rec.Queue() }})
+	rec = reconcile.New(st, privd, reconcile.Options{
 		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
 		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort, ProjectUIDs: cfg.ProjectUIDs,
 		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads, TLSSecurityLevel: cfg.TLSSecurityLevel,
 		Uploads: uploads, Git: &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)},
 		Postgres: pgAdmin, Logger: log,
 		SnapshotMaxBytes: cfg.SnapshotMaxBytes, SnapshotKeep: cfg.SnapshotKeep,
+		Observer: mets,
 	})
+	metricsSrv, err := listenMetrics(mets, cfg.MetricsListen)
+	if err != nil {
+		return err
+	}
+	defer metricsSrv.close()
 	con, err := listenConsole(o.WebAddr, cfg.BaseDir)
 	if err != nil {
 		return err
@@ -149,6 +161,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	if err := con.serve(g, log, failed); err != nil {
 		return err
 	}
+	metricsSrv.serve(log, failed)
 	return d.Serve(ctx, daemon.Serving{
 		GRPC: g, Listener: lis, Failed: failed,
 		Checks: []daemon.HealthCheck{storeWorking(st, writeStallLimit), apiServing(lis.Addr().String())},
@@ -159,6 +172,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 			hs.Shutdown()
 			// Live-progress streams would hold a graceful shutdown open.
 			con.close()
+			metricsSrv.close()
 		},
 		CallGrace: callGrace,
 		Drain: func(ctx context.Context) error {

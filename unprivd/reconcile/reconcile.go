@@ -123,6 +123,42 @@ type Options struct {
 	// Deploy and Teardown replace the step lists (tests); nil means
 	// DeploySteps() and TeardownSteps().
 	Deploy, Teardown []Step
+	// Observer learns of each step and operation that ends (opusd's
+	// metrics); nil: nobody.
+	Observer Observer
+}
+
+// Observer learns what the reconciler did. Its methods are called after
+// what they report is committed to the store, from the reconciler's
+// workers: they must return at once.
+type Observer interface {
+	// StepEnded: step ran to its end, done or failed (not cut short by
+	// a shutdown: it runs again), in d.
+	StepEnded(step string, d time.Duration)
+	// OperationEnded: an operation of kind reached state, a final one.
+	OperationEnded(kind store.OpKind, state store.OpState)
+}
+
+type noObserver struct{}
+
+func (noObserver) StepEnded(string, time.Duration)            {}
+func (noObserver) OperationEnded(store.OpKind, store.OpState) {}
+
+// endedOps are the operations a transaction ends, told to the Observer
+// once it has committed.
+type endedOps []*store.Operation
+
+// end sets op's final state and end time, and remembers it.
+func (e *endedOps) end(op *store.Operation, state store.OpState, at time.Time) {
+	op.State, op.EndTime = state, at
+	*e = append(*e, op)
+}
+
+// tell reports the ended operations to o.
+func (e endedOps) tell(o Observer) {
+	for _, op := range e {
+		o.OperationEnded(op.Kind, op.State)
+	}
 }
 
 // Reconciler drives projects toward their spec. Make one with New.
@@ -162,6 +198,9 @@ func New(st *store.Store, privd privdv1.PrivdClient, opt Options) *Reconciler {
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
+	}
+	if opt.Observer == nil {
+		opt.Observer = noObserver{}
 	}
 	if opt.HealthAddr == "" {
 		opt.HealthAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(opt.HTTPPort))
@@ -298,6 +337,14 @@ func (r *Reconciler) Kick(name string) {
 	r.queued[name] = true
 	r.queue = append(r.queue, name)
 	r.cond.Signal()
+}
+
+// Queue reports how many projects wait for a worker and how many are
+// being worked on.
+func (r *Reconciler) Queue() (waiting, running int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue), len(r.running)
 }
 
 // Stop stops taking work, lets the steps in flight finish, and returns
@@ -439,7 +486,14 @@ func (t *Task) Update(ctx context.Context, fn func(*store.Project)) error {
 // undoing reports that the run resumes the undo of a failed change: an
 // open operation already carries its error (see undoFailed).
 func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, ids []string, undoing bool, err error) {
+	var ended endedOps
+	defer func() {
+		if err == nil {
+			ended.tell(r.opt.Observer)
+		}
+	}()
 	err = r.st.Update(ctx, func(tx *store.Tx) error {
+		ended, ids, undoing = nil, nil, false
 		p, err = tx.Project(name)
 		if errors.Is(err, store.ErrNotFound) {
 			p = nil
@@ -461,7 +515,8 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 				undoing = true
 			} else if p.Deleting && op.Kind != store.OpDelete {
 				// Work toward a spec that is going away is moot.
-				op.State, op.Error, op.EndTime = store.OpFailed, fmt.Sprintf("cancelled: project %s is being deleted", name), r.opt.Clock.Now()
+				op.Error = fmt.Sprintf("cancelled: project %s is being deleted", name)
+				ended.end(op, store.OpFailed, r.opt.Clock.Now())
 				if err := tx.PutOperation(op); err != nil {
 					return err
 				}
@@ -610,6 +665,9 @@ func (r *Reconciler) steps(ctx context.Context, t *Task, ids []string) (string, 
 		}
 		msg, err := step.Run(ctx, t)
 		end := r.opt.Clock.Now()
+		if err == nil || ctx.Err() == nil {
+			r.opt.Observer.StepEnded(step.Name, end.Sub(start))
+		}
 		if err != nil && ctx.Err() != nil {
 			// Shutdown cut the step short: leave the operation RUNNING for
 			// the next start to resume.
@@ -644,7 +702,9 @@ func setLastStep(op *store.Operation, state store.StepState, end time.Time, msg 
 func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []string, step string, stepErr error) {
 	text := fmt.Sprintf("step %s: %v", step, stepErr)
 	end := r.opt.Clock.Now()
+	var ended endedOps
 	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		ended = nil
 		last := text
 		for _, id := range ids {
 			op, err := tx.Operation(id)
@@ -657,7 +717,8 @@ func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []
 			} else {
 				op.Error = text
 			}
-			op.State, op.EndTime, last = store.OpFailed, end, op.Error
+			ended.end(op, store.OpFailed, end)
+			last = op.Error
 			if err := tx.PutOperation(op); err != nil {
 				return err
 			}
@@ -671,7 +732,9 @@ func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []
 	})
 	if err != nil {
 		log.Error("reconcile: record failure", "err", err)
+		return
 	}
+	ended.tell(r.opt.Observer)
 }
 
 // undoFailed records a failed change and turns the run around so that
@@ -689,7 +752,9 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 	end := r.opt.Clock.Now()
 	var next *store.Project
 	destroying := false
+	var ended endedOps
 	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		ended, next, destroying = nil, nil, false
 		p, err := tx.Project(t.Project.Name)
 		if err != nil {
 			return err
@@ -706,7 +771,8 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 					return err
 				}
 				setLastStep(op, store.StepFailed, end, stepErr.Error())
-				op.State, op.EndTime, op.Error = store.OpFailed, end, text
+				op.Error = text
+				ended.end(op, store.OpFailed, end)
 				if err := tx.PutOperation(op); err != nil {
 					return err
 				}
@@ -761,7 +827,7 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 			if mine[op.ID] || op.State.Final() {
 				continue
 			}
-			op.State, op.EndTime = store.OpFailed, end
+			ended.end(op, store.OpFailed, end)
 			op.Error = fmt.Sprintf("cancelled: it was asked for while operation %s ran, and was made on top of that change, which failed and was undone; nothing of it was applied, ask again", ids[0])
 			if err := tx.PutOperation(op); err != nil {
 				return err
@@ -776,6 +842,9 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 	if errors.Is(err, errNoUndo) {
 		r.fail(ctx, log, t, ids, step, stepErr)
 		return nil
+	}
+	if err == nil {
+		ended.tell(r.opt.Observer)
 	}
 	if err == nil && destroying {
 		log.Warn("change failed while the project's destroy waits; destroying it", "step", step, "err", stepErr)
@@ -799,7 +868,9 @@ var errNoUndo = errors.New("no applied spec recorded")
 // they end FAILED, and the project's status says so.
 func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids []string) {
 	end := r.opt.Clock.Now()
+	var ended endedOps
 	err := r.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		ended = nil
 		var failed *store.Operation
 		changed := false
 		for _, id := range ids {
@@ -807,12 +878,13 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 			if err != nil {
 				return err
 			}
-			op.State, op.EndTime = store.OpSucceeded, end
+			state := store.OpSucceeded
 			if op.Error != "" {
-				op.State, failed = store.OpFailed, op
+				state, failed = store.OpFailed, op
 			} else if op.Kind != store.OpReconcile {
 				changed = true
 			}
+			ended.end(op, state, end)
 			if err := tx.PutOperation(op); err != nil {
 				return err
 			}
@@ -842,5 +914,6 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 		log.Error("reconcile: record success", "err", err)
 		return
 	}
+	ended.tell(r.opt.Observer)
 	log.Info("reconcile done")
 }

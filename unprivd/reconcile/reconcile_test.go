@@ -221,6 +221,11 @@ func (f *fakePrivd) TailLog(ctx context.Context, in *privdv1.TailLogRequest, _ .
 	return &privdv1.TailLogResponse{Lines: f.logLines}, nil
 }
 
+// Stats is never called by the reconciler (opusd's metrics call it).
+func (f *fakePrivd) Stats(ctx context.Context, _ *privdv1.StatsRequest, _ ...grpc.CallOption) (*privdv1.StatsResponse, error) {
+	return &privdv1.StatsResponse{}, f.enter(ctx, "Stats", "")
+}
+
 // fakeClock advances one second per reading, so step times are ordered.
 type fakeClock struct {
 	mu sync.Mutex

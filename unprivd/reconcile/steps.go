@@ -90,6 +90,7 @@ var privdWork = map[string]string{
 	"TailLog":       "reading the project's error log",
 	"DumpData":      "copying the project's SQLite database",
 	"LoadData":      "restoring the project's SQLite database",
+	"Stats":         "reading privd's call counters",
 }
 
 // privdErr turns a privd call's error into text a project owner can act

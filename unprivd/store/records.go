@@ -215,6 +215,9 @@ const (
 	PhaseDeleting  Phase = "DELETING"
 )
 
+// Phases are every Phase, in the order of a project's life.
+var Phases = []Phase{PhasePending, PhaseDeploying, PhaseReady, PhaseFailed, PhaseDeleting}
+
 // Status is what the reconciler last found and did on the host.
 type Status struct {
 	Phase              Phase  `json:"phase"`
@@ -339,6 +342,9 @@ const (
 	// OpRollback moves an app back to one of its recorded revisions.
 	OpRollback OpKind = "ROLLBACK"
 )
+
+// OpKinds are every OpKind.
+var OpKinds = []OpKind{OpCreate, OpDelete, OpAddApp, OpRemoveApp, OpUpdateApp, OpSetCertificate, OpUpdateSettings, OpReconcile, OpRollback}
 
 // OpState is where an operation is.
 type OpState string

@@ -1632,6 +1632,216 @@ func (x *LoadDataResponse) GetBytes() int64 {
 	return 0
 }
 
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{28}
+}
+
+type StatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// calls are the calls that passed authorization and reached their
+	// handler, counted per method and status code since privd started.
+	Calls []*CallCount `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	// refusals are the calls refused before any handler (a caller other
+	// than the opus uid, or a method not in privd's allowlist), per method.
+	Refusals      []*RefusalCount `protobuf:"bytes,2,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *StatsResponse) GetCalls() []*CallCount {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetRefusals() []*RefusalCount {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+// CallCount is how many calls of a method ended with a status code.
+type CallCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// method is the method's name, such as "EnsureUser".
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// code is the gRPC status code's name, such as "OK" or "InvalidArgument".
+	Code          string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	Count         uint64 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallCount) Reset() {
+	*x = CallCount{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallCount) ProtoMessage() {}
+
+func (x *CallCount) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallCount.ProtoReflect.Descriptor instead.
+func (*CallCount) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CallCount) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *CallCount) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *CallCount) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// RefusalCount is how many calls of a method were refused.
+type RefusalCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// method is the method's name, or "other" for any method privd does
+	// not serve (its name is the caller's text: it is not kept).
+	Method        string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	Count         uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefusalCount) Reset() {
+	*x = RefusalCount{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefusalCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefusalCount) ProtoMessage() {}
+
+func (x *RefusalCount) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefusalCount.ProtoReflect.Descriptor instead.
+func (*RefusalCount) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RefusalCount) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *RefusalCount) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_opus_privd_v1_privd_proto protoreflect.FileDescriptor
 
 const file_opus_privd_v1_privd_proto_rawDesc = "" +
@@ -1732,13 +1942,24 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
 	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"(\n" +
 	"\x10LoadDataResponse\x12\x14\n" +
-	"\x05bytes\x18\x01 \x01(\x03R\x05bytes*\xab\x01\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"\x0e\n" +
+	"\fStatsRequest\"x\n" +
+	"\rStatsResponse\x12.\n" +
+	"\x05calls\x18\x01 \x03(\v2\x18.opus.privd.v1.CallCountR\x05calls\x127\n" +
+	"\brefusals\x18\x02 \x03(\v2\x1b.opus.privd.v1.RefusalCountR\brefusals\"M\n" +
+	"\tCallCount\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"<\n" +
+	"\fRefusalCount\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count*\xab\x01\n" +
 	"\rManageCommand\x12\x1e\n" +
 	"\x1aMANAGE_COMMAND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MANAGE_COMMAND_MIGRATE\x10\x01\x12\"\n" +
 	"\x1eMANAGE_COMMAND_CREATESUPERUSER\x10\x02\x12\x18\n" +
 	"\x14MANAGE_COMMAND_CHECK\x10\x03\x12 \n" +
-	"\x1cMANAGE_COMMAND_COLLECTSTATIC\x10\x042\xc5\b\n" +
+	"\x1cMANAGE_COMMAND_COLLECTSTATIC\x10\x042\x89\t\n" +
 	"\x05Privd\x12Q\n" +
 	"\n" +
 	"EnsureUser\x12 .opus.privd.v1.EnsureUserRequest\x1a!.opus.privd.v1.EnsureUserResponse\x12Q\n" +
@@ -1757,7 +1978,8 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\fReloadApache\x12\".opus.privd.v1.ReloadApacheRequest\x1a#.opus.privd.v1.ReloadApacheResponse\x12H\n" +
 	"\aTailLog\x12\x1d.opus.privd.v1.TailLogRequest\x1a\x1e.opus.privd.v1.TailLogResponse\x12M\n" +
 	"\bDumpData\x12\x1e.opus.privd.v1.DumpDataRequest\x1a\x1f.opus.privd.v1.DumpDataResponse0\x01\x12M\n" +
-	"\bLoadData\x12\x1e.opus.privd.v1.LoadDataRequest\x1a\x1f.opus.privd.v1.LoadDataResponse(\x01B:Z8github.com/opus-hosting/opus/proto/opus/privd/v1;privdv1b\x06proto3"
+	"\bLoadData\x12\x1e.opus.privd.v1.LoadDataRequest\x1a\x1f.opus.privd.v1.LoadDataResponse(\x01\x12B\n" +
+	"\x05Stats\x12\x1b.opus.privd.v1.StatsRequest\x1a\x1c.opus.privd.v1.StatsResponseB:Z8github.com/opus-hosting/opus/proto/opus/privd/v1;privdv1b\x06proto3"
 
 var (
 	file_opus_privd_v1_privd_proto_rawDescOnce sync.Once
@@ -1772,7 +1994,7 @@ func file_opus_privd_v1_privd_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_privd_v1_privd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_opus_privd_v1_privd_proto_goTypes = []any{
 	(ManageCommand)(0),            // 0: opus.privd.v1.ManageCommand
 	(*EnsureUserRequest)(nil),     // 1: opus.privd.v1.EnsureUserRequest
@@ -1803,46 +2025,54 @@ var file_opus_privd_v1_privd_proto_goTypes = []any{
 	(*DumpDataResponse)(nil),      // 26: opus.privd.v1.DumpDataResponse
 	(*LoadDataRequest)(nil),       // 27: opus.privd.v1.LoadDataRequest
 	(*LoadDataResponse)(nil),      // 28: opus.privd.v1.LoadDataResponse
-	nil,                           // 29: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	(*StatsRequest)(nil),          // 29: opus.privd.v1.StatsRequest
+	(*StatsResponse)(nil),         // 30: opus.privd.v1.StatsResponse
+	(*CallCount)(nil),             // 31: opus.privd.v1.CallCount
+	(*RefusalCount)(nil),          // 32: opus.privd.v1.RefusalCount
+	nil,                           // 33: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 }
 var file_opus_privd_v1_privd_proto_depIdxs = []int32{
 	6,  // 0: opus.privd.v1.SecureTreeResponse.refusals:type_name -> opus.privd.v1.Refusal
 	0,  // 1: opus.privd.v1.RunManageRequest.commands:type_name -> opus.privd.v1.ManageCommand
 	0,  // 2: opus.privd.v1.RunManageResponse.failed_command:type_name -> opus.privd.v1.ManageCommand
-	29, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	33, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 	24, // 4: opus.privd.v1.TailLogRequest.after:type_name -> opus.privd.v1.LogPosition
 	24, // 5: opus.privd.v1.TailLogResponse.next:type_name -> opus.privd.v1.LogPosition
-	1,  // 6: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
-	3,  // 7: opus.privd.v1.Privd.DeleteUser:input_type -> opus.privd.v1.DeleteUserRequest
-	5,  // 8: opus.privd.v1.Privd.SecureTree:input_type -> opus.privd.v1.SecureTreeRequest
-	8,  // 9: opus.privd.v1.Privd.RemoveTree:input_type -> opus.privd.v1.RemoveTreeRequest
-	10, // 10: opus.privd.v1.Privd.RunManage:input_type -> opus.privd.v1.RunManageRequest
-	14, // 11: opus.privd.v1.Privd.EnsureBackend:input_type -> opus.privd.v1.EnsureBackendRequest
-	16, // 12: opus.privd.v1.Privd.RemoveBackend:input_type -> opus.privd.v1.RemoveBackendRequest
-	12, // 13: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
-	18, // 14: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
-	20, // 15: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
-	22, // 16: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
-	25, // 17: opus.privd.v1.Privd.DumpData:input_type -> opus.privd.v1.DumpDataRequest
-	27, // 18: opus.privd.v1.Privd.LoadData:input_type -> opus.privd.v1.LoadDataRequest
-	2,  // 19: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
-	4,  // 20: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
-	7,  // 21: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
-	9,  // 22: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
-	11, // 23: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
-	15, // 24: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
-	17, // 25: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
-	13, // 26: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
-	19, // 27: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
-	21, // 28: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
-	23, // 29: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
-	26, // 30: opus.privd.v1.Privd.DumpData:output_type -> opus.privd.v1.DumpDataResponse
-	28, // 31: opus.privd.v1.Privd.LoadData:output_type -> opus.privd.v1.LoadDataResponse
-	19, // [19:32] is the sub-list for method output_type
-	6,  // [6:19] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	31, // 6: opus.privd.v1.StatsResponse.calls:type_name -> opus.privd.v1.CallCount
+	32, // 7: opus.privd.v1.StatsResponse.refusals:type_name -> opus.privd.v1.RefusalCount
+	1,  // 8: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
+	3,  // 9: opus.privd.v1.Privd.DeleteUser:input_type -> opus.privd.v1.DeleteUserRequest
+	5,  // 10: opus.privd.v1.Privd.SecureTree:input_type -> opus.privd.v1.SecureTreeRequest
+	8,  // 11: opus.privd.v1.Privd.RemoveTree:input_type -> opus.privd.v1.RemoveTreeRequest
+	10, // 12: opus.privd.v1.Privd.RunManage:input_type -> opus.privd.v1.RunManageRequest
+	14, // 13: opus.privd.v1.Privd.EnsureBackend:input_type -> opus.privd.v1.EnsureBackendRequest
+	16, // 14: opus.privd.v1.Privd.RemoveBackend:input_type -> opus.privd.v1.RemoveBackendRequest
+	12, // 15: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
+	18, // 16: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
+	20, // 17: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
+	22, // 18: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
+	25, // 19: opus.privd.v1.Privd.DumpData:input_type -> opus.privd.v1.DumpDataRequest
+	27, // 20: opus.privd.v1.Privd.LoadData:input_type -> opus.privd.v1.LoadDataRequest
+	29, // 21: opus.privd.v1.Privd.Stats:input_type -> opus.privd.v1.StatsRequest
+	2,  // 22: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
+	4,  // 23: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
+	7,  // 24: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
+	9,  // 25: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
+	11, // 26: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
+	15, // 27: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
+	17, // 28: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
+	13, // 29: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
+	19, // 30: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
+	21, // 31: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
+	23, // 32: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
+	26, // 33: opus.privd.v1.Privd.DumpData:output_type -> opus.privd.v1.DumpDataResponse
+	28, // 34: opus.privd.v1.Privd.LoadData:output_type -> opus.privd.v1.LoadDataResponse
+	30, // 35: opus.privd.v1.Privd.Stats:output_type -> opus.privd.v1.StatsResponse
+	22, // [22:36] is the sub-list for method output_type
+	8,  // [8:22] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_opus_privd_v1_privd_proto_init() }
@@ -1856,7 +2086,7 @@ func file_opus_privd_v1_privd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_privd_v1_privd_proto_rawDesc), len(file_opus_privd_v1_privd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,13 +39,14 @@ const (
 	Privd_TailLog_FullMethodName       = "/opus.privd.v1.Privd/TailLog"
 	Privd_DumpData_FullMethodName      = "/opus.privd.v1.Privd/DumpData"
 	Privd_LoadData_FullMethodName      = "/opus.privd.v1.Privd/LoadData"
+	Privd_Stats_FullMethodName         = "/opus.privd.v1.Privd/Stats"
 )
 
 // PrivdClient is the client API for Privd service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Privd is the privileged monitor. Thirteen calls, nothing else.
+// Privd is the privileged monitor. Fourteen calls, nothing else.
 type PrivdClient interface {
 	// EnsureUser creates the project's system user "<user_prefix>NAME" (no
 	// home, nologin shell, the Opus marker in GECOS) and its group, with the
@@ -109,6 +110,10 @@ type PrivdClient interface {
 	// data, never a mix. The same refusals as DumpData apply to what is at
 	// data/db.sqlite3 (a missing file is created).
 	LoadData(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[LoadDataRequest, LoadDataResponse], error)
+	// Stats returns privd's call counters since it started, for opusd's
+	// metrics: privd opens no network port, so opusd serves them. It takes
+	// nothing, reads only counters in privd's memory and changes nothing.
+	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
 
 type privdClient struct {
@@ -261,11 +266,21 @@ func (c *privdClient) LoadData(ctx context.Context, opts ...grpc.CallOption) (gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Privd_LoadDataClient = grpc.ClientStreamingClient[LoadDataRequest, LoadDataResponse]
 
+func (c *privdClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatsResponse)
+	err := c.cc.Invoke(ctx, Privd_Stats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PrivdServer is the server API for Privd service.
 // All implementations must embed UnimplementedPrivdServer
 // for forward compatibility.
 //
-// Privd is the privileged monitor. Thirteen calls, nothing else.
+// Privd is the privileged monitor. Fourteen calls, nothing else.
 type PrivdServer interface {
 	// EnsureUser creates the project's system user "<user_prefix>NAME" (no
 	// home, nologin shell, the Opus marker in GECOS) and its group, with the
@@ -329,6 +344,10 @@ type PrivdServer interface {
 	// data, never a mix. The same refusals as DumpData apply to what is at
 	// data/db.sqlite3 (a missing file is created).
 	LoadData(grpc.ClientStreamingServer[LoadDataRequest, LoadDataResponse]) error
+	// Stats returns privd's call counters since it started, for opusd's
+	// metrics: privd opens no network port, so opusd serves them. It takes
+	// nothing, reads only counters in privd's memory and changes nothing.
+	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	mustEmbedUnimplementedPrivdServer()
 }
 
@@ -377,6 +396,9 @@ func (UnimplementedPrivdServer) DumpData(*DumpDataRequest, grpc.ServerStreamingS
 }
 func (UnimplementedPrivdServer) LoadData(grpc.ClientStreamingServer[LoadDataRequest, LoadDataResponse]) error {
 	return status.Error(codes.Unimplemented, "method LoadData not implemented")
+}
+func (UnimplementedPrivdServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
 }
 func (UnimplementedPrivdServer) mustEmbedUnimplementedPrivdServer() {}
 func (UnimplementedPrivdServer) testEmbeddedByValue()               {}
@@ -615,6 +637,24 @@ func _Privd_LoadData_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Privd_LoadDataServer = grpc.ClientStreamingServer[LoadDataRequest, LoadDataResponse]
 
+func _Privd_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PrivdServer).Stats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Privd_Stats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PrivdServer).Stats(ctx, req.(*StatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Privd_ServiceDesc is the grpc.ServiceDesc for Privd service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -665,6 +705,10 @@ var Privd_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TailLog",
 			Handler:    _Privd_TailLog_Handler,
+		},
+		{
+			MethodName: "Stats",
+			Handler:    _Privd_Stats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
