@@ -116,6 +116,7 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 			for i, r := range st.Revisions {
 				revs[i].RequestedRef, revs[i].Resolved, revs[i].Time, revs[i].ByUid = r.RequestedRef, r.Resolved, ts(r.Time), r.ByUID
 				revs[i].Number, revs[i].RollbackOf, revs[i].Url, revs[i].Origin = int64(st.RevisionNumber(i)), int64(r.RollbackOf), r.URL, r.Origin
+				revs[i].Subject = r.Subject
 				app.Revisions[i] = &revs[i]
 			}
 			app.RunningRevision = revs[len(revs)-1].Number

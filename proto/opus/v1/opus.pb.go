@@ -548,7 +548,11 @@ type Revision struct {
 	// url is the git repository it came from (empty for an upload).
 	Url string `protobuf:"bytes,7,opt,name=url,proto3" json:"url,omitempty"`
 	// origin is where an uploaded revision was packed from (informational).
-	Origin        string `protobuf:"bytes,8,opt,name=origin,proto3" json:"origin,omitempty"`
+	Origin string `protobuf:"bytes,8,opt,name=origin,proto3" json:"origin,omitempty"`
+	// subject is a git revision's commit subject (the first paragraph of its
+	// message) as one line of printable text of at most 200 bytes (then cut
+	// with "..."); empty for an upload or when not recorded.
+	Subject       string `protobuf:"bytes,9,opt,name=subject,proto3" json:"subject,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -635,6 +639,13 @@ func (x *Revision) GetUrl() string {
 func (x *Revision) GetOrigin() string {
 	if x != nil {
 		return x.Origin
+	}
+	return ""
+}
+
+func (x *Revision) GetSubject() string {
+	if x != nil {
+		return x.Subject
 	}
 	return ""
 }
@@ -3478,7 +3489,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x04kind\"I\n" +
 	"\aAppSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
-	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"\xf5\x01\n" +
+	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"\x8f\x02\n" +
 	"\bRevision\x12#\n" +
 	"\rrequested_ref\x18\x01 \x01(\tR\frequestedRef\x12\x1a\n" +
 	"\bresolved\x18\x02 \x01(\tR\bresolved\x12.\n" +
@@ -3488,7 +3499,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\vrollback_of\x18\x06 \x01(\x03R\n" +
 	"rollbackOf\x12\x10\n" +
 	"\x03url\x18\a \x01(\tR\x03url\x12\x16\n" +
-	"\x06origin\x18\b \x01(\tR\x06origin\"\x89\x02\n" +
+	"\x06origin\x18\b \x01(\tR\x06origin\x12\x18\n" +
+	"\asubject\x18\t \x01(\tR\asubject\"\x89\x02\n" +
 	"\x03App\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\x12#\n" +
