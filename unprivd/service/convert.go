@@ -49,7 +49,7 @@ func toOperation(op *store.Operation) *opusv1.Operation {
 	out := &opusv1.Operation{
 		Id: op.ID, Project: op.Project, Kind: opKinds[op.Kind], State: opStates[op.State],
 		Error: op.Error, CreateTime: ts(op.CreateTime), EndTime: ts(op.EndTime),
-		OwnerUid: op.OwnerUID, Generation: op.Generation,
+		OwnerUid: op.OwnerUID, Generation: op.Generation, RequestedByUid: op.RequestedBy,
 	}
 	for _, st := range op.Steps {
 		out.Steps = append(out.Steps, &opusv1.Step{Name: st.Name, State: stepStates[st.State],

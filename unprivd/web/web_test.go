@@ -354,7 +354,8 @@ func TestConsoleFlow(t *testing.T) {
 	}
 	// Destroy needs the name typed; a wrong one changes nothing.
 	wrong := do(t, a, "POST", r.srv.URL+"/projects/blog/destroy", url.Values{"csrf": {csrf}, "confirm": {"blo"}})
-	if wrong.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</h1>\s*<div id="messages">\s*<p class="error" id="alert" role="alert">Nothing was destroyed: type &#34;blog&#34; to confirm`).MatchString(wrong.body) {
+	if wrong.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</h1>\s*<div id="messages">\s*<p class="error" id="alert" role="alert">Nothing was destroyed: see the error next to the name to type\. <a href="#destroy-confirm">`).MatchString(wrong.body) ||
+		!regexp.MustCompile(`<input name="confirm" id="destroy-confirm" autocomplete="off" value="blo"></label><span class="error field-error">&#34;blo&#34; is not the project&#39;s name: type &#34;blog&#34; to confirm</span>`).MatchString(wrong.body) {
 		t.Fatalf("destroy unconfirmed: %d %.300s", wrong.code, wrong.body)
 	}
 	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Deleting {
@@ -435,7 +436,7 @@ func TestConsoleFlow(t *testing.T) {
 	}
 
 	// An app's revisions are counted in words: "1 revision", "2 revisions".
-	for n, want := range map[int]string{1: "<summary>1 revision</summary>", 2: "<summary>2 revisions</summary>"} {
+	for n, want := range map[int]string{1: "<caption>1 revision, newest first</caption>", 2: "<caption>2 revisions, newest first</caption>"} {
 		if _, err := r.st.UpdateProject(context.Background(), "blog", func(p *store.Project) error {
 			st := p.Status.Apps["shop"]
 			st.Revisions = nil

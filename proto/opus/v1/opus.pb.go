@@ -2259,9 +2259,12 @@ type Operation struct {
 	Unchanged bool `protobuf:"varint,11,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// data_snapshot is the snapshot of the project's database a rollback
 	// with data restores (or, answering validate_only, would restore).
-	DataSnapshot  *DataSnapshot `protobuf:"bytes,12,opt,name=data_snapshot,json=dataSnapshot,proto3" json:"data_snapshot,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DataSnapshot *DataSnapshot `protobuf:"bytes,12,opt,name=data_snapshot,json=dataSnapshot,proto3" json:"data_snapshot,omitempty"`
+	// requested_by_uid is the uid of the caller who asked for the change
+	// (owner_uid is the project's owner).
+	RequestedByUid uint32 `protobuf:"varint,13,opt,name=requested_by_uid,json=requestedByUid,proto3" json:"requested_by_uid,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Operation) Reset() {
@@ -2376,6 +2379,13 @@ func (x *Operation) GetDataSnapshot() *DataSnapshot {
 		return x.DataSnapshot
 	}
 	return nil
+}
+
+func (x *Operation) GetRequestedByUid() uint32 {
+	if x != nil {
+		return x.RequestedByUid
+	}
+	return 0
 }
 
 type GetOperationRequest struct {
@@ -3626,7 +3636,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"\xd6\x03\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\x80\x04\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12*\n" +
@@ -3643,7 +3653,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	" \x01(\x03R\n" +
 	"generation\x12\x1c\n" +
 	"\tunchanged\x18\v \x01(\bR\tunchanged\x12:\n" +
-	"\rdata_snapshot\x18\f \x01(\v2\x15.opus.v1.DataSnapshotR\fdataSnapshot\"%\n" +
+	"\rdata_snapshot\x18\f \x01(\v2\x15.opus.v1.DataSnapshotR\fdataSnapshot\x12(\n" +
+	"\x10requested_by_uid\x18\r \x01(\rR\x0erequestedByUid\"%\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"'\n" +
 	"\x15WatchOperationRequest\x12\x0e\n" +
