@@ -25,6 +25,8 @@ import (
 	"github.com/opus-hosting/opus/internal/excerpt"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/credential"
+	"github.com/opus-hosting/opus/unprivd/snapshot"
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // page is what every template gets.
@@ -747,15 +749,24 @@ func newestFirst(revs []*opusv1.Revision) []*opusv1.Revision {
 }
 
 // snapshotFor is the data snapshot a rollback of app to revision n with
-// its data restores, as the API picks it: the newest one taken while the
-// app ran that revision; nil when none is kept.
+// its data restores: the one the API picks (snapshot.ForRollback, the
+// newest taken while the app ran that revision); nil when none is kept.
 func snapshotFor(p *opusv1.Project, app string, n int64) *opusv1.DataSnapshot {
 	snaps := p.GetDataSnapshots()
-	for i := len(snaps) - 1; i >= 0; i-- {
-		for _, r := range snaps[i].GetRevisions() {
-			if r.GetApp() == app && r.GetNumber() == n {
-				return snaps[i]
-			}
+	recs := make([]store.Snapshot, len(snaps))
+	for i, s := range snaps {
+		recs[i] = store.Snapshot{ID: s.GetId(), Time: s.GetTime().AsTime(), Revisions: map[string]int{}}
+		for _, r := range s.GetRevisions() {
+			recs[i].Revisions[r.GetApp()] = int(r.GetNumber())
+		}
+	}
+	pick := snapshot.ForRollback(recs, app, int(n))
+	if pick == nil {
+		return nil
+	}
+	for _, s := range snaps {
+		if s.GetId() == pick.ID {
+			return s
 		}
 	}
 	return nil
