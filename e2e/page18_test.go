@@ -122,7 +122,6 @@ func TestProjectPage(t *testing.T) {
 		!strings.Contains(last, "nothing of it was applied") || !strings.Contains(last, "opus-e2e-broken-app") {
 		t.Errorf("last change after the failed add %q", last)
 	}
-	shot(t, ctx, "project")
 
 	// Destroy with a wrong name: refused, said at the top and at the
 	// field, which keeps the text; nothing changes.

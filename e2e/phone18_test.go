@@ -41,18 +41,20 @@ const fitsJS = `(() => {
     const lh = parseFloat(getComputedStyle(e).lineHeight) || 20;
     if (e.getBoundingClientRect().height > 1.6 * lh) wrapped.push(name(e) + ' ' + JSON.stringify(e.textContent.trim()));
   }
-  return {scroll: document.documentElement.scrollWidth, wide, wrapped};
+  return {scroll: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight, wide, wrapped};
 })()`
 
 type fit struct {
 	Scroll  int64    `json:"scroll"`
+	Height  int64    `json:"height"`
 	Wide    []string `json:"wide"`
 	Wrapped []string `json:"wrapped"`
 }
 
 // checkFits visits u at width px and fails the test, naming the page and
 // what sticks out, if the page scrolls sideways or a header link wraps.
-func checkFits(t *testing.T, ctx context.Context, page, u string, width int64, wantStatus int64) {
+// It returns the measures.
+func checkFits(t *testing.T, ctx context.Context, page, u string, width int64, wantStatus int64) fit {
 	t.Helper()
 	var opts []chromedp.EmulateViewportOption
 	height := int64(800)
@@ -79,6 +81,8 @@ func checkFits(t *testing.T, ctx context.Context, page, u string, width int64, w
 		// TestWebConsole's.
 		shot(t, ctx, page+"-phone")
 	}
+	t.Logf("%s at %d px: %d px tall", page, width, f.Height)
+	return f
 }
 
 // readableBy copies dir into a fresh directory uid can read (opusctl packs
@@ -157,7 +161,17 @@ func TestConsoleFitsAPhone(t *testing.T) {
 	}
 	for _, w := range widths {
 		for _, p := range pages {
-			checkFits(t, ctx, p.page, base+p.path, w, p.status)
+			f := checkFits(t, ctx, p.page, base+p.path, w, p.status)
+			// The project page's operations are one line each (their
+			// steps are on the operation's page): on a phone it stays a
+			// few screens tall, not the 11,000 px a steps column made.
+			if p.page == "project" && w < 600 && f.Height > maxPhoneProjectHeight {
+				t.Errorf("project page at %d px is %d px tall, want at most %d", w, f.Height, maxPhoneProjectHeight)
+			}
 		}
 	}
 }
+
+// maxPhoneProjectHeight bounds TestConsoleFitsAPhone's project page (two
+// apps, three operations, one with a traceback) on a phone.
+const maxPhoneProjectHeight = 5000
