@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -272,5 +275,61 @@ func TestListWarnsOfFailedChange(t *testing.T) {
 	}
 	if !regexp.MustCompile(`<span class="phase phase-ready">ready</span> <a class="warning" id="failed-blog" href="/ops/op-0123abcd" title="step migrate: boom">last change failed</a>`).MatchString(list()) {
 		t.Fatalf("list after a failed change:\n%s", list())
+	}
+}
+
+func TestOpSummary(t *testing.T) {
+	step := func(name string, s opusv1.StepState) *opusv1.Step { return &opusv1.Step{Name: name, State: s} }
+	done, failed, running := opusv1.StepState_STEP_STATE_DONE, opusv1.StepState_STEP_STATE_FAILED, opusv1.StepState_STEP_STATE_RUNNING
+	for _, tc := range []struct {
+		steps []*opusv1.Step
+		want  string
+	}{
+		{nil, ""},
+		{[]*opusv1.Step{step("user", done)}, "1 step"},
+		{[]*opusv1.Step{step("user", done), step("sources", done), step("migrate", done)}, "3 steps"},
+		{[]*opusv1.Step{step("user", done), step("migrate", failed), step("restore", done)}, "failed at migrate (step 2 of 3)"},
+		{[]*opusv1.Step{step("user", done), step("sources", running)}, "at sources (step 2)"},
+	} {
+		if got := opSummary(&opusv1.Operation{Steps: tc.steps}); got != tc.want {
+			t.Errorf("opSummary(%v) = %q, want %q", tc.steps, got, tc.want)
+		}
+	}
+}
+
+func TestFirstLine(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"step migrate: boom", "step migrate: boom"},
+		{"\n  \nRuntimeError: x\nTraceback (most recent call last):\n  File", "RuntimeError: x"},
+		{strings.Repeat("y", 1000), strings.Repeat("y", maxFirstLine) + "..."},
+	} {
+		if got := firstLine(tc.in); got != tc.want {
+			t.Errorf("firstLine(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestSnapshotFor: the page offers the snapshot the API restores: the
+// newest taken while the app ran the revision, whatever the order sent.
+func TestSnapshotFor(t *testing.T) {
+	at := func(s int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(1_800_000_000+s, 0)) }
+	rev := func(app string, n int64) []*opusv1.AppRevision { return []*opusv1.AppRevision{{App: app, Number: n}} }
+	p := &opusv1.Project{DataSnapshots: []*opusv1.DataSnapshot{
+		{Id: "b", Time: at(20), Revisions: rev("shop", 1)},
+		{Id: "a", Time: at(10), Revisions: rev("shop", 1)},
+		{Id: "c", Time: at(30), Revisions: rev("shop", 2)},
+		{Id: "d", Time: at(40), Revisions: rev("news", 1)},
+	}}
+	for _, tc := range []struct {
+		app  string
+		n    int64
+		want string
+	}{
+		{"shop", 1, "b"}, {"shop", 2, "c"}, {"shop", 3, ""}, {"news", 1, "d"}, {"polls", 1, ""},
+	} {
+		if got := snapshotFor(p, tc.app, tc.n).GetId(); got != tc.want {
+			t.Errorf("snapshotFor(%s, %d) = %q, want %q", tc.app, tc.n, got, tc.want)
+		}
 	}
 }
