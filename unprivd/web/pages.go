@@ -613,41 +613,66 @@ func (c *Console) operationPage(w http.ResponseWriter, r *http.Request) {
 // Operation per change, ending when it is final.
 func (c *Console) operationEvents(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
+	stream, err := v.rpc.WatchOperation(r.Context(), &opusv1.WatchOperationRequest{Id: r.PathValue("id")})
+	relayEvents(c, w, r, stream, err, "", func(op *opusv1.Operation) ([]byte, error) { return protojson.Marshal(op) })
+}
+
+// relayEvents relays a server stream of the API as server-sent events,
+// one per answer, its data encode's (one line: JSON). An error before the
+// first answer is the API's error page (404 for another user's project,
+// say), so the browser's EventSource does not retry; a later one is an
+// event "failure" with the API's message. It returns when the stream ends
+// or the request's context does (the client went away). The first event
+// is called first ("" for a plain message).
+func relayEvents[T any](c *Console, w http.ResponseWriter, r *http.Request, stream interface{ Recv() (T, error) }, err error,
+	first string, encode func(T) ([]byte, error)) {
+	if err != nil {
+		c.apiError(w, r, err)
+		return
+	}
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	stream, err := v.rpc.WatchOperation(r.Context(), &opusv1.WatchOperationRequest{Id: r.PathValue("id")})
-	if err != nil {
-		c.apiError(w, r, err)
-		return
-	}
-	first := true
+	started := false
 	for {
-		op, err := stream.Recv()
+		m, err := stream.Recv()
 		if err != nil {
-			if first {
+			switch {
+			case !started:
 				c.apiError(w, r, err)
-			} else if !errors.Is(err, io.EOF) {
+			case errors.Is(err, io.EOF), r.Context().Err() != nil, status.Code(err) == codes.DeadlineExceeded:
+				// Done, or nobody is listening.
+			default:
 				fmt.Fprintf(w, "event: failure\ndata: %s\n\n", strings.ReplaceAll(status.Convert(err).Message(), "\n", " "))
 				fl.Flush()
 			}
 			return
 		}
-		if first {
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.WriteHeader(http.StatusOK)
-			first = false
-		}
-		data, err := protojson.Marshal(op)
+		data, err := encode(m)
 		if err != nil {
 			return
 		}
-		fmt.Fprintf(w, "data: %s\n\n", data)
+		if !started {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprintf(w, "retry: %d\n", eventsRetry)
+			if first != "" {
+				fmt.Fprintf(w, "event: %s\n", first)
+			}
+			started = true
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+			return
+		}
 		fl.Flush()
 	}
 }
+
+// eventsRetry is the browser's wait before it opens an event stream
+// again, in milliseconds.
+const eventsRetry = 3000
 
 // Bounds of the project page's logs.
 const (
@@ -662,9 +687,6 @@ const (
 	// stops following), and a forgotten tab does not hold one of the
 	// user's follows for good.
 	maxFollowTime = 10 * time.Minute
-	// followRetry is the browser's wait before it opens the tail again,
-	// in milliseconds.
-	followRetry = 3000
 )
 
 // logEvent is one event of the live tail.
@@ -675,56 +697,21 @@ type logEvent struct {
 // logEvents relays the project's error log (FollowLogs) as server-sent
 // events: first an event "start" with the last lines, which replace what
 // the page shows, then one message per batch of new lines, each line cut
-// to maxLogLine bytes; an event "failure" with the API's message if the
-// stream fails. It ends when the client goes away or after maxFollowTime.
-// Lines are JSON-encoded, so no line can end an event or make another.
+// to maxLogLine bytes. It ends when the client goes away or after
+// maxFollowTime (the browser then opens it again). Lines are
+// JSON-encoded, so no line can end an event or make another.
 func (c *Console) logEvents(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), maxFollowTime)
 	defer cancel()
 	stream, err := v.rpc.FollowLogs(ctx, &opusv1.FollowLogsRequest{Project: r.PathValue("name"), Lines: logLinesShown})
-	if err != nil {
-		c.apiError(w, r, err)
-		return
-	}
-	first := true
-	for {
-		res, err := stream.Recv()
-		if err != nil {
-			switch {
-			case first:
-				c.apiError(w, r, err)
-			case errors.Is(err, io.EOF), ctx.Err() != nil:
-			default:
-				fmt.Fprintf(w, "event: failure\ndata: %s\n\n", strings.ReplaceAll(status.Convert(err).Message(), "\n", " "))
-				fl.Flush()
-			}
-			return
-		}
+	relayEvents(c, w, r, stream, err, "start", func(res *opusv1.FollowLogsResponse) ([]byte, error) {
 		ev := logEvent{Lines: make([]string, len(res.GetLines()))}
 		for i, l := range res.GetLines() {
 			ev.Lines[i] = excerpt.Cut(l, maxLogLine)
 		}
-		data, err := json.Marshal(ev)
-		if err != nil {
-			return
-		}
-		if first {
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.WriteHeader(http.StatusOK)
-			fmt.Fprintf(w, "retry: %d\nevent: start\n", followRetry)
-			first = false
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
-			return
-		}
-		fl.Flush()
-	}
+		return json.Marshal(ev)
+	})
 }
 
 // Template helpers.
