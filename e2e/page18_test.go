@@ -18,7 +18,8 @@ import (
 // the last change and its result, and the app's running revision with its
 // git commit subject (as `opusctl apps revisions` and `show` do); the live
 // tail shows an error line the app writes after the page loaded; the
-// revisions table rolls the app back to the revision chosen; the project
+// revisions table rolls the app back to the revision chosen, with its data
+// snapshot; the project
 // list flags a failed change with a warning while the phase stays ready;
 // a wrong name typed to destroy is refused at the top and next to the
 // field, keeping what was typed, and changes nothing.
@@ -82,11 +83,21 @@ func TestProjectPage(t *testing.T) {
 	mustGet(t, c, h.url(name, "http", "/noisy/?m="+mark), "noisy2 "+mark)
 	step(t, ctx, "the new line arrives", 30*time.Second, waitText("#log-lines", "stderr-"+mark))
 
-	// Roll back to revision 1 from its row.
-	step(t, ctx, "roll back to revision 1", time.Minute, chromedp.Click(chromedp.CSS("#rollback-noisy-1")), chromedp.WaitVisible(chromedp.CSS("#steps")))
+	// Roll back to revision 1 from its row, with the data snapshot it
+	// offers (the one taken while revision 1 ran).
+	snap, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(`#revision-noisy-1 input[name="data_snapshot"]`)))
+	if err != nil || snap == "" {
+		t.Fatalf("revision 1 offers no data snapshot (%v)", err)
+	}
+	step(t, ctx, "roll back to revision 1 with its data", time.Minute,
+		chromedp.Click(chromedp.CSS("#rollback-noisy-1-data")),
+		chromedp.Click(chromedp.CSS("#rollback-noisy-1")), chromedp.WaitVisible(chromedp.CSS("#steps")))
 	step(t, ctx, "wait for the rollback to end", 5*time.Minute, chromedp.WaitVisible(chromedp.CSS("#done")))
 	if st := text(t, ctx, "#op-state"); st != "succeeded" {
 		t.Fatalf("rollback operation %s: %s", st, text(t, ctx, "main"))
+	}
+	if steps := text(t, ctx, "#steps"); !strings.Contains(steps, "restored data snapshot "+snap) {
+		t.Errorf("the rollback did not restore snapshot %s:\n%s", snap, steps)
 	}
 	mustGet(t, c, h.url(name, "http", "/noisy/?m=y"), "noisy y")
 	step(t, ctx, "open the project page after the rollback", time.Minute, chromedp.Navigate(base+"/projects/"+name), chromedp.WaitVisible(chromedp.CSS("#status")))
