@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -118,6 +119,28 @@ func TestLogEventsLive(t *testing.T) {
 		t.Errorf("lines relayed as %q, want them as written", got[1:])
 	}
 	res.Body.Close()
+
+	// One user's live tails are bounded (the API's follows per user):
+	// past the bound the answer is 429 with the API's message, not a
+	// stream the browser would retry.
+	var open []*http.Response
+	for {
+		res := openEvents(t, a, u)
+		if res.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(res.Body)
+			if res.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(b), "following") || len(open) == 0 || len(open) > 100 {
+				t.Fatalf("follow %d: %d %.300s; want 429 once the user's follows are used up", len(open)+1, res.StatusCode, b)
+			}
+			break
+		}
+		open = append(open, res)
+		if len(open) > 100 {
+			t.Fatal("more than 100 live tails for one user")
+		}
+	}
+	for _, res := range open {
+		res.Body.Close()
+	}
 
 	// Each follow ends with its client: more follows in a row than one
 	// user may hold at once all open.
