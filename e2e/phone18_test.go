@@ -40,19 +40,20 @@ const fitsJS = `(() => {
     const lh = parseFloat(getComputedStyle(e).lineHeight) || 20;
     if (e.getBoundingClientRect().height > 1.6 * lh) wrapped.push(name(e) + ' ' + JSON.stringify(e.textContent.trim()));
   }
-  return {scroll: document.documentElement.scrollWidth, wide, wrapped};
+  return {scroll: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight, wide, wrapped};
 })()`
 
 type fit struct {
 	Scroll  int64    `json:"scroll"`
+	Height  int64    `json:"height"`
 	Wide    []string `json:"wide"`
 	Wrapped []string `json:"wrapped"`
 }
 
 // checkFits fails the test, naming the page and what sticks out, if the
 // page the browser shows scrolls sideways at width px or a header link
-// wraps.
-func checkFits(t *testing.T, ctx context.Context, page string, width int64) {
+// wraps. It returns the measures.
+func checkFits(t *testing.T, ctx context.Context, page string, width int64) fit {
 	t.Helper()
 	f, err := chromedp.Run(ctx, chromedp.Evaluate[fit](fmt.Sprintf(fitsJS, width)))
 	if err != nil {
@@ -69,6 +70,8 @@ func checkFits(t *testing.T, ctx context.Context, page string, width int64) {
 		// TestWebConsole's.
 		shot(t, ctx, page+"-phone")
 	}
+	t.Logf("%s at %d px: %d px tall", page, width, f.Height)
+	return f
 }
 
 // readableBy copies dir into a fresh directory uid can read (opusctl packs
@@ -116,6 +119,16 @@ func TestConsoleFitsAPhone(t *testing.T) {
 	tour := h.newConsoleTour(t, "ph")
 	ctx := h.browser(t)
 	h.walk(t, ctx, tour, []int64{390, 1280}, func(p consolePage, width int64) {
-		checkFits(t, ctx, p.name, width)
+		f := checkFits(t, ctx, p.name, width)
+		// The project page's operations are one line each (their steps
+		// are on the operation's page): on a phone it stays a few
+		// screens tall, not the 11,000 px a steps column made.
+		if p.name == "project" && width < 600 && f.Height > maxPhoneProjectHeight {
+			t.Errorf("project page at %d px is %d px tall, want at most %d", width, f.Height, maxPhoneProjectHeight)
+		}
 	})
 }
+
+// maxPhoneProjectHeight bounds TestConsoleFitsAPhone's project page (two
+// apps, three operations, one with a traceback) on a phone.
+const maxPhoneProjectHeight = 5000

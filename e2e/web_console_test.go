@@ -265,7 +265,7 @@ func TestWebConsole(t *testing.T) {
 	// The project page shows the new commit and both revisions.
 	step(t, ctx, "open the project page again", time.Minute, chromedp.Navigate(base+"/projects/"+name), chromedp.WaitVisible(chromedp.CSS("#app-shop")))
 	v2 := app.git(t, "rev-parse", "v2")
-	if appText := text(t, ctx, "#app-shop"); !strings.Contains(appText, v2[:12]) || !strings.Contains(appText, "2 revisions") {
+	if appText := text(t, ctx, "#app-shop"); !strings.Contains(appText, v2[:12]) || !strings.Contains(appText, "2 revisions, newest first") {
 		t.Fatalf("app after the update does not show commit %s and 2 revisions:\n%s", v2[:12], appText)
 	}
 	shot(t, ctx, "project")

@@ -23,7 +23,7 @@ app's first) stays the same for as long as it is listed; give it to
 'opusctl apps rollback NAME APP --to REVISION' to go back to it. REF is what
 was asked for (a rollback's is the ref of the revision it went back to), COMMIT
 the git commit or upload digest deployed, and (running) marks the one the app
-runs. Below, the project's data snapshots: copies of its database taken before
+runs; SUBJECT is a git commit's subject. Below, the project's data snapshots: copies of its database taken before
 changes that ran migrations, with the revision APP ran then; 'apps rollback
 --with-data' to a revision restores the newest one taken while it ran. With
 -o json it prints the app, revisions included.`,
@@ -133,16 +133,16 @@ func askedString(a *opusv1.App) string {
 // then a note for each app whose source asks for something else.
 func writeAppTable(w io.Writer, p *opusv1.Project, indent string) error {
 	tw := newTable(w)
-	writeRow(tw, indent+"NAME", "REVISION", "COMMIT", "REF", "DEPLOYED", "SOURCE")
+	writeRow(tw, indent+"NAME", "REVISION", "COMMIT", "REF", "DEPLOYED", "SOURCE", "SUBJECT")
 	var notes []string
 	deploying := p.GetPhase() == opusv1.Phase_PHASE_PENDING || p.GetPhase() == opusv1.Phase_PHASE_DEPLOYING
 	for _, a := range p.GetApps() {
 		i := runningIndex(a)
 		if i < 0 {
-			writeRow(tw, indent+a.GetName(), "-", "-", orDash(shortCommit(a.GetRequestedRef())), "-", sourceString(a.GetSource()))
+			writeRow(tw, indent+a.GetName(), "-", "-", orDash(shortCommit(a.GetRequestedRef())), "-", sourceString(a.GetSource()), "-")
 		} else {
 			r := a.GetRevisions()[i]
-			writeRow(tw, indent+a.GetName(), strconv.FormatInt(revisionNumber(a, i), 10), shortCommit(r.GetResolved()), revisionAsked(a, i), formatTime(r.GetTime()), revisionSource(a, i))
+			writeRow(tw, indent+a.GetName(), strconv.FormatInt(revisionNumber(a, i), 10), shortCommit(r.GetResolved()), revisionAsked(a, i), formatTime(r.GetTime()), revisionSource(a, i), orDash(r.GetSubject()))
 		}
 		if !a.GetPending() {
 			continue
@@ -181,13 +181,13 @@ func writeRevisions(w io.Writer, apps []*opusv1.App) error {
 		}
 		if !any {
 			writeRow(tw, "Revisions:")
-			writeRow(tw, "  APP", "#", "REF", "COMMIT", "DEPLOYED", "BY")
+			writeRow(tw, "  APP", "#", "REF", "COMMIT", "DEPLOYED", "BY", "SUBJECT")
 			any = true
 		}
 		running := runningIndex(a)
 		for i := len(revs) - 1; i >= 0; i-- {
 			r := revs[i]
-			writeRow(tw, "  "+a.GetName(), strconv.FormatInt(revisionNumber(a, i), 10), revisionAsked(a, i), shortCommit(r.GetResolved())+runningMark(i, running), formatTime(r.GetTime()), userName(r.GetByUid()))
+			writeRow(tw, "  "+a.GetName(), strconv.FormatInt(revisionNumber(a, i), 10), revisionAsked(a, i), shortCommit(r.GetResolved())+runningMark(i, running), formatTime(r.GetTime()), userName(r.GetByUid()), orDash(r.GetSubject()))
 		}
 	}
 	if !any {
@@ -211,11 +211,11 @@ func writeAppRevisions(w io.Writer, project string, a *opusv1.App) error {
 		return err
 	}
 	tw := newTable(w)
-	writeRow(tw, "REVISION", "COMMIT", "REF", "DEPLOYED", "BY", "SOURCE")
+	writeRow(tw, "REVISION", "COMMIT", "REF", "DEPLOYED", "BY", "SOURCE", "SUBJECT")
 	running := runningIndex(a)
 	for i := len(revs) - 1; i >= 0; i-- {
 		r := revs[i]
-		writeRow(tw, strconv.FormatInt(revisionNumber(a, i), 10), shortCommit(r.GetResolved())+runningMark(i, running), revisionAsked(a, i), formatTime(r.GetTime()), userName(r.GetByUid()), revisionSource(a, i))
+		writeRow(tw, strconv.FormatInt(revisionNumber(a, i), 10), shortCommit(r.GetResolved())+runningMark(i, running), revisionAsked(a, i), formatTime(r.GetTime()), userName(r.GetByUid()), revisionSource(a, i), orDash(r.GetSubject()))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

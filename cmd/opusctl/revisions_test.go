@@ -23,9 +23,9 @@ func TestAppTableDescribesTheRunningRevision(t *testing.T) {
 		return &opusv1.AppSource{Kind: &opusv1.AppSource_Git{Git: &opusv1.GitSource{Url: url, Ref: ref}}}
 	}
 	history := []*opusv1.Revision{
-		{Number: 1, RequestedRef: "v1", Resolved: c1, Url: repo, Time: at},
+		{Number: 1, RequestedRef: "v1", Resolved: c1, Url: repo, Time: at, Subject: "First release"},
 		{Number: 2, RequestedRef: "main", Resolved: c2, Url: repo, Time: at},
-		{Number: 3, RequestedRef: c1, Resolved: c1, Url: repo, RollbackOf: 1, Time: at},
+		{Number: 3, RequestedRef: c1, Resolved: c1, Url: repo, RollbackOf: 1, Time: at, Subject: "First release \x1b[2J"},
 	}
 	tests := []struct {
 		name  string
@@ -36,25 +36,25 @@ func TestAppTableDescribesTheRunningRevision(t *testing.T) {
 	}{
 		{"rolled back", opusv1.Phase_PHASE_READY,
 			&opusv1.App{Name: "news", Source: git(repo, c1), RequestedRef: c1, ResolvedCommit: c1, Revisions: history, RunningRevision: 3},
-			"news 3 111111111111 v1 (rollback to 1) " + formatTime(at) + " " + repo, ""},
+			"news 3 111111111111 v1 (rollback to 1) " + formatTime(at) + " " + repo + ` First release \x1b[2J`, ""},
 		{"deploying another repository", opusv1.Phase_PHASE_DEPLOYING,
 			&opusv1.App{Name: "news", Source: git(fork, "v9"), RequestedRef: "v9", ResolvedCommit: c2, Revisions: history[:2], RunningRevision: 2, Pending: true},
-			"news 2 222222222222 main " + formatTime(at) + " " + repo, "news: deploying v9 of " + fork + "; revision 2 runs until it is done"},
+			"news 2 222222222222 main " + formatTime(at) + " " + repo + " -", "news: deploying v9 of " + fork + "; revision 2 runs until it is done"},
 		{"asks for what is not deployed", opusv1.Phase_PHASE_FAILED,
 			&opusv1.App{Name: "news", Source: git(repo, "v3"), RequestedRef: "v3", ResolvedCommit: c2, Revisions: history[:2], RunningRevision: 2, Pending: true},
-			"news 2 222222222222 main " + formatTime(at) + " " + repo, "news: asks for v3 of " + repo + ", which is not deployed; revision 2 runs"},
+			"news 2 222222222222 main " + formatTime(at) + " " + repo + " -", "news: asks for v3 of " + repo + ", which is not deployed; revision 2 runs"},
 		{"first deploy", opusv1.Phase_PHASE_PENDING,
 			&opusv1.App{Name: "news", Source: git(repo, ""), Pending: true},
-			"news - - - - " + repo, "news: deploying the default branch of " + repo + "; not running yet"},
+			"news - - - - " + repo + " -", "news: deploying the default branch of " + repo + "; not running yet"},
 		{"upload", opusv1.Phase_PHASE_READY,
 			&opusv1.App{Name: "polls", Source: &opusv1.AppSource{Kind: &opusv1.AppSource_Upload{Upload: &opusv1.UploadedSource{Digest: digest, Origin: "/src/polls"}}},
 				RequestedRef: digest, ResolvedCommit: digest, RunningRevision: 1,
 				Revisions: []*opusv1.Revision{{Number: 1, RequestedRef: digest, Resolved: digest, Origin: "/src/polls", Time: at}}},
-			"polls 1 sha256:abababababab - " + formatTime(at) + " upload /src/polls", ""},
+			"polls 1 sha256:abababababab - " + formatTime(at) + " upload /src/polls -", ""},
 		{"from an opusd that did not number revisions", opusv1.Phase_PHASE_READY,
 			&opusv1.App{Name: "news", Source: git(repo, "main"), RequestedRef: "main", ResolvedCommit: c2,
 				Revisions: []*opusv1.Revision{{RequestedRef: "v1", Resolved: c1}, {RequestedRef: "main", Resolved: c2}}},
-			"news 2 222222222222 main - -", ""},
+			"news 2 222222222222 main - - -", ""},
 	}
 	for _, tc := range tests {
 		var b bytes.Buffer

@@ -463,7 +463,7 @@ func TestMovingBranchReResolved(t *testing.T) {
 	e, r, l, _ := liveEnv(t)
 	e.git.set(liveRepo, "main", fakeCommit{hash: hashV1, files: map[string]string{"__init__.py": "", "views.py": "# v1\n"}})
 	mustSucceed(t, e.run(t, r, store.OpUpdateApp, func(s *store.Spec) { s.App("shop").Git.Ref = "main" }))
-	e.git.set(liveRepo, "main", fakeCommit{hash: hashV2, files: map[string]string{"__init__.py": "", "views.py": "# v2\n"}})
+	e.git.set(liveRepo, "main", fakeCommit{hash: hashV2, subject: "Second version", files: map[string]string{"__init__.py": "", "views.py": "# v2\n"}})
 	op := e.run(t, r, store.OpUpdateApp, func(s *store.Spec) { s.App("shop").Git.Ref = "main" })
 	mustSucceed(t, op)
 	if msg := stepMessage(op, "sources"); !strings.Contains(msg, "shop 111111111111 → 222222222222") {
@@ -475,5 +475,9 @@ func TestMovingBranchReResolved(t *testing.T) {
 	st := e.project(t, "live").Status.Apps["shop"]
 	if n := len(st.Revisions); st.ResolvedCommit != hashV2 || n != 2 || st.Revisions[n-1].RequestedRef != "main" {
 		t.Errorf("status %+v", st)
+	}
+	// The revision records its commit's subject, as the fetch gave it.
+	if got := st.Revisions[len(st.Revisions)-1].Subject; got != "Second version" {
+		t.Errorf("revision subject %q, want the commit's", got)
 	}
 }

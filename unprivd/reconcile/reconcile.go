@@ -28,6 +28,7 @@ import (
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/postgres"
+	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -48,8 +49,9 @@ type Uploads interface {
 // Fetcher fetches git sources (implemented by *source.Git).
 type Fetcher interface {
 	// Fetch writes the tree of ref in the repository at url into dest,
-	// which must not exist, and returns the full commit hash.
-	Fetch(ctx context.Context, url, ref string, allowLocal bool, dest string) (string, error)
+	// which must not exist, and returns the commit: its full hash and its
+	// subject.
+	Fetch(ctx context.Context, url, ref string, allowLocal bool, dest string) (source.Commit, error)
 }
 
 // afterStep runs after each step is done and recorded. It does nothing:

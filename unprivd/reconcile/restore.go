@@ -61,6 +61,7 @@ type undoApp struct {
 // applied is what a run deployed for one app.
 type applied struct {
 	url, requested, resolved, origin string
+	subject                          string
 	by                               uint32
 	uploader                         *uint32
 	rollbackOf                       int
@@ -216,7 +217,7 @@ func (t *Task) commitApplied(p *store.Project) {
 		st.RequestedRef = a.requested
 		if st.ResolvedCommit != a.resolved {
 			st.ResolvedCommit = a.resolved
-			st.AddRevision(store.Revision{URL: a.url, RequestedRef: a.requested, Resolved: a.resolved,
+			st.AddRevision(store.Revision{URL: a.url, RequestedRef: a.requested, Resolved: a.resolved, Subject: a.subject,
 				Time: t.Clock.Now(), ByUID: a.by, UploaderUID: a.uploader, Origin: a.origin, RollbackOf: a.rollbackOf}, maxRevisions)
 		}
 		p.Status.Apps[name] = st

@@ -75,12 +75,12 @@ func materialize(ctx context.Context, t *Task, app store.AppSpec) (string, error
 	prev := t.Project.Status.Apps[app.Name]
 	exists := isDir(dir)
 
-	var resolved string
+	var resolved, subject string
 	switch {
 	case app.Upload != nil:
 		resolved = app.Upload.Digest
 		if exists && resolved == prev.ResolvedCommit {
-			t.apply(app, resolved)
+			t.apply(app, resolved, subject)
 			return fmt.Sprintf("%s unchanged (%s)", app.Name, short(resolved)), nil
 		}
 		if t.opt.Uploads == nil {
@@ -105,12 +105,12 @@ func materialize(ctx context.Context, t *Task, app store.AppSpec) (string, error
 			os.RemoveAll(staged)
 			return "", fmt.Errorf("app %s: %w", app.Name, err)
 		}
-		resolved = commit
+		resolved, subject = commit.Hash, commit.Subject
 		if exists && resolved == prev.ResolvedCommit {
 			if err := os.RemoveAll(staged); err != nil {
 				return "", fmt.Errorf("app %s: %w", app.Name, err)
 			}
-			t.apply(app, resolved)
+			t.apply(app, resolved, subject)
 			return fmt.Sprintf("%s unchanged at %s", app.Name, short(resolved)), nil
 		}
 	default:
@@ -125,19 +125,20 @@ func materialize(ctx context.Context, t *Task, app store.AppSpec) (string, error
 	}
 	t.codeChanged = true
 	t.appsChanged = true
-	t.apply(app, resolved)
+	t.apply(app, resolved, subject)
 	if prev.ResolvedCommit == "" {
 		return fmt.Sprintf("%s at %s", app.Name, short(resolved)), nil
 	}
 	return fmt.Sprintf("%s %s → %s", app.Name, short(prev.ResolvedCommit), short(resolved)), nil
 }
 
-// apply notes what the run deployed for app, for the status on success.
-func (t *Task) apply(app store.AppSpec, resolved string) {
+// apply notes what the run deployed for app (subject: its git commit's),
+// for the status on success.
+func (t *Task) apply(app store.AppSpec, resolved, subject string) {
 	if t.live.applied == nil {
 		t.live.applied = map[string]applied{}
 	}
-	a := applied{requested: app.RequestedRef(), resolved: resolved, by: app.ByUID, rollbackOf: app.RollbackTo}
+	a := applied{requested: app.RequestedRef(), resolved: resolved, subject: subject, by: app.ByUID, rollbackOf: app.RollbackTo}
 	switch {
 	case app.Git != nil:
 		a.url = app.Git.URL

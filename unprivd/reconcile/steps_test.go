@@ -19,6 +19,7 @@ import (
 	"github.com/opus-hosting/opus/internal/cert/certtest"
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -78,8 +79,8 @@ func (fakeUploads) Extract(_ context.Context, uid uint32, digest, dest string) e
 
 // fakeCommit is what a ref of a fake repository resolves to.
 type fakeCommit struct {
-	hash  string
-	files map[string]string
+	hash, subject string
+	files         map[string]string
 }
 
 // fakeGit serves repos[url][ref] and counts fetches.
@@ -98,15 +99,15 @@ func (g *fakeGit) set(url, ref string, c fakeCommit) {
 	g.repos[url][ref] = c
 }
 
-func (g *fakeGit) Fetch(_ context.Context, url, ref string, allowLocal bool, dest string) (string, error) {
+func (g *fakeGit) Fetch(_ context.Context, url, ref string, allowLocal bool, dest string) (source.Commit, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.fetches++
 	c, ok := g.repos[url][ref]
 	if !ok {
-		return "", fmt.Errorf("git fetch %s: ref %q not found", url, ref)
+		return source.Commit{}, fmt.Errorf("git fetch %s: ref %q not found", url, ref)
 	}
-	return c.hash, writeFiles(dest, c.files)
+	return source.Commit{Hash: c.hash, Subject: c.subject}, writeFiles(dest, c.files)
 }
 
 // createSpec records a project with spec as the service does.

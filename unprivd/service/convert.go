@@ -49,7 +49,7 @@ func toOperation(op *store.Operation) *opusv1.Operation {
 	out := &opusv1.Operation{
 		Id: op.ID, Project: op.Project, Kind: opKinds[op.Kind], State: opStates[op.State],
 		Error: op.Error, CreateTime: ts(op.CreateTime), EndTime: ts(op.EndTime),
-		OwnerUid: op.OwnerUID, Generation: op.Generation,
+		OwnerUid: op.OwnerUID, Generation: op.Generation, RequestedByUid: op.RequestedBy,
 	}
 	for _, st := range op.Steps {
 		out.Steps = append(out.Steps, &opusv1.Step{Name: st.Name, State: stepStates[st.State],
@@ -116,6 +116,7 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 			for i, r := range st.Revisions {
 				revs[i].RequestedRef, revs[i].Resolved, revs[i].Time, revs[i].ByUid = r.RequestedRef, r.Resolved, ts(r.Time), r.ByUID
 				revs[i].Number, revs[i].RollbackOf, revs[i].Url, revs[i].Origin = int64(st.RevisionNumber(i)), int64(r.RollbackOf), r.URL, r.Origin
+				revs[i].Subject = r.Subject
 				app.Revisions[i] = &revs[i]
 			}
 			app.RunningRevision = revs[len(revs)-1].Number

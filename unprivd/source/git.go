@@ -95,23 +95,31 @@ type remoteError struct{ error }
 
 func (e remoteError) Unwrap() error { return e.error }
 
+// Commit is the commit a Fetch wrote.
+type Commit struct {
+	// Hash is the full commit hash.
+	Hash string
+	// Subject is the commit message's subject (see CommitSubject).
+	Subject string
+}
+
 // Fetch resolves ref (a branch, a tag (lightweight or annotated), a full or
 // short commit hash, or "" for the remote's HEAD) in the repository at
 // rawURL and writes that commit's tree into dest (which must not exist or be
 // empty), refusing symlinks, submodules and escaping paths. It returns the
-// full commit hash.
-func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, dest string) (commit string, err error) {
+// commit: its full hash and its subject.
+func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, dest string) (Commit, error) {
 	if err := CheckGitURL(rawURL, allowLocal); err != nil {
-		return "", err
+		return Commit{}, err
 	}
 	if err := gitsrc.CheckRef(ref); err != nil {
-		return "", err
+		return Commit{}, err
 	}
 	if err := CheckSSHAuth(rawURL); err != nil {
-		return "", err
+		return Commit{}, err
 	}
 	if g.CacheDir == "" {
-		return "", errors.New("git: no cache directory configured")
+		return Commit{}, errors.New("git: no cache directory configured")
 	}
 	useInProcessLocalTransport()
 	timeout := g.Timeout
@@ -152,18 +160,19 @@ func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, de
 			removeTempFiles(key)
 		}
 		if ctx.Err() != nil && !errors.As(err, new(inputError)) {
-			return "", fmt.Errorf("git fetch %s: gave up after %v: %w", rawURL, timeout, err)
+			return Commit{}, fmt.Errorf("git fetch %s: gave up after %v: %w", rawURL, timeout, err)
 		}
-		return "", fmt.Errorf("git fetch %s: %w", rawURL, err)
+		return Commit{}, fmt.Errorf("git fetch %s: %w", rawURL, err)
 	}
 	lim := g.Limits
 	if lim == (Limits{}) {
 		lim = DefaultLimits
 	}
-	if err := writeCommit(ctx, repo, hash, dest, lim); err != nil {
-		return "", fmt.Errorf("git %s at %s: %w", rawURL, hash, err)
+	subject, err := writeCommit(ctx, repo, hash, dest, lim)
+	if err != nil {
+		return Commit{}, fmt.Errorf("git %s at %s: %w", rawURL, hash, err)
 	}
-	return hash.String(), nil
+	return Commit{Hash: hash.String(), Subject: subject}, nil
 }
 
 // lock serializes fetches of one URL: they share a cache repository.
@@ -420,17 +429,17 @@ func findCommit(repo *git.Repository, prefix string) (plumbing.Hash, error) {
 }
 
 // writeCommit writes the tree of commit h into dest through the safe tree
-// writer.
-func writeCommit(ctx context.Context, repo *git.Repository, h plumbing.Hash, dest string, lim Limits) error {
+// writer and returns the commit's subject.
+func writeCommit(ctx context.Context, repo *git.Repository, h plumbing.Hash, dest string, lim Limits) (string, error) {
 	c, err := repo.CommitObject(h)
 	if err != nil {
-		return err
+		return "", err
 	}
 	tree, err := c.Tree()
 	if err != nil {
-		return err
+		return "", err
 	}
-	return writeTree(ctx, dest, lim, func(w *treeWriter) error {
+	err = writeTree(ctx, dest, lim, func(w *treeWriter) error {
 		walker := object.NewTreeWalker(tree, true, nil)
 		defer walker.Close()
 		for {
@@ -469,6 +478,10 @@ func writeCommit(ctx context.Context, repo *git.Repository, h plumbing.Hash, des
 			}
 		}
 	})
+	if err != nil {
+		return "", err
+	}
+	return CommitSubject(c.Message), nil
 }
 
 // removeTempFiles removes the temporary files go-git writes while it

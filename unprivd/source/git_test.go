@@ -97,8 +97,11 @@ func TestGitFetch(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Fetch(%q): %v", tc.ref, err)
 		}
-		if commit != tc.commit {
-			t.Errorf("Fetch(%q) = %s, want %s (git rev-parse)", tc.ref, commit, tc.commit)
+		if commit.Hash != tc.commit {
+			t.Errorf("Fetch(%q) = %s, want %s (git rev-parse)", tc.ref, commit.Hash, tc.commit)
+		}
+		if want := gitRun(t, repo, "log", "-1", "--format=%s", tc.commit); commit.Subject != want {
+			t.Errorf("Fetch(%q) subject %q, want %q (git log)", tc.ref, commit.Subject, want)
 		}
 		files := readTree(t, dest)
 		if files["views.py"] != tc.views {
@@ -120,7 +123,7 @@ func TestGitFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Rename(moved, repo)
-	if c, err := g.Fetch(context.Background(), repo, v2, true, filepath.Join(t.TempDir(), "app")); err != nil || c != v2 {
+	if c, err := g.Fetch(context.Background(), repo, v2, true, filepath.Join(t.TempDir(), "app")); err != nil || c.Hash != v2 {
 		t.Errorf("cached commit fetch without the remote: %s, %v", c, err)
 	}
 }
@@ -247,7 +250,7 @@ func TestGitBrokenCacheRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := g.Fetch(context.Background(), repo, "main", true, filepath.Join(t.TempDir(), "b"))
-	if err != nil || c != v2 {
+	if err != nil || c.Hash != v2 {
 		t.Fatalf("Fetch over a broken cache = %s, %v", c, err)
 	}
 }
@@ -265,8 +268,8 @@ func TestGitLocalWithoutGitBinary(t *testing.T) {
 	for _, url := range []string{repo, "file://" + repo, bare} {
 		g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache"), Timeout: time.Minute, MaxBytes: 10 << 20}
 		commit, err := g.Fetch(context.Background(), url, "main", true, filepath.Join(t.TempDir(), "app"))
-		if err != nil || commit != v2 {
-			t.Errorf("Fetch(%s) without git on PATH = %s, %v; want %s", url, commit, err, v2)
+		if err != nil || commit.Hash != v2 {
+			t.Errorf("Fetch(%s) without git on PATH = %s, %v; want %s", url, commit.Hash, err, v2)
 		}
 	}
 	g := &Git{CacheDir: filepath.Join(t.TempDir(), "cache"), Timeout: time.Minute}

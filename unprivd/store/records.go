@@ -292,6 +292,10 @@ type Revision struct {
 	// Origin is where an uploaded revision was packed from
 	// (informational, as UploadSource.Origin).
 	Origin string `json:"origin,omitempty"`
+	// Subject is a git revision's commit subject, one line of printable
+	// text (source.CommitSubject); empty for an upload and in records
+	// made before subjects were recorded.
+	Subject string `json:"subject,omitempty"`
 }
 
 // RevisionNumber is the number of st.Revisions[i]: its own, or for a

@@ -36,7 +36,7 @@ func TestRefusedFieldSaysWhy(t *testing.T) {
 		{"add an app", "/projects/blog/apps", url.Values{"url": {"ext::sh -c x"}, "app": {"news"}}, "add-url", "error-add-url", "remote transport helper", `href="#add-url"`},
 		{"update an app", "/projects/blog/apps/shop/update", url.Values{"url": {"ext::sh -c x"}}, "update-shop-url", "error-update-shop-url", "remote transport helper", `href="#update-shop-url"`},
 		{"remove: wrong name", "/projects/blog/apps/shop/remove", url.Values{"confirm": {"polls"}}, "confirm", "alert", "Nothing was removed", `id="confirm"`},
-		{"destroy: wrong name", "/projects/blog/destroy", url.Values{"confirm": {"blo"}}, "destroy-confirm", "alert", "Nothing was destroyed", `id="destroy-confirm"`},
+		{"destroy: wrong name", "/projects/blog/destroy", url.Values{"confirm": {"blo"}}, "destroy-confirm", "error-destroy-confirm", "is not the project&#39;s name", `href="#destroy-confirm"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.form.Set("csrf", csrf)

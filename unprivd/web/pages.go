@@ -1,13 +1,16 @@
 package web
 
 import (
+	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,9 +22,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/gitsrc"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/credential"
+	"github.com/opus-hosting/opus/unprivd/snapshot"
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // page is what every template gets.
@@ -33,10 +39,12 @@ type page struct {
 	Errors map[string]string
 	Form   map[string]string
 	// Page-specific.
-	Projects  []*opusv1.Project
-	Project   *opusv1.Project
-	Ops       []*opusv1.Operation
-	Op        *opusv1.Operation
+	Projects []*opusv1.Project
+	Project  *opusv1.Project
+	Ops      []*opusv1.Operation
+	Op       *opusv1.Operation
+	// Last is the project's newest operation: its last change.
+	Last      *opusv1.Operation
 	Logs      []string
 	LogsError string
 	Message   string
@@ -90,6 +98,8 @@ func httpCode(c codes.Code) int {
 		return http.StatusNotImplemented
 	case codes.Unavailable:
 		return http.StatusServiceUnavailable
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -355,14 +365,17 @@ func (c *Console) renderProject(w http.ResponseWriter, r *http.Request, code int
 		}
 		pg.Errors[k] = msg
 		if pg.Alert == "" {
-			pg.Alert = fmt.Sprintf("%s was not applied: %s.", formWords(form), fieldWords(field))
+			pg.Alert = fmt.Sprintf("%s: %s.", formWords(form), fieldWords(field))
 			pg.AlertAt = "#" + form + "-" + field
 		}
 	}
 	if ops, err := v.rpc.ListOperations(r.Context(), &opusv1.ListOperationsRequest{Project: name, Limit: 10}); err == nil {
 		pg.Ops = ops.GetOperations()
+		if len(pg.Ops) > 0 {
+			pg.Last = pg.Ops[0]
+		}
 	}
-	logs, err := v.rpc.GetLogs(r.Context(), &opusv1.GetLogsRequest{Project: name, Lines: 50})
+	logs, err := v.rpc.GetLogs(r.Context(), &opusv1.GetLogsRequest{Project: name, Lines: logLinesShown})
 	if err != nil {
 		pg.LogsError = status.Convert(err).Message()
 	} else {
@@ -371,17 +384,19 @@ func (c *Console) renderProject(w http.ResponseWriter, r *http.Request, code int
 	c.render(w, code, "project", pg)
 }
 
-// formWords names a project page form in a message.
+// formWords says, in a message, that a project page form was refused.
 func formWords(form string) string {
 	switch {
+	case form == "destroy":
+		return "Nothing was destroyed"
 	case form == "settings":
-		return "The settings form"
+		return "The settings form was not applied"
 	case form == "add":
-		return "Adding the app"
+		return "Adding the app was not applied"
 	case strings.HasPrefix(form, "update-"):
-		return fmt.Sprintf("The update of app %q", strings.TrimPrefix(form, "update-"))
+		return fmt.Sprintf("The update of app %q was not applied", strings.TrimPrefix(form, "update-"))
 	}
-	return "The form"
+	return "The form was not applied"
 }
 
 // fieldWords names a form field in a message.
@@ -397,6 +412,8 @@ func fieldWords(field string) string {
 		return "see the error next to the ref"
 	case "app":
 		return "see the error next to the app name"
+	case "confirm":
+		return "see the error next to the name to type"
 	}
 	return "see the error next to the field marked below"
 }
@@ -442,10 +459,18 @@ func (c *Console) updateApp(w http.ResponseWriter, r *http.Request) {
 	c.mutated(w, r, op, err, "update-"+app, map[string]string{"source": "url", "source.git.ref": "ref", "app": ""})
 }
 
+// rollbackApp rolls an app back as "opusctl apps rollback" does: to the
+// revision the form names (its number; none: the one before the running
+// one), with its data snapshot when asked. The snapshot the page offered
+// goes along, so that the API refuses if another one would be restored.
 func (c *Console) rollbackApp(w http.ResponseWriter, r *http.Request) {
-	v := viewerFrom(r)
+	v, f := viewerFrom(r), r.PostForm
 	app := r.PathValue("app")
-	op, err := v.rpc.UpdateApp(r.Context(), &opusv1.UpdateAppRequest{Project: r.PathValue("name"), App: app, Rollback: true})
+	req := &opusv1.RollbackAppRequest{Project: r.PathValue("name"), App: app, To: strings.TrimSpace(f.Get("to"))}
+	if f.Get("with_data") == "on" {
+		req.WithData, req.DataSnapshot = true, f.Get("data_snapshot")
+	}
+	op, err := v.rpc.RollbackApp(r.Context(), req)
 	c.mutated(w, r, op, err, "update-"+app, nil)
 }
 
@@ -549,8 +574,12 @@ var settingsFields = map[string]string{
 func (c *Console) destroy(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
 	name := r.PathValue("name")
-	if r.PostForm.Get("confirm") != name {
-		c.renderProject(w, r, http.StatusUnprocessableEntity, map[string]string{"destroy": fmt.Sprintf("Nothing was destroyed: type %q to confirm.", name)})
+	if got := r.PostForm.Get("confirm"); got != name {
+		msg := fmt.Sprintf("type the project's name, %q, to confirm", name)
+		if got != "" {
+			msg = fmt.Sprintf("%q is not the project's name: type %q to confirm", excerpt.Short(got), name)
+		}
+		c.renderProject(w, r, http.StatusUnprocessableEntity, map[string]string{"destroy.confirm": msg})
 		return
 	}
 	op, err := v.rpc.DeleteProject(r.Context(), &opusv1.DeleteProjectRequest{Name: name})
@@ -579,43 +608,188 @@ func (c *Console) operationPage(w http.ResponseWriter, r *http.Request) {
 // Operation per change, ending when it is final.
 func (c *Console) operationEvents(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
+	stream, err := v.rpc.WatchOperation(r.Context(), &opusv1.WatchOperationRequest{Id: r.PathValue("id")})
+	relayEvents(c, w, r, stream, err, "", func(op *opusv1.Operation) ([]byte, error) { return protojson.Marshal(op) })
+}
+
+// relayEvents relays a server stream of the API as server-sent events,
+// one per answer, its data encode's (one line: JSON). An error before the
+// first answer is the API's error page (404 for another user's project,
+// say), so the browser's EventSource does not retry; a later one is an
+// event "failure" with the API's message. It returns when the stream ends
+// or the request's context does (the client went away). The first event
+// is called first ("" for a plain message).
+func relayEvents[T any](c *Console, w http.ResponseWriter, r *http.Request, stream interface{ Recv() (T, error) }, err error,
+	first string, encode func(T) ([]byte, error)) {
+	if err != nil {
+		c.apiError(w, r, err)
+		return
+	}
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	stream, err := v.rpc.WatchOperation(r.Context(), &opusv1.WatchOperationRequest{Id: r.PathValue("id")})
-	if err != nil {
-		c.apiError(w, r, err)
-		return
-	}
-	first := true
+	started := false
 	for {
-		op, err := stream.Recv()
+		m, err := stream.Recv()
 		if err != nil {
-			if first {
+			switch {
+			case !started:
 				c.apiError(w, r, err)
-			} else if !errors.Is(err, io.EOF) {
+			case errors.Is(err, io.EOF), r.Context().Err() != nil, status.Code(err) == codes.DeadlineExceeded:
+				// Done, or nobody is listening.
+			default:
 				fmt.Fprintf(w, "event: failure\ndata: %s\n\n", strings.ReplaceAll(status.Convert(err).Message(), "\n", " "))
 				fl.Flush()
 			}
 			return
 		}
-		if first {
-			w.Header().Set("Content-Type", "text/event-stream")
-			w.WriteHeader(http.StatusOK)
-			first = false
-		}
-		data, err := protojson.Marshal(op)
+		data, err := encode(m)
 		if err != nil {
 			return
 		}
-		fmt.Fprintf(w, "data: %s\n\n", data)
+		if !started {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprintf(w, "retry: %d\n", eventsRetry)
+			if first != "" {
+				fmt.Fprintf(w, "event: %s\n", first)
+			}
+			started = true
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+			return
+		}
 		fl.Flush()
 	}
 }
 
+// eventsRetry is the browser's wait before it opens an event stream
+// again, in milliseconds.
+const eventsRetry = 3000
+
+// Bounds of the project page's logs.
+const (
+	// logLinesShown is how many of the last log lines the page shows,
+	// and the live tail starts with.
+	logLinesShown = 50
+	// maxLogLine bounds one log line as the live tail relays it, in
+	// bytes: a tenant writes these lines.
+	maxLogLine = 2000
+	// maxFollowTime ends a live tail, which the browser then opens again:
+	// so the session is checked again (a signed-out or expired session
+	// stops following), and a forgotten tab does not hold one of the
+	// user's follows for good.
+	maxFollowTime = 10 * time.Minute
+)
+
+// logEvent is one event of the live tail.
+type logEvent struct {
+	Lines []string `json:"lines"`
+}
+
+// logEvents relays the project's error log (FollowLogs) as server-sent
+// events: first an event "start" with the last lines, which replace what
+// the page shows, then one message per batch of new lines, each line cut
+// to maxLogLine bytes. It ends when the client goes away or after
+// maxFollowTime (the browser then opens it again). Lines are
+// JSON-encoded, so no line can end an event or make another.
+func (c *Console) logEvents(w http.ResponseWriter, r *http.Request) {
+	v := viewerFrom(r)
+	ctx, cancel := context.WithTimeout(r.Context(), maxFollowTime)
+	defer cancel()
+	stream, err := v.rpc.FollowLogs(ctx, &opusv1.FollowLogsRequest{Project: r.PathValue("name"), Lines: logLinesShown})
+	relayEvents(c, w, r, stream, err, "start", func(res *opusv1.FollowLogsResponse) ([]byte, error) {
+		ev := logEvent{Lines: make([]string, len(res.GetLines()))}
+		for i, l := range res.GetLines() {
+			ev.Lines[i] = excerpt.Cut(l, maxLogLine)
+		}
+		return json.Marshal(ev)
+	})
+}
+
 // Template helpers.
+
+// runningRevision is the revision app a runs, or nil before its first
+// deploy.
+func runningRevision(a *opusv1.App) *opusv1.Revision {
+	for _, r := range a.GetRevisions() {
+		if r.GetNumber() == a.GetRunningRevision() {
+			return r
+		}
+	}
+	return nil
+}
+
+// newestFirst is an app's revisions, newest first (the API lists them
+// oldest first).
+func newestFirst(revs []*opusv1.Revision) []*opusv1.Revision {
+	out := slices.Clone(revs)
+	slices.Reverse(out)
+	return out
+}
+
+// snapshotFor is the data snapshot a rollback of app to revision n with
+// its data restores: the one the API picks (snapshot.ForRollback, the
+// newest taken while the app ran that revision); nil when none is kept.
+func snapshotFor(p *opusv1.Project, app string, n int64) *opusv1.DataSnapshot {
+	snaps := p.GetDataSnapshots()
+	recs := make([]store.Snapshot, len(snaps))
+	for i, s := range snaps {
+		recs[i] = store.Snapshot{ID: s.GetId(), Time: s.GetTime().AsTime(), Revisions: map[string]int{}}
+		for _, r := range s.GetRevisions() {
+			recs[i].Revisions[r.GetApp()] = int(r.GetNumber())
+		}
+	}
+	pick := snapshot.ForRollback(recs, app, int(n))
+	if pick == nil {
+		return nil
+	}
+	for _, s := range snaps {
+		if s.GetId() == pick.ID {
+			return s
+		}
+	}
+	return nil
+}
+
+// maxFirstLine bounds firstLine.
+const maxFirstLine = 300
+
+// firstLine is the first non-empty line of an error, for a one-line
+// summary (an operation's error leads with its exception line; the whole
+// of it is on the operation's page).
+func firstLine(s string) string {
+	for l := range strings.Lines(s) {
+		if l = strings.TrimSpace(l); l != "" {
+			return excerpt.Cut(l, maxFirstLine)
+		}
+	}
+	return ""
+}
+
+// opSummary says in one line how an operation went: how many steps, and
+// which one failed.
+func opSummary(op *opusv1.Operation) string {
+	steps := op.GetSteps()
+	if len(steps) == 0 {
+		return ""
+	}
+	for i, s := range steps {
+		if s.GetState() == opusv1.StepState_STEP_STATE_FAILED {
+			return fmt.Sprintf("failed at %s (step %d of %d)", s.GetName(), i+1, len(steps))
+		}
+	}
+	last := steps[len(steps)-1]
+	if last.GetState() == opusv1.StepState_STEP_STATE_RUNNING {
+		return fmt.Sprintf("at %s (step %d)", last.GetName(), len(steps))
+	}
+	if len(steps) == 1 {
+		return "1 step"
+	}
+	return fmt.Sprintf("%d steps", len(steps))
+}
 
 func phaseName(p opusv1.Phase) string {
 	return strings.ToLower(strings.TrimPrefix(p.String(), "PHASE_"))

@@ -140,6 +140,11 @@ func (c *Console) parseTemplates() error {
 		"hostsText":  hostsText,
 		"errorOf":    errorOf,
 		"invalid":    invalid,
+		"running":    runningRevision,
+		"newest":     newestFirst,
+		"snapshot":   snapshotFor,
+		"opsummary":  opSummary,
+		"firstLine":  firstLine,
 		// The name hint is the rule's own (package names).
 		"projectPattern": func() string { return names.ProjectPattern },
 		"maxProject":     func() int { return names.MaxProject },
@@ -174,6 +179,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST /projects/{name}/apps/{app}/remove", c.signedIn(c.removeApp))
 	m.HandleFunc("POST /projects/{name}/settings", c.signedIn(c.updateSettings))
 	m.HandleFunc("POST /projects/{name}/destroy", c.signedIn(c.destroy))
+	m.HandleFunc("GET /projects/{name}/logs/events", c.signedIn(c.logEvents))
 	m.HandleFunc("GET /ops/{id}", c.signedIn(c.operationPage))
 	m.HandleFunc("GET /ops/{id}/events", c.signedIn(c.operationEvents))
 	// Every POST, the sign-in form's too, passes the standard library's

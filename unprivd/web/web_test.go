@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -48,10 +49,52 @@ type noKick struct{}
 func (noKick) Kick(string) {}
 
 // privd answers TailLog only; the console's pages call nothing else of it.
-type privd struct{ privdv1.PrivdClient }
+// Each project's log starts with one line; tests append more (logs.add).
+type privd struct {
+	privdv1.PrivdClient
+	logs *fakeLogs
+}
 
-func (privd) TailLog(_ context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
-	return &privdv1.TailLogResponse{Lines: []string{"[wsgi:error] " + in.Project + " said hello"}}, nil
+// fakeLogs are the projects' error logs; a position is a line number.
+type fakeLogs struct {
+	mu    sync.Mutex
+	lines map[string][]string
+}
+
+func (l *fakeLogs) of(project string) []string {
+	if l.lines[project] == nil {
+		l.lines[project] = []string{"[wsgi:error] " + project + " said hello"}
+	}
+	return l.lines[project]
+}
+
+// add appends lines to project's log.
+func (l *fakeLogs) add(project string, lines ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines[project] = append(l.of(project), lines...)
+}
+
+func (p privd) TailLog(_ context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
+	p.logs.mu.Lock()
+	defer p.logs.mu.Unlock()
+	all := p.logs.of(in.Project)
+	n := int(in.GetLines())
+	if n == 0 {
+		n = 100
+	}
+	var out []string
+	if in.After == nil {
+		out = all[max(0, len(all)-n):]
+	} else {
+		from := min(int(in.After.GetOffset()), len(all))
+		out = all[from:min(len(all), from+n)]
+	}
+	next := len(all)
+	if in.After != nil {
+		next = int(in.After.GetOffset()) + len(out)
+	}
+	return &privdv1.TailLogResponse{Lines: slices.Clone(out), Next: &privdv1.LogPosition{Offset: int64(next)}, More: next < len(all)}, nil
 }
 
 // users is the rig's user database: uid → login name, changed by tests
@@ -84,6 +127,7 @@ func (u *users) set(uid uint32, name string) {
 // rig is a real service on a real gRPC server behind the console, over
 // the in-process listener, with the console on a TLS test server.
 type rig struct {
+	logs    *fakeLogs
 	st      *store.Store
 	srv     *httptest.Server
 	lis     *peercred.InProcess
@@ -100,7 +144,7 @@ func newRig(t *testing.T) *rig {
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
-	r := &rig{st: st, lis: peercred.NewInProcess(), users: u}
+	r := &rig{st: st, lis: peercred.NewInProcess(), users: u, logs: &fakeLogs{lines: map[string][]string{}}}
 	c, err := New(Config{Listener: r.lis, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +153,7 @@ func newRig(t *testing.T) *rig {
 	r.srv = httptest.NewTLSServer(c)
 	t.Cleanup(r.srv.Close)
 	t.Cleanup(func() { c.Close() })
-	svc, err := service.New(service.Config{Store: st, Privd: privd{}, Reconciler: noKick{}, Admins: admins{0: true},
+	svc, err := service.New(service.Config{Store: st, Privd: privd{logs: r.logs}, Reconciler: noKick{}, Admins: admins{0: true},
 		ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, ConsoleURL: r.srv.URL, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +398,8 @@ func TestConsoleFlow(t *testing.T) {
 	}
 	// Destroy needs the name typed; a wrong one changes nothing.
 	wrong := do(t, a, "POST", r.srv.URL+"/projects/blog/destroy", url.Values{"csrf": {csrf}, "confirm": {"blo"}})
-	if wrong.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</h1>\s*<div id="messages" aria-live="polite">\s*<p class="error" id="alert" role="alert">Nothing was destroyed: type &#34;blog&#34; to confirm`).MatchString(wrong.body) {
+	if wrong.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`</h1>\s*<div id="messages" aria-live="polite">\s*<p class="error" id="alert" role="alert">Nothing was destroyed: see the error next to the name to type\. <a href="#destroy-confirm" autofocus>`).MatchString(wrong.body) ||
+		!regexp.MustCompile(`<input name="confirm" id="destroy-confirm" autocomplete="off" aria-invalid="true" aria-describedby="error-destroy-confirm" value="blo"></label><span class="error field-error" id="error-destroy-confirm">&#34;blo&#34; is not the project&#39;s name: type &#34;blog&#34; to confirm</span>`).MatchString(wrong.body) {
 		t.Fatalf("destroy unconfirmed: %d %.300s", wrong.code, wrong.body)
 	}
 	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Deleting {
@@ -435,7 +480,7 @@ func TestConsoleFlow(t *testing.T) {
 	}
 
 	// An app's revisions are counted in words: "1 revision", "2 revisions".
-	for n, want := range map[int]string{1: "<summary>1 revision</summary>", 2: "<summary>2 revisions</summary>"} {
+	for n, want := range map[int]string{1: "<caption>1 revision, newest first</caption>", 2: "<caption>2 revisions, newest first</caption>"} {
 		if _, err := r.st.UpdateProject(context.Background(), "blog", func(p *store.Project) error {
 			st := p.Status.Apps["shop"]
 			st.Revisions = nil

@@ -548,7 +548,11 @@ type Revision struct {
 	// url is the git repository it came from (empty for an upload).
 	Url string `protobuf:"bytes,7,opt,name=url,proto3" json:"url,omitempty"`
 	// origin is where an uploaded revision was packed from (informational).
-	Origin        string `protobuf:"bytes,8,opt,name=origin,proto3" json:"origin,omitempty"`
+	Origin string `protobuf:"bytes,8,opt,name=origin,proto3" json:"origin,omitempty"`
+	// subject is a git revision's commit subject (the first paragraph of its
+	// message) as one line of printable text of at most 200 bytes (then cut
+	// with "..."); empty for an upload or when not recorded.
+	Subject       string `protobuf:"bytes,9,opt,name=subject,proto3" json:"subject,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -635,6 +639,13 @@ func (x *Revision) GetUrl() string {
 func (x *Revision) GetOrigin() string {
 	if x != nil {
 		return x.Origin
+	}
+	return ""
+}
+
+func (x *Revision) GetSubject() string {
+	if x != nil {
+		return x.Subject
 	}
 	return ""
 }
@@ -2248,9 +2259,12 @@ type Operation struct {
 	Unchanged bool `protobuf:"varint,11,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// data_snapshot is the snapshot of the project's database a rollback
 	// with data restores (or, answering validate_only, would restore).
-	DataSnapshot  *DataSnapshot `protobuf:"bytes,12,opt,name=data_snapshot,json=dataSnapshot,proto3" json:"data_snapshot,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DataSnapshot *DataSnapshot `protobuf:"bytes,12,opt,name=data_snapshot,json=dataSnapshot,proto3" json:"data_snapshot,omitempty"`
+	// requested_by_uid is the uid of the caller who asked for the change
+	// (owner_uid is the project's owner).
+	RequestedByUid uint32 `protobuf:"varint,13,opt,name=requested_by_uid,json=requestedByUid,proto3" json:"requested_by_uid,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Operation) Reset() {
@@ -2365,6 +2379,13 @@ func (x *Operation) GetDataSnapshot() *DataSnapshot {
 		return x.DataSnapshot
 	}
 	return nil
+}
+
+func (x *Operation) GetRequestedByUid() uint32 {
+	if x != nil {
+		return x.RequestedByUid
+	}
+	return 0
 }
 
 type GetOperationRequest struct {
@@ -3478,7 +3499,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x04kind\"I\n" +
 	"\aAppSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
-	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"\xf5\x01\n" +
+	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"\x8f\x02\n" +
 	"\bRevision\x12#\n" +
 	"\rrequested_ref\x18\x01 \x01(\tR\frequestedRef\x12\x1a\n" +
 	"\bresolved\x18\x02 \x01(\tR\bresolved\x12.\n" +
@@ -3488,7 +3509,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\vrollback_of\x18\x06 \x01(\x03R\n" +
 	"rollbackOf\x12\x10\n" +
 	"\x03url\x18\a \x01(\tR\x03url\x12\x16\n" +
-	"\x06origin\x18\b \x01(\tR\x06origin\"\x89\x02\n" +
+	"\x06origin\x18\b \x01(\tR\x06origin\x12\x18\n" +
+	"\asubject\x18\t \x01(\tR\asubject\"\x89\x02\n" +
 	"\x03App\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\x12#\n" +
@@ -3614,7 +3636,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"\xd6\x03\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\x80\x04\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12*\n" +
@@ -3631,7 +3653,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	" \x01(\x03R\n" +
 	"generation\x12\x1c\n" +
 	"\tunchanged\x18\v \x01(\bR\tunchanged\x12:\n" +
-	"\rdata_snapshot\x18\f \x01(\v2\x15.opus.v1.DataSnapshotR\fdataSnapshot\"%\n" +
+	"\rdata_snapshot\x18\f \x01(\v2\x15.opus.v1.DataSnapshotR\fdataSnapshot\x12(\n" +
+	"\x10requested_by_uid\x18\r \x01(\rR\x0erequestedByUid\"%\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"'\n" +
 	"\x15WatchOperationRequest\x12\x0e\n" +
