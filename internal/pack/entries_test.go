@@ -1,0 +1,364 @@
+package pack
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"context"
+	"errors"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// zent is one entry of a test zip.
+type zent struct {
+	name string
+	body string
+	mode fs.FileMode // 0: a regular file 0644
+}
+
+func mkZip(t testing.TB, ents ...zent) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range ents {
+		h := &zip.FileHeader{Name: e.name, Method: zip.Deflate}
+		mode := e.mode
+		if mode == 0 {
+			mode = 0o644
+		}
+		h.SetMode(mode)
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, e.body)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// fromZip converts a zip and lists the result (list, from pack_test.go).
+func fromZip(t *testing.T, z []byte, lim Limits) (string, string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	top, err := FromZip(context.Background(), bytes.NewReader(z), int64(len(z)), &out, lim)
+	if err != nil {
+		return "", top, err
+	}
+	return list(t, out.Bytes()), top, nil
+}
+
+func TestFromZip(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ents    []zent
+		want    string
+		wantTop string
+	}{
+		{"contents at the root", []zent{{name: "views.py", body: "v"}, {name: "__init__.py"}, {name: "migrations/", mode: fs.ModeDir | 0o755}, {name: "migrations/0001_initial.py", body: "m"}},
+			"__init__.py=@4|migrations/=@5|migrations/0001_initial.py=m@4|views.py=v@4", ""},
+		{"one top folder, as Compress folder makes", []zent{{name: "blog/", mode: fs.ModeDir | 0o755}, {name: "blog/__init__.py"}, {name: "blog/views.py", body: "v"}},
+			"__init__.py=@4|views.py=v@4", "blog"},
+		{"left out: caches and git", []zent{{name: "__init__.py"}, {name: "__pycache__/x.pyc", body: "j"}, {name: "old.pyc"}, {name: ".git/HEAD", body: "r"}, {name: "a/b.py", body: "b"}},
+			"__init__.py=@4|a/=@5|a/b.py=b@4", ""},
+		{"empty folders are implied, not kept", []zent{{name: "__init__.py"}, {name: "static/", mode: fs.ModeDir | 0o755}},
+			"__init__.py=@4", ""},
+		{"messy names are cleaned", []zent{{name: "./__init__.py"}, {name: "a//b.py", body: "b"}},
+			"__init__.py=@4|a/=@5|a/b.py=b@4", ""},
+		{"walk order, not string order", []zent{{name: "a-c.py", body: "1"}, {name: "a/b.py", body: "2"}, {name: "a.py", body: "3"}},
+			"a/=@5|a/b.py=2@4|a-c.py=1@4|a.py=3@4", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, top, err := fromZip(t, mkZip(t, tc.ents...), Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want || top != tc.wantTop {
+				t.Errorf("archive\n got %s (top %q)\nwant %s (top %q)", got, top, tc.want, tc.wantTop)
+			}
+		})
+	}
+}
+
+// TestFromZipSameAsPack: a zip of a folder and the folder itself give the
+// same bytes, so the console's upload and opusctl's deduplicate.
+func TestFromZipSameAsPack(t *testing.T) {
+	files := map[string]string{"__init__.py": "", "views.py": "v", "migrations/__init__.py": "", "migrations/0001_initial.py": "m", "a-b.py": "x", "templates/blog/x.html": "<p>"}
+	dir := t.TempDir()
+	write(t, dir, files)
+	var fromDir bytes.Buffer
+	if err := Pack(context.Background(), dir, &fromDir); err != nil {
+		t.Fatal(err)
+	}
+	var ents []zent
+	for n, b := range files {
+		ents = append(ents, zent{name: "blog/" + n, body: b})
+	}
+	z := mkZip(t, ents...)
+	var fromZipped bytes.Buffer
+	if _, err := FromZip(context.Background(), bytes.NewReader(z), int64(len(z)), &fromZipped, Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fromDir.Bytes(), fromZipped.Bytes()) {
+		t.Errorf("zip gave\n%s\ndirectory gave\n%s", list(t, fromZipped.Bytes()), list(t, fromDir.Bytes()))
+	}
+}
+
+// lyingZip has one entry that says it holds declared bytes but inflates
+// to n zero bytes.
+func lyingZip(t testing.TB, declared uint64, n int) []byte {
+	t.Helper()
+	var data bytes.Buffer
+	fw, _ := flate.NewWriter(&data, flate.BestCompression)
+	zeros := make([]byte, n)
+	fw.Write(zeros)
+	fw.Close()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	h := &zip.FileHeader{Name: "__init__.py", Method: zip.Deflate, CRC32: crc32.ChecksumIEEE(zeros[:declared]),
+		CompressedSize64: uint64(data.Len()), UncompressedSize64: declared}
+	h.SetMode(0o644)
+	w, err := zw.CreateRaw(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(data.Bytes())
+	zw.Close()
+	return buf.Bytes()
+}
+
+func TestFromZipRefuses(t *testing.T) {
+	small := Limits{MaxEntries: 10, MaxBytes: 1 << 20, MaxFile: 512 << 10, MaxName: 100, MaxDepth: 4}
+	for _, tc := range []struct {
+		name string
+		zip  []byte
+		want string
+	}{
+		{"symlink", mkZip(t, zent{name: "__init__.py"}, zent{name: "passwd", body: "/etc/passwd", mode: fs.ModeSymlink | 0o777}), "passwd is a symbolic link"},
+		{"symlink under the top folder", mkZip(t, zent{name: "blog/__init__.py"}, zent{name: "blog/settings.py", body: "/etc/passwd", mode: fs.ModeSymlink | 0o777}), "settings.py is a symbolic link"},
+		{"device", mkZip(t, zent{name: "__init__.py"}, zent{name: "null", mode: fs.ModeDevice | fs.ModeCharDevice | 0o666}), "null is not a regular file"},
+		{"fifo", mkZip(t, zent{name: "__init__.py"}, zent{name: "p", mode: fs.ModeNamedPipe | 0o666}), "p is not a regular file"},
+		{"dot dot", mkZip(t, zent{name: "__init__.py"}, zent{name: "../x", body: "x"}), `".." components are not allowed`},
+		{"dot dot inside", mkZip(t, zent{name: "a/../../x", body: "x"}), `".." components are not allowed`},
+		{"dot dot folder", mkZip(t, zent{name: "__init__.py"}, zent{name: "../", mode: fs.ModeDir | 0o755}), `".." components are not allowed`},
+		{"absolute", mkZip(t, zent{name: "/etc/cron.d/x", body: "x"}), "absolute paths are not allowed"},
+		{"backslash", mkZip(t, zent{name: `a\..\b`, body: "x"}), "backslashes"},
+		{"NUL", mkZip(t, zent{name: "a\x00b", body: "x"}), "NUL"},
+		{"duplicate", mkZip(t, zent{name: "__init__.py"}, zent{name: "views.py", body: "1"}, zent{name: "views.py", body: "2"}), "views.py appears twice"},
+		{"duplicate once cleaned", mkZip(t, zent{name: "a/b.py"}, zent{name: "a//b.py"}), "a/b.py appears twice"},
+		{"file and folder", mkZip(t, zent{name: "a", body: "1"}, zent{name: "a/b.py", body: "2"}), "a is a file and also a folder"},
+		{"bomb, as declared", mkZip(t, zent{name: "__init__.py", body: strings.Repeat("0", 2<<20)}), "more than 1048576 bytes unpacked"},
+		{"bomb in many files", mkZip(t, zent{name: "a.py", body: strings.Repeat("0", 400<<10)}, zent{name: "b.py", body: strings.Repeat("0", 400<<10)}, zent{name: "c.py", body: strings.Repeat("0", 400<<10)}), "more than 1048576 bytes unpacked"},
+		{"bomb that lies about its size", lyingZip(t, 10, 4<<20), "__init__.py: zip: not a valid zip file"},
+		{"one file too big", mkZip(t, zent{name: "__init__.py", body: strings.Repeat("0", 600<<10)}), "a single file may have at most 524288 bytes"},
+		{"too many entries", mkZip(t, func() []zent {
+			var e []zent
+			for _, c := range "abcdefghijkl" {
+				e = append(e, zent{name: string(c) + ".py"})
+			}
+			return e
+		}()...), "at most 10 files and folders"},
+		{"too many with folders", mkZip(t, zent{name: "a/b/c/d.py"}, zent{name: "e/f/g/h.py"}, zent{name: "i/j/k/l.py"}), "more than 10 files and folders"},
+		{"too deep", mkZip(t, zent{name: "__init__.py"}, zent{name: "a/b/c/d/e.py"}), "a/b/c/d/e.py is 5 folders deep"},
+		{"name too long", mkZip(t, zent{name: strings.Repeat("x", 101)}), "longer than 100 bytes"},
+		{"not a zip", []byte("this is not a zip"), "not a zip archive"},
+		{"nothing but folders", mkZip(t, zent{name: "blog/", mode: fs.ModeDir | 0o755}), "no files to pack"},
+		{"nothing but caches", mkZip(t, zent{name: "x.pyc"}), "no files to pack"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := fromZip(t, tc.zip, small)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("FromZip = %v (%s), want an error containing %q", err, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWriteEntriesFolder: a browser's folder, "blog/…" names in any
+// order, packs as the folder's contents.
+func TestWriteEntriesFolder(t *testing.T) {
+	ent := func(name, body string) Entry {
+		return Entry{Name: name, Size: int64(len(body)), Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }}
+	}
+	var out bytes.Buffer
+	top, err := WriteEntries(context.Background(), &out, []Entry{ent("blog/views.py", "v"), ent("blog/__init__.py", ""), ent("blog/__pycache__/v.pyc", "j")}, Limits{}, StripTop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := list(t, out.Bytes()), "__init__.py=@4|views.py=v@4"; got != want || top != "blog" {
+		t.Errorf("got %s (top %q), want %s (top blog)", got, top, want)
+	}
+	for _, tc := range []struct {
+		name string
+		ents []Entry
+		want string
+	}{
+		{"two folders", []Entry{ent("a/x.py", ""), ent("b/y.py", "")}, "do not all sit in one folder"},
+		{"a file beside the folder", []Entry{ent("a/x.py", ""), ent("y.py", "")}, "do not all sit in one folder"},
+		{"a bare file", []Entry{ent("x.py", "")}, "do not all sit in one folder"},
+		{"nothing", nil, "no files to pack"},
+		{"a short file", []Entry{{Name: "a/x.py", Size: 10, Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("abc")), nil }}}, "10 bytes announced, 3 read"},
+		{"cannot open", []Entry{{Name: "a/x.py", Size: 1, Open: func() (io.ReadCloser, error) { return nil, errors.New("gone") }}}, "x.py: gone"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := WriteEntries(context.Background(), io.Discard, tc.ents, Limits{}, StripTop)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("WriteEntries = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCompare(t *testing.T) {
+	// In the order a directory walk visits them.
+	ordered := []string{"a", "a/b", "a/b/c", "a/c", "a-b", "a.py", "b"}
+	for i := range ordered {
+		for j := range ordered {
+			want := 0
+			if i < j {
+				want = -1
+			} else if i > j {
+				want = 1
+			}
+			if got := Compare(ordered[i], ordered[j]); got != want {
+				t.Errorf("Compare(%q, %q) = %d, want %d", ordered[i], ordered[j], got, want)
+			}
+		}
+	}
+}
+
+func TestCleanName(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{"a/b.py", "a/b.py", ""},
+		{"./a//b.py", "a/b.py", ""},
+		{"a/", "a", ""},
+		{"./", "", ""},
+		{"", "", "empty name"},
+		{"/etc/passwd", "", "absolute"},
+		{"../x", "", `".."`},
+		{"a/../../x", "", `".."`},
+		{"a/..", "", `".."`},
+		{`a\b`, "", "backslash"},
+		{"a\x00", "", "NUL"},
+	} {
+		got, err := CleanName(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("CleanName(%q) = %q, %v; want an error containing %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("CleanName(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzCleanName(f *testing.F) {
+	for _, s := range []string{"a/b", "../x", "/x", `a\b`, "./", "a//b/", "a/./b", "a\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		clean, err := CleanName(name)
+		if err != nil {
+			return
+		}
+		if clean == "" {
+			return
+		}
+		if !filepath.IsLocal(clean) || strings.Contains(clean, `\`) || strings.ContainsRune(clean, 0) || strings.HasPrefix(clean, "/") {
+			t.Fatalf("CleanName(%q) = %q, which is not a clean local name", name, clean)
+		}
+		for _, part := range strings.Split(clean, "/") {
+			if part == ".." || part == "." || part == "" {
+				t.Fatalf("CleanName(%q) = %q has component %q", name, clean, part)
+			}
+		}
+		if again, err := CleanName(clean); err != nil || again != clean {
+			t.Fatalf("CleanName(%q) = %q, but CleanName of that = %q, %v", name, clean, again, err)
+		}
+	})
+}
+
+// FuzzFromZip: whatever the zip, FromZip either refuses it or writes an
+// archive of clean names in Compare order, regular files and directories
+// only, within the limits.
+func FuzzFromZip(f *testing.F) {
+	f.Add(mkZip(f, zent{name: "blog/__init__.py"}, zent{name: "blog/views.py", body: "v"}))
+	f.Add(mkZip(f, zent{name: "__init__.py"}, zent{name: "l", body: "/etc/passwd", mode: fs.ModeSymlink | 0o777}))
+	f.Add(mkZip(f, zent{name: "../x", body: "x"}))
+	f.Add(mkZip(f, zent{name: "a"}, zent{name: "a/b"}))
+	f.Add(lyingZip(f, 10, 1<<16))
+	lim := Limits{MaxEntries: 50, MaxBytes: 1 << 20, MaxFile: 1 << 19, MaxName: 200, MaxDepth: 8}
+	f.Fuzz(func(t *testing.T, z []byte) {
+		var out bytes.Buffer
+		if _, err := FromZip(context.Background(), bytes.NewReader(z), int64(len(z)), &out, lim); err != nil {
+			return
+		}
+		zr, err := gzip.NewReader(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(zr)
+		var prev string
+		var n, total int64
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+			name := strings.TrimSuffix(h.Name, "/")
+			if clean, err := CleanName(name); err != nil || clean != name {
+				t.Fatalf("entry %q is not clean (%q, %v)", h.Name, clean, err)
+			}
+			if prev != "" && Compare(prev, name) >= 0 {
+				t.Fatalf("entry %q after %q", name, prev)
+			}
+			prev = name
+			switch h.Typeflag {
+			case tar.TypeReg:
+				total += h.Size
+				if Skipped(name) {
+					t.Fatalf("%q should have been left out", name)
+				}
+			case tar.TypeDir:
+			default:
+				t.Fatalf("entry %q has type %c", h.Name, h.Typeflag)
+			}
+		}
+		if n > lim.MaxEntries || total > lim.MaxBytes {
+			t.Fatalf("%d entries, %d bytes: past the limits", n, total)
+		}
+	})
+}
+
+// TestPackOmitsEmptyFolders: directories are implied by their files, as a
+// browser sends a folder (it cannot send an empty one).
+func TestPackOmitsEmptyFolders(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"__init__.py": "", "cache/x.pyc": "j"})
+	if err := os.Mkdir(filepath.Join(dir, "static"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var a bytes.Buffer
+	if err := Pack(context.Background(), dir, &a); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := list(t, a.Bytes()), "__init__.py=@4"; got != want {
+		t.Errorf("archive %s, want %s", got, want)
+	}
+}
