@@ -1,12 +1,16 @@
-// Live progress of an operation: the page is complete without this
-// script (it refreshes itself); with it, steps update as they happen from
-// server-sent events, and the page reloads once the operation has ended
-// to show the project's URLs.
+// The console's script. Every page works without it; with it:
+// - an operation's steps update as they happen, from server-sent events,
+//   and the page reloads once the operation has ended to show the
+//   project's URLs;
+// - the upload forms send with a progress bar ("12.3 of 40.0 MB"), then
+//   follow to the operation's page, or show the page the console answered
+//   (a refusal, with its message at the top and next to the field).
 "use strict";
 (function () {
   var state = document.getElementById("op-state");
   var tbody = document.querySelector("#steps tbody");
-  if (!state || !tbody || !window.EventSource) return;
+  var final = function (st) { return st === "succeeded" || st === "failed"; };
+  if (!state || !tbody || !window.EventSource || final(state.textContent)) return;
   var id = state.getAttribute("data-op");
   var lower = function (s, prefix) { return String(s || "").replace(prefix, "").toLowerCase(); };
   var took = function (a, b) {
@@ -34,10 +38,78 @@
       });
       tbody.appendChild(tr);
     });
-    if (st === "succeeded" || st === "failed") {
+    if (final(st)) {
       es.close();
       window.location.reload();
     }
   };
   es.addEventListener("failure", function () { es.close(); window.location.reload(); });
+})();
+
+(function () {
+  if (!window.XMLHttpRequest || !window.FormData || !window.DOMParser) return;
+  var mb = function (n) { return (n / 1e6).toFixed(1); };
+  // Listening on the document, not on each form: a refused upload's
+  // answer replaces the whole page, forms included.
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.classList || !form.classList.contains("upload")) return;
+    var progress = form.querySelector(".upload-progress");
+    var text = form.querySelector(".upload-progress-text");
+    var button = form.querySelector("button[type=submit]");
+    if (!progress || !text) return;
+    ev.preventDefault();
+    // Said before anything is sent; the console checks it again.
+    var max = Number(form.getAttribute("data-max-upload")) || 0;
+    var total = 0;
+    Array.prototype.forEach.call(form.querySelectorAll("input[type=file]"), function (input) {
+      Array.prototype.forEach.call(input.files || [], function (f) { total += f.size; });
+    });
+    if (max > 0 && total > max) {
+      text.textContent = "The upload is " + mb(total) + " MB; this host takes at most " + mb(max) + " MB. Nothing was sent.";
+      text.className = "upload-progress-text error";
+      return;
+    }
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action);
+    xhr.upload.onprogress = function (e) {
+      if (!e.lengthComputable) return;
+      progress.max = e.total;
+      progress.value = e.loaded;
+      text.textContent = mb(e.loaded) + " of " + mb(e.total) + " MB";
+    };
+    xhr.upload.onload = function () {
+      progress.value = progress.max;
+      text.textContent = mb(progress.max) + " of " + mb(progress.max) + " MB sent; checking and storing it…";
+    };
+    xhr.onload = function () {
+      // Accepted: the console answered with a redirect to the operation,
+      // which XMLHttpRequest followed.
+      if (xhr.status === 200 && /\/ops\/[^\/]+$/.test(new URL(xhr.responseURL).pathname)) {
+        window.location.assign(xhr.responseURL);
+        return;
+      }
+      var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      if (!doc.body || !doc.body.firstChild) {
+        text.textContent = "The console refused the upload (HTTP " + xhr.status + "): " + xhr.responseText;
+        text.className = "upload-progress-text error";
+        if (button) button.disabled = false;
+        return;
+      }
+      document.replaceChild(document.adoptNode(doc.documentElement), document.documentElement);
+      var alert = document.querySelector("#messages .error, #form-error");
+      if (alert) alert.scrollIntoView();
+    };
+    xhr.onerror = function () {
+      text.textContent = "The upload failed: the connection to the console broke. Nothing was changed; try again.";
+      text.className = "upload-progress-text error";
+      if (button) button.disabled = false;
+    };
+    progress.hidden = false;
+    progress.value = 0;
+    text.className = "upload-progress-text";
+    text.textContent = "Starting the upload…";
+    if (button) button.disabled = true;
+    xhr.send(new FormData(form));
+  });
 })();
