@@ -529,6 +529,13 @@ func (c *Console) uploadRequest(w http.ResponseWriter, r *http.Request, check fu
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(uploadTimeout))
 	ctx, cancel := context.WithTimeout(r.Context(), uploadTimeout)
 	up, uerr := c.receive(ctx, r, check)
+	if uerr != nil && r.ContentLength <= c.uploads.bodyLimit() {
+		// Read what is left of a refused form (bounded by the body limit
+		// and the read deadline): a browser still sending when the answer
+		// comes and the connection closes shows an error of its own, not
+		// the console's words.
+		io.Copy(io.Discard, r.Body)
+	}
 	release()
 	return ctx, cancel, up, uerr
 }

@@ -49,6 +49,34 @@
 (function () {
   if (!window.XMLHttpRequest || !window.FormData || !window.DOMParser) return;
   var mb = function (n) { return (n / 1e6).toFixed(1); };
+  // "12.3 of 40.0 MB"; kB for what is under a megabyte.
+  var ofTotal = function (n, total) {
+    return total < 1e6 ? (n / 1e3).toFixed(1) + " of " + (total / 1e3).toFixed(1) + " kB" : mb(n) + " of " + mb(total) + " MB";
+  };
+  // refused says why an upload was not sent where the console puts a
+  // refusal: at the top of the page (the project page's #messages, or
+  // above the content) and next to the file inputs.
+  var refused = function (form, text, msg) {
+    text.textContent = msg;
+    text.className = "upload-progress-text error";
+    var top = document.getElementById("alert") || document.getElementById("form-error");
+    if (!top) {
+      top = document.createElement("p");
+      top.className = "error";
+      top.setAttribute("role", "alert");
+      var messages = document.getElementById("messages");
+      if (messages) {
+        top.id = "alert";
+        messages.insertBefore(top, messages.firstChild);
+      } else {
+        top.id = "form-error";
+        var main = document.querySelector("main");
+        main.insertBefore(top, main.firstChild);
+      }
+    }
+    top.textContent = msg;
+    top.scrollIntoView();
+  };
   // Listening on the document, not on each form: a refused upload's
   // answer replaces the whole page, forms included.
   document.addEventListener("submit", function (ev) {
@@ -66,8 +94,9 @@
       Array.prototype.forEach.call(input.files || [], function (f) { total += f.size; });
     });
     if (max > 0 && total > max) {
-      text.textContent = "The upload is " + mb(total) + " MB; this host takes at most " + mb(max) + " MB. Nothing was sent.";
-      text.className = "upload-progress-text error";
+      // The console's own words for it.
+      refused(form, text, "The upload (" + mb(total) + " MB) is larger than " + form.getAttribute("data-max-upload-text") +
+        ", the most this host takes: leave out what the app does not need to run (media, virtualenvs, node_modules), or deploy it from git. Nothing was sent.");
       return;
     }
     var xhr = new XMLHttpRequest();
@@ -76,23 +105,24 @@
       if (!e.lengthComputable) return;
       progress.max = e.total;
       progress.value = e.loaded;
-      text.textContent = mb(e.loaded) + " of " + mb(e.total) + " MB";
+      text.textContent = ofTotal(e.loaded, e.total);
     };
     xhr.upload.onload = function () {
       progress.value = progress.max;
-      text.textContent = mb(progress.max) + " of " + mb(progress.max) + " MB sent; checking and storing it…";
+      text.textContent = ofTotal(progress.max, progress.max) + " sent; checking and storing it…";
     };
     xhr.onload = function () {
-      // Accepted: the console answered with a redirect to the operation,
-      // which XMLHttpRequest followed.
-      if (xhr.status === 200 && /\/ops\/[^\/]+$/.test(new URL(xhr.responseURL).pathname)) {
+      // Accepted: the console answered with a redirect (to the operation,
+      // or to the project page saying nothing changed), which
+      // XMLHttpRequest followed: go there.
+      if (xhr.status === 200 && xhr.responseURL && xhr.responseURL !== form.action) {
         window.location.assign(xhr.responseURL);
         return;
       }
       var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
-      if (!doc.body || !doc.body.firstChild) {
-        text.textContent = "The console refused the upload (HTTP " + xhr.status + "): " + xhr.responseText;
-        text.className = "upload-progress-text error";
+      if (!/^text\/html/.test(xhr.getResponseHeader("Content-Type") || "")) {
+        // A plain-text refusal (a stale CSRF token, say).
+        refused(form, text, "The console refused the upload (HTTP " + xhr.status + "): " + xhr.responseText.slice(0, 500));
         if (button) button.disabled = false;
         return;
       }
@@ -101,8 +131,7 @@
       if (alert) alert.scrollIntoView();
     };
     xhr.onerror = function () {
-      text.textContent = "The upload failed: the connection to the console broke. Nothing was changed; try again.";
-      text.className = "upload-progress-text error";
+      refused(form, text, "The upload failed: the connection to the console broke before it answered. Try again; if it happens again, the upload may be too large.");
       if (button) button.disabled = false;
     };
     progress.hidden = false;
