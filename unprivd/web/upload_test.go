@@ -299,15 +299,20 @@ func TestCreateFromUploadRefused(t *testing.T) {
 	r := newRig(t)
 	a, _ := r.signIn(t, uidA)
 	csrf := csrfOf(t, do(t, a, "GET", r.srv.URL+"/new", nil).body)
+	evil := zipOf(t, zipEnt{name: "__init__.py"}, zipEnt{name: "passwd", body: "/etc/passwd", mode: fs.ModeSymlink})
+	_, good := packed(t, pollsFiles)
 	for _, tc := range []struct {
-		name, project, want, next string
+		name, project, file string
+		body                []byte
+		want, next          string
 	}{
-		{"symlink", "blog", "passwd is a symbolic link", `(?s)<fieldset class="upload-file" id="create-upload-file">.*?<span class="error field-error">[^<]*`},
-		{"bad name", "Bad Name", "project name", `id="create-upload-name" value="Bad Name"[^>]*>\s*<span class="error field-error">[^<]*`},
+		{"symlink", "blog", "app.zip", evil, "passwd is a symbolic link", `(?s)<fieldset class="upload-file" id="create-upload-file">.*?<span class="error field-error">[^<]*`},
+		// A sound upload with a bad name is not even stored (a tar.gz
+		// would be sent as it arrives).
+		{"bad name", "Bad Name", "app.tar.gz", good, "project name", `id="create-upload-name" value="Bad Name"[^>]*>\s*<span class="error field-error">[^<]*`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			z := zipOf(t, zipEnt{name: "__init__.py"}, zipEnt{name: "passwd", body: "/etc/passwd", mode: fs.ModeSymlink})
-			ans := postForm(t, a, r.srv.URL+"/new/upload", false, field("csrf", csrf), field("name", tc.project), archiveFile("app.zip", z))
+			ans := postForm(t, a, r.srv.URL+"/new/upload", false, field("csrf", csrf), field("name", tc.project), archiveFile(tc.file, tc.body))
 			top := regexp.MustCompile(`<main>\s*<p class="error" id="form-error">([^<]*)</p>`).FindStringSubmatch(ans.body)
 			if ans.code != http.StatusUnprocessableEntity || top == nil || !strings.Contains(top[1], tc.want) {
 				t.Fatalf("%d, want 422 and %q at the top: %.3000s", ans.code, tc.want, ans.body)
