@@ -133,10 +133,21 @@ func addEntry(pw *Writer, name string, e Entry) error {
 // than it declared, so a zip bomb stops at lim.MaxBytes). It returns the
 // top directory removed, "" when none.
 func FromZip(ctx context.Context, ra io.ReaderAt, size int64, w io.Writer, lim Limits) (string, error) {
-	zr, err := zip.NewReader(ra, size)
+	// archive/zip reads every header of the central directory into memory
+	// (whatever count the zip claims), so the bytes it may read for them
+	// are bounded first, by what MaxEntries entries need.
+	br := &budgetReaderAt{r: ra, left: -1}
+	if lim.MaxEntries > 0 {
+		br.left = zipTailBytes + lim.MaxEntries*zipHeaderBytes
+	}
+	zr, err := zip.NewReader(br, size)
+	if errors.Is(err, errZipDirectory) {
+		return "", fmt.Errorf("the zip's list of files is longer than %d files and folders need; at most %d are allowed", lim.MaxEntries, lim.MaxEntries)
+	}
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return "", fmt.Errorf("not a zip archive: %w", err)
 	}
+	br.left = -1 // the entries' content is bounded by lim as it is read
 	// A name ErrInsecurePath warns of is refused by CleanName, by name.
 	if lim.MaxEntries > 0 && int64(len(zr.File)) > lim.MaxEntries {
 		return "", fmt.Errorf("the zip holds %d entries; at most %d files and folders are allowed", len(zr.File), lim.MaxEntries)
@@ -156,4 +167,32 @@ func FromZip(ctx context.Context, ra io.ReaderAt, size int64, w io.Writer, lim L
 		entries = append(entries, Entry{Name: f.Name, Mode: f.Mode(), Size: int64(f.UncompressedSize64), Open: f.Open})
 	}
 	return WriteEntries(ctx, w, entries, lim, StripSingleTop)
+}
+
+// What reading a zip's central directory may take: the end record and
+// comment (at most 64 KiB and a bit, which archive/zip searches), and per
+// entry a header of 46 bytes with its name, extra fields and comment,
+// generously 512 bytes (an app's paths are far shorter).
+const (
+	zipTailBytes   = 66 << 10
+	zipHeaderBytes = 512
+)
+
+var errZipDirectory = errors.New("zip directory too large")
+
+// budgetReaderAt reads from r until left bytes were read, then refuses;
+// left < 0 means no bound.
+type budgetReaderAt struct {
+	r    io.ReaderAt
+	left int64
+}
+
+func (b *budgetReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if b.left >= 0 {
+		if int64(len(p)) > b.left {
+			return 0, errZipDirectory
+		}
+		b.left -= int64(len(p))
+	}
+	return b.r.ReadAt(p, off)
 }

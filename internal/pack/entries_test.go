@@ -8,6 +8,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"io/fs"
@@ -168,6 +169,13 @@ func TestFromZipRefuses(t *testing.T) {
 			}
 			return e
 		}()...), "at most 10 files and folders"},
+		{"a list of files too long to read", func() []byte {
+			var e []zent
+			for i := range 2000 {
+				e = append(e, zent{name: fmt.Sprintf("f%04d", i)})
+			}
+			return mkZip(t, e...)
+		}(), "list of files is longer than 10 files and folders need"},
 		{"too many with folders", mkZip(t, zent{name: "a/b/c/d.py"}, zent{name: "e/f/g/h.py"}, zent{name: "i/j/k/l.py"}), "more than 10 files and folders"},
 		{"too deep", mkZip(t, zent{name: "__init__.py"}, zent{name: "a/b/c/d/e.py"}), "a/b/c/d/e.py is 5 folders deep"},
 		{"name too long", mkZip(t, zent{name: strings.Repeat("x", 101)}), "longer than 100 bytes"},
