@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -24,6 +23,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/opus-hosting/opus/internal/pack"
+	"github.com/opus-hosting/opus/internal/pack/packtest"
 )
 
 // watchProgressJS records, in sessionStorage (which outlives the page's
@@ -278,7 +278,10 @@ func TestConsoleUpload(t *testing.T) {
 
 	// A zip with a symbolic link: refused by the console, which says where.
 	evil := filepath.Join(t.TempDir(), "evil.zip")
-	writeZip(t, evil, map[string]string{"evil/__init__.py": "", "evil/secrets.py": "/etc/shadow"}, "evil/secrets.py")
+	z := packtest.Zip(t, packtest.ZipEntry{Name: "evil/__init__.py"}, packtest.ZipEntry{Name: "evil/secrets.py", Body: "/etc/shadow", Mode: fs.ModeSymlink | 0o777})
+	if err := os.WriteFile(evil, z, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	step(t, ctx, "open the project page", time.Minute, chromedp.Navigate(base+"/projects/"+name), chromedp.WaitVisible(chromedp.CSS("#upload-add")))
 	step(t, ctx, "upload a zip with a link", time.Minute, chromedp.SetUploadFiles(chromedp.CSS("#upload-add-archive"), []string{evil}), chromedp.Click(chromedp.CSS("#upload-add-submit")))
 	refusedAt("a zip with a link", "upload-add", "The archive evil.zip was not uploaded: evil/secrets.py is a symbolic link")
@@ -290,29 +293,3 @@ func TestConsoleUpload(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
-
-// writeZip writes a zip of files; link names the one stored as a symbolic
-// link to its content.
-func writeZip(t *testing.T, file string, files map[string]string, link string) {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for name, body := range files {
-		hdr := &zip.FileHeader{Name: name, Method: zip.Deflate}
-		hdr.SetMode(0o644)
-		if name == link {
-			hdr.SetMode(fs.ModeSymlink | 0o777)
-		}
-		w, err := zw.CreateHeader(hdr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(w, body)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}

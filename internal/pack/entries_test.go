@@ -16,37 +16,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opus-hosting/opus/internal/pack/packtest"
 )
-
-// zent is one entry of a test zip.
-type zent struct {
-	name string
-	body string
-	mode fs.FileMode // 0: a regular file 0644
-}
-
-func mkZip(t testing.TB, ents ...zent) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, e := range ents {
-		h := &zip.FileHeader{Name: e.name, Method: zip.Deflate}
-		mode := e.mode
-		if mode == 0 {
-			mode = 0o644
-		}
-		h.SetMode(mode)
-		w, err := zw.CreateHeader(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(w, e.body)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 // fromZip converts a zip and lists the result (list, from pack_test.go).
 func fromZip(t *testing.T, z []byte, lim Limits) (string, string, error) {
@@ -62,25 +34,25 @@ func fromZip(t *testing.T, z []byte, lim Limits) (string, string, error) {
 func TestFromZip(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		ents    []zent
+		ents    []packtest.ZipEntry
 		want    string
 		wantTop string
 	}{
-		{"contents at the root", []zent{{name: "views.py", body: "v"}, {name: "__init__.py"}, {name: "migrations/", mode: fs.ModeDir | 0o755}, {name: "migrations/0001_initial.py", body: "m"}},
+		{"contents at the root", []packtest.ZipEntry{{Name: "views.py", Body: "v"}, {Name: "__init__.py"}, {Name: "migrations/", Mode: fs.ModeDir | 0o755}, {Name: "migrations/0001_initial.py", Body: "m"}},
 			"__init__.py=@4|migrations/=@5|migrations/0001_initial.py=m@4|views.py=v@4", ""},
-		{"one top folder, as Compress folder makes", []zent{{name: "blog/", mode: fs.ModeDir | 0o755}, {name: "blog/__init__.py"}, {name: "blog/views.py", body: "v"}},
+		{"one top folder, as Compress folder makes", []packtest.ZipEntry{{Name: "blog/", Mode: fs.ModeDir | 0o755}, {Name: "blog/__init__.py"}, {Name: "blog/views.py", Body: "v"}},
 			"__init__.py=@4|views.py=v@4", "blog"},
-		{"left out: caches and git", []zent{{name: "__init__.py"}, {name: "__pycache__/x.pyc", body: "j"}, {name: "old.pyc"}, {name: ".git/HEAD", body: "r"}, {name: "a/b.py", body: "b"}},
+		{"left out: caches and git", []packtest.ZipEntry{{Name: "__init__.py"}, {Name: "__pycache__/x.pyc", Body: "j"}, {Name: "old.pyc"}, {Name: ".git/HEAD", Body: "r"}, {Name: "a/b.py", Body: "b"}},
 			"__init__.py=@4|a/=@5|a/b.py=b@4", ""},
-		{"empty folders are implied, not kept", []zent{{name: "__init__.py"}, {name: "static/", mode: fs.ModeDir | 0o755}},
+		{"empty folders are implied, not kept", []packtest.ZipEntry{{Name: "__init__.py"}, {Name: "static/", Mode: fs.ModeDir | 0o755}},
 			"__init__.py=@4", ""},
-		{"messy names are cleaned", []zent{{name: "./__init__.py"}, {name: "a//b.py", body: "b"}},
+		{"messy names are cleaned", []packtest.ZipEntry{{Name: "./__init__.py"}, {Name: "a//b.py", Body: "b"}},
 			"__init__.py=@4|a/=@5|a/b.py=b@4", ""},
-		{"walk order, not string order", []zent{{name: "a-c.py", body: "1"}, {name: "a/b.py", body: "2"}, {name: "a.py", body: "3"}},
+		{"walk order, not string order", []packtest.ZipEntry{{Name: "a-c.py", Body: "1"}, {Name: "a/b.py", Body: "2"}, {Name: "a.py", Body: "3"}},
 			"a/=@5|a/b.py=2@4|a-c.py=1@4|a.py=3@4", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, top, err := fromZip(t, mkZip(t, tc.ents...), Limits{})
+			got, top, err := fromZip(t, packtest.Zip(t, tc.ents...), Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,11 +73,11 @@ func TestFromZipSameAsPack(t *testing.T) {
 	if err := Pack(context.Background(), dir, &fromDir); err != nil {
 		t.Fatal(err)
 	}
-	var ents []zent
+	var ents []packtest.ZipEntry
 	for n, b := range files {
-		ents = append(ents, zent{name: "blog/" + n, body: b})
+		ents = append(ents, packtest.ZipEntry{Name: "blog/" + n, Body: b})
 	}
-	z := mkZip(t, ents...)
+	z := packtest.Zip(t, ents...)
 	var fromZipped bytes.Buffer
 	if _, err := FromZip(context.Background(), bytes.NewReader(z), int64(len(z)), &fromZipped, Limits{}); err != nil {
 		t.Fatal(err)
@@ -145,43 +117,43 @@ func TestFromZipRefuses(t *testing.T) {
 		zip  []byte
 		want string
 	}{
-		{"symlink", mkZip(t, zent{name: "__init__.py"}, zent{name: "passwd", body: "/etc/passwd", mode: fs.ModeSymlink | 0o777}), "passwd is a symbolic link"},
-		{"symlink under the top folder", mkZip(t, zent{name: "blog/__init__.py"}, zent{name: "blog/settings.py", body: "/etc/passwd", mode: fs.ModeSymlink | 0o777}), "settings.py is a symbolic link"},
-		{"device", mkZip(t, zent{name: "__init__.py"}, zent{name: "null", mode: fs.ModeDevice | fs.ModeCharDevice | 0o666}), "null is not a regular file"},
-		{"fifo", mkZip(t, zent{name: "__init__.py"}, zent{name: "p", mode: fs.ModeNamedPipe | 0o666}), "p is not a regular file"},
-		{"dot dot", mkZip(t, zent{name: "__init__.py"}, zent{name: "../x", body: "x"}), `".." components are not allowed`},
-		{"dot dot inside", mkZip(t, zent{name: "a/../../x", body: "x"}), `".." components are not allowed`},
-		{"dot dot folder", mkZip(t, zent{name: "__init__.py"}, zent{name: "../", mode: fs.ModeDir | 0o755}), `".." components are not allowed`},
-		{"absolute", mkZip(t, zent{name: "/etc/cron.d/x", body: "x"}), "absolute paths are not allowed"},
-		{"backslash", mkZip(t, zent{name: `a\..\b`, body: "x"}), "backslashes"},
-		{"NUL", mkZip(t, zent{name: "a\x00b", body: "x"}), "NUL"},
-		{"duplicate", mkZip(t, zent{name: "__init__.py"}, zent{name: "views.py", body: "1"}, zent{name: "views.py", body: "2"}), "views.py appears twice"},
-		{"duplicate once cleaned", mkZip(t, zent{name: "a/b.py"}, zent{name: "a//b.py"}), "a/b.py appears twice"},
-		{"file and folder", mkZip(t, zent{name: "a", body: "1"}, zent{name: "a/b.py", body: "2"}), "a is a file and also a folder"},
-		{"bomb, as declared", mkZip(t, zent{name: "__init__.py", body: strings.Repeat("0", 2<<20)}), "more than 1048576 bytes unpacked"},
-		{"bomb in many files", mkZip(t, zent{name: "a.py", body: strings.Repeat("0", 400<<10)}, zent{name: "b.py", body: strings.Repeat("0", 400<<10)}, zent{name: "c.py", body: strings.Repeat("0", 400<<10)}), "more than 1048576 bytes unpacked"},
+		{"symlink", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "passwd", Body: "/etc/passwd", Mode: fs.ModeSymlink | 0o777}), "passwd is a symbolic link"},
+		{"symlink under the top folder", packtest.Zip(t, packtest.ZipEntry{Name: "blog/__init__.py"}, packtest.ZipEntry{Name: "blog/settings.py", Body: "/etc/passwd", Mode: fs.ModeSymlink | 0o777}), "settings.py is a symbolic link"},
+		{"device", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "null", Mode: fs.ModeDevice | fs.ModeCharDevice | 0o666}), "null is not a regular file"},
+		{"fifo", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "p", Mode: fs.ModeNamedPipe | 0o666}), "p is not a regular file"},
+		{"dot dot", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "../x", Body: "x"}), `".." components are not allowed`},
+		{"dot dot inside", packtest.Zip(t, packtest.ZipEntry{Name: "a/../../x", Body: "x"}), `".." components are not allowed`},
+		{"dot dot folder", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "../", Mode: fs.ModeDir | 0o755}), `".." components are not allowed`},
+		{"absolute", packtest.Zip(t, packtest.ZipEntry{Name: "/etc/cron.d/x", Body: "x"}), "absolute paths are not allowed"},
+		{"backslash", packtest.Zip(t, packtest.ZipEntry{Name: `a\..\b`, Body: "x"}), "backslashes"},
+		{"NUL", packtest.Zip(t, packtest.ZipEntry{Name: "a\x00b", Body: "x"}), "NUL"},
+		{"duplicate", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "views.py", Body: "1"}, packtest.ZipEntry{Name: "views.py", Body: "2"}), "views.py appears twice"},
+		{"duplicate once cleaned", packtest.Zip(t, packtest.ZipEntry{Name: "a/b.py"}, packtest.ZipEntry{Name: "a//b.py"}), "a/b.py appears twice"},
+		{"file and folder", packtest.Zip(t, packtest.ZipEntry{Name: "a", Body: "1"}, packtest.ZipEntry{Name: "a/b.py", Body: "2"}), "a is a file and also a folder"},
+		{"bomb, as declared", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py", Body: strings.Repeat("0", 2<<20)}), "more than 1048576 bytes unpacked"},
+		{"bomb in many files", packtest.Zip(t, packtest.ZipEntry{Name: "a.py", Body: strings.Repeat("0", 400<<10)}, packtest.ZipEntry{Name: "b.py", Body: strings.Repeat("0", 400<<10)}, packtest.ZipEntry{Name: "c.py", Body: strings.Repeat("0", 400<<10)}), "more than 1048576 bytes unpacked"},
 		{"bomb that lies about its size", lyingZip(t, 10, 4<<20), "__init__.py: zip: not a valid zip file"},
-		{"one file too big", mkZip(t, zent{name: "__init__.py", body: strings.Repeat("0", 600<<10)}), "a single file may have at most 524288 bytes"},
-		{"too many entries", mkZip(t, func() []zent {
-			var e []zent
+		{"one file too big", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py", Body: strings.Repeat("0", 600<<10)}), "a single file may have at most 524288 bytes"},
+		{"too many entries", packtest.Zip(t, func() []packtest.ZipEntry {
+			var e []packtest.ZipEntry
 			for _, c := range "abcdefghijkl" {
-				e = append(e, zent{name: string(c) + ".py"})
+				e = append(e, packtest.ZipEntry{Name: string(c) + ".py"})
 			}
 			return e
 		}()...), "at most 10 files and folders"},
 		{"a list of files too long to read", func() []byte {
-			var e []zent
+			var e []packtest.ZipEntry
 			for i := range 2000 {
-				e = append(e, zent{name: fmt.Sprintf("f%04d", i)})
+				e = append(e, packtest.ZipEntry{Name: fmt.Sprintf("f%04d", i)})
 			}
-			return mkZip(t, e...)
+			return packtest.Zip(t, e...)
 		}(), "list of files is longer than 10 files and folders need"},
-		{"too many with folders", mkZip(t, zent{name: "a/b/c/d.py"}, zent{name: "e/f/g/h.py"}, zent{name: "i/j/k/l.py"}), "more than 10 files and folders"},
-		{"too deep", mkZip(t, zent{name: "__init__.py"}, zent{name: "a/b/c/d/e.py"}), "a/b/c/d/e.py is 5 folders deep"},
-		{"name too long", mkZip(t, zent{name: strings.Repeat("x", 101)}), "longer than 100 bytes"},
+		{"too many with folders", packtest.Zip(t, packtest.ZipEntry{Name: "a/b/c/d.py"}, packtest.ZipEntry{Name: "e/f/g/h.py"}, packtest.ZipEntry{Name: "i/j/k/l.py"}), "more than 10 files and folders"},
+		{"too deep", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "a/b/c/d/e.py"}), "a/b/c/d/e.py is 5 folders deep"},
+		{"name too long", packtest.Zip(t, packtest.ZipEntry{Name: strings.Repeat("x", 101)}), "longer than 100 bytes"},
 		{"not a zip", []byte("this is not a zip"), "not a zip archive"},
-		{"nothing but folders", mkZip(t, zent{name: "blog/", mode: fs.ModeDir | 0o755}), "no files to pack"},
-		{"nothing but caches", mkZip(t, zent{name: "x.pyc"}), "no files to pack"},
+		{"nothing but folders", packtest.Zip(t, packtest.ZipEntry{Name: "blog/", Mode: fs.ModeDir | 0o755}), "no files to pack"},
+		{"nothing but caches", packtest.Zip(t, packtest.ZipEntry{Name: "x.pyc"}), "no files to pack"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, _, err := fromZip(t, tc.zip, small)
@@ -302,10 +274,10 @@ func FuzzCleanName(f *testing.F) {
 // archive of clean names in Compare order, regular files and directories
 // only, within the limits.
 func FuzzFromZip(f *testing.F) {
-	f.Add(mkZip(f, zent{name: "blog/__init__.py"}, zent{name: "blog/views.py", body: "v"}))
-	f.Add(mkZip(f, zent{name: "__init__.py"}, zent{name: "l", body: "/etc/passwd", mode: fs.ModeSymlink | 0o777}))
-	f.Add(mkZip(f, zent{name: "../x", body: "x"}))
-	f.Add(mkZip(f, zent{name: "a"}, zent{name: "a/b"}))
+	f.Add(packtest.Zip(f, packtest.ZipEntry{Name: "blog/__init__.py"}, packtest.ZipEntry{Name: "blog/views.py", Body: "v"}))
+	f.Add(packtest.Zip(f, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "l", Body: "/etc/passwd", Mode: fs.ModeSymlink | 0o777}))
+	f.Add(packtest.Zip(f, packtest.ZipEntry{Name: "../x", Body: "x"}))
+	f.Add(packtest.Zip(f, packtest.ZipEntry{Name: "a"}, packtest.ZipEntry{Name: "a/b"}))
 	f.Add(lyingZip(f, 10, 1<<16))
 	lim := Limits{MaxEntries: 50, MaxBytes: 1 << 20, MaxFile: 1 << 19, MaxName: 200, MaxDepth: 8}
 	f.Fuzz(func(t *testing.T, z []byte) {

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -21,6 +20,7 @@ import (
 	"testing"
 
 	"github.com/opus-hosting/opus/internal/pack"
+	"github.com/opus-hosting/opus/internal/pack/packtest"
 	"github.com/opus-hosting/opus/unprivd/source"
 )
 
@@ -120,30 +120,6 @@ func packed(t *testing.T, files map[string]string) (string, []byte) {
 
 var pollsFiles = map[string]string{"__init__.py": "", "models.py": "from django.db import models\n", "migrations/__init__.py": "", "templates/polls/index.html": "<p>polls</p>"}
 
-func zipOf(t testing.TB, ents ...zipEnt) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, e := range ents {
-		h := &zip.FileHeader{Name: e.name, Method: zip.Deflate}
-		h.SetMode(e.mode | 0o644)
-		w, err := zw.CreateHeader(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(w, e.body)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-type zipEnt struct {
-	name, body string
-	mode       fs.FileMode
-}
-
 // TestCreateFromFolderUpload: a folder sent as Chromium sends it (each
 // file named "polls/…") makes the project's app "polls", owned and
 // uploaded by the signed-in user, as the same archive opusctl sends for
@@ -183,16 +159,16 @@ func TestAddAndUpdateByUpload(t *testing.T) {
 	r, a, csrf := formsRig(t)
 	news := map[string]string{"__init__.py": "", "views.py": "v = 1\n"}
 	wantZip, _ := packed(t, news)
-	var ents []zipEnt
+	var ents []packtest.ZipEntry
 	for n, b := range news {
-		ents = append(ents, zipEnt{name: "news/" + n, body: b})
+		ents = append(ents, packtest.ZipEntry{Name: "news/" + n, Body: b})
 	}
-	ans := postForm(t, a, r.srv.URL+"/projects/blog/apps/upload", false, field("csrf", csrf), field("app", ""), archiveFile("news.zip", zipOf(t, ents...)))
+	ans := postForm(t, a, r.srv.URL+"/projects/blog/apps/upload", false, field("csrf", csrf), field("app", ""), archiveFile("news.zip", packtest.Zip(t, ents...)))
 	if ans.code != http.StatusSeeOther || !strings.HasPrefix(ans.location, "/ops/op-") {
 		t.Fatalf("add from a zip: %d %q %.3000s", ans.code, ans.location, ans.body)
 	}
 	// The same zip under another name typed in the form.
-	ans = postForm(t, a, r.srv.URL+"/projects/blog/apps/upload", true, field("csrf", csrf), field("app", "extra"), archiveFile("news.zip", zipOf(t, ents...)))
+	ans = postForm(t, a, r.srv.URL+"/projects/blog/apps/upload", true, field("csrf", csrf), field("app", "extra"), archiveFile("news.zip", packtest.Zip(t, ents...)))
 	if ans.code != http.StatusSeeOther {
 		t.Fatalf("add from a zip, named: %d %.3000s", ans.code, ans.body)
 	}
@@ -236,7 +212,7 @@ func TestUploadRefused(t *testing.T) {
 	for i := range 41 {
 		many = append(many, folderFile(fmt.Sprintf("news/f%02d.py", i), ""))
 	}
-	bomb := zipOf(t, zipEnt{name: "__init__.py"}, zipEnt{name: "big.txt", body: strings.Repeat("0", 520<<10)}, zipEnt{name: "big2.txt", body: strings.Repeat("0", 520<<10)})
+	bomb := packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "big.txt", Body: strings.Repeat("0", 520<<10)}, packtest.ZipEntry{Name: "big2.txt", Body: strings.Repeat("0", 520<<10)})
 	for _, tc := range []struct {
 		name    string
 		chunked bool
@@ -244,7 +220,7 @@ func TestUploadRefused(t *testing.T) {
 		code    int
 		want    string
 	}{
-		{"zip with a symlink", false, []part{archiveFile("news.zip", zipOf(t, zipEnt{name: "news/__init__.py"}, zipEnt{name: "news/settings.py", body: "/etc/passwd", mode: fs.ModeSymlink}))},
+		{"zip with a symlink", false, []part{archiveFile("news.zip", packtest.Zip(t, packtest.ZipEntry{Name: "news/__init__.py"}, packtest.ZipEntry{Name: "news/settings.py", Body: "/etc/passwd", Mode: fs.ModeSymlink}))},
 			422, "The archive news.zip was not uploaded: news/settings.py is a symbolic link; app sources may not contain links"},
 		{"folder too big", false, []part{folderFile("news/__init__.py", ""), folderFile("news/blob.bin", random(300<<10))}, 413, "larger than 256 KiB, the most this host takes"},
 		{"folder too big, no length", true, []part{folderFile("news/__init__.py", ""), folderFile("news/blob.bin", random(300<<10))}, 413, "larger than 256 KiB"},
@@ -259,7 +235,7 @@ func TestUploadRefused(t *testing.T) {
 		{"too many files", false, many, 413, "more than 40 files"},
 		{"path too long", false, []part{folderFile("news/"+strings.Repeat("x", 1100), "")}, 400, "longer than 1024 bytes"},
 		{"too deep", false, []part{folderFile("news/"+strings.Repeat("d/", 40)+"x.py", "")}, 422, "folders deep"},
-		{"folder and archive", false, []part{folderFile("news/__init__.py", ""), archiveFile("news.zip", zipOf(t, zipEnt{name: "__init__.py"}))}, 422, "not both"},
+		{"folder and archive", false, []part{folderFile("news/__init__.py", ""), archiveFile("news.zip", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}))}, 422, "not both"},
 		{"not an archive", false, []part{archiveFile("notes.txt", []byte("hello"))}, 422, "notes.txt is not a .zip, .tar.gz, .tgz or .tar archive"},
 		{"not a tar", false, []part{archiveFile("news.tar.gz", []byte("hello"))}, 422, "The archive news.tar.gz was not uploaded: archive refused: not a valid tar archive"},
 		{"not a zip", false, []part{archiveFile("news.zip", []byte("hello"))}, 422, "The archive news.zip was not uploaded: not a zip archive"},
@@ -299,7 +275,7 @@ func TestCreateFromUploadRefused(t *testing.T) {
 	r := newRig(t)
 	a, _ := r.signIn(t, uidA)
 	csrf := csrfOf(t, do(t, a, "GET", r.srv.URL+"/new", nil).body)
-	evil := zipOf(t, zipEnt{name: "__init__.py"}, zipEnt{name: "passwd", body: "/etc/passwd", mode: fs.ModeSymlink})
+	evil := packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "passwd", Body: "/etc/passwd", Mode: fs.ModeSymlink})
 	_, good := packed(t, pollsFiles)
 	for _, tc := range []struct {
 		name, project, file string
