@@ -21,6 +21,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/pack"
+	"github.com/opus-hosting/opus/internal/uploader"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -268,7 +269,7 @@ func (c *Console) receive(ctx context.Context, r *http.Request, check func(url.V
 			case "tar":
 				// Sent as it arrives: the upload store checks it.
 				body := &capped{r: p, left: c.uploads.MaxUpload}
-				digest, err := sendArchive(ctx, v.rpc, origin(base, false), body, 0)
+				digest, err := uploader.Send(ctx, v.rpc, origin(base, false), body, 0)
 				if body.over {
 					return nil, tooBig
 				}
@@ -333,7 +334,7 @@ func (c *Console) packAndSend(ctx context.Context, v *viewer, write func(io.Writ
 	}()
 	// The origin is known once packing ends; until then the archive is
 	// named by what it came from.
-	digest, err := sendArchive(ctx, v.rpc, what, pr, 0)
+	digest, err := uploader.Send(ctx, v.rpc, what, pr, 0)
 	pr.CloseWithError(errUploadEnded)
 	cancel()
 	res := <-done
@@ -391,56 +392,6 @@ func (c *capped) Read(p []byte) (int, error) {
 	c.left -= int64(n)
 	return n, err
 }
-
-// sendArchive streams an archive to UploadSource as the signed-in user,
-// as opusctl's client.UploadArchive does on the socket (the console may
-// not link the client), and returns its digest.
-func sendArchive(ctx context.Context, rpc opusv1.OpusClient, origin string, r io.Reader, size int64) (string, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := rpc.UploadSource(ctx)
-	if err != nil {
-		return "", err
-	}
-	send := func(req *opusv1.UploadSourceRequest) error {
-		if err := stream.Send(req); err != nil {
-			// On a broken send the reason is the status CloseAndRecv
-			// returns.
-			if errors.Is(err, io.EOF) {
-				_, err = stream.CloseAndRecv()
-			}
-			return err
-		}
-		return nil
-	}
-	if err := send(&opusv1.UploadSourceRequest{Part: &opusv1.UploadSourceRequest_Info{Info: &opusv1.UploadInfo{Origin: origin, Size: size}}}); err != nil {
-		return "", err
-	}
-	buf := make([]byte, sendChunk)
-	for {
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			if err := send(&opusv1.UploadSourceRequest{Part: &opusv1.UploadSourceRequest_Chunk{Chunk: append([]byte(nil), buf[:n]...)}}); err != nil {
-				return "", err
-			}
-		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
-		}
-		if rerr != nil {
-			return "", rerr
-		}
-	}
-	res, err := stream.CloseAndRecv()
-	if err != nil {
-		return "", err
-	}
-	return res.GetDigest(), nil
-}
-
-// sendChunk is the size of each UploadSource message, well under gRPC's
-// 4 MiB message limit.
-const sendChunk = 256 << 10
 
 // treeLimits are the store's limits with the console's own bounds on
 // names.
