@@ -170,7 +170,6 @@ func TestConsoleUpload(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(watchProgressJS, "create-upload-progress"))); err != nil {
 		t.Fatal(err)
 	}
-	shot(t, ctx, "new-upload")
 	step(t, ctx, "upload and create", time.Minute, chromedp.Click(chromedp.CSS("#create-upload-submit")), chromedp.WaitVisible(chromedp.CSS("#steps")))
 	checkProgress(t, ctx)
 	waitDone(t, ctx, "create")
@@ -199,7 +198,6 @@ func TestConsoleUpload(t *testing.T) {
 		t.Fatalf("tar: %v %s", err, out)
 	}
 	step(t, ctx, "open the project page", time.Minute, chromedp.Navigate(base+"/projects/"+name), chromedp.WaitVisible(chromedp.CSS("#update-notes-upload")))
-	shot(t, ctx, "project-upload")
 	step(t, ctx, "choose the archive", time.Minute, chromedp.SetUploadFiles(chromedp.CSS("#update-notes-archive"), []string{tgz}))
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(watchProgressJS, "update-notes-progress"))); err != nil {
 		t.Fatal(err)
@@ -285,7 +283,6 @@ func TestConsoleUpload(t *testing.T) {
 	step(t, ctx, "open the project page", time.Minute, chromedp.Navigate(base+"/projects/"+name), chromedp.WaitVisible(chromedp.CSS("#upload-add")))
 	step(t, ctx, "upload a zip with a link", time.Minute, chromedp.SetUploadFiles(chromedp.CSS("#upload-add-archive"), []string{evil}), chromedp.Click(chromedp.CSS("#upload-add-submit")))
 	refusedAt("a zip with a link", "upload-add", "The archive evil.zip was not uploaded: evil/secrets.py is a symbolic link")
-	shot(t, ctx, "upload-refused")
 	unchanged("a zip with a link")
 }
 
