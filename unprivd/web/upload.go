@@ -57,6 +57,9 @@ const (
 	// uploadsAtOnce bounds the upload forms handled at the same time;
 	// each may hold up to MaxUpload bytes in a temporary file.
 	uploadsAtOnce = 4
+	// maxCSRF bounds the CSRF field read (the service's tokens are 43
+	// characters).
+	maxCSRF = 100
 )
 
 // Form fields of the upload forms. csrf must be the form's first field:
@@ -92,7 +95,7 @@ func (c *Console) openUpload(w http.ResponseWriter, r *http.Request, v *viewer) 
 	tok := ""
 	if p, err := mr.NextPart(); err == nil {
 		if name, _, ok := disposition(p); ok && name == "csrf" {
-			b, _ := io.ReadAll(io.LimitReader(p, maxCookie))
+			b, _ := io.ReadAll(io.LimitReader(p, maxCSRF))
 			tok = string(b)
 		}
 	}

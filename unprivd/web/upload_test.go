@@ -28,7 +28,9 @@ import (
 // small, so that the tests can pass them.
 var testUploadLimits = source.Limits{MaxCompressed: 256 << 10, MaxUnpacked: 1 << 20, MaxEntries: 40, MaxFile: 512 << 10}
 
-const testQuota = 200 << 10
+// testQuota is above one archive's limit, as on a real host: a single
+// upload too large is refused for its size, not for the quota.
+const testQuota = 400 << 10
 
 // part is one part of a multipart form: a text field when filename is ""
 // and the part is no file.
@@ -219,30 +221,39 @@ func TestUploadRefused(t *testing.T) {
 		files   []part
 		code    int
 		want    string
+		// stored is what uid A keeps stored before the form.
+		stored int
 	}{
 		{"zip with a symlink", false, []part{archiveFile("news.zip", packtest.Zip(t, packtest.ZipEntry{Name: "news/__init__.py"}, packtest.ZipEntry{Name: "news/settings.py", Body: "/etc/passwd", Mode: fs.ModeSymlink}))},
-			422, "The archive news.zip was not uploaded: news/settings.py is a symbolic link; app sources may not contain links"},
-		{"folder too big", false, []part{folderFile("news/__init__.py", ""), folderFile("news/blob.bin", random(300<<10))}, 413, "larger than 256 KiB, the most this host takes"},
-		{"folder too big, no length", true, []part{folderFile("news/__init__.py", ""), folderFile("news/blob.bin", random(300<<10))}, 413, "larger than 256 KiB"},
-		{"tar too big", true, []part{archiveFile("news.tar.gz", []byte(random(300<<10)))}, 413, "larger than 256 KiB"},
-		{"zip bomb", false, []part{archiveFile("news.zip", bomb)}, 422, "more than 1048576 bytes unpacked"},
-		{"quota", false, []part{folderFile("news/__init__.py", ""), folderFile("news/blob.bin", random(220<<10))}, 413, "larger than your upload quota of 204800 bytes; to make room"},
-		{"dot dot", false, []part{folderFile("news/__init__.py", ""), folderFile("news/../../etc/x", "x")}, 422, `".." components are not allowed`},
-		{"absolute", false, []part{folderFile("/etc/x", "x")}, 422, "absolute paths are not allowed"},
-		{"backslash", false, []part{folderFile(`news\x.py`, "x")}, 422, "backslashes"},
-		{"duplicate", false, []part{folderFile("news/__init__.py", ""), folderFile("news/__init__.py", "")}, 422, "news/__init__.py appears twice"},
-		{"two folders", false, []part{folderFile("news/__init__.py", ""), folderFile("other/x.py", "")}, 422, "do not all sit in one folder"},
-		{"too many files", false, many, 413, "more than 40 files"},
-		{"path too long", false, []part{folderFile("news/"+strings.Repeat("x", 1100), "")}, 400, "longer than 1024 bytes"},
-		{"too deep", false, []part{folderFile("news/"+strings.Repeat("d/", 40)+"x.py", "")}, 422, "folders deep"},
-		{"folder and archive", false, []part{folderFile("news/__init__.py", ""), archiveFile("news.zip", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}))}, 422, "not both"},
-		{"not an archive", false, []part{archiveFile("notes.txt", []byte("hello"))}, 422, "notes.txt is not a .zip, .tar.gz, .tgz or .tar archive"},
-		{"not a tar", false, []part{archiveFile("news.tar.gz", []byte("hello"))}, 422, "The archive news.tar.gz was not uploaded: archive refused: not a valid tar archive"},
-		{"not a zip", false, []part{archiveFile("news.zip", []byte("hello"))}, 422, "The archive news.zip was not uploaded: not a zip archive"},
-		{"nothing chosen", false, []part{{field: folderField, file: true}, {field: archiveField, file: true}}, 422, "Choose the app's folder"},
+			422, "The archive news.zip was not uploaded: news/settings.py is a symbolic link; app sources may not contain links", 0},
+		{"folder too big", false, []part{folderFile("news/__init__.py", ""), folderFile("news/blob.bin", random(300<<10))}, 413, "larger than 256 KiB, the most this host takes", 0},
+		{"folder too big, no length", true, []part{folderFile("news/__init__.py", ""), folderFile("news/blob.bin", random(300<<10))}, 413, "larger than 256 KiB", 0},
+		{"tar too big", true, []part{archiveFile("news.tar.gz", []byte(random(300<<10)))}, 413, "larger than 256 KiB", 0},
+		{"zip bomb", false, []part{archiveFile("news.zip", bomb)}, 422, "more than 1048576 bytes unpacked", 0},
+		{"quota", false, []part{folderFile("news/__init__.py", ""), folderFile("news/blob.bin", random(220<<10))}, 413, "past your upload quota of 409600 bytes", 220 << 10},
+		{"dot dot", false, []part{folderFile("news/__init__.py", ""), folderFile("news/../../etc/x", "x")}, 422, `".." components are not allowed`, 0},
+		{"absolute", false, []part{folderFile("/etc/x", "x")}, 422, "absolute paths are not allowed", 0},
+		{"backslash", false, []part{folderFile(`news\x.py`, "x")}, 422, "backslashes", 0},
+		{"duplicate", false, []part{folderFile("news/__init__.py", ""), folderFile("news/__init__.py", "")}, 422, "news/__init__.py appears twice", 0},
+		{"two folders", false, []part{folderFile("news/__init__.py", ""), folderFile("other/x.py", "")}, 422, "do not all sit in one folder", 0},
+		{"too many files", false, many, 413, "more than 40 files", 0},
+		{"path too long", false, []part{folderFile("news/"+strings.Repeat("x", 1100), "")}, 400, "longer than 1024 bytes", 0},
+		{"too deep", false, []part{folderFile("news/"+strings.Repeat("d/", 40)+"x.py", "")}, 422, "folders deep", 0},
+		{"folder and archive", false, []part{folderFile("news/__init__.py", ""), archiveFile("news.zip", packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}))}, 422, "not both", 0},
+		{"not an archive", false, []part{archiveFile("notes.txt", []byte("hello"))}, 422, "notes.txt is not a .zip, .tar.gz, .tgz or .tar archive", 0},
+		{"not a tar", false, []part{archiveFile("news.tar.gz", []byte("hello"))}, 422, "The archive news.tar.gz was not uploaded: archive refused: not a valid tar archive", 0},
+		{"not a zip", false, []part{archiveFile("news.zip", []byte("hello"))}, 422, "The archive news.zip was not uploaded: not a zip archive", 0},
+		{"nothing chosen", false, []part{{field: folderField, file: true}, {field: archiveField, file: true}}, 422, "Choose the app's folder", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, a, csrf := formsRig(t)
+			if tc.stored > 0 {
+				_, tgz := packed(t, map[string]string{"__init__.py": "", "blob.bin": random(tc.stored)})
+				if _, _, err := r.uploads.Put(context.Background(), uidA, bytes.NewReader(tgz)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			usage, _ := r.uploads.Usage(uidA)
 			before, _ := r.st.GetProject(context.Background(), "blog")
 			parts := append([]part{field("csrf", csrf), field("app", "typed")}, tc.files...)
 			ans := postForm(t, a, r.srv.URL+"/projects/blog/apps/upload", tc.chunked, parts...)
@@ -261,8 +272,8 @@ func TestUploadRefused(t *testing.T) {
 			if after.Generation != before.Generation || len(after.Spec.Apps) != len(before.Spec.Apps) {
 				t.Errorf("the project changed: generation %d → %d, %d → %d apps", before.Generation, after.Generation, len(before.Spec.Apps), len(after.Spec.Apps))
 			}
-			if n, err := r.uploads.Usage(uidA); err != nil || n != 0 {
-				t.Errorf("uid %d keeps %d bytes of uploads (%v), want none", uidA, n, err)
+			if n, err := r.uploads.Usage(uidA); err != nil || n != usage {
+				t.Errorf("uid %d keeps %d bytes of uploads (%v), want %d as before", uidA, n, err, usage)
 			}
 		})
 	}
@@ -347,5 +358,27 @@ func TestUploadCSRF(t *testing.T) {
 	}
 	if n, _ := r.uploads.Usage(uidA); n != 0 {
 		t.Fatalf("B's upload counted as A's: %d bytes", n)
+	}
+}
+
+// TestUploadsAtOnce: past uploadsAtOnce forms at once, an upload is
+// refused at once, saying to come back, and nothing is stored.
+func TestUploadsAtOnce(t *testing.T) {
+	r, a, csrf := formsRig(t)
+	for range uploadsAtOnce {
+		r.console.uploadSlots <- struct{}{}
+	}
+	_, tgz := packed(t, pollsFiles)
+	ans := postForm(t, a, r.srv.URL+"/projects/blog/apps/upload", false, field("csrf", csrf), archiveFile("polls.tar.gz", tgz))
+	if ans.code != http.StatusServiceUnavailable || !strings.Contains(messagesOf(t, ans.body), "receiving 4 uploads already; try again in a minute") {
+		t.Fatalf("%d %.3000s", ans.code, ans.body)
+	}
+	if n, _ := r.uploads.Usage(uidA); n != 0 {
+		t.Fatalf("stored %d bytes", n)
+	}
+	// A slot free again: the same form goes through.
+	<-r.console.uploadSlots
+	if ans := postForm(t, a, r.srv.URL+"/projects/blog/apps/upload", false, field("csrf", csrf), archiveFile("polls2.tar.gz", tgz)); ans.code != http.StatusSeeOther {
+		t.Fatalf("with a slot free: %d %.3000s", ans.code, ans.body)
 	}
 }
