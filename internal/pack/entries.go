@@ -76,21 +76,36 @@ func WriteEntries(ctx context.Context, w io.Writer, entries []Entry, lim Limits,
 	}
 	stripped := ""
 	if top != KeepTop {
-		first, _, _ := strings.Cut(items[0].name, "/")
+		// What is left out does not count: a macOS zip holds the folder
+		// and __MACOSX beside it.
+		first := ""
 		single := true
 		for _, it := range items {
+			if Skipped(it.name) {
+				continue
+			}
 			t, rest, ok := strings.Cut(it.name, "/")
+			if first == "" {
+				first = t
+			}
 			if !ok || t != first || rest == "" {
 				single = false
 				break
 			}
 		}
 		switch {
+		case first == "":
+			// Nothing but what is left out: the Writer says so.
 		case single:
 			stripped = first
-			for i := range items {
-				items[i].name = items[i].name[len(first)+1:]
+			kept := items[:0]
+			for _, it := range items {
+				if rest, ok := strings.CutPrefix(it.name, first+"/"); ok {
+					it.name = rest
+					kept = append(kept, it)
+				}
 			}
+			items = kept
 		case top == StripTop:
 			return "", errors.New("the files do not all sit in one folder; upload one folder, the app's own")
 		}

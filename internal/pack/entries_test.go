@@ -42,6 +42,8 @@ func TestFromZip(t *testing.T) {
 			"__init__.py=@4|migrations/=@5|migrations/0001_initial.py=m@4|views.py=v@4", ""},
 		{"one top folder, as Compress folder makes", []packtest.ZipEntry{{Name: "blog/", Mode: fs.ModeDir | 0o755}, {Name: "blog/__init__.py"}, {Name: "blog/views.py", Body: "v"}},
 			"__init__.py=@4|views.py=v@4", "blog"},
+		{"as macOS's Compress makes it", []packtest.ZipEntry{{Name: "blog/__init__.py"}, {Name: "__MACOSX/blog/.___init__.py", Body: "fork"}, {Name: "blog/views.py", Body: "v"}, {Name: "__MACOSX/._blog", Body: "fork"}},
+			"__init__.py=@4|views.py=v@4", "blog"},
 		{"left out: caches and git", []packtest.ZipEntry{{Name: "__init__.py"}, {Name: "__pycache__/x.pyc", Body: "j"}, {Name: "old.pyc"}, {Name: ".git/HEAD", Body: "r"}, {Name: "a/b.py", Body: "b"}},
 			"__init__.py=@4|a/=@5|a/b.py=b@4", ""},
 		{"empty folders are implied, not kept", []packtest.ZipEntry{{Name: "__init__.py"}, {Name: "static/", Mode: fs.ModeDir | 0o755}},
@@ -187,6 +189,7 @@ func TestWriteEntriesFolder(t *testing.T) {
 		{"a file beside the folder", []Entry{ent("a/x.py", ""), ent("y.py", "")}, "do not all sit in one folder"},
 		{"a bare file", []Entry{ent("x.py", "")}, "do not all sit in one folder"},
 		{"nothing", nil, "no files to pack"},
+		{"nothing but caches", []Entry{ent("a/__pycache__/x.pyc", ""), ent("a/y.pyc", "")}, "no files to pack"},
 		{"a short file", []Entry{{Name: "a/x.py", Size: 10, Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("abc")), nil }}}, "10 bytes announced, 3 read"},
 		{"cannot open", []Entry{{Name: "a/x.py", Size: 1, Open: func() (io.ReadCloser, error) { return nil, errors.New("gone") }}}, "x.py: gone"},
 	} {

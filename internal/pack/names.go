@@ -42,11 +42,14 @@ func CleanName(name string) (string, error) {
 	return clean, nil
 }
 
-// skipDir are directory names that are never part of an app's source.
-var skipDir = map[string]bool{"__pycache__": true, ".git": true}
+// skipDir are directory names that are never part of an app's source:
+// Python's caches, git's repository, and the resource forks macOS's
+// "Compress" adds to a zip beside the folder.
+var skipDir = map[string]bool{"__pycache__": true, ".git": true, "__MACOSX": true}
 
 // Skipped reports whether the clean entry name is left out of an app's
-// archive: anything under a __pycache__ or .git directory, and *.pyc files.
+// archive: anything under a __pycache__, .git or __MACOSX directory, and
+// *.pyc files.
 func Skipped(name string) bool {
 	parts := strings.Split(name, "/")
 	for _, d := range parts[:len(parts)-1] {
