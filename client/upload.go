@@ -2,19 +2,14 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/opus-hosting/opus/internal/pack"
-	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/internal/uploader"
 )
-
-// chunkSize is the size of each UploadSource message: well under gRPC's
-// default 4 MiB message limit.
-const chunkSize = 256 << 10
 
 // UploadDir packs the directory dir (tar.gz, with the caller's own rights:
 // opusd never reads a caller's path) and uploads it. Packing is
@@ -62,47 +57,5 @@ func (c *Client) UploadDir(ctx context.Context, dir string) (string, error) {
 // origin is informational and size may be 0 when unknown. It returns the
 // digest to name in UploadedSource.
 func (c *Client) UploadArchive(ctx context.Context, origin string, r io.Reader, size int64) (string, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the stream if we give up half way
-	stream, err := c.rpc.UploadSource(ctx)
-	if err != nil {
-		return "", err
-	}
-	send := func(req *opusv1.UploadSourceRequest) error {
-		if err := stream.Send(req); err != nil {
-			// On a broken send the real reason is in the status that
-			// CloseAndRecv returns (for example "archive too large").
-			if errors.Is(err, io.EOF) {
-				_, err = stream.CloseAndRecv()
-			}
-			return err
-		}
-		return nil
-	}
-	if err := send(&opusv1.UploadSourceRequest{Part: &opusv1.UploadSourceRequest_Info{Info: &opusv1.UploadInfo{Origin: origin, Size: size}}}); err != nil {
-		return "", err
-	}
-	buf := make([]byte, chunkSize)
-	for {
-		n, rerr := r.Read(buf)
-		if n > 0 {
-			// Send keeps a reference only until it returns; copy anyway so
-			// reuse of buf can never race with marshalling.
-			chunk := append([]byte(nil), buf[:n]...)
-			if err := send(&opusv1.UploadSourceRequest{Part: &opusv1.UploadSourceRequest_Chunk{Chunk: chunk}}); err != nil {
-				return "", err
-			}
-		}
-		if errors.Is(rerr, io.EOF) {
-			break
-		}
-		if rerr != nil {
-			return "", fmt.Errorf("read archive of %s: %w", origin, rerr)
-		}
-	}
-	resp, err := stream.CloseAndRecv()
-	if err != nil {
-		return "", err
-	}
-	return resp.GetDigest(), nil
+	return uploader.Send(ctx, c.rpc, origin, r, size)
 }

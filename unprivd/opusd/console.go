@@ -11,7 +11,9 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/opus-hosting/opus/internal/pack"
 	"github.com/opus-hosting/opus/internal/peercred"
+	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/web"
 )
 
@@ -42,13 +44,13 @@ func (con *console) url() string { return con.address }
 // serve serves the console. It calls g, the API's own gRPC server (same
 // interceptors and access table), as the signed-in uid over an
 // in-process listener. Its failure is sent on failed.
-func (con *console) serve(g *grpc.Server, log *slog.Logger, failed chan<- error) error {
+func (con *console) serve(g *grpc.Server, uploads web.UploadLimits, log *slog.Logger, failed chan<- error) error {
 	if con.lis == nil {
 		return nil
 	}
 	inproc := peercred.NewInProcess()
 	go g.Serve(inproc)
-	c, err := web.New(web.Config{Listener: inproc, Logger: log})
+	c, err := web.New(web.Config{Listener: inproc, Logger: log, Uploads: uploads})
 	if err != nil {
 		return err
 	}
@@ -76,4 +78,10 @@ func (con *console) close() {
 		con.lis.Close()
 		con.lis = nil
 	}
+}
+
+// consoleUploads are the console's upload limits: the API's largest
+// archive and what the upload store lets one app unpack to.
+func consoleUploads(l source.Limits) web.UploadLimits {
+	return web.UploadLimits{MaxUpload: l.MaxCompressed, Tree: pack.Limits{MaxEntries: l.MaxEntries, MaxBytes: l.MaxUnpacked, MaxFile: l.MaxFile}}
 }

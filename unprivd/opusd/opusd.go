@@ -70,8 +70,11 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		return err
 	}
 	defer st.Close()
+	// One set of upload limits: the store's, the API's (its largest
+	// archive) and the web console's (which keeps to both).
+	uploadLimits := source.DefaultLimits
 	uploads, err := source.NewStore(filepath.Join(cfg.BaseDir, "sources"), source.StoreOptions{
-		Limits: source.DefaultLimits, Quota: cfg.UploadQuota, Grace: cfg.UploadGrace})
+		Limits: uploadLimits, Quota: cfg.UploadQuota, Grace: cfg.UploadGrace})
 	if err != nil {
 		return err
 	}
@@ -126,7 +129,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
 		Uploads:    uploads,
 		UserPrefix: cfg.UserPrefix, ProjectUIDs: cfg.ProjectUIDs, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
-		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: con.url(), TLSSecurityLevel: cfg.TLSSecurityLevel,
+		MaxUpload: uploadLimits.MaxCompressed, Logger: log, ConsoleURL: con.url(), TLSSecurityLevel: cfg.TLSSecurityLevel,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Provision: provision,
 	})
@@ -158,7 +161,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go svc.RunUploadPruner(ctx, service.PruneInterval(cfg.UploadGrace))
 	failed := make(chan error, 1)
-	if err := con.serve(g, log, failed); err != nil {
+	if err := con.serve(g, consoleUploads(uploadLimits), log, failed); err != nil {
 		return err
 	}
 	metricsSrv.serve(log, failed)

@@ -9,8 +9,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"syscall"
+
+	"github.com/opus-hosting/opus/internal/pack"
 )
 
 // Limits bound what one archive or git tree may unpack to.
@@ -65,37 +66,6 @@ type treeWriter struct {
 
 func newTreeWriter(ctx context.Context, root *os.Root, lim Limits) *treeWriter {
 	return &treeWriter{ctx: ctx, root: root, lim: lim, nodes: map[string]nodeKind{}}
-}
-
-// cleanEntryName turns an entry name into a clean relative path, or says
-// why it is refused. "" with a nil error means the entry is the tree's root
-// ("./") and carries nothing.
-func cleanEntryName(name string) (string, error) {
-	if name == "" {
-		return "", errors.New("entry with an empty name")
-	}
-	if strings.ContainsRune(name, 0) {
-		return "", fmt.Errorf("entry %q: name contains a NUL byte", name)
-	}
-	if strings.HasPrefix(name, "/") {
-		return "", fmt.Errorf("entry %q: absolute paths are not allowed", name)
-	}
-	if strings.Contains(name, `\`) {
-		return "", fmt.Errorf("entry %q: backslashes are not allowed in names", name)
-	}
-	for _, part := range strings.Split(name, "/") {
-		if part == ".." {
-			return "", fmt.Errorf("entry %q: \"..\" components are not allowed", name)
-		}
-	}
-	clean := path.Clean(name)
-	if clean == "." {
-		return "", nil
-	}
-	if !filepath.IsLocal(clean) {
-		return "", fmt.Errorf("entry %q: path escapes the tree", name)
-	}
-	return clean, nil
 }
 
 func (w *treeWriter) count(name string) error {
@@ -156,7 +126,7 @@ func (w *treeWriter) mkdir(d string) error {
 
 // Dir records a directory entry.
 func (w *treeWriter) Dir(name string) error {
-	clean, err := cleanEntryName(name)
+	clean, err := pack.CleanName(name)
 	if err != nil || clean == "" {
 		return err
 	}
@@ -185,7 +155,7 @@ func (w *treeWriter) Dir(name string) error {
 // File writes a regular file entry of the declared size from r; r must
 // deliver exactly size bytes.
 func (w *treeWriter) File(name string, size int64, r io.Reader) error {
-	clean, err := cleanEntryName(name)
+	clean, err := pack.CleanName(name)
 	if err != nil {
 		return err
 	}

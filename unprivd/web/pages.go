@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -356,7 +357,10 @@ func (c *Console) renderProject(w http.ResponseWriter, r *http.Request, code int
 	// One message area at the top says what happened: a form's error in
 	// full; a field's error next to its field, and at the top a line that
 	// points to it.
-	for k, msg := range errs {
+	// In order, so that a form's own message ("add") comes before its
+	// fields' ("add.url") and is the one at the top.
+	for _, k := range slices.Sorted(maps.Keys(errs)) {
+		msg := errs[k]
 		form, field, isField := strings.Cut(k, ".")
 		pg.Submitted = form
 		if !isField {

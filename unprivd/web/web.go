@@ -78,6 +78,9 @@ type Config struct {
 	// signed-in uid for the pages' Opus calls.
 	Listener *peercred.InProcess
 	Logger   *slog.Logger
+	// Uploads are the API's and the upload store's limits, which the
+	// console's upload forms keep to; MaxUpload is required.
+	Uploads UploadLimits
 }
 
 // Console is the web console's HTTP handler.
@@ -85,6 +88,10 @@ type Console struct {
 	conns *conns
 	log   *slog.Logger
 	pages map[string]*template.Template
+	// uploads bound the upload forms; uploadSlots the ones handled at
+	// once.
+	uploads     UploadLimits
+	uploadSlots chan struct{}
 	// handler is the routes behind cross-origin protection.
 	handler http.Handler
 }
@@ -97,7 +104,10 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Console{conns: newConns(cfg.Listener), log: cfg.Logger}
+	if cfg.Uploads.MaxUpload <= 0 {
+		return nil, errors.New("web: Uploads.MaxUpload is required (the API's upload limit)")
+	}
+	c := &Console{conns: newConns(cfg.Listener), log: cfg.Logger, uploads: cfg.Uploads, uploadSlots: make(chan struct{}, uploadsAtOnce)}
 	if err := c.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -148,10 +158,19 @@ func (c *Console) parseTemplates() error {
 		// The name hint is the rule's own (package names).
 		"projectPattern": func() string { return names.ProjectPattern },
 		"maxProject":     func() int { return names.MaxProject },
+		// The upload forms' bound, as the API's.
+		"maxUpload":     func() int64 { return c.uploads.MaxUpload },
+		"maxUploadText": func() string { return sizeText(c.uploads.MaxUpload) },
+		"withApp":       func(p *page, app string) appView { return appView{page: p, App: app} },
+		"fileField":     newFileField,
 	}
 	c.pages = map[string]*template.Template{}
 	for _, name := range []string{"login", "projects", "new", "project", "remove", "operation", "error"} {
-		t, err := template.New(name).Funcs(funcs).ParseFS(assets, "assets/layout.html", "assets/"+name+".html")
+		files := []string{"assets/layout.html", "assets/" + name + ".html"}
+		if name == "new" || name == "project" {
+			files = append(files, "assets/upload.html")
+		}
+		t, err := template.New(name).Funcs(funcs).ParseFS(assets, files...)
 		if err != nil {
 			return fmt.Errorf("web: template %s: %w", name, err)
 		}
@@ -171,9 +190,12 @@ func (c *Console) routes() {
 	m.HandleFunc("GET /{$}", c.signedIn(c.projectsPage))
 	m.HandleFunc("GET /new", c.signedIn(c.newPage))
 	m.HandleFunc("POST /new", c.signedIn(c.createProject))
+	m.HandleFunc("POST /new/upload", c.uploadForm(c.createFromUpload))
 	m.HandleFunc("GET /projects/{name}", c.signedIn(c.projectPage))
 	m.HandleFunc("POST /projects/{name}/apps", c.signedIn(c.addApp))
+	m.HandleFunc("POST /projects/{name}/apps/upload", c.uploadForm(c.addFromUpload))
 	m.HandleFunc("POST /projects/{name}/apps/{app}/update", c.signedIn(c.updateApp))
+	m.HandleFunc("POST /projects/{name}/apps/{app}/upload", c.uploadForm(c.updateByUpload))
 	m.HandleFunc("POST /projects/{name}/apps/{app}/rollback", c.signedIn(c.rollbackApp))
 	m.HandleFunc("GET /projects/{name}/apps/{app}/remove", c.signedIn(c.removePage))
 	m.HandleFunc("POST /projects/{name}/apps/{app}/remove", c.signedIn(c.removeApp))
@@ -211,7 +233,14 @@ func viewerFrom(r *http.Request) *viewer { return r.Context().Value(viewerKey{})
 // signedIn wraps a handler that needs a session. Without a live one, a
 // page request is sent to the sign-in page and anything else refused. A
 // POST must carry the session's CSRF token in the form field "csrf".
-func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
+func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc { return c.guarded(h, false) }
+
+// uploadForm is signedIn for a form that sends files
+// (multipart/form-data): its first field must be the CSRF token, checked
+// before anything else is read; the handler reads the rest (receive).
+func (c *Console) uploadForm(h http.HandlerFunc) http.HandlerFunc { return c.guarded(h, true) }
+
+func (c *Console) guarded(h http.HandlerFunc, multipartForm bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v, err := c.session(r)
 		if errors.Is(err, errLookup) {
@@ -230,7 +259,12 @@ func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
 			http.Error(w, "not signed in (or the session expired): sign in again", http.StatusUnauthorized)
 			return
 		}
-		if r.Method == http.MethodPost {
+		if r.Method == http.MethodPost && multipartForm {
+			var ok bool
+			if r, ok = c.openUpload(w, r, v); !ok {
+				return
+			}
+		} else if r.Method == http.MethodPost {
 			if err := r.ParseForm(); err != nil {
 				http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
 				return

@@ -26,11 +26,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/pack"
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/credential"
 	"github.com/opus-hosting/opus/unprivd/service"
+	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -129,6 +131,7 @@ func (u *users) set(uid uint32, name string) {
 type rig struct {
 	logs    *fakeLogs
 	st      *store.Store
+	uploads *source.Store
 	srv     *httptest.Server
 	lis     *peercred.InProcess
 	users   *users
@@ -145,7 +148,12 @@ func newRig(t *testing.T) *rig {
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
 	r := &rig{st: st, lis: peercred.NewInProcess(), users: u, logs: &fakeLogs{lines: map[string][]string{}}}
-	c, err := New(Config{Listener: r.lis, Logger: log})
+	if r.uploads, err = source.NewStore(filepath.Join(t.TempDir(), "sources"), source.StoreOptions{Limits: testUploadLimits, Quota: testQuota}); err != nil {
+		t.Fatal(err)
+	}
+	// The console keeps to the store's limits, as opusd wires it.
+	c, err := New(Config{Listener: r.lis, Logger: log, Uploads: UploadLimits{MaxUpload: testUploadLimits.MaxCompressed,
+		Tree: pack.Limits{MaxEntries: testUploadLimits.MaxEntries, MaxBytes: testUploadLimits.MaxUnpacked, MaxFile: testUploadLimits.MaxFile}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +162,7 @@ func newRig(t *testing.T) *rig {
 	t.Cleanup(r.srv.Close)
 	t.Cleanup(func() { c.Close() })
 	svc, err := service.New(service.Config{Store: st, Privd: privd{logs: r.logs}, Reconciler: noKick{}, Admins: admins{0: true},
+		Uploads: r.uploads, MaxUpload: testUploadLimits.MaxCompressed,
 		ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, ConsoleURL: r.srv.URL, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -615,6 +624,10 @@ func TestUploadedAppShowsHowToUpdate(t *testing.T) {
 	}
 	if strings.Contains(pp.body, `action="/projects/blog/apps/polls/update"`) || !strings.Contains(pp.body, `action="/projects/blog/apps/shop/update"`) {
 		t.Fatalf("update forms: want shop's (git) alone: %.4000s", pp.body)
+	}
+	// And it is updated by an upload, here.
+	if !strings.Contains(pp.body, `<form method="post" action="/projects/blog/apps/polls/upload" enctype="multipart/form-data"`) || strings.Contains(pp.body, "the console cannot upload") {
+		t.Fatalf("no upload form to update polls: %.4000s", pp.body)
 	}
 }
 
