@@ -57,6 +57,17 @@ func TestParse(t *testing.T) {
 		{name: "snapshot bytes too large", in: "snapshot_max_bytes 68719476737\n", wantErr: "snapshot_max_bytes"},
 		{name: "snapshot keep", in: "snapshot_keep 2\n", check: func(c Config) bool { return c.SnapshotKeep == 2 }},
 		{name: "snapshot keep zero", in: "snapshot_keep 0\n", wantErr: "snapshot_keep"},
+		{name: "acme off by default", in: "", check: func(c Config) bool { return !c.ACME() && c.ACMECheckInterval == time.Hour }},
+		{name: "acme", in: "acme_directory https://acme-v02.api.letsencrypt.org/directory\nacme_email ops@example.com\nacme_ca_bundle /etc/opus/ca.pem\nacme_check_interval 5m\n", check: func(c Config) bool {
+			return c.ACME() && c.ACMEDirectory == LetsEncryptDirectory && c.ACMEEmail == "ops@example.com" && c.ACMECABundle == "/etc/opus/ca.pem" && c.ACMECheckInterval == 5*time.Minute
+		}},
+		{name: "acme over http", in: "acme_directory http://ca.example/dir\n", wantErr: "must be an https URL"},
+		{name: "acme not a URL", in: "acme_directory letsencrypt\n", wantErr: "must be an https URL"},
+		{name: "acme with credentials", in: "acme_directory https://u:p@ca.example/dir\n", wantErr: "must be an https URL"},
+		{name: "acme email", in: "acme_directory https://ca.example/dir\nacme_email not-an-address\n", wantErr: "acme_email"},
+		{name: "acme bundle relative", in: "acme_directory https://ca.example/dir\nacme_ca_bundle ca.pem\n", wantErr: "acme_ca_bundle"},
+		{name: "acme interval too short", in: "acme_check_interval 10ms\n", wantErr: "acme_check_interval"},
+		{name: "acme interval not a duration", in: "acme_check_interval 60\n", wantErr: "acme_check_interval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +111,8 @@ func TestFormatRoundTrip(t *testing.T) {
 	c.BaseDir, c.UserPrefix, c.ProjectUIDs, c.HTTPPort = "/srv/o", "tab12-", UIDRange{First: 400000, Last: 409999}, 81
 	c.UploadGrace = 90 * time.Second
 	c.PostgresAdmin = "host=/var/run/postgresql user=opus dbname=postgres"
+	c.ACMEDirectory, c.ACMEEmail, c.ACMECABundle = LetsEncryptDirectory, "hostmaster@example.com", "/etc/opus/acme-ca.pem"
+	c.ACMECheckInterval = 5 * time.Minute
 	for _, want := range []Config{Default(), c} {
 		got := Default()
 		got.HTTPPort = 1
@@ -128,7 +141,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 26 {
+	if c != Default() || n != 30 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }
