@@ -80,6 +80,8 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 		Generation: p.Generation, ObservedGeneration: p.Status.ObservedGeneration,
 		Admin: p.Spec.Admin, ServerName: host, SystemUser: p.Status.SystemUser,
 		Certificate: p.Status.Certificate.Kind, CertificateNotAfter: ts(p.Status.Certificate.NotAfter),
+		CertificateError: p.Status.Certificate.Error, CertificateErrorTime: ts(p.Status.Certificate.ErrorSince),
+		CertificateRenewTime: ts(p.Status.Certificate.RenewAt),
 		Settings: toSettings(p), Database: toDatabase(p.Spec.Database),
 	}
 	if f := p.Status.LastFailure; f != nil && out.LastError == "" {
