@@ -82,7 +82,7 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 		Certificate: p.Status.Certificate.Kind, CertificateNotAfter: ts(p.Status.Certificate.NotAfter),
 		CertificateError: p.Status.Certificate.Error, CertificateErrorTime: ts(p.Status.Certificate.ErrorSince),
 		CertificateRenewTime: ts(p.Status.Certificate.RenewAt),
-		Settings: toSettings(p), Database: toDatabase(p.Spec.Database),
+		Settings:             toSettings(p), Database: toDatabase(p.Spec.Database),
 	}
 	if f := p.Status.LastFailure; f != nil && out.LastError == "" {
 		out.LastError, out.LastFailedOperation = f.Error, f.Operation
