@@ -75,13 +75,15 @@ func stepCertificate(ctx context.Context, t *Task) (string, error) {
 	}
 	msg += fmt.Sprintf(" for %s, valid until %s", host, leaf.NotAfter.UTC().Format(time.DateOnly))
 	cur := t.Project.Status.Certificate
-	if cur.Kind != kind || !cur.NotAfter.Equal(leaf.NotAfter) {
+	// Nothing is asked of the CA for an owner's certificate, nor without
+	// ACME: what was recorded about the CA goes.
+	plain := kind == CertOwner || t.opt.ACME == nil
+	if cur.Kind != kind || !cur.NotAfter.Equal(leaf.NotAfter) || plain && hasACMEStatus(cur) {
 		if err := t.Update(ctx, func(p *store.Project) {
 			c := &p.Status.Certificate
 			c.Kind, c.NotAfter = kind, leaf.NotAfter
 			switch {
-			case kind == CertOwner:
-				// Nothing is asked of the CA for an owner's certificate.
+			case plain:
 				*c = store.CertificateStatus{Kind: kind, NotAfter: leaf.NotAfter}
 			case kind == CertSelfSigned && cur.Kind == CertACME:
 				// The names changed: the renewal loop asks for them now.
@@ -92,6 +94,11 @@ func stepCertificate(ctx context.Context, t *Task) (string, error) {
 		}
 	}
 	return msg, nil
+}
+
+// hasACMEStatus reports whether c records anything about the ACME CA.
+func hasACMEStatus(c store.CertificateStatus) bool {
+	return c.Serial != "" || !c.RenewAt.IsZero() || c.Error != "" || !c.ErrorSince.IsZero() || c.Failures != 0
 }
 
 // acmeChoice returns the kept certificate from the ACME CA when ACME is
