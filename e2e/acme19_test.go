@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -429,6 +430,18 @@ func TestACMECertificates(t *testing.T) {
 		t.Error(err)
 	} else if k, err := cert.ParseKey(data); err != nil || !k.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(first.PublicKey) {
 		t.Errorf("privd's key %s is not the served certificate's (%v)", keyFile, err)
+	}
+
+	// Only opusd writes where the front answers challenges from: no
+	// tenant can answer one.
+	for _, d := range []string{h.cfg.ACMEWebroot(), h.cfg.ACMEChallengeDir()} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != h.opusUID || fi.Mode().Perm()&0o022 != 0 {
+			t.Errorf("%s: uid %d mode %v; want opusd's (%d), writable by it alone", d, st.Uid, fi.Mode().Perm(), h.opusUID)
+		}
 	}
 
 	// Renew: a third of the lifetime left, the front switches to a new
