@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -17,15 +14,6 @@ import (
 	"github.com/opus-hosting/opus/internal/cert/certtest"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 )
-
-// publicOnly is the public key of a CSR as a crypto.Signer, for a test CA
-// to issue a certificate for a key it never sees (as an ACME CA does).
-type publicOnly struct{ pub crypto.PublicKey }
-
-func (p publicOnly) Public() crypto.PublicKey { return p.pub }
-func (p publicOnly) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
-	return nil, errors.New("publicOnly cannot sign")
-}
 
 // testCA is a CA issuing for CSRs, as the ACME CA does.
 type testCA struct{ iss *certtest.Issuer }
@@ -47,19 +35,11 @@ func newTestCA(t *testing.T) testCA {
 // hosts.
 func (ca testCA) issue(t *testing.T, csrDER []byte, hosts ...string) []byte {
 	t.Helper()
-	csr, err := x509.ParseCertificateRequest(csrDER)
+	chain, err := certtest.ForRequest(csrDER, hosts, ca.iss, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := certtest.Leaf(hosts, publicOnly{csr.PublicKey}, ca.iss, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	for _, c := range []*x509.Certificate{leaf, ca.iss.Cert} {
-		pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	return b.Bytes()
+	return chain
 }
 
 // TestCertificateRequestKeyStaysInPrivd: privd makes the key, answers only

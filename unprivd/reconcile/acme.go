@@ -329,19 +329,7 @@ func (r *Reconciler) exclusive(ctx context.Context, name string, fn func()) erro
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	defer func() {
-		r.mu.Lock()
-		delete(r.running, name)
-		if r.dirty[name] {
-			delete(r.dirty, name)
-			if !r.queued[name] && !r.stopping {
-				r.queued[name] = true
-				r.queue = append(r.queue, name)
-				r.cond.Signal()
-			}
-		}
-		r.mu.Unlock()
-	}()
+	defer r.done(name)
 	fn()
 	return nil
 }

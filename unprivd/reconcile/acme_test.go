@@ -3,11 +3,7 @@ package reconcile
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -34,15 +30,6 @@ type fakeIssuer struct {
 	revoked   [][]byte
 }
 
-// publicKey is a CSR's public key as a crypto.Signer, for certtest.Sign,
-// which uses only its Public (the CA signs).
-type publicKey struct{ pub crypto.PublicKey }
-
-func (p publicKey) Public() crypto.PublicKey { return p.pub }
-func (p publicKey) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
-	return nil, errors.New("no private key")
-}
-
 func newFakeIssuer(t *testing.T, clock *fakeClock) *fakeIssuer {
 	t.Helper()
 	key, err := cert.NewKey(2)
@@ -62,25 +49,16 @@ func (f *fakeIssuer) Obtain(_ context.Context, csrDER []byte, names []string) ([
 	if f.err != nil {
 		return nil, f.err
 	}
-	csr, err := cert.ParseRequest(csrDER, names)
-	if err != nil {
+	if _, err := cert.ParseRequest(csrDER, names); err != nil {
 		return nil, err
 	}
-	tmpl := certtest.Template(names[0])
-	tmpl.DNSNames = names
-	tmpl.NotBefore = f.clock.peek()
-	tmpl.NotAfter = tmpl.NotBefore.Add(f.life)
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	leaf, err := certtest.Sign(tmpl, publicKey{csr.PublicKey}, f.ca, 0)
+	now := f.clock.peek()
+	chain, err := certtest.ForRequest(csrDER, names, f.ca, now, now.Add(f.life))
 	if err != nil {
 		return nil, err
 	}
 	f.obtained++
-	var b bytes.Buffer
-	for _, c := range []*x509.Certificate{leaf, f.ca.Cert} {
-		pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	return b.Bytes(), nil
+	return chain, nil
 }
 
 func (f *fakeIssuer) Revoke(_ context.Context, certPEM []byte) error {

@@ -371,18 +371,23 @@ func (r *Reconciler) worker() {
 		r.mu.Unlock()
 
 		r.run(name)
+		r.done(name)
+	}
+}
 
-		r.mu.Lock()
-		delete(r.running, name)
-		if r.dirty[name] {
-			delete(r.dirty, name)
-			if !r.queued[name] && !r.stopping {
-				r.queued[name] = true
-				r.queue = append(r.queue, name)
-				r.cond.Signal()
-			}
+// done ends the work on project name that marked it running (a run, or
+// exclusive): a Kick meanwhile queues one more run.
+func (r *Reconciler) done(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.running, name)
+	if r.dirty[name] {
+		delete(r.dirty, name)
+		if !r.queued[name] && !r.stopping {
+			r.queued[name] = true
+			r.queue = append(r.queue, name)
+			r.cond.Signal()
 		}
-		r.mu.Unlock()
 	}
 }
 
