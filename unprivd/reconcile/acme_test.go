@@ -14,6 +14,8 @@ import (
 	"github.com/opus-hosting/opus/internal/cert/certtest"
 	"github.com/opus-hosting/opus/unprivd/acme"
 	"github.com/opus-hosting/opus/unprivd/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // fakeIssuer is an ACME CA that signs whatever CSR it gets, for the names
@@ -286,5 +288,45 @@ func TestACMENamesChange(t *testing.T) {
 			t.Fatal("no certificate from the CA for the new names")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestACMEKeptCertificateRefused: when privd no longer holds the key of
+// the CA's certificate opusd kept (a failed graceful restart put the
+// site's previous key back), a deploy serves a self-signed certificate
+// instead of failing, and the renewal loop gets a new one from the CA.
+func TestACMEKeptCertificateRefused(t *testing.T) {
+	e := newEnv(t)
+	ca := newFakeIssuer(t, e.clock)
+	e.tweak = func(o *Options) { o.ACME, o.ACMECheckInterval = ca, time.Hour }
+	r := e.start(t, 1)
+	id := e.create(t, "blog")
+	r.Kick("blog")
+	e.wait(t, id)
+	for e.certStatus(t, "blog").Kind != CertACME {
+		time.Sleep(20 * time.Millisecond)
+	}
+	first := e.certStatus(t, "blog")
+	e.privd.mu.Lock()
+	e.privd.failOnce["InstallSite"] = status.Error(codes.InvalidArgument, "install site blog: tls: the certificate is for no key privd made for blog")
+	e.privd.mu.Unlock()
+	id = e.mutate(t, "blog", store.OpUpdateSettings)
+	r.Kick("blog")
+	if op := e.wait(t, id); op.State != store.OpSucceeded {
+		t.Fatalf("deploy with the kept certificate refused: %s %q", op.State, op.Error)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := e.certStatus(t, "blog")
+		if st.Kind == CertACME && st.Serial != first.Serial {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new certificate from the CA after the refusal: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, k := e.installed("blog"); len(k) != 0 {
+		t.Error("the new certificate from the CA went with a key")
 	}
 }
