@@ -233,6 +233,23 @@ func writeProjectTable(w io.Writer, ps []*opusv1.Project) error {
 	return tw.Flush()
 }
 
+// certificateRows say when the certificate from the ACME CA is renewed,
+// or why getting one fails and that the one installed keeps serving.
+func certificateRows(p *opusv1.Project) [][2]string {
+	next := p.GetCertificateRenewTime()
+	if e := p.GetCertificateError(); e != "" {
+		msg := e + " (failing since " + formatTime(p.GetCertificateErrorTime())
+		if next != nil {
+			msg += "; next try " + formatTime(next)
+		}
+		return [][2]string{{"Certificate error", msg + "; the certificate above keeps serving)"}}
+	}
+	if next != nil {
+		return [][2]string{{"Renewal", formatTime(next)}}
+	}
+	return nil
+}
+
 func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 	tw := newTable(w)
 	yesNo := map[bool]string{true: "yes", false: "no"}
@@ -250,11 +267,14 @@ func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 		{"Admin", yesNo[p.GetAdmin()]},
 		{"Superuser", orDash(p.GetSuperuserName())},
 		{"Certificate", cert},
+	}
+	rows = append(rows, certificateRows(p)...)
+	rows = append(rows, [][2]string{
 		{"Generation", fmt.Sprintf("%d (observed %d)", p.GetGeneration(), p.GetObservedGeneration())},
 		{"Created", formatTime(p.GetCreateTime())},
 		{"Updated", formatTime(p.GetUpdateTime())},
 		lastRow(p),
-	}
+	}...)
 	for _, r := range rows {
 		writeRow(tw, r[0]+":", r[1])
 	}

@@ -130,7 +130,7 @@ func TestHostileValuesAreEscaped(t *testing.T) {
 					Settings: store.Settings{Env: map[string]string{"X": text}},
 				},
 				Status: store.Status{Phase: store.PhaseFailed, LastError: "step migrate: " + text, ObservedGeneration: 1,
-					Superuser: text, Certificate: store.CertificateStatus{Kind: text},
+					Superuser: text, Certificate: store.CertificateStatus{Kind: text, Error: text, ErrorSince: time.Now(), RenewAt: time.Now()},
 					Apps: map[string]store.AppStatus{"polls": {RequestedRef: digest, ResolvedCommit: digest,
 						Revisions: []store.Revision{{RequestedRef: digest, Resolved: digest, UploaderUID: &uid}}}}},
 			})
@@ -180,5 +180,35 @@ func TestHostileRowsAndLines(t *testing.T) {
 		// The live display's own colours are its own; what follows the icon
 		// is the server's and must be inert.
 		checkTerminalSafe(t, "tty step line", line[strings.Index(line, ansiReset)+len(ansiReset):])
+	}
+}
+
+// TestCertificateRows: show says when the certificate from the ACME CA is
+// renewed, or why getting one fails, since when, the next try, and that
+// the installed one keeps serving.
+func TestCertificateRows(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.Local)
+	tests := []struct {
+		name string
+		p    *opusv1.Project
+		want []string // the rows' names and texts, in order
+	}{
+		{"self-signed, no ACME", &opusv1.Project{Certificate: "self-signed"}, nil},
+		{"renewal due", &opusv1.Project{Certificate: "acme", CertificateRenewTime: timestamppb.New(at)},
+			[]string{"Renewal", "2026-03-01 12:00:00"}},
+		{"failing", &opusv1.Project{Certificate: "acme", CertificateError: "the CA is down",
+			CertificateErrorTime: timestamppb.New(at), CertificateRenewTime: timestamppb.New(at.Add(time.Minute))},
+			[]string{"Certificate error", "the CA is down (failing since 2026-03-01 12:00:00; next try 2026-03-01 12:01:00; the certificate above keeps serving)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, r := range certificateRows(tt.p) {
+				got = append(got, r[0], r[1])
+			}
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Errorf("rows %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -64,16 +63,9 @@ func SelfSigned(names []string, now time.Time, validFor time.Duration, level int
 	if validFor <= 0 {
 		return nil, nil, fmt.Errorf("self-signed certificate: validity %v is not positive", validFor)
 	}
-	curve := elliptic.P256()
-	switch clampLevel(level) {
-	case 4:
-		curve = elliptic.P384()
-	case 5:
-		curve = elliptic.P521()
-	}
-	key, err := ecdsa.GenerateKey(curve, rand.Reader)
+	key, err := NewKey(level)
 	if err != nil {
-		return nil, nil, fmt.Errorf("self-signed certificate: generate key: %w", err)
+		return nil, nil, fmt.Errorf("self-signed certificate: %w", err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {

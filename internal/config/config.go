@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/mail"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -121,6 +123,43 @@ type Config struct {
 	// MetricsAllowRemote lets MetricsListen be an address other than
 	// loopback: the operator says a firewall keeps it to the scraper.
 	MetricsAllowRemote bool
+	// ACMEDirectory is the directory URL of the ACME CA opusd obtains
+	// every project's certificate from (Let's Encrypt's is
+	// LetsEncryptDirectory). Empty, the default, turns ACME off: projects
+	// get self-signed certificates. When set, every project without an
+	// owner's certificate gets one from the CA, for its host name and its
+	// extra host names, validated by HTTP-01 through the front.
+	ACMEDirectory string
+	// ACMEEmail is the contact address of opusd's ACME account (the CA
+	// writes to it about expiring certificates); empty registers none.
+	ACMEEmail string
+	// ACMECABundle is a PEM file of the CAs that sign the ACME server's own
+	// HTTPS certificate, for a private CA (a test CA such as pebble); empty
+	// trusts the system's roots, which is right for Let's Encrypt.
+	ACMECABundle string
+	// ACMECheckInterval is how often opusd looks for certificates due for
+	// renewal (a third of their lifetime left) or due for another try.
+	ACMECheckInterval time.Duration
+}
+
+// LetsEncryptDirectory is Let's Encrypt's production ACME directory.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// ACME reports whether certificates come from an ACME CA.
+func (c Config) ACME() bool { return c.ACMEDirectory != "" }
+
+// ACMEWebroot is the directory opusd answers HTTP-01 challenges from:
+// it writes each token at .well-known/acme-challenge/TOKEN beneath it,
+// and every project's HTTP vhost on the front serves that path from there
+// (opus-privd renders it; ACMEChallengeDir). It belongs to the opus user,
+// never to a project: a tenant must not answer challenges for names that
+// are not its own.
+func (c Config) ACMEWebroot() string { return filepath.Join(c.BaseDir, "acme", "webroot") }
+
+// ACMEChallengeDir is the directory the front serves
+// /.well-known/acme-challenge/ from.
+func (c Config) ACMEChallengeDir() string {
+	return filepath.Join(c.ACMEWebroot(), ".well-known", "acme-challenge")
 }
 
 // MaxSnapshotBytes is the largest snapshot_max_bytes.
@@ -189,6 +228,9 @@ func Default() Config {
 		UploadGrace:      time.Hour,
 		SnapshotMaxBytes: 256 << 20,
 		SnapshotKeep:     5,
+		// The renewal window is weeks for a CA's usual certificates:
+		// looking hourly is plenty, and retries are spaced by backoff.
+		ACMECheckInterval: time.Hour,
 	}
 }
 
@@ -320,6 +362,8 @@ func (c Config) Format() string {
 		{"git_max_bytes", c.GitMaxBytes}, {"postgres_admin", c.PostgresAdmin},
 		{"snapshot_max_bytes", c.SnapshotMaxBytes}, {"snapshot_keep", c.SnapshotKeep},
 		{"metrics_listen", c.MetricsListen}, {"metrics_allow_remote", yesNo(c.MetricsAllowRemote)},
+		{"acme_directory", c.ACMEDirectory}, {"acme_email", c.ACMEEmail}, {"acme_ca_bundle", c.ACMECABundle},
+		{"acme_check_interval", c.ACMECheckInterval},
 	} {
 		fmt.Fprintf(&b, "%s %v\n", kv[0], kv[1])
 	}
@@ -334,6 +378,7 @@ func (c *Config) Set(key, value string) error {
 		"apache_mode": &c.ApacheMode, "apache_dir": &c.ApacheDir, "apache_instance": &c.ApacheInstance, "python": &c.Python,
 		"postgres_admin": &c.PostgresAdmin, "user_prefix": &c.UserPrefix,
 		"metrics_listen": &c.MetricsListen,
+		"acme_directory": &c.ACMEDirectory, "acme_email": &c.ACMEEmail, "acme_ca_bundle": &c.ACMECABundle,
 	}
 	num := map[string]*int{
 		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort, "backend_port": &c.BackendPort,
@@ -372,6 +417,13 @@ func (c *Config) Set(key, value string) error {
 			return fmt.Errorf("upload_grace: %q is not a duration such as 1h or 30m", value)
 		}
 		c.UploadGrace = d
+		return nil
+	case "acme_check_interval":
+		d, err := time.ParseDuration(value)
+		if err != nil {
+			return fmt.Errorf("acme_check_interval: %q is not a duration such as 1h or 30m", value)
+		}
+		c.ACMECheckInterval = d
 		return nil
 	}
 	if p, ok := str[key]; ok {
@@ -454,6 +506,9 @@ func (c Config) Validate() error {
 	if c.SnapshotKeep < 1 || c.SnapshotKeep > 100 {
 		return fmt.Errorf("snapshot_keep: %d must lie in 1-100", c.SnapshotKeep)
 	}
+	if err := c.validateACME(); err != nil {
+		return err
+	}
 	if c.UploadGrace < time.Second {
 		return fmt.Errorf("upload_grace: %s is shorter than a second; an upload must outlive the call that names it", c.UploadGrace)
 	}
@@ -504,5 +559,30 @@ func parseBytes(key, value string, to *int64) error {
 		return fmt.Errorf("%s: %q is not a number of bytes", key, value)
 	}
 	*to = v
+	return nil
+}
+
+// validateACME checks the acme_ keys. The directory must be an https URL
+// (a CA's API carries the account's signed requests); a plain http one is
+// refused so that a typo cannot send them in clear.
+func (c Config) validateACME() error {
+	if c.ACMECheckInterval < time.Second || c.ACMECheckInterval > 24*time.Hour {
+		return fmt.Errorf("acme_check_interval: %s must lie in 1s-24h", c.ACMECheckInterval)
+	}
+	if c.ACMEDirectory == "" {
+		return nil
+	}
+	u, err := url.Parse(c.ACMEDirectory)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return fmt.Errorf("acme_directory: %q must be an https URL such as %s", c.ACMEDirectory, LetsEncryptDirectory)
+	}
+	if c.ACMEEmail != "" {
+		if _, err := mail.ParseAddress(c.ACMEEmail); err != nil || strings.ContainsAny(c.ACMEEmail, "<> ") {
+			return fmt.Errorf("acme_email: %q is not an email address such as hostmaster@example.com", c.ACMEEmail)
+		}
+	}
+	if c.ACMECABundle != "" && (!filepath.IsAbs(c.ACMECABundle) || filepath.Clean(c.ACMECABundle) != c.ACMECABundle) {
+		return fmt.Errorf("acme_ca_bundle: %q must be a clean absolute path", c.ACMECABundle)
+	}
 	return nil
 }

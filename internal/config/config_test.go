@@ -80,6 +80,17 @@ func TestParse(t *testing.T) {
 			return c.MetricsListen == "192.0.2.7:9464" && c.MetricsAllowRemote
 		}},
 		{name: "metrics remote not a switch", in: "metrics_allow_remote true\n", wantErr: "neither yes nor no"},
+		{name: "acme off by default", in: "", check: func(c Config) bool { return !c.ACME() && c.ACMECheckInterval == time.Hour }},
+		{name: "acme", in: "acme_directory https://acme-v02.api.letsencrypt.org/directory\nacme_email ops@example.com\nacme_ca_bundle /etc/opus/ca.pem\nacme_check_interval 5m\n", check: func(c Config) bool {
+			return c.ACME() && c.ACMEDirectory == LetsEncryptDirectory && c.ACMEEmail == "ops@example.com" && c.ACMECABundle == "/etc/opus/ca.pem" && c.ACMECheckInterval == 5*time.Minute
+		}},
+		{name: "acme over http", in: "acme_directory http://ca.example/dir\n", wantErr: "must be an https URL"},
+		{name: "acme not a URL", in: "acme_directory letsencrypt\n", wantErr: "must be an https URL"},
+		{name: "acme with credentials", in: "acme_directory https://u:p@ca.example/dir\n", wantErr: "must be an https URL"},
+		{name: "acme email", in: "acme_directory https://ca.example/dir\nacme_email not-an-address\n", wantErr: "acme_email"},
+		{name: "acme bundle relative", in: "acme_directory https://ca.example/dir\nacme_ca_bundle ca.pem\n", wantErr: "acme_ca_bundle"},
+		{name: "acme interval too short", in: "acme_check_interval 10ms\n", wantErr: "acme_check_interval"},
+		{name: "acme interval not a duration", in: "acme_check_interval 60\n", wantErr: "acme_check_interval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,6 +135,8 @@ func TestFormatRoundTrip(t *testing.T) {
 	c.UploadGrace = 90 * time.Second
 	c.PostgresAdmin = "host=/var/run/postgresql user=opus dbname=postgres"
 	c.MetricsListen, c.MetricsAllowRemote = "[::]:9464", true
+	c.ACMEDirectory, c.ACMEEmail, c.ACMECABundle = LetsEncryptDirectory, "hostmaster@example.com", "/etc/opus/acme-ca.pem"
+	c.ACMECheckInterval = 5 * time.Minute
 	for _, want := range []Config{Default(), c} {
 		got := Default()
 		got.HTTPPort = 1
@@ -152,7 +165,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 28 {
+	if c != Default() || n != 32 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }

@@ -74,6 +74,12 @@ func (p Paths) Cert(project string) string { return filepath.Join(p.TLS(), proje
 // Key is the path of a project's private key (root:root 0600).
 func (p Paths) Key(project string) string { return filepath.Join(p.TLS(), project+".key") }
 
+// PendingKey is the key privd made for the project's next certificate
+// (CertificateRequest), until Install makes it the site's key.
+func (p Paths) PendingKey(project string) string {
+	return filepath.Join(p.TLS(), project+".pending.key")
+}
+
 // ErrorLog is the path of a project's own error log.
 func (p Paths) ErrorLog(project string) string {
 	return filepath.Join(p.Logs(), project+".error.log")

@@ -3,8 +3,10 @@ package apache
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -12,9 +14,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opus-hosting/opus/internal/atomicfile"
+	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -106,7 +110,18 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest, ba
 	if err != nil {
 		return nil, fmt.Errorf("install site: %w", err)
 	}
-	cert, key, err := s.checkPair(req.GetCertificatePem(), req.GetKeyPem(), s.now(), s.cfg.TLSSecurityLevel)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keyPEM, pending := req.GetKeyPem(), false
+	if len(keyPEM) == 0 {
+		// A certificate for a key privd made: find that key here, under
+		// mu, so that no CertificateRequest replaces it meanwhile.
+		if keyPEM, pending, err = s.ownKey(site, req.GetCertificatePem()); err != nil {
+			return nil, fmt.Errorf("install site %s: %w", site.Project, err)
+		}
+	}
+	cert, key, err := s.checkPair(req.GetCertificatePem(), keyPEM, s.now(), s.cfg.TLSSecurityLevel)
 	if err != nil {
 		return nil, fmt.Errorf("install site %s: %w", site.Project, err)
 	}
@@ -116,9 +131,6 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest, ba
 		{path: s.paths.Key(name), data: key, mode: 0o600},
 		{path: s.paths.Vhost(name), data: vhost, mode: 0o644},
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if err := s.paths.ensureDirs(); err != nil {
 		return nil, fmt.Errorf("install site %s: %w", name, err)
 	}
@@ -140,6 +152,11 @@ func (s *Sites) Install(ctx context.Context, req *privdv1.InstallSiteRequest, ba
 	if same {
 		delete(s.rolledBack, name)
 		return &privdv1.InstallSiteResponse{Changed: false}, nil
+	}
+	if pending {
+		// The new key is now the site's; what a failed restart puts back
+		// is the site as it was, with its own key (s.changed).
+		defer s.dropPendingKey(name)
 	}
 	for i, f := range files {
 		if err := atomicfile.Write(f.path, f.data, f.mode); err != nil {
@@ -196,7 +213,7 @@ func (s *Sites) Remove(ctx context.Context, req *privdv1.RemoveSiteRequest) (*pr
 	delete(s.rolledBack, name)
 	removed := false
 	// The vhost goes first: a vhost without its key would fail configtest.
-	for _, p := range []string{s.paths.Vhost(name), s.paths.Key(name), s.paths.Cert(name), s.paths.ErrorLog(name)} {
+	for _, p := range []string{s.paths.Vhost(name), s.paths.Key(name), s.paths.Cert(name), s.paths.ErrorLog(name), s.paths.PendingKey(name)} {
 		err := os.Remove(p)
 		switch {
 		case err == nil:
@@ -284,4 +301,104 @@ func (s *Sites) rolledBackAnswer() map[string]string {
 		return nil
 	}
 	return maps.Clone(s.rolledBack)
+}
+
+// CertificateRequest makes a new key for the project's site and keeps it
+// as the site's pending key (root:root 0600, replacing an earlier pending
+// one), then returns a CSR for the site's names (the server name first,
+// then the aliases, each validated as for Install) signed by it. The key
+// is used when Install is given a certificate for it without a key, and
+// never leaves privd: only Apache's master reads it once it is installed.
+func (s *Sites) CertificateRequest(ctx context.Context, req *privdv1.CertificateRequestRequest) (*privdv1.CertificateRequestResponse, error) {
+	site, err := Site{Project: req.GetProject(), Aliases: req.GetAliases()}.normalize(s.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	key, err := cert.NewKey(s.cfg.TLSSecurityLevel)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request for %s: %w", site.Project, err)
+	}
+	keyPEM, err := cert.KeyPEM(key)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request for %s: %w", site.Project, err)
+	}
+	csr, err := cert.Request(key, site.names(s.cfg))
+	if err != nil {
+		return nil, fmt.Errorf("certificate request for %s: %w", site.Project, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.paths.ensureDirs(); err != nil {
+		return nil, fmt.Errorf("certificate request for %s: %w", site.Project, err)
+	}
+	if err := atomicfile.Write(s.paths.PendingKey(site.Project), keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("certificate request for %s: %w", site.Project, err)
+	}
+	s.log.Info("new key and certificate request", "project", site.Project, "names", len(site.Aliases)+1)
+	return &privdv1.CertificateRequestResponse{Csr: csr}, nil
+}
+
+// ownKey finds the key privd made that certPEM's leaf is for: the site's
+// pending key (a new certificate from the CA) or its installed one (the
+// same certificate installed again). The leaf must name exactly the
+// site's names. Held by mu.
+func (s *Sites) ownKey(site Site, certPEM []byte) (keyPEM []byte, pending bool, err error) {
+	site, err = site.normalize(s.cfg)
+	if err != nil {
+		return nil, false, err
+	}
+	chain, err := cert.ParseChain(certPEM)
+	if err != nil {
+		return nil, false, fmt.Errorf("tls: %w", err)
+	}
+	leaf := chain[0]
+	if err := cert.CheckNames(leaf, site.names(s.cfg)); err != nil {
+		return nil, false, fmt.Errorf("tls: %w", err)
+	}
+	for _, c := range []struct {
+		path    string
+		pending bool
+	}{{s.paths.PendingKey(site.Project), true}, {s.paths.Key(site.Project), false}} {
+		data, err := readBounded(c.path, cert.MaxPEM)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		key, err := cert.ParseKey(data)
+		if err != nil {
+			continue // not ours to judge here: an owner's key, say
+		}
+		if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(leaf.PublicKey) {
+			return data, c.pending, nil
+		}
+	}
+	return nil, false, fmt.Errorf("tls: %w: the certificate is for no key privd made for %s (ask for a new certificate request)", cert.ErrInvalid, site.Project)
+}
+
+// dropPendingKey removes the site's pending key once Install made it the
+// site's key. Held by mu.
+func (s *Sites) dropPendingKey(project string) {
+	if err := os.Remove(s.paths.PendingKey(project)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Error("remove pending key", "project", project, "err", err)
+	}
+}
+
+// readBounded reads at most max bytes of the regular file at path,
+// refusing a link or anything larger.
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > max {
+		return nil, fmt.Errorf("%s is not a regular file of at most %d bytes", path, max)
+	}
+	return io.ReadAll(io.LimitReader(f, max+1))
 }

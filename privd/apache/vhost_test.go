@@ -44,16 +44,25 @@ func testConfig() config.Config {
 }
 
 func TestRenderVhostGolden(t *testing.T) {
+	acme := func(c *config.Config) { c.ACMEDirectory = config.LetsEncryptDirectory }
 	tests := []struct {
 		golden string
 		site   Site
+		cfg    func(*config.Config)
 	}{
-		{"vhost_basic.golden", Site{Project: "blog"}},
-		{"vhost_aliases.golden", Site{Project: "shop2", Aliases: []string{"shop.example.org", "www.shop.example.org"}}},
+		{"vhost_basic.golden", Site{Project: "blog"}, nil},
+		{"vhost_aliases.golden", Site{Project: "shop2", Aliases: []string{"shop.example.org", "www.shop.example.org"}}, nil},
+		// With ACME, the HTTP vhost serves the challenge directory and
+		// keeps that path from the backend; nothing else changes.
+		{"vhost_acme.golden", Site{Project: "shop2", Aliases: []string{"shop.example.org"}}, acme},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
-			got, err := RenderVhost(testConfig(), tt.site, testBackend)
+			cfg := testConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			got, err := RenderVhost(cfg, tt.site, testBackend)
 			if err != nil {
 				t.Fatal(err)
 			}

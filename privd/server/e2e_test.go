@@ -84,6 +84,8 @@ func clientMain(sock string, projects []string) int {
 	rec("InstallSite", err)
 	_, err = c.RemoveSite(ctx, &privdv1.RemoveSiteRequest{Project: existing})
 	rec("RemoveSite", err)
+	_, err = c.CertificateRequest(ctx, &privdv1.CertificateRequestRequest{Project: existing})
+	rec("CertificateRequest", err)
 	_, err = c.ReloadApache(ctx, &privdv1.ReloadApacheRequest{})
 	rec("ReloadApache", err)
 	_, err = c.TailLog(ctx, &privdv1.TailLogRequest{Project: existing})

@@ -44,6 +44,9 @@ type Sites interface {
 	Reload(ctx context.Context, req *privdv1.ReloadApacheRequest) (*privdv1.ReloadApacheResponse, error)
 	// TailLog returns the last lines of the project's error log.
 	TailLog(ctx context.Context, req *privdv1.TailLogRequest) (*privdv1.TailLogResponse, error)
+	// CertificateRequest makes a new key for the project's site, kept
+	// beside its installed key, and returns a CSR for its names.
+	CertificateRequest(ctx context.Context, req *privdv1.CertificateRequestRequest) (*privdv1.CertificateRequestResponse, error)
 }
 
 // Backends runs each project's own Apache + mod_wsgi. privd/apache's
@@ -123,6 +126,10 @@ var allowed = map[string]bool{
 	"/opus.privd.v1.Privd/DumpData":      true,
 	"/opus.privd.v1.Privd/LoadData":      true,
 	"/opus.privd.v1.Privd/Stats":         true,
+	// CertificateRequest: a key for an ACME certificate is made here, as
+	// root, and never leaves privd and the front (README's security
+	// section).
+	"/opus.privd.v1.Privd/CertificateRequest": true,
 }
 
 // New returns the service for cfg.
@@ -388,6 +395,23 @@ func (s *Server) InstallSite(ctx context.Context, req *privdv1.InstallSiteReques
 		return nil, errNoSites
 	}
 	resp, err := s.cfg.Sites.Install(ctx, req, s.cfg.BackendAddr(u.UID))
+	return resp, toStatus(err)
+}
+
+// CertificateRequest implements privdv1.PrivdServer. Like InstallSite it
+// asks for the project's user (FailedPrecondition, nothing made, when it is
+// missing or not Opus's): privd makes keys only for projects Opus made.
+func (s *Server) CertificateRequest(ctx context.Context, req *privdv1.CertificateRequestRequest) (*privdv1.CertificateRequestResponse, error) {
+	if err := validateCertificateRequest(req); err != nil {
+		return nil, err
+	}
+	if s.cfg.Sites == nil {
+		return nil, errNoSites
+	}
+	if _, err := s.cfg.Accounts.LookupUser(req.GetProject()); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := s.cfg.Sites.CertificateRequest(ctx, req)
 	return resp, toStatus(err)
 }
 

@@ -46,10 +46,11 @@ func TestAllowlistIsTheService(t *testing.T) {
 		}
 	}
 	// Nine after the first round, EnsureBackend and RemoveBackend
-	// (issue 15), DumpData and LoadData (issue 17), Stats (issue 19),
-	// each argued in README's security section.
-	if len(served) > 14 {
-		t.Errorf("the service has %d methods; the design allows at most fourteen", len(served))
+	// (issue 15), DumpData and LoadData (issue 17), Stats and
+	// CertificateRequest (issue 19), each argued in README's security
+	// section.
+	if len(served) > 15 {
+		t.Errorf("the service has %d methods; the design allows at most fifteen", len(served))
 	}
 }
 
@@ -160,6 +161,10 @@ func invalidRequests(c privdv1.PrivdClient) []struct {
 				_, err := c.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: n, CertificatePem: validCert, KeyPem: validCert})
 				return err
 			}},
+			tc{"project", func(ctx context.Context) error {
+				_, err := c.CertificateRequest(ctx, &privdv1.CertificateRequestRequest{Project: n})
+				return err
+			}},
 		)
 	}
 	site := func(mod func(*privdv1.InstallSiteRequest)) func(ctx context.Context) error {
@@ -182,6 +187,14 @@ func invalidRequests(c privdv1.PrivdClient) []struct {
 		tc{"aliases[0]", site(func(r *privdv1.InstallSiteRequest) { r.Aliases = []string{"Evil.example"} })},
 		tc{"aliases[1]", site(func(r *privdv1.InstallSiteRequest) { r.Aliases = []string{"ok.example", "a\nInclude /etc"} })},
 		tc{"aliases", site(func(r *privdv1.InstallSiteRequest) { r.Aliases = make([]string, 33) })},
+		tc{"aliases[0]", func(ctx context.Context) error {
+			_, err := c.CertificateRequest(ctx, &privdv1.CertificateRequestRequest{Project: "blog", Aliases: []string{"a\nInclude /etc"}})
+			return err
+		}},
+		tc{"aliases", func(ctx context.Context) error {
+			_, err := c.CertificateRequest(ctx, &privdv1.CertificateRequestRequest{Project: "blog", Aliases: make([]string, 33)})
+			return err
+		}},
 		tc{"processes", func(ctx context.Context) error {
 			_, err := c.EnsureBackend(ctx, &privdv1.EnsureBackendRequest{Project: "blog", Processes: 1000})
 			return err
@@ -251,6 +264,9 @@ func (d direct) RemoveSite(ctx context.Context, r *privdv1.RemoveSiteRequest, _ 
 func (d direct) ReloadApache(ctx context.Context, r *privdv1.ReloadApacheRequest, _ ...grpc.CallOption) (*privdv1.ReloadApacheResponse, error) {
 	return d.s.ReloadApache(ctx, r)
 }
+func (d direct) CertificateRequest(ctx context.Context, r *privdv1.CertificateRequestRequest, _ ...grpc.CallOption) (*privdv1.CertificateRequestResponse, error) {
+	return d.s.CertificateRequest(ctx, r)
+}
 func (d direct) TailLog(ctx context.Context, r *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
 	return d.s.TailLog(ctx, r)
 }
@@ -287,6 +303,10 @@ type recorder struct {
 func (r *recorder) Install(context.Context, *privdv1.InstallSiteRequest, netip.AddrPort) (*privdv1.InstallSiteResponse, error) {
 	r.calls = append(r.calls, "Install")
 	return &privdv1.InstallSiteResponse{}, nil
+}
+func (r *recorder) CertificateRequest(context.Context, *privdv1.CertificateRequestRequest) (*privdv1.CertificateRequestResponse, error) {
+	r.calls = append(r.calls, "CertificateRequest")
+	return &privdv1.CertificateRequestResponse{}, nil
 }
 func (r *recorder) Remove(context.Context, *privdv1.RemoveSiteRequest) (*privdv1.RemoveSiteResponse, error) {
 	r.calls = append(r.calls, "Remove")
@@ -345,7 +365,11 @@ func TestDependencies(t *testing.T) {
 			_, err := s.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: "blog", CertificatePem: validCert, KeyPem: validCert})
 			return err
 		},
-		"RemoveSite":   func() error { _, err := s.RemoveSite(ctx, &privdv1.RemoveSiteRequest{Project: "blog"}); return err },
+		"RemoveSite": func() error { _, err := s.RemoveSite(ctx, &privdv1.RemoveSiteRequest{Project: "blog"}); return err },
+		"CertificateRequest": func() error {
+			_, err := s.CertificateRequest(ctx, &privdv1.CertificateRequestRequest{Project: "blog"})
+			return err
+		},
 		"ReloadApache": func() error { _, err := s.ReloadApache(ctx, &privdv1.ReloadApacheRequest{}); return err },
 		"TailLog":      func() error { _, err := s.TailLog(ctx, &privdv1.TailLogRequest{Project: "blog"}); return err },
 		"RunManage":    func() error { _, err := s.RunManage(ctx, &check); return err },
@@ -401,6 +425,11 @@ func TestSiteCallsAndProjectUsers(t *testing.T) {
 		{"evil", "InstallSite", codes.FailedPrecondition},
 		{"rooty", "InstallSite", codes.FailedPrecondition},
 		{"absent", "InstallSite", codes.FailedPrecondition},
+		// privd makes keys only for projects Opus made.
+		{"blog", "CertificateRequest", codes.OK},
+		{"evil", "CertificateRequest", codes.FailedPrecondition},
+		{"rooty", "CertificateRequest", codes.FailedPrecondition},
+		{"absent", "CertificateRequest", codes.FailedPrecondition},
 		{"evil", "RemoveSite", codes.OK},
 		{"absent", "RemoveSite", codes.OK},
 		{"evil", "TailLog", codes.OK},
@@ -414,6 +443,8 @@ func TestSiteCallsAndProjectUsers(t *testing.T) {
 			switch tc.call {
 			case "InstallSite":
 				_, err = s.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: tc.project, CertificatePem: validCert, KeyPem: validCert})
+			case "CertificateRequest":
+				_, err = s.CertificateRequest(ctx, &privdv1.CertificateRequestRequest{Project: tc.project})
 			case "RemoveSite":
 				_, err = s.RemoveSite(ctx, &privdv1.RemoveSiteRequest{Project: tc.project})
 			case "TailLog":

@@ -67,7 +67,7 @@ func TestStats(t *testing.T) {
 			{Method: "TailLog", Code: "Unknown", Count: 1},
 		},
 	}
-	for _, m := range []string{"DeleteUser", "DumpData", "EnsureBackend", "EnsureUser", "InstallSite", "LoadData",
+	for _, m := range []string{"CertificateRequest", "DeleteUser", "DumpData", "EnsureBackend", "EnsureUser", "InstallSite", "LoadData",
 		"ReloadApache", "RemoveBackend", "RemoveSite", "RemoveTree", "RunManage", "SecureTree", "Stats", "TailLog", "other"} {
 		n := map[string]uint64{"DeleteUser": 1, "EnsureUser": 1, "LoadData": 1, "other": 2000}[m]
 		want.Refusals = append(want.Refusals, &privdv1.RefusalCount{Method: m, Count: n})

@@ -30,22 +30,36 @@ func invalid(field, format string, args ...any) error {
 }
 
 func validateInstallSite(req *privdv1.InstallSiteRequest) error {
-	if err := validateProject(req.GetProject()); err != nil {
+	if err := validateSiteNames(req.GetProject(), req.GetAliases()); err != nil {
 		return err
-	}
-	if n := len(req.GetAliases()); n > maxAliases {
-		return invalid("aliases", "%d given; at most %d are allowed", n, maxAliases)
-	}
-	for i, a := range req.GetAliases() {
-		if err := names.ValidateHostName(a); err != nil {
-			return invalid(fmt.Sprintf("aliases[%d]", i), "%v", err)
-		}
 	}
 	if n := len(req.GetCertificatePem()); n == 0 || n > maxPEM {
 		return invalid("certificate_pem", "is %d bytes; want 1 to %d", n, maxPEM)
 	}
-	if n := len(req.GetKeyPem()); n == 0 || n > maxPEM {
-		return invalid("key_pem", "is %d bytes; want 1 to %d", n, maxPEM)
+	// No key: the certificate is for a key privd made (CertificateRequest).
+	if n := len(req.GetKeyPem()); n > maxPEM {
+		return invalid("key_pem", "is %d bytes; want at most %d", n, maxPEM)
+	}
+	return nil
+}
+
+func validateCertificateRequest(req *privdv1.CertificateRequestRequest) error {
+	return validateSiteNames(req.GetProject(), req.GetAliases())
+}
+
+// validateSiteNames checks a site's project and aliases, as both calls
+// that name them need.
+func validateSiteNames(project string, aliases []string) error {
+	if err := validateProject(project); err != nil {
+		return err
+	}
+	if n := len(aliases); n > maxAliases {
+		return invalid("aliases", "%d given; at most %d are allowed", n, maxAliases)
+	}
+	for i, a := range aliases {
+		if err := names.ValidateHostName(a); err != nil {
+			return invalid(fmt.Sprintf("aliases[%d]", i), "%v", err)
+		}
 	}
 	return nil
 }

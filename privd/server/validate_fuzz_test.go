@@ -45,6 +45,11 @@ func (r *backendLog) Install(_ context.Context, req *privdv1.InstallSiteRequest,
 	return &privdv1.InstallSiteResponse{}, nil
 }
 
+func (r *backendLog) CertificateRequest(_ context.Context, req *privdv1.CertificateRequestRequest) (*privdv1.CertificateRequestResponse, error) {
+	r.keep(req)
+	return &privdv1.CertificateRequestResponse{}, nil
+}
+
 // backendsLog is backendLog as Backends.
 type backendsLog struct{ *backendLog }
 
@@ -124,8 +129,18 @@ func checkAccepted(t *testing.T, m proto.Message) {
 				t.Fatalf("InstallSite alias %q got through", a)
 			}
 		}
-		if n, k := len(r.GetCertificatePem()), len(r.GetKeyPem()); n == 0 || n > maxPEM || k == 0 || k > maxPEM {
+		// No key is a certificate for privd's own key (CertificateRequest).
+		if n, k := len(r.GetCertificatePem()), len(r.GetKeyPem()); n == 0 || n > maxPEM || k > maxPEM {
 			t.Fatalf("InstallSite PEM sizes %d/%d got through", n, k)
+		}
+	case *privdv1.CertificateRequestRequest:
+		if len(r.GetAliases()) > maxAliases {
+			t.Fatalf("CertificateRequest out of bounds got through: %d aliases", len(r.GetAliases()))
+		}
+		for _, a := range r.GetAliases() {
+			if a == "" || len(a) > names.MaxHostName || strings.ContainsAny(a, " \t\r\n\"'<>\\/*#${}%") || strings.ToLower(a) != a {
+				t.Fatalf("CertificateRequest alias %q got through", a)
+			}
 		}
 	case *privdv1.RunManageRequest:
 		if n := len(r.GetCommands()); n == 0 || n > maxCommands {
@@ -217,6 +232,10 @@ func FuzzRequestValidation(f *testing.F) {
 			{"InstallSite", func() error {
 				_, err := s.InstallSite(ctx, &privdv1.InstallSiteRequest{Project: project, Aliases: als,
 					CertificatePem: []byte(strings.Repeat("C", clamp(certLen))), KeyPem: []byte(strings.Repeat("K", clamp(keyLen)))})
+				return err
+			}},
+			{"CertificateRequest", func() error {
+				_, err := s.CertificateRequest(ctx, &privdv1.CertificateRequestRequest{Project: project, Aliases: als})
 				return err
 			}},
 			{"EnsureBackend", func() error {

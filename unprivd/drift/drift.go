@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opus-hosting/opus/internal/colondb"
 	"github.com/opus-hosting/opus/internal/config"
@@ -66,6 +67,15 @@ type Project struct {
 	// run succeeded, it is at its spec and it is not being deleted. A
 	// project in flight or failed may lack parts without that being drift.
 	Deployed bool
+	// CertificateError is why the last try to obtain or renew the
+	// project's certificate from the ACME CA failed ("" when it did not),
+	// since CertificateErrorSince; CertificateNotAfter is when the
+	// certificate that keeps serving meanwhile expires, CertificateRetry
+	// the next try.
+	CertificateError      string
+	CertificateErrorSince time.Time
+	CertificateNotAfter   time.Time
+	CertificateRetry      time.Time
 }
 
 // Host is where to look.
@@ -134,15 +144,21 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 	}
 	certs := map[string]bool{}
 	var certStrays []string
-	for _, ext := range []string{".crt", ".key"} {
-		got, s, err := h.listNames(filepath.Join(h.BaseDir, "tls"), ext)
+	for _, d := range []struct{ dir, ext string }{
+		{filepath.Join(h.BaseDir, "tls"), ".crt"}, {filepath.Join(h.BaseDir, "tls"), ".key"},
+		// Chains from the ACME CA (unprivd/reconcile.ACMECertPath).
+		{filepath.Join(h.BaseDir, "acme", "certs"), ".crt"},
+	} {
+		got, s, err := h.listNames(d.dir, d.ext)
 		if err != nil {
 			return nil, 0, err
 		}
 		for n := range got {
 			certs[n] = true
 		}
-		certStrays = append(certStrays, s...)
+		for _, f := range s {
+			certStrays = append(certStrays, filepath.Join(d.dir, f))
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
@@ -201,7 +217,16 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 		}
 	}
 	for _, f := range certStrays {
-		add(KindCertificate, "", "%s in %s names no valid project", f, filepath.Join(h.BaseDir, "tls"))
+		add(KindCertificate, "", "%s names no valid project", f)
+	}
+	// A failing renewal is not drift of the host but needs an admin
+	// before the certificate runs out: the latest answer says it.
+	for _, p := range after {
+		if p.CertificateError == "" {
+			continue
+		}
+		add(KindCertificate, p.Name, "project %s gets no certificate from the ACME CA since %s: %s; the installed one (valid until %s) keeps serving, and Opus tries again at %s",
+			p.Name, stamp(p.CertificateErrorSince), p.CertificateError, stamp(p.CertificateNotAfter), stamp(p.CertificateRetry))
 	}
 	for name, n := range deployed {
 		if n < 2 {
@@ -234,6 +259,14 @@ func (h Host) Check(ctx context.Context, projects func(context.Context) ([]Proje
 		return a.Detail < b.Detail
 	})
 	return findings, len(known), nil
+}
+
+// stamp is t for a finding (UTC, to the second), "-" when unset.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // backendUp reports whether the master named by project's backend pid file

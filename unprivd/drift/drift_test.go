@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeHost lays out a host: users in a passwd file, vhosts, project
@@ -18,6 +19,7 @@ type fakeHost struct {
 	vhosts []string // file names in the sites dir
 	dirs   []string // entries of BASE/projects
 	certs  []string // file names in BASE/tls
+	acme   []string // file names in BASE/acme/certs
 	// backends have a backend directory with a live master; down ones a
 	// directory whose pid file names no live master.
 	backends, down []string
@@ -47,6 +49,9 @@ func (f fakeHost) make(t *testing.T) Host {
 	}
 	for _, c := range f.certs {
 		write(filepath.Join(h.BaseDir, "tls", c), "PEM")
+	}
+	for _, c := range f.acme {
+		write(filepath.Join(h.BaseDir, "acme", "certs", c), "PEM")
 	}
 	for i, b := range append(f.backends, f.down...) {
 		pid := strconv.Itoa(4000 + i)
@@ -112,6 +117,12 @@ func TestCheck(t *testing.T) {
 		{"files naming no project", fakeHost{vhosts: []string{"000-default.conf", "notes.txt", ".blog.conf.tmp123"}, dirs: []string{"Bad-Name"}, certs: []string{"x-y.crt"}}, nil, nil,
 			[]found{{KindCertificate, ""}, {KindDirectory, ""}, {KindVhost, ""}, {KindVhost, ""}}},
 		{"created during the check is no orphan", whole("new"), nil, []Project{{Name: "new"}}, nil},
+		{"a certificate from the ACME CA of no project", fakeHost{acme: []string{"gone.crt", "x_y.crt"}}, nil, nil,
+			[]found{{KindCertificate, ""}, {KindCertificate, "gone"}}},
+		{"a failing renewal, as the store says it last", merge(whole("blog"), whole("shop")),
+			[]Project{{Name: "blog", Deployed: true}, {Name: "shop", Deployed: true, CertificateError: "old news"}},
+			[]Project{{Name: "blog", Deployed: true, CertificateError: "the CA is down", CertificateErrorSince: time.Now(), CertificateNotAfter: time.Now().Add(time.Hour)}, {Name: "shop", Deployed: true}},
+			[]found{{KindCertificate, "blog"}}},
 		{"destroyed during the check is not missing", fakeHost{}, deployed("old"), nil, nil},
 	}
 	for _, tt := range tests {

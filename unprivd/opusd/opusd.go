@@ -22,6 +22,7 @@ import (
 	"github.com/opus-hosting/opus/internal/layout"
 	"github.com/opus-hosting/opus/internal/peercred"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/acme"
 	"github.com/opus-hosting/opus/unprivd/drift"
 	"github.com/opus-hosting/opus/unprivd/metrics"
 	"github.com/opus-hosting/opus/unprivd/postgres"
@@ -101,12 +102,24 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	if err != nil {
 		return err
 	}
+	// With acme_directory, every project's certificate comes from the
+	// ACME CA; without, nothing of ACME runs (self-signed, as always).
+	var issuer reconcile.Issuer
+	if cfg.ACME() {
+		ac, err := acme.New(cfg, log)
+		if err != nil {
+			return err
+		}
+		issuer = ac
+		log.Info("certificates from the ACME CA", "directory", cfg.ACMEDirectory, "check_interval", cfg.ACMECheckInterval)
+	}
 	// The metrics observe the reconciler and read its queue: made first,
 	// they read it through rec once it exists.
 	var rec *reconcile.Reconciler
 	mets := metrics.New(metrics.Config{Store: st, Privd: privd, Logger: log,
 		Queue: func() (int, int) { return rec.Queue() }})
 	rec = reconcile.New(st, privd, reconcile.Options{
+		ACME: issuer, ACMECheckInterval: cfg.ACMECheckInterval,
 		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
 		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort, ProjectUIDs: cfg.ProjectUIDs,
 		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads, TLSSecurityLevel: cfg.TLSSecurityLevel,

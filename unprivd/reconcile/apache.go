@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"strings"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/opus-hosting/opus/internal/procs"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -66,14 +70,37 @@ func stepBackend(ctx context.Context, t *Task) (string, error) {
 // answers whether anything changed, which decides whether the front must
 // reload.
 func stepVhost(ctx context.Context, t *Task) (string, error) {
-	if len(t.certPEM) == 0 || len(t.keyPEM) == 0 {
+	if len(t.certPEM) == 0 {
 		return "", errors.New("no certificate chosen (the certificate step did not run)")
 	}
-	res, err := t.Privd.InstallSite(ctx, &privdv1.InstallSiteRequest{
-		Project:        t.Project.Name,
-		Aliases:        t.Project.Spec.Settings.Hosts,
-		CertificatePem: t.certPEM, KeyPem: t.keyPEM,
-	})
+	install := func() (*privdv1.InstallSiteResponse, error) {
+		return t.Privd.InstallSite(ctx, &privdv1.InstallSiteRequest{
+			Project:        t.Project.Name,
+			Aliases:        t.Project.Spec.Settings.Hosts,
+			CertificatePem: t.certPEM, KeyPem: t.keyPEM,
+		})
+	}
+	res, err := install()
+	if err != nil && len(t.keyPEM) == 0 && status.Code(err) == codes.InvalidArgument {
+		// privd no longer holds the key of the CA's certificate opusd kept
+		// (a failed graceful restart put the site's previous key back):
+		// serve a self-signed certificate; the renewal loop asks the CA
+		// for a new one at once.
+		t.Log.Warn("acme: privd refused the kept certificate from the CA; serving a self-signed one until the CA issues a new one", "err", err)
+		if rerr := os.Remove(ACMECertPath(t.opt.BaseDir, t.Project.Name)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return "", fmt.Errorf("forget the refused certificate: %w", rerr)
+		}
+		leaf, _, serr := selfSigned(t, t.ServerName(), t.Clock.Now())
+		if serr != nil {
+			return "", serr
+		}
+		if uerr := t.Update(ctx, func(p *store.Project) {
+			p.Status.Certificate = store.CertificateStatus{Kind: CertSelfSigned, NotAfter: leaf.NotAfter}
+		}); uerr != nil {
+			return "", uerr
+		}
+		res, err = install()
+	}
 	if err != nil {
 		return "", privdErr("InstallSite", err)
 	}

@@ -32,8 +32,12 @@ func certPaths(base, project string) (crt, key string) {
 }
 
 // stepCertificate picks the certificate the vhost gets: the owner's when
-// set, else a self-signed one made once and kept until 30 days before it
-// expires.
+// set, else with ACME on the one the CA issued (kept by opusd; its key is
+// privd's) while it names the project's names and is valid, else a
+// self-signed one made once and kept until 30 days before it expires. A
+// project's first certificate from the CA, and every renewal, comes from
+// the renewal loop (acme.go) once the project serves: HTTP-01 needs its
+// site on the front.
 func stepCertificate(ctx context.Context, t *Task) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -54,23 +58,64 @@ func stepCertificate(ctx context.Context, t *Task) (string, error) {
 		}
 		t.certPEM, t.keyPEM = oc.CertificatePEM, oc.KeyPEM
 		msg = "owner's certificate"
+	} else if chain, acmeLeaf, why := acmeChoice(t, now); acmeLeaf != nil {
+		kind, leaf = CertACME, acmeLeaf
+		// No key: privd holds it (InstallSite finds it).
+		t.certPEM, t.keyPEM = chain, nil
+		msg = "certificate from the ACME CA"
 	} else {
 		kind = CertSelfSigned
 		leaf, msg, err = selfSigned(t, host, now)
 		if err != nil {
 			return "", err
 		}
+		if why != "" {
+			msg += " (" + why + ")"
+		}
 	}
 	msg += fmt.Sprintf(" for %s, valid until %s", host, leaf.NotAfter.UTC().Format(time.DateOnly))
 	cur := t.Project.Status.Certificate
-	if cur.Kind != kind || !cur.NotAfter.Equal(leaf.NotAfter) {
+	// Nothing is asked of the CA for an owner's certificate, nor without
+	// ACME: what was recorded about the CA goes.
+	plain := kind == CertOwner || t.opt.ACME == nil
+	if cur.Kind != kind || !cur.NotAfter.Equal(leaf.NotAfter) || plain && hasACMEStatus(cur) {
 		if err := t.Update(ctx, func(p *store.Project) {
-			p.Status.Certificate = store.CertificateStatus{Kind: kind, NotAfter: leaf.NotAfter}
+			c := &p.Status.Certificate
+			c.Kind, c.NotAfter = kind, leaf.NotAfter
+			switch {
+			case plain:
+				*c = store.CertificateStatus{Kind: kind, NotAfter: leaf.NotAfter}
+			case kind == CertSelfSigned && cur.Kind == CertACME:
+				// The names changed: the renewal loop asks for them now.
+				c.Serial, c.RenewAt = "", time.Time{}
+			}
 		}); err != nil {
 			return "", err
 		}
 	}
 	return msg, nil
+}
+
+// hasACMEStatus reports whether c records anything about the ACME CA.
+func hasACMEStatus(c store.CertificateStatus) bool {
+	return c.Serial != "" || !c.RenewAt.IsZero() || c.Error != "" || !c.ErrorSince.IsZero() || c.Failures != 0
+}
+
+// acmeChoice returns the kept certificate from the ACME CA when ACME is
+// on and it can serve the project's names now; otherwise why not ("" when
+// there is none to speak of).
+func acmeChoice(t *Task, now time.Time) ([]byte, *x509.Certificate, string) {
+	if t.opt.ACME == nil {
+		return nil, nil, ""
+	}
+	chain, leaf, err := keptACME(t, siteNames(t), now)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, "until the ACME CA issues one"
+	case err != nil:
+		return nil, nil, fmt.Sprintf("until the ACME CA issues a new one: %v", err)
+	}
+	return chain, leaf, ""
 }
 
 // selfSigned loads the kept self-signed pair of the project, or makes and
@@ -87,7 +132,7 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 		switch {
 		case err != nil:
 			why = fmt.Sprintf("replaced the kept self-signed certificate (%v)", err)
-		case leaf.VerifyHostname(host) != nil || !sameNames(leaf.DNSNames, names):
+		case leaf.VerifyHostname(host) != nil || !cert.SameNames(leaf.DNSNames, names):
 			why = "replaced the kept self-signed certificate (other host names)"
 		case leaf.NotAfter.Sub(now) < renewBefore:
 			why = "renewed the self-signed certificate (expiring)"
@@ -124,34 +169,21 @@ func selfSigned(t *Task, host string, now time.Time) (*x509.Certificate, string,
 	return leaf, why, nil
 }
 
-// sameNames reports whether a and b hold the same names, in any order.
-func sameNames(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	set := map[string]int{}
-	for _, n := range a {
-		set[n]++
-	}
-	for _, n := range b {
-		if set[n] == 0 {
-			return false
-		}
-		set[n]--
-	}
-	return true
-}
-
-// stepForget removes opusd's own copy of the project's self-signed
-// certificate and key and its data snapshots: the last traces of a
+// stepForget revokes the project's certificate from the ACME CA (best
+// effort), then removes opusd's own copies of the project's certificates
+// and self-signed key and its data snapshots: the last traces of a
 // project outside its record.
 func stepForget(ctx context.Context, t *Task) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
+	revoked, err := revokeACME(ctx, t)
+	if err != nil {
+		return "", err
+	}
 	crt, key := certPaths(t.opt.BaseDir, t.Project.Name)
 	n := 0
-	for _, p := range []string{key, crt} {
+	for _, p := range []string{key, crt, ACMECertPath(t.opt.BaseDir, t.Project.Name)} {
 		err := os.Remove(p)
 		switch {
 		case err == nil:
@@ -163,8 +195,12 @@ func stepForget(ctx context.Context, t *Task) (string, error) {
 	if err := snapshot.NewDir(t.opt.BaseDir).RemoveAll(t.Project.Name); err != nil {
 		return "", fmt.Errorf("forget data snapshots: %w", err)
 	}
+	msg := "removed the kept certificate and key and the data snapshots"
 	if n == 0 {
-		return "no certificate kept; data snapshots removed", nil
+		msg = "no certificate kept; data snapshots removed"
 	}
-	return "removed the kept certificate and key and the data snapshots", nil
+	if revoked != "" {
+		msg = revoked + "; " + msg
+	}
+	return msg, nil
 }

@@ -379,7 +379,7 @@ func TestSettingsReachTheHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameNames(leaf.DNSNames, []string{"live" + testSuffix, "www.example.com"}) {
+	if !cert.SameNames(leaf.DNSNames, []string{"live" + testSuffix, "www.example.com"}) {
 		t.Errorf("certificate names %v", leaf.DNSNames)
 	}
 	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(l.Code, layout.PackageName, "opus.json"))), &oj); err != nil {
@@ -395,7 +395,7 @@ func TestSettingsReachTheHost(t *testing.T) {
 	site = e.privd.sites["live"]
 	e.privd.mu.Unlock()
 	leaf, err = cert.Check(site.GetCertificatePem(), site.GetKeyPem(), time.Now(), 2)
-	if err != nil || len(site.GetAliases()) != 0 || !sameNames(leaf.DNSNames, []string{"live" + testSuffix}) {
+	if err != nil || len(site.GetAliases()) != 0 || !cert.SameNames(leaf.DNSNames, []string{"live" + testSuffix}) {
 		t.Errorf("after unset: aliases %v, names %v (%v)", site.GetAliases(), leaf.DNSNames, err)
 	}
 }

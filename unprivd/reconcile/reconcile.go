@@ -27,6 +27,7 @@ import (
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/acme"
 	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/source"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -125,6 +126,14 @@ type Options struct {
 	// Deploy and Teardown replace the step lists (tests); nil means
 	// DeploySteps() and TeardownSteps().
 	Deploy, Teardown []Step
+	// ACME, when set, obtains every project's certificate (but an
+	// owner's) from the host's ACME CA and renews it (acme.go); nil keeps
+	// self-signed certificates. ACMECheckInterval bounds the time between
+	// two looks for certificates due (config's, an hour when 0);
+	// ACMEBackoff spaces tries after failures.
+	ACME              Issuer
+	ACMECheckInterval time.Duration
+	ACMEBackoff       acme.Backoff
 	// Observer learns of each step and operation that ends (opusd's
 	// metrics); nil: nobody.
 	Observer Observer
@@ -172,6 +181,9 @@ type Reconciler struct {
 	deploy   []Step
 	teardown []Step
 	gate     *reloadGate
+
+	// acmeNudge wakes the renewal loop (nil without ACME).
+	acmeNudge chan struct{}
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -226,6 +238,12 @@ func New(st *store.Store, privd privdv1.PrivdClient, opt Options) *Reconciler {
 	}
 	if r.teardown == nil {
 		r.teardown = TeardownSteps()
+	}
+	if opt.ACME != nil {
+		if r.opt.ACMECheckInterval <= 0 {
+			r.opt.ACMECheckInterval = time.Hour
+		}
+		r.acmeNudge = make(chan struct{}, 1)
 	}
 	r.cond = sync.NewCond(&r.mu)
 	return r
@@ -293,6 +311,9 @@ func (r *Reconciler) Start(ctx context.Context) error {
 	for _, name := range todo {
 		r.log.Info("reconcile on start", "project", name)
 		r.Kick(name)
+	}
+	if r.acmeNudge != nil {
+		go r.renewLoop(r.hard)
 	}
 	return nil
 }
@@ -399,18 +420,23 @@ func (r *Reconciler) worker() {
 		r.mu.Unlock()
 
 		r.run(name)
+		r.done(name)
+	}
+}
 
-		r.mu.Lock()
-		delete(r.running, name)
-		if r.dirty[name] {
-			delete(r.dirty, name)
-			if !r.queued[name] && !r.stopping {
-				r.queued[name] = true
-				r.queue = append(r.queue, name)
-				r.cond.Signal()
-			}
+// done ends the work on project name that marked it running (a run, or
+// exclusive): a Kick meanwhile queues one more run.
+func (r *Reconciler) done(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.running, name)
+	if r.dirty[name] {
+		delete(r.dirty, name)
+		if !r.queued[name] && !r.stopping {
+			r.queued[name] = true
+			r.queue = append(r.queue, name)
+			r.cond.Signal()
 		}
-		r.mu.Unlock()
 	}
 }
 
@@ -918,4 +944,6 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 	}
 	ended.tell(r.opt.Observer)
 	log.Info("reconcile done")
+	// A project that serves now may want its first certificate.
+	r.NudgeACME()
 }

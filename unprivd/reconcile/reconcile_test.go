@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/opus-hosting/opus/internal/cert"
 	"github.com/opus-hosting/opus/internal/layout"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
@@ -176,6 +177,21 @@ func (f *fakePrivd) InstallSite(ctx context.Context, in *privdv1.InstallSiteRequ
 	changed := f.sites[in.Project] == nil || !proto.Equal(f.sites[in.Project], in)
 	f.sites[in.Project] = proto.Clone(in).(*privdv1.InstallSiteRequest)
 	return &privdv1.InstallSiteResponse{Changed: changed}, nil
+}
+
+func (f *fakePrivd) CertificateRequest(ctx context.Context, in *privdv1.CertificateRequestRequest, _ ...grpc.CallOption) (*privdv1.CertificateRequestResponse, error) {
+	if err := f.enter(ctx, "CertificateRequest", in.Project); err != nil {
+		return nil, err
+	}
+	key, err := cert.NewKey(2)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := cert.Request(key, append([]string{in.Project + ".opus.test"}, in.Aliases...))
+	if err != nil {
+		return nil, err
+	}
+	return &privdv1.CertificateRequestResponse{Csr: csr}, nil
 }
 
 func (f *fakePrivd) EnsureBackend(ctx context.Context, in *privdv1.EnsureBackendRequest, _ ...grpc.CallOption) (*privdv1.EnsureBackendResponse, error) {

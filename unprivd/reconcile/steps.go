@@ -60,7 +60,8 @@ func DeploySteps() []Step {
 // TeardownSteps is the chain toward "absent", the deploy chain in reverse:
 // the vhost goes and the front reloads, the project's backend stops, then
 // the tree, the user, a PostgreSQL database Opus provisioned, and opusd's
-// own certificate copy.
+// own certificate copies (a certificate from the ACME CA is revoked
+// first, best effort).
 // After the last step the project's record is deleted.
 func TeardownSteps() []Step {
 	return []Step{
@@ -77,20 +78,21 @@ func TeardownSteps() []Step {
 // privdWork says in words what each privd call does for a project: a
 // step's error names the work, never the call.
 var privdWork = map[string]string{
-	"EnsureUser":    "making the project's Linux user",
-	"DeleteUser":    "deleting the project's Linux user",
-	"SecureTree":    "securing the project's files",
-	"RemoveTree":    "removing the project's files",
-	"RunManage":     "running manage.py",
-	"EnsureBackend": "starting the project's Apache backend",
-	"RemoveBackend": "stopping the project's Apache backend",
-	"InstallSite":   "installing the project's site on the front Apache",
-	"RemoveSite":    "removing the project's site from the front Apache",
-	"ReloadApache":  "reloading the front Apache",
-	"TailLog":       "reading the project's error log",
-	"DumpData":      "copying the project's SQLite database",
-	"LoadData":      "restoring the project's SQLite database",
-	"Stats":         "reading privd's call counters",
+	"EnsureUser":         "making the project's Linux user",
+	"DeleteUser":         "deleting the project's Linux user",
+	"SecureTree":         "securing the project's files",
+	"RemoveTree":         "removing the project's files",
+	"RunManage":          "running manage.py",
+	"EnsureBackend":      "starting the project's Apache backend",
+	"RemoveBackend":      "stopping the project's Apache backend",
+	"InstallSite":        "installing the project's site on the front Apache",
+	"RemoveSite":         "removing the project's site from the front Apache",
+	"ReloadApache":       "reloading the front Apache",
+	"TailLog":            "reading the project's error log",
+	"DumpData":           "copying the project's SQLite database",
+	"LoadData":           "restoring the project's SQLite database",
+	"CertificateRequest": "making a key and certificate request for the project's site",
+	"Stats":              "reading privd's call counters",
 }
 
 // privdErr turns a privd call's error into text a project owner can act

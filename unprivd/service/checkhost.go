@@ -56,9 +56,12 @@ func (s *Service) driftProjects(ctx context.Context) ([]drift.Project, error) {
 	}
 	out := make([]drift.Project, 0, len(ps))
 	for _, p := range ps {
+		c := p.Status.Certificate
 		out = append(out, drift.Project{
-			Name:     p.Name,
-			Deployed: deployed(p),
+			Name:             p.Name,
+			Deployed:         deployed(p),
+			CertificateError: c.Error, CertificateErrorSince: c.ErrorSince,
+			CertificateNotAfter: c.NotAfter, CertificateRetry: c.RenewAt,
 		})
 	}
 	return out, nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/names"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/snapshot"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -80,7 +81,9 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 		Generation: p.Generation, ObservedGeneration: p.Status.ObservedGeneration,
 		Admin: p.Spec.Admin, ServerName: host, SystemUser: p.Status.SystemUser,
 		Certificate: p.Status.Certificate.Kind, CertificateNotAfter: ts(p.Status.Certificate.NotAfter),
-		Settings: toSettings(p), Database: toDatabase(p.Spec.Database),
+		CertificateError: p.Status.Certificate.Error, CertificateErrorTime: ts(p.Status.Certificate.ErrorSince),
+		CertificateRenewTime: ts(p.Status.Certificate.RenewAt),
+		Settings:             toSettings(p), Database: toDatabase(p.Spec.Database),
 	}
 	if f := p.Status.LastFailure; f != nil && out.LastError == "" {
 		out.LastError, out.LastFailedOperation = f.Error, f.Operation
@@ -117,6 +120,11 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 				revs[i].RequestedRef, revs[i].Resolved, revs[i].Time, revs[i].ByUid = r.RequestedRef, r.Resolved, ts(r.Time), r.ByUID
 				revs[i].Number, revs[i].RollbackOf, revs[i].Url, revs[i].Origin = int64(st.RevisionNumber(i)), int64(r.RollbackOf), r.URL, r.Origin
 				revs[i].Subject = r.Subject
+				if len(p.Snapshots) > 0 {
+					if snap := snapshot.ForRollback(p.Snapshots, a.Name, st.RevisionNumber(i)); snap != nil {
+						revs[i].DataSnapshot = snap.ID
+					}
+				}
 				app.Revisions[i] = &revs[i]
 			}
 			app.RunningRevision = revs[len(revs)-1].Number

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -374,6 +375,15 @@ func TestRollbackWithData(t *testing.T) {
 	p, err := s.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "roll"})
 	if err != nil || len(p.GetDataSnapshots()) != 2 || p.GetDataSnapshots()[0].GetRevisions()[0].GetNumber() != 1 {
 		t.Errorf("GetProject's data snapshots: %v, %v", p.GetDataSnapshots(), err)
+	}
+	// Each revision names the snapshot a rollback to it with its data
+	// restores (the console offers it): the same the rollback picks.
+	var named []string
+	for _, r := range p.GetApps()[0].GetRevisions() {
+		named = append(named, r.GetDataSnapshot())
+	}
+	if want := []string{"s-before-v2", "s-before-main", ""}; !slices.Equal(named, want) {
+		t.Errorf("revisions name the snapshots %q, want %q", named, want)
 	}
 }
 

@@ -325,9 +325,26 @@ func (st *AppStatus) AddRevision(r Revision, keep int) {
 
 // CertificateStatus says which certificate is installed.
 type CertificateStatus struct {
-	// Kind is "self-signed" or "owner", empty before one is installed.
+	// Kind is "self-signed", "owner" or "acme" (from the host's ACME CA),
+	// empty before one is installed.
 	Kind     string    `json:"kind,omitempty"`
 	NotAfter time.Time `json:"not_after"`
+	// The rest is about certificates from the ACME CA, kept while the
+	// project's certificate comes from it (zero without ACME).
+	//
+	// Serial is the installed ACME certificate's serial number (hex).
+	Serial string `json:"serial,omitempty"`
+	// RenewAt is when opusd next asks the CA: a third of the installed
+	// certificate's lifetime before it expires, or the next try after a
+	// failure (backoff).
+	RenewAt time.Time `json:"renew_at,omitzero"`
+	// Error says why the last try to obtain a certificate from the CA
+	// failed, empty when it succeeded; ErrorSince is when the failing
+	// tries began and Failures counts them. The installed certificate
+	// keeps serving meanwhile.
+	Error      string    `json:"error,omitempty"`
+	ErrorSince time.Time `json:"error_since,omitzero"`
+	Failures   int       `json:"failures,omitempty"`
 }
 
 // OpKind is what an operation does.

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -333,26 +331,14 @@ func TestFirstLine(t *testing.T) {
 	}
 }
 
-// TestSnapshotFor: the page offers the snapshot the API restores: the
-// newest taken while the app ran the revision, whatever the order sent.
+// TestSnapshotFor: the page offers the snapshot the API names for a
+// revision (the API applies the rule), and none when it names none or
+// one the project no longer lists.
 func TestSnapshotFor(t *testing.T) {
-	at := func(s int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(1_800_000_000+s, 0)) }
-	rev := func(app string, n int64) []*opusv1.AppRevision { return []*opusv1.AppRevision{{App: app, Number: n}} }
-	p := &opusv1.Project{DataSnapshots: []*opusv1.DataSnapshot{
-		{Id: "b", Time: at(20), Revisions: rev("shop", 1)},
-		{Id: "a", Time: at(10), Revisions: rev("shop", 1)},
-		{Id: "c", Time: at(30), Revisions: rev("shop", 2)},
-		{Id: "d", Time: at(40), Revisions: rev("news", 1)},
-	}}
-	for _, tc := range []struct {
-		app  string
-		n    int64
-		want string
-	}{
-		{"shop", 1, "b"}, {"shop", 2, "c"}, {"shop", 3, ""}, {"news", 1, "d"}, {"polls", 1, ""},
-	} {
-		if got := snapshotFor(p, tc.app, tc.n).GetId(); got != tc.want {
-			t.Errorf("snapshotFor(%s, %d) = %q, want %q", tc.app, tc.n, got, tc.want)
+	p := &opusv1.Project{DataSnapshots: []*opusv1.DataSnapshot{{Id: "a"}, {Id: "b"}}}
+	for _, tc := range []struct{ named, want string }{{"b", "b"}, {"a", "a"}, {"", ""}, {"gone", ""}} {
+		if got := snapshotFor(p, &opusv1.Revision{DataSnapshot: tc.named}).GetId(); got != tc.want {
+			t.Errorf("snapshotFor(revision naming %q) = %q, want %q", tc.named, got, tc.want)
 		}
 	}
 }

@@ -27,8 +27,6 @@ import (
 	"github.com/opus-hosting/opus/internal/gitsrc"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/credential"
-	"github.com/opus-hosting/opus/unprivd/snapshot"
-	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // page is what every template gets.
@@ -734,24 +732,15 @@ func newestFirst(revs []*opusv1.Revision) []*opusv1.Revision {
 	return out
 }
 
-// snapshotFor is the data snapshot a rollback of app to revision n with
-// its data restores: the one the API picks (snapshot.ForRollback, the
-// newest taken while the app ran that revision); nil when none is kept.
-func snapshotFor(p *opusv1.Project, app string, n int64) *opusv1.DataSnapshot {
-	snaps := p.GetDataSnapshots()
-	recs := make([]store.Snapshot, len(snaps))
-	for i, s := range snaps {
-		recs[i] = store.Snapshot{ID: s.GetId(), Time: s.GetTime().AsTime(), Revisions: map[string]int{}}
-		for _, r := range s.GetRevisions() {
-			recs[i].Revisions[r.GetApp()] = int(r.GetNumber())
-		}
-	}
-	pick := snapshot.ForRollback(recs, app, int(n))
-	if pick == nil {
+// snapshotFor is the data snapshot a rollback to revision rev with its
+// data restores, as the API names it (the rule is snapshot.ForRollback,
+// applied by the API); nil when none is kept.
+func snapshotFor(p *opusv1.Project, rev *opusv1.Revision) *opusv1.DataSnapshot {
+	if rev.GetDataSnapshot() == "" {
 		return nil
 	}
-	for _, s := range snaps {
-		if s.GetId() == pick.ID {
+	for _, s := range p.GetDataSnapshots() {
+		if s.GetId() == rev.GetDataSnapshot() {
 			return s
 		}
 	}

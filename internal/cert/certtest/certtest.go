@@ -14,7 +14,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"sync"
 	"time"
@@ -181,4 +183,39 @@ func SHA1Chain(hosts ...string) (certPEM, keyPEM []byte, err error) {
 	}
 	c, k := PEM(leafKey, leaf, mid.Cert)
 	return c, k, nil
+}
+
+// ForRequest makes the certificate an ACME CA would issue for the CSR
+// (DER): for its public key, whose private key the CA never sees, naming
+// hosts, valid from notBefore to notAfter, signed by parent. It returns
+// the chain, leaf then parent, as PEM.
+func ForRequest(csrDER []byte, hosts []string, parent *Issuer, notBefore, notAfter time.Time) ([]byte, error) {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, fmt.Errorf("certtest: %w", err)
+	}
+	tmpl := Template(hosts[0])
+	tmpl.DNSNames = hosts
+	tmpl.NotBefore, tmpl.NotAfter = notBefore, notAfter
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	tmpl.BasicConstraintsValid = true
+	leaf, err := Sign(tmpl, publicOnly{csr.PublicKey}, parent, 0)
+	if err != nil {
+		return nil, err
+	}
+	var chain []byte
+	for _, c := range []*x509.Certificate{leaf, parent.Cert} {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return chain, nil
+}
+
+// publicOnly is a public key as a crypto.Signer, for Sign, which uses
+// only its Public when a parent signs.
+type publicOnly struct{ pub crypto.PublicKey }
+
+func (p publicOnly) Public() crypto.PublicKey { return p.pub }
+func (p publicOnly) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("certtest: a public key cannot sign")
 }

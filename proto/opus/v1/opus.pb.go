@@ -552,7 +552,11 @@ type Revision struct {
 	// subject is a git revision's commit subject (the first paragraph of its
 	// message) as one line of printable text of at most 200 bytes (then cut
 	// with "..."); empty for an upload or when not recorded.
-	Subject       string `protobuf:"bytes,9,opt,name=subject,proto3" json:"subject,omitempty"`
+	Subject string `protobuf:"bytes,9,opt,name=subject,proto3" json:"subject,omitempty"`
+	// data_snapshot is the id of the data snapshot a rollback to this
+	// revision with its data restores (the newest taken while the app ran
+	// it; see data_snapshots); empty when none is kept.
+	DataSnapshot  string `protobuf:"bytes,10,opt,name=data_snapshot,json=dataSnapshot,proto3" json:"data_snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -646,6 +650,13 @@ func (x *Revision) GetOrigin() string {
 func (x *Revision) GetSubject() string {
 	if x != nil {
 		return x.Subject
+	}
+	return ""
+}
+
+func (x *Revision) GetDataSnapshot() string {
+	if x != nil {
+		return x.DataSnapshot
 	}
 	return ""
 }
@@ -838,8 +849,8 @@ type Project struct {
 	ServerName string `protobuf:"bytes,13,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
 	// system_user is the Linux user the project runs as.
 	SystemUser string `protobuf:"bytes,14,opt,name=system_user,json=systemUser,proto3" json:"system_user,omitempty"`
-	// certificate says which TLS certificate is in use ("self-signed" or
-	// "owner") and until when.
+	// certificate says which TLS certificate is in use ("self-signed",
+	// "owner", or "acme": from the host's ACME CA) and until when.
 	Certificate         string                 `protobuf:"bytes,15,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	CertificateNotAfter *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=certificate_not_after,json=certificateNotAfter,proto3" json:"certificate_not_after,omitempty"`
 	// settings are the owner-level settings in effect.
@@ -854,8 +865,19 @@ type Project struct {
 	// data_snapshots are the copies of the project's database Opus keeps
 	// (taken before changes that run migrations), oldest first.
 	DataSnapshots []*DataSnapshot `protobuf:"bytes,20,rep,name=data_snapshots,json=dataSnapshots,proto3" json:"data_snapshots,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// certificate_error says why the last try to obtain or renew the
+	// project's certificate from the ACME CA failed; empty when it
+	// succeeded. The certificate in use keeps serving meanwhile (until
+	// certificate_not_after).
+	CertificateError string `protobuf:"bytes,21,opt,name=certificate_error,json=certificateError,proto3" json:"certificate_error,omitempty"`
+	// certificate_error_time is when the failing tries began.
+	CertificateErrorTime *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=certificate_error_time,json=certificateErrorTime,proto3" json:"certificate_error_time,omitempty"`
+	// certificate_renew_time is when Opus next asks the ACME CA for the
+	// project's certificate: a third of its lifetime before it expires, or
+	// the next try after a failure. Unset without ACME.
+	CertificateRenewTime *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=certificate_renew_time,json=certificateRenewTime,proto3" json:"certificate_renew_time,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Project) Reset() {
@@ -1024,6 +1046,27 @@ func (x *Project) GetLastFailedOperation() string {
 func (x *Project) GetDataSnapshots() []*DataSnapshot {
 	if x != nil {
 		return x.DataSnapshots
+	}
+	return nil
+}
+
+func (x *Project) GetCertificateError() string {
+	if x != nil {
+		return x.CertificateError
+	}
+	return ""
+}
+
+func (x *Project) GetCertificateErrorTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertificateErrorTime
+	}
+	return nil
+}
+
+func (x *Project) GetCertificateRenewTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertificateRenewTime
 	}
 	return nil
 }
@@ -3499,7 +3542,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x04kind\"I\n" +
 	"\aAppSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
-	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"\x8f\x02\n" +
+	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\"\xb4\x02\n" +
 	"\bRevision\x12#\n" +
 	"\rrequested_ref\x18\x01 \x01(\tR\frequestedRef\x12\x1a\n" +
 	"\bresolved\x18\x02 \x01(\tR\bresolved\x12.\n" +
@@ -3510,7 +3553,9 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"rollbackOf\x12\x10\n" +
 	"\x03url\x18\a \x01(\tR\x03url\x12\x16\n" +
 	"\x06origin\x18\b \x01(\tR\x06origin\x12\x18\n" +
-	"\asubject\x18\t \x01(\tR\asubject\"\x89\x02\n" +
+	"\asubject\x18\t \x01(\tR\asubject\x12#\n" +
+	"\rdata_snapshot\x18\n" +
+	" \x01(\tR\fdataSnapshot\"\x89\x02\n" +
 	"\x03App\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06source\x18\x02 \x01(\v2\x12.opus.v1.AppSourceR\x06source\x12#\n" +
@@ -3522,7 +3567,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\tSuperuser\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xc1\x06\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\x92\b\n" +
 	"\aProject\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12 \n" +
@@ -3551,7 +3596,10 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\bsettings\x18\x11 \x01(\v2\x11.opus.v1.SettingsR\bsettings\x12-\n" +
 	"\bdatabase\x18\x12 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\x122\n" +
 	"\x15last_failed_operation\x18\x13 \x01(\tR\x13lastFailedOperation\x12<\n" +
-	"\x0edata_snapshots\x18\x14 \x03(\v2\x15.opus.v1.DataSnapshotR\rdataSnapshots\"\xb9\x01\n" +
+	"\x0edata_snapshots\x18\x14 \x03(\v2\x15.opus.v1.DataSnapshotR\rdataSnapshots\x12+\n" +
+	"\x11certificate_error\x18\x15 \x01(\tR\x10certificateError\x12P\n" +
+	"\x16certificate_error_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateErrorTime\x12P\n" +
+	"\x16certificate_renew_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateRenewTime\"\xb9\x01\n" +
 	"\fDataSnapshot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
@@ -3860,81 +3908,83 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	14, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
 	15, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
 	12, // 13: opus.v1.Project.data_snapshots:type_name -> opus.v1.DataSnapshot
-	56, // 14: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
-	13, // 15: opus.v1.DataSnapshot.revisions:type_name -> opus.v1.AppRevision
-	54, // 16: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
-	7,  // 17: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
-	10, // 18: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
-	15, // 19: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
-	14, // 20: opus.v1.CreateProjectRequest.settings:type_name -> opus.v1.Settings
-	11, // 21: opus.v1.ListProjectsResponse.projects:type_name -> opus.v1.Project
-	7,  // 22: opus.v1.AddAppRequest.app:type_name -> opus.v1.AppSpec
-	6,  // 23: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
-	27, // 24: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
-	3,  // 25: opus.v1.Step.state:type_name -> opus.v1.StepState
-	56, // 26: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	56, // 27: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 28: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
-	2,  // 29: opus.v1.Operation.state:type_name -> opus.v1.OperationState
-	29, // 30: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	56, // 31: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	56, // 32: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	12, // 33: opus.v1.Operation.data_snapshot:type_name -> opus.v1.DataSnapshot
-	30, // 34: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	55, // 35: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
-	41, // 36: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
-	56, // 37: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	56, // 38: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
-	48, // 39: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
-	16, // 40: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
-	17, // 41: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
-	18, // 42: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
-	20, // 43: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
-	21, // 44: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
-	22, // 45: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
-	23, // 46: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
-	24, // 47: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
-	25, // 48: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
-	26, // 49: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
-	31, // 50: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
-	32, // 51: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
-	33, // 52: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
-	35, // 53: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
-	37, // 54: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
-	39, // 55: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
-	40, // 56: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
-	43, // 57: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
-	45, // 58: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
-	47, // 59: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
-	50, // 60: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
-	52, // 61: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
-	30, // 62: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 63: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	19, // 64: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	30, // 65: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	30, // 66: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	30, // 67: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	30, // 68: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	30, // 69: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
-	30, // 70: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	28, // 71: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	30, // 72: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	30, // 73: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	34, // 74: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	36, // 75: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	38, // 76: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
-	30, // 77: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	42, // 78: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	44, // 79: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	46, // 80: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	49, // 81: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	51, // 82: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	53, // 83: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
-	62, // [62:84] is the sub-list for method output_type
-	40, // [40:62] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	56, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
+	56, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
+	56, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
+	13, // 17: opus.v1.DataSnapshot.revisions:type_name -> opus.v1.AppRevision
+	54, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	7,  // 19: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
+	10, // 20: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
+	15, // 21: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
+	14, // 22: opus.v1.CreateProjectRequest.settings:type_name -> opus.v1.Settings
+	11, // 23: opus.v1.ListProjectsResponse.projects:type_name -> opus.v1.Project
+	7,  // 24: opus.v1.AddAppRequest.app:type_name -> opus.v1.AppSpec
+	6,  // 25: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
+	27, // 26: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
+	3,  // 27: opus.v1.Step.state:type_name -> opus.v1.StepState
+	56, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	56, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 30: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
+	2,  // 31: opus.v1.Operation.state:type_name -> opus.v1.OperationState
+	29, // 32: opus.v1.Operation.steps:type_name -> opus.v1.Step
+	56, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	56, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	12, // 35: opus.v1.Operation.data_snapshot:type_name -> opus.v1.DataSnapshot
+	30, // 36: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
+	55, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	41, // 38: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
+	56, // 39: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 40: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	48, // 41: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
+	16, // 42: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
+	17, // 43: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
+	18, // 44: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
+	20, // 45: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
+	21, // 46: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
+	22, // 47: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
+	23, // 48: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
+	24, // 49: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
+	25, // 50: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
+	26, // 51: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
+	31, // 52: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
+	32, // 53: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
+	33, // 54: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
+	35, // 55: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
+	37, // 56: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
+	39, // 57: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
+	40, // 58: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
+	43, // 59: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
+	45, // 60: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
+	47, // 61: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
+	50, // 62: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
+	52, // 63: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
+	30, // 64: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 65: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	19, // 66: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	30, // 67: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	30, // 68: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	30, // 69: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	30, // 70: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	30, // 71: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
+	30, // 72: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	28, // 73: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	30, // 74: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	30, // 75: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	34, // 76: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	36, // 77: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	38, // 78: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
+	30, // 79: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	42, // 80: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	44, // 81: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	46, // 82: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	49, // 83: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	51, // 84: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	53, // 85: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	64, // [64:86] is the sub-list for method output_type
+	42, // [42:64] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_opus_v1_opus_proto_init() }

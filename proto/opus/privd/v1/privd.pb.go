@@ -709,6 +709,10 @@ type InstallSiteRequest struct {
 	Aliases []string `protobuf:"bytes,2,rep,name=aliases,proto3" json:"aliases,omitempty"`
 	// certificate_pem (leaf then chain) and key_pem are written by privd to
 	// its own directory (key root:root 0600) after checking they match.
+	// Without key_pem the certificate is for a key privd made itself: the
+	// one of the last CertificateRequest, or the one installed now (the same
+	// certificate installed again); its leaf must then name exactly the
+	// site's names.
 	CertificatePem []byte `protobuf:"bytes,5,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
 	KeyPem         []byte `protobuf:"bytes,6,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
 	unknownFields  protoimpl.UnknownFields
@@ -773,6 +777,104 @@ func (x *InstallSiteRequest) GetKeyPem() []byte {
 	return nil
 }
 
+type CertificateRequestRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// aliases are the extra host names, as InstallSite's.
+	Aliases       []string `protobuf:"bytes,2,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateRequestRequest) Reset() {
+	*x = CertificateRequestRequest{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateRequestRequest) ProtoMessage() {}
+
+func (x *CertificateRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateRequestRequest.ProtoReflect.Descriptor instead.
+func (*CertificateRequestRequest) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CertificateRequestRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *CertificateRequestRequest) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+type CertificateRequestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// csr is the DER certificate signing request.
+	Csr           []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateRequestResponse) Reset() {
+	*x = CertificateRequestResponse{}
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateRequestResponse) ProtoMessage() {}
+
+func (x *CertificateRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateRequestResponse.ProtoReflect.Descriptor instead.
+func (*CertificateRequestResponse) Descriptor() ([]byte, []int) {
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CertificateRequestResponse) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
 type InstallSiteResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// changed is false when the rendered vhost and TLS files were identical
@@ -784,7 +886,7 @@ type InstallSiteResponse struct {
 
 func (x *InstallSiteResponse) Reset() {
 	*x = InstallSiteResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[12]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +898,7 @@ func (x *InstallSiteResponse) String() string {
 func (*InstallSiteResponse) ProtoMessage() {}
 
 func (x *InstallSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[12]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +911,7 @@ func (x *InstallSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSiteResponse.ProtoReflect.Descriptor instead.
 func (*InstallSiteResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{12}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InstallSiteResponse) GetChanged() bool {
@@ -838,7 +940,7 @@ type EnsureBackendRequest struct {
 
 func (x *EnsureBackendRequest) Reset() {
 	*x = EnsureBackendRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[13]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +952,7 @@ func (x *EnsureBackendRequest) String() string {
 func (*EnsureBackendRequest) ProtoMessage() {}
 
 func (x *EnsureBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[13]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +965,7 @@ func (x *EnsureBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureBackendRequest.ProtoReflect.Descriptor instead.
 func (*EnsureBackendRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{13}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EnsureBackendRequest) GetProject() string {
@@ -923,7 +1025,7 @@ type EnsureBackendResponse struct {
 
 func (x *EnsureBackendResponse) Reset() {
 	*x = EnsureBackendResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[14]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1037,7 @@ func (x *EnsureBackendResponse) String() string {
 func (*EnsureBackendResponse) ProtoMessage() {}
 
 func (x *EnsureBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[14]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1050,7 @@ func (x *EnsureBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureBackendResponse.ProtoReflect.Descriptor instead.
 func (*EnsureBackendResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{14}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EnsureBackendResponse) GetMasterPid() int32 {
@@ -981,7 +1083,7 @@ type RemoveBackendRequest struct {
 
 func (x *RemoveBackendRequest) Reset() {
 	*x = RemoveBackendRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[15]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1095,7 @@ func (x *RemoveBackendRequest) String() string {
 func (*RemoveBackendRequest) ProtoMessage() {}
 
 func (x *RemoveBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[15]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1108,7 @@ func (x *RemoveBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveBackendRequest.ProtoReflect.Descriptor instead.
 func (*RemoveBackendRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{15}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveBackendRequest) GetProject() string {
@@ -1025,7 +1127,7 @@ type RemoveBackendResponse struct {
 
 func (x *RemoveBackendResponse) Reset() {
 	*x = RemoveBackendResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[16]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1139,7 @@ func (x *RemoveBackendResponse) String() string {
 func (*RemoveBackendResponse) ProtoMessage() {}
 
 func (x *RemoveBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[16]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1152,7 @@ func (x *RemoveBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveBackendResponse.ProtoReflect.Descriptor instead.
 func (*RemoveBackendResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{16}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveBackendResponse) GetRemoved() bool {
@@ -1069,7 +1171,7 @@ type RemoveSiteRequest struct {
 
 func (x *RemoveSiteRequest) Reset() {
 	*x = RemoveSiteRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[17]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1183,7 @@ func (x *RemoveSiteRequest) String() string {
 func (*RemoveSiteRequest) ProtoMessage() {}
 
 func (x *RemoveSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[17]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1196,7 @@ func (x *RemoveSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSiteRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSiteRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{17}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RemoveSiteRequest) GetProject() string {
@@ -1113,7 +1215,7 @@ type RemoveSiteResponse struct {
 
 func (x *RemoveSiteResponse) Reset() {
 	*x = RemoveSiteResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[18]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1227,7 @@ func (x *RemoveSiteResponse) String() string {
 func (*RemoveSiteResponse) ProtoMessage() {}
 
 func (x *RemoveSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[18]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1240,7 @@ func (x *RemoveSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSiteResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSiteResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{18}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveSiteResponse) GetRemoved() bool {
@@ -1156,7 +1258,7 @@ type ReloadApacheRequest struct {
 
 func (x *ReloadApacheRequest) Reset() {
 	*x = ReloadApacheRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[19]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1270,7 @@ func (x *ReloadApacheRequest) String() string {
 func (*ReloadApacheRequest) ProtoMessage() {}
 
 func (x *ReloadApacheRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[19]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1283,7 @@ func (x *ReloadApacheRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadApacheRequest.ProtoReflect.Descriptor instead.
 func (*ReloadApacheRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{19}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{21}
 }
 
 type ReloadApacheResponse struct {
@@ -1203,7 +1305,7 @@ type ReloadApacheResponse struct {
 
 func (x *ReloadApacheResponse) Reset() {
 	*x = ReloadApacheResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[20]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1317,7 @@ func (x *ReloadApacheResponse) String() string {
 func (*ReloadApacheResponse) ProtoMessage() {}
 
 func (x *ReloadApacheResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[20]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1330,7 @@ func (x *ReloadApacheResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadApacheResponse.ProtoReflect.Descriptor instead.
 func (*ReloadApacheResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{20}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReloadApacheResponse) GetStarted() bool {
@@ -1269,7 +1371,7 @@ type TailLogRequest struct {
 
 func (x *TailLogRequest) Reset() {
 	*x = TailLogRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[21]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1383,7 @@ func (x *TailLogRequest) String() string {
 func (*TailLogRequest) ProtoMessage() {}
 
 func (x *TailLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[21]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1396,7 @@ func (x *TailLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailLogRequest.ProtoReflect.Descriptor instead.
 func (*TailLogRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{21}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TailLogRequest) GetProject() string {
@@ -1332,7 +1434,7 @@ type TailLogResponse struct {
 
 func (x *TailLogResponse) Reset() {
 	*x = TailLogResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[22]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1446,7 @@ func (x *TailLogResponse) String() string {
 func (*TailLogResponse) ProtoMessage() {}
 
 func (x *TailLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[22]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1459,7 @@ func (x *TailLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailLogResponse.ProtoReflect.Descriptor instead.
 func (*TailLogResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{22}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TailLogResponse) GetLines() []string {
@@ -1395,7 +1497,7 @@ type LogPosition struct {
 
 func (x *LogPosition) Reset() {
 	*x = LogPosition{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[23]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1509,7 @@ func (x *LogPosition) String() string {
 func (*LogPosition) ProtoMessage() {}
 
 func (x *LogPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[23]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1522,7 @@ func (x *LogPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogPosition.ProtoReflect.Descriptor instead.
 func (*LogPosition) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{23}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogPosition) GetDevice() uint64 {
@@ -1453,7 +1555,7 @@ type DumpDataRequest struct {
 
 func (x *DumpDataRequest) Reset() {
 	*x = DumpDataRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[24]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1567,7 @@ func (x *DumpDataRequest) String() string {
 func (*DumpDataRequest) ProtoMessage() {}
 
 func (x *DumpDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[24]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1580,7 @@ func (x *DumpDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpDataRequest.ProtoReflect.Descriptor instead.
 func (*DumpDataRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{24}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DumpDataRequest) GetProject() string {
@@ -1498,7 +1600,7 @@ type DumpDataResponse struct {
 
 func (x *DumpDataResponse) Reset() {
 	*x = DumpDataResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[25]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1612,7 @@ func (x *DumpDataResponse) String() string {
 func (*DumpDataResponse) ProtoMessage() {}
 
 func (x *DumpDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[25]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1625,7 @@ func (x *DumpDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpDataResponse.ProtoReflect.Descriptor instead.
 func (*DumpDataResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{25}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DumpDataResponse) GetChunk() []byte {
@@ -1545,7 +1647,7 @@ type LoadDataRequest struct {
 
 func (x *LoadDataRequest) Reset() {
 	*x = LoadDataRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[26]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1659,7 @@ func (x *LoadDataRequest) String() string {
 func (*LoadDataRequest) ProtoMessage() {}
 
 func (x *LoadDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[26]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1672,7 @@ func (x *LoadDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadDataRequest.ProtoReflect.Descriptor instead.
 func (*LoadDataRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{26}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LoadDataRequest) GetProject() string {
@@ -1597,7 +1699,7 @@ type LoadDataResponse struct {
 
 func (x *LoadDataResponse) Reset() {
 	*x = LoadDataResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[27]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1711,7 @@ func (x *LoadDataResponse) String() string {
 func (*LoadDataResponse) ProtoMessage() {}
 
 func (x *LoadDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[27]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1724,7 @@ func (x *LoadDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadDataResponse.ProtoReflect.Descriptor instead.
 func (*LoadDataResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{27}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LoadDataResponse) GetBytes() int64 {
@@ -1640,7 +1742,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[28]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1754,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[28]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1767,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{28}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{30}
 }
 
 type StatsResponse struct {
@@ -1682,7 +1784,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[29]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1796,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[29]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1809,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{29}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StatsResponse) GetCalls() []*CallCount {
@@ -1738,7 +1840,7 @@ type CallCount struct {
 
 func (x *CallCount) Reset() {
 	*x = CallCount{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[30]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1852,7 @@ func (x *CallCount) String() string {
 func (*CallCount) ProtoMessage() {}
 
 func (x *CallCount) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[30]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1865,7 @@ func (x *CallCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallCount.ProtoReflect.Descriptor instead.
 func (*CallCount) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{30}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CallCount) GetMethod() string {
@@ -1800,7 +1902,7 @@ type RefusalCount struct {
 
 func (x *RefusalCount) Reset() {
 	*x = RefusalCount{}
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[31]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1914,7 @@ func (x *RefusalCount) String() string {
 func (*RefusalCount) ProtoMessage() {}
 
 func (x *RefusalCount) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_privd_v1_privd_proto_msgTypes[31]
+	mi := &file_opus_privd_v1_privd_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1927,7 @@ func (x *RefusalCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefusalCount.ProtoReflect.Descriptor instead.
 func (*RefusalCount) Descriptor() ([]byte, []int) {
-	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{31}
+	return file_opus_privd_v1_privd_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RefusalCount) GetMethod() string {
@@ -1888,7 +1990,12 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x18\n" +
 	"\aaliases\x18\x02 \x03(\tR\aaliases\x12'\n" +
 	"\x0fcertificate_pem\x18\x05 \x01(\fR\x0ecertificatePem\x12\x17\n" +
-	"\akey_pem\x18\x06 \x01(\fR\x06keyPemJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05R\tprocessesR\athreads\"/\n" +
+	"\akey_pem\x18\x06 \x01(\fR\x06keyPemJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05R\tprocessesR\athreads\"O\n" +
+	"\x19CertificateRequestRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x18\n" +
+	"\aaliases\x18\x02 \x03(\tR\aaliases\".\n" +
+	"\x1aCertificateRequestResponse\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"/\n" +
 	"\x13InstallSiteResponse\x12\x18\n" +
 	"\achanged\x18\x01 \x01(\bR\achanged\"\xc2\x01\n" +
 	"\x14EnsureBackendRequest\x12\x18\n" +
@@ -1959,7 +2066,7 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\x16MANAGE_COMMAND_MIGRATE\x10\x01\x12\"\n" +
 	"\x1eMANAGE_COMMAND_CREATESUPERUSER\x10\x02\x12\x18\n" +
 	"\x14MANAGE_COMMAND_CHECK\x10\x03\x12 \n" +
-	"\x1cMANAGE_COMMAND_COLLECTSTATIC\x10\x042\x89\t\n" +
+	"\x1cMANAGE_COMMAND_COLLECTSTATIC\x10\x042\xf4\t\n" +
 	"\x05Privd\x12Q\n" +
 	"\n" +
 	"EnsureUser\x12 .opus.privd.v1.EnsureUserRequest\x1a!.opus.privd.v1.EnsureUserResponse\x12Q\n" +
@@ -1974,7 +2081,8 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\rRemoveBackend\x12#.opus.privd.v1.RemoveBackendRequest\x1a$.opus.privd.v1.RemoveBackendResponse\x12T\n" +
 	"\vInstallSite\x12!.opus.privd.v1.InstallSiteRequest\x1a\".opus.privd.v1.InstallSiteResponse\x12Q\n" +
 	"\n" +
-	"RemoveSite\x12 .opus.privd.v1.RemoveSiteRequest\x1a!.opus.privd.v1.RemoveSiteResponse\x12W\n" +
+	"RemoveSite\x12 .opus.privd.v1.RemoveSiteRequest\x1a!.opus.privd.v1.RemoveSiteResponse\x12i\n" +
+	"\x12CertificateRequest\x12(.opus.privd.v1.CertificateRequestRequest\x1a).opus.privd.v1.CertificateRequestResponse\x12W\n" +
 	"\fReloadApache\x12\".opus.privd.v1.ReloadApacheRequest\x1a#.opus.privd.v1.ReloadApacheResponse\x12H\n" +
 	"\aTailLog\x12\x1d.opus.privd.v1.TailLogRequest\x1a\x1e.opus.privd.v1.TailLogResponse\x12M\n" +
 	"\bDumpData\x12\x1e.opus.privd.v1.DumpDataRequest\x1a\x1f.opus.privd.v1.DumpDataResponse0\x01\x12M\n" +
@@ -1994,82 +2102,86 @@ func file_opus_privd_v1_privd_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_privd_v1_privd_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_opus_privd_v1_privd_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_opus_privd_v1_privd_proto_goTypes = []any{
-	(ManageCommand)(0),            // 0: opus.privd.v1.ManageCommand
-	(*EnsureUserRequest)(nil),     // 1: opus.privd.v1.EnsureUserRequest
-	(*EnsureUserResponse)(nil),    // 2: opus.privd.v1.EnsureUserResponse
-	(*DeleteUserRequest)(nil),     // 3: opus.privd.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),    // 4: opus.privd.v1.DeleteUserResponse
-	(*SecureTreeRequest)(nil),     // 5: opus.privd.v1.SecureTreeRequest
-	(*Refusal)(nil),               // 6: opus.privd.v1.Refusal
-	(*SecureTreeResponse)(nil),    // 7: opus.privd.v1.SecureTreeResponse
-	(*RemoveTreeRequest)(nil),     // 8: opus.privd.v1.RemoveTreeRequest
-	(*RemoveTreeResponse)(nil),    // 9: opus.privd.v1.RemoveTreeResponse
-	(*RunManageRequest)(nil),      // 10: opus.privd.v1.RunManageRequest
-	(*RunManageResponse)(nil),     // 11: opus.privd.v1.RunManageResponse
-	(*InstallSiteRequest)(nil),    // 12: opus.privd.v1.InstallSiteRequest
-	(*InstallSiteResponse)(nil),   // 13: opus.privd.v1.InstallSiteResponse
-	(*EnsureBackendRequest)(nil),  // 14: opus.privd.v1.EnsureBackendRequest
-	(*EnsureBackendResponse)(nil), // 15: opus.privd.v1.EnsureBackendResponse
-	(*RemoveBackendRequest)(nil),  // 16: opus.privd.v1.RemoveBackendRequest
-	(*RemoveBackendResponse)(nil), // 17: opus.privd.v1.RemoveBackendResponse
-	(*RemoveSiteRequest)(nil),     // 18: opus.privd.v1.RemoveSiteRequest
-	(*RemoveSiteResponse)(nil),    // 19: opus.privd.v1.RemoveSiteResponse
-	(*ReloadApacheRequest)(nil),   // 20: opus.privd.v1.ReloadApacheRequest
-	(*ReloadApacheResponse)(nil),  // 21: opus.privd.v1.ReloadApacheResponse
-	(*TailLogRequest)(nil),        // 22: opus.privd.v1.TailLogRequest
-	(*TailLogResponse)(nil),       // 23: opus.privd.v1.TailLogResponse
-	(*LogPosition)(nil),           // 24: opus.privd.v1.LogPosition
-	(*DumpDataRequest)(nil),       // 25: opus.privd.v1.DumpDataRequest
-	(*DumpDataResponse)(nil),      // 26: opus.privd.v1.DumpDataResponse
-	(*LoadDataRequest)(nil),       // 27: opus.privd.v1.LoadDataRequest
-	(*LoadDataResponse)(nil),      // 28: opus.privd.v1.LoadDataResponse
-	(*StatsRequest)(nil),          // 29: opus.privd.v1.StatsRequest
-	(*StatsResponse)(nil),         // 30: opus.privd.v1.StatsResponse
-	(*CallCount)(nil),             // 31: opus.privd.v1.CallCount
-	(*RefusalCount)(nil),          // 32: opus.privd.v1.RefusalCount
-	nil,                           // 33: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	(ManageCommand)(0),                 // 0: opus.privd.v1.ManageCommand
+	(*EnsureUserRequest)(nil),          // 1: opus.privd.v1.EnsureUserRequest
+	(*EnsureUserResponse)(nil),         // 2: opus.privd.v1.EnsureUserResponse
+	(*DeleteUserRequest)(nil),          // 3: opus.privd.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),         // 4: opus.privd.v1.DeleteUserResponse
+	(*SecureTreeRequest)(nil),          // 5: opus.privd.v1.SecureTreeRequest
+	(*Refusal)(nil),                    // 6: opus.privd.v1.Refusal
+	(*SecureTreeResponse)(nil),         // 7: opus.privd.v1.SecureTreeResponse
+	(*RemoveTreeRequest)(nil),          // 8: opus.privd.v1.RemoveTreeRequest
+	(*RemoveTreeResponse)(nil),         // 9: opus.privd.v1.RemoveTreeResponse
+	(*RunManageRequest)(nil),           // 10: opus.privd.v1.RunManageRequest
+	(*RunManageResponse)(nil),          // 11: opus.privd.v1.RunManageResponse
+	(*InstallSiteRequest)(nil),         // 12: opus.privd.v1.InstallSiteRequest
+	(*CertificateRequestRequest)(nil),  // 13: opus.privd.v1.CertificateRequestRequest
+	(*CertificateRequestResponse)(nil), // 14: opus.privd.v1.CertificateRequestResponse
+	(*InstallSiteResponse)(nil),        // 15: opus.privd.v1.InstallSiteResponse
+	(*EnsureBackendRequest)(nil),       // 16: opus.privd.v1.EnsureBackendRequest
+	(*EnsureBackendResponse)(nil),      // 17: opus.privd.v1.EnsureBackendResponse
+	(*RemoveBackendRequest)(nil),       // 18: opus.privd.v1.RemoveBackendRequest
+	(*RemoveBackendResponse)(nil),      // 19: opus.privd.v1.RemoveBackendResponse
+	(*RemoveSiteRequest)(nil),          // 20: opus.privd.v1.RemoveSiteRequest
+	(*RemoveSiteResponse)(nil),         // 21: opus.privd.v1.RemoveSiteResponse
+	(*ReloadApacheRequest)(nil),        // 22: opus.privd.v1.ReloadApacheRequest
+	(*ReloadApacheResponse)(nil),       // 23: opus.privd.v1.ReloadApacheResponse
+	(*TailLogRequest)(nil),             // 24: opus.privd.v1.TailLogRequest
+	(*TailLogResponse)(nil),            // 25: opus.privd.v1.TailLogResponse
+	(*LogPosition)(nil),                // 26: opus.privd.v1.LogPosition
+	(*DumpDataRequest)(nil),            // 27: opus.privd.v1.DumpDataRequest
+	(*DumpDataResponse)(nil),           // 28: opus.privd.v1.DumpDataResponse
+	(*LoadDataRequest)(nil),            // 29: opus.privd.v1.LoadDataRequest
+	(*LoadDataResponse)(nil),           // 30: opus.privd.v1.LoadDataResponse
+	(*StatsRequest)(nil),               // 31: opus.privd.v1.StatsRequest
+	(*StatsResponse)(nil),              // 32: opus.privd.v1.StatsResponse
+	(*CallCount)(nil),                  // 33: opus.privd.v1.CallCount
+	(*RefusalCount)(nil),               // 34: opus.privd.v1.RefusalCount
+	nil,                                // 35: opus.privd.v1.ReloadApacheResponse.RolledBackEntry
 }
 var file_opus_privd_v1_privd_proto_depIdxs = []int32{
 	6,  // 0: opus.privd.v1.SecureTreeResponse.refusals:type_name -> opus.privd.v1.Refusal
 	0,  // 1: opus.privd.v1.RunManageRequest.commands:type_name -> opus.privd.v1.ManageCommand
 	0,  // 2: opus.privd.v1.RunManageResponse.failed_command:type_name -> opus.privd.v1.ManageCommand
-	33, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
-	24, // 4: opus.privd.v1.TailLogRequest.after:type_name -> opus.privd.v1.LogPosition
-	24, // 5: opus.privd.v1.TailLogResponse.next:type_name -> opus.privd.v1.LogPosition
-	31, // 6: opus.privd.v1.StatsResponse.calls:type_name -> opus.privd.v1.CallCount
-	32, // 7: opus.privd.v1.StatsResponse.refusals:type_name -> opus.privd.v1.RefusalCount
+	35, // 3: opus.privd.v1.ReloadApacheResponse.rolled_back:type_name -> opus.privd.v1.ReloadApacheResponse.RolledBackEntry
+	26, // 4: opus.privd.v1.TailLogRequest.after:type_name -> opus.privd.v1.LogPosition
+	26, // 5: opus.privd.v1.TailLogResponse.next:type_name -> opus.privd.v1.LogPosition
+	33, // 6: opus.privd.v1.StatsResponse.calls:type_name -> opus.privd.v1.CallCount
+	34, // 7: opus.privd.v1.StatsResponse.refusals:type_name -> opus.privd.v1.RefusalCount
 	1,  // 8: opus.privd.v1.Privd.EnsureUser:input_type -> opus.privd.v1.EnsureUserRequest
 	3,  // 9: opus.privd.v1.Privd.DeleteUser:input_type -> opus.privd.v1.DeleteUserRequest
 	5,  // 10: opus.privd.v1.Privd.SecureTree:input_type -> opus.privd.v1.SecureTreeRequest
 	8,  // 11: opus.privd.v1.Privd.RemoveTree:input_type -> opus.privd.v1.RemoveTreeRequest
 	10, // 12: opus.privd.v1.Privd.RunManage:input_type -> opus.privd.v1.RunManageRequest
-	14, // 13: opus.privd.v1.Privd.EnsureBackend:input_type -> opus.privd.v1.EnsureBackendRequest
-	16, // 14: opus.privd.v1.Privd.RemoveBackend:input_type -> opus.privd.v1.RemoveBackendRequest
+	16, // 13: opus.privd.v1.Privd.EnsureBackend:input_type -> opus.privd.v1.EnsureBackendRequest
+	18, // 14: opus.privd.v1.Privd.RemoveBackend:input_type -> opus.privd.v1.RemoveBackendRequest
 	12, // 15: opus.privd.v1.Privd.InstallSite:input_type -> opus.privd.v1.InstallSiteRequest
-	18, // 16: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
-	20, // 17: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
-	22, // 18: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
-	25, // 19: opus.privd.v1.Privd.DumpData:input_type -> opus.privd.v1.DumpDataRequest
-	27, // 20: opus.privd.v1.Privd.LoadData:input_type -> opus.privd.v1.LoadDataRequest
-	29, // 21: opus.privd.v1.Privd.Stats:input_type -> opus.privd.v1.StatsRequest
-	2,  // 22: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
-	4,  // 23: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
-	7,  // 24: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
-	9,  // 25: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
-	11, // 26: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
-	15, // 27: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
-	17, // 28: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
-	13, // 29: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
-	19, // 30: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
-	21, // 31: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
-	23, // 32: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
-	26, // 33: opus.privd.v1.Privd.DumpData:output_type -> opus.privd.v1.DumpDataResponse
-	28, // 34: opus.privd.v1.Privd.LoadData:output_type -> opus.privd.v1.LoadDataResponse
-	30, // 35: opus.privd.v1.Privd.Stats:output_type -> opus.privd.v1.StatsResponse
-	22, // [22:36] is the sub-list for method output_type
-	8,  // [8:22] is the sub-list for method input_type
+	20, // 16: opus.privd.v1.Privd.RemoveSite:input_type -> opus.privd.v1.RemoveSiteRequest
+	13, // 17: opus.privd.v1.Privd.CertificateRequest:input_type -> opus.privd.v1.CertificateRequestRequest
+	22, // 18: opus.privd.v1.Privd.ReloadApache:input_type -> opus.privd.v1.ReloadApacheRequest
+	24, // 19: opus.privd.v1.Privd.TailLog:input_type -> opus.privd.v1.TailLogRequest
+	27, // 20: opus.privd.v1.Privd.DumpData:input_type -> opus.privd.v1.DumpDataRequest
+	29, // 21: opus.privd.v1.Privd.LoadData:input_type -> opus.privd.v1.LoadDataRequest
+	31, // 22: opus.privd.v1.Privd.Stats:input_type -> opus.privd.v1.StatsRequest
+	2,  // 23: opus.privd.v1.Privd.EnsureUser:output_type -> opus.privd.v1.EnsureUserResponse
+	4,  // 24: opus.privd.v1.Privd.DeleteUser:output_type -> opus.privd.v1.DeleteUserResponse
+	7,  // 25: opus.privd.v1.Privd.SecureTree:output_type -> opus.privd.v1.SecureTreeResponse
+	9,  // 26: opus.privd.v1.Privd.RemoveTree:output_type -> opus.privd.v1.RemoveTreeResponse
+	11, // 27: opus.privd.v1.Privd.RunManage:output_type -> opus.privd.v1.RunManageResponse
+	17, // 28: opus.privd.v1.Privd.EnsureBackend:output_type -> opus.privd.v1.EnsureBackendResponse
+	19, // 29: opus.privd.v1.Privd.RemoveBackend:output_type -> opus.privd.v1.RemoveBackendResponse
+	15, // 30: opus.privd.v1.Privd.InstallSite:output_type -> opus.privd.v1.InstallSiteResponse
+	21, // 31: opus.privd.v1.Privd.RemoveSite:output_type -> opus.privd.v1.RemoveSiteResponse
+	14, // 32: opus.privd.v1.Privd.CertificateRequest:output_type -> opus.privd.v1.CertificateRequestResponse
+	23, // 33: opus.privd.v1.Privd.ReloadApache:output_type -> opus.privd.v1.ReloadApacheResponse
+	25, // 34: opus.privd.v1.Privd.TailLog:output_type -> opus.privd.v1.TailLogResponse
+	28, // 35: opus.privd.v1.Privd.DumpData:output_type -> opus.privd.v1.DumpDataResponse
+	30, // 36: opus.privd.v1.Privd.LoadData:output_type -> opus.privd.v1.LoadDataResponse
+	32, // 37: opus.privd.v1.Privd.Stats:output_type -> opus.privd.v1.StatsResponse
+	23, // [23:38] is the sub-list for method output_type
+	8,  // [8:23] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -2086,7 +2198,7 @@ func file_opus_privd_v1_privd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_privd_v1_privd_proto_rawDesc), len(file_opus_privd_v1_privd_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,20 +26,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Privd_EnsureUser_FullMethodName    = "/opus.privd.v1.Privd/EnsureUser"
-	Privd_DeleteUser_FullMethodName    = "/opus.privd.v1.Privd/DeleteUser"
-	Privd_SecureTree_FullMethodName    = "/opus.privd.v1.Privd/SecureTree"
-	Privd_RemoveTree_FullMethodName    = "/opus.privd.v1.Privd/RemoveTree"
-	Privd_RunManage_FullMethodName     = "/opus.privd.v1.Privd/RunManage"
-	Privd_EnsureBackend_FullMethodName = "/opus.privd.v1.Privd/EnsureBackend"
-	Privd_RemoveBackend_FullMethodName = "/opus.privd.v1.Privd/RemoveBackend"
-	Privd_InstallSite_FullMethodName   = "/opus.privd.v1.Privd/InstallSite"
-	Privd_RemoveSite_FullMethodName    = "/opus.privd.v1.Privd/RemoveSite"
-	Privd_ReloadApache_FullMethodName  = "/opus.privd.v1.Privd/ReloadApache"
-	Privd_TailLog_FullMethodName       = "/opus.privd.v1.Privd/TailLog"
-	Privd_DumpData_FullMethodName      = "/opus.privd.v1.Privd/DumpData"
-	Privd_LoadData_FullMethodName      = "/opus.privd.v1.Privd/LoadData"
-	Privd_Stats_FullMethodName         = "/opus.privd.v1.Privd/Stats"
+	Privd_EnsureUser_FullMethodName         = "/opus.privd.v1.Privd/EnsureUser"
+	Privd_DeleteUser_FullMethodName         = "/opus.privd.v1.Privd/DeleteUser"
+	Privd_SecureTree_FullMethodName         = "/opus.privd.v1.Privd/SecureTree"
+	Privd_RemoveTree_FullMethodName         = "/opus.privd.v1.Privd/RemoveTree"
+	Privd_RunManage_FullMethodName          = "/opus.privd.v1.Privd/RunManage"
+	Privd_EnsureBackend_FullMethodName      = "/opus.privd.v1.Privd/EnsureBackend"
+	Privd_RemoveBackend_FullMethodName      = "/opus.privd.v1.Privd/RemoveBackend"
+	Privd_InstallSite_FullMethodName        = "/opus.privd.v1.Privd/InstallSite"
+	Privd_RemoveSite_FullMethodName         = "/opus.privd.v1.Privd/RemoveSite"
+	Privd_CertificateRequest_FullMethodName = "/opus.privd.v1.Privd/CertificateRequest"
+	Privd_ReloadApache_FullMethodName       = "/opus.privd.v1.Privd/ReloadApache"
+	Privd_TailLog_FullMethodName            = "/opus.privd.v1.Privd/TailLog"
+	Privd_DumpData_FullMethodName           = "/opus.privd.v1.Privd/DumpData"
+	Privd_LoadData_FullMethodName           = "/opus.privd.v1.Privd/LoadData"
+	Privd_Stats_FullMethodName              = "/opus.privd.v1.Privd/Stats"
 )
 
 // PrivdClient is the client API for Privd service.
@@ -85,8 +86,19 @@ type PrivdClient interface {
 	// failure the previous vhost is restored and Apache's error comes back.
 	// It does not reload Apache.
 	InstallSite(ctx context.Context, in *InstallSiteRequest, opts ...grpc.CallOption) (*InstallSiteResponse, error)
-	// RemoveSite removes the project's virtual host, key and certificate.
+	// RemoveSite removes the project's virtual host, key and certificate
+	// (and a key CertificateRequest made that no certificate was installed
+	// for).
 	RemoveSite(ctx context.Context, in *RemoveSiteRequest, opts ...grpc.CallOption) (*RemoveSiteResponse, error)
+	// CertificateRequest makes a new private key for the project's site and
+	// returns a certificate signing request for its names (NAME + privd's
+	// suffix, then the aliases, each checked as InstallSite checks them)
+	// signed by it. The key stays in privd's directory (root:root 0600) and
+	// never leaves privd and the front: opusd sends the CSR to an ACME CA
+	// and gives the issued chain to InstallSite without a key. Each call
+	// replaces the key of the call before it that no certificate was
+	// installed for.
+	CertificateRequest(ctx context.Context, in *CertificateRequestRequest, opts ...grpc.CallOption) (*CertificateRequestResponse, error)
 	// ReloadApache gracefully restarts the front Apache (starting the managed
 	// instance if it is down); the front runs no Python, so no project's
 	// code restarts. Calls within a short window share one graceful restart.
@@ -214,6 +226,16 @@ func (c *privdClient) RemoveSite(ctx context.Context, in *RemoveSiteRequest, opt
 	return out, nil
 }
 
+func (c *privdClient) CertificateRequest(ctx context.Context, in *CertificateRequestRequest, opts ...grpc.CallOption) (*CertificateRequestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CertificateRequestResponse)
+	err := c.cc.Invoke(ctx, Privd_CertificateRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *privdClient) ReloadApache(ctx context.Context, in *ReloadApacheRequest, opts ...grpc.CallOption) (*ReloadApacheResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReloadApacheResponse)
@@ -319,8 +341,19 @@ type PrivdServer interface {
 	// failure the previous vhost is restored and Apache's error comes back.
 	// It does not reload Apache.
 	InstallSite(context.Context, *InstallSiteRequest) (*InstallSiteResponse, error)
-	// RemoveSite removes the project's virtual host, key and certificate.
+	// RemoveSite removes the project's virtual host, key and certificate
+	// (and a key CertificateRequest made that no certificate was installed
+	// for).
 	RemoveSite(context.Context, *RemoveSiteRequest) (*RemoveSiteResponse, error)
+	// CertificateRequest makes a new private key for the project's site and
+	// returns a certificate signing request for its names (NAME + privd's
+	// suffix, then the aliases, each checked as InstallSite checks them)
+	// signed by it. The key stays in privd's directory (root:root 0600) and
+	// never leaves privd and the front: opusd sends the CSR to an ACME CA
+	// and gives the issued chain to InstallSite without a key. Each call
+	// replaces the key of the call before it that no certificate was
+	// installed for.
+	CertificateRequest(context.Context, *CertificateRequestRequest) (*CertificateRequestResponse, error)
 	// ReloadApache gracefully restarts the front Apache (starting the managed
 	// instance if it is down); the front runs no Python, so no project's
 	// code restarts. Calls within a short window share one graceful restart.
@@ -384,6 +417,9 @@ func (UnimplementedPrivdServer) InstallSite(context.Context, *InstallSiteRequest
 }
 func (UnimplementedPrivdServer) RemoveSite(context.Context, *RemoveSiteRequest) (*RemoveSiteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveSite not implemented")
+}
+func (UnimplementedPrivdServer) CertificateRequest(context.Context, *CertificateRequestRequest) (*CertificateRequestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CertificateRequest not implemented")
 }
 func (UnimplementedPrivdServer) ReloadApache(context.Context, *ReloadApacheRequest) (*ReloadApacheResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReloadApache not implemented")
@@ -583,6 +619,24 @@ func _Privd_RemoveSite_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Privd_CertificateRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CertificateRequestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PrivdServer).CertificateRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Privd_CertificateRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PrivdServer).CertificateRequest(ctx, req.(*CertificateRequestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Privd_ReloadApache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReloadApacheRequest)
 	if err := dec(in); err != nil {
@@ -697,6 +751,10 @@ var Privd_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveSite",
 			Handler:    _Privd_RemoveSite_Handler,
+		},
+		{
+			MethodName: "CertificateRequest",
+			Handler:    _Privd_CertificateRequest_Handler,
 		},
 		{
 			MethodName: "ReloadApache",
