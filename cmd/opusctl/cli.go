@@ -218,6 +218,8 @@ already taken, not yours), opusd not reachable.`,
 		c.certCommand(),
 		c.webCommand(),
 		c.doctorCommand(),
+		c.backupCommand(),
+		c.restoreCommand(),
 		c.completionCommand(root),
 		c.versionCommand(),
 	)

@@ -160,7 +160,7 @@ func (r *Runner) DumpSQLite(ctx context.Context, project string, max int64, w io
 		return 0, fmt.Errorf("dump data of %s: %w", project, err)
 	}
 	out := &boundedWriter{w: w, max: max}
-	if err := r.runData(ctx, project, dumpProgram, max, nil, out); err != nil {
+	if err := r.runData(ctx, project, dumpProgram, layout.For(r.Base, project).SQLite(), max, nil, out); err != nil {
 		if out.over {
 			err = ErrDataTooLarge
 		}
@@ -178,14 +178,14 @@ func (r *Runner) LoadSQLite(ctx context.Context, project string, max int64, src 
 		// what comes in is bounded.
 		return fmt.Errorf("load data of %s: %w", project, err)
 	}
-	if err := r.runData(ctx, project, loadProgram, max, src, io.Discard); err != nil {
+	if err := r.runData(ctx, project, loadProgram, layout.For(r.Base, project).SQLite(), max, src, io.Discard); err != nil {
 		return fmt.Errorf("load data of %s: %w", project, err)
 	}
 	return nil
 }
 
-// runData runs one of the copy programs as the project's user.
-func (r *Runner) runData(ctx context.Context, project, program string, max int64, stdin io.Reader, stdout io.Writer) error {
+// runData runs one of the copy programs as the project's user, on path.
+func (r *Runner) runData(ctx context.Context, project, program, path string, max int64, stdin io.Reader, stdout io.Writer, extra ...string) error {
 	cred, err := r.credential(project)
 	if err != nil {
 		return err
@@ -201,11 +201,10 @@ func (r *Runner) runData(ctx context.Context, project, program string, max int64
 	if self == "" {
 		self = "/proc/self/exe"
 	}
-	p := layout.For(r.Base, project)
 	// -I: no PYTHON* variable, no user site, not the working directory
 	// on sys.path: nothing of the tenant's is imported.
 	cmd, err := confine.Command(ctx, self, confine.Spec{UID: cred.Uid, GID: cred.Gid, Path: r.Python,
-		Args: []string{r.Python, "-I", "-c", program, p.SQLite(), strconv.FormatInt(max, 10)},
+		Args: append([]string{r.Python, "-I", "-c", program, path, strconv.FormatInt(max, 10)}, extra...),
 		Env:  []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, Dir: "/", Keep: []string{r.Base}, Limits: r.Limits})
 	if err != nil {
 		return err

@@ -100,6 +100,11 @@ func (d Dir) Write(project, id string, max int64, fill func(io.Writer) error) (i
 	return w.n, nil
 }
 
+// MediaID is the id under which the media files of snapshot id are kept
+// (Write and Open it like a snapshot; Prune keeps it with its snapshot's
+// record when that says Media).
+func MediaID(id string) string { return id + "-media" }
+
 // Open opens snapshot id of project for reading.
 func (d Dir) Open(project, id string) (*os.File, error) {
 	dir, err := d.project(project)
@@ -129,6 +134,9 @@ func (d Dir) Prune(project string, keep []store.Snapshot) error {
 	kept := map[string]bool{}
 	for _, s := range keep {
 		kept[s.ID] = true
+		if s.Media {
+			kept[MediaID(s.ID)] = true
+		}
 	}
 	for _, e := range entries {
 		if !kept[e.Name()] {
@@ -136,6 +144,21 @@ func (d Dir) Prune(project string, keep []store.Snapshot) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// Remove removes snapshot id of project, if it is there.
+func (d Dir) Remove(project, id string) error {
+	dir, err := d.project(project)
+	if err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	return nil
 }

@@ -50,6 +50,11 @@ type Snapshot struct {
 	// Generation is the spec generation of the change it was taken for:
 	// that change's undo restores it.
 	Generation int64 `json:"generation"`
+	// Media says the snapshot also holds the project's media files (a
+	// tar of data/media, MediaSize bytes): one a restore from a backup
+	// brought, or the copy taken before such a restore replaced them.
+	Media     bool  `json:"media,omitempty"`
+	MediaSize int64 `json:"media_size,omitempty"`
 }
 
 // Snapshot returns the snapshot called id, or nil.
@@ -338,6 +343,8 @@ const (
 	OpReconcile      OpKind = "RECONCILE"
 	// OpRollback moves an app back to one of its recorded revisions.
 	OpRollback OpKind = "ROLLBACK"
+	// OpRestore makes (or remakes) a project from a backup.
+	OpRestore OpKind = "RESTORE"
 )
 
 // OpState is where an operation is.
