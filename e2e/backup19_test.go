@@ -253,9 +253,9 @@ func TestBackupRefusesHostileMedia(t *testing.T) {
 			t.Errorf("/etc/shadow's content reached the caller")
 		}
 	}
-	try("symbolic link")
+	try("media/shadow is a symbolic link")
 	h.asProject(t, name, "rm data/media/shadow")
-	try("FIFO")
+	try("media/zfifo is a FIFO")
 	h.asProject(t, name, "rm data/media/zfifo && truncate -s 1T data/media/huge")
 	try("larger than")
 }

@@ -222,6 +222,8 @@ func (r *Runner) runData(ctx context.Context, project, program, path string, max
 		return fmt.Errorf("stopped after %s: %w", DataTimeout, ctx.Err())
 	case errors.As(err, &exit) && exit.ExitCode() == exitTooLarge:
 		return ErrDataTooLarge
+	case errors.As(err, &exit) && exit.ExitCode() == exitRefused:
+		return fmt.Errorf("%w: %s", ErrMediaRefused, tailLine(stderr.String()))
 	case errors.As(err, &exit):
 		return fmt.Errorf("%s exited with %d: %s", r.Python, exit.ExitCode(), tailLine(stderr.String()))
 	}

@@ -2,6 +2,7 @@ package manage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -19,6 +20,14 @@ import (
 // files (non-blocking, so a FIFO cannot hang them): a link, FIFO, socket
 // or device in data/media fails the copy with a message naming it, rather
 // than being followed or silently left out of a backup.
+
+// ErrMediaRefused: what is in data/media cannot be copied (a link, FIFO,
+// socket or device; too many entries or too deep); the message says what.
+var ErrMediaRefused = errors.New("the media files cannot be copied")
+
+// exitRefused is the media programs' exit status for ErrMediaRefused; the
+// last line of their error output says why.
+const exitRefused = 4
 
 // MaxMediaEntries bounds the files and directories of one media copy.
 const MaxMediaEntries = 100000
@@ -40,7 +49,8 @@ def kind(m):
     if stat.S_ISCHR(m) or stat.S_ISBLK(m): return "a device"
     return "not a regular file"
 def refuse(rel, what):
-    sys.exit("opus: media/%s is %s: a backup copies only regular files and directories; remove it and back up again" % (rel, what))
+    sys.stderr.write("media/%s is %s: a backup copies only regular files and directories; remove it and back up again\n" % (rel, what))
+    sys.exit(4)
 try:
     top = os.open(root, F | os.O_DIRECTORY)
 except FileNotFoundError:
@@ -52,12 +62,14 @@ tar = tarfile.open(fileobj=sys.stdout.buffer, mode="w|", format=tarfile.PAX_FORM
 state = {"total": 0, "count": 0}
 def walk(dfd, prefix, depth):
     if depth > maxdepth:
-        sys.exit("opus: media/%s is more than %d directories deep" % (prefix, maxdepth))
+        sys.stderr.write("media/%s is more than %d directories deep\n" % (prefix, maxdepth))
+        sys.exit(4)
     for name in sorted(os.listdir(dfd)):
         rel = prefix + name
         state["count"] += 1
         if state["count"] > maxn:
-            sys.exit("opus: media has more than %d files and directories" % maxn)
+            sys.stderr.write("media has more than %d files and directories\n" % maxn)
+            sys.exit(4)
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
             refuse(rel, kind(st.st_mode))

@@ -65,8 +65,9 @@ type Manager interface {
 // Data copies a project's SQLite database out and in as the project's
 // user. privd/manage's *Runner implements it; the server has already
 // checked that the project's user exists and is Opus's. Errors map as for
-// Sites, and manage.ErrNoDatabase, ErrNotDatabaseFile and ErrDataTooLarge
-// to NotFound, FailedPrecondition and ResourceExhausted.
+// Sites, and manage.ErrNoDatabase, ErrNotDatabaseFile (and
+// ErrMediaRefused) and ErrDataTooLarge to NotFound, FailedPrecondition and
+// ResourceExhausted.
 //
 // DumpMedia and LoadMedia do the same for the project's media files
 // (data/media) as a tar, for backups.
@@ -230,7 +231,7 @@ func toStatus(err error) error {
 		c = codes.InvalidArgument
 	case errors.Is(err, manage.ErrNoDatabase):
 		c = codes.NotFound
-	case errors.Is(err, manage.ErrNotDatabaseFile):
+	case errors.Is(err, manage.ErrNotDatabaseFile), errors.Is(err, manage.ErrMediaRefused):
 		c = codes.FailedPrecondition
 	case errors.Is(err, manage.ErrDataTooLarge):
 		c = codes.ResourceExhausted

@@ -30,6 +30,7 @@ package backup
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -46,6 +47,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/names"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
@@ -201,7 +203,10 @@ func Read(r io.Reader, tmp string, l Limits) (_ *Archive, err error) {
 	}()
 	total := l.Total()
 	counted := &countReader{r: r, max: total}
-	gz, err := gzip.NewReader(counted)
+	// A byte reader of our own, so gzip reads no further than its end
+	// and what follows can be seen.
+	br := bufio.NewReader(counted)
+	gz, err := gzip.NewReader(br)
 	if err != nil {
 		return nil, invalid("not gzip: %v", err)
 	}
@@ -277,6 +282,9 @@ func Read(r io.Reader, tmp string, l Limits) (_ *Archive, err error) {
 	if n, _ := io.Copy(io.Discard, io.LimitReader(gz, 1<<20)); n > 0 {
 		return nil, invalid("data after the end of the archive")
 	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		return nil, invalid("data after the end of the archive")
+	}
 	if manifest == nil {
 		return nil, invalid("no %s", ManifestFile)
 	}
@@ -302,9 +310,9 @@ func (a *Archive) parseManifest(data []byte, seen map[string]Part) error {
 		got, ok := seen[p.Name]
 		switch {
 		case listed[p.Name]:
-			return invalid("the manifest lists %s twice", clip(p.Name))
+			return invalid("the manifest lists %q twice", clip(p.Name))
 		case !ok:
-			return invalid("the manifest lists %s, which is not in the file", clip(p.Name))
+			return invalid("the manifest lists %q, which is not in the file", clip(p.Name))
 		case got.Size != p.Size || got.SHA256 != p.SHA256:
 			return invalid("%s is damaged: its size or SHA-256 is not the one the manifest records", p.Name)
 		}
@@ -420,13 +428,8 @@ func (a *Archive) parseSecrets(data []byte) error {
 	return nil
 }
 
-// clip shortens a name from the file for a message.
-func clip(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "…"
-	}
-	return fmt.Sprintf("%q", s)[1 : len(fmt.Sprintf("%q", s))-1]
-}
+// clip is a name from the file for a message: short, and printable.
+func clip(s string) string { return excerpt.Short(s) }
 
 // countReader fails past max bytes.
 type countReader struct {

@@ -210,21 +210,32 @@ func dumpSQLite(ctx context.Context, t *Task, w io.Writer) error {
 }
 
 // dumpPrivd has privd copy the project's SQLite database, or with media
-// its media files, into w.
+// its media files, into w. NotFound (no database) and ResourceExhausted
+// (past snapshot_max_bytes) come back as privd's status; other errors
+// say which call failed.
 func dumpPrivd(ctx context.Context, t *Task, media bool, w io.Writer) error {
-	return DumpData(ctx, t.Privd, t.Project.Name, media, w)
+	err := DumpData(ctx, t.Privd, t.Project.Name, media, w)
+	if _, ok := status.FromError(err); !ok || err == nil {
+		return err
+	}
+	if c := status.Code(err); c == codes.NotFound || c == codes.ResourceExhausted {
+		return err
+	}
+	if media {
+		return &wordedError{msg: "copying the project's media files: opus-privd: " + status.Convert(err).Message(), err: err}
+	}
+	return privdErr("DumpData", err)
 }
 
 // DumpData has privd copy project's SQLite database, or with media its
-// media files (a tar), into w. NotFound (no database) and
-// ResourceExhausted (past snapshot_max_bytes) come back as privd's
-// status; other errors say which call failed.
+// media files (a tar), into w. privd's refusals come back as its gRPC
+// status; an error of w's as it is.
 func DumpData(ctx context.Context, privd privdv1.PrivdClient, project string, media bool, w io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := privd.DumpData(ctx, &privdv1.DumpDataRequest{Project: project, Media: media})
 	if err != nil {
-		return privdErr("DumpData", err)
+		return err
 	}
 	for {
 		m, err := stream.Recv()
@@ -232,10 +243,7 @@ func DumpData(ctx context.Context, privd privdv1.PrivdClient, project string, me
 			return nil
 		}
 		if err != nil {
-			if c := status.Code(err); c == codes.NotFound || c == codes.ResourceExhausted {
-				return err
-			}
-			return privdErr("DumpData", err)
+			return err
 		}
 		if _, err := w.Write(m.GetChunk()); err != nil {
 			return err

@@ -205,8 +205,10 @@ func (s *Service) spool(ctx context.Context, w *backup.Writer, tmp, name, what s
 		return status.Errorf(codes.ResourceExhausted, "%s of the project are larger than this host's bound for a copy (snapshot_max_bytes, %d bytes); ask the host administrator to raise it", what, s.cfg.Backups.MaxData)
 	case c == codes.NotFound:
 		return status.Errorf(codes.FailedPrecondition, "the project has no database to back up yet")
-	case c == codes.FailedPrecondition, c == codes.Unavailable, c == codes.DeadlineExceeded:
+	case c == codes.FailedPrecondition, c == codes.DeadlineExceeded:
 		return status.Errorf(c, "copying %s: %s", what, status.Convert(err).Message())
+	case c == codes.Unavailable:
+		return status.Errorf(c, "copying %s: the privileged daemon opus-privd is not reachable (%s); the host administrator must start it", what, status.Convert(err).Message())
 	}
 	s.log.ErrorContext(ctx, "backup: copy failed", "part", name, "err", err)
 	return status.Errorf(codes.Internal, "copying %s failed: %v", what, err)
