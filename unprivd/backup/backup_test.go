@@ -178,9 +178,13 @@ func TestReadRefuses(t *testing.T) {
 			return append(bytes.Clone(good), b.Bytes()...)
 		}, "after the end"},
 		{"unknown part", func(t *testing.T) []byte { return rewrite(t, good, nil, add("evil.sh", []byte("x"), tar.TypeReg)) }, "unexpected file"},
-		{"path out", func(t *testing.T) []byte { return rewrite(t, good, nil, add("../../etc/cron.d/x", []byte("x"), tar.TypeReg)) }, "unexpected file"},
+		{"path out", func(t *testing.T) []byte {
+			return rewrite(t, good, nil, add("../../etc/cron.d/x", []byte("x"), tar.TypeReg))
+		}, "unexpected file"},
 		{"absolute", func(t *testing.T) []byte { return rewrite(t, good, nil, add("/etc/passwd", []byte("x"), tar.TypeReg)) }, "unexpected file"},
-		{"app name not an app", func(t *testing.T) []byte { return rewrite(t, good, nil, add("apps/../x.tar", []byte("x"), tar.TypeReg)) }, "unexpected file"},
+		{"app name not an app", func(t *testing.T) []byte {
+			return rewrite(t, good, nil, add("apps/../x.tar", []byte("x"), tar.TypeReg))
+		}, "unexpected file"},
 		{"symlink part", func(t *testing.T) []byte {
 			return rewrite(t, good, func(h *tar.Header, b []byte) []byte {
 				if h.Name == MediaFile {
@@ -238,11 +242,21 @@ func TestReadRefuses(t *testing.T) {
 				m["parts"] = parts[:len(parts)-1]
 			}))
 		}, "not listed"},
-		{"other format", func(t *testing.T) []byte { return rewrite(t, good, editManifest(func(m map[string]any) { m["format"] = "zip" })) }, "format"},
-		{"newer version", func(t *testing.T) []byte { return rewrite(t, good, editManifest(func(m map[string]any) { m["version"] = 2 })) }, "version 2"},
-		{"unknown manifest field", func(t *testing.T) []byte { return rewrite(t, good, editManifest(func(m map[string]any) { m["owner_uid"] = 0 })) }, "unknown field"},
-		{"unknown project field", func(t *testing.T) []byte { return rewrite(t, good, editProject(func(p map[string]any) { p["ownerUid"] = 0 })) }, "project"},
-		{"bad project name", func(t *testing.T) []byte { return rewrite(t, good, editProject(func(p map[string]any) { p["name"] = "../root" })) }, "project name"},
+		{"other format", func(t *testing.T) []byte {
+			return rewrite(t, good, editManifest(func(m map[string]any) { m["format"] = "zip" }))
+		}, "format"},
+		{"newer version", func(t *testing.T) []byte {
+			return rewrite(t, good, editManifest(func(m map[string]any) { m["version"] = 2 }))
+		}, "version 2"},
+		{"unknown manifest field", func(t *testing.T) []byte {
+			return rewrite(t, good, editManifest(func(m map[string]any) { m["owner_uid"] = 0 }))
+		}, "unknown field"},
+		{"unknown project field", func(t *testing.T) []byte {
+			return rewrite(t, good, editProject(func(p map[string]any) { p["ownerUid"] = 0 }))
+		}, "project"},
+		{"bad project name", func(t *testing.T) []byte {
+			return rewrite(t, good, editProject(func(p map[string]any) { p["name"] = "../root" }))
+		}, "project name"},
 		{"bad app name", func(t *testing.T) []byte {
 			return rewrite(t, good, editProject(func(p map[string]any) {
 				p["apps"].([]any)[0].(map[string]any)["name"] = "os"
