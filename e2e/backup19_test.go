@@ -4,6 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -357,5 +360,95 @@ func addTar(t *testing.T, tw *tar.Writer, name string, b []byte) {
 	}
 	if _, err := tw.Write(b); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// forgeDatabase returns backup data whose database part is replaced by
+// content, with the manifest's size and SHA-256 of it updated to match:
+// a file that passes every check of the format and fails only when the
+// restore loads it.
+func forgeDatabase(t *testing.T, data, content []byte) []byte {
+	t.Helper()
+	sum := sha256.Sum256(content)
+	return rewriteBackup(t, data, nil, func(name string, b []byte) []byte {
+		switch name {
+		case "database.sqlite3":
+			return content
+		case "manifest.json":
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range m["parts"].([]any) {
+				if part := p.(map[string]any); part["name"] == "database.sqlite3" {
+					part["size"], part["sha256"] = len(content), hex.EncodeToString(sum[:])
+				}
+			}
+			out, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		return b
+	})
+}
+
+// TestRestoreFailsWhole: a restore that fails part way (its database
+// cannot be loaded) is undone whole. Over an existing project (--replace)
+// the project is put back as it was just before: its code, its database,
+// its media and its own secret key (the backup came from another
+// project). As a new project (--as), nothing of it is left: no project,
+// no user, no files.
+func TestRestoreFailsWhole(t *testing.T) {
+	h := needHost(t)
+	src, _ := h.backedUpProject(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.opus")
+	h.mustCtl(t, 0, "backup", src, "-o", good)
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := filepath.Join(dir, "forged.opus")
+	if err := os.WriteFile(forged, forgeDatabase(t, data, []byte("this is not an SQLite database, though the manifest says it is fine")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	name := h.newProject(t)
+	h.deploy(t, 0, name, localApp(t, "notes"), galleryApp(t))
+	h.sqlAsProject(t, name, "INSERT INTO notes_note (text, created) VALUES ('gamma', datetime('now'))")
+	h.asProject(t, name, "mkdir -p data/media/sub && echo 'its own media' > data/media/sub/hello.txt")
+	c := webClient()
+	mustGet(t, c, h.url(name, "http", "/notes/"), "notes: 1")
+	_, gallery := get(t, c, h.url(name, "http", "/gallery/"))
+	if !strings.Contains(gallery, "its own media") {
+		t.Fatalf("gallery says %q", gallery)
+	}
+
+	r := h.ctl(t, 0, "", "restore", forged, "--replace", "--as", name)
+	if r.code != 1 || !strings.Contains(r.out+r.err, "file is not a database") || !strings.Contains(r.out+r.err, "Nothing of the change was applied") {
+		t.Errorf("restore of an unloadable database: exit %d, want 1 saying why and that it was undone\n%s\n%s", r.code, r.out, r.err)
+	}
+	mustGet(t, c, h.url(name, "http", "/notes/"), "notes: 1")
+	mustGet(t, c, h.url(name, "http", "/notes/"), "- gamma")
+	if _, got := get(t, c, h.url(name, "http", "/gallery/")); got != gallery {
+		t.Errorf("after the failed restore the gallery says %q, want %q (its own media and secret key)", got, gallery)
+	}
+
+	before := hostState(t)
+	other := h.newProject(t)
+	r = h.ctl(t, 0, "", "restore", forged, "--as", other)
+	if r.code != 1 {
+		t.Errorf("restore --as of an unloadable database: exit %d, want 1", r.code)
+	}
+	if r := h.ctl(t, 0, "", "show", other); r.code != 1 {
+		t.Errorf("after a failed restore, show %s: exit %d, want 1 (no such project)", other, r.code)
+	}
+	if exists(filepath.Join(h.cfg.BaseDir, "projects", other)) || exists(filepath.Join(h.cfg.BaseDir, "snapshots", other)) {
+		t.Error("a failed restore left the project's files")
+	}
+	if hostState(t) != before {
+		t.Error("a failed restore left accounts on the host")
 	}
 }

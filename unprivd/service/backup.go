@@ -497,6 +497,10 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			if p.Secrets == nil {
 				p.Secrets = &store.Secrets{}
 			}
+			if p.Secrets.Replaced == "" && p.Secrets.SecretKey != arch.Secrets.SecretKey {
+				// Put back by the reconciler if the restore fails.
+				p.Secrets.Replaced = p.Secrets.SecretKey
+			}
 			p.Secrets.SecretKey = arch.Secrets.SecretKey
 			p.Generation++
 			if err := tx.PutProject(p); err != nil {

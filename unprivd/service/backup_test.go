@@ -158,7 +158,8 @@ func TestBackupOnlyForOwnerOrAdmin(t *testing.T) {
 // with the backup's secret key and its data as a snapshot (database and
 // media) that the first run restores, as a RESTORE operation.
 // Over the caller's own project it needs replace, and then replaces spec
-// and key at a new generation, keeping the owner's certificate. Over
+// and key at a new generation (the key replaced kept for the undo),
+// keeping the owner's certificate. Over
 // another's project it is refused as a create would be; giving the
 // project to another owner is an admin's; a refused restore leaves no
 // record and no snapshot file.
@@ -210,7 +211,7 @@ func TestRestoreRecordsProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	q, _ := s.st.GetProject(ctx, "twin")
-	if q.Generation != p.Generation+1 || q.Secrets.SecretKey != theirKey || q.Spec.Certificate == nil || len(q.Snapshots) != 2 || q.Spec.RestoreSnapshot == p.Spec.RestoreSnapshot {
+	if q.Generation != p.Generation+1 || q.Secrets.SecretKey != theirKey || q.Secrets.Replaced != "another key" || q.Spec.Certificate == nil || len(q.Snapshots) != 2 || q.Spec.RestoreSnapshot == p.Spec.RestoreSnapshot {
 		t.Errorf("after restore --replace: generation %d secrets %+v certificate %v snapshots %d restore %s",
 			q.Generation, q.Secrets, q.Spec.Certificate, len(q.Snapshots), q.Spec.RestoreSnapshot)
 	}

@@ -74,6 +74,10 @@ type Secrets struct {
 	// a project made before opusd kept it) and never changed: a new one
 	// would log every user out and break signed data.
 	SecretKey string `json:"secret_key"`
+	// Replaced is the SecretKey a restore from a backup (over the
+	// project, not yet deployed) replaced: the undo of that restore, if
+	// it fails, puts it back; cleared when a run succeeds.
+	Replaced string `json:"replaced,omitempty"`
 	// Written is the SHA-256 (hex) of the secrets file as last written to
 	// the project: a write whose content differs changes what the
 	// project's daemon must load, so it is restarted.
