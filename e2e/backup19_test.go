@@ -452,3 +452,50 @@ func TestRestoreFailsWhole(t *testing.T) {
 		t.Error("a failed restore left accounts on the host")
 	}
 }
+
+// TestBackupRestorePostgreSQL: a project whose PostgreSQL database Opus
+// provisioned is backed up with pg_dump, destroyed (its database
+// dropped) and restored into a database provisioned anew, with its rows.
+func TestBackupRestorePostgreSQL(t *testing.T) {
+	h := needHost(t)
+	port := postgres(t)
+	dropProvisioned(t)
+	// The admin role for opusd's user, as TestPostgreSQLProvisioned makes.
+	notePG(t, daemonUser)
+	psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser)
+	if out, err := psql(t, "postgres", "CREATE ROLE "+daemonUser+" LOGIN CREATEROLE CREATEDB"); err != nil {
+		t.Fatalf("create admin role: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		dropProvisioned(t)
+		if out, err := psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser); err != nil {
+			t.Errorf("drop admin role: %v %s", err, out)
+		}
+	})
+	admin := "host=/var/run/postgresql port=" + port + " user=" + daemonUser + " dbname=postgres"
+	h.opusdWith(t, "postgres-backup", "postgres_admin "+admin+"\n")
+	name := h.newProject(t)
+	db := "opus_" + name
+	notePG(t, db)
+	h.mustCtl(t, 0, "create", name, "--app", localApp(t, "notes"), "--database", "provision")
+	if out, err := psql(t, db, "INSERT INTO notes_note (text, created) VALUES ('alpha', now()), ('beta', now())"); err != nil {
+		t.Fatalf("insert: %v %s", err, out)
+	}
+	c := webClient()
+	mustGet(t, c, h.url(name, "http", "/notes/"), "notes: 2")
+	file := filepath.Join(t.TempDir(), "pg.opus")
+	h.mustCtl(t, 0, "backup", name, "-o", file)
+	if parts := tarNames(t, file); !contains(parts, "database.pgdump") || contains(parts, "database.sqlite3") {
+		t.Errorf("backup of a PostgreSQL project holds %v", parts)
+	}
+	h.mustCtl(t, 0, "destroy", name, "--yes")
+	if role, owner := pgExists(t, db); role || owner != "" {
+		t.Fatalf("destroy left the provisioned database: role %v owner %q", role, owner)
+	}
+	h.mustCtl(t, 0, "restore", file)
+	mustGet(t, c, h.url(name, "http", "/notes/"), "notes: 2")
+	mustGet(t, c, h.url(name, "http", "/notes/"), "- alpha")
+	if role, owner := pgExists(t, db); !role || owner != db {
+		t.Errorf("after the restore: role %v, database owner %q; want both %s", role, owner, db)
+	}
+}

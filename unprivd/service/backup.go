@@ -102,6 +102,10 @@ func (s *Service) BackupProject(req *opusv1.BackupProjectRequest, stream opusv1.
 func (s *Service) backupWriter(ctx context.Context, p *store.Project, tmp string) (w *backup.Writer, err error) {
 	spec := p.Applied
 	req := &opusv1.CreateProjectRequest{Name: p.Name, Admin: spec.Admin, Database: toDatabase(spec.Database)}
+	if db := spec.Database; db != nil && db.Provisioned {
+		// Provisioned anew where it is restored, named after the project.
+		req.Database = &opusv1.Database{Engine: enginePostgreSQL, Provision: true}
+	}
 	applied := &store.Project{Spec: *spec}
 	req.Settings = toSettings(applied)
 	// Resource limits are the host's admins' to give, at create as after.
@@ -466,6 +470,9 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 		if err := hostsTaken(tx, name, spec.Settings.Hosts); err != nil {
 			return err
 		}
+		if err := databaseTaken(tx, name, spec.Database); err != nil {
+			return err
+		}
 		p, err := tx.Project(name)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -532,4 +539,25 @@ func copyPart(dir snapshot.Dir, arch *backup.Archive, project, id, part string, 
 		_, err := io.Copy(w, f)
 		return err
 	})
+}
+
+// databaseTaken refuses to restore into a PostgreSQL database given by
+// its connection parameters that another project uses: the restore
+// empties it and loads the backup's data (a copy --as beside the original
+// would overwrite the original's data).
+func databaseTaken(tx *store.Tx, project string, db *store.Database) error {
+	if db == nil || db.Provisioned {
+		return nil
+	}
+	ps, err := tx.Projects()
+	if err != nil {
+		return err
+	}
+	for _, other := range ps {
+		o := other.Spec.Database
+		if other.Name != project && o != nil && !o.Provisioned && o.Host == db.Host && o.Port == db.Port && o.Name == db.Name {
+			return status.Errorf(codes.FailedPrecondition, "the backup's PostgreSQL database %s is project %q's; a restore empties it and loads the backup's data, so restore this backup where no other project uses that database", db.Name, other.Name)
+		}
+	}
+	return nil
 }

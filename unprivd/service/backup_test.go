@@ -17,6 +17,7 @@ import (
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/backup"
+	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/snapshot"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -241,5 +242,45 @@ func TestRestoreRecordsProject(t *testing.T) {
 		if entries, _ := os.ReadDir(filepath.Join(plain.dir, "base", "snapshots", n)); len(entries) != 0 {
 			t.Errorf("a refused restore left snapshots of %s: %v", n, entries)
 		}
+	}
+}
+
+// TestRestoreRefusesSharedDatabase: a backup of a project whose
+// PostgreSQL database was given by its parameters restores into that same
+// database, so not --as beside a project that uses it (it would empty
+// the original's data); the backup carries the password in its secrets.
+func TestRestoreRefusesSharedDatabase(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
+	ctx := context.Background()
+	putDeployed(t, s, "orig", 0)
+	db := &store.Database{Engine: "postgresql", Host: "db.example.com", Port: 5432, Name: "orig", User: "orig", Password: "pg-password"}
+	if _, err := s.st.UpdateProject(ctx, "orig", func(p *store.Project) error {
+		p.Spec.Database, p.Applied.Database = db, db
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.svc.cfg.Backups.PGDump = func(_ context.Context, c postgres.Conn, w io.Writer) error {
+		_, err := io.WriteString(w, "pg_dump of "+c.Name)
+		return err
+	}
+	file, err := backupOf(t, s, "orig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := backup.Read(bytes.NewReader(file), t.TempDir(), backup.Limits{Data: 1 << 20, App: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if a.Secrets.DatabasePassword != "pg-password" || !a.Has(backup.PGDumpFile) || a.Has(backup.SQLiteFile) {
+		t.Errorf("backup of a PostgreSQL project: secrets %+v, parts %v", a.Secrets, a.Manifest.Parts)
+	}
+	_, err = restoreTo(t, s, &opusv1.RestoreInfo{Name: "twin"}, file)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `project "orig"`) {
+		t.Errorf("restore beside the project using the database: %v, want FailedPrecondition naming it", err)
+	}
+	if _, err := s.st.GetProject(ctx, "twin"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a refused restore recorded a project: %v", err)
 	}
 }
