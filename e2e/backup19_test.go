@@ -439,8 +439,8 @@ func TestRestoreFailsWhole(t *testing.T) {
 	before := hostState(t)
 	other := h.newProject(t)
 	r = h.ctl(t, 0, "", "restore", forged, "--as", other)
-	if r.code != 1 {
-		t.Errorf("restore --as of an unloadable database: exit %d, want 1", r.code)
+	if r.code != 1 || !strings.Contains(r.err, "Nothing of project "+other+" was kept") {
+		t.Errorf("restore --as of an unloadable database: exit %d, want 1 saying nothing was kept\n%s", r.code, r.err)
 	}
 	if r := h.ctl(t, 0, "", "show", other); r.code != 1 {
 		t.Errorf("after a failed restore, show %s: exit %d, want 1 (no such project)", other, r.code)
