@@ -118,13 +118,22 @@ type Limits struct {
 	// Data bounds the database copy and the media tar each (opusd's
 	// snapshot_max_bytes: the most privd loads).
 	Data int64
-	// App bounds each app archive (the upload limit).
-	App int64
+	// App bounds each app archive (the upload limit), and Apps all of
+	// them together (the upload quota: they become the restorer's
+	// uploads); 0 means App.
+	App, Apps int64
+}
+
+func (l Limits) apps() int64 {
+	if l.Apps <= 0 {
+		return l.App
+	}
+	return l.Apps
 }
 
 // Total is the most a backup within l can take, uncompressed.
 func (l Limits) Total() int64 {
-	return MaxManifest + MaxSecrets + 2*l.Data + MaxApps*l.App + (MaxApps+4)*4096
+	return MaxManifest + MaxSecrets + 2*l.Data + l.apps() + (MaxApps+4)*4096
 }
 
 // ErrInvalid wraps every refusal of a backup file.
@@ -216,6 +225,7 @@ func Read(r io.Reader, tmp string, l Limits) (_ *Archive, err error) {
 	var manifest, secrets []byte
 	seen := map[string]Part{}
 	var order []string
+	var appBytes int64
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -243,6 +253,11 @@ func Read(r io.Reader, tmp string, l Limits) (_ *Archive, err error) {
 		}
 		if h.Size < 0 || h.Size > bound {
 			return nil, invalid("%s is %d bytes, more than the %d this host accepts", name, h.Size, bound)
+		}
+		if strings.HasPrefix(name, appsDir) {
+			if appBytes += h.Size; appBytes > l.apps() {
+				return nil, invalid("the apps' archives are more than %d bytes together, the upload quota of this host", l.apps())
+			}
 		}
 		hash := sha256.New()
 		var n int64

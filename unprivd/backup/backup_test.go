@@ -387,3 +387,14 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// TestReadBoundsAppsTogether: the uploaded apps' archives are bounded
+// together (they become the restorer's uploads), not only each.
+func TestReadBoundsAppsTogether(t *testing.T) {
+	l := testLimits
+	l.Apps = 5
+	_, err := Read(bytes.NewReader(goodBackup(t)), t.TempDir(), l)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "together") {
+		t.Fatalf("err = %v, want a refusal of the apps' size together", err)
+	}
+}

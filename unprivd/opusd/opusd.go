@@ -118,7 +118,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		MaxUpload: source.DefaultLimits.MaxCompressed, Logger: log, ConsoleURL: con.url(), TLSSecurityLevel: cfg.TLSSecurityLevel,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Provision: provision,
-		Backups:   &service.Backups{BaseDir: cfg.BaseDir, MaxData: cfg.SnapshotMaxBytes, OpusVersion: opusVersion()},
+		Backups:   &service.Backups{BaseDir: cfg.BaseDir, MaxData: cfg.SnapshotMaxBytes, MaxApps: cfg.UploadQuota, OpusVersion: opusVersion()},
 	})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -30,6 +31,10 @@ type Backups struct {
 	// MaxData is config.Config's snapshot_max_bytes: the bound of the
 	// database copy and of the media files each, as for privd.
 	MaxData int64
+	// MaxApps bounds the uploaded apps' archives of one backup together
+	// (config upload_quota: they become the restorer's uploads); 0 means
+	// Config.MaxUpload.
+	MaxApps int64
 	// PGDump copies a PostgreSQL database (postgres.Dump when nil).
 	PGDump func(ctx context.Context, c postgres.Conn, w io.Writer) error
 	// OpusVersion is recorded in every backup.
@@ -345,7 +350,12 @@ func (s *Service) RestoreProject(stream opusv1.Opus_RestoreProjectServer) error 
 	if err != nil {
 		return s.storeErr(ctx, err)
 	}
-	lim := backup.Limits{Data: s.cfg.Backups.MaxData, App: s.cfg.MaxUpload}
+	release, ok := s.restores.take(c.uid)
+	if !ok {
+		return s.refuse(ctx, c, method, info.GetName(), status.Error(codes.ResourceExhausted, "you have a restore under way; wait until opusd has read its file and try again"))
+	}
+	defer release()
+	lim := backup.Limits{Data: s.cfg.Backups.MaxData, App: s.cfg.MaxUpload, Apps: s.cfg.Backups.MaxApps}
 	arch, err := backup.Read(&restoreReader{recv: stream.Recv}, tmp, lim)
 	if err != nil {
 		if errors.Is(err, backup.ErrInvalid) {
@@ -560,4 +570,29 @@ func databaseTaken(tx *store.Tx, project string, db *store.Database) error {
 		}
 	}
 	return nil
+}
+
+// restoreLimit lets each caller send one backup at a time: a restore
+// spools the file (up to its bounds) in opusd's directory until it is
+// checked, so that is what a caller can take of the disk at once.
+type restoreLimit struct {
+	mu     sync.Mutex
+	active map[uint32]bool
+}
+
+func (l *restoreLimit) take(uid uint32) (release func(), ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.active[uid] {
+		return nil, false
+	}
+	if l.active == nil {
+		l.active = map[uint32]bool{}
+	}
+	l.active[uid] = true
+	return func() {
+		l.mu.Lock()
+		delete(l.active, uid)
+		l.mu.Unlock()
+	}, true
 }

@@ -284,3 +284,27 @@ func TestRestoreRefusesSharedDatabase(t *testing.T) {
 		t.Errorf("a refused restore recorded a project: %v", err)
 	}
 }
+
+// TestRestoreLimitOnePerCaller: a caller sends one backup at a time;
+// others are not held up by it, and the turn comes back when it ends.
+func TestRestoreLimitOnePerCaller(t *testing.T) {
+	var l restoreLimit
+	release, ok := l.take(1000)
+	if !ok {
+		t.Fatal("first restore refused")
+	}
+	if _, ok := l.take(1000); ok {
+		t.Error("a second restore of the same caller at once was let through")
+	}
+	other, ok := l.take(1001)
+	if !ok {
+		t.Error("another caller's restore was held up")
+	}
+	other()
+	release()
+	if r, ok := l.take(1000); !ok {
+		t.Error("the caller's turn did not come back")
+	} else {
+		r()
+	}
+}

@@ -106,6 +106,8 @@ type Service struct {
 	sessions *consoleSessions
 	// follows counts each caller's FollowLogs streams (logs.go).
 	follows followLimit
+	// restores are the callers sending a backup (backup.go).
+	restores restoreLimit
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
