@@ -47,8 +47,13 @@ type UploadOpener interface {
 	Open(uid uint32, digest string) (*os.File, error)
 }
 
+// backupTmp is where backups and restores spool their parts, under
+// opusd's base directory: opusd's alone, emptied at start (what a crash
+// left).
+func backupTmp(base string) string { return filepath.Join(base, "backup-tmp") }
+
 func (s *Service) tmpDir() (string, error) {
-	dir := filepath.Join(s.cfg.Backups.BaseDir, "tmp")
+	dir := backupTmp(s.cfg.Backups.BaseDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("temporary directory: %w", err)
 	}

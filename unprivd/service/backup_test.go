@@ -308,3 +308,22 @@ func TestRestoreLimitOnePerCaller(t *testing.T) {
 		r()
 	}
 }
+
+// TestBackupTmpEmptiedAtStart: what a backup or restore cut short by a
+// crash spooled is removed when opusd starts again.
+func TestBackupTmpEmptiedAtStart(t *testing.T) {
+	s := startServer(t, serverOpt{})
+	left := filepath.Join(backupTmp(s.svc.cfg.Backups.BaseDir), "restore-123", "database.sqlite3")
+	if err := os.MkdirAll(filepath.Dir(left), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(left, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(s.svc.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("%s is still there: %v", left, err)
+	}
+}

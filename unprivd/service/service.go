@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -129,6 +130,12 @@ func New(cfg Config) (*Service, error) {
 		cfg: cfg, log: cfg.Logger,
 	}
 	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
+	if cfg.Backups != nil {
+		// What a backup or restore cut short by a crash left.
+		if err := os.RemoveAll(backupTmp(cfg.Backups.BaseDir)); err != nil {
+			s.log.Warn("remove the backups' temporary files", "err", err)
+		}
+	}
 	return s, nil
 }
 
