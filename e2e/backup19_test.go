@@ -459,19 +459,7 @@ func TestRestoreFailsWhole(t *testing.T) {
 func TestBackupRestorePostgreSQL(t *testing.T) {
 	h := needHost(t)
 	port := postgres(t)
-	dropProvisioned(t)
-	// The admin role for opusd's user, as TestPostgreSQLProvisioned makes.
-	notePG(t, daemonUser)
-	psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser)
-	if out, err := psql(t, "postgres", "CREATE ROLE "+daemonUser+" LOGIN CREATEROLE CREATEDB"); err != nil {
-		t.Fatalf("create admin role: %v %s", err, out)
-	}
-	t.Cleanup(func() {
-		dropProvisioned(t)
-		if out, err := psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser); err != nil {
-			t.Errorf("drop admin role: %v %s", err, out)
-		}
-	})
+	provisioningRole(t)
 	admin := "host=/var/run/postgresql port=" + port + " user=" + daemonUser + " dbname=postgres"
 	h.opusdWith(t, "postgres-backup", "postgres_admin "+admin+"\n")
 	name := h.newProject(t)

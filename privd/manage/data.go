@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/limitio"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/privd/confine"
 )
@@ -159,14 +160,14 @@ func (r *Runner) DumpSQLite(ctx context.Context, project string, max int64, w io
 	if _, err := CheckDatabase(r.Base, project, max); err != nil {
 		return 0, fmt.Errorf("dump data of %s: %w", project, err)
 	}
-	out := &boundedWriter{w: w, max: max}
+	out := &limitio.Writer{W: w, Max: max, Err: ErrDataTooLarge}
 	if err := r.runData(ctx, project, dumpProgram, layout.For(r.Base, project).SQLite(), max, nil, out); err != nil {
-		if out.over {
+		if out.Over {
 			err = ErrDataTooLarge
 		}
-		return out.n, fmt.Errorf("dump data of %s: %w", project, err)
+		return out.N, fmt.Errorf("dump data of %s: %w", project, err)
 	}
-	return out.n, nil
+	return out.N, nil
 }
 
 // LoadSQLite replaces the content of the project's SQLite database with
@@ -242,23 +243,4 @@ func tailLine(s string) string {
 		}
 	}
 	return s
-}
-
-// boundedWriter passes at most max bytes to w; past that it fails, which
-// ends the copy (the program gets EPIPE).
-type boundedWriter struct {
-	w    io.Writer
-	max  int64
-	n    int64
-	over bool
-}
-
-func (b *boundedWriter) Write(p []byte) (int, error) {
-	if b.n+int64(len(p)) > b.max {
-		b.over = true
-		return 0, ErrDataTooLarge
-	}
-	n, err := b.w.Write(p)
-	b.n += int64(n)
-	return n, err
 }

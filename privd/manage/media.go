@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/limitio"
 	"github.com/opus-hosting/opus/internal/names"
 )
 
@@ -194,14 +195,14 @@ func (r *Runner) DumpMedia(ctx context.Context, project string, max int64, w io.
 	if err := names.ValidateProject(project); err != nil {
 		return 0, err
 	}
-	out := &boundedWriter{w: w, max: max}
+	out := &limitio.Writer{W: w, Max: max, Err: ErrDataTooLarge}
 	if err := r.runData(ctx, project, dumpMediaProgram, layout.For(r.Base, project).Media(), max, nil, out, mediaArgs()...); err != nil {
-		if out.over {
+		if out.Over {
 			err = ErrDataTooLarge
 		}
-		return out.n, fmt.Errorf("copy media of %s: %w", project, err)
+		return out.N, fmt.Errorf("copy media of %s: %w", project, err)
 	}
-	return out.n, nil
+	return out.N, nil
 }
 
 // LoadMedia replaces the project's media files with the tar read from

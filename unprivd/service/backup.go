@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/limitio"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/backup"
 	"github.com/opus-hosting/opus/unprivd/postgres"
@@ -205,7 +206,7 @@ func (s *Service) spool(ctx context.Context, w *backup.Writer, tmp, name, what s
 		return s.storeErr(ctx, err)
 	}
 	os.Remove(f.Name())
-	lw := &limitedWriter{w: f, max: s.cfg.Backups.MaxData}
+	lw := &limitio.Writer{W: f, Max: s.cfg.Backups.MaxData, Err: errPastBound}
 	err = fill(lw)
 	if err == nil {
 		err = w.Add(name, f)
@@ -215,7 +216,7 @@ func (s *Service) spool(ctx context.Context, w *backup.Writer, tmp, name, what s
 	}
 	f.Close()
 	switch c := status.Code(err); {
-	case lw.over || c == codes.ResourceExhausted:
+	case lw.Over || c == codes.ResourceExhausted:
 		return status.Errorf(codes.ResourceExhausted, "%s of the project are larger than this host's bound for a copy (snapshot_max_bytes, %d bytes); ask the host administrator to raise it", what, s.cfg.Backups.MaxData)
 	case c == codes.NotFound:
 		return status.Errorf(codes.FailedPrecondition, "the project has no database to back up yet")
@@ -234,22 +235,7 @@ func isGzip(f *os.File) bool {
 	return n == 2 && b[0] == 0x1f && b[1] == 0x8b
 }
 
-type limitedWriter struct {
-	w    io.Writer
-	n    int64
-	max  int64
-	over bool
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n+int64(len(p)) > l.max {
-		l.over = true
-		return 0, errors.New("past the bound")
-	}
-	n, err := l.w.Write(p)
-	l.n += int64(n)
-	return n, err
-}
+var errPastBound = errors.New("past the bound")
 
 // chunkStream gathers writes into messages of backupChunk bytes.
 type chunkStream struct {
