@@ -495,7 +495,12 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			// Over an existing project: a change like any other, undone
 			// whole if it fails (the reconciler takes a copy of the data
 			// and media first, and puts them back).
+			// What is this host's, not the backup's, stays: the
+			// owner's certificate, the limits an admin set, the
+			// database's connection.
 			spec.Certificate = p.Spec.Certificate
+			was := p.Spec.Settings
+			spec.Settings.MemoryBytes, spec.Settings.Tasks, spec.Settings.CPUPercent = was.MemoryBytes, was.Tasks, was.CPUPercent
 			if p.Spec.Database != nil {
 				spec.Database = p.Spec.Database
 			}

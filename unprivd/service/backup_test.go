@@ -160,7 +160,7 @@ func TestBackupOnlyForOwnerOrAdmin(t *testing.T) {
 // media) that the first run restores, as a RESTORE operation.
 // Over the caller's own project it needs replace, and then replaces spec
 // and key at a new generation (the key replaced kept for the undo),
-// keeping the owner's certificate. Over
+// keeping the owner's certificate and the limits an admin set. Over
 // another's project it is refused as a create would be; giving the
 // project to another owner is an admin's; a refused restore leaves no
 // record and no snapshot file.
@@ -204,6 +204,7 @@ func TestRestoreRecordsProject(t *testing.T) {
 	owner := &store.OwnerCertificate{CertificatePEM: []byte("cert"), KeyPEM: []byte("key")}
 	if _, err := s.st.UpdateProject(ctx, "twin", func(p *store.Project) error {
 		p.Secrets.SecretKey, p.Spec.Certificate = "another key", owner
+		p.Spec.Settings.MemoryBytes = 512 << 20
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -212,7 +213,7 @@ func TestRestoreRecordsProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	q, _ := s.st.GetProject(ctx, "twin")
-	if q.Generation != p.Generation+1 || q.Secrets.SecretKey != theirKey || q.Secrets.Replaced != "another key" || q.Spec.Certificate == nil || len(q.Snapshots) != 2 || q.Spec.RestoreSnapshot == p.Spec.RestoreSnapshot {
+	if q.Generation != p.Generation+1 || q.Secrets.SecretKey != theirKey || q.Secrets.Replaced != "another key" || q.Spec.Certificate == nil || q.Spec.Settings.MemoryBytes != 512<<20 || len(q.Snapshots) != 2 || q.Spec.RestoreSnapshot == p.Spec.RestoreSnapshot {
 		t.Errorf("after restore --replace: generation %d secrets %+v certificate %v snapshots %d restore %s",
 			q.Generation, q.Secrets, q.Spec.Certificate, len(q.Snapshots), q.Spec.RestoreSnapshot)
 	}
