@@ -152,6 +152,25 @@ func dropProvisioned(t *testing.T) {
 	}
 }
 
+// provisioningRole makes the PostgreSQL admin role for opusd's user (peer
+// authentication over the local socket, as the shipped opus.conf
+// suggests), dropped with what was provisioned when the test ends.
+func provisioningRole(t *testing.T) {
+	t.Helper()
+	dropProvisioned(t)
+	notePG(t, daemonUser)
+	psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser)
+	if out, err := psql(t, "postgres", "CREATE ROLE "+daemonUser+" LOGIN CREATEROLE CREATEDB"); err != nil {
+		t.Fatalf("create admin role: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		dropProvisioned(t)
+		if out, err := psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser); err != nil {
+			t.Errorf("drop admin role: %v %s", err, out)
+		}
+	})
+}
+
 // pgExists reports whether PostgreSQL has a role and a database called
 // name, and who owns the database.
 func pgExists(t *testing.T, name string) (role bool, dbOwner string) {
@@ -174,20 +193,7 @@ func pgExists(t *testing.T, name string) (role bool, dbOwner string) {
 func TestPostgreSQLProvisioned(t *testing.T) {
 	h := needHost(t)
 	port := postgres(t)
-	dropProvisioned(t)
-	// The admin role for opusd's user: peer authentication over the
-	// local socket, as the shipped opus.conf suggests.
-	notePG(t, daemonUser)
-	psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser)
-	if out, err := psql(t, "postgres", "CREATE ROLE "+daemonUser+" LOGIN CREATEROLE CREATEDB"); err != nil {
-		t.Fatalf("create admin role: %v %s", err, out)
-	}
-	t.Cleanup(func() {
-		dropProvisioned(t)
-		if out, err := psql(t, "postgres", "DROP ROLE IF EXISTS "+daemonUser); err != nil {
-			t.Errorf("drop admin role: %v %s", err, out)
-		}
-	})
+	provisioningRole(t)
 
 	// The harness's opusd has no postgres_admin: refused, nothing made.
 	refused := h.newProject(t)

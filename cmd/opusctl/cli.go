@@ -218,6 +218,8 @@ already taken, not yours), opusd not reachable.`,
 		c.certCommand(),
 		c.webCommand(),
 		c.doctorCommand(),
+		c.backupCommand(),
+		c.restoreCommand(),
 		c.completionCommand(root),
 		c.versionCommand(),
 	)
@@ -484,13 +486,14 @@ func (e verdictError) Error() string { return e.err.Error() + "\n" + e.verdict }
 func (e verdictError) Unwrap() error { return e.err }
 
 // afterFailure says what a failed operation left, as opusd reports it: a
-// change is undone whole and a failed create leaves no project. Empty
+// change is undone whole and a failed create (or restore as a new
+// project) leaves no project. Empty
 // when neither is known (undoing failed too, or opusd is gone).
 func afterFailure(ctx context.Context, cl *client.Client, op *opusv1.Operation) string {
 	name := printable(op.GetProject())
 	p, err := cl.GetProject(ctx, op.GetProject())
 	switch {
-	case status.Code(err) == codes.NotFound && op.GetKind() == opusv1.OperationKind_OPERATION_KIND_CREATE:
+	case status.Code(err) == codes.NotFound && (op.GetKind() == opusv1.OperationKind_OPERATION_KIND_CREATE || op.GetKind() == opusv1.OperationKind_OPERATION_KIND_RESTORE):
 		return fmt.Sprintf("Nothing of project %s was kept: correct the cause and run the same command again.", name)
 	case err == nil && p.GetLastFailedOperation() == op.GetId() && p.GetPhase() == opusv1.Phase_PHASE_READY:
 		return fmt.Sprintf("Nothing of the change was applied: project %s serves what it served before.", name)

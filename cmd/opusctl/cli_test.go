@@ -939,6 +939,31 @@ func TestCommands(t *testing.T) {
 			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "SetCertificate") },
 		},
 		{
+			name:     "backup without -o is a usage error",
+			setup:    func(t *testing.T, s *cliOpusd) []string { return []string{"backup", "talpha"} },
+			wantCode: 2,
+			wantErr:  []string{"-o FILE"},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "BackupProject") },
+		},
+		{
+			name: "backup never overwrites a file",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				f := filepath.Join(t.TempDir(), "kept")
+				if err := os.WriteFile(f, []byte("mine"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					if b, _ := os.ReadFile(f); string(b) != "mine" {
+						t.Errorf("the existing file now holds %q", b)
+					}
+				})
+				return []string{"backup", "talpha", "-o", f}
+			},
+			wantCode: 2,
+			wantErr:  []string{"exists", "never overwrites"},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "BackupProject") },
+		},
+		{
 			name:    "completion",
 			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"completion", "bash"} },
 			wantOut: []string{"__start_opusctl"},

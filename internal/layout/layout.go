@@ -8,6 +8,7 @@
 //	BASE/projects/NAME/code/wsgi.py        the WSGI script Apache maps to
 //	BASE/projects/NAME/secrets/  secrets   NAME:opus     0770 (files 0640)
 //	BASE/projects/NAME/data/     data      NAME:opus     0770 (files 0660)
+//	BASE/projects/NAME/data/media/         MEDIA_ROOT (the app's own files)
 //	BASE/projects/NAME/static/   static    opus:NAME     0775 (files 0644)
 package layout
 
@@ -32,6 +33,10 @@ const (
 	// SQLiteFile is the project's SQLite database, in the data directory
 	// (the rendered settings name it too).
 	SQLiteFile = "db.sqlite3"
+	// MediaDir is Django's MEDIA_ROOT, in the data directory (the
+	// rendered settings name it too): what the app stores of its users'
+	// uploads. Tenant-written, like all of data.
+	MediaDir = "media"
 )
 
 // SnapshotsDir is opusd's own directory of data snapshots under the base
@@ -64,6 +69,9 @@ func (p Project) WSGI() string { return filepath.Join(p.Code, WSGIScript) }
 
 // SQLite returns the path of the project's SQLite database.
 func (p Project) SQLite() string { return filepath.Join(p.Data, SQLiteFile) }
+
+// Media returns the path of the project's media directory.
+func (p Project) Media() string { return filepath.Join(p.Data, MediaDir) }
 
 // Manage returns the path of the project's manage.py.
 func (p Project) Manage() string { return filepath.Join(p.Code, ManagePy) }

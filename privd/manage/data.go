@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/limitio"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/privd/confine"
 )
@@ -159,14 +160,14 @@ func (r *Runner) DumpSQLite(ctx context.Context, project string, max int64, w io
 	if _, err := CheckDatabase(r.Base, project, max); err != nil {
 		return 0, fmt.Errorf("dump data of %s: %w", project, err)
 	}
-	out := &boundedWriter{w: w, max: max}
-	if err := r.runData(ctx, project, dumpProgram, max, nil, out); err != nil {
-		if out.over {
+	out := &limitio.Writer{W: w, Max: max, Err: ErrDataTooLarge}
+	if err := r.runData(ctx, project, dumpProgram, layout.For(r.Base, project).SQLite(), max, nil, out); err != nil {
+		if out.Over {
 			err = ErrDataTooLarge
 		}
-		return out.n, fmt.Errorf("dump data of %s: %w", project, err)
+		return out.N, fmt.Errorf("dump data of %s: %w", project, err)
 	}
-	return out.n, nil
+	return out.N, nil
 }
 
 // LoadSQLite replaces the content of the project's SQLite database with
@@ -178,14 +179,14 @@ func (r *Runner) LoadSQLite(ctx context.Context, project string, max int64, src 
 		// what comes in is bounded.
 		return fmt.Errorf("load data of %s: %w", project, err)
 	}
-	if err := r.runData(ctx, project, loadProgram, max, src, io.Discard); err != nil {
+	if err := r.runData(ctx, project, loadProgram, layout.For(r.Base, project).SQLite(), max, src, io.Discard); err != nil {
 		return fmt.Errorf("load data of %s: %w", project, err)
 	}
 	return nil
 }
 
-// runData runs one of the copy programs as the project's user.
-func (r *Runner) runData(ctx context.Context, project, program string, max int64, stdin io.Reader, stdout io.Writer) error {
+// runData runs one of the copy programs as the project's user, on path.
+func (r *Runner) runData(ctx context.Context, project, program, path string, max int64, stdin io.Reader, stdout io.Writer, extra ...string) error {
 	cred, err := r.credential(project)
 	if err != nil {
 		return err
@@ -201,11 +202,10 @@ func (r *Runner) runData(ctx context.Context, project, program string, max int64
 	if self == "" {
 		self = "/proc/self/exe"
 	}
-	p := layout.For(r.Base, project)
 	// -I: no PYTHON* variable, no user site, not the working directory
 	// on sys.path: nothing of the tenant's is imported.
 	cmd, err := confine.Command(ctx, self, confine.Spec{UID: cred.Uid, GID: cred.Gid, Path: r.Python,
-		Args: []string{r.Python, "-I", "-c", program, p.SQLite(), strconv.FormatInt(max, 10)},
+		Args: append([]string{r.Python, "-I", "-c", program, path, strconv.FormatInt(max, 10)}, extra...),
 		Env:  []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, Dir: "/", Keep: []string{r.Base}, Limits: r.Limits})
 	if err != nil {
 		return err
@@ -223,6 +223,8 @@ func (r *Runner) runData(ctx context.Context, project, program string, max int64
 		return fmt.Errorf("stopped after %s: %w", DataTimeout, ctx.Err())
 	case errors.As(err, &exit) && exit.ExitCode() == exitTooLarge:
 		return ErrDataTooLarge
+	case errors.As(err, &exit) && exit.ExitCode() == exitRefused:
+		return fmt.Errorf("%w: %s", ErrMediaRefused, tailLine(stderr.String()))
 	case errors.As(err, &exit):
 		return fmt.Errorf("%s exited with %d: %s", r.Python, exit.ExitCode(), tailLine(stderr.String()))
 	}
@@ -241,23 +243,4 @@ func tailLine(s string) string {
 		}
 	}
 	return s
-}
-
-// boundedWriter passes at most max bytes to w; past that it fails, which
-// ends the copy (the program gets EPIPE).
-type boundedWriter struct {
-	w    io.Writer
-	max  int64
-	n    int64
-	over bool
-}
-
-func (b *boundedWriter) Write(p []byte) (int, error) {
-	if b.n+int64(len(p)) > b.max {
-		b.over = true
-		return 0, ErrDataTooLarge
-	}
-	n, err := b.w.Write(p)
-	b.n += int64(n)
-	return n, err
 }

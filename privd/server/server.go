@@ -68,11 +68,17 @@ type Manager interface {
 // Data copies a project's SQLite database out and in as the project's
 // user. privd/manage's *Runner implements it; the server has already
 // checked that the project's user exists and is Opus's. Errors map as for
-// Sites, and manage.ErrNoDatabase, ErrNotDatabaseFile and ErrDataTooLarge
-// to NotFound, FailedPrecondition and ResourceExhausted.
+// Sites, and manage.ErrNoDatabase, ErrNotDatabaseFile (and
+// ErrMediaRefused) and ErrDataTooLarge to NotFound, FailedPrecondition and
+// ResourceExhausted.
+//
+// DumpMedia and LoadMedia do the same for the project's media files
+// (data/media) as a tar, for backups.
 type Data interface {
 	DumpSQLite(ctx context.Context, project string, max int64, w io.Writer) (int64, error)
 	LoadSQLite(ctx context.Context, project string, max int64, src io.Reader) error
+	DumpMedia(ctx context.Context, project string, max int64, w io.Writer) (int64, error)
+	LoadMedia(ctx context.Context, project string, max int64, src io.Reader) error
 }
 
 // Config is what the service needs.
@@ -251,7 +257,7 @@ func toStatus(err error) error {
 		c = codes.InvalidArgument
 	case errors.Is(err, manage.ErrNoDatabase):
 		c = codes.NotFound
-	case errors.Is(err, manage.ErrNotDatabaseFile):
+	case errors.Is(err, manage.ErrNotDatabaseFile), errors.Is(err, manage.ErrMediaRefused):
 		c = codes.FailedPrecondition
 	case errors.Is(err, manage.ErrDataTooLarge):
 		c = codes.ResourceExhausted
@@ -469,7 +475,8 @@ func validateProject(p string) error {
 const dataChunk = 1 << 20
 
 // DumpData implements privdv1.PrivdServer. The project's user must exist
-// and be Opus's: the copy runs as it.
+// and be Opus's: the copy runs as it. With media, it copies the project's
+// media files (a tar) instead of its database, within the same bound.
 func (s *Server) DumpData(req *privdv1.DumpDataRequest, stream privdv1.Privd_DumpDataServer) error {
 	ctx := stream.Context()
 	if err := validateProject(req.GetProject()); err != nil {
@@ -483,20 +490,25 @@ func (s *Server) DumpData(req *privdv1.DumpDataRequest, stream privdv1.Privd_Dum
 	}
 	w := &chunkSender{send: func(b []byte) error { return stream.Send(&privdv1.DumpDataResponse{Chunk: b}) }}
 	start := time.Now()
-	n, err := s.cfg.Data.DumpSQLite(ctx, req.GetProject(), s.cfg.SnapshotMaxBytes, w)
+	dump := s.cfg.Data.DumpSQLite
+	if req.GetMedia() {
+		dump = s.cfg.Data.DumpMedia
+	}
+	n, err := dump(ctx, req.GetProject(), s.cfg.SnapshotMaxBytes, w)
 	if err == nil {
 		err = w.flush()
 	}
 	if err != nil {
-		s.log.Warn("dump data failed", "project", req.GetProject(), "bytes", n, "err", err)
+		s.log.Warn("dump data failed", "project", req.GetProject(), "media", req.GetMedia(), "bytes", n, "err", err)
 		return toStatus(err)
 	}
-	s.log.Info("dump data", "project", req.GetProject(), "bytes", n, "duration", time.Since(start))
+	s.log.Info("dump data", "project", req.GetProject(), "media", req.GetMedia(), "bytes", n, "duration", time.Since(start))
 	return nil
 }
 
 // LoadData implements privdv1.PrivdServer. The first message names the
-// project; the database streamed in is bounded by snapshot_max_bytes.
+// project (and says media for a tar of media files rather than a
+// database); what is streamed in is bounded by snapshot_max_bytes.
 func (s *Server) LoadData(stream privdv1.Privd_LoadDataServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
@@ -528,11 +540,15 @@ func (s *Server) LoadData(stream privdv1.Privd_LoadDataServer) error {
 		return toStatus(manage.ErrDataTooLarge)
 	}
 	start := time.Now()
-	if err := s.cfg.Data.LoadSQLite(ctx, project, s.cfg.SnapshotMaxBytes, in); err != nil {
+	load := s.cfg.Data.LoadSQLite
+	if first.GetMedia() {
+		load = s.cfg.Data.LoadMedia
+	}
+	if err := load(ctx, project, s.cfg.SnapshotMaxBytes, in); err != nil {
 		if in.err != nil && !errors.Is(in.err, io.EOF) {
 			err = in.err
 		}
-		s.log.Warn("load data failed", "project", project, "err", err)
+		s.log.Warn("load data failed", "project", project, "media", first.GetMedia(), "err", err)
 		return toStatus(err)
 	}
 	if in.err == nil {
@@ -542,7 +558,7 @@ func (s *Server) LoadData(stream privdv1.Privd_LoadDataServer) error {
 			return status.Error(codes.InvalidArgument, "the database sent was not read whole")
 		}
 	}
-	s.log.Info("load data", "project", project, "bytes", in.n, "duration", time.Since(start))
+	s.log.Info("load data", "project", project, "media", first.GetMedia(), "bytes", in.n, "duration", time.Since(start))
 	return stream.SendAndClose(&privdv1.LoadDataResponse{Bytes: in.n})
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"google.golang.org/grpc"
@@ -145,6 +146,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		MaxUpload: uploadLimits.MaxCompressed, Logger: log, ConsoleURL: con.url(), TLSSecurityLevel: cfg.TLSSecurityLevel,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Provision: provision,
+		Backups:   &service.Backups{BaseDir: cfg.BaseDir, MaxData: cfg.SnapshotMaxBytes, MaxApps: cfg.UploadQuota, OpusVersion: opusVersion()},
 	})
 	if err != nil {
 		return err
@@ -226,4 +228,13 @@ func provisioning(d *daemon.Daemon) (reconcile.Provisioner, *service.Provisionin
 var privdReconnect = grpc.ConnectParams{
 	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 	MinConnectTimeout: 5 * time.Second,
+}
+
+// opusVersion is this build's module version (recorded in backups), or
+// "(devel)".
+func opusVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
 }

@@ -813,15 +813,24 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 		switch {
 		case p.Applied != nil:
 			p.Spec = p.Applied.Clone()
+			if sec := p.Secrets; sec != nil && sec.Replaced != "" {
+				// A restore from a backup had replaced the key.
+				sec.SecretKey, sec.Replaced = sec.Replaced, ""
+				undo = ", with the secret key it had"
+			}
 			p.Status.Phase = store.PhaseDeploying
-			undo = fmt.Sprintf("the change failed: putting back what was deployed before (generation %d)", p.Status.ObservedGeneration)
+			undo = fmt.Sprintf("the change failed: putting back what was deployed before (generation %d)", p.Status.ObservedGeneration) + undo
 			// The change's migrations (or its restore) may have run: its
 			// data snapshot goes back too, so that the code put back
 			// finds the database it left.
 			for _, s := range p.Snapshots {
 				if s.Generation == t.gen {
 					p.Spec.RestoreSnapshot = s.ID
-					undo += fmt.Sprintf(", and the database as it was before the change (data snapshot %s; what was written since is gone)", s.ID)
+					what := "the database as it was"
+					if s.Media {
+						what = "the database and media files as they were"
+					}
+					undo += fmt.Sprintf(", and %s before the change (data snapshot %s; what was written since is gone)", what, s.ID)
 				}
 			}
 		case p.Status.ObservedGeneration == 0:
@@ -925,6 +934,9 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 			return tx.DeleteProject(p.Name, ids...)
 		}
 		t.commitApplied(p)
+		if p.Secrets != nil {
+			p.Secrets.Replaced = "" // the restore that replaced it is done
+		}
 		p.Status.ObservedGeneration, p.Status.LastError = t.gen, ""
 		p.Applied = appliedSpec(t.spec)
 		switch {

@@ -121,6 +121,18 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 		return "", fmt.Errorf("data snapshot: %w", err)
 	}
 	rec := store.Snapshot{ID: id, Time: now, Size: n, Engine: eng, Revisions: runningRevisions(t.Project), Generation: t.gen}
+	if r := t.Project.Snapshot(t.Project.Spec.RestoreSnapshot); r != nil && r.Media {
+		// The restore about to run replaces the media files too (a
+		// restore from a backup): keep them with the database, so
+		// that the undo of a failed restore puts both back.
+		m, err := dir.Write(t.Project.Name, snapshot.MediaID(id), t.opt.SnapshotMaxBytes, func(w io.Writer) error {
+			return dumpPrivd(ctx, t, true, w)
+		})
+		if err != nil {
+			return "", fmt.Errorf("copy of the media files: %w", err)
+		}
+		rec.Media, rec.MediaSize = true, m
+	}
 	var dropped []store.Snapshot
 	if err := t.Update(ctx, func(p *store.Project) {
 		p.Snapshots = append(p.Snapshots, rec)
@@ -163,6 +175,18 @@ func restoreSnapshot(ctx context.Context, t *Task, id string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("restore data snapshot %s: %w", id, err)
 	}
+	media := ""
+	if s.Media {
+		m, err := snapshot.NewDir(t.opt.BaseDir).Open(t.Project.Name, snapshot.MediaID(id))
+		if err != nil {
+			return "", fmt.Errorf("media files of data snapshot %s: %w", id, err)
+		}
+		defer m.Close()
+		if err := loadPrivd(ctx, t, true, m); err != nil {
+			return "", fmt.Errorf("restore the media files of data snapshot %s: %w", id, err)
+		}
+		media = " and its media files"
+	}
 	if err := t.Update(ctx, func(p *store.Project) {
 		if p.Spec.RestoreSnapshot == id {
 			p.Spec.RestoreSnapshot = ""
@@ -170,7 +194,7 @@ func restoreSnapshot(ctx context.Context, t *Task, id string) (string, error) {
 	}); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("restored data snapshot %s taken %s: what was written to the database since is gone", id, s.Time.UTC().Format(time.RFC3339)), nil
+	return fmt.Sprintf("restored data snapshot %s%s taken %s: what was written to the database since is gone", id, media, s.Time.UTC().Format(time.RFC3339)), nil
 }
 
 // pgConn is how a snapshot reaches the project's PostgreSQL database: as
@@ -182,11 +206,36 @@ func pgConn(db *store.Database) postgres.Conn {
 
 // dumpSQLite has privd copy the project's SQLite database into w.
 func dumpSQLite(ctx context.Context, t *Task, w io.Writer) error {
+	return dumpPrivd(ctx, t, false, w)
+}
+
+// dumpPrivd has privd copy the project's SQLite database, or with media
+// its media files, into w. NotFound (no database) and ResourceExhausted
+// (past snapshot_max_bytes) come back as privd's status; other errors
+// say which call failed.
+func dumpPrivd(ctx context.Context, t *Task, media bool, w io.Writer) error {
+	err := DumpData(ctx, t.Privd, t.Project.Name, media, w)
+	if _, ok := status.FromError(err); !ok || err == nil {
+		return err
+	}
+	if c := status.Code(err); c == codes.NotFound || c == codes.ResourceExhausted {
+		return err
+	}
+	if media {
+		return &wordedError{msg: "copying the project's media files: opus-privd: " + status.Convert(err).Message(), err: err}
+	}
+	return privdErr("DumpData", err)
+}
+
+// DumpData has privd copy project's SQLite database, or with media its
+// media files (a tar), into w. privd's refusals come back as its gRPC
+// status; an error of w's as it is.
+func DumpData(ctx context.Context, privd privdv1.PrivdClient, project string, media bool, w io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := t.Privd.DumpData(ctx, &privdv1.DumpDataRequest{Project: t.Project.Name})
+	stream, err := privd.DumpData(ctx, &privdv1.DumpDataRequest{Project: project, Media: media})
 	if err != nil {
-		return privdErr("DumpData", err)
+		return err
 	}
 	for {
 		m, err := stream.Recv()
@@ -194,10 +243,7 @@ func dumpSQLite(ctx context.Context, t *Task, w io.Writer) error {
 			return nil
 		}
 		if err != nil {
-			if c := status.Code(err); c == codes.NotFound || c == codes.ResourceExhausted {
-				return err
-			}
-			return privdErr("DumpData", err)
+			return err
 		}
 		if _, err := w.Write(m.GetChunk()); err != nil {
 			return err
@@ -207,6 +253,12 @@ func dumpSQLite(ctx context.Context, t *Task, w io.Writer) error {
 
 // loadSQLite has privd load the database read from r into the project's.
 func loadSQLite(ctx context.Context, t *Task, r io.Reader) error {
+	return loadPrivd(ctx, t, false, r)
+}
+
+// loadPrivd has privd load the database (or with media, the tar of media
+// files) read from r into the project's.
+func loadPrivd(ctx context.Context, t *Task, media bool, r io.Reader) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := t.Privd.LoadData(ctx)
@@ -220,7 +272,7 @@ func loadSQLite(ctx context.Context, t *Task, r io.Reader) error {
 		if n > 0 || first {
 			m := &privdv1.LoadDataRequest{Chunk: buf[:n]}
 			if first {
-				m.Project, first = t.Project.Name, false
+				m.Project, m.Media, first = t.Project.Name, media, false
 			}
 			if err := stream.Send(m); err != nil {
 				// The server ended the call: its status comes with

@@ -82,6 +82,10 @@ var methodAccess = map[string]access{
 	opusv1.Opus_GetLogs_FullMethodName:        accessOwnerOrAdmin,
 	opusv1.Opus_FollowLogs_FullMethodName:     accessOwnerOrAdmin,
 	opusv1.Opus_UpdateSettings_FullMethodName: accessOwnerOrAdmin,
+	opusv1.Opus_BackupProject_FullMethodName:  accessOwnerOrAdmin,
+	// A restore makes a project, as CreateProject; over an existing one
+	// only the owner's (or an admin's), checked in the handler.
+	opusv1.Opus_RestoreProject_FullMethodName: accessAnyLocal,
 
 	opusv1.Opus_CreateLoginLink_FullMethodName:       accessAnyLocal,
 	opusv1.Opus_SetConsolePassword_FullMethodName:    accessAnyLocal,

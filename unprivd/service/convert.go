@@ -34,6 +34,7 @@ var opKinds = map[store.OpKind]opusv1.OperationKind{
 	store.OpUpdateApp: opusv1.OperationKind_OPERATION_KIND_UPDATE_APP, store.OpSetCertificate: opusv1.OperationKind_OPERATION_KIND_SET_CERTIFICATE,
 	store.OpReconcile: opusv1.OperationKind_OPERATION_KIND_RECONCILE, store.OpUpdateSettings: opusv1.OperationKind_OPERATION_KIND_UPDATE_SETTINGS,
 	store.OpRollback: opusv1.OperationKind_OPERATION_KIND_ROLLBACK,
+	store.OpRestore:  opusv1.OperationKind_OPERATION_KIND_RESTORE,
 }
 
 var opStates = map[store.OpState]opusv1.OperationState{

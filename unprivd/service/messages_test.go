@@ -216,6 +216,33 @@ func TestUserMessagesNameNoInternals(t *testing.T) {
 		_, err = st.Recv()
 		return err
 	})
+	add("BackupProject", "never deployed", codes.FailedPrecondition, func() error {
+		st, err := cl.BackupProject(ctx, &opusv1.BackupProjectRequest{Name: "have"})
+		if err != nil {
+			return err
+		}
+		_, err = st.Recv()
+		return err
+	})
+	add("RestoreProject", "not a backup", codes.InvalidArgument, func() error {
+		st, err := cl.RestoreProject(ctx)
+		if err != nil {
+			return err
+		}
+		st.Send(&opusv1.RestoreProjectRequest{Part: &opusv1.RestoreProjectRequest_Info{Info: &opusv1.RestoreInfo{}}})
+		st.Send(&opusv1.RestoreProjectRequest{Part: &opusv1.RestoreProjectRequest_Chunk{Chunk: []byte("not a backup")}})
+		_, err = st.CloseAndRecv()
+		return err
+	})
+	add("RestoreProject", "no info", codes.InvalidArgument, func() error {
+		st, err := cl.RestoreProject(ctx)
+		if err != nil {
+			return err
+		}
+		st.Send(&opusv1.RestoreProjectRequest{Part: &opusv1.RestoreProjectRequest_Chunk{Chunk: []byte("x")}})
+		_, err = st.CloseAndRecv()
+		return err
+	})
 	add("RollbackApp", "nothing deployed", codes.FailedPrecondition, func() error {
 		_, err := cl.RollbackApp(ctx, &opusv1.RollbackAppRequest{Project: "have", App: "blog", To: "99"})
 		return err

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -83,6 +84,9 @@ type Config struct {
 	// Provision, when set, lets owners ask Opus to provision PostgreSQL
 	// (see database.go); nil refuses such requests.
 	Provision *Provisioning
+	// Backups, when set, serves BackupProject and RestoreProject (see
+	// backup.go); nil makes them Unimplemented.
+	Backups *Backups
 	// Now defaults to time.Now (certificate validity checks, and the age
 	// of remembered admin answers).
 	Now    func() time.Time
@@ -103,6 +107,8 @@ type Service struct {
 	sessions *consoleSessions
 	// follows counts each caller's FollowLogs streams (logs.go).
 	follows followLimit
+	// restores are the callers sending a backup (backup.go).
+	restores restoreLimit
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
@@ -124,6 +130,12 @@ func New(cfg Config) (*Service, error) {
 		cfg: cfg, log: cfg.Logger,
 	}
 	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
+	if cfg.Backups != nil {
+		// What a backup or restore cut short by a crash left.
+		if err := os.RemoveAll(backupTmp(cfg.Backups.BaseDir)); err != nil {
+			s.log.Warn("remove the backups' temporary files", "err", err)
+		}
+	}
 	return s, nil
 }
 
@@ -186,33 +198,8 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 	if err != nil {
 		return nil, err
 	}
-	spec := store.Spec{Admin: req.GetAdmin()}
-	seen := map[string]bool{}
-	for i, a := range req.GetApps() {
-		field := fmt.Sprintf("apps[%d]", i)
-		app, err := s.appSpec(c, c.uid, field, a)
-		if err != nil {
-			return nil, err
-		}
-		if seen[app.Name] {
-			return nil, invalid(field+".name", "app %q is listed twice", app.Name)
-		}
-		seen[app.Name] = true
-		spec.Apps = append(spec.Apps, app)
-	}
-	if su := req.GetSuperuser(); su != nil {
-		if err := validateSuperuser(su); err != nil {
-			return nil, err
-		}
-		spec.Superuser = &store.Superuser{Username: su.GetUsername(), Email: su.GetEmail(), Password: su.GetPassword()}
-	}
-	spec.Settings, err = settingsFromProto(req.GetSettings(), req.GetName()+s.cfg.ServerSuffix, s.cfg.ServerSuffix)
+	spec, err := s.createSpec(c, c.uid, req)
 	if err != nil {
-		return nil, err
-	}
-	// The admin flag of the request wins; the one of settings only adds.
-	spec.Admin = spec.Admin || req.GetSettings().GetAdmin()
-	if spec.Database, err = databaseFromProto(req.GetDatabase(), req.GetName(), s.cfg.Provision); err != nil {
 		return nil, err
 	}
 	var op *store.Operation
@@ -237,6 +224,42 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 	s.log.InfoContext(ctx, "project created", "project", req.GetName(), "uid", c.uid, "operation", op.ID)
 	s.kick.Kick(req.GetName())
 	return toOperation(op), nil
+}
+
+// createSpec checks a CreateProjectRequest (CreateProject's, or the one a
+// backup holds) and returns the spec of the project, for owner.
+func (s *Service) createSpec(c caller, owner uint32, req *opusv1.CreateProjectRequest) (store.Spec, error) {
+	var err error
+	spec := store.Spec{Admin: req.GetAdmin()}
+	seen := map[string]bool{}
+	for i, a := range req.GetApps() {
+		field := fmt.Sprintf("apps[%d]", i)
+		app, err := s.appSpec(c, owner, field, a)
+		if err != nil {
+			return spec, err
+		}
+		if seen[app.Name] {
+			return spec, invalid(field+".name", "app %q is listed twice", app.Name)
+		}
+		seen[app.Name] = true
+		spec.Apps = append(spec.Apps, app)
+	}
+	if su := req.GetSuperuser(); su != nil {
+		if err := validateSuperuser(su); err != nil {
+			return spec, err
+		}
+		spec.Superuser = &store.Superuser{Username: su.GetUsername(), Email: su.GetEmail(), Password: su.GetPassword()}
+	}
+	spec.Settings, err = settingsFromProto(req.GetSettings(), req.GetName()+s.cfg.ServerSuffix, s.cfg.ServerSuffix)
+	if err != nil {
+		return spec, err
+	}
+	// The admin flag of the request wins; the one of settings only adds.
+	spec.Admin = spec.Admin || req.GetSettings().GetAdmin()
+	if spec.Database, err = databaseFromProto(req.GetDatabase(), req.GetName(), s.cfg.Provision); err != nil {
+		return spec, err
+	}
+	return spec, nil
 }
 
 // projectExists is the refusal of a create whose name is taken. A project

@@ -296,7 +296,8 @@ func startServer(t *testing.T, o serverOpt) *server {
 		o.admins = fakeAdmins{0: true}
 	}
 	s.svc, err = New(Config{Store: st, Privd: s.privd, Reconciler: kick, Admins: o.admins, Uploads: s.uploads,
-		ProjectUIDs: o.projectUIDs, ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2})
+		ProjectUIDs: o.projectUIDs, ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2,
+		Backups: &Backups{BaseDir: filepath.Join(dir, "base"), MaxData: 1 << 20, OpusVersion: "test"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/atomicfile"
 	"github.com/opus-hosting/opus/internal/layout"
+	"github.com/opus-hosting/opus/internal/limitio"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
@@ -85,11 +86,11 @@ func (d Dir) Write(project, id string, max int64, fill func(io.Writer) error) (i
 			return 0, fmt.Errorf("snapshot directory: %w", err)
 		}
 	}
-	var w *limitWriter
+	var w *limitio.Writer
 	err = atomicfile.WriteFrom(filepath.Join(dir, id), 0o600, func(f io.Writer) error {
-		w = &limitWriter{w: f, max: max}
+		w = &limitio.Writer{W: f, Max: max, Err: ErrTooLarge}
 		err := fill(w)
-		if w.over {
+		if w.Over {
 			return ErrTooLarge
 		}
 		return err
@@ -97,8 +98,13 @@ func (d Dir) Write(project, id string, max int64, fill func(io.Writer) error) (i
 	if err != nil {
 		return 0, err
 	}
-	return w.n, nil
+	return w.N, nil
 }
+
+// MediaID is the id under which the media files of snapshot id are kept
+// (Write and Open it like a snapshot; Prune keeps it with its snapshot's
+// record when that says Media).
+func MediaID(id string) string { return id + "-media" }
 
 // Open opens snapshot id of project for reading.
 func (d Dir) Open(project, id string) (*os.File, error) {
@@ -129,6 +135,9 @@ func (d Dir) Prune(project string, keep []store.Snapshot) error {
 	kept := map[string]bool{}
 	for _, s := range keep {
 		kept[s.ID] = true
+		if s.Media {
+			kept[MediaID(s.ID)] = true
+		}
 	}
 	for _, e := range entries {
 		if !kept[e.Name()] {
@@ -136,6 +145,21 @@ func (d Dir) Prune(project string, keep []store.Snapshot) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// Remove removes snapshot id of project, if it is there.
+func (d Dir) Remove(project, id string) error {
+	dir, err := d.project(project)
+	if err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	return nil
 }
@@ -210,22 +234,4 @@ func ForRollback(snaps []store.Snapshot, app string, rev int) *store.Snapshot {
 		}
 	}
 	return nil
-}
-
-// limitWriter passes at most max bytes to w.
-type limitWriter struct {
-	w    io.Writer
-	max  int64
-	n    int64
-	over bool
-}
-
-func (l *limitWriter) Write(p []byte) (int, error) {
-	if l.n+int64(len(p)) > l.max {
-		l.over = true
-		return 0, ErrTooLarge
-	}
-	n, err := l.w.Write(p)
-	l.n += int64(n)
-	return n, err
 }

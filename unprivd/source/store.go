@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opus-hosting/opus/internal/pack"
@@ -365,6 +366,23 @@ func (s *Store) usage(uid uint32) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// Open opens uid's stored archive digest for reading (a backup embeds
+// it). It is a tar, gzipped or not, as it was uploaded.
+func (s *Store) Open(uid uint32, digest string) (*os.File, error) {
+	p, err := find(s.userDir(uid), digest)
+	if err != nil {
+		return nil, err
+	}
+	if p == "" {
+		return nil, fmt.Errorf("archive %s is not stored", digest)
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("archive %s: %w", digest, err)
+	}
+	return f, nil
 }
 
 // Extract unpacks uid's stored archive digest into dest, which must not

@@ -50,6 +50,11 @@ type Snapshot struct {
 	// Generation is the spec generation of the change it was taken for:
 	// that change's undo restores it.
 	Generation int64 `json:"generation"`
+	// Media says the snapshot also holds the project's media files (a
+	// tar of data/media, MediaSize bytes): one a restore from a backup
+	// brought, or the copy taken before such a restore replaced them.
+	Media     bool  `json:"media,omitempty"`
+	MediaSize int64 `json:"media_size,omitempty"`
 }
 
 // Snapshot returns the snapshot called id, or nil.
@@ -69,6 +74,10 @@ type Secrets struct {
 	// a project made before opusd kept it) and never changed: a new one
 	// would log every user out and break signed data.
 	SecretKey string `json:"secret_key"`
+	// Replaced is the SecretKey a restore from a backup (over the
+	// project, not yet deployed) replaced: the undo of that restore, if
+	// it fails, puts it back; cleared when a run succeeds.
+	Replaced string `json:"replaced,omitempty"`
 	// Written is the SHA-256 (hex) of the secrets file as last written to
 	// the project: a write whose content differs changes what the
 	// project's daemon must load, so it is restarted.
@@ -362,10 +371,12 @@ const (
 	OpReconcile      OpKind = "RECONCILE"
 	// OpRollback moves an app back to one of its recorded revisions.
 	OpRollback OpKind = "ROLLBACK"
+	// OpRestore makes (or remakes) a project from a backup.
+	OpRestore OpKind = "RESTORE"
 )
 
 // OpKinds are every OpKind.
-var OpKinds = []OpKind{OpCreate, OpDelete, OpAddApp, OpRemoveApp, OpUpdateApp, OpSetCertificate, OpUpdateSettings, OpReconcile, OpRollback}
+var OpKinds = []OpKind{OpCreate, OpDelete, OpAddApp, OpRemoveApp, OpUpdateApp, OpSetCertificate, OpUpdateSettings, OpReconcile, OpRollback, OpRestore}
 
 // OpState is where an operation is.
 type OpState string

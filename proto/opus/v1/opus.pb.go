@@ -110,21 +110,24 @@ const (
 	// ROLLBACK moves an app back to a recorded revision (older opusd
 	// reported it as UPDATE_APP).
 	OperationKind_OPERATION_KIND_ROLLBACK OperationKind = 9
+	// RESTORE makes (or, with replace, remakes) a project from a backup.
+	OperationKind_OPERATION_KIND_RESTORE OperationKind = 10
 )
 
 // Enum value maps for OperationKind.
 var (
 	OperationKind_name = map[int32]string{
-		0: "OPERATION_KIND_UNSPECIFIED",
-		1: "OPERATION_KIND_CREATE",
-		2: "OPERATION_KIND_DELETE",
-		3: "OPERATION_KIND_ADD_APP",
-		4: "OPERATION_KIND_REMOVE_APP",
-		5: "OPERATION_KIND_UPDATE_APP",
-		6: "OPERATION_KIND_SET_CERTIFICATE",
-		7: "OPERATION_KIND_RECONCILE",
-		8: "OPERATION_KIND_UPDATE_SETTINGS",
-		9: "OPERATION_KIND_ROLLBACK",
+		0:  "OPERATION_KIND_UNSPECIFIED",
+		1:  "OPERATION_KIND_CREATE",
+		2:  "OPERATION_KIND_DELETE",
+		3:  "OPERATION_KIND_ADD_APP",
+		4:  "OPERATION_KIND_REMOVE_APP",
+		5:  "OPERATION_KIND_UPDATE_APP",
+		6:  "OPERATION_KIND_SET_CERTIFICATE",
+		7:  "OPERATION_KIND_RECONCILE",
+		8:  "OPERATION_KIND_UPDATE_SETTINGS",
+		9:  "OPERATION_KIND_ROLLBACK",
+		10: "OPERATION_KIND_RESTORE",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":     0,
@@ -137,6 +140,7 @@ var (
 		"OPERATION_KIND_RECONCILE":       7,
 		"OPERATION_KIND_UPDATE_SETTINGS": 8,
 		"OPERATION_KIND_ROLLBACK":        9,
+		"OPERATION_KIND_RESTORE":         10,
 	}
 )
 
@@ -3525,6 +3529,244 @@ func (*DeleteConsoleAccountResponse) Descriptor() ([]byte, []int) {
 	return file_opus_v1_opus_proto_rawDescGZIP(), []int{49}
 }
 
+type BackupProjectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupProjectRequest) Reset() {
+	*x = BackupProjectRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupProjectRequest) ProtoMessage() {}
+
+func (x *BackupProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupProjectRequest.ProtoReflect.Descriptor instead.
+func (*BackupProjectRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *BackupProjectRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type BackupProjectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// chunk is the next part of the backup file.
+	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupProjectResponse) Reset() {
+	*x = BackupProjectResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupProjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupProjectResponse) ProtoMessage() {}
+
+func (x *BackupProjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupProjectResponse.ProtoReflect.Descriptor instead.
+func (*BackupProjectResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *BackupProjectResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type RestoreProjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*RestoreProjectRequest_Info
+	//	*RestoreProjectRequest_Chunk
+	Part          isRestoreProjectRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreProjectRequest) Reset() {
+	*x = RestoreProjectRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreProjectRequest) ProtoMessage() {}
+
+func (x *RestoreProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreProjectRequest.ProtoReflect.Descriptor instead.
+func (*RestoreProjectRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *RestoreProjectRequest) GetPart() isRestoreProjectRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *RestoreProjectRequest) GetInfo() *RestoreInfo {
+	if x != nil {
+		if x, ok := x.Part.(*RestoreProjectRequest_Info); ok {
+			return x.Info
+		}
+	}
+	return nil
+}
+
+func (x *RestoreProjectRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*RestoreProjectRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isRestoreProjectRequest_Part interface {
+	isRestoreProjectRequest_Part()
+}
+
+type RestoreProjectRequest_Info struct {
+	Info *RestoreInfo `protobuf:"bytes,1,opt,name=info,proto3,oneof"`
+}
+
+type RestoreProjectRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*RestoreProjectRequest_Info) isRestoreProjectRequest_Part() {}
+
+func (*RestoreProjectRequest_Chunk) isRestoreProjectRequest_Part() {}
+
+// RestoreInfo says how to restore; it is the first message of the stream.
+type RestoreInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the project to make; empty means the name in the backup.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// replace restores over an existing project of that name (one that
+	// failed or whose data is damaged): its apps, settings, secret key,
+	// database and media become the backup's. If the restore fails, the
+	// project is put back as it was.
+	Replace bool `protobuf:"varint,2,opt,name=replace,proto3" json:"replace,omitempty"`
+	// owner_uid makes another user the owner (admins only); 0 is the caller.
+	OwnerUid      uint32 `protobuf:"varint,3,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreInfo) Reset() {
+	*x = RestoreInfo{}
+	mi := &file_opus_v1_opus_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreInfo) ProtoMessage() {}
+
+func (x *RestoreInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreInfo.ProtoReflect.Descriptor instead.
+func (*RestoreInfo) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *RestoreInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreInfo) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+func (x *RestoreInfo) GetOwnerUid() uint32 {
+	if x != nil {
+		return x.OwnerUid
+	}
+	return 0
+}
+
 var File_opus_v1_opus_proto protoreflect.FileDescriptor
 
 const file_opus_v1_opus_proto_rawDesc = "" +
@@ -3763,14 +4005,26 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x1dDisableConsoleAccountResponse\"/\n" +
 	"\x1bDeleteConsoleAccountRequest\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\"\x1e\n" +
-	"\x1cDeleteConsoleAccountResponse*}\n" +
+	"\x1cDeleteConsoleAccountResponse\"*\n" +
+	"\x14BackupProjectRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"-\n" +
+	"\x15BackupProjectResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"c\n" +
+	"\x15RestoreProjectRequest\x12*\n" +
+	"\x04info\x18\x01 \x01(\v2\x14.opus.v1.RestoreInfoH\x00R\x04info\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\"X\n" +
+	"\vRestoreInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\areplace\x18\x02 \x01(\bR\areplace\x12\x1b\n" +
+	"\towner_uid\x18\x03 \x01(\rR\bownerUid*}\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPHASE_PENDING\x10\x01\x12\x13\n" +
 	"\x0fPHASE_DEPLOYING\x10\x02\x12\x0f\n" +
 	"\vPHASE_READY\x10\x03\x12\x10\n" +
 	"\fPHASE_FAILED\x10\x04\x12\x12\n" +
-	"\x0ePHASE_DELETING\x10\x05*\xc2\x02\n" +
+	"\x0ePHASE_DELETING\x10\x05*\xde\x02\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x19\n" +
@@ -3781,7 +4035,9 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x1eOPERATION_KIND_SET_CERTIFICATE\x10\x06\x12\x1c\n" +
 	"\x18OPERATION_KIND_RECONCILE\x10\a\x12\"\n" +
 	"\x1eOPERATION_KIND_UPDATE_SETTINGS\x10\b\x12\x1b\n" +
-	"\x17OPERATION_KIND_ROLLBACK\x10\t*\xa6\x01\n" +
+	"\x17OPERATION_KIND_ROLLBACK\x10\t\x12\x1a\n" +
+	"\x16OPERATION_KIND_RESTORE\x10\n" +
+	"*\xa6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +
@@ -3793,7 +4049,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x01\x12\x13\n" +
 	"\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\xec\f\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\x86\x0e\n" +
 	"\x04Opus\x12B\n" +
 	"\rCreateProject\x12\x1d.opus.v1.CreateProjectRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\n" +
@@ -3818,7 +4074,9 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12SetConsolePassword\x12\".opus.v1.SetConsolePasswordRequest\x1a#.opus.v1.SetConsolePasswordResponse\x12`\n" +
 	"\x13ListConsoleAccounts\x12#.opus.v1.ListConsoleAccountsRequest\x1a$.opus.v1.ListConsoleAccountsResponse\x12f\n" +
 	"\x15DisableConsoleAccount\x12%.opus.v1.DisableConsoleAccountRequest\x1a&.opus.v1.DisableConsoleAccountResponse\x12c\n" +
-	"\x14DeleteConsoleAccount\x12$.opus.v1.DeleteConsoleAccountRequest\x1a%.opus.v1.DeleteConsoleAccountResponseB3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
+	"\x14DeleteConsoleAccount\x12$.opus.v1.DeleteConsoleAccountRequest\x1a%.opus.v1.DeleteConsoleAccountResponse\x12P\n" +
+	"\rBackupProject\x12\x1d.opus.v1.BackupProjectRequest\x1a\x1e.opus.v1.BackupProjectResponse0\x01\x12F\n" +
+	"\x0eRestoreProject\x12\x1e.opus.v1.RestoreProjectRequest\x1a\x12.opus.v1.Operation(\x01B3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
 
 var (
 	file_opus_v1_opus_proto_rawDescOnce sync.Once
@@ -3833,7 +4091,7 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_opus_v1_opus_proto_goTypes = []any{
 	(Phase)(0),                            // 0: opus.v1.Phase
 	(OperationKind)(0),                    // 1: opus.v1.OperationKind
@@ -3889,30 +4147,34 @@ var file_opus_v1_opus_proto_goTypes = []any{
 	(*DisableConsoleAccountResponse)(nil), // 51: opus.v1.DisableConsoleAccountResponse
 	(*DeleteConsoleAccountRequest)(nil),   // 52: opus.v1.DeleteConsoleAccountRequest
 	(*DeleteConsoleAccountResponse)(nil),  // 53: opus.v1.DeleteConsoleAccountResponse
-	nil,                                   // 54: opus.v1.Settings.EnvEntry
-	nil,                                   // 55: opus.v1.UpdateSettingsRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),         // 56: google.protobuf.Timestamp
+	(*BackupProjectRequest)(nil),          // 54: opus.v1.BackupProjectRequest
+	(*BackupProjectResponse)(nil),         // 55: opus.v1.BackupProjectResponse
+	(*RestoreProjectRequest)(nil),         // 56: opus.v1.RestoreProjectRequest
+	(*RestoreInfo)(nil),                   // 57: opus.v1.RestoreInfo
+	nil,                                   // 58: opus.v1.Settings.EnvEntry
+	nil,                                   // 59: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 60: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	56, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	60, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	56, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	56, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	56, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	60, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	60, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	60, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
 	14, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
 	15, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
 	12, // 13: opus.v1.Project.data_snapshots:type_name -> opus.v1.DataSnapshot
-	56, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
-	56, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
-	56, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
+	60, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
+	60, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
+	60, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
 	13, // 17: opus.v1.DataSnapshot.revisions:type_name -> opus.v1.AppRevision
-	54, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	58, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
 	7,  // 19: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
 	10, // 20: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
 	15, // 21: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
@@ -3922,69 +4184,74 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	6,  // 25: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
 	27, // 26: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
 	3,  // 27: opus.v1.Step.state:type_name -> opus.v1.StepState
-	56, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	56, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	60, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	60, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 30: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
 	2,  // 31: opus.v1.Operation.state:type_name -> opus.v1.OperationState
 	29, // 32: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	56, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	56, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	60, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	60, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
 	12, // 35: opus.v1.Operation.data_snapshot:type_name -> opus.v1.DataSnapshot
 	30, // 36: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	55, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	59, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
 	41, // 38: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
-	56, // 39: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	56, // 40: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	60, // 39: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	60, // 40: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
 	48, // 41: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
-	16, // 42: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
-	17, // 43: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
-	18, // 44: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
-	20, // 45: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
-	21, // 46: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
-	22, // 47: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
-	23, // 48: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
-	24, // 49: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
-	25, // 50: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
-	26, // 51: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
-	31, // 52: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
-	32, // 53: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
-	33, // 54: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
-	35, // 55: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
-	37, // 56: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
-	39, // 57: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
-	40, // 58: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
-	43, // 59: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
-	45, // 60: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
-	47, // 61: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
-	50, // 62: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
-	52, // 63: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
-	30, // 64: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 65: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	19, // 66: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	30, // 67: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	30, // 68: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	30, // 69: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	30, // 70: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	30, // 71: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
-	30, // 72: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	28, // 73: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	30, // 74: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	30, // 75: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	34, // 76: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	36, // 77: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	38, // 78: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
-	30, // 79: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	42, // 80: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	44, // 81: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	46, // 82: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	49, // 83: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	51, // 84: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	53, // 85: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
-	64, // [64:86] is the sub-list for method output_type
-	42, // [42:64] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	57, // 42: opus.v1.RestoreProjectRequest.info:type_name -> opus.v1.RestoreInfo
+	16, // 43: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
+	17, // 44: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
+	18, // 45: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
+	20, // 46: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
+	21, // 47: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
+	22, // 48: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
+	23, // 49: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
+	24, // 50: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
+	25, // 51: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
+	26, // 52: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
+	31, // 53: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
+	32, // 54: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
+	33, // 55: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
+	35, // 56: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
+	37, // 57: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
+	39, // 58: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
+	40, // 59: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
+	43, // 60: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
+	45, // 61: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
+	47, // 62: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
+	50, // 63: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
+	52, // 64: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
+	54, // 65: opus.v1.Opus.BackupProject:input_type -> opus.v1.BackupProjectRequest
+	56, // 66: opus.v1.Opus.RestoreProject:input_type -> opus.v1.RestoreProjectRequest
+	30, // 67: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 68: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	19, // 69: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	30, // 70: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	30, // 71: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	30, // 72: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	30, // 73: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	30, // 74: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
+	30, // 75: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	28, // 76: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	30, // 77: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	30, // 78: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	34, // 79: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	36, // 80: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	38, // 81: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
+	30, // 82: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	42, // 83: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	44, // 84: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	46, // 85: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	49, // 86: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	51, // 87: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	53, // 88: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	55, // 89: opus.v1.Opus.BackupProject:output_type -> opus.v1.BackupProjectResponse
+	30, // 90: opus.v1.Opus.RestoreProject:output_type -> opus.v1.Operation
+	67, // [67:91] is the sub-list for method output_type
+	43, // [43:67] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_opus_v1_opus_proto_init() }
@@ -4000,13 +4267,17 @@ func file_opus_v1_opus_proto_init() {
 		(*UploadSourceRequest_Info)(nil),
 		(*UploadSourceRequest_Chunk)(nil),
 	}
+	file_opus_v1_opus_proto_msgTypes[52].OneofWrappers = []any{
+		(*RestoreProjectRequest_Info)(nil),
+		(*RestoreProjectRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   52,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

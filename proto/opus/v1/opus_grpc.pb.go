@@ -46,6 +46,8 @@ const (
 	Opus_ListConsoleAccounts_FullMethodName   = "/opus.v1.Opus/ListConsoleAccounts"
 	Opus_DisableConsoleAccount_FullMethodName = "/opus.v1.Opus/DisableConsoleAccount"
 	Opus_DeleteConsoleAccount_FullMethodName  = "/opus.v1.Opus/DeleteConsoleAccount"
+	Opus_BackupProject_FullMethodName         = "/opus.v1.Opus/BackupProject"
+	Opus_RestoreProject_FullMethodName        = "/opus.v1.Opus/RestoreProject"
 )
 
 // OpusClient is the client API for Opus service.
@@ -119,6 +121,18 @@ type OpusClient interface {
 	// DeleteConsoleAccount deletes a console account: its password, login
 	// links and sessions. Admins only.
 	DeleteConsoleAccount(ctx context.Context, in *DeleteConsoleAccountRequest, opts ...grpc.CallOption) (*DeleteConsoleAccountResponse, error)
+	// BackupProject streams a backup of a deployed project: one gzipped tar
+	// holding a manifest (the project's spec, its apps at the revisions that
+	// run), its secrets, a copy of its database and its media files. The
+	// client writes it; opusd keeps nothing. Owner or admin only: the backup
+	// carries the project's secrets.
+	BackupProject(ctx context.Context, in *BackupProjectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupProjectResponse], error)
+	// RestoreProject makes a project from a backup streamed in (the first
+	// message says how, the following ones carry the file), as an operation
+	// of kind RESTORE. The whole file is checked before anything changes.
+	// The new project is the caller's (an admin may name another owner);
+	// over an existing project of the caller's only with replace.
+	RestoreProject(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreProjectRequest, Operation], error)
 }
 
 type opusClient struct {
@@ -370,6 +384,38 @@ func (c *opusClient) DeleteConsoleAccount(ctx context.Context, in *DeleteConsole
 	return out, nil
 }
 
+func (c *opusClient) BackupProject(ctx context.Context, in *BackupProjectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupProjectResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Opus_ServiceDesc.Streams[3], Opus_BackupProject_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupProjectRequest, BackupProjectResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Opus_BackupProjectClient = grpc.ServerStreamingClient[BackupProjectResponse]
+
+func (c *opusClient) RestoreProject(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreProjectRequest, Operation], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Opus_ServiceDesc.Streams[4], Opus_RestoreProject_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreProjectRequest, Operation]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Opus_RestoreProjectClient = grpc.ClientStreamingClient[RestoreProjectRequest, Operation]
+
 // OpusServer is the server API for Opus service.
 // All implementations must embed UnimplementedOpusServer
 // for forward compatibility.
@@ -441,6 +487,18 @@ type OpusServer interface {
 	// DeleteConsoleAccount deletes a console account: its password, login
 	// links and sessions. Admins only.
 	DeleteConsoleAccount(context.Context, *DeleteConsoleAccountRequest) (*DeleteConsoleAccountResponse, error)
+	// BackupProject streams a backup of a deployed project: one gzipped tar
+	// holding a manifest (the project's spec, its apps at the revisions that
+	// run), its secrets, a copy of its database and its media files. The
+	// client writes it; opusd keeps nothing. Owner or admin only: the backup
+	// carries the project's secrets.
+	BackupProject(*BackupProjectRequest, grpc.ServerStreamingServer[BackupProjectResponse]) error
+	// RestoreProject makes a project from a backup streamed in (the first
+	// message says how, the following ones carry the file), as an operation
+	// of kind RESTORE. The whole file is checked before anything changes.
+	// The new project is the caller's (an admin may name another owner);
+	// over an existing project of the caller's only with replace.
+	RestoreProject(grpc.ClientStreamingServer[RestoreProjectRequest, Operation]) error
 	mustEmbedUnimplementedOpusServer()
 }
 
@@ -516,6 +574,12 @@ func (UnimplementedOpusServer) DisableConsoleAccount(context.Context, *DisableCo
 }
 func (UnimplementedOpusServer) DeleteConsoleAccount(context.Context, *DeleteConsoleAccountRequest) (*DeleteConsoleAccountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteConsoleAccount not implemented")
+}
+func (UnimplementedOpusServer) BackupProject(*BackupProjectRequest, grpc.ServerStreamingServer[BackupProjectResponse]) error {
+	return status.Error(codes.Unimplemented, "method BackupProject not implemented")
+}
+func (UnimplementedOpusServer) RestoreProject(grpc.ClientStreamingServer[RestoreProjectRequest, Operation]) error {
+	return status.Error(codes.Unimplemented, "method RestoreProject not implemented")
 }
 func (UnimplementedOpusServer) mustEmbedUnimplementedOpusServer() {}
 func (UnimplementedOpusServer) testEmbeddedByValue()              {}
@@ -909,6 +973,24 @@ func _Opus_DeleteConsoleAccount_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Opus_BackupProject_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupProjectRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OpusServer).BackupProject(m, &grpc.GenericServerStream[BackupProjectRequest, BackupProjectResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Opus_BackupProjectServer = grpc.ServerStreamingServer[BackupProjectResponse]
+
+func _Opus_RestoreProject_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(OpusServer).RestoreProject(&grpc.GenericServerStream[RestoreProjectRequest, Operation]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Opus_RestoreProjectServer = grpc.ClientStreamingServer[RestoreProjectRequest, Operation]
+
 // Opus_ServiceDesc is the grpc.ServiceDesc for Opus service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1008,6 +1090,16 @@ var Opus_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "FollowLogs",
 			Handler:       _Opus_FollowLogs_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "BackupProject",
+			Handler:       _Opus_BackupProject_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RestoreProject",
+			Handler:       _Opus_RestoreProject_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "opus/v1/opus.proto",

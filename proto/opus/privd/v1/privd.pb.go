@@ -1547,8 +1547,11 @@ func (x *LogPosition) GetOffset() int64 {
 }
 
 type DumpDataRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Project       string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Project string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// media asks for the project's media files (data/media) as a tar of
+	// regular files and directories instead of its SQLite database.
+	Media         bool `protobuf:"varint,2,opt,name=media,proto3" json:"media,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1588,6 +1591,13 @@ func (x *DumpDataRequest) GetProject() string {
 		return x.Project
 	}
 	return ""
+}
+
+func (x *DumpDataRequest) GetMedia() bool {
+	if x != nil {
+		return x.Media
+	}
+	return false
 }
 
 type DumpDataResponse struct {
@@ -1640,7 +1650,10 @@ type LoadDataRequest struct {
 	// project is set in the first message only.
 	Project string `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
 	// chunk is the next part of the database file.
-	Chunk         []byte `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// media (first message only) says the stream is a tar of media files
+	// that replaces the project's data/media, not a database.
+	Media         bool `protobuf:"varint,3,opt,name=media,proto3" json:"media,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1687,6 +1700,13 @@ func (x *LoadDataRequest) GetChunk() []byte {
 		return x.Chunk
 	}
 	return nil
+}
+
+func (x *LoadDataRequest) GetMedia() bool {
+	if x != nil {
+		return x.Media
+	}
+	return false
 }
 
 type LoadDataResponse struct {
@@ -2040,14 +2060,16 @@ const file_opus_privd_v1_privd_proto_rawDesc = "" +
 	"\vLogPosition\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\x04R\x06device\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x03R\x06offset\"+\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"A\n" +
 	"\x0fDumpDataRequest\x12\x18\n" +
-	"\aproject\x18\x01 \x01(\tR\aproject\"(\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x05media\x18\x02 \x01(\bR\x05media\"(\n" +
 	"\x10DumpDataResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"A\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"W\n" +
 	"\x0fLoadDataRequest\x12\x18\n" +
 	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
-	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"(\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk\x12\x14\n" +
+	"\x05media\x18\x03 \x01(\bR\x05media\"(\n" +
 	"\x10LoadDataResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"\x0e\n" +
 	"\fStatsRequest\"x\n" +
