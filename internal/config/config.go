@@ -113,6 +113,22 @@ type Config struct {
 	SnapshotMaxBytes int64
 	// SnapshotKeep is how many data snapshots are kept per project.
 	SnapshotKeep int
+	// SnapshotQuota bounds the bytes of data snapshots one user's
+	// projects keep together; 0 is no bound. When a new snapshot would
+	// pass it, the user's oldest snapshots no pending restore needs go
+	// first; one that cannot fit is not taken (the operation says so).
+	SnapshotQuota int64
+	// RevisionsKeep is how many revisions of each app are kept (listed,
+	// and their uploaded archives and git caches kept for a rollback);
+	// a revision a kept data snapshot was taken with is kept too.
+	RevisionsKeep int
+	// GitCacheMaxBytes bounds one repository's git cache: a larger one
+	// is dropped by the disk pruner and fetched afresh when next needed.
+	GitCacheMaxBytes int64
+	// GitCacheIdle is how long a git cache may go unused before the
+	// disk pruner drops it; the cache of a repository no app uses goes
+	// at the pruner's next pass.
+	GitCacheIdle time.Duration
 	// MetricsListen is IP:PORT where opusd serves its metrics in
 	// Prometheus's text format over plain HTTP; empty (the default) serves
 	// none. The metrics name every project (its certificate's expiry), so
@@ -122,6 +138,10 @@ type Config struct {
 	// loopback: the operator says a firewall keeps it to the scraper.
 	MetricsAllowRemote bool
 }
+
+// MaxRevisionsKeep is the largest revisions_keep: an app's history lives
+// in its project's record, which stays small.
+const MaxRevisionsKeep = 100
 
 // MaxSnapshotBytes is the largest snapshot_max_bytes.
 const MaxSnapshotBytes = 64 << 30
@@ -189,6 +209,10 @@ func Default() Config {
 		UploadGrace:      time.Hour,
 		SnapshotMaxBytes: 256 << 20,
 		SnapshotKeep:     5,
+		SnapshotQuota:    2 << 30,
+		RevisionsKeep:    10,
+		GitCacheMaxBytes: 1 << 30,
+		GitCacheIdle:     30 * 24 * time.Hour,
 	}
 }
 
@@ -319,6 +343,8 @@ func (c Config) Format() string {
 		{"wsgi_processes", c.WSGIProcesses}, {"wsgi_threads", c.WSGIThreads},
 		{"git_max_bytes", c.GitMaxBytes}, {"postgres_admin", c.PostgresAdmin},
 		{"snapshot_max_bytes", c.SnapshotMaxBytes}, {"snapshot_keep", c.SnapshotKeep},
+		{"snapshot_quota", c.SnapshotQuota}, {"revisions_keep", c.RevisionsKeep},
+		{"git_cache_max_bytes", c.GitCacheMaxBytes}, {"git_cache_idle", c.GitCacheIdle},
 		{"metrics_listen", c.MetricsListen}, {"metrics_allow_remote", yesNo(c.MetricsAllowRemote)},
 	} {
 		fmt.Fprintf(&b, "%s %v\n", kv[0], kv[1])
@@ -340,7 +366,7 @@ func (c *Config) Set(key, value string) error {
 		"backend_tasks": &c.BackendTasks, "backend_cpu": &c.BackendCPU,
 		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
 		"git_max_bytes": &c.GitMaxBytes, "tls_security_level": &c.TLSSecurityLevel,
-		"snapshot_keep": &c.SnapshotKeep,
+		"snapshot_keep": &c.SnapshotKeep, "revisions_keep": &c.RevisionsKeep,
 	}
 	switch key {
 	case "project_uids":
@@ -356,6 +382,17 @@ func (c *Config) Set(key, value string) error {
 		return parseBytes(key, value, &c.UploadQuota)
 	case "snapshot_max_bytes":
 		return parseBytes(key, value, &c.SnapshotMaxBytes)
+	case "snapshot_quota":
+		return parseBytes(key, value, &c.SnapshotQuota)
+	case "git_cache_max_bytes":
+		return parseBytes(key, value, &c.GitCacheMaxBytes)
+	case "git_cache_idle":
+		d, err := time.ParseDuration(value)
+		if err != nil {
+			return fmt.Errorf("git_cache_idle: %q is not a duration such as 720h or 30m", value)
+		}
+		c.GitCacheIdle = d
+		return nil
 	case "metrics_allow_remote":
 		switch value {
 		case "yes":
@@ -453,6 +490,18 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotKeep < 1 || c.SnapshotKeep > 100 {
 		return fmt.Errorf("snapshot_keep: %d must lie in 1-100", c.SnapshotKeep)
+	}
+	if c.SnapshotQuota < 0 {
+		return fmt.Errorf("snapshot_quota: %d is negative; give 0 for no quota or a number of bytes", c.SnapshotQuota)
+	}
+	if c.RevisionsKeep < 1 || c.RevisionsKeep > MaxRevisionsKeep {
+		return fmt.Errorf("revisions_keep: %d must lie in 1-%d (1 keeps only the running revision: no rollback)", c.RevisionsKeep, MaxRevisionsKeep)
+	}
+	if c.GitCacheMaxBytes < int64(c.GitMaxBytes) {
+		return fmt.Errorf("git_cache_max_bytes: %d is below git_max_bytes (%d): every fetch would leave a cache to drop", c.GitCacheMaxBytes, c.GitMaxBytes)
+	}
+	if c.GitCacheIdle < time.Minute {
+		return fmt.Errorf("git_cache_idle: %s is shorter than a minute; a cache must outlive the deploy that fetched it", c.GitCacheIdle)
 	}
 	if c.UploadGrace < time.Second {
 		return fmt.Errorf("upload_grace: %s is shorter than a second; an upload must outlive the call that names it", c.UploadGrace)
