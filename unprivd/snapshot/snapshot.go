@@ -140,6 +140,23 @@ func (d Dir) Prune(project string, keep []store.Snapshot) error {
 	return nil
 }
 
+// Remove removes snapshot id of project (one the per-user quota dropped
+// from another project's record: that project's own Prune may be running,
+// so only the file named goes).
+func (d Dir) Remove(project, id string) error {
+	dir, err := d.project(project)
+	if err != nil {
+		return err
+	}
+	if err := validID(id); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // RemoveAll removes all of project's snapshots (teardown).
 func (d Dir) RemoveAll(project string) error {
 	dir, err := d.project(project)
