@@ -83,6 +83,9 @@ type Config struct {
 	// Provision, when set, lets owners ask Opus to provision PostgreSQL
 	// (see database.go); nil refuses such requests.
 	Provision *Provisioning
+	// Disk is the disk hygiene policy (disk.go): the pruner's and the
+	// usage report's.
+	Disk Disk
 	// Now defaults to time.Now (certificate validity checks, and the age
 	// of remembered admin answers).
 	Now    func() time.Time
@@ -103,6 +106,8 @@ type Service struct {
 	sessions *consoleSessions
 	// follows counts each caller's FollowLogs streams (logs.go).
 	follows followLimit
+	// pruneKick asks RunDiskPruner for a pass (disk.go).
+	pruneKick chan struct{}
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
@@ -121,7 +126,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
-		cfg: cfg, log: cfg.Logger,
+		cfg: cfg, log: cfg.Logger, pruneKick: make(chan struct{}, 1),
 	}
 	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
 	return s, nil

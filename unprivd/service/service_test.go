@@ -244,6 +244,9 @@ type serverOpt struct {
 	// userName, when set, is the store's user database (uid → login
 	// name), for the console's accounts.
 	userName func(uint32) (string, error)
+	// disk is the disk hygiene policy (its BaseDir defaults to the
+	// test's).
+	disk Disk
 }
 
 // startServer serves the Opus API on a real Unix socket, in a directory any
@@ -296,7 +299,8 @@ func startServer(t *testing.T, o serverOpt) *server {
 		o.admins = fakeAdmins{0: true}
 	}
 	s.svc, err = New(Config{Store: st, Privd: s.privd, Reconciler: kick, Admins: o.admins, Uploads: s.uploads,
-		ProjectUIDs: o.projectUIDs, ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2})
+		ProjectUIDs: o.projectUIDs, ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2,
+		Disk: o.disk})
 	if err != nil {
 		t.Fatal(err)
 	}
