@@ -218,6 +218,7 @@ already taken, not yours), opusd not reachable.`,
 		c.certCommand(),
 		c.webCommand(),
 		c.doctorCommand(),
+		c.dfCommand(),
 		c.completionCommand(root),
 		c.versionCommand(),
 	)
