@@ -33,7 +33,7 @@ git_cache_idle in opus.conf). With -o json it prints opusd's GetDiskUsage
 answer.`,
 		Example: `  opusctl df
   opusctl df blog
-  opusctl df -o json | jq '.users[] | {user, uploadBytes, uploadQuota}'`,
+  opusctl df -o json | jq '.users[] | {user, upload_bytes, upload_quota}'`,
 		Args:              cobra.MaximumNArgs(1),
 		ValidArgsFunction: c.completeProjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
