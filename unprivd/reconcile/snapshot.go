@@ -199,7 +199,8 @@ func keepSnapshot(ctx context.Context, t *Task, rec store.Snapshot) (dropped []s
 		if p, err = tx.Project(t.Project.Name); err != nil {
 			return err
 		}
-		p.Snapshots = append(p.Snapshots, rec)
+		before := p.Snapshots
+		p.Snapshots = append(slices.Clip(p.Snapshots), rec)
 		p.Snapshots, dropped = snapshot.Retain(p.Snapshots, t.opt.SnapshotKeep, t.opt.SnapshotMaxBytes, p.Spec.RestoreSnapshot)
 		if t.opt.SnapshotQuota <= 0 {
 			return tx.PutProject(p)
@@ -219,7 +220,11 @@ func keepSnapshot(ctx context.Context, t *Task, rec store.Snapshot) (dropped []s
 		var drop []snapshot.Owned
 		drop, fits = snapshot.FitQuota(snapshot.OfUser(all), t.opt.SnapshotQuota, p.Name, rec.ID)
 		if !fits {
-			drop = append(drop, snapshot.Owned{Project: p.Name, Snapshot: rec})
+			// Pending restores took the room since snapshotRoom: the
+			// new copy goes (its file with the caller's Prune), and
+			// nothing is dropped for it.
+			p.Snapshots, dropped = before, nil
+			return tx.PutProject(p)
 		}
 		changed := map[string]bool{p.Name: true}
 		for _, d := range drop {

@@ -3,6 +3,7 @@ package service
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os/user"
@@ -65,6 +66,10 @@ const (
 	prunePassCaches   = 64
 )
 
+// diskUsageBudget bounds the time one GetDiskUsage call spends walking
+// project directories, whatever the number of projects.
+const diskUsageBudget = 10 * time.Second
+
 // PruneDisk is one pass of the disk pruner: it drops revisions past
 // revisions_keep (records of before the policy, or after it was lowered),
 // then the uploads nothing needs (PruneUploads), then the git caches of
@@ -72,31 +77,51 @@ const (
 // part's work is bounded; it logs what it removed.
 func (s *Service) PruneDisk(ctx context.Context) error {
 	keep := cmp.Or(s.cfg.Disk.RevisionsKeep, store.DefaultRevisionsKeep)
-	var trimmed, dropped int
-	err := s.st.Update(ctx, func(tx *store.Tx) error {
-		trimmed, dropped = 0, 0
-		ps, err := tx.Projects()
-		if err != nil {
-			return err
-		}
-		for _, p := range ps {
-			if trimmed >= prunePassProjects {
-				break
+	// Found in a read (cheap: the store's decode cache), rewritten in one
+	// short write of those records only: a pass after every deploy must
+	// not hold the store's write lock over every project.
+	var over []string
+	err := s.st.View(ctx, func(tx *store.Tx) error {
+		over = nil
+		return tx.EachProject(func(p store.Project) error {
+			// p is this read's own copy: trimming it says whether the
+			// record would change.
+			if len(over) < prunePassProjects && len(p.TrimRevisions(keep)) > 0 {
+				over = append(over, p.Name)
 			}
-			d := p.TrimRevisions(keep)
-			if len(d) == 0 {
-				continue
-			}
-			for _, rs := range d {
-				dropped += len(rs)
-			}
-			trimmed++
-			if err := tx.PutProject(p); err != nil {
-				return err
-			}
-		}
-		return nil
+			return nil
+		})
 	})
+	if err != nil {
+		return fmt.Errorf("prune revisions: %w", err)
+	}
+	var trimmed, dropped int
+	if len(over) > 0 {
+		err = s.st.Update(ctx, func(tx *store.Tx) error {
+			trimmed, dropped = 0, 0
+			for _, name := range over {
+				p, err := tx.Project(name)
+				if errors.Is(err, store.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				d := p.TrimRevisions(keep)
+				if len(d) == 0 {
+					continue
+				}
+				for _, rs := range d {
+					dropped += len(rs)
+				}
+				trimmed++
+				if err := tx.PutProject(p); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("prune revisions: %w", err)
 	}
@@ -249,11 +274,15 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 		user(uid)
 	}
 	cacheSizes := map[string]int64{}
+	// Each walk is bounded, and so are all of one call's together: past
+	// the budget, the projects left report what opusd's records say, and
+	// "at least" nothing for their directories.
+	deadline := time.Now().Add(diskUsageBudget)
 	for _, p := range ps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		pu, err := s.projectUsage(ctx, p, users, cacheSizes)
+		pu, err := s.projectUsage(ctx, p, users, cacheSizes, time.Now().Before(deadline))
 		if err != nil {
 			return nil, err
 		}
@@ -284,12 +313,18 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 
 // projectUsage measures one project. users counts, per repository, the
 // projects using it; cacheSizes remembers the caches measured.
-func (s *Service) projectUsage(ctx context.Context, p *store.Project, users map[string]int, cacheSizes map[string]int64) (*opusv1.ProjectDiskUsage, error) {
+func (s *Service) projectUsage(ctx context.Context, p *store.Project, users map[string]int, cacheSizes map[string]int64, walk bool) (*opusv1.ProjectDiskUsage, error) {
 	pu := &opusv1.ProjectDiskUsage{Project: p.Name, OwnerUid: p.OwnerUID}
 	l := layout.For(s.cfg.Disk.BaseDir, p.Name)
+	measure := func(dir string) (diskusage.Size, error) {
+		if !walk {
+			return diskusage.Size{Partial: true, Why: "the call's time budget was spent on other projects"}, nil
+		}
+		return diskusage.Measure(ctx, dir, s.cfg.Disk.Measure)
+	}
 	var code diskusage.Size
 	for _, dir := range []string{l.Code, l.Static} {
-		sz, err := diskusage.Measure(ctx, dir, s.cfg.Disk.Measure)
+		sz, err := measure(dir)
 		if err != nil {
 			s.log.WarnContext(ctx, "disk usage: measure", "project", p.Name, "dir", dir, "err", err)
 			sz.Partial = true
@@ -298,7 +333,7 @@ func (s *Service) projectUsage(ctx context.Context, p *store.Project, users map[
 		code.Partial = code.Partial || sz.Partial
 	}
 	pu.Code = &opusv1.ByteCount{Bytes: code.Bytes, AtLeast: code.Partial}
-	data, err := diskusage.Measure(ctx, l.Data, s.cfg.Disk.Measure)
+	data, err := measure(l.Data)
 	if err != nil {
 		s.log.WarnContext(ctx, "disk usage: measure", "project", p.Name, "dir", l.Data, "err", err)
 		data.Partial = true
