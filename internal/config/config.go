@@ -387,12 +387,7 @@ func (c *Config) Set(key, value string) error {
 	case "git_cache_max_bytes":
 		return parseBytes(key, value, &c.GitCacheMaxBytes)
 	case "git_cache_idle":
-		d, err := time.ParseDuration(value)
-		if err != nil {
-			return fmt.Errorf("git_cache_idle: %q is not a duration such as 720h or 30m", value)
-		}
-		c.GitCacheIdle = d
-		return nil
+		return parseDuration(key, value, &c.GitCacheIdle)
 	case "metrics_allow_remote":
 		switch value {
 		case "yes":
@@ -404,12 +399,7 @@ func (c *Config) Set(key, value string) error {
 		}
 		return nil
 	case "upload_grace":
-		d, err := time.ParseDuration(value)
-		if err != nil {
-			return fmt.Errorf("upload_grace: %q is not a duration such as 1h or 30m", value)
-		}
-		c.UploadGrace = d
-		return nil
+		return parseDuration(key, value, &c.UploadGrace)
 	}
 	if p, ok := str[key]; ok {
 		*p = value
@@ -544,6 +534,16 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// parseDuration sets *to to value, a Go duration, for key.
+func parseDuration(key, value string, to *time.Duration) error {
+	d, err := time.ParseDuration(value)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a duration such as 1h or 30m", key, value)
+	}
+	*to = d
+	return nil
 }
 
 // parseBytes sets *to to value, a whole number of bytes, for key.
