@@ -282,7 +282,10 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		pu, err := s.projectUsage(ctx, p, users, cacheSizes, time.Now().Before(deadline))
+		// Without a base directory (a service not configured for it)
+		// there is nothing to walk, and never a relative path.
+		walk := s.cfg.Disk.BaseDir != "" && time.Now().Before(deadline)
+		pu, err := s.projectUsage(ctx, p, users, cacheSizes, walk)
 		if err != nil {
 			return nil, err
 		}
@@ -318,7 +321,7 @@ func (s *Service) projectUsage(ctx context.Context, p *store.Project, users map[
 	l := layout.For(s.cfg.Disk.BaseDir, p.Name)
 	measure := func(dir string) (diskusage.Size, error) {
 		if !walk {
-			return diskusage.Size{Partial: true, Why: "the call's time budget was spent on other projects"}, nil
+			return diskusage.Size{Partial: true, Why: "not measured: no base directory, or the call's time budget was spent on other projects"}, nil
 		}
 		return diskusage.Measure(ctx, dir, s.cfg.Disk.Measure)
 	}
