@@ -226,12 +226,15 @@ func setVersion(t *testing.T, dir, version string) {
 	}
 }
 
-// TestUploadRevisionsKeptForRollback: an app's deployed and previous
-// uploads stay stored past the grace period, so a rollback to an uploaded
-// version works; an upload only an older revision names is pruned.
+// TestUploadRevisionsKeptForRollback: the uploads of an app's kept
+// revisions (revisions_keep, 2 here; one data snapshot kept, so it pins
+// no older one) stay stored past the grace period, so a rollback to an
+// uploaded version works; an upload only a dropped revision named is
+// pruned.
 func TestUploadRevisionsKeptForRollback(t *testing.T) {
 	h := needHost(t)
-	grace := h.smallUploadsOpusd(t)
+	h.opusdWith(t, "uploads", "upload_quota 1048576\nupload_grace 2s\nrevisions_keep 2\nsnapshot_keep 1\n")
+	grace := 2 * time.Second
 	_, uid := addUser(t, "ur")
 	app := sharedApp(t, "versioned", 10)
 	name := h.newProject(t)
@@ -254,7 +257,8 @@ func TestUploadRevisionsKeptForRollback(t *testing.T) {
 	}
 	h.mustCtl(t, uid, "apps", "rollback", name, "versioned")
 	mustGet(t, c, url, "uploaded versioned v1")
-	// Revisions v1 v2 v1 v3: v2 is now only an older revision's.
+	// Revisions v1 v2 v1 v3, the last 2 kept: v2 was only a dropped
+	// revision's.
 	v3 := deploy("v3", "apps", "update", name, "versioned", app)
 	deadline := time.Now().Add(5*grace + 10*time.Second)
 	for h.uploadFile(t, uid, v2) != "" {

@@ -220,6 +220,7 @@ already taken, not yours), opusd not reachable.`,
 		c.doctorCommand(),
 		c.backupCommand(),
 		c.restoreCommand(),
+		c.dfCommand(),
 		c.completionCommand(root),
 		c.versionCommand(),
 	)

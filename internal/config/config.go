@@ -115,6 +115,22 @@ type Config struct {
 	SnapshotMaxBytes int64
 	// SnapshotKeep is how many data snapshots are kept per project.
 	SnapshotKeep int
+	// SnapshotQuota bounds the bytes of data snapshots one user's
+	// projects keep together; 0 is no bound. When a new snapshot would
+	// pass it, the user's oldest snapshots no pending restore needs go
+	// first; one that cannot fit is not taken (the operation says so).
+	SnapshotQuota int64
+	// RevisionsKeep is how many revisions of each app are kept (listed,
+	// and their uploaded archives and git caches kept for a rollback);
+	// a revision a kept data snapshot was taken with is kept too.
+	RevisionsKeep int
+	// GitCacheMaxBytes bounds one repository's git cache: a larger one
+	// is dropped by the disk pruner and fetched afresh when next needed.
+	GitCacheMaxBytes int64
+	// GitCacheIdle is how long a git cache may go unused before the
+	// disk pruner drops it; the cache of a repository no app uses goes
+	// at the pruner's next pass.
+	GitCacheIdle time.Duration
 	// MetricsListen is IP:PORT where opusd serves its metrics in
 	// Prometheus's text format over plain HTTP; empty (the default) serves
 	// none. The metrics name every project (its certificate's expiry), so
@@ -161,6 +177,10 @@ func (c Config) ACMEWebroot() string { return filepath.Join(c.BaseDir, "acme", "
 func (c Config) ACMEChallengeDir() string {
 	return filepath.Join(c.ACMEWebroot(), ".well-known", "acme-challenge")
 }
+
+// MaxRevisionsKeep is the largest revisions_keep: an app's history lives
+// in its project's record, which stays small.
+const MaxRevisionsKeep = 100
 
 // MaxSnapshotBytes is the largest snapshot_max_bytes.
 const MaxSnapshotBytes = 64 << 30
@@ -231,6 +251,10 @@ func Default() Config {
 		// The renewal window is weeks for a CA's usual certificates:
 		// looking hourly is plenty, and retries are spaced by backoff.
 		ACMECheckInterval: time.Hour,
+		SnapshotQuota:    2 << 30,
+		RevisionsKeep:    10,
+		GitCacheMaxBytes: 1 << 30,
+		GitCacheIdle:     30 * 24 * time.Hour,
 	}
 }
 
@@ -361,6 +385,8 @@ func (c Config) Format() string {
 		{"wsgi_processes", c.WSGIProcesses}, {"wsgi_threads", c.WSGIThreads},
 		{"git_max_bytes", c.GitMaxBytes}, {"postgres_admin", c.PostgresAdmin},
 		{"snapshot_max_bytes", c.SnapshotMaxBytes}, {"snapshot_keep", c.SnapshotKeep},
+		{"snapshot_quota", c.SnapshotQuota}, {"revisions_keep", c.RevisionsKeep},
+		{"git_cache_max_bytes", c.GitCacheMaxBytes}, {"git_cache_idle", c.GitCacheIdle},
 		{"metrics_listen", c.MetricsListen}, {"metrics_allow_remote", yesNo(c.MetricsAllowRemote)},
 		{"acme_directory", c.ACMEDirectory}, {"acme_email", c.ACMEEmail}, {"acme_ca_bundle", c.ACMECABundle},
 		{"acme_check_interval", c.ACMECheckInterval},
@@ -385,7 +411,7 @@ func (c *Config) Set(key, value string) error {
 		"backend_tasks": &c.BackendTasks, "backend_cpu": &c.BackendCPU,
 		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
 		"git_max_bytes": &c.GitMaxBytes, "tls_security_level": &c.TLSSecurityLevel,
-		"snapshot_keep": &c.SnapshotKeep,
+		"snapshot_keep": &c.SnapshotKeep, "revisions_keep": &c.RevisionsKeep,
 	}
 	switch key {
 	case "project_uids":
@@ -401,6 +427,12 @@ func (c *Config) Set(key, value string) error {
 		return parseBytes(key, value, &c.UploadQuota)
 	case "snapshot_max_bytes":
 		return parseBytes(key, value, &c.SnapshotMaxBytes)
+	case "snapshot_quota":
+		return parseBytes(key, value, &c.SnapshotQuota)
+	case "git_cache_max_bytes":
+		return parseBytes(key, value, &c.GitCacheMaxBytes)
+	case "git_cache_idle":
+		return parseDuration(key, value, &c.GitCacheIdle)
 	case "metrics_allow_remote":
 		switch value {
 		case "yes":
@@ -412,19 +444,9 @@ func (c *Config) Set(key, value string) error {
 		}
 		return nil
 	case "upload_grace":
-		d, err := time.ParseDuration(value)
-		if err != nil {
-			return fmt.Errorf("upload_grace: %q is not a duration such as 1h or 30m", value)
-		}
-		c.UploadGrace = d
-		return nil
+		return parseDuration(key, value, &c.UploadGrace)
 	case "acme_check_interval":
-		d, err := time.ParseDuration(value)
-		if err != nil {
-			return fmt.Errorf("acme_check_interval: %q is not a duration such as 1h or 30m", value)
-		}
-		c.ACMECheckInterval = d
-		return nil
+		return parseDuration(key, value, &c.ACMECheckInterval)
 	}
 	if p, ok := str[key]; ok {
 		*p = value
@@ -509,6 +531,18 @@ func (c Config) Validate() error {
 	if err := c.validateACME(); err != nil {
 		return err
 	}
+	if c.SnapshotQuota < 0 {
+		return fmt.Errorf("snapshot_quota: %d is negative; give 0 for no quota or a number of bytes", c.SnapshotQuota)
+	}
+	if c.RevisionsKeep < 1 || c.RevisionsKeep > MaxRevisionsKeep {
+		return fmt.Errorf("revisions_keep: %d must lie in 1-%d (1 keeps only the running revision: no rollback)", c.RevisionsKeep, MaxRevisionsKeep)
+	}
+	if c.GitCacheMaxBytes < int64(c.GitMaxBytes) {
+		return fmt.Errorf("git_cache_max_bytes: %d is below git_max_bytes (%d): every fetch would leave a cache to drop", c.GitCacheMaxBytes, c.GitMaxBytes)
+	}
+	if c.GitCacheIdle < time.Minute {
+		return fmt.Errorf("git_cache_idle: %s is shorter than a minute; a cache must outlive the deploy that fetched it", c.GitCacheIdle)
+	}
 	if c.UploadGrace < time.Second {
 		return fmt.Errorf("upload_grace: %s is shorter than a second; an upload must outlive the call that names it", c.UploadGrace)
 	}
@@ -550,6 +584,16 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// parseDuration sets *to to value, a Go duration, for key.
+func parseDuration(key, value string, to *time.Duration) error {
+	d, err := time.ParseDuration(value)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a duration such as 1h or 30m", key, value)
+	}
+	*to = d
+	return nil
 }
 
 // parseBytes sets *to to value, a whole number of bytes, for key.

@@ -60,6 +60,20 @@ func TestParse(t *testing.T) {
 		{name: "snapshot bytes too large", in: "snapshot_max_bytes 68719476737\n", wantErr: "snapshot_max_bytes"},
 		{name: "snapshot keep", in: "snapshot_keep 2\n", check: func(c Config) bool { return c.SnapshotKeep == 2 }},
 		{name: "snapshot keep zero", in: "snapshot_keep 0\n", wantErr: "snapshot_keep"},
+		{name: "disk defaults", in: "", check: func(c Config) bool {
+			return c.RevisionsKeep == 10 && c.SnapshotQuota == 2<<30 && c.GitCacheMaxBytes == 1<<30 && c.GitCacheIdle == 720*time.Hour
+		}},
+		{name: "revisions keep", in: "revisions_keep 3\n", check: func(c Config) bool { return c.RevisionsKeep == 3 }},
+		{name: "revisions keep zero", in: "revisions_keep 0\n", wantErr: "revisions_keep: 0 must lie in 1-100"},
+		{name: "revisions keep too many", in: "revisions_keep 101\n", wantErr: "revisions_keep"},
+		{name: "snapshot quota", in: "snapshot_quota 1048576\n", check: func(c Config) bool { return c.SnapshotQuota == 1<<20 }},
+		{name: "snapshot quota off", in: "snapshot_quota 0\n", check: func(c Config) bool { return c.SnapshotQuota == 0 }},
+		{name: "snapshot quota negative", in: "snapshot_quota -1\n", wantErr: "snapshot_quota"},
+		{name: "git cache bytes", in: "git_cache_max_bytes 536870912\n", check: func(c Config) bool { return c.GitCacheMaxBytes == 512<<20 }},
+		{name: "git cache below one fetch", in: "git_cache_max_bytes 1048576\n", wantErr: "below git_max_bytes"},
+		{name: "git cache idle", in: "git_cache_idle 48h\n", check: func(c Config) bool { return c.GitCacheIdle == 48*time.Hour }},
+		{name: "git cache idle too short", in: "git_cache_idle 5s\n", wantErr: "git_cache_idle"},
+		{name: "git cache idle not a duration", in: "git_cache_idle 7\n", wantErr: "not a duration"},
 		{name: "metrics off by default", in: "", check: func(c Config) bool { return c.MetricsListen == "" && !c.MetricsAllowRemote }},
 		{name: "metrics on loopback", in: "metrics_listen 127.0.0.1:9464\n", check: func(c Config) bool { return c.MetricsListen == "127.0.0.1:9464" }},
 		{name: "metrics on IPv6 loopback", in: "metrics_listen [::1]:9464\n", check: func(c Config) bool { return c.MetricsListen == "[::1]:9464" }},
@@ -165,7 +179,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 32 {
+	if c != Default() || n != 36 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }

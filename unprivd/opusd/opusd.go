@@ -117,6 +117,10 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	// The metrics observe the reconciler and read its queue: made first,
 	// they read it through rec once it exists.
 	var rec *reconcile.Reconciler
+	// The disk pruner runs a pass after each successful deploy; svc is
+	// set before the reconciler starts.
+	var svc *service.Service
+	git := &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)}
 	mets := metrics.New(metrics.Config{Store: st, Privd: privd, Logger: log,
 		Queue: func() (int, int) { return rec.Queue() }})
 	rec = reconcile.New(st, privd, reconcile.Options{
@@ -124,10 +128,12 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
 		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort, ProjectUIDs: cfg.ProjectUIDs,
 		WSGIProcesses: cfg.WSGIProcesses, WSGIThreads: cfg.WSGIThreads, TLSSecurityLevel: cfg.TLSSecurityLevel,
-		Uploads: uploads, Git: &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)},
+		Uploads: uploads, Git: git,
 		Postgres: pgAdmin, Logger: log,
-		SnapshotMaxBytes: cfg.SnapshotMaxBytes, SnapshotKeep: cfg.SnapshotKeep,
-		Observer: mets,
+		SnapshotMaxBytes: cfg.SnapshotMaxBytes, SnapshotKeep: cfg.SnapshotKeep, SnapshotQuota: cfg.SnapshotQuota,
+		RevisionsKeep: cfg.RevisionsKeep,
+		Succeeded:     func(string) { svc.KickPrune() },
+		Observer:      mets,
 	})
 	metricsSrv, err := listenMetrics(mets, cfg.MetricsListen)
 	if err != nil {
@@ -139,7 +145,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		return err
 	}
 	defer con.close()
-	svc, err := service.New(service.Config{
+	svc, err = service.New(service.Config{
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
 		Uploads:    uploads,
 		UserPrefix: cfg.UserPrefix, ProjectUIDs: cfg.ProjectUIDs, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
@@ -147,6 +153,9 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
 		Provision: provision,
 		Backups:   &service.Backups{BaseDir: cfg.BaseDir, MaxData: cfg.SnapshotMaxBytes, MaxApps: cfg.UploadQuota, OpusVersion: opusVersion()},
+		Disk: service.Disk{BaseDir: cfg.BaseDir, Git: git, RevisionsKeep: cfg.RevisionsKeep,
+			GitCacheMaxBytes: cfg.GitCacheMaxBytes, GitCacheIdle: cfg.GitCacheIdle,
+			UploadQuota: cfg.UploadQuota, SnapshotQuota: cfg.SnapshotQuota},
 	})
 	if err != nil {
 		return err
@@ -174,7 +183,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		return err
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	go svc.RunUploadPruner(ctx, service.PruneInterval(cfg.UploadGrace))
+	go svc.RunDiskPruner(ctx, service.PruneInterval(cfg.UploadGrace))
 	failed := make(chan error, 1)
 	if err := con.serve(g, consoleUploads(uploadLimits), log, failed); err != nil {
 		return err

@@ -118,6 +118,17 @@ type Options struct {
 	// snapshots (config.Config's); a zero SnapshotMaxBytes takes none.
 	SnapshotMaxBytes int64
 	SnapshotKeep     int
+	// SnapshotQuota bounds the bytes of the data snapshots of all the
+	// projects of one owner (config.Config's); 0 is no bound.
+	SnapshotQuota int64
+	// RevisionsKeep is how many revisions of each app a successful run
+	// keeps (store.Project.TrimRevisions); 0 means
+	// store.DefaultRevisionsKeep.
+	RevisionsKeep int
+	// Succeeded is told of each run that succeeded, after it is
+	// committed (opusd's disk pruner starts a pass); it must return at
+	// once. Nil: nobody.
+	Succeeded func(project string)
 	// PGDump and PGRestore copy a project's PostgreSQL database out and
 	// back in for data snapshots (postgres.Dump and postgres.Restore when
 	// nil; tests replace them).
@@ -958,4 +969,7 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 	log.Info("reconcile done")
 	// A project that serves now may want its first certificate.
 	r.NudgeACME()
+	if r.opt.Succeeded != nil {
+		r.opt.Succeeded(t.Project.Name)
+	}
 }

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -218,9 +219,14 @@ func (t *Task) commitApplied(p *store.Project) {
 		if st.ResolvedCommit != a.resolved {
 			st.ResolvedCommit = a.resolved
 			st.AddRevision(store.Revision{URL: a.url, RequestedRef: a.requested, Resolved: a.resolved, Subject: a.subject,
-				Time: t.Clock.Now(), ByUID: a.by, UploaderUID: a.uploader, Origin: a.origin, RollbackOf: a.rollbackOf}, maxRevisions)
+				Time: t.Clock.Now(), ByUID: a.by, UploaderUID: a.uploader, Origin: a.origin, RollbackOf: a.rollbackOf}, 0)
 		}
 		p.Status.Apps[name] = st
+	}
+	// What the dropped revisions referred to (uploads, git caches) goes
+	// at the disk pruner's next pass, which a successful run starts.
+	for app, dropped := range p.TrimRevisions(cmp.Or(t.opt.RevisionsKeep, store.DefaultRevisionsKeep)) {
+		t.Log.Info("old revisions dropped", "app", app, "revisions", len(dropped), "keep", cmp.Or(t.opt.RevisionsKeep, store.DefaultRevisionsKeep))
 	}
 	for _, name := range t.live.gone {
 		if p.Spec.App(name) == nil {
@@ -228,9 +234,6 @@ func (t *Task) commitApplied(p *store.Project) {
 		}
 	}
 }
-
-// maxRevisions bounds an app's history, so a record stays small.
-const maxRevisions = 50
 
 // restore puts back what a failed run changed in the code directory: the
 // app trees it replaced, added or removed and the rendered project files.

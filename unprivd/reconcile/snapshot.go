@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -103,9 +104,19 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 	}
 	eng := engine(t.Project.Spec)
 	dir := snapshot.NewDir(t.opt.BaseDir)
+	limit, held, err := snapshotRoom(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	quota := t.opt.SnapshotQuota
+	byQuota := limit < t.opt.SnapshotMaxBytes
+	if limit <= 0 {
+		t.Log.Warn("no room in the owner's snapshot quota", "snapshot_quota", quota, "held", held)
+		return fmt.Sprintf("warning: no data snapshot: the snapshots pending restores of your projects need (%s) fill your snapshot quota (snapshot_quota %s); this change cannot be rolled back with its data", size(held), size(quota)), nil
+	}
 	now := t.Clock.Now()
 	id := snapshot.NewID(now)
-	n, err := dir.Write(t.Project.Name, id, t.opt.SnapshotMaxBytes, func(w io.Writer) error {
+	n, err := dir.Write(t.Project.Name, id, limit, func(w io.Writer) error {
 		if eng == snapshot.PostgreSQL {
 			return t.opt.PGDump(ctx, pgConn(t.Project.Spec.Database), w)
 		}
@@ -114,6 +125,9 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 	switch {
 	case status.Code(err) == codes.NotFound:
 		return "no data snapshot: the project has no SQLite database yet", nil
+	case (errors.Is(err, snapshot.ErrTooLarge) || status.Code(err) == codes.ResourceExhausted) && byQuota:
+		t.Log.Warn("database too large for the owner's snapshot quota", "snapshot_quota", quota, "held", held)
+		return fmt.Sprintf("warning: no data snapshot: the database is larger than your snapshot quota leaves room for (%s of snapshot_quota %s, the rest held by snapshots pending restores need); this change cannot be rolled back with its data", size(limit), size(quota)), nil
 	case errors.Is(err, snapshot.ErrTooLarge) || status.Code(err) == codes.ResourceExhausted:
 		t.Log.Warn("database too large for a data snapshot", "max_bytes", t.opt.SnapshotMaxBytes)
 		return fmt.Sprintf("warning: no data snapshot: the database is larger than snapshot_max_bytes (%s); this change cannot be rolled back with its data", size(t.opt.SnapshotMaxBytes)), nil
@@ -133,11 +147,8 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 		}
 		rec.Media, rec.MediaSize = true, m
 	}
-	var dropped []store.Snapshot
-	if err := t.Update(ctx, func(p *store.Project) {
-		p.Snapshots = append(p.Snapshots, rec)
-		p.Snapshots, dropped = snapshot.Retain(p.Snapshots, t.opt.SnapshotKeep, t.opt.SnapshotMaxBytes, p.Spec.RestoreSnapshot)
-	}); err != nil {
+	dropped, others, fits, err := keepSnapshot(ctx, t, rec)
+	if err != nil {
 		return "", err
 	}
 	// Files go after their records: a crash in between leaves a file no
@@ -145,11 +156,111 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 	if err := dir.Prune(t.Project.Name, t.Project.Snapshots); err != nil {
 		t.Log.Warn("prune data snapshots", "err", err)
 	}
+	for _, o := range others {
+		if err := dir.Remove(o.Project, o.ID); err != nil {
+			t.Log.Warn("remove a data snapshot over the owner's quota", "project", o.Project, "snapshot", o.ID, "err", err)
+		}
+	}
+	if len(others) > 0 {
+		t.Log.Info("data snapshots of the owner's other projects dropped for the snapshot quota", "snapshots", len(others), "snapshot_quota", quota)
+	}
+	if !fits {
+		return fmt.Sprintf("warning: no data snapshot: it (%s) does not fit in your snapshot quota (snapshot_quota %s) beside the snapshots pending restores need; this change cannot be rolled back with its data", size(n), size(quota)), nil
+	}
 	note := fmt.Sprintf("data snapshot %s taken (%s)", id, size(n))
-	if len(dropped) > 0 {
-		note += fmt.Sprintf(", %d older dropped", len(dropped))
+	if k := len(dropped) + len(others); k > 0 {
+		note += fmt.Sprintf(", %d older dropped", k)
 	}
 	return note, nil
+}
+
+// snapshotRoom is the most bytes this run's snapshot may take: the
+// project's own bound, and within the owner's snapshot quota what the
+// snapshots no one may drop (pending restores, this run's own included)
+// leave. held is their bytes.
+func snapshotRoom(ctx context.Context, t *Task) (limit, held int64, err error) {
+	limit = t.opt.SnapshotMaxBytes
+	if t.opt.SnapshotQuota <= 0 {
+		return limit, 0, nil
+	}
+	var ps []*store.Project
+	err = t.st.View(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		return tx.EachProjectOwnedBy(t.Project.OwnerUID, func(p store.Project) error {
+			ps = append(ps, &p)
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("data snapshot: %w", err)
+	}
+	held = snapshot.Held(snapshot.OfUser(ps))
+	return min(limit, t.opt.SnapshotQuota-held), held, nil
+}
+
+// keepSnapshot records rec in the project's snapshots within the
+// project's bounds and the owner's quota, in one transaction: dropped are
+// this project's snapshots that went, others those of the owner's other
+// projects (their files are the caller's to remove). fits is false when
+// rec itself did not fit the quota (pending restores took the room
+// meanwhile): it is dropped too.
+func keepSnapshot(ctx context.Context, t *Task, rec store.Snapshot) (dropped []store.Snapshot, others []snapshot.Owned, fits bool, err error) {
+	var p *store.Project
+	err = t.st.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		dropped, others, fits = nil, nil, true
+		var err error
+		if p, err = tx.Project(t.Project.Name); err != nil {
+			return err
+		}
+		before := p.Snapshots
+		p.Snapshots = append(slices.Clip(p.Snapshots), rec)
+		p.Snapshots, dropped = snapshot.Retain(p.Snapshots, t.opt.SnapshotKeep, t.opt.SnapshotMaxBytes, p.Spec.RestoreSnapshot)
+		if t.opt.SnapshotQuota <= 0 {
+			return tx.PutProject(p)
+		}
+		owned := map[string]*store.Project{p.Name: p}
+		all := []*store.Project{p}
+		err = tx.EachProjectOwnedBy(p.OwnerUID, func(o store.Project) error {
+			if o.Name != p.Name {
+				owned[o.Name] = &o
+				all = append(all, &o)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		var drop []snapshot.Owned
+		drop, fits = snapshot.FitQuota(snapshot.OfUser(all), t.opt.SnapshotQuota, p.Name, rec.ID)
+		if !fits {
+			// Pending restores took the room since snapshotRoom: the
+			// new copy goes (its file with the caller's Prune), and
+			// nothing is dropped for it.
+			p.Snapshots, dropped = before, nil
+			return tx.PutProject(p)
+		}
+		changed := map[string]bool{p.Name: true}
+		for _, d := range drop {
+			o := owned[d.Project]
+			o.Snapshots = slices.DeleteFunc(o.Snapshots, func(s store.Snapshot) bool { return s.ID == d.ID })
+			changed[o.Name] = true
+			if o.Name == p.Name {
+				dropped = append(dropped, d.Snapshot)
+			} else {
+				others = append(others, d)
+			}
+		}
+		for name := range changed {
+			if err := tx.PutProject(owned[name]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("record status: %w", err)
+	}
+	t.Project = p
+	return dropped, others, fits, nil
 }
 
 // restoreSnapshot puts snapshot id back and clears the spec's request for

@@ -105,8 +105,14 @@ func (f *fakePrivd) getDB(project string) string {
 // snapEnv is liveEnv with data snapshots on (keep 3, 1000 bytes).
 func snapEnv(t *testing.T) (*env, *Reconciler, *atomic.Bool) {
 	t.Helper()
+	return snapEnvWith(t, func(*Options) {})
+}
+
+// snapEnvWith is snapEnv with more options set by tweak.
+func snapEnvWith(t *testing.T, tweak func(*Options)) (*env, *Reconciler, *atomic.Bool) {
+	t.Helper()
 	e := newEnv(t)
-	e.tweak = func(o *Options) { o.SnapshotMaxBytes, o.SnapshotKeep = 1000, 3 }
+	e.tweak = func(o *Options) { o.SnapshotMaxBytes, o.SnapshotKeep = 1000, 3; tweak(o) }
 	e.git.set(liveRepo, "v1", fakeCommit{hash: hashV1, files: map[string]string{"__init__.py": "", "views.py": "# v1\n"}})
 	e.git.set(liveRepo, "v2", fakeCommit{hash: hashV2, files: map[string]string{"__init__.py": "", "views.py": "# v2\n"}})
 	e.git.set(liveRepo, "v3", fakeCommit{hash: strings.Repeat("3", 40), files: map[string]string{"__init__.py": "", "views.py": "# v3\n"}})

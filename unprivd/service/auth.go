@@ -66,9 +66,12 @@ func (a access) String() string {
 // method name. A method missing from it is refused before its handler runs
 // (default deny); a test checks that it lists exactly the served methods.
 var methodAccess = map[string]access{
-	opusv1.Opus_CreateProject_FullMethodName:  accessAnyLocal,
-	opusv1.Opus_ListProjects_FullMethodName:   accessAnyLocal,
-	opusv1.Opus_UploadSource_FullMethodName:   accessAnyLocal,
+	opusv1.Opus_CreateProject_FullMethodName: accessAnyLocal,
+	opusv1.Opus_ListProjects_FullMethodName:  accessAnyLocal,
+	opusv1.Opus_UploadSource_FullMethodName:  accessAnyLocal,
+	// The handler reports the caller's own projects and totals, or, for
+	// an admin, everyone's; a named project is checked as GetProject.
+	opusv1.Opus_GetDiskUsage_FullMethodName:   accessAnyLocal,
 	opusv1.Opus_GetProject_FullMethodName:     accessOwnerOrAdmin,
 	opusv1.Opus_DeleteProject_FullMethodName:  accessOwnerOrAdmin,
 	opusv1.Opus_AddApp_FullMethodName:         accessOwnerOrAdmin,

@@ -275,6 +275,10 @@ func TestUserMessagesNameNoInternals(t *testing.T) {
 		_, err := cl.ListProjects(ctx, &opusv1.ListProjectsRequest{})
 		return err
 	})
+	add("GetDiskUsage", "bad name", codes.InvalidArgument, func() error {
+		_, err := cl.GetDiskUsage(ctx, &opusv1.GetDiskUsageRequest{Project: "Bad Name"})
+		return err
+	})
 	add("CheckHost", "not an admin", codes.PermissionDenied, func() error { _, err := cl.CheckHost(ctx, &opusv1.CheckHostRequest{}); return err })
 	add("CreateLoginLink", "console off", codes.FailedPrecondition, func() error {
 		_, err := cl.CreateLoginLink(ctx, &opusv1.CreateLoginLinkRequest{})

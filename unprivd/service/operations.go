@@ -181,7 +181,7 @@ func (s *Service) UploadSource(stream opusv1.Opus_UploadSourceServer) error {
 		return r.err
 	case errors.As(err, &quota) && quota.QuotaExceeded():
 		s.log.WarnContext(ctx, "upload refused: quota", "uid", c.uid, "origin", excerpt.Short(info.GetOrigin()), "err", err)
-		return status.Errorf(codes.ResourceExhausted, "upload: %v; to make room, destroy projects or remove apps you no longer need (an app's previous version is kept for rollback), or ask the host administrator for a larger upload_quota", err)
+		return status.Errorf(codes.ResourceExhausted, "upload: %v; to make room, destroy projects or remove apps you no longer need (the uploads of each app's last revisions are kept for rollback: revisions_keep), or ask the host administrator for a larger upload_quota", err)
 	case err != nil:
 		// The store reads and checks the archive; its refusal is the
 		// caller's to fix (not a tar, unsafe entries, ...).

@@ -214,8 +214,8 @@ func revisionRange(st store.AppStatus) string {
 // goes to the revision before the current one. A git app is pinned to the
 // revision's commit, so a branch that moved since does not carry the
 // rollback elsewhere; an upload goes back to its digest, which must still
-// be stored (the upload store keeps the archives of the latest revisions
-// only: store.KeptUploadRevisions). The revision's archive stays its
+// be stored (the upload store keeps the archives of every listed
+// revision: store.Project.UploadsInUse). The revision's archive stays its
 // uploader's, whoever rolls back: it was deployed in this project already.
 //
 // Asking for the revision the app runs, when its spec asks for that too
@@ -260,7 +260,7 @@ func (s *Service) rollbackSource(c caller, p *store.Project, a store.AppSpec, to
 	case pack.ValidateDigest(target.Resolved) == nil:
 		uploader := target.UploaderUID
 		if s.uploads == nil || uploader == nil || !s.uploads.Use(*uploader, target.Resolved) {
-			return a, status.Errorf(codes.FailedPrecondition, "the upload %s of revision %d is no longer stored (only the archives of an app's last %d revisions are kept); upload the directory again with apps update", target.Resolved, out.RollbackTo, store.KeptUploadRevisions)
+			return a, status.Errorf(codes.FailedPrecondition, "the upload %s of revision %d is no longer stored; upload the directory again with apps update", target.Resolved, out.RollbackTo)
 		}
 		origin := target.Origin
 		if origin == "" && a.Upload != nil {

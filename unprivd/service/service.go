@@ -87,6 +87,9 @@ type Config struct {
 	// Backups, when set, serves BackupProject and RestoreProject (see
 	// backup.go); nil makes them Unimplemented.
 	Backups *Backups
+	// Disk is the disk hygiene policy (disk.go): the pruner's and the
+	// usage report's.
+	Disk Disk
 	// Now defaults to time.Now (certificate validity checks, and the age
 	// of remembered admin answers).
 	Now    func() time.Time
@@ -109,6 +112,8 @@ type Service struct {
 	follows followLimit
 	// restores are the callers sending a backup (backup.go).
 	restores restoreLimit
+	// pruneKick asks RunDiskPruner for a pass (disk.go).
+	pruneKick chan struct{}
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
@@ -127,7 +132,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
-		cfg: cfg, log: cfg.Logger,
+		cfg: cfg, log: cfg.Logger, pruneKick: make(chan struct{}, 1),
 	}
 	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
 	if cfg.Backups != nil {

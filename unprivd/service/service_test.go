@@ -244,6 +244,9 @@ type serverOpt struct {
 	// userName, when set, is the store's user database (uid → login
 	// name), for the console's accounts.
 	userName func(uint32) (string, error)
+	// disk is the disk hygiene policy (its BaseDir defaults to the
+	// test's).
+	disk Disk
 }
 
 // startServer serves the Opus API on a real Unix socket, in a directory any
@@ -297,7 +300,8 @@ func startServer(t *testing.T, o serverOpt) *server {
 	}
 	s.svc, err = New(Config{Store: st, Privd: s.privd, Reconciler: kick, Admins: o.admins, Uploads: s.uploads,
 		ProjectUIDs: o.projectUIDs, ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2,
-		Backups: &Backups{BaseDir: filepath.Join(dir, "base"), MaxData: 1 << 20, OpusVersion: "test"}})
+		Backups: &Backups{BaseDir: filepath.Join(dir, "base"), MaxData: 1 << 20, OpusVersion: "test"},
+		Disk: o.disk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,26 +99,9 @@ func (s *Service) PruneUploads(ctx context.Context, uids ...uint32) error {
 	return nil
 }
 
-// RunUploadPruner prunes everyone's uploads now (what became unused while
-// opusd was down) and then every interval, until ctx is done.
-func (s *Service) RunUploadPruner(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		if err := s.PruneUploads(ctx); err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "pruning uploads", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// PruneInterval is how often uploads are pruned for a grace period: often
-// enough that an unused upload lives little longer than its grace period,
-// at most every 10 minutes and at least every second.
+// PruneInterval is how often the disk pruner runs for an upload grace
+// period: often enough that an unused upload lives little longer than its
+// grace period, at most every 10 minutes and at least every second.
 func PruneInterval(grace time.Duration) time.Duration {
 	return min(max(grace/2, time.Second), 10*time.Minute)
 }

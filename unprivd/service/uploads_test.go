@@ -281,8 +281,8 @@ func TestUploadQuota(t *testing.T) {
 }
 
 // TestPruneUploadsKeepsWhatProjectsNeed: pruning keeps every upload a
-// spec names and those of each app's deployed and previous revisions (a
-// rollback's targets), removes older revisions' archives and unused
+// spec names and those of each app's kept revisions (a rollback's
+// targets; revisions_keep bounds them, see TestPruneDisk), removes unused
 // uploads past the grace period, and keeps an upload claimed just before
 // a spec names it.
 func TestPruneUploadsKeepsWhatProjectsNeed(t *testing.T) {
@@ -317,8 +317,8 @@ func TestPruneUploadsKeepsWhatProjectsNeed(t *testing.T) {
 			kept = append(kept, i)
 		}
 	}
-	// d[0]: an old revision; d[4]: never used.
-	if want := []int{1, 2, 3, 5}; !slices.Equal(kept, want) {
+	// d[4]: never used.
+	if want := []int{0, 1, 2, 3, 5}; !slices.Equal(kept, want) {
 		t.Errorf("kept uploads %v, want %v", kept, want)
 	}
 	if s.uploads.Has(uidB, strayB) {

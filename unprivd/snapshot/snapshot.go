@@ -149,7 +149,9 @@ func (d Dir) Prune(project string, keep []store.Snapshot) error {
 	return nil
 }
 
-// Remove removes snapshot id of project, if it is there.
+// Remove removes snapshot id of project, if it is there (also one the
+// per-user quota dropped from another project's record: that project's
+// own Prune may be running, so only the file named goes).
 func (d Dir) Remove(project, id string) error {
 	dir, err := d.project(project)
 	if err != nil {

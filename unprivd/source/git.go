@@ -2,8 +2,6 @@ package source
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +63,9 @@ type Git struct {
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
+	// pruneCursor is the last cache a bounded PruneCaches pass looked
+	// at: the next one starts after it.
+	pruneCursor string
 }
 
 var hexRef = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
@@ -129,10 +130,11 @@ func (g *Git) Fetch(ctx context.Context, rawURL, ref string, allowLocal bool, de
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	sum := sha256.Sum256([]byte(rawURL))
-	key := filepath.Join(g.CacheDir, hex.EncodeToString(sum[:]))
+	key := filepath.Join(g.CacheDir, CacheKey(rawURL))
 	unlock := g.lock(key)
 	defer unlock()
+	// The idle bound of the disk pruner counts from the last use.
+	defer touchCache(key)
 
 	f := &fetcher{g: g, url: rawURL, key: key}
 	_, statErr := os.Stat(key)

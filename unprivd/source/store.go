@@ -344,6 +344,19 @@ func (s *Store) uids() []uint32 {
 	return out
 }
 
+// Size returns the size of uid's upload digest, 0 when it is not stored.
+func (s *Store) Size(uid uint32, digest string) int64 {
+	p, err := find(s.userDir(uid), digest)
+	if err != nil || p == "" {
+		return 0
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
 // Usage returns the bytes uid keeps stored.
 func (s *Store) Usage(uid uint32) (int64, error) {
 	s.mu.Lock()

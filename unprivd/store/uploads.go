@@ -6,17 +6,11 @@ type UploadRef struct {
 	Digest string
 }
 
-// KeptUploadRevisions is how many of an app's latest revisions keep their
-// uploaded archive: the deployed one and the one before it, the only two
-// a rollback can return to (service.rollbackSource). Older revisions stay
-// in the history, but their archives are not kept for them: otherwise an
-// app updated often would pin up to its whole history (50 revisions)
-// against its uploader's quota, with no way to free it.
-const KeptUploadRevisions = 2
-
 // UploadsInUse calls fn for every upload p needs kept: the ones its apps'
-// specs name, and those of each app's kept revisions. Uploads recorded
-// before uploads had owners name no uploader and are not reported.
+// specs name, and those of every revision its apps keep (a rollback may
+// return to any listed revision; revisions_keep bounds how many there are,
+// see TrimRevisions). Uploads recorded before uploads had owners name no
+// uploader and are not reported.
 func (p *Project) UploadsInUse(fn func(UploadRef)) {
 	for _, a := range p.Spec.Apps {
 		if u := a.Upload; u != nil && u.UploaderUID != nil {
@@ -24,8 +18,7 @@ func (p *Project) UploadsInUse(fn func(UploadRef)) {
 		}
 	}
 	for _, st := range p.Status.Apps {
-		revs := st.Revisions[max(0, len(st.Revisions)-KeptUploadRevisions):]
-		for _, r := range revs {
+		for _, r := range st.Revisions {
 			if r.URL == "" && r.UploaderUID != nil {
 				fn(UploadRef{UID: *r.UploaderUID, Digest: r.Resolved})
 			}

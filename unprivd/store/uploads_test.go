@@ -21,13 +21,13 @@ func TestUploadsInUse(t *testing.T) {
 		{"nothing uploaded", Project{Spec: Spec{Apps: []AppSpec{{Name: "a", Git: &GitSource{URL: "https://example.com/a.git"}}}}}, nil},
 		{"spec", Project{Spec: Spec{Apps: []AppSpec{{Name: "a", Upload: &UploadSource{Digest: d("a"), UploaderUID: uid(7)}}}}},
 			[]UploadRef{{7, d("a")}}},
-		{"the last two revisions of each app", Project{Status: Status{Apps: map[string]AppStatus{
+		{"every kept revision of each app", Project{Status: Status{Apps: map[string]AppStatus{
 			"a": {Revisions: []Revision{up(7, d("a")), up(7, d("b")), up(8, d("c"))}},
 			"b": {Revisions: []Revision{up(9, d("d"))}},
-		}}}, []UploadRef{{7, d("b")}, {8, d("c")}, {9, d("d")}}},
+		}}}, []UploadRef{{7, d("a")}, {7, d("b")}, {8, d("c")}, {9, d("d")}}},
 		{"a git revision among them", Project{Status: Status{Apps: map[string]AppStatus{
 			"a": {Revisions: []Revision{up(7, d("a")), up(7, d("b")), git}},
-		}}}, []UploadRef{{7, d("b")}}},
+		}}}, []UploadRef{{7, d("a")}, {7, d("b")}}},
 		{"recorded before uploads had owners", Project{
 			Spec:   Spec{Apps: []AppSpec{{Name: "a", Upload: &UploadSource{Digest: d("a")}}}},
 			Status: Status{Apps: map[string]AppStatus{"a": {Revisions: []Revision{{Resolved: d("a")}}}}},

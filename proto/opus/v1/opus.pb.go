@@ -3035,6 +3035,403 @@ func (x *CheckHostResponse) GetChecked() int32 {
 	return 0
 }
 
+type GetDiskUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// project limits the report to one project (and its owner's totals);
+	// empty reports every project the caller may see.
+	Project       string `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDiskUsageRequest) Reset() {
+	*x = GetDiskUsageRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDiskUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDiskUsageRequest) ProtoMessage() {}
+
+func (x *GetDiskUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDiskUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetDiskUsageRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetDiskUsageRequest) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+// ByteCount is a size in bytes; at_least says a bounded walk of a
+// directory its project can write was cut short (too many entries, too
+// deep, too slow, or unreadable), so there is at least that much.
+type ByteCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	AtLeast       bool                   `protobuf:"varint,2,opt,name=at_least,json=atLeast,proto3" json:"at_least,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ByteCount) Reset() {
+	*x = ByteCount{}
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ByteCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ByteCount) ProtoMessage() {}
+
+func (x *ByteCount) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ByteCount.ProtoReflect.Descriptor instead.
+func (*ByteCount) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ByteCount) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ByteCount) GetAtLeast() bool {
+	if x != nil {
+		return x.AtLeast
+	}
+	return false
+}
+
+// ProjectDiskUsage is one project's disk space.
+type ProjectDiskUsage struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Project  string                 `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	OwnerUid uint32                 `protobuf:"varint,2,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
+	// owner is the owner's user name, empty when the uid has none.
+	Owner string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	// code is its rendered project, apps and static files.
+	Code *ByteCount `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
+	// data is its data directory (the SQLite database, media).
+	Data *ByteCount `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	// snapshot_bytes is the size of its data snapshots; snapshots counts them.
+	SnapshotBytes int64 `protobuf:"varint,6,opt,name=snapshot_bytes,json=snapshotBytes,proto3" json:"snapshot_bytes,omitempty"`
+	Snapshots     int32 `protobuf:"varint,7,opt,name=snapshots,proto3" json:"snapshots,omitempty"`
+	// upload_bytes is the uploaded archives its apps and their kept
+	// revisions use (counted once per project; an archive two projects use
+	// counts in both, and once in its uploader's total).
+	UploadBytes int64 `protobuf:"varint,8,opt,name=upload_bytes,json=uploadBytes,proto3" json:"upload_bytes,omitempty"`
+	// git_cache_bytes is its share of the git caches of the repositories
+	// its apps and kept revisions use: each cache split evenly between the
+	// projects that use it.
+	GitCacheBytes int64 `protobuf:"varint,9,opt,name=git_cache_bytes,json=gitCacheBytes,proto3" json:"git_cache_bytes,omitempty"`
+	// revisions counts the revisions its apps keep.
+	Revisions     int32 `protobuf:"varint,10,opt,name=revisions,proto3" json:"revisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectDiskUsage) Reset() {
+	*x = ProjectDiskUsage{}
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectDiskUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectDiskUsage) ProtoMessage() {}
+
+func (x *ProjectDiskUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectDiskUsage.ProtoReflect.Descriptor instead.
+func (*ProjectDiskUsage) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ProjectDiskUsage) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *ProjectDiskUsage) GetOwnerUid() uint32 {
+	if x != nil {
+		return x.OwnerUid
+	}
+	return 0
+}
+
+func (x *ProjectDiskUsage) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ProjectDiskUsage) GetCode() *ByteCount {
+	if x != nil {
+		return x.Code
+	}
+	return nil
+}
+
+func (x *ProjectDiskUsage) GetData() *ByteCount {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ProjectDiskUsage) GetSnapshotBytes() int64 {
+	if x != nil {
+		return x.SnapshotBytes
+	}
+	return 0
+}
+
+func (x *ProjectDiskUsage) GetSnapshots() int32 {
+	if x != nil {
+		return x.Snapshots
+	}
+	return 0
+}
+
+func (x *ProjectDiskUsage) GetUploadBytes() int64 {
+	if x != nil {
+		return x.UploadBytes
+	}
+	return 0
+}
+
+func (x *ProjectDiskUsage) GetGitCacheBytes() int64 {
+	if x != nil {
+		return x.GitCacheBytes
+	}
+	return 0
+}
+
+func (x *ProjectDiskUsage) GetRevisions() int32 {
+	if x != nil {
+		return x.Revisions
+	}
+	return 0
+}
+
+// UserDiskUsage is one owner's totals and quotas.
+type UserDiskUsage struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Uid      uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	User     string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Projects int32                  `protobuf:"varint,3,opt,name=projects,proto3" json:"projects,omitempty"`
+	// upload_bytes is what the user keeps stored in the upload store,
+	// against upload_quota.
+	UploadBytes int64 `protobuf:"varint,4,opt,name=upload_bytes,json=uploadBytes,proto3" json:"upload_bytes,omitempty"`
+	UploadQuota int64 `protobuf:"varint,5,opt,name=upload_quota,json=uploadQuota,proto3" json:"upload_quota,omitempty"`
+	// snapshot_bytes is the data snapshots of the user's projects, against
+	// snapshot_quota (0: no quota).
+	SnapshotBytes int64 `protobuf:"varint,6,opt,name=snapshot_bytes,json=snapshotBytes,proto3" json:"snapshot_bytes,omitempty"`
+	SnapshotQuota int64 `protobuf:"varint,7,opt,name=snapshot_quota,json=snapshotQuota,proto3" json:"snapshot_quota,omitempty"`
+	// total is everything above: their projects' code, data, snapshots and
+	// git cache shares, and their uploads.
+	Total         *ByteCount `protobuf:"bytes,8,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserDiskUsage) Reset() {
+	*x = UserDiskUsage{}
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserDiskUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserDiskUsage) ProtoMessage() {}
+
+func (x *UserDiskUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserDiskUsage.ProtoReflect.Descriptor instead.
+func (*UserDiskUsage) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UserDiskUsage) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *UserDiskUsage) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *UserDiskUsage) GetProjects() int32 {
+	if x != nil {
+		return x.Projects
+	}
+	return 0
+}
+
+func (x *UserDiskUsage) GetUploadBytes() int64 {
+	if x != nil {
+		return x.UploadBytes
+	}
+	return 0
+}
+
+func (x *UserDiskUsage) GetUploadQuota() int64 {
+	if x != nil {
+		return x.UploadQuota
+	}
+	return 0
+}
+
+func (x *UserDiskUsage) GetSnapshotBytes() int64 {
+	if x != nil {
+		return x.SnapshotBytes
+	}
+	return 0
+}
+
+func (x *UserDiskUsage) GetSnapshotQuota() int64 {
+	if x != nil {
+		return x.SnapshotQuota
+	}
+	return 0
+}
+
+func (x *UserDiskUsage) GetTotal() *ByteCount {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+type GetDiskUsageResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Projects []*ProjectDiskUsage    `protobuf:"bytes,1,rep,name=projects,proto3" json:"projects,omitempty"`
+	Users    []*UserDiskUsage       `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	// revisions_keep is how many revisions of each app are kept.
+	RevisionsKeep int32 `protobuf:"varint,3,opt,name=revisions_keep,json=revisionsKeep,proto3" json:"revisions_keep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDiskUsageResponse) Reset() {
+	*x = GetDiskUsageResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDiskUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDiskUsageResponse) ProtoMessage() {}
+
+func (x *GetDiskUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDiskUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetDiskUsageResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetDiskUsageResponse) GetProjects() []*ProjectDiskUsage {
+	if x != nil {
+		return x.Projects
+	}
+	return nil
+}
+
+func (x *GetDiskUsageResponse) GetUsers() []*UserDiskUsage {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *GetDiskUsageResponse) GetRevisionsKeep() int32 {
+	if x != nil {
+		return x.RevisionsKeep
+	}
+	return 0
+}
+
 type CreateLoginLinkRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3043,7 +3440,7 @@ type CreateLoginLinkRequest struct {
 
 func (x *CreateLoginLinkRequest) Reset() {
 	*x = CreateLoginLinkRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3055,7 +3452,7 @@ func (x *CreateLoginLinkRequest) String() string {
 func (*CreateLoginLinkRequest) ProtoMessage() {}
 
 func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[39]
+	mi := &file_opus_v1_opus_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3068,7 +3465,7 @@ func (x *CreateLoginLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoginLinkRequest.ProtoReflect.Descriptor instead.
 func (*CreateLoginLinkRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{39}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
 }
 
 type CreateLoginLinkResponse struct {
@@ -3081,7 +3478,7 @@ type CreateLoginLinkResponse struct {
 
 func (x *CreateLoginLinkResponse) Reset() {
 	*x = CreateLoginLinkResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	mi := &file_opus_v1_opus_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3490,7 @@ func (x *CreateLoginLinkResponse) String() string {
 func (*CreateLoginLinkResponse) ProtoMessage() {}
 
 func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[40]
+	mi := &file_opus_v1_opus_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3503,7 @@ func (x *CreateLoginLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoginLinkResponse.ProtoReflect.Descriptor instead.
 func (*CreateLoginLinkResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{40}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateLoginLinkResponse) GetUrl() string {
@@ -3132,7 +3529,7 @@ type SetConsolePasswordRequest struct {
 
 func (x *SetConsolePasswordRequest) Reset() {
 	*x = SetConsolePasswordRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	mi := &file_opus_v1_opus_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3541,7 @@ func (x *SetConsolePasswordRequest) String() string {
 func (*SetConsolePasswordRequest) ProtoMessage() {}
 
 func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[41]
+	mi := &file_opus_v1_opus_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3554,7 @@ func (x *SetConsolePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsolePasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetConsolePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{41}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SetConsolePasswordRequest) GetPassword() string {
@@ -3175,7 +3572,7 @@ type SetConsolePasswordResponse struct {
 
 func (x *SetConsolePasswordResponse) Reset() {
 	*x = SetConsolePasswordResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	mi := &file_opus_v1_opus_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3584,7 @@ func (x *SetConsolePasswordResponse) String() string {
 func (*SetConsolePasswordResponse) ProtoMessage() {}
 
 func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[42]
+	mi := &file_opus_v1_opus_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3597,7 @@ func (x *SetConsolePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsolePasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetConsolePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{42}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{47}
 }
 
 type ListConsoleAccountsRequest struct {
@@ -3211,7 +3608,7 @@ type ListConsoleAccountsRequest struct {
 
 func (x *ListConsoleAccountsRequest) Reset() {
 	*x = ListConsoleAccountsRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	mi := &file_opus_v1_opus_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3620,7 @@ func (x *ListConsoleAccountsRequest) String() string {
 func (*ListConsoleAccountsRequest) ProtoMessage() {}
 
 func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[43]
+	mi := &file_opus_v1_opus_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3633,7 @@ func (x *ListConsoleAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsoleAccountsRequest.ProtoReflect.Descriptor instead.
 func (*ListConsoleAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{43}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{48}
 }
 
 // ConsoleAccount is a Unix user's web console account.
@@ -3253,7 +3650,7 @@ type ConsoleAccount struct {
 
 func (x *ConsoleAccount) Reset() {
 	*x = ConsoleAccount{}
-	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	mi := &file_opus_v1_opus_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3662,7 @@ func (x *ConsoleAccount) String() string {
 func (*ConsoleAccount) ProtoMessage() {}
 
 func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[44]
+	mi := &file_opus_v1_opus_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3675,7 @@ func (x *ConsoleAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleAccount.ProtoReflect.Descriptor instead.
 func (*ConsoleAccount) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{44}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ConsoleAccount) GetUid() uint32 {
@@ -3325,7 +3722,7 @@ type ListConsoleAccountsResponse struct {
 
 func (x *ListConsoleAccountsResponse) Reset() {
 	*x = ListConsoleAccountsResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[45]
+	mi := &file_opus_v1_opus_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3734,7 @@ func (x *ListConsoleAccountsResponse) String() string {
 func (*ListConsoleAccountsResponse) ProtoMessage() {}
 
 func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[45]
+	mi := &file_opus_v1_opus_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3747,7 @@ func (x *ListConsoleAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsoleAccountsResponse.ProtoReflect.Descriptor instead.
 func (*ListConsoleAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{45}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListConsoleAccountsResponse) GetAccounts() []*ConsoleAccount {
@@ -3371,7 +3768,7 @@ type DisableConsoleAccountRequest struct {
 
 func (x *DisableConsoleAccountRequest) Reset() {
 	*x = DisableConsoleAccountRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[46]
+	mi := &file_opus_v1_opus_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3383,7 +3780,7 @@ func (x *DisableConsoleAccountRequest) String() string {
 func (*DisableConsoleAccountRequest) ProtoMessage() {}
 
 func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[46]
+	mi := &file_opus_v1_opus_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3396,7 +3793,7 @@ func (x *DisableConsoleAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableConsoleAccountRequest.ProtoReflect.Descriptor instead.
 func (*DisableConsoleAccountRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{46}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DisableConsoleAccountRequest) GetUid() uint32 {
@@ -3421,7 +3818,7 @@ type DisableConsoleAccountResponse struct {
 
 func (x *DisableConsoleAccountResponse) Reset() {
 	*x = DisableConsoleAccountResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[47]
+	mi := &file_opus_v1_opus_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3433,7 +3830,7 @@ func (x *DisableConsoleAccountResponse) String() string {
 func (*DisableConsoleAccountResponse) ProtoMessage() {}
 
 func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[47]
+	mi := &file_opus_v1_opus_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3446,7 +3843,7 @@ func (x *DisableConsoleAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableConsoleAccountResponse.ProtoReflect.Descriptor instead.
 func (*DisableConsoleAccountResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{47}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{52}
 }
 
 type DeleteConsoleAccountRequest struct {
@@ -3458,7 +3855,7 @@ type DeleteConsoleAccountRequest struct {
 
 func (x *DeleteConsoleAccountRequest) Reset() {
 	*x = DeleteConsoleAccountRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[48]
+	mi := &file_opus_v1_opus_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3470,7 +3867,7 @@ func (x *DeleteConsoleAccountRequest) String() string {
 func (*DeleteConsoleAccountRequest) ProtoMessage() {}
 
 func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[48]
+	mi := &file_opus_v1_opus_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3483,7 +3880,7 @@ func (x *DeleteConsoleAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsoleAccountRequest.ProtoReflect.Descriptor instead.
 func (*DeleteConsoleAccountRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{48}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeleteConsoleAccountRequest) GetUid() uint32 {
@@ -3501,7 +3898,7 @@ type DeleteConsoleAccountResponse struct {
 
 func (x *DeleteConsoleAccountResponse) Reset() {
 	*x = DeleteConsoleAccountResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[49]
+	mi := &file_opus_v1_opus_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3513,7 +3910,7 @@ func (x *DeleteConsoleAccountResponse) String() string {
 func (*DeleteConsoleAccountResponse) ProtoMessage() {}
 
 func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[49]
+	mi := &file_opus_v1_opus_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3526,7 +3923,7 @@ func (x *DeleteConsoleAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteConsoleAccountResponse.ProtoReflect.Descriptor instead.
 func (*DeleteConsoleAccountResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{49}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{54}
 }
 
 type BackupProjectRequest struct {
@@ -3538,7 +3935,7 @@ type BackupProjectRequest struct {
 
 func (x *BackupProjectRequest) Reset() {
 	*x = BackupProjectRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[50]
+	mi := &file_opus_v1_opus_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3947,7 @@ func (x *BackupProjectRequest) String() string {
 func (*BackupProjectRequest) ProtoMessage() {}
 
 func (x *BackupProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[50]
+	mi := &file_opus_v1_opus_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3960,7 @@ func (x *BackupProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupProjectRequest.ProtoReflect.Descriptor instead.
 func (*BackupProjectRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{50}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BackupProjectRequest) GetName() string {
@@ -3583,7 +3980,7 @@ type BackupProjectResponse struct {
 
 func (x *BackupProjectResponse) Reset() {
 	*x = BackupProjectResponse{}
-	mi := &file_opus_v1_opus_proto_msgTypes[51]
+	mi := &file_opus_v1_opus_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3595,7 +3992,7 @@ func (x *BackupProjectResponse) String() string {
 func (*BackupProjectResponse) ProtoMessage() {}
 
 func (x *BackupProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[51]
+	mi := &file_opus_v1_opus_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3608,7 +4005,7 @@ func (x *BackupProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupProjectResponse.ProtoReflect.Descriptor instead.
 func (*BackupProjectResponse) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{51}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BackupProjectResponse) GetChunk() []byte {
@@ -3631,7 +4028,7 @@ type RestoreProjectRequest struct {
 
 func (x *RestoreProjectRequest) Reset() {
 	*x = RestoreProjectRequest{}
-	mi := &file_opus_v1_opus_proto_msgTypes[52]
+	mi := &file_opus_v1_opus_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3643,7 +4040,7 @@ func (x *RestoreProjectRequest) String() string {
 func (*RestoreProjectRequest) ProtoMessage() {}
 
 func (x *RestoreProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[52]
+	mi := &file_opus_v1_opus_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3656,7 +4053,7 @@ func (x *RestoreProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreProjectRequest.ProtoReflect.Descriptor instead.
 func (*RestoreProjectRequest) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{52}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RestoreProjectRequest) GetPart() isRestoreProjectRequest_Part {
@@ -3718,7 +4115,7 @@ type RestoreInfo struct {
 
 func (x *RestoreInfo) Reset() {
 	*x = RestoreInfo{}
-	mi := &file_opus_v1_opus_proto_msgTypes[53]
+	mi := &file_opus_v1_opus_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3730,7 +4127,7 @@ func (x *RestoreInfo) String() string {
 func (*RestoreInfo) ProtoMessage() {}
 
 func (x *RestoreInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_opus_v1_opus_proto_msgTypes[53]
+	mi := &file_opus_v1_opus_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3743,7 +4140,7 @@ func (x *RestoreInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreInfo.ProtoReflect.Descriptor instead.
 func (*RestoreInfo) Descriptor() ([]byte, []int) {
-	return file_opus_v1_opus_proto_rawDescGZIP(), []int{53}
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RestoreInfo) GetName() string {
@@ -3980,7 +4377,37 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\"S\n" +
 	"\x11CheckHostResponse\x12$\n" +
 	"\x05drift\x18\x01 \x03(\v2\x0e.opus.v1.DriftR\x05drift\x12\x18\n" +
-	"\achecked\x18\x02 \x01(\x05R\achecked\"\x18\n" +
+	"\achecked\x18\x02 \x01(\x05R\achecked\"/\n" +
+	"\x13GetDiskUsageRequest\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\"<\n" +
+	"\tByteCount\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x19\n" +
+	"\bat_least\x18\x02 \x01(\bR\aatLeast\"\xdd\x02\n" +
+	"\x10ProjectDiskUsage\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x1b\n" +
+	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12&\n" +
+	"\x04code\x18\x04 \x01(\v2\x12.opus.v1.ByteCountR\x04code\x12&\n" +
+	"\x04data\x18\x05 \x01(\v2\x12.opus.v1.ByteCountR\x04data\x12%\n" +
+	"\x0esnapshot_bytes\x18\x06 \x01(\x03R\rsnapshotBytes\x12\x1c\n" +
+	"\tsnapshots\x18\a \x01(\x05R\tsnapshots\x12!\n" +
+	"\fupload_bytes\x18\b \x01(\x03R\vuploadBytes\x12&\n" +
+	"\x0fgit_cache_bytes\x18\t \x01(\x03R\rgitCacheBytes\x12\x1c\n" +
+	"\trevisions\x18\n" +
+	" \x01(\x05R\trevisions\"\x8f\x02\n" +
+	"\rUserDiskUsage\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1a\n" +
+	"\bprojects\x18\x03 \x01(\x05R\bprojects\x12!\n" +
+	"\fupload_bytes\x18\x04 \x01(\x03R\vuploadBytes\x12!\n" +
+	"\fupload_quota\x18\x05 \x01(\x03R\vuploadQuota\x12%\n" +
+	"\x0esnapshot_bytes\x18\x06 \x01(\x03R\rsnapshotBytes\x12%\n" +
+	"\x0esnapshot_quota\x18\a \x01(\x03R\rsnapshotQuota\x12(\n" +
+	"\x05total\x18\b \x01(\v2\x12.opus.v1.ByteCountR\x05total\"\xa2\x01\n" +
+	"\x14GetDiskUsageResponse\x125\n" +
+	"\bprojects\x18\x01 \x03(\v2\x19.opus.v1.ProjectDiskUsageR\bprojects\x12,\n" +
+	"\x05users\x18\x02 \x03(\v2\x16.opus.v1.UserDiskUsageR\x05users\x12%\n" +
+	"\x0erevisions_keep\x18\x03 \x01(\x05R\rrevisionsKeep\"\x18\n" +
 	"\x16CreateLoginLinkRequest\"h\n" +
 	"\x17CreateLoginLinkResponse\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12;\n" +
@@ -4049,7 +4476,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x01\x12\x13\n" +
 	"\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\x86\x0e\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xd3\x0e\n" +
 	"\x04Opus\x12B\n" +
 	"\rCreateProject\x12\x1d.opus.v1.CreateProjectRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\n" +
@@ -4069,7 +4496,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\n" +
 	"FollowLogs\x12\x1a.opus.v1.FollowLogsRequest\x1a\x1b.opus.v1.FollowLogsResponse0\x01\x12D\n" +
 	"\x0eUpdateSettings\x12\x1e.opus.v1.UpdateSettingsRequest\x1a\x12.opus.v1.Operation\x12B\n" +
-	"\tCheckHost\x12\x19.opus.v1.CheckHostRequest\x1a\x1a.opus.v1.CheckHostResponse\x12T\n" +
+	"\tCheckHost\x12\x19.opus.v1.CheckHostRequest\x1a\x1a.opus.v1.CheckHostResponse\x12K\n" +
+	"\fGetDiskUsage\x12\x1c.opus.v1.GetDiskUsageRequest\x1a\x1d.opus.v1.GetDiskUsageResponse\x12T\n" +
 	"\x0fCreateLoginLink\x12\x1f.opus.v1.CreateLoginLinkRequest\x1a .opus.v1.CreateLoginLinkResponse\x12]\n" +
 	"\x12SetConsolePassword\x12\".opus.v1.SetConsolePasswordRequest\x1a#.opus.v1.SetConsolePasswordResponse\x12`\n" +
 	"\x13ListConsoleAccounts\x12#.opus.v1.ListConsoleAccountsRequest\x1a$.opus.v1.ListConsoleAccountsResponse\x12f\n" +
@@ -4091,7 +4519,7 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_opus_v1_opus_proto_goTypes = []any{
 	(Phase)(0),                            // 0: opus.v1.Phase
 	(OperationKind)(0),                    // 1: opus.v1.OperationKind
@@ -4136,45 +4564,50 @@ var file_opus_v1_opus_proto_goTypes = []any{
 	(*CheckHostRequest)(nil),              // 40: opus.v1.CheckHostRequest
 	(*Drift)(nil),                         // 41: opus.v1.Drift
 	(*CheckHostResponse)(nil),             // 42: opus.v1.CheckHostResponse
-	(*CreateLoginLinkRequest)(nil),        // 43: opus.v1.CreateLoginLinkRequest
-	(*CreateLoginLinkResponse)(nil),       // 44: opus.v1.CreateLoginLinkResponse
-	(*SetConsolePasswordRequest)(nil),     // 45: opus.v1.SetConsolePasswordRequest
-	(*SetConsolePasswordResponse)(nil),    // 46: opus.v1.SetConsolePasswordResponse
-	(*ListConsoleAccountsRequest)(nil),    // 47: opus.v1.ListConsoleAccountsRequest
-	(*ConsoleAccount)(nil),                // 48: opus.v1.ConsoleAccount
-	(*ListConsoleAccountsResponse)(nil),   // 49: opus.v1.ListConsoleAccountsResponse
-	(*DisableConsoleAccountRequest)(nil),  // 50: opus.v1.DisableConsoleAccountRequest
-	(*DisableConsoleAccountResponse)(nil), // 51: opus.v1.DisableConsoleAccountResponse
-	(*DeleteConsoleAccountRequest)(nil),   // 52: opus.v1.DeleteConsoleAccountRequest
-	(*DeleteConsoleAccountResponse)(nil),  // 53: opus.v1.DeleteConsoleAccountResponse
-	(*BackupProjectRequest)(nil),          // 54: opus.v1.BackupProjectRequest
-	(*BackupProjectResponse)(nil),         // 55: opus.v1.BackupProjectResponse
-	(*RestoreProjectRequest)(nil),         // 56: opus.v1.RestoreProjectRequest
-	(*RestoreInfo)(nil),                   // 57: opus.v1.RestoreInfo
-	nil,                                   // 58: opus.v1.Settings.EnvEntry
-	nil,                                   // 59: opus.v1.UpdateSettingsRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),         // 60: google.protobuf.Timestamp
+	(*GetDiskUsageRequest)(nil),           // 43: opus.v1.GetDiskUsageRequest
+	(*ByteCount)(nil),                     // 44: opus.v1.ByteCount
+	(*ProjectDiskUsage)(nil),              // 45: opus.v1.ProjectDiskUsage
+	(*UserDiskUsage)(nil),                 // 46: opus.v1.UserDiskUsage
+	(*GetDiskUsageResponse)(nil),          // 47: opus.v1.GetDiskUsageResponse
+	(*CreateLoginLinkRequest)(nil),        // 48: opus.v1.CreateLoginLinkRequest
+	(*CreateLoginLinkResponse)(nil),       // 49: opus.v1.CreateLoginLinkResponse
+	(*SetConsolePasswordRequest)(nil),     // 50: opus.v1.SetConsolePasswordRequest
+	(*SetConsolePasswordResponse)(nil),    // 51: opus.v1.SetConsolePasswordResponse
+	(*ListConsoleAccountsRequest)(nil),    // 52: opus.v1.ListConsoleAccountsRequest
+	(*ConsoleAccount)(nil),                // 53: opus.v1.ConsoleAccount
+	(*ListConsoleAccountsResponse)(nil),   // 54: opus.v1.ListConsoleAccountsResponse
+	(*DisableConsoleAccountRequest)(nil),  // 55: opus.v1.DisableConsoleAccountRequest
+	(*DisableConsoleAccountResponse)(nil), // 56: opus.v1.DisableConsoleAccountResponse
+	(*DeleteConsoleAccountRequest)(nil),   // 57: opus.v1.DeleteConsoleAccountRequest
+	(*DeleteConsoleAccountResponse)(nil),  // 58: opus.v1.DeleteConsoleAccountResponse
+	(*BackupProjectRequest)(nil),          // 59: opus.v1.BackupProjectRequest
+	(*BackupProjectResponse)(nil),         // 60: opus.v1.BackupProjectResponse
+	(*RestoreProjectRequest)(nil),         // 61: opus.v1.RestoreProjectRequest
+	(*RestoreInfo)(nil),                   // 62: opus.v1.RestoreInfo
+	nil,                                   // 63: opus.v1.Settings.EnvEntry
+	nil,                                   // 64: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 65: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	60, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	65, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	60, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	60, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	60, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	65, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	65, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	65, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
 	14, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
 	15, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
 	12, // 13: opus.v1.Project.data_snapshots:type_name -> opus.v1.DataSnapshot
-	60, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
-	60, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
-	60, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
+	65, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
+	65, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
+	65, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
 	13, // 17: opus.v1.DataSnapshot.revisions:type_name -> opus.v1.AppRevision
-	58, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	63, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
 	7,  // 19: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
 	10, // 20: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
 	15, // 21: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
@@ -4184,74 +4617,81 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	6,  // 25: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
 	27, // 26: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
 	3,  // 27: opus.v1.Step.state:type_name -> opus.v1.StepState
-	60, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	60, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	65, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	65, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 30: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
 	2,  // 31: opus.v1.Operation.state:type_name -> opus.v1.OperationState
 	29, // 32: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	60, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	60, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	65, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	65, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
 	12, // 35: opus.v1.Operation.data_snapshot:type_name -> opus.v1.DataSnapshot
 	30, // 36: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	59, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	64, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
 	41, // 38: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
-	60, // 39: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	60, // 40: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
-	48, // 41: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
-	57, // 42: opus.v1.RestoreProjectRequest.info:type_name -> opus.v1.RestoreInfo
-	16, // 43: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
-	17, // 44: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
-	18, // 45: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
-	20, // 46: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
-	21, // 47: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
-	22, // 48: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
-	23, // 49: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
-	24, // 50: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
-	25, // 51: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
-	26, // 52: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
-	31, // 53: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
-	32, // 54: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
-	33, // 55: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
-	35, // 56: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
-	37, // 57: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
-	39, // 58: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
-	40, // 59: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
-	43, // 60: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
-	45, // 61: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
-	47, // 62: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
-	50, // 63: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
-	52, // 64: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
-	54, // 65: opus.v1.Opus.BackupProject:input_type -> opus.v1.BackupProjectRequest
-	56, // 66: opus.v1.Opus.RestoreProject:input_type -> opus.v1.RestoreProjectRequest
-	30, // 67: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 68: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	19, // 69: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	30, // 70: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	30, // 71: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	30, // 72: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	30, // 73: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	30, // 74: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
-	30, // 75: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	28, // 76: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	30, // 77: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	30, // 78: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	34, // 79: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	36, // 80: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	38, // 81: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
-	30, // 82: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	42, // 83: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	44, // 84: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	46, // 85: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	49, // 86: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	51, // 87: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	53, // 88: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
-	55, // 89: opus.v1.Opus.BackupProject:output_type -> opus.v1.BackupProjectResponse
-	30, // 90: opus.v1.Opus.RestoreProject:output_type -> opus.v1.Operation
-	67, // [67:91] is the sub-list for method output_type
-	43, // [43:67] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	44, // 39: opus.v1.ProjectDiskUsage.code:type_name -> opus.v1.ByteCount
+	44, // 40: opus.v1.ProjectDiskUsage.data:type_name -> opus.v1.ByteCount
+	44, // 41: opus.v1.UserDiskUsage.total:type_name -> opus.v1.ByteCount
+	45, // 42: opus.v1.GetDiskUsageResponse.projects:type_name -> opus.v1.ProjectDiskUsage
+	46, // 43: opus.v1.GetDiskUsageResponse.users:type_name -> opus.v1.UserDiskUsage
+	65, // 44: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	65, // 45: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	53, // 46: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
+	62, // 47: opus.v1.RestoreProjectRequest.info:type_name -> opus.v1.RestoreInfo
+	16, // 48: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
+	17, // 49: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
+	18, // 50: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
+	20, // 51: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
+	21, // 52: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
+	22, // 53: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
+	23, // 54: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
+	24, // 55: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
+	25, // 56: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
+	26, // 57: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
+	31, // 58: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
+	32, // 59: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
+	33, // 60: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
+	35, // 61: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
+	37, // 62: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
+	39, // 63: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
+	40, // 64: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
+	43, // 65: opus.v1.Opus.GetDiskUsage:input_type -> opus.v1.GetDiskUsageRequest
+	48, // 66: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
+	50, // 67: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
+	52, // 68: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
+	55, // 69: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
+	57, // 70: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
+	59, // 71: opus.v1.Opus.BackupProject:input_type -> opus.v1.BackupProjectRequest
+	61, // 72: opus.v1.Opus.RestoreProject:input_type -> opus.v1.RestoreProjectRequest
+	30, // 73: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 74: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	19, // 75: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	30, // 76: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	30, // 77: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	30, // 78: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	30, // 79: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	30, // 80: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
+	30, // 81: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	28, // 82: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	30, // 83: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	30, // 84: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	34, // 85: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	36, // 86: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	38, // 87: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
+	30, // 88: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	42, // 89: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	47, // 90: opus.v1.Opus.GetDiskUsage:output_type -> opus.v1.GetDiskUsageResponse
+	49, // 91: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	51, // 92: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	54, // 93: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	56, // 94: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	58, // 95: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	60, // 96: opus.v1.Opus.BackupProject:output_type -> opus.v1.BackupProjectResponse
+	30, // 97: opus.v1.Opus.RestoreProject:output_type -> opus.v1.Operation
+	73, // [73:98] is the sub-list for method output_type
+	48, // [48:73] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_opus_v1_opus_proto_init() }
@@ -4267,7 +4707,7 @@ func file_opus_v1_opus_proto_init() {
 		(*UploadSourceRequest_Info)(nil),
 		(*UploadSourceRequest_Chunk)(nil),
 	}
-	file_opus_v1_opus_proto_msgTypes[52].OneofWrappers = []any{
+	file_opus_v1_opus_proto_msgTypes[57].OneofWrappers = []any{
 		(*RestoreProjectRequest_Info)(nil),
 		(*RestoreProjectRequest_Chunk)(nil),
 	}
@@ -4277,7 +4717,7 @@ func file_opus_v1_opus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   56,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	Opus_FollowLogs_FullMethodName            = "/opus.v1.Opus/FollowLogs"
 	Opus_UpdateSettings_FullMethodName        = "/opus.v1.Opus/UpdateSettings"
 	Opus_CheckHost_FullMethodName             = "/opus.v1.Opus/CheckHost"
+	Opus_GetDiskUsage_FullMethodName          = "/opus.v1.Opus/GetDiskUsage"
 	Opus_CreateLoginLink_FullMethodName       = "/opus.v1.Opus/CreateLoginLink"
 	Opus_SetConsolePassword_FullMethodName    = "/opus.v1.Opus/SetConsolePassword"
 	Opus_ListConsoleAccounts_FullMethodName   = "/opus.v1.Opus/ListConsoleAccounts"
@@ -108,6 +109,10 @@ type OpusClient interface {
 	// CheckHost compares the store with the host (users with the Opus marker,
 	// virtual hosts, project directories) and reports drift. Admins only.
 	CheckHost(ctx context.Context, in *CheckHostRequest, opts ...grpc.CallOption) (*CheckHostResponse, error)
+	// GetDiskUsage reports the disk space projects take (code, data, data
+	// snapshots, uploads, their share of git caches) and each owner's totals
+	// against their quotas: a user's own, or everyone's for an admin.
+	GetDiskUsage(ctx context.Context, in *GetDiskUsageRequest, opts ...grpc.CallOption) (*GetDiskUsageResponse, error)
 	// CreateLoginLink returns a single-use link that signs the caller in to
 	// the web console; it expires within minutes.
 	CreateLoginLink(ctx context.Context, in *CreateLoginLinkRequest, opts ...grpc.CallOption) (*CreateLoginLinkResponse, error)
@@ -334,6 +339,16 @@ func (c *opusClient) CheckHost(ctx context.Context, in *CheckHostRequest, opts .
 	return out, nil
 }
 
+func (c *opusClient) GetDiskUsage(ctx context.Context, in *GetDiskUsageRequest, opts ...grpc.CallOption) (*GetDiskUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDiskUsageResponse)
+	err := c.cc.Invoke(ctx, Opus_GetDiskUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *opusClient) CreateLoginLink(ctx context.Context, in *CreateLoginLinkRequest, opts ...grpc.CallOption) (*CreateLoginLinkResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateLoginLinkResponse)
@@ -474,6 +489,10 @@ type OpusServer interface {
 	// CheckHost compares the store with the host (users with the Opus marker,
 	// virtual hosts, project directories) and reports drift. Admins only.
 	CheckHost(context.Context, *CheckHostRequest) (*CheckHostResponse, error)
+	// GetDiskUsage reports the disk space projects take (code, data, data
+	// snapshots, uploads, their share of git caches) and each owner's totals
+	// against their quotas: a user's own, or everyone's for an admin.
+	GetDiskUsage(context.Context, *GetDiskUsageRequest) (*GetDiskUsageResponse, error)
 	// CreateLoginLink returns a single-use link that signs the caller in to
 	// the web console; it expires within minutes.
 	CreateLoginLink(context.Context, *CreateLoginLinkRequest) (*CreateLoginLinkResponse, error)
@@ -559,6 +578,9 @@ func (UnimplementedOpusServer) UpdateSettings(context.Context, *UpdateSettingsRe
 }
 func (UnimplementedOpusServer) CheckHost(context.Context, *CheckHostRequest) (*CheckHostResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CheckHost not implemented")
+}
+func (UnimplementedOpusServer) GetDiskUsage(context.Context, *GetDiskUsageRequest) (*GetDiskUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDiskUsage not implemented")
 }
 func (UnimplementedOpusServer) CreateLoginLink(context.Context, *CreateLoginLinkRequest) (*CreateLoginLinkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateLoginLink not implemented")
@@ -883,6 +905,24 @@ func _Opus_CheckHost_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Opus_GetDiskUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDiskUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).GetDiskUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_GetDiskUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).GetDiskUsage(ctx, req.(*GetDiskUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Opus_CreateLoginLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateLoginLinkRequest)
 	if err := dec(in); err != nil {
@@ -1053,6 +1093,10 @@ var Opus_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CheckHost",
 			Handler:    _Opus_CheckHost_Handler,
+		},
+		{
+			MethodName: "GetDiskUsage",
+			Handler:    _Opus_GetDiskUsage_Handler,
 		},
 		{
 			MethodName: "CreateLoginLink",
