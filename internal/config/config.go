@@ -251,10 +251,10 @@ func Default() Config {
 		// The renewal window is weeks for a CA's usual certificates:
 		// looking hourly is plenty, and retries are spaced by backoff.
 		ACMECheckInterval: time.Hour,
-		SnapshotQuota:    2 << 30,
-		RevisionsKeep:    10,
-		GitCacheMaxBytes: 1 << 30,
-		GitCacheIdle:     30 * 24 * time.Hour,
+		SnapshotQuota:     2 << 30,
+		RevisionsKeep:     10,
+		GitCacheMaxBytes:  1 << 30,
+		GitCacheIdle:      30 * 24 * time.Hour,
 	}
 }
 

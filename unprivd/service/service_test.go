@@ -301,7 +301,7 @@ func startServer(t *testing.T, o serverOpt) *server {
 	s.svc, err = New(Config{Store: st, Privd: s.privd, Reconciler: kick, Admins: o.admins, Uploads: s.uploads,
 		ProjectUIDs: o.projectUIDs, ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2,
 		Backups: &Backups{BaseDir: filepath.Join(dir, "base"), MaxData: 1 << 20, OpusVersion: "test"},
-		Disk: o.disk})
+		Disk:    o.disk})
 	if err != nil {
 		t.Fatal(err)
 	}
