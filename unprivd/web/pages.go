@@ -170,6 +170,7 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad form", http.StatusBadRequest)
 		return
 	}
+	formRead(w)
 	ck, err := r.Cookie(preCookie)
 	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(ck.Value)) != 1 {
 		c.log.Warn("console: sign-in form without a valid CSRF token refused", "remote", remoteAddr(r))

@@ -618,7 +618,3 @@ func (c *Console) uploadMutated(w http.ResponseWriter, r *http.Request, op *opus
 	}
 	c.renderProject(w, r, httpCode(status.Code(err)), map[string]string{form: msg, form + "." + field: msg})
 }
-
-// formReadTimeout bounds the reading of a request's body (a form, or an
-// upload form until it has a slot): a var for tests.
-var formReadTimeout = 30 * time.Second

@@ -130,7 +130,27 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
+	if r.ContentLength != 0 {
+		// opusd's server bounds the reading of a request's headers only:
+		// a body that never comes (the sign-in form's, before anyone is
+		// signed in) would hold the connection and its goroutine for
+		// good, even after the answer (the server reads on to the end).
+		// An upload form gets longer once it has a slot (uploadTimeout).
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(formReadTimeout))
+	}
 	c.handler.ServeHTTP(w, r)
+}
+
+// formReadTimeout bounds the reading of a request's body: a form, or an
+// upload form until it has one of the upload slots (a var for tests).
+var formReadTimeout = 30 * time.Second
+
+// formRead lifts the bound of formReadTimeout once a form was read whole:
+// a handler that then waits on the API must not have its request
+// cancelled by the deadline (the server's check for a closed connection
+// reads on after the body).
+func formRead(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 }
 
 func (c *Console) parseTemplates() error {
@@ -269,6 +289,7 @@ func (c *Console) guarded(h http.HandlerFunc, multipartForm bool) http.HandlerFu
 				http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
 				return
 			}
+			formRead(w)
 			if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(v.CSRF)) != 1 {
 				c.log.Warn("console: form without a valid CSRF token refused", "uid", v.UID, "remote", remoteAddr(r), "path", r.URL.Path)
 				http.Error(w, "the form's CSRF token is missing or wrong: reload the page and try again", http.StatusForbidden)
