@@ -3,7 +3,10 @@ package web
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strings"
@@ -65,5 +68,73 @@ func TestSlowBodyTimesOut(t *testing.T) {
 				res.Body.Close()
 			}
 		})
+	}
+}
+
+// TestOneUserCannotTakeEveryUploadSlot: a user who sends slowly (or
+// never finishes) holds at most uploadsPerUser of the console's upload
+// slots, so another user's upload still goes through; the same user's
+// next upload is told to wait for their own.
+func TestOneUserCannotTakeEveryUploadSlot(t *testing.T) {
+	r, a, csrf := formsRig(t)
+	_, tgz := packed(t, pollsFiles)
+	// A starts uploadsAtOnce uploads whose archive never ends.
+	var pipes []*io.PipeWriter
+	answers := make(chan answer, uploadsAtOnce)
+	for range uploadsAtOnce {
+		pr, pw := io.Pipe()
+		pipes = append(pipes, pw)
+		mw := multipart.NewWriter(pw)
+		req, _ := http.NewRequest("POST", r.srv.URL+"/projects/blog/apps/upload", pr)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		go func() {
+			res, err := a.Do(req)
+			if err != nil {
+				answers <- answer{code: -1, body: err.Error()}
+				return
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			answers <- answer{code: res.StatusCode, body: string(b)}
+		}()
+		go func() {
+			f, _ := mw.CreateFormField("csrf")
+			io.WriteString(f, csrf)
+			f, _ = mw.CreateFormFile(archiveField, "slow.tar.gz")
+			f.Write(tgz[:100]) // and never the rest
+		}()
+	}
+	t.Cleanup(func() {
+		for _, pw := range pipes {
+			pw.CloseWithError(errors.New("test over"))
+		}
+	})
+	// Each of A's forms either holds a slot or was answered.
+	var refused []answer
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.console.uploadSlots)+len(refused) < uploadsAtOnce {
+		select {
+		case ans := <-answers:
+			refused = append(refused, ans)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s, %d slots held and %d of A's forms answered", len(r.console.uploadSlots), len(refused))
+		}
+	}
+	if held := len(r.console.uploadSlots); held > uploadsPerUser {
+		t.Errorf("one user holds %d of the %d upload slots, want at most %d", held, uploadsAtOnce, uploadsPerUser)
+	}
+	for _, ans := range refused {
+		if ans.code != http.StatusServiceUnavailable || !strings.Contains(ans.body, "wait until it has ended") {
+			t.Errorf("A's upload past their share: %d %.2000s", ans.code, ans.body)
+		}
+	}
+	// B's upload goes through while A's are stuck.
+	b, _ := r.signIn(t, uidB)
+	csrfB := csrfOf(t, do(t, b, "GET", r.srv.URL+"/new", nil).body)
+	ans := postForm(t, b, r.srv.URL+"/new/upload", false, field("csrf", csrfB), field("name", "news"), archiveFile("polls.tar.gz", tgz))
+	if ans.code != http.StatusSeeOther {
+		t.Fatalf("B's upload while A's are stuck: %d %.3000s", ans.code, ans.body)
 	}
 }

@@ -618,3 +618,6 @@ func (c *Console) uploadMutated(w http.ResponseWriter, r *http.Request, op *opus
 	}
 	c.renderProject(w, r, httpCode(status.Code(err)), map[string]string{form: msg, form + "." + field: msg})
 }
+
+// uploadsPerUser bounds the upload slots one user holds at once.
+const uploadsPerUser = 1
