@@ -78,6 +78,11 @@ func TestSlowBodyTimesOut(t *testing.T) {
 func TestOneUserCannotTakeEveryUploadSlot(t *testing.T) {
 	r, a, csrf := formsRig(t)
 	_, tgz := packed(t, pollsFiles)
+	// A refused form is answered once its body was read, or its time to
+	// send it is up.
+	old := formReadTimeout
+	t.Cleanup(func() { formReadTimeout = old })
+	formReadTimeout = 300 * time.Millisecond
 	// A starts uploadsAtOnce uploads whose archive never ends.
 	var pipes []*io.PipeWriter
 	answers := make(chan answer, uploadsAtOnce)

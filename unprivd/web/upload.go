@@ -15,6 +15,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -58,6 +59,10 @@ const (
 	// uploadsAtOnce bounds the upload forms handled at the same time;
 	// each may hold up to MaxUpload bytes in a temporary file.
 	uploadsAtOnce = 4
+	// uploadsPerUser bounds those of one user: an upload may take
+	// uploadTimeout, so one user sending slowly must not keep everyone
+	// else's out.
+	uploadsPerUser = 1
 	// maxCSRF bounds the CSRF field read (the service's tokens are 43
 	// characters).
 	maxCSRF = 100
@@ -462,20 +467,34 @@ func sizeText(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// uploadSlot takes one of the uploadsAtOnce slots, or says to come back.
-func (c *Console) uploadSlot() (func(), *uploadError) {
+// uploadSlot takes one of the uploadsAtOnce slots for uid, within its
+// uploadsPerUser, or says to come back.
+func (c *Console) uploadSlot(uid uint32) (func(), *uploadError) {
+	c.uploadsMu.Lock()
+	defer c.uploadsMu.Unlock()
+	if c.uploadsBy[uid] >= uploadsPerUser {
+		return nil, refuse(http.StatusServiceUnavailable, "You are sending an upload already (in another tab or window, or one that was cut off): wait until it has ended, then try again.")
+	}
 	select {
 	case c.uploadSlots <- struct{}{}:
-		return func() { <-c.uploadSlots }, nil
 	default:
 		return nil, refuse(http.StatusServiceUnavailable, "The console is receiving %d uploads already; try again in a minute.", uploadsAtOnce)
 	}
+	c.uploadsBy[uid]++
+	return sync.OnceFunc(func() {
+		c.uploadsMu.Lock()
+		defer c.uploadsMu.Unlock()
+		if c.uploadsBy[uid]--; c.uploadsBy[uid] <= 0 {
+			delete(c.uploadsBy, uid)
+		}
+		<-c.uploadSlots
+	}), nil
 }
 
 // uploadRequest runs an upload form's handler part common to all three:
 // a slot, the time bound, the form received and sent.
 func (c *Console) uploadRequest(w http.ResponseWriter, r *http.Request, check func(url.Values) *uploadError) (context.Context, context.CancelFunc, *upload, *uploadError) {
-	release, uerr := c.uploadSlot()
+	release, uerr := c.uploadSlot(viewerFrom(r).UID)
 	if uerr != nil {
 		return r.Context(), func() {}, nil, uerr
 	}
@@ -618,6 +637,3 @@ func (c *Console) uploadMutated(w http.ResponseWriter, r *http.Request, op *opus
 	}
 	c.renderProject(w, r, httpCode(status.Code(err)), map[string]string{form: msg, form + "." + field: msg})
 }
-
-// uploadsPerUser bounds the upload slots one user holds at once.
-const uploadsPerUser = 1

@@ -45,6 +45,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -89,9 +90,11 @@ type Console struct {
 	log   *slog.Logger
 	pages map[string]*template.Template
 	// uploads bound the upload forms; uploadSlots the ones handled at
-	// once.
+	// once, uploadsBy each user's share of them (under uploadsMu).
 	uploads     UploadLimits
 	uploadSlots chan struct{}
+	uploadsMu   sync.Mutex
+	uploadsBy   map[uint32]int
 	// handler is the routes behind cross-origin protection.
 	handler http.Handler
 }
@@ -107,7 +110,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Uploads.MaxUpload <= 0 {
 		return nil, errors.New("web: Uploads.MaxUpload is required (the API's upload limit)")
 	}
-	c := &Console{conns: newConns(cfg.Listener), log: cfg.Logger, uploads: cfg.Uploads, uploadSlots: make(chan struct{}, uploadsAtOnce)}
+	c := &Console{conns: newConns(cfg.Listener), log: cfg.Logger, uploads: cfg.Uploads, uploadSlots: make(chan struct{}, uploadsAtOnce), uploadsBy: map[uint32]int{}}
 	if err := c.parseTemplates(); err != nil {
 		return nil, err
 	}
