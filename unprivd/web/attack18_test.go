@@ -2,16 +2,24 @@ package web
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // TestSlowBodyTimesOut: a request whose body never comes (slowloris)
@@ -141,5 +149,133 @@ func TestOneUserCannotTakeEveryUploadSlot(t *testing.T) {
 	ans := postForm(t, b, r.srv.URL+"/new/upload", false, field("csrf", csrfB), field("name", "news"), archiveFile("polls.tar.gz", tgz))
 	if ans.code != http.StatusSeeOther {
 		t.Fatalf("B's upload while A's are stuck: %d %.3000s", ans.code, ans.body)
+	}
+}
+
+// rawUpload posts an upload form whose file parts carry the given
+// Content-Disposition headers as they come (a browser's, or anyone's):
+// the CSRF token, then the text fields, then the files.
+func rawUpload(t *testing.T, c *http.Client, u, csrf string, fields url.Values, files []rawFile) answer {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	w, _ := mw.CreateFormField("csrf")
+	io.WriteString(w, csrf)
+	for k, vs := range fields {
+		for _, v := range vs {
+			w, _ := mw.CreateFormField(k)
+			io.WriteString(w, v)
+		}
+	}
+	for _, f := range files {
+		h := textproto.MIMEHeader{}
+		h.Set("Content-Disposition", f.disposition)
+		h.Set("Content-Type", "application/octet-stream")
+		pw, err := mw.CreatePart(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pw.Write(f.body)
+	}
+	mw.Close()
+	req, _ := http.NewRequest("POST", u, &buf)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return answer{code: res.StatusCode, body: string(b), location: res.Header.Get("Location")}
+}
+
+type rawFile struct {
+	disposition string
+	body        []byte
+}
+
+// TestUploadOriginIsPrintable: the name a browser (or anyone posting the
+// form) gives a file is the uploader's text: it names where an upload
+// came from on the project page, in opusctl and to admins, so it is
+// recorded as one line of printable text, as a commit subject is. A
+// terminal escape or a bidirectional override becomes "?", and a name
+// that is not UTF-8 is refused or recorded cleanly, never a failure of
+// the console.
+func TestUploadOriginIsPrintable(t *testing.T) {
+	_, tgz := packed(t, pollsFiles)
+	typed := url.Values{"app": {"news"}}
+	for _, tc := range []struct {
+		name   string
+		fields url.Values
+		files  []rawFile
+		code   int
+		origin string // recorded, when code is 303
+		want   string // the refusal, otherwise
+	}{
+		{"escape and bidi override (RFC 2231 name)", typed,
+			[]rawFile{{`form-data; name="archive"; filename*=UTF-8''%1B%5B31mevil%E2%80%AEzg.rat.tar.gz`, tgz}},
+			http.StatusSeeOther, "?[31mevil?zg.rat.tar.gz (from the web console)", ""},
+		{"archive name not UTF-8", typed,
+			[]rawFile{{"form-data; name=\"archive\"; filename=\"bad\xff\xfe.tar.gz\"", tgz}},
+			http.StatusSeeOther, "bad??.tar.gz (from the web console)", ""},
+		{"folder name not UTF-8", typed,
+			[]rawFile{{"form-data; name=\"folder\"; filename=\"n\xffews/__init__.py\"", nil}, {"form-data; name=\"folder\"; filename=\"n\xffews/models.py\"", nil}},
+			http.StatusSeeOther, "n?ews/ (a folder, from the web console)", ""},
+		{"folder name not UTF-8, app named by it", nil,
+			[]rawFile{{"form-data; name=\"folder\"; filename=\"n\xffews/__init__.py\"", nil}},
+			http.StatusUnprocessableEntity, "", `app name "n?ews"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, a, csrf := formsRig(t)
+			ans := rawUpload(t, a, r.srv.URL+"/projects/blog/apps/upload", csrf, tc.fields, tc.files)
+			if ans.code != tc.code {
+				t.Fatalf("%d, want %d: %.3000s", ans.code, tc.code, ans.body)
+			}
+			p, err := r.st.GetProject(context.Background(), "blog")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var news *store.AppSpec
+			for i, a := range p.Spec.Apps {
+				if a.Name == "news" {
+					news = &p.Spec.Apps[i]
+				}
+			}
+			if tc.code != http.StatusSeeOther {
+				if top := html.UnescapeString(messagesOf(t, ans.body)); !strings.Contains(top, tc.want) {
+					t.Errorf("refusal %q, want %q", top, tc.want)
+				}
+				if news != nil || len(p.Spec.Apps) != 2 {
+					t.Errorf("refused, yet the project has apps %v", p.Spec.Apps)
+				}
+				return
+			}
+			if news == nil || news.Upload == nil {
+				t.Fatalf("no uploaded app news: %+v", p.Spec.Apps)
+			}
+			if news.Upload.Origin != tc.origin {
+				t.Errorf("origin %q, want %q", news.Upload.Origin, tc.origin)
+			}
+			page := do(t, a, "GET", r.srv.URL+"/projects/blog", nil)
+			if page.code != http.StatusOK || strings.ContainsAny(page.body, "\x1b\u202e\ufffd") || !utf8.ValidString(page.body) {
+				t.Errorf("the project page shows the name as sent: %d", page.code)
+			}
+		})
+	}
+	// The API records an origin as the console does, whoever sends it
+	// (opusctl sends the directory's path).
+	r, _, _ := formsRig(t)
+	ctx := context.Background()
+	digest, tgz := packed(t, pollsFiles)
+	if _, _, err := r.uploads.Put(ctx, uidA, bytes.NewReader(tgz)); err != nil {
+		t.Fatal(err)
+	}
+	src := &opusv1.AppSource{Kind: &opusv1.AppSource_Upload{Upload: &opusv1.UploadedSource{Digest: digest, Origin: "/home/al\x1b]0;owned\aice/\u202egnp.py\nnext line"}}}
+	if _, err := r.as(t, uidA).AddApp(ctx, &opusv1.AddAppRequest{Project: "blog", App: &opusv1.AppSpec{Name: "news", Source: src}}); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := r.st.GetProject(ctx, "blog")
+	if got, want := p.Spec.Apps[len(p.Spec.Apps)-1].Upload.Origin, "/home/al?]0;owned?ice/?gnp.py next line"; got != want {
+		t.Errorf("API origin recorded as %q, want %q", got, want)
 	}
 }
