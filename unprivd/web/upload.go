@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/pack"
 	"github.com/opus-hosting/opus/internal/uploader"
@@ -269,6 +270,8 @@ func (c *Console) receive(ctx context.Context, r *http.Request, check func(url.V
 			if len(base) > maxUploadName {
 				return nil, refuse(http.StatusBadRequest, "The archive's name is longer than %d bytes.", maxUploadName)
 			}
+			// The name names the upload to its owner and admins.
+			base = excerpt.Line(base, maxUploadName)
 			archive = base
 			switch kind := archiveKind(base); kind {
 			case "zip":
@@ -307,7 +310,11 @@ func (c *Console) receive(ctx context.Context, r *http.Request, check func(url.V
 	case len(entries) > 0:
 		return c.packAndSend(ctx, v, func(w io.Writer) (string, error) {
 			return pack.WriteEntries(ctx, w, entries, c.treeLimits(), pack.StripTop)
-		}, "the folder", func(top string) (string, string) { return origin(top, true), top })
+		}, "the folder", func(top string) (string, string) {
+			// The folder's name names the upload to its owner and admins.
+			top = excerpt.Line(top, maxUploadName)
+			return origin(top, true), top
+		})
 	case archive != "":
 		size := spooled
 		return c.packAndSend(ctx, v, func(w io.Writer) (string, error) {
