@@ -11,8 +11,10 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,8 @@ import (
 
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestSlowBodyTimesOut: a request whose body never comes (slowloris)
@@ -277,5 +281,56 @@ func TestUploadOriginIsPrintable(t *testing.T) {
 	p, _ := r.st.GetProject(ctx, "blog")
 	if got, want := p.Spec.Apps[len(p.Spec.Apps)-1].Upload.Origin, "/home/al?]0;owned?ice/?gnp.py next line"; got != want {
 		t.Errorf("API origin recorded as %q, want %q", got, want)
+	}
+}
+
+// fakeStream answers its messages, then fails with err.
+type fakeStream struct {
+	msgs []string
+	err  error
+}
+
+func (s *fakeStream) Recv() (string, error) {
+	if len(s.msgs) == 0 {
+		return "", s.err
+	}
+	m := s.msgs[0]
+	s.msgs = s.msgs[1:]
+	return m, nil
+}
+
+// TestEventFailureIsOneEvent: an API error that ends an event stream is
+// relayed as the one "failure" event whatever its message holds: a
+// carriage return ends a line in server-sent events as a newline does,
+// so neither may reach the stream as itself (a message can quote a log
+// path, a name or privd's words).
+func TestEventFailureIsOneEvent(t *testing.T) {
+	r := newRig(t)
+	for _, msg := range []string{
+		"logs: broken\r\rdata: injected\r\revent: start\rdata: {\"lines\":[\"forged\"]}",
+		"logs: broken\r\n\r\nevent: start\ndata: x",
+		"logs: broken\u2028\u0085data: y",
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/projects/blog/logs/events", nil)
+		stream := &fakeStream{msgs: []string{`{"lines":[]}`}, err: status.Error(codes.Unavailable, msg)}
+		relayEvents(r.console, rec, req, stream, nil, "start", func(m string) ([]byte, error) { return []byte(m), nil })
+		// Split as an EventSource does: CR, LF and CRLF each end a line.
+		lines := regexp.MustCompile(`\r\n|\r|\n`).Split(rec.Body.String(), -1)
+		var events []string
+		var fields []string
+		for _, l := range lines {
+			if l == "" {
+				if len(fields) > 0 {
+					events = append(events, strings.Join(fields, "|"))
+				}
+				fields = nil
+				continue
+			}
+			fields = append(fields, l)
+		}
+		if len(events) != 2 || !strings.HasPrefix(events[1], "event: failure|data: logs: broken") || strings.Count(events[1], "|") != 1 {
+			t.Errorf("message %q relayed as events %q, want the start event and one failure", msg, events)
+		}
 	}
 }
