@@ -20,6 +20,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/opus-hosting/opus/internal/pack/packtest"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 	"google.golang.org/grpc/codes"
@@ -332,5 +333,70 @@ func TestEventFailureIsOneEvent(t *testing.T) {
 		if len(events) != 2 || !strings.HasPrefix(events[1], "event: failure|data: logs: broken") || strings.Count(events[1], "|") != 1 {
 			t.Errorf("message %q relayed as events %q, want the start event and one failure", msg, events)
 		}
+	}
+}
+
+// TestForgedFormsOnAnotherUsersProject: every form of the project page,
+// sent by another signed-in user with their own valid token, is "not
+// found" exactly as for a project that does not exist (nothing says the
+// name is taken), and changes nothing: not the project, and no upload is
+// stored for anyone (the upload forms look the project up before they
+// read a file).
+func TestForgedFormsOnAnotherUsersProject(t *testing.T) {
+	r, _, _ := formsRig(t)
+	ctx := context.Background()
+	_, tgz := packed(t, pollsFiles)
+	zipped := packtest.Zip(t, packtest.ZipEntry{Name: "__init__.py"}, packtest.ZipEntry{Name: "models.py"})
+	b, _ := r.signIn(t, uidB)
+	csrf := csrfOf(t, do(t, b, "GET", r.srv.URL+"/", nil).body)
+	before, _ := r.st.GetProject(ctx, "blog")
+	snap := "s-1"
+	for _, tc := range []struct {
+		name, path string
+		form       url.Values
+		parts      []part
+	}{
+		{"rollback", "/apps/shop/rollback", url.Values{"to": {"1"}}, nil},
+		{"rollback with data", "/apps/shop/rollback", url.Values{"to": {"1"}, "with_data": {"on"}, "data_snapshot": {snap}}, nil},
+		{"update", "/apps/shop/update", url.Values{"url": {"https://example.com/b/evil.git"}, "ref": {"main"}}, nil},
+		{"add", "/apps", url.Values{"url": {"https://example.com/b/evil.git"}}, nil},
+		{"settings", "/settings", url.Values{"debug": {"on"}, "env": {"X=1"}}, nil},
+		{"remove", "/apps/shop/remove", url.Values{"confirm": {"shop"}, "drop_data": {"on"}}, nil},
+		{"destroy", "/destroy", url.Values{"confirm": {"PROJECT"}}, nil},
+		{"upload add, tar", "/apps/upload", nil, []part{field("app", "evil"), archiveFile("evil.tar.gz", tgz)}},
+		{"upload add, zip", "/apps/upload", nil, []part{archiveFile("evil.zip", zipped)}},
+		{"upload add, folder", "/apps/upload", nil, []part{folderFile("evil/__init__.py", ""), folderFile("evil/models.py", "x")}},
+		{"upload update", "/apps/polls/upload", nil, []part{archiveFile("polls.tar.gz", tgz)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [2]answer
+			for i, project := range []string{"blog", "nosuch"} {
+				u := r.srv.URL + "/projects/" + project + tc.path
+				if tc.form != nil {
+					f := url.Values{"csrf": {csrf}}
+					for k, v := range tc.form {
+						f[k] = []string{strings.ReplaceAll(v[0], "PROJECT", project)}
+					}
+					got[i] = do(t, b, "POST", u, f)
+				} else {
+					got[i] = postForm(t, b, u, false, append([]part{field("csrf", csrf)}, tc.parts...)...)
+				}
+			}
+			if got[0].code != http.StatusNotFound || !strings.Contains(got[0].body, `project &#34;blog&#34; not found`) {
+				t.Fatalf("B's form on A's project: %d %.3000s", got[0].code, got[0].body)
+			}
+			if other := strings.ReplaceAll(got[1].body, "nosuch", "blog"); got[1].code != got[0].code || other != got[0].body {
+				t.Errorf("A's project answers otherwise than one that does not exist: %d vs %d", got[0].code, got[1].code)
+			}
+			after, _ := r.st.GetProject(ctx, "blog")
+			if after.Generation != before.Generation || after.Deleting || len(after.Spec.Apps) != len(before.Spec.Apps) {
+				t.Errorf("A's project changed: generation %d → %d", before.Generation, after.Generation)
+			}
+			for _, uid := range []uint32{uidA, uidB} {
+				if n, _ := r.uploads.Usage(uid); n != 0 {
+					t.Errorf("uid %d keeps %d bytes of uploads after B's refused form", uid, n)
+				}
+			}
+		})
 	}
 }
