@@ -559,6 +559,19 @@ func checkAppName(f url.Values, field string) *uploadError {
 	return nil
 }
 
+// checkProject refuses an upload form for a project the signed-in user
+// cannot see (another user's, or none) before any file is read: the form
+// is then "not found", as the API would answer after the upload, and
+// nothing is stored. The refusal page asks the API again, so it is the
+// API's own.
+func (c *Console) checkProject(r *http.Request) *uploadError {
+	_, err := viewerFrom(r).rpc.GetProject(r.Context(), &opusv1.GetProjectRequest{Name: r.PathValue("name")})
+	if err != nil {
+		return &uploadError{code: httpCode(status.Code(err)), msg: status.Convert(err).Message()}
+	}
+	return nil
+}
+
 // appName is the form's app name, or the upload's.
 func appName(r *http.Request, up *upload) string {
 	if n := strings.TrimSpace(r.PostForm.Get("app")); n != "" {
@@ -606,7 +619,12 @@ func (c *Console) createFromUpload(w http.ResponseWriter, r *http.Request) {
 // addFromUpload adds an app from an upload to a project.
 func (c *Console) addFromUpload(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
-	ctx, cancel, up, uerr := c.uploadRequest(w, r, func(f url.Values) *uploadError { return checkAppName(f, "app") })
+	ctx, cancel, up, uerr := c.uploadRequest(w, r, func(f url.Values) *uploadError {
+		if uerr := c.checkProject(r); uerr != nil {
+			return uerr
+		}
+		return checkAppName(f, "app")
+	})
 	defer cancel()
 	if uerr != nil {
 		c.renderProject(w, r, uerr.code, map[string]string{"upload-add": uerr.msg, "upload-add." + cmp.Or(uerr.field, "file"): uerr.msg})
@@ -621,7 +639,7 @@ func (c *Console) updateByUpload(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
 	app := r.PathValue("app")
 	form := "update-" + app
-	ctx, cancel, up, uerr := c.uploadRequest(w, r, nil)
+	ctx, cancel, up, uerr := c.uploadRequest(w, r, func(url.Values) *uploadError { return c.checkProject(r) })
 	defer cancel()
 	if uerr != nil {
 		c.renderProject(w, r, uerr.code, map[string]string{form: uerr.msg, form + ".file": uerr.msg})
