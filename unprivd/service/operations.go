@@ -235,3 +235,6 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// maxWatches is how many operations one uid may watch at once.
+const maxWatches = 32
