@@ -101,8 +101,9 @@ type Service struct {
 	log     *slog.Logger
 	// sessions serves opus.v1.ConsoleSessions (consolesessions.go).
 	sessions *consoleSessions
-	// follows counts each caller's FollowLogs streams (logs.go).
-	follows followLimit
+	// follows counts each caller's FollowLogs streams (logs.go),
+	// watches their WatchOperation streams (operations.go).
+	follows, watches *uidLimit
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
@@ -121,7 +122,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
-		cfg: cfg, log: cfg.Logger,
+		cfg: cfg, log: cfg.Logger, follows: &uidLimit{max: maxFollows}, watches: &uidLimit{max: maxWatches},
 	}
 	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
 	return s, nil
