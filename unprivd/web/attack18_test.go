@@ -54,6 +54,8 @@ func TestSlowBodyTimesOut(t *testing.T) {
 		{"any form, not signed in", "POST", "/logout", "Content-Type: application/x-www-form-urlencoded\r\n", "csrf="},
 		{"a page with a body", "GET", "/login", "", "x"},
 		{"a form, signed in", "POST", "/projects/blog/settings", session + "Content-Type: application/x-www-form-urlencoded\r\n", "csrf=" + csrf + "&debug="},
+		{"a form not urlencoded, signed in", "POST", "/projects/blog/settings", session + "Content-Type: text/plain\r\n", "csrf=" + csrf + "&debug="},
+		{"sign-in form not urlencoded", "POST", "/login", "Content-Type: text/plain\r\n", "user=ali"},
 		{"an upload form's token", "POST", "/projects/blog/apps/upload", session + "Content-Type: multipart/form-data; boundary=" + boundary + "\r\n", multipart},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
