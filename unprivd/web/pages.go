@@ -170,13 +170,13 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad form", http.StatusBadRequest)
 		return
 	}
-	formRead(w)
 	ck, err := r.Cookie(preCookie)
 	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(ck.Value)) != 1 {
 		c.log.Warn("console: sign-in form without a valid CSRF token refused", "remote", remoteAddr(r))
 		http.Error(w, "the form's CSRF token is missing or wrong: reload the sign-in page", http.StatusForbidden)
 		return
 	}
+	formRead(w)
 	field := strings.TrimSpace(r.PostForm.Get("user"))
 	sc, err := c.conns.sessions()
 	var res *opusv1.SignInWithPasswordResponse

@@ -148,10 +148,11 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // upload form until it has one of the upload slots (a var for tests).
 var formReadTimeout = 30 * time.Second
 
-// formRead lifts the bound of formReadTimeout once a form was read whole:
-// a handler that then waits on the API must not have its request
-// cancelled by the deadline (the server's check for a closed connection
-// reads on after the body).
+// formRead lifts the bound of formReadTimeout once a form was read whole
+// (its CSRF token found in the urlencoded body that ParseForm read to its
+// end; ParseForm reads no other kind of body): a handler that then waits
+// on the API must not have its request cancelled by the deadline (the
+// server's check for a closed connection reads on after the body).
 func formRead(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 }
@@ -292,12 +293,12 @@ func (c *Console) guarded(h http.HandlerFunc, multipartForm bool) http.HandlerFu
 				http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
 				return
 			}
-			formRead(w)
 			if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(v.CSRF)) != 1 {
 				c.log.Warn("console: form without a valid CSRF token refused", "uid", v.UID, "remote", remoteAddr(r), "path", r.URL.Path)
 				http.Error(w, "the form's CSRF token is missing or wrong: reload the page and try again", http.StatusForbidden)
 				return
 			}
+			formRead(w)
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), viewerKey{}, v)))
 	}
