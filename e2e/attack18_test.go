@@ -1,14 +1,22 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"html"
 	"io"
 	"math/rand/v2"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +160,142 @@ func slicesContainsSuffix(lines []string, suffix string) bool {
 		}
 	}
 	return false
+}
+
+// TestAttack18HostileUploader: on the real console, a signed-in user
+// (and, for the sign-in form, anyone who reaches the port) attacks it
+// with what a browser never sends. A request whose body never comes is
+// hung up on (opusd bounds only headers itself); an archive whose name
+// carries a terminal escape and a bidi override is recorded by a name
+// of printable text, as opusctl and the page show it; another user's
+// upload to this project is "not found" and stores nothing, and changes
+// nothing on the host.
+func TestAttack18HostileUploader(t *testing.T) {
+	h := needHost(t)
+	_, uid := addUser(t, "hu")
+	_, other := addUser(t, "ho")
+	name := h.newProject(t)
+	base := "https://" + h.webAddr
+
+	// Slowloris on the sign-in form, while the rest goes on.
+	slow := make(chan error, 1)
+	go func() {
+		conn, err := tls.Dial("tcp", h.webAddr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			slow <- err
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /login HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nuser=", h.webAddr)
+		start := time.Now()
+		conn.SetReadDeadline(start.Add(2 * time.Minute))
+		_, err = io.Copy(io.Discard, conn)
+		if err != nil || time.Since(start) > 45*time.Second {
+			slow <- fmt.Errorf("a sign-in form without its body held its connection %v (%v)", time.Since(start).Round(time.Second), err)
+			return
+		}
+		slow <- nil
+	}()
+
+	signIn := func(uid uint32) (*http.Client, string) {
+		c := consoleClient()
+		if a := consoleDo(t, c, "GET", h.loginLink(t, uid), nil); a.code != http.StatusSeeOther {
+			t.Fatalf("sign in as %d: %d", uid, a.code)
+		}
+		csrf := consoleCSRF.FindStringSubmatch(consoleDo(t, c, "GET", base+"/new", nil).body)
+		if csrf == nil {
+			t.Fatal("no CSRF token on the create page")
+		}
+		return c, csrf[1]
+	}
+	tgz := filepath.Join(t.TempDir(), "notes.tar.gz")
+	if out, err := exec.Command("tar", "czf", tgz, "-C", localApp(t, "notes"), ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	archive, err := os.ReadFile(tgz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(c *http.Client, path, csrf string, fields map[string]string) consoleAnswer {
+		var form bytes.Buffer
+		mw := multipart.NewWriter(&form)
+		mw.WriteField("csrf", csrf)
+		for k, v := range fields {
+			mw.WriteField(k, v)
+		}
+		hdr := textproto.MIMEHeader{}
+		hdr.Set("Content-Disposition", `form-data; name="archive"; filename*=UTF-8''%1B%5D0%3Bowned%07%E2%80%AEzg.rat.tar.gz`)
+		hdr.Set("Content-Type", "application/gzip")
+		pw, _ := mw.CreatePart(hdr)
+		pw.Write(archive)
+		mw.Close()
+		req, _ := http.NewRequest("POST", base+path, &form)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		return consoleAnswer{code: res.StatusCode, body: string(b), location: res.Header.Get("Location")}
+	}
+
+	c, csrf := signIn(uid)
+	a := post(c, "/new/upload", csrf, map[string]string{"name": name, "app": "notes"})
+	if a.code != http.StatusSeeOther || !strings.HasPrefix(a.location, "/ops/") {
+		t.Fatalf("create from the archive: %d %.2000s", a.code, a.body)
+	}
+	h.mustCtl(t, uid, "wait", strings.TrimPrefix(a.location, "/ops/"))
+	mustGet(t, webClient(), h.url(name, "http", "/notes/"), "notes: 0")
+	const want = "?]0;owned??zg.rat.tar.gz (from the web console)"
+	var shown struct {
+		Apps []struct {
+			Source struct {
+				Upload struct {
+					Origin string `json:"origin"`
+				} `json:"upload"`
+			} `json:"source"`
+			Revisions []struct {
+				Origin string `json:"origin"`
+			} `json:"revisions"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal([]byte(h.mustCtl(t, 0, "show", name, "-o", "json")), &shown); err != nil {
+		t.Fatal(err)
+	}
+	if len(shown.Apps) != 1 || shown.Apps[0].Source.Upload.Origin != want || len(shown.Apps[0].Revisions) != 1 || shown.Apps[0].Revisions[0].Origin != want {
+		t.Errorf("recorded origins %+v, want %q", shown.Apps, want)
+	}
+	for _, args := range [][]string{{"show", name}, {"apps", "revisions", name, "notes"}} {
+		if out := h.mustCtl(t, 0, args...); !strings.Contains(out, want) {
+			t.Errorf("opusctl %s does not show the origin as %q:\n%s", strings.Join(args, " "), want, out)
+		}
+	}
+	if page := consoleDo(t, c, "GET", base+"/projects/"+name, nil); page.code != http.StatusOK || strings.ContainsAny(page.body, "\x1b\x07\u202e") {
+		t.Errorf("the project page shows the name as sent: %d", page.code)
+	}
+
+	// Another user's forged upload to this project.
+	before := hostState(t)
+	shownBefore := h.mustCtl(t, 0, "show", name, "-o", "json")
+	oc, ocsrf := signIn(other)
+	if a := post(oc, "/projects/"+name+"/apps/upload", ocsrf, map[string]string{"app": "evil"}); a.code != http.StatusNotFound || !strings.Contains(a.body, "not found") {
+		t.Errorf("another user's upload to the project: %d %.2000s", a.code, a.body)
+	}
+	if a := post(oc, "/projects/"+name+"/apps/notes/upload", ocsrf, nil); a.code != http.StatusNotFound {
+		t.Errorf("another user's update of the app: %d %.2000s", a.code, a.body)
+	}
+	if entries, err := os.ReadDir(filepath.Join(h.cfg.BaseDir, "sources", strconv.FormatUint(uint64(other), 10))); err == nil && len(entries) > 0 {
+		t.Errorf("the refused uploads were stored for uid %d: %v", other, entries)
+	}
+	if hostState(t) != before {
+		t.Errorf("the refused uploads changed the host's accounts")
+	}
+	if after := h.mustCtl(t, 0, "show", name, "-o", "json"); after != shownBefore {
+		t.Errorf("the refused uploads changed the project:\n%s\nwas\n%s", after, shownBefore)
+	}
+
+	if err := <-slow; err != nil {
+		t.Error(err)
+	}
 }
