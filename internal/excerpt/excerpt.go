@@ -8,7 +8,11 @@
 // output: its exception line first, then the traceback lines above it.
 package excerpt
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
 
 // ShortLen is what Short keeps.
 const ShortLen = 64
@@ -50,4 +54,37 @@ func toValid(s string) string {
 		i += size
 	}
 	return string(b)
+}
+
+// Line is s as one line of printable text, at most n bytes (then cut as
+// Cut cuts): every run of white space (newlines, tabs, others) becomes
+// one space, none at either end, and anything else that is not printable
+// (a control character such as a terminal escape, a bidirectional
+// override or another format character, invalid UTF-8) becomes "?", so
+// that neither a terminal nor a page can be made to show something other
+// than the text. It is how the daemons record text someone else chose and
+// others are shown: a commit's subject, the name an upload came from.
+// It stops reading s once it has more than n bytes to show.
+func Line(s string, n int) string {
+	var b strings.Builder
+	space := false
+	for i := 0; i < len(s) && b.Len() <= n; {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			r = '?'
+		case unicode.IsSpace(r):
+			space = b.Len() > 0
+			continue
+		case !unicode.IsPrint(r):
+			r = '?'
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+	}
+	return Cut(b.String(), n)
 }

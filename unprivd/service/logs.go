@@ -146,19 +146,21 @@ func (s *Service) FollowLogs(req *opusv1.FollowLogsRequest, stream opusv1.Opus_F
 	}
 }
 
-// followLimit counts each uid's follows (see maxFollows). The zero value
-// is ready.
-type followLimit struct {
-	mu sync.Mutex
-	n  map[uint32]int
+// uidLimit counts each uid's streams of one kind (FollowLogs' follows,
+// WatchOperation's watches), up to max at once. Its max is set when made;
+// the map is made on first use.
+type uidLimit struct {
+	max int
+	mu  sync.Mutex
+	n   map[uint32]int
 }
 
-// acquire takes one of uid's follows, if it has one left, and returns
+// acquire takes one of uid's streams, if it has one left, and returns
 // what gives it back.
-func (l *followLimit) acquire(uid uint32) (release func(), ok bool) {
+func (l *uidLimit) acquire(uid uint32) (release func(), ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.n[uid] >= maxFollows {
+	if l.n[uid] >= l.max {
 		return nil, false
 	}
 	if l.n == nil {

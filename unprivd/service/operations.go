@@ -67,6 +67,11 @@ func (s *Service) WatchOperation(req *opusv1.WatchOperationRequest, stream opusv
 	if _, err := s.operation(ctx, c, opusv1.Opus_WatchOperation_FullMethodName, req.GetId()); err != nil {
 		return err
 	}
+	release, ok := s.watches.acquire(c.uid)
+	if !ok {
+		return status.Errorf(codes.ResourceExhausted, "operations: you are watching %d operations already, the most one user may at once; stop watching one of them first (close a console page or an opusctl)", maxWatches)
+	}
+	defer release()
 	var lastSent *opusv1.Operation
 	for {
 		// Subscribe before reading, so a change between the read and the
@@ -235,3 +240,8 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// maxWatches is how many operations one uid may watch at once: a watch
+// holds a stream (and, from the web console, a connection) for as long
+// as the operation runs, which the project's own code can make long.
+const maxWatches = 32

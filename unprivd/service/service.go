@@ -108,8 +108,9 @@ type Service struct {
 	log     *slog.Logger
 	// sessions serves opus.v1.ConsoleSessions (consolesessions.go).
 	sessions *consoleSessions
-	// follows counts each caller's FollowLogs streams (logs.go).
-	follows followLimit
+	// follows counts each caller's FollowLogs streams (logs.go),
+	// watches their WatchOperation streams (operations.go).
+	follows, watches *uidLimit
 	// restores are the callers sending a backup (backup.go).
 	restores restoreLimit
 	// pruneKick asks RunDiskPruner for a pass (disk.go).
@@ -133,6 +134,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
 		cfg: cfg, log: cfg.Logger, pruneKick: make(chan struct{}, 1),
+		follows: &uidLimit{max: maxFollows}, watches: &uidLimit{max: maxWatches},
 	}
 	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
 	if cfg.Backups != nil {

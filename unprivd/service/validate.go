@@ -16,6 +16,10 @@ import (
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
+// maxOrigin bounds an upload's origin as recorded, in bytes (before the
+// "..." of a cut).
+const maxOrigin = 1024
+
 func validateProject(field, name string) error {
 	if err := names.ValidateProject(name); err != nil {
 		return invalid(field, "%v", err)
@@ -70,10 +74,9 @@ func (s *Service) source(c caller, projectOwner uint32, field string, src *opusv
 			// The same answer whether nobody or somebody else sent it.
 			return spec, invalid(field+".upload.digest", "you have no upload %s on this host; send it first (opusctl sends a local directory itself; an upload can be used only by whoever sent it)", d)
 		}
-		origin := k.Upload.GetOrigin()
-		if len(origin) > 1024 {
-			origin = origin[:1024]
-		}
+		// The caller's text (a path, a browser's file name), shown to
+		// the project's owner and admins on pages and terminals.
+		origin := excerpt.Line(k.Upload.GetOrigin(), maxOrigin)
 		spec.Upload = &store.UploadSource{Digest: d, Origin: origin, UploaderUID: &uploader}
 	default:
 		return spec, invalid(field, "is missing: give a git url or an upload digest")

@@ -174,6 +174,7 @@ func (c *Console) loginPassword(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the form's CSRF token is missing or wrong: reload the sign-in page", http.StatusForbidden)
 		return
 	}
+	formRead(w)
 	field := strings.TrimSpace(r.PostForm.Get("user"))
 	sc, err := c.conns.sessions()
 	var res *opusv1.SignInWithPasswordResponse
@@ -642,7 +643,8 @@ func relayEvents[T any](c *Console, w http.ResponseWriter, r *http.Request, stre
 			case errors.Is(err, io.EOF), r.Context().Err() != nil, status.Code(err) == codes.DeadlineExceeded:
 				// Done, or nobody is listening.
 			default:
-				fmt.Fprintf(w, "event: failure\ndata: %s\n\n", strings.ReplaceAll(status.Convert(err).Message(), "\n", " "))
+				// One line: CR ends a line of an event stream as LF does.
+				fmt.Fprintf(w, "event: failure\ndata: %s\n\n", excerpt.Line(status.Convert(err).Message(), maxFailure))
 				fl.Flush()
 			}
 			return
@@ -666,6 +668,10 @@ func relayEvents[T any](c *Console, w http.ResponseWriter, r *http.Request, stre
 		fl.Flush()
 	}
 }
+
+// maxFailure bounds the message of an event stream's "failure" event, in
+// bytes.
+const maxFailure = 2000
 
 // eventsRetry is the browser's wait before it opens an event stream
 // again, in milliseconds.

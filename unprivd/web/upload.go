@@ -15,11 +15,13 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/excerpt"
 	"github.com/opus-hosting/opus/internal/names"
 	"github.com/opus-hosting/opus/internal/pack"
 	"github.com/opus-hosting/opus/internal/uploader"
@@ -58,6 +60,10 @@ const (
 	// uploadsAtOnce bounds the upload forms handled at the same time;
 	// each may hold up to MaxUpload bytes in a temporary file.
 	uploadsAtOnce = 4
+	// uploadsPerUser bounds those of one user: an upload may take
+	// uploadTimeout, so one user sending slowly must not keep everyone
+	// else's out.
+	uploadsPerUser = 1
 	// maxCSRF bounds the CSRF field read (the service's tokens are 43
 	// characters).
 	maxCSRF = 100
@@ -264,6 +270,8 @@ func (c *Console) receive(ctx context.Context, r *http.Request, check func(url.V
 			if len(base) > maxUploadName {
 				return nil, refuse(http.StatusBadRequest, "The archive's name is longer than %d bytes.", maxUploadName)
 			}
+			// The name names the upload to its owner and admins.
+			base = excerpt.Line(base, maxUploadName)
 			archive = base
 			switch kind := archiveKind(base); kind {
 			case "zip":
@@ -302,7 +310,11 @@ func (c *Console) receive(ctx context.Context, r *http.Request, check func(url.V
 	case len(entries) > 0:
 		return c.packAndSend(ctx, v, func(w io.Writer) (string, error) {
 			return pack.WriteEntries(ctx, w, entries, c.treeLimits(), pack.StripTop)
-		}, "the folder", func(top string) (string, string) { return origin(top, true), top })
+		}, "the folder", func(top string) (string, string) {
+			// The folder's name names the upload to its owner and admins.
+			top = excerpt.Line(top, maxUploadName)
+			return origin(top, true), top
+		})
 	case archive != "":
 		size := spooled
 		return c.packAndSend(ctx, v, func(w io.Writer) (string, error) {
@@ -462,20 +474,34 @@ func sizeText(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// uploadSlot takes one of the uploadsAtOnce slots, or says to come back.
-func (c *Console) uploadSlot() (func(), *uploadError) {
+// uploadSlot takes one of the uploadsAtOnce slots for uid, within its
+// uploadsPerUser, or says to come back.
+func (c *Console) uploadSlot(uid uint32) (func(), *uploadError) {
+	c.uploadsMu.Lock()
+	defer c.uploadsMu.Unlock()
+	if c.uploadsBy[uid] >= uploadsPerUser {
+		return nil, refuse(http.StatusServiceUnavailable, "You are sending an upload already (in another tab or window, or one that was cut off): wait until it has ended, then try again.")
+	}
 	select {
 	case c.uploadSlots <- struct{}{}:
-		return func() { <-c.uploadSlots }, nil
 	default:
 		return nil, refuse(http.StatusServiceUnavailable, "The console is receiving %d uploads already; try again in a minute.", uploadsAtOnce)
 	}
+	c.uploadsBy[uid]++
+	return sync.OnceFunc(func() {
+		c.uploadsMu.Lock()
+		defer c.uploadsMu.Unlock()
+		if c.uploadsBy[uid]--; c.uploadsBy[uid] <= 0 {
+			delete(c.uploadsBy, uid)
+		}
+		<-c.uploadSlots
+	}), nil
 }
 
 // uploadRequest runs an upload form's handler part common to all three:
 // a slot, the time bound, the form received and sent.
 func (c *Console) uploadRequest(w http.ResponseWriter, r *http.Request, check func(url.Values) *uploadError) (context.Context, context.CancelFunc, *upload, *uploadError) {
-	release, uerr := c.uploadSlot()
+	release, uerr := c.uploadSlot(viewerFrom(r).UID)
 	if uerr != nil {
 		return r.Context(), func() {}, nil, uerr
 	}
@@ -533,6 +559,19 @@ func checkAppName(f url.Values, field string) *uploadError {
 	return nil
 }
 
+// checkProject refuses an upload form for a project the signed-in user
+// cannot see (another user's, or none) before any file is read: the form
+// is then "not found", as the API would answer after the upload, and
+// nothing is stored. The refusal page asks the API again, so it is the
+// API's own.
+func (c *Console) checkProject(r *http.Request) *uploadError {
+	_, err := viewerFrom(r).rpc.GetProject(r.Context(), &opusv1.GetProjectRequest{Name: r.PathValue("name")})
+	if err != nil {
+		return &uploadError{code: httpCode(status.Code(err)), msg: status.Convert(err).Message()}
+	}
+	return nil
+}
+
 // appName is the form's app name, or the upload's.
 func appName(r *http.Request, up *upload) string {
 	if n := strings.TrimSpace(r.PostForm.Get("app")); n != "" {
@@ -580,7 +619,12 @@ func (c *Console) createFromUpload(w http.ResponseWriter, r *http.Request) {
 // addFromUpload adds an app from an upload to a project.
 func (c *Console) addFromUpload(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
-	ctx, cancel, up, uerr := c.uploadRequest(w, r, func(f url.Values) *uploadError { return checkAppName(f, "app") })
+	ctx, cancel, up, uerr := c.uploadRequest(w, r, func(f url.Values) *uploadError {
+		if uerr := c.checkProject(r); uerr != nil {
+			return uerr
+		}
+		return checkAppName(f, "app")
+	})
 	defer cancel()
 	if uerr != nil {
 		c.renderProject(w, r, uerr.code, map[string]string{"upload-add": uerr.msg, "upload-add." + cmp.Or(uerr.field, "file"): uerr.msg})
@@ -595,7 +639,7 @@ func (c *Console) updateByUpload(w http.ResponseWriter, r *http.Request) {
 	v := viewerFrom(r)
 	app := r.PathValue("app")
 	form := "update-" + app
-	ctx, cancel, up, uerr := c.uploadRequest(w, r, nil)
+	ctx, cancel, up, uerr := c.uploadRequest(w, r, func(url.Values) *uploadError { return c.checkProject(r) })
 	defer cancel()
 	if uerr != nil {
 		c.renderProject(w, r, uerr.code, map[string]string{form: uerr.msg, form + ".file": uerr.msg})

@@ -45,6 +45,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -89,9 +90,11 @@ type Console struct {
 	log   *slog.Logger
 	pages map[string]*template.Template
 	// uploads bound the upload forms; uploadSlots the ones handled at
-	// once.
+	// once, uploadsBy each user's share of them (under uploadsMu).
 	uploads     UploadLimits
 	uploadSlots chan struct{}
+	uploadsMu   sync.Mutex
+	uploadsBy   map[uint32]int
 	// handler is the routes behind cross-origin protection.
 	handler http.Handler
 }
@@ -107,7 +110,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Uploads.MaxUpload <= 0 {
 		return nil, errors.New("web: Uploads.MaxUpload is required (the API's upload limit)")
 	}
-	c := &Console{conns: newConns(cfg.Listener), log: cfg.Logger, uploads: cfg.Uploads, uploadSlots: make(chan struct{}, uploadsAtOnce)}
+	c := &Console{conns: newConns(cfg.Listener), log: cfg.Logger, uploads: cfg.Uploads, uploadSlots: make(chan struct{}, uploadsAtOnce), uploadsBy: map[uint32]int{}}
 	if err := c.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -130,7 +133,28 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
+	if r.ContentLength != 0 {
+		// opusd's server bounds the reading of a request's headers only:
+		// a body that never comes (the sign-in form's, before anyone is
+		// signed in) would hold the connection and its goroutine for
+		// good, even after the answer (the server reads on to the end).
+		// An upload form gets longer once it has a slot (uploadTimeout).
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(formReadTimeout))
+	}
 	c.handler.ServeHTTP(w, r)
+}
+
+// formReadTimeout bounds the reading of a request's body: a form, or an
+// upload form until it has one of the upload slots (a var for tests).
+var formReadTimeout = 30 * time.Second
+
+// formRead lifts the bound of formReadTimeout once a form was read whole
+// (its CSRF token found in the urlencoded body that ParseForm read to its
+// end; ParseForm reads no other kind of body): a handler that then waits
+// on the API must not have its request cancelled by the deadline (the
+// server's check for a closed connection reads on after the body).
+func formRead(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 }
 
 func (c *Console) parseTemplates() error {
@@ -274,6 +298,7 @@ func (c *Console) guarded(h http.HandlerFunc, multipartForm bool) http.HandlerFu
 				http.Error(w, "the form's CSRF token is missing or wrong: reload the page and try again", http.StatusForbidden)
 				return
 			}
+			formRead(w)
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), viewerKey{}, v)))
 	}
