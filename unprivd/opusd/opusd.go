@@ -135,6 +135,18 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		Succeeded:     func(string) { svc.KickPrune() },
 		Observer:      mets,
 	})
+	// Any local user may connect; identity is checked per call from the
+	// peer credentials. A socket-activated opusd takes no lock: its
+	// socket's directory is systemd's, not the opus user's to write, and
+	// a second opusd with the same configuration is stopped before it
+	// gets near the socket anyway, by the lock on the state store. The
+	// socket comes before the metrics and console addresses: a second
+	// opusd beside the running one says that, not that a port is taken.
+	lis, lock, err := d.Listen(daemon.Socket{Path: o.Socket, Mode: 0o666, Group: -1})
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	metricsSrv, err := listenMetrics(mets, cfg.MetricsListen)
 	if err != nil {
 		return err
@@ -161,16 +173,6 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		return err
 	}
 
-	// Any local user may connect; identity is checked per call from the
-	// peer credentials. A socket-activated opusd takes no lock: its
-	// socket's directory is systemd's, not the opus user's to write, and
-	// a second opusd with the same configuration is stopped before it
-	// gets near the socket anyway, by the lock on the state store.
-	lis, lock, err := d.Listen(daemon.Socket{Path: o.Socket, Mode: 0o666, Group: -1})
-	if err != nil {
-		return err
-	}
-	defer lock.Release()
 	g := grpc.NewServer(append(svc.ServerOptions(), grpc.Creds(peercred.Server()))...)
 	svc.Register(g)
 	hs := health.NewServer()
