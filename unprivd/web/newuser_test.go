@@ -78,3 +78,16 @@ func TestFailedOperationSaysUndone(t *testing.T) {
 		t.Fatalf("the undone failure's page: %d %.3000s", page.code, page.body)
 	}
 }
+// TestRollbackPreviousOnlyWhenThereIsOne: "Roll back to the previous
+// revision" is offered for an app with an earlier revision, not for one
+// whose only revision runs (the API would refuse it: a dead end).
+func TestRollbackPreviousOnlyWhenThereIsOne(t *testing.T) {
+	r, a, _ := formsRig(t)
+	pp := do(t, a, "GET", r.srv.URL+"/projects/blog", nil)
+	if pp.code != 200 || !strings.Contains(pp.body, `id="rollback-shop">Roll back to the previous revision</button>`) {
+		t.Fatalf("shop has two revisions: want its rollback button: %d %.3000s", pp.code, pp.body)
+	}
+	if strings.Contains(pp.body, `id="rollback-polls"`) {
+		t.Fatalf("polls runs its only revision, yet the page offers to roll it back")
+	}
+}
