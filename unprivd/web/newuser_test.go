@@ -91,3 +91,14 @@ func TestRollbackPreviousOnlyWhenThereIsOne(t *testing.T) {
 		t.Fatalf("polls runs its only revision, yet the page offers to roll it back")
 	}
 }
+// TestUploadedAppSourceOnce: an uploaded app's card says what it runs
+// once, by its short digest, not its source line again with the whole
+// 64-digit digest.
+func TestUploadedAppSourceOnce(t *testing.T) {
+	r, a, _ := formsRig(t)
+	pp := do(t, a, "GET", r.srv.URL+"/projects/blog", nil)
+	card := regexp.MustCompile(`(?s)<section class="card app" id="app-polls">.*?</section>`).FindString(pp.body)
+	if card == "" || strings.Contains(card, digest) || strings.Count(card, "/home/alice/polls") != 1 {
+		t.Fatalf("polls' card (full digest shown: %v, origin shown %d times):\n%s", strings.Contains(card, digest), strings.Count(card, "/home/alice/polls"), card)
+	}
+}
