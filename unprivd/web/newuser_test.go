@@ -78,6 +78,7 @@ func TestFailedOperationSaysUndone(t *testing.T) {
 		t.Fatalf("the undone failure's page: %d %.3000s", page.code, page.body)
 	}
 }
+
 // TestRollbackPreviousOnlyWhenThereIsOne: "Roll back to the previous
 // revision" is offered for an app with an earlier revision, not for one
 // whose only revision runs (the API would refuse it: a dead end).
@@ -91,6 +92,7 @@ func TestRollbackPreviousOnlyWhenThereIsOne(t *testing.T) {
 		t.Fatalf("polls runs its only revision, yet the page offers to roll it back")
 	}
 }
+
 // TestUploadedAppSourceOnce: an uploaded app's card says what it runs
 // once, by its short digest, not its source line again with the whole
 // 64-digit digest.
