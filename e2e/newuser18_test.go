@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/user"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +48,34 @@ func TestConsoleNewUserTour(t *testing.T) {
 		t.Errorf("notes runs its only revision, yet the page offers to roll it back (%d buttons, %v)", n, err)
 	}
 
+	// A second revision: now there is one to go back to, and the
+	// revisions table at 1280 px keeps each digest on one line beside
+	// the rollback forms.
+	v2 := localApp(t, "notes")
+	views := filepath.Join(v2, "views.py")
+	old, err := os.ReadFile(views)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(views, bytes.Replace(old, []byte(`"notes: %d\n"`), []byte(`"notes v2: %d\n"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	step(t, ctx, "choose the second version", time.Minute, chromedp.SetUploadFiles(chromedp.CSS("#update-notes-folder"), []string{v2}))
+	waitFiles(t, ctx, "update-notes-folder")
+	step(t, ctx, "upload the second version", time.Minute, chromedp.Click(chromedp.CSS("#update-notes")), chromedp.WaitVisible(chromedp.CSS("#steps")))
+	waitDone(t, ctx, "update")
+	mustGet(t, webClient(), h.url(name, "http", "/notes/"), "notes v2: 0")
+	setWidth(t, ctx, 1280)
+	step(t, ctx, "open the project page", time.Minute, chromedp.Navigate(base+"/projects/"+name), chromedp.WaitVisible(chromedp.CSS("#revisions-notes")))
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#rollback-notes').length`)); err != nil || n != 1 {
+		t.Errorf("notes has an earlier revision, yet the page offers %d buttons to roll back to it (%v)", n, err)
+	}
+	wrapped, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#revisions-notes code.resolved')].filter(c => {
+  const lh = parseFloat(getComputedStyle(c).lineHeight) || 20; return c.getBoundingClientRect().height > 1.6 * lh }).map(c => c.textContent)`))
+	if err != nil || len(wrapped) > 0 {
+		t.Errorf("at 1280 px the revisions table breaks digests over lines: %q (%v)", wrapped, err)
+	}
+
 	// Break it: an update whose ready() raises is undone, and says so.
 	broken := hostileApp(t, "notes", `raise RuntimeError("notes is broken on purpose")`)
 	step(t, ctx, "choose the broken folder", time.Minute, chromedp.SetUploadFiles(chromedp.CSS("#update-notes-folder"), []string{broken}))
@@ -59,7 +90,7 @@ func TestConsoleNewUserTour(t *testing.T) {
 	if e := textOf(t, ctx, "#op-error"); !strings.Contains(e, "notes is broken on purpose") {
 		t.Errorf("the failed update's error: %q", e)
 	}
-	mustGet(t, webClient(), h.url(name, "http", "/notes/"), "notes: 0")
+	mustGet(t, webClient(), h.url(name, "http", "/notes/"), "notes v2: 0")
 
 	// Destroy: the finished page leads back to the list.
 	step(t, ctx, "destroy", time.Minute, chromedp.Navigate(base+"/projects/"+name),
