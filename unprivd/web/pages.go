@@ -811,6 +811,12 @@ func opFinal(op *opusv1.Operation) bool {
 	return s == opusv1.OperationState_OPERATION_STATE_SUCCEEDED || s == opusv1.OperationState_OPERATION_STATE_FAILED
 }
 
+// opDestroyed says op is a destroy that finished: its project is gone.
+func opDestroyed(op *opusv1.Operation) bool {
+	return op.GetKind() == opusv1.OperationKind_OPERATION_KIND_DELETE &&
+		op.GetState() == opusv1.OperationState_OPERATION_STATE_SUCCEEDED
+}
+
 func when(t *timestamppb.Timestamp) string {
 	if t == nil {
 		return ""

@@ -168,6 +168,7 @@ func (c *Console) parseTemplates() error {
 		"short":      shortCommit,
 		"username":   userName,
 		"final":      opFinal,
+		"destroyed":  opDestroyed,
 		"gitURL":     gitURL,
 		"runningRef": runningRef,
 		"envText":    envText,
