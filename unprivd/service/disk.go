@@ -346,7 +346,7 @@ func (s *Service) projectUsage(ctx context.Context, p *store.Project, users map[
 	}
 	pu.Data = &opusv1.ByteCount{Bytes: data.Bytes, AtLeast: data.Partial}
 	for _, sn := range p.Snapshots {
-		pu.SnapshotBytes += sn.Size
+		pu.SnapshotBytes += sn.Bytes()
 		pu.Snapshots++
 	}
 	seen := map[store.UploadRef]bool{}

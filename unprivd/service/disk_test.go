@@ -71,7 +71,7 @@ func TestGetDiskUsage(t *testing.T) {
 				{Name: "blog", Upload: &store.UploadSource{Digest: digest, UploaderUID: &a}},
 			}},
 			Status:    store.Status{Apps: map[string]store.AppStatus{"shop": {Revisions: []store.Revision{{URL: repo, Resolved: "1"}, {URL: repo, Resolved: "2"}}}}},
-			Snapshots: []store.Snapshot{{ID: "s1", Size: 100}, {ID: "s2", Size: 50}}},
+			Snapshots: []store.Snapshot{{ID: "s1", Size: 100}, {ID: "s2", Size: 30, Media: true, MediaSize: 20}}}, // a restore's media files count
 		&store.Project{Name: "beta", OwnerUID: uidB, Spec: store.Spec{Apps: []store.AppSpec{{Name: "shop", Git: &store.GitSource{URL: repo}}}},
 			Snapshots: []store.Snapshot{{ID: "s1", Size: 7}}},
 		&store.Project{Name: "gamma", OwnerUID: uidA},
