@@ -328,3 +328,62 @@ func TestBackupTmpEmptiedAtStart(t *testing.T) {
 		t.Errorf("%s is still there: %v", left, err)
 	}
 }
+
+// TestRestoreWithinSnapshotQuota: a restore keeps the backup's database
+// and media files as a snapshot its project's next run must restore,
+// which nothing may drop until then; so it must fit the owner's
+// snapshot_quota beside the other snapshots pending restores hold, or a
+// user could pile up restores that never run (a git commit that is gone)
+// past any quota. Refused, nothing is recorded and no file is left.
+func TestRestoreWithinSnapshotQuota(t *testing.T) {
+	ctx := context.Background()
+	// The fake privd's copies: "sqlite of orig" and "media of orig".
+	const parts = int64(len("sqlite of orig") + len("media of orig"))
+	for _, tc := range []struct {
+		name    string
+		quota   int64
+		pending bool // the owner's other project holds 10 bytes for a pending restore
+		want    codes.Code
+	}{
+		{"no quota", 0, true, codes.OK},
+		{"fits", parts + 10, true, codes.OK},
+		{"held by a pending restore", parts + 9, true, codes.ResourceExhausted},
+		{"others may be dropped", parts, false, codes.OK},
+		{"larger than the quota", parts - 1, false, codes.ResourceExhausted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, serverOpt{admins: fakeAdmins{}, disk: Disk{SnapshotQuota: tc.quota}})
+			uid := uint32(os.Getuid())
+			putDeployed(t, s, "orig", uid)
+			if _, err := s.st.UpdateProject(ctx, "orig", func(p *store.Project) error {
+				p.Snapshots = []store.Snapshot{{ID: "held", Size: 4, Media: true, MediaSize: 6}}
+				if tc.pending {
+					p.Spec.RestoreSnapshot = "held"
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			file, err := backupOf(t, s, "orig")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = restoreTo(t, s, &opusv1.RestoreInfo{Name: "twin"}, file)
+			if status.Code(err) != tc.want {
+				t.Fatalf("restore: %v, want %v", err, tc.want)
+			}
+			if tc.want == codes.OK {
+				return
+			}
+			if !strings.Contains(err.Error(), "snapshot_quota") {
+				t.Errorf("the refusal does not name the quota: %v", err)
+			}
+			if _, err := s.st.GetProject(ctx, "twin"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("a refused restore recorded the project: %v", err)
+			}
+			if entries, _ := os.ReadDir(filepath.Join(s.dir, "base", "snapshots", "twin")); len(entries) != 0 {
+				t.Errorf("a refused restore left snapshot files: %v", entries)
+			}
+		})
+	}
+}
