@@ -419,6 +419,16 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			return nil, status.Errorf(codes.FailedPrecondition, "project %q keeps its data in another kind of database than the backup's (%s); restore it under another name (--as NEWNAME)", name, engine)
 		}
 	}
+	// The snapshot quota, checked before anything is stored (uploads,
+	// snapshot files), so a refused restore leaves nothing, and again
+	// when the project is recorded, where it cannot race.
+	need := arch.Size(dataPart)
+	if arch.Has(backup.MediaFile) {
+		need += arch.Size(backup.MediaFile)
+	}
+	if err := s.st.View(ctx, func(tx *store.Tx) error { return s.restoreFits(tx, owner, name, need) }); err != nil {
+		return nil, s.storeErr(ctx, err)
+	}
 	// Uploaded apps: their archives become the owner's uploads (checked
 	// and counted like any upload), and must be the ones named.
 	for _, a := range req.GetApps() {
@@ -457,15 +467,6 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 	dir := snapshot.NewDir(s.cfg.Backups.BaseDir)
 	id := snapshot.NewID(s.cfg.Now())
 	rec := store.Snapshot{ID: id, Time: arch.Manifest.Created, Engine: engine, Media: arch.Has(backup.MediaFile)}
-	need := arch.Size(dataPart)
-	if rec.Media {
-		need += arch.Size(backup.MediaFile)
-	}
-	// Checked before the copy, so a refused restore writes nothing, and
-	// again when it is recorded, where it cannot race.
-	if err := s.st.View(ctx, func(tx *store.Tx) error { return s.restoreFits(tx, owner, name, need) }); err != nil {
-		return nil, s.storeErr(ctx, err)
-	}
 	if rec.Size, err = copyPart(dir, arch, name, id, dataPart, s.cfg.Backups.MaxData); err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
