@@ -87,6 +87,13 @@ func (s *Service) BackupProject(req *opusv1.BackupProjectRequest, stream opusv1.
 	case p.Applied == nil:
 		return status.Errorf(codes.FailedPrecondition, "project %q has never been deployed: there is nothing to back up", p.Name)
 	}
+	// One at a time per caller: each spools up to twice MaxData in
+	// opusd's directory and has privd copy the project's data.
+	release, ok := s.backups.acquire(c.uid)
+	if !ok {
+		return status.Error(codes.ResourceExhausted, "you have a backup under way; wait until it is written and try again")
+	}
+	defer release()
 	tmp, err := s.tmpDir()
 	if err != nil {
 		return s.storeErr(ctx, err)

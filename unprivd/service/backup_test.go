@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -385,5 +387,57 @@ func TestRestoreWithinSnapshotQuota(t *testing.T) {
 				t.Errorf("a refused restore left snapshot files: %v", entries)
 			}
 		})
+	}
+}
+
+// TestBackupOnePerCaller: a backup spools the project's database and
+// media (up to snapshot_max_bytes each) in opusd's directory and has
+// privd copy them, so a caller runs one at a time: a second while the
+// first is copying is refused at once (else a user could start hundreds
+// and fill opusd's disk with copies of one project); once the first is
+// done the next is served.
+func TestBackupOnePerCaller(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	uid := uint32(os.Getuid())
+	putDeployed(t, s, "orig", uid)
+	db := &store.Database{Engine: "postgresql", Host: "db.example.com", Port: 5432, Name: "orig", User: "orig", Password: "pg-password"}
+	if _, err := s.st.UpdateProject(ctx, "orig", func(p *store.Project) error {
+		p.Spec.Database, p.Applied.Database = db, db
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.svc.cfg.Backups.PGDump = func(ctx context.Context, c postgres.Conn, w io.Writer) error {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			close(entered)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		_, err := io.WriteString(w, "pg_dump of "+c.Name)
+		return err
+	}
+	first := make(chan error, 1)
+	go func() { _, err := backupOf(t, s, "orig"); first <- err }()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first backup never copied the database")
+	}
+	if _, err := backupOf(t, s, "orig"); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a second backup while the first copies: %v, want ResourceExhausted", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("the first backup: %v", err)
+	}
+	if _, err := backupOf(t, s, "orig"); err != nil {
+		t.Errorf("a backup after the first: %v", err)
 	}
 }
