@@ -87,6 +87,13 @@ func (s *Service) BackupProject(req *opusv1.BackupProjectRequest, stream opusv1.
 	case p.Applied == nil:
 		return status.Errorf(codes.FailedPrecondition, "project %q has never been deployed: there is nothing to back up", p.Name)
 	}
+	// One at a time per caller: each spools up to twice MaxData in
+	// opusd's directory and has privd copy the project's data.
+	release, ok := s.backups.acquire(c.uid)
+	if !ok {
+		return status.Error(codes.ResourceExhausted, "you have a backup under way; wait until it is written and try again")
+	}
+	defer release()
 	tmp, err := s.tmpDir()
 	if err != nil {
 		return s.storeErr(ctx, err)
@@ -419,6 +426,16 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			return nil, status.Errorf(codes.FailedPrecondition, "project %q keeps its data in another kind of database than the backup's (%s); restore it under another name (--as NEWNAME)", name, engine)
 		}
 	}
+	// The snapshot quota, checked before anything is stored (uploads,
+	// snapshot files), so a refused restore leaves nothing, and again
+	// when the project is recorded, where it cannot race.
+	need := arch.Size(dataPart)
+	if arch.Has(backup.MediaFile) {
+		need += arch.Size(backup.MediaFile)
+	}
+	if err := s.st.View(ctx, func(tx *store.Tx) error { return s.restoreFits(tx, owner, name, need) }); err != nil {
+		return nil, s.storeErr(ctx, err)
+	}
 	// Uploaded apps: their archives become the owner's uploads (checked
 	// and counted like any upload), and must be the ones named.
 	for _, a := range req.GetApps() {
@@ -472,6 +489,9 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			return err
 		}
 		if err := databaseTaken(tx, name, spec.Database); err != nil {
+			return err
+		}
+		if err := s.restoreFits(tx, owner, name, rec.Bytes()); err != nil {
 			return err
 		}
 		p, err := tx.Project(name)
@@ -532,6 +552,35 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 		"replace", existing != nil, "operation", op.ID, "backup_created", arch.Manifest.Created, "backup_opus", arch.Manifest.OpusVersion)
 	s.kick.Kick(name)
 	return toOperation(op), nil
+}
+
+// restoreFits refuses a restore whose data (need bytes: the database and
+// media files it keeps as project's snapshot until its run restores them)
+// does not fit owner's snapshot_quota beside the snapshots other pending
+// restores hold. Those cannot be dropped to make room, as the reconciler
+// drops older snapshots, so without this check restores that never run
+// (a git commit that is gone) would pile up past any quota. project's own
+// pending restore, if any, is the one this restore replaces.
+func (s *Service) restoreFits(tx *store.Tx, owner uint32, project string, need int64) error {
+	quota := s.cfg.Disk.SnapshotQuota
+	if quota <= 0 {
+		return nil
+	}
+	var ps []*store.Project
+	err := tx.EachProjectOwnedBy(owner, func(p store.Project) error {
+		if p.Name != project {
+			ps = append(ps, &p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	held := snapshot.Held(snapshot.OfUser(ps))
+	if held+need > quota {
+		return status.Errorf(codes.ResourceExhausted, "the backup's database and media files (%d bytes) do not fit the owner's snapshot quota (snapshot_quota, %d bytes) beside the %d bytes pending restores of their other projects hold; wait for those to finish or delete those projects, or ask the host administrator to raise snapshot_quota", need, quota, held)
+	}
+	return nil
 }
 
 // copyPart copies part of arch into snapshot id of project.

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -326,5 +328,116 @@ func TestBackupTmpEmptiedAtStart(t *testing.T) {
 	}
 	if _, err := os.Stat(left); !os.IsNotExist(err) {
 		t.Errorf("%s is still there: %v", left, err)
+	}
+}
+
+// TestRestoreWithinSnapshotQuota: a restore keeps the backup's database
+// and media files as a snapshot its project's next run must restore,
+// which nothing may drop until then; so it must fit the owner's
+// snapshot_quota beside the other snapshots pending restores hold, or a
+// user could pile up restores that never run (a git commit that is gone)
+// past any quota. Refused, nothing is recorded and no file is left.
+func TestRestoreWithinSnapshotQuota(t *testing.T) {
+	ctx := context.Background()
+	// The fake privd's copies: "sqlite of orig" and "media of orig".
+	const parts = int64(len("sqlite of orig") + len("media of orig"))
+	for _, tc := range []struct {
+		name    string
+		quota   int64
+		pending bool // the owner's other project holds 10 bytes for a pending restore
+		want    codes.Code
+	}{
+		{"no quota", 0, true, codes.OK},
+		{"fits", parts + 10, true, codes.OK},
+		{"held by a pending restore", parts + 9, true, codes.ResourceExhausted},
+		{"others may be dropped", parts, false, codes.OK},
+		{"larger than the quota", parts - 1, false, codes.ResourceExhausted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, serverOpt{admins: fakeAdmins{}, disk: Disk{SnapshotQuota: tc.quota}})
+			uid := uint32(os.Getuid())
+			putDeployed(t, s, "orig", uid)
+			if _, err := s.st.UpdateProject(ctx, "orig", func(p *store.Project) error {
+				p.Snapshots = []store.Snapshot{{ID: "held", Size: 4, Media: true, MediaSize: 6}}
+				if tc.pending {
+					p.Spec.RestoreSnapshot = "held"
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			file, err := backupOf(t, s, "orig")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = restoreTo(t, s, &opusv1.RestoreInfo{Name: "twin"}, file)
+			if status.Code(err) != tc.want {
+				t.Fatalf("restore: %v, want %v", err, tc.want)
+			}
+			if tc.want == codes.OK {
+				return
+			}
+			if !strings.Contains(err.Error(), "snapshot_quota") {
+				t.Errorf("the refusal does not name the quota: %v", err)
+			}
+			if _, err := s.st.GetProject(ctx, "twin"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("a refused restore recorded the project: %v", err)
+			}
+			if entries, _ := os.ReadDir(filepath.Join(s.dir, "base", "snapshots", "twin")); len(entries) != 0 {
+				t.Errorf("a refused restore left snapshot files: %v", entries)
+			}
+		})
+	}
+}
+
+// TestBackupOnePerCaller: a backup spools the project's database and
+// media (up to snapshot_max_bytes each) in opusd's directory and has
+// privd copy them, so a caller runs one at a time: a second while the
+// first is copying is refused at once (else a user could start hundreds
+// and fill opusd's disk with copies of one project); once the first is
+// done the next is served.
+func TestBackupOnePerCaller(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{}})
+	ctx := context.Background()
+	uid := uint32(os.Getuid())
+	putDeployed(t, s, "orig", uid)
+	db := &store.Database{Engine: "postgresql", Host: "db.example.com", Port: 5432, Name: "orig", User: "orig", Password: "pg-password"}
+	if _, err := s.st.UpdateProject(ctx, "orig", func(p *store.Project) error {
+		p.Spec.Database, p.Applied.Database = db, db
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.svc.cfg.Backups.PGDump = func(ctx context.Context, c postgres.Conn, w io.Writer) error {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			close(entered)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		_, err := io.WriteString(w, "pg_dump of "+c.Name)
+		return err
+	}
+	first := make(chan error, 1)
+	go func() { _, err := backupOf(t, s, "orig"); first <- err }()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first backup never copied the database")
+	}
+	if _, err := backupOf(t, s, "orig"); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a second backup while the first copies: %v, want ResourceExhausted", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("the first backup: %v", err)
+	}
+	if _, err := backupOf(t, s, "orig"); err != nil {
+		t.Errorf("a backup after the first: %v", err)
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/opus-hosting/opus/internal/layout"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/diskusage"
@@ -225,6 +228,12 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 	if err != nil {
 		return nil, err
 	}
+	// One at a time per caller: each call walks trees their code fills.
+	release, ok := s.diskUsage.acquire(c.uid)
+	if !ok {
+		return nil, status.Error(codes.ResourceExhausted, "your previous disk usage report is still being measured; wait for it and ask again")
+	}
+	defer release()
 	var ps []*store.Project
 	var owners []uint32
 	err = s.st.View(ctx, func(tx *store.Tx) error {
@@ -346,7 +355,7 @@ func (s *Service) projectUsage(ctx context.Context, p *store.Project, users map[
 	}
 	pu.Data = &opusv1.ByteCount{Bytes: data.Bytes, AtLeast: data.Partial}
 	for _, sn := range p.Snapshots {
-		pu.SnapshotBytes += sn.Size
+		pu.SnapshotBytes += sn.Bytes()
 		pu.Snapshots++
 	}
 	seen := map[store.UploadRef]bool{}

@@ -71,7 +71,7 @@ func TestGetDiskUsage(t *testing.T) {
 				{Name: "blog", Upload: &store.UploadSource{Digest: digest, UploaderUID: &a}},
 			}},
 			Status:    store.Status{Apps: map[string]store.AppStatus{"shop": {Revisions: []store.Revision{{URL: repo, Resolved: "1"}, {URL: repo, Resolved: "2"}}}}},
-			Snapshots: []store.Snapshot{{ID: "s1", Size: 100}, {ID: "s2", Size: 50}}},
+			Snapshots: []store.Snapshot{{ID: "s1", Size: 100}, {ID: "s2", Size: 30, Media: true, MediaSize: 20}}}, // a restore's media files count
 		&store.Project{Name: "beta", OwnerUID: uidB, Spec: store.Spec{Apps: []store.AppSpec{{Name: "shop", Git: &store.GitSource{URL: repo}}}},
 			Snapshots: []store.Snapshot{{ID: "s1", Size: 7}}},
 		&store.Project{Name: "gamma", OwnerUID: uidA},
@@ -189,5 +189,66 @@ func TestPruneDisk(t *testing.T) {
 	want := map[string]bool{"https://example.com/now.git": true, "https://example.com/mid.git": true}
 	if !maps.Equal(git.policy.InUse, want) || git.policy.MaxBytes != 99 || git.policy.Idle != time.Hour || git.policy.Limit <= 0 {
 		t.Errorf("git policy %+v, want in use %v and the bounds", git.policy, want)
+	}
+}
+
+// blockingGit is a git cache whose first CacheSize waits for release: a
+// GetDiskUsage held in the middle of its measuring.
+type blockingGit struct {
+	fakeGit
+	once             sync.Once
+	entered, release chan struct{}
+}
+
+func (b *blockingGit) CacheSize(ctx context.Context, url string) (source.Cache, error) {
+	first := false
+	b.once.Do(func() { first = true })
+	if first {
+		close(b.entered)
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+		}
+	}
+	return b.fakeGit.CacheSize(ctx, url)
+}
+
+// TestGetDiskUsageOnePerCaller: every GetDiskUsage walks the caller's
+// project directories, which their code fills (up to the walk's bounds),
+// so one caller runs one at a time: a second call while the first
+// measures is refused at once, not one more walk of a hostile tree (a
+// user could otherwise start hundreds and keep opusd's disk and CPU
+// busy). Another caller is not held up, and the first caller may call
+// again once theirs is done.
+func TestGetDiskUsageOnePerCaller(t *testing.T) {
+	const repo = "https://example.com/shop.git"
+	git := &blockingGit{fakeGit: fakeGit{sizes: map[string]int64{repo: 10}}, entered: make(chan struct{}), release: make(chan struct{})}
+	s := startServer(t, serverOpt{admins: fakeAdmins{}, disk: Disk{BaseDir: t.TempDir(), Git: git}})
+	putProjects(t, s,
+		&store.Project{Name: "alpha", OwnerUID: uidA, Spec: store.Spec{Apps: []store.AppSpec{{Name: "shop", Git: &store.GitSource{URL: repo}}}}},
+		&store.Project{Name: "beta", OwnerUID: uidB})
+	usage := func(uid uint32) error {
+		_, err := asUID(t, s.svc, uid, opusv1.Opus_GetDiskUsage_FullMethodName, s.svc.GetDiskUsage, &opusv1.GetDiskUsageRequest{})
+		return err
+	}
+	first := make(chan error, 1)
+	go func() { first <- usage(uidA) }()
+	select {
+	case <-git.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first call never measured")
+	}
+	if err := usage(uidA); code(err) != codes.ResourceExhausted {
+		t.Errorf("a second call while the first measures: %v, want ResourceExhausted", err)
+	}
+	if err := usage(uidB); err != nil {
+		t.Errorf("another caller: %v", err)
+	}
+	close(git.release)
+	if err := <-first; err != nil {
+		t.Fatalf("the first call: %v", err)
+	}
+	if err := usage(uidA); err != nil {
+		t.Errorf("a call after the first: %v", err)
 	}
 }

@@ -113,6 +113,9 @@ type Service struct {
 	follows, watches *uidLimit
 	// restores are the callers sending a backup (backup.go).
 	restores restoreLimit
+	// diskUsage are the callers whose GetDiskUsage is measuring (disk.go),
+	// backups those whose BackupProject runs (backup.go): one each.
+	diskUsage, backups *uidLimit
 	// pruneKick asks RunDiskPruner for a pass (disk.go).
 	pruneKick chan struct{}
 }
@@ -134,7 +137,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
 		cfg: cfg, log: cfg.Logger, pruneKick: make(chan struct{}, 1),
-		follows: &uidLimit{max: maxFollows}, watches: &uidLimit{max: maxWatches},
+		follows: &uidLimit{max: maxFollows}, watches: &uidLimit{max: maxWatches}, diskUsage: &uidLimit{max: 1}, backups: &uidLimit{max: 1},
 	}
 	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
 	if cfg.Backups != nil {

@@ -34,7 +34,7 @@ func Held(snaps []Owned) int64 {
 	var n int64
 	for _, s := range snaps {
 		if s.Pinned {
-			n += s.Size
+			n += s.Bytes()
 		}
 	}
 	return n
@@ -53,7 +53,7 @@ func FitQuota(snaps []Owned, quota int64, newProject, newID string) (drop []Owne
 	var total int64
 	var candidates []Owned
 	for _, s := range snaps {
-		total += s.Size
+		total += s.Bytes()
 		if !s.Pinned && !(s.Project == newProject && s.ID == newID) {
 			candidates = append(candidates, s)
 		}
@@ -64,7 +64,7 @@ func FitQuota(snaps []Owned, quota int64, newProject, newID string) (drop []Owne
 			break
 		}
 		drop = append(drop, s)
-		total -= s.Size
+		total -= s.Bytes()
 	}
 	return drop, total <= quota
 }

@@ -45,6 +45,10 @@ func TestFitQuota(t *testing.T) {
 			snap("b", "1", 1, 200, true), snap("a", "1", 2, 50, false), snap("a", "2", 3, 100, false),
 		}, 250, "a", "2", []string{"a/1"}, false},
 		{"same id in another project is not the new one", []Owned{snap("b", "2", 1, 100, false), snap("a", "2", 2, 100, false)}, 100, "a", "2", []string{"b/2"}, true},
+		// A restore from a backup keeps the media files beside the
+		// database: their bytes are on the disk too, and count.
+		{"media files count", []Owned{withMedia(snap("b", "1", 1, 10, false), 200), snap("a", "1", 2, 100, false)}, 250, "a", "1", []string{"b/1"}, true},
+		{"media files of the new one count", []Owned{snap("b", "1", 1, 10, true), withMedia(snap("a", "1", 2, 100, false), 200)}, 250, "a", "1", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			drop, fits := FitQuota(tc.snaps, tc.quota, tc.newP, tc.newID)
@@ -55,18 +59,23 @@ func TestFitQuota(t *testing.T) {
 	}
 }
 
+func withMedia(o Owned, n int64) Owned {
+	o.Media, o.MediaSize = true, n
+	return o
+}
+
 // TestOfUserHeld: a snapshot a pending restore names is pinned, and Held
 // counts only those.
 func TestOfUserHeld(t *testing.T) {
 	ps := []*store.Project{
-		{Name: "a", Spec: store.Spec{RestoreSnapshot: "x"}, Snapshots: []store.Snapshot{{ID: "x", Size: 10}, {ID: "y", Size: 20}}},
+		{Name: "a", Spec: store.Spec{RestoreSnapshot: "x"}, Snapshots: []store.Snapshot{{ID: "x", Size: 10, Media: true, MediaSize: 5}, {ID: "y", Size: 20}}},
 		{Name: "b", Snapshots: []store.Snapshot{{ID: "x", Size: 40}}},
 	}
 	got := OfUser(ps)
 	if len(got) != 3 || !got[0].Pinned || got[1].Pinned || got[2].Pinned {
 		t.Fatalf("OfUser = %+v", got)
 	}
-	if h := Held(got); h != 10 {
-		t.Fatalf("Held = %d, want 10", h)
+	if h := Held(got); h != 15 {
+		t.Fatalf("Held = %d, want 15 (the pinned one's database and media files)", h)
 	}
 }

@@ -192,7 +192,7 @@ func Retain(snaps []store.Snapshot, keep int, maxBytes int64, pinned ...string) 
 		if pin[snaps[i].ID] {
 			keepIt[i] = true
 			count++
-			bytes += snaps[i].Size
+			bytes += snaps[i].Bytes()
 		}
 	}
 	for i := len(snaps) - 1; i >= 0; i-- {
@@ -200,10 +200,10 @@ func Retain(snaps []store.Snapshot, keep int, maxBytes int64, pinned ...string) 
 		if keepIt[i] {
 			continue
 		}
-		if i == len(snaps)-1 || (count < keep && bytes+s.Size <= maxBytes) {
+		if i == len(snaps)-1 || (count < keep && bytes+s.Bytes() <= maxBytes) {
 			keepIt[i] = true
 			count++
-			bytes += s.Size
+			bytes += s.Bytes()
 		} else {
 			// Older ones would be older still: once one does not fit,
 			// none after it is kept (a smaller older one would make a

@@ -62,6 +62,17 @@ func TestRetain(t *testing.T) {
 	}
 }
 
+// TestRetainCountsMedia: a snapshot's media files (a restore from a
+// backup) count toward the project's bytes like its database.
+func TestRetainCountsMedia(t *testing.T) {
+	ss := snaps(10, 10, 10)
+	ss[1].Media, ss[1].MediaSize = true, 90
+	kept, dropped := Retain(ss, 5, 100)
+	if ids(kept) != "c" || ids(dropped) != "ab" {
+		t.Fatalf("Retain = kept %q dropped %q; want \"c\", \"ab\"", ids(kept), ids(dropped))
+	}
+}
+
 // TestForRollback: a rollback to revision R of an app restores the newest
 // snapshot taken while the app ran R.
 func TestForRollback(t *testing.T) {

@@ -57,6 +57,12 @@ type Snapshot struct {
 	MediaSize int64 `json:"media_size,omitempty"`
 }
 
+// Bytes is what the snapshot takes on the disk: its database copy and its
+// media files. Every bound on snapshots (snapshot_max_bytes per project,
+// snapshot_quota per owner) and opusctl df count this, not Size alone, or
+// media files a restore brought would sit beside the quota uncounted.
+func (s Snapshot) Bytes() int64 { return s.Size + s.MediaSize }
+
 // Snapshot returns the snapshot called id, or nil.
 func (p *Project) Snapshot(id string) *Snapshot {
 	for i := range p.Snapshots {
