@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -348,7 +347,7 @@ func (s *Service) RestoreProject(stream opusv1.Opus_RestoreProjectServer) error 
 	if err != nil {
 		return s.storeErr(ctx, err)
 	}
-	release, ok := s.restores.take(c.uid)
+	release, ok := s.restores.acquire(c.uid)
 	if !ok {
 		return s.refuse(ctx, c, method, info.GetName(), status.Error(codes.ResourceExhausted, "you have a restore under way; wait until opusd has read its file and try again"))
 	}
@@ -615,29 +614,4 @@ func databaseTaken(tx *store.Tx, project string, db *store.Database) error {
 		}
 	}
 	return nil
-}
-
-// restoreLimit lets each caller send one backup at a time: a restore
-// spools the file (up to its bounds) in opusd's directory until it is
-// checked, so that is what a caller can take of the disk at once.
-type restoreLimit struct {
-	mu     sync.Mutex
-	active map[uint32]bool
-}
-
-func (l *restoreLimit) take(uid uint32) (release func(), ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.active[uid] {
-		return nil, false
-	}
-	if l.active == nil {
-		l.active = map[uint32]bool{}
-	}
-	l.active[uid] = true
-	return func() {
-		l.mu.Lock()
-		delete(l.active, uid)
-		l.mu.Unlock()
-	}, true
 }

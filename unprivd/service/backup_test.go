@@ -291,21 +291,21 @@ func TestRestoreRefusesSharedDatabase(t *testing.T) {
 // TestRestoreLimitOnePerCaller: a caller sends one backup at a time;
 // others are not held up by it, and the turn comes back when it ends.
 func TestRestoreLimitOnePerCaller(t *testing.T) {
-	var l restoreLimit
-	release, ok := l.take(1000)
+	l := &uidLimit{max: 1}
+	release, ok := l.acquire(1000)
 	if !ok {
 		t.Fatal("first restore refused")
 	}
-	if _, ok := l.take(1000); ok {
+	if _, ok := l.acquire(1000); ok {
 		t.Error("a second restore of the same caller at once was let through")
 	}
-	other, ok := l.take(1001)
+	other, ok := l.acquire(1001)
 	if !ok {
 		t.Error("another caller's restore was held up")
 	}
 	other()
 	release()
-	if r, ok := l.take(1000); !ok {
+	if r, ok := l.acquire(1000); !ok {
 		t.Error("the caller's turn did not come back")
 	} else {
 		r()

@@ -111,8 +111,10 @@ type Service struct {
 	// follows counts each caller's FollowLogs streams (logs.go),
 	// watches their WatchOperation streams (operations.go).
 	follows, watches *uidLimit
-	// restores are the callers sending a backup (backup.go).
-	restores restoreLimit
+	// restores are the callers sending a backup (backup.go): one at a
+	// time each, since a restore spools the file (up to its bounds) in
+	// opusd's directory until it is checked.
+	restores *uidLimit
 	// diskUsage are the callers whose GetDiskUsage is measuring (disk.go),
 	// backups those whose BackupProject runs (backup.go): one each.
 	diskUsage, backups *uidLimit
@@ -137,7 +139,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		st: cfg.Store, privd: cfg.Privd, kick: cfg.Reconciler, admins: cacheAdmins(cfg.Admins, cfg.Now), uploads: cfg.Uploads,
 		cfg: cfg, log: cfg.Logger, pruneKick: make(chan struct{}, 1),
-		follows: &uidLimit{max: maxFollows}, watches: &uidLimit{max: maxWatches}, diskUsage: &uidLimit{max: 1}, backups: &uidLimit{max: 1},
+		follows: &uidLimit{max: maxFollows}, watches: &uidLimit{max: maxWatches}, restores: &uidLimit{max: 1}, diskUsage: &uidLimit{max: 1}, backups: &uidLimit{max: 1},
 	}
 	s.sessions = newConsoleSessions(s, cfg.ConsoleSessionTTL)
 	if cfg.Backups != nil {
