@@ -298,6 +298,13 @@ func restoreSnapshot(ctx context.Context, t *Task, id string) (string, error) {
 		}
 		media = " and its media files"
 	}
+	// What privd loaded was written as the project's user, after this
+	// run's secure step: give it the file policy now (group opus, as
+	// every deploy leaves data), or it stays the user's alone until the
+	// next change, and opusd cannot measure it (opusctl df).
+	if _, err := stepSecure(ctx, t); err != nil {
+		return "", fmt.Errorf("after restoring data snapshot %s: %w", id, err)
+	}
 	if err := t.Update(ctx, func(p *store.Project) {
 		if p.Spec.RestoreSnapshot == id {
 			p.Spec.RestoreSnapshot = ""

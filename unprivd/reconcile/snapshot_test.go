@@ -256,6 +256,14 @@ func TestRestoreRequested(t *testing.T) {
 	if m := stepMessage(op, "snapshot"); !strings.Contains(m, "restored data snapshot "+first.ID) {
 		t.Errorf("snapshot step: %q", m)
 	}
+	// The data privd loaded (as the project's user) is secured after it,
+	// before anything runs on it.
+	calls := e.privd.callList()
+	load := slices.Index(calls, "LoadData live")
+	if load < 0 || !slices.Contains(calls[load:], "SecureTree live") ||
+		slices.Index(calls[load:], "SecureTree live") > slices.Index(calls[load:], "RunManage live") {
+		t.Errorf("no SecureTree between the restore and the migrate: %v", calls)
+	}
 }
 
 // TestSnapshotPostgreSQL: a project on PostgreSQL is dumped before its
