@@ -221,6 +221,27 @@ func TestRestoreOverBrokenProject(t *testing.T) {
 	}
 }
 
+// TestRestoreOverDamagedDatabase: a project whose SQLite file was
+// overwritten (no longer a database SQLite can read) is brought back by
+// restore --replace, as README promises for damaged data: the damaged
+// file cannot be copied first, so the restore says so and goes on.
+func TestRestoreOverDamagedDatabase(t *testing.T) {
+	h := needHost(t)
+	name, gallery := h.backedUpProject(t)
+	file := filepath.Join(t.TempDir(), name+".opus")
+	h.mustCtl(t, 0, "backup", name, "-o", file)
+
+	h.asProject(t, name, "head -c 65536 /dev/urandom > data/db.sqlite3")
+	if code, body := get(t, webClient(), h.url(name, "http", "/notes/")); code == 200 && strings.Contains(body, "notes: 2") {
+		t.Fatalf("the project still serves its notes with a damaged database: %d %q", code, body)
+	}
+	out := h.mustCtl(t, 0, "restore", file, "--replace")
+	if !strings.Contains(out, "damaged") {
+		t.Errorf("the restore does not say the damaged database was not copied:\n%s", out)
+	}
+	h.checkRestored(t, name, gallery)
+}
+
 // TestBackupRefusesHostileMedia: tenant code plants a symbolic link to
 // /etc/shadow and a FIFO in its media directory (AppConfig.ready(), at
 // every manage.py and in the daemon): the backup neither follows nor
