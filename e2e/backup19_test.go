@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -218,6 +219,27 @@ func TestRestoreOverBrokenProject(t *testing.T) {
 	if kind := h.newestOpKind(t, name); kind != "OPERATION_KIND_RESTORE" {
 		t.Errorf("the restore's operation is of kind %q, want RESTORE", kind)
 	}
+}
+
+// TestRestoreOverDamagedDatabase: a project whose SQLite file was
+// overwritten (no longer a database SQLite can read) is brought back by
+// restore --replace, as README promises for damaged data: the damaged
+// file cannot be copied first, so the restore says so and goes on.
+func TestRestoreOverDamagedDatabase(t *testing.T) {
+	h := needHost(t)
+	name, gallery := h.backedUpProject(t)
+	file := filepath.Join(t.TempDir(), name+".opus")
+	h.mustCtl(t, 0, "backup", name, "-o", file)
+
+	h.asProject(t, name, "head -c 65536 /dev/urandom > data/db.sqlite3")
+	if code, body := get(t, webClient(), h.url(name, "http", "/notes/")); code == 200 && strings.Contains(body, "notes: 2") {
+		t.Fatalf("the project still serves its notes with a damaged database: %d %q", code, body)
+	}
+	out := h.mustCtl(t, 0, "restore", file, "--replace")
+	if !strings.Contains(out, "damaged") {
+		t.Errorf("the restore does not say the damaged database was not copied:\n%s", out)
+	}
+	h.checkRestored(t, name, gallery)
 }
 
 // TestBackupRefusesHostileMedia: tenant code plants a symbolic link to
@@ -485,5 +507,38 @@ func TestBackupRestorePostgreSQL(t *testing.T) {
 	mustGet(t, c, h.url(name, "http", "/notes/"), "- alpha")
 	if role, owner := pgExists(t, db); !role || owner != db {
 		t.Errorf("after the restore: role %v, database owner %q; want both %s", role, owner, db)
+	}
+}
+
+// TestRestoredDataSecured: the database and media files a restore loads
+// (written as the project's user) get the data policy at once, group
+// opus, as every deploy leaves them: so 'opusctl df' measures them
+// exactly, not ">= SIZE" of a media directory opusd cannot open.
+func TestRestoredDataSecured(t *testing.T) {
+	h := needHost(t)
+	name, gallery := h.backedUpProject(t)
+	file := filepath.Join(t.TempDir(), name+".opus")
+	h.mustCtl(t, 0, "backup", name, "-o", file)
+	copyName := h.newProject(t)
+	h.mustCtl(t, 0, "restore", file, "--as", copyName)
+	h.checkRestored(t, copyName, gallery)
+
+	data := filepath.Join(h.cfg.BaseDir, "projects", copyName, "data")
+	for _, p := range []string{filepath.Join(data, "media"), filepath.Join(data, "media", "sub", "hello.txt"), filepath.Join(data, "db.sqlite3")} {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Gid != h.opusGID || fi.Mode().Perm()&0o007 != 0 {
+			t.Errorf("restored %s: group %d mode %v, want group opus (%d) and nothing for others, as the data policy says", p, st.Gid, fi.Mode(), h.opusGID)
+		}
+	}
+	d := h.df(t, 0, copyName)
+	if len(d.Projects) != 1 {
+		t.Fatalf("df %s: %+v", copyName, d)
+	}
+	if got, want := jsonInt(d.Projects[0].Data.Bytes), filesSize(t, data); got != want || d.Projects[0].Data.AtLeast {
+		t.Errorf("df of the restored project's data: %d bytes (at least: %v), the disk %d", got, d.Projects[0].Data.AtLeast, want)
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 )
 
 func (c *cli) backupCommand() *cobra.Command {
+	var file string
 	cmd := &cobra.Command{
 		Use:   "backup NAME -o FILE",
 		Short: "Write a backup of a project to a file",
@@ -38,18 +41,19 @@ Bring it back with 'opusctl restore FILE'.`,
   opusctl backup blog -o - | ssh other-host opusctl restore -`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeProjects,
-		// -o is the file here, not the output format.
+		// -o is the file here, not the output format: backup's own flag,
+		// which hides the global one, so that its help says so.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if c.timeout < 0 {
 				return usagef("--timeout must not be negative")
 			}
-			if !cmd.Flags().Changed("output") || c.output == "" {
+			if file == "" {
 				return usagef("say where the backup goes: -o FILE (- for stdout)")
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, file := args[0], c.output
+			name := args[0]
 			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
 				if file == "-" {
 					_, err := cl.Backup(ctx, name, c.stdout)
@@ -64,6 +68,7 @@ Bring it back with 'opusctl restore FILE'.`,
 			})
 		},
 	}
+	cmd.Flags().StringVarP(&file, "output", "o", "", "write the backup to `FILE` (required): a new file, never overwritten; - for stdout")
 	return cmd
 }
 
@@ -76,7 +81,12 @@ func writeNew(file string, fill func(io.Writer) (int64, error)) (int64, error) {
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".partial-*")
 	if err != nil {
-		return 0, err
+		// Name the file asked for, not the temporary one beside it.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return 0, fmt.Errorf("cannot write %s: %w", file, err)
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {

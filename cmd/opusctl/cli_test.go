@@ -964,6 +964,30 @@ func TestCommands(t *testing.T) {
 			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "BackupProject") },
 		},
 		{
+			name:    "backup's help says -o is the file, not the output format",
+			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"backup", "--help"} },
+			wantOut: []string{"-o, --output FILE   write the backup to FILE"},
+			check: func(t *testing.T, s *cliOpusd, r result) {
+				flags, global, _ := strings.Cut(r.stdout, "Global Flags:")
+				if !strings.Contains(flags, "--output FILE") {
+					t.Errorf("-o FILE is not among backup's own flags:\n%s", r.stdout)
+				}
+				if strings.Contains(global, "--output") || strings.Contains(r.stdout, "table or json") {
+					t.Errorf("backup's help still offers -o as the output format:\n%s", r.stdout)
+				}
+			},
+		},
+		{
+			name: "backup into a directory that is not there names the file asked for",
+			setup: func(t *testing.T, s *cliOpusd) []string {
+				return []string{"backup", "talpha", "-o", filepath.Join(t.TempDir(), "gone", "blog.opus")}
+			},
+			wantCode: 1,
+			wantErr:  []string{"cannot write ", "/gone/blog.opus: no such file or directory"},
+			notOut:   []string{".partial"},
+			check:    func(t *testing.T, s *cliOpusd, r result) { noCalls(t, s.Opusd, "BackupProject") },
+		},
+		{
 			name:    "completion",
 			setup:   func(t *testing.T, s *cliOpusd) []string { return []string{"completion", "bash"} },
 			wantOut: []string{"__start_opusctl"},

@@ -31,11 +31,18 @@ var (
 	ErrNotDatabaseFile = errors.New("not a plain file")
 	// ErrDataTooLarge: the database is larger than the bound.
 	ErrDataTooLarge = errors.New("the database is larger than the bound")
+	// ErrDatabaseDamaged: the file is not a SQLite database SQLite can
+	// read (overwritten, cut short): there is nothing to copy.
+	ErrDatabaseDamaged = errors.New("the SQLite database is damaged")
 )
 
 // exitTooLarge is the copy programs' exit status for a database past the
 // bound (they check the file and the copy themselves too).
 const exitTooLarge = 3
+
+// exitDamaged is the dump program's exit status for a file SQLite cannot
+// read as a database (ErrDatabaseDamaged); its last error line says why.
+const exitDamaged = 5
 
 // dumpProgram copies the database at argv[1] with SQLite's online backup
 // (a consistent copy while the app writes) into memory and writes it to
@@ -54,7 +61,13 @@ if st.st_size > limit:
     sys.exit(3)
 src = sqlite3.connect("file:" + urllib.parse.quote(path) + "?mode=rw", uri=True, timeout=30)
 mem = sqlite3.connect(":memory:")
-src.backup(mem)
+try:
+    src.backup(mem)
+except sqlite3.DatabaseError as e:
+    if isinstance(e, sqlite3.OperationalError):
+        raise  # locked, busy, I/O: not the file's content
+    print("sqlite3.DatabaseError: %s" % e, file=sys.stderr)
+    sys.exit(5)
 src.close()
 data = mem.serialize()
 if len(data) > limit:
@@ -65,7 +78,9 @@ sys.stdout.flush()
 
 // loadProgram reads a SQLite database of at most argv[2] bytes from stdin,
 // checks it, and replaces the content of the database at argv[1] with it
-// by SQLite's backup, one write transaction.
+// by SQLite's backup, one write transaction. A file there that SQLite
+// cannot read as a database (damaged) is emptied first: a restore is
+// how it is repaired.
 const loadProgram = `
 import os, sqlite3, stat, sys
 path, limit = sys.argv[1], int(sys.argv[2])
@@ -87,7 +102,21 @@ ok = mem.execute("pragma quick_check").fetchone()[0]
 if ok != "ok":
     sys.exit("opus: the snapshot is not a sound SQLite database: %s" % ok)
 dst = sqlite3.connect(path, timeout=30)
-mem.backup(dst)
+try:
+    mem.backup(dst)
+except sqlite3.DatabaseError as e:
+    if isinstance(e, sqlite3.OperationalError):
+        raise  # locked, busy, I/O: not the file's content
+    # What is there is not a database SQLite can read (damaged): the
+    # snapshot replaces it whole.
+    dst.close()
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        sys.exit("opus: %s is not a regular file" % path)
+    dst = sqlite3.connect(path, timeout=30)
+    mem.backup(dst)
 dst.close()
 `
 
@@ -223,6 +252,8 @@ func (r *Runner) runData(ctx context.Context, project, program, path string, max
 		return fmt.Errorf("stopped after %s: %w", DataTimeout, ctx.Err())
 	case errors.As(err, &exit) && exit.ExitCode() == exitTooLarge:
 		return ErrDataTooLarge
+	case errors.As(err, &exit) && exit.ExitCode() == exitDamaged && program == dumpProgram:
+		return fmt.Errorf("%w: %s", ErrDatabaseDamaged, tailLine(stderr.String()))
 	case errors.As(err, &exit) && exit.ExitCode() == exitRefused:
 		return fmt.Errorf("%w: %s", ErrMediaRefused, tailLine(stderr.String()))
 	case errors.As(err, &exit):

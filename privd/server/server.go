@@ -261,6 +261,8 @@ func toStatus(err error) error {
 		c = codes.FailedPrecondition
 	case errors.Is(err, manage.ErrDataTooLarge):
 		c = codes.ResourceExhausted
+	case errors.Is(err, manage.ErrDatabaseDamaged):
+		c = codes.DataLoss
 	case errors.Is(err, context.DeadlineExceeded):
 		c = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -143,6 +143,15 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
+// errCutShort refuses a file that ends early (in part, when known): a
+// copy or transfer that did not finish.
+func errCutShort(part string) error {
+	if part != "" {
+		return invalid("the file is cut short (it ends inside %s): a copy or transfer of it did not finish", part)
+	}
+	return invalid("the file is cut short: a copy or transfer of it did not finish")
+}
+
 // Archive is a backup that passed Read: its manifest, project and secrets
 // in memory, its other parts in a private temporary directory until Close.
 type Archive struct {
@@ -235,6 +244,9 @@ func Read(r io.Reader, tmp string, l Limits) (_ *Archive, err error) {
 			if counted.over {
 				return nil, invalid("larger than %d bytes", total)
 			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, errCutShort("")
+			}
 			return nil, invalid("tar: %v", err)
 		}
 		name := h.Name
@@ -285,6 +297,9 @@ func Read(r io.Reader, tmp string, l Limits) (_ *Archive, err error) {
 			if counted.over {
 				return nil, invalid("larger than %d bytes", total)
 			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, errCutShort(name)
+			}
 			return nil, invalid("%s: %v", name, err)
 		}
 		if n != h.Size {
@@ -293,9 +308,17 @@ func Read(r io.Reader, tmp string, l Limits) (_ *Archive, err error) {
 		seen[name] = Part{Name: name, Size: n, SHA256: hex.EncodeToString(hash.Sum(nil))}
 		order = append(order, name)
 	}
-	// Nothing may follow the tar (a second gzip member, garbage).
-	if n, _ := io.Copy(io.Discard, io.LimitReader(gz, 1<<20)); n > 0 {
+	// Nothing may follow the tar (a second gzip member, garbage), and
+	// the gzip stream must end whole: its trailer (CRC and size) is read
+	// only here.
+	n, err := io.Copy(io.Discard, io.LimitReader(gz, 1<<20))
+	switch {
+	case n > 0:
 		return nil, invalid("data after the end of the archive")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, errCutShort("")
+	case err != nil:
+		return nil, invalid("gzip: %v", err)
 	}
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 		return nil, invalid("data after the end of the archive")

@@ -169,7 +169,11 @@ func TestReadRefuses(t *testing.T) {
 	}{
 		{"empty", func(t *testing.T) []byte { return nil }, "not gzip"},
 		{"not gzip", func(t *testing.T) []byte { return []byte("PK\x03\x04 a zip file") }, "not gzip"},
-		{"cut short", func(t *testing.T) []byte { return good[:len(good)-40] }, ""},
+		{"cut short", func(t *testing.T) []byte { return good[:len(good)-40] }, "cut short"},
+		{"cut in half", func(t *testing.T) []byte { return good[:len(good)/2] }, "cut short"},
+		{"cut after the gzip header", func(t *testing.T) []byte { return good[:12] }, "cut short"},
+		{"gzip trailer cut", func(t *testing.T) []byte { return good[:len(good)-4] }, "cut short"},
+		{"last byte cut", func(t *testing.T) []byte { return good[:len(good)-1] }, "cut short"},
 		{"trailing data", func(t *testing.T) []byte {
 			var b bytes.Buffer
 			zw := gzip.NewWriter(&b)

@@ -32,7 +32,8 @@ import (
 //
 // A database too large for snapshot_max_bytes, or none yet, is noted and
 // the change goes on: the copy is a safety net, not a condition of the
-// change. A copy that fails otherwise fails the change (nothing has been
+// change. So is a damaged one (privd's DataLoss) when the change restores
+// a snapshot over it: that restore is the repair. A copy that fails otherwise fails the change (nothing has been
 // migrated yet), since the owner would be told the data is protected.
 func stepSnapshot(ctx context.Context, t *Task) (string, error) {
 	restore := t.Project.Spec.RestoreSnapshot
@@ -125,6 +126,11 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 	switch {
 	case status.Code(err) == codes.NotFound:
 		return "no data snapshot: the project has no SQLite database yet", nil
+	case status.Code(err) == codes.DataLoss && t.Project.Spec.RestoreSnapshot != "":
+		// The restore about to run is how the owner repairs it: a
+		// damaged database has nothing to copy, as a missing one.
+		t.Log.Warn("damaged database: no copy before the restore", "err", err)
+		return fmt.Sprintf("warning: no copy of the current database: it is damaged (%s); if this change fails, the database it restores stays", status.Convert(err).Message()), nil
 	case (errors.Is(err, snapshot.ErrTooLarge) || status.Code(err) == codes.ResourceExhausted) && byQuota:
 		t.Log.Warn("database too large for the owner's snapshot quota", "snapshot_quota", quota, "held", held)
 		return fmt.Sprintf("warning: no data snapshot: the database is larger than your snapshot quota leaves room for (%s of snapshot_quota %s, the rest held by snapshots pending restores need); this change cannot be rolled back with its data", size(limit), size(quota)), nil
@@ -297,6 +303,13 @@ func restoreSnapshot(ctx context.Context, t *Task, id string) (string, error) {
 			return "", fmt.Errorf("restore the media files of data snapshot %s: %w", id, err)
 		}
 		media = " and its media files"
+	}
+	// What privd loaded was written as the project's user, after this
+	// run's secure step: give it the file policy now (group opus, as
+	// every deploy leaves data), or it stays the user's alone until the
+	// next change, and opusd cannot measure it (opusctl df).
+	if _, err := stepSecure(ctx, t); err != nil {
+		return "", fmt.Errorf("after restoring data snapshot %s: %w", id, err)
 	}
 	if err := t.Update(ctx, func(p *store.Project) {
 		if p.Spec.RestoreSnapshot == id {

@@ -256,6 +256,14 @@ func TestRestoreRequested(t *testing.T) {
 	if m := stepMessage(op, "snapshot"); !strings.Contains(m, "restored data snapshot "+first.ID) {
 		t.Errorf("snapshot step: %q", m)
 	}
+	// The data privd loaded (as the project's user) is secured after it,
+	// before anything runs on it.
+	calls := e.privd.callList()
+	load := slices.Index(calls, "LoadData live")
+	if load < 0 || !slices.Contains(calls[load:], "SecureTree live") ||
+		slices.Index(calls[load:], "SecureTree live") > slices.Index(calls[load:], "RunManage live") {
+		t.Errorf("no SecureTree between the restore and the migrate: %v", calls)
+	}
 }
 
 // TestSnapshotPostgreSQL: a project on PostgreSQL is dumped before its
@@ -323,5 +331,43 @@ func TestSnapshotPostgreSQL(t *testing.T) {
 	}
 	if s := e.project(t, "live").Snapshots; len(s) == 0 || s[len(s)-1].Engine != "postgresql" {
 		t.Errorf("snapshots: %+v", s)
+	}
+}
+
+// TestRestoreOverDamagedDatabase: a database privd finds damaged
+// (DataLoss: SQLite cannot read it) cannot be copied; a change that
+// restores a snapshot over it (a restore --replace, a rollback with data)
+// is the repair and goes on with a warning, while an ordinary change
+// that would migrate it still fails before migrating.
+func TestRestoreOverDamagedDatabase(t *testing.T) {
+	e, r, _ := snapEnv(t)
+	e.privd.setDB("live", "rows-at-v1")
+	mustSucceed(t, e.run(t, r, store.OpUpdateApp, func(s *store.Spec) { s.App("shop").Git.Ref = "v2" }))
+	first := e.project(t, "live").Snapshots[0]
+	damaged := status.Error(codes.DataLoss, "dump data of live: the SQLite database is damaged: sqlite3.DatabaseError: file is not a database")
+
+	e.privd.setDB("live", "garbage")
+	e.privd.mu.Lock()
+	e.privd.failOnce["DumpData"] = damaged
+	e.privd.mu.Unlock()
+	if op := e.run(t, r, store.OpUpdateApp, func(s *store.Spec) { s.App("shop").Git.Ref = "v3" }); op.State != store.OpFailed {
+		t.Errorf("an update over a damaged database: %s, want FAILED (nothing copied, nothing migrated)", op.State)
+	}
+	waitPhase(t, e, "live", store.PhaseReady)
+
+	e.privd.mu.Lock()
+	e.privd.failOnce["DumpData"] = damaged
+	e.privd.mu.Unlock()
+	e.git.set(liveRepo, hashV1, fakeCommit{hash: hashV1, files: map[string]string{"__init__.py": "", "views.py": "# v1\n"}})
+	op := e.run(t, r, store.OpRollback, func(s *store.Spec) {
+		s.App("shop").Git.Ref, s.App("shop").RollbackTo = hashV1, 1
+		s.RestoreSnapshot = first.ID
+	})
+	mustSucceed(t, op)
+	if got := e.privd.getDB("live"); got != "rows-at-v1+migrated" {
+		t.Errorf("database after restoring over a damaged one = %q", got)
+	}
+	if m := stepMessage(op, "snapshot"); !strings.Contains(m, "damaged") || !strings.Contains(m, "restored data snapshot "+first.ID) {
+		t.Errorf("snapshot step: %q, want a warning that the damaged database was not copied, then the restore", m)
 	}
 }

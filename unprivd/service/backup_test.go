@@ -441,3 +441,22 @@ func TestBackupOnePerCaller(t *testing.T) {
 		t.Errorf("a backup after the first: %v", err)
 	}
 }
+
+// TestRestoreRefusalNamesTheBackupFile: a damaged file is refused in the
+// words opusctl's user knows ("backup file", not the request's field
+// "file"), saying what is wrong, and records nothing.
+func TestRestoreRefusalNamesTheBackupFile(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
+	putDeployed(t, s, "orig", 0)
+	file, err := backupOf(t, s, "orig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = restoreTo(t, s, &opusv1.RestoreInfo{Name: "twin"}, file[:len(file)/2])
+	if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), "backup file: not a valid Opus backup: the file is cut short") {
+		t.Errorf("restore of half a backup: %v, want InvalidArgument starting \"backup file: not a valid Opus backup: the file is cut short\"", err)
+	}
+	if _, err := s.st.GetProject(context.Background(), "twin"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a refused restore recorded a project: %v", err)
+	}
+}

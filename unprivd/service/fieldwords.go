@@ -76,6 +76,8 @@ var fieldSuffixWords = []struct{ suffix, words string }{
 	{"id", "operation id"},
 	// RollbackAppRequest.to: opusctl's --to, the revision to go back to.
 	{"to", "revision"},
+	// RestoreProject's stream: the backup file opusctl or a form sent.
+	{"file", "backup file"},
 }
 
 // fieldWords is a request field's path in words.
