@@ -31,10 +31,10 @@ import (
 )
 
 // pebbleValidity is the lifetime of the certificates the test CA issues:
-// short, so that a renewal (a third of it left: after 60 s) happens within
+// short, so that a renewal (a third of it left: after 30 s) happens within
 // the test, and long enough that the certificate still serves while a
 // renewal fails.
-const pebbleValidity = 90 * time.Second
+const pebbleValidity = 45 * time.Second
 
 // pebbleCA is Debian's pebble test CA, with pebble-challtestsrv as its DNS
 // (every name is 127.0.0.1, so pebble validates HTTP-01 against the
