@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages Opus's tests and demo need, once
-# (chromium: the web console's end-to-end test drives it headless).
+# (chromium: the web console's end-to-end test drives it headless; dpkg-dev
+# and lintian: `make deb` and its test).
 set -eu
-pkgs="apache2 libapache2-mod-wsgi-py3 python3-django python3-psycopg2 postgresql git curl ca-certificates chromium"
+pkgs="apache2 libapache2-mod-wsgi-py3 python3-django python3-psycopg2 postgresql git curl ca-certificates chromium dpkg-dev lintian"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
