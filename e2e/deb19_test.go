@@ -462,14 +462,17 @@ func describePath(path string) (string, error) {
 func (s *sandbox) upperLayer(t *testing.T) layer {
 	t.Helper()
 	l := layer{}
+	// WalkDir cleans the paths it gives: "/proc/PID/fd/FD/etc/passwd".
+	base := filepath.Clean(s.upper)
 	err := filepath.WalkDir(s.upper, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel := "/" + strings.TrimPrefix(strings.TrimPrefix(p, s.upper), "/")
-		if rel == "/" {
-			return nil
+		rel, ok := strings.CutPrefix(p, base+"/")
+		if !ok {
+			return nil // the layer's root
 		}
+		rel = "/" + rel
 		d, err := describePath(p)
 		if err != nil {
 			return err
@@ -486,16 +489,20 @@ func (s *sandbox) upperLayer(t *testing.T) layer {
 	return l
 }
 
-// bookkeeping is what dpkg, apt, adduser and man-db write on any install
-// and purge, for themselves: logs, caches, dpkg's own journals (its status
-// file is compared), the account files' backups.
+// bookkeeping is what dpkg, apt, debconf, man-db and the shadow tools
+// write on any install and purge, for themselves: their logs, caches and
+// locks, dpkg's journals (its status file and its info/ are compared),
+// the account files' backups.
 func bookkeeping(p string) bool {
-	for _, prefix := range []string{"/var/log/", "/var/cache/", "/var/lib/apt/", "/var/lib/dpkg/"} {
-		if strings.HasPrefix(p, prefix) && p != "/var/lib/dpkg/status" && !strings.HasPrefix(p, "/var/lib/dpkg/info/") {
+	if p == "/var/lib/dpkg/status" || strings.HasPrefix(p, "/var/lib/dpkg/info/") {
+		return false
+	}
+	for _, prefix := range []string{"/var/log/apt/", "/var/cache/apt/", "/var/cache/debconf/", "/var/cache/man/", "/var/lib/apt/", "/var/lib/dpkg/"} {
+		if strings.HasPrefix(p, prefix) {
 			return true
 		}
 	}
-	return slices.Contains([]string{"/etc/passwd-", "/etc/group-", "/etc/shadow-", "/etc/gshadow-"}, p)
+	return slices.Contains([]string{"/var/log/dpkg.log", "/var/log/alternatives.log", "/etc/passwd-", "/etc/group-", "/etc/shadow-", "/etc/gshadow-"}, p)
 }
 
 // changesSince lists what differs between before (the upper layer then)
@@ -870,7 +877,9 @@ cat /var/lib/dpkg/status >/tmp/status && cat /tmp/status >/var/lib/dpkg/status
 	if st, err := s.run(nil, "dpkg-query", "-W", "-f=${Status}", "opus"); err == nil {
 		t.Errorf("dpkg still knows opus after purge: %s", st)
 	}
-	if changes := changesSince(t, before, s.upperLayer(t)); len(changes) > 0 {
+	after := s.upperLayer(t)
+	t.Logf("upper layer: %d paths before the install, %d after the purge", len(before), len(after))
+	if changes := changesSince(t, before, after); len(changes) > 0 {
 		t.Errorf("install, deploy, destroy and purge left the sandbox's host changed:\n%s", strings.Join(changes, "\n"))
 	}
 }
