@@ -892,3 +892,32 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(data)
 }
+
+// TestDebBookkeeping: what TestDebPackage forgives after a purge is only
+// the package tools' own files, never a file the package could leave.
+func TestDebBookkeeping(t *testing.T) {
+	for _, tc := range []struct {
+		path string
+		want bool
+	}{
+		{"/var/log/dpkg.log", true},
+		{"/var/log/apt/history.log", true},
+		{"/var/cache/man/index.db", true},
+		{"/var/cache/debconf/config.dat", true},
+		{"/var/lib/dpkg/status-old", true},
+		{"/var/lib/dpkg/triggers/Lock", true},
+		{"/etc/passwd-", true},
+		{"/var/lib/dpkg/status", false},
+		{"/var/lib/dpkg/info/opus.postrm", false},
+		{"/var/lib/dpkg/info/opus.list", false},
+		{"/var/log/opus/privd.log", false},
+		{"/var/cache/opus", false},
+		{"/var/lib/opus/opusd.db", false},
+		{"/etc/passwd", false},
+		{"/etc/opus/opus.conf", false},
+	} {
+		if got := bookkeeping(tc.path); got != tc.want {
+			t.Errorf("bookkeeping(%q) = %v, want %v", tc.path, got, tc.want)
+		}
+	}
+}
