@@ -102,8 +102,8 @@ func runSandbox(dir string) int {
 			return fail(fmt.Errorf("mount %s on /%s: %w", m.source, m.target, err))
 		}
 	}
-	if out, err := exec.Command("/usr/sbin/ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("ip link set lo up: %w: %s", err, out))
+	if _, err := quick("/usr/sbin/ip", "link", "set", "lo", "up"); err != nil {
+		return fail(fmt.Errorf("ip link set lo up: %w", err))
 	}
 	fd, err := unix.Open(upper, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
@@ -130,6 +130,21 @@ func runSandbox(dir string) int {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// quick runs a short host command (a minute at most) and returns its
+// standard output (bounded) and error.
+func quick(name string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	out := &cappedBuffer{max: 1 << 20}
+	cmd.Stdout = out
+	err := cmd.Run()
+	if out.dropped > 0 && err == nil {
+		err = fmt.Errorf("%s: more than %d bytes of output", name, out.max)
+	}
+	return out.buf.Bytes(), err
 }
 
 // sandbox is a running sandbox (runSandbox) seen from the test.
@@ -351,7 +366,20 @@ func (s *sandbox) startUnit(t *testing.T, service string) *unitDaemon {
 		group := svc.one(t, "Service.Group")
 		args = append(args, "setpriv", "--reuid="+u[0], "--regid="+group, "--init-groups", "--")
 	}
-	args = append(args, strings.Fields(svc.one(t, "Service.ExecStart"))...)
+	argv := strings.Fields(svc.one(t, "Service.ExecStart"))
+	// The program is the package's own (not, say, a `make install`
+	// copy the host has under /usr/local), and so is the documentation.
+	if out := s.must(t, "dpkg", "-S", argv[0]); !strings.HasPrefix(out, "opus: ") {
+		t.Errorf("%s.service runs %s, which dpkg says is %q, not opus's", service, argv[0], out)
+	}
+	for _, doc := range svc["Unit.Documentation"] {
+		if p, ok := strings.CutPrefix(doc, "file://"); ok {
+			if out := s.must(t, "dpkg", "-S", p); !strings.HasPrefix(out, "opus: ") {
+				t.Errorf("%s.service's Documentation=%s is not opus's: %q", service, doc, out)
+			}
+		}
+	}
+	args = append(args, argv...)
 
 	logf, err := os.OpenFile(filepath.Join(s.logs, service+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -553,7 +581,9 @@ func freeIDs(t *testing.T, n uint32) uint32 {
 	r := testRun.AccountIDs()
 	free := func(id uint32) bool {
 		s := strconv.FormatUint(uint64(id), 10)
-		return id <= r.Last && exec.Command("getent", "passwd", s).Run() != nil && exec.Command("getent", "group", s).Run() != nil
+		_, errUser := quick("getent", "passwd", s)
+		_, errGroup := quick("getent", "group", s)
+		return id <= r.Last && errUser != nil && errGroup != nil
 	}
 next:
 	for range 100 {
@@ -605,7 +635,7 @@ func buildDeb(t *testing.T) string {
 // debField is a control field of the package.
 func debField(t *testing.T, deb, field string) string {
 	t.Helper()
-	out, err := exec.Command("dpkg-deb", "--field", deb, field).Output()
+	out, err := quick("dpkg-deb", "--field", deb, field)
 	if err != nil {
 		t.Fatalf("dpkg-deb --field %s: %v", field, err)
 	}
@@ -616,7 +646,7 @@ func debField(t *testing.T, deb, field string) string {
 // the sizes and dates that change from build to build.
 func debContents(t *testing.T, deb string) string {
 	t.Helper()
-	out, err := exec.Command("dpkg-deb", "--contents", deb).Output()
+	out, err := quick("dpkg-deb", "--contents", deb)
 	if err != nil {
 		t.Fatalf("dpkg-deb --contents: %v", err)
 	}
@@ -665,7 +695,7 @@ func TestDebPackage(t *testing.T) {
 	}
 	hostBefore := snapshotHost(t)
 	hostDpkg := func() string {
-		out, _ := exec.Command("dpkg-query", "-W", "-f=${Status}", "opus").CombinedOutput()
+		out, _ := quick("dpkg-query", "-W", "-f=${Status}", "opus")
 		return string(out)
 	}
 	dpkgBefore := hostDpkg()
@@ -707,7 +737,7 @@ func TestDebPackage(t *testing.T) {
 				t.Errorf("Depends: %s lacks %s", depends, p)
 			}
 		}
-		conffiles, err := exec.Command("dpkg-deb", "--info", deb, "conffiles").Output()
+		conffiles, err := quick("dpkg-deb", "--info", deb, "conffiles")
 		if err != nil || strings.TrimSpace(string(conffiles)) != config.DefaultPath {
 			t.Errorf("conffiles: %q (%v), want %s", conffiles, err, config.DefaultPath)
 		}
@@ -795,13 +825,11 @@ cat /var/lib/dpkg/status >/tmp/status && cat /tmp/status >/var/lib/dpkg/status
 	}
 
 	// Sample app into the sandbox (its /tmp is its own).
-	var tarball bytes.Buffer
-	tarCmd := exec.Command("tar", "-C", "../examples", "-c", "hello", "notes")
-	tarCmd.Stdout = &tarball
-	if err := tarCmd.Run(); err != nil {
+	tarball, err := quick("tar", "-C", "../examples", "-c", "hello", "notes")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := s.run(tarball.Bytes(), "/bin/sh", "-c", "mkdir /tmp/examples && tar -x -C /tmp/examples"); err != nil {
+	if out, err := s.run(tarball, "/bin/sh", "-c", "mkdir /tmp/examples && tar -x -C /tmp/examples"); err != nil {
 		t.Fatalf("copy examples into the sandbox: %v %s", err, out)
 	}
 
