@@ -961,6 +961,22 @@ cat /var/lib/dpkg/status >/tmp/status && cat /tmp/status >/var/lib/dpkg/status
 	if changes := changesSince(t, before, after); len(changes) > 0 {
 		t.Errorf("install, deploy, destroy and purge left the sandbox's host changed:\n%s", strings.Join(changes, "\n"))
 	}
+
+	// A state directory the host had before the package (`make
+	// install`'s, say) is not the package's: purge keeps it and says so,
+	// and with it the opus user it belongs to, still written down as the
+	// package's for a later purge.
+	s.must(t, "install", "-d", "/var/lib/opus")
+	install(inNewer, newVersion)
+	out = s.must(t, "apt-get", "purge", "-y", "opus")
+	for _, want := range []string{"keeping /var/lib/opus: it was there before opus was installed", "keeping the opus user"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("purge with a /var/lib/opus from before the install does not say %q:\n%s", want, out)
+		}
+	}
+	if got, want := s.sh(t, `test -d /var/lib/opus && echo state; getent passwd opus | cut -d: -f1; getent group opus-admin || true; cat /etc/opus/.package-created`), "state\nopus\nuser\n"; got != want {
+		t.Errorf("after that purge: %q, want %q", got, want)
+	}
 }
 
 func readFile(t *testing.T, path string) string {
