@@ -8,8 +8,8 @@
 # The version is VERSION (the Makefile's) for a tree that is not a git
 # checkout, else VERSION~gitDATE.COMMIT (a snapshot before the VERSION
 # release; DATE is the commit's, so later commits sort higher), and "-1"
-# as the Debian revision. File times are the commit's (SOURCE_DATE_EPOCH):
-# the same commit builds the same package.
+# as the Debian revision. File times in the package are the commit's
+# (SOURCE_DATE_EPOCH), not the build's.
 set -eu
 cd "$(dirname "$0")/../.."
 here=scripts/deb
