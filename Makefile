@@ -8,8 +8,10 @@ BIN       := bin
 BUF       := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.75.0
 CMDS      := opusd opus-privd opusctl
 GOTESTFLAGS ?=
+# The next release; `make deb` versions a checkout's package as a snapshot before it.
+VERSION   ?= 0.1.0
 
-.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench screenshots axe stress install uninstall clean
+.PHONY: all build test unit e2e proto proto-check lint vet fmt-check ci deps demo demo-stop bench screenshots axe stress install uninstall deb clean
 
 all: build
 
@@ -92,5 +94,9 @@ install: build
 uninstall:
 	@scripts/install.sh uninstall
 
+## deb: the Debian package dist/opus_VERSION_ARCH.deb (dpkg-deb; see scripts/deb/)
+deb:
+	@VERSION=$(VERSION) GO=$(GO) scripts/deb/build.sh
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

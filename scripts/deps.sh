@@ -1,9 +1,10 @@
 #!/bin/sh
 # Installs the Debian packages Opus's tests and demo need, once
 # (chromium: the web console's end-to-end test drives it headless; pebble:
-# a test ACME CA for the certificates end-to-end test).
+# a test ACME CA for the certificates end-to-end test; dpkg-dev and
+# lintian: `make deb` and its test).
 set -eu
-pkgs="apache2 libapache2-mod-wsgi-py3 python3-django python3-psycopg2 postgresql git curl ca-certificates chromium pebble"
+pkgs="apache2 libapache2-mod-wsgi-py3 python3-django python3-psycopg2 postgresql git curl ca-certificates chromium pebble dpkg-dev lintian"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
