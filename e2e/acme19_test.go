@@ -301,6 +301,11 @@ func startACMEHost(t *testing.T, shared *host, ca func(httpPort int) *pebbleCA) 
 		t.Fatal(err)
 	}
 	h.webAddr = fmt.Sprintf("127.0.0.1:%d", webPort)
+	metricsPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MetricsListen = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	p := ca(cfg.HTTPPort)
 	cfg.ACMEDirectory, cfg.ACMECABundle, cfg.ACMEEmail = p.directory, p.bundle, "hostmaster@example.com"
 	cfg.ACMECheckInterval = 2 * time.Second
@@ -497,6 +502,14 @@ func TestACMECertificates(t *testing.T) {
 	doc := h.ctl(t, 0, "", "doctor")
 	if doc.code != 1 || !strings.Contains(doc.out, "certificate") || !strings.Contains(doc.out, "gets no certificate from the ACME CA") || !strings.Contains(doc.out, name) {
 		t.Errorf("doctor (exit %d) does not report the failing renewal:\n%s%s", doc.code, doc.out, doc.err)
+	}
+	// And the metrics: since when it fails, beside the expiry.
+	fams := scrapeMetrics(t, "http://"+h.cfg.MetricsListen+"/metrics")
+	if s := fams.series("opus_certificate_renewal_failing_since_timestamp_seconds", map[string]string{"project": name}); len(s) != 1 || s[0].GetGauge().GetValue() <= 0 {
+		t.Errorf("metrics do not say the renewal of %s fails: %v", name, s)
+	}
+	if s := fams.series("opus_certificate_expiry_timestamp_seconds", map[string]string{"project": name, "kind": "acme"}); len(s) != 1 || int64(s[0].GetGauge().GetValue()) != second.NotAfter.Unix() {
+		t.Errorf("metrics give %s's certificate expiry as %v, want %d (the renewed certificate's)", name, s, second.NotAfter.Unix())
 	}
 	if c, err := h.served(name, roots); err != nil || c.SerialNumber.Cmp(second.SerialNumber) != 0 {
 		t.Errorf("after the failed renewal the front serves %v (%v), want the renewed certificate %x", c.SerialNumber, err, second.SerialNumber)

@@ -181,6 +181,9 @@ var (
 	certDesc     = prometheus.NewDesc("opus_certificate_expiry_timestamp_seconds",
 		"When each project's installed TLS certificate expires (Unix time), by project and kind (self-signed, owner).",
 		[]string{"project", "kind"}, nil)
+	renewalDesc = prometheus.NewDesc("opus_certificate_renewal_failing_since_timestamp_seconds",
+		"Since when (Unix time) each project's certificate has failed to come from the ACME CA (the installed one keeps serving); no series while renewals succeed.",
+		[]string{"project"}, nil)
 )
 
 // projectsCollector reads the projects from the store at each scrape: a
@@ -191,6 +194,7 @@ type projectsCollector struct{ st *store.Store }
 func (c projectsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- projectsDesc
 	ch <- certDesc
+	ch <- renewalDesc
 }
 
 func (c projectsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -204,6 +208,10 @@ func (c projectsCollector) Collect(ch chan<- prometheus.Metric) {
 			if cs := p.Status.Certificate; cs.Kind != "" && !cs.NotAfter.IsZero() {
 				certs = append(certs, prometheus.MustNewConstMetric(certDesc, prometheus.GaugeValue,
 					float64(cs.NotAfter.Unix()), p.Name, cs.Kind))
+			}
+			if cs := p.Status.Certificate; cs.Error != "" && !cs.ErrorSince.IsZero() {
+				certs = append(certs, prometheus.MustNewConstMetric(renewalDesc, prometheus.GaugeValue,
+					float64(cs.ErrorSince.Unix()), p.Name))
 			}
 			return nil
 		})

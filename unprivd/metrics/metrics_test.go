@@ -52,9 +52,16 @@ func project(name string, phase store.Phase, certKind string, notAfter time.Time
 		Certificate: store.CertificateStatus{Kind: certKind, NotAfter: notAfter}}}
 }
 
+// failing marks p's certificate as failing to renew since since.
+func failing(p *store.Project, msg string, since time.Time) *store.Project {
+	p.Status.Certificate.Error, p.Status.Certificate.ErrorSince = msg, since
+	return p
+}
+
 // TestProjectsCollector: projects are counted by phase, every phase
 // present (0 included); each installed certificate's expiry is its
-// project's; a project with none has no expiry.
+// project's; a project with none has no expiry; a failing renewal
+// says since when.
 func TestProjectsCollector(t *testing.T) {
 	exp := time.Date(2027, 12, 5, 9, 0, 0, 0, time.UTC) // 1827997200
 	st := openStore(t,
@@ -62,6 +69,7 @@ func TestProjectsCollector(t *testing.T) {
 		project("shop", store.PhaseReady, "owner", exp.Add(time.Hour)),
 		project("wiki", store.PhaseFailed, "", time.Time{}),
 		project("news", store.PhaseDeploying, "", time.Time{}),
+		failing(project("acme", store.PhaseReady, "acme", exp.Add(2*time.Hour)), "the CA is unreachable", exp.Add(-24*time.Hour)),
 	)
 	const want = `
 # HELP opus_projects Projects by phase.
@@ -70,11 +78,15 @@ opus_projects{phase="DELETING"} 0
 opus_projects{phase="DEPLOYING"} 1
 opus_projects{phase="FAILED"} 1
 opus_projects{phase="PENDING"} 0
-opus_projects{phase="READY"} 2
+opus_projects{phase="READY"} 3
 # HELP opus_certificate_expiry_timestamp_seconds When each project's installed TLS certificate expires (Unix time), by project and kind (self-signed, owner).
 # TYPE opus_certificate_expiry_timestamp_seconds gauge
 opus_certificate_expiry_timestamp_seconds{kind="self-signed",project="blog"} 1.8279972e+09
 opus_certificate_expiry_timestamp_seconds{kind="owner",project="shop"} 1.8280008e+09
+opus_certificate_expiry_timestamp_seconds{kind="acme",project="acme"} 1.8280044e+09
+# HELP opus_certificate_renewal_failing_since_timestamp_seconds Since when (Unix time) each project's certificate has failed to come from the ACME CA (the installed one keeps serving); no series while renewals succeed.
+# TYPE opus_certificate_renewal_failing_since_timestamp_seconds gauge
+opus_certificate_renewal_failing_since_timestamp_seconds{project="acme"} 1.8279108e+09
 `
 	if err := testutil.CollectAndCompare(projectsCollector{st: st}, strings.NewReader(want)); err != nil {
 		t.Error(err)
