@@ -154,14 +154,33 @@ func run(name string, args ...string) error {
 	return nil
 }
 
+// freePort is a loopback TCP port nothing listens on now, and one this
+// run has not handed out before.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	handedOut.mu.Lock()
+	defer handedOut.mu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// The kernel may give a port just closed again: two calls in a
+		// row (a host's HTTP and HTTPS ports) must not get the same one.
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free port that was not handed out already")
 }
+
+// handedOut are the ports freePort gave in this run.
+var handedOut = struct {
+	mu    sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 func lookupIDs(name string) (uint32, uint32, error) {
 	u, err := user.Lookup(name)
