@@ -34,6 +34,11 @@ func fakeRoot(t *testing.T, v2 bool) *Root {
 
 func read(t *testing.T, path string) string {
 	t.Helper()
+	// The fake hierarchy's files are made with mode 0 (write creates
+	// none on a real one): readable by the test when not run as root.
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -120,7 +120,7 @@ func TestBackupOnlyForOwnerOrAdmin(t *testing.T) {
 		t.Errorf("the refusal is not logged:\n%s", s.logs)
 	}
 
-	admin := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
+	admin := startServer(t, serverOpt{admins: fakeAdmins{testUID(): true}})
 	putDeployed(t, admin, "theirs", 4242)
 	file, err := backupOf(t, admin, "theirs")
 	if err != nil {
@@ -167,9 +167,9 @@ func TestBackupOnlyForOwnerOrAdmin(t *testing.T) {
 // project to another owner is an admin's; a refused restore leaves no
 // record and no snapshot file.
 func TestRestoreRecordsProject(t *testing.T) {
-	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
+	s := startServer(t, serverOpt{admins: fakeAdmins{testUID(): true}})
 	ctx := context.Background()
-	putDeployed(t, s, "orig", 0)
+	putDeployed(t, s, "orig", testUID())
 	file, err := backupOf(t, s, "orig")
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestRestoreRecordsProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap := p.Snapshot(p.Spec.RestoreSnapshot)
-	if p.OwnerUID != 0 || p.Secrets.SecretKey != theirKey || snap == nil || !snap.Media || snap.Engine != snapshot.SQLite || snap.Generation != 0 {
+	if p.OwnerUID != testUID() || p.Secrets.SecretKey != theirKey || snap == nil || !snap.Media || snap.Engine != snapshot.SQLite || snap.Generation != 0 {
 		t.Fatalf("restored record: owner %d secrets %+v snapshot %+v", p.OwnerUID, p.Secrets, snap)
 	}
 	if p.Spec.Apps[0].Git.Ref != strings.Repeat("c", 40) || p.Spec.Settings.MemoryBytes != 0 {
@@ -253,9 +253,9 @@ func TestRestoreRecordsProject(t *testing.T) {
 // database, so not --as beside a project that uses it (it would empty
 // the original's data); the backup carries the password in its secrets.
 func TestRestoreRefusesSharedDatabase(t *testing.T) {
-	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
+	s := startServer(t, serverOpt{admins: fakeAdmins{testUID(): true}})
 	ctx := context.Background()
-	putDeployed(t, s, "orig", 0)
+	putDeployed(t, s, "orig", testUID())
 	db := &store.Database{Engine: "postgresql", Host: "db.example.com", Port: 5432, Name: "orig", User: "orig", Password: "pg-password"}
 	if _, err := s.st.UpdateProject(ctx, "orig", func(p *store.Project) error {
 		p.Spec.Database, p.Applied.Database = db, db
@@ -446,8 +446,8 @@ func TestBackupOnePerCaller(t *testing.T) {
 // words opusctl's user knows ("backup file", not the request's field
 // "file"), saying what is wrong, and records nothing.
 func TestRestoreRefusalNamesTheBackupFile(t *testing.T) {
-	s := startServer(t, serverOpt{admins: fakeAdmins{0: true}})
-	putDeployed(t, s, "orig", 0)
+	s := startServer(t, serverOpt{admins: fakeAdmins{testUID(): true}})
+	putDeployed(t, s, "orig", testUID())
 	file, err := backupOf(t, s, "orig")
 	if err != nil {
 		t.Fatal(err)
@@ -460,3 +460,7 @@ func TestRestoreRefusalNamesTheBackupFile(t *testing.T) {
 		t.Errorf("a refused restore recorded a project: %v", err)
 	}
 }
+
+// testUID is the uid the tests call as: the admin or owner in tests that
+// need one (make unit runs as any user, not only root).
+func testUID() uint32 { return uint32(os.Getuid()) }
