@@ -221,6 +221,7 @@ already taken, not yours), opusd not reachable.`,
 		c.backupCommand(),
 		c.restoreCommand(),
 		c.dfCommand(),
+		c.hostsCommand(),
 		c.completionCommand(root),
 		c.versionCommand(),
 	)

@@ -31,6 +31,7 @@ func (c *cli) createCommand() *cobra.Command {
 		passwordStdin bool
 		database      string
 		dbPassword    string
+		host          string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME (--app [APP=]SRC[@REF]... | --empty)",
@@ -93,7 +94,7 @@ otherwise pipe it in and pass --superuser-password-stdin.
 			if passwordStdin && superuser == "" {
 				return usagef("--superuser-password-stdin needs --superuser")
 			}
-			req := &opusv1.CreateProjectRequest{Name: name, Admin: admin}
+			req := &opusv1.CreateProjectRequest{Name: name, Admin: admin, Host: host}
 			if dbPassword != "" && database == "" {
 				return usagef("--database-password-file needs --database")
 			}
@@ -132,6 +133,7 @@ otherwise pipe it in and pass --superuser-password-stdin.
 	f.StringArrayVar(&apps, "app", nil, "an app to deploy, as [APP=]SRC[@REF] (repeatable; see SRC above)")
 	f.BoolVar(&empty, "empty", false, "create the project with no apps (add them later with 'opusctl apps add')")
 	f.BoolVar(&admin, "admin", false, "mount Django's admin at /admin/")
+	f.StringVar(&host, "host", "", "put the project on this host (see 'opusctl hosts'; default: the live host with the most room)")
 	f.StringVar(&superuser, "superuser", "", "create a Django superuser with this user name on first deploy")
 	f.StringVar(&email, "superuser-email", "", "the superuser's e-mail address (required with --superuser: Django's createsuperuser needs one)")
 	f.BoolVar(&passwordStdin, "superuser-password-stdin", false, "read the superuser's password from the first line of stdin instead of prompting")

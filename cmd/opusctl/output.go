@@ -222,13 +222,13 @@ func primaryURL(urls []string) string {
 
 func writeProjectTable(w io.Writer, ps []*opusv1.Project) error {
 	tw := newTable(w)
-	writeRow(tw, "NAME", "OWNER", "PHASE", "APPS", "URL")
+	writeRow(tw, "NAME", "OWNER", "PHASE", "HOST", "APPS", "URL")
 	for _, p := range ps {
 		var apps []string
 		for _, a := range p.GetApps() {
 			apps = append(apps, a.GetName())
 		}
-		writeRow(tw, p.GetName(), userName(p.GetOwnerUid()), phaseName(p.GetPhase()), orDash(strings.Join(apps, ",")), primaryURL(p.GetUrls()))
+		writeRow(tw, p.GetName(), userName(p.GetOwnerUid()), phaseName(p.GetPhase()), orDash(p.GetHost()), orDash(strings.Join(apps, ",")), primaryURL(p.GetUrls()))
 	}
 	return tw.Flush()
 }
@@ -261,6 +261,7 @@ func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 		{"Name", p.GetName()},
 		{"Owner", fmt.Sprintf("%s (uid %d)", userName(p.GetOwnerUid()), p.GetOwnerUid())},
 		{"Phase", phaseName(p.GetPhase())},
+		{"Host", orDash(p.GetHost())},
 		{"Server name", orDash(p.GetServerName())},
 		{"System user", orDash(p.GetSystemUser())},
 		{"URLs", orDash(strings.Join(p.GetUrls(), " "))},

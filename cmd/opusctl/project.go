@@ -18,7 +18,8 @@ func (c *cli) lsCommand() *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "List projects",
 		Long: `ls lists your projects (every project, for an admin) with their owner,
-phase, apps and main URL. With -o json it prints opusd's ListProjects answer.`,
+phase, the host that serves them (see 'opusctl hosts'), apps and main URL.
+With -o json it prints opusd's ListProjects answer.`,
 		Example: `  opusctl ls
   opusctl ls -o json | jq -r '.projects[].name'`,
 		Args: cobra.NoArgs,

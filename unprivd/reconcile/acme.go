@@ -151,7 +151,7 @@ func (r *Reconciler) renewDue(ctx context.Context) time.Time {
 		if ctx.Err() != nil || r.isStopping() {
 			return time.Time{}
 		}
-		if !r.acmeWanted(p) {
+		if !r.acmeWanted(p) || !r.st.ServedHere(p) {
 			continue
 		}
 		if acmeDue(p, r.opt.Clock.Now()) {

@@ -280,6 +280,9 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			return err
 		}
 		for _, p := range ps {
+			if !r.st.ServedHere(p) {
+				continue
+			}
 			if adoptApplied(p) {
 				if err := tx.PutProject(p); err != nil {
 					return err
@@ -308,6 +311,15 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		r.cancelHard()
 		return fmt.Errorf("reconciler start: %w", err)
 	}
+	// Changes committed through other hosts' opusds (a project placed
+	// here, a change asked of it there) reach this one by the store's
+	// watch; its own calls Kick.
+	r.st.OnChangedElsewhere(func(name string) {
+		p, err := r.st.GetProject(context.Background(), name)
+		if err == nil && r.st.ServedHere(p) {
+			r.Kick(name)
+		}
+	})
 	for i := 0; i < r.opt.Concurrency; i++ {
 		r.workers.Add(1)
 		go r.worker()
@@ -540,6 +552,11 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 		}
 		if err != nil {
 			return err
+		}
+		if !r.st.ServedHere(p) {
+			// Another host's: its opusd works on it.
+			p = nil
+			return nil
 		}
 		ops, err := tx.Operations(name, 0)
 		if err != nil {

@@ -93,6 +93,7 @@ var methodAccess = map[string]access{
 	opusv1.Opus_CreateLoginLink_FullMethodName:       accessAnyLocal,
 	opusv1.Opus_SetConsolePassword_FullMethodName:    accessAnyLocal,
 	opusv1.Opus_CheckHost_FullMethodName:             accessAdmin,
+	opusv1.Opus_ListHosts_FullMethodName:             accessAnyLocal,
 	opusv1.Opus_ListConsoleAccounts_FullMethodName:   accessAdmin,
 	opusv1.Opus_DisableConsoleAccount_FullMethodName: accessAdmin,
 	opusv1.Opus_DeleteConsoleAccount_FullMethodName:  accessAdmin,

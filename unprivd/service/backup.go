@@ -75,6 +75,9 @@ func (s *Service) BackupProject(req *opusv1.BackupProjectRequest, stream opusv1.
 	var p *store.Project
 	err = s.st.View(ctx, func(tx *store.Tx) error {
 		p, err = s.visibleProject(ctx, tx, c, opusv1.Opus_BackupProject_FullMethodName, req.GetName())
+		if err == nil && !s.servedHere(p) {
+			err = s.elsewhere(p, "its data is kept: back it up")
+		}
 		return err
 	})
 	if err != nil {
@@ -413,6 +416,11 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 		if p.Deleting {
 			return status.Errorf(codes.FailedPrecondition, "project %q is being deleted; wait until that is done and restore again without --replace", name)
 		}
+		if !s.servedHere(p) {
+			// The backup's data is spooled here, and the project's
+			// host takes it from nowhere else.
+			return s.elsewhere(p, "restore over it")
+		}
 		existing = p
 		return nil
 	})
@@ -499,7 +507,8 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			if existing != nil {
 				return status.Errorf(codes.Aborted, "project %q went away during the restore; restore again", name)
 			}
-			p = &store.Project{Name: name, OwnerUID: owner, Spec: spec, Generation: 1, Status: store.Status{Phase: store.PhasePending}}
+			// On this host: the backup's data is spooled here.
+			p = &store.Project{Name: name, OwnerUID: owner, Host: s.cfg.HostName, Spec: spec, Generation: 1, Status: store.Status{Phase: store.PhasePending}}
 			p.Secrets = &store.Secrets{SecretKey: arch.Secrets.SecretKey}
 			p.Snapshots = []store.Snapshot{rec}
 			p.Spec.RestoreSnapshot = id

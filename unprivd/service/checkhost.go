@@ -56,6 +56,9 @@ func (s *Service) driftProjects(ctx context.Context) ([]drift.Project, error) {
 	}
 	out := make([]drift.Project, 0, len(ps))
 	for _, p := range ps {
+		if !s.servedHere(p) {
+			continue // another host's: not on this one to compare
+		}
 		c := p.Status.Certificate
 		out = append(out, drift.Project{
 			Name:             p.Name,

@@ -86,6 +86,10 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 		CertificateRenewTime: ts(p.Status.Certificate.RenewAt),
 		Settings:             toSettings(p), Database: toDatabase(p.Spec.Database),
 	}
+	out.Host = p.Host
+	if s.unreachable(p) {
+		out.Phase = opusv1.Phase_PHASE_UNREACHABLE
+	}
 	if f := p.Status.LastFailure; f != nil && out.LastError == "" {
 		out.LastError, out.LastFailedOperation = f.Error, f.Operation
 	}

@@ -245,12 +245,18 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 			if err != nil {
 				return err
 			}
+			if !s.servedHere(p) {
+				return s.elsewhere(p, "its files are kept: measure them")
+			}
 			ps = []*store.Project{p}
 			owners = []uint32{p.OwnerUID}
 			return nil
 		}
+		// Only this host's files are here to measure.
 		add := func(p store.Project) error {
-			ps = append(ps, &p)
+			if s.servedHere(&p) {
+				ps = append(ps, &p)
+			}
 			return nil
 		}
 		if c.admin {

@@ -64,7 +64,10 @@ func (s *Service) tailLog(ctx context.Context, req *privdv1.TailLogRequest) (*pr
 // checkVisible answers whether c may see the project now.
 func (s *Service) checkVisible(ctx context.Context, c caller, method, project string) error {
 	err := s.st.View(ctx, func(tx *store.Tx) error {
-		_, err := s.visibleProject(ctx, tx, c, method, project)
+		p, err := s.visibleProject(ctx, tx, c, method, project)
+		if err == nil && !s.servedHere(p) {
+			err = s.elsewhere(p, "its logs are kept: read them")
+		}
 		return err
 	})
 	if err != nil {

@@ -62,6 +62,10 @@ type Config struct {
 	// a project it made would outlive its parent, and could make more.
 	// The zero range refuses no one.
 	ProjectUIDs config.UIDRange
+	// HostName is this host's name (config host_name): new projects are
+	// placed on it on a store only it uses, and with the state in etcd it
+	// tells the projects this opusd serves from the others' (hosts.go).
+	HostName string
 	// ServerSuffix, HTTPPort and HTTPSPort make a project's URLs.
 	ServerSuffix        string
 	HTTPPort, HTTPSPort int
@@ -120,12 +124,17 @@ type Service struct {
 	diskUsage, backups *uidLimit
 	// pruneKick asks RunDiskPruner for a pass (disk.go).
 	pruneKick chan struct{}
+	// hosts is the last read of the live hosts (hosts.go).
+	hosts liveHosts
 }
 
 // New returns a Service. Store, Privd, Reconciler and Admins are required.
 func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Privd == nil || cfg.Reconciler == nil || cfg.Admins == nil {
 		return nil, errors.New("service: Store, Privd, Reconciler and Admins are required")
+	}
+	if cfg.Store.Shared() && cfg.HostName == "" {
+		return nil, errors.New("service: HostName is required on a shared store")
 	}
 	if cfg.MaxUpload <= 0 {
 		cfg.MaxUpload = DefaultMaxUpload
@@ -215,11 +224,16 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 		return nil, err
 	}
 	var op *store.Operation
+	var host string
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
 		if err := hostsTaken(tx, req.GetName(), spec.Settings.Hosts); err != nil {
 			return err
 		}
-		p := &store.Project{Name: req.GetName(), OwnerUID: c.uid, Spec: spec, Generation: 1,
+		var err error
+		if host, err = s.place(tx, req.GetHost(), spec); err != nil {
+			return err
+		}
+		p := &store.Project{Name: req.GetName(), OwnerUID: c.uid, Host: host, Spec: spec, Generation: 1,
 			Status: store.Status{Phase: store.PhasePending}}
 		if err := tx.CreateProject(p); err != nil {
 			if errors.Is(err, store.ErrExists) {
@@ -233,7 +247,7 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
-	s.log.InfoContext(ctx, "project created", "project", req.GetName(), "uid", c.uid, "operation", op.ID)
+	s.log.InfoContext(ctx, "project created", "project", req.GetName(), "uid", c.uid, "operation", op.ID, "host", host)
 	s.kick.Kick(req.GetName())
 	return toOperation(op), nil
 }
@@ -377,11 +391,18 @@ func (s *Service) mutateTx(ctx context.Context, method, name string, kind store.
 		if p.Deleting {
 			return status.Errorf(codes.FailedPrecondition, "project %q is being deleted", name)
 		}
+		if err := s.changeable(p); err != nil {
+			return err
+		}
+		before := p.Spec.Clone()
 		if err := fn(tx, c, p); err != nil {
 			if errors.Is(err, errUnchanged) {
 				unchanged = &opusv1.Operation{Project: p.Name, Kind: opKinds[kind], Generation: p.Generation, OwnerUid: p.OwnerUID, Unchanged: true}
 			}
 			return err
+		}
+		if !s.servedHere(p) && newUpload(before, p.Spec) {
+			return s.elsewhere(p, "an uploaded app is kept by the host that received it: upload it")
 		}
 		p.Generation++
 		if err := tx.PutProject(p); err != nil {
@@ -418,6 +439,9 @@ func (s *Service) DeleteProject(ctx context.Context, req *opusv1.DeleteProjectRe
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
 		p, err := s.visibleProject(ctx, tx, c, opusv1.Opus_DeleteProject_FullMethodName, name)
 		if err != nil {
+			return err
+		}
+		if err := s.changeable(p); err != nil {
 			return err
 		}
 		if p.Deleting {

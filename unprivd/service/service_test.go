@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -167,6 +168,8 @@ type fakePrivd struct {
 	logErr error
 	// log, when set, answers TailLog calls that read after a position.
 	log *fakeLog
+	// ensured counts EnsureUser calls: the deploys this privd's host ran.
+	ensured atomic.Int64
 }
 
 func (f *fakePrivd) TailLog(_ context.Context, in *privdv1.TailLogRequest, _ ...grpc.CallOption) (*privdv1.TailLogResponse, error) {
@@ -180,6 +183,7 @@ func (f *fakePrivd) TailLog(_ context.Context, in *privdv1.TailLogRequest, _ ...
 }
 
 func (f *fakePrivd) EnsureUser(_ context.Context, in *privdv1.EnsureUserRequest, _ ...grpc.CallOption) (*privdv1.EnsureUserResponse, error) {
+	f.ensured.Add(1)
 	return &privdv1.EnsureUserResponse{User: "opus-" + in.Project, Uid: 901, Gid: 901}, nil
 }
 
@@ -247,6 +251,10 @@ type serverOpt struct {
 	// disk is the disk hygiene policy (its BaseDir defaults to the
 	// test's).
 	disk Disk
+	// store, when set, is the state (an etcd store of host hostName)
+	// instead of a new bbolt file.
+	store    *store.Store
+	hostName string
 }
 
 // startServer serves the Opus API on a real Unix socket, in a directory any
@@ -261,11 +269,14 @@ func startServer(t *testing.T, o serverOpt) *server {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(context.Background(), filepath.Join(dir, "opusd.db"), store.Options{UserName: o.userName})
-	if err != nil {
-		t.Fatal(err)
+	st := o.store
+	if st == nil {
+		st, err = store.Open(context.Background(), filepath.Join(dir, "opusd.db"), store.Options{UserName: o.userName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
 	}
-	t.Cleanup(func() { st.Close() })
 	s := &server{dir: dir, sock: filepath.Join(dir, "opusd.sock"), st: st, kicker: &fakeKicker{},
 		privd: &fakePrivd{}, clock: &testClock{now: time.Now()}}
 	// The real upload store, on the test's clock.
@@ -301,7 +312,7 @@ func startServer(t *testing.T, o serverOpt) *server {
 	s.svc, err = New(Config{Store: st, Privd: s.privd, Reconciler: kick, Admins: o.admins, Uploads: s.uploads,
 		ProjectUIDs: o.projectUIDs, ServerSuffix: ".opus.test", HTTPPort: 8080, HTTPSPort: 8443, MaxUpload: 1 << 10, Logger: log, TLSSecurityLevel: 2,
 		Backups: &Backups{BaseDir: filepath.Join(dir, "base"), MaxData: 1 << 20, OpusVersion: "test"},
-		Disk:    o.disk})
+		Disk:    o.disk, HostName: o.hostName})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,9 +58,10 @@ type EtcdOptions struct {
 	// cannot reach the cluster within it refuses the change with
 	// ErrUnavailable.
 	RequestTimeout time.Duration
-	// Committer names this opusd in meta/commit (its host name); "" means
-	// "opusd".
-	Committer string
+	// Host is this opusd's host name (config host_name): it names this
+	// host's commits (meta/commit) and tells the projects it serves
+	// (Store.ServedHere). Required.
+	Host string
 	// HostTTL is how long this host stays listed (RegisterHost) after its
 	// opusd last renewed its lease; 0 means 10 seconds.
 	HostTTL time.Duration
@@ -97,8 +98,8 @@ func OpenEtcd(ctx context.Context, opt EtcdOptions) (*Store, error) {
 	if opt.HostTTL == 0 {
 		opt.HostTTL = 10 * time.Second
 	}
-	if opt.Committer == "" {
-		opt.Committer = "opusd"
+	if opt.Host == "" {
+		return nil, errors.New("etcd state store: no host name")
 	}
 	opt.Options = opt.Options.withDefaults()
 	where := fmt.Sprintf("etcd %s prefix %s", strings.Join(opt.Endpoints, ","), opt.Prefix)
@@ -117,7 +118,7 @@ func OpenEtcd(ctx context.Context, opt EtcdOptions) (*Store, error) {
 	}
 	e := &etcdKV{
 		c: c, prefix: opt.Prefix, where: where, timeout: opt.RequestTimeout,
-		committer: opt.Committer, hostTTL: opt.HostTTL, advanced: make(chan struct{}),
+		committer: opt.Host, hostTTL: opt.HostTTL, advanced: make(chan struct{}),
 	}
 	lctx, cancel := context.WithTimeout(ctx, opt.DialTimeout)
 	err = e.load(lctx)
@@ -133,6 +134,7 @@ func OpenEtcd(ctx context.Context, opt EtcdOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state (%s): %w", where, err)
 	}
+	s.host = opt.Host
 	e.mu.Lock()
 	e.changed = s.changed
 	e.mu.Unlock()

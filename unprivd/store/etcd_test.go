@@ -34,14 +34,14 @@ func etcdServer(t *testing.T) *etcdtest.Server {
 
 func openEtcd(t *testing.T, srv *etcdtest.Server, prefix string, timeout time.Duration) *Store {
 	t.Helper()
-	return openEtcdAs(t, srv, prefix, timeout, "")
+	return openEtcdAs(t, srv, prefix, timeout, "h")
 }
 
 func openEtcdAs(t *testing.T, srv *etcdtest.Server, prefix string, timeout time.Duration, host string) *Store {
 	t.Helper()
 	s, err := OpenEtcd(context.Background(), EtcdOptions{
 		Endpoints: []string{srv.ClientURL}, Prefix: prefix, RequestTimeout: timeout,
-		Committer: host, HostTTL: 2 * time.Second,
+		Host: host, HostTTL: 2 * time.Second,
 		Options: Options{UserName: func(uid uint32) (string, error) { return fmt.Sprint("u", uid), nil }},
 	})
 	if err != nil {
@@ -308,7 +308,7 @@ func TestEtcdNewerSchemaRefused(t *testing.T) {
 	if _, err := c.Put(context.Background(), "/newer/meta/schema_version", fmt.Sprint(SchemaVersion+1)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = OpenEtcd(context.Background(), EtcdOptions{Endpoints: []string{srv.ClientURL}, Prefix: "/newer/"})
+	_, err = OpenEtcd(context.Background(), EtcdOptions{Endpoints: []string{srv.ClientURL}, Prefix: "/newer/", Host: "h"})
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("newer opusd")) {
 		t.Fatalf("OpenEtcd on a newer schema: %v", err)
 	}
@@ -325,6 +325,9 @@ func TestEtcdHosts(t *testing.T) {
 	b := openEtcdAs(t, srv, "/hosts/", 0, "b")
 	if !a.Shared() {
 		t.Fatal("an etcd store says it is not shared")
+	}
+	if !a.ServedHere(&Project{Host: "a"}) || a.ServedHere(&Project{Host: "b"}) || a.ServedHere(&Project{}) {
+		t.Fatal("host a's store does not tell its projects from b's and unplaced ones")
 	}
 	heard := func(s *Store) chan string {
 		c := make(chan string, 16)
@@ -401,6 +404,9 @@ func TestBoltHosts(t *testing.T) {
 	defer s.Close()
 	if s.Shared() {
 		t.Fatal("a bbolt store says it is shared")
+	}
+	if !s.ServedHere(&Project{Host: "other"}) || !s.ServedHere(&Project{}) {
+		t.Fatal("a bbolt store's host does not serve every project")
 	}
 	if err := s.RegisterHost(ctx, Host{Name: "solo", Capacity: 1}); err != nil {
 		t.Fatal(err)

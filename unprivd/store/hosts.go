@@ -52,6 +52,10 @@ func (s *Store) RegisterHost(ctx context.Context, h Host) error {
 // each project is worked on by its own host's opusd only.
 func (s *Store) Shared() bool { return s.kv.shared() }
 
+// ServedHere says this host serves p, so that its opusd (alone) works on
+// it and has its files: every project, on a store no other host shares.
+func (s *Store) ServedHere(p *Project) bool { return !s.kv.shared() || p.Host == s.host }
+
 // Hosts returns the hosts listed now, by name.
 func (tx *Tx) Hosts() ([]Host, error) {
 	var out []Host

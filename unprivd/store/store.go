@@ -103,6 +103,8 @@ type Store struct {
 	// like a stalled write. See WriteStalled.
 	epoch      time.Time
 	writeBegan atomic.Int64
+	// host is this host's name on a shared store (EtcdOptions.Host).
+	host string
 	// elsewhere is OnChangedElsewhere's function.
 	elsewhere atomic.Pointer[func(project string)]
 }

@@ -43,6 +43,10 @@ const (
 	Phase_PHASE_FAILED Phase = 4
 	// PHASE_DELETING: being torn down.
 	Phase_PHASE_DELETING Phase = 5
+	// PHASE_UNREACHABLE: the host that serves the project is not answering
+	// (its opusd stopped renewing its place in the cluster). Its apps may
+	// still serve; nothing about it can change until the host is back.
+	Phase_PHASE_UNREACHABLE Phase = 6
 )
 
 // Enum value maps for Phase.
@@ -54,6 +58,7 @@ var (
 		3: "PHASE_READY",
 		4: "PHASE_FAILED",
 		5: "PHASE_DELETING",
+		6: "PHASE_UNREACHABLE",
 	}
 	Phase_value = map[string]int32{
 		"PHASE_UNSPECIFIED": 0,
@@ -62,6 +67,7 @@ var (
 		"PHASE_READY":       3,
 		"PHASE_FAILED":      4,
 		"PHASE_DELETING":    5,
+		"PHASE_UNREACHABLE": 6,
 	}
 )
 
@@ -880,8 +886,11 @@ type Project struct {
 	// project's certificate: a third of its lifetime before it expires, or
 	// the next try after a failure. Unset without ACME.
 	CertificateRenewTime *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=certificate_renew_time,json=certificateRenewTime,proto3" json:"certificate_renew_time,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// host is the host that serves the project (see ListHosts): its name
+	// must resolve there.
+	Host          string `protobuf:"bytes,24,opt,name=host,proto3" json:"host,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Project) Reset() {
@@ -1073,6 +1082,13 @@ func (x *Project) GetCertificateRenewTime() *timestamppb.Timestamp {
 		return x.CertificateRenewTime
 	}
 	return nil
+}
+
+func (x *Project) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
 }
 
 // DataSnapshot is a copy of a project's database taken before a change ran
@@ -1426,7 +1442,10 @@ type CreateProjectRequest struct {
 	// database defaults to sqlite in the project's data directory.
 	Database *Database `protobuf:"bytes,5,opt,name=database,proto3" json:"database,omitempty"`
 	// settings are the initial owner-level settings (admin above wins).
-	Settings      *Settings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
+	Settings *Settings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
+	// host places the project on that host (see ListHosts); empty lets Opus
+	// choose the live host with the most room.
+	Host          string `protobuf:"bytes,7,opt,name=host,proto3" json:"host,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1501,6 +1520,13 @@ func (x *CreateProjectRequest) GetSettings() *Settings {
 		return x.Settings
 	}
 	return nil
+}
+
+func (x *CreateProjectRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
 }
 
 type GetProjectRequest struct {
@@ -4164,6 +4190,177 @@ func (x *RestoreInfo) GetOwnerUid() uint32 {
 	return 0
 }
 
+type ListHostsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHostsRequest) Reset() {
+	*x = ListHostsRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHostsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHostsRequest) ProtoMessage() {}
+
+func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
+func (*ListHostsRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{59}
+}
+
+type ListHostsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hosts         []*Host                `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHostsResponse) Reset() {
+	*x = ListHostsResponse{}
+	mi := &file_opus_v1_opus_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHostsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHostsResponse) ProtoMessage() {}
+
+func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
+func (*ListHostsResponse) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ListHostsResponse) GetHosts() []*Host {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+// Host is one host of this Opus.
+type Host struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the host's name (host_name in its opus.conf).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// front is HOST:PORT where its web front answers for its projects.
+	Front string `protobuf:"bytes,2,opt,name=front,proto3" json:"front,omitempty"`
+	// capacity is how many projects it takes.
+	Capacity int32 `protobuf:"varint,3,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// projects is how many projects it serves now.
+	Projects int32 `protobuf:"varint,4,opt,name=projects,proto3" json:"projects,omitempty"`
+	// since is when its opusd joined.
+	Since *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	// this is true for the host whose opusd answered this call.
+	This          bool `protobuf:"varint,6,opt,name=this,proto3" json:"this,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Host) Reset() {
+	*x = Host{}
+	mi := &file_opus_v1_opus_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Host) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Host) ProtoMessage() {}
+
+func (x *Host) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Host.ProtoReflect.Descriptor instead.
+func (*Host) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *Host) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Host) GetFront() string {
+	if x != nil {
+		return x.Front
+	}
+	return ""
+}
+
+func (x *Host) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *Host) GetProjects() int32 {
+	if x != nil {
+		return x.Projects
+	}
+	return 0
+}
+
+func (x *Host) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Host) GetThis() bool {
+	if x != nil {
+		return x.This
+	}
+	return false
+}
+
 var File_opus_v1_opus_proto protoreflect.FileDescriptor
 
 const file_opus_v1_opus_proto_rawDesc = "" +
@@ -4206,7 +4403,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\tSuperuser\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\x92\b\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xa6\b\n" +
 	"\aProject\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12 \n" +
@@ -4238,7 +4435,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x0edata_snapshots\x18\x14 \x03(\v2\x15.opus.v1.DataSnapshotR\rdataSnapshots\x12+\n" +
 	"\x11certificate_error\x18\x15 \x01(\tR\x10certificateError\x12P\n" +
 	"\x16certificate_error_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateErrorTime\x12P\n" +
-	"\x16certificate_renew_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateRenewTime\"\xb9\x01\n" +
+	"\x16certificate_renew_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateRenewTime\x12\x12\n" +
+	"\x04host\x18\x18 \x01(\tR\x04host\"\xb9\x01\n" +
 	"\fDataSnapshot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
@@ -4268,14 +4466,15 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
 	"\x04user\x18\x05 \x01(\tR\x04user\x12\x1a\n" +
 	"\bpassword\x18\x06 \x01(\tR\bpassword\x12\x1c\n" +
-	"\tprovision\x18\a \x01(\bR\tprovision\"\xf6\x01\n" +
+	"\tprovision\x18\a \x01(\bR\tprovision\"\x8a\x02\n" +
 	"\x14CreateProjectRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
 	"\x04apps\x18\x02 \x03(\v2\x10.opus.v1.AppSpecR\x04apps\x12\x14\n" +
 	"\x05admin\x18\x03 \x01(\bR\x05admin\x120\n" +
 	"\tsuperuser\x18\x04 \x01(\v2\x12.opus.v1.SuperuserR\tsuperuser\x12-\n" +
 	"\bdatabase\x18\x05 \x01(\v2\x11.opus.v1.DatabaseR\bdatabase\x12-\n" +
-	"\bsettings\x18\x06 \x01(\v2\x11.opus.v1.SettingsR\bsettings\"'\n" +
+	"\bsettings\x18\x06 \x01(\v2\x11.opus.v1.SettingsR\bsettings\x12\x12\n" +
+	"\x04host\x18\a \x01(\tR\x04host\"'\n" +
 	"\x11GetProjectRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
 	"\x13ListProjectsRequest\"D\n" +
@@ -4444,14 +4643,25 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\vRestoreInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\areplace\x18\x02 \x01(\bR\areplace\x12\x1b\n" +
-	"\towner_uid\x18\x03 \x01(\rR\bownerUid*}\n" +
+	"\towner_uid\x18\x03 \x01(\rR\bownerUid\"\x12\n" +
+	"\x10ListHostsRequest\"8\n" +
+	"\x11ListHostsResponse\x12#\n" +
+	"\x05hosts\x18\x01 \x03(\v2\r.opus.v1.HostR\x05hosts\"\xae\x01\n" +
+	"\x04Host\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05front\x18\x02 \x01(\tR\x05front\x12\x1a\n" +
+	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\x12\x1a\n" +
+	"\bprojects\x18\x04 \x01(\x05R\bprojects\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x12\n" +
+	"\x04this\x18\x06 \x01(\bR\x04this*\x94\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPHASE_PENDING\x10\x01\x12\x13\n" +
 	"\x0fPHASE_DEPLOYING\x10\x02\x12\x0f\n" +
 	"\vPHASE_READY\x10\x03\x12\x10\n" +
 	"\fPHASE_FAILED\x10\x04\x12\x12\n" +
-	"\x0ePHASE_DELETING\x10\x05*\xde\x02\n" +
+	"\x0ePHASE_DELETING\x10\x05\x12\x15\n" +
+	"\x11PHASE_UNREACHABLE\x10\x06*\xde\x02\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x19\n" +
@@ -4476,7 +4686,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x01\x12\x13\n" +
 	"\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\xd3\x0e\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\x97\x0f\n" +
 	"\x04Opus\x12B\n" +
 	"\rCreateProject\x12\x1d.opus.v1.CreateProjectRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\n" +
@@ -4504,7 +4714,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x15DisableConsoleAccount\x12%.opus.v1.DisableConsoleAccountRequest\x1a&.opus.v1.DisableConsoleAccountResponse\x12c\n" +
 	"\x14DeleteConsoleAccount\x12$.opus.v1.DeleteConsoleAccountRequest\x1a%.opus.v1.DeleteConsoleAccountResponse\x12P\n" +
 	"\rBackupProject\x12\x1d.opus.v1.BackupProjectRequest\x1a\x1e.opus.v1.BackupProjectResponse0\x01\x12F\n" +
-	"\x0eRestoreProject\x12\x1e.opus.v1.RestoreProjectRequest\x1a\x12.opus.v1.Operation(\x01B3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
+	"\x0eRestoreProject\x12\x1e.opus.v1.RestoreProjectRequest\x1a\x12.opus.v1.Operation(\x01\x12B\n" +
+	"\tListHosts\x12\x19.opus.v1.ListHostsRequest\x1a\x1a.opus.v1.ListHostsResponseB3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
 
 var (
 	file_opus_v1_opus_proto_rawDescOnce sync.Once
@@ -4519,7 +4730,7 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_opus_v1_opus_proto_goTypes = []any{
 	(Phase)(0),                            // 0: opus.v1.Phase
 	(OperationKind)(0),                    // 1: opus.v1.OperationKind
@@ -4584,30 +4795,33 @@ var file_opus_v1_opus_proto_goTypes = []any{
 	(*BackupProjectResponse)(nil),         // 60: opus.v1.BackupProjectResponse
 	(*RestoreProjectRequest)(nil),         // 61: opus.v1.RestoreProjectRequest
 	(*RestoreInfo)(nil),                   // 62: opus.v1.RestoreInfo
-	nil,                                   // 63: opus.v1.Settings.EnvEntry
-	nil,                                   // 64: opus.v1.UpdateSettingsRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),         // 65: google.protobuf.Timestamp
+	(*ListHostsRequest)(nil),              // 63: opus.v1.ListHostsRequest
+	(*ListHostsResponse)(nil),             // 64: opus.v1.ListHostsResponse
+	(*Host)(nil),                          // 65: opus.v1.Host
+	nil,                                   // 66: opus.v1.Settings.EnvEntry
+	nil,                                   // 67: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 68: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	65, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	68, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	65, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	65, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	65, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	68, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	68, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	68, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
 	14, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
 	15, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
 	12, // 13: opus.v1.Project.data_snapshots:type_name -> opus.v1.DataSnapshot
-	65, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
-	65, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
-	65, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
+	68, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
+	68, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
+	68, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
 	13, // 17: opus.v1.DataSnapshot.revisions:type_name -> opus.v1.AppRevision
-	63, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	66, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
 	7,  // 19: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
 	10, // 20: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
 	15, // 21: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
@@ -4617,81 +4831,85 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	6,  // 25: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
 	27, // 26: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
 	3,  // 27: opus.v1.Step.state:type_name -> opus.v1.StepState
-	65, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	65, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	68, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	68, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 30: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
 	2,  // 31: opus.v1.Operation.state:type_name -> opus.v1.OperationState
 	29, // 32: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	65, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	65, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	68, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	68, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
 	12, // 35: opus.v1.Operation.data_snapshot:type_name -> opus.v1.DataSnapshot
 	30, // 36: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	64, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	67, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
 	41, // 38: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
 	44, // 39: opus.v1.ProjectDiskUsage.code:type_name -> opus.v1.ByteCount
 	44, // 40: opus.v1.ProjectDiskUsage.data:type_name -> opus.v1.ByteCount
 	44, // 41: opus.v1.UserDiskUsage.total:type_name -> opus.v1.ByteCount
 	45, // 42: opus.v1.GetDiskUsageResponse.projects:type_name -> opus.v1.ProjectDiskUsage
 	46, // 43: opus.v1.GetDiskUsageResponse.users:type_name -> opus.v1.UserDiskUsage
-	65, // 44: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	65, // 45: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	68, // 44: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	68, // 45: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
 	53, // 46: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
 	62, // 47: opus.v1.RestoreProjectRequest.info:type_name -> opus.v1.RestoreInfo
-	16, // 48: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
-	17, // 49: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
-	18, // 50: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
-	20, // 51: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
-	21, // 52: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
-	22, // 53: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
-	23, // 54: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
-	24, // 55: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
-	25, // 56: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
-	26, // 57: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
-	31, // 58: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
-	32, // 59: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
-	33, // 60: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
-	35, // 61: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
-	37, // 62: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
-	39, // 63: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
-	40, // 64: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
-	43, // 65: opus.v1.Opus.GetDiskUsage:input_type -> opus.v1.GetDiskUsageRequest
-	48, // 66: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
-	50, // 67: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
-	52, // 68: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
-	55, // 69: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
-	57, // 70: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
-	59, // 71: opus.v1.Opus.BackupProject:input_type -> opus.v1.BackupProjectRequest
-	61, // 72: opus.v1.Opus.RestoreProject:input_type -> opus.v1.RestoreProjectRequest
-	30, // 73: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 74: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	19, // 75: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	30, // 76: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	30, // 77: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	30, // 78: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	30, // 79: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	30, // 80: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
-	30, // 81: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	28, // 82: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	30, // 83: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	30, // 84: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	34, // 85: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	36, // 86: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	38, // 87: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
-	30, // 88: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	42, // 89: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	47, // 90: opus.v1.Opus.GetDiskUsage:output_type -> opus.v1.GetDiskUsageResponse
-	49, // 91: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	51, // 92: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	54, // 93: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	56, // 94: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	58, // 95: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
-	60, // 96: opus.v1.Opus.BackupProject:output_type -> opus.v1.BackupProjectResponse
-	30, // 97: opus.v1.Opus.RestoreProject:output_type -> opus.v1.Operation
-	73, // [73:98] is the sub-list for method output_type
-	48, // [48:73] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	65, // 48: opus.v1.ListHostsResponse.hosts:type_name -> opus.v1.Host
+	68, // 49: opus.v1.Host.since:type_name -> google.protobuf.Timestamp
+	16, // 50: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
+	17, // 51: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
+	18, // 52: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
+	20, // 53: opus.v1.Opus.DeleteProject:input_type -> opus.v1.DeleteProjectRequest
+	21, // 54: opus.v1.Opus.AddApp:input_type -> opus.v1.AddAppRequest
+	22, // 55: opus.v1.Opus.RemoveApp:input_type -> opus.v1.RemoveAppRequest
+	23, // 56: opus.v1.Opus.UpdateApp:input_type -> opus.v1.UpdateAppRequest
+	24, // 57: opus.v1.Opus.RollbackApp:input_type -> opus.v1.RollbackAppRequest
+	25, // 58: opus.v1.Opus.SetCertificate:input_type -> opus.v1.SetCertificateRequest
+	26, // 59: opus.v1.Opus.UploadSource:input_type -> opus.v1.UploadSourceRequest
+	31, // 60: opus.v1.Opus.GetOperation:input_type -> opus.v1.GetOperationRequest
+	32, // 61: opus.v1.Opus.WatchOperation:input_type -> opus.v1.WatchOperationRequest
+	33, // 62: opus.v1.Opus.ListOperations:input_type -> opus.v1.ListOperationsRequest
+	35, // 63: opus.v1.Opus.GetLogs:input_type -> opus.v1.GetLogsRequest
+	37, // 64: opus.v1.Opus.FollowLogs:input_type -> opus.v1.FollowLogsRequest
+	39, // 65: opus.v1.Opus.UpdateSettings:input_type -> opus.v1.UpdateSettingsRequest
+	40, // 66: opus.v1.Opus.CheckHost:input_type -> opus.v1.CheckHostRequest
+	43, // 67: opus.v1.Opus.GetDiskUsage:input_type -> opus.v1.GetDiskUsageRequest
+	48, // 68: opus.v1.Opus.CreateLoginLink:input_type -> opus.v1.CreateLoginLinkRequest
+	50, // 69: opus.v1.Opus.SetConsolePassword:input_type -> opus.v1.SetConsolePasswordRequest
+	52, // 70: opus.v1.Opus.ListConsoleAccounts:input_type -> opus.v1.ListConsoleAccountsRequest
+	55, // 71: opus.v1.Opus.DisableConsoleAccount:input_type -> opus.v1.DisableConsoleAccountRequest
+	57, // 72: opus.v1.Opus.DeleteConsoleAccount:input_type -> opus.v1.DeleteConsoleAccountRequest
+	59, // 73: opus.v1.Opus.BackupProject:input_type -> opus.v1.BackupProjectRequest
+	61, // 74: opus.v1.Opus.RestoreProject:input_type -> opus.v1.RestoreProjectRequest
+	63, // 75: opus.v1.Opus.ListHosts:input_type -> opus.v1.ListHostsRequest
+	30, // 76: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 77: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	19, // 78: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	30, // 79: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	30, // 80: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	30, // 81: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	30, // 82: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	30, // 83: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
+	30, // 84: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	28, // 85: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	30, // 86: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	30, // 87: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	34, // 88: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	36, // 89: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	38, // 90: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
+	30, // 91: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	42, // 92: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	47, // 93: opus.v1.Opus.GetDiskUsage:output_type -> opus.v1.GetDiskUsageResponse
+	49, // 94: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	51, // 95: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	54, // 96: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	56, // 97: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	58, // 98: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	60, // 99: opus.v1.Opus.BackupProject:output_type -> opus.v1.BackupProjectResponse
+	30, // 100: opus.v1.Opus.RestoreProject:output_type -> opus.v1.Operation
+	64, // 101: opus.v1.Opus.ListHosts:output_type -> opus.v1.ListHostsResponse
+	76, // [76:102] is the sub-list for method output_type
+	50, // [50:76] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_opus_v1_opus_proto_init() }
@@ -4717,7 +4935,7 @@ func file_opus_v1_opus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   61,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,6 +49,7 @@ const (
 	Opus_DeleteConsoleAccount_FullMethodName  = "/opus.v1.Opus/DeleteConsoleAccount"
 	Opus_BackupProject_FullMethodName         = "/opus.v1.Opus/BackupProject"
 	Opus_RestoreProject_FullMethodName        = "/opus.v1.Opus/RestoreProject"
+	Opus_ListHosts_FullMethodName             = "/opus.v1.Opus/ListHosts"
 )
 
 // OpusClient is the client API for Opus service.
@@ -138,6 +139,10 @@ type OpusClient interface {
 	// The new project is the caller's (an admin may name another owner);
 	// over an existing project of the caller's only with replace.
 	RestoreProject(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreProjectRequest, Operation], error)
+	// ListHosts lists the hosts of this Opus: on one host, this one; with
+	// the state in etcd, every host whose opusd is alive, with how many
+	// projects each serves.
+	ListHosts(ctx context.Context, in *ListHostsRequest, opts ...grpc.CallOption) (*ListHostsResponse, error)
 }
 
 type opusClient struct {
@@ -431,6 +436,16 @@ func (c *opusClient) RestoreProject(ctx context.Context, opts ...grpc.CallOption
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Opus_RestoreProjectClient = grpc.ClientStreamingClient[RestoreProjectRequest, Operation]
 
+func (c *opusClient) ListHosts(ctx context.Context, in *ListHostsRequest, opts ...grpc.CallOption) (*ListHostsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListHostsResponse)
+	err := c.cc.Invoke(ctx, Opus_ListHosts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OpusServer is the server API for Opus service.
 // All implementations must embed UnimplementedOpusServer
 // for forward compatibility.
@@ -518,6 +533,10 @@ type OpusServer interface {
 	// The new project is the caller's (an admin may name another owner);
 	// over an existing project of the caller's only with replace.
 	RestoreProject(grpc.ClientStreamingServer[RestoreProjectRequest, Operation]) error
+	// ListHosts lists the hosts of this Opus: on one host, this one; with
+	// the state in etcd, every host whose opusd is alive, with how many
+	// projects each serves.
+	ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error)
 	mustEmbedUnimplementedOpusServer()
 }
 
@@ -602,6 +621,9 @@ func (UnimplementedOpusServer) BackupProject(*BackupProjectRequest, grpc.ServerS
 }
 func (UnimplementedOpusServer) RestoreProject(grpc.ClientStreamingServer[RestoreProjectRequest, Operation]) error {
 	return status.Error(codes.Unimplemented, "method RestoreProject not implemented")
+}
+func (UnimplementedOpusServer) ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListHosts not implemented")
 }
 func (UnimplementedOpusServer) mustEmbedUnimplementedOpusServer() {}
 func (UnimplementedOpusServer) testEmbeddedByValue()              {}
@@ -1031,6 +1053,24 @@ func _Opus_RestoreProject_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Opus_RestoreProjectServer = grpc.ClientStreamingServer[RestoreProjectRequest, Operation]
 
+func _Opus_ListHosts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListHostsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).ListHosts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_ListHosts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).ListHosts(ctx, req.(*ListHostsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Opus_ServiceDesc is the grpc.ServiceDesc for Opus service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1117,6 +1157,10 @@ var Opus_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteConsoleAccount",
 			Handler:    _Opus_DeleteConsoleAccount_Handler,
+		},
+		{
+			MethodName: "ListHosts",
+			Handler:    _Opus_ListHosts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

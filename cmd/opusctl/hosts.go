@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/opus-hosting/opus/client"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+)
+
+func (c *cli) hostsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "hosts",
+		Short: "List the hosts of this Opus",
+		Long: `hosts lists the hosts whose opusd is alive: on one machine, this one; with
+the state in etcd (state_store etcd in opus.conf), every host sharing it.
+Each row says where the host's web front answers (a project's name must
+resolve to its host's front), how many projects it takes (its capacity) and
+how many it serves. The host this opusctl asked is marked with '*'.
+
+A new project goes to the live host with the most room, or to the one
+'opusctl create NAME --host HOST' names. A project whose host is not listed
+here is UNREACHABLE: it may still serve, but nothing about it changes until
+its host is back. With -o json it prints opusd's ListHosts answer.`,
+		Example: `  opusctl hosts
+  opusctl hosts -o json | jq -r '.hosts[].name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return query(c, cmd, func(ctx context.Context, cl *client.Client) (*opusv1.ListHostsResponse, error) {
+				return cl.RPC().ListHosts(ctx, &opusv1.ListHostsRequest{})
+			}, func(resp *opusv1.ListHostsResponse) error {
+				return writeHosts(c.stdout, resp.GetHosts())
+			})
+		},
+	}
+}
+
+// writeHosts writes the hosts table.
+func writeHosts(w io.Writer, hs []*opusv1.Host) error {
+	if len(hs) == 0 {
+		_, err := fmt.Fprintln(w, "No host is answering.")
+		return err
+	}
+	tw := newTable(w)
+	writeRow(tw, "NAME", "FRONT", "PROJECTS", "CAPACITY", "SINCE")
+	for _, h := range hs {
+		name := h.GetName()
+		if h.GetThis() {
+			name += " *"
+		}
+		writeRow(tw, name, orDash(h.GetFront()), fmt.Sprint(h.GetProjects()), fmt.Sprint(h.GetCapacity()), formatTime(h.GetSince()))
+	}
+	return tw.Flush()
+}

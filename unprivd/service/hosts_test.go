@@ -1,0 +1,163 @@
+package service
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/internal/etcdtest"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// clusterHost is one host of a two-host Opus on one etcd: its store, its
+// registration and its API over a real reconciler and a stub privd.
+func clusterHost(t *testing.T, srv *etcdtest.Server, name string, capacity int) *server {
+	t.Helper()
+	st, err := store.OpenEtcd(context.Background(), store.EtcdOptions{
+		Endpoints: []string{srv.ClientURL}, Prefix: "/svc/", Host: name, HostTTL: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.RegisterHost(context.Background(), store.Host{Name: name, Front: "127.0.0.1:80", Capacity: capacity}); err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, serverOpt{store: st, hostName: name, reconciler: true})
+}
+
+func etcdForTest(t *testing.T) *etcdtest.Server {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts etcd; -short (make unit) starts nothing")
+	}
+	if why := etcdtest.Missing(); why != "" {
+		t.Skip(why)
+	}
+	srv, err := etcdtest.Start(filepath.Join(t.TempDir(), "etcd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Kill() })
+	return srv
+}
+
+// TestTwoHosts: a project created through host a's API with --host b is
+// deployed by b alone and shows READY on b from a; a host that is not
+// answering cannot be named; placement fills the host with the most room;
+// what only the serving host has (logs) is asked of it; and once b's
+// opusd is gone its projects are UNREACHABLE and refuse changes, leaving
+// them as they were.
+func TestTwoHosts(t *testing.T) {
+	srv := etcdForTest(t)
+	ctx := context.Background()
+	a := clusterHost(t, srv, "a", 1)
+	b := clusterHost(t, srv, "b", 10)
+	waitHosts := func(s *server, want string) {
+		t.Helper()
+		var got []string
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			res, err := s.client.ListHosts(ctx, &opusv1.ListHostsRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = nil
+			for _, h := range res.GetHosts() {
+				got = append(got, h.GetName())
+			}
+			if strings.Join(got, " ") == want {
+				return
+			}
+		}
+		t.Fatalf("hosts %v; want %s", got, want)
+	}
+	waitHosts(a, "a b")
+
+	// Named: deployed by b, whichever host was asked.
+	if _, err := a.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "onb", Host: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(s *server, name string) *opusv1.Project {
+		t.Helper()
+		var p *opusv1.Project
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			var err error
+			if p, err = s.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: name}); err == nil && p.GetPhase() == opusv1.Phase_PHASE_READY {
+				return p
+			}
+		}
+		t.Fatalf("project %s is %v; want READY", name, p.GetPhase())
+		return nil
+	}
+	if p := ready(a, "onb"); p.GetHost() != "b" {
+		t.Fatalf("project on host %q; want b", p.GetHost())
+	}
+	if n := a.privd.ensured.Load(); n != 0 {
+		t.Errorf("host a's privd made %d users for a project of b's", n)
+	}
+	if n := b.privd.ensured.Load(); n == 0 {
+		t.Error("host b's privd made no user for its project")
+	}
+
+	// A host not answering is refused by name, with the live ones; nothing
+	// is made.
+	_, err := a.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "nowhere", Host: "c"})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `no host "c"`) || !strings.Contains(err.Error(), "a, b") {
+		t.Fatalf("create on host c: %v", err)
+	}
+	if _, err := a.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "nowhere"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("the refused project: %v; want NotFound", err)
+	}
+
+	// Placement: a takes 1 and has 0; b takes 10 and has 1: a has the
+	// most room (0/1 < 1/10), then b (1/1 > 1/10).
+	for _, want := range []struct{ name, host string }{{"first", "a"}, {"second", "b"}} {
+		if _, err := b.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: want.name}); err != nil {
+			t.Fatal(err)
+		}
+		if p := ready(b, want.name); p.GetHost() != want.host {
+			t.Errorf("project %s placed on %q; want %s", want.name, p.GetHost(), want.host)
+		}
+	}
+
+	// Logs are b's to read.
+	_, err = a.client.GetLogs(ctx, &opusv1.GetLogsRequest{Project: "onb"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "served by host b") {
+		t.Fatalf("logs of b's project through a: %v", err)
+	}
+
+	// b's opusd goes: its projects are UNREACHABLE and changes to them
+	// are refused, and nothing of the change is recorded.
+	before, err := a.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "onb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.st.Close()
+	waitHosts(a, "a")
+	p, err := a.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "onb"})
+	if err != nil || p.GetPhase() != opusv1.Phase_PHASE_UNREACHABLE {
+		t.Fatalf("b's project with b gone: %v, %v; want UNREACHABLE", p.GetPhase(), err)
+	}
+	_, err = a.client.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: "onb", Set: map[string]string{"debug": "true"}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "host b, which is not answering") {
+		t.Fatalf("change to b's project with b gone: %v", err)
+	}
+	_, err = a.client.DeleteProject(ctx, &opusv1.DeleteProjectRequest{Name: "onb"})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("destroy of b's project with b gone: %v", err)
+	}
+	after, err := a.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "onb"})
+	if err != nil || after.GetGeneration() != before.GetGeneration() || after.GetSettings().GetDebug() != before.GetSettings().GetDebug() {
+		t.Fatalf("b's project after the refused changes: %v (generation %d, was %d)", err, after.GetGeneration(), before.GetGeneration())
+	}
+	// a's own project still changes.
+	if _, err := a.client.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: "first", Set: map[string]string{"debug": "true"}}); err != nil {
+		t.Fatalf("change to a's own project: %v", err)
+	}
+}
