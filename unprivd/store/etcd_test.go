@@ -416,3 +416,40 @@ func TestBoltHosts(t *testing.T) {
 		t.Fatalf("hosts %+v, %v; want solo", hs, err)
 	}
 }
+
+// TestEtcdTLS: a cluster that requires client certificates serves a store
+// that presents one, and refuses a client without.
+func TestEtcdTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd; -short (make unit) starts nothing")
+	}
+	if why := etcdtest.Missing(); why != "" {
+		t.Skip(why)
+	}
+	srv, err := etcdtest.StartWith(filepath.Join(t.TempDir(), "etcd"), etcdtest.Options{TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Kill()
+	tc, err := srv.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := OpenEtcd(ctx, EtcdOptions{Endpoints: []string{srv.ClientURL}, Prefix: "/tls/", Host: "h", TLS: tc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.CreateProject(&Project{Name: "blog"}) }); err != nil {
+		t.Fatal(err)
+	}
+	// Without a certificate (the CA alone, as any process on the host
+	// could have): refused.
+	anon := tc.Clone()
+	anon.Certificates = nil
+	_, err = OpenEtcd(ctx, EtcdOptions{Endpoints: []string{srv.ClientURL}, Prefix: "/tls/", Host: "x", TLS: anon, DialTimeout: 2 * time.Second})
+	if err == nil {
+		t.Fatal("a client without a certificate opened the store")
+	}
+}
