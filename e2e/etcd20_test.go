@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -125,7 +126,8 @@ func TestEtcdPartition(t *testing.T) {
 
 // checkApart asserts that project name of the etcd host h is its own: its
 // user under h's prefix with a uid of h's range, not the shared host's;
-// its state in etcd under h's prefix, and no bbolt file beside it.
+// its state in etcd under h's prefix, and no bbolt file beside it; and
+// opusd's log says so.
 func (h *host) checkApart(t *testing.T, e *etcdServer, name string) {
 	t.Helper()
 	u, err := user.Lookup(h.projUser(name))
@@ -144,6 +146,16 @@ func (h *host) checkApart(t *testing.T, e *etcdServer, name string) {
 	}
 	if n := e.countKeys(t, h.cfg.EtcdPrefix); n == 0 {
 		t.Errorf("etcd holds no key under %s", h.cfg.EtcdPrefix)
+	}
+	// opusd says which store it uses, and that plain etcd serves anyone.
+	data, err := os.ReadFile(filepath.Join(h.logs, "opusd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`state="etcd ` + e.clientURL + ` prefix ` + h.cfg.EtcdPrefix + `"`, "etcd without a client certificate"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("opusd's log lacks %q", want)
+		}
 	}
 }
 

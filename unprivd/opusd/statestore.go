@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +23,7 @@ const maxPEMFile = 1 << 20
 
 // openStore opens the state store state_store names, and says where it
 // is for the log: the bbolt file's path, or etcd's endpoints and prefix.
-func openStore(ctx context.Context, cfg config.Config) (*store.Store, string, error) {
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, string, error) {
 	if cfg.StateStore != config.StoreEtcd {
 		st, err := store.Open(ctx, filepath.Join(cfg.BaseDir, "opusd.db"), store.Options{})
 		if err != nil {
@@ -31,6 +32,12 @@ func openStore(ctx context.Context, cfg config.Config) (*store.Store, string, er
 		return st, st.Path(), nil
 	}
 	where := "etcd " + strings.Join(cfg.EtcdEndpointList(), ",") + " prefix " + cfg.EtcdPrefix
+	if cfg.EtcdCertFile == "" {
+		// etcd without client certificates serves whoever connects: on
+		// this host that includes every project's code.
+		log.Warn("etcd without a client certificate: whoever reaches etcd, project code on this host included, can rewrite Opus's state unless etcd checks its clients otherwise; use https:// endpoints with etcd_cert_file and etcd_key_file, and etcd's --client-cert-auth",
+			"etcd_endpoints", cfg.EtcdEndpoints)
+	}
 	tc, err := etcdTLS(cfg)
 	if err != nil {
 		return nil, "", err
