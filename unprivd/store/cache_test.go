@@ -362,7 +362,7 @@ func BenchmarkProjects(b *testing.B) {
 		read func(tx *Tx) (int, error)
 	}{
 		{"decode", func(tx *Tx) (n int, err error) {
-			err = tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
+			err = tx.kv.ascend(bucketProjects, nil, func(k, v []byte) error {
 				_, err := decodeProject(k, v)
 				n++
 				return err

@@ -224,7 +224,7 @@ func TestReadRecordsAreOwned(t *testing.T) {
 	// What is stored, decoded afresh: the cache plays no part in it.
 	var want *Project
 	if err := s.View(ctx, func(tx *Tx) (err error) {
-		want, err = decodeProject([]byte("blog"), tx.tx.Bucket(bucketProjects).Get([]byte("blog")))
+		want, err = decodeProject([]byte("blog"), tx.kv.get(bucketProjects, []byte("blog")))
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -8,8 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The web console's buckets. They are created on first write, so a file
@@ -96,24 +94,8 @@ func (s *Store) ConsoleUserName(uid uint32) (string, error) {
 	return name, err
 }
 
-// bucketFor returns a console bucket, creating it in a write transaction;
-// in a read transaction it is nil until the first write made it.
-func (tx *Tx) bucketFor(name []byte) (*bolt.Bucket, error) {
-	if b := tx.tx.Bucket(name); b != nil || !tx.writable {
-		return b, nil
-	}
-	return tx.tx.CreateBucket(name)
-}
-
 func (tx *Tx) getJSON(bucket, key []byte, v any) error {
-	b, err := tx.bucketFor(bucket)
-	if err != nil {
-		return err
-	}
-	var data []byte
-	if b != nil {
-		data = b.Get(key)
-	}
+	data := tx.kv.get(bucket, key)
 	if data == nil {
 		return ErrNotFound
 	}
@@ -127,24 +109,14 @@ func (tx *Tx) putJSON(bucket, key []byte, v any) error {
 	if !tx.writable {
 		return errors.New("store: write in a read-only transaction")
 	}
-	b, err := tx.bucketFor(bucket)
-	if err != nil {
-		return err
-	}
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("store: encode %s: %w", bucket, err)
 	}
-	return b.Put(key, data)
+	return tx.kv.put(bucket, key, data)
 }
 
-func (tx *Tx) deleteKey(bucket, key []byte) error {
-	b, err := tx.bucketFor(bucket)
-	if err != nil || b == nil {
-		return err
-	}
-	return b.Delete(key)
-}
+func (tx *Tx) deleteKey(bucket, key []byte) error { return tx.kv.del(bucket, key) }
 
 // ConsoleAccount returns uid's account, or an error wrapping ErrNotFound.
 func (tx *Tx) ConsoleAccount(uid uint32) (*ConsoleAccount, error) {
@@ -244,12 +216,8 @@ func (tx *Tx) PutConsoleAccount(a *ConsoleAccount) error {
 
 // ConsoleAccounts returns every console account (in key order).
 func (tx *Tx) ConsoleAccounts() ([]*ConsoleAccount, error) {
-	b, err := tx.bucketFor(bucketConsoleAccounts)
-	if err != nil || b == nil {
-		return nil, err
-	}
 	var out []*ConsoleAccount
-	err = b.ForEach(func(k, v []byte) error {
+	err := tx.kv.ascend(bucketConsoleAccounts, nil, func(k, v []byte) error {
 		a := new(ConsoleAccount)
 		if err := json.Unmarshal(v, a); err != nil {
 			return fmt.Errorf("console account %s: corrupt record: %w", k, err)
@@ -269,8 +237,7 @@ func (tx *Tx) PutLoginLink(key string, l LoginLink) error {
 // HasLoginLink reports whether a login link is recorded under key (expired
 // or not), without writing: TakeLoginLink needs a write transaction.
 func (tx *Tx) HasLoginLink(key string) bool {
-	b := tx.tx.Bucket(bucketConsoleLinks)
-	return b != nil && b.Get([]byte(key)) != nil
+	return tx.kv.get(bucketConsoleLinks, []byte(key)) != nil
 }
 
 // TakeLoginLink deletes the link under key and returns it: a link works
@@ -303,16 +270,12 @@ const MaxConsoleSessions = 20
 // TrimConsoleSessions deletes the oldest sessions of uid beyond
 // MaxConsoleSessions.
 func (tx *Tx) TrimConsoleSessions(uid uint32) error {
-	b, err := tx.bucketFor(bucketConsoleSessions)
-	if err != nil || b == nil {
-		return err
-	}
 	type kept struct {
 		key     []byte
 		created time.Time
 	}
 	var mine []kept
-	if err := b.ForEach(func(k, v []byte) error {
+	if err := tx.kv.ascend(bucketConsoleSessions, nil, func(k, v []byte) error {
 		var s ConsoleSession
 		if json.Unmarshal(v, &s) == nil && s.UID == uid {
 			mine = append(mine, kept{append([]byte(nil), k...), s.CreateTime})
@@ -326,7 +289,7 @@ func (tx *Tx) TrimConsoleSessions(uid uint32) error {
 	}
 	sort.Slice(mine, func(i, j int) bool { return mine[i].created.Before(mine[j].created) })
 	for _, s := range mine[:len(mine)-MaxConsoleSessions] {
-		if err := b.Delete(s.key); err != nil {
+		if err := tx.kv.del(bucketConsoleSessions, s.key); err != nil {
 			return err
 		}
 	}
@@ -380,12 +343,8 @@ func (tx *Tx) deleteWhere(bucket []byte, drop func(v []byte) bool) error {
 	if !tx.writable {
 		return errors.New("store: write in a read-only transaction")
 	}
-	b, err := tx.bucketFor(bucket)
-	if err != nil {
-		return err
-	}
 	var keys [][]byte
-	if err := b.ForEach(func(k, v []byte) error {
+	if err := tx.kv.ascend(bucket, nil, func(k, v []byte) error {
 		if drop(v) {
 			keys = append(keys, append([]byte(nil), k...))
 		}
@@ -394,7 +353,7 @@ func (tx *Tx) deleteWhere(bucket []byte, drop func(v []byte) bool) error {
 		return err
 	}
 	for _, k := range keys {
-		if err := b.Delete(k); err != nil {
+		if err := tx.kv.del(bucket, k); err != nil {
 			return err
 		}
 	}

@@ -130,7 +130,7 @@ func TestConsoleSessionsAndAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.View(ctx, func(tx *Tx) error {
-		if n := tx.tx.Bucket(bucketConsoleSessions).Stats().KeyN; n != 0 {
+		if n := countKeys(tx, bucketConsoleSessions); n != 0 {
 			t.Errorf("%d sessions left after prune", n)
 		}
 		return nil
@@ -207,7 +207,7 @@ func TestConsoleAccountBelongsToItsUser(t *testing.T) {
 					return err
 				}
 				count := func(bucket []byte, of uint32) (n int) {
-					tx.tx.Bucket(bucket).ForEach(func(_, v []byte) error {
+					tx.kv.ascend(bucket, nil, func(_, v []byte) error {
 						var r struct{ UID uint32 }
 						json.Unmarshal(v, &r)
 						if r.UID == of {
@@ -254,7 +254,7 @@ func TestConsoleAccountChanges(t *testing.T) {
 	sessions := func() map[uint32]int {
 		m := map[uint32]int{}
 		s.View(ctx, func(tx *Tx) error {
-			return tx.tx.Bucket(bucketConsoleSessions).ForEach(func(_, v []byte) error {
+			return tx.kv.ascend(bucketConsoleSessions, nil, func(_, v []byte) error {
 				var cs ConsoleSession
 				json.Unmarshal(v, &cs)
 				m[cs.UID]++
@@ -303,7 +303,7 @@ func TestConsoleAccountChanges(t *testing.T) {
 		t.Fatalf("sessions after uid 1001's account was deleted: %v", m)
 	}
 	s.View(ctx, func(tx *Tx) error {
-		if n := tx.tx.Bucket(bucketConsoleLinks).Stats().KeyN; n != 0 {
+		if n := countKeys(tx, bucketConsoleLinks); n != 0 {
 			t.Errorf("%d login links left after the account was deleted", n)
 		}
 		if a, err := tx.ConsoleAccount(1000); err != nil || a.PasswordHash != "new hash" {
@@ -351,4 +351,10 @@ func TestTrimConsoleSessions(t *testing.T) {
 	if !live("other") {
 		t.Error("another uid's session was trimmed")
 	}
+}
+
+// countKeys counts the entries of bucket.
+func countKeys(tx *Tx, bucket []byte) (n int) {
+	tx.kv.ascend(bucket, nil, func(_, _ []byte) error { n++; return nil })
+	return n
 }

@@ -47,6 +47,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -56,8 +57,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/opus-hosting/opus/unprivd/broadcast"
 )
@@ -85,7 +84,7 @@ var ErrExists = errors.New("already exists")
 
 // Store is an open state file. It is safe for concurrent use.
 type Store struct {
-	db  *bolt.DB
+	kv  kv
 	now func() time.Time
 	// watch wakes the watchers of operations a commit changed.
 	watch broadcast.Hub
@@ -126,6 +125,19 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	opt = opt.withDefaults()
+	b, err := openBolt(path, opt)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newStore(ctx, b, opt)
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (opt Options) withDefaults() Options {
 	if opt.LockTimeout == 0 {
 		opt.LockTimeout = 2 * time.Second
 	}
@@ -135,19 +147,14 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 	if opt.UserName == nil {
 		opt.UserName = SystemUserName
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open state %s: locked by another process (is another opusd running?): %w", path, err)
-		}
-		return nil, fmt.Errorf("open state %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		if v := meta.Get(keySchema); v != nil {
+	return opt
+}
+
+// newStore checks (or, in a new store, writes) the schema version of the
+// records in b; it closes b when it fails.
+func newStore(ctx context.Context, b kv, opt Options) (*Store, error) {
+	err := b.update(ctx, func() {}, func(t kvTx) error {
+		if v := t.get(bucketMeta, keySchema); v != nil {
 			n, err := strconv.Atoi(string(v))
 			if err != nil || n < 1 {
 				return fmt.Errorf("schema_version %q is not a version number", v)
@@ -155,36 +162,31 @@ func Open(ctx context.Context, path string, opt Options) (*Store, error) {
 			if n > SchemaVersion {
 				return fmt.Errorf("schema version %d was written by a newer opusd; this one understands version %d: run the newer opusd or restore a backup", n, SchemaVersion)
 			}
-		} else if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
-			return err
+			return nil
 		}
-		for _, b := range [][]byte{bucketProjects, bucketOperations, bucketProjectOps} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
+		return t.put(bucketMeta, keySchema, []byte(strconv.Itoa(SchemaVersion)))
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open state %s: %w", path, err)
+		b.close()
+		return nil, err
 	}
-	return &Store{db: db, now: opt.Now, userName: opt.UserName, epoch: time.Now()}, nil
+	return &Store{kv: b, now: opt.Now, userName: opt.UserName, epoch: time.Now()}, nil
 }
 
-// Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the file, or the connection to the cluster.
+func (s *Store) Close() error { return s.kv.close() }
 
-// Path is the file's path.
-func (s *Store) Path() string { return s.db.Path() }
+// Path names where the state is kept: the file's path, or the etcd
+// endpoints and key prefix.
+func (s *Store) Path() string { return s.kv.describe() }
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.View(func(btx *bolt.Tx) error {
-		return fn(&Tx{tx: btx, s: s})
+	return s.kv.view(ctx, func(t kvTx) error {
+		return fn(&Tx{kv: t, s: s})
 	})
 }
 
@@ -192,12 +194,15 @@ func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
 // committed (and fsynced) together, or nothing is when fn returns an error.
 // Writers are serialized, so a read-modify-write inside fn never loses a
 // concurrent update. Watchers of changed operations are woken after commit.
+// On a store shared by several hosts (etcd) fn runs again when another
+// host committed first: it must keep its effects to tx and to variables
+// it sets anew on every run.
 func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	var touched, written []string
-	// The stamp is cleared only after bbolt's commit (and its fsync) or
+	// The stamp is cleared only after the commit (and its fsync) or
 	// rollback returned, also when fn panics, and only if it is still
 	// this transaction's: the next writer may already have set its own.
 	var began int64
@@ -206,12 +211,13 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 			s.writeBegan.CompareAndSwap(began, 0)
 		}
 	}()
-	err := s.db.Update(func(btx *bolt.Tx) error {
+	err := s.kv.update(ctx, func() {
 		// Set once the writer lock is held: writers queued behind this one
 		// are not themselves stalled.
 		began = max(int64(time.Since(s.epoch)), 1)
 		s.writeBegan.Store(began)
-		tx := &Tx{tx: btx, s: s, writable: true}
+	}, func(t kvTx) error {
+		tx := &Tx{kv: t, s: s, writable: true}
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -315,7 +321,7 @@ func (s *Store) ListOperations(ctx context.Context, project string, limit int) (
 // Tx is one transaction. It must not be used after the function it was
 // passed to returns.
 type Tx struct {
-	tx       *bolt.Tx
+	kv       kvTx
 	s        *Store
 	writable bool
 	touched  []string
@@ -332,7 +338,7 @@ func (tx *Tx) Now() time.Time { return tx.s.now() }
 // when the decode cache has it (see record).
 func (tx *Tx) Project(name string) (*Project, error) {
 	k := []byte(name)
-	v := tx.tx.Bucket(bucketProjects).Get(k)
+	v := tx.kv.get(bucketProjects, k)
 	if v == nil {
 		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
 	}
@@ -380,7 +386,7 @@ func (tx *Tx) EachProjectOwnedBy(uid uint32, fn func(Project) error) error {
 // only look.
 func (tx *Tx) each(keep func(*Project) bool, fn func(Project) error) error {
 	n := 0
-	err := tx.tx.Bucket(bucketProjects).ForEach(func(k, v []byte) error {
+	err := tx.kv.ascend(bucketProjects, nil, func(k, v []byte) error {
 		p, shared, err := tx.record(k, v)
 		if err != nil {
 			return err
@@ -429,7 +435,7 @@ func decodeProject(k, v []byte) (*Project, error) {
 // CreateProject stores a new project; it fails with ErrExists when the name
 // is taken. CreateTime and UpdateTime are stamped.
 func (tx *Tx) CreateProject(p *Project) error {
-	if tx.tx.Bucket(bucketProjects).Get([]byte(p.Name)) != nil {
+	if tx.kv.get(bucketProjects, []byte(p.Name)) != nil {
 		return fmt.Errorf("project %q: %w", p.Name, ErrExists)
 	}
 	now := tx.Now()
@@ -452,11 +458,10 @@ func (tx *Tx) PutProject(p *Project) error {
 // operations listed in keep (the teardown's own, so their watchers still
 // see them finish). A name reused later starts with an empty history.
 func (tx *Tx) DeleteProject(name string, keep ...string) error {
-	b := tx.tx.Bucket(bucketProjects)
-	if b.Get([]byte(name)) == nil {
+	if tx.kv.get(bucketProjects, []byte(name)) == nil {
 		return fmt.Errorf("project %q: %w", name, ErrNotFound)
 	}
-	if err := b.Delete([]byte(name)); err != nil {
+	if err := tx.kv.del(bucketProjects, []byte(name)); err != nil {
 		return err
 	}
 	tx.written = append(tx.written, name)
@@ -464,20 +469,25 @@ func (tx *Tx) DeleteProject(name string, keep ...string) error {
 	for _, id := range keep {
 		kept[id] = true
 	}
-	idx := tx.tx.Bucket(bucketProjectOps)
-	prefix := []byte(name + "/")
-	var keys [][]byte
-	c := idx.Cursor()
-	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
-		keys = append(keys, append([]byte(nil), k...))
+	// Collected first: a bbolt cursor must not see its bucket change.
+	var keys, ops [][]byte
+	err := ascendPrefix(tx.kv, bucketProjectOps, []byte(name+"/"), func(k, v []byte) error {
+		keys = append(keys, bytes.Clone(k))
 		if !kept[string(v)] {
-			if err := tx.tx.Bucket(bucketOperations).Delete(v); err != nil {
-				return err
-			}
+			ops = append(ops, bytes.Clone(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range ops {
+		if err := tx.kv.del(bucketOperations, id); err != nil {
+			return err
 		}
 	}
 	for _, k := range keys {
-		if err := idx.Delete(k); err != nil {
+		if err := tx.kv.del(bucketProjectOps, k); err != nil {
 			return err
 		}
 	}
@@ -486,7 +496,7 @@ func (tx *Tx) DeleteProject(name string, keep ...string) error {
 
 // Operation returns operation id, or an error wrapping ErrNotFound.
 func (tx *Tx) Operation(id string) (*Operation, error) {
-	v := tx.tx.Bucket(bucketOperations).Get([]byte(id))
+	v := tx.kv.get(bucketOperations, []byte(id))
 	if v == nil {
 		return nil, fmt.Errorf("operation %q: %w", id, ErrNotFound)
 	}
@@ -505,7 +515,7 @@ func (tx *Tx) NewOperation(p *Project, kind OpKind, requestedBy uint32) (*Operat
 	if err != nil {
 		return nil, err
 	}
-	seq, err := tx.tx.Bucket(bucketOperations).NextSequence()
+	seq, err := tx.kv.nextSequence(bucketOperations)
 	if err != nil {
 		return nil, err
 	}
@@ -514,7 +524,7 @@ func (tx *Tx) NewOperation(p *Project, kind OpKind, requestedBy uint32) (*Operat
 		CreateTime: tx.Now(), OwnerUID: p.OwnerUID, RequestedBy: requestedBy,
 		Generation: p.Generation, Seq: seq,
 	}
-	if err := tx.tx.Bucket(bucketProjectOps).Put(indexKey(p.Name, seq), []byte(id)); err != nil {
+	if err := tx.kv.put(bucketProjectOps, indexKey(p.Name, seq), []byte(id)); err != nil {
 		return nil, err
 	}
 	if err := tx.PutOperation(op); err != nil {
@@ -537,24 +547,24 @@ func (tx *Tx) PutOperation(op *Operation) error {
 func (tx *Tx) Operations(project string, limit int) ([]*Operation, error) {
 	prefix := []byte(project + "/")
 	var ops []*Operation
-	c := tx.tx.Bucket(bucketProjectOps).Cursor()
-	// Seek to just past the prefix's range and walk back.
+	// From just past the prefix's range, walking back.
 	end := append(append([]byte(nil), prefix[:len(prefix)-1]...), '/'+1)
-	k, v := c.Seek(end)
-	if k == nil {
-		k, v = c.Last()
-	} else {
-		k, v = c.Prev()
-	}
-	for ; k != nil && hasPrefix(k, prefix); k, v = c.Prev() {
+	err := tx.kv.descend(bucketProjectOps, end, func(k, v []byte) error {
+		if !hasPrefix(k, prefix) {
+			return errStop
+		}
 		op, err := tx.Operation(string(v))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		ops = append(ops, op)
 		if limit > 0 && len(ops) >= limit {
-			break
+			return errStop
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return ops, nil
 }
@@ -563,28 +573,32 @@ func (tx *Tx) Operations(project string, limit int) ([]*Operation, error) {
 // MaxOperationsPerProject.
 func (tx *Tx) prune(project string) error {
 	prefix := []byte(project + "/")
-	idx := tx.tx.Bucket(bucketProjectOps)
-	ops := tx.tx.Bucket(bucketOperations)
 	var n int
-	c := idx.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
-		n++
+	if err := ascendPrefix(tx.kv, bucketProjectOps, prefix, func(_, _ []byte) error { n++; return nil }); err != nil {
+		return err
 	}
 	var drop [][2][]byte
-	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix) && n-len(drop) > MaxOperationsPerProject; k, v = c.Next() {
+	err := ascendPrefix(tx.kv, bucketProjectOps, prefix, func(k, v []byte) error {
+		if n-len(drop) <= MaxOperationsPerProject {
+			return errStop
+		}
 		op, err := tx.Operation(string(v))
 		if err != nil {
 			return err
 		}
 		if op.State.Final() {
-			drop = append(drop, [2][]byte{append([]byte(nil), k...), append([]byte(nil), v...)})
+			drop = append(drop, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, d := range drop {
-		if err := idx.Delete(d[0]); err != nil {
+		if err := tx.kv.del(bucketProjectOps, d[0]); err != nil {
 			return err
 		}
-		if err := ops.Delete(d[1]); err != nil {
+		if err := tx.kv.del(bucketOperations, d[1]); err != nil {
 			return err
 		}
 	}
@@ -599,7 +613,7 @@ func (tx *Tx) put(bucket []byte, key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("store: encode %s %q: %w", bucket, key, err)
 	}
-	return tx.tx.Bucket(bucket).Put([]byte(key), data)
+	return tx.kv.put(bucket, []byte(key), data)
 }
 
 func indexKey(project string, seq uint64) []byte {

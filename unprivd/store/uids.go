@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,18 +44,15 @@ func uidKey10(uid uint32) []byte { return fmt.Appendf(nil, "%010d", uid) }
 // ever recorded in that range, and records it. An error wrapping
 // ErrUIDsExhausted means there is none left.
 func (tx *Tx) AllocateUID(project string, first, last uint32) (uint32, error) {
-	b, err := tx.bucketFor(bucketUIDs)
-	if err != nil {
-		return 0, err
-	}
 	next := uint64(first)
 	// The highest recorded id of the range: the last key below last+1.
-	c := b.Cursor()
-	k, _ := c.Seek(uidKey10(last + 1))
-	if k == nil {
-		k, _ = c.Last()
-	} else {
-		k, _ = c.Prev()
+	var k []byte
+	err := tx.kv.descend(bucketUIDs, uidKey10(last+1), func(key, _ []byte) error {
+		k = bytes.Clone(key)
+		return errStop
+	})
+	if err != nil {
+		return 0, err
 	}
 	if k != nil {
 		if id, err := strconv.ParseUint(string(k), 10, 32); err == nil && id >= uint64(first) && id <= uint64(last) {
@@ -85,12 +83,8 @@ func (tx *Tx) MarkUIDTaken(uid uint32, why string) error {
 
 // UIDs returns every recorded id, lowest first.
 func (tx *Tx) UIDs() ([]UIDRecord, error) {
-	b, err := tx.bucketFor(bucketUIDs)
-	if err != nil || b == nil {
-		return nil, err
-	}
 	var out []UIDRecord
-	err = b.ForEach(func(k, v []byte) error {
+	err := tx.kv.ascend(bucketUIDs, nil, func(k, v []byte) error {
 		var r UIDRecord
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("uid %s: corrupt record: %w", k, err)
