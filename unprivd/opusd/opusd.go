@@ -66,7 +66,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	if err := os.MkdirAll(cfg.BaseDir, 0o751); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	st, where, err := openStore(ctx, cfg, log)
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		GRPC: g, Listener: lis, Failed: failed,
 		Checks: []daemon.HealthCheck{storeWorking(st, writeStallLimit), apiServing(lis.Addr().String())},
 		Started: func() {
-			log.Info("opusd serving", "socket", lis.Addr().String(), "state", where, "host", cfg.Host(), "privd", o.PrivdSocket, "admin_group", cfg.AdminGroup)
+			log.Info("opusd serving", "socket", lis.Addr().String(), "state", st.Path(), "host", cfg.Host(), "privd", o.PrivdSocket, "admin_group", cfg.AdminGroup)
 		},
 		Stopping: func() {
 			hs.Shutdown()

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/opus-hosting/opus/internal/config"
@@ -21,17 +20,12 @@ import (
 // etcd_key_file: a CA bundle of every public root is some 200 KiB.
 const maxPEMFile = 1 << 20
 
-// openStore opens the state store state_store names, and says where it
-// is for the log: the bbolt file's path, or etcd's endpoints and prefix.
-func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, string, error) {
+// openStore opens the state store state_store names: the bbolt file
+// under base_dir, or the etcd cluster.
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, error) {
 	if cfg.StateStore != config.StoreEtcd {
-		st, err := store.Open(ctx, filepath.Join(cfg.BaseDir, "opusd.db"), store.Options{})
-		if err != nil {
-			return nil, "", err
-		}
-		return st, st.Path(), nil
+		return store.Open(ctx, filepath.Join(cfg.BaseDir, "opusd.db"), store.Options{})
 	}
-	where := "etcd " + strings.Join(cfg.EtcdEndpointList(), ",") + " prefix " + cfg.EtcdPrefix
 	if cfg.EtcdCertFile == "" {
 		// etcd without client certificates serves whoever connects: on
 		// this host that includes every project's code.
@@ -40,13 +34,13 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store
 	}
 	tc, err := etcdTLS(cfg)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: cfg.EtcdEndpointList(), Prefix: cfg.EtcdPrefix, TLS: tc})
 	if err != nil {
-		return nil, "", fmt.Errorf("state store (%s): %w", where, err)
+		return nil, fmt.Errorf("state_store etcd: %w", err)
 	}
-	return st, where, nil
+	return st, nil
 }
 
 // etcdTLS is the TLS configuration opusd talks to etcd with: nil for
