@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"maps"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -73,8 +74,8 @@ func TestEtcdPartition(t *testing.T) {
 				t.Errorf("opusctl set with etcd %s took %s to fail, want under 20s", tc.how, took.Round(time.Millisecond))
 			}
 			// Reads answer from what opusd last saw.
-			if p := h.show(t, name); p.Generation != before.Generation || p.Settings.Env["OPUS_PARTITION"] != "" || p.Phase != "PHASE_READY" {
-				t.Errorf("show with etcd %s: generation %s, env %v, phase %s; want generation %s, no OPUS_PARTITION, READY", tc.how, p.Generation, p.Settings.Env, p.Phase, before.Generation)
+			if p := h.show(t, name); p.Generation != before.Generation || !maps.Equal(p.Settings.Env, before.Settings.Env) || p.Phase != "PHASE_READY" {
+				t.Errorf("show with etcd %s: generation %s, env %v, phase %s; want generation %s, env %v, READY", tc.how, p.Generation, p.Settings.Env, p.Phase, before.Generation, before.Settings.Env)
 			}
 			if out := h.mustCtl(t, 0, "ls"); !strings.Contains(out, name) {
 				t.Errorf("ls with etcd %s lacks %s:\n%s", tc.how, name, out)
@@ -89,8 +90,8 @@ func TestEtcdPartition(t *testing.T) {
 			// (a commit sent before the timeout and applied later would):
 			// watch the project for a while.
 			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-				if p := h.show(t, name); p.Generation != before.Generation || p.Settings.Env["OPUS_PARTITION"] != "" {
-					t.Fatalf("after etcd came back, the refused change landed: generation %s (was %s), env %v", p.Generation, before.Generation, p.Settings.Env)
+				if p := h.show(t, name); p.Generation != before.Generation || !maps.Equal(p.Settings.Env, before.Settings.Env) {
+					t.Fatalf("after etcd came back, the refused change landed: generation %s (was %s), env %v (was %v)", p.Generation, before.Generation, p.Settings.Env, before.Settings.Env)
 				}
 			}
 			if hostState(t) != accounts {

@@ -29,7 +29,9 @@ func TestStoreUnavailable(t *testing.T) {
 	names := internalNames(t)
 	// A call from root over the socket, as the interceptors see it.
 	ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: peercred.AuthInfo{Cred: peercred.Cred{UID: 0}}})
-	wrapped := fmt.Errorf("commit project blog: %w", store.ErrUnavailable)
+	// As the etcd store says it: the cluster's own error (a deadline)
+	// wrapped too, which must not turn it into a DeadlineExceeded.
+	wrapped := fmt.Errorf("%w (etcd http://127.0.0.1:2379 prefix /opus/): %w", store.ErrUnavailable, context.DeadlineExceeded)
 	check := func(what string, err error) {
 		t.Helper()
 		st := status.Convert(err)
