@@ -161,18 +161,17 @@ func (h *host) checkApart(t *testing.T, e *etcdServer, name string) {
 // countKeys is how many keys etcd holds under prefix.
 func (e *etcdServer) countKeys(t *testing.T, prefix string) int {
 	t.Helper()
-	c, err := e.srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
+	var n int64
+	if err := e.call(5*time.Second, func(ctx context.Context, c *clientv3.Client) error {
+		resp, err := c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil {
+			n = resp.Count
+		}
+		return err
+	}); err != nil {
 		t.Fatalf("etcd: keys under %s: %v", prefix, err)
 	}
-	return int(resp.Count)
+	return int(n)
 }
 
 // TestEtcdHarness: the run's etcd answers; paused it does not, and
@@ -182,8 +181,7 @@ func (e *etcdServer) countKeys(t *testing.T, prefix string) int {
 // a killed one.
 func TestEtcdHarness(t *testing.T) {
 	e := startEtcd(t)
-	ctx := context.Background()
-	if err := e.health(ctx); err != nil {
+	if err := e.health(); err != nil {
 		t.Fatal(err)
 	}
 	if pids := pidsWhere(func(cmd []byte) bool {
@@ -195,16 +193,16 @@ func TestEtcdHarness(t *testing.T) {
 	e.put(t, key, "kept")
 
 	e.pause(t)
-	if err := e.health(ctx); err == nil {
+	if err := e.health(); err == nil {
 		t.Errorf("paused etcd answers its health check")
 	}
 	e.resume(t)
-	if err := e.health(ctx); err != nil {
+	if err := e.health(); err != nil {
 		t.Errorf("resumed etcd: %v", err)
 	}
 
 	e.kill(t)
-	if err := e.health(ctx); err == nil {
+	if err := e.health(); err == nil {
 		t.Errorf("killed etcd answers")
 	}
 	e.restart(t)
@@ -216,14 +214,10 @@ func TestEtcdHarness(t *testing.T) {
 // put writes key=value into etcd.
 func (e *etcdServer) put(t *testing.T, key, value string) {
 	t.Helper()
-	c, err := e.srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Put(ctx, key, value); err != nil {
+	if err := e.call(5*time.Second, func(ctx context.Context, c *clientv3.Client) error {
+		_, err := c.Put(ctx, key, value)
+		return err
+	}); err != nil {
 		t.Fatalf("etcd: put %s: %v", key, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // etcdServer is the run's etcd (internal/etcdtest): one member on
@@ -81,7 +82,7 @@ func (e *etcdServer) kill(t *testing.T) {
 		t.Fatalf("killing etcd: %v", err)
 	}
 	t.Cleanup(func() {
-		if e.health(context.Background()) != nil {
+		if e.health() != nil {
 			if err := e.srv.Restart(); err != nil {
 				t.Errorf("restarting etcd: %v", err)
 			}
@@ -104,16 +105,24 @@ func stopEtcd() {
 }
 
 // health reads a key from etcd, within 2 seconds.
-func (e *etcdServer) health(ctx context.Context) error {
+func (e *etcdServer) health() error {
+	return e.call(2*time.Second, func(ctx context.Context, c *clientv3.Client) error {
+		_, err := c.Get(ctx, "health")
+		return err
+	})
+}
+
+// call runs fn with a client of etcd and a context that ends after
+// timeout.
+func (e *etcdServer) call(timeout time.Duration, fn func(context.Context, *clientv3.Client) error) error {
 	c, err := e.srv.Client()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_, err = c.Get(ctx, "health")
-	return err
+	return fn(ctx, c)
 }
 
 // etcdHostN is the run's host number of the etcd host.
