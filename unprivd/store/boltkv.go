@@ -37,6 +37,12 @@ func (b *boltKV) update(_ context.Context, began func(), fn func(kvTx) error) er
 	})
 }
 
+// register writes value once: a file has one host, this one.
+func (b *boltKV) register(ctx context.Context, bucket, key, value []byte) error {
+	return b.update(ctx, func() {}, func(t kvTx) error { return t.put(bucket, key, value) })
+}
+
+func (b *boltKV) shared() bool     { return false }
 func (b *boltKV) describe() string { return b.db.Path() }
 func (b *boltKV) close() error     { return b.db.Close() }
 

@@ -61,6 +61,9 @@ type EtcdOptions struct {
 	// Committer names this opusd in meta/commit (its host name); "" means
 	// "opusd".
 	Committer string
+	// HostTTL is how long this host stays listed (RegisterHost) after its
+	// opusd last renewed its lease; 0 means 10 seconds.
+	HostTTL time.Duration
 	Options
 }
 
@@ -91,6 +94,9 @@ func OpenEtcd(ctx context.Context, opt EtcdOptions) (*Store, error) {
 	if opt.RequestTimeout == 0 {
 		opt.RequestTimeout = 5 * time.Second
 	}
+	if opt.HostTTL == 0 {
+		opt.HostTTL = 10 * time.Second
+	}
 	if opt.Committer == "" {
 		opt.Committer = "opusd"
 	}
@@ -111,7 +117,7 @@ func OpenEtcd(ctx context.Context, opt EtcdOptions) (*Store, error) {
 	}
 	e := &etcdKV{
 		c: c, prefix: opt.Prefix, where: where, timeout: opt.RequestTimeout,
-		committer: opt.Committer, advanced: make(chan struct{}),
+		committer: opt.Committer, hostTTL: opt.HostTTL, advanced: make(chan struct{}),
 	}
 	lctx, cancel := context.WithTimeout(ctx, opt.DialTimeout)
 	err = e.load(lctx)
@@ -120,9 +126,9 @@ func OpenEtcd(ctx context.Context, opt EtcdOptions) (*Store, error) {
 		c.Close()
 		return nil, fmt.Errorf("open state (%s): %w: %w", where, ErrUnavailable, err)
 	}
-	fctx, stop := context.WithCancel(context.Background())
-	e.stop, e.done = stop, make(chan struct{})
-	go e.follow(fctx)
+	e.ctx, e.stop = context.WithCancel(context.Background())
+	e.done = make(chan struct{})
+	go e.follow(e.ctx)
 	s, err := newStore(ctx, e, opt.Options)
 	if err != nil {
 		return nil, fmt.Errorf("open state (%s): %w", where, err)
@@ -133,15 +139,19 @@ func OpenEtcd(ctx context.Context, opt EtcdOptions) (*Store, error) {
 	return s, nil
 }
 
-// changed is told of every key a commit (this opusd's or another host's)
-// put or deleted: operation watchers wake, and the decode cache drops what
-// it no longer needs.
-func (s *Store) changed(bucket, key string) {
+// changed is told of every key a commit (this opusd's or, when
+// elsewhere, another host's) put or deleted: operation watchers wake, the
+// decode cache drops what it no longer needs, and OnChangedElsewhere's
+// function hears of other hosts' changes to projects.
+func (s *Store) changed(bucket, key string, elsewhere bool) {
 	switch bucket {
 	case string(bucketOperations):
 		s.watch.Publish(key)
 	case string(bucketProjects):
 		s.cache.forget([]string{key})
+		if fn := s.elsewhere.Load(); fn != nil && elsewhere {
+			(*fn)(key)
+		}
 	}
 }
 
@@ -152,6 +162,7 @@ type etcdKV struct {
 	where     string
 	timeout   time.Duration
 	committer string
+	hostTTL   time.Duration
 
 	// writer serializes this opusd's commits, as bbolt's writer lock does:
 	// only another host's commit can make one run fn again.
@@ -163,9 +174,13 @@ type etcdKV struct {
 	// replaced) whenever it grows.
 	rev      int64
 	advanced chan struct{}
-	// changed is called, outside mu, with each key the watch saw change.
-	changed func(bucket, key string)
+	// changed is called, outside mu, with each key the watch saw change
+	// and whether another host's commit changed it.
+	changed func(bucket, key string, elsewhere bool)
 
+	// ctx ends when the store closes: the watch and lease renewals
+	// stop.
+	ctx  context.Context
 	stop context.CancelFunc
 	done chan struct{}
 }
@@ -230,7 +245,7 @@ func (e *etcdKV) load(ctx context.Context) error {
 		for _, tr := range []*btree.BTreeG[item]{old, t} {
 			tr.Ascend(func(it item) bool {
 				bucket, key, _ := strings.Cut(it.key, "/")
-				changed(bucket, key)
+				changed(bucket, key, true)
 				return true
 			})
 		}
@@ -302,9 +317,16 @@ func (e *etcdKV) follow(ctx context.Context) {
 }
 
 // apply puts one watch response's events (whole revisions) into the copy.
+// A revision whose meta/commit names another committer (or that has none:
+// a lease ran out) changed things elsewhere.
 func (e *etcdKV) apply(wr clientv3.WatchResponse) {
-	type change struct{ bucket, key string }
+	type change struct {
+		bucket, key string
+		rev         int64
+	}
 	var changes []change
+	mine := map[int64]bool{}
+	commit := treeKey(bucketMeta, commitKey)
 	e.mu.Lock()
 	rev := e.rev
 	for _, ev := range wr.Events {
@@ -318,8 +340,12 @@ func (e *etcdKV) apply(wr clientv3.WatchResponse) {
 		} else {
 			e.tree.ReplaceOrInsert(it)
 		}
+		if it.key == commit {
+			mine[it.mod] = ev.Type == clientv3.EventTypePut && string(it.val) == e.committer
+			continue
+		}
 		bucket, key, _ := strings.Cut(it.key, "/")
-		changes = append(changes, change{bucket, key})
+		changes = append(changes, change{bucket, key, ev.Kv.ModRevision})
 	}
 	if wr.IsProgressNotify() {
 		rev = max(rev, wr.Header.Revision)
@@ -329,10 +355,56 @@ func (e *etcdKV) apply(wr clientv3.WatchResponse) {
 	e.mu.Unlock()
 	if changed != nil {
 		for _, c := range changes {
-			changed(c.bucket, c.key)
+			changed(c.bucket, c.key, !mine[c.rev])
 		}
 	}
 }
+
+// register keeps key under a lease of hostTTL, renewed until the store
+// closes; a lease lost (the cluster out of reach for longer than ttl) is
+// replaced by a new one as soon as the cluster answers.
+func (e *etcdKV) register(ctx context.Context, bucket, key, value []byte) error {
+	k := e.prefix + treeKey(bucket, key)
+	grant := func(ctx context.Context) (clientv3.LeaseID, error) {
+		ctx, cancel := context.WithTimeout(ctx, e.timeout)
+		defer cancel()
+		l, err := e.c.Grant(ctx, int64(max(e.hostTTL/time.Second, 1)))
+		if err != nil {
+			return 0, e.commitError(err)
+		}
+		if _, err := e.c.Put(ctx, k, string(value), clientv3.WithLease(l.ID)); err != nil {
+			return 0, e.commitError(err)
+		}
+		return l.ID, nil
+	}
+	id, err := grant(ctx)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			// KeepAlive's channel closes when the lease is lost or the
+			// store closes.
+			if ch, err := e.c.KeepAlive(e.ctx, id); err == nil {
+				for range ch {
+				}
+			}
+			for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+				select {
+				case <-e.ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				if id, err = grant(e.ctx); err == nil {
+					break
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+func (e *etcdKV) shared() bool { return true }
 
 // snapshot returns a copy of the copy (constant time, copy on write) and
 // the revision it shows.

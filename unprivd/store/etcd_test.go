@@ -34,8 +34,14 @@ func etcdServer(t *testing.T) *etcdtest.Server {
 
 func openEtcd(t *testing.T, srv *etcdtest.Server, prefix string, timeout time.Duration) *Store {
 	t.Helper()
+	return openEtcdAs(t, srv, prefix, timeout, "")
+}
+
+func openEtcdAs(t *testing.T, srv *etcdtest.Server, prefix string, timeout time.Duration, host string) *Store {
+	t.Helper()
 	s, err := OpenEtcd(context.Background(), EtcdOptions{
 		Endpoints: []string{srv.ClientURL}, Prefix: prefix, RequestTimeout: timeout,
+		Committer: host, HostTTL: 2 * time.Second,
 		Options: Options{UserName: func(uid uint32) (string, error) { return fmt.Sprint("u", uid), nil }},
 	})
 	if err != nil {
@@ -191,12 +197,22 @@ func TestEtcdStoresShareState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p, err := a.GetProject(ctx, "blog")
-	if err != nil || p.Generation != 2*each {
-		t.Fatalf("generation %v (%v) after %d bumps from each host; want %d", p.Generation, err, each, 2*each)
+	// Each host's copy catches up with the other's last commit (reads are
+	// as of the copy's revision); a lost bump never would.
+	for _, s := range []*Store{a, b} {
+		var p *Project
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if p, err = s.GetProject(ctx, "blog"); err != nil || p.Generation >= 2*each || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil || p.Generation != 2*each {
+			t.Fatalf("generation %v (%v) after %d bumps from each host; want %d", p.Generation, err, each, 2*each)
+		}
 	}
 	// A name is taken once, whichever host asks.
-	err = b.Update(ctx, func(tx *Tx) error { return tx.CreateProject(&Project{Name: "blog"}) })
+	err := b.Update(ctx, func(tx *Tx) error { return tx.CreateProject(&Project{Name: "blog"}) })
 	if !errors.Is(err, ErrExists) {
 		t.Fatalf("b creating a's project: %v; want ErrExists", err)
 	}
@@ -295,5 +311,102 @@ func TestEtcdNewerSchemaRefused(t *testing.T) {
 	_, err = OpenEtcd(context.Background(), EtcdOptions{Endpoints: []string{srv.ClientURL}, Prefix: "/newer/"})
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("newer opusd")) {
 		t.Fatalf("OpenEtcd on a newer schema: %v", err)
+	}
+}
+
+// TestEtcdHosts: a registered host is listed by every opusd while its
+// own renews its lease, and not once that opusd is gone for the TTL; a
+// project changed by one host is reported to the other as changed
+// elsewhere, and never to the host that changed it.
+func TestEtcdHosts(t *testing.T) {
+	srv := etcdServer(t)
+	ctx := context.Background()
+	a := openEtcdAs(t, srv, "/hosts/", 0, "a")
+	b := openEtcdAs(t, srv, "/hosts/", 0, "b")
+	if !a.Shared() {
+		t.Fatal("an etcd store says it is not shared")
+	}
+	heard := func(s *Store) chan string {
+		c := make(chan string, 16)
+		s.OnChangedElsewhere(func(p string) { c <- p })
+		return c
+	}
+	atA, atB := heard(a), heard(b)
+	if err := a.RegisterHost(ctx, Host{Name: "a", Front: "127.0.0.1:80", Capacity: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RegisterHost(ctx, Host{Name: "b", Front: "127.0.0.1:81", Capacity: 5}); err != nil {
+		t.Fatal(err)
+	}
+	names := func(s *Store) string {
+		hs, err := s.Hosts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, h := range hs {
+			out = append(out, h.Name)
+		}
+		return fmt.Sprint(out)
+	}
+	waitFor(t, func() bool { return names(a) == "[a b]" && names(b) == "[a b]" })
+	// Renewed past its TTL, a live host stays.
+	time.Sleep(3 * time.Second)
+	if got := names(a); got != "[a b]" {
+		t.Fatalf("hosts after the TTL with both alive: %s", got)
+	}
+	if err := a.Update(ctx, func(tx *Tx) error { return tx.CreateProject(&Project{Name: "blog", Host: "b"}) }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-atB:
+		if p != "blog" {
+			t.Fatalf("b heard of %q changed elsewhere; want blog", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b did not hear of a's new project")
+	}
+	if _, err := b.UpdateProject(ctx, "blog", func(p *Project) error { p.Status.Phase = PhaseReady; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-atA:
+		if p != "blog" {
+			t.Fatalf("a heard of %q; want blog", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a did not hear of b's change")
+	}
+	// Neither hears of its own commits.
+	select {
+	case p := <-atA:
+		t.Fatalf("a heard of its own or a repeated change to %q", p)
+	case p := <-atB:
+		t.Fatalf("b heard of its own change to %q", p)
+	case <-time.After(500 * time.Millisecond):
+	}
+	// b's opusd stops: gone from the list within its TTL (and a bit).
+	b.Close()
+	waitFor(t, func() bool { return names(a) == "[a]" })
+}
+
+// TestBoltHosts: in a file the one registered host is this one, and
+// nothing is ever changed elsewhere.
+func TestBoltHosts(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "s.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Shared() {
+		t.Fatal("a bbolt store says it is shared")
+	}
+	if err := s.RegisterHost(ctx, Host{Name: "solo", Capacity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := s.Hosts(ctx)
+	if err != nil || len(hs) != 1 || hs[0].Name != "solo" {
+		t.Fatalf("hosts %+v, %v; want solo", hs, err)
 	}
 }

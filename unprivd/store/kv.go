@@ -18,6 +18,13 @@ type kv interface {
 	// when another one committed first, so fn must keep its effects to
 	// the transaction and to variables it sets anew each time.
 	update(ctx context.Context, began func(), fn func(kvTx) error) error
+	// register keeps value under key in bucket for as long as this
+	// opusd lives: on a shared store bound to a lease this opusd renews
+	// (the key goes EtcdOptions.HostTTL after it stops), in a file simply
+	// written. It returns once the first write is done.
+	register(ctx context.Context, bucket, key, value []byte) error
+	// shared reports whether other hosts' opusds share the records.
+	shared() bool
 	// describe names the store for logs: a path, or endpoints and prefix.
 	describe() string
 	close() error

@@ -8,8 +8,12 @@ import "time"
 type Project struct {
 	Name     string `json:"name"`
 	OwnerUID uint32 `json:"owner_uid"`
-	Spec     Spec   `json:"spec"`
-	Status   Status `json:"status"`
+	// Host is the host that serves the project: only its opusd works on
+	// it. Set at create (and by a move); empty in a state written before
+	// hosts were named, which the one host of a bbolt store serves.
+	Host   string `json:"host,omitempty"`
+	Spec   Spec   `json:"spec"`
+	Status Status `json:"status"`
 	// Generation counts changes to Spec; Status.ObservedGeneration is the
 	// one the host last reached.
 	Generation int64     `json:"generation"`

@@ -103,6 +103,8 @@ type Store struct {
 	// like a stalled write. See WriteStalled.
 	epoch      time.Time
 	writeBegan atomic.Int64
+	// elsewhere is OnChangedElsewhere's function.
+	elsewhere atomic.Pointer[func(project string)]
 }
 
 // Options tunes Open. The zero value is the production default.

@@ -1,0 +1,81 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The hosts bucket: which opusds share this state now.
+//
+//	bucket "hosts"  key host name → Host
+//
+// On etcd each key is bound to a lease its opusd renews (RegisterHost):
+// it disappears EtcdOptions.HostTTL after that opusd stops or is cut off
+// from the cluster, and the projects of a host not listed are UNREACHABLE. In a
+// bbolt file the one record is this host's.
+var bucketHosts = []byte("hosts")
+
+// Host is one host of an Opus installation, as its opusd registers it.
+type Host struct {
+	// Name is the host's name (config host_name), unique in the cluster.
+	Name string `json:"name"`
+	// Front is HOST:PORT where the host's web front answers for its
+	// projects: where a project's name must resolve.
+	Front string `json:"front"`
+	// Capacity is how many projects the host takes; placement puts a new
+	// project on the live host with the lowest share of it used.
+	Capacity int `json:"capacity"`
+	// Since is when this opusd registered.
+	Since time.Time `json:"since"`
+}
+
+// RegisterHost lists h among the hosts until this opusd stops (see
+// EtcdOptions.HostTTL); it returns once h is listed.
+func (s *Store) RegisterHost(ctx context.Context, h Host) error {
+	if h.Name == "" {
+		return errors.New("store: host without a name")
+	}
+	data, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	if err := s.kv.register(ctx, bucketHosts, []byte(h.Name), data); err != nil {
+		return fmt.Errorf("register host %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// Shared reports whether several hosts share this state (etcd): then
+// each project is worked on by its own host's opusd only.
+func (s *Store) Shared() bool { return s.kv.shared() }
+
+// Hosts returns the hosts listed now, by name.
+func (tx *Tx) Hosts() ([]Host, error) {
+	var out []Host
+	err := tx.kv.ascend(bucketHosts, nil, func(k, v []byte) error {
+		var h Host
+		if err := json.Unmarshal(v, &h); err != nil {
+			return fmt.Errorf("host %s: corrupt record: %w", k, err)
+		}
+		out = append(out, h)
+		return nil
+	})
+	return out, err
+}
+
+// Hosts returns the hosts listed now, by name.
+func (s *Store) Hosts(ctx context.Context) ([]Host, error) {
+	var hs []Host
+	err := s.View(ctx, func(tx *Tx) (err error) { hs, err = tx.Hosts(); return err })
+	return hs, err
+}
+
+// OnChangedElsewhere has fn called with the name of every project whose
+// record another host's commit changed or deleted (never on a bbolt
+// store: nothing else writes it). Work this opusd's own calls commit is
+// kicked by those calls; this is how a host learns of the rest. fn must
+// not block.
+func (s *Store) OnChangedElsewhere(fn func(project string)) { s.elsewhere.Store(&fn) }
