@@ -146,6 +146,10 @@ func (h *host) checkApart(t *testing.T, e *etcdServer, name string) {
 	if n := e.countKeys(t, h.cfg.EtcdPrefix); n == 0 {
 		t.Errorf("etcd holds no key under %s", h.cfg.EtcdPrefix)
 	}
+	// Its commits carry its host_name.
+	if got := e.get(t, h.cfg.EtcdPrefix+"meta/commit"); got != h.cfg.HostName {
+		t.Errorf("etcd's last commit under %s is by %q, want the etcd host's host_name %q", h.cfg.EtcdPrefix, got, h.cfg.HostName)
+	}
 	// opusd says which store it uses, and that plain etcd serves anyone.
 	data, err := os.ReadFile(filepath.Join(h.logs, "opusd.log"))
 	if err != nil {
@@ -209,6 +213,22 @@ func TestEtcdHarness(t *testing.T) {
 	if n := e.countKeys(t, key); n != 1 {
 		t.Errorf("after the restart etcd holds %d keys %s, want 1", n, key)
 	}
+}
+
+// get is the value of key in etcd ("" if none).
+func (e *etcdServer) get(t *testing.T, key string) string {
+	t.Helper()
+	var v string
+	if err := e.call(5*time.Second, func(ctx context.Context, c *clientv3.Client) error {
+		resp, err := c.Get(ctx, key)
+		if err == nil && len(resp.Kvs) == 1 {
+			v = string(resp.Kvs[0].Value)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("etcd: get %s: %v", key, err)
+	}
+	return v
 }
 
 // put writes key=value into etcd.
