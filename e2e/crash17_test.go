@@ -59,8 +59,11 @@ func (h *host) crashOp(t *testing.T, name string, points []string, ask func(ctx 
 // after the restarts, to the whole change, or for the failing one to
 // nothing of it (the previous state READY and serving, the failure in the
 // operation), with no drift left; another project answers throughout.
-func TestCrashEveryOperationKind(t *testing.T) {
-	h := needHost(t)
+func TestCrashEveryOperationKind(t *testing.T) { crashEveryOperationKind(t, needHost(t)) }
+
+// crashEveryOperationKind is TestCrashEveryOperationKind on h (the shared
+// host, or one on the etcd state store).
+func crashEveryOperationKind(t *testing.T, h *host) {
 	bystander := h.newProject(t)
 	h.deploy(t, 0, bystander, localApp(t, "hello"))
 	name := h.newProject(t)

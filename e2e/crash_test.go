@@ -113,7 +113,7 @@ func (h *host) opusdWith(t *testing.T, what, extra string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := filepath.Join(root, "opus-"+what+".conf")
+	conf := filepath.Join(filepath.Dir(orig), "opus-"+what+".conf")
 	if err := os.WriteFile(conf, append(base, []byte(extra)...), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ func (h *host) checkDeployed(t *testing.T, name, app, want string) {
 	if p.GetPhase() != opusv1.Phase_PHASE_READY || p.GetObservedGeneration() != p.GetGeneration() {
 		t.Errorf("project %s: phase %v at generation %d of %d (%s)", name, p.GetPhase(), p.GetObservedGeneration(), p.GetGeneration(), p.GetLastError())
 	}
-	if passwdLine(t, projUser(name)) == "" {
+	if passwdLine(t, h.projUser(name)) == "" {
 		t.Errorf("project %s has no user", name)
 	}
 	for _, f := range []string{filepath.Join(h.cfg.ApacheDir, "sites", name+".conf"), filepath.Join(h.cfg.BaseDir, "projects", name, "code", "wsgi.py"), filepath.Join(h.cfg.BaseDir, "tls", name+".crt")} {
@@ -363,7 +363,7 @@ func (h *host) checkGone(t *testing.T, name string) {
 	if _, err := c.GetProject(ctx, name); status.Code(err) != codes.NotFound {
 		t.Errorf("project %s after destroy: %v, want NotFound", name, err)
 	}
-	if passwdLine(t, projUser(name)) != "" {
+	if passwdLine(t, h.projUser(name)) != "" {
 		t.Errorf("user opus-%s survived", name)
 	}
 	for _, f := range []string{
@@ -387,8 +387,11 @@ func (h *host) checkGone(t *testing.T, name string) {
 // project ends wholly deployed, then wholly removed (no user, vhost,
 // directory or certificate left, configtest clean, no drift), and another
 // project answers 200 throughout.
-func TestCrashOpusdAfterEachStep(t *testing.T) {
-	h := needHost(t)
+func TestCrashOpusdAfterEachStep(t *testing.T) { crashOpusdAfterEachStep(t, needHost(t)) }
+
+// crashOpusdAfterEachStep is TestCrashOpusdAfterEachStep on h (the shared
+// host, or one on the etcd state store).
+func crashOpusdAfterEachStep(t *testing.T, h *host) {
 	bystander := h.newProject(t)
 	h.deploy(t, 0, bystander, localApp(t, "hello"))
 	app := newGitApp(t, "crashy", "crash survivor")

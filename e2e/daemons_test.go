@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/opus-hosting/opus/internal/cert"
+	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/internal/testrun"
 )
 
 // passwdLine returns the /etc/passwd line of user name, or "".
@@ -61,13 +64,17 @@ func stateOf(t *testing.T, path string) fileState {
 
 // hostState digests the accounts a refused call of this run could have
 // made: every passwd, group and shadow line whose name carries the run's
-// marker or whose id lies in the run's project uid range. Other accounts
+// marker or whose id lies in a project uid range of one of its hosts. Other accounts
 // are not the test's to judge: anything else on the host (`make demo`'s
 // stack, a real Opus) may add users meanwhile.
 func hostState(t *testing.T) [32]byte {
 	t.Helper()
 	var b bytes.Buffer
-	ids := testRun.UIDs()
+	// Project uids of every host the run may start.
+	var ids []config.UIDRange
+	for n := range testrun.MaxHosts {
+		ids = append(ids, testRun.HostUIDs(n))
+	}
 	for _, f := range []string{"/etc/passwd", "/etc/group", "/etc/shadow"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -77,7 +84,7 @@ func hostState(t *testing.T) [32]byte {
 			fields := strings.Split(line, ":")
 			mine := strings.HasPrefix(fields[0], "t"+testRun.ID)
 			if len(fields) > 2 && f != "/etc/shadow" {
-				if id, err := strconv.ParseUint(fields[2], 10, 32); err == nil && ids.Contains(uint32(id)) {
+				if id, err := strconv.ParseUint(fields[2], 10, 32); err == nil && slices.ContainsFunc(ids, func(r config.UIDRange) bool { return r.Contains(uint32(id)) }) {
 					mine = true
 				}
 			}

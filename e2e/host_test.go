@@ -47,13 +47,17 @@ var (
 	projPrefix string // every test project is projPrefix + 3 random letters
 )
 
-// projUser is the Linux user of the test project name.
+// projUser is the Linux user of the test project name on the shared host.
 func projUser(name string) string { return names.User(testRun.UserPrefix(), name) }
+
+// projUser is the Linux user of project name on h.
+func (h *host) projUser(name string) string { return names.User(h.cfg.UserPrefix, name) }
 
 // host is one running Opus: both daemons and their managed Apache.
 type host struct {
 	bin     string // directory with opusd, opus-privd, opusctl
 	conf    string // config file both daemons read
+	n       int    // the run's host number (testrun.HostUserPrefix): 0 is the shared host
 	cfg     config.Config
 	privd   *exec.Cmd
 	opusd   *exec.Cmd
@@ -113,6 +117,8 @@ func TestMain(m *testing.M) {
 	if shared != nil {
 		shared.stop()
 	}
+	stopExtraHosts()
+	stopEtcd()
 	testRun.End()
 	os.Exit(code)
 }
@@ -192,9 +198,23 @@ func lookupIDs(name string) (uint32, uint32, error) {
 	return uint32(uid), uint32(gid), nil
 }
 
-func startHost() (*host, error) {
-	h := &host{bin: filepath.Join(root, "bin"), logs: filepath.Join(root, "logs")}
-	for _, d := range []string{root, h.bin, h.logs} {
+// runBase is what every host of the run shares: the binaries and the
+// accounts (the opus user, the admin group, a plain client), made once.
+var (
+	runBase     *host
+	runBaseErr  error
+	runBaseOnce sync.Once
+)
+
+// prepareRun builds the binaries and makes the run's accounts, once.
+func prepareRun() (*host, error) {
+	runBaseOnce.Do(func() { runBase, runBaseErr = buildAndAddAccounts() })
+	return runBase, runBaseErr
+}
+
+func buildAndAddAccounts() (*host, error) {
+	h := &host{bin: filepath.Join(root, "bin")}
+	for _, d := range []string{root, h.bin} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
@@ -223,6 +243,44 @@ func startHost() (*host, error) {
 	if h.otherID, h.otherGID, err = lookupIDs(otherUser); err != nil {
 		return nil, err
 	}
+	return h, nil
+}
+
+// hostSpec is what sets one of the run's hosts apart from the others.
+type hostSpec struct {
+	// n is the run's host number: its user prefix and project uid range
+	// are testRun.HostUserPrefix(n) and HostUIDs(n). 0 is the shared host.
+	n int
+	// dir holds the host's base, run and Apache directories, its logs
+	// and its opus.conf.
+	dir string
+	// configure, if set, changes the host's configuration before it is
+	// written (its state store, say).
+	configure func(*config.Config)
+}
+
+// startHost starts the shared host: host 0, in the run's directory.
+func startHost() (*host, error) { return startHostSpec(hostSpec{n: 0, dir: root}) }
+
+// startHostSpec starts one of the run's hosts: opus-privd and opusd on
+// its own configuration, with its own directories, Apache, web console
+// and metrics ports, user prefix and project uids, and the run's
+// binaries and accounts.
+func startHostSpec(spec hostSpec) (*host, error) {
+	base, err := prepareRun()
+	if err != nil {
+		return nil, err
+	}
+	h := &host{bin: base.bin, n: spec.n, logs: filepath.Join(spec.dir, "logs"),
+		opusUID: base.opusUID, opusGID: base.opusGID, otherID: base.otherID, otherGID: base.otherGID}
+	for _, d := range []string{spec.dir, h.logs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
 	httpPort, err := freePort()
 	if err != nil {
 		return nil, err
@@ -232,17 +290,24 @@ func startHost() (*host, error) {
 		return nil, err
 	}
 	cfg := config.Default()
-	cfg.BaseDir = filepath.Join(root, "base")
-	cfg.RunDir = filepath.Join(root, "run")
+	cfg.BaseDir = filepath.Join(spec.dir, "base")
+	cfg.RunDir = filepath.Join(spec.dir, "run")
 	cfg.OpusUser = daemonUser
 	cfg.AdminGroup = adminGroup
-	cfg.ApacheDir = filepath.Join(root, "apache")
+	cfg.ApacheDir = filepath.Join(spec.dir, "apache")
 	cfg.HTTPPort, cfg.HTTPSPort = httpPort, httpsPort
 	// Small enough that the hostile-source test's oversized repository is
 	// cheap to build; every other test's repository is a few KiB.
 	cfg.GitMaxBytes = 8 << 20
-	cfg.UserPrefix = testRun.UserPrefix()
-	cfg.ProjectUIDs = testRun.UIDs()
+	cfg.UserPrefix = testRun.HostUserPrefix(spec.n)
+	cfg.ProjectUIDs = testRun.HostUIDs(spec.n)
+	if spec.n != 0 {
+		// This host's privd makes its backends' control groups beneath
+		// a group of its own (host 0's is noted at the run's start).
+		if err := testRun.Note(cgroupKind, apache.CgroupParent(cfg.UserPrefix)); err != nil {
+			return nil, err
+		}
+	}
 	webPort, err := freePort()
 	if err != nil {
 		return nil, err
@@ -253,9 +318,12 @@ func startHost() (*host, error) {
 		return nil, err
 	}
 	cfg.MetricsListen = fmt.Sprintf("127.0.0.1:%d", metricsPort)
+	if spec.configure != nil {
+		spec.configure(&cfg)
+	}
 	h.cfg = cfg
 	conf := "# written by the e2e tests\n" + cfg.Format()
-	h.conf = filepath.Join(root, "opus.conf")
+	h.conf = filepath.Join(spec.dir, "opus.conf")
 	if err := os.WriteFile(h.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
@@ -286,6 +354,38 @@ func startHost() (*host, error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// extraHosts are the hosts the run started beside the shared one; the
+// run stops them at its end.
+var extraHosts struct {
+	mu    sync.Mutex
+	hosts []*host
+}
+
+// startExtraHost starts host spec.n (not 0) for the rest of the run.
+func startExtraHost(spec hostSpec) (*host, error) {
+	if spec.n == 0 {
+		return nil, errors.New("host 0 is the shared host (needHost)")
+	}
+	h, err := startHostSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	extraHosts.mu.Lock()
+	extraHosts.hosts = append(extraHosts.hosts, h)
+	extraHosts.mu.Unlock()
+	return h, nil
+}
+
+// stopExtraHosts stops the daemons of every host startExtraHost started
+// (the run's end kills what is left under its directory).
+func stopExtraHosts() {
+	extraHosts.mu.Lock()
+	defer extraHosts.mu.Unlock()
+	for _, h := range extraHosts.hosts {
+		h.stop()
+	}
 }
 
 func (h *host) startPrivd() error {
@@ -526,7 +626,7 @@ func (h *host) newProject(t *testing.T) string {
 	}
 	name := string(b)
 	t.Cleanup(func() {
-		if _, err := user.Lookup(projUser(name)); err == nil || exists(filepath.Join(h.cfg.BaseDir, "projects", name)) {
+		if _, err := user.Lookup(h.projUser(name)); err == nil || exists(filepath.Join(h.cfg.BaseDir, "projects", name)) {
 			h.ctl(t, 0, "", "destroy", name, "--yes")
 		}
 		h.dumpLogs(t)

@@ -156,7 +156,42 @@ type Config struct {
 	// ACMECheckInterval is how often opusd looks for certificates due for
 	// renewal (a third of their lifetime left) or due for another try.
 	ACMECheckInterval time.Duration
+	// StateStore is where opusd keeps its state: StoreBbolt (a file under
+	// BaseDir, this host alone) or StoreEtcd (an etcd cluster several
+	// hosts share).
+	StateStore string
+	// EtcdEndpoints are the etcd cluster's client URLs, comma-separated
+	// as opus.conf writes them (see EtcdEndpointList): all http:// or all
+	// https://, each HOST:PORT. Required with StoreEtcd.
+	EtcdEndpoints string
+	// EtcdPrefix is put before every key opusd writes to etcd, so that
+	// several Opus installations (or the tests beside a real one) can
+	// share one cluster. It starts and ends with '/'.
+	EtcdPrefix string
+	// EtcdCAFile is a PEM file of the CAs that sign the etcd servers'
+	// certificates; empty trusts the system's roots. EtcdCertFile and
+	// EtcdKeyFile are opusd's client certificate and key, for a cluster
+	// that authenticates its clients: both or neither.
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	// HostName is this host's name in a cluster of Opus hosts: a DNS
+	// label. Empty (the default) is the machine's host name made one
+	// (see Host).
+	HostName string
 }
+
+// State stores.
+const (
+	// StoreBbolt keeps opusd's state in one bbolt file under BaseDir.
+	StoreBbolt = "bbolt"
+	// StoreEtcd keeps opusd's state in an etcd cluster.
+	StoreEtcd = "etcd"
+)
+
+// DefaultEtcdPrefix is etcd_prefix's default.
+const DefaultEtcdPrefix = "/opus/"
+
+// maxEtcdPrefix bounds etcd_prefix: it starts every key.
+const maxEtcdPrefix = 128
 
 // LetsEncryptDirectory is Let's Encrypt's production ACME directory.
 const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
@@ -255,6 +290,8 @@ func Default() Config {
 		RevisionsKeep:     10,
 		GitCacheMaxBytes:  1 << 30,
 		GitCacheIdle:      30 * 24 * time.Hour,
+		StateStore:        StoreBbolt,
+		EtcdPrefix:        DefaultEtcdPrefix,
 	}
 }
 
@@ -390,6 +427,9 @@ func (c Config) Format() string {
 		{"metrics_listen", c.MetricsListen}, {"metrics_allow_remote", yesNo(c.MetricsAllowRemote)},
 		{"acme_directory", c.ACMEDirectory}, {"acme_email", c.ACMEEmail}, {"acme_ca_bundle", c.ACMECABundle},
 		{"acme_check_interval", c.ACMECheckInterval},
+		{"state_store", c.StateStore}, {"etcd_endpoints", c.EtcdEndpoints}, {"etcd_prefix", c.EtcdPrefix},
+		{"etcd_ca_file", c.EtcdCAFile}, {"etcd_cert_file", c.EtcdCertFile}, {"etcd_key_file", c.EtcdKeyFile},
+		{"host_name", c.HostName},
 	} {
 		fmt.Fprintf(&b, "%s %v\n", kv[0], kv[1])
 	}
@@ -405,6 +445,9 @@ func (c *Config) Set(key, value string) error {
 		"postgres_admin": &c.PostgresAdmin, "user_prefix": &c.UserPrefix,
 		"metrics_listen": &c.MetricsListen,
 		"acme_directory": &c.ACMEDirectory, "acme_email": &c.ACMEEmail, "acme_ca_bundle": &c.ACMECABundle,
+		"state_store": &c.StateStore, "etcd_endpoints": &c.EtcdEndpoints, "etcd_prefix": &c.EtcdPrefix,
+		"etcd_ca_file": &c.EtcdCAFile, "etcd_cert_file": &c.EtcdCertFile, "etcd_key_file": &c.EtcdKeyFile,
+		"host_name": &c.HostName,
 	}
 	num := map[string]*int{
 		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort, "backend_port": &c.BackendPort,
@@ -549,6 +592,14 @@ func (c Config) Validate() error {
 	if err := CheckMetricsListen(c.MetricsListen, c.MetricsAllowRemote); err != nil {
 		return fmt.Errorf("metrics_listen: %w", err)
 	}
+	if err := c.validateStateStore(); err != nil {
+		return err
+	}
+	if c.HostName != "" {
+		if err := CheckHostLabel(c.HostName); err != nil {
+			return fmt.Errorf("host_name: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -629,4 +680,142 @@ func (c Config) validateACME() error {
 		return fmt.Errorf("acme_ca_bundle: %q must be a clean absolute path", c.ACMECABundle)
 	}
 	return nil
+}
+
+// validateStateStore checks state_store and the etcd_ keys.
+func (c Config) validateStateStore() error {
+	switch c.StateStore {
+	case StoreBbolt, StoreEtcd:
+	default:
+		return fmt.Errorf("state_store: %q is neither %q (a file under base_dir, this host alone) nor %q (an etcd cluster)", c.StateStore, StoreBbolt, StoreEtcd)
+	}
+	if c.StateStore == StoreEtcd && c.EtcdEndpoints == "" {
+		return errors.New("etcd_endpoints: state_store etcd needs the cluster's client URLs, comma-separated, such as https://etcd1.example.com:2379,https://etcd2.example.com:2379")
+	}
+	scheme := ""
+	if c.EtcdEndpoints != "" {
+		var err error
+		if scheme, err = checkEtcdEndpoints(c.EtcdEndpoints); err != nil {
+			return fmt.Errorf("etcd_endpoints: %w", err)
+		}
+	}
+	if err := CheckEtcdPrefix(c.EtcdPrefix); err != nil {
+		return fmt.Errorf("etcd_prefix: %w", err)
+	}
+	for _, f := range []struct{ key, path string }{{"etcd_ca_file", c.EtcdCAFile}, {"etcd_cert_file", c.EtcdCertFile}, {"etcd_key_file", c.EtcdKeyFile}} {
+		if f.path == "" {
+			continue
+		}
+		if !filepath.IsAbs(f.path) || filepath.Clean(f.path) != f.path {
+			return fmt.Errorf("%s: %q must be a clean absolute path", f.key, f.path)
+		}
+		if scheme == "http" {
+			// TLS files beside plain endpoints would be silently unused:
+			// the operator meant https.
+			return fmt.Errorf("%s: set, but etcd_endpoints are http://; TLS files are used only with https:// endpoints", f.key)
+		}
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		return errors.New("etcd_cert_file and etcd_key_file: give both (opusd's client certificate and its key) or neither")
+	}
+	return nil
+}
+
+// EtcdEndpointList is etcd_endpoints as a list of URLs.
+func (c Config) EtcdEndpointList() []string {
+	if c.EtcdEndpoints == "" {
+		return nil
+	}
+	var out []string
+	for _, e := range strings.Split(c.EtcdEndpoints, ",") {
+		out = append(out, strings.TrimSpace(e))
+	}
+	return out
+}
+
+// EtcdTLS reports whether opusd talks to etcd over TLS (https://
+// endpoints).
+func (c Config) EtcdTLS() bool { return strings.HasPrefix(c.EtcdEndpoints, "https://") }
+
+// checkEtcdEndpoints checks a comma-separated list of etcd client URLs and
+// returns their one scheme: every URL is http://HOST:PORT or
+// https://HOST:PORT (nothing after the port), and all have the same
+// scheme, since opusd talks to the cluster with one TLS configuration.
+func checkEtcdEndpoints(list string) (string, error) {
+	scheme := ""
+	for _, e := range strings.Split(list, ",") {
+		e = strings.TrimSpace(e)
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+			return "", fmt.Errorf("%q is not a client URL http://HOST:PORT or https://HOST:PORT, such as https://etcd1.example.com:2379", e)
+		}
+		port, err := strconv.Atoi(u.Port())
+		if err != nil || port < 1 || port > 65535 {
+			return "", fmt.Errorf("%q: give the port, 1-65535, such as https://%s:2379", e, u.Hostname())
+		}
+		if scheme != "" && u.Scheme != scheme {
+			return "", fmt.Errorf("%q: mixes http:// and https://; give every endpoint the same scheme", list)
+		}
+		scheme = u.Scheme
+	}
+	return scheme, nil
+}
+
+// CheckEtcdPrefix says why p cannot be etcd_prefix, or returns nil: it
+// starts and ends with '/' (so that no installation's keys are a prefix
+// of another's: /opus/ and /opus2/, never /opus and /opus2) and holds only
+// printable ASCII without spaces, at most 128 characters.
+func CheckEtcdPrefix(p string) error {
+	if len(p) == 0 || p[0] != '/' || p[len(p)-1] != '/' || len(p) > maxEtcdPrefix {
+		return fmt.Errorf("%q must start and end with '/' and be at most %d characters, such as %s", p, maxEtcdPrefix, DefaultEtcdPrefix)
+	}
+	for _, r := range p {
+		if r <= ' ' || r > '~' {
+			return fmt.Errorf("%q may hold only printable ASCII characters, no spaces", p)
+		}
+	}
+	return nil
+}
+
+// CheckHostLabel says why s cannot be host_name, or returns nil: a DNS
+// label of lowercase letters, digits and '-', 1 to 63 characters, not
+// starting or ending with '-'.
+func CheckHostLabel(s string) error {
+	if len(s) < 1 || len(s) > 63 || strings.HasPrefix(s, "-") || strings.HasSuffix(s, "-") ||
+		strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+		return fmt.Errorf("%q must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-' (a DNS label, such as web1)", s)
+	}
+	return nil
+}
+
+// Host is this host's name in a cluster: host_name, or when that is empty
+// the machine's host name as a DNS label (see HostLabel).
+func (c Config) Host() string {
+	if c.HostName != "" {
+		return c.HostName
+	}
+	h, _ := os.Hostname()
+	return HostLabel(h)
+}
+
+// HostLabel makes a machine's host name a DNS label host_name accepts:
+// its first label, lowercased, with every other character made '-',
+// at most 63 characters; "localhost" if nothing is left.
+func HostLabel(hostname string) string {
+	first, _, _ := strings.Cut(hostname, ".")
+	b := []byte(strings.ToLower(first))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	s := strings.Trim(string(b), "-")
+	if s == "" {
+		return "localhost"
+	}
+	return s
 }

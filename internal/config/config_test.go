@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -105,6 +106,43 @@ func TestParse(t *testing.T) {
 		{name: "acme bundle relative", in: "acme_directory https://ca.example/dir\nacme_ca_bundle ca.pem\n", wantErr: "acme_ca_bundle"},
 		{name: "acme interval too short", in: "acme_check_interval 10ms\n", wantErr: "acme_check_interval"},
 		{name: "acme interval not a duration", in: "acme_check_interval 60\n", wantErr: "acme_check_interval"},
+		{name: "state store defaults", in: "", check: func(c Config) bool {
+			return c.StateStore == StoreBbolt && c.EtcdEndpoints == "" && c.EtcdPrefix == "/opus/" && c.HostName == "" && c.EtcdEndpointList() == nil
+		}},
+		{name: "etcd", in: "state_store etcd\netcd_endpoints http://127.0.0.1:2379, http://[::1]:22379\netcd_prefix /opus/web/\n", check: func(c Config) bool {
+			l := c.EtcdEndpointList()
+			return c.StateStore == StoreEtcd && len(l) == 2 && l[0] == "http://127.0.0.1:2379" && l[1] == "http://[::1]:22379" && c.EtcdPrefix == "/opus/web/" && !c.EtcdTLS()
+		}},
+		{name: "etcd over TLS", in: "state_store etcd\netcd_endpoints https://etcd1.example.com:2379,https://etcd2.example.com:2379/\netcd_ca_file /etc/opus/etcd-ca.pem\netcd_cert_file /etc/opus/etcd.crt\netcd_key_file /etc/opus/etcd.key\n", check: func(c Config) bool {
+			return c.EtcdTLS() && c.EtcdCAFile == "/etc/opus/etcd-ca.pem" && c.EtcdCertFile == "/etc/opus/etcd.crt" && c.EtcdKeyFile == "/etc/opus/etcd.key"
+		}},
+		{name: "etcd over TLS with the system's roots", in: "state_store etcd\netcd_endpoints https://etcd.example.com:2379\n", check: func(c Config) bool { return c.EtcdTLS() && c.EtcdCAFile == "" }},
+		{name: "state store unknown", in: "state_store consul\n", wantErr: `state_store: "consul" is neither "bbolt"`},
+		{name: "state store case", in: "state_store ETCD\n", wantErr: "state_store"},
+		{name: "etcd without endpoints", in: "state_store etcd\n", wantErr: "etcd_endpoints: state_store etcd needs the cluster's client URLs"},
+		{name: "etcd endpoint without scheme", in: "etcd_endpoints 127.0.0.1:2379\n", wantErr: `etcd_endpoints: "127.0.0.1:2379" is not a client URL`},
+		{name: "etcd endpoint other scheme", in: "etcd_endpoints unix:///run/etcd.sock\n", wantErr: "is not a client URL"},
+		{name: "etcd endpoint without port", in: "etcd_endpoints http://etcd.example.com\n", wantErr: "give the port"},
+		{name: "etcd endpoint port 0", in: "etcd_endpoints http://etcd.example.com:0\n", wantErr: "give the port"},
+		{name: "etcd endpoint with a path", in: "etcd_endpoints http://etcd.example.com:2379/v3\n", wantErr: "is not a client URL"},
+		{name: "etcd endpoint with credentials", in: "etcd_endpoints http://root:pw@etcd.example.com:2379\n", wantErr: "is not a client URL"},
+		{name: "etcd endpoint empty in the list", in: "etcd_endpoints http://a.example:2379,,http://b.example:2379\n", wantErr: `"" is not a client URL`},
+		{name: "etcd endpoints mixed schemes", in: "etcd_endpoints http://a.example:2379,https://b.example:2379\n", wantErr: "mixes http:// and https://"},
+		{name: "etcd prefix without leading slash", in: "etcd_prefix opus/\n", wantErr: "etcd_prefix: \"opus/\" must start and end with '/'"},
+		{name: "etcd prefix without trailing slash", in: "etcd_prefix /opus\n", wantErr: "must start and end with '/'"},
+		{name: "etcd prefix empty", in: "etcd_prefix\n", wantErr: "etcd_prefix"},
+		{name: "etcd prefix with a space", in: "etcd_prefix /opus web/\n", wantErr: "no spaces"},
+		{name: "etcd prefix not ASCII", in: "etcd_prefix /öpus/\n", wantErr: "printable ASCII"},
+		{name: "etcd prefix too long", in: "etcd_prefix /" + strings.Repeat("a", 130) + "/\n", wantErr: "at most 128"},
+		{name: "etcd CA relative", in: "etcd_endpoints https://e.example:2379\netcd_ca_file ca.pem\n", wantErr: "etcd_ca_file: \"ca.pem\" must be a clean absolute path"},
+		{name: "etcd TLS files with http endpoints", in: "etcd_endpoints http://e.example:2379\netcd_ca_file /etc/opus/ca.pem\n", wantErr: "etcd_ca_file: set, but etcd_endpoints are http://"},
+		{name: "etcd cert without key", in: "etcd_endpoints https://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\n", wantErr: "give both"},
+		{name: "etcd key without cert", in: "etcd_endpoints https://e.example:2379\netcd_key_file /etc/opus/etcd.key\n", wantErr: "give both"},
+		{name: "host name", in: "host_name web-1\n", check: func(c Config) bool { return c.HostName == "web-1" && c.Host() == "web-1" }},
+		{name: "host name upper case", in: "host_name Web1\n", wantErr: `host_name: "Web1" must be 1 to 63 of a-z`},
+		{name: "host name with a dot", in: "host_name web1.example.com\n", wantErr: "host_name"},
+		{name: "host name ends with a dash", in: "host_name web-\n", wantErr: "host_name"},
+		{name: "host name too long", in: "host_name " + strings.Repeat("a", 64) + "\n", wantErr: "host_name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,6 +189,8 @@ func TestFormatRoundTrip(t *testing.T) {
 	c.MetricsListen, c.MetricsAllowRemote = "[::]:9464", true
 	c.ACMEDirectory, c.ACMEEmail, c.ACMECABundle = LetsEncryptDirectory, "hostmaster@example.com", "/etc/opus/acme-ca.pem"
 	c.ACMECheckInterval = 5 * time.Minute
+	c.StateStore, c.EtcdEndpoints, c.EtcdPrefix = StoreEtcd, "https://a.example:2379,https://b.example:2379", "/opus/t1/"
+	c.EtcdCAFile, c.EtcdCertFile, c.EtcdKeyFile, c.HostName = "/etc/opus/ca.pem", "/etc/opus/c.crt", "/etc/opus/c.key", "web2"
 	for _, want := range []Config{Default(), c} {
 		got := Default()
 		got.HTTPPort = 1
@@ -179,7 +219,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 36 {
+	if c != Default() || n != 43 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }
@@ -207,6 +247,63 @@ func FuzzCheckMetricsListen(f *testing.F) {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil || net.ParseIP(host) == nil || port != strconv.Itoa(int(ap.Port())) {
 			t.Fatalf("accepted %q, which net.Listen reads otherwise (%q %q %v)", addr, host, port, err)
+		}
+	})
+}
+
+func TestHostLabel(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"web1", "web1"},
+		{"Web1.example.com", "web1"},
+		{"web_1", "web-1"},
+		{"-x-", "x"},
+		{"", "localhost"},
+		{"...", "localhost"},
+		{strings.Repeat("a", 70), strings.Repeat("a", 63)},
+		{"ünï", "n"},
+	} {
+		if got := HostLabel(tt.in); got != tt.want {
+			t.Errorf("HostLabel(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if h := Default().Host(); CheckHostLabel(h) != nil {
+		t.Errorf("this machine's default host name %q is not a label host_name takes", h)
+	}
+}
+
+// FuzzHostLabel: whatever the machine's host name, its label is one
+// host_name accepts.
+func FuzzHostLabel(f *testing.F) {
+	for _, s := range []string{"", "web1", "Web1.example.com", "-", "a_b", strings.Repeat("x", 80), "ü-"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if l := HostLabel(s); CheckHostLabel(l) != nil {
+			t.Fatalf("HostLabel(%q) = %q, which host_name refuses", s, l)
+		}
+	})
+}
+
+// FuzzEtcdEndpoints: a list checkEtcdEndpoints accepts is URLs of one
+// scheme, http or https, each with a host and a port 1-65535 and nothing
+// after it.
+func FuzzEtcdEndpoints(f *testing.F) {
+	for _, s := range []string{"http://127.0.0.1:2379", "https://a:1,https://b:65535", "http://a:0", "http://a:2379/x", "a:1", "http://[::1]:2379", "http://a:1,https://b:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, list string) {
+		scheme, err := checkEtcdEndpoints(list)
+		if err != nil {
+			return
+		}
+		for _, e := range (Config{EtcdEndpoints: list}).EtcdEndpointList() {
+			u, err := url.Parse(e)
+			if err != nil || u.Scheme != scheme || (scheme != "http" && scheme != "https") || u.Hostname() == "" || u.User != nil || strings.Trim(u.Path, "/") != "" {
+				t.Fatalf("accepted %q: %q (%v)", list, e, err)
+			}
+			if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+				t.Fatalf("accepted %q: %q without a port", list, e)
+			}
 		}
 	})
 }

@@ -147,6 +147,42 @@ func newID() (string, error) {
 // project users are "t"+ID+"-"+project.
 func (r *Run) UserPrefix() string { return "t" + r.ID + "-" }
 
+// MaxHosts is how many Opus hosts one run may start: host 0 (UserPrefix,
+// UIDs) and hosts 1 to 9 (HostUserPrefix, HostUIDs).
+const MaxHosts = 10
+
+// HostUserPrefix is the user_prefix of the run's Opus host n (0 to
+// MaxHosts-1): UserPrefix for host 0, "t"+ID+n+"-" for the others, so two
+// hosts of one run never take each other's users for their own, and every
+// project user of every host carries the run's marker (Users finds them
+// all). It panics on an n out of range: a test's mistake.
+func (r *Run) HostUserPrefix(n int) string {
+	if n == 0 {
+		return r.UserPrefix()
+	}
+	if n < 0 || n >= MaxHosts {
+		panic(fmt.Sprintf("testrun: host %d out of range 0-%d", n, MaxHosts-1))
+	}
+	return "t" + r.ID + strconv.Itoa(n) + "-"
+}
+
+// HostUIDs is the project_uids range of the run's Opus host n: UIDs for
+// host 0; for the others 10,000 ids of their own, apart from every run's
+// UIDs and AccountIDs (and from each other), below the largest uid a
+// backend address can take (config's project_uids).
+func (r *Run) HostUIDs(n int) config.UIDRange {
+	if n == 0 {
+		return r.UIDs()
+	}
+	if n < 0 || n >= MaxHosts {
+		panic(fmt.Sprintf("testrun: host %d out of range 0-%d", n, MaxHosts-1))
+	}
+	h := fnv.New32a()
+	h.Write([]byte(r.ID))
+	first := 2000000 + uint32(n-1)*1000000 + (h.Sum32()%100)*10000
+	return config.UIDRange{First: first, Last: first + 9999}
+}
+
 // Account returns the name of one of the run's own users or groups (the
 // daemon user, a client, an admin group): "t"+ID+role. role is a few
 // lowercase letters or digits.
@@ -497,14 +533,33 @@ func runUsers(id, dir string) []string {
 			out = append(out, u)
 		}
 	}
-	prefix := "t" + id + "-"
 	for _, f := range passwdEntries() {
+		prefix, ok := hostPrefix(id, f[0])
+		if !ok {
+			continue
+		}
 		if p, ok := names.ProjectOfUser(prefix, f[0]); ok && f[4] == names.Marker(p) && !seen[f[0]] {
 			seen[f[0]] = true
 			out = append(out, f[0])
 		}
 	}
 	return out
+}
+
+// hostPrefix returns the user prefix of one of run id's hosts (see
+// HostUserPrefix) that user starts with.
+func hostPrefix(id, user string) (string, bool) {
+	rest, ok := strings.CutPrefix(user, "t"+id)
+	if !ok {
+		return "", false
+	}
+	switch {
+	case strings.HasPrefix(rest, "-"):
+		return "t" + id + "-", true
+	case len(rest) > 1 && rest[0] >= '1' && rest[0] <= '9' && rest[1] == '-':
+		return "t" + id + rest[:2], true
+	}
+	return "", false
 }
 
 // killRun SIGKILLs every process running as one of uids or whose command

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/names"
 )
 
@@ -41,6 +42,7 @@ func TestMain(m *testing.M) {
 type made struct {
 	ID, Dir              string
 	User, Group, Project string // a written-down user and group; a marked project user, not written down
+	HostProject          string // a marked project user of the run's second host, not written down
 	Path                 string // a written-down path outside the run's directory
 	Pids                 []int  // a sleep as User, a sleep naming Dir as root
 }
@@ -58,7 +60,7 @@ func helperMain() int {
 		return fail(err)
 	}
 	m := made{ID: r.ID, Dir: r.Dir, User: r.Account("u"), Group: r.Account("g"), Project: r.UserPrefix() + "proj",
-		Path: "/tmp/opus-testrun-" + r.ID + "-left"}
+		HostProject: r.HostUserPrefix(1) + "proj", Path: "/tmp/opus-testrun-" + r.ID + "-left"}
 	if err := r.Note(kind, "w1"); err != nil {
 		return fail(err)
 	}
@@ -68,9 +70,11 @@ func helperMain() int {
 	if err := r.AddGroup(m.Group); err != nil {
 		return fail(err)
 	}
-	if err := runTool("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-		"--comment", names.Marker("proj"), "--user-group", m.Project); err != nil {
-		return fail(err)
+	for _, u := range []string{m.Project, m.HostProject} {
+		if err := runTool("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+			"--comment", names.Marker("proj"), "--user-group", u); err != nil {
+			return fail(err)
+		}
 	}
 	if err := r.NotePath(m.Path); err != nil {
 		return fail(err)
@@ -195,10 +199,10 @@ func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 // state is what of m is on the host, for comparisons.
 func state(m made) string {
 	var b strings.Builder
-	for _, u := range []string{m.User, m.Project} {
+	for _, u := range []string{m.User, m.Project, m.HostProject} {
 		fmt.Fprintf(&b, "user %s: %v\n", u, passwdEntry(u) != nil)
 	}
-	for _, g := range []string{m.Group, m.User, m.Project} {
+	for _, g := range []string{m.Group, m.User, m.Project, m.HostProject} {
 		fmt.Fprintf(&b, "group %s: %v\n", g, groupExists(g))
 	}
 	fmt.Fprintf(&b, "path: %v\ndir: %v\n", exists(m.Path), exists(m.Dir))
@@ -211,10 +215,10 @@ func state(m made) string {
 // all is the state of m when everything is there.
 func all(m made) string {
 	var b strings.Builder
-	for _, u := range []string{m.User, m.Project} {
+	for _, u := range []string{m.User, m.Project, m.HostProject} {
 		fmt.Fprintf(&b, "user %s: true\n", u)
 	}
-	for _, g := range []string{m.Group, m.User, m.Project} {
+	for _, g := range []string{m.Group, m.User, m.Project, m.HostProject} {
 		fmt.Fprintf(&b, "group %s: true\n", g)
 	}
 	fmt.Fprintf(&b, "path: true\ndir: true\n")
@@ -252,7 +256,7 @@ func TestEndRemovesWhatTheRunMade(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := made{ID: r.ID, Dir: r.Dir, User: r.Account("u"), Group: r.Account("g"), Project: r.UserPrefix() + "proj",
-		Path: "/tmp/opus-testrun-" + r.ID + "-left"}
+		HostProject: r.HostUserPrefix(1) + "proj", Path: "/tmp/opus-testrun-" + r.ID + "-left"}
 	ended := false
 	t.Cleanup(func() {
 		if !ended {
@@ -265,9 +269,11 @@ func TestEndRemovesWhatTheRunMade(t *testing.T) {
 	if err := r.AddGroup(m.Group); err != nil {
 		t.Fatal(err)
 	}
-	if err := runTool("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-		"--comment", names.Marker("proj"), "--user-group", m.Project); err != nil {
-		t.Fatal(err)
+	for _, u := range []string{m.Project, m.HostProject} {
+		if err := runTool("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+			"--comment", names.Marker("proj"), "--user-group", u); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := r.NotePath(m.Path); err != nil {
 		t.Fatal(err)
@@ -293,8 +299,8 @@ func TestEndRemovesWhatTheRunMade(t *testing.T) {
 	if got := state(m); got != all(m) {
 		t.Fatalf("before End:\n%swant\n%s", got, all(m))
 	}
-	if us := r.Users(); !slices.Contains(us, m.User) || !slices.Contains(us, m.Project) || len(us) != 2 {
-		t.Errorf("Users() = %v, want %s and %s", us, m.User, m.Project)
+	if us := r.Users(); !slices.Contains(us, m.User) || !slices.Contains(us, m.Project) || !slices.Contains(us, m.HostProject) || len(us) != 3 {
+		t.Errorf("Users() = %v, want %s, %s and %s", us, m.User, m.Project, m.HostProject)
 	}
 
 	r.End()
@@ -487,5 +493,42 @@ func TestTestSupportIsNotLinked(t *testing.T) {
 	}
 	if seen < 20 {
 		t.Errorf("go list reported only %d packages; the fence checks nothing", seen)
+	}
+}
+
+// TestHostRanges: each host of a run has a user prefix config accepts,
+// which no other host's prefix starts, and a uid range config accepts,
+// apart from every other host's, every run's UIDs and AccountIDs.
+func TestHostRanges(t *testing.T) {
+	r := &Run{ID: "a0b1c"}
+	for n := range MaxHosts {
+		p, ids := r.HostUserPrefix(n), r.HostUIDs(n)
+		c := config.Default()
+		c.UserPrefix, c.ProjectUIDs = p, ids
+		if err := c.Validate(); err != nil {
+			t.Errorf("host %d: %v", n, err)
+		}
+		if got, ok := hostPrefix(r.ID, p+"blog"); !ok || got != p {
+			t.Errorf("host %d: prefix of %sblog = %q, %v", n, p, got, ok)
+		}
+		if ids.Last-ids.First != 9999 || ids.Last >= 2000000 && ids.First < 2000000 {
+			t.Errorf("host %d: %s", n, ids)
+		}
+		// Every run's UIDs lie in 400000-1399999, AccountIDs in
+		// 1500000-1599999.
+		if n > 0 && ids.First < 2000000 {
+			t.Errorf("host %d: %s meets the runs' UIDs or AccountIDs", n, ids)
+		}
+		for m := range n {
+			q, other := r.HostUserPrefix(m), r.HostUIDs(m)
+			if strings.HasPrefix(p, q) || strings.HasPrefix(q, p) || ids.Contains(other.First) || other.Contains(ids.First) {
+				t.Errorf("hosts %d (%s %s) and %d (%s %s) meet", n, p, ids, m, q, other)
+			}
+		}
+	}
+	for _, u := range []string{"tzzzzz-blog", "ta0b1cx-blog", "ta0b1c10-blog", "ta0b1c0-blog", "ta0b1c"} {
+		if p, ok := hostPrefix(r.ID, u); ok {
+			t.Errorf("hostPrefix(%q) = %q: not a host of run %s", u, p, r.ID)
+		}
 	}
 }

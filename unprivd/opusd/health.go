@@ -40,6 +40,13 @@ const writeStallLimit = 20 * time.Second
 // storeWorking: no write transaction has been in progress for longer than
 // stallLimit, and a read transaction on the state file goes through. The
 // read alone proves little, since bbolt readers never wait for the writer.
+//
+// On etcd, an unreachable cluster does not fail it, on purpose: each
+// commit gives up within the store's request timeouts (well under
+// writeStallLimit) and the change is refused with Unavailable, while reads
+// answer from opusd's copy. A restart would not bring etcd back, and an
+// opusd that cannot reach etcd at start does not start: the API would go
+// dark for reads too.
 func storeWorking(st *store.Store, stallLimit time.Duration) daemon.HealthCheck {
 	return daemon.HealthCheck{Name: "state store", Check: func(ctx context.Context) error {
 		if d, stalled := st.WriteStalled(time.Now(), stallLimit); stalled {

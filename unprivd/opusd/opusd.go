@@ -30,7 +30,6 @@ import (
 	"github.com/opus-hosting/opus/unprivd/reconcile"
 	"github.com/opus-hosting/opus/unprivd/service"
 	"github.com/opus-hosting/opus/unprivd/source"
-	"github.com/opus-hosting/opus/unprivd/store"
 	"github.com/opus-hosting/opus/unprivd/web"
 )
 
@@ -67,7 +66,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	if err := os.MkdirAll(cfg.BaseDir, 0o751); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.BaseDir, "opusd.db"), store.Options{})
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -195,7 +194,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		GRPC: g, Listener: lis, Failed: failed,
 		Checks: []daemon.HealthCheck{storeWorking(st, writeStallLimit), apiServing(lis.Addr().String())},
 		Started: func() {
-			log.Info("opusd serving", "socket", lis.Addr().String(), "state", st.Path(), "privd", o.PrivdSocket, "admin_group", cfg.AdminGroup)
+			log.Info("opusd serving", "socket", lis.Addr().String(), "state", st.Path(), "host", cfg.Host(), "privd", o.PrivdSocket, "admin_group", cfg.AdminGroup)
 		},
 		Stopping: func() {
 			hs.Shutdown()

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os/user"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/opus-hosting/opus/internal/peercred"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
+	"github.com/opus-hosting/opus/unprivd/store"
 )
 
 // access is the rule a method is served under.
@@ -280,8 +282,19 @@ func (s *Service) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		if err != nil {
 			return nil, err
 		}
-		return handler(ctx, req)
+		resp, err := handler(ctx, req)
+		return resp, s.unavailable(ctx, err)
 	}
+}
+
+// unavailable is err, or when a handler passed on a store error that
+// says the state store is unreachable without mapping it (storeErr
+// does), the Unavailable a caller can act on.
+func (s *Service) unavailable(ctx context.Context, err error) error {
+	if _, ok := status.FromError(err); !ok && errors.Is(err, store.ErrUnavailable) {
+		return s.storeErr(ctx, err)
+	}
+	return err
 }
 
 // StreamInterceptor applies the access table to streaming calls.
@@ -291,7 +304,7 @@ func (s *Service) StreamInterceptor() grpc.StreamServerInterceptor {
 		if err != nil {
 			return err
 		}
-		return handler(srv, &authedStream{ServerStream: ss, ctx: ctx})
+		return s.unavailable(ctx, handler(srv, &authedStream{ServerStream: ss, ctx: ctx}))
 	}
 }
 

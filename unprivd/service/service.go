@@ -184,6 +184,9 @@ func (s *Service) storeErr(ctx context.Context, err error) error {
 		return err
 	}
 	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.WarnContext(ctx, "state store unreachable; change refused", "err", err)
+		return errStoreUnavailable
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "call cancelled")
 	case errors.Is(err, context.DeadlineExceeded):
@@ -192,6 +195,11 @@ func (s *Service) storeErr(ctx context.Context, err error) error {
 	s.log.ErrorContext(ctx, "state store", "err", err)
 	return status.Error(codes.Internal, "opusd could not read or write its state; see opusd's log")
 }
+
+// errStoreUnavailable is what a caller sees of a change refused because
+// the state store (etcd; bbolt is never unreachable) could not be reached.
+var errStoreUnavailable = status.Error(codes.Unavailable,
+	"opusd cannot reach its state store (etcd): changes are refused until it is back; projects keep serving, and show and ls answer from what opusd last saw. Try again later, or ask the host administrator to check etcd")
 
 func notFound(project string) error {
 	return status.Errorf(codes.NotFound, "project %q not found", project)

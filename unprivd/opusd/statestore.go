@@ -1,0 +1,110 @@
+package opusd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/opus-hosting/opus/internal/config"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// maxPEMFile bounds each of etcd_ca_file, etcd_cert_file and
+// etcd_key_file: a CA bundle of every public root is some 200 KiB.
+const maxPEMFile = 1 << 20
+
+// openStore opens the state store state_store names: the bbolt file
+// under base_dir, or the etcd cluster.
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, error) {
+	if cfg.StateStore != config.StoreEtcd {
+		return store.Open(ctx, filepath.Join(cfg.BaseDir, "opusd.db"), store.Options{})
+	}
+	if cfg.EtcdCertFile == "" {
+		// etcd without client certificates serves whoever connects: on
+		// this host that includes every project's code.
+		log.Warn("etcd without a client certificate: whoever reaches etcd, project code on this host included, can rewrite Opus's state unless etcd checks its clients otherwise; use https:// endpoints with etcd_cert_file and etcd_key_file, and etcd's --client-cert-auth",
+			"etcd_endpoints", cfg.EtcdEndpoints)
+	}
+	tc, err := etcdTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: cfg.EtcdEndpointList(), Prefix: cfg.EtcdPrefix, TLS: tc, Committer: cfg.Host()})
+	if err != nil {
+		return nil, fmt.Errorf("state_store etcd: %w", err)
+	}
+	return st, nil
+}
+
+// etcdTLS is the TLS configuration opusd talks to etcd with: nil for
+// http:// endpoints; for https:// ones the CAs of etcd_ca_file (the
+// system's roots without it) and the client certificate of
+// etcd_cert_file and etcd_key_file, if given.
+func etcdTLS(cfg config.Config) (*tls.Config, error) {
+	if !cfg.EtcdTLS() {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.EtcdCAFile != "" {
+		data, err := readPEMFile("etcd_ca_file", cfg.EtcdCAFile)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("etcd_ca_file %s: no PEM certificate in it", cfg.EtcdCAFile)
+		}
+	}
+	if cfg.EtcdCertFile != "" {
+		crt, err := readPEMFile("etcd_cert_file", cfg.EtcdCertFile)
+		if err != nil {
+			return nil, err
+		}
+		key, err := readPEMFile("etcd_key_file", cfg.EtcdKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		pair, err := tls.X509KeyPair(crt, key)
+		if err != nil {
+			return nil, fmt.Errorf("etcd_cert_file %s and etcd_key_file %s: not a certificate and its key: %w", cfg.EtcdCertFile, cfg.EtcdKeyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
+}
+
+// readPEMFile reads the regular file path of opus.conf's key, at most
+// maxPEMFile bytes. It opens without blocking, so a FIFO put there makes
+// an error rather than a hang at start.
+func readPEMFile(key, path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s %s: not a regular file", key, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", key, path, err)
+	}
+	if len(data) > maxPEMFile {
+		return nil, fmt.Errorf("%s %s: larger than %d bytes; give a PEM file", key, path, maxPEMFile)
+	}
+	if len(data) == 0 {
+		return nil, errors.New(key + " " + path + ": empty; give a PEM file")
+	}
+	return data, nil
+}
