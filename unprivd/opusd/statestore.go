@@ -36,7 +36,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: cfg.EtcdEndpointList(), Prefix: cfg.EtcdPrefix, TLS: tc, Committer: cfg.Host()})
+	st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: cfg.EtcdEndpointList(), Prefix: cfg.EtcdPrefix, TLS: tc, Host: cfg.Host()})
 	if err != nil {
 		return nil, fmt.Errorf("state_store etcd: %w", err)
 	}
