@@ -65,9 +65,6 @@ func BenchmarkAPIStore(b *testing.B) {
 	if skipReason != "" {
 		b.Skip(skipReason)
 	}
-	if why := etcdtest.Missing(); why != "" {
-		b.Skip(why)
-	}
 	n := *benchAPIN
 	names := make([]string, n)
 	for i := range names {
@@ -76,11 +73,7 @@ func BenchmarkAPIStore(b *testing.B) {
 	seq := max(storeRounds, n/10)
 
 	// Under the run's directory: a dead run's etcd is found by it.
-	srv, err := etcdtest.Start(filepath.Join(testRun.TempDir(b), "etcd"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Kill() })
+	srv := etcdtest.ForTest(b, filepath.Join(testRun.TempDir(b), "etcd"))
 	ec, err := srv.Client()
 	if err != nil {
 		b.Fatal(err)

@@ -16,17 +16,7 @@ import (
 // own: a project created through the socket is seen by another store
 // opened on the same etcd prefix.
 func TestStartServesTheGivenStore(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd; -short (make unit) starts nothing")
-	}
-	if why := etcdtest.Missing(); why != "" {
-		t.Skip(why)
-	}
-	srv, err := etcdtest.Start(filepath.Join(t.TempDir(), "etcd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Kill() })
+	srv := etcdtest.ForTest(t, filepath.Join(t.TempDir(), "etcd"))
 	ctx := context.Background()
 	open := func() *store.Store {
 		st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: []string{srv.ClientURL}, Prefix: "/servicetest/"})
@@ -44,7 +34,7 @@ func TestStartServesTheGivenStore(t *testing.T) {
 	if _, err := o.Client(t).CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "given"}); err != nil {
 		t.Fatal(err)
 	}
-	err = open().View(ctx, func(tx *store.Tx) error {
+	err := open().View(ctx, func(tx *store.Tx) error {
 		_, err := tx.Project("given")
 		return err
 	})
