@@ -80,7 +80,7 @@ func BenchmarkAPIStore(b *testing.B) {
 	}
 	defer ec.Close()
 	st, err := store.OpenEtcd(context.Background(), store.EtcdOptions{
-		Endpoints: []string{srv.ClientURL}, Prefix: "/opus-bench-" + testRun.ID + "/", Committer: "bench"})
+		Endpoints: []string{srv.ClientURL}, Prefix: "/opus-bench-" + testRun.ID + "/", Host: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
