@@ -34,18 +34,7 @@ func clusterHost(t *testing.T, srv *etcdtest.Server, name string, capacity int) 
 
 func etcdForTest(t *testing.T) *etcdtest.Server {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts etcd; -short (make unit) starts nothing")
-	}
-	if why := etcdtest.Missing(); why != "" {
-		t.Skip(why)
-	}
-	srv, err := etcdtest.Start(filepath.Join(t.TempDir(), "etcd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Kill() })
-	return srv
+	return etcdtest.ForTest(t, filepath.Join(t.TempDir(), "etcd"))
 }
 
 // TestTwoHosts: a project created through host a's API with --host b is

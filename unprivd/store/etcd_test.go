@@ -18,18 +18,7 @@ import (
 // unit starts nothing).
 func etcdServer(t *testing.T) *etcdtest.Server {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts etcd; -short (make unit) starts nothing")
-	}
-	if why := etcdtest.Missing(); why != "" {
-		t.Skip(why)
-	}
-	srv, err := etcdtest.Start(filepath.Join(t.TempDir(), "etcd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Kill() })
-	return srv
+	return etcdtest.ForTest(t, filepath.Join(t.TempDir(), "etcd"))
 }
 
 func openEtcd(t *testing.T, srv *etcdtest.Server, prefix string, timeout time.Duration) *Store {
