@@ -64,12 +64,12 @@ const (
 
 // Server sends offered files over HTTPS to callers bearing their token.
 type Server struct {
-	opt  Options
-	log  *slog.Logger
-	fp   string
-	lis  net.Listener
-	srv  *http.Server
-	sem  chan struct{}
+	opt Options
+	log *slog.Logger
+	fp  string
+	lis net.Listener
+	srv *http.Server
+	sem chan struct{}
 	// noOffer is compared against when an id is unknown, so an unknown id
 	// costs what a wrong token does.
 	noOffer [sha256.Size]byte
