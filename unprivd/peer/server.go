@@ -349,13 +349,6 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, id string, o *offe
 	h.Set("Content-Length", strconv.FormatInt(o.size, 10))
 	h.Set("Cache-Control", "no-store")
 	h.Set(digestHeader, reprDigest(o.sha256))
-	// ReadTimeout bounded the request; past it the connection's read
-	// deadline would cancel r.Context() mid-transfer. The stall deadline
-	// and MaxDuration bound the transfer instead.
-	if err := rc.SetReadDeadline(time.Time{}); err != nil {
-		s.refuse(w, r, id, http.StatusInternalServerError, "clear read deadline", "err", err)
-		return
-	}
 	w.WriteHeader(http.StatusOK)
 
 	abort := func(why string, args ...any) {
