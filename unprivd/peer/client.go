@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/opus-hosting/opus/internal/atomicfile"
@@ -53,6 +54,9 @@ func Fetch(ctx context.Context, addr, fingerprint, id string, token []byte, dest
 	}
 	if maxSize < 0 {
 		return fmt.Errorf("fetch %s: negative maximum size %d", id, maxSize)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil || strings.ContainsAny(addr, "/?#@") {
+		return fmt.Errorf("fetch %s: peer address %q is not HOST:PORT", id, addr)
 	}
 	if dest == "" {
 		return fmt.Errorf("fetch %s: no destination", id)

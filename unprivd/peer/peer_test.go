@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -635,6 +636,7 @@ func TestOfferArguments(t *testing.T) {
 		{"id with a dot first", ".a", path, newToken(), 10, sum, false},
 		{"id too long", strings.Repeat("a", maxIDLen+1), path, newToken(), 10, sum, false},
 		{"no path", "m", "", newToken(), 10, sum, false},
+		{"relative path", "m", "export", newToken(), 10, sum, false},
 		{"short token", "m", path, make([]byte, 15), 10, sum, false},
 		{"negative size", "m", path, newToken(), -1, sum, false},
 		{"upper-case SHA-256", "m", path, newToken(), 10, strings.ToUpper(sum), false},
@@ -665,11 +667,16 @@ func TestFetchArguments(t *testing.T) {
 		{"bad SHA-256", fp, "m", tok, 10, "x"},
 		{"no token", fp, "m", nil, 10, sum},
 		{"negative maximum", fp, "m", tok, -1, sum},
+		{"address with a path", fp, "m", tok, 10, sum},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir, dest := destDir(t)
-			if err := Fetch(t.Context(), s.addr(), tt.fp, tt.id, tt.token, dest, tt.max, tt.sha); err == nil {
+			addr := s.addr()
+			if tt.name == "address with a path" {
+				addr += "/x"
+			}
+			if err := Fetch(t.Context(), addr, tt.fp, tt.id, tt.token, dest, tt.max, tt.sha); err == nil {
 				t.Error("Fetch accepted it")
 			}
 			checkEmpty(t, dir)
@@ -677,5 +684,74 @@ func TestFetchArguments(t *testing.T) {
 	}
 	if log := s.log.String(); log != "" {
 		t.Errorf("a request reached the server:\n%s", log)
+	}
+}
+
+// TestFetchBadPeer: Fetch checks what a peer sends rather than trust it
+// (a server other than this package's, with the pinned certificate).
+func TestFetchBadPeer(t *testing.T) {
+	data := []byte("the exported data")
+	sum := sha256.Sum256(data)
+	want := hex.EncodeToString(sum[:])
+	good := func(w http.ResponseWriter) {
+		w.Header().Set(digestHeader, reprDigest(want))
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	}
+	redirected := make(chan string, 1)
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		wantErr error // nil: any error
+	}{
+		{"other bytes under the right digest", func(w http.ResponseWriter, r *http.Request) {
+			good(w)
+			w.Write(bytes.ToUpper(data))
+		}, ErrCorrupt},
+		{"no digest header", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data)
+		}, ErrCorrupt},
+		{"no Content-Length", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(digestHeader, reprDigest(want))
+			w.Write(data[:5])
+			w.(http.Flusher).Flush()
+			w.Write(data[5:])
+		}, nil},
+		{"a body cut short", func(w http.ResponseWriter, r *http.Request) {
+			good(w)
+			w.Write(data[:5])
+			panic(http.ErrAbortHandler)
+		}, nil},
+		{"a Content-Length past maxSize", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(digestHeader, reprDigest(want))
+			w.Header().Set("Content-Length", strconv.Itoa(1<<40))
+			w.Write(data)
+		}, ErrTooLarge},
+		{"a redirect", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/elsewhere" {
+				redirected <- r.Header.Get("Authorization")
+				return
+			}
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(tt.handler)
+			srv.StartTLS()
+			defer srv.Close()
+			fp := sha256.Sum256(srv.Certificate().Raw)
+			dir, dest := destDir(t)
+			err := Fetch(t.Context(), srv.Listener.Addr().String(), hex.EncodeToString(fp[:]), "m1", newToken(), dest, 1<<20, want)
+			if err == nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("Fetch: %v, want %v", err, tt.wantErr)
+			}
+			checkEmpty(t, dir)
+		})
+	}
+	select {
+	case auth := <-redirected:
+		t.Errorf("Fetch followed a redirect, token and all (%q)", auth)
+	default:
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +34,9 @@ type Options struct {
 	// request past it is answered 503 at once.
 	MaxTransfers int
 	// MaxConns bounds open connections, including ones still in the TLS
-	// handshake (default 16); past it new ones wait in the kernel's queue.
+	// handshake (default 64); past it new ones wait in the kernel's queue.
+	// Anyone who reaches the port can hold these for HeaderTimeout each:
+	// peer_listen belongs on the hosts' own network.
 	MaxConns int
 	// HeaderTimeout bounds the TLS handshake and the request headers
 	// (default 10s).
@@ -47,7 +50,7 @@ type Options struct {
 
 const (
 	defaultMaxTransfers  = 2
-	defaultMaxConns      = 16
+	defaultMaxConns      = 64
 	defaultHeaderTimeout = 10 * time.Second
 	defaultStallTimeout  = 30 * time.Second
 	defaultMaxDuration   = 2 * time.Hour
@@ -196,8 +199,8 @@ func (s *Server) Offer(id, path string, token []byte, size int64, sha256Hex stri
 	if err := CheckID(id); err != nil {
 		return err
 	}
-	if path == "" {
-		return fmt.Errorf("offer %s: no path", id)
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("offer %s: path %q is not absolute", id, path)
 	}
 	if len(token) < 16 {
 		return fmt.Errorf("offer %s: a token must be at least 16 bytes", id)
@@ -356,6 +359,9 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, id string, o *offe
 		panic(http.ErrAbortHandler)
 	}
 	sum := sha256.New()
+	if o.size == 0 && hex.EncodeToString(sum.Sum(nil)) != o.sha256 {
+		abort("file changed since offered", "sent", 0)
+	}
 	buf := make([]byte, min(int64(chunk), max(o.size, 1)))
 	var sent int64
 	for sent < o.size {
