@@ -755,3 +755,30 @@ func TestFetchBadPeer(t *testing.T) {
 	default:
 	}
 }
+
+// TestEmptyFile: an empty file is sent like any other, and its digest is
+// checked like any other's.
+func TestEmptyFile(t *testing.T) {
+	s := startServer(t, Options{})
+	path, sum := file(t, 0)
+	_, other := file(t, 1)
+	token := newToken()
+	for _, offered := range []string{sum, other} {
+		if err := s.Offer("m1", path, token, 0, offered); err != nil {
+			t.Fatal(err)
+		}
+		dir, dest := destDir(t)
+		err := Fetch(t.Context(), s.addr(), s.Fingerprint(), "m1", token, dest, 0, offered)
+		if offered == sum {
+			if fi, serr := os.Stat(dest); err != nil || serr != nil || fi.Size() != 0 {
+				t.Fatalf("Fetch of an empty file: %v; dest %v %v", err, fi, serr)
+			}
+			continue
+		}
+		if err == nil {
+			t.Error("an empty file offered under another digest arrived")
+		}
+		checkEmpty(t, dir)
+		checkLog(t, s, "m1", "file changed since offered", token)
+	}
+}
