@@ -356,9 +356,10 @@ func mustReplace(t *testing.T, path string, make func() error) {
 	}
 }
 
-// rawGet sends a GET for id with token over a new pinned connection and
-// returns the connection without reading the answer.
-func rawGet(t *testing.T, s *testServer, id string, token []byte) *tls.Conn {
+// startTransfer sends a GET for id with token over a new connection and
+// reads the response headers (200, or the test fails), no more: the
+// caller reads the body as slowly as it likes, or not at all.
+func startTransfer(t *testing.T, s *testServer, id string, token []byte) (*tls.Conn, *http.Response) {
 	t.Helper()
 	c, err := tls.Dial("tcp", s.addr(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 	if err != nil {
@@ -366,7 +367,11 @@ func rawGet(t *testing.T, s *testServer, id string, token []byte) *tls.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	fmt.Fprintf(c, "GET %s%s HTTP/1.1\r\nHost: peer\r\nAuthorization: Bearer %x\r\n\r\n", transfersPath, id, token)
-	return c
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %v %v", id, resp, err)
+	}
+	return c, resp
 }
 
 // TestSlowClient: a client that stops reading loses its transfer within
@@ -384,11 +389,7 @@ func TestSlowClient(t *testing.T) {
 	}
 
 	t.Run("stops reading", func(t *testing.T) {
-		stalled := rawGet(t, s, "m1", token)
-		resp, err := http.ReadResponse(bufio.NewReader(stalled), nil)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("stalled GET: %v %v", resp, err)
-		}
+		startTransfer(t, s, "m1", token)
 		// The one slot is taken until the server gives up on it.
 		start := time.Now()
 		waitFor(t, func() bool { return strings.Contains(s.log.String(), "client stopped reading") })
@@ -428,11 +429,7 @@ func TestSlowClient(t *testing.T) {
 		if err := s.Offer("m2", p, token, small, sum); err != nil {
 			t.Fatal(err)
 		}
-		c := rawGet(t, s, "m2", token)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET: %v %v", resp, err)
-		}
+		_, resp := startTransfer(t, s, "m2", token)
 		start := time.Now()
 		h := sha256.New()
 		var n int64
@@ -462,10 +459,7 @@ func TestMaxTransfers(t *testing.T) {
 	}
 	var held []*tls.Conn
 	for range 2 {
-		c := rawGet(t, s, "m1", token)
-		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET: %v %v", resp, err)
-		}
+		c, _ := startTransfer(t, s, "m1", token)
 		held = append(held, c)
 	}
 	dir, dest := destDir(t)
@@ -499,11 +493,7 @@ func TestWithdraw(t *testing.T) {
 	if err := s.Offer("m1", path, token, size, sum); err != nil {
 		t.Fatal(err)
 	}
-	c := rawGet(t, s, "m1", token)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET: %v %v", resp, err)
-	}
+	c, resp := startTransfer(t, s, "m1", token)
 	if _, err := io.CopyN(io.Discard, resp.Body, 1<<20); err != nil {
 		t.Fatal(err)
 	}
