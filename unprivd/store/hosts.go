@@ -30,6 +30,13 @@ type Host struct {
 	Capacity int `json:"capacity"`
 	// Since is when this opusd registered.
 	Since time.Time `json:"since"`
+	// PeerAddr is HOST:PORT where the host's opusd serves files to other
+	// hosts (package peer); empty if it serves none.
+	PeerAddr string `json:"peer_addr,omitempty"`
+	// PeerFingerprint is the hex SHA-256 of the certificate PeerAddr
+	// presents (peer.Server.Fingerprint): new at each start of opusd, and
+	// what another host pins when it fetches from this one.
+	PeerFingerprint string `json:"peer_fingerprint,omitempty"`
 }
 
 // RegisterHost lists h among the hosts until this opusd stops (see
