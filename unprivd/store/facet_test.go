@@ -145,15 +145,89 @@ func testFacet(t *testing.T, s *Store) {
 	if ops, err := in.ListOperations(ctx, "blog", 0); err != nil || len(ops) != 2 {
 		t.Errorf("history of blog after the facet's delete: %d ops, %v; want both", len(ops), err)
 	}
+	// One commit moves records between the main store and facets (a
+	// move's switch): all of it, or on an error nothing.
+	read(t, in, "facetonly") // cached, to be dropped by the commit
+	swap := func(fail error) error {
+		return s.Update(ctx, func(tx *Tx) error {
+			p, err := tx.Facet("incoming").Project("facetonly")
+			if err != nil {
+				return err
+			}
+			if err := tx.Facet("incoming").DeleteProject("facetonly"); err != nil {
+				return err
+			}
+			if err := tx.CreateProject(p); err != nil {
+				return err
+			}
+			old, err := tx.Project("mainonly")
+			if err != nil {
+				return err
+			}
+			if err := tx.Facet("departing").CreateProject(old); err != nil {
+				return err
+			}
+			if err := tx.Facet("departing").Main().DeleteProject("mainonly"); err != nil {
+				return err
+			}
+			return fail
+		})
+	}
+	if err := swap(errors.New("no")); err == nil {
+		t.Fatal("a failing swap committed")
+	}
+	if got := names(t, s); !slices.Equal(got, []string{"blog", "mainonly"}) {
+		t.Errorf("main store after a failed swap lists %v", got)
+	}
+	if got := names(t, in); !slices.Equal(got, []string{"facetonly"}) {
+		t.Errorf("facet after a failed swap lists %v", got)
+	}
+	if err := swap(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, s); !slices.Equal(got, []string{"blog", "facetonly"}) {
+		t.Errorf("main store after the swap lists %v", got)
+	}
+	if got := names(t, in); len(got) != 0 {
+		t.Errorf("incoming facet after the swap lists %v", got)
+	}
+	if got := names(t, out); !slices.Equal(got, []string{"mainonly"}) {
+		t.Errorf("departing facet after the swap lists %v", got)
+	}
+	if cached(in, "facetonly") != nil {
+		t.Error("the facet still caches a record the swap deleted from it")
+	}
+	if p := read(t, s, "facetonly"); p.OwnerUID != 2000 {
+		t.Errorf("the moved record: owner %d; want the facet's 2000", p.OwnerUID)
+	}
+	// An operation changed through a facet's view of a transaction wakes
+	// its watchers too.
+	woke2, release2 := s.Changed(mainOp.ID)
+	defer release2()
+	if err := s.Update(ctx, func(tx *Tx) error {
+		op, err := tx.Operation(mainOp.ID)
+		if err != nil {
+			return err
+		}
+		op.State = OpRunning
+		return tx.Facet("incoming").PutOperation(op)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woke2:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher did not wake when a facet's view of a transaction changed the operation")
+	}
 	// Closing a facet leaves the shared kv open.
 	if err := in.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, s); !slices.Equal(got, []string{"blog", "mainonly"}) {
+	if got := names(t, s); !slices.Equal(got, []string{"blog", "facetonly"}) {
 		t.Errorf("main store after closing a facet lists %v", got)
 	}
-	if got := names(t, in); !slices.Equal(got, []string{"facetonly"}) {
-		t.Errorf("facet after its close lists %v", got)
+	if got := names(t, out); !slices.Equal(got, []string{"mainonly"}) {
+		t.Errorf("facet after a facet's close lists %v", got)
 	}
 }
 

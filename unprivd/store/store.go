@@ -274,7 +274,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var touched, written []string
+	var fx *txEffects
 	// The stamp is cleared only after the commit (and its fsync) or
 	// rollback returned, also when fn panics, and only if it is still
 	// this transaction's: the next writer may already have set its own.
@@ -290,18 +290,20 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		began = max(int64(time.Since(s.epoch)), 1)
 		s.writeBegan.Store(began)
 	}, func(t kvTx) error {
-		tx := &Tx{kv: t, s: s, writable: true}
+		tx := &Tx{kv: t, s: s, writable: true, fx: &txEffects{}}
 		if err := fn(tx); err != nil {
 			return err
 		}
-		touched, written = tx.touched, tx.written
+		fx = tx.fx
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	s.cache.forget(written)
-	for _, id := range touched {
+	for st, names := range fx.written {
+		st.cache.forget(names)
+	}
+	for _, id := range fx.touched {
 		s.watch.Publish(id)
 	}
 	return nil
@@ -397,10 +399,44 @@ type Tx struct {
 	kv       kvTx
 	s        *Store
 	writable bool
-	touched  []string
-	// written are the projects this transaction wrote or deleted, whose
-	// decode cache entries are dropped after commit.
-	written []string
+	// fx collects a writable transaction's effects (nil when read-only).
+	fx *txEffects
+}
+
+// txEffects are what a commit is followed by, collected from a
+// transaction and the facet views of it (Tx.Facet).
+type txEffects struct {
+	// touched are the operations changed, whose watchers wake.
+	touched []string
+	// written are the projects written or deleted, by the store whose
+	// bucket they are in: their decode cache entries are dropped.
+	written map[*Store][]string
+}
+
+// wrote records that project name of tx's store was written or deleted.
+func (tx *Tx) wrote(name string) {
+	if tx.fx == nil {
+		return
+	}
+	if tx.fx.written == nil {
+		tx.fx.written = map[*Store][]string{}
+	}
+	tx.fx.written[tx.s] = append(tx.fx.written[tx.s], name)
+}
+
+// Facet returns tx as seen by facet name of its store (Store.Facet): the
+// same transaction, reading and writing that facet's project records, so
+// that records go from one facet to another in one commit.
+func (tx *Tx) Facet(name string) *Tx {
+	return &Tx{kv: tx.kv, s: tx.s.Facet(name), writable: tx.writable, fx: tx.fx}
+}
+
+// Main returns tx as seen by the main store (the reverse of Facet).
+func (tx *Tx) Main() *Tx {
+	tx.s.mu.Lock()
+	m := tx.s.stores[string(bucketProjects)]
+	tx.s.mu.Unlock()
+	return &Tx{kv: tx.kv, s: m, writable: tx.writable, fx: tx.fx}
 }
 
 // Now is the store's clock, for stamping records inside a transaction.
@@ -513,7 +549,7 @@ func (tx *Tx) CreateProject(p *Project) error {
 	}
 	now := tx.Now()
 	p.CreateTime, p.UpdateTime = now, now
-	tx.written = append(tx.written, p.Name)
+	tx.wrote(p.Name)
 	return tx.put(tx.s.bucket, p.Name, p)
 }
 
@@ -523,7 +559,7 @@ func (tx *Tx) PutProject(p *Project) error {
 		return errors.New("store: project without a name")
 	}
 	p.UpdateTime = tx.Now()
-	tx.written = append(tx.written, p.Name)
+	tx.wrote(p.Name)
 	return tx.put(tx.s.bucket, p.Name, p)
 }
 
@@ -540,7 +576,7 @@ func (tx *Tx) DeleteProject(name string, keep ...string) error {
 	if err := tx.kv.del(tx.s.bucket, []byte(name)); err != nil {
 		return err
 	}
-	tx.written = append(tx.written, name)
+	tx.wrote(name)
 	if tx.s.facet != "" {
 		return nil
 	}
@@ -617,7 +653,7 @@ func (tx *Tx) PutOperation(op *Operation) error {
 	if err := tx.put(bucketOperations, op.ID, op); err != nil {
 		return err
 	}
-	tx.touched = append(tx.touched, op.ID)
+	tx.fx.touched = append(tx.fx.touched, op.ID)
 	return nil
 }
 
