@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -148,6 +149,29 @@ type Options struct {
 	// Observer learns of each step and operation that ends (opusd's
 	// metrics); nil: nobody.
 	Observer Observer
+	// Kinds, when set, are the only kinds of operations this reconciler
+	// claims (marks RUNNING, records its steps in, ends); it leaves the
+	// others alone, and never opens a RECONCILE or DELETE operation of its
+	// own unless Kinds has that kind, so a project with no open operation
+	// of these kinds is not its to work on. Empty: every kind but the
+	// exclusive ones (exclusiveKinds), which only a reconciler that names
+	// them claims. Several reconcilers (one per store facet) share the
+	// operations of a project name; Kinds keeps them off each other's.
+	Kinds []store.OpKind
+}
+
+// exclusiveKinds are the operation kinds only a reconciler whose
+// Options.Kinds names them claims: a reconciler with no Kinds leaves them
+// to it.
+var exclusiveKinds = map[store.OpKind]bool{}
+
+// claims reports whether operations of kind are this reconciler's to
+// work on (Options.Kinds).
+func (r *Reconciler) claims(kind store.OpKind) bool {
+	if len(r.opt.Kinds) > 0 {
+		return slices.Contains(r.opt.Kinds, kind)
+	}
+	return !exclusiveKinds[kind]
 }
 
 // Observer learns what the reconciler did. Its methods are called after
@@ -295,7 +319,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 					return err
 				}
 				for _, op := range ops {
-					if !op.State.Final() {
+					if !op.State.Final() && r.claims(op.Kind) {
 						need = true
 						break
 					}
@@ -564,7 +588,9 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 		}
 		var open []*store.Operation
 		for _, op := range ops {
-			if op.State.Final() {
+			if op.State.Final() || !r.claims(op.Kind) {
+				// Another reconciler's (Options.Kinds) are not even
+				// cancelled: it ends them.
 				continue
 			}
 			if op.Error != "" {
@@ -588,6 +614,12 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 			kind := store.OpReconcile
 			if p.Deleting {
 				kind = store.OpDelete
+			}
+			if !r.claims(kind) {
+				// The spec's change (or the delete) is for a reconciler
+				// of that kind, with its own operation.
+				p = nil
+				return nil
 			}
 			op, err := tx.NewOperation(p, kind, p.OwnerUID)
 			if err != nil {
@@ -889,7 +921,7 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 			return err
 		}
 		for _, op := range ops {
-			if mine[op.ID] || op.State.Final() {
+			if mine[op.ID] || op.State.Final() || !r.claims(op.Kind) {
 				continue
 			}
 			ended.end(op, store.OpFailed, end)

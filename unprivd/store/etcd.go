@@ -136,24 +136,30 @@ func OpenEtcd(ctx context.Context, opt EtcdOptions) (*Store, error) {
 	}
 	s.host = opt.Host
 	e.mu.Lock()
-	e.changed = s.changed
+	e.changed = s.base.changed
 	e.mu.Unlock()
 	return s, nil
 }
 
 // changed is told of every key a commit (this opusd's or, when
-// elsewhere, another host's) put or deleted: operation watchers wake, the
-// decode cache drops what it no longer needs, and OnChangedElsewhere's
-// function hears of other hosts' changes to projects.
-func (s *Store) changed(bucket, key string, elsewhere bool) {
-	switch bucket {
-	case string(bucketOperations):
-		s.watch.Publish(key)
-	case string(bucketProjects):
-		s.cache.forget([]string{key})
-		if fn := s.elsewhere.Load(); fn != nil && elsewhere {
-			(*fn)(key)
-		}
+// elsewhere, another host's) put or deleted: operation watchers wake, and
+// a change to a store's or facet's project records goes to that store (by
+// its bucket), whose decode cache drops what it no longer needs and whose
+// OnChangedElsewhere function hears of other hosts' changes.
+func (b *base) changed(bucket, key string, elsewhere bool) {
+	if bucket == string(bucketOperations) {
+		b.watch.Publish(key)
+		return
+	}
+	b.mu.Lock()
+	s := b.stores[bucket]
+	b.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.cache.forget([]string{key})
+	if fn := s.elsewhere.Load(); fn != nil && elsewhere {
+		(*fn)(key)
 	}
 }
 

@@ -15,6 +15,13 @@
 //	                      of the prefix lists a project's operations newest
 //	                      first without reading any other project's.
 //
+// A facet's project records (Store.Facet) are made on its first write,
+// like the console's buckets below, and need no version bump either:
+//
+//	bucket "projects_<facet>"  key project name → Project (a host-local
+//	                      copy of a project whose real record is in
+//	                      "projects"; its operations are the project's)
+//
 // The web console's buckets (console.go) are made on their first write and
 // need no version bump: an older opusd never opens them, and a file
 // without them reads as "no accounts, links or sessions".
@@ -55,6 +62,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,19 +92,36 @@ var ErrNotFound = errors.New("not found")
 var ErrExists = errors.New("already exists")
 
 // Store is an open state file. It is safe for concurrent use.
+//
+// A Store reads and writes the project records of one bucket: the main
+// store's "projects", or a facet's (Facet). Everything else (the kv, the
+// clock, operations and their watchers, hosts, uids, the console) is
+// shared by a store and all its facets, in base.
 type Store struct {
+	*base
+	// bucket holds this store's project records: bucketProjects, or
+	// "projects_"+NAME for facet NAME.
+	bucket []byte
+	// facet is the facet's name; "" for the main store.
+	facet string
+	// cache keeps project records decoded (cache.go); reads hand out
+	// copies of them. Per store: the same name may be in several facets.
+	cache decodeCache
+	// projects is how many projects the last full read found: the
+	// capacity of the next one's slice.
+	projects atomic.Int64
+	// elsewhere is OnChangedElsewhere's function.
+	elsewhere atomic.Pointer[func(project string)]
+}
+
+// base is what a store shares with its facets.
+type base struct {
 	kv  kv
 	now func() time.Time
 	// watch wakes the watchers of operations a commit changed.
 	watch broadcast.Hub
 	// userName is Options.UserName.
 	userName func(uid uint32) (string, error)
-	// cache keeps project records decoded (cache.go); reads hand out
-	// copies of them.
-	cache decodeCache
-	// projects is how many projects the last full read found: the
-	// capacity of the next one's slice.
-	projects atomic.Int64
 	// epoch is when the store was opened, with its monotonic clock
 	// reading; writeBegan is when the write transaction in progress took
 	// the writer lock, in nanoseconds since epoch (at least 1), or 0 when
@@ -105,8 +131,11 @@ type Store struct {
 	writeBegan atomic.Int64
 	// host is this host's name on a shared store (EtcdOptions.Host).
 	host string
-	// elsewhere is OnChangedElsewhere's function.
-	elsewhere atomic.Pointer[func(project string)]
+
+	// stores are the main store and every facet made, by bucket name:
+	// where a change another host committed is routed (changed).
+	mu     sync.Mutex
+	stores map[string]*Store
 }
 
 // Options tunes Open. The zero value is the production default.
@@ -174,11 +203,51 @@ func newStore(ctx context.Context, b kv, opt Options) (*Store, error) {
 		b.close()
 		return nil, err
 	}
-	return &Store{kv: b, now: opt.Now, userName: opt.UserName, epoch: time.Now()}, nil
+	s := &Store{base: &base{kv: b, now: opt.Now, userName: opt.UserName, epoch: time.Now()}, bucket: bucketProjects}
+	s.stores = map[string]*Store{string(bucketProjects): s}
+	return s, nil
 }
 
-// Close closes the file, or the connection to the cluster.
-func (s *Store) Close() error { return s.kv.close() }
+// Facet returns the facet name of the state: a Store that keeps its
+// project records in a bucket of their own, "projects_"+name, and shares
+// everything else with s (the kv, operations and their watchers, hosts,
+// uids, the console). A host keeps a second, host-local copy of a
+// project there while the project's real record stays in the main store
+// (a project moving in, or the leftover of one that moved out), and the
+// same code (the reconciler) works on either. Operations recorded through
+// a facet are the project's, in the shared history, and a facet's
+// DeleteProject leaves that history alone.
+//
+// Every call with one name returns the same facet, whichever of the
+// store's facets it is called on; name is one of a few fixed words of
+// lower-case letters (it panics on anything else: a programming error).
+// Closing a facet does nothing: the main store owns the kv.
+func (s *Store) Facet(name string) *Store {
+	if name == "" || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz") != "" {
+		panic(fmt.Sprintf("store: facet name %q: want lower-case letters", name))
+	}
+	bucket := string(bucketProjects) + "_" + name
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.stores[bucket]
+	if f == nil {
+		f = &Store{base: s.base, bucket: []byte(bucket), facet: name}
+		s.stores[bucket] = f
+	}
+	return f
+}
+
+// FacetName is the name s was made with by Facet; "" for the main store.
+func (s *Store) FacetName() string { return s.facet }
+
+// Close closes the file, or the connection to the cluster. On a facet it
+// does nothing.
+func (s *Store) Close() error {
+	if s.facet != "" {
+		return nil
+	}
+	return s.kv.close()
+}
 
 // Path names where the state is kept: the file's path, or the etcd
 // endpoints and key prefix.
@@ -205,7 +274,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var touched, written []string
+	var fx *txEffects
 	// The stamp is cleared only after the commit (and its fsync) or
 	// rollback returned, also when fn panics, and only if it is still
 	// this transaction's: the next writer may already have set its own.
@@ -221,18 +290,20 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		began = max(int64(time.Since(s.epoch)), 1)
 		s.writeBegan.Store(began)
 	}, func(t kvTx) error {
-		tx := &Tx{kv: t, s: s, writable: true}
+		tx := &Tx{kv: t, s: s, writable: true, fx: &txEffects{}}
 		if err := fn(tx); err != nil {
 			return err
 		}
-		touched, written = tx.touched, tx.written
+		fx = tx.fx
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	s.cache.forget(written)
-	for _, id := range touched {
+	for st, names := range fx.written {
+		st.cache.forget(names)
+	}
+	for _, id := range fx.touched {
 		s.watch.Publish(id)
 	}
 	return nil
@@ -328,10 +399,44 @@ type Tx struct {
 	kv       kvTx
 	s        *Store
 	writable bool
-	touched  []string
-	// written are the projects this transaction wrote or deleted, whose
-	// decode cache entries are dropped after commit.
-	written []string
+	// fx collects a writable transaction's effects (nil when read-only).
+	fx *txEffects
+}
+
+// txEffects are what a commit is followed by, collected from a
+// transaction and the facet views of it (Tx.Facet).
+type txEffects struct {
+	// touched are the operations changed, whose watchers wake.
+	touched []string
+	// written are the projects written or deleted, by the store whose
+	// bucket they are in: their decode cache entries are dropped.
+	written map[*Store][]string
+}
+
+// wrote records that project name of tx's store was written or deleted.
+func (tx *Tx) wrote(name string) {
+	if tx.fx == nil {
+		return
+	}
+	if tx.fx.written == nil {
+		tx.fx.written = map[*Store][]string{}
+	}
+	tx.fx.written[tx.s] = append(tx.fx.written[tx.s], name)
+}
+
+// Facet returns tx as seen by facet name of its store (Store.Facet): the
+// same transaction, reading and writing that facet's project records, so
+// that records go from one facet to another in one commit.
+func (tx *Tx) Facet(name string) *Tx {
+	return &Tx{kv: tx.kv, s: tx.s.Facet(name), writable: tx.writable, fx: tx.fx}
+}
+
+// Main returns tx as seen by the main store (the reverse of Facet).
+func (tx *Tx) Main() *Tx {
+	tx.s.mu.Lock()
+	m := tx.s.stores[string(bucketProjects)]
+	tx.s.mu.Unlock()
+	return &Tx{kv: tx.kv, s: m, writable: tx.writable, fx: tx.fx}
 }
 
 // Now is the store's clock, for stamping records inside a transaction.
@@ -342,7 +447,7 @@ func (tx *Tx) Now() time.Time { return tx.s.now() }
 // when the decode cache has it (see record).
 func (tx *Tx) Project(name string) (*Project, error) {
 	k := []byte(name)
-	v := tx.kv.get(bucketProjects, k)
+	v := tx.kv.get(tx.s.bucket, k)
 	if v == nil {
 		return nil, fmt.Errorf("project %q: %w", name, ErrNotFound)
 	}
@@ -390,7 +495,7 @@ func (tx *Tx) EachProjectOwnedBy(uid uint32, fn func(Project) error) error {
 // only look.
 func (tx *Tx) each(keep func(*Project) bool, fn func(Project) error) error {
 	n := 0
-	err := tx.kv.ascend(bucketProjects, nil, func(k, v []byte) error {
+	err := tx.kv.ascend(tx.s.bucket, nil, func(k, v []byte) error {
 		p, shared, err := tx.record(k, v)
 		if err != nil {
 			return err
@@ -439,13 +544,13 @@ func decodeProject(k, v []byte) (*Project, error) {
 // CreateProject stores a new project; it fails with ErrExists when the name
 // is taken. CreateTime and UpdateTime are stamped.
 func (tx *Tx) CreateProject(p *Project) error {
-	if tx.kv.get(bucketProjects, []byte(p.Name)) != nil {
+	if tx.kv.get(tx.s.bucket, []byte(p.Name)) != nil {
 		return fmt.Errorf("project %q: %w", p.Name, ErrExists)
 	}
 	now := tx.Now()
 	p.CreateTime, p.UpdateTime = now, now
-	tx.written = append(tx.written, p.Name)
-	return tx.put(bucketProjects, p.Name, p)
+	tx.wrote(p.Name)
+	return tx.put(tx.s.bucket, p.Name, p)
 }
 
 // PutProject stores p over its previous record, stamping UpdateTime.
@@ -454,21 +559,27 @@ func (tx *Tx) PutProject(p *Project) error {
 		return errors.New("store: project without a name")
 	}
 	p.UpdateTime = tx.Now()
-	tx.written = append(tx.written, p.Name)
-	return tx.put(bucketProjects, p.Name, p)
+	tx.wrote(p.Name)
+	return tx.put(tx.s.bucket, p.Name, p)
 }
 
 // DeleteProject removes project name and its operation history, except the
 // operations listed in keep (the teardown's own, so their watchers still
 // see them finish). A name reused later starts with an empty history.
+//
+// On a facet it removes the record alone: the history is the project's,
+// whose real record is the main store's (keep is not needed there).
 func (tx *Tx) DeleteProject(name string, keep ...string) error {
-	if tx.kv.get(bucketProjects, []byte(name)) == nil {
+	if tx.kv.get(tx.s.bucket, []byte(name)) == nil {
 		return fmt.Errorf("project %q: %w", name, ErrNotFound)
 	}
-	if err := tx.kv.del(bucketProjects, []byte(name)); err != nil {
+	if err := tx.kv.del(tx.s.bucket, []byte(name)); err != nil {
 		return err
 	}
-	tx.written = append(tx.written, name)
+	tx.wrote(name)
+	if tx.s.facet != "" {
+		return nil
+	}
 	kept := map[string]bool{}
 	for _, id := range keep {
 		kept[id] = true
@@ -542,7 +653,7 @@ func (tx *Tx) PutOperation(op *Operation) error {
 	if err := tx.put(bucketOperations, op.ID, op); err != nil {
 		return err
 	}
-	tx.touched = append(tx.touched, op.ID)
+	tx.fx.touched = append(tx.fx.touched, op.ID)
 	return nil
 }
 
