@@ -1142,31 +1142,7 @@ func BenchmarkAPI(b *testing.B) {
 		names[i] = fmt.Sprintf("api%05d", i)
 	}
 	start := time.Now()
-	work := make(chan string)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for name := range work {
-				op, err := c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: name})
-				if err == nil {
-					_, err = c.Wait(ctx, op.GetId(), nil)
-				}
-				if err != nil {
-					errs <- fmt.Errorf("%s: %w", name, err)
-				}
-			}
-		}()
-	}
-	for _, name := range names {
-		work <- name
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := createAll(ctx, c, names, 16); err != nil {
 		data, _ := os.ReadFile(filepath.Join(dir, "opusd.log"))
 		b.Fatalf("%v\n%s", err, data[max(0, len(data)-3000):])
 	}
@@ -1174,25 +1150,9 @@ func BenchmarkAPI(b *testing.B) {
 	rssN, anonN, fileN := settledRSS(opusd.Process.Pid)
 
 	b.ResetTimer()
-	var get, list []float64
-	for i := range 2000 {
-		t := time.Now()
-		if _, err := c.GetProject(ctx, names[(i*7919)%n]); err != nil {
-			b.Fatal(err)
-		}
-		get = append(get, time.Since(t).Seconds())
-	}
-	// 200 lists, so p99 is not simply the worst of a few.
-	for range 200 {
-		t := time.Now()
-		ps, err := c.ListProjects(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(ps) != n {
-			b.Fatalf("ListProjects: %d projects, want %d", len(ps), n)
-		}
-		list = append(list, time.Since(t).Seconds())
+	get, list, err := readLatencies(ctx, c, names, 2000, 200)
+	if err != nil {
+		b.Fatal(err)
 	}
 	b.StopTimer()
 	// Again after the reads: what serving them keeps (opusd's decode
@@ -1214,6 +1174,64 @@ func BenchmarkAPI(b *testing.B) {
 	record(b, "api", "privd round trip p50", round3(quantile(rtt, 0.5)*1e6), "µs", "TailLog on the real opus-privd, as the opus user")
 	record(b, "api", "privd round trip p99", round3(quantile(rtt, 0.99)*1e6), "µs", "")
 	saveFigures(b)
+}
+
+// createAll creates the projects names (no apps) through c, clients at
+// a time, each call followed by a wait for its operation to end; the
+// first error, if any, names its project.
+func createAll(ctx context.Context, c *client.Client, names []string, clients int) error {
+	work := make(chan string)
+	errs := make(chan error, len(names))
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				op, err := c.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: name})
+				if err == nil {
+					_, err = c.Wait(ctx, op.GetId(), nil)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", name, err)
+				}
+			}
+		}()
+	}
+	for _, name := range names {
+		work <- name
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// readLatencies times gets GetProject calls over names and lists
+// ListProjects calls, each of which must answer every one of names; in
+// seconds. BenchmarkAPI makes 2,000 and 200 (so p99 is not simply the
+// worst of a few).
+func readLatencies(ctx context.Context, c *client.Client, names []string, gets, lists int) (get, list []float64, err error) {
+	n := len(names)
+	for i := range gets {
+		t := time.Now()
+		if _, err := c.GetProject(ctx, names[(i*7919)%n]); err != nil {
+			return nil, nil, err
+		}
+		get = append(get, time.Since(t).Seconds())
+	}
+	for range lists {
+		t := time.Now()
+		ps, err := c.ListProjects(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(ps) != n {
+			return nil, nil, fmt.Errorf("ListProjects: %d projects, want %d", len(ps), n)
+		}
+		list = append(list, time.Since(t).Seconds())
+	}
+	return get, list, nil
 }
 
 // privdRTT times calls to the real privd from a helper process running as

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/mail"
 	"net/netip"
 	"net/url"
@@ -177,6 +178,13 @@ type Config struct {
 	// label. Empty (the default) is the machine's host name made one
 	// (see Host).
 	HostName string
+	// HostCapacity is how many projects this host takes: a new project
+	// goes to the live host with the lowest share of its capacity used.
+	HostCapacity int
+	// HostFront is HOST:PORT where this host's web front answers, as
+	// other hosts and users should reach it (a project's name must
+	// resolve to its host); empty means Host() and http_port (see Front).
+	HostFront string
 }
 
 // State stores.
@@ -283,6 +291,7 @@ func Default() Config {
 		UploadGrace:      time.Hour,
 		SnapshotMaxBytes: 256 << 20,
 		SnapshotKeep:     5,
+		HostCapacity:     100,
 		// The renewal window is weeks for a CA's usual certificates:
 		// looking hourly is plenty, and retries are spaced by backoff.
 		ACMECheckInterval: time.Hour,
@@ -429,7 +438,7 @@ func (c Config) Format() string {
 		{"acme_check_interval", c.ACMECheckInterval},
 		{"state_store", c.StateStore}, {"etcd_endpoints", c.EtcdEndpoints}, {"etcd_prefix", c.EtcdPrefix},
 		{"etcd_ca_file", c.EtcdCAFile}, {"etcd_cert_file", c.EtcdCertFile}, {"etcd_key_file", c.EtcdKeyFile},
-		{"host_name", c.HostName},
+		{"host_name", c.HostName}, {"host_capacity", c.HostCapacity}, {"host_front", c.HostFront},
 	} {
 		fmt.Fprintf(&b, "%s %v\n", kv[0], kv[1])
 	}
@@ -447,14 +456,14 @@ func (c *Config) Set(key, value string) error {
 		"acme_directory": &c.ACMEDirectory, "acme_email": &c.ACMEEmail, "acme_ca_bundle": &c.ACMECABundle,
 		"state_store": &c.StateStore, "etcd_endpoints": &c.EtcdEndpoints, "etcd_prefix": &c.EtcdPrefix,
 		"etcd_ca_file": &c.EtcdCAFile, "etcd_cert_file": &c.EtcdCertFile, "etcd_key_file": &c.EtcdKeyFile,
-		"host_name": &c.HostName,
+		"host_name": &c.HostName, "host_front": &c.HostFront,
 	}
 	num := map[string]*int{
 		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort, "backend_port": &c.BackendPort,
 		"backend_tasks": &c.BackendTasks, "backend_cpu": &c.BackendCPU,
 		"wsgi_processes": &c.WSGIProcesses, "wsgi_threads": &c.WSGIThreads,
 		"git_max_bytes": &c.GitMaxBytes, "tls_security_level": &c.TLSSecurityLevel,
-		"snapshot_keep": &c.SnapshotKeep, "revisions_keep": &c.RevisionsKeep,
+		"snapshot_keep": &c.SnapshotKeep, "revisions_keep": &c.RevisionsKeep, "host_capacity": &c.HostCapacity,
 	}
 	switch key {
 	case "project_uids":
@@ -594,6 +603,14 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateStateStore(); err != nil {
 		return err
+	}
+	if c.HostCapacity < 1 || c.HostCapacity > 1_000_000 {
+		return fmt.Errorf("host_capacity: %d is not a number of projects from 1 to 1000000", c.HostCapacity)
+	}
+	if c.HostFront != "" {
+		if _, port, err := net.SplitHostPort(c.HostFront); err != nil || port == "" {
+			return fmt.Errorf("host_front: %q is not HOST:PORT (where this host's web front answers, such as web1.example.com:443)", c.HostFront)
+		}
 	}
 	if c.HostName != "" {
 		if err := CheckHostLabel(c.HostName); err != nil {
@@ -793,6 +810,15 @@ func CheckHostLabel(s string) error {
 		return fmt.Errorf("%q must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-' (a DNS label, such as web1)", s)
 	}
 	return nil
+}
+
+// Front is where this host's web front answers: host_front, or Host()
+// and http_port.
+func (c Config) Front() string {
+	if c.HostFront != "" {
+		return c.HostFront
+	}
+	return net.JoinHostPort(c.Host(), strconv.Itoa(c.HTTPPort))
 }
 
 // Host is this host's name in a cluster: host_name, or when that is empty

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,6 +32,25 @@ func Missing() string {
 		return "etcd tests need Debian's etcd-server (" + Binary + "; run `make deps` as root)"
 	}
 	return ""
+}
+
+// ForTest starts a member for tb with its data in dir and kills it when
+// tb ends. It skips tb under -short (make unit starts nothing) and where
+// etcd cannot run (Missing).
+func ForTest(tb testing.TB, dir string) *Server {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("starts etcd; -short (make unit) starts nothing")
+	}
+	if why := Missing(); why != "" {
+		tb.Skip(why)
+	}
+	s, err := Start(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Kill() })
+	return s
 }
 
 // Server is one running etcd member.

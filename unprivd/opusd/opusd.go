@@ -30,6 +30,7 @@ import (
 	"github.com/opus-hosting/opus/unprivd/reconcile"
 	"github.com/opus-hosting/opus/unprivd/service"
 	"github.com/opus-hosting/opus/unprivd/source"
+	"github.com/opus-hosting/opus/unprivd/store"
 	"github.com/opus-hosting/opus/unprivd/web"
 )
 
@@ -159,6 +160,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	svc, err = service.New(service.Config{
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
 		Uploads:    uploads,
+		HostName:   cfg.Host(),
 		UserPrefix: cfg.UserPrefix, ProjectUIDs: cfg.ProjectUIDs, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		MaxUpload: uploadLimits.MaxCompressed, Logger: log, ConsoleURL: con.url(), TLSSecurityLevel: cfg.TLSSecurityLevel,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
@@ -181,6 +183,12 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 
 	// Step work is not cut off by the signal: Stop gives it a grace period.
 	if err := rec.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	// Listed among the hosts once it reconciles: from then on new
+	// projects may be placed here, and the others see this host's
+	// projects as reachable.
+	if err := st.RegisterHost(ctx, store.Host{Name: cfg.Host(), Front: cfg.Front(), Capacity: cfg.HostCapacity, Since: time.Now()}); err != nil {
 		return err
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

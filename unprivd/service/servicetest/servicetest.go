@@ -3,7 +3,8 @@
 // over a bbolt store and the real reconciler, served on a Unix socket with
 // peer credentials, over a stub privd. Everything lives in temporary
 // directories removed when the test ends; it needs no root and starts no
-// process.
+// process. A test may give it a store of its own (Options.Store: one on
+// etcd, say) instead of the bbolt file it opens by default.
 //
 // The caller's identity comes from the kernel, as in opusd: it is the test
 // process's uid, an admin or not as Options.Admin says (root always is).
@@ -61,6 +62,11 @@ type Options struct {
 	// NoRecord leaves the opus.v1 calls unrecorded (Calls is empty), so
 	// benchmarks time the API exactly as opusd serves it.
 	NoRecord bool
+	// Store is the state to serve; nil means a new bbolt file in the
+	// test's temporary directory. The caller closes a store it gives, after
+	// the test's cleanups have stopped the API (register its Close before
+	// calling Start).
+	Store *store.Store
 }
 
 // Call is one opus.v1 call Opusd received.
@@ -114,12 +120,15 @@ func Start(tb testing.TB, opt Options) *Opusd {
 	tb.Cleanup(func() { os.RemoveAll(sockets) })
 	o := &Opusd{Socket: filepath.Join(sockets, "opusd.sock"), opt: opt, dir: dir,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	st, err := store.Open(context.Background(), filepath.Join(dir, "opusd.db"), store.Options{})
-	if err != nil {
-		tb.Fatal(err)
+	o.Store = opt.Store
+	if o.Store == nil {
+		st, err := store.Open(context.Background(), filepath.Join(dir, "opusd.db"), store.Options{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { st.Close() })
+		o.Store = st
 	}
-	tb.Cleanup(func() { st.Close() })
-	o.Store = st
 	if o.Uploads, err = source.NewStore(filepath.Join(dir, "sources"), source.StoreOptions{Limits: source.DefaultLimits}); err != nil {
 		tb.Fatal(err)
 	}
