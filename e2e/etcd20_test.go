@@ -295,7 +295,7 @@ func TestEtcdRefusesClientsWithoutCertificate(t *testing.T) {
 		{"plain http", plainURL, nil},
 	} {
 		t.Run(tc.how, func(t *testing.T) {
-			key := prefix + "tenant-was-here"
+			key := prefix + "tenant-was-here-" + strings.ReplaceAll(tc.how, " ", "-")
 			err := etcdCall(tc.url, tc.tls, func(ctx context.Context, c *clientv3.Client) error {
 				if _, err := c.Get(ctx, prefix, clientv3.WithPrefix()); err == nil {
 					t.Errorf("a client with %s read the etcd host's keys", tc.how)
