@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 )
 
@@ -29,19 +28,20 @@ var (
 )
 
 // needClusterPeer returns host b, sharing host a's etcd cluster and key
-// prefix (the same client certificate files: both opusds run as the
-// run's daemon user), starting it on first use.
+// prefix (with its own copies of the client certificate files),
+// starting it on first use.
 func needClusterPeer(t *testing.T) (a, b *host) {
 	t.Helper()
 	a = needEtcdHost(t)
+	e := startEtcd(t)
 	clusterPeerOnce.Do(func() {
-		clusterPeer, clusterPeerErr = startExtraHost(hostSpec{n: clusterPeerN, dir: filepath.Join(root, "hostb"),
-			configure: func(c *config.Config) {
-				c.StateStore = config.StoreEtcd
-				c.EtcdEndpoints, c.EtcdPrefix = a.cfg.EtcdEndpoints, a.cfg.EtcdPrefix
-				c.EtcdCAFile, c.EtcdCertFile, c.EtcdKeyFile = a.cfg.EtcdCAFile, a.cfg.EtcdCertFile, a.cfg.EtcdKeyFile
-				c.HostName = "hostb"
-			}})
+		dir := filepath.Join(root, "hostb")
+		configure, err := e.hostConfig(dir, a.cfg.EtcdPrefix, "hostb")
+		if err != nil {
+			clusterPeerErr = err
+			return
+		}
+		clusterPeer, clusterPeerErr = startExtraHost(hostSpec{n: clusterPeerN, dir: dir, configure: configure})
 	})
 	if clusterPeerErr != nil {
 		t.Fatalf("starting host b: %v", clusterPeerErr)

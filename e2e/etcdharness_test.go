@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -16,11 +17,14 @@ import (
 // loopback, its data under the run's directory, so that its command line
 // names the run and a killed run's etcd is killed by the next run (testrun
 // kills every process whose command line names a dead run's directory).
-// Its methods fail the test they are given, and undo a pause or a kill
-// when that test ends, however it ends.
+// It serves clients over TLS and requires a client certificate signed by
+// its CA (--client-cert-auth), as Opus requires of a production cluster:
+// a tenant's code on the host must not reach the state. Its methods fail
+// the test they are given, and undo a pause or a kill when that test
+// ends, however it ends.
 type etcdServer struct {
 	srv *etcdtest.Server
-	// clientURL is where clients connect, http://127.0.0.1:PORT.
+	// clientURL is where clients connect, https://127.0.0.1:PORT.
 	clientURL string
 }
 
@@ -42,7 +46,7 @@ func startEtcd(t *testing.T) *etcdServer {
 		t.Skip(why)
 	}
 	sharedEtcdOnce.Do(func() {
-		srv, err := etcdtest.Start(filepath.Join(root, "etcd"))
+		srv, err := etcdtest.StartWith(filepath.Join(root, "etcd"), etcdtest.Options{TLS: true})
 		if err != nil {
 			sharedEtcdErr = err
 			return
@@ -143,16 +147,81 @@ func needEtcdHost(t *testing.T) *host {
 	t.Helper()
 	e := startEtcd(t)
 	etcdHostOnce.Do(func() {
-		etcdHost, etcdHostErr = startExtraHost(hostSpec{n: etcdHostN, dir: filepath.Join(root, "etcdhost"),
-			configure: func(c *config.Config) {
-				c.StateStore = config.StoreEtcd
-				c.EtcdEndpoints = e.clientURL
-				c.EtcdPrefix = "/opus-e2e-" + testRun.ID + "/"
-				c.HostName = "etcdhost"
-			}})
+		dir := filepath.Join(root, "etcdhost")
+		configure, err := e.hostConfig(dir, "/opus-e2e-"+testRun.ID+"/", "etcdhost")
+		if err != nil {
+			etcdHostErr = err
+			return
+		}
+		etcdHost, etcdHostErr = startExtraHost(hostSpec{n: etcdHostN, dir: dir, configure: configure})
 	})
 	if etcdHostErr != nil {
 		t.Fatalf("starting the etcd host: %v", etcdHostErr)
 	}
 	return etcdHost
+}
+
+// hostConfig is a hostSpec.configure for a host in dir whose opusd keeps
+// its state in e under prefix, as hostName: https to e with the host's
+// own copies of e's client files (clientFiles, for the run's daemon
+// user). Call it before startExtraHost:
+//
+//	configure, err := e.hostConfig(dir, prefix, "web2")
+//	h, err := startExtraHost(hostSpec{n: 2, dir: dir, configure: configure})
+func (e *etcdServer) hostConfig(dir, prefix, hostName string) (func(*config.Config), error) {
+	base, err := prepareRun()
+	if err != nil {
+		return nil, err
+	}
+	f, err := e.clientFiles(dir, base.opusUID, base.opusGID)
+	if err != nil {
+		return nil, err
+	}
+	return func(c *config.Config) {
+		c.StateStore = config.StoreEtcd
+		c.EtcdEndpoints = e.clientURL
+		c.EtcdCAFile, c.EtcdCertFile, c.EtcdKeyFile = f.CA, f.Cert, f.Key
+		c.EtcdPrefix = prefix
+		c.HostName = hostName
+	}, nil
+}
+
+// clientFiles copies e's CA, client certificate and key into
+// dir/etcd-tls for the daemon user uid:gid, as an operator would install
+// them for one host's opusd: the directory 0700 and the files 0400, all
+// owned by that user, so that opusd reads them and no project's code
+// can. dir is made (0755) if missing. It returns the copies' paths, for
+// etcd_ca_file, etcd_cert_file and etcd_key_file.
+func (e *etcdServer) clientFiles(dir string, uid, gid uint32) (etcdtest.ClientFiles, error) {
+	tlsDir := filepath.Join(dir, "etcd-tls")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return etcdtest.ClientFiles{}, err
+	}
+	// Made afresh: files already there could be anyone's.
+	if err := os.RemoveAll(tlsDir); err != nil {
+		return etcdtest.ClientFiles{}, err
+	}
+	if err := os.Mkdir(tlsDir, 0o700); err != nil {
+		return etcdtest.ClientFiles{}, err
+	}
+	src := e.srv.ClientCert
+	out := etcdtest.ClientFiles{CA: filepath.Join(tlsDir, "ca.pem"), Cert: filepath.Join(tlsDir, "client.pem"), Key: filepath.Join(tlsDir, "client-key.pem")}
+	for _, c := range []struct{ from, to string }{{src.CA, out.CA}, {src.Cert, out.Cert}, {src.Key, out.Key}} {
+		data, err := os.ReadFile(c.from)
+		if err != nil {
+			return etcdtest.ClientFiles{}, err
+		}
+		// Written root-owned 0400 in a root-owned directory, then given
+		// away: the key is never open to anyone else, not for a moment.
+		if err := os.WriteFile(c.to, data, 0o400); err != nil {
+			return etcdtest.ClientFiles{}, err
+		}
+		if err := os.Chown(c.to, int(uid), int(gid)); err != nil {
+			return etcdtest.ClientFiles{}, err
+		}
+	}
+	if err := os.Chown(tlsDir, int(uid), int(gid)); err != nil {
+		return etcdtest.ClientFiles{}, err
+	}
+	return out, nil
 }

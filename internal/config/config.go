@@ -735,6 +735,12 @@ func (c Config) validateStateStore() error {
 	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
 		return errors.New("etcd_cert_file and etcd_key_file: give both (opusd's client certificate and its key) or neither")
 	}
+	if c.StateStore == StoreEtcd && (scheme != "https" || c.EtcdCertFile == "") {
+		// etcd holds every project's spec and secrets: a cluster that
+		// serves whoever connects serves every project's code on every
+		// host too.
+		return errors.New("state_store etcd: give https:// etcd_endpoints and opusd's client certificate (etcd_cert_file, etcd_key_file), and run etcd with --client-cert-auth: without them any process that reaches etcd, a project's code included, could rewrite Opus's state")
+	}
 	return nil
 }
 

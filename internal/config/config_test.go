@@ -111,14 +111,21 @@ func TestParse(t *testing.T) {
 		{name: "state store defaults", in: "", check: func(c Config) bool {
 			return c.StateStore == StoreBbolt && c.EtcdEndpoints == "" && c.EtcdPrefix == "/opus/" && c.HostName == "" && c.EtcdEndpointList() == nil
 		}},
-		{name: "etcd", in: "state_store etcd\netcd_endpoints http://127.0.0.1:2379, http://[::1]:22379\netcd_prefix /opus/web/\n", check: func(c Config) bool {
+		{name: "etcd", in: "state_store etcd\netcd_endpoints https://127.0.0.1:2379, https://[::1]:22379\netcd_prefix /opus/web/\netcd_cert_file /etc/opus/etcd.crt\netcd_key_file /etc/opus/etcd.key\n", check: func(c Config) bool {
 			l := c.EtcdEndpointList()
-			return c.StateStore == StoreEtcd && len(l) == 2 && l[0] == "http://127.0.0.1:2379" && l[1] == "http://[::1]:22379" && c.EtcdPrefix == "/opus/web/" && !c.EtcdTLS()
+			return c.StateStore == StoreEtcd && len(l) == 2 && l[0] == "https://127.0.0.1:2379" && l[1] == "https://[::1]:22379" && c.EtcdPrefix == "/opus/web/" && c.EtcdTLS() && c.EtcdCAFile == ""
 		}},
 		{name: "etcd over TLS", in: "state_store etcd\netcd_endpoints https://etcd1.example.com:2379,https://etcd2.example.com:2379/\netcd_ca_file /etc/opus/etcd-ca.pem\netcd_cert_file /etc/opus/etcd.crt\netcd_key_file /etc/opus/etcd.key\n", check: func(c Config) bool {
 			return c.EtcdTLS() && c.EtcdCAFile == "/etc/opus/etcd-ca.pem" && c.EtcdCertFile == "/etc/opus/etcd.crt" && c.EtcdKeyFile == "/etc/opus/etcd.key"
 		}},
-		{name: "etcd over TLS with the system's roots", in: "state_store etcd\netcd_endpoints https://etcd.example.com:2379\n", check: func(c Config) bool { return c.EtcdTLS() && c.EtcdCAFile == "" }},
+		{name: "etcd over TLS with the system's roots", in: "state_store etcd\netcd_endpoints https://etcd.example.com:2379\netcd_cert_file /etc/opus/etcd.crt\netcd_key_file /etc/opus/etcd.key\n", check: func(c Config) bool {
+			return c.EtcdTLS() && c.EtcdCAFile == "" && c.EtcdCertFile == "/etc/opus/etcd.crt"
+		}},
+		// A cluster that serves whoever connects serves every project's
+		// code too: state_store etcd needs https and a client certificate.
+		{name: "etcd over http", in: "state_store etcd\netcd_endpoints http://127.0.0.1:2379\n", wantErr: "state_store etcd: give https:// etcd_endpoints and opusd's client certificate (etcd_cert_file, etcd_key_file)"},
+		{name: "etcd over https without a client certificate", in: "state_store etcd\netcd_endpoints https://etcd.example.com:2379\netcd_ca_file /etc/opus/etcd-ca.pem\n", wantErr: "state_store etcd: give https:// etcd_endpoints and opusd's client certificate (etcd_cert_file, etcd_key_file)"},
+		{name: "etcd endpoints without state_store etcd", in: "etcd_endpoints http://127.0.0.1:2379\n", check: func(c Config) bool { return c.StateStore == StoreBbolt }},
 		{name: "state store unknown", in: "state_store consul\n", wantErr: `state_store: "consul" is neither "bbolt"`},
 		{name: "state store case", in: "state_store ETCD\n", wantErr: "state_store"},
 		{name: "etcd without endpoints", in: "state_store etcd\n", wantErr: "etcd_endpoints: state_store etcd needs the cluster's client URLs"},
@@ -138,8 +145,11 @@ func TestParse(t *testing.T) {
 		{name: "etcd prefix too long", in: "etcd_prefix /" + strings.Repeat("a", 130) + "/\n", wantErr: "at most 128"},
 		{name: "etcd CA relative", in: "etcd_endpoints https://e.example:2379\netcd_ca_file ca.pem\n", wantErr: "etcd_ca_file: \"ca.pem\" must be a clean absolute path"},
 		{name: "etcd TLS files with http endpoints", in: "etcd_endpoints http://e.example:2379\netcd_ca_file /etc/opus/ca.pem\n", wantErr: "etcd_ca_file: set, but etcd_endpoints are http://"},
+		{name: "etcd client certificate with http endpoints", in: "state_store etcd\netcd_endpoints http://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\netcd_key_file /etc/opus/etcd.key\n", wantErr: "etcd_cert_file: set, but etcd_endpoints are http://"},
 		{name: "etcd cert without key", in: "etcd_endpoints https://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\n", wantErr: "give both"},
+		{name: "etcd cert without key in use", in: "state_store etcd\netcd_endpoints https://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\n", wantErr: "etcd_cert_file and etcd_key_file: give both"},
 		{name: "etcd key without cert", in: "etcd_endpoints https://e.example:2379\netcd_key_file /etc/opus/etcd.key\n", wantErr: "give both"},
+		{name: "etcd key relative", in: "state_store etcd\netcd_endpoints https://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\netcd_key_file etcd.key\n", wantErr: "etcd_key_file: \"etcd.key\" must be a clean absolute path"},
 		{name: "host name", in: "host_name web-1\n", check: func(c Config) bool { return c.HostName == "web-1" && c.Host() == "web-1" }},
 		{name: "host name upper case", in: "host_name Web1\n", wantErr: `host_name: "Web1" must be 1 to 63 of a-z`},
 		{name: "host name with a dot", in: "host_name web1.example.com\n", wantErr: "host_name"},
@@ -305,6 +315,32 @@ func FuzzEtcdEndpoints(f *testing.F) {
 			}
 			if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
 				t.Fatalf("accepted %q: %q without a port", list, e)
+			}
+		}
+	})
+}
+
+// FuzzEtcdStateStore: a configuration that puts the state in etcd talks
+// to it over https with a client certificate and its key, whatever the
+// etcd_ keys say.
+func FuzzEtcdStateStore(f *testing.F) {
+	f.Add("https://a.example:2379", "/etc/opus/ca.pem", "/etc/opus/c.crt", "/etc/opus/c.key")
+	f.Add("https://a.example:2379", "", "/etc/opus/c.crt", "/etc/opus/c.key")
+	f.Add("http://127.0.0.1:2379", "", "", "")
+	f.Add("https://a.example:2379", "/etc/opus/ca.pem", "", "")
+	f.Add("http://a:1,https://b:1", "", "/c", "/k")
+	f.Fuzz(func(t *testing.T, endpoints, ca, crt, key string) {
+		c := Default()
+		c.StateStore, c.EtcdEndpoints, c.EtcdCAFile, c.EtcdCertFile, c.EtcdKeyFile = StoreEtcd, endpoints, ca, crt, key
+		if c.validateStateStore() != nil {
+			return
+		}
+		if !c.EtcdTLS() || c.EtcdCertFile == "" || c.EtcdKeyFile == "" {
+			t.Fatalf("accepted state_store etcd with endpoints %q, cert %q, key %q", endpoints, crt, key)
+		}
+		for _, e := range c.EtcdEndpointList() {
+			if !strings.HasPrefix(e, "https://") {
+				t.Fatalf("accepted state_store etcd with endpoint %q", e)
 			}
 		}
 	})

@@ -53,7 +53,7 @@ func makeTLS(dir string) (server, client ClientFiles, err error) {
 	if err := writePEM(caFile, "CERTIFICATE", caDER); err != nil {
 		return server, client, err
 	}
-	issue := func(name string, serial int64, usage x509.ExtKeyUsage) (ClientFiles, error) {
+	issue := func(name string, serial int64, usage ...x509.ExtKeyUsage) (ClientFiles, error) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return ClientFiles{}, err
@@ -61,7 +61,7 @@ func makeTLS(dir string) (server, client ClientFiles, err error) {
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
 			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
@@ -78,7 +78,10 @@ func makeTLS(dir string) (server, client ClientFiles, err error) {
 		}
 		return f, writePEM(f.Key, "PRIVATE KEY", keyDER)
 	}
-	if server, err = issue("server", 2, x509.ExtKeyUsageServerAuth); err != nil {
+	// The server's certificate is a client's too: etcd's JSON gateway
+	// (/v3/kv/...) connects to the member's own gRPC port with it, and
+	// --client-cert-auth refuses it otherwise (503 on every request).
+	if server, err = issue("server", 2, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth); err != nil {
 		return server, client, err
 	}
 	client, err = issue("client", 3, x509.ExtKeyUsageClientAuth)

@@ -67,7 +67,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	if err := os.MkdirAll(cfg.BaseDir, 0o751); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -21,16 +20,11 @@ import (
 const maxPEMFile = 1 << 20
 
 // openStore opens the state store state_store names: the bbolt file
-// under base_dir, or the etcd cluster.
-func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, error) {
+// under base_dir, or the etcd cluster (over https with a client
+// certificate: config.Validate refuses etcd otherwise).
+func openStore(ctx context.Context, cfg config.Config) (*store.Store, error) {
 	if cfg.StateStore != config.StoreEtcd {
 		return store.Open(ctx, filepath.Join(cfg.BaseDir, "opusd.db"), store.Options{})
-	}
-	if cfg.EtcdCertFile == "" {
-		// etcd without client certificates serves whoever connects: on
-		// this host that includes every project's code.
-		log.Warn("etcd without a client certificate: whoever reaches etcd, project code on this host included, can rewrite Opus's state unless etcd checks its clients otherwise; use https:// endpoints with etcd_cert_file and etcd_key_file, and etcd's --client-cert-auth",
-			"etcd_endpoints", cfg.EtcdEndpoints)
 	}
 	tc, err := etcdTLS(cfg)
 	if err != nil {
@@ -43,13 +37,15 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store
 	return st, nil
 }
 
-// etcdTLS is the TLS configuration opusd talks to etcd with: nil for
-// http:// endpoints; for https:// ones the CAs of etcd_ca_file (the
-// system's roots without it) and the client certificate of
-// etcd_cert_file and etcd_key_file, if given.
+// etcdTLS is the TLS configuration opusd talks to etcd with: the CAs of
+// etcd_ca_file (the system's roots without it) and the client
+// certificate of etcd_cert_file and etcd_key_file. cfg is validated, so
+// its endpoints are https:// and it names a certificate and its key.
 func etcdTLS(cfg config.Config) (*tls.Config, error) {
-	if !cfg.EtcdTLS() {
-		return nil, nil
+	if !cfg.EtcdTLS() || cfg.EtcdCertFile == "" {
+		// config.Validate refuses this; a caller that skipped it must
+		// not get a client that talks to etcd in clear.
+		return nil, errors.New("state_store etcd: needs https:// etcd_endpoints and etcd_cert_file, etcd_key_file")
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.EtcdCAFile != "" {
@@ -62,21 +58,19 @@ func etcdTLS(cfg config.Config) (*tls.Config, error) {
 			return nil, fmt.Errorf("etcd_ca_file %s: no PEM certificate in it", cfg.EtcdCAFile)
 		}
 	}
-	if cfg.EtcdCertFile != "" {
-		crt, err := readPEMFile("etcd_cert_file", cfg.EtcdCertFile)
-		if err != nil {
-			return nil, err
-		}
-		key, err := readPEMFile("etcd_key_file", cfg.EtcdKeyFile)
-		if err != nil {
-			return nil, err
-		}
-		pair, err := tls.X509KeyPair(crt, key)
-		if err != nil {
-			return nil, fmt.Errorf("etcd_cert_file %s and etcd_key_file %s: not a certificate and its key: %w", cfg.EtcdCertFile, cfg.EtcdKeyFile, err)
-		}
-		tc.Certificates = []tls.Certificate{pair}
+	crt, err := readPEMFile("etcd_cert_file", cfg.EtcdCertFile)
+	if err != nil {
+		return nil, err
 	}
+	key, err := readPEMFile("etcd_key_file", cfg.EtcdKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		return nil, fmt.Errorf("etcd_cert_file %s and etcd_key_file %s: not a certificate and its key: %w", cfg.EtcdCertFile, cfg.EtcdKeyFile, err)
+	}
+	tc.Certificates = []tls.Certificate{pair}
 	return tc, nil
 }
 

@@ -46,16 +46,18 @@ func TestEtcdTLS(t *testing.T) {
 		wantErr                       string
 		check                         func(*testing.T, *config.Config)
 	}{
-		{name: "plain http", endpoints: "http://127.0.0.1:2379"},
-		{name: "https with system roots", endpoints: "https://etcd.example:2379"},
+		{name: "https with system roots", endpoints: "https://etcd.example:2379", crt: c, key: k},
 		{name: "https with a CA and a client certificate", endpoints: "https://etcd.example:2379", ca: ca, crt: c, key: k},
-		{name: "missing CA", endpoints: "https://etcd.example:2379", ca: missing, wantErr: "etcd_ca_file: open " + missing},
-		{name: "CA not PEM", endpoints: "https://etcd.example:2379", ca: notPEM, wantErr: "etcd_ca_file " + notPEM + ": no PEM certificate"},
-		{name: "CA too large", endpoints: "https://etcd.example:2379", ca: big, wantErr: "etcd_ca_file " + big + ": larger than"},
-		{name: "CA empty", endpoints: "https://etcd.example:2379", ca: empty, wantErr: "etcd_ca_file " + empty + ": empty"},
-		{name: "CA a FIFO", endpoints: "https://etcd.example:2379", ca: fifo, wantErr: "etcd_ca_file " + fifo + ": not a regular file"},
-		{name: "CA a directory", endpoints: "https://etcd.example:2379", ca: dir, wantErr: "etcd_ca_file " + dir + ": not a regular file"},
+		{name: "missing CA", endpoints: "https://etcd.example:2379", ca: missing, crt: c, key: k, wantErr: "etcd_ca_file: open " + missing},
+		{name: "CA not PEM", endpoints: "https://etcd.example:2379", ca: notPEM, crt: c, key: k, wantErr: "etcd_ca_file " + notPEM + ": no PEM certificate"},
+		{name: "CA too large", endpoints: "https://etcd.example:2379", ca: big, crt: c, key: k, wantErr: "etcd_ca_file " + big + ": larger than"},
+		{name: "CA empty", endpoints: "https://etcd.example:2379", ca: empty, crt: c, key: k, wantErr: "etcd_ca_file " + empty + ": empty"},
+		{name: "CA a FIFO", endpoints: "https://etcd.example:2379", ca: fifo, crt: c, key: k, wantErr: "etcd_ca_file " + fifo + ": not a regular file"},
+		{name: "CA a directory", endpoints: "https://etcd.example:2379", ca: dir, crt: c, key: k, wantErr: "etcd_ca_file " + dir + ": not a regular file"},
+		{name: "certificate a FIFO", endpoints: "https://etcd.example:2379", ca: ca, crt: fifo, key: k, wantErr: "etcd_cert_file " + fifo + ": not a regular file"},
+		{name: "certificate not PEM", endpoints: "https://etcd.example:2379", ca: ca, crt: notPEM, key: k, wantErr: "etcd_cert_file " + notPEM + " and etcd_key_file " + k + ": not a certificate and its key"},
 		{name: "key missing", endpoints: "https://etcd.example:2379", crt: c, key: missing, wantErr: "etcd_key_file: open " + missing},
+		{name: "key too large", endpoints: "https://etcd.example:2379", crt: c, key: big, wantErr: "etcd_key_file " + big + ": larger than"},
 		{name: "key of another certificate", endpoints: "https://etcd.example:2379", crt: other, key: k, wantErr: "etcd_cert_file " + other + " and etcd_key_file " + k + ": not a certificate and its key"},
 	}
 	for _, tt := range tests {
@@ -75,15 +77,21 @@ func TestEtcdTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if (tc == nil) != strings.HasPrefix(tt.endpoints, "http://") {
-				t.Fatalf("TLS config %v for %s", tc, tt.endpoints)
-			}
 			if tc == nil {
-				return
+				t.Fatalf("no TLS config for %s", tt.endpoints)
 			}
-			if (tc.RootCAs != nil) != (tt.ca != "") || (len(tc.Certificates) == 1) != (tt.crt != "") {
+			if (tc.RootCAs != nil) != (tt.ca != "") || len(tc.Certificates) != 1 {
 				t.Errorf("TLS config: roots %v, %d certificates; want the CA file's roots (%q) and the client certificate (%q)", tc.RootCAs, len(tc.Certificates), tt.ca, tt.crt)
 			}
 		})
+	}
+	// A configuration that skipped Validate still gets no client that
+	// talks to etcd in clear or without a certificate.
+	for _, endpoints := range []string{"http://127.0.0.1:2379", "https://etcd.example:2379"} {
+		cfg := config.Default()
+		cfg.StateStore, cfg.EtcdEndpoints, cfg.EtcdCAFile = config.StoreEtcd, endpoints, ca
+		if tc, err := etcdTLS(cfg); err == nil || !strings.Contains(err.Error(), "etcd_cert_file") {
+			t.Errorf("etcdTLS(%s without a certificate) = %v, %v; want an error", endpoints, tc, err)
+		}
 	}
 }
