@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -70,8 +71,9 @@ func (h *host) killDaemons(t *testing.T) {
 // hosts list both hosts and the project's host; b killed, a shows the
 // project UNREACHABLE and refuses changes to it (b's Apache keeps
 // serving it); b restarted, it is READY again and a change through a is
-// applied by b; destroyed through a, nothing of it is left on either
-// host.
+// applied by b; moved to a with its data (database and media), b's copy
+// answering until a's took over, then torn down; destroyed, nothing of
+// it is left on either host.
 func TestClusterTwoHosts(t *testing.T) {
 	a, b := needClusterPeer(t)
 	waitFor(t, 20*time.Second, "both hosts listed by each", func() bool {
@@ -85,14 +87,19 @@ func TestClusterTwoHosts(t *testing.T) {
 	})
 	name := a.newProject(t)
 	t.Cleanup(func() {
-		if _, err := user.Lookup(b.projUser(name)); err == nil {
+		_, onA := user.Lookup(a.projUser(name))
+		_, onB := user.Lookup(b.projUser(name))
+		if onA == nil || onB == nil {
 			a.ctl(t, 0, "", "destroy", name, "--yes")
 		}
 		b.dumpLogs(t)
 	})
 	app := newGitApp(t, "cluster", "served by b")
 	app.addVersion(t, "v2", "served by b, v2")
-	a.mustCtl(t, 0, "create", name, "--host", "hostb", "--app", app.dir+"@v1")
+	if r := a.ctl(t, 0, adminPassword+"\n", "create", name, "--host", "hostb", "--app", app.dir+"@v1",
+		"--admin", "--superuser", "mover", "--superuser-email", "mover@example.com", "--superuser-password-stdin"); r.code != 0 {
+		t.Fatalf("create through a on hostb: exit %d: %s", r.code, r.err)
+	}
 
 	// On b, not on a.
 	mustGet(t, webClient(), b.url(name, "https", "/cluster/"), "served by b")
@@ -155,10 +162,45 @@ func TestClusterTwoHosts(t *testing.T) {
 	a.mustCtl(t, 0, "apps", "update", name, "cluster", "v2")
 	mustGet(t, webClient(), b.url(name, "https", "/cluster/"), "served by b, v2")
 
-	// Destroyed through a: b tears it down; nothing is left on either.
-	a.mustCtl(t, 0, "destroy", name, "--yes")
-	if _, err := user.Lookup(b.projUser(name)); err == nil {
-		t.Errorf("b's project user is left after destroy")
+	// Moved to a with its data (the database, a media file): a's copy
+	// answers, then it is the project, and b's copy is torn down.
+	media := filepath.Join(layout.For(b.cfg.BaseDir, name).Media(), "moved.txt")
+	writeAs(t, b.projUser(name), media, "media that moves")
+	stopProbe := steadyProbe(t, b.url(name, "http", "/cluster/"), "served by b, v2")
+	out := b.mustCtl(t, 0, "move", name, "--to", "etcdhost")
+	n, outages, last := stopProbe()
+	if outages > 0 {
+		t.Errorf("b's copy stopped answering during the move before a's took over: %d of %d probes failed (last: %s)", outages, n, last)
+	}
+	for _, step := range []string{"export data", "fetch data"} {
+		if !strings.Contains(out, step) {
+			t.Errorf("move's progress shows no %q step:\n%s", step, out)
+		}
+	}
+	if p := b.show(t, name); p.Phase != "PHASE_READY" || p.Host != "etcdhost" {
+		t.Errorf("after the move, through b: phase %s, host %q; want READY on etcdhost", p.Phase, p.Host)
+	}
+	mustGet(t, webClient(), a.url(name, "https", "/cluster/"), "served by b, v2")
+	if got := a.sqlite(t, name, "select username from auth_user"); got != "mover" {
+		t.Errorf("a's copy of the database has users %q; want the superuser made on b, mover", got)
+	}
+	if data, err := os.ReadFile(filepath.Join(layout.For(a.cfg.BaseDir, name).Media(), "moved.txt")); err != nil || string(data) != "media that moves" {
+		t.Errorf("a's media file: %q, %v; want b's", data, err)
+	}
+	waitFor(t, 90*time.Second, "b's copy torn down", func() bool {
+		_, err := user.Lookup(b.projUser(name))
+		return err != nil && !exists(filepath.Join(b.cfg.BaseDir, "projects", name))
+	})
+	if out := a.mustCtl(t, 0, "ops", name); !strings.Contains(strings.ToLower(out), "move") || !strings.Contains(strings.ToLower(out), "depart") {
+		t.Errorf("the project's operations do not show the move and b's departure:\n%s", out)
+	}
+
+	// Destroyed through b: a tears it down; nothing is left on either.
+	b.mustCtl(t, 0, "destroy", name, "--yes")
+	for _, h := range []*host{a, b} {
+		if _, err := user.Lookup(h.projUser(name)); err == nil {
+			t.Errorf("%s is left after destroy", h.projUser(name))
+		}
 	}
 	for _, h := range []*host{a, b} {
 		if p := filepath.Join(h.cfg.BaseDir, "projects", name); exists(p) {
@@ -174,4 +216,42 @@ func TestClusterTwoHosts(t *testing.T) {
 	if out := a.mustCtl(t, 0, "ls"); strings.Contains(out, name) {
 		t.Errorf("ls through a still lists %s after destroy", name)
 	}
+}
+
+// writeAs writes a file as root and gives it to user (a project's data is
+// its user's).
+func writeAs(t *testing.T, user, path, content string) {
+	t.Helper()
+	uid, gid, err := lookupIDs(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Dir(path), int(uid), int(gid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, int(uid), int(gid)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sqlite runs one query on a project's SQLite database as root
+// (read-only) and returns its rows, one per line, columns tab-separated.
+func (h *host) sqlite(t *testing.T, project, query string) string {
+	t.Helper()
+	db := filepath.Join(h.cfg.BaseDir, "projects", project, "data", "db.sqlite3")
+	cmd := exec.Command("/usr/bin/python3", "-c", `import sqlite3, sys
+c = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+for row in c.execute(sys.argv[2]):
+    print("\t".join(str(v) for v in row))`, db, query)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("query %s: %v\n%s", db, err, out)
+	}
+	return strings.TrimSpace(string(out))
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -177,12 +178,18 @@ func (e *etcdServer) hostConfig(dir, prefix, hostName string) (func(*config.Conf
 	if err != nil {
 		return nil, err
 	}
+	// Its peer listener, for projects moving between the run's hosts.
+	peerPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	return func(c *config.Config) {
 		c.StateStore = config.StoreEtcd
 		c.EtcdEndpoints = e.clientURL
 		c.EtcdCAFile, c.EtcdCertFile, c.EtcdKeyFile = f.CA, f.Cert, f.Key
 		c.EtcdPrefix = prefix
 		c.HostName = hostName
+		c.PeerListen = fmt.Sprintf("127.0.0.1:%d", peerPort)
 	}, nil
 }
 

@@ -20,6 +20,7 @@ import (
 // liveProject is the part of 'opusctl show -o json' these tests read.
 type liveProject struct {
 	Phase              string `json:"phase"`
+	Host               string `json:"host"`
 	LastError          string `json:"last_error"`
 	LastFailedOp       string `json:"last_failed_operation"`
 	Generation         string `json:"generation"`

@@ -222,6 +222,7 @@ already taken, not yours), opusd not reachable.`,
 		c.restoreCommand(),
 		c.dfCommand(),
 		c.hostsCommand(),
+		c.moveCommand(),
 		c.completionCommand(root),
 		c.versionCommand(),
 	)

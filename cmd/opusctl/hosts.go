@@ -55,3 +55,41 @@ func writeHosts(w io.Writer, hs []*opusv1.Host) error {
 	}
 	return tw.Flush()
 }
+
+func (c *cli) moveCommand() *cobra.Command {
+	var to string
+	cmd := &cobra.Command{
+		Use:   "move NAME --to HOST",
+		Short: "Move a project to another host with its data",
+		Long: `move moves project NAME to host HOST (see 'opusctl hosts') with its data:
+its host takes a copy of the database and the media files, HOST fetches it and
+deploys its own copy of the project from the same spec while the old one
+serves on, and once HOST's copy answers it becomes the project and the old
+host removes its own. Point the project's name at HOST's front then. Changes
+to the project wait until the move is done; if HOST's copy fails, it is
+removed and the project stays where it was.
+
+A project moves when it is deployed at its current spec, keeps its data in
+SQLite and takes its apps from git (an uploaded archive is kept by the host
+that received it). Both hosts need peer_listen in their opus.conf.`,
+		Example:           `  opusctl move blog --to web2`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeProjects,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := checkProjectName(name); err != nil {
+				return err
+			}
+			if to == "" {
+				return usagef("--to is required: the host to move %s to (see opusctl hosts)", name)
+			}
+			return c.withClient(cmd, func(ctx context.Context, cl *client.Client) error {
+				return c.change(ctx, cl, fmt.Sprintf("Moving project %s to host %s", name, to), true, func() (*opusv1.Operation, error) {
+					return cl.RPC().MoveProject(ctx, &opusv1.MoveProjectRequest{Name: name, To: to})
+				})
+			})
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "the host to move the project to")
+	return cmd
+}

@@ -185,6 +185,11 @@ type Config struct {
 	// other hosts and users should reach it (a project's name must
 	// resolve to its host); empty means Host() and http_port (see Front).
 	HostFront string
+	// PeerListen is IP:PORT where opusd sends the data of projects moving
+	// to other hosts (HTTPS, pinned certificate, one token per move);
+	// empty takes part in no move. PeerAddress is HOST:PORT where the
+	// other hosts reach it; empty means PeerListen.
+	PeerListen, PeerAddress string
 }
 
 // State stores.
@@ -439,6 +444,7 @@ func (c Config) Format() string {
 		{"state_store", c.StateStore}, {"etcd_endpoints", c.EtcdEndpoints}, {"etcd_prefix", c.EtcdPrefix},
 		{"etcd_ca_file", c.EtcdCAFile}, {"etcd_cert_file", c.EtcdCertFile}, {"etcd_key_file", c.EtcdKeyFile},
 		{"host_name", c.HostName}, {"host_capacity", c.HostCapacity}, {"host_front", c.HostFront},
+		{"peer_listen", c.PeerListen}, {"peer_address", c.PeerAddress},
 	} {
 		fmt.Fprintf(&b, "%s %v\n", kv[0], kv[1])
 	}
@@ -456,7 +462,7 @@ func (c *Config) Set(key, value string) error {
 		"acme_directory": &c.ACMEDirectory, "acme_email": &c.ACMEEmail, "acme_ca_bundle": &c.ACMECABundle,
 		"state_store": &c.StateStore, "etcd_endpoints": &c.EtcdEndpoints, "etcd_prefix": &c.EtcdPrefix,
 		"etcd_ca_file": &c.EtcdCAFile, "etcd_cert_file": &c.EtcdCertFile, "etcd_key_file": &c.EtcdKeyFile,
-		"host_name": &c.HostName, "host_front": &c.HostFront,
+		"host_name": &c.HostName, "host_front": &c.HostFront, "peer_listen": &c.PeerListen, "peer_address": &c.PeerAddress,
 	}
 	num := map[string]*int{
 		"http_port": &c.HTTPPort, "https_port": &c.HTTPSPort, "backend_port": &c.BackendPort,
@@ -606,6 +612,19 @@ func (c Config) Validate() error {
 	}
 	if c.HostCapacity < 1 || c.HostCapacity > 1_000_000 {
 		return fmt.Errorf("host_capacity: %d is not a number of projects from 1 to 1000000", c.HostCapacity)
+	}
+	if c.PeerListen != "" {
+		if ap, err := netip.ParseAddrPort(c.PeerListen); err != nil || ap.Port() == 0 {
+			return fmt.Errorf("peer_listen: %q is not IP:PORT (where opusd sends moving projects' data to the other hosts, such as 10.0.0.21:7443)", c.PeerListen)
+		}
+	}
+	if c.PeerAddress != "" {
+		if c.PeerListen == "" {
+			return errors.New("peer_address: set, but peer_listen is not: give peer_listen, where opusd listens for the other hosts")
+		}
+		if _, port, err := net.SplitHostPort(c.PeerAddress); err != nil || port == "" {
+			return fmt.Errorf("peer_address: %q is not HOST:PORT (where the other hosts reach peer_listen)", c.PeerAddress)
+		}
 	}
 	if c.HostFront != "" {
 		if _, port, err := net.SplitHostPort(c.HostFront); err != nil || port == "" {
@@ -811,6 +830,10 @@ func CheckHostLabel(s string) error {
 	}
 	return nil
 }
+
+// Peer is where the other hosts reach this one's peer listener:
+// peer_address, or peer_listen; empty when there is none.
+func (c Config) Peer() string { return cmp.Or(c.PeerAddress, c.PeerListen) }
 
 // Front is where this host's web front answers: host_front, or Host()
 // and http_port.

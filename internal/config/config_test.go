@@ -27,6 +27,8 @@ func TestParse(t *testing.T) {
 		{name: "unclean path", in: "base_dir /var/../etc\n", wantErr: "clean absolute path"},
 		{name: "bad mode", in: "apache_mode nginx\n", wantErr: "apache_mode"},
 		{name: "no capacity", in: "host_capacity 0\n", wantErr: "host_capacity: 0 is not a number of projects"},
+		{name: "peer by name", in: "peer_listen web1:7443\n", wantErr: "peer_listen: \"web1:7443\" is not IP:PORT"},
+		{name: "peer address alone", in: "peer_address web1:7443\n", wantErr: "peer_address: set, but peer_listen is not"},
 		{name: "front without port", in: "host_front web1.example.com\n", wantErr: "host_front: \"web1.example.com\" is not HOST:PORT"},
 		{name: "same ports", in: "http_port 8443\n", wantErr: "both 8443"},
 		{name: "suffix without dot", in: "server_suffix example.com\n", wantErr: "start with a dot"},
@@ -231,7 +233,7 @@ func TestShippedConfig(t *testing.T) {
 	if err := c.Parse(strings.NewReader(b.String()), "opus.conf"); err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() || n != 45 {
+	if c != Default() || n != 47 {
 		t.Fatalf("shipped config (%d keys) gives %+v, want the defaults", n, c)
 	}
 }

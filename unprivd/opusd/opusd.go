@@ -123,7 +123,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	git := &source.Git{CacheDir: gitCache, MaxBytes: int64(cfg.GitMaxBytes)}
 	mets := metrics.New(metrics.Config{Store: st, Privd: privd, Logger: log,
 		Queue: func() (int, int) { return rec.Queue() }})
-	rec = reconcile.New(st, privd, reconcile.Options{
+	ropt := reconcile.Options{
 		ACME: issuer, ACMECheckInterval: cfg.ACMECheckInterval,
 		BaseDir: cfg.BaseDir, ServerSuffix: cfg.ServerSuffix,
 		HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort, ProjectUIDs: cfg.ProjectUIDs,
@@ -134,7 +134,15 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		RevisionsKeep: cfg.RevisionsKeep,
 		Succeeded:     func(string) { svc.KickPrune() },
 		Observer:      mets,
-	})
+	}
+	rec = reconcile.New(st, privd, ropt)
+	// With the state shared by several hosts, this host's part in moving
+	// projects (nil on one host).
+	mv, err := newMoves(cfg, st, privd, ropt, log)
+	if err != nil {
+		return err
+	}
+	defer mv.close()
 	// Any local user may connect; identity is checked per call from the
 	// peer credentials. A socket-activated opusd takes no lock: its
 	// socket's directory is systemd's, not the opus user's to write, and
@@ -160,7 +168,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	svc, err = service.New(service.Config{
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
 		Uploads:    uploads,
-		HostName:   cfg.Host(),
+		HostName:   cfg.Host(), Mover: mv.kicker(),
 		UserPrefix: cfg.UserPrefix, ProjectUIDs: cfg.ProjectUIDs, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		MaxUpload: uploadLimits.MaxCompressed, Logger: log, ConsoleURL: con.url(), TLSSecurityLevel: cfg.TLSSecurityLevel,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
@@ -188,7 +196,12 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	// Listed among the hosts once it reconciles: from then on new
 	// projects may be placed here, and the others see this host's
 	// projects as reachable.
-	if err := st.RegisterHost(ctx, store.Host{Name: cfg.Host(), Front: cfg.Front(), Capacity: cfg.HostCapacity, Since: time.Now()}); err != nil {
+	if err := mv.start(ctx); err != nil {
+		return err
+	}
+	h := store.Host{Name: cfg.Host(), Front: cfg.Front(), Capacity: cfg.HostCapacity, Since: time.Now()}
+	h.PeerAddr, h.PeerFingerprint = mv.peerAddr(cfg)
+	if err := st.RegisterHost(ctx, h); err != nil {
 		return err
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -212,6 +225,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 		},
 		CallGrace: callGrace,
 		Drain: func(ctx context.Context) error {
+			mv.stop(ctx)
 			if err := rec.Stop(ctx); err != nil {
 				return fmt.Errorf("reconciler stopped with steps cut short; they run again at next start: %w", err)
 			}

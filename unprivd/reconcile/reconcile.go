@@ -158,12 +158,30 @@ type Options struct {
 	// them claims. Several reconcilers (one per store facet) share the
 	// operations of a project name; Kinds keeps them off each other's.
 	Kinds []store.OpKind
+	// DeleteKind is the kind of the operation a teardown opens when no
+	// claimed one is open (a record marked Deleting without one); empty
+	// means DELETE. The departing facet's reconciler tears down a moved
+	// project's old copy as DEPART.
+	DeleteKind store.OpKind
+	// Finish, when set, stores the project at the end of a successful
+	// run instead of putting it back, in the commit that ends the run's
+	// operations (the incoming facet's: the move's switch, see
+	// unprivd/mover).
+	Finish func(tx *store.Tx, p *store.Project) error
 }
 
 // exclusiveKinds are the operation kinds only a reconciler whose
 // Options.Kinds names them claims: a reconciler with no Kinds leaves them
 // to it.
-var exclusiveKinds = map[store.OpKind]bool{}
+var exclusiveKinds = map[store.OpKind]bool{store.OpMove: true, store.OpDepart: true}
+
+// deleteKind is Options.DeleteKind, DELETE by default.
+func (r *Reconciler) deleteKind() store.OpKind {
+	if r.opt.DeleteKind != "" {
+		return r.opt.DeleteKind
+	}
+	return store.OpDelete
+}
 
 // claims reports whether operations of kind are this reconciler's to
 // work on (Options.Kinds).
@@ -595,7 +613,7 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 			}
 			if op.Error != "" {
 				undoing = true
-			} else if p.Deleting && op.Kind != store.OpDelete {
+			} else if p.Deleting && op.Kind != r.deleteKind() {
 				// Work toward a spec that is going away is moot.
 				op.Error = fmt.Sprintf("cancelled: project %s is being deleted", name)
 				ended.end(op, store.OpFailed, r.opt.Clock.Now())
@@ -613,7 +631,7 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 		if len(open) == 0 {
 			kind := store.OpReconcile
 			if p.Deleting {
-				kind = store.OpDelete
+				kind = r.deleteKind()
 			}
 			if !r.claims(kind) {
 				// The spec's change (or the delete) is for a reconciler
@@ -1007,6 +1025,9 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 		}
 		if !p.Deleting {
 			p.Status.Phase = store.PhaseReady
+		}
+		if r.opt.Finish != nil {
+			return r.opt.Finish(tx, p)
 		}
 		return tx.PutProject(p)
 	})

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/opus-hosting/opus/internal/datasize"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/postgres"
 	"github.com/opus-hosting/opus/unprivd/snapshot"
@@ -100,7 +101,7 @@ func runningRevisions(p *store.Project) map[string]int {
 func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 	for _, s := range t.Project.Snapshots {
 		if s.Generation == t.gen {
-			return fmt.Sprintf("data snapshot %s was taken before this change (%s)", s.ID, size(s.Size)), nil
+			return fmt.Sprintf("data snapshot %s was taken before this change (%s)", s.ID, datasize.Text(s.Size)), nil
 		}
 	}
 	eng := engine(t.Project.Spec)
@@ -113,7 +114,7 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 	byQuota := limit < t.opt.SnapshotMaxBytes
 	if limit <= 0 {
 		t.Log.Warn("no room in the owner's snapshot quota", "snapshot_quota", quota, "held", held)
-		return fmt.Sprintf("warning: no data snapshot: the snapshots pending restores of your projects need (%s) fill your snapshot quota (snapshot_quota %s); this change cannot be rolled back with its data", size(held), size(quota)), nil
+		return fmt.Sprintf("warning: no data snapshot: the snapshots pending restores of your projects need (%s) fill your snapshot quota (snapshot_quota %s); this change cannot be rolled back with its data", datasize.Text(held), datasize.Text(quota)), nil
 	}
 	now := t.Clock.Now()
 	id := snapshot.NewID(now)
@@ -133,10 +134,10 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 		return fmt.Sprintf("warning: no copy of the current database: it is damaged (%s); if this change fails, the database it restores stays", status.Convert(err).Message()), nil
 	case (errors.Is(err, snapshot.ErrTooLarge) || status.Code(err) == codes.ResourceExhausted) && byQuota:
 		t.Log.Warn("database too large for the owner's snapshot quota", "snapshot_quota", quota, "held", held)
-		return fmt.Sprintf("warning: no data snapshot: the database is larger than your snapshot quota leaves room for (%s of snapshot_quota %s, the rest held by snapshots pending restores need); this change cannot be rolled back with its data", size(limit), size(quota)), nil
+		return fmt.Sprintf("warning: no data snapshot: the database is larger than your snapshot quota leaves room for (%s of snapshot_quota %s, the rest held by snapshots pending restores need); this change cannot be rolled back with its data", datasize.Text(limit), datasize.Text(quota)), nil
 	case errors.Is(err, snapshot.ErrTooLarge) || status.Code(err) == codes.ResourceExhausted:
 		t.Log.Warn("database too large for a data snapshot", "max_bytes", t.opt.SnapshotMaxBytes)
-		return fmt.Sprintf("warning: no data snapshot: the database is larger than snapshot_max_bytes (%s); this change cannot be rolled back with its data", size(t.opt.SnapshotMaxBytes)), nil
+		return fmt.Sprintf("warning: no data snapshot: the database is larger than snapshot_max_bytes (%s); this change cannot be rolled back with its data", datasize.Text(t.opt.SnapshotMaxBytes)), nil
 	case err != nil:
 		return "", fmt.Errorf("data snapshot: %w", err)
 	}
@@ -171,9 +172,9 @@ func takeSnapshot(ctx context.Context, t *Task) (string, error) {
 		t.Log.Info("data snapshots of the owner's other projects dropped for the snapshot quota", "snapshots", len(others), "snapshot_quota", quota)
 	}
 	if !fits {
-		return fmt.Sprintf("warning: no data snapshot: it (%s) does not fit in your snapshot quota (snapshot_quota %s) beside the snapshots pending restores need; this change cannot be rolled back with its data", size(n), size(quota)), nil
+		return fmt.Sprintf("warning: no data snapshot: it (%s) does not fit in your snapshot quota (snapshot_quota %s) beside the snapshots pending restores need; this change cannot be rolled back with its data", datasize.Text(n), datasize.Text(quota)), nil
 	}
-	note := fmt.Sprintf("data snapshot %s taken (%s)", id, size(n))
+	note := fmt.Sprintf("data snapshot %s taken (%s)", id, datasize.Text(n))
 	if k := len(dropped) + len(others); k > 0 {
 		note += fmt.Sprintf(", %d older dropped", k)
 	}
@@ -415,15 +416,4 @@ func loadPrivd(ctx context.Context, t *Task, media bool, r io.Reader) error {
 		return privdErr("LoadData", err)
 	}
 	return nil
-}
-
-// size is n bytes for people.
-func size(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }

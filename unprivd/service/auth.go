@@ -88,6 +88,7 @@ var methodAccess = map[string]access{
 	opusv1.Opus_FollowLogs_FullMethodName:     accessOwnerOrAdmin,
 	opusv1.Opus_UpdateSettings_FullMethodName: accessOwnerOrAdmin,
 	opusv1.Opus_BackupProject_FullMethodName:  accessOwnerOrAdmin,
+	opusv1.Opus_MoveProject_FullMethodName:    accessOwnerOrAdmin,
 	// A restore makes a project, as CreateProject; over an existing one
 	// only the owner's (or an admin's), checked in the handler.
 	opusv1.Opus_RestoreProject_FullMethodName: accessAnyLocal,

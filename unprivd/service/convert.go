@@ -35,6 +35,8 @@ var opKinds = map[store.OpKind]opusv1.OperationKind{
 	store.OpReconcile: opusv1.OperationKind_OPERATION_KIND_RECONCILE, store.OpUpdateSettings: opusv1.OperationKind_OPERATION_KIND_UPDATE_SETTINGS,
 	store.OpRollback: opusv1.OperationKind_OPERATION_KIND_ROLLBACK,
 	store.OpRestore:  opusv1.OperationKind_OPERATION_KIND_RESTORE,
+	store.OpMove:     opusv1.OperationKind_OPERATION_KIND_MOVE,
+	store.OpDepart:   opusv1.OperationKind_OPERATION_KIND_DEPART,
 }
 
 var opStates = map[store.OpState]opusv1.OperationState{
@@ -87,6 +89,9 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 		Settings:             toSettings(p), Database: toDatabase(p.Spec.Database),
 	}
 	out.Host = p.Host
+	if p.Move != nil {
+		out.MovingTo = p.Move.To
+	}
 	if s.unreachable(p) {
 		out.Phase = opusv1.Phase_PHASE_UNREACHABLE
 	}

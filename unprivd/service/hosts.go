@@ -78,6 +78,9 @@ func (s *Service) elsewhere(p *store.Project, what string) error {
 // changeable refuses a change to a project whose host is not answering:
 // the change could not be applied (or undone) until it is back.
 func (s *Service) changeable(p *store.Project) error {
+	if err := moving(p); err != nil {
+		return err
+	}
 	if s.unreachable(p) {
 		return status.Errorf(codes.FailedPrecondition,
 			"project %q is served by host %s, which is not answering: changes to it wait until that host is back", p.Name, p.Host)

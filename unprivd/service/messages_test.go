@@ -123,6 +123,14 @@ func TestUserMessagesNameNoInternals(t *testing.T) {
 	add("CreateProject", "exists", codes.AlreadyExists, create(&opusv1.CreateProjectRequest{Name: "have", Apps: []*opusv1.AppSpec{good}}))
 	add("CreateProject", "bad app name", codes.InvalidArgument, create(&opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{gitApp("Bad-App", "https://example.com/b.git")}}))
 	add("CreateProject", "no such host", codes.InvalidArgument, create(&opusv1.CreateProjectRequest{Name: "p1", Host: "elsewhere", Apps: []*opusv1.AppSpec{good}}))
+	add("MoveProject", "no host named", codes.InvalidArgument, func() error {
+		_, err := cl.MoveProject(ctx, &opusv1.MoveProjectRequest{Name: "have"})
+		return err
+	})
+	add("MoveProject", "one host", codes.FailedPrecondition, func() error {
+		_, err := cl.MoveProject(ctx, &opusv1.MoveProjectRequest{Name: "have", To: "web2"})
+		return err
+	})
 	add("CreateProject", "app twice", codes.InvalidArgument, create(&opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{good, good}}))
 	add("CreateProject", "no source", codes.InvalidArgument, create(&opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{{Name: "blog"}}}))
 	add("CreateProject", "http url", codes.InvalidArgument, create(&opusv1.CreateProjectRequest{Name: "p1", Apps: []*opusv1.AppSpec{{Name: "blog", Source: git("http://example.com/b.git", "")}}}))

@@ -62,6 +62,9 @@ type Config struct {
 	// a project it made would outlive its parent, and could make more.
 	// The zero range refuses no one.
 	ProjectUIDs config.UIDRange
+	// Mover, when set, is told of each move recorded (unprivd/mover),
+	// so that this host's part of it starts at once.
+	Mover interface{ Kick() }
 	// HostName is this host's name (config host_name): new projects are
 	// placed on it on a store only it uses, and with the state in etcd it
 	// tells the projects this opusd serves from the others' (hosts.go).
@@ -135,6 +138,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Store.Shared() && cfg.HostName == "" {
 		return nil, errors.New("service: HostName is required on a shared store")
+	}
+	if cfg.HostName == "" {
+		cfg.HostName = config.Default().Host()
 	}
 	if cfg.MaxUpload <= 0 {
 		cfg.MaxUpload = DefaultMaxUpload

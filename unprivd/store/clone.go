@@ -33,6 +33,11 @@ func (p *Project) own() {
 		p.Applied = &a
 	}
 	p.Snapshots = cloneEach(p.Snapshots, Snapshot.Clone)
+	if p.Move != nil {
+		m := *p.Move
+		m.Files = slices.Clone(m.Files)
+		p.Move = &m
+	}
 }
 
 // Clone returns a deep copy of s (see Project.Clone).

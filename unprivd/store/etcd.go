@@ -158,8 +158,10 @@ func (b *base) changed(bucket, key string, elsewhere bool) {
 		return
 	}
 	s.cache.forget([]string{key})
-	if fn := s.elsewhere.Load(); fn != nil && elsewhere {
-		(*fn)(key)
+	if fns := s.elsewhere.Load(); fns != nil && elsewhere {
+		for _, fn := range *fns {
+			fn(key)
+		}
 	}
 }
 

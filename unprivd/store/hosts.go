@@ -84,9 +84,22 @@ func (s *Store) Hosts(ctx context.Context) ([]Host, error) {
 	return hs, err
 }
 
-// OnChangedElsewhere has fn called with the name of every project whose
+// OnChangedElsewhere has fn called (as well as any function given before)
+// with the name of every project whose
 // record another host's commit changed or deleted (never on a bbolt
 // store: nothing else writes it). Work this opusd's own calls commit is
 // kicked by those calls; this is how a host learns of the rest. fn must
 // not block.
-func (s *Store) OnChangedElsewhere(fn func(project string)) { s.elsewhere.Store(&fn) }
+func (s *Store) OnChangedElsewhere(fn func(project string)) {
+	for {
+		old := s.elsewhere.Load()
+		var fns []func(string)
+		if old != nil {
+			fns = append(fns, *old...)
+		}
+		fns = append(fns, fn)
+		if s.elsewhere.CompareAndSwap(old, &fns) {
+			return
+		}
+	}
+}

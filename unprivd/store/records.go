@@ -34,11 +34,58 @@ type Project struct {
 	// data. Nil until the project's first deploy succeeds: a failed
 	// first deploy removes the project instead.
 	Applied *Spec `json:"applied,omitempty"`
+	// Move is the project's move to another host while it is under way
+	// (unprivd/mover); nil otherwise.
+	Move *Move `json:"move,omitempty"`
 	// Snapshots are the copies of the project's database opusd keeps
 	// (in BaseDir/snapshots/NAME), oldest first, within the configured
 	// count and bytes. Written by the reconciler only.
 	Snapshots []Snapshot `json:"snapshots,omitempty"`
 }
+
+// Move is a project's move from one host to another: the source exports
+// its data, the target fetches it over the peer channel (unprivd/peer)
+// and deploys its own copy while the source serves on, and one commit then
+// makes the target's copy the project and the source's a leftover it
+// tears down.
+type Move struct {
+	// ID names the move's transfer and the data snapshot it carries to
+	// the target (a snapshot id).
+	ID string `json:"id"`
+	// From and To are the source and target hosts.
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Operation is the MOVE operation that reports it.
+	Operation string `json:"operation"`
+	// Token is the transfer's secret (hex): the target presents it to the
+	// source's peer listener. Kept in the store, the root of trust.
+	Token string    `json:"token"`
+	State MoveState `json:"state"`
+	// Files are what the source exported: the database copy and the media
+	// files, each with its size and SHA-256.
+	Files []MoveFile `json:"files,omitempty"`
+	Time  time.Time  `json:"time"`
+}
+
+// MoveFile is one file a move carries.
+type MoveFile struct {
+	ID     string `json:"id"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// MoveState is where a move is.
+type MoveState string
+
+// Move states, in order.
+const (
+	// MoveExporting: the source is taking the data.
+	MoveExporting MoveState = "EXPORTING"
+	// MoveExported: the data waits for the target to fetch it.
+	MoveExported MoveState = "EXPORTED"
+	// MoveDeploying: the target deploys its copy from the data.
+	MoveDeploying MoveState = "DEPLOYING"
+)
 
 // Snapshot is a copy of a project's database taken before a change ran
 // migrations.
@@ -383,10 +430,14 @@ const (
 	OpRollback OpKind = "ROLLBACK"
 	// OpRestore makes (or remakes) a project from a backup.
 	OpRestore OpKind = "RESTORE"
+	// OpMove moves a project to another host with its data.
+	OpMove OpKind = "MOVE"
+	// OpDepart removes the copy of a moved project from the host it left.
+	OpDepart OpKind = "DEPART"
 )
 
 // OpKinds are every OpKind.
-var OpKinds = []OpKind{OpCreate, OpDelete, OpAddApp, OpRemoveApp, OpUpdateApp, OpSetCertificate, OpUpdateSettings, OpReconcile, OpRollback, OpRestore}
+var OpKinds = []OpKind{OpCreate, OpDelete, OpAddApp, OpRemoveApp, OpUpdateApp, OpSetCertificate, OpUpdateSettings, OpReconcile, OpRollback, OpRestore, OpMove, OpDepart}
 
 // OpState is where an operation is.
 type OpState string

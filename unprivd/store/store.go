@@ -110,8 +110,8 @@ type Store struct {
 	// projects is how many projects the last full read found: the
 	// capacity of the next one's slice.
 	projects atomic.Int64
-	// elsewhere is OnChangedElsewhere's function.
-	elsewhere atomic.Pointer[func(project string)]
+	// elsewhere are OnChangedElsewhere's functions (copy on write).
+	elsewhere atomic.Pointer[[]func(project string)]
 }
 
 // base is what a store shares with its facets.
@@ -236,6 +236,13 @@ func (s *Store) Facet(name string) *Store {
 	}
 	return f
 }
+
+// The facets a move uses (unprivd/mover): the target's copy of a project
+// while it is deployed, and the source's old copy while it is torn down.
+const (
+	FacetIncoming  = "incoming"
+	FacetDeparting = "departing"
+)
 
 // FacetName is the name s was made with by Facet; "" for the main store.
 func (s *Store) FacetName() string { return s.facet }

@@ -118,6 +118,10 @@ const (
 	OperationKind_OPERATION_KIND_ROLLBACK OperationKind = 9
 	// RESTORE makes (or, with replace, remakes) a project from a backup.
 	OperationKind_OPERATION_KIND_RESTORE OperationKind = 10
+	// MOVE moves a project to another host with its data.
+	OperationKind_OPERATION_KIND_MOVE OperationKind = 11
+	// DEPART removes a moved project's copy from the host it left.
+	OperationKind_OPERATION_KIND_DEPART OperationKind = 12
 )
 
 // Enum value maps for OperationKind.
@@ -134,6 +138,8 @@ var (
 		8:  "OPERATION_KIND_UPDATE_SETTINGS",
 		9:  "OPERATION_KIND_ROLLBACK",
 		10: "OPERATION_KIND_RESTORE",
+		11: "OPERATION_KIND_MOVE",
+		12: "OPERATION_KIND_DEPART",
 	}
 	OperationKind_value = map[string]int32{
 		"OPERATION_KIND_UNSPECIFIED":     0,
@@ -147,6 +153,8 @@ var (
 		"OPERATION_KIND_UPDATE_SETTINGS": 8,
 		"OPERATION_KIND_ROLLBACK":        9,
 		"OPERATION_KIND_RESTORE":         10,
+		"OPERATION_KIND_MOVE":            11,
+		"OPERATION_KIND_DEPART":          12,
 	}
 )
 
@@ -888,7 +896,10 @@ type Project struct {
 	CertificateRenewTime *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=certificate_renew_time,json=certificateRenewTime,proto3" json:"certificate_renew_time,omitempty"`
 	// host is the host that serves the project (see ListHosts): its name
 	// must resolve there.
-	Host          string `protobuf:"bytes,24,opt,name=host,proto3" json:"host,omitempty"`
+	Host string `protobuf:"bytes,24,opt,name=host,proto3" json:"host,omitempty"`
+	// moving_to is the host the project is moving to, while a move is under
+	// way (see MoveProject).
+	MovingTo      string `protobuf:"bytes,25,opt,name=moving_to,json=movingTo,proto3" json:"moving_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1087,6 +1098,13 @@ func (x *Project) GetCertificateRenewTime() *timestamppb.Timestamp {
 func (x *Project) GetHost() string {
 	if x != nil {
 		return x.Host
+	}
+	return ""
+}
+
+func (x *Project) GetMovingTo() string {
+	if x != nil {
+		return x.MovingTo
 	}
 	return ""
 }
@@ -4361,6 +4379,59 @@ func (x *Host) GetThis() bool {
 	return false
 }
 
+type MoveProjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// to is the host to move it to (see ListHosts).
+	To            string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveProjectRequest) Reset() {
+	*x = MoveProjectRequest{}
+	mi := &file_opus_v1_opus_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveProjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveProjectRequest) ProtoMessage() {}
+
+func (x *MoveProjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_opus_v1_opus_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveProjectRequest.ProtoReflect.Descriptor instead.
+func (*MoveProjectRequest) Descriptor() ([]byte, []int) {
+	return file_opus_v1_opus_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *MoveProjectRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MoveProjectRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
 var File_opus_v1_opus_proto protoreflect.FileDescriptor
 
 const file_opus_v1_opus_proto_rawDesc = "" +
@@ -4403,7 +4474,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\tSuperuser\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xa6\b\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xc3\b\n" +
 	"\aProject\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12 \n" +
@@ -4436,7 +4507,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x11certificate_error\x18\x15 \x01(\tR\x10certificateError\x12P\n" +
 	"\x16certificate_error_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateErrorTime\x12P\n" +
 	"\x16certificate_renew_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateRenewTime\x12\x12\n" +
-	"\x04host\x18\x18 \x01(\tR\x04host\"\xb9\x01\n" +
+	"\x04host\x18\x18 \x01(\tR\x04host\x12\x1b\n" +
+	"\tmoving_to\x18\x19 \x01(\tR\bmovingTo\"\xb9\x01\n" +
 	"\fDataSnapshot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
@@ -4653,7 +4725,10 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\bcapacity\x18\x03 \x01(\x05R\bcapacity\x12\x1a\n" +
 	"\bprojects\x18\x04 \x01(\x05R\bprojects\x120\n" +
 	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x12\n" +
-	"\x04this\x18\x06 \x01(\bR\x04this*\x94\x01\n" +
+	"\x04this\x18\x06 \x01(\bR\x04this\"8\n" +
+	"\x12MoveProjectRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to*\x94\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPHASE_PENDING\x10\x01\x12\x13\n" +
@@ -4661,7 +4736,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\vPHASE_READY\x10\x03\x12\x10\n" +
 	"\fPHASE_FAILED\x10\x04\x12\x12\n" +
 	"\x0ePHASE_DELETING\x10\x05\x12\x15\n" +
-	"\x11PHASE_UNREACHABLE\x10\x06*\xde\x02\n" +
+	"\x11PHASE_UNREACHABLE\x10\x06*\x92\x03\n" +
 	"\rOperationKind\x12\x1e\n" +
 	"\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATION_KIND_CREATE\x10\x01\x12\x19\n" +
@@ -4674,7 +4749,9 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x1eOPERATION_KIND_UPDATE_SETTINGS\x10\b\x12\x1b\n" +
 	"\x17OPERATION_KIND_ROLLBACK\x10\t\x12\x1a\n" +
 	"\x16OPERATION_KIND_RESTORE\x10\n" +
-	"*\xa6\x01\n" +
+	"\x12\x17\n" +
+	"\x13OPERATION_KIND_MOVE\x10\v\x12\x19\n" +
+	"\x15OPERATION_KIND_DEPART\x10\f*\xa6\x01\n" +
 	"\x0eOperationState\x12\x1f\n" +
 	"\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n" +
@@ -4686,7 +4763,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x01\x12\x13\n" +
 	"\x0fSTEP_STATE_DONE\x10\x02\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x042\x97\x0f\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x042\xd7\x0f\n" +
 	"\x04Opus\x12B\n" +
 	"\rCreateProject\x12\x1d.opus.v1.CreateProjectRequest\x1a\x12.opus.v1.Operation\x12:\n" +
 	"\n" +
@@ -4715,7 +4792,8 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x14DeleteConsoleAccount\x12$.opus.v1.DeleteConsoleAccountRequest\x1a%.opus.v1.DeleteConsoleAccountResponse\x12P\n" +
 	"\rBackupProject\x12\x1d.opus.v1.BackupProjectRequest\x1a\x1e.opus.v1.BackupProjectResponse0\x01\x12F\n" +
 	"\x0eRestoreProject\x12\x1e.opus.v1.RestoreProjectRequest\x1a\x12.opus.v1.Operation(\x01\x12B\n" +
-	"\tListHosts\x12\x19.opus.v1.ListHostsRequest\x1a\x1a.opus.v1.ListHostsResponseB3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
+	"\tListHosts\x12\x19.opus.v1.ListHostsRequest\x1a\x1a.opus.v1.ListHostsResponse\x12>\n" +
+	"\vMoveProject\x12\x1b.opus.v1.MoveProjectRequest\x1a\x12.opus.v1.OperationB3Z1github.com/opus-hosting/opus/proto/opus/v1;opusv1b\x06proto3"
 
 var (
 	file_opus_v1_opus_proto_rawDescOnce sync.Once
@@ -4730,7 +4808,7 @@ func file_opus_v1_opus_proto_rawDescGZIP() []byte {
 }
 
 var file_opus_v1_opus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_opus_v1_opus_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_opus_v1_opus_proto_goTypes = []any{
 	(Phase)(0),                            // 0: opus.v1.Phase
 	(OperationKind)(0),                    // 1: opus.v1.OperationKind
@@ -4798,30 +4876,31 @@ var file_opus_v1_opus_proto_goTypes = []any{
 	(*ListHostsRequest)(nil),              // 63: opus.v1.ListHostsRequest
 	(*ListHostsResponse)(nil),             // 64: opus.v1.ListHostsResponse
 	(*Host)(nil),                          // 65: opus.v1.Host
-	nil,                                   // 66: opus.v1.Settings.EnvEntry
-	nil,                                   // 67: opus.v1.UpdateSettingsRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),         // 68: google.protobuf.Timestamp
+	(*MoveProjectRequest)(nil),            // 66: opus.v1.MoveProjectRequest
+	nil,                                   // 67: opus.v1.Settings.EnvEntry
+	nil,                                   // 68: opus.v1.UpdateSettingsRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
 }
 var file_opus_v1_opus_proto_depIdxs = []int32{
 	4,  // 0: opus.v1.AppSource.git:type_name -> opus.v1.GitSource
 	5,  // 1: opus.v1.AppSource.upload:type_name -> opus.v1.UploadedSource
 	6,  // 2: opus.v1.AppSpec.source:type_name -> opus.v1.AppSource
-	68, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
+	69, // 3: opus.v1.Revision.time:type_name -> google.protobuf.Timestamp
 	6,  // 4: opus.v1.App.source:type_name -> opus.v1.AppSource
 	8,  // 5: opus.v1.App.revisions:type_name -> opus.v1.Revision
 	9,  // 6: opus.v1.Project.apps:type_name -> opus.v1.App
 	0,  // 7: opus.v1.Project.phase:type_name -> opus.v1.Phase
-	68, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
-	68, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
-	68, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
+	69, // 8: opus.v1.Project.create_time:type_name -> google.protobuf.Timestamp
+	69, // 9: opus.v1.Project.update_time:type_name -> google.protobuf.Timestamp
+	69, // 10: opus.v1.Project.certificate_not_after:type_name -> google.protobuf.Timestamp
 	14, // 11: opus.v1.Project.settings:type_name -> opus.v1.Settings
 	15, // 12: opus.v1.Project.database:type_name -> opus.v1.Database
 	12, // 13: opus.v1.Project.data_snapshots:type_name -> opus.v1.DataSnapshot
-	68, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
-	68, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
-	68, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
+	69, // 14: opus.v1.Project.certificate_error_time:type_name -> google.protobuf.Timestamp
+	69, // 15: opus.v1.Project.certificate_renew_time:type_name -> google.protobuf.Timestamp
+	69, // 16: opus.v1.DataSnapshot.time:type_name -> google.protobuf.Timestamp
 	13, // 17: opus.v1.DataSnapshot.revisions:type_name -> opus.v1.AppRevision
-	66, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
+	67, // 18: opus.v1.Settings.env:type_name -> opus.v1.Settings.EnvEntry
 	7,  // 19: opus.v1.CreateProjectRequest.apps:type_name -> opus.v1.AppSpec
 	10, // 20: opus.v1.CreateProjectRequest.superuser:type_name -> opus.v1.Superuser
 	15, // 21: opus.v1.CreateProjectRequest.database:type_name -> opus.v1.Database
@@ -4831,28 +4910,28 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	6,  // 25: opus.v1.UpdateAppRequest.source:type_name -> opus.v1.AppSource
 	27, // 26: opus.v1.UploadSourceRequest.info:type_name -> opus.v1.UploadInfo
 	3,  // 27: opus.v1.Step.state:type_name -> opus.v1.StepState
-	68, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
-	68, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
+	69, // 28: opus.v1.Step.start_time:type_name -> google.protobuf.Timestamp
+	69, // 29: opus.v1.Step.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 30: opus.v1.Operation.kind:type_name -> opus.v1.OperationKind
 	2,  // 31: opus.v1.Operation.state:type_name -> opus.v1.OperationState
 	29, // 32: opus.v1.Operation.steps:type_name -> opus.v1.Step
-	68, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	68, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	69, // 33: opus.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	69, // 34: opus.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
 	12, // 35: opus.v1.Operation.data_snapshot:type_name -> opus.v1.DataSnapshot
 	30, // 36: opus.v1.ListOperationsResponse.operations:type_name -> opus.v1.Operation
-	67, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
+	68, // 37: opus.v1.UpdateSettingsRequest.set:type_name -> opus.v1.UpdateSettingsRequest.SetEntry
 	41, // 38: opus.v1.CheckHostResponse.drift:type_name -> opus.v1.Drift
 	44, // 39: opus.v1.ProjectDiskUsage.code:type_name -> opus.v1.ByteCount
 	44, // 40: opus.v1.ProjectDiskUsage.data:type_name -> opus.v1.ByteCount
 	44, // 41: opus.v1.UserDiskUsage.total:type_name -> opus.v1.ByteCount
 	45, // 42: opus.v1.GetDiskUsageResponse.projects:type_name -> opus.v1.ProjectDiskUsage
 	46, // 43: opus.v1.GetDiskUsageResponse.users:type_name -> opus.v1.UserDiskUsage
-	68, // 44: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	68, // 45: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
+	69, // 44: opus.v1.CreateLoginLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	69, // 45: opus.v1.ConsoleAccount.last_sign_in:type_name -> google.protobuf.Timestamp
 	53, // 46: opus.v1.ListConsoleAccountsResponse.accounts:type_name -> opus.v1.ConsoleAccount
 	62, // 47: opus.v1.RestoreProjectRequest.info:type_name -> opus.v1.RestoreInfo
 	65, // 48: opus.v1.ListHostsResponse.hosts:type_name -> opus.v1.Host
-	68, // 49: opus.v1.Host.since:type_name -> google.protobuf.Timestamp
+	69, // 49: opus.v1.Host.since:type_name -> google.protobuf.Timestamp
 	16, // 50: opus.v1.Opus.CreateProject:input_type -> opus.v1.CreateProjectRequest
 	17, // 51: opus.v1.Opus.GetProject:input_type -> opus.v1.GetProjectRequest
 	18, // 52: opus.v1.Opus.ListProjects:input_type -> opus.v1.ListProjectsRequest
@@ -4879,34 +4958,36 @@ var file_opus_v1_opus_proto_depIdxs = []int32{
 	59, // 73: opus.v1.Opus.BackupProject:input_type -> opus.v1.BackupProjectRequest
 	61, // 74: opus.v1.Opus.RestoreProject:input_type -> opus.v1.RestoreProjectRequest
 	63, // 75: opus.v1.Opus.ListHosts:input_type -> opus.v1.ListHostsRequest
-	30, // 76: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
-	11, // 77: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
-	19, // 78: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
-	30, // 79: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
-	30, // 80: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
-	30, // 81: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
-	30, // 82: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
-	30, // 83: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
-	30, // 84: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
-	28, // 85: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
-	30, // 86: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
-	30, // 87: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
-	34, // 88: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
-	36, // 89: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
-	38, // 90: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
-	30, // 91: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
-	42, // 92: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
-	47, // 93: opus.v1.Opus.GetDiskUsage:output_type -> opus.v1.GetDiskUsageResponse
-	49, // 94: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
-	51, // 95: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
-	54, // 96: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
-	56, // 97: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
-	58, // 98: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
-	60, // 99: opus.v1.Opus.BackupProject:output_type -> opus.v1.BackupProjectResponse
-	30, // 100: opus.v1.Opus.RestoreProject:output_type -> opus.v1.Operation
-	64, // 101: opus.v1.Opus.ListHosts:output_type -> opus.v1.ListHostsResponse
-	76, // [76:102] is the sub-list for method output_type
-	50, // [50:76] is the sub-list for method input_type
+	66, // 76: opus.v1.Opus.MoveProject:input_type -> opus.v1.MoveProjectRequest
+	30, // 77: opus.v1.Opus.CreateProject:output_type -> opus.v1.Operation
+	11, // 78: opus.v1.Opus.GetProject:output_type -> opus.v1.Project
+	19, // 79: opus.v1.Opus.ListProjects:output_type -> opus.v1.ListProjectsResponse
+	30, // 80: opus.v1.Opus.DeleteProject:output_type -> opus.v1.Operation
+	30, // 81: opus.v1.Opus.AddApp:output_type -> opus.v1.Operation
+	30, // 82: opus.v1.Opus.RemoveApp:output_type -> opus.v1.Operation
+	30, // 83: opus.v1.Opus.UpdateApp:output_type -> opus.v1.Operation
+	30, // 84: opus.v1.Opus.RollbackApp:output_type -> opus.v1.Operation
+	30, // 85: opus.v1.Opus.SetCertificate:output_type -> opus.v1.Operation
+	28, // 86: opus.v1.Opus.UploadSource:output_type -> opus.v1.UploadSourceResponse
+	30, // 87: opus.v1.Opus.GetOperation:output_type -> opus.v1.Operation
+	30, // 88: opus.v1.Opus.WatchOperation:output_type -> opus.v1.Operation
+	34, // 89: opus.v1.Opus.ListOperations:output_type -> opus.v1.ListOperationsResponse
+	36, // 90: opus.v1.Opus.GetLogs:output_type -> opus.v1.GetLogsResponse
+	38, // 91: opus.v1.Opus.FollowLogs:output_type -> opus.v1.FollowLogsResponse
+	30, // 92: opus.v1.Opus.UpdateSettings:output_type -> opus.v1.Operation
+	42, // 93: opus.v1.Opus.CheckHost:output_type -> opus.v1.CheckHostResponse
+	47, // 94: opus.v1.Opus.GetDiskUsage:output_type -> opus.v1.GetDiskUsageResponse
+	49, // 95: opus.v1.Opus.CreateLoginLink:output_type -> opus.v1.CreateLoginLinkResponse
+	51, // 96: opus.v1.Opus.SetConsolePassword:output_type -> opus.v1.SetConsolePasswordResponse
+	54, // 97: opus.v1.Opus.ListConsoleAccounts:output_type -> opus.v1.ListConsoleAccountsResponse
+	56, // 98: opus.v1.Opus.DisableConsoleAccount:output_type -> opus.v1.DisableConsoleAccountResponse
+	58, // 99: opus.v1.Opus.DeleteConsoleAccount:output_type -> opus.v1.DeleteConsoleAccountResponse
+	60, // 100: opus.v1.Opus.BackupProject:output_type -> opus.v1.BackupProjectResponse
+	30, // 101: opus.v1.Opus.RestoreProject:output_type -> opus.v1.Operation
+	64, // 102: opus.v1.Opus.ListHosts:output_type -> opus.v1.ListHostsResponse
+	30, // 103: opus.v1.Opus.MoveProject:output_type -> opus.v1.Operation
+	77, // [77:104] is the sub-list for method output_type
+	50, // [50:77] is the sub-list for method input_type
 	50, // [50:50] is the sub-list for extension type_name
 	50, // [50:50] is the sub-list for extension extendee
 	0,  // [0:50] is the sub-list for field type_name
@@ -4935,7 +5016,7 @@ func file_opus_v1_opus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_opus_v1_opus_proto_rawDesc), len(file_opus_v1_opus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   64,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,6 +50,7 @@ const (
 	Opus_BackupProject_FullMethodName         = "/opus.v1.Opus/BackupProject"
 	Opus_RestoreProject_FullMethodName        = "/opus.v1.Opus/RestoreProject"
 	Opus_ListHosts_FullMethodName             = "/opus.v1.Opus/ListHosts"
+	Opus_MoveProject_FullMethodName           = "/opus.v1.Opus/MoveProject"
 )
 
 // OpusClient is the client API for Opus service.
@@ -143,6 +144,13 @@ type OpusClient interface {
 	// the state in etcd, every host whose opusd is alive, with how many
 	// projects each serves.
 	ListHosts(ctx context.Context, in *ListHostsRequest, opts ...grpc.CallOption) (*ListHostsResponse, error)
+	// MoveProject moves a project to another host with its data, as an
+	// operation of kind MOVE: the project's host exports its data, the
+	// target fetches it and deploys its own copy while the old one serves,
+	// then the target's copy becomes the project and the old host removes
+	// its own. The project must be deployed, its data in SQLite and its
+	// apps from git.
+	MoveProject(ctx context.Context, in *MoveProjectRequest, opts ...grpc.CallOption) (*Operation, error)
 }
 
 type opusClient struct {
@@ -446,6 +454,16 @@ func (c *opusClient) ListHosts(ctx context.Context, in *ListHostsRequest, opts .
 	return out, nil
 }
 
+func (c *opusClient) MoveProject(ctx context.Context, in *MoveProjectRequest, opts ...grpc.CallOption) (*Operation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Operation)
+	err := c.cc.Invoke(ctx, Opus_MoveProject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OpusServer is the server API for Opus service.
 // All implementations must embed UnimplementedOpusServer
 // for forward compatibility.
@@ -537,6 +555,13 @@ type OpusServer interface {
 	// the state in etcd, every host whose opusd is alive, with how many
 	// projects each serves.
 	ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error)
+	// MoveProject moves a project to another host with its data, as an
+	// operation of kind MOVE: the project's host exports its data, the
+	// target fetches it and deploys its own copy while the old one serves,
+	// then the target's copy becomes the project and the old host removes
+	// its own. The project must be deployed, its data in SQLite and its
+	// apps from git.
+	MoveProject(context.Context, *MoveProjectRequest) (*Operation, error)
 	mustEmbedUnimplementedOpusServer()
 }
 
@@ -624,6 +649,9 @@ func (UnimplementedOpusServer) RestoreProject(grpc.ClientStreamingServer[Restore
 }
 func (UnimplementedOpusServer) ListHosts(context.Context, *ListHostsRequest) (*ListHostsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListHosts not implemented")
+}
+func (UnimplementedOpusServer) MoveProject(context.Context, *MoveProjectRequest) (*Operation, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveProject not implemented")
 }
 func (UnimplementedOpusServer) mustEmbedUnimplementedOpusServer() {}
 func (UnimplementedOpusServer) testEmbeddedByValue()              {}
@@ -1071,6 +1099,24 @@ func _Opus_ListHosts_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Opus_MoveProject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveProjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OpusServer).MoveProject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Opus_MoveProject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OpusServer).MoveProject(ctx, req.(*MoveProjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Opus_ServiceDesc is the grpc.ServiceDesc for Opus service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1161,6 +1207,10 @@ var Opus_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListHosts",
 			Handler:    _Opus_ListHosts_Handler,
+		},
+		{
+			MethodName: "MoveProject",
+			Handler:    _Opus_MoveProject_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,520 @@
+// Package mover carries a project from one host to another with its data
+// (opusctl move). The API records the move in the project (store.Move)
+// with a MOVE operation; then each host's mover does its part:
+//
+//   - the source (the project's host) exports a copy of the database and
+//     the media files into BaseDir/moves and offers them on its peer
+//     listener (unprivd/peer) to the bearer of the move's token;
+//   - the target fetches them, checks their size and SHA-256, keeps them
+//     as a data snapshot of its own and makes its copy of the project in
+//     the "incoming" facet of the store, from the same spec, to restore
+//     that snapshot; its incoming reconciler deploys that copy while the
+//     source serves on, recording its steps in the MOVE operation;
+//   - when the copy answers, Switch (run by that reconciler in the commit
+//     that ends the operation) makes it the project, on the target, and
+//     puts the source's record in the "departing" facet, which the
+//     source's departing reconciler tears down (users, files, site) and
+//     forgets.
+//
+// A move that fails before the switch leaves the project where it was:
+// the target's copy is torn down as any failed first deploy is, and the
+// move is cleared. Every file the mover writes is opusd's own, under its
+// base directory, and bounded by snapshot_max_bytes.
+package mover
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	"github.com/opus-hosting/opus/internal/datasize"
+	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
+	"github.com/opus-hosting/opus/unprivd/peer"
+	"github.com/opus-hosting/opus/unprivd/reconcile"
+	"github.com/opus-hosting/opus/unprivd/snapshot"
+	"github.com/opus-hosting/opus/unprivd/store"
+)
+
+// Kicker asks a reconciler for a run of a project.
+type Kicker interface{ Kick(name string) }
+
+// Options wires a Mover.
+type Options struct {
+	// Host is this host's name.
+	Host string
+	// BaseDir is opusd's base directory: exports go to BaseDir/moves,
+	// fetched data to the data snapshots under it.
+	BaseDir string
+	// MaxBytes bounds each file a move carries (snapshot_max_bytes).
+	MaxBytes int64
+	// Privd copies the data out of a project (DumpData).
+	Privd privdv1.PrivdClient
+	// Peer offers this host's exports; nil: this host takes part in no
+	// move (the API refuses them).
+	Peer *peer.Server
+	// Incoming is the reconciler of the incoming facet, kicked when this
+	// host made its copy of a project.
+	Incoming Kicker
+	// Interval is how often the mover looks at every move without being
+	// kicked (for moves whose other side acted); 0 means 5 seconds.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// Mover does this host's part of every move.
+type Mover struct {
+	st, in, out *store.Store
+	opt         Options
+	log         *slog.Logger
+	kick        chan struct{}
+}
+
+// New returns the mover of host opt.Host over st (the main store).
+func New(st *store.Store, opt Options) *Mover {
+	if opt.Interval <= 0 {
+		opt.Interval = 5 * time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	return &Mover{st: st, in: st.Facet(store.FacetIncoming), out: st.Facet(store.FacetDeparting), opt: opt,
+		log: opt.Logger.With("component", "mover"), kick: make(chan struct{}, 1)}
+}
+
+// Kick asks for a pass at once.
+func (m *Mover) Kick() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run does passes until ctx ends: when kicked, when another host changed
+// a project, and every Interval.
+func (m *Mover) Run(ctx context.Context) {
+	m.st.OnChangedElsewhere(func(string) { m.Kick() })
+	t := time.NewTicker(m.opt.Interval)
+	defer t.Stop()
+	for {
+		if err := m.pass(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("move pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.kick:
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Mover) dir() string { return filepath.Join(m.opt.BaseDir, "moves") }
+
+// pass does what this host has to do for every move, then removes the
+// exports no move needs any more.
+func (m *Mover) pass(ctx context.Context) error {
+	ps, err := m.st.ListProjects(ctx)
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, p := range ps {
+		mv := p.Move
+		if mv == nil {
+			continue
+		}
+		var err error
+		switch {
+		case mv.From == m.opt.Host && p.Host == m.opt.Host:
+			keep[mv.ID] = true
+			if mv.State == store.MoveExporting {
+				err = m.export(ctx, p)
+			} else {
+				err = m.offer(p)
+			}
+		case mv.To == m.opt.Host && mv.State == store.MoveExported:
+			err = m.fetch(ctx, p)
+		case mv.To == m.opt.Host && mv.State == store.MoveDeploying:
+			err = m.watchDeploy(ctx, p)
+		}
+		if err != nil {
+			m.fail(ctx, p, err)
+		}
+	}
+	return m.prune(keep)
+}
+
+// files are the ids a move carries: the database copy and the media.
+func files(mv *store.Move) [2]string { return [2]string{mv.ID, snapshot.MediaID(mv.ID)} }
+
+// export copies the project's data out (as privd dumps it for a data
+// snapshot) and records the files, then offers them.
+func (m *Mover) export(ctx context.Context, p *store.Project) error {
+	mv := p.Move
+	if m.opt.Peer == nil {
+		return errors.New("this host has no peer listener (peer_listen) to send the data from")
+	}
+	if err := m.step(ctx, mv.Operation, "export data", store.StepRunning, ""); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(m.dir(), 0o700); err != nil {
+		return err
+	}
+	var out []store.MoveFile
+	for i, id := range files(mv) {
+		f, err := m.dump(ctx, p.Name, id, i == 1)
+		if err != nil {
+			return fmt.Errorf("export the data: %w", err)
+		}
+		out = append(out, f)
+	}
+	// Offered before the target can know of them: it fetches as soon as
+	// it sees them recorded.
+	p.Move.Files = out
+	if err := m.offer(p); err != nil {
+		return err
+	}
+	_, err := m.st.UpdateProject(ctx, p.Name, func(q *store.Project) error {
+		if q.Move == nil || q.Move.ID != mv.ID || q.Move.State != store.MoveExporting {
+			return fmt.Errorf("the move changed meanwhile")
+		}
+		q.Move.Files, q.Move.State = out, store.MoveExported
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return m.step(ctx, mv.Operation, "export data", store.StepDone, fmt.Sprintf("%s of data, %s of media files", datasize.Text(out[0].Size), datasize.Text(out[1].Size)))
+}
+
+// dump writes one file of the export: the database copy, or the media.
+func (m *Mover) dump(ctx context.Context, project, id string, media bool) (store.MoveFile, error) {
+	path := filepath.Join(m.dir(), id)
+	os.Remove(path) // a pass cut short left it
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return store.MoveFile{}, err
+	}
+	h := sha256.New()
+	w := &bounded{w: io.MultiWriter(f, h), left: m.opt.MaxBytes}
+	err = reconcile.DumpData(ctx, m.opt.Privd, project, media, w)
+	if st, ok := status.FromError(err); ok && err != nil {
+		// privd's message is for people; its code and wrapping are not.
+		err = errors.New(st.Message())
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return store.MoveFile{}, err
+	}
+	return store.MoveFile{ID: id, Size: m.opt.MaxBytes - w.left, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// offer makes the export's files fetchable by the move's token (again,
+// after a restart of this opusd).
+func (m *Mover) offer(p *store.Project) error {
+	mv := p.Move
+	if m.opt.Peer == nil || len(mv.Files) == 0 {
+		return nil
+	}
+	token, err := hex.DecodeString(mv.Token)
+	if err != nil {
+		return fmt.Errorf("the move's token: %w", err)
+	}
+	for _, f := range mv.Files {
+		if err := m.opt.Peer.Offer(f.ID, filepath.Join(m.dir(), f.ID), token, f.Size, f.SHA256); err != nil {
+			return fmt.Errorf("offer %s: %w", f.ID, err)
+		}
+	}
+	return nil
+}
+
+// fetch takes the export from the source's peer listener into this
+// host's data snapshots and makes this host's copy of the project.
+func (m *Mover) fetch(ctx context.Context, p *store.Project) error {
+	mv := p.Move
+	hs, err := m.st.Hosts(ctx)
+	if err != nil {
+		return err
+	}
+	var from *store.Host
+	for i := range hs {
+		if hs[i].Name == mv.From {
+			from = &hs[i]
+		}
+	}
+	if from == nil {
+		// The source is not answering: try again at the next pass.
+		return nil
+	}
+	if from.PeerAddr == "" {
+		return fmt.Errorf("host %s has no peer listener (peer_listen) to fetch the data from", mv.From)
+	}
+	token, err := hex.DecodeString(mv.Token)
+	if err != nil {
+		return fmt.Errorf("the move's token: %w", err)
+	}
+	if err := m.step(ctx, mv.Operation, "fetch data", store.StepRunning, ""); err != nil {
+		return err
+	}
+	snaps := snapshot.NewDir(m.opt.BaseDir)
+	tmp := filepath.Join(m.dir(), "in-"+mv.ID)
+	if err := os.MkdirAll(m.dir(), 0o700); err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	var got int64
+	for _, f := range mv.Files {
+		os.Remove(tmp)
+		if err := peer.Fetch(ctx, from.PeerAddr, from.PeerFingerprint, f.ID, token, tmp, m.opt.MaxBytes, f.SHA256); err != nil {
+			if transient(err) && time.Since(mv.Time) < giveUp {
+				// The source restarted (it offers its files again at its
+				// next pass, under a new certificate) or is busy.
+				m.log.Warn("fetch the moving data: trying again", "project", p.Name, "from", mv.From, "err", err)
+				return nil
+			}
+			return fmt.Errorf("fetch the data from host %s: %w", mv.From, err)
+		}
+		_, err := snaps.Write(p.Name, f.ID, m.opt.MaxBytes, func(w io.Writer) error {
+			r, err := os.Open(tmp)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			_, err = io.Copy(w, r)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("keep the data: %w", err)
+		}
+		got += f.Size
+	}
+	now := time.Now()
+	err = m.st.Update(ctx, func(tx *store.Tx) error {
+		q, err := tx.Project(p.Name)
+		if err != nil {
+			return err
+		}
+		if q.Move == nil || q.Move.ID != mv.ID || q.Move.State != store.MoveExported {
+			return fmt.Errorf("the move changed meanwhile")
+		}
+		c := incomingCopy(q, m.opt.Host, now)
+		if err := tx.Facet(store.FacetIncoming).CreateProject(c); err != nil {
+			return err
+		}
+		q.Move.State = store.MoveDeploying
+		return tx.PutProject(q)
+	})
+	if err != nil {
+		snaps.Remove(p.Name, mv.ID)
+		snaps.Remove(p.Name, snapshot.MediaID(mv.ID))
+		return err
+	}
+	if err := m.step(ctx, mv.Operation, "fetch data", store.StepDone, fmt.Sprintf("%s from host %s", datasize.Text(got), mv.From)); err != nil {
+		return err
+	}
+	m.opt.Incoming.Kick(p.Name)
+	return nil
+}
+
+// giveUp is how long after a move began the target stops trying to fetch
+// its data from a source that does not offer it.
+const giveUp = 10 * time.Minute
+
+// transient says a fetch may succeed if tried again: the source does not
+// offer the file yet or again (it restarted), is busy, or is out of
+// reach for now. A wrong file or certificate is no reason to try again.
+func transient(err error) bool {
+	return !errors.Is(err, peer.ErrCorrupt) && !errors.Is(err, peer.ErrTooLarge)
+}
+
+// incomingCopy is this host's copy of p, to be deployed from p's spec
+// and to restore the data the move carried: a new project as the
+// reconciler sees it (its first deploy; removed whole if that fails).
+func incomingCopy(p *store.Project, host string, now time.Time) *store.Project {
+	mv := p.Move
+	c := &store.Project{
+		Name: p.Name, OwnerUID: p.OwnerUID, Host: host, Spec: p.Spec.Clone(), Generation: p.Generation,
+		Status: store.Status{Phase: store.PhasePending},
+	}
+	if p.Secrets != nil {
+		s := *p.Secrets
+		c.Secrets = &s
+	}
+	db, media := mv.Files[0], mv.Files[1]
+	c.Snapshots = []store.Snapshot{{ID: mv.ID, Time: now, Size: db.Size, Engine: snapshot.SQLite,
+		Generation: p.Generation, Media: true, MediaSize: media.Size}}
+	c.Spec.RestoreSnapshot = mv.ID
+	return c
+}
+
+// watchDeploy ends a move whose copy failed: the incoming reconciler
+// failed the operation and removed the copy; the project stays where it
+// was.
+func (m *Mover) watchDeploy(ctx context.Context, p *store.Project) error {
+	op, err := m.st.GetOperation(ctx, p.Move.Operation)
+	if err != nil || !op.State.Final() {
+		return err
+	}
+	if _, err := m.in.GetProject(ctx, p.Name); err == nil {
+		return nil // its teardown is still going on
+	}
+	_, err = m.st.UpdateProject(ctx, p.Name, func(q *store.Project) error {
+		if q.Move != nil && q.Move.ID == p.Move.ID {
+			q.Move = nil
+		}
+		return nil
+	})
+	return err
+}
+
+// Switch ends a move in the commit that ends its operation (the incoming
+// reconciler's, in tx): c, this host's deployed copy, becomes the
+// project, and the source's record goes to the departing facet, for the
+// source to tear down.
+func Switch(host string) func(tx *store.Tx, c *store.Project) error {
+	return func(tx *store.Tx, c *store.Project) error {
+		main := tx.Main()
+		old, err := main.Project(c.Name)
+		if err != nil {
+			return err
+		}
+		if old.Move == nil || old.Move.To != host {
+			return fmt.Errorf("project %s is no longer moving here", c.Name)
+		}
+		gone := old.Clone()
+		gone.Move, gone.Deleting = nil, true
+		if err := tx.Facet(store.FacetDeparting).CreateProject(gone); err != nil {
+			return err
+		}
+		now := c.Clone()
+		now.Host, now.Move, now.CreateTime = host, nil, old.CreateTime
+		if err := main.PutProject(now); err != nil {
+			return err
+		}
+		return tx.DeleteProject(c.Name)
+	}
+}
+
+// fail ends a move that cannot go on: its operation fails with why, the
+// move is cleared (the project stays where it was), and what this host
+// made for it goes.
+func (m *Mover) fail(ctx context.Context, p *store.Project, why error) {
+	m.log.Error("move failed", "project", p.Name, "to", p.Move.To, "err", why)
+	mv := p.Move
+	err := m.st.Update(ctx, func(tx *store.Tx) error {
+		q, err := tx.Project(p.Name)
+		if err != nil {
+			return err
+		}
+		if q.Move == nil || q.Move.ID != mv.ID {
+			return nil
+		}
+		if q.Move.State == store.MoveDeploying {
+			return nil // the incoming reconciler ends it
+		}
+		q.Move = nil
+		if err := tx.PutProject(q); err != nil {
+			return err
+		}
+		op, err := tx.Operation(mv.Operation)
+		if err != nil {
+			return err
+		}
+		if !op.State.Final() {
+			op.State, op.Error, op.EndTime = store.OpFailed, "move to host "+mv.To+": "+why.Error(), tx.Now()
+			for i := range op.Steps {
+				if op.Steps[i].State == store.StepRunning {
+					op.Steps[i].State, op.Steps[i].EndTime, op.Steps[i].Message = store.StepFailed, tx.Now(), why.Error()
+				}
+			}
+			return tx.PutOperation(op)
+		}
+		return nil
+	})
+	if err != nil {
+		m.log.Error("record the failed move", "project", p.Name, "err", err)
+	}
+	snaps := snapshot.NewDir(m.opt.BaseDir)
+	if mv.To == m.opt.Host {
+		snaps.Remove(p.Name, mv.ID)
+		snaps.Remove(p.Name, snapshot.MediaID(mv.ID))
+	}
+}
+
+// prune withdraws and removes the exports of moves that are over.
+func (m *Mover) prune(keep map[string]bool) error {
+	es, err := os.ReadDir(m.dir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		id := strings.TrimSuffix(e.Name(), "-media")
+		if keep[id] || strings.HasPrefix(e.Name(), "in-") {
+			continue
+		}
+		if m.opt.Peer != nil {
+			m.opt.Peer.Withdraw(e.Name())
+		}
+		if err := os.Remove(filepath.Join(m.dir(), e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// step records a step of the move in its operation (the mover's own: the
+// incoming reconciler records the deploy's).
+func (m *Mover) step(ctx context.Context, opID, name string, state store.StepState, msg string) error {
+	_, err := m.st.UpdateOperation(ctx, opID, func(op *store.Operation) error {
+		now := time.Now()
+		// The operation stays PENDING until the incoming reconciler
+		// claims it: one it finds RUNNING it takes for a run an opusd
+		// left half done, and starts its steps afresh.
+		for i := range op.Steps {
+			if op.Steps[i].Name == name {
+				op.Steps[i].State, op.Steps[i].Message = state, msg
+				if state != store.StepRunning {
+					op.Steps[i].EndTime = now
+				}
+				return nil
+			}
+		}
+		op.Steps = append(op.Steps, store.Step{Name: name, State: state, StartTime: now, Message: msg})
+		return nil
+	})
+	return err
+}
+
+// bounded fails a write past left bytes.
+type bounded struct {
+	w    io.Writer
+	left int64
+}
+
+func (b *bounded) Write(p []byte) (int, error) {
+	if int64(len(p)) > b.left {
+		return 0, fmt.Errorf("the data is larger than snapshot_max_bytes allows")
+	}
+	n, err := b.w.Write(p)
+	b.left -= int64(n)
+	return n, err
+}
