@@ -167,8 +167,8 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	defer con.close()
 	svc, err = service.New(service.Config{
 		Store: st, Privd: privd, Reconciler: rec, Admins: service.GroupAdmins{Group: cfg.AdminGroup},
-		Uploads:    uploads,
-		HostName:   cfg.Host(), Mover: mv.kicker(),
+		Uploads:  uploads,
+		HostName: cfg.Host(), Mover: mv.kicker(),
 		UserPrefix: cfg.UserPrefix, ProjectUIDs: cfg.ProjectUIDs, ServerSuffix: cfg.ServerSuffix, HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
 		MaxUpload: uploadLimits.MaxCompressed, Logger: log, ConsoleURL: con.url(), TLSSecurityLevel: cfg.TLSSecurityLevel,
 		HostCheck: drift.Host{BaseDir: cfg.BaseDir, SitesDir: layout.Sites(cfg.ApacheDir), BackendsDir: layout.Backends(cfg.ApacheDir), UserPrefix: cfg.UserPrefix, UIDs: cfg.ProjectUIDs},
