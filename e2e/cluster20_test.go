@@ -255,3 +255,76 @@ for row in c.execute(sys.argv[2]):
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// TestClusterMoveFailsLeavesNothing: a move whose copy cannot deploy on
+// the target (the app refuses to start there) fails with the reason, and
+// leaves the project where it was — serving on b, READY, its spec and
+// generation as before — and nothing of the copy on a: no user, no
+// directories, no site, no data snapshot; the project can be changed (and
+// moved) again.
+func TestClusterMoveFailsLeavesNothing(t *testing.T) {
+	a, b := needClusterPeer(t)
+	name := b.newProject(t)
+	app := newGitApp(t, "picky", "picky on b")
+	app.write(t, "apps.py", `import os
+
+from django.apps import AppConfig
+from django.conf import settings
+
+
+class PickyConfig(AppConfig):
+    name = "picky"
+    default = True
+
+    def ready(self):
+        if "/etcdhost/" in str(settings.PROJECT_ROOT):
+            raise RuntimeError("picky will not run on etcdhost")
+`)
+	app.git(t, "add", "-A")
+	app.git(t, "commit", "-q", "-m", "picky")
+	b.mustCtl(t, 0, "create", name, "--host", "hostb", "--app", app.dir)
+	mustGet(t, webClient(), b.url(name, "https", "/picky/"), "picky on b")
+	before := b.show(t, name)
+	accounts := hostState(t)
+
+	r := b.ctl(t, 0, "", "move", name, "--to", "etcdhost")
+	if r.code == 0 {
+		t.Fatalf("move of an app that cannot run on the target succeeded:\n%s", r.out)
+	}
+	if !strings.Contains(r.out+r.err, "picky will not run on etcdhost") {
+		t.Errorf("the failed move does not say why:\n%s%s", r.out, r.err)
+	}
+	// Where it was, as it was, serving, and changeable at once.
+	b.mustCtl(t, 0, "set", name, "env.AFTER_MOVE=1")
+	after := b.show(t, name)
+	if after.Phase != "PHASE_READY" || after.Host != "hostb" || after.Generation == before.Generation {
+		t.Errorf("after the failed move and a change: phase %s, host %q, generation %s; want READY on hostb past %s", after.Phase, after.Host, after.Generation, before.Generation)
+	}
+	mustGet(t, webClient(), b.url(name, "https", "/picky/"), "picky on b")
+	// Nothing of the copy on a, once its teardown is through.
+	waitFor(t, 60*time.Second, "a's copy torn down", func() bool {
+		_, err := user.Lookup(a.projUser(name))
+		return err != nil && !exists(filepath.Join(a.cfg.BaseDir, "projects", name))
+	})
+	if got := hostState(t); got != accounts {
+		t.Errorf("accounts changed by the failed move:\n%s\nwant\n%s", got, accounts)
+	}
+	sites, _ := os.ReadDir(layout.Sites(a.cfg.ApacheDir))
+	for _, s := range sites {
+		if strings.Contains(s.Name(), name) {
+			t.Errorf("a kept site %s of the failed copy", s.Name())
+		}
+	}
+	if exists(filepath.Join(a.cfg.BaseDir, "snapshots", name)) {
+		entries, _ := os.ReadDir(filepath.Join(a.cfg.BaseDir, "snapshots", name))
+		if len(entries) > 0 {
+			t.Errorf("a kept %d data snapshot files of the failed copy", len(entries))
+		}
+	}
+	// Not stuck: it may try to move again.
+	again := b.ctl(t, 0, "", "move", name, "--to", "etcdhost", "--no-wait")
+	if again.code != 0 {
+		t.Fatalf("a second move was refused: %s", again.err)
+	}
+	b.ctl(t, 0, "", "wait", strings.TrimSpace(again.out))
+}

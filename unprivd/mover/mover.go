@@ -386,13 +386,25 @@ func (m *Mover) watchDeploy(ctx context.Context, p *store.Project) error {
 // Switch ends a move in the commit that ends its operation (the incoming
 // reconciler's, in tx): c, this host's deployed copy, becomes the
 // project, and the source's record goes to the departing facet, for the
-// source to tear down.
+// source to tear down. A copy that failed, and was torn down (c.Deleting),
+// ends the move instead, leaving the project where it was.
 func Switch(host string) func(tx *store.Tx, c *store.Project) error {
 	return func(tx *store.Tx, c *store.Project) error {
 		main := tx.Main()
 		old, err := main.Project(c.Name)
 		if err != nil {
 			return err
+		}
+		if c.Deleting {
+			// The copy failed and is torn down: the move ends with its
+			// operation, and the project stays where it was.
+			if old.Move != nil && old.Move.To == host {
+				old.Move = nil
+				if err := main.PutProject(old); err != nil {
+					return err
+				}
+			}
+			return tx.DeleteProject(c.Name)
 		}
 		if old.Move == nil || old.Move.To != host {
 			return fmt.Errorf("project %s is no longer moving here", c.Name)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/opus-hosting/opus/internal/config"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
@@ -41,6 +42,9 @@ func newMoves(cfg config.Config, st *store.Store, privd privdv1.PrivdClient, rop
 	in.ACME, in.Succeeded = nil, nil
 	in.Kinds = []store.OpKind{store.OpMove}
 	in.Finish = mover.Switch(cfg.Host())
+	// A copy's deploy that ends (a failed one: its move is to be
+	// cleared) wakes the mover at once.
+	in.Observer = endKicker{Observer: ropt.Observer, kick: func() { m.mover.Kick() }}
 	m.in = reconcile.New(st.Facet(store.FacetIncoming), privd, in)
 	out := ropt
 	out.ACME, out.Succeeded = nil, nil
@@ -105,4 +109,24 @@ func (m *moves) close() {
 	if m != nil && m.peer != nil {
 		m.peer.Close()
 	}
+}
+
+// endKicker tells an Observer what it is told, and calls kick when an
+// operation ends.
+type endKicker struct {
+	reconcile.Observer
+	kick func()
+}
+
+func (o endKicker) StepEnded(step string, d time.Duration) {
+	if o.Observer != nil {
+		o.Observer.StepEnded(step, d)
+	}
+}
+
+func (o endKicker) OperationEnded(kind store.OpKind, state store.OpState) {
+	if o.Observer != nil {
+		o.Observer.OperationEnded(kind, state)
+	}
+	o.kick()
 }

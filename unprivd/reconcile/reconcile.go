@@ -164,9 +164,10 @@ type Options struct {
 	// project's old copy as DEPART.
 	DeleteKind store.OpKind
 	// Finish, when set, stores the project at the end of a successful
-	// run instead of putting it back, in the commit that ends the run's
-	// operations (the incoming facet's: the move's switch, see
-	// unprivd/mover).
+	// run instead of putting it back (or, after a teardown, instead of
+	// deleting it; p.Deleting says which), in the commit that ends the
+	// run's operations (the incoming facet's: the move's switch, or its
+	// end when the copy failed and was torn down; see unprivd/mover).
 	Finish func(tx *store.Tx, p *store.Project) error
 }
 
@@ -1009,6 +1010,9 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 			return err
 		}
 		if t.deleting {
+			if r.opt.Finish != nil {
+				return r.opt.Finish(tx, p)
+			}
 			return tx.DeleteProject(p.Name, ids...)
 		}
 		t.commitApplied(p)
