@@ -150,3 +150,89 @@ func TestTwoHosts(t *testing.T) {
 		t.Fatalf("change to a's own project: %v", err)
 	}
 }
+
+// TestMoveRefused: a move that could not carry the project whole is
+// refused before anything is recorded, each with a reason a user can act
+// on; a move recorded refuses changes to the project until it ends.
+func TestMoveRefused(t *testing.T) {
+	srv := etcdForTest(t)
+	ctx := context.Background()
+	a := clusterHost(t, srv, "a", 10)
+	clusterHost(t, srv, "b", 10)
+	// c answers but takes part in no moves (no peer listener).
+	for _, h := range []store.Host{{Name: "a", PeerAddr: "127.0.0.1:1", PeerFingerprint: "x"}, {Name: "b", PeerAddr: "127.0.0.1:2", PeerFingerprint: "y"}} {
+		h.Capacity = 10
+		if err := a.st.RegisterHost(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.st.RegisterHost(ctx, store.Host{Name: "c", Capacity: 10}); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(name string, edit func(*store.Project)) {
+		t.Helper()
+		if _, err := a.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: name, Host: "a"}); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			p, err := a.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: name})
+			if err == nil && p.GetPhase() == opusv1.Phase_PHASE_READY {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not READY", name)
+			}
+		}
+		if edit != nil {
+			if _, err := a.st.UpdateProject(ctx, name, func(p *store.Project) error { edit(p); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ready("plain", nil)
+	ready("onpg", func(p *store.Project) { p.Spec.Database = &store.Database{Engine: "postgresql"} })
+	ready("uploaded", func(p *store.Project) {
+		p.Spec.Apps = append(p.Spec.Apps, store.AppSpec{Name: "blog", Upload: &store.UploadSource{Digest: "sha256:ab"}})
+	})
+	ready("behind", func(p *store.Project) { p.Generation++ })
+	for _, tc := range []struct {
+		name, project, to string
+		code              codes.Code
+		want              string
+	}{
+		{"no host named", "plain", "", codes.InvalidArgument, "name the host to move the project to"},
+		{"same host", "plain", "a", codes.InvalidArgument, "already on host a"},
+		{"no such host", "plain", "z", codes.InvalidArgument, `no host "z" is answering`},
+		{"host without peer", "plain", "c", codes.FailedPrecondition, "host c takes part in no moves: set peer_listen"},
+		{"postgresql", "onpg", "b", codes.FailedPrecondition, "keeps its data in PostgreSQL"},
+		{"uploaded app", "uploaded", "b", codes.FailedPrecondition, `app "blog" of project "uploaded" was uploaded`},
+		{"not deployed", "behind", "b", codes.FailedPrecondition, "is not deployed at its current spec"},
+		{"no such project", "nope", "b", codes.NotFound, `project "nope" not found`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := a.st.GetProject(ctx, tc.project)
+			ops, _ := a.st.ListOperations(ctx, tc.project, 0)
+			_, err := a.client.MoveProject(ctx, &opusv1.MoveProjectRequest{Name: tc.project, To: tc.to})
+			if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.want) {
+				t.Fatalf("move %s to %q: %v; want %v saying %q", tc.project, tc.to, err, tc.code, tc.want)
+			}
+			after, _ := a.st.GetProject(ctx, tc.project)
+			opsAfter, _ := a.st.ListOperations(ctx, tc.project, 0)
+			if (before != nil && (after.Move != nil || after.Generation != before.Generation)) || len(opsAfter) != len(ops) {
+				t.Errorf("the refused move left a record: move %+v, operations %d → %d", after.Move, len(ops), len(opsAfter))
+			}
+		})
+	}
+	// Recorded: changes wait (a move fails here at once, with no peer
+	// listener behind the addresses, but not before this is checked).
+	if _, err := a.st.UpdateProject(ctx, "plain", func(p *store.Project) error {
+		p.Move = &store.Move{ID: "m", From: "a", To: "b", Operation: "op-x", State: store.MoveDeploying}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.client.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: "plain", Set: map[string]string{"debug": "true"}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "is moving to host b") {
+		t.Fatalf("a change while moving: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -87,7 +88,7 @@ func (s *Service) movable(tx *store.Tx, p *store.Project, to string) error {
 		for _, h := range hs {
 			names = append(names, h.Name)
 		}
-		return invalid("to", "no host %q is answering; the live hosts are %v", to, names)
+		return invalid("to", "no host %q is answering; the live hosts are %s", to, strings.Join(names, ", "))
 	}
 	for _, h := range []string{p.Host, to} {
 		j := slices.IndexFunc(hs, func(x store.Host) bool { return x.Name == h })
