@@ -328,3 +328,70 @@ class PickyConfig(AppConfig):
 	}
 	b.ctl(t, 0, "", "wait", strings.TrimSpace(again.out))
 }
+
+// TestClusterTakeOverFromBackup: a project whose host died is restored on
+// another host from its last backup, on request (restore --replace
+// --take-over): it is that host's, READY, with the backup's data; the dead
+// host, back, removes its own copy; nothing is left on it.
+func TestClusterTakeOverFromBackup(t *testing.T) {
+	a, b := needClusterPeer(t)
+	name := b.newProject(t)
+	t.Cleanup(func() {
+		if _, err := user.Lookup(a.projUser(name)); err == nil {
+			a.ctl(t, 0, "", "destroy", name, "--yes")
+		}
+	})
+	app := newGitApp(t, "rescued", "rescued app")
+	if r := b.ctl(t, 0, adminPassword+"\n", "create", name, "--host", "hostb", "--app", app.dir,
+		"--admin", "--superuser", "keeper", "--superuser-email", "keeper@example.com", "--superuser-password-stdin"); r.code != 0 {
+		t.Fatalf("create on b: %s", r.err)
+	}
+	file := filepath.Join(root, name+".opus")
+	b.mustCtl(t, 0, "backup", name, "-o", file)
+
+	// Refused while b answers: that is what move is for.
+	if r := a.ctl(t, 0, "", "restore", file, "--replace", "--take-over"); r.code == 0 || !strings.Contains(r.err, "which is answering") {
+		t.Errorf("take-over of a project whose host answers: exit %d, %q", r.code, r.err)
+	}
+
+	b.killDaemons(t)
+	back := false
+	t.Cleanup(func() {
+		if !back {
+			b.startPrivd()
+			b.startOpusd()
+		}
+	})
+	waitFor(t, 30*time.Second, "UNREACHABLE through a", func() bool { return a.show(t, name).Phase == "PHASE_UNREACHABLE" })
+	out := a.mustCtl(t, 0, "restore", file, "--replace", "--take-over")
+	if !strings.Contains(out, "restored data snapshot") {
+		t.Errorf("the take-over's progress does not show the data restored:\n%s", out)
+	}
+	if p := a.show(t, name); p.Phase != "PHASE_READY" || p.Host != "etcdhost" {
+		t.Errorf("after the take-over: phase %s on %q; want READY on etcdhost", p.Phase, p.Host)
+	}
+	mustGet(t, webClient(), a.url(name, "https", "/rescued/"), "rescued app")
+	if got := a.sqlite(t, name, "select username from auth_user"); got != "keeper" {
+		t.Errorf("a's database has users %q; want the backup's, keeper", got)
+	}
+
+	// b back: it removes its copy, and serves the project no more.
+	if err := b.startPrivd(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.startOpusd(); err != nil {
+		t.Fatal(err)
+	}
+	back = true
+	waitFor(t, 90*time.Second, "b's copy torn down", func() bool {
+		_, err := user.Lookup(b.projUser(name))
+		return err != nil && !exists(filepath.Join(b.cfg.BaseDir, "projects", name))
+	})
+	if p := b.show(t, name); p.Host != "etcdhost" || p.Phase != "PHASE_READY" {
+		t.Errorf("through b once back: phase %s on %q; want READY on etcdhost", p.Phase, p.Host)
+	}
+	a.mustCtl(t, 0, "destroy", name, "--yes")
+	if _, err := user.Lookup(a.projUser(name)); err == nil {
+		t.Errorf("a's user is left after destroy")
+	}
+}

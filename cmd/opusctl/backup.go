@@ -112,9 +112,9 @@ func writeNew(file string, fill func(io.Writer) (int64, error)) (int64, error) {
 
 func (c *cli) restoreCommand() *cobra.Command {
 	var as, owner string
-	var replace bool
+	var replace, takeOver bool
 	cmd := &cobra.Command{
-		Use:   "restore FILE [--as NEWNAME] [--replace] [--owner USER]",
+		Use:   "restore FILE [--as NEWNAME] [--replace [--take-over]] [--owner USER]",
 		Short: "Make a project from a backup",
 		Long: `restore brings back the project in FILE (written by 'opusctl backup'; - reads
 stdin), on this host or another: the same apps at the same revisions, settings,
@@ -133,14 +133,25 @@ whose data was damaged. A restore is all or nothing: if it fails, a new
 project is removed again, and a replaced one is put back as it was (its code,
 settings, database and media), as for any failed change.
 
+With several hosts (README: "Scaling past one host"), --replace works on the
+host that serves the project. When that host is not answering (the project is
+UNREACHABLE), --replace --take-over restores it here instead: this host deploys
+its copy from the backup while the project keeps its record, and once the copy
+answers it is the project, here; the old host removes its own copy when it is
+back. If the copy fails, the project stays as it was.
+
 Upgrading Opus or your apps? Back up first; if the upgrade goes wrong,
 'opusctl restore FILE --replace' brings the project back.`,
 		Example: `  opusctl restore blog-2026-12-05.opus
   opusctl restore blog-2026-12-05.opus --as blog_copy
-  opusctl restore blog-2026-12-05.opus --replace`,
+  opusctl restore blog-2026-12-05.opus --replace
+  opusctl restore blog-2026-12-05.opus --replace --take-over   # its host is down`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			info := &opusv1.RestoreInfo{Name: as, Replace: replace}
+			if takeOver && !replace {
+				return usagef("--take-over restores over the project: give --replace too")
+			}
+			info := &opusv1.RestoreInfo{Name: as, Replace: replace, TakeOver: takeOver}
 			if owner != "" {
 				uid, err := lookupUID(owner)
 				if err != nil {
@@ -166,6 +177,7 @@ Upgrading Opus or your apps? Back up first; if the upgrade goes wrong,
 	}
 	cmd.Flags().StringVar(&as, "as", "", "restore under this name instead of the backup's")
 	cmd.Flags().BoolVar(&replace, "replace", false, "restore over an existing project of yours of that name (all or nothing)")
+	cmd.Flags().BoolVar(&takeOver, "take-over", false, "with --replace: restore a project whose host is not answering on this host instead")
 	cmd.Flags().StringVar(&owner, "owner", "", "make USER (a name or uid) the owner (admins only)")
 	return cmd
 }

@@ -363,13 +363,18 @@ func incomingCopy(p *store.Project, host string, now time.Time) *store.Project {
 	return c
 }
 
-// watchDeploy ends a move whose copy failed: the incoming reconciler
-// failed the operation and removed the copy; the project stays where it
-// was.
+// watchDeploy keeps a move's copy deploying, and ends a move whose copy
+// failed if that was not done with its operation (Switch does it).
 func (m *Mover) watchDeploy(ctx context.Context, p *store.Project) error {
 	op, err := m.st.GetOperation(ctx, p.Move.Operation)
-	if err != nil || !op.State.Final() {
+	if err != nil {
 		return err
+	}
+	if !op.State.Final() {
+		// Its copy deploys (again, after a restart of this opusd; or
+		// first, for a copy a restore made here from a backup).
+		m.opt.Incoming.Kick(p.Name)
+		return nil
 	}
 	if _, err := m.in.GetProject(ctx, p.Name); err == nil {
 		return nil // its teardown is still going on

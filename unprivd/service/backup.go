@@ -416,10 +416,17 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 		if p.Deleting {
 			return status.Errorf(codes.FailedPrecondition, "project %q is being deleted; wait until that is done and restore again without --replace", name)
 		}
-		if !s.servedHere(p) {
+		switch {
+		case p.Move != nil:
+			return moving(p)
+		case s.servedHere(p) && info.GetTakeOver():
+			return invalid("take_over", "project %q is this host's already: restore over it with replace alone", name)
+		case !s.servedHere(p) && info.GetTakeOver() && !s.unreachable(p):
+			return status.Errorf(codes.FailedPrecondition, "project %q is served by host %s, which is answering: move it (opusctl move %s --to %s), or restore over it there", name, p.Host, name, s.cfg.HostName)
+		case !s.servedHere(p) && !info.GetTakeOver():
 			// The backup's data is spooled here, and the project's
 			// host takes it from nowhere else.
-			return s.elsewhere(p, "restore over it")
+			return s.elsewhere(p, "restore over it (or, while that host is not answering, restore it here with --take-over)")
 		}
 		existing = p
 		return nil
@@ -517,8 +524,33 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			}
 		case err != nil:
 			return err
-		case existing == nil || p.OwnerUID != existing.OwnerUID || p.Deleting:
+		case existing == nil || p.OwnerUID != existing.OwnerUID || p.Deleting || p.Host != existing.Host || p.Move != nil:
 			return status.Errorf(codes.Aborted, "project %q changed during the restore; restore again", name)
+		case info.GetTakeOver():
+			// Taken over from a host that is not answering: a move to this
+			// host whose data comes from the backup. This host deploys its
+			// copy in the incoming facet; once it answers it becomes the
+			// project and the old record goes to the departing facet, which
+			// the old host tears down when it is back; if it fails, the
+			// project is as it was (unprivd/mover).
+			for _, f := range []string{store.FacetIncoming, store.FacetDeparting} {
+				if _, err := tx.Facet(f).Project(name); err == nil {
+					return status.Errorf(codes.FailedPrecondition, "project %q still has a copy from its last move on a host: try again once that is done", name)
+				}
+			}
+			spec.Certificate = p.Spec.Certificate
+			in := &store.Project{Name: name, OwnerUID: owner, Host: s.cfg.HostName, Spec: spec, Generation: p.Generation,
+				Status: store.Status{Phase: store.PhasePending}, Secrets: &store.Secrets{SecretKey: arch.Secrets.SecretKey},
+				Snapshots: []store.Snapshot{rec}}
+			in.Spec.RestoreSnapshot = id
+			if err := tx.Facet(store.FacetIncoming).CreateProject(in); err != nil {
+				return err
+			}
+			if op, err = tx.NewOperation(p, store.OpMove, c.uid); err != nil {
+				return err
+			}
+			p.Move = &store.Move{ID: id, From: p.Host, To: s.cfg.HostName, Operation: op.ID, State: store.MoveDeploying, Time: tx.Now()}
+			return tx.PutProject(p)
 		default:
 			// Over an existing project: a change like any other, undone
 			// whole if it fails (the reconciler takes a copy of the data
@@ -557,8 +589,11 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 		return nil, s.storeErr(ctx, err)
 	}
 	s.log.InfoContext(ctx, "project restored from a backup", "project", name, "uid", c.uid, "owner", owner,
-		"replace", existing != nil, "operation", op.ID, "backup_created", arch.Manifest.Created, "backup_opus", arch.Manifest.OpusVersion)
+		"replace", existing != nil, "take_over", info.GetTakeOver(), "operation", op.ID, "backup_created", arch.Manifest.Created, "backup_opus", arch.Manifest.OpusVersion)
 	s.kick.Kick(name)
+	if info.GetTakeOver() && s.cfg.Mover != nil {
+		s.cfg.Mover.Kick()
+	}
 	return toOperation(op), nil
 }
 

@@ -4152,7 +4152,12 @@ type RestoreInfo struct {
 	// project is put back as it was.
 	Replace bool `protobuf:"varint,2,opt,name=replace,proto3" json:"replace,omitempty"`
 	// owner_uid makes another user the owner (admins only); 0 is the caller.
-	OwnerUid      uint32 `protobuf:"varint,3,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
+	OwnerUid uint32 `protobuf:"varint,3,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
+	// take_over, with replace, restores a project whose host is not
+	// answering (UNREACHABLE) on this host instead: the project is this
+	// host's from then on, and its old host removes its own copy when it is
+	// back.
+	TakeOver      bool `protobuf:"varint,4,opt,name=take_over,json=takeOver,proto3" json:"take_over,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4206,6 +4211,13 @@ func (x *RestoreInfo) GetOwnerUid() uint32 {
 		return x.OwnerUid
 	}
 	return 0
+}
+
+func (x *RestoreInfo) GetTakeOver() bool {
+	if x != nil {
+		return x.TakeOver
+	}
+	return false
 }
 
 type ListHostsRequest struct {
@@ -4711,11 +4723,12 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x15RestoreProjectRequest\x12*\n" +
 	"\x04info\x18\x01 \x01(\v2\x14.opus.v1.RestoreInfoH\x00R\x04info\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
-	"\x04part\"X\n" +
+	"\x04part\"u\n" +
 	"\vRestoreInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\areplace\x18\x02 \x01(\bR\areplace\x12\x1b\n" +
-	"\towner_uid\x18\x03 \x01(\rR\bownerUid\"\x12\n" +
+	"\towner_uid\x18\x03 \x01(\rR\bownerUid\x12\x1b\n" +
+	"\ttake_over\x18\x04 \x01(\bR\btakeOver\"\x12\n" +
 	"\x10ListHostsRequest\"8\n" +
 	"\x11ListHostsResponse\x12#\n" +
 	"\x05hosts\x18\x01 \x03(\v2\r.opus.v1.HostR\x05hosts\"\xae\x01\n" +
