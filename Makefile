@@ -26,7 +26,7 @@ deps:
 
 ## test: the whole suite — what the README promises and CI runs
 test: deps lint build
-	$(GO) test $(GOTESTFLAGS) -count=1 -timeout 30m ./...
+	$(GO) test $(GOTESTFLAGS) -count=1 -parallel 4 -timeout 30m ./...
 
 ## unit: only the tests that need neither root nor Apache
 unit:
@@ -34,7 +34,7 @@ unit:
 
 ## e2e: only the end-to-end tests (root, real Apache)
 e2e: build
-	$(GO) test -count=1 -timeout 30m -v ./e2e/...
+	$(GO) test -count=1 -parallel 4 -timeout 30m -v ./e2e/...
 
 ## lint: gofmt, go vet, buf lint, and generated code in sync with the protos
 lint: fmt-check vet proto-check

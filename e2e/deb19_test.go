@@ -681,6 +681,9 @@ func debContents(t *testing.T, deb string) string {
 // purged: no process left, and every file and account as before the
 // install.
 func TestDebPackage(t *testing.T) {
+	// Beside the etcd tests, after the others (see joinEtcdTests): it
+	// touches none of the run's hosts.
+	t.Parallel()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}

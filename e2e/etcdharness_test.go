@@ -40,6 +40,7 @@ var (
 // key prefix of its own.
 func startEtcd(t *testing.T) *etcdServer {
 	t.Helper()
+	joinEtcdTests(t)
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
@@ -128,6 +129,25 @@ func (e *etcdServer) call(timeout time.Duration, fn func(context.Context, *clien
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return fn(ctx, c)
+}
+
+// The tests on the run's etcd and its hosts run after every other test
+// (t.Parallel), one at a time (they share the etcd, pause and kill it,
+// and restart its hosts' daemons), beside the packaging tests
+// (TestInstallOnHost, TestDebPackage), which touch none of the run's hosts.
+var (
+	etcdTests  sync.Mutex
+	etcdJoined sync.Map // *testing.T → true, for the tests that joined
+)
+
+// joinEtcdTests makes t one of the etcd tests (once per test).
+func joinEtcdTests(t *testing.T) {
+	if _, loaded := etcdJoined.LoadOrStore(t, true); loaded {
+		return
+	}
+	t.Parallel()
+	etcdTests.Lock()
+	t.Cleanup(etcdTests.Unlock)
 }
 
 // etcdHostN is the run's host number of the etcd host.

@@ -401,6 +401,9 @@ func deleteProjectUser(userName string) {
 // it. The whole package holds the e2e lock, so no other e2e test runs at
 // the same time.
 func TestInstallOnHost(t *testing.T) {
+	// Beside the etcd tests, after the others (see joinEtcdTests): it
+	// touches none of the run's hosts.
+	t.Parallel()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
