@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opus-hosting/opus/client"
+	"github.com/opus-hosting/opus/internal/datasize"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -63,7 +64,7 @@ Bring it back with 'opusctl restore FILE'.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.stderr, "Project %s backed up to %s (%s).\n", printable(name), printable(file), formatSize(n))
+				fmt.Fprintf(c.stderr, "Project %s backed up to %s (%s).\n", printable(name), printable(file), datasize.Text(n))
 				return nil
 			})
 		},

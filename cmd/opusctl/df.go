@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opus-hosting/opus/client"
+	"github.com/opus-hosting/opus/internal/datasize"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -61,8 +62,8 @@ func writeDiskUsage(w io.Writer, resp *opusv1.GetDiskUsageResponse) error {
 		writeRow(t, "PROJECT", "OWNER", "CODE", "DATA", "SNAPSHOTS", "UPLOADS", "GIT CACHE", "REVISIONS")
 		for _, p := range resp.GetProjects() {
 			writeRow(t, p.GetProject(), orDash(p.GetOwner()), countText(p.GetCode()), countText(p.GetData()),
-				fmt.Sprintf("%s (%d)", formatSize(p.GetSnapshotBytes()), p.GetSnapshots()),
-				formatSize(p.GetUploadBytes()), formatSize(p.GetGitCacheBytes()), fmt.Sprint(p.GetRevisions()))
+				fmt.Sprintf("%s (%d)", datasize.Text(p.GetSnapshotBytes()), p.GetSnapshots()),
+				datasize.Text(p.GetUploadBytes()), datasize.Text(p.GetGitCacheBytes()), fmt.Sprint(p.GetRevisions()))
 		}
 		if err := t.Flush(); err != nil {
 			return err
@@ -91,15 +92,15 @@ func writeDiskUsage(w io.Writer, resp *opusv1.GetDiskUsageResponse) error {
 // countText is a size, ">= SIZE" when a bounded walk was cut short.
 func countText(b *opusv1.ByteCount) string {
 	if b.GetAtLeast() {
-		return ">= " + formatSize(b.GetBytes())
+		return ">= " + datasize.Text(b.GetBytes())
 	}
-	return formatSize(b.GetBytes())
+	return datasize.Text(b.GetBytes())
 }
 
 // ofQuota is "USED of QUOTA (P%)", or USED when there is no quota.
 func ofQuota(used, quota int64) string {
 	if quota <= 0 {
-		return formatSize(used) + " (no quota)"
+		return datasize.Text(used) + " (no quota)"
 	}
-	return fmt.Sprintf("%s of %s (%d%%)", formatSize(used), formatSize(quota), used*100/quota)
+	return fmt.Sprintf("%s of %s (%d%%)", datasize.Text(used), datasize.Text(quota), used*100/quota)
 }

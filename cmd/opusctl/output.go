@@ -158,20 +158,6 @@ func formatTime(ts *timestamppb.Timestamp) string {
 	return ts.AsTime().Local().Format("2006-01-02 15:04:05")
 }
 
-// formatSize is a size in bytes for people, as opusd's step messages say
-// it: "131072" is "128.0 KiB".
-func formatSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
-
 // orDash keeps empty table cells visible.
 func orDash(s string) string {
 	if s == "" {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/opus-hosting/opus/client"
+	"github.com/opus-hosting/opus/internal/datasize"
 	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 )
 
@@ -248,7 +249,7 @@ func writeDataSnapshots(w io.Writer, app string, snaps []*opusv1.DataSnapshot) e
 				rev = strconv.FormatInt(r.GetNumber(), 10)
 			}
 		}
-		writeRow(tw, s.GetId(), formatTime(s.GetTime()), formatSize(s.GetSizeBytes()), rev, s.GetEngine())
+		writeRow(tw, s.GetId(), formatTime(s.GetTime()), datasize.Text(s.GetSizeBytes()), rev, s.GetEngine())
 	}
 	return tw.Flush()
 }
