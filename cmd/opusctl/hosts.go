@@ -65,9 +65,11 @@ func (c *cli) moveCommand() *cobra.Command {
 its host takes a copy of the database and the media files, HOST fetches it and
 deploys its own copy of the project from the same spec while the old one
 serves on, and once HOST's copy answers it becomes the project and the old
-host removes its own. Point the project's name at HOST's front then. Changes
-to the project wait until the move is done; if HOST's copy fails, it is
-removed and the project stays where it was.
+host removes its own. Point the project's name at HOST's front then. What
+the site writes on the old host after the copy is taken (new rows, uploaded
+media) is not carried over: move a site that takes writes when it is quiet.
+Changes to the project are refused until the move is done; if HOST's copy
+fails, it is removed and the project stays where it was.
 
 A project moves when it is deployed at its current spec, keeps its data in
 SQLite and takes its apps from git (an uploaded archive is kept by the host

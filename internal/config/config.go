@@ -752,6 +752,10 @@ func (c Config) validateStateStore() error {
 		}
 	}
 	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		if c.StateStore == StoreEtcd {
+			// "Or neither" is no way out here: the store needs them.
+			return errors.New("etcd_cert_file and etcd_key_file: give both, opusd's client certificate and its key (state_store etcd needs them)")
+		}
 		return errors.New("etcd_cert_file and etcd_key_file: give both (opusd's client certificate and its key) or neither")
 	}
 	if c.StateStore == StoreEtcd && (scheme != "https" || c.EtcdCertFile == "") {

@@ -149,7 +149,7 @@ func TestParse(t *testing.T) {
 		{name: "etcd TLS files with http endpoints", in: "etcd_endpoints http://e.example:2379\netcd_ca_file /etc/opus/ca.pem\n", wantErr: "etcd_ca_file: set, but etcd_endpoints are http://"},
 		{name: "etcd client certificate with http endpoints", in: "state_store etcd\netcd_endpoints http://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\netcd_key_file /etc/opus/etcd.key\n", wantErr: "etcd_cert_file: set, but etcd_endpoints are http://"},
 		{name: "etcd cert without key", in: "etcd_endpoints https://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\n", wantErr: "give both"},
-		{name: "etcd cert without key in use", in: "state_store etcd\netcd_endpoints https://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\n", wantErr: "etcd_cert_file and etcd_key_file: give both"},
+		{name: "etcd cert without key in use", in: "state_store etcd\netcd_endpoints https://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\n", wantErr: "etcd_cert_file and etcd_key_file: give both, opusd's client certificate and its key (state_store etcd needs them)"},
 		{name: "etcd key without cert", in: "etcd_endpoints https://e.example:2379\netcd_key_file /etc/opus/etcd.key\n", wantErr: "give both"},
 		{name: "etcd key relative", in: "state_store etcd\netcd_endpoints https://e.example:2379\netcd_cert_file /etc/opus/etcd.crt\netcd_key_file etcd.key\n", wantErr: "etcd_key_file: \"etcd.key\" must be a clean absolute path"},
 		{name: "host name", in: "host_name web-1\n", check: func(c Config) bool { return c.HostName == "web-1" && c.Host() == "web-1" }},

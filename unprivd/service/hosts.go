@@ -83,7 +83,7 @@ func (s *Service) changeable(p *store.Project) error {
 	}
 	if s.unreachable(p) {
 		return status.Errorf(codes.FailedPrecondition,
-			"project %q is served by host %s, which is not answering: changes to it wait until that host is back", p.Name, p.Host)
+			"project %q is served by host %s, which is not answering: changes to it are refused until that host is back (see 'opusctl hosts'); try again then", p.Name, p.Host)
 	}
 	return nil
 }

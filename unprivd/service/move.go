@@ -122,5 +122,5 @@ func moving(p *store.Project) error {
 	if p.Move == nil {
 		return nil
 	}
-	return status.Error(codes.FailedPrecondition, fmt.Sprintf("project %q is moving to host %s (operation %s): changes wait until the move is done", p.Name, p.Move.To, p.Move.Operation))
+	return status.Error(codes.FailedPrecondition, fmt.Sprintf("project %q is moving to host %s: changes to it are refused until the move is done (follow it with 'opusctl wait %s'); try again then", p.Name, p.Move.To, p.Move.Operation))
 }
