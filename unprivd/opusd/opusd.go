@@ -189,19 +189,24 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)
 
+	// Listed among the hosts before it works on a project: a host_name
+	// another live host holds is refused here, before this opusd takes
+	// that host's projects for its own. New projects may be placed here
+	// from then on; the reconciler starts next and picks them up.
+	instance, err := hostInstance(cfg.BaseDir)
+	if err != nil {
+		return fmt.Errorf("this host's instance id: %w", err)
+	}
+	h := store.Host{Name: cfg.Host(), Front: cfg.Front(), Capacity: cfg.HostCapacity, Since: time.Now(), Instance: instance}
+	h.PeerAddr, h.PeerFingerprint = mv.peerAddr(cfg)
+	if err := st.RegisterHost(ctx, h); err != nil {
+		return err
+	}
 	// Step work is not cut off by the signal: Stop gives it a grace period.
 	if err := rec.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	// Listed among the hosts once it reconciles: from then on new
-	// projects may be placed here, and the others see this host's
-	// projects as reachable.
 	if err := mv.start(ctx); err != nil {
-		return err
-	}
-	h := store.Host{Name: cfg.Host(), Front: cfg.Front(), Capacity: cfg.HostCapacity, Since: time.Now()}
-	h.PeerAddr, h.PeerFingerprint = mv.peerAddr(cfg)
-	if err := st.RegisterHost(ctx, h); err != nil {
 		return err
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -1,9 +1,12 @@
 package opusd
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -90,6 +93,11 @@ func readPEMFile(key, path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s %s: not a regular file", key, path)
 	}
+	if key == "etcd_key_file" && fi.Mode().Perm()&0o077 != 0 {
+		// Whoever reads it may rewrite Opus's state, as ssh refuses a
+		// private key others can read.
+		return nil, fmt.Errorf("etcd_key_file %s: readable or writable by others (mode %04o): the key lets whoever reads it rewrite Opus's state; chmod 0400 it, owned by the opus user", path, fi.Mode().Perm())
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", key, path, err)
@@ -101,4 +109,42 @@ func readPEMFile(key, path string) ([]byte, error) {
 		return nil, errors.New(key + " " + path + ": empty; give a PEM file")
 	}
 	return data, nil
+}
+
+// hostInstance is this host's instance id (store.Host.Instance), kept in
+// base_dir/host-instance: made once, then read at every start, so that
+// the host's restarted opusd takes its own registration back and another
+// host claiming the same host_name is refused.
+func hostInstance(baseDir string) (string, error) {
+	path := filepath.Join(baseDir, "host-instance")
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err == nil {
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, 65))
+		id := string(bytes.TrimSpace(b))
+		if err != nil || len(id) != 32 {
+			return "", fmt.Errorf("%s: not an instance id (32 hex digits); remove it to make a new one", path)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b[:])
+	if err := os.WriteFile(path+".new", []byte(id+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Link(path+".new", path); err != nil {
+		os.Remove(path + ".new")
+		if errors.Is(err, os.ErrExist) {
+			return hostInstance(baseDir) // made meanwhile
+		}
+		return "", err
+	}
+	os.Remove(path + ".new")
+	return id, nil
 }

@@ -41,6 +41,10 @@ func TestEtcdTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing.pem")
+	readable := write("readable.key", key)
+	if err := os.Chmod(readable, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, endpoints, ca, crt, key string
 		wantErr                       string
@@ -57,6 +61,7 @@ func TestEtcdTLS(t *testing.T) {
 		{name: "certificate a FIFO", endpoints: "https://etcd.example:2379", ca: ca, crt: fifo, key: k, wantErr: "etcd_cert_file " + fifo + ": not a regular file"},
 		{name: "certificate not PEM", endpoints: "https://etcd.example:2379", ca: ca, crt: notPEM, key: k, wantErr: "etcd_cert_file " + notPEM + " and etcd_key_file " + k + ": not a certificate and its key"},
 		{name: "key missing", endpoints: "https://etcd.example:2379", crt: c, key: missing, wantErr: "etcd_key_file: open " + missing},
+		{name: "key others can read", endpoints: "https://etcd.example:2379", crt: c, key: readable, wantErr: "etcd_key_file " + readable + ": readable or writable by others (mode 0644)"},
 		{name: "key too large", endpoints: "https://etcd.example:2379", crt: c, key: big, wantErr: "etcd_key_file " + big + ": larger than"},
 		{name: "key of another certificate", endpoints: "https://etcd.example:2379", crt: other, key: k, wantErr: "etcd_cert_file " + other + " and etcd_key_file " + k + ": not a certificate and its key"},
 	}

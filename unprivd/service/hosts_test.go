@@ -26,7 +26,7 @@ func clusterHost(t *testing.T, srv *etcdtest.Server, name string, capacity int) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	if err := st.RegisterHost(context.Background(), store.Host{Name: name, Front: "127.0.0.1:80", Capacity: capacity}); err != nil {
+	if err := st.RegisterHost(context.Background(), store.Host{Name: name, Front: "127.0.0.1:80", Capacity: capacity, Instance: name + "-instance"}); err != nil {
 		t.Fatal(err)
 	}
 	return startServer(t, serverOpt{store: st, hostName: name, reconciler: true})
@@ -163,7 +163,7 @@ func TestMoveRefused(t *testing.T) {
 	clusterHost(t, srv, "b", 10)
 	// c answers but takes part in no moves (no peer listener).
 	for _, h := range []store.Host{{Name: "a", PeerAddr: "127.0.0.1:1", PeerFingerprint: "x"}, {Name: "b", PeerAddr: "127.0.0.1:2", PeerFingerprint: "y"}} {
-		h.Capacity = 10
+		h.Capacity, h.Instance = 10, h.Name+"-instance"
 		if err := a.st.RegisterHost(ctx, h); err != nil {
 			t.Fatal(err)
 		}

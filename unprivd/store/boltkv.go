@@ -38,7 +38,7 @@ func (b *boltKV) update(_ context.Context, began func(), fn func(kvTx) error) er
 }
 
 // register writes value once: a file has one host, this one.
-func (b *boltKV) register(ctx context.Context, bucket, key, value []byte) error {
+func (b *boltKV) register(ctx context.Context, bucket, key, value []byte, _ func([]byte) bool) error {
 	return b.update(ctx, func() {}, func(t kvTx) error { return t.put(bucket, key, value) })
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/btree"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/mirror"
 	"go.uber.org/zap"
@@ -373,7 +374,7 @@ func (e *etcdKV) apply(wr clientv3.WatchResponse) {
 // register keeps key under a lease of hostTTL, renewed until the store
 // closes; a lease lost (the cluster out of reach for longer than ttl) is
 // replaced by a new one as soon as the cluster answers.
-func (e *etcdKV) register(ctx context.Context, bucket, key, value []byte) error {
+func (e *etcdKV) register(ctx context.Context, bucket, key, value []byte, mine func(old []byte) bool) error {
 	k := e.prefix + treeKey(bucket, key)
 	grant := func(ctx context.Context) (clientv3.LeaseID, error) {
 		ctx, cancel := context.WithTimeout(ctx, e.timeout)
@@ -382,7 +383,21 @@ func (e *etcdKV) register(ctx context.Context, bucket, key, value []byte) error 
 		if err != nil {
 			return 0, e.commitError(err)
 		}
-		if _, err := e.c.Put(ctx, k, string(value), clientv3.WithLease(l.ID)); err != nil {
+		// Written if absent, or over a record mine says is this one's
+		// (its own, left by its last run): never over another's.
+		resp, err := e.c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, string(value), clientv3.WithLease(l.ID))).
+			Else(clientv3.OpGet(k)).Commit()
+		if err == nil && !resp.Succeeded {
+			kvs := resp.Responses[0].GetResponseRange().Kvs
+			if len(kvs) == 1 && !mine(kvs[0].Value) {
+				e.c.Revoke(ctx, l.ID)
+				return 0, &TakenError{Record: kvs[0].Value}
+			}
+			_, err = e.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", modOf(kvs))).
+				Then(clientv3.OpPut(k, string(value), clientv3.WithLease(l.ID))).Commit()
+		}
+		if err != nil {
 			return 0, e.commitError(err)
 		}
 		return l.ID, nil
@@ -405,6 +420,8 @@ func (e *etcdKV) register(ctx context.Context, bucket, key, value []byte) error 
 					return
 				case <-time.After(backoff):
 				}
+				// Lost (cut off longer than the TTL): back once the
+				// cluster answers, unless another took the name meanwhile.
 				if id, err = grant(e.ctx); err == nil {
 					break
 				}
@@ -413,6 +430,22 @@ func (e *etcdKV) register(ctx context.Context, bucket, key, value []byte) error 
 	}()
 	return nil
 }
+
+// modOf is the revision that last wrote the one key of kvs (0: none).
+func modOf(kvs []*mvccpb.KeyValue) int64 {
+	if len(kvs) == 1 {
+		return kvs[0].ModRevision
+	}
+	return 0
+}
+
+// TakenError is RegisterHost's refusal: another opusd holds the name.
+type TakenError struct {
+	// Record is the holder's registration (a Host, JSON).
+	Record []byte
+}
+
+func (e *TakenError) Error() string { return "the name is held by another opusd" }
 
 func (e *etcdKV) shared() bool { return true }
 

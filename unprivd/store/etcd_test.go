@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -324,10 +325,10 @@ func TestEtcdHosts(t *testing.T) {
 		return c
 	}
 	atA, atB := heard(a), heard(b)
-	if err := a.RegisterHost(ctx, Host{Name: "a", Front: "127.0.0.1:80", Capacity: 10}); err != nil {
+	if err := a.RegisterHost(ctx, Host{Name: "a", Front: "127.0.0.1:80", Capacity: 10, Instance: "a-1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.RegisterHost(ctx, Host{Name: "b", Front: "127.0.0.1:81", Capacity: 5}); err != nil {
+	if err := b.RegisterHost(ctx, Host{Name: "b", Front: "127.0.0.1:81", Capacity: 5, Instance: "b-1"}); err != nil {
 		t.Fatal(err)
 	}
 	names := func(s *Store) string {
@@ -376,6 +377,20 @@ func TestEtcdHosts(t *testing.T) {
 	case p := <-atB:
 		t.Fatalf("b heard of its own change to %q", p)
 	case <-time.After(500 * time.Millisecond):
+	}
+	// Another opusd claiming a's name is refused while a holds it, and a
+	// keeps its place; a's own opusd, restarted (its instance), takes its
+	// place back at once.
+	c := openEtcdAs(t, srv, "/hosts/", 0, "a")
+	err := c.RegisterHost(ctx, Host{Name: "a", Front: "10.0.0.9:80", Capacity: 1, Instance: "other"})
+	if err == nil || !strings.Contains(err.Error(), "host_name a is another host's") || !strings.Contains(err.Error(), "127.0.0.1:80") {
+		t.Fatalf("a second opusd claiming a's name: %v", err)
+	}
+	if hs, _ := a.Hosts(ctx); len(hs) < 1 || hs[0].Front != "127.0.0.1:80" {
+		t.Fatalf("a's record after the refused claim: %+v", hs)
+	}
+	if err := c.RegisterHost(ctx, Host{Name: "a", Front: "127.0.0.1:80", Capacity: 10, Instance: "a-1"}); err != nil {
+		t.Fatalf("a's own opusd, restarted: %v", err)
 	}
 	// b's opusd stops: gone from the list within its TTL (and a bit).
 	b.Close()

@@ -30,6 +30,12 @@ type Host struct {
 	Capacity int `json:"capacity"`
 	// Since is when this opusd registered.
 	Since time.Time `json:"since"`
+	// Instance tells this host's opusd from another's that claims the
+	// same name: it is kept in the host's base directory, so the opusd
+	// of the same host, restarted, takes its own place back at once (the
+	// last one's lease may not have run out yet), and another host's is
+	// refused.
+	Instance string `json:"instance,omitempty"`
 	// PeerAddr is HOST:PORT where the host's opusd serves files to other
 	// hosts (package peer); empty if it serves none.
 	PeerAddr string `json:"peer_addr,omitempty"`
@@ -49,7 +55,18 @@ func (s *Store) RegisterHost(ctx context.Context, h Host) error {
 	if err != nil {
 		return err
 	}
-	if err := s.kv.register(ctx, bucketHosts, []byte(h.Name), data); err != nil {
+	mine := func(old []byte) bool {
+		var o Host
+		return json.Unmarshal(old, &o) == nil && h.Instance != "" && o.Instance == h.Instance
+	}
+	err = s.kv.register(ctx, bucketHosts, []byte(h.Name), data, mine)
+	var taken *TakenError
+	if errors.As(err, &taken) {
+		var o Host
+		json.Unmarshal(taken.Record, &o)
+		return fmt.Errorf("host_name %s is another host's: its opusd (front %s, up since %s) holds it; give each host a host_name of its own", h.Name, o.Front, o.Since.UTC().Format(time.RFC3339))
+	}
+	if err != nil {
 		return fmt.Errorf("register host %s: %w", h.Name, err)
 	}
 	return nil

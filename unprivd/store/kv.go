@@ -21,8 +21,10 @@ type kv interface {
 	// register keeps value under key in bucket for as long as this
 	// opusd lives: on a shared store bound to a lease this opusd renews
 	// (the key goes EtcdOptions.HostTTL after it stops), in a file simply
-	// written. It returns once the first write is done.
-	register(ctx context.Context, bucket, key, value []byte) error
+	// written. It returns once the first write is done. On a shared
+	// store a value already there is replaced only if mine says it is
+	// this opusd's (else *TakenError).
+	register(ctx context.Context, bucket, key, value []byte, mine func(old []byte) bool) error
 	// shared reports whether other hosts' opusds share the records.
 	shared() bool
 	// describe names the store for logs: a path, or endpoints and prefix.
