@@ -261,3 +261,80 @@ func TestAttack20TenantOnCluster(t *testing.T) {
 		t.Errorf("b's media after the move: %q, %v", data, err)
 	}
 }
+
+// TestAttack20FailedDeployOnTarget: a tenant's code that fails only on
+// the move's target (its ready() raises when its path is under host a's
+// base directory) fails the move there: the project serves on on b,
+// unchanged, no longer moving; host a keeps nothing of it (no user,
+// project directory, data snapshots, site or move file); and a plain
+// user cannot move another's project at all.
+func TestAttack20FailedDeployOnTarget(t *testing.T) {
+	a, b := needClusterPeer(t)
+	waitFor(t, 20*time.Second, "both hosts listed", func() bool {
+		out := a.ctl(t, 0, "", "hosts").out
+		return strings.Contains(out, "etcdhost") && strings.Contains(out, "hostb")
+	})
+	name := b.newProject(t)
+	app := gitHostileApp(t, "picky20", fmt.Sprintf(`
+    if str(PROJECT_ROOT).startswith(%q):
+        raise RuntimeError("issue 20 attack: not on this host")
+`, a.cfg.BaseDir+"/"))
+	if r := b.ctl(t, 0, "", "create", name, "--host", "hostb", "--app", app.dir+"@attack"); r.code != 0 {
+		t.Fatalf("create on hostb: exit %d: %s", r.code, r.err)
+	}
+	mustGet(t, webClient(), b.url(name, "https", "/picky20/"), "hostile picky20")
+	before := b.show(t, name)
+
+	// A plain user of either host cannot move root's project.
+	for _, h := range []*host{a, b} {
+		if r := h.ctl(t, h.otherID, "", "move", name, "--to", "etcdhost"); r.code == 0 {
+			t.Errorf("a plain user moved root's project through %s: %s", h.cfg.HostName, r.out)
+		}
+	}
+	if p := b.show(t, name); p.Host != "hostb" || p.Generation != before.Generation {
+		t.Fatalf("after the refused moves: host %q, generation %s (was %s)", p.Host, p.Generation, before.Generation)
+	}
+
+	r := b.ctl(t, 0, "", "move", name, "--to", "etcdhost")
+	if r.code == 0 {
+		t.Fatalf("move to a host where the app fails: exit 0: %s", r.out)
+	}
+	t.Logf("move failed: %s", r.err)
+	waitFor(t, 60*time.Second, "the failed move cleared, a's copy gone", func() bool {
+		p := b.show(t, name)
+		_, err := user.Lookup(a.projUser(name))
+		return p.Phase == "PHASE_READY" && p.Host == "hostb" && !strings.Contains(b.mustCtl(t, 0, "show", name, "-o", "json"), `"moving_to": "etcdhost"`) && err != nil
+	})
+	mustGet(t, webClient(), b.url(name, "https", "/picky20/"), "hostile picky20")
+	if p := b.show(t, name); p.Generation != before.Generation {
+		t.Errorf("the failed move changed the project: generation %s → %s", before.Generation, p.Generation)
+	}
+	for _, p := range []string{
+		filepath.Join(a.cfg.BaseDir, "projects", name),
+		filepath.Join(a.cfg.BaseDir, layout.SnapshotsDir, name),
+	} {
+		if exists(p) {
+			t.Errorf("%s is left on a after the failed move", p)
+		}
+	}
+	sites, _ := os.ReadDir(layout.Sites(a.cfg.ApacheDir))
+	for _, s := range sites {
+		if strings.Contains(s.Name(), name) {
+			t.Errorf("site %s is left on a after the failed move", s.Name())
+		}
+	}
+	waitFor(t, 30*time.Second, "no export or fetched file left on either host", func() bool {
+		for _, h := range []*host{a, b} {
+			es, _ := os.ReadDir(filepath.Join(h.cfg.BaseDir, "moves"))
+			if len(es) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// It may try again (the copy the failed move made is gone): it fails
+	// again the same way, rather than "still has a copy".
+	if r := b.ctl(t, 0, "", "move", name, "--to", "etcdhost"); r.code == 0 || strings.Contains(r.err, "still has a copy") {
+		t.Errorf("second move: exit %d: %s", r.code, r.err)
+	}
+}
