@@ -2,6 +2,10 @@ package service
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -47,5 +51,30 @@ func TestCreateWaitsForMoveCopy(t *testing.T) {
 				t.Fatalf("the %s copy after the refused create: %v, %v", facet, got, err)
 			}
 		})
+	}
+}
+
+// TestRestoreWaitsForMoveCopy: a restore into a new project is refused
+// too while a move's copy of its name is on a host, and leaves nothing.
+func TestRestoreWaitsForMoveCopy(t *testing.T) {
+	s := startServer(t, serverOpt{admins: fakeAdmins{testUID(): true}})
+	ctx := context.Background()
+	putDeployed(t, s, "orig", testUID())
+	file, err := backupOf(t, s, "orig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &store.Project{Name: "twin", OwnerUID: 4242, Host: s.svc.cfg.HostName, Deleting: true, Status: store.Status{Phase: store.PhaseReady}}
+	if err := s.st.Facet(store.FacetDeparting).Update(ctx, func(tx *store.Tx) error { return tx.CreateProject(old) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restoreTo(t, s, &opusv1.RestoreInfo{Name: "twin"}, file); status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "still being removed") {
+		t.Fatalf("restore beside a departing copy: %v; want AlreadyExists", err)
+	}
+	if _, err := s.st.GetProject(ctx, "twin"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused restore recorded a project: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(s.dir, "base", "snapshots", "twin")); len(entries) != 0 {
+		t.Errorf("the refused restore left snapshots: %v", entries)
 	}
 }
