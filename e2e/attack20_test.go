@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,9 @@ import (
 )
 
 // Issue 20 attacks: a tenant's code on the hosts of one Opus on etcd.
+
+// hex64 matches a SHA-256 in hex (a peer certificate's fingerprint).
+var hex64 = regexp.MustCompile(`[0-9a-f]{64}`)
 
 // gitHostileApp is hostileApp (AppConfig.ready() runs attack as the
 // project user at every manage.py call and in the daemon) in a git
@@ -285,6 +289,28 @@ func TestAttack20FailedDeployOnTarget(t *testing.T) {
 	}
 	mustGet(t, webClient(), b.url(name, "https", "/picky20/"), "hostile picky20")
 	before := b.show(t, name)
+
+	// A plain user's view of the hosts names no peer listener, its
+	// certificate or anything of etcd.
+	for _, h := range []*host{a, b} {
+		for _, args := range [][]string{{"hosts"}, {"hosts", "-o", "json"}} {
+			r := h.ctl(t, h.otherID, "", args...)
+			if r.code != 0 {
+				t.Fatalf("%v as a plain user: exit %d: %s", args, r.code, r.err)
+			}
+			if !strings.Contains(r.out, "etcdhost") || !strings.Contains(r.out, "hostb") {
+				t.Fatalf("opusctl %v as a plain user does not list both hosts:\n%s", args, r.out)
+			}
+			for _, secret := range []string{a.cfg.PeerListen, b.cfg.PeerListen, "peer", "fingerprint", "etcd_", "2379", startEtcd(t).clientURL} {
+				if strings.Contains(r.out, secret) {
+					t.Errorf("opusctl %v as a plain user shows %q:\n%s", args, secret, r.out)
+				}
+			}
+			if hex64.MatchString(r.out) {
+				t.Errorf("opusctl %v as a plain user shows a SHA-256:\n%s", args, r.out)
+			}
+		}
+	}
 
 	// A plain user of either host cannot move root's project.
 	for _, h := range []*host{a, b} {
