@@ -128,6 +128,7 @@ func (m *Mover) pass(ctx context.Context) error {
 		return err
 	}
 	keep := map[string]bool{}
+	var live map[string]bool
 	for _, p := range ps {
 		mv := p.Move
 		if mv == nil {
@@ -137,6 +138,15 @@ func (m *Mover) pass(ctx context.Context) error {
 		switch {
 		case mv.From == m.opt.Host && p.Host == m.opt.Host:
 			keep[mv.ID] = true
+			if mv.State != store.MoveDeploying && time.Since(mv.Time) > giveUp {
+				if live == nil {
+					live = m.liveHosts(ctx)
+				}
+				if live != nil && !live[mv.To] {
+					err = fmt.Errorf("host %s is not answering and has not taken the data in %s", mv.To, giveUp)
+					break
+				}
+			}
 			if mv.State == store.MoveExporting {
 				err = m.export(ctx, p)
 			} else {
@@ -152,6 +162,21 @@ func (m *Mover) pass(ctx context.Context) error {
 		}
 	}
 	return m.prune(keep)
+}
+
+// liveHosts are the hosts listed now, by name; nil if the list cannot be
+// read (then no move is given up on this pass).
+func (m *Mover) liveHosts(ctx context.Context) map[string]bool {
+	hs, err := m.st.Hosts(ctx)
+	if err != nil {
+		m.log.Warn("read the hosts", "err", err)
+		return nil
+	}
+	live := make(map[string]bool, len(hs))
+	for _, h := range hs {
+		live[h.Name] = true
+	}
+	return live
 }
 
 // files are the ids a move carries: the database copy and the media.
@@ -333,7 +358,13 @@ func (m *Mover) fetch(ctx context.Context, p *store.Project) error {
 }
 
 // giveUp is how long after a move began the target stops trying to fetch
-// its data from a source that does not offer it.
+// its data from a source that does not offer it; and after which the
+// source ends a move its target has not taken up (fetched the data and
+// begun its copy) if the target is not answering: otherwise a target
+// that died would leave the project moving, every change to it refused,
+// until that host came back. Ending it races with nothing: the target
+// takes the move up in a commit that finds it still EXPORTED, and fail
+// clears it in one that finds it not yet DEPLOYING.
 const giveUp = 10 * time.Minute
 
 // transient says a fetch may succeed if tried again: the source does not
@@ -474,7 +505,10 @@ func (m *Mover) fail(ctx context.Context, p *store.Project, why error) {
 	}
 }
 
-// prune withdraws and removes the exports of moves that are over.
+// prune withdraws and removes the exports of moves that are over, and
+// whatever else is under moves/: a fetch is done within its pass (its
+// file, "in-ID", removed when it returns), so one there now is what a
+// fetch cut short by the end of opusd left.
 func (m *Mover) prune(keep map[string]bool) error {
 	es, err := os.ReadDir(m.dir())
 	if errors.Is(err, os.ErrNotExist) {
@@ -485,7 +519,7 @@ func (m *Mover) prune(keep map[string]bool) error {
 	}
 	for _, e := range es {
 		id := strings.TrimSuffix(e.Name(), "-media")
-		if keep[id] || strings.HasPrefix(e.Name(), "in-") {
+		if keep[id] {
 			continue
 		}
 		if m.opt.Peer != nil {

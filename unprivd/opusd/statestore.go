@@ -69,6 +69,7 @@ func etcdTLS(cfg config.Config) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+
 	pair, err := tls.X509KeyPair(crt, key)
 	if err != nil {
 		return nil, fmt.Errorf("etcd_cert_file %s and etcd_key_file %s: not a certificate and its key: %w", cfg.EtcdCertFile, cfg.EtcdKeyFile, err)
@@ -79,7 +80,8 @@ func etcdTLS(cfg config.Config) (*tls.Config, error) {
 
 // readPEMFile reads the regular file path of opus.conf's key, at most
 // maxPEMFile bytes. It opens without blocking, so a FIFO put there makes
-// an error rather than a hang at start.
+// an error rather than a hang at start. etcd_key_file must be readable by
+// its owner alone.
 func readPEMFile(key, path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -93,10 +95,12 @@ func readPEMFile(key, path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s %s: not a regular file", key, path)
 	}
-	if key == "etcd_key_file" && fi.Mode().Perm()&0o077 != 0 {
-		// Whoever reads it may rewrite Opus's state, as ssh refuses a
-		// private key others can read.
-		return nil, fmt.Errorf("etcd_key_file %s: readable or writable by others (mode %04o): the key lets whoever reads it rewrite Opus's state; chmod 0400 it, owned by the opus user", path, fi.Mode().Perm())
+	if perm := fi.Mode().Perm(); key == "etcd_key_file" && perm&0o077 != 0 {
+		// As OpenSSH refuses an unprotected private key: whoever reads
+		// it talks to etcd as opusd, and so can rewrite every host's
+		// projects; on a host whose projects run code, a key its group
+		// or others can read is theirs.
+		return nil, fmt.Errorf("%s %s: mode %04o lets other users read it, and with it rewrite Opus's state in etcd; make it opusd's user's alone (chmod 0400)", key, path, perm)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
 	if err != nil {

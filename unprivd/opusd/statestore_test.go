@@ -41,9 +41,13 @@ func TestEtcdTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(dir, "missing.pem")
-	readable := write("readable.key", key)
-	if err := os.Chmod(readable, 0o644); err != nil {
-		t.Fatal(err)
+	// A key others can read: any project's code on the host could take
+	// it and talk to etcd as opusd (issue 20 attack).
+	keyOthers, keyGroup := write("others.key", key), write("group.key", key)
+	for p, mode := range map[string]os.FileMode{keyOthers: 0o644, keyGroup: 0o640} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tests := []struct {
 		name, endpoints, ca, crt, key string
@@ -61,8 +65,9 @@ func TestEtcdTLS(t *testing.T) {
 		{name: "certificate a FIFO", endpoints: "https://etcd.example:2379", ca: ca, crt: fifo, key: k, wantErr: "etcd_cert_file " + fifo + ": not a regular file"},
 		{name: "certificate not PEM", endpoints: "https://etcd.example:2379", ca: ca, crt: notPEM, key: k, wantErr: "etcd_cert_file " + notPEM + " and etcd_key_file " + k + ": not a certificate and its key"},
 		{name: "key missing", endpoints: "https://etcd.example:2379", crt: c, key: missing, wantErr: "etcd_key_file: open " + missing},
-		{name: "key others can read", endpoints: "https://etcd.example:2379", crt: c, key: readable, wantErr: "etcd_key_file " + readable + ": readable or writable by others (mode 0644)"},
 		{name: "key too large", endpoints: "https://etcd.example:2379", crt: c, key: big, wantErr: "etcd_key_file " + big + ": larger than"},
+		{name: "key readable by others", endpoints: "https://etcd.example:2379", crt: c, key: keyOthers, wantErr: "etcd_key_file " + keyOthers + ": mode 0644 lets other users read it"},
+		{name: "key readable by its group", endpoints: "https://etcd.example:2379", crt: c, key: keyGroup, wantErr: "etcd_key_file " + keyGroup + ": mode 0640 lets other users read it"},
 		{name: "key of another certificate", endpoints: "https://etcd.example:2379", crt: other, key: k, wantErr: "etcd_cert_file " + other + " and etcd_key_file " + k + ": not a certificate and its key"},
 	}
 	for _, tt := range tests {

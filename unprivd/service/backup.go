@@ -514,6 +514,9 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			if existing != nil {
 				return status.Errorf(codes.Aborted, "project %q went away during the restore; restore again", name)
 			}
+			if err := moveCopyLeft(tx, name); err != nil {
+				return err
+			}
 			// On this host: the backup's data is spooled here.
 			p = &store.Project{Name: name, OwnerUID: owner, Host: s.cfg.HostName, Spec: spec, Generation: 1, Status: store.Status{Phase: store.PhasePending}}
 			p.Secrets = &store.Secrets{SecretKey: arch.Secrets.SecretKey}

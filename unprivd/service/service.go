@@ -243,6 +243,9 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 		if err := hostsTaken(tx, req.GetName(), spec.Settings.Hosts); err != nil {
 			return err
 		}
+		if err := moveCopyLeft(tx, req.GetName()); err != nil {
+			return err
+		}
 		var err error
 		if host, err = s.place(tx, req.GetHost(), spec); err != nil {
 			return err
@@ -314,6 +317,26 @@ func projectExists(tx *store.Tx, name string) error {
 		return status.Errorf(codes.AlreadyExists, "project %q is being removed; wait until that is done (opusctl ops %s) and create it again", name, name)
 	}
 	return status.Errorf(codes.AlreadyExists, "project %q already exists; choose another name", name)
+}
+
+// moveCopyLeft refuses a new project named name while a move's copy of
+// that name is still on a host: the old copy of a project that moved away
+// (departing facet) until its old host has torn it down, or a move's copy
+// being set up (incoming facet). A project of that name made meanwhile
+// would share that copy's Linux user, directories and site on that host:
+// it would inherit the last owner's data, or lose its own to the teardown.
+func moveCopyLeft(tx *store.Tx, name string) error {
+	for _, f := range []string{store.FacetDeparting, store.FacetIncoming} {
+		p, err := tx.Facet(f).Project(name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue
+		case err != nil:
+			return err
+		}
+		return status.Errorf(codes.AlreadyExists, "project %q moved between hosts and its copy on host %s is still being removed or set up; wait until that is done and create it again", name, p.Host)
+	}
+	return nil
 }
 
 // firstLine is s up to its first line break.
