@@ -64,10 +64,10 @@ func (c *cli) moveCommand() *cobra.Command {
 		Long: `move moves project NAME to host HOST (see 'opusctl hosts') with its data:
 its host takes a copy of the database and the media files, HOST fetches it and
 deploys its own copy of the project from the same spec while the old one
-serves on, and once HOST's copy answers it becomes the project and the old
-host removes its own. Point the project's name at HOST's front then. What
-the site writes on the old host after the copy is taken (new rows, uploaded
-media) is not carried over: move a site that takes writes when it is quiet.
+serves on. Once HOST's copy answers, the old one stops for a moment (its
+site answers 503) while its data is copied once more, with everything written
+since the first copy; HOST loads that, its copy becomes the project, and the
+old host removes its own. Point the project's name at HOST's front then.
 Changes to the project are refused until the move is done; if HOST's copy
 fails, it is removed and the project stays where it was.
 

@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,8 +64,9 @@ type Options struct {
 	// move (the API refuses them).
 	Peer *peer.Server
 	// Incoming is the reconciler of the incoming facet, kicked when this
-	// host made its copy of a project.
-	Incoming Kicker
+	// host made its copy of a project; Main is this host's own, kicked
+	// when a move it gave up on leaves it to serve its copy again.
+	Incoming, Main Kicker
 	// Interval is how often the mover looks at every move without being
 	// kicked (for moves whose other side acted); 0 means 5 seconds.
 	Interval time.Duration
@@ -138,24 +140,38 @@ func (m *Mover) pass(ctx context.Context) error {
 		switch {
 		case mv.From == m.opt.Host && p.Host == m.opt.Host:
 			keep[mv.ID] = true
-			if mv.State != store.MoveDeploying && time.Since(mv.Time) > giveUp {
+			final := mv.State == store.MoveSyncing || mv.State == store.MoveLast
+			if final || mv.State != store.MoveDeploying && time.Since(mv.Time) > giveUp {
 				if live == nil {
 					live = m.liveHosts(ctx)
 				}
-				if live != nil && !live[mv.To] {
+				switch {
+				case live == nil || live[mv.To]:
+				case final:
+					// This host stopped taking writes for a target that is
+					// gone: it serves again at once.
+					err = fmt.Errorf("host %s stopped answering before it took the project over", mv.To)
+				default:
 					err = fmt.Errorf("host %s is not answering and has not taken the data in %s", mv.To, giveUp)
+				}
+				if err != nil {
 					break
 				}
 			}
-			if mv.State == store.MoveExporting {
+			switch mv.State {
+			case store.MoveExporting:
 				err = m.export(ctx, p)
-			} else {
+			case store.MoveSyncing:
+				err = m.exportLast(ctx, p)
+			default:
 				err = m.offer(p)
 			}
 		case mv.To == m.opt.Host && mv.State == store.MoveExported:
 			err = m.fetch(ctx, p)
 		case mv.To == m.opt.Host && mv.State == store.MoveDeploying:
 			err = m.watchDeploy(ctx, p)
+		case mv.To == m.opt.Host && mv.State == store.MoveLast:
+			err = m.takeOver(ctx, p)
 		}
 		if err != nil {
 			m.fail(ctx, p, err)
@@ -181,6 +197,144 @@ func (m *Mover) liveHosts(ctx context.Context) map[string]bool {
 
 // files are the ids a move carries: the database copy and the media.
 func files(mv *store.Move) [2]string { return [2]string{mv.ID, snapshot.MediaID(mv.ID)} }
+
+// lastSuffix names the last copy's files: ID-last and ID-last-media.
+const lastSuffix = "-last"
+
+func lastFiles(mv *store.Move) [2]string {
+	id := mv.ID + lastSuffix
+	return [2]string{id, snapshot.MediaID(id)}
+}
+
+// exportLast, once the target's copy answers: the source stops taking
+// writes (its backend goes; the site answers 503 for the moment the rest
+// takes), takes the data again and offers it. What was written since the
+// first copy is in it.
+func (m *Mover) exportLast(ctx context.Context, p *store.Project) error {
+	mv := p.Move
+	if err := m.step(ctx, mv.Operation, "last copy", store.StepRunning, "the old copy stopped taking writes"); err != nil {
+		return err
+	}
+	if _, err := m.opt.Privd.RemoveBackend(ctx, &privdv1.RemoveBackendRequest{Project: p.Name}); err != nil {
+		return fmt.Errorf("stop the old copy: %s", status.Convert(err).Message())
+	}
+	var out []store.MoveFile
+	for i, id := range lastFiles(mv) {
+		f, err := m.dump(ctx, p.Name, id, i == 1)
+		if err != nil {
+			return fmt.Errorf("export the data again: %w", err)
+		}
+		out = append(out, f)
+	}
+	p.Move.Last = out
+	if err := m.offer(p); err != nil {
+		return err
+	}
+	_, err := m.st.UpdateProject(ctx, p.Name, func(q *store.Project) error {
+		if q.Move == nil || q.Move.ID != mv.ID || q.Move.State != store.MoveSyncing {
+			return fmt.Errorf("the move changed meanwhile")
+		}
+		q.Move.Last, q.Move.State = out, store.MoveLast
+		return nil
+	})
+	return err
+}
+
+// takeOver, on the target: loads the last copy into this host's copy and
+// makes it the project (Switch's commit).
+func (m *Mover) takeOver(ctx context.Context, p *store.Project) error {
+	mv := p.Move
+	addr, fp, ok, err := m.source(ctx, mv)
+	if err != nil || !ok {
+		return err
+	}
+	token, err := hex.DecodeString(mv.Token)
+	if err != nil {
+		return fmt.Errorf("the move's token: %w", err)
+	}
+	tmp := filepath.Join(m.dir(), "in-"+mv.ID+lastSuffix)
+	if err := os.MkdirAll(m.dir(), 0o700); err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	for i, f := range mv.Last {
+		os.Remove(tmp)
+		if err := peer.Fetch(ctx, addr, fp, f.ID, token, tmp, m.opt.MaxBytes, f.SHA256); err != nil {
+			if transient(err) && time.Since(mv.Time) < giveUp {
+				m.log.Warn("fetch the moving data: trying again", "project", p.Name, "from", mv.From, "err", err)
+				return nil
+			}
+			return fmt.Errorf("fetch the last data from host %s: %w", mv.From, err)
+		}
+		r, err := os.Open(tmp)
+		if err != nil {
+			return err
+		}
+		err = reconcile.LoadData(ctx, m.opt.Privd, p.Name, i == 1, r)
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("load the last data: %w", err)
+		}
+	}
+	// What privd loaded is the project user's; the tree's policy again,
+	// as after any restore.
+	if _, err := m.opt.Privd.SecureTree(ctx, &privdv1.SecureTreeRequest{Project: p.Name}); err != nil {
+		return fmt.Errorf("after loading the last data: %s", status.Convert(err).Message())
+	}
+	return m.st.Update(ctx, func(tx *store.Tx) error {
+		q, err := tx.Project(p.Name)
+		if err != nil {
+			return err
+		}
+		if q.Move == nil || q.Move.ID != mv.ID || q.Move.State != store.MoveLast {
+			return fmt.Errorf("the move changed meanwhile")
+		}
+		c, err := tx.Facet(store.FacetIncoming).Project(p.Name)
+		if err != nil {
+			return err
+		}
+		op, err := tx.Operation(mv.Operation)
+		if err != nil {
+			return err
+		}
+		now := tx.Now()
+		endStep(op, "last copy", store.StepDone, fmt.Sprintf("%s of data, %s of media files written since the first copy: loaded here", datasize.Text(mv.Last[0].Size), datasize.Text(mv.Last[1].Size)), now)
+		op.State, op.EndTime = store.OpSucceeded, now
+		if err := tx.PutOperation(op); err != nil {
+			return err
+		}
+		return switchOver(tx, m.opt.Host, q, c)
+	})
+}
+
+// source is where the move's source offers its data: its peer address and
+// certificate fingerprint, and whether it is answering now.
+func (m *Mover) source(ctx context.Context, mv *store.Move) (addr, fingerprint string, ok bool, err error) {
+	hs, err := m.st.Hosts(ctx)
+	if err != nil {
+		return "", "", false, err
+	}
+	for _, h := range hs {
+		if h.Name == mv.From {
+			if h.PeerAddr == "" {
+				return "", "", false, fmt.Errorf("host %s has no peer listener (peer_listen) to fetch the data from", mv.From)
+			}
+			return h.PeerAddr, h.PeerFingerprint, true, nil
+		}
+	}
+	return "", "", false, nil // not answering: try again at the next pass
+}
+
+// endStep sets step name of op (adding it if missing) to state.
+func endStep(op *store.Operation, name string, state store.StepState, msg string, now time.Time) {
+	for i := range op.Steps {
+		if op.Steps[i].Name == name {
+			op.Steps[i].State, op.Steps[i].Message, op.Steps[i].EndTime = state, msg, now
+			return
+		}
+	}
+	op.Steps = append(op.Steps, store.Step{Name: name, State: state, StartTime: now, EndTime: now, Message: msg})
+}
 
 // export copies the project's data out (as privd dumps it for a data
 // snapshot) and records the files, then offers them.
@@ -254,14 +408,14 @@ func (m *Mover) dump(ctx context.Context, project, id string, media bool) (store
 // after a restart of this opusd).
 func (m *Mover) offer(p *store.Project) error {
 	mv := p.Move
-	if m.opt.Peer == nil || len(mv.Files) == 0 {
+	if m.opt.Peer == nil || len(mv.Files)+len(mv.Last) == 0 {
 		return nil
 	}
 	token, err := hex.DecodeString(mv.Token)
 	if err != nil {
 		return fmt.Errorf("the move's token: %w", err)
 	}
-	for _, f := range mv.Files {
+	for _, f := range append(slices.Clone(mv.Files), mv.Last...) {
 		if err := m.opt.Peer.Offer(f.ID, filepath.Join(m.dir(), f.ID), token, f.Size, f.SHA256); err != nil {
 			return fmt.Errorf("offer %s: %w", f.ID, err)
 		}
@@ -419,11 +573,14 @@ func (m *Mover) watchDeploy(ctx context.Context, p *store.Project) error {
 	return err
 }
 
-// Switch ends a move in the commit that ends its operation (the incoming
-// reconciler's, in tx): c, this host's deployed copy, becomes the
-// project, and the source's record goes to the departing facet, for the
-// source to tear down. A copy that failed, and was torn down (c.Deleting),
-// ends the move instead, leaving the project where it was.
+// Switch is the incoming reconciler's Finish (its commit that ends a run
+// of a copy, in tx). A copy deployed from the first copy of the data
+// answers: the source is to stop taking writes and take the data again
+// (SYNCING), so the operation goes on; a copy restored from a backup
+// (nothing to copy again: its host is gone) becomes the project at once
+// (switchOver). A copy that failed, and was torn down (c.Deleting), ends
+// the move instead, leaving the project where it was — and if the source
+// had stopped taking writes, it deploys its own copy again.
 func Switch(host string) func(tx *store.Tx, c *store.Project) error {
 	return func(tx *store.Tx, c *store.Project) error {
 		main := tx.Main()
@@ -431,32 +588,63 @@ func Switch(host string) func(tx *store.Tx, c *store.Project) error {
 		if err != nil {
 			return err
 		}
+		mv := old.Move
 		if c.Deleting {
-			// The copy failed and is torn down: the move ends with its
-			// operation, and the project stays where it was.
-			if old.Move != nil && old.Move.To == host {
+			if mv != nil && mv.To == host {
 				old.Move = nil
 				if err := main.PutProject(old); err != nil {
 					return err
 				}
+				if mv.State == store.MoveSyncing || mv.State == store.MoveLast {
+					// Its backend went for the last copy: a run of its own
+					// brings it back.
+					if _, err := main.NewOperation(old, store.OpReconcile, old.OwnerUID); err != nil {
+						return err
+					}
+				}
 			}
 			return tx.DeleteProject(c.Name)
 		}
-		if old.Move == nil || old.Move.To != host {
+		if mv == nil || mv.To != host {
 			return fmt.Errorf("project %s is no longer moving here", c.Name)
 		}
-		gone := old.Clone()
-		gone.Move, gone.Deleting = nil, true
-		if err := tx.Facet(store.FacetDeparting).CreateProject(gone); err != nil {
+		if len(mv.Files) == 0 {
+			return switchOver(tx, host, old, c)
+		}
+		if err := tx.PutProject(c); err != nil {
 			return err
 		}
-		now := c.Clone()
-		now.Host, now.Move, now.CreateTime = host, nil, old.CreateTime
-		if err := main.PutProject(now); err != nil {
+		if mv.State == store.MoveDeploying {
+			// (A run again after a restart leaves a later state be.)
+			mv.State = store.MoveSyncing
+			if err := main.PutProject(old); err != nil {
+				return err
+			}
+		}
+		op, err := tx.Operation(mv.Operation)
+		if err != nil {
 			return err
 		}
-		return tx.DeleteProject(c.Name)
+		// Not over yet: ended with the switch (takeOver).
+		op.State, op.EndTime = store.OpRunning, time.Time{}
+		return tx.PutOperation(op)
 	}
+}
+
+// switchOver makes c, this host's copy, the project (on this host), and
+// the source's record old a departing one, for its host to tear down.
+func switchOver(tx *store.Tx, host string, old, c *store.Project) error {
+	gone := old.Clone()
+	gone.Move, gone.Deleting = nil, true
+	if err := tx.Facet(store.FacetDeparting).CreateProject(gone); err != nil {
+		return err
+	}
+	now := c.Clone()
+	now.Host, now.Move, now.CreateTime = host, nil, old.CreateTime
+	if err := tx.Main().PutProject(now); err != nil {
+		return err
+	}
+	return tx.Facet(store.FacetIncoming).DeleteProject(c.Name)
 }
 
 // fail ends a move that cannot go on: its operation fails with why, the
@@ -473,15 +661,53 @@ func (m *Mover) fail(ctx context.Context, p *store.Project, why error) {
 		if q.Move == nil || q.Move.ID != mv.ID {
 			return nil
 		}
-		if q.Move.State == store.MoveDeploying {
+		op, err := tx.Operation(mv.Operation)
+		if err != nil {
+			return err
+		}
+		final := q.Move.State == store.MoveSyncing || q.Move.State == store.MoveLast
+		switch {
+		case q.Move.State == store.MoveDeploying:
 			return nil // the incoming reconciler ends it
+		case final && mv.From == m.opt.Host:
+			// The source gives up on a target that is gone: it ends the
+			// move and deploys its own copy again (its backend went for
+			// the last copy). The target's copy is torn down when that
+			// host is back (its incoming record, marked here).
+			in := tx.Facet(store.FacetIncoming)
+			if c, err := in.Project(p.Name); err == nil {
+				c.Deleting = true
+				if err := in.PutProject(c); err != nil {
+					return err
+				}
+			}
+			q.Move = nil
+			if err := tx.PutProject(q); err != nil {
+				return err
+			}
+			if _, err := tx.NewOperation(q, store.OpReconcile, q.OwnerUID); err != nil {
+				return err
+			}
+		case final:
+			// The target's copy answers and is to go: its reconciler
+			// tears it down and, in the commit that ends the operation
+			// (failed with why), ends the move (Switch), the source
+			// deploying its own copy again.
+			in := tx.Facet(store.FacetIncoming)
+			c, err := in.Project(p.Name)
+			if err != nil {
+				return err
+			}
+			c.Deleting = true
+			if err := in.PutProject(c); err != nil {
+				return err
+			}
+			op.Error = "move to host " + mv.To + ": " + why.Error()
+			endStep(op, "last copy", store.StepFailed, why.Error(), tx.Now())
+			return tx.PutOperation(op)
 		}
 		q.Move = nil
 		if err := tx.PutProject(q); err != nil {
-			return err
-		}
-		op, err := tx.Operation(mv.Operation)
-		if err != nil {
 			return err
 		}
 		if !op.State.Final() {
@@ -497,6 +723,12 @@ func (m *Mover) fail(ctx context.Context, p *store.Project, why error) {
 	})
 	if err != nil {
 		m.log.Error("record the failed move", "project", p.Name, "err", err)
+	}
+	if mv.To == m.opt.Host {
+		m.opt.Incoming.Kick(p.Name)
+	}
+	if mv.From == m.opt.Host && m.opt.Main != nil {
+		m.opt.Main.Kick(p.Name)
 	}
 	snaps := snapshot.NewDir(m.opt.BaseDir)
 	if mv.To == m.opt.Host {
@@ -518,7 +750,7 @@ func (m *Mover) prune(keep map[string]bool) error {
 		return err
 	}
 	for _, e := range es {
-		id := strings.TrimSuffix(e.Name(), "-media")
+		id := strings.TrimSuffix(strings.TrimSuffix(e.Name(), "-media"), lastSuffix)
 		if keep[id] {
 			continue
 		}

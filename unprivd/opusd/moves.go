@@ -27,7 +27,7 @@ type moves struct {
 	log     *slog.Logger
 }
 
-func newMoves(cfg config.Config, st *store.Store, privd privdv1.PrivdClient, ropt reconcile.Options, log *slog.Logger) (*moves, error) {
+func newMoves(cfg config.Config, st *store.Store, privd privdv1.PrivdClient, ropt reconcile.Options, main *reconcile.Reconciler, log *slog.Logger) (*moves, error) {
 	if !st.Shared() {
 		return nil, nil
 	}
@@ -40,7 +40,9 @@ func newMoves(cfg config.Config, st *store.Store, privd privdv1.PrivdClient, rop
 	}
 	in := ropt
 	in.ACME, in.Succeeded = nil, nil
-	in.Kinds = []store.OpKind{store.OpMove}
+	// A copy left marked for teardown (its move given up while this host
+	// was away) is torn down under a MOVE operation of its own.
+	in.Kinds, in.DeleteKind = []store.OpKind{store.OpMove}, store.OpMove
 	in.Finish = mover.Switch(cfg.Host())
 	// A copy's deploy that ends (a failed one: its move is to be
 	// cleared) wakes the mover at once.
@@ -51,7 +53,7 @@ func newMoves(cfg config.Config, st *store.Store, privd privdv1.PrivdClient, rop
 	out.Kinds, out.DeleteKind = []store.OpKind{store.OpDepart}, store.OpDepart
 	m.out = reconcile.New(st.Facet(store.FacetDeparting), privd, out)
 	m.mover = mover.New(st, mover.Options{Host: cfg.Host(), BaseDir: cfg.BaseDir, MaxBytes: cfg.SnapshotMaxBytes,
-		Privd: privd, Peer: m.peer, Incoming: m.in, Logger: log})
+		Privd: privd, Peer: m.peer, Incoming: m.in, Main: main, Logger: log})
 	return m, nil
 }
 

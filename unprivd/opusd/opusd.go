@@ -138,7 +138,7 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	rec = reconcile.New(st, privd, ropt)
 	// With the state shared by several hosts, this host's part in moving
 	// projects (nil on one host).
-	mv, err := newMoves(cfg, st, privd, ropt, log)
+	mv, err := newMoves(cfg, st, privd, ropt, rec, log)
 	if err != nil {
 		return err
 	}

@@ -384,9 +384,15 @@ func loadSQLite(ctx context.Context, t *Task, r io.Reader) error {
 // loadPrivd has privd load the database (or with media, the tar of media
 // files) read from r into the project's.
 func loadPrivd(ctx context.Context, t *Task, media bool, r io.Reader) error {
+	return LoadData(ctx, t.Privd, t.Project.Name, media, r)
+}
+
+// LoadData has privd load project's database (or, with media, the tar of
+// its media files) from r, as DumpData wrote it.
+func LoadData(ctx context.Context, privd privdv1.PrivdClient, project string, media bool, r io.Reader) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := t.Privd.LoadData(ctx)
+	stream, err := privd.LoadData(ctx)
 	if err != nil {
 		return privdErr("LoadData", err)
 	}
@@ -397,7 +403,7 @@ func loadPrivd(ctx context.Context, t *Task, media bool, r io.Reader) error {
 		if n > 0 || first {
 			m := &privdv1.LoadDataRequest{Chunk: buf[:n]}
 			if first {
-				m.Project, m.Media, first = t.Project.Name, media, false
+				m.Project, m.Media, first = project, media, false
 			}
 			if err := stream.Send(m); err != nil {
 				// The server ended the call: its status comes with

@@ -35,7 +35,7 @@ func (p *Project) own() {
 	p.Snapshots = cloneEach(p.Snapshots, Snapshot.Clone)
 	if p.Move != nil {
 		m := *p.Move
-		m.Files = slices.Clone(m.Files)
+		m.Files, m.Last = slices.Clone(m.Files), slices.Clone(m.Last)
 		p.Move = &m
 	}
 }

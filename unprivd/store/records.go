@@ -61,10 +61,15 @@ type Move struct {
 	// source's peer listener. Kept in the store, the root of trust.
 	Token string    `json:"token"`
 	State MoveState `json:"state"`
-	// Files are what the source exported: the database copy and the media
-	// files, each with its size and SHA-256.
+	// Files are what the source exported first, while it served on: the
+	// database copy and the media files, each with its size and SHA-256.
+	// The target's copy is deployed from them.
 	Files []MoveFile `json:"files,omitempty"`
-	Time  time.Time  `json:"time"`
+	// Last are the same, taken again once the target's copy answered and
+	// the source stopped taking writes: what the target loads just
+	// before it takes over, so that no write is left behind.
+	Last []MoveFile `json:"last,omitempty"`
+	Time time.Time  `json:"time"`
 }
 
 // MoveFile is one file a move carries.
@@ -85,6 +90,12 @@ const (
 	MoveExported MoveState = "EXPORTED"
 	// MoveDeploying: the target deploys its copy from the data.
 	MoveDeploying MoveState = "DEPLOYING"
+	// MoveSyncing: the target's copy answers; the source stops taking
+	// writes and takes the data again (Last).
+	MoveSyncing MoveState = "SYNCING"
+	// MoveLast: the last data waits for the target, which loads it and
+	// takes the project over.
+	MoveLast MoveState = "LAST"
 )
 
 // Snapshot is a copy of a project's database taken before a change ran
