@@ -87,6 +87,10 @@ func BenchmarkAPIStore(b *testing.B) {
 	// Closed after servicetest's cleanups (registered later, run first)
 	// have stopped the API over it.
 	b.Cleanup(func() { st.Close() })
+	// The one host new projects go to.
+	if err := st.RegisterHost(context.Background(), store.Host{Name: "bench", Capacity: 1_000_000, Instance: "bench"}); err != nil {
+		b.Fatal(err)
+	}
 	ctx, cancel := benchCtx()
 	defer cancel()
 	bolt := startAPIStore(ctx, b, nil)

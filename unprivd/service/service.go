@@ -15,6 +15,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -136,11 +137,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Privd == nil || cfg.Reconciler == nil || cfg.Admins == nil {
 		return nil, errors.New("service: Store, Privd, Reconciler and Admins are required")
 	}
-	if cfg.Store.Shared() && cfg.HostName == "" {
-		return nil, errors.New("service: HostName is required on a shared store")
-	}
 	if cfg.HostName == "" {
-		cfg.HostName = config.Default().Host()
+		cfg.HostName = cmp.Or(cfg.Store.HostName(), config.Default().Host())
+	}
+	if cfg.Store.Shared() && cfg.HostName != cfg.Store.HostName() {
+		return nil, fmt.Errorf("service: HostName %q is not the store's host, %q", cfg.HostName, cfg.Store.HostName())
 	}
 	if cfg.MaxUpload <= 0 {
 		cfg.MaxUpload = DefaultMaxUpload

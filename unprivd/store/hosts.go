@@ -80,6 +80,10 @@ func (s *Store) Shared() bool { return s.kv.shared() }
 // it and has its files: every project, on a store no other host shares.
 func (s *Store) ServedHere(p *Project) bool { return !s.kv.shared() || p.Host == s.host }
 
+// HostName is this host's name on a shared store (EtcdOptions.Host); ""
+// on a bbolt store.
+func (s *Store) HostName() string { return s.host }
+
 // Hosts returns the hosts listed now, by name.
 func (tx *Tx) Hosts() ([]Host, error) {
 	var out []Host

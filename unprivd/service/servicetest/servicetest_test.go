@@ -19,7 +19,7 @@ func TestStartServesTheGivenStore(t *testing.T) {
 	srv := etcdtest.ForTest(t, filepath.Join(t.TempDir(), "etcd"))
 	ctx := context.Background()
 	open := func() *store.Store {
-		st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: []string{srv.ClientURL}, Prefix: "/servicetest/"})
+		st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: []string{srv.ClientURL}, Prefix: "/servicetest/", Host: "h"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -27,6 +27,9 @@ func TestStartServesTheGivenStore(t *testing.T) {
 		return st
 	}
 	st := open()
+	if err := st.RegisterHost(ctx, store.Host{Name: "h", Capacity: 10, Instance: "h-1"}); err != nil {
+		t.Fatal(err)
+	}
 	o := servicetest.Start(t, servicetest.Options{Admin: true, Store: st})
 	if o.Store != st {
 		t.Fatalf("Opusd.Store is %p, not the store given (%p)", o.Store, st)
