@@ -563,6 +563,9 @@ func (t *Task) ServerName() string { return t.Project.Name + t.opt.ServerSuffix 
 // user) and to clear secrets once used (the superuser's password).
 func (t *Task) Update(ctx context.Context, fn func(*store.Project)) error {
 	p, err := t.st.UpdateProject(context.WithoutCancel(ctx), t.Project.Name, func(p *store.Project) error {
+		if !t.st.ServedHere(p) {
+			return errServedElsewhere
+		}
 		fn(p)
 		return nil
 	})
@@ -746,6 +749,11 @@ func (r *Reconciler) task(p *store.Project, log *slog.Logger) *Task {
 		Log: log, st: r.st, opt: &r.opt, gate: r.gate, spec: p.Spec.Clone(), gen: p.Generation, deleting: p.Deleting}
 }
 
+// errServedElsewhere stops a run whose project another host serves now
+// (it moved during the run): nothing of this host's run is recorded in
+// the record that is the other host's.
+var errServedElsewhere = errors.New("the project is served by another host now")
+
 // errInterrupted says a pass stopped for opusd's shutdown; its operations
 // stay RUNNING for the next start to resume.
 var errInterrupted = errors.New("interrupted by shutdown")
@@ -834,6 +842,9 @@ func (r *Reconciler) fail(ctx context.Context, log *slog.Logger, t *Task, ids []
 		if err != nil {
 			return err
 		}
+		if !r.st.ServedHere(p) {
+			return errServedElsewhere
+		}
 		p.Status.Phase, p.Status.LastError = store.PhaseFailed, last
 		return tx.PutProject(p)
 	})
@@ -865,6 +876,9 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 		p, err := tx.Project(t.Project.Name)
 		if err != nil {
 			return err
+		}
+		if !r.st.ServedHere(p) {
+			return errServedElsewhere
 		}
 		if p.Deleting {
 			// A destroy was asked for while the change ran: undoing the
@@ -1008,6 +1022,9 @@ func (r *Reconciler) succeed(ctx context.Context, log *slog.Logger, t *Task, ids
 		p, err := tx.Project(t.Project.Name)
 		if err != nil {
 			return err
+		}
+		if !r.st.ServedHere(p) {
+			return errServedElsewhere
 		}
 		if t.deleting {
 			if r.opt.Finish != nil {
