@@ -197,7 +197,8 @@ func Run(ctx context.Context, d *daemon.Daemon, o Options) error {
 	if err != nil {
 		return fmt.Errorf("this host's instance id: %w", err)
 	}
-	h := store.Host{Name: cfg.Host(), Front: cfg.Front(), Capacity: cfg.HostCapacity, Since: time.Now(), Instance: instance}
+	h := store.Host{Name: cfg.Host(), Front: cfg.Front(), HTTPPort: cfg.HTTPPort, HTTPSPort: cfg.HTTPSPort,
+		Capacity: cfg.HostCapacity, Since: time.Now(), Instance: instance}
 	h.PeerAddr, h.PeerFingerprint = mv.peerAddr(cfg)
 	if err := st.RegisterHost(ctx, h); err != nil {
 		return err

@@ -110,11 +110,12 @@ func (s *Service) toProject(p *store.Project) *opusv1.Project {
 	}
 	// Built by concatenation, not fmt: this runs once per project of a
 	// list.
-	if s.cfg.HTTPPort > 0 {
-		out.Urls = append(out.Urls, "http://"+host+":"+strconv.Itoa(s.cfg.HTTPPort)+"/")
+	httpPort, httpsPort := s.ports(p)
+	if httpPort > 0 {
+		out.Urls = append(out.Urls, "http://"+host+":"+strconv.Itoa(httpPort)+"/")
 	}
-	if s.cfg.HTTPSPort > 0 {
-		out.Urls = append(out.Urls, "https://"+host+":"+strconv.Itoa(s.cfg.HTTPSPort)+"/")
+	if httpsPort > 0 {
+		out.Urls = append(out.Urls, "https://"+host+":"+strconv.Itoa(httpsPort)+"/")
 	}
 	if len(p.Spec.Apps) > 0 {
 		out.Apps = make([]*opusv1.App, 0, len(p.Spec.Apps))

@@ -65,6 +65,15 @@ func (s *Service) unreachable(p *store.Project) bool {
 	return !ok
 }
 
+// ports are the ports p's front serves it on: its host's (as it
+// registered them), or this host's.
+func (s *Service) ports(p *store.Project) (http, https int) {
+	if h, ok := s.live()[p.Host]; ok && h.HTTPPort > 0 {
+		return h.HTTPPort, h.HTTPSPort
+	}
+	return s.cfg.HTTPPort, s.cfg.HTTPSPort
+}
+
 // servedHere says this host serves p: the only one that has its files,
 // logs and uploads.
 func (s *Service) servedHere(p *store.Project) bool { return s.st.ServedHere(p) }

@@ -87,6 +87,20 @@ func TestTwoHosts(t *testing.T) {
 	if p := ready(a, "onb"); p.GetHost() != "b" {
 		t.Fatalf("project on host %q; want b", p.GetHost())
 	}
+	// Its URLs name b's ports, as b registered them, whichever host
+	// answers.
+	if err := b.st.RegisterHost(ctx, store.Host{Name: "b", Front: "127.0.0.1:80", Capacity: 10, Instance: "b-instance", HTTPPort: 9080, HTTPSPort: 9443}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		p, err := a.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "onb"})
+		if err == nil && strings.Join(p.GetUrls(), " ") == "http://onb.opus.test:9080/ https://onb.opus.test:9443/" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b's project's URLs through a: %v, %v; want b's ports", p.GetUrls(), err)
+		}
+	}
 	if n := a.privd.ensured.Load(); n != 0 {
 		t.Errorf("host a's privd made %d users for a project of b's", n)
 	}

@@ -25,6 +25,10 @@ type Host struct {
 	// Front is HOST:PORT where the host's web front answers for its
 	// projects: where a project's name must resolve.
 	Front string `json:"front"`
+	// HTTPPort and HTTPSPort are the ports its front serves projects on
+	// (its http_port and https_port): a project's URLs name its host's.
+	HTTPPort  int `json:"http_port,omitempty"`
+	HTTPSPort int `json:"https_port,omitempty"`
 	// Capacity is how many projects the host takes; placement puts a new
 	// project on the live host with the lowest share of it used.
 	Capacity int `json:"capacity"`
