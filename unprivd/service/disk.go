@@ -263,7 +263,7 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 			return tx.EachProject(add)
 		}
 		owners = []uint32{c.uid}
-		return tx.EachProjectOwnedBy(c.uid, add)
+		return tx.EachProjectWhere(c.owns, add)
 	})
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
