@@ -126,6 +126,19 @@ func TestOwnerByNameAcrossHosts(t *testing.T) {
 		t.Fatalf("after alice's change through b: %+v, %v; want two apps", p, err)
 	}
 
+	// Her disk usage through b, where a project of hers made through a is
+	// served: her totals are her uid's there, not those of the uid it was
+	// made with (bob's on b, whose uploads are his own).
+	if got := a.as(t, aliceOnA, "create", "alicesonb@b"); got.Code != "OK" {
+		t.Fatalf("create through a as alice for host b: %+v", got)
+	}
+	for _, arg := range []string{"", "alicesonb"} {
+		got := b.as(t, aliceOnB, "disk", arg)
+		if want := []string{fmt.Sprintf("user %d alice", aliceOnB), "project alicesonb alice"}; got.Code != "OK" || !slices.Equal(got.Names, want) {
+			t.Errorf("disk usage %q through b as alice: %+v; want %q", arg, got, want)
+		}
+	}
+
 	// A uid no user has on a host owns nothing there: no project is made
 	// that would be anyone's with that uid on any host.
 	if got := a.as(t, 65532, "create", "nameless"); got.Code != "FailedPrecondition" {
