@@ -218,6 +218,7 @@ type caller struct {
 	uid uint32
 	// byName says the state is shared by several hosts (etcd): a uid
 	// means a user of one host alone, so owners are known by user name.
+	// Not set for an admin, who may see everything anyway.
 	byName bool
 	// name is the caller's user name on this host, looked up only when
 	// byName; "" when no user has uid here.
@@ -292,12 +293,13 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 	c := caller{uid: cred.UID}
 	if rule != accessPublic && rule != accessConsole {
 		c.admin = s.admins.IsAdmin(cred.UID)
-		if s.st.Shared() {
+		if s.st.Shared() && !c.admin {
+			// An admin may see everything: the name decides nothing.
 			c.byName = true
 			// "" (no user has the uid here) owns nothing by name.
 			if c.name, err = s.st.ConsoleUserName(cred.UID); err != nil {
 				s.log.Warn("refused: user database", "uid", cred.UID, "method", method, "err", err)
-				return nil, status.Errorf(codes.Unavailable, "opusd could not look up uid %d in this host's user database, which says who owns what on hosts sharing their state; try again, or ask the host administrator to check it", cred.UID)
+				return nil, errUserDatabase(cred.UID)
 			}
 		}
 	}
@@ -366,7 +368,7 @@ func (s *Service) ownerName(uid uint32) (string, error) {
 	name, err := s.st.ConsoleUserName(uid)
 	switch {
 	case err != nil && s.st.Shared():
-		return "", status.Errorf(codes.Unavailable, "opusd could not look up uid %d in this host's user database, which says who owns what on hosts sharing their state; try again, or ask the host administrator to check it", uid)
+		return "", errUserDatabase(uid)
 	case err != nil:
 		s.log.Warn("owner's user name unknown", "uid", uid, "err", err)
 		return "", nil
@@ -374,4 +376,10 @@ func (s *Service) ownerName(uid uint32) (string, error) {
 		return "", status.Errorf(codes.FailedPrecondition, "uid %d has no user name on this host: on hosts sharing their state a project is owned by its owner's user name; ask the host administrator to add the user", uid)
 	}
 	return name, nil
+}
+
+// errUserDatabase is what a caller sees when the host's user database
+// (an NSS source down, say) could not name uid on a shared store.
+func errUserDatabase(uid uint32) error {
+	return status.Errorf(codes.Unavailable, "opusd could not look up uid %d in this host's user database, which says who owns what on hosts sharing their state; try again, or ask the host administrator to check it", uid)
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -9,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/opus-hosting/opus/internal/testrun"
+	opusv1 "github.com/opus-hosting/opus/proto/opus/v1"
 	"github.com/opus-hosting/opus/unprivd/store"
 )
 
@@ -145,6 +149,26 @@ func TestOwnerByNameAcrossHosts(t *testing.T) {
 		t.Errorf("create as a uid without a name: %+v; want FailedPrecondition", got)
 	}
 	if _, err := a.st.GetProject(context.Background(), "nameless"); err == nil {
+		t.Error("the refused create was recorded")
+	}
+
+	// A host whose user database cannot answer serves a plain user
+	// nothing rather than guess who they are, and makes no project
+	// without its owner's name; an admin (root) still sees everything.
+	down := clusterHostWith(t, srv, "c", 10, serverOpt{userName: func(uint32) (string, error) { return "", errors.New("nss source down") }})
+	ctx := context.Background()
+	for _, action := range []string{"list", "get"} {
+		if got := down.as(t, aliceOnA, action, "alices"); got.Code != "Unavailable" || !strings.Contains(got.Msg, "user database") {
+			t.Errorf("%s with the user database down: %+v; want Unavailable naming it", action, got)
+		}
+	}
+	if l, err := down.client.ListProjects(ctx, &opusv1.ListProjectsRequest{}); err != nil || len(l.GetProjects()) != 2 {
+		t.Errorf("root's list with the user database down: %v, %v; want both projects", l.GetProjects(), err)
+	}
+	if _, err := down.client.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: "blind"}); code(err) != codes.Unavailable || !strings.Contains(err.Error(), "user database") {
+		t.Errorf("create with the user database down: %v; want Unavailable", err)
+	}
+	if _, err := a.st.GetProject(ctx, "blind"); err == nil {
 		t.Error("the refused create was recorded")
 	}
 }
