@@ -137,6 +137,16 @@ func userName(uid uint32) string {
 	return id
 }
 
+// ownerName is the name of p's owner: the one recorded with it, which
+// holds on every host sharing the state (its uid is a uid of the host it
+// was made through), or else the local name of its uid.
+func ownerName(p *opusv1.Project) string {
+	if n := p.GetOwnerName(); n != "" {
+		return n
+	}
+	return userName(p.GetOwnerUid())
+}
+
 // phaseName is "READY", "FAILED", ...
 func phaseName(p opusv1.Phase) string { return strings.TrimPrefix(p.String(), "PHASE_") }
 
@@ -214,7 +224,7 @@ func writeProjectTable(w io.Writer, ps []*opusv1.Project) error {
 		for _, a := range p.GetApps() {
 			apps = append(apps, a.GetName())
 		}
-		writeRow(tw, p.GetName(), userName(p.GetOwnerUid()), phaseName(p.GetPhase()), orDash(p.GetHost()), orDash(strings.Join(apps, ",")), primaryURL(p.GetUrls()))
+		writeRow(tw, p.GetName(), ownerName(p), phaseName(p.GetPhase()), orDash(p.GetHost()), orDash(strings.Join(apps, ",")), primaryURL(p.GetUrls()))
 	}
 	return tw.Flush()
 }
@@ -245,7 +255,7 @@ func writeProjectDetail(w io.Writer, p *opusv1.Project) error {
 	}
 	rows := [][2]string{
 		{"Name", p.GetName()},
-		{"Owner", fmt.Sprintf("%s (uid %d)", userName(p.GetOwnerUid()), p.GetOwnerUid())},
+		{"Owner", fmt.Sprintf("%s (uid %d)", ownerName(p), p.GetOwnerUid())},
 		{"Phase", phaseName(p.GetPhase())},
 		{"Host", orDash(p.GetHost())},
 		{"Server name", orDash(p.GetServerName())},

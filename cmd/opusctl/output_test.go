@@ -212,3 +212,39 @@ func TestCertificateRows(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnerShown: ls and show name the owner by the name recorded with
+// the project, which holds on every host sharing the state; its uid, a
+// uid of the host it was made through, is named locally only for a
+// project without one.
+func TestOwnerShown(t *testing.T) {
+	const nobodyHere = 4000000000 // no user has it
+	tests := []struct {
+		name      string
+		p         *opusv1.Project
+		ls, shown string
+	}{
+		{"recorded name", &opusv1.Project{Name: "blog", OwnerUid: nobodyHere, OwnerName: "alice"}, "alice", "alice (uid 4000000000)"},
+		{"recorded name over the local one", &opusv1.Project{Name: "blog", OwnerUid: 0, OwnerName: "alice"}, "alice", "alice (uid 0)"},
+		{"no name: the local one", &opusv1.Project{Name: "blog", OwnerUid: 0}, "root", "root (uid 0)"},
+		{"no name, no local user", &opusv1.Project{Name: "blog", OwnerUid: nobodyHere}, "4000000000", "4000000000 (uid 4000000000)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ls, show bytes.Buffer
+			if err := writeProjectTable(&ls, []*opusv1.Project{tt.p}); err != nil {
+				t.Fatal(err)
+			}
+			if err := writeProjectDetail(&show, tt.p); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(ls.String(), "\n")
+			if f := strings.Fields(lines[1]); len(f) < 2 || f[1] != tt.ls {
+				t.Errorf("ls row %q: owner want %q", lines[1], tt.ls)
+			}
+			if !strings.Contains(show.String(), "Owner") || !strings.Contains(show.String(), tt.shown+"\n") {
+				t.Errorf("show:\n%s\nwant owner %q", show.String(), tt.shown)
+			}
+		})
+	}
+}

@@ -534,7 +534,7 @@ func transient(err error) bool {
 func incomingCopy(p *store.Project, host string, now time.Time) *store.Project {
 	mv := p.Move
 	c := &store.Project{
-		Name: p.Name, OwnerUID: p.OwnerUID, Host: host, Spec: p.Spec.Clone(), Generation: p.Generation,
+		Name: p.Name, OwnerUID: p.OwnerUID, OwnerName: p.OwnerName, Host: host, Spec: p.Spec.Clone(), Generation: p.Generation,
 		Status: store.Status{Phase: store.PhasePending},
 	}
 	if p.Secrets != nil {

@@ -128,3 +128,26 @@ func TestPruneFetchLeftovers(t *testing.T) {
 		t.Errorf("left under moves/: %s; want %s", got, want)
 	}
 }
+
+// TestIncomingCopyKeepsOwner: the target's copy, which becomes the project,
+// is its owner's by the same uid and name, with the same secret key, spec
+// and generation, on the target, restoring the data the move carried.
+func TestIncomingCopyKeepsOwner(t *testing.T) {
+	p := &store.Project{Name: "blog", OwnerUID: 1001, OwnerName: "alice", Host: "a", Generation: 7,
+		Spec:    store.Spec{Admin: true},
+		Secrets: &store.Secrets{SecretKey: "k"},
+		Move: &store.Move{ID: "20261205T000000Z-abcdef", From: "a", To: "b",
+			Files: []store.MoveFile{{ID: "20261205T000000Z-abcdef", Size: 10}, {ID: "20261205T000000Z-abcdef-media", Size: 3}}},
+	}
+	c := incomingCopy(p, "b", time.Now())
+	if c.OwnerUID != 1001 || c.OwnerName != "alice" || c.Host != "b" || c.Generation != 7 || !c.Spec.Admin || c.Secrets.SecretKey != "k" {
+		t.Fatalf("copy %+v; want alice's (1001) project on b at generation 7 with its spec and key", c)
+	}
+	if c.Spec.RestoreSnapshot != p.Move.ID || len(c.Snapshots) != 1 || c.Snapshots[0].Size != 10 || c.Snapshots[0].MediaSize != 3 || !c.Snapshots[0].Media {
+		t.Fatalf("copy restores %q from %+v; want the move's data", c.Spec.RestoreSnapshot, c.Snapshots)
+	}
+	c.Secrets.SecretKey = "changed"
+	if p.Secrets.SecretKey != "k" {
+		t.Fatal("the copy shares its secrets with the project")
+	}
+}

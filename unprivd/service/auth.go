@@ -215,7 +215,14 @@ func (c *adminCache) IsAdmin(uid uint32) bool {
 
 // caller is who is calling, decided once per call by the interceptor.
 type caller struct {
-	uid   uint32
+	uid uint32
+	// byName says the state is shared by several hosts (etcd): a uid
+	// means a user of one host alone, so owners are known by user name.
+	// Not set for an admin, who may see everything anyway.
+	byName bool
+	// name is the caller's user name on this host, looked up only when
+	// byName; "" when no user has uid here.
+	name  string
 	admin bool
 }
 
@@ -241,8 +248,26 @@ func callerAbout(ctx context.Context, field, project string) (caller, error) {
 	return c, validateProject(field, project)
 }
 
-// may reports whether c may see a project or operation owned by owner.
-func (c caller) may(owner uint32) bool { return c.admin || c.uid == owner }
+// owns reports whether c may see and change project p.
+func (c caller) owns(p *store.Project) bool { return c.mayOwner(p.OwnerUID, p.OwnerName) }
+
+// mayOp reports whether c may see operation op.
+func (c caller) mayOp(op *store.Operation) bool { return c.mayOwner(op.OwnerUID, op.OwnerName) }
+
+// mayOwner is the one rule of who may see and change what an owner has:
+// an admin, or the owner. Where hosts share the state the owner is the
+// user name recorded at create (the same person has the same name on
+// every host, not the same uid); a record made before names were kept
+// has only the uid, which is compared as on one host.
+func (c caller) mayOwner(uid uint32, name string) bool {
+	switch {
+	case c.admin:
+		return true
+	case c.byName && name != "":
+		return c.name != "" && c.name == name
+	}
+	return c.uid == uid
+}
 
 // authorize applies the table to one call and returns the context handlers
 // run with.
@@ -268,6 +293,15 @@ func (s *Service) authorize(ctx context.Context, method string) (context.Context
 	c := caller{uid: cred.UID}
 	if rule != accessPublic && rule != accessConsole {
 		c.admin = s.admins.IsAdmin(cred.UID)
+		if s.st.Shared() && !c.admin {
+			// An admin may see everything: the name decides nothing.
+			c.byName = true
+			// "" (no user has the uid here) owns nothing by name.
+			if c.name, err = s.st.ConsoleUserName(cred.UID); err != nil {
+				s.log.Warn("refused: user database", "uid", cred.UID, "method", method, "err", err)
+				return nil, errUserDatabase(cred.UID)
+			}
+		}
 	}
 	if rule == accessAdmin && !c.admin {
 		s.log.Warn("refused: admins only", "uid", cred.UID, "method", method)
@@ -323,4 +357,29 @@ func (s *Service) refuse(ctx context.Context, c caller, method, project string, 
 	s.log.LogAttrs(ctx, slog.LevelWarn, "refused", slog.Uint64("uid", uint64(c.uid)),
 		slog.String("method", method), slog.String("project", project), slog.String("reason", status.Convert(err).Message()))
 	return err
+}
+
+// ownerName is the user name recorded as the owner of a project uid makes
+// through this host: uid's name here. Where hosts share the state it says
+// who owns the project, so a uid without one cannot own a project there;
+// on one host the uid does, and a name the user database cannot give is
+// left out.
+func (s *Service) ownerName(uid uint32) (string, error) {
+	name, err := s.st.ConsoleUserName(uid)
+	switch {
+	case err != nil && s.st.Shared():
+		return "", errUserDatabase(uid)
+	case err != nil:
+		s.log.Warn("owner's user name unknown", "uid", uid, "err", err)
+		return "", nil
+	case name == "" && s.st.Shared():
+		return "", status.Errorf(codes.FailedPrecondition, "uid %d has no user name on this host: on hosts sharing their state a project is owned by its owner's user name; ask the host administrator to add the user", uid)
+	}
+	return name, nil
+}
+
+// errUserDatabase is what a caller sees when the host's user database
+// (an NSS source down, say) could not name uid on a shared store.
+func errUserDatabase(uid uint32) error {
+	return status.Errorf(codes.Unavailable, "opusd could not look up uid %d in this host's user database, which says who owns what on hosts sharing their state; try again, or ask the host administrator to check it", uid)
 }

@@ -407,8 +407,8 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 		if err != nil {
 			return err
 		}
-		if !info.GetReplace() || !c.may(p.OwnerUID) {
-			if c.may(p.OwnerUID) {
+		if !info.GetReplace() || !c.owns(p) {
+			if c.owns(p) {
 				return status.Errorf(codes.AlreadyExists, "project %q already exists; restore it under another name (--as NEWNAME), or over it with --replace", name)
 			}
 			return projectExists(tx, name)
@@ -434,8 +434,13 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
-	if existing != nil {
-		owner = existing.OwnerUID
+	var ownerName string
+	if existing == nil {
+		if ownerName, err = s.ownerName(owner); err != nil {
+			return nil, err
+		}
+	} else {
+		owner, ownerName = existing.OwnerUID, existing.OwnerName
 		if (existing.Spec.Database != nil) != (engine == enginePostgreSQL) || (existing.Spec.Database != nil && existing.Spec.Database.Provisioned != req.GetDatabase().GetProvision()) {
 			return nil, status.Errorf(codes.FailedPrecondition, "project %q keeps its data in another kind of database than the backup's (%s); restore it under another name (--as NEWNAME)", name, engine)
 		}
@@ -518,7 +523,7 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 				return err
 			}
 			// On this host: the backup's data is spooled here.
-			p = &store.Project{Name: name, OwnerUID: owner, Host: s.cfg.HostName, Spec: spec, Generation: 1, Status: store.Status{Phase: store.PhasePending}}
+			p = &store.Project{Name: name, OwnerUID: owner, OwnerName: ownerName, Host: s.cfg.HostName, Spec: spec, Generation: 1, Status: store.Status{Phase: store.PhasePending}}
 			p.Secrets = &store.Secrets{SecretKey: arch.Secrets.SecretKey}
 			p.Snapshots = []store.Snapshot{rec}
 			p.Spec.RestoreSnapshot = id
@@ -527,7 +532,7 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 			}
 		case err != nil:
 			return err
-		case existing == nil || p.OwnerUID != existing.OwnerUID || p.Deleting || p.Host != existing.Host || p.Move != nil:
+		case existing == nil || p.OwnerUID != existing.OwnerUID || p.OwnerName != existing.OwnerName || p.Deleting || p.Host != existing.Host || p.Move != nil:
 			return status.Errorf(codes.Aborted, "project %q changed during the restore; restore again", name)
 		case info.GetTakeOver():
 			// Taken over from a host that is not answering: a move to this
@@ -542,7 +547,7 @@ func (s *Service) restore(ctx context.Context, c caller, owner uint32, info *opu
 				}
 			}
 			spec.Certificate = p.Spec.Certificate
-			in := &store.Project{Name: name, OwnerUID: owner, Host: s.cfg.HostName, Spec: spec, Generation: p.Generation,
+			in := &store.Project{Name: name, OwnerUID: owner, OwnerName: ownerName, Host: s.cfg.HostName, Spec: spec, Generation: p.Generation,
 				Status: store.Status{Phase: store.PhasePending}, Secrets: &store.Secrets{SecretKey: arch.Secrets.SecretKey},
 				Snapshots: []store.Snapshot{rec}}
 			in.Spec.RestoreSnapshot = id

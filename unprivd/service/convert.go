@@ -53,7 +53,7 @@ func toOperation(op *store.Operation) *opusv1.Operation {
 	out := &opusv1.Operation{
 		Id: op.ID, Project: op.Project, Kind: opKinds[op.Kind], State: opStates[op.State],
 		Error: op.Error, CreateTime: ts(op.CreateTime), EndTime: ts(op.EndTime),
-		OwnerUid: op.OwnerUID, Generation: op.Generation, RequestedByUid: op.RequestedBy,
+		OwnerUid: op.OwnerUID, OwnerName: op.OwnerName, Generation: op.Generation, RequestedByUid: op.RequestedBy,
 	}
 	for _, st := range op.Steps {
 		out.Steps = append(out.Steps, &opusv1.Step{Name: st.Name, State: stepStates[st.State],
@@ -79,7 +79,7 @@ func toSource(a store.AppSpec) *opusv1.AppSource {
 func (s *Service) toProject(p *store.Project) *opusv1.Project {
 	host := p.Name + s.cfg.ServerSuffix
 	out := &opusv1.Project{
-		Name: p.Name, OwnerUid: p.OwnerUID, Phase: phases[p.Status.Phase], LastError: p.Status.LastError,
+		Name: p.Name, OwnerUid: p.OwnerUID, OwnerName: p.OwnerName, Phase: phases[p.Status.Phase], LastError: p.Status.LastError,
 		CreateTime: ts(p.CreateTime), UpdateTime: ts(p.UpdateTime),
 		Generation: p.Generation, ObservedGeneration: p.Status.ObservedGeneration,
 		Admin: p.Spec.Admin, ServerName: host, SystemUser: p.Status.SystemUser,

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os/user"
 	"slices"
-	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -236,6 +234,16 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 	defer release()
 	var ps []*store.Project
 	var owners []uint32
+	// Whose totals a project counts in: its owner's uid, or for a plain
+	// caller, who sees only their own, the caller's: on hosts sharing
+	// their state their project may have been made with their uid on
+	// another host, which here may be someone else's, uploads and all.
+	ownerOf := func(p *store.Project) uint32 {
+		if c.admin {
+			return p.OwnerUID
+		}
+		return c.uid
+	}
 	err = s.st.View(ctx, func(tx *store.Tx) error {
 		if name := req.GetProject(); name != "" {
 			if err := validateProject("project", name); err != nil {
@@ -249,7 +257,7 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 				return s.elsewhere(p, "its files are kept: measure them")
 			}
 			ps = []*store.Project{p}
-			owners = []uint32{p.OwnerUID}
+			owners = []uint32{ownerOf(p)}
 			return nil
 		}
 		// Only this host's files are here to measure.
@@ -263,7 +271,7 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 			return tx.EachProject(add)
 		}
 		owners = []uint32{c.uid}
-		return tx.EachProjectOwnedBy(c.uid, add)
+		return tx.EachProjectWhere(c.owns, add)
 	})
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
@@ -279,7 +287,7 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 	user := func(uid uint32) *opusv1.UserDiskUsage {
 		u := totals[uid]
 		if u == nil {
-			u = &opusv1.UserDiskUsage{Uid: uid, User: userName(uid), UploadQuota: s.cfg.Disk.UploadQuota,
+			u = &opusv1.UserDiskUsage{Uid: uid, User: s.userName(uid), UploadQuota: s.cfg.Disk.UploadQuota,
 				SnapshotQuota: s.cfg.Disk.SnapshotQuota, Total: &opusv1.ByteCount{}}
 			totals[uid] = u
 		}
@@ -305,8 +313,8 @@ func (s *Service) GetDiskUsage(ctx context.Context, req *opusv1.GetDiskUsageRequ
 			return nil, err
 		}
 		res.Projects = append(res.Projects, pu)
-		u := user(p.OwnerUID)
-		pu.Owner = u.User
+		u := user(ownerOf(p))
+		pu.Owner = cmp.Or(p.OwnerName, u.User)
 		u.Projects++
 		u.SnapshotBytes += pu.SnapshotBytes
 		u.Total.Bytes += pu.Code.GetBytes() + pu.Data.GetBytes() + pu.SnapshotBytes + pu.GitCacheBytes
@@ -412,11 +420,9 @@ func (s *Service) gitUsers(ctx context.Context) (map[string]int, error) {
 	return out, err
 }
 
-// userName is uid's user name, or "" when it has none.
-func userName(uid uint32) string {
-	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
-	if err != nil {
-		return ""
-	}
-	return u.Username
+// userName is uid's user name on this host, or "" when it has none or
+// the user database cannot say.
+func (s *Service) userName(uid uint32) string {
+	name, _ := s.st.ConsoleUserName(uid)
+	return name
 }

@@ -19,8 +19,16 @@ import (
 // registration and its API over a real reconciler and a stub privd.
 func clusterHost(t *testing.T, srv *etcdtest.Server, name string, capacity int) *server {
 	t.Helper()
+	return clusterHostWith(t, srv, name, capacity, serverOpt{reconciler: true})
+}
+
+// clusterHostWith is clusterHost served with o (its store and host name
+// are the host's; o.userName is its user database).
+func clusterHostWith(t *testing.T, srv *etcdtest.Server, name string, capacity int, o serverOpt) *server {
+	t.Helper()
 	st, err := store.OpenEtcd(context.Background(), store.EtcdOptions{
 		Endpoints: []string{srv.ClientURL}, Prefix: "/svc/", Host: name, HostTTL: 2 * time.Second,
+		Options: store.Options{UserName: o.userName},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +37,8 @@ func clusterHost(t *testing.T, srv *etcdtest.Server, name string, capacity int) 
 	if err := st.RegisterHost(context.Background(), store.Host{Name: name, Front: "127.0.0.1:80", Capacity: capacity, Instance: name + "-instance"}); err != nil {
 		t.Fatal(err)
 	}
-	return startServer(t, serverOpt{store: st, hostName: name, reconciler: true})
+	o.store, o.hostName = st, name
+	return startServer(t, o)
 }
 
 func etcdForTest(t *testing.T) *etcdtest.Server {

@@ -31,7 +31,7 @@ func (s *Service) operation(ctx context.Context, c caller, method, id string) (*
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
 	}
-	if !c.may(op.OwnerUID) {
+	if !c.mayOp(op) {
 		return nil, s.refuse(ctx, c, method, op.Project, status.Errorf(codes.NotFound, "operation %q not found", id))
 	}
 	return op, nil

@@ -74,7 +74,7 @@ func (s *Service) RollbackApp(ctx context.Context, req *opusv1.RollbackAppReques
 		return nil
 	})
 	if proj != nil {
-		out := &opusv1.Operation{Project: proj.Name, Kind: opKinds[store.OpRollback], Generation: proj.Generation, OwnerUid: proj.OwnerUID}
+		out := &opusv1.Operation{Project: proj.Name, Kind: opKinds[store.OpRollback], Generation: proj.Generation, OwnerUid: proj.OwnerUID, OwnerName: proj.OwnerName}
 		if snap != nil {
 			out.DataSnapshot = toDataSnapshot(*snap)
 		}

@@ -222,7 +222,7 @@ func (s *Service) visibleProject(ctx context.Context, tx *store.Tx, c caller, me
 	if err != nil {
 		return nil, err
 	}
-	if !c.may(p.OwnerUID) {
+	if !c.owns(p) {
 		return nil, s.refuse(ctx, c, method, name, notFound(name))
 	}
 	return p, nil
@@ -238,6 +238,10 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 	if err != nil {
 		return nil, err
 	}
+	ownerName, err := s.ownerName(c.uid)
+	if err != nil {
+		return nil, s.refuse(ctx, c, opusv1.Opus_CreateProject_FullMethodName, req.GetName(), err)
+	}
 	var op *store.Operation
 	var host string
 	err = s.st.Update(ctx, func(tx *store.Tx) error {
@@ -251,7 +255,7 @@ func (s *Service) CreateProject(ctx context.Context, req *opusv1.CreateProjectRe
 		if host, err = s.place(tx, req.GetHost(), spec); err != nil {
 			return err
 		}
-		p := &store.Project{Name: req.GetName(), OwnerUID: c.uid, Host: host, Spec: spec, Generation: 1,
+		p := &store.Project{Name: req.GetName(), OwnerUID: c.uid, OwnerName: ownerName, Host: host, Spec: spec, Generation: 1,
 			Status: store.Status{Phase: store.PhasePending}}
 		if err := tx.CreateProject(p); err != nil {
 			if errors.Is(err, store.ErrExists) {
@@ -377,16 +381,14 @@ func (s *Service) ListProjects(ctx context.Context, _ *opusv1.ListProjectsReques
 	err = s.st.View(ctx, func(tx *store.Tx) error {
 		// Records by value, rendered as they come: no copy of the list.
 		add := func(p store.Project) error {
-			if c.may(p.OwnerUID) {
-				res.Projects = append(res.Projects, s.toProject(&p))
-			}
+			res.Projects = append(res.Projects, s.toProject(&p))
 			return nil
 		}
 		if c.admin {
 			res.Projects = make([]*opusv1.Project, 0, tx.ProjectsHint())
 			return tx.EachProject(add)
 		}
-		return tx.EachProjectOwnedBy(c.uid, add)
+		return tx.EachProjectWhere(c.owns, add)
 	})
 	if err != nil {
 		return nil, s.storeErr(ctx, err)
@@ -435,7 +437,7 @@ func (s *Service) mutateTx(ctx context.Context, method, name string, kind store.
 		before := p.Spec.Clone()
 		if err := fn(tx, c, p); err != nil {
 			if errors.Is(err, errUnchanged) {
-				unchanged = &opusv1.Operation{Project: p.Name, Kind: opKinds[kind], Generation: p.Generation, OwnerUid: p.OwnerUID, Unchanged: true}
+				unchanged = &opusv1.Operation{Project: p.Name, Kind: opKinds[kind], Generation: p.Generation, OwnerUid: p.OwnerUID, OwnerName: p.OwnerName, Unchanged: true}
 			}
 			return err
 		}

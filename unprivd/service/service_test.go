@@ -84,9 +84,22 @@ func helperMain() int {
 	var res helperResult
 	switch action := os.Getenv("OPUS_SVC_ACTION"); action {
 	case "create":
+		// NAME, or NAME@HOST to name the host.
+		name, host, _ := strings.Cut(arg, "@")
 		var op *opusv1.Operation
-		op, err = cl.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: arg, Apps: []*opusv1.AppSpec{gitApp("blog", "https://example.com/blog.git")}})
+		op, err = cl.CreateProject(ctx, &opusv1.CreateProjectRequest{Name: name, Host: host, Apps: []*opusv1.AppSpec{gitApp("blog", "https://example.com/blog.git")}})
 		res.ID = op.GetId()
+	case "disk":
+		// Names: "user UID NAME" for each user's totals, then "project
+		// NAME OWNER" for each project.
+		var d *opusv1.GetDiskUsageResponse
+		d, err = cl.GetDiskUsage(ctx, &opusv1.GetDiskUsageRequest{Project: arg})
+		for _, u := range d.GetUsers() {
+			res.Names = append(res.Names, fmt.Sprintf("user %d %s", u.GetUid(), u.GetUser()))
+		}
+		for _, p := range d.GetProjects() {
+			res.Names = append(res.Names, fmt.Sprintf("project %s %s", p.GetProject(), p.GetOwner()))
+		}
 	case "get":
 		_, err = cl.GetProject(ctx, &opusv1.GetProjectRequest{Name: arg})
 	case "list":

@@ -8,6 +8,11 @@ import "time"
 type Project struct {
 	Name     string `json:"name"`
 	OwnerUID uint32 `json:"owner_uid"`
+	// OwnerName is the owner's user name on the host the project was
+	// made through; where hosts share the state, it, not OwnerUID (which
+	// means that host's user alone), says who owns the project. Empty in
+	// a record made before it was kept.
+	OwnerName string `json:"owner_name,omitempty"`
 	// Host is the host that serves the project: only its opusd works on
 	// it. Set at create (and by a move); empty in a state written before
 	// hosts were named, which the one host of a bbolt store serves.
@@ -486,6 +491,8 @@ type Operation struct {
 	// OwnerUID is the project's owner when the operation was made; it
 	// decides who may see the operation, even after the project is gone.
 	OwnerUID uint32 `json:"owner_uid"`
+	// OwnerName is the project's OwnerName when the operation was made.
+	OwnerName string `json:"owner_name,omitempty"`
 	// RequestedBy is the uid of the caller who caused it.
 	RequestedBy uint32 `json:"requested_by"`
 	// Generation is the spec generation the operation drives to.

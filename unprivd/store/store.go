@@ -497,6 +497,13 @@ func (tx *Tx) EachProjectOwnedBy(uid uint32, fn func(Project) error) error {
 	return tx.each(func(p *Project) bool { return p.OwnerUID == uid }, fn)
 }
 
+// EachProjectWhere is EachProject for the projects keep accepts; the
+// others are not copied at all. keep sees the stored record itself,
+// maybe one shared by all readers: it must only look.
+func (tx *Tx) EachProjectWhere(keep func(*Project) bool, fn func(Project) error) error {
+	return tx.each(keep, fn)
+}
+
 // each calls fn with a deep copy of every record keep accepts (all when
 // keep is nil). keep sees the record itself, maybe the cache's: it must
 // only look.
@@ -643,7 +650,7 @@ func (tx *Tx) NewOperation(p *Project, kind OpKind, requestedBy uint32) (*Operat
 	}
 	op := &Operation{
 		ID: id, Project: p.Name, Kind: kind, State: OpPending,
-		CreateTime: tx.Now(), OwnerUID: p.OwnerUID, RequestedBy: requestedBy,
+		CreateTime: tx.Now(), OwnerUID: p.OwnerUID, OwnerName: p.OwnerName, RequestedBy: requestedBy,
 		Generation: p.Generation, Seq: seq,
 	}
 	if err := tx.kv.put(bucketProjectOps, indexKey(p.Name, seq), []byte(id)); err != nil {

@@ -167,6 +167,7 @@ func (c *Console) parseTemplates() error {
 		"took":       took,
 		"short":      shortCommit,
 		"username":   userName,
+		"owner":      ownerName,
 		"final":      opFinal,
 		"destroyed":  opDestroyed,
 		"gitURL":     gitURL,
@@ -356,6 +357,16 @@ func remoteAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// ownerName is the name of p's owner: the one recorded with it, which
+// holds on every host sharing the state (its uid is one of the host it
+// was made through), or else the local name of its uid.
+func ownerName(p *opusv1.Project) string {
+	if n := p.GetOwnerName(); n != "" {
+		return n
+	}
+	return userName(p.GetOwnerUid())
 }
 
 // userName is uid's login name, or the number.

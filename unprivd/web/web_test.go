@@ -530,9 +530,10 @@ func TestConsoleFlow(t *testing.T) {
 	if p, _ := r.st.GetProject(context.Background(), "blog"); p.Deleting {
 		t.Fatal("B's destroy marked A's project")
 	}
-	// An admin sees every project, with its owner.
+	// An admin sees every project, with its owner, by the name recorded
+	// with it (61001 has no user on the host running the test).
 	adm, _ := r.signIn(t, 0)
-	if al := do(t, adm, "GET", r.srv.URL+"/", nil); al.code != 200 || !strings.Contains(al.body, `href="/projects/blog"`) || !strings.Contains(al.body, "uid 61001") {
+	if al := do(t, adm, "GET", r.srv.URL+"/", nil); al.code != 200 || !strings.Contains(al.body, `href="/projects/blog"`) || !strings.Contains(al.body, "<td>alice</td>") {
 		t.Fatalf("admin's list: %d %.2000s", al.code, al.body)
 	}
 
@@ -1081,6 +1082,28 @@ func TestRunningRef(t *testing.T) {
 	} {
 		if got := runningRef(tc.app); got != tc.want {
 			t.Errorf("%s: runningRef = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestOwnerShownByRecordedName: the console names a project's owner by
+// the name recorded with it, which holds on every host sharing the
+// state; its uid, one of the host it was made through, has no user here.
+func TestOwnerShownByRecordedName(t *testing.T) {
+	r := newRig(t)
+	const elsewhere = 4000000000 // no user has it, here or in the rig
+	err := r.st.Update(context.Background(), func(tx *store.Tx) error {
+		return tx.CreateProject(&store.Project{Name: "blog", OwnerUID: elsewhere, OwnerName: "carol", Generation: 1,
+			Status: store.Status{Phase: store.PhaseReady}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := r.signIn(t, 0)
+	for page, want := range map[string]string{"/": "<td>carol</td>", "/projects/blog": "Owner carol "} {
+		a := do(t, root, "GET", r.srv.URL+page, nil)
+		if a.code != 200 || !strings.Contains(a.body, want) || strings.Contains(a.body, "4000000000") {
+			t.Errorf("%s: %d, want %q and no uid: %.2000s", page, a.code, want, a.body)
 		}
 	}
 }

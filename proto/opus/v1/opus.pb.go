@@ -899,7 +899,12 @@ type Project struct {
 	Host string `protobuf:"bytes,24,opt,name=host,proto3" json:"host,omitempty"`
 	// moving_to is the host the project is moving to, while a move is under
 	// way (see MoveProject).
-	MovingTo      string `protobuf:"bytes,25,opt,name=moving_to,json=movingTo,proto3" json:"moving_to,omitempty"`
+	MovingTo string `protobuf:"bytes,25,opt,name=moving_to,json=movingTo,proto3" json:"moving_to,omitempty"`
+	// owner_name is the owner's user name on the host the project was made
+	// through; where hosts share their state it says who owns the project
+	// (owner_uid is a uid of that host). Empty for a project made before
+	// names were kept.
+	OwnerName     string `protobuf:"bytes,26,opt,name=owner_name,json=ownerName,proto3" json:"owner_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1105,6 +1110,13 @@ func (x *Project) GetHost() string {
 func (x *Project) GetMovingTo() string {
 	if x != nil {
 		return x.MovingTo
+	}
+	return ""
+}
+
+func (x *Project) GetOwnerName() string {
+	if x != nil {
+		return x.OwnerName
 	}
 	return ""
 }
@@ -2354,8 +2366,10 @@ type Operation struct {
 	// requested_by_uid is the uid of the caller who asked for the change
 	// (owner_uid is the project's owner).
 	RequestedByUid uint32 `protobuf:"varint,13,opt,name=requested_by_uid,json=requestedByUid,proto3" json:"requested_by_uid,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// owner_name is the project's owner_name when the operation was made.
+	OwnerName     string `protobuf:"bytes,14,opt,name=owner_name,json=ownerName,proto3" json:"owner_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Operation) Reset() {
@@ -2477,6 +2491,13 @@ func (x *Operation) GetRequestedByUid() uint32 {
 		return x.RequestedByUid
 	}
 	return 0
+}
+
+func (x *Operation) GetOwnerName() string {
+	if x != nil {
+		return x.OwnerName
+	}
+	return ""
 }
 
 type GetOperationRequest struct {
@@ -4486,7 +4507,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\tSuperuser\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xc3\b\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"\xe2\b\n" +
 	"\aProject\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12 \n" +
@@ -4520,7 +4541,9 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\x16certificate_error_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateErrorTime\x12P\n" +
 	"\x16certificate_renew_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateRenewTime\x12\x12\n" +
 	"\x04host\x18\x18 \x01(\tR\x04host\x12\x1b\n" +
-	"\tmoving_to\x18\x19 \x01(\tR\bmovingTo\"\xb9\x01\n" +
+	"\tmoving_to\x18\x19 \x01(\tR\bmovingTo\x12\x1d\n" +
+	"\n" +
+	"owner_name\x18\x1a \x01(\tR\townerName\"\xb9\x01\n" +
 	"\fDataSnapshot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
@@ -4606,7 +4629,7 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"\x80\x04\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\x9f\x04\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12*\n" +
@@ -4624,7 +4647,9 @@ const file_opus_v1_opus_proto_rawDesc = "" +
 	"generation\x12\x1c\n" +
 	"\tunchanged\x18\v \x01(\bR\tunchanged\x12:\n" +
 	"\rdata_snapshot\x18\f \x01(\v2\x15.opus.v1.DataSnapshotR\fdataSnapshot\x12(\n" +
-	"\x10requested_by_uid\x18\r \x01(\rR\x0erequestedByUid\"%\n" +
+	"\x10requested_by_uid\x18\r \x01(\rR\x0erequestedByUid\x12\x1d\n" +
+	"\n" +
+	"owner_name\x18\x0e \x01(\tR\townerName\"%\n" +
 	"\x13GetOperationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"'\n" +
 	"\x15WatchOperationRequest\x12\x0e\n" +
