@@ -133,7 +133,7 @@ func TestAttack20TenantOnCluster(t *testing.T) {
 		}
 		b.dumpLogs(t)
 	})
-	eu, err := url.Parse(startEtcd(t).clientURL)
+	eu, err := url.Parse(startClusterEtcd(t).clientURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestAttack20FailedDeployOnTarget(t *testing.T) {
 			if !strings.Contains(r.out, "etcdhost") || !strings.Contains(r.out, "hostb") {
 				t.Fatalf("opusctl %v as a plain user does not list both hosts:\n%s", args, r.out)
 			}
-			for _, secret := range []string{a.cfg.PeerListen, b.cfg.PeerListen, "peer", "fingerprint", "etcd_", "2379", startEtcd(t).clientURL} {
+			for _, secret := range []string{a.cfg.PeerListen, b.cfg.PeerListen, "peer", "fingerprint", "etcd_", "2379", startClusterEtcd(t).clientURL} {
 				if strings.Contains(r.out, secret) {
 					t.Errorf("opusctl %v as a plain user shows %q:\n%s", args, secret, r.out)
 				}

@@ -11,43 +11,100 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opus-hosting/opus/internal/config"
 	"github.com/opus-hosting/opus/internal/layout"
 )
 
-// Issue 20: several hosts, one Opus. The etcd host (needEtcdHost, "host
-// a" here) and a second host on the same etcd and prefix ("host b"): two
+// Issue 20: several hosts, one Opus. The cluster tests' own etcd and host
+// "etcdhost" (needClusterHost, "host a" here) and a second host on the same etcd and prefix ("host b"): two
 // privd + opusd pairs with their own directories, users, uids and
 // managed Apache.
 
 // clusterPeerN is the run's host number of host b.
 const clusterPeerN = 2
 
+// clusterHostN and clusterPeerN are the run's host numbers of the cluster
+// tests' hosts a and b.
+const clusterHostN = 3
+
 var (
-	clusterPeer     *host
-	clusterPeerErr  error
-	clusterPeerOnce sync.Once
+	clusterHost     *host
+	clusterHostErr  error
+	clusterHostOnce sync.Once
 )
 
-// needClusterPeer returns host b, sharing host a's etcd cluster and key
-// prefix (with its own copies of the client certificate files),
-// starting it on first use.
-func needClusterPeer(t *testing.T) (a, b *host) {
+// needClusterHost returns the cluster tests' host a, on their own etcd
+// (startClusterEtcd), starting both on first use. It is named etcdhost,
+// as the etcd tests' host on the other etcd is: each etcd is an Opus of
+// its own.
+func needClusterHost(t *testing.T) *host {
 	t.Helper()
-	a = needEtcdHost(t)
-	e := startEtcd(t)
-	clusterPeerOnce.Do(func() {
-		dir := filepath.Join(root, "hostb")
-		configure, err := e.hostConfig(dir, a.cfg.EtcdPrefix, "hostb")
+	e := startClusterEtcd(t)
+	clusterHostOnce.Do(func() {
+		dir := filepath.Join(root, "cluster", "etcdhost")
+		configure, err := e.hostConfig(dir, "/opus-cluster-"+testRun.ID+"/", "etcdhost")
 		if err != nil {
-			clusterPeerErr = err
+			clusterHostErr = err
 			return
 		}
-		clusterPeer, clusterPeerErr = startExtraHost(hostSpec{n: clusterPeerN, dir: dir, configure: configure})
+		clusterHost, clusterHostErr = startExtraHost(hostSpec{n: clusterHostN, dir: dir, configure: configure})
 	})
-	if clusterPeerErr != nil {
-		t.Fatalf("starting host b: %v", clusterPeerErr)
+	if clusterHostErr != nil {
+		t.Fatalf("starting the cluster tests' host a: %v", clusterHostErr)
 	}
-	return a, clusterPeer
+	return clusterHost
+}
+
+var (
+	hostbOnce      sync.Once
+	hostbConfigure func(*config.Config)
+	hostbErr       error
+)
+
+// needClusterPeer starts host b for t, sharing host a's etcd cluster and
+// key prefix (with its own copies of the client certificate files), and
+// stops it when t ends: b is one of the hosts only while a cluster test
+// runs, so the other tests on host a find their projects placed on a.
+// Stopped cleanly, its opusd leaves the hosts' list at once.
+func needClusterPeer(t *testing.T) (a, b *host) {
+	t.Helper()
+	a = needClusterHost(t)
+	e := startClusterEtcd(t)
+	dir := filepath.Join(root, "cluster", "hostb")
+	// One configuration for every start: the same ports, for the Apache
+	// the last start left running.
+	hostbOnce.Do(func() {
+		configure, err := e.hostConfig(dir, a.cfg.EtcdPrefix, "hostb")
+		if err != nil {
+			hostbErr = err
+			return
+		}
+		var ports [2]int
+		for i := range ports {
+			if ports[i], err = freePort(); err != nil {
+				hostbErr = err
+				return
+			}
+		}
+		hostbConfigure = func(c *config.Config) {
+			configure(c)
+			c.HTTPPort, c.HTTPSPort = ports[0], ports[1]
+		}
+	})
+	if hostbErr != nil {
+		t.Fatalf("host b's configuration: %v", hostbErr)
+	}
+	b, err := startExtraHost(hostSpec{n: clusterPeerN, dir: dir, configure: hostbConfigure})
+	if err != nil {
+		t.Fatalf("starting host b: %v", err)
+	}
+	t.Cleanup(func() {
+		b.stop()
+		waitFor(t, 15*time.Second, "host b gone from the hosts' list", func() bool {
+			return !strings.Contains(a.ctl(t, 0, "", "hosts").out, "hostb")
+		})
+	})
+	return a, b
 }
 
 // killDaemons ends both daemons of h at once (SIGKILL), as a host that
@@ -284,7 +341,7 @@ class PickyConfig(AppConfig):
 	b.mustCtl(t, 0, "create", name, "--host", "hostb", "--app", app.dir)
 	mustGet(t, webClient(), b.url(name, "https", "/picky/"), "picky on b")
 	before := b.show(t, name)
-	accounts := hostState(t)
+	accounts := hostStateOf(t, a, b)
 
 	r := b.ctl(t, 0, "", "move", name, "--to", "etcdhost")
 	if r.code == 0 {
@@ -305,7 +362,7 @@ class PickyConfig(AppConfig):
 		_, err := user.Lookup(a.projUser(name))
 		return err != nil && !exists(filepath.Join(a.cfg.BaseDir, "projects", name))
 	})
-	if got := hostState(t); got != accounts {
+	if got := hostStateOf(t, a, b); got != accounts {
 		t.Errorf("accounts changed by the failed move:\n%s\nwant\n%s", got, accounts)
 	}
 	sites, _ := os.ReadDir(layout.Sites(a.cfg.ApacheDir))

@@ -96,6 +96,35 @@ func hostState(t *testing.T) [32]byte {
 	return sha256.Sum256(b.Bytes())
 }
 
+// hostStateOf is hostState for the accounts of hosts alone (their
+// project users: by user prefix or project uid): what a test in the
+// parallel phase judges, while tests of other groups (on other hosts)
+// make and remove their own.
+func hostStateOf(t *testing.T, hosts ...*host) [32]byte {
+	t.Helper()
+	var b bytes.Buffer
+	for _, f := range []string{"/etc/passwd", "/etc/group", "/etc/shadow"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			fields := strings.Split(line, ":")
+			mine := slices.ContainsFunc(hosts, func(h *host) bool {
+				if strings.HasPrefix(fields[0], h.cfg.UserPrefix) {
+					return true
+				}
+				id, err := strconv.ParseUint(fields[min(2, len(fields)-1)], 10, 32)
+				return len(fields) > 2 && f != "/etc/shadow" && err == nil && h.cfg.ProjectUIDs.Contains(uint32(id))
+			})
+			if mine {
+				fmt.Fprintf(&b, "%s:%s\n", f, line)
+			}
+		}
+	}
+	return sha256.Sum256(b.Bytes())
+}
+
 // checkOwner asserts path's owner, group and permission bits.
 func checkOwner(t *testing.T, path string, uid, gid uint32, perm fs.FileMode) {
 	t.Helper()

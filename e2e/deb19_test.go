@@ -681,7 +681,7 @@ func debContents(t *testing.T, deb string) string {
 // purged: no process left, and every file and account as before the
 // install.
 func TestDebPackage(t *testing.T) {
-	// Beside the etcd tests, after the others (see joinEtcdTests): it
+	// Beside the etcd tests, after the others (see joinGroup): it
 	// touches none of the run's hosts.
 	t.Parallel()
 	if skipReason != "" {

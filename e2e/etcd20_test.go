@@ -64,7 +64,7 @@ func TestEtcdPartition(t *testing.T) {
 	} {
 		t.Run(tc.how, func(t *testing.T) {
 			before := h.show(t, name)
-			accounts := hostState(t)
+			accounts := hostStateOf(t, h)
 			change := []string{"set", name, "env.OPUS_PARTITION=" + tc.how}
 
 			tc.cut(t)
@@ -92,7 +92,7 @@ func TestEtcdPartition(t *testing.T) {
 				t.Errorf("ls with etcd %s lacks %s:\n%s", tc.how, name, out)
 			}
 			mustGet(t, webClient(), h.url(name, "https", "/hello/"), "Hello from Opus")
-			if hostState(t) != accounts {
+			if hostStateOf(t, h) != accounts {
 				t.Errorf("the refused change changed the run's accounts")
 			}
 
@@ -105,7 +105,7 @@ func TestEtcdPartition(t *testing.T) {
 					t.Fatalf("after etcd came back, the refused change landed: generation %s (was %s), env %v (was %v)", p.Generation, before.Generation, p.Settings.Env, before.Settings.Env)
 				}
 			}
-			if hostState(t) != accounts {
+			if hostStateOf(t, h) != accounts {
 				t.Errorf("the run's accounts changed after etcd came back")
 			}
 
@@ -197,10 +197,12 @@ func TestEtcdHarness(t *testing.T) {
 	if err := e.health(); err != nil {
 		t.Fatal(err)
 	}
+	// Its data directory is its group's, in the run's directory.
+	dir := filepath.Join(root, groupEtcd.dir) + "/"
 	if pids := pidsWhere(func(cmd []byte) bool {
-		return bytes.HasPrefix(cmd, []byte(etcdtest.Binary+"\x00")) && bytes.Contains(cmd, []byte(root))
+		return bytes.HasPrefix(cmd, []byte(etcdtest.Binary+"\x00")) && bytes.Contains(cmd, []byte(dir))
 	}); len(pids) != 1 {
-		t.Errorf("etcd processes whose command line names the run's directory %s: %v, want the run's one", root, pids)
+		t.Errorf("etcd processes whose command line names %s: %v, want the one", dir, pids)
 	}
 	key := "/opus-e2e-harness-" + testRun.ID + "/k"
 	e.put(t, key, "kept")

@@ -29,36 +29,53 @@ type etcdServer struct {
 	clientURL string
 }
 
+// runEtcd is one etcd the run starts on first use, for one group of
+// tests (see joinGroup): the etcd tests' (startEtcd) and the cluster
+// tests' (startClusterEtcd), each its own member, so that the groups run
+// side by side (a partition test pauses its group's etcd only).
+type runEtcd struct {
+	dir   string
+	group *sync.Mutex
+	once  sync.Once
+	e     *etcdServer
+	err   error
+}
+
 var (
-	sharedEtcd     *etcdServer
-	sharedEtcdErr  error
-	sharedEtcdOnce sync.Once
+	etcdTests, clusterTests sync.Mutex
+	groupEtcd               = &runEtcd{dir: "etcd", group: &etcdTests}
+	clusterEtcd             = &runEtcd{dir: "cluster-etcd", group: &clusterTests}
 )
 
-// startEtcd returns the run's etcd, starting it on first use; it runs
-// until the run ends. Tests share it: each Opus host that uses it has a
-// key prefix of its own.
-func startEtcd(t *testing.T) *etcdServer {
+// startEtcd returns the etcd tests' etcd, starting it on first use; it
+// runs until the run ends. Tests share it: each Opus host that uses it
+// has a key prefix of its own.
+func startEtcd(t *testing.T) *etcdServer { return groupEtcd.start(t) }
+
+// startClusterEtcd returns the cluster tests' etcd (cluster20_test.go).
+func startClusterEtcd(t *testing.T) *etcdServer { return clusterEtcd.start(t) }
+
+func (r *runEtcd) start(t *testing.T) *etcdServer {
 	t.Helper()
-	joinEtcdTests(t)
+	joinGroup(t, r.group)
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
 	if why := etcdtest.Missing(); why != "" {
 		t.Skip(why)
 	}
-	sharedEtcdOnce.Do(func() {
-		srv, err := etcdtest.StartWith(filepath.Join(root, "etcd"), etcdtest.Options{TLS: true})
+	r.once.Do(func() {
+		srv, err := etcdtest.StartWith(filepath.Join(root, r.dir), etcdtest.Options{TLS: true})
 		if err != nil {
-			sharedEtcdErr = err
+			r.err = err
 			return
 		}
-		sharedEtcd = &etcdServer{srv: srv, clientURL: srv.ClientURL}
+		r.e = &etcdServer{srv: srv, clientURL: srv.ClientURL}
 	})
-	if sharedEtcdErr != nil {
-		t.Fatalf("starting etcd: %v", sharedEtcdErr)
+	if r.err != nil {
+		t.Fatalf("starting etcd: %v", r.err)
 	}
-	return sharedEtcd
+	return r.e
 }
 
 // pause stops etcd where it is (SIGSTOP): its ports still accept
@@ -105,8 +122,10 @@ func (e *etcdServer) restart(t *testing.T) {
 
 // stopEtcd ends the run's etcd, if it started one.
 func stopEtcd() {
-	if sharedEtcd != nil {
-		_ = sharedEtcd.srv.Kill()
+	for _, r := range []*runEtcd{groupEtcd, clusterEtcd} {
+		if r.e != nil {
+			_ = r.e.srv.Kill()
+		}
 	}
 }
 
@@ -131,23 +150,31 @@ func (e *etcdServer) call(timeout time.Duration, fn func(context.Context, *clien
 	return fn(ctx, c)
 }
 
-// The tests on the run's etcd and its hosts run after every other test
-// (t.Parallel), one at a time (they share the etcd, pause and kill it,
-// and restart its hosts' daemons), beside the packaging tests
-// (TestInstallOnHost, TestDebPackage), which touch none of the run's hosts.
+// The tests on the run's etcds and their hosts run after every other
+// test (t.Parallel), beside the packaging tests (TestInstallOnHost,
+// TestDebPackage), which touch none of the run's hosts; within a group
+// (one etcd and its hosts) one at a time: they pause and kill its etcd
+// and restart its hosts' daemons.
 var (
-	etcdTests  sync.Mutex
-	etcdJoined sync.Map // *testing.T → true, for the tests that joined
+	parallel sync.Map // *testing.T → true, once t.Parallel was called
+	joined   sync.Map // groupOf{t, group} → true
 )
 
-// joinEtcdTests makes t one of the etcd tests (once per test).
-func joinEtcdTests(t *testing.T) {
-	if _, loaded := etcdJoined.LoadOrStore(t, true); loaded {
+type groupOf struct {
+	t     *testing.T
+	group *sync.Mutex
+}
+
+// joinGroup makes t one of group's tests (once per test and group).
+func joinGroup(t *testing.T, group *sync.Mutex) {
+	if _, loaded := joined.LoadOrStore(groupOf{t, group}, true); loaded {
 		return
 	}
-	t.Parallel()
-	etcdTests.Lock()
-	t.Cleanup(etcdTests.Unlock)
+	if _, loaded := parallel.LoadOrStore(t, true); !loaded {
+		t.Parallel()
+	}
+	group.Lock()
+	t.Cleanup(group.Unlock)
 }
 
 // etcdHostN is the run's host number of the etcd host.

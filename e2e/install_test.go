@@ -401,7 +401,7 @@ func deleteProjectUser(userName string) {
 // it. The whole package holds the e2e lock, so no other e2e test runs at
 // the same time.
 func TestInstallOnHost(t *testing.T) {
-	// Beside the etcd tests, after the others (see joinEtcdTests): it
+	// Beside the etcd tests, after the others (see joinGroup): it
 	// touches none of the run's hosts.
 	t.Parallel()
 	if skipReason != "" {

@@ -212,7 +212,7 @@ func lastFiles(mv *store.Move) [2]string {
 // first copy is in it.
 func (m *Mover) exportLast(ctx context.Context, p *store.Project) error {
 	mv := p.Move
-	if err := m.step(ctx, mv.Operation, "last copy", store.StepRunning, "the old copy stopped taking writes"); err != nil {
+	if err := m.step(ctx, mv.Operation, lastStep, store.StepRunning, "the old copy stopped taking writes"); err != nil {
 		return err
 	}
 	if _, err := m.opt.Privd.RemoveBackend(ctx, &privdv1.RemoveBackendRequest{Project: p.Name}); err != nil {
@@ -298,7 +298,7 @@ func (m *Mover) takeOver(ctx context.Context, p *store.Project) error {
 			return err
 		}
 		now := tx.Now()
-		endStep(op, "last copy", store.StepDone, fmt.Sprintf("%s of data, %s of media files written since the first copy: loaded here", datasize.Text(mv.Last[0].Size), datasize.Text(mv.Last[1].Size)), now)
+		endStep(op, lastStep, store.StepDone, fmt.Sprintf("%s of data, %s of media files written since the first copy: loaded here", datasize.Text(mv.Last[0].Size), datasize.Text(mv.Last[1].Size)), now)
 		op.State, op.EndTime = store.OpSucceeded, now
 		if err := tx.PutOperation(op); err != nil {
 			return err
@@ -595,6 +595,17 @@ func Switch(host string) func(tx *store.Tx, c *store.Project) error {
 				if err := main.PutProject(old); err != nil {
 					return err
 				}
+				// Ended here if the teardown ran under an operation of
+				// its own (the move's had been handed to the mover).
+				if op, err := tx.Operation(mv.Operation); err == nil && !op.State.Final() {
+					op.State, op.EndTime = store.OpFailed, tx.Now()
+					if op.Error == "" {
+						op.Error = "move to host " + host + ": called off"
+					}
+					if err := tx.PutOperation(op); err != nil {
+						return err
+					}
+				}
 				if mv.State == store.MoveSyncing || mv.State == store.MoveLast {
 					// Its backend went for the last copy: a run of its own
 					// brings it back.
@@ -625,10 +636,24 @@ func Switch(host string) func(tx *store.Tx, c *store.Project) error {
 		if err != nil {
 			return err
 		}
-		// Not over yet: ended with the switch (takeOver).
+		// Not over yet: the mover's from here (Claimed), ended with the
+		// switch (takeOver).
 		op.State, op.EndTime = store.OpRunning, time.Time{}
+		if !Handed(op) {
+			endStep(op, lastStep, store.StepRunning, "the copy here answers; the old copy is to stop taking writes and send what it wrote since", tx.Now())
+		}
 		return tx.PutOperation(op)
 	}
+}
+
+// lastStep is the move's last step, the mover's: from its start the
+// incoming reconciler leaves the operation be (Handed).
+const lastStep = "last copy"
+
+// Handed says a move's operation has been handed to the mover (its copy
+// deployed): the incoming reconciler's Options.Claim is !Handed.
+func Handed(op *store.Operation) bool {
+	return slices.ContainsFunc(op.Steps, func(s store.Step) bool { return s.Name == lastStep })
 }
 
 // switchOver makes c, this host's copy, the project (on this host), and
@@ -703,7 +728,7 @@ func (m *Mover) fail(ctx context.Context, p *store.Project, why error) {
 				return err
 			}
 			op.Error = "move to host " + mv.To + ": " + why.Error()
-			endStep(op, "last copy", store.StepFailed, why.Error(), tx.Now())
+			endStep(op, lastStep, store.StepFailed, why.Error(), tx.Now())
 			return tx.PutOperation(op)
 		}
 		q.Move = nil

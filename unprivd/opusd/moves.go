@@ -44,6 +44,7 @@ func newMoves(cfg config.Config, st *store.Store, privd privdv1.PrivdClient, rop
 	// was away) is torn down under a MOVE operation of its own.
 	in.Kinds, in.DeleteKind = []store.OpKind{store.OpMove}, store.OpMove
 	in.Finish = mover.Switch(cfg.Host())
+	in.Claim = func(op *store.Operation) bool { return !mover.Handed(op) }
 	// A copy's deploy that ends (a failed one: its move is to be
 	// cleared) wakes the mover at once.
 	in.Observer = endKicker{Observer: ropt.Observer, kick: func() { m.mover.Kick() }}

@@ -158,6 +158,10 @@ type Options struct {
 	// them claims. Several reconcilers (one per store facet) share the
 	// operations of a project name; Kinds keeps them off each other's.
 	Kinds []store.OpKind
+	// Claim, when set, further decides which open operations of its kinds
+	// this reconciler works on (the incoming facet's: a move's operation
+	// only until its copy is deployed; the mover ends it).
+	Claim func(op *store.Operation) bool
 	// DeleteKind is the kind of the operation a teardown opens when no
 	// claimed one is open (a record marked Deleting without one); empty
 	// means DELETE. The departing facet's reconciler tears down a moved
@@ -182,6 +186,12 @@ func (r *Reconciler) deleteKind() store.OpKind {
 		return r.opt.DeleteKind
 	}
 	return store.OpDelete
+}
+
+// claimsOp reports whether op is this reconciler's to work on: of a kind
+// it claims (Options.Kinds), and one Options.Claim takes.
+func (r *Reconciler) claimsOp(op *store.Operation) bool {
+	return r.claims(op.Kind) && (r.opt.Claim == nil || r.opt.Claim(op))
 }
 
 // claims reports whether operations of kind are this reconciler's to
@@ -338,7 +348,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 					return err
 				}
 				for _, op := range ops {
-					if !op.State.Final() && r.claims(op.Kind) {
+					if !op.State.Final() && r.claimsOp(op) {
 						need = true
 						break
 					}
@@ -610,7 +620,7 @@ func (r *Reconciler) claim(ctx context.Context, name string) (p *store.Project, 
 		}
 		var open []*store.Operation
 		for _, op := range ops {
-			if op.State.Final() || !r.claims(op.Kind) {
+			if op.State.Final() || !r.claimsOp(op) {
 				// Another reconciler's (Options.Kinds) are not even
 				// cancelled: it ends them.
 				continue
@@ -954,7 +964,7 @@ func (r *Reconciler) undoFailed(ctx context.Context, log *slog.Logger, t *Task, 
 			return err
 		}
 		for _, op := range ops {
-			if mine[op.ID] || op.State.Final() || !r.claims(op.Kind) {
+			if mine[op.ID] || op.State.Final() || !r.claimsOp(op) {
 				continue
 			}
 			ended.end(op, store.OpFailed, end)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,6 +190,9 @@ type etcdKV struct {
 	// and whether another host's commit changed it.
 	changed func(bucket, key string, elsewhere bool)
 
+	// leases are the registrations' leases, revoked at close.
+	leaseMu sync.Mutex
+	leases  []clientv3.LeaseID
 	// ctx ends when the store closes: the watch and lease renewals
 	// stop.
 	ctx  context.Context
@@ -222,7 +226,27 @@ func (e *etcdKV) close() error {
 		e.stop()
 		<-e.done
 	}
+	// A host that stops leaves the list at once (one that dies, when its
+	// lease runs out).
+	e.leaseMu.Lock()
+	leases := e.leases
+	e.leases = nil
+	e.leaseMu.Unlock()
+	for _, id := range leases {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		e.c.Revoke(ctx, id)
+		cancel()
+	}
 	return e.c.Close()
+}
+
+// holdLease records the lease a registration holds now (replacing old),
+// for close to revoke.
+func (e *etcdKV) holdLease(old, id clientv3.LeaseID) {
+	e.leaseMu.Lock()
+	defer e.leaseMu.Unlock()
+	e.leases = slices.DeleteFunc(e.leases, func(l clientv3.LeaseID) bool { return l == old })
+	e.leases = append(e.leases, id)
 }
 
 // load reads everything under the prefix at one revision into a new copy.
@@ -406,6 +430,7 @@ func (e *etcdKV) register(ctx context.Context, bucket, key, value []byte, mine f
 	if err != nil {
 		return err
 	}
+	e.holdLease(0, id)
 	go func() {
 		for {
 			// KeepAlive's channel closes when the lease is lost or the
@@ -422,9 +447,12 @@ func (e *etcdKV) register(ctx context.Context, bucket, key, value []byte, mine f
 				}
 				// Lost (cut off longer than the TTL): back once the
 				// cluster answers, unless another took the name meanwhile.
+				last := id
 				if id, err = grant(e.ctx); err == nil {
+					e.holdLease(last, id)
 					break
 				}
+				id = last
 			}
 		}
 	}()
