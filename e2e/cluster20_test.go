@@ -27,33 +27,12 @@ const clusterPeerN = 2
 // tests' hosts a and b.
 const clusterHostN = 3
 
-var (
-	clusterHost     *host
-	clusterHostErr  error
-	clusterHostOnce sync.Once
-)
+// clusterHost is the cluster tests' host a, on their own etcd
+// (startClusterEtcd). It is named etcdhost, as the etcd tests' host on
+// the other etcd is: each etcd is an Opus of its own.
+var clusterHost = &runHost{etcd: clusterEtcd, n: clusterHostN, dir: "cluster/etcdhost", name: "etcdhost", key: "cluster"}
 
-// needClusterHost returns the cluster tests' host a, on their own etcd
-// (startClusterEtcd), starting both on first use. It is named etcdhost,
-// as the etcd tests' host on the other etcd is: each etcd is an Opus of
-// its own.
-func needClusterHost(t *testing.T) *host {
-	t.Helper()
-	e := startClusterEtcd(t)
-	clusterHostOnce.Do(func() {
-		dir := filepath.Join(root, "cluster", "etcdhost")
-		configure, err := e.hostConfig(dir, "/opus-cluster-"+testRun.ID+"/", "etcdhost")
-		if err != nil {
-			clusterHostErr = err
-			return
-		}
-		clusterHost, clusterHostErr = startExtraHost(hostSpec{n: clusterHostN, dir: dir, configure: configure})
-	})
-	if clusterHostErr != nil {
-		t.Fatalf("starting the cluster tests' host a: %v", clusterHostErr)
-	}
-	return clusterHost
-}
+func needClusterHost(t *testing.T) *host { return clusterHost.need(t) }
 
 var (
 	hostbOnce      sync.Once

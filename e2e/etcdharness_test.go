@@ -180,33 +180,42 @@ func joinGroup(t *testing.T, group *sync.Mutex) {
 // etcdHostN is the run's host number of the etcd host.
 const etcdHostN = 1
 
-var (
-	etcdHost     *host
-	etcdHostErr  error
-	etcdHostOnce sync.Once
-)
+// runHost is an Opus host on one of the run's etcds, started on first use
+// and kept until the run ends.
+type runHost struct {
+	etcd           *runEtcd
+	n              int
+	dir, name, key string // its directory under root, host_name, etcd_prefix's middle
+	once           sync.Once
+	h              *host
+	err            error
+}
+
+var etcdHost = &runHost{etcd: groupEtcd, n: etcdHostN, dir: "etcdhost", name: "etcdhost", key: "e2e"}
 
 // needEtcdHost returns the run's second host, whose opusd keeps its state
 // in the run's etcd under a prefix of the run's own, starting both on
 // first use. Its users (testRun.HostUserPrefix(1)) and project uids
 // (HostUIDs(1)) are apart from the shared host's, and so are its
 // directories, Apache and ports.
-func needEtcdHost(t *testing.T) *host {
+func needEtcdHost(t *testing.T) *host { return etcdHost.need(t) }
+
+func (r *runHost) need(t *testing.T) *host {
 	t.Helper()
-	e := startEtcd(t)
-	etcdHostOnce.Do(func() {
-		dir := filepath.Join(root, "etcdhost")
-		configure, err := e.hostConfig(dir, "/opus-e2e-"+testRun.ID+"/", "etcdhost")
+	e := r.etcd.start(t)
+	r.once.Do(func() {
+		dir := filepath.Join(root, r.dir)
+		configure, err := e.hostConfig(dir, "/opus-"+r.key+"-"+testRun.ID+"/", r.name)
 		if err != nil {
-			etcdHostErr = err
+			r.err = err
 			return
 		}
-		etcdHost, etcdHostErr = startExtraHost(hostSpec{n: etcdHostN, dir: dir, configure: configure})
+		r.h, r.err = startExtraHost(hostSpec{n: r.n, dir: dir, configure: configure})
 	})
-	if etcdHostErr != nil {
-		t.Fatalf("starting the etcd host: %v", etcdHostErr)
+	if r.err != nil {
+		t.Fatalf("starting host %s: %v", r.name, r.err)
 	}
-	return etcdHost
+	return r.h
 }
 
 // hostConfig is a hostSpec.configure for a host in dir whose opusd keeps
