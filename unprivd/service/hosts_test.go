@@ -152,9 +152,15 @@ func TestTwoHosts(t *testing.T) {
 	}
 	b.st.Close()
 	waitHosts(a, "a")
-	p, err := a.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "onb"})
-	if err != nil || p.GetPhase() != opusv1.Phase_PHASE_UNREACHABLE {
-		t.Fatalf("b's project with b gone: %v, %v; want UNREACHABLE", p.GetPhase(), err)
+	// (Each opusd reads the hosts' list again at most every half second.)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		p, err := a.client.GetProject(ctx, &opusv1.GetProjectRequest{Name: "onb"})
+		if err == nil && p.GetPhase() == opusv1.Phase_PHASE_UNREACHABLE {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b's project with b gone: %v, %v; want UNREACHABLE", p.GetPhase(), err)
+		}
 	}
 	_, err = a.client.UpdateSettings(ctx, &opusv1.UpdateSettingsRequest{Project: "onb", Set: map[string]string{"debug": "true"}})
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "host b, which is not answering: changes to it are refused until that host is back") {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,7 +77,7 @@ var ErrUnavailable = errors.New("the state store is unreachable")
 
 // maxCommitAttempts bounds how often Update runs fn again after losing to
 // another host's commit.
-const maxCommitAttempts = 20
+const maxCommitAttempts = 100
 
 // OpenEtcd opens the state kept in an etcd cluster under opt.Prefix,
 // creating its schema version on first use. Unlike Open it takes no lock:
@@ -585,6 +586,14 @@ func (e *etcdKV) update(ctx context.Context, began func(), fn func(kvTx) error) 
 		}
 		if attempt == maxCommitAttempts {
 			return fmt.Errorf("state store (%s): %d attempts in a row lost to other hosts' changes; try again", e.where, attempt)
+		}
+		// Lost to another host's commit: a random pause, longer each
+		// time, so that two hosts racing for the same records do not
+		// keep colliding.
+		select {
+		case <-time.After(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond)))):
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
