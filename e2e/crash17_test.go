@@ -59,7 +59,13 @@ func (h *host) crashOp(t *testing.T, name string, points []string, ask func(ctx 
 // after the restarts, to the whole change, or for the failing one to
 // nothing of it (the previous state READY and serving, the failure in the
 // operation), with no drift left; another project answers throughout.
-func TestCrashEveryOperationKind(t *testing.T) { crashEveryOperationKind(t, needHost(t)) }
+func TestCrashEveryOperationKind(t *testing.T) {
+	// After the others (no other test uses the shared host then), beside
+	// the etcd, cluster and packaging tests, which use none of its
+	// accounts (see joinGroup).
+	joinGroup(t, &sharedHostTests)
+	crashEveryOperationKind(t, needHost(t))
+}
 
 // crashEveryOperationKind is TestCrashEveryOperationKind on h (the shared
 // host, or one on the etcd state store).

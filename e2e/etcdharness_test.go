@@ -42,7 +42,9 @@ type runEtcd struct {
 }
 
 var (
-	etcdTests, clusterTests sync.Mutex
+	// sharedHostTests are the shared host's tests that run in the
+	// parallel phase (one: TestCrashEveryOperationKind).
+	etcdTests, clusterTests, sharedHostTests sync.Mutex
 	groupEtcd               = &runEtcd{dir: "etcd", group: &etcdTests}
 	clusterEtcd             = &runEtcd{dir: "cluster-etcd", group: &clusterTests}
 )
