@@ -45,8 +45,8 @@ var (
 	// sharedHostTests are the shared host's tests that run in the
 	// parallel phase (one: TestCrashEveryOperationKind).
 	etcdTests, clusterTests, sharedHostTests sync.Mutex
-	groupEtcd               = &runEtcd{dir: "etcd", group: &etcdTests}
-	clusterEtcd             = &runEtcd{dir: "cluster-etcd", group: &clusterTests}
+	groupEtcd                                = &runEtcd{dir: "etcd", group: &etcdTests}
+	clusterEtcd                              = &runEtcd{dir: "cluster-etcd", group: &clusterTests}
 )
 
 // startEtcd returns the etcd tests' etcd, starting it on first use; it
