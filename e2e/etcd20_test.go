@@ -266,6 +266,12 @@ func TestEtcdRefusesClientsWithoutCertificate(t *testing.T) {
 	h := needEtcdHost(t)
 	e := startEtcd(t)
 	prefix := h.cfg.EtcdPrefix
+	// Its opusd registers itself just after it answers on its socket
+	// (an earlier test may have just restarted it): the state to keep is
+	// the one with its registration.
+	waitFor(t, 30*time.Second, "the etcd host registered", func() bool {
+		return e.get(t, prefix+"hosts/"+h.cfg.HostName) != ""
+	})
 	before := e.snapshot(t, prefix)
 	if len(before) == 0 {
 		t.Fatalf("etcd holds nothing under %s: nothing to protect", prefix)
