@@ -39,6 +39,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/opus-hosting/opus/internal/datasize"
+	"github.com/opus-hosting/opus/internal/limitio"
 	privdv1 "github.com/opus-hosting/opus/proto/opus/privd/v1"
 	"github.com/opus-hosting/opus/unprivd/peer"
 	"github.com/opus-hosting/opus/unprivd/reconcile"
@@ -385,7 +386,7 @@ func (m *Mover) dump(ctx context.Context, project, id string, media bool) (store
 		return store.MoveFile{}, err
 	}
 	h := sha256.New()
-	w := &bounded{w: io.MultiWriter(f, h), left: m.opt.MaxBytes}
+	w := &limitio.Writer{W: io.MultiWriter(f, h), Max: m.opt.MaxBytes, Err: errors.New("the data is larger than snapshot_max_bytes allows")}
 	err = reconcile.DumpData(ctx, m.opt.Privd, project, media, w)
 	if st, ok := status.FromError(err); ok && err != nil {
 		// privd's message is for people; its code and wrapping are not.
@@ -401,7 +402,7 @@ func (m *Mover) dump(ctx context.Context, project, id string, media bool) (store
 		os.Remove(path)
 		return store.MoveFile{}, err
 	}
-	return store.MoveFile{ID: id, Size: m.opt.MaxBytes - w.left, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	return store.MoveFile{ID: id, Size: w.N, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 // offer makes the export's files fetchable by the move's token (again,
@@ -810,19 +811,4 @@ func (m *Mover) step(ctx context.Context, opID, name string, state store.StepSta
 		return nil
 	})
 	return err
-}
-
-// bounded fails a write past left bytes.
-type bounded struct {
-	w    io.Writer
-	left int64
-}
-
-func (b *bounded) Write(p []byte) (int, error) {
-	if int64(len(p)) > b.left {
-		return 0, fmt.Errorf("the data is larger than snapshot_max_bytes allows")
-	}
-	n, err := b.w.Write(p)
-	b.left -= int64(n)
-	return n, err
 }

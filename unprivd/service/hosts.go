@@ -112,14 +112,10 @@ func (s *Service) place(tx *store.Tx, want string, spec store.Spec) (string, err
 	if err != nil {
 		return "", err
 	}
-	var names []string
-	for _, h := range hs {
-		names = append(names, h.Name)
-	}
 	uploads := slices.ContainsFunc(spec.Apps, func(a store.AppSpec) bool { return a.Upload != nil })
 	switch {
-	case want != "" && !slices.Contains(names, want):
-		return "", invalid("host", "no host %q is answering; the live hosts are %s", want, strings.Join(names, ", "))
+	case want != "" && hostIndex(hs, want) < 0:
+		return "", notAnswering("host", want, hs)
 	case uploads && want != "" && want != s.cfg.HostName:
 		return "", invalid("host", "a project made from an upload starts on the host that received the upload (%s); create it there, or from git", s.cfg.HostName)
 	case uploads:
@@ -196,4 +192,19 @@ func (s *Service) ListHosts(ctx context.Context, _ *opusv1.ListHostsRequest) (*o
 		return nil, s.storeErr(ctx, err)
 	}
 	return res, nil
+}
+
+// hostIndex is the index of host name in hs, or -1.
+func hostIndex(hs []store.Host, name string) int {
+	return slices.IndexFunc(hs, func(h store.Host) bool { return h.Name == name })
+}
+
+// notAnswering refuses field's host name, which is not among the live
+// hosts hs, naming those.
+func notAnswering(field, name string, hs []store.Host) error {
+	names := make([]string, 0, len(hs))
+	for _, h := range hs {
+		names = append(names, h.Name)
+	}
+	return invalid(field, "no host %q is answering; the live hosts are %s", name, strings.Join(names, ", "))
 }

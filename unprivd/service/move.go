@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"slices"
-	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -82,17 +80,11 @@ func (s *Service) movable(tx *store.Tx, p *store.Project, to string) error {
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(hs, func(h store.Host) bool { return h.Name == to })
-	if i < 0 {
-		var names []string
-		for _, h := range hs {
-			names = append(names, h.Name)
-		}
-		return invalid("to", "no host %q is answering; the live hosts are %s", to, strings.Join(names, ", "))
+	if hostIndex(hs, to) < 0 {
+		return notAnswering("to", to, hs)
 	}
 	for _, h := range []string{p.Host, to} {
-		j := slices.IndexFunc(hs, func(x store.Host) bool { return x.Name == h })
-		if j >= 0 && hs[j].PeerAddr == "" {
+		if j := hostIndex(hs, h); j >= 0 && hs[j].PeerAddr == "" {
 			return status.Errorf(codes.FailedPrecondition, "host %s takes part in no moves: set peer_listen in its opus.conf", h)
 		}
 	}
